@@ -1,0 +1,39 @@
+# Set-up is part of every target: `make demo` and `make test` work on a fresh
+# Debian machine (QGIS from Debian, everything else pinned in .venv).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBIAN_PACKAGES := qgis python3-qgis python3-venv python3-pip
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: demo test system venv package bench clean
+
+demo: $(STAMP)
+	$(PY) -m backend demo --out demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m backend bench --size 4096
+
+# Debian packages: installed only when one is missing, so re-runs cost nothing.
+system:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+# --system-site-packages: the venv must see Debian's qgis and PyQt5.
+$(STAMP): requirements.txt constraints.txt | system
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
+	touch $@
+
+clean:
+	rm -rf demo_output build dist .pytest_cache

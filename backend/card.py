@@ -1,0 +1,273 @@
+"""The model card: the one contract between `training/` (which writes it) and
+`backend/` + `plugin/` (which read it).
+
+The card is a JSON document stored in the ONNX file's ``metadata_props`` under
+the key :data:`CARD_KEY`. Its schema is versioned by ``schema_version``; the
+full field reference lives in ``backend/MODEL_CARD.md``. :func:`parse_card`
+validates a decoded card and lists *every* problem at once, with the JSON path
+of each, so a user sees exactly what is missing.
+
+Normalisation, per input band, in the band's card ``units``::
+
+    x_model = (clip(x, clip_lo, clip_hi) - offset) / scale
+
+e.g. the paper's VV window (Garg et al., Appendix A) is clip [-20, 0] dB,
+offset -20, scale 20, which maps it to [0, 1].
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CARD_KEY = "sarflood_card"
+SCHEMA_VERSION = 1
+UNITS = ("dB", "linear", "amplitude")
+KNOWN_BANDS = ("VV", "VH")
+OUTPUT_KINDS = ("water_probability",)
+TASKS = ("water_segmentation",)
+
+
+class CardError(ValueError):
+    """A model card is missing, malformed, or does not fit the input."""
+
+
+@dataclass(frozen=True)
+class BandSpec:
+    name: str
+    units: str
+    clip: tuple[float, float]
+    offset: float
+    scale: float
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    version: str
+    task: str
+    bands: tuple[BandSpec, ...]
+    input_name: str
+    output_name: str
+    output_kind: str
+    default_threshold: float
+    pixel_size_m: float
+    tile_size: int
+    margin: int
+    size_multiple: int
+    training_data: str
+    metrics: dict[str, float]
+    license: str
+    description: str = ""
+    notes: str = ""
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.bands)
+
+    def to_json(self) -> str:
+        """The card as stored in ONNX metadata (inverse of :func:`parse_card`)."""
+        doc = {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "version": self.version,
+            "task": self.task,
+            "description": self.description,
+            "inputs": {
+                "tensor": self.input_name,
+                "bands": [
+                    {"name": b.name, "units": b.units, "clip": list(b.clip),
+                     "offset": b.offset, "scale": b.scale}
+                    for b in self.bands
+                ],
+            },
+            "pixel_size_m": self.pixel_size_m,
+            "tiling": {"tile_size": self.tile_size, "margin": self.margin,
+                       "size_multiple": self.size_multiple},
+            "output": {"tensor": self.output_name, "kind": self.output_kind,
+                       "default_threshold": self.default_threshold},
+            "training": {"data": self.training_data, "metrics": dict(self.metrics),
+                         "notes": self.notes},
+            "license": self.license,
+        }
+        if self.extra:
+            doc["extra"] = self.extra
+        return json.dumps(doc, indent=1, sort_keys=False)
+
+    def summary(self) -> dict[str, Any]:
+        """A flat, JSON-friendly view for `backend card` and the plugin."""
+        out = asdict(self)
+        out["bands"] = [asdict(b) for b in self.bands]
+        return out
+
+
+class _Problems:
+    """Collects validation problems with their JSON path."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, what: str) -> None:
+        self.items.append(f"{path}: {what}")
+
+    def get(self, doc: Any, key: str, path: str, kind: type | tuple[type, ...],
+            required: bool = True, default: Any = None) -> Any:
+        if not isinstance(doc, dict):
+            return default
+        if key not in doc:
+            if required:
+                self.add(f"{path}{key}", "missing")
+            return default
+        value = doc[key]
+        # bool is an int in Python; never accept it where a number is meant
+        if isinstance(value, bool) and bool not in _as_tuple(kind):
+            self.add(f"{path}{key}", f"expected {_kind_name(kind)}, got a boolean")
+            return default
+        if not isinstance(value, kind):
+            self.add(f"{path}{key}", f"expected {_kind_name(kind)}, got {type(value).__name__}")
+            return default
+        if isinstance(value, float) and not math.isfinite(value):
+            self.add(f"{path}{key}", "must be finite")
+            return default
+        return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", dict: "an object",
+             list: "a list", bool: "a boolean"}
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in _as_tuple(kind)))
+
+
+_NUMBER = (int, float)
+
+
+def _parse_band(p: _Problems, doc: Any, path: str) -> BandSpec | None:
+    if not isinstance(doc, dict):
+        p.add(path.rstrip("."), "expected an object")
+        return None
+    name = p.get(doc, "name", path, str)
+    units = p.get(doc, "units", path, str)
+    clip = p.get(doc, "clip", path, list)
+    offset = p.get(doc, "offset", path, _NUMBER)
+    scale = p.get(doc, "scale", path, _NUMBER)
+    if name is not None and name not in KNOWN_BANDS:
+        p.add(f"{path}name", f"unknown band {name!r}; a Sentinel-1 model reads {', '.join(KNOWN_BANDS)}")
+    if units is not None and units not in UNITS:
+        p.add(f"{path}units", f"unknown units {units!r}; expected one of {', '.join(UNITS)}")
+    if clip is not None:
+        if len(clip) != 2 or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in clip):
+            p.add(f"{path}clip", "expected [low, high] numbers")
+            clip = None
+        elif not clip[0] < clip[1]:
+            p.add(f"{path}clip", f"low {clip[0]} must be below high {clip[1]}")
+            clip = None
+    if scale is not None and scale == 0:
+        p.add(f"{path}scale", "must not be zero")
+    if None in (name, units, clip, offset, scale) or scale == 0:
+        return None
+    return BandSpec(name=name, units=units, clip=(float(clip[0]), float(clip[1])),
+                    offset=float(offset), scale=float(scale))
+
+
+def parse_card(doc: Any) -> ModelCard:
+    """Validate a decoded card and build a :class:`ModelCard`.
+
+    Raises :class:`CardError` listing every problem found.
+    """
+    p = _Problems()
+    if not isinstance(doc, dict):
+        raise CardError("model card: expected a JSON object")
+    version = p.get(doc, "schema_version", "", int)
+    if version is not None and version != SCHEMA_VERSION:
+        # a future schema may change meanings: refuse rather than guess
+        raise CardError(f"model card: schema_version {version} is not supported "
+                        f"(this backend reads version {SCHEMA_VERSION})")
+    name = p.get(doc, "name", "", str)
+    model_version = p.get(doc, "version", "", str)
+    task = p.get(doc, "task", "", str)
+    if task is not None and task not in TASKS:
+        p.add("task", f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    description = p.get(doc, "description", "", str, required=False, default="")
+
+    inputs = p.get(doc, "inputs", "", dict, default={})
+    input_name = p.get(inputs, "tensor", "inputs.", str)
+    band_docs = p.get(inputs, "bands", "inputs.", list, default=[])
+    if "bands" in inputs and not band_docs:
+        p.add("inputs.bands", "must list at least one band")
+    bands = [_parse_band(p, b, f"inputs.bands[{i}].") for i, b in enumerate(band_docs)]
+    names = [b.name for b in bands if b is not None]
+    if len(set(names)) != len(names):
+        p.add("inputs.bands", f"duplicate band names {names}")
+
+    pixel_size = p.get(doc, "pixel_size_m", "", _NUMBER)
+    if pixel_size is not None and pixel_size <= 0:
+        p.add("pixel_size_m", "must be positive")
+
+    tiling = p.get(doc, "tiling", "", dict, default={})
+    tile_size = p.get(tiling, "tile_size", "tiling.", int)
+    margin = p.get(tiling, "margin", "tiling.", int)
+    multiple = p.get(tiling, "size_multiple", "tiling.", int, required=False, default=1)
+    if tile_size is not None and tile_size < 16:
+        p.add("tiling.tile_size", "must be at least 16")
+    if margin is not None and margin < 0:
+        p.add("tiling.margin", "must not be negative")
+    if tile_size is not None and margin is not None and 2 * margin >= tile_size:
+        p.add("tiling.margin", f"2 x margin ({2 * margin}) must be below tile_size ({tile_size})")
+    if multiple is not None and multiple < 1:
+        p.add("tiling.size_multiple", "must be at least 1")
+    if tile_size is not None and multiple and tile_size % multiple:
+        p.add("tiling.tile_size", f"must be a multiple of size_multiple ({multiple})")
+
+    output = p.get(doc, "output", "", dict, default={})
+    output_name = p.get(output, "tensor", "output.", str)
+    kind = p.get(output, "kind", "output.", str)
+    if kind is not None and kind not in OUTPUT_KINDS:
+        p.add("output.kind", f"unknown kind {kind!r}; expected one of {', '.join(OUTPUT_KINDS)}")
+    threshold = p.get(output, "default_threshold", "output.", _NUMBER)
+    if threshold is not None and not 0 < threshold < 1:
+        p.add("output.default_threshold", "must lie strictly between 0 and 1")
+
+    training = p.get(doc, "training", "", dict, default={})
+    data = p.get(training, "data", "training.", str)
+    metrics = p.get(training, "metrics", "training.", dict, default={})
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, _NUMBER):
+            p.add(f"training.metrics.{key}", "expected a number")
+    notes = p.get(training, "notes", "training.", str, required=False, default="")
+    licence = p.get(doc, "license", "", str)
+    extra = p.get(doc, "extra", "", dict, required=False, default={})
+
+    if p.items:
+        raise CardError("model card is invalid: " + "; ".join(p.items))
+    return ModelCard(
+        name=name, version=model_version, task=task, description=description,
+        bands=tuple(bands), input_name=input_name, output_name=output_name,
+        output_kind=kind, default_threshold=float(threshold),
+        pixel_size_m=float(pixel_size), tile_size=tile_size, margin=margin,
+        size_multiple=multiple, training_data=data,
+        metrics={k: float(v) for k, v in metrics.items()}, notes=notes,
+        license=licence, extra=extra,
+    )
+
+
+def card_from_metadata(metadata: dict[str, str], source: str) -> ModelCard:
+    """Read and validate the card from ONNX ``metadata_props`` (a str -> str map)."""
+    if CARD_KEY not in metadata:
+        keys = ", ".join(sorted(metadata)) or "none"
+        raise CardError(f"{source}: no model card (metadata key {CARD_KEY!r} missing; "
+                        f"metadata keys present: {keys})")
+    try:
+        doc = json.loads(metadata[CARD_KEY])
+    except json.JSONDecodeError as exc:
+        raise CardError(f"{source}: model card is not valid JSON ({exc})") from None
+    try:
+        return parse_card(doc)
+    except CardError as exc:
+        raise CardError(f"{source}: {exc}") from None

@@ -1,0 +1,155 @@
+"""An ONNX water model with its card: load, pick an execution provider, normalise, run.
+
+This is the only place that talks to ONNX Runtime. The engine feeds it batches of
+tiles already converted to the card's units; it returns water probability.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .card import CardError, ModelCard, card_from_metadata
+
+DEVICES = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+class ModelError(RuntimeError):
+    """The model file cannot be used (unreadable, corrupt, wrong tensors, no device)."""
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """Which ONNX Runtime execution providers to ask for, and why."""
+    providers: list[str]
+    notes: list[str]
+
+
+def choose_providers(device: str, available: list[str] | None = None) -> ProviderChoice:
+    """Map ``auto|cpu|cuda`` to ORT providers, explaining every provider not used."""
+    if device not in DEVICES:
+        raise ModelError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    available = list(ort.get_available_providers() if available is None else available)
+    has_cuda = _CUDA in available
+    no_cuda_why = ("CUDA not used: this onnxruntime build has no CUDAExecutionProvider "
+                   "(install onnxruntime-gpu and an NVIDIA driver to use a GPU)")
+    if device == "cpu":
+        notes = ["CUDA not used: device 'cpu' was asked for"] if has_cuda else [no_cuda_why]
+        return ProviderChoice([_CPU], notes)
+    if device == "cuda" and not has_cuda:
+        raise ModelError("device 'cuda' was asked for, but " + no_cuda_why[len("CUDA not used: "):]
+                         + "; use --device auto or cpu")
+    if has_cuda:
+        return ProviderChoice([_CUDA, _CPU], [])
+    return ProviderChoice([_CPU], [no_cuda_why])
+
+
+def default_threads() -> int:
+    """Intra-op threads: every core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxModel:
+    """A validated ONNX model and its card, ready to run on batches of tiles.
+
+    ``run`` takes float32 ``(N, C, H, W)`` in the card's units, band order of
+    the card, with NaN where the input had no data, and returns ``(N, H, W)``
+    water probability (NaN where any input band was NaN).
+    """
+
+    def __init__(self, path: str, device: str = "auto", threads: int | None = None):
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise ModelError(f"{self.path}: model file not found")
+        choice = choose_providers(device)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
+        try:
+            self.session = ort.InferenceSession(self.path, options, providers=choice.providers)
+        except Exception as exc:  # ORT raises several private exception types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first_line})") from None
+        self.card: ModelCard = card_from_metadata(
+            self.session.get_modelmeta().custom_metadata_map, self.path)
+        used = self.session.get_providers()
+        self.provider = used[0]
+        self.provider_notes = list(choice.notes)
+        if device in ("auto", "cuda") and _CUDA in choice.providers and used[0] != _CUDA:
+            # ORT silently falls back when the CUDA libraries or driver are missing
+            if device == "cuda":
+                raise ModelError(f"{self.path}: device 'cuda' was asked for, but ONNX Runtime "
+                                 "could not start its CUDA provider (check the NVIDIA driver "
+                                 "and CUDA/cuDNN libraries)")
+            self.provider_notes.append("CUDA not used: ONNX Runtime could not start its CUDA "
+                                       "provider (driver or CUDA/cuDNN libraries missing)")
+        self._check_tensors()
+        bands = self.card.bands
+        self._lo = np.array([b.clip[0] for b in bands], np.float32).reshape(1, -1, 1, 1)
+        self._hi = np.array([b.clip[1] for b in bands], np.float32).reshape(1, -1, 1, 1)
+        self._offset = np.array([b.offset for b in bands], np.float32).reshape(1, -1, 1, 1)
+        self._scale = np.array([b.scale for b in bands], np.float32).reshape(1, -1, 1, 1)
+
+    @property
+    def device_name(self) -> str:
+        return "cuda" if self.provider == _CUDA else "cpu"
+
+    def _check_tensors(self) -> None:
+        card = self.card
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        problems = []
+        if card.input_name not in inputs:
+            problems.append(f"card input tensor {card.input_name!r} is not in the graph "
+                            f"(graph inputs: {', '.join(inputs)})")
+        else:
+            shape = inputs[card.input_name].shape
+            if len(shape) != 4:
+                problems.append(f"input {card.input_name!r} must be 4-D NCHW, graph has {shape}")
+            elif isinstance(shape[1], int) and shape[1] != len(card.bands):
+                problems.append(f"input {card.input_name!r} has {shape[1]} channels but the card "
+                                f"lists {len(card.bands)} bands")
+        if len(inputs) != 1:
+            problems.append(f"graph must have exactly one input, it has {len(inputs)}")
+        if card.output_name not in outputs:
+            problems.append(f"card output tensor {card.output_name!r} is not in the graph "
+                            f"(graph outputs: {', '.join(outputs)})")
+        if problems:
+            raise CardError(f"{self.path}: model does not match its card: " + "; ".join(problems))
+
+    def normalize(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Clip, offset and scale per band; NaN -> 0. Returns (x, valid_mask)."""
+        valid = np.isfinite(batch).all(axis=1)
+        x = np.clip(batch, self._lo, self._hi)
+        x -= self._offset
+        x /= self._scale
+        np.nan_to_num(x, copy=False, nan=0.0)
+        return x.astype(np.float32, copy=False), valid
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Run the graph on an already normalised batch; returns (N, H, W) probability."""
+        (out,) = self.session.run([self.card.output_name], {self.card.input_name: x})
+        if out.ndim == 4 and out.shape[1] == 1:
+            out = out[:, 0]
+        if out.shape != (x.shape[0], x.shape[2], x.shape[3]):
+            raise ModelError(f"{self.path}: output {self.card.output_name!r} has shape "
+                             f"{out.shape}, expected {(x.shape[0], 1, x.shape[2], x.shape[3])}")
+        return out.astype(np.float32, copy=False)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Normalise, infer, and set NaN where the input had no data."""
+        x, valid = self.normalize(batch)
+        prob = self.infer(x)
+        prob[~valid] = np.nan
+        return prob
+
+
+__all__ = ["OnnxModel", "ModelError", "CardError", "choose_providers", "DEVICES"]

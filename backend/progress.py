@@ -1,0 +1,138 @@
+"""Progress and messages, as a terminal bar or as JSON lines for the plugin.
+
+The JSON-lines protocol (``--progress json``), one object per line on stdout::
+
+    {"event": "progress", "fraction": 0.42, "stage": "predict"}
+    {"event": "info", "message": "..."}
+    {"event": "warning", "message": "..."}
+    {"event": "result", ...any JSON fields...}
+    {"event": "error", "message": "...", "kind": "InputError"}
+
+``result`` is sent once, on success, as the last line; ``error`` is sent once,
+on failure, as the last line. Nothing else is written to stdout in this mode.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+PROTOCOL_VERSION = 1
+
+
+class Reporter:
+    """Base reporter: silent. Subclasses choose how to show things."""
+
+    def progress(self, fraction: float, stage: str = "") -> None:
+        pass
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warning(self, message: str) -> None:
+        pass
+
+    def result(self, **fields: Any) -> None:
+        pass
+
+    def error(self, message: str, kind: str = "Error") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class JsonReporter(Reporter):
+    """One JSON object per line, flushed at once so a parent process sees it live."""
+
+    def __init__(self, stream: TextIO | None = None, min_interval_s: float = 0.1):
+        self.stream = stream or sys.stdout
+        self.min_interval_s = min_interval_s
+        self._last = -1.0
+        self._emit({"event": "start", "protocol": PROTOCOL_VERSION})
+
+    def _emit(self, doc: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(doc, default=str) + "\n")
+        self.stream.flush()
+
+    def progress(self, fraction: float, stage: str = "") -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last < self.min_interval_s:
+            return
+        self._last = now
+        self._emit({"event": "progress", "fraction": round(float(fraction), 4), "stage": stage})
+
+    def info(self, message: str) -> None:
+        self._emit({"event": "info", "message": message})
+
+    def warning(self, message: str) -> None:
+        self._emit({"event": "warning", "message": message})
+
+    def result(self, **fields: Any) -> None:
+        self._emit({"event": "result", **fields})
+
+    def error(self, message: str, kind: str = "Error") -> None:
+        self._emit({"event": "error", "message": message, "kind": kind})
+
+
+class BarReporter(Reporter):
+    """A one-line progress bar on stderr; messages on stderr; result as JSON on stdout."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self._start = time.monotonic()
+        self._last = -1.0
+        self._open = False
+        self._tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def progress(self, fraction: float, stage: str = "") -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last < (0.2 if self._tty else 5.0):
+            return
+        self._last = now
+        filled = int(self.width * min(max(fraction, 0.0), 1.0))
+        bar = "#" * filled + "-" * (self.width - filled)
+        line = f"{stage:>8} [{bar}] {100 * fraction:5.1f}% {now - self._start:6.1f}s"
+        if self._tty:
+            self.stream.write("\r" + line)
+            self._open = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self._open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def info(self, message: str) -> None:
+        self._line(message)
+
+    def warning(self, message: str) -> None:
+        self._line(f"warning: {message}")
+
+    def result(self, **fields: Any) -> None:
+        self.close()
+        sys.stdout.write(json.dumps(fields, indent=1, default=str) + "\n")
+        sys.stdout.flush()
+
+    def error(self, message: str, kind: str = "Error") -> None:
+        self._line(f"error: {message}")
+
+    def close(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False
+
+
+def make_reporter(mode: str) -> Reporter:
+    if mode == "json":
+        return JsonReporter()
+    if mode == "none":
+        return Reporter()
+    return BarReporter()

@@ -1,0 +1,86 @@
+"""The model card: round trip, and every kind of invalid card is refused with its path named."""
+import json
+
+import onnx
+import pytest
+
+from backend.card import CARD_KEY, CardError, card_from_metadata, parse_card
+from backend.model import OnnxModel
+from training.toy_models import demo_model, raw_db_card, threshold_model
+
+
+def _doc():
+    return json.loads(raw_db_card("t", margin=2).to_json())
+
+
+def test_round_trip():
+    card = raw_db_card("t", margin=2, metrics={"iou_test": 0.5})
+    assert parse_card(json.loads(card.to_json())) == card
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d.pop("name"), "name: missing"),
+    (lambda d: d["inputs"]["bands"][0].pop("clip"), "inputs.bands[0].clip: missing"),
+    (lambda d: d["inputs"]["bands"][1].update(units="furlongs"), "inputs.bands[1].units: unknown units"),
+    (lambda d: d["inputs"]["bands"][0].update(name="B8"), "unknown band 'B8'"),
+    (lambda d: d["inputs"]["bands"][0].update(clip=[0, -20]), "must be below high"),
+    (lambda d: d["inputs"]["bands"][0].update(scale=0), "scale: must not be zero"),
+    (lambda d: d.update(pixel_size_m=-10), "pixel_size_m: must be positive"),
+    (lambda d: d["tiling"].update(margin=200), "2 x margin (400) must be below tile_size"),
+    (lambda d: d["output"].update(kind="logits"), "output.kind: unknown kind"),
+    (lambda d: d["output"].update(default_threshold=1.5), "strictly between 0 and 1"),
+    (lambda d: d["training"]["metrics"].update(iou="high"), "training.metrics.iou: expected a number"),
+    (lambda d: d.update(tiling={"tile_size": True, "margin": 1}), "tiling.tile_size: expected an integer, got a boolean"),
+])
+def test_invalid_cards_name_the_field(mutate, expected):
+    doc = _doc()
+    mutate(doc)
+    with pytest.raises(CardError) as err:
+        parse_card(doc)
+    assert expected in str(err.value)
+
+
+def test_all_problems_listed_at_once():
+    doc = _doc()
+    del doc["name"], doc["license"]
+    with pytest.raises(CardError) as err:
+        parse_card(doc)
+    assert "name: missing" in str(err.value) and "license: missing" in str(err.value)
+
+
+def test_future_schema_refused():
+    doc = _doc()
+    doc["schema_version"] = 2
+    with pytest.raises(CardError, match="schema_version 2 is not supported"):
+        parse_card(doc)
+
+
+def test_missing_card_names_file_and_key():
+    with pytest.raises(CardError, match=r"m\.onnx: no model card \(metadata key 'sarflood_card'"):
+        card_from_metadata({"other": "x"}, "m.onnx")
+
+
+def test_model_without_card_is_refused(tmp_path):
+    model = threshold_model()
+    del model.metadata_props[:]
+    path = tmp_path / "nocard.onnx"
+    onnx.save(model, path)
+    with pytest.raises(CardError, match="no model card"):
+        OnnxModel(str(path), device="cpu")
+
+
+def test_card_not_matching_graph_is_refused(tmp_path):
+    card = raw_db_card("mismatch", margin=0, bands=("VV",))  # graph below has 2 channels
+    model = threshold_model()
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    path = tmp_path / "mismatch.onnx"
+    onnx.save(model, path)
+    with pytest.raises(CardError, match="has 2 channels but the card lists 1 bands"):
+        OnnxModel(str(path), device="cpu")
+
+
+def test_bundled_demo_model_is_reproducible(tmp_path):
+    """resources/models holds exactly what training.toy_models.demo_model builds."""
+    from tests.conftest import REPO
+    bundled = onnx.load(REPO / "resources" / "models" / "sarflood-demo-threshold.onnx")
+    assert bundled.SerializeToString() == demo_model().SerializeToString()
