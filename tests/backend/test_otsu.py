@@ -1,0 +1,35 @@
+"""Otsu on histograms whose answer is known."""
+import numpy as np
+
+from backend.otsu import Histogram, otsu_from_histogram, otsu_threshold, water_mask
+
+
+def test_bimodal_threshold_lies_between_modes():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(-22, 1.0, 30000), rng.normal(-8, 1.0, 70000)])
+    t = otsu_threshold(values)
+    assert -21 < t < -9  # between the modes, more than one sigma from each
+
+
+def test_streamed_histogram_equals_one_shot():
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.normal(-20, 2, 5000), rng.normal(-9, 2, 5000)])
+    hist = Histogram()
+    for block in np.array_split(values, 7):
+        hist.add(block)
+    assert otsu_from_histogram(hist.counts, hist.edges) == otsu_threshold(values)
+
+
+def test_two_point_masses_split_between_them():
+    edges = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert otsu_from_histogram(np.array([5, 0, 0, 5]), edges) in (1.0, 2.0, 3.0)
+
+
+def test_undefined_cases_return_none():
+    assert otsu_threshold(np.full(10, np.nan)) is None
+    assert otsu_threshold(np.full(10, -15.0)) is None
+
+
+def test_mask_codes():
+    m = water_mask(np.array([-20.0, -5.0, np.nan]), -15.0)
+    assert m.tolist() == [1, 0, 255]
