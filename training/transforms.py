@@ -1,0 +1,86 @@
+"""Augmentations (Garg et al., Section 3.1: random crop with distortion,
+horizontal/vertical flips and colour jitter), on one sample at a time.
+
+A sample is a dict of tensors: images ``(C, H, W)`` float, label-like maps
+``(H, W)`` (int labels, bool masks). Geometric transforms move every map of a
+sample together, so the teacher's stacked input, the student's S1 input and the
+labels stay pixel-aligned; the photometric jitter is applied only to the tensor
+a model is trained on, after the geometry (for distillation, the student's S1,
+never the teacher's input).
+
+Every random draw comes from a ``torch.Generator`` passed in, so a step's batch
+is a pure function of (seed, step): runs resume exactly and DDP ranks agree.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Sample = dict[str, Tensor]
+
+
+def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def _resize(t: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear for float images, nearest for label-like maps."""
+    if tuple(t.shape[-2:]) == size:
+        return t
+    if t.ndim == 3 and t.is_floating_point():
+        return F.interpolate(t[None], size=size, mode="bilinear", align_corners=False)[0]
+    return F.interpolate(t[None, None].float(), size=size, mode="nearest")[0, 0].to(t.dtype)
+
+
+@dataclass(frozen=True)
+class CropDistort:
+    """Crop a box of random size and aspect ratio and resample it to ``size`` x ``size``.
+
+    The box side is ``size`` times a zoom drawn from ``zoom``, its aspect ratio
+    (w/h) is drawn log-uniformly from ``aspect``; the box is clipped to the
+    sample. ``zoom=(1, 1), aspect=(1, 1)`` is a plain crop without resampling.
+    """
+    size: int
+    zoom: tuple[float, float] = (0.75, 1.25)
+    aspect: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __call__(self, sample: Sample, g: torch.Generator) -> Sample:
+        h, w = next(iter(sample.values())).shape[-2:]
+        zoom = _uniform(g, *self.zoom)
+        ratio = math.exp(_uniform(g, math.log(self.aspect[0]), math.log(self.aspect[1])))
+        bh = min(h, max(1, round(self.size * zoom / math.sqrt(ratio))))
+        bw = min(w, max(1, round(self.size * zoom * math.sqrt(ratio))))
+        top = int(torch.randint(0, h - bh + 1, (), generator=g))
+        left = int(torch.randint(0, w - bw + 1, (), generator=g))
+        return {k: _resize(v[..., top:top + bh, left:left + bw], (self.size, self.size))
+                for k, v in sample.items()}
+
+
+def random_flips(sample: Sample, g: torch.Generator) -> Sample:
+    """Horizontal and vertical flips, each with probability 1/2, on every map."""
+    dims = [d for d in (-1, -2) if float(torch.rand((), generator=g)) < 0.5]
+    return {k: v.flip(dims) for k, v in sample.items()} if dims else sample
+
+
+@dataclass(frozen=True)
+class ColourJitter:
+    """Per-channel brightness and contrast jitter of a normalised image.
+
+    ``x' = mean + c * (x - mean) + b`` with ``c`` in ``[1 - contrast, 1 + contrast]``
+    and ``b`` in ``[-brightness, brightness]``, drawn per channel; pixels outside
+    ``valid`` stay 0 (the no-data fill) and do not enter the mean.
+    """
+    brightness: float = 0.1
+    contrast: float = 0.2
+
+    def __call__(self, image: Tensor, valid: Tensor, g: torch.Generator) -> Tensor:
+        c = image.shape[0]
+        gain = 1 + self.contrast * (2 * torch.rand(c, 1, 1, generator=g) - 1)
+        bias = self.brightness * (2 * torch.rand(c, 1, 1, generator=g) - 1)
+        v = valid.to(image.dtype)
+        mean = (image * v).sum(dim=(1, 2), keepdim=True) / v.sum().clamp(min=1)
+        return (mean + gain * (image - mean) + bias) * v
