@@ -1,0 +1,175 @@
+"""Run ``python -m backend ... --progress json`` as a child process and read its JSON lines.
+
+This is the one place that starts the backend. It is plain Python (threads and
+``subprocess``), so both the QgsTask of the GUI and the Processing algorithms,
+which already run in worker threads, drive it with the same code:
+
+    outcome = BackendProcess(python, ["predict", ...]).run(on_event, is_canceled)
+
+Two reader threads drain stdout (JSON events) and stderr (kept for error
+messages), so the child never stalls on a full pipe. Cancel sends SIGTERM, on
+which the backend removes its temporary files and exits with 130; a child that
+does not stop within the grace period is killed.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import queue
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .backend_env import PLUGIN_ROOT, Interpreter, child_env
+
+EXIT_CANCELLED = 130
+_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+
+
+@dataclass
+class Outcome:
+    """How a backend run ended."""
+    returncode: int | None = None
+    result: dict[str, Any] | None = None   # the `result` event, without the "event" key
+    error: str | None = None               # one-line message for the user
+    error_kind: str | None = None
+    cancelled: bool = False
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and not self.cancelled and self.returncode == 0
+
+
+EventHandler = Callable[[dict[str, Any]], None]
+
+
+class BackendProcess:
+    """One run of the backend CLI. Not reusable: create one per run."""
+
+    def __init__(self, interpreter: Interpreter, args: list[str], grace_s: float = 10.0):
+        self.interpreter = interpreter
+        self.argv = [interpreter.path, "-m", "backend", *args]
+        if "--progress" not in args:
+            self.argv += ["--progress", "json"]
+        self.grace_s = grace_s
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=40)
+        self._proc: subprocess.Popen | None = None
+
+    def _read_stdout(self, stream) -> None:
+        for line in stream:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError:
+                # the protocol forbids other stdout; keep it for the error message anyway
+                self._stderr.append(line)
+                continue
+            if isinstance(doc, dict) and "event" in doc:
+                self._events.put(doc)
+        self._events.put(None)  # end of stream
+
+    def _read_stderr(self, stream) -> None:
+        for line in stream:
+            if line.strip():
+                self._stderr.append(line.rstrip())
+
+    def run(self, on_event: EventHandler | None = None,
+            is_canceled: Callable[[], bool] = lambda: False, poll_s: float = 0.05) -> Outcome:
+        """Start the child, deliver each event to ``on_event``, return how it ended.
+
+        Blocks the calling thread (a worker thread) until the child exits.
+        """
+        outcome = Outcome()
+        start = time.monotonic()
+        try:
+            self._proc = subprocess.Popen(
+                self.argv, cwd=str(PLUGIN_ROOT), env=child_env(), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        except OSError as exc:
+            outcome.error = f"could not start the backend with {self.interpreter.path}: {exc}"
+            return outcome
+        readers = [threading.Thread(target=self._read_stdout, args=(self._proc.stdout,), daemon=True),
+                   threading.Thread(target=self._read_stderr, args=(self._proc.stderr,), daemon=True)]
+        for reader in readers:
+            reader.start()
+        stream_open = True
+        while stream_open:
+            if is_canceled() and not outcome.cancelled:
+                outcome.cancelled = True
+                self._stop()
+            try:
+                event = self._events.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if event is None:
+                stream_open = False
+                continue
+            self._handle(event, outcome, on_event)
+        outcome.returncode = self._proc.wait()
+        for reader in readers:
+            reader.join(timeout=5)
+        outcome.seconds = time.monotonic() - start
+        self._conclude(outcome)
+        return outcome
+
+    def _handle(self, event: dict[str, Any], outcome: Outcome, on_event: EventHandler | None) -> None:
+        kind = event.get("event")
+        if kind == "result":
+            outcome.result = {k: v for k, v in event.items() if k != "event"}
+        elif kind == "error":
+            outcome.error = str(event.get("message", "unknown error"))
+            outcome.error_kind = str(event.get("kind", "Error"))
+        elif kind == "warning":
+            outcome.warnings.append(str(event.get("message", "")))
+        if on_event is not None:
+            on_event(event)
+
+    def _stop(self) -> None:
+        """SIGTERM (the backend cleans up), then kill if it does not exit in time."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=self.grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    def _conclude(self, outcome: Outcome) -> None:
+        """Turn an exit without a clear message into one the user can act on."""
+        if outcome.returncode == EXIT_CANCELLED:
+            outcome.cancelled = True
+        if outcome.cancelled:
+            outcome.result = None
+            return
+        if outcome.returncode == 0 and outcome.result is not None:
+            return
+        if outcome.error:
+            return
+        tail = list(self._stderr)
+        text = "\n".join(tail)
+        missing = _MISSING_MODULE.search(text)
+        if missing:
+            module = missing.group(1).split(".")[0]
+            broken = Interpreter(self.interpreter.path, self.interpreter.source,
+                                 {module: f"No module named '{missing.group(1)}'"})
+            if module == "backend":
+                outcome.error = (f"the backend package was not found next to the plugin in "
+                                 f"{PLUGIN_ROOT} (the plugin is incomplete: reinstall it)")
+            else:
+                outcome.error = broken.problem()
+            outcome.error_kind = "MissingDependency"
+            return
+        last = tail[-1] if tail else "no message"
+        if outcome.returncode == 0:
+            outcome.error = f"the backend ended without a result ({last})"
+        else:
+            outcome.error = f"the backend failed with exit code {outcome.returncode}: {last}"

@@ -1,0 +1,65 @@
+"""Turn QGIS raster layers into the backend's scene input, or say exactly what is wrong.
+
+Shared by the run dialog and the Processing algorithms, so both refuse the same
+inputs with the same words. Checks here are about layers (file, band count,
+band names); checks about pixel values (units, no valid pixels) are the backend's.
+"""
+from __future__ import annotations
+
+import os
+
+from qgis.core import QgsRasterLayer
+
+from .bands import guess_bands
+from .params import SceneInput
+
+
+class InputProblem(ValueError):
+    """A layer cannot be used as Sentinel-1 input; the message names it."""
+
+
+def layer_file(layer: QgsRasterLayer, role: str) -> str:
+    """The file behind a layer: the backend reads files, not QGIS layers."""
+    path = layer.source().split("|")[0]
+    if layer.providerType() != "gdal" or not os.path.isfile(path):
+        raise InputProblem(f"{role} layer '{layer.name()}' is not a raster file the backend can read "
+                           f"(source: {layer.source()}); save it as a GeoTIFF first (Export > Save As)")
+    return path
+
+
+def band_names(layer: QgsRasterLayer) -> list[str]:
+    return [layer.bandName(i) for i in range(1, layer.bandCount() + 1)]
+
+
+def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None = None) -> SceneInput:
+    """One multi-band layer; ``bands`` (VV, VH), 1-based, or None to guess from band names."""
+    if layer is None:
+        raise InputProblem("Sentinel-1 input: no raster layer chosen")
+    path = layer_file(layer, "Sentinel-1 input")
+    if layer.bandCount() < 2:
+        raise InputProblem(f"Sentinel-1 input '{layer.name()}' has {layer.bandCount()} band; the model "
+                           f"needs VV and VH: give a 2-band VV/VH stack, or separate VV and VH layers")
+    if bands is None:
+        bands = guess_bands(band_names(layer))
+        if bands is None:
+            raise InputProblem(f"Sentinel-1 input '{layer.name()}': cannot tell VV from VH by band names "
+                               f"({', '.join(band_names(layer))}); choose the VV and VH bands")
+    for band in bands:
+        if not 1 <= band <= layer.bandCount():
+            raise InputProblem(f"Sentinel-1 input '{layer.name()}' has no band {band}")
+    if bands[0] == bands[1]:
+        raise InputProblem(f"Sentinel-1 input '{layer.name()}': VV and VH are both band {bands[0]}")
+    return SceneInput(path, None, bands)
+
+
+def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None) -> SceneInput:
+    """A single-band VV layer and a single-band VH layer."""
+    if vv is None or vh is None:
+        raise InputProblem("Separate VV and VH input: choose both a VV and a VH layer")
+    if vv.id() == vh.id():
+        raise InputProblem(f"Separate VV and VH input: '{vv.name()}' is chosen as both VV and VH")
+    for layer, role in ((vv, "VV"), (vh, "VH")):
+        if layer.bandCount() != 1:
+            raise InputProblem(f"{role} layer '{layer.name()}' has {layer.bandCount()} bands; with "
+                               f"separate VV and VH layers each must have exactly one band")
+    return SceneInput(layer_file(vv, "VV"), layer_file(vh, "VH"))

@@ -1,0 +1,72 @@
+"""Put a run's outputs on the map: one layer group, styled, with no broken layer left behind."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import QgsLayerTreeGroup, QgsProject, QgsRasterLayer
+
+from . import styles
+
+
+class LayerError(RuntimeError):
+    """An output raster could not be opened as a layer."""
+
+
+@dataclass
+class RunLayers:
+    """The layers of one run, as added to the project."""
+    group: QgsLayerTreeGroup
+    mask: QgsRasterLayer
+    probability: QgsRasterLayer | None = None
+    uncertainty: QgsRasterLayer | None = None
+
+
+def open_raster(path: str, name: str) -> QgsRasterLayer:
+    """Open a GeoTIFF, or raise with the file named (never return an invalid layer)."""
+    layer = QgsRasterLayer(path, name, "gdal")
+    if not layer.isValid():
+        error = layer.error().summary() or "not a readable raster"
+        raise LayerError(f"{path}: cannot be opened as a raster layer ({error})")
+    return layer
+
+
+def add_run_layers(title: str, outputs: dict[str, str | None], project: QgsProject | None = None) -> RunLayers:
+    """Add mask, probability and (optional) uncertainty as a group at the top of the legend.
+
+    ``outputs`` is the backend's ``outputs`` map (mask, probability, uncertainty paths).
+    All layers are opened before anything is added, so a failure leaves the project as it was.
+    """
+    project = project or QgsProject.instance()
+    stem = Path(outputs["mask"]).stem
+    mask = open_raster(outputs["mask"], f"water mask ({stem})")
+    mask.setRenderer(styles.mask_renderer(mask.dataProvider()))
+    probability = uncertainty = None
+    if outputs.get("probability"):
+        probability = open_raster(outputs["probability"], "water probability")
+        probability.setRenderer(styles.probability_renderer(probability.dataProvider()))
+    if outputs.get("uncertainty"):
+        uncertainty = open_raster(outputs["uncertainty"], "uncertainty (TTA spread)")
+        uncertainty.setRenderer(styles.uncertainty_renderer(uncertainty.dataProvider()))
+
+    group = project.layerTreeRoot().insertGroup(0, title)
+    for layer in (mask, probability, uncertainty):
+        if layer is not None:
+            project.addMapLayer(layer, False)
+            group.addLayer(layer)
+    if uncertainty is not None:
+        group.findLayer(uncertainty.id()).setItemVisibilityChecked(False)
+    if probability is not None:
+        # the mask answers "where is water"; probability is there for review
+        group.findLayer(probability.id()).setItemVisibilityChecked(False)
+    return RunLayers(group, mask, probability, uncertainty)
+
+
+def add_styled_raster(path: str, name: str, renderer_factory, project: QgsProject | None = None) -> QgsRasterLayer:
+    """Add one styled raster at the top of the legend."""
+    project = project or QgsProject.instance()
+    layer = open_raster(path, name)
+    layer.setRenderer(renderer_factory(layer.dataProvider()))
+    project.addMapLayer(layer, False)
+    project.layerTreeRoot().insertLayer(0, layer)
+    return layer

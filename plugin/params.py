@@ -1,0 +1,127 @@
+"""What each backend command needs, as dataclasses that turn into CLI arguments.
+
+The run dialog and the Processing algorithms fill these; ``task.py`` and the
+algorithms hand ``argv()`` to :class:`~.backend_process.BackendProcess`. Keeping
+the argument spelling here means one place follows the backend's CLI contract.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEVICES = ("auto", "cpu", "cuda")
+UNITS = ("dB", "linear", "amplitude")
+
+Extent = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
+
+
+def _extent_args(extent: Extent | None, extent_crs: str | None) -> list[str]:
+    if extent is None:
+        return []
+    args = ["--extent", ",".join(repr(float(v)) for v in extent)]
+    if extent_crs:
+        args += ["--extent-crs", extent_crs]
+    return args
+
+
+@dataclass
+class SceneInput:
+    """The Sentinel-1 input: one multi-band file, or one VV and one VH file.
+
+    ``bands`` maps a multi-band file: 1-based (VV band, VH band). ``None`` means the
+    file's own order, VV then VH.
+    """
+    vv: str
+    vh: str | None = None
+    bands: tuple[int, int] | None = None
+
+    def paths(self) -> list[str]:
+        return [self.vv] if self.vh is None else [self.vv, self.vh]
+
+    def args(self) -> list[str]:
+        args = self.paths()
+        if self.vh is None and self.bands is not None and self.bands != (1, 2):
+            args += ["--bands", f"{self.bands[0]},{self.bands[1]}"]
+        return args
+
+
+@dataclass
+class PredictParams:
+    """``python -m backend predict``: the learned model."""
+    scene: SceneInput
+    mask: str
+    probability: str | None = None
+    uncertainty: str | None = None
+    model: str | None = None          # None: the bundled default model
+    device: str = "auto"
+    threshold: float | None = None    # None: the model card's default
+    units: str | None = None          # None: detected by the backend
+    tile_size: int | None = None
+    overlap: int | None = None
+    batch_size: int = 4
+    tta: bool = False
+    extent: Extent | None = None
+    extent_crs: str | None = None
+    overwrite: bool = False
+
+    def argv(self) -> list[str]:
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)}")
+        if self.units is not None and self.units not in UNITS:
+            raise ValueError(f"unknown units {self.units!r}; expected one of {', '.join(UNITS)}")
+        args = ["predict", *self.scene.args(), "--mask", self.mask, "--device", self.device,
+                "--batch-size", str(self.batch_size)]
+        optional = {"--probability": self.probability, "--uncertainty": self.uncertainty,
+                    "--model": self.model, "--threshold": self.threshold, "--units": self.units,
+                    "--tile-size": self.tile_size, "--overlap": self.overlap}
+        for flag, value in optional.items():
+            if value is not None:
+                args += [flag, str(value)]
+        if self.tta:
+            args.append("--tta")
+        if self.overwrite:
+            args.append("--overwrite")
+        return args + _extent_args(self.extent, self.extent_crs)
+
+    def outputs(self) -> list[str]:
+        return [p for p in (self.mask, self.probability, self.uncertainty) if p]
+
+
+@dataclass
+class OtsuParams:
+    """``python -m backend otsu``: the Otsu baseline on VV in dB."""
+    scene: SceneInput
+    mask: str
+    extent: Extent | None = None
+    extent_crs: str | None = None
+    overwrite: bool = False
+
+    def argv(self) -> list[str]:
+        args = ["otsu", *self.scene.args(), "--mask", self.mask]
+        if self.overwrite:
+            args.append("--overwrite")
+        return args + _extent_args(self.extent, self.extent_crs)
+
+    def outputs(self) -> list[str]:
+        return [self.mask]
+
+
+@dataclass
+class FinalizeParams:
+    """``python -m backend finalize``: the accepted mask, with provenance tags."""
+    probability: str
+    threshold: float
+    mask: str
+    tags: dict[str, str] | None = None
+    overwrite: bool = False
+
+    def argv(self) -> list[str]:
+        args = ["finalize", self.probability, "--threshold", repr(float(self.threshold)),
+                "--mask", self.mask]
+        for key, value in (self.tags or {}).items():
+            args += ["--tag", f"{key}={value}"]
+        if self.overwrite:
+            args.append("--overwrite")
+        return args
+
+    def outputs(self) -> list[str]:
+        return [self.mask]

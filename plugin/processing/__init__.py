@@ -1,0 +1,1 @@
+"""Processing provider ``sarflood`` and its algorithms (one module per algorithm)."""

@@ -1,0 +1,113 @@
+"""What the backend-driven algorithms share: input parameters, input checks, running the backend.
+
+Processing already runs ``processAlgorithm`` in a worker thread, so the backend
+child process is driven synchronously here, polling ``feedback.isCanceled()``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
+                       QgsProcessingParameterBand, QgsProcessingParameterExtent,
+                       QgsProcessingParameterRasterLayer, QgsRasterLayer)
+
+from ..backend_env import find_interpreter
+from ..backend_process import BackendProcess
+from ..inputs import InputProblem, scene_from_pair, scene_from_stack
+from ..params import Extent, SceneInput
+from ..settings import python_setting
+from .base import SarFloodAlgorithm
+
+AREA_OUTPUTS = {
+    "WATER_AREA_KM2": "Water area (km²)",
+    "VALID_AREA_KM2": "Valid (observed) area (km²)",
+    "WATER_FRACTION": "Water share of the valid area (0-1)",
+}
+_RESULT_KEYS = {"WATER_AREA_KM2": "water_area_km2", "VALID_AREA_KM2": "valid_area_km2",
+                "WATER_FRACTION": "water_fraction"}
+
+
+class SceneAlgorithm(SarFloodAlgorithm):
+    """Base for the algorithms that read a Sentinel-1 scene and run a backend command."""
+
+    def add_scene_parameters(self) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "INPUT", "Sentinel-1 input: VV+VH stack, or the VV layer"))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "INPUT_VH", "VH layer (only when VV and VH are separate files)", optional=True))
+        self.addParameter(QgsProcessingParameterBand(
+            "VV_BAND", "VV band of the stack (empty: guessed from band names)", None, "INPUT",
+            optional=True))
+        self.addParameter(QgsProcessingParameterBand(
+            "VH_BAND", "VH band of the stack (empty: guessed from band names)", None, "INPUT",
+            optional=True))
+
+    def add_extent_parameter(self) -> None:
+        self.addParameter(QgsProcessingParameterExtent(
+            "EXTENT", "Extent to map (empty: the whole input)", optional=True))
+
+    def add_area_outputs(self) -> None:
+        for name, description in AREA_OUTPUTS.items():
+            self.addOutput(QgsProcessingOutputNumber(name, description))
+
+    def scene(self, parameters, context) -> SceneInput:
+        """Check the input layers and their bands; every message names the layer."""
+        stack = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        vh = self.parameterAsRasterLayer(parameters, "INPUT_VH", context)
+        bands = None
+        if all(parameters.get(name) not in (None, "", 0) for name in ("VV_BAND", "VH_BAND")):
+            bands = (self.parameterAsInt(parameters, "VV_BAND", context),
+                     self.parameterAsInt(parameters, "VH_BAND", context))
+        try:
+            return scene_from_pair(stack, vh) if vh is not None else scene_from_stack(stack, bands)
+        except InputProblem as problem:
+            raise QgsProcessingException(str(problem)) from None
+
+    def extent(self, parameters, context, reference: QgsRasterLayer) -> tuple[Extent | None, str | None]:
+        if parameters.get("EXTENT") in (None, ""):
+            return None, None
+        rect = self.parameterAsExtent(parameters, "EXTENT", context)
+        crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
+        if not crs.isValid():
+            crs = reference.crs()
+        if rect.isEmpty():
+            raise QgsProcessingException("Extent: the rectangle is empty")
+        ident = crs.authid() or crs.toWkt()
+        return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), ident
+
+    def output_path(self, parameters, name: str, context, feedback) -> str:
+        """A destination path; an existing file is replaced, as Processing does, and said so."""
+        path = self.parameterAsOutputLayer(parameters, name, context)
+        if path and not path.lower().endswith((".tif", ".tiff")):
+            raise QgsProcessingException(f"{name}: {path} must be a GeoTIFF (.tif)")
+        if path and Path(path).exists():
+            feedback.pushInfo(f"{path} exists and will be replaced")
+        return path
+
+    def run_backend(self, args: list[str], feedback) -> dict[str, Any]:
+        """Run one backend command; progress and messages go to ``feedback``."""
+        interpreter = find_interpreter(python_setting())
+        if not interpreter.ok:
+            raise QgsProcessingException(interpreter.problem())
+        feedback.pushInfo(f"backend: {interpreter.path} -m backend {' '.join(args)}")
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event.get("event")
+            if kind == "progress":
+                feedback.setProgress(100.0 * float(event.get("fraction", 0.0)))
+            elif kind == "info":
+                feedback.pushInfo(str(event.get("message", "")))
+            elif kind == "warning":
+                feedback.pushWarning(str(event.get("message", "")))
+
+        outcome = BackendProcess(interpreter, args).run(on_event, feedback.isCanceled)
+        if outcome.cancelled:
+            raise QgsProcessingException("cancelled: the backend was stopped and wrote no output")
+        if not outcome.ok:
+            raise QgsProcessingException(outcome.error or "the backend failed")
+        return outcome.result
+
+    @staticmethod
+    def area_results(result: dict[str, Any]) -> dict[str, float]:
+        return {name: float(result[key]) for name, key in _RESULT_KEYS.items()}

@@ -1,0 +1,96 @@
+"""sarflood:floodextent: water after the event minus water before it -> newly flooded area.
+
+"Before" is a pre-event water mask (aligned onto the post-event grid with
+gdal:warpreproject), a permanent-water polygon layer (burnt onto that grid with
+gdal:rasterize), or both. gdal:rastercalculator combines them; every step is a
+QGIS algorithm run as a child.
+
+Output classes: 0 not flooded, 1 newly flooded, 2 water before and after,
+255 no data (no data in the post-event mask, or in the pre-event mask there).
+"""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessing, QgsProcessingException,
+                       QgsProcessingMultiStepFeedback, QgsProcessingOutputNumber,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
+
+from .base import SarFloodAlgorithm
+from .masks import check_mask_layer, ellipsoid_of, pixel_area_m2
+
+NODATA = 255
+
+
+class FloodExtentAlgorithm(SarFloodAlgorithm):
+    ID = "floodextent"
+    TITLE = "Flood extent (new water)"
+    GROUP_ID = "analysis"
+    HELP = ("Newly flooded area: water in the post-event mask that was not water before. "
+            "'Before' is a pre-event water mask (any grid; it is resampled onto the post-event "
+            "grid), a permanent-water polygon layer, or both. Output: 0 not flooded, 1 newly "
+            "flooded, 2 water before and after, 255 no data (also where the pre-event mask has "
+            "no data, since nothing is known there). Returns the newly flooded area in km².")
+
+    def initAlgorithm(self, config=None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer("POST", "Post-event water mask"))
+        self.addParameter(QgsProcessingParameterRasterLayer("PRE", "Pre-event water mask", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "PERMANENT", "Permanent water polygons", [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Flood extent"))
+        self.addOutput(QgsProcessingOutputNumber("FLOODED_AREA_KM2", "Newly flooded area (km²)"))
+        self.addOutput(QgsProcessingOutputNumber("FLOODED_PIXELS", "Newly flooded pixels"))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        import processing  # QGIS's Processing plugin; importable once QGIS has started
+
+        post = check_mask_layer(self.parameterAsRasterLayer(parameters, "POST", context), "Post-event mask")
+        pre = self.parameterAsRasterLayer(parameters, "PRE", context)
+        permanent = self.parameterAsSource(parameters, "PERMANENT", context)
+        if pre is None and permanent is None:
+            raise QgsProcessingException("Give a pre-event water mask, a permanent-water layer, or both: "
+                                         "the flood extent is post-event water minus water before")
+        if pre is not None:
+            check_mask_layer(pre, "Pre-event mask")
+        destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        steps = QgsProcessingMultiStepFeedback(4, feedback)
+        extent, crs = post.extent(), post.crs()
+
+        def child(step: int, alg: str, params: dict) -> dict:
+            if feedback.isCanceled():
+                raise QgsProcessingException("cancelled")
+            steps.setCurrentStep(step)
+            return processing.run(alg, params, context=context, feedback=steps, is_child_algorithm=True)
+
+        inputs = {"INPUT_A": post, "BAND_A": 1}
+        before = []
+        if pre is not None:
+            aligned = child(0, "gdal:warpreproject", {
+                "INPUT": pre, "TARGET_CRS": crs, "RESAMPLING": 0, "NODATA": NODATA, "DATA_TYPE": 1,
+                "TARGET_EXTENT": extent, "TARGET_EXTENT_CRS": crs,
+                "EXTRA": f"-ts {post.width()} {post.height()}",
+                "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})["OUTPUT"]
+            inputs.update(INPUT_B=aligned, BAND_B=1)
+            before.append("(B==1)")
+        if permanent is not None:
+            source = parameters["PERMANENT"]
+            if permanent.sourceCrs() != crs:
+                source = child(1, "native:reprojectlayer", {
+                    "INPUT": source, "TARGET_CRS": crs, "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})["OUTPUT"]
+            burnt = child(1, "gdal:rasterize", {
+                "INPUT": source, "BURN": 1, "UNITS": 0, "WIDTH": post.width(), "HEIGHT": post.height(),
+                "EXTENT": extent, "INIT": 0, "DATA_TYPE": 0,
+                "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})["OUTPUT"]
+            inputs.update(INPUT_C=burnt, BAND_C=1)
+            before.append("(C==1)")
+        was_water = before[0] if len(before) == 1 else f"logical_or({before[0]},{before[1]})"
+        result = child(2, "gdal:rastercalculator", {
+            **inputs, "FORMULA": f"(A==1)*(1+1*{was_water})", "NO_DATA": NODATA, "RTYPE": 0,
+            "OUTPUT": destination})["OUTPUT"]
+
+        report = child(3, "native:rasterlayeruniquevaluesreport", {
+            "INPUT": result, "BAND": 1, "OUTPUT_TABLE": QgsProcessing.TEMPORARY_OUTPUT})
+        table = QgsProcessingUtils.mapLayerFromString(report["OUTPUT_TABLE"], context)
+        flooded = sum(int(f["count"]) for f in table.getFeatures() if int(f["value"]) == 1)
+        area_km2 = flooded * pixel_area_m2(post, ellipsoid_of(context)) / 1e6
+        feedback.pushInfo(f"newly flooded: {flooded} pixels, {area_km2:.3f} km²")
+        return {"OUTPUT": result, "FLOODED_AREA_KM2": area_km2, "FLOODED_PIXELS": flooded}

@@ -1,0 +1,100 @@
+"""sarflood:mapwater: the learned model over a Sentinel-1 scene -> probability and mask rasters."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
+                       QgsProcessingOutputString, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination)
+
+from ..params import DEVICES, UNITS, PredictParams
+from .common import SceneAlgorithm
+
+UNIT_CHOICES = ("detect from the data", *UNITS)
+
+
+class MapWaterAlgorithm(SceneAlgorithm):
+    ID = "mapwater"
+    TITLE = "Map water (learned model)"
+    GROUP_ID = "mapping"
+    HELP = ("Runs the ONNX water model on a Sentinel-1 VV/VH scene (one 2-band file, or a VV and "
+            "a VH file; dB, linear power or amplitude) and writes the water probability "
+            "(0-1, NaN where there is no data) and the water mask (0 dry, 1 water, 255 no data). "
+            "The model's card fixes bands, scaling, pixel size and tiling; leave the threshold "
+            "empty to use the card's default. Returns the water area in km² and its share of "
+            "the valid area.")
+
+    def initAlgorithm(self, config=None) -> None:
+        self.add_scene_parameters()
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model (.onnx with a model card; empty: the bundled model)",
+            extension="onnx", optional=True))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "THRESHOLD", "Water probability threshold (empty: the model's default)",
+            QgsProcessingParameterNumber.Double, None, optional=True, minValue=0.0, maxValue=1.0))
+        self.add_extent_parameter()
+        advanced = [
+            QgsProcessingParameterEnum("UNITS", "Input units", list(UNIT_CHOICES), defaultValue=0),
+            QgsProcessingParameterNumber("TILE_SIZE", "Tile size in pixels (0: the model's)",
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
+            QgsProcessingParameterNumber("OVERLAP", "Tile overlap in pixels (-1: from the model's margin)",
+                                         QgsProcessingParameterNumber.Integer, -1, minValue=-1),
+            QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch",
+                                         QgsProcessingParameterNumber.Integer, 4, minValue=1),
+            QgsProcessingParameterBoolean("TTA", "Test-time augmentation (flips; slower, gives uncertainty)",
+                                          False),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Water mask"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT_PROBABILITY", "Water probability", optional=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT_UNCERTAINTY", "Uncertainty (needs test-time augmentation)", optional=True,
+            createByDefault=False))
+        self.add_area_outputs()
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", "Threshold used"))
+        self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
+        self.addOutput(QgsProcessingOutputString("MODEL_USED", "Model used"))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        scene = self.scene(parameters, context)
+        reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        extent, extent_crs = self.extent(parameters, context, reference)
+        model = self.parameterAsFile(parameters, "MODEL", context) or None
+        if model is not None and not Path(model).is_file():
+            raise QgsProcessingException(f"Model: {model} does not exist")
+        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
+        probability = self.output_path(parameters, "OUTPUT_PROBABILITY", context, feedback) or None
+        uncertainty = self.output_path(parameters, "OUTPUT_UNCERTAINTY", context, feedback) or None
+        tta = self.parameterAsBool(parameters, "TTA", context)
+        if uncertainty and not tta:
+            raise QgsProcessingException("Uncertainty output: it comes from test-time augmentation; "
+                                         "switch TTA on, or leave the uncertainty output empty")
+        units = UNIT_CHOICES[self.parameterAsEnum(parameters, "UNITS", context)]
+        tile = self.parameterAsInt(parameters, "TILE_SIZE", context)
+        overlap = self.parameterAsInt(parameters, "OVERLAP", context)
+        threshold = None
+        if parameters.get("THRESHOLD") not in (None, ""):
+            threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
+            if not 0.0 < threshold < 1.0:
+                raise QgsProcessingException(f"Threshold: {threshold} must lie strictly between 0 and 1")
+        outputs = [p for p in (mask, probability, uncertainty) if p]
+        params = PredictParams(
+            scene=scene, mask=mask, probability=probability, uncertainty=uncertainty, model=model,
+            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            threshold=threshold, units=None if units == UNIT_CHOICES[0] else units,
+            tile_size=tile or None, overlap=None if overlap < 0 else overlap,
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context), tta=tta,
+            extent=extent, extent_crs=extent_crs,
+            overwrite=any(Path(p).exists() for p in outputs))
+        result = self.run_backend(params.argv(), feedback)
+        model_info = result.get("model")
+        return {"OUTPUT_MASK": mask, "OUTPUT_PROBABILITY": probability,
+                "OUTPUT_UNCERTAINTY": uncertainty, **self.area_results(result),
+                "THRESHOLD_USED": float(result["threshold"]), "DEVICE_USED": str(result["device"]),
+                "MODEL_USED": model_info if isinstance(model_info, str) else str(model_info)}

@@ -1,0 +1,44 @@
+"""Checks and measures for water-mask rasters, shared by the mask-based algorithms."""
+from __future__ import annotations
+
+from qgis.core import (Qgis, QgsDistanceArea, QgsGeometry, QgsProcessingException, QgsProject,
+                       QgsRasterLayer, QgsRectangle, QgsUnitTypes)
+
+INTEGER_TYPES = (Qgis.Byte, Qgis.UInt16, Qgis.Int16, Qgis.UInt32, Qgis.Int32)
+# Areas need an ellipsoid; when the caller's context has none (qgis_process, scripts), use WGS 84.
+DEFAULT_ELLIPSOID = "EPSG:7030"
+
+
+def check_mask_layer(layer: QgsRasterLayer | None, role: str) -> QgsRasterLayer:
+    """A mask is one integer band (0 dry, 1 water, 255 no data); say what is wrong otherwise."""
+    if layer is None:
+        raise QgsProcessingException(f"{role}: no raster layer given")
+    if layer.bandCount() != 1:
+        raise QgsProcessingException(f"{role} '{layer.name()}' has {layer.bandCount()} bands; "
+                                     f"a water mask has one")
+    if layer.dataProvider().dataType(1) not in INTEGER_TYPES:
+        raise QgsProcessingException(
+            f"{role} '{layer.name()}' holds non-integer values; it looks like a probability raster, "
+            f"not a water mask (0 dry, 1 water): give the mask output")
+    return layer
+
+
+def ellipsoid_of(context) -> str:
+    ellipsoid = context.ellipsoid()
+    return DEFAULT_ELLIPSOID if ellipsoid in ("", "NONE") else ellipsoid
+
+
+def pixel_area_m2(layer: QgsRasterLayer, ellipsoid: str, at=None) -> float:
+    """Ellipsoidal area of one pixel of ``layer``, at point ``at`` (layer CRS) or the centre.
+
+    Exact on a projected grid; on a geographic grid (EPSG:4326) pixel area shrinks with
+    latitude, so a measure at one latitude is within about 1 % over 100 km north-south at mid-latitudes.
+    """
+    centre = at if at is not None else layer.extent().center()
+    dx, dy = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+    pixel = QgsRectangle(centre.x() - dx / 2, centre.y() - dy / 2, centre.x() + dx / 2, centre.y() + dy / 2)
+    measure = QgsDistanceArea()
+    measure.setSourceCrs(layer.crs(), QgsProject.instance().transformContext())
+    measure.setEllipsoid(ellipsoid)
+    area = measure.measureArea(QgsGeometry.fromRect(pixel))
+    return measure.convertAreaMeasurement(area, QgsUnitTypes.AreaSquareMeters)

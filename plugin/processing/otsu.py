@@ -1,0 +1,37 @@
+"""sarflood:otsu: the Otsu baseline, one global threshold on VV backscatter in dB."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
+
+from ..params import OtsuParams
+from .common import SceneAlgorithm
+
+
+class OtsuAlgorithm(SceneAlgorithm):
+    ID = "otsu"
+    TITLE = "Map water (Otsu baseline)"
+    GROUP_ID = "mapping"
+    HELP = ("The classic baseline: Otsu's threshold on the histogram of VV backscatter in dB, "
+            "pixels darker than it are water. No model needed. Writes a water mask "
+            "(0 dry, 1 water, 255 no data) and returns the threshold in dB and the water area. "
+            "Compare it with the learned model to see what the model adds.")
+
+    def initAlgorithm(self, config=None) -> None:
+        self.add_scene_parameters()
+        self.add_extent_parameter()
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Water mask (Otsu)"))
+        self.add_area_outputs()
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD_DB", "Otsu threshold on VV (dB)"))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        scene = self.scene(parameters, context)
+        reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        extent, extent_crs = self.extent(parameters, context, reference)
+        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
+        params = OtsuParams(scene=scene, mask=mask, extent=extent, extent_crs=extent_crs,
+                            overwrite=Path(mask).exists())
+        result = self.run_backend(params.argv(), feedback)
+        return {"OUTPUT_MASK": mask, **self.area_results(result),
+                "THRESHOLD_DB": float(result["threshold_db"])}

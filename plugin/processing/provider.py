@@ -1,0 +1,36 @@
+"""The Processing provider ``sarflood``: Toolbox, Model Builder, batch mode and qgis_process see it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .flood_extent import FloodExtentAlgorithm
+from .map_water import MapWaterAlgorithm
+from .otsu import OtsuAlgorithm
+from .vectorize import VectorizeAlgorithm
+from .zonal import ZonalWaterAlgorithm
+
+ICON = Path(__file__).resolve().parents[2] / "resources" / "icon.svg"
+ALGORITHMS = (MapWaterAlgorithm, OtsuAlgorithm, FloodExtentAlgorithm, VectorizeAlgorithm,
+              ZonalWaterAlgorithm)
+
+
+class SarFloodProvider(QgsProcessingProvider):
+
+    def id(self) -> str:
+        return "sarflood"
+
+    def name(self) -> str:
+        return "SAR Flood Mapper"
+
+    def longName(self) -> str:
+        return "SAR Flood Mapper (Sentinel-1 water mapping)"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def loadAlgorithms(self) -> None:
+        for algorithm in ALGORITHMS:
+            self.addAlgorithm(algorithm())

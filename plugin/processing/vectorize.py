@@ -1,0 +1,77 @@
+"""sarflood:vectorize: a water mask -> water polygons with their area in m², small pieces dropped.
+
+Built from QGIS's own algorithms (gdal:polygonize, native:extractbyattribute,
+native:fieldcalculator with an ellipsoidal ``$area``, native:extractbyexpression),
+run as child algorithms.
+"""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessing, QgsProcessingException,
+                       QgsProcessingMultiStepFeedback, QgsProcessingOutputNumber,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterVectorDestination, QgsProcessingUtils,
+                       QgsUnitTypes)
+
+from .base import SarFloodAlgorithm
+from .masks import check_mask_layer, ellipsoid_of
+
+
+class VectorizeAlgorithm(SarFloodAlgorithm):
+    ID = "vectorize"
+    TITLE = "Water mask to polygons"
+    GROUP_ID = "analysis"
+    HELP = ("Turns a water mask (0 dry, 1 water, 255 no data) into polygons of the chosen value, "
+            "adds each polygon's ellipsoidal area in m² (field area_m2) and drops polygons smaller "
+            "than the minimum mapping unit, which removes speckle-sized pieces.")
+
+    def initAlgorithm(self, config=None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Water mask"))
+        self.addParameter(QgsProcessingParameterNumber(
+            "VALUE", "Mask value to vectorize (1: water)", QgsProcessingParameterNumber.Integer, 1,
+            minValue=0, maxValue=254))
+        self.addParameter(QgsProcessingParameterNumber(
+            "MIN_AREA_M2", "Minimum mapping unit (m²); smaller polygons are dropped",
+            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            "OUTPUT", "Water polygons", QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputNumber("POLYGON_COUNT", "Number of polygons kept"))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        import processing  # QGIS's Processing plugin; importable once QGIS has started
+
+        mask = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        check_mask_layer(mask, "Water mask")
+        value = self.parameterAsInt(parameters, "VALUE", context)
+        min_area = self.parameterAsDouble(parameters, "MIN_AREA_M2", context)
+        destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        steps = QgsProcessingMultiStepFeedback(4, feedback)
+
+        def child(step: int, alg: str, params: dict) -> str:
+            if feedback.isCanceled():
+                raise QgsProcessingException("cancelled")
+            steps.setCurrentStep(step)
+            return processing.run(alg, params, context=context, feedback=steps,
+                                  is_child_algorithm=True)["OUTPUT"]
+
+        polygons = child(0, "gdal:polygonize", {"INPUT": mask, "BAND": 1, "FIELD": "DN",
+                                                "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
+        chosen = child(1, "native:extractbyattribute", {"INPUT": polygons, "FIELD": "DN", "OPERATOR": 0,
+                                                        "VALUE": value, "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
+        saved = (context.ellipsoid(), context.areaUnit())
+        context.setEllipsoid(ellipsoid_of(context))
+        context.setAreaUnit(QgsUnitTypes.AreaSquareMeters)
+        try:
+            with_area = child(2, "native:fieldcalculator", {
+                "INPUT": chosen, "FIELD_NAME": "area_m2", "FIELD_TYPE": 0, "FIELD_LENGTH": 20,
+                "FIELD_PRECISION": 2, "FORMULA": "$area", "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
+        finally:
+            context.setEllipsoid(saved[0])
+            context.setAreaUnit(saved[1])
+        kept = child(3, "native:extractbyexpression", {
+            "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": destination})
+        layer = QgsProcessingUtils.mapLayerFromString(kept, context)
+        if layer is None:
+            raise QgsProcessingException(f"{kept}: the polygons were written but cannot be read back")
+        count = layer.featureCount()
+        feedback.pushInfo(f"{count} polygons of value {value} kept (>= {min_area:g} m²)")
+        return {"OUTPUT": kept, "POLYGON_COUNT": count}

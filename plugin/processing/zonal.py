@@ -1,0 +1,74 @@
+"""sarflood:zonalwater: water statistics per polygon (admin areas, catchments...).
+
+native:zonalstatisticsfb counts valid and water pixels of the mask in each polygon;
+this algorithm turns the counts into water share and km² per polygon.
+"""
+from __future__ import annotations
+
+from qgis.core import (QgsCoordinateTransform, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
+                       QgsProcessing, QgsProcessingException,
+                       QgsProcessingMultiStepFeedback, QgsProcessingParameterFeatureSink,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterLayer,
+                       QgsProcessingUtils)
+from qgis.PyQt.QtCore import QVariant
+
+from .base import SarFloodAlgorithm
+from .masks import check_mask_layer, ellipsoid_of, pixel_area_m2
+
+_PREFIX = "sfz_"
+NEW_FIELDS = (("valid_px", QVariant.Double), ("water_px", QVariant.Double),
+              ("water_frac", QVariant.Double), ("water_km2", QVariant.Double))
+
+
+class ZonalWaterAlgorithm(SarFloodAlgorithm):
+    ID = "zonalwater"
+    TITLE = "Water statistics per polygon"
+    GROUP_ID = "analysis"
+    HELP = ("For each polygon (for example admin areas): valid_px, the mask pixels with data; "
+            "water_px, the water pixels; water_frac, their share of the valid pixels; water_km2, "
+            "the water area (pixel area measured on the ellipsoid at the polygon's centroid).")
+
+    def initAlgorithm(self, config=None) -> None:
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "POLYGONS", "Polygons", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterRasterLayer("MASK", "Water mask"))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            "OUTPUT", "Water per polygon", QgsProcessing.TypeVectorPolygon))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        import processing  # QGIS's Processing plugin; importable once QGIS has started
+
+        mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask")
+        source = self.parameterAsSource(parameters, "POLYGONS", context)
+        if source is None:
+            raise QgsProcessingException("Polygons: no polygon layer given")
+        steps = QgsProcessingMultiStepFeedback(2, feedback)
+        zonal = processing.run("native:zonalstatisticsfb", {
+            "INPUT": parameters["POLYGONS"], "INPUT_RASTER": mask, "RASTER_BAND": 1,
+            "COLUMN_PREFIX": _PREFIX, "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT},
+            context=context, feedback=steps, is_child_algorithm=True)["OUTPUT"]
+        steps.setCurrentStep(1)
+        counted = QgsProcessingUtils.mapLayerFromString(zonal, context)
+
+        fields = QgsFields(source.fields())
+        for name, kind in NEW_FIELDS:
+            fields.append(QgsField(name, kind))
+        sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
+                                          source.sourceCrs())
+        to_raster = QgsCoordinateTransform(counted.crs(), mask.crs(), context.transformContext())
+        ellipsoid = ellipsoid_of(context)
+        total = max(1, counted.featureCount())
+        for i, feature in enumerate(counted.getFeatures()):
+            if feedback.isCanceled():
+                break
+            valid = float(feature[f"{_PREFIX}count"] or 0)
+            water = float(feature[f"{_PREFIX}sum"] or 0)
+            out = QgsFeature(fields)
+            out.setGeometry(feature.geometry())
+            attributes = [feature[f.name()] for f in source.fields()]
+            centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
+            km2 = water * pixel_area_m2(mask, ellipsoid, centre) / 1e6 if water else 0.0
+            out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
+            sink.addFeature(out, QgsFeatureSink.FastInsert)
+            steps.setProgress(100.0 * (i + 1) / total)
+        return {"OUTPUT": dest}

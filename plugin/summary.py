@@ -1,0 +1,37 @@
+"""Words and figures for the user, from the backend's ``result`` event.
+
+The backend sends ``probability_histogram``: the area (km2) of valid pixels in
+each of 100 probability bins. The review dock reads the water area for any
+threshold off it, without touching the rasters.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def water_area_at(histogram: dict[str, list[float]], threshold: float) -> float:
+    """Water area (km2) for ``P > threshold``, exact when the threshold is a bin edge (0.01 steps)."""
+    edges = histogram["edges"]
+    areas = histogram["area_km2"]
+    # a bin [lo, hi) counts as water when its lower edge is at or above the threshold;
+    # the tolerance absorbs float noise in edges like 0.29000000000000004
+    return float(sum(a for lo, a in zip(edges[:-1], areas) if lo >= threshold - 1e-9))
+
+
+def valid_area(histogram: dict[str, list[float]]) -> float:
+    return float(sum(histogram["area_km2"]))
+
+
+def area_text(water_km2: float, valid_km2: float) -> str:
+    share = 100.0 * water_km2 / valid_km2 if valid_km2 > 0 else 0.0
+    return f"{water_km2:,.2f} km² of water, {share:.1f} % of the {valid_km2:,.2f} km² valid area"
+
+
+def run_summary(result: dict[str, Any], seconds: float) -> str:
+    """The message-bar line after a run: area, share, time and device."""
+    text = area_text(float(result["water_area_km2"]), float(result["valid_area_km2"]))
+    device = result.get("device", "?")
+    model = result.get("model")
+    name = model.get("name") if isinstance(model, dict) else model
+    extra = f", model {name}" if name else ""
+    return f"{text}; {seconds:.1f} s on {str(device).upper()}{extra}"

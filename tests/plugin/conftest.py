@@ -1,0 +1,96 @@
+"""Fixtures for the plugin tests: the plugin importable as ``sarflood``, its provider, small rasters.
+
+QGIS knows a plugin by its folder name; the repository root is the plugin folder,
+so a symlink named ``sarflood`` to it (the same thing the qgis_process test puts on
+QGIS_PLUGINPATH) makes ``import sarflood`` load the plugin as QGIS would.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from osgeo import gdal, osr
+
+from tests.conftest import REPO
+
+PLUGINS_DIR = Path(tempfile.mkdtemp(prefix="sarflood-plugins-"))
+(PLUGINS_DIR / "sarflood").symlink_to(REPO, target_is_directory=True)
+sys.path.insert(0, str(PLUGINS_DIR))
+ARTIFACTS = REPO / "tests" / "artifacts"
+gdal.UseExceptions()
+
+
+@pytest.fixture(scope="session")
+def plugins_dir() -> Path:
+    return PLUGINS_DIR
+
+
+@pytest.fixture(scope="session")
+def provider(qgis_processing):
+    """The sarflood provider, registered once for the session (as initProcessing does)."""
+    from qgis.core import QgsApplication
+    from sarflood.plugin.processing.provider import SarFloodProvider
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("sarflood") is None:
+        registry.addProvider(SarFloodProvider())
+    yield registry.providerById("sarflood")
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny exact ONNX models: p = sigmoid(-(VV + 15)) per pixel, and broken ones."""
+    from training.toy_models import smoothed_threshold_model, threshold_model
+
+    folder = tmp_path_factory.mktemp("models")
+    paths = {"threshold": folder / "threshold.onnx", "smoothed": folder / "smoothed.onnx",
+             "mismatch": folder / "mismatch.onnx"}
+    onnx.save(threshold_model(), paths["threshold"])
+    onnx.save(smoothed_threshold_model(kernel=3), paths["smoothed"])
+    # the card names an input tensor the graph does not have
+    bad = threshold_model()
+    bad.graph.input[0].name = "not_s1"
+    bad.graph.node[0].input[0] = "not_s1"
+    onnx.save(bad, paths["mismatch"])
+    return paths
+
+
+def write_raster(path: Path, bands: list[np.ndarray], *, epsg: int = 32630, pixel: float = 10.0,
+                 origin=(500000.0, 4200000.0), nodata=None, descriptions=None) -> Path:
+    """A GeoTIFF from arrays (float32 or uint8), north-up, ``pixel`` metres."""
+    height, width = bands[0].shape
+    kind = gdal.GDT_Byte if bands[0].dtype == np.uint8 else gdal.GDT_Float32
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), width, height, len(bands), kind)
+    ds.SetGeoTransform((origin[0], pixel, 0.0, origin[1], 0.0, -pixel))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds.SetProjection(srs.ExportToWkt())
+    for i, array in enumerate(bands, start=1):
+        band = ds.GetRasterBand(i)
+        band.WriteArray(array)
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+        if descriptions:
+            band.SetDescription(descriptions[i - 1])
+    ds = None
+    return path
+
+
+def read_raster(path) -> np.ndarray:
+    ds = gdal.Open(str(path))
+    array = ds.ReadAsArray()
+    ds = None
+    return array
+
+
+@pytest.fixture
+def two_band_scene(tmp_path) -> Path:
+    """64 x 64 dB scene: left half water (VV -22 dB), right half land (VV -8 dB)."""
+    vv = np.full((64, 64), -8.0, np.float32)
+    vv[:, :32] = -22.0
+    vh = vv - 7.0
+    return write_raster(tmp_path / "scene.tif", [vv, vh], descriptions=["VV", "VH"])
