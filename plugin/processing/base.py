@@ -1,7 +1,7 @@
 """The base of every sarflood algorithm: its identity from class attributes, and a fresh copy."""
 from __future__ import annotations
 
-from qgis.core import QgsProcessingAlgorithm
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 
 GROUPS = {"mapping": "Water mapping", "analysis": "Flood analysis"}
 
@@ -30,3 +30,17 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):
         return type(self)()
+
+    @staticmethod
+    def run_child(label: str, alg: str, params: dict, context, feedback) -> dict:
+        """Run a QGIS algorithm as a child, after checking for cancel.
+
+        Children get the caller's own feedback: a QgsProcessingMultiStepFeedback made here
+        would be freed while gdal algorithms still deliver queued output to it (a crash).
+        """
+        import processing  # QGIS's Processing plugin; importable once QGIS has started
+
+        if feedback.isCanceled():
+            raise QgsProcessingException("cancelled")
+        feedback.setProgressText(label)
+        return processing.run(alg, params, context=context, feedback=feedback, is_child_algorithm=True)

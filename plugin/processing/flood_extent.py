@@ -11,7 +11,7 @@ Output classes: 0 not flooded, 1 newly flooded, 2 water before and after,
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException,
-                       QgsProcessingMultiStepFeedback, QgsProcessingOutputNumber,
+                       QgsProcessingOutputNumber,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 
@@ -41,8 +41,6 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("FLOODED_PIXELS", "Newly flooded pixels"))
 
     def processAlgorithm(self, parameters, context, feedback):
-        import processing  # QGIS's Processing plugin; importable once QGIS has started
-
         post = check_mask_layer(self.parameterAsRasterLayer(parameters, "POST", context), "Post-event mask")
         pre = self.parameterAsRasterLayer(parameters, "PRE", context)
         permanent = self.parameterAsSource(parameters, "PERMANENT", context)
@@ -52,14 +50,10 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         if pre is not None:
             check_mask_layer(pre, "Pre-event mask")
         destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        steps = QgsProcessingMultiStepFeedback(4, feedback)
         extent, crs = post.extent(), post.crs()
 
         def child(step: int, alg: str, params: dict) -> dict:
-            if feedback.isCanceled():
-                raise QgsProcessingException("cancelled")
-            steps.setCurrentStep(step)
-            return processing.run(alg, params, context=context, feedback=steps, is_child_algorithm=True)
+            return self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)
 
         inputs = {"INPUT_A": post, "BAND_A": 1}
         before = []

@@ -7,7 +7,7 @@ run as child algorithms.
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException,
-                       QgsProcessingMultiStepFeedback, QgsProcessingOutputNumber,
+                       QgsProcessingOutputNumber,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils,
                        QgsUnitTypes)
@@ -37,21 +37,14 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("POLYGON_COUNT", "Number of polygons kept"))
 
     def processAlgorithm(self, parameters, context, feedback):
-        import processing  # QGIS's Processing plugin; importable once QGIS has started
-
         mask = self.parameterAsRasterLayer(parameters, "INPUT", context)
         check_mask_layer(mask, "Water mask")
         value = self.parameterAsInt(parameters, "VALUE", context)
         min_area = self.parameterAsDouble(parameters, "MIN_AREA_M2", context)
         destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        steps = QgsProcessingMultiStepFeedback(4, feedback)
 
         def child(step: int, alg: str, params: dict) -> str:
-            if feedback.isCanceled():
-                raise QgsProcessingException("cancelled")
-            steps.setCurrentStep(step)
-            return processing.run(alg, params, context=context, feedback=steps,
-                                  is_child_algorithm=True)["OUTPUT"]
+            return self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)["OUTPUT"]
 
         polygons = child(0, "gdal:polygonize", {"INPUT": mask, "BAND": 1, "FIELD": "DN",
                                                 "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})

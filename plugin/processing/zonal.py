@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from qgis.core import (QgsCoordinateTransform, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
                        QgsProcessing, QgsProcessingException,
-                       QgsProcessingMultiStepFeedback, QgsProcessingParameterFeatureSink,
+                       QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterLayer,
                        QgsProcessingUtils)
 from qgis.PyQt.QtCore import QVariant
@@ -36,18 +36,15 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             "OUTPUT", "Water per polygon", QgsProcessing.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context, feedback):
-        import processing  # QGIS's Processing plugin; importable once QGIS has started
-
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask")
         source = self.parameterAsSource(parameters, "POLYGONS", context)
         if source is None:
             raise QgsProcessingException("Polygons: no polygon layer given")
-        steps = QgsProcessingMultiStepFeedback(2, feedback)
-        zonal = processing.run("native:zonalstatisticsfb", {
+        zonal = self.run_child("counting pixels per polygon", "native:zonalstatisticsfb", {
             "INPUT": parameters["POLYGONS"], "INPUT_RASTER": mask, "RASTER_BAND": 1,
             "COLUMN_PREFIX": _PREFIX, "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT},
-            context=context, feedback=steps, is_child_algorithm=True)["OUTPUT"]
-        steps.setCurrentStep(1)
+            context, feedback)["OUTPUT"]
+        feedback.setProgressText("water share and area per polygon")
         counted = QgsProcessingUtils.mapLayerFromString(zonal, context)
 
         fields = QgsFields(source.fields())
@@ -70,5 +67,5 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             km2 = water * pixel_area_m2(mask, ellipsoid, centre) / 1e6 if water else 0.0
             out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
             sink.addFeature(out, QgsFeatureSink.FastInsert)
-            steps.setProgress(100.0 * (i + 1) / total)
+            feedback.setProgress(100.0 * (i + 1) / total)
         return {"OUTPUT": dest}

@@ -1,0 +1,162 @@
+"""The mask-based algorithms (vectorize, flood extent, zonal statistics) on generated and real rasters.
+
+Expected values are computed here with numpy from the arrays the test wrote, so a
+wrong class, a shifted grid or a wrong area unit fails.
+"""
+import math
+
+import numpy as np
+import pytest
+from qgis.core import (QgsFeature, QgsGeometry, QgsProcessingException, QgsRectangle, QgsVectorLayer)
+
+from .conftest import read_raster, write_raster
+
+PIXEL = 10.0
+ORIGIN = (500000.0, 4200000.0)  # UTM 30N, on the central meridian: scale factor 0.9996
+
+
+def _mask(tmp_path, name="post.tif") -> tuple:
+    """100 x 100 mask: a 20 x 20 water square, a 2 x 2 speck, 10 rows of no data at the bottom."""
+    a = np.zeros((100, 100), np.uint8)
+    a[10:30, 10:30] = 1
+    a[50:52, 50:52] = 1
+    a[90:, :] = 255
+    return write_raster(tmp_path / name, [a], nodata=255), a
+
+
+def _rect_layer(crs: str, rects) -> QgsVectorLayer:
+    layer = QgsVectorLayer(f"Polygon?crs={crs}&field=name:string", "polygons", "memory")
+    features = []
+    for name, rect in rects:
+        f = QgsFeature(layer.fields())
+        f.setGeometry(QgsGeometry.fromRect(QgsRectangle(*rect)))
+        f.setAttributes([name])
+        features.append(f)
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def _utm_area_m2(pixels: int) -> float:
+    # true area of UTM pixels on the central meridian: nominal area / k0^2
+    return pixels * PIXEL * PIXEL / 0.9996 ** 2
+
+
+def test_vectorize_keeps_pieces_above_the_mapping_unit(provider, tmp_path):
+    import processing
+
+    path, _ = _mask(tmp_path)
+    out = processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 1000,
+                                                "OUTPUT": str(tmp_path / "water.gpkg")})
+    layer = QgsVectorLayer(out["OUTPUT"], "w", "ogr")
+    areas = [f["area_m2"] for f in layer.getFeatures()]
+    assert out["POLYGON_COUNT"] == 1 == len(areas)
+    assert areas[0] == pytest.approx(_utm_area_m2(400), rel=2e-4)
+
+    everything = processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0,
+                                                       "OUTPUT": str(tmp_path / "all.gpkg")})
+    kept = sorted(f["area_m2"] for f in QgsVectorLayer(everything["OUTPUT"], "a", "ogr").getFeatures())
+    assert kept == pytest.approx([_utm_area_m2(4), _utm_area_m2(400)], rel=2e-4)
+
+
+def test_vectorize_real_label_chip_matches_pixel_count(provider, real_chips, tmp_path):
+    """Sen1Floods11 Spain label (EPSG:4326): summed polygon area = water pixels x pixel area."""
+    import processing
+
+    label = real_chips / "LabelHand" / "Spain_7370579_LabelHand.tif"
+    out = processing.run("sarflood:vectorize", {"INPUT": str(label), "MIN_AREA_M2": 0,
+                                                "OUTPUT": str(tmp_path / "spain.gpkg")})
+    total = sum(f["area_m2"] for f in QgsVectorLayer(out["OUTPUT"], "s", "ogr").getFeatures())
+    from osgeo import gdal
+    ds = gdal.Open(str(label))
+    x0, dx, _, y0, _, dy = ds.GetGeoTransform()
+    water = ds.ReadAsArray() == 1
+    ds = None
+    rows = np.nonzero(water)[0]
+    # spherical-Earth pixel area per row (authalic radius): independent of QGIS's ellipsoid code
+    lat = np.radians(y0 + (rows + 0.5) * dy)
+    radius = 6371007.2
+    expected = np.sum((math.radians(dx) * radius) * (math.radians(-dy) * radius) * np.cos(lat))
+    assert water.sum() > 1000
+    assert total == pytest.approx(expected, rel=5e-3)
+
+
+def test_flood_extent_against_a_pre_event_mask_on_another_grid(provider, tmp_path):
+    import processing
+
+    post_path, post = _mask(tmp_path)
+    # pre-event mask at 20 m: water over the left half of the square, 255 in the top-left corner
+    pre = np.zeros((50, 50), np.uint8)
+    pre[5:15, 5:10] = 1
+    pre[0:2, 0:2] = 255
+    pre_path = write_raster(tmp_path / "pre.tif", [pre], pixel=20.0, nodata=255)
+    out = processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                                  "OUTPUT": str(tmp_path / "flood.tif")})
+    got = read_raster(out["OUTPUT"])
+    pre_on_post = np.kron(pre, np.ones((2, 2), np.uint8))
+    expected = np.where(post == 1, np.where(pre_on_post == 1, 2, 1), 0).astype(np.uint8)
+    expected[(post == 255) | (pre_on_post == 255)] = 255
+    np.testing.assert_array_equal(got, expected)
+    flooded = int((expected == 1).sum())
+    assert out["FLOODED_PIXELS"] == flooded
+    assert out["FLOODED_AREA_KM2"] == pytest.approx(_utm_area_m2(flooded) / 1e6, rel=1e-3)
+
+
+def test_flood_extent_minus_permanent_water_in_another_crs(provider, tmp_path):
+    import processing
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject)
+
+    post_path, post = _mask(tmp_path)
+    # permanent water: the top 5 rows of the square, drawn in EPSG:4326
+    utm = QgsRectangle(ORIGIN[0] + 100, ORIGIN[1] - 150, ORIGIN[0] + 300, ORIGIN[1] - 100)
+    to_wgs84 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32630"),
+                                      QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    wgs = to_wgs84.transformBoundingBox(utm)
+    # shrink by a fraction of a pixel so the reprojected edge does not touch the next pixel centre
+    pad_x, pad_y = wgs.width() * 0.01, wgs.height() * 0.05
+    rect = (wgs.xMinimum() + pad_x, wgs.yMinimum() + pad_y, wgs.xMaximum() - pad_x, wgs.yMaximum() - pad_y)
+    permanent = _rect_layer("EPSG:4326", [("lake", rect)])
+    out = processing.run("sarflood:floodextent", {"POST": str(post_path), "PERMANENT": permanent,
+                                                  "OUTPUT": str(tmp_path / "flood.tif")})
+    got = read_raster(out["OUTPUT"])
+    expected = np.where(post == 1, 1, 0).astype(np.uint8)
+    expected[10:15, 10:30] = 2
+    expected[post == 255] = 255
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_flood_extent_refuses_bad_inputs(provider, tmp_path):
+    import processing
+
+    post_path, _ = _mask(tmp_path)
+    with pytest.raises(QgsProcessingException, match="pre-event water mask, a permanent-water layer"):
+        processing.run("sarflood:floodextent", {"POST": str(post_path), "OUTPUT": str(tmp_path / "f.tif")})
+    stack = write_raster(tmp_path / "stack.tif", [np.zeros((8, 8), np.uint8)] * 2)
+    with pytest.raises(QgsProcessingException, match=r"'stack' has 2 bands"):
+        processing.run("sarflood:floodextent", {"POST": str(stack), "PRE": str(post_path),
+                                                "OUTPUT": str(tmp_path / "f.tif")})
+    prob = write_raster(tmp_path / "prob.tif", [np.full((8, 8), 0.7, np.float32)])
+    with pytest.raises(QgsProcessingException, match=r"'prob' holds non-integer values"):
+        processing.run("sarflood:floodextent", {"POST": str(prob), "PRE": str(post_path),
+                                                "OUTPUT": str(tmp_path / "f.tif")})
+    assert not (tmp_path / "f.tif").exists()
+
+
+def test_zonal_water_per_polygon(provider, tmp_path):
+    import processing
+
+    path, a = _mask(tmp_path)
+    x0, y0 = ORIGIN
+    zones = _rect_layer("EPSG:32630", [
+        ("north", (x0, y0 - 400, x0 + 1000, y0)),          # rows 0-39: the whole square
+        ("south", (x0, y0 - 1000, x0 + 1000, y0 - 400)),   # rows 40-99: speck + no-data rows
+    ])
+    out = processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(path),
+                                                 "OUTPUT": "memory:"})
+    rows = {f["name"]: f for f in out["OUTPUT"].getFeatures()}
+    for name, block in (("north", a[:40]), ("south", a[40:])):
+        valid = int((block != 255).sum())
+        water = int((block == 1).sum())
+        assert rows[name]["valid_px"] == valid
+        assert rows[name]["water_px"] == water
+        assert rows[name]["water_frac"] == pytest.approx(water / valid)
+        assert rows[name]["water_km2"] == pytest.approx(_utm_area_m2(water) / 1e6, rel=1e-3)
