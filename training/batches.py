@@ -1,0 +1,106 @@
+"""Training batches as a pure function of (seed, step).
+
+Step ``k``'s global batch takes ``batch_size / len(pools)`` chips from every pool
+(equal sampling across sources), walks each pool epoch by epoch in a seeded
+permutation, and draws each chip's augmentation from a generator seeded by
+(seed, step, position in the batch). So a resumed run sees exactly the batches it
+would have seen, whatever the number of DDP ranks: rank ``r`` of ``w`` takes the
+``r``-th contiguous slice of the global batch (the interleaved order gives every
+slice the same share of each pool).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .config import TrainConfig
+from .transforms import ColourJitter, CropDistort, Sample, random_flips
+
+SampleBuilder = Callable[[Sample, torch.Generator], Sample]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any tuple of values (stable across processes and runs)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class PoolSampler:
+    """Index ``j`` of an endless, epoch-wise shuffled walk over ``n`` items."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def __call__(self, j: int) -> int:
+        epoch = j // self.n
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return int(self._perm[j % self.n])
+
+
+class StepBatches(Dataset):
+    """``batches[k]`` is this rank's share of step ``k``'s batch, collated."""
+
+    def __init__(self, pools: Sequence[Dataset], batch_size: int, build: SampleBuilder,
+                 seed: int, steps: int, rank: int = 0, world: int = 1):
+        if batch_size % (len(pools) * world):
+            raise ValueError(f"batch_size {batch_size} must split evenly over "
+                             f"{len(pools)} data source(s) x {world} process(es)")
+        self.pools, self.build, self.seed, self.steps = list(pools), build, seed, steps
+        self.per_pool = batch_size // len(pools)
+        self.local = batch_size // world
+        self.first = rank * self.local
+        self.samplers = [PoolSampler(len(p), derive_seed(seed, "pool", i))
+                         for i, p in enumerate(pools)]
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        samples = []
+        for pos in range(self.first, self.first + self.local):
+            pool, slot = pos % len(self.pools), pos // len(self.pools)
+            index = self.samplers[pool](step * self.per_pool + slot)
+            g = torch.Generator().manual_seed(derive_seed(self.seed, step, pos))
+            samples.append(self.build(self.pools[pool][index], g))
+        return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def _stack(sample: Sample, bands: Sequence[str]) -> torch.Tensor:
+    return torch.cat([sample[b] for b in bands], dim=0)
+
+
+def supervised_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str) -> SampleBuilder:
+    """Augmented input ``x`` and its label (-1 where the input has no data)."""
+    crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect))
+    jitter = ColourJitter(cfg.brightness, cfg.contrast)
+
+    def build(sample: Sample, g: torch.Generator) -> Sample:
+        label = sample[label_key].where(sample["valid"], torch.tensor(-1))
+        maps = random_flips(crop({"x": _stack(sample, inputs), "label": label,
+                                  "valid": sample["valid"]}, g), g)
+        return {"x": jitter(maps["x"], maps["valid"], g), "label": maps["label"]}
+    return build
+
+
+def distill_builder(cfg: TrainConfig, student_inputs: Sequence[str],
+                    teacher_inputs: Sequence[str]) -> SampleBuilder:
+    """Student input ``x`` (geometry + colour jitter), teacher input ``x_teacher``
+    (same geometry, no jitter: the teacher sees the data as it was trained on it),
+    and ``valid``, where the loss counts."""
+    crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect))
+    jitter = ColourJitter(cfg.brightness, cfg.contrast)
+
+    def build(sample: Sample, g: torch.Generator) -> Sample:
+        maps = random_flips(crop({"x": _stack(sample, student_inputs),
+                                  "x_teacher": _stack(sample, teacher_inputs),
+                                  "valid": sample["valid"]}, g), g)
+        return {"x": jitter(maps["x"], maps["valid"], g), "x_teacher": maps["x_teacher"],
+                "valid": maps["valid"]}
+    return build

@@ -1,0 +1,95 @@
+"""Checkpoints: one ``.pt`` file per state, loaded with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (no
+pickled objects), so loading it cannot run code. It names its own model spec, so
+``export`` and a distillation run rebuild the right network from the file alone,
+and a file of another architecture is refused with a message that says so.
+
+Files are written to a temporary name and renamed, so an interruption during a
+save leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models import ModelSpecError, build_model, display_name
+
+FORMAT = "sarflood-training-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, not ours, or does not fit."""
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (with the format tag) atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"format": FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely; raise :class:`CheckpointError` with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a sarflood training checkpoint "
+                              f"(no format tag {FORMAT!r})")
+    for key in ("model_spec", "model"):
+        if key not in doc:
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    return doc
+
+
+def load_model(path: Path, expect_in_channels: int | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the checkpoint's model with its weights (in eval mode).
+
+    Refuses a checkpoint whose weights do not fit its own spec, or whose input
+    channel count differs from ``expect_in_channels``.
+    """
+    doc = load_checkpoint(path)
+    spec = doc["model_spec"]
+    try:
+        model = build_model(spec)
+    except ModelSpecError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if expect_in_channels is not None and spec["in_channels"] != expect_in_channels:
+        raise CheckpointError(
+            f"{path}: {display_name(spec)} takes {spec['in_channels']} input channels, "
+            f"this run needs {expect_in_channels}")
+    load_weights(model, doc["model"], str(path))
+    return model.eval(), doc
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` with a one-line message naming what does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (e.g. {k}: "
+                         f"{tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise CheckpointError(f"{source}: weights are of another architecture than "
+                              f"{type(model).__name__}: " + ", ".join(parts))
+    model.load_state_dict(state)

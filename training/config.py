@@ -1,0 +1,167 @@
+"""Training settings and the two presets, ``paper`` and ``cpu``.
+
+A run's settings are one flat :class:`TrainConfig`; a preset fills it and
+``--set key=value`` overrides single fields. Unknown keys and badly typed values
+are refused with one message before anything is loaded.
+
+``paper`` follows Garg et al., Appendix B: DeepLabv3+/Xception-65, batch 64,
+321 x 321 crops, 30k steps of momentum SGD (0.9) with polynomial decay (power
+0.9) to zero, and a grid over learning rate {0.3, 0.1, 0.003, 0.001} and weight
+decay {1e-3, 1e-4, 1e-5, 1e-6} chosen on the validation split. The paper resamples
+the 10 m chips to 16 m; both presets here train at the chips' own 10 m grid.
+
+``cpu`` keeps the method and the architecture's layout but narrows the network
+(width 0.25), shrinks crops, batch and steps and fixes one learning rate and
+weight decay, so that the whole table reproduces on 2 CPU cores in under 2 hours
+(sized from measured step times, see ``training/results/README.md``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A preset, key or value that does not exist or does not fit."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # model: the big network (teacher, baselines, big student)
+    arch: str = "deeplabv3plus_xception65"
+    width: float = 1.0
+    # the compact student of the ``student_compact`` row
+    compact_arch: str = "compact"
+    compact_width: float = 1.0
+    # optimisation (Appendix B)
+    steps: int = 30000
+    batch_size: int = 64
+    crop: int = 321
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    poly_power: float = 0.9
+    # learning-rate x weight-decay grid searched on validation; empty = only lr/weight_decay
+    lr_grid: tuple[float, ...] = ()
+    wd_grid: tuple[float, ...] = ()
+    # edge weighting of the cross-entropy (Section 3.1 gives no values: ours)
+    edge_weight: float = 2.0
+    edge_radius: int = 2
+    # augmentation
+    zoom: tuple[float, float] = (0.75, 1.25)
+    aspect: tuple[float, float] = (0.75, 4 / 3)
+    brightness: float = 0.1
+    contrast: float = 0.2
+    # bookkeeping
+    eval_every: int = 1000
+    checkpoint_every: int = 200
+    log_every: int = 10
+    eval_batch: int = 4
+    workers: int = 4
+
+    def grid(self) -> list[tuple[float, float]]:
+        """The (lr, weight_decay) pairs to search; one pair when no grid is set."""
+        lrs = self.lr_grid or (self.lr,)
+        wds = self.wd_grid or (self.weight_decay,)
+        return [(lr, wd) for lr in lrs for wd in wds]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(
+        width=1.0, steps=30000, batch_size=64, crop=321,
+        lr_grid=(0.3, 0.1, 0.003, 0.001), wd_grid=(1e-3, 1e-4, 1e-5, 1e-6),
+        eval_every=1000, checkpoint_every=200, eval_batch=8, workers=8),
+    "cpu": dict(
+        width=0.25, compact_width=1.0, steps=600, batch_size=8, crop=128,
+        lr=0.05, weight_decay=1e-4, eval_every=100, checkpoint_every=50,
+        eval_batch=4, workers=1),
+}
+
+
+def _coerce(name: str, kind: Any, default: Any, raw: Any) -> Any:
+    """Parse ``raw`` (a CLI string or a JSON value) to the type of field ``name``."""
+    try:
+        if isinstance(default, tuple):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            items = [s for s in items if str(s).strip() != ""]
+            return tuple(float(s) for s in items)
+        if isinstance(default, bool):
+            raise TypeError
+        if isinstance(default, int):
+            value = float(raw)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {name!r}: cannot read {raw!r} as {kind}") from None
+
+
+def make_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The preset's config with ``overrides`` applied (values may be strings)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    known = {f.name: f for f in fields(TrainConfig)}
+    values = dict(PRESETS[preset])
+    for key, raw in (overrides or {}).items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known)}")
+        default = TrainConfig.__dataclass_fields__[key].default
+        values[key] = _coerce(key, known[key].type, default, raw)
+    cfg = TrainConfig(**values)
+    _check(cfg)
+    return cfg
+
+
+def config_from_dict(doc: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config stored in a checkpoint or run folder (unknown keys refused)."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(doc) - known
+    if unknown:
+        raise ConfigError(f"unknown config keys {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+    return dataclasses.replace(TrainConfig(), **values)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["lr=0.1", "steps=10"]`` -> ``{"lr": "0.1", "steps": "10"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _check(cfg: TrainConfig) -> None:
+    problems = []
+    for name in ("steps", "batch_size", "crop", "eval_every", "checkpoint_every", "log_every",
+                 "eval_batch"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name} must be at least 1")
+    if cfg.workers < 0:
+        problems.append("workers must not be negative")
+    if cfg.width <= 0 or cfg.compact_width <= 0:
+        problems.append("widths must be positive")
+    if cfg.crop < 32:
+        problems.append("crop must be at least 32 (the encoder's stride is 16)")
+    if not 0 <= cfg.momentum < 1:
+        problems.append("momentum must be in [0, 1)")
+    if cfg.lr <= 0 or any(v <= 0 for v in cfg.lr_grid):
+        problems.append("learning rates must be positive")
+    if len(cfg.zoom) != 2 or len(cfg.aspect) != 2:
+        problems.append("zoom and aspect take two numbers: low,high")
+    if problems:
+        raise ConfigError("bad config: " + "; ".join(problems))
+
+
+__all__ = ["ConfigError", "PRESETS", "TrainConfig", "config_from_dict", "make_config",
+           "parse_overrides"]

@@ -1,0 +1,84 @@
+"""Multi-process training with torch.distributed (DDP), launched by ``torchrun``.
+
+``torchrun --nproc_per_node N -m training train ...`` sets RANK, WORLD_SIZE and
+LOCAL_RANK; without them a run is a single process. The backend is NCCL on GPUs
+and gloo on CPU (which is how the tests run two processes here).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA GPU")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda") if use_cuda else torch.device("cpu")
+
+
+def setup(device: str = "auto") -> Dist:
+    """Join the process group when launched by torchrun; pick this rank's device."""
+    dev = pick_device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(0, 1, dev)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dev.type == "cuda":
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), dev)
+
+
+def wrap(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
+    """DDP-wrap a model; on GPUs batch norm is synchronised across ranks (each rank
+    sees only ``batch / world`` chips). SyncBatchNorm needs GPUs, so on CPU each
+    rank keeps its own batch statistics."""
+    if not d.active:
+        return model
+    if d.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index])
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """True on every rank if ``flag`` is true on any (so all ranks stop together)."""
+    if not d.active:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def barrier(d: Dist) -> None:
+    if d.active:
+        dist.barrier()
+
+
+def teardown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()

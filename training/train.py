@@ -1,0 +1,291 @@
+"""The training loop: one method, one seed, one (lr, weight decay) pair, one folder.
+
+What a run folder holds:
+
+- ``last.pt``: everything needed to resume (weights, optimiser, scheduler, step,
+  best-so-far), written every ``checkpoint_every`` steps, at the end, and when the
+  run is interrupted (SIGINT/SIGTERM finish the current step, save, then stop);
+- ``best.pt``: the weights with the best validation IoU so far (checkpoint
+  selection on the validation split, Garg et al., Appendix B);
+- ``train.log``: a line per logged step and per validation;
+- ``summary.json``: written once the run is complete.
+
+Rerunning the same command resumes from ``last.pt``. Batches and augmentations are
+a pure function of (seed, step) (see :mod:`training.batches`) and the dropout RNG
+is reseeded from (seed, step, rank) every step, so a resumed run repeats exactly
+the steps an uninterrupted one would have taken.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from . import ddp
+from .batches import StepBatches, derive_seed, distill_builder, supervised_builder
+from .checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
+from .config import TrainConfig
+from .losses import distillation_loss, edge_weighted_ce
+from .methods import Method, get_method
+from .models import build_model, display_name
+
+
+class RunError(ValueError):
+    """A run cannot start (or resume) as asked."""
+
+
+class Interrupted(Exception):
+    """The run stopped early on request; ``last.pt`` holds its finished steps."""
+
+    def __init__(self, step: int, out_dir: Path):
+        super().__init__(f"stopped after step {step}; rerun the same command to resume "
+                         f"from {out_dir / 'last.pt'}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What defines a run: resuming requires all of it to match."""
+    method: Method
+    config: TrainConfig
+    seed: int
+    lr: float
+    weight_decay: float
+
+    @property
+    def model_spec(self) -> dict[str, Any]:
+        cfg = self.config
+        arch, width = ((cfg.compact_arch, cfg.compact_width) if self.method.compact
+                       else (cfg.arch, cfg.width))
+        return {"arch": arch, "in_channels": self.method.in_channels, "width": width}
+
+    def identity(self) -> dict[str, Any]:
+        return {"method": self.method.name, "seed": self.seed, "lr": self.lr,
+                "weight_decay": self.weight_decay, "model_spec": self.model_spec,
+                "config": self.config.to_dict()}
+
+
+@dataclass
+class RunData:
+    """The datasets a run reads: one dataset per batch pool, and the validation split.
+
+    Chips are dicts with ``s1`` (2, H, W), ``s2`` (4, H, W) where the method needs
+    it, labels ``(H, W)`` int64 with -1 ignored, and ``valid`` (H, W) bool.
+    """
+    pools: list[Dataset]
+    valid: Dataset
+    description: str
+    pixel_size_m: float
+
+
+@contextmanager
+def stop_requests() -> Iterator[dict[str, bool]]:
+    """SIGINT/SIGTERM set a flag instead of killing the process mid-step."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        flag["stop"] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@torch.no_grad()
+def validation_iou(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...],
+                   batch: int, device: torch.device) -> float:
+    """IoU of water (threshold 0.5) over all labelled, valid pixels of a split."""
+    was_training = model.training
+    model.eval()
+    inter = union = 0
+    for chips in DataLoader(dataset, batch_size=batch, shuffle=False):
+        x = torch.cat([chips[b] for b in inputs], dim=1).to(device)
+        pred = model.water_probability(x)[:, 0].cpu() > 0.5
+        label = chips["label"].where(chips["valid"], torch.tensor(-1))
+        counted = label >= 0
+        truth = label == 1
+        inter += int((pred & truth & counted).sum())
+        union += int(((pred | truth) & counted).sum())
+    model.train(was_training)
+    return inter / union if union else float("nan")
+
+
+class _Log:
+    """Appends timestamped lines to ``train.log``; validation lines also go above the bar."""
+
+    def __init__(self, path: Path, bar: tqdm | None):
+        self.path, self.bar = path, bar
+
+    def __call__(self, line: str, show: bool = False) -> None:
+        with self.path.open("a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        if show and self.bar is not None:
+            self.bar.write(line)
+
+
+def _poly(steps: int, power: float):
+    """Polynomial decay of the learning rate from its initial value to 0 at ``steps``."""
+    return lambda step: max(0.0, 1.0 - step / steps) ** power
+
+
+def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> nn.Module | None:
+    if run.method.kind != "distill":
+        return None
+    if teacher is None:
+        raise RunError(f"method {run.method.name!r} needs --teacher CHECKPOINT "
+                       f"(a best.pt of the {run.method.teacher!r} method)")
+    want = get_method(run.method.teacher).in_channels
+    try:
+        model, _ = load_model(teacher, expect_in_channels=want)
+    except CheckpointError as exc:
+        raise RunError(f"teacher: {exc}") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device).eval()
+
+
+def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise RunError(f"cannot resume: {exc}") from None
+    theirs, ours = state.get("run", {}), run.identity()
+    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if diff:
+        k = diff[0]
+        raise RunError(f"{path} belongs to a run with other settings ({k}: "
+                       f"{theirs.get(k)!r} there, {ours.get(k)!r} now); use another "
+                       f"--out folder or delete that one")
+    return state
+
+
+def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = None,
+          d: ddp.Dist | None = None, progress: bool = True,
+          stop_at: int | None = None) -> dict[str, Any]:
+    """Train (or resume) one run in ``out_dir``; returns its summary.
+
+    ``stop_at`` stops after that step as an interruption would (for job-time
+    limits); every check happens before the first step.
+    """
+    d = d or ddp.Dist(0, 1, torch.device("cpu"))
+    cfg, method = run.config, run.method
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = out_dir / "summary.json"
+    state = _resume_state(run, out_dir / "last.pt")
+    if state is not None and summary_path.exists():
+        return json.loads(summary_path.read_text())
+    teacher_model = _load_teacher(run, teacher, d.device)
+    if method.kind == "distill":
+        build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs)
+    else:
+        build = supervised_builder(cfg, method.inputs, method.pools[0][0].label)
+    try:
+        batches = StepBatches(data.pools, cfg.batch_size, build, run.seed, cfg.steps,
+                              d.rank, d.world)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+    torch.manual_seed(derive_seed(run.seed, "init"))
+    model = build_model(run.model_spec).to(d.device)
+    optimiser = torch.optim.SGD(model.parameters(), lr=run.lr, momentum=cfg.momentum,
+                                weight_decay=run.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _poly(cfg.steps, cfg.poly_power))
+    start, best, elapsed = 0, {"step": 0, "iou_valid": -math.inf}, 0.0
+    if state is not None:
+        load_weights(model, state["model"], str(out_dir / "last.pt"))
+        optimiser.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, best, elapsed = state["step"], state["best"], state["seconds"]
+    net = ddp.wrap(model, d)
+
+    def save_last(step: int) -> None:
+        save_checkpoint(out_dir / "last.pt", {
+            "run": run.identity(), "model_spec": run.model_spec, "model": model.state_dict(),
+            "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+            "step": step, "best": best, "seconds": elapsed + time.perf_counter() - t0})
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"{method.name} seed {run.seed}",
+               disable=not (progress and d.is_main), dynamic_ncols=True)
+    log = _Log(out_dir / "train.log", bar)
+    if d.is_main:
+        log(f"{'resume' if start else 'start'} {method.name} seed {run.seed} at step {start}/"
+            f"{cfg.steps}: {display_name(run.model_spec)}, lr {run.lr:g}, wd "
+            f"{run.weight_decay:g}, batch {cfg.batch_size} x {cfg.crop}px, {d.world} "
+            f"process(es) on {d.device}; data: {data.description}")
+    loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.steps),
+                        num_workers=cfg.workers, generator=torch.Generator(),
+                        persistent_workers=False)
+    t0 = time.perf_counter()
+    step = start
+    with stop_requests() as stop:
+        net.train()
+        for step, batch in zip(range(start, cfg.steps), loader):
+            torch.manual_seed(derive_seed(run.seed, "step", step, d.rank))  # dropout
+            batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+            logits = net(batch["x"])
+            if teacher_model is not None:
+                with torch.no_grad():
+                    p_t = torch.softmax(teacher_model(batch["x_teacher"]), dim=1)
+                loss = distillation_loss(logits, p_t, batch["valid"])
+            else:
+                loss = edge_weighted_ce(logits, batch["label"], cfg.edge_weight, cfg.edge_radius)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            done = step + 1
+            bar.update(1)
+            if d.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
+                lr = scheduler.get_last_lr()[0]
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+                log(f"step {done} loss {loss.item():.6f} lr {lr:.6g}")
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                if d.is_main:
+                    iou = validation_iou(model, data.valid, method.inputs, cfg.eval_batch,
+                                         d.device)
+                    log(f"valid step {done} iou {iou:.4f}", show=True)
+                    if iou > best["iou_valid"]:
+                        best = {"step": done, "iou_valid": iou}
+                        save_checkpoint(out_dir / "best.pt", {
+                            "run": run.identity(), "model_spec": run.model_spec,
+                            "model": model.state_dict(), "best": best,
+                            "data": {"description": data.description,
+                                     "pixel_size_m": data.pixel_size_m}})
+                ddp.barrier(d)
+            halt = ddp.any_rank(stop["stop"] or done == stop_at, d) and done < cfg.steps
+            if d.is_main and (done % cfg.checkpoint_every == 0 or done == cfg.steps or halt):
+                save_last(done)
+            if halt:
+                bar.close()
+                if d.is_main:
+                    log(f"interrupted after step {done}")
+                ddp.barrier(d)
+                raise Interrupted(done, out_dir)
+    bar.close()
+    seconds = elapsed + time.perf_counter() - t0
+    summary = {"method": method.name, "title": method.title, "seed": run.seed,
+               "lr": run.lr, "weight_decay": run.weight_decay, "steps": cfg.steps,
+               "model": display_name(run.model_spec), "model_spec": run.model_spec,
+               "best_step": best["step"], "iou_valid": best["iou_valid"],
+               "train_seconds": round(seconds, 1), "processes": d.world,
+               "device": d.device.type, "data": data.description}
+    if d.is_main:
+        log(f"done: best valid IoU {best['iou_valid']:.4f} at step {best['step']}")
+        summary_path.write_text(json.dumps(summary, indent=1))
+    ddp.barrier(d)
+    return summary
