@@ -28,6 +28,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
+    preset: str = "custom"
     # model: the big network (teacher, baselines, big student)
     arch: str = "deeplabv3plus_xception65"
     width: float = 1.0
@@ -109,9 +110,9 @@ def make_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainCo
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     known = {f.name: f for f in fields(TrainConfig)}
-    values = dict(PRESETS[preset])
+    values = {**PRESETS[preset], "preset": preset}
     for key, raw in (overrides or {}).items():
-        if key not in known:
+        if key not in known or key == "preset":
             raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known)}")
         default = TrainConfig.__dataclass_fields__[key].default
         values[key] = _coerce(key, known[key].type, default, raw)

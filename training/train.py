@@ -221,7 +221,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{method.name} seed {run.seed}",
                disable=not (progress and d.is_main), dynamic_ncols=True)
-    log = _Log(out_dir / "train.log", bar)
+    log = _Log(out_dir / "train.log", None if bar.disable else bar)
     if d.is_main:
         log(f"{'resume' if start else 'start'} {method.name} seed {run.seed} at step {start}/"
             f"{cfg.steps}: {display_name(run.model_spec)}, lr {run.lr:g}, wd "

@@ -1,0 +1,41 @@
+"""``python -m training SUBCOMMAND ...``: the one place subcommands are registered.
+
+Each subcommand lives in its own module, which defines
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code: 0 done, 1 a
+user error already reported as one ``error: ...`` line on stderr, 130
+interrupted). Modules are imported only when their subcommand runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("training.train_cli", "train one method (one seed) on a data folder"),
+    "reproduce": ("training.reproduce", "train and evaluate every Table 1 row over seeds"),
+    "export": ("training.export_cli", "export a checkpoint to ONNX with its model card"),
+}
+
+
+def fail(message: str) -> int:
+    """Report a user error on one line; the exit code for it."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    name = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in SUBCOMMANDS), None)
+    for sub, (module, help_text) in SUBCOMMANDS.items():
+        p = subs.add_parser(sub, help=help_text, description=help_text)
+        if sub == name:  # only the chosen subcommand's module is imported
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    try:
+        return importlib.import_module(SUBCOMMANDS[args.command][0]).run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

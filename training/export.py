@@ -1,0 +1,199 @@
+"""Export a trained Sentinel-1 model to one ONNX file carrying its model card.
+
+``python -m training export RUN/best.pt --out MODEL.onnx``:
+
+1. rebuilds the checkpoint's network (loaded with ``weights_only=True``);
+2. exports ``P(water)`` as ``N x 1 x H x W`` (the activation inside the graph)
+   with dynamic batch, height and width, weights embedded (one file);
+3. fills the card (backend/MODEL_CARD.md) from the run: bands and normalisation
+   of Garg et al., Appendix A, pixel size, tiling, metrics, training data;
+4. checks parity with torch on two input shapes (max abs difference printed;
+   above :data:`PARITY_TOL` the export fails);
+5. checks that the backend accepts the file: ``python -m backend card`` and
+   ``python -m backend predict`` on a generated scene.
+
+The file appears at ``--out`` only when every check passed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import Tensor, nn
+
+from backend.card import CARD_KEY, BandSpec, ModelCard
+from backend.model import OnnxModel
+
+from .checkpoint import CheckpointError, load_model
+from .data.conventions import S1_BANDS, S1_WINDOWS
+from .methods import get_method
+from .models import display_name
+
+INPUT, OUTPUT = "s1", "water_probability"
+OPSET = 18
+PARITY_TOL = 1e-4
+TILE_SIZE = 512
+# Pixels at each tile edge treated as unreliable. Zero padding at a tile edge
+# changes features within the receptive field of the stride-16 layers; 64 px
+# (four stride-16 cells) is our choice for both networks, so tiles of 512
+# overlap by 128 (a quarter of the work repeated).
+MARGIN = 64
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ExportError(ValueError):
+    """The checkpoint cannot be exported, or the exported file failed a check."""
+
+
+class _Probability(nn.Module):
+    """The exported graph: normalised S1 in, P(water) out."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.water_probability(x)
+
+
+def build_card(doc: dict[str, Any], metrics: dict[str, float], version: str,
+               size_multiple: int) -> ModelCard:
+    """The model card of a checkpoint (``doc``) with the given measured metrics."""
+    run = doc.get("run", {})
+    method = get_method(run.get("method", "hand"))
+    spec = doc["model_spec"]
+    data = doc.get("data", {})
+    cfg = run.get("config", {})
+    bands = tuple(BandSpec(b, "dB", S1_WINDOWS[b], S1_WINDOWS[b][0],
+                           S1_WINDOWS[b][1] - S1_WINDOWS[b][0]) for b in S1_BANDS)
+    best = doc.get("best", {})
+    return ModelCard(
+        name=f"sarflood-{method.name.replace('_', '-')}", version=version,
+        task="water_segmentation",
+        description=(f"{method.title}: {display_name(spec)} on Sentinel-1 VV and VH (dB), "
+                     f"after Garg et al., 'Cross Modal Distillation for Flood Extent Mapping'. "
+                     f"Outputs the probability of water."),
+        bands=bands, input_name=INPUT, output_name=OUTPUT, output_kind="water_probability",
+        default_threshold=0.5, pixel_size_m=float(data.get("pixel_size_m", 10.0)),
+        tile_size=TILE_SIZE, margin=MARGIN, size_multiple=size_multiple,
+        training_data=str(data.get("description", "unknown")),
+        metrics={k: round(float(v), 4) for k, v in metrics.items()},
+        notes=(f"preset {cfg.get('preset', '?')}, seed {run.get('seed')}, lr {run.get('lr')}, "
+               f"weight decay {run.get('weight_decay')}, {cfg.get('steps')} steps of batch "
+               f"{cfg.get('batch_size')} x {cfg.get('crop')} px; checkpoint of step "
+               f"{best.get('step')} chosen on validation IoU."),
+        license="MIT",
+        extra={"method": method.name, "architecture": display_name(spec), "model_spec": spec,
+               "seed": run.get("seed"), "config": cfg})
+
+
+def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:
+    """Validation IoU from the checkpoint, plus test metrics the run folder holds
+    (``metrics.json``, written by ``reproduce`` and ``evaluate``)."""
+    metrics = {}
+    if "iou_valid" in doc.get("best", {}):
+        metrics["iou_valid"] = float(doc["best"]["iou_valid"])
+    extra = checkpoint.parent / "metrics.json"
+    if extra.is_file():
+        metrics.update({k: float(v) for k, v in json.loads(extra.read_text()).items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return metrics
+
+
+def _onnx_export(model: nn.Module, path: Path) -> None:
+    wrapped = _Probability(model).eval()
+    dyn = torch.export.Dim.DYNAMIC
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            wrapped, (torch.zeros(1, model.in_channels, 128, 128),), dynamo=True,
+            input_names=[INPUT], output_names=[OUTPUT], opset_version=OPSET,
+            dynamic_shapes={"x": {0: dyn, 2: dyn, 3: dyn}}, external_data=False,
+            verbose=False)
+    program.save(str(path), external_data=False)
+
+
+def parity(model: nn.Module, path: Path) -> float:
+    """Max abs difference of P(water) between ONNX Runtime and torch on two shapes."""
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for shape in [(1, model.in_channels, 256, 256), (2, model.in_channels, 200, 328)]:
+        x = torch.rand(shape, generator=g)  # normalised inputs lie in [0, 1]
+        with torch.no_grad():
+            ref = model.water_probability(x).numpy()
+        (out,) = session.run([OUTPUT], {INPUT: x.numpy()})
+        if out.shape != ref.shape:
+            raise ExportError(f"{path}: ONNX output shape {out.shape} != torch {ref.shape}")
+        worst = max(worst, float(np.abs(out - ref).max()))
+    return worst
+
+
+def _backend(args: list[str], cwd: Path) -> str:
+    proc = subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise ExportError(f"backend {args[0]} refused the export: "
+                          f"{msg[-1] if msg else 'exit ' + str(proc.returncode)}")
+    return proc.stdout
+
+
+def backend_accepts(path: Path) -> dict[str, Any]:
+    """Load through ``backend.model.OnnxModel``, then run ``python -m backend card``
+    and ``predict`` on a generated 600 x 600 scene; returns predict's result."""
+    OnnxModel(str(path), device="cpu")
+    with tempfile.TemporaryDirectory(prefix="sarflood-export-") as tmp:
+        tmp_dir = Path(tmp)
+        _backend(["card", str(path), "--json"], tmp_dir)
+        scene, mask = tmp_dir / "scene.tif", tmp_dir / "mask.tif"
+        _backend(["scene", str(scene), "--size", "600", "--seed", "1"], tmp_dir)
+        out = _backend(["predict", str(scene), "--mask", str(mask), "--model", str(path),
+                        "--device", "cpu", "--progress", "json"], tmp_dir)
+        results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        result = next((r for r in results if r.get("event") == "result"), None)
+        if result is None or not mask.is_file():
+            raise ExportError("backend predict wrote no mask and no result for the export")
+        return result
+
+
+def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any]:
+    """Export ``checkpoint`` to ``out``; returns a report (parity, card, backend result)."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    try:
+        model, doc = load_model(checkpoint)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    if model.in_channels != len(S1_BANDS):
+        raise ExportError(f"{checkpoint}: {display_name(doc['model_spec'])} takes "
+                          f"{model.in_channels} input channels; the plugin feeds Sentinel-1 "
+                          f"VV and VH only (2), so export a Sentinel-1 model, not the teacher")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out.parent}: output folder does not exist")
+    card = build_card(doc, run_metrics(checkpoint, doc), version, model.size_multiple)
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.onnx")
+    try:
+        _onnx_export(model, tmp)
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, {CARD_KEY: card.to_json()})
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        diff = parity(model, tmp)
+        if diff > PARITY_TOL:
+            raise ExportError(f"ONNX and torch differ by {diff:.2e} (> {PARITY_TOL:g})")
+        result = backend_accepts(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"out": str(out), "max_abs_diff": diff, "card": json.loads(card.to_json()),
+            "backend_predict": result, "bytes": out.stat().st_size}
