@@ -173,3 +173,24 @@ class BackendProcess:
             outcome.error = f"the backend ended without a result ({last})"
         else:
             outcome.error = f"the backend failed with exit code {outcome.returncode}: {last}"
+
+
+class QueryError(RuntimeError):
+    """A quick backend command failed; the message is the backend's one line."""
+
+
+def query_json(interpreter: Interpreter, args: list[str], timeout_s: float = 60.0) -> Any:
+    """Run a quick backend command that prints one JSON document (``card --json``, ``devices``)."""
+    try:
+        done = subprocess.run([interpreter.path, "-m", "backend", *args], cwd=str(PLUGIN_ROOT),
+                              env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QueryError(f"backend {args[0]}: {exc}") from None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        raise QueryError(lines[-1].removeprefix("error: "))
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise QueryError(f"backend {args[0]}: output is not JSON ({exc})") from None

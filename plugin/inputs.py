@@ -39,8 +39,9 @@ def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None
     if layer.bandCount() < 2:
         raise InputProblem(f"Sentinel-1 input '{layer.name()}' has {layer.bandCount()} band; the model "
                            f"needs VV and VH: give a 2-band VV/VH stack, or separate VV and VH layers")
+    guessed = guess_bands(band_names(layer))
     if bands is None:
-        bands = guess_bands(band_names(layer))
+        bands = guessed
         if bands is None:
             raise InputProblem(f"Sentinel-1 input '{layer.name()}': cannot tell VV from VH by band names "
                                f"({', '.join(band_names(layer))}); choose the VV and VH bands")
@@ -49,7 +50,8 @@ def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None
             raise InputProblem(f"Sentinel-1 input '{layer.name()}' has no band {band}")
     if bands[0] == bands[1]:
         raise InputProblem(f"Sentinel-1 input '{layer.name()}': VV and VH are both band {bands[0]}")
-    return SceneInput(path, None, bands)
+    # the backend reads band names itself; tell it the bands only where the user chose otherwise
+    return SceneInput(path, None, None if bands == guessed else bands)
 
 
 def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None) -> SceneInput:

@@ -7,6 +7,7 @@ the argument spelling here means one place follows the backend's CLI contract.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")
 UNITS = ("dB", "linear", "amplitude")
@@ -125,3 +126,19 @@ class FinalizeParams:
 
     def outputs(self) -> list[str]:
         return [self.mask]
+
+
+def free_output_paths(folder: str, stem: str, kinds: list[str]) -> dict[str, str]:
+    """``{kind: <folder>/<stem>_<kind>.tif}`` with a numeric suffix where any name is taken.
+
+    A run never replaces a file the user already has: all kinds share one suffix
+    so the outputs of a run stay together (``scene_2_mask.tif``, ``scene_2_probability.tif``).
+    """
+    base = Path(folder)
+    n = 1
+    while True:
+        tag = stem if n == 1 else f"{stem}_{n}"
+        paths = {kind: str(base / f"{tag}_{kind}.tif") for kind in kinds}
+        if not any(Path(p).exists() for p in paths.values()):
+            return paths
+        n += 1

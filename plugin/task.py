@@ -13,7 +13,7 @@ from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .backend_env import Interpreter, find_interpreter
-from .backend_process import BackendProcess, Outcome
+from .backend_process import BackendProcess, Outcome, QueryError, query_json
 
 
 class BackendTask(QgsTask):
@@ -52,3 +52,35 @@ class BackendTask(QgsTask):
             self.outcome.cancelled = True
             self.outcome.result = None
         self.done.emit(self.outcome)
+
+
+class QueryTask(QgsTask):
+    """Runs a quick backend command that prints JSON (model card, devices) off the GUI thread.
+
+    Emits ``done(answer, error)``: the decoded JSON and None, or None and a message.
+    """
+
+    done = pyqtSignal(object, object)
+
+    def __init__(self, description: str, args: list[str], python_setting: str | None = None):
+        super().__init__(description, QgsTask.Flags())
+        self.args = args
+        self.python_setting = python_setting
+        self.answer: Any = None
+        self.error: str | None = None
+        self.interpreter: Interpreter | None = None
+
+    def run(self) -> bool:  # worker thread
+        self.interpreter = find_interpreter(self.python_setting)
+        if not self.interpreter.ok:
+            self.error = self.interpreter.problem()
+            return False
+        try:
+            self.answer = query_json(self.interpreter, self.args)
+        except QueryError as exc:
+            self.error = str(exc)
+            return False
+        return True
+
+    def finished(self, result: bool) -> None:  # GUI thread
+        self.done.emit(self.answer, self.error)

@@ -29,16 +29,30 @@ def plugins_dir() -> Path:
     return PLUGINS_DIR
 
 
-@pytest.fixture(scope="session")
+_PROVIDERS = []  # keeps the Python side of registered providers alive
+
+
+@pytest.fixture
 def provider(qgis_processing):
-    """The sarflood provider, registered once for the session (as initProcessing does)."""
+    """The sarflood provider, registered as initProcessing does (again, if a test removed it)."""
     from qgis.core import QgsApplication
     from sarflood.plugin.processing.provider import SarFloodProvider
 
     registry = QgsApplication.processingRegistry()
     if registry.providerById("sarflood") is None:
-        registry.addProvider(SarFloodProvider())
-    yield registry.providerById("sarflood")
+        _PROVIDERS.append(SarFloodProvider())
+        registry.addProvider(_PROVIDERS[-1])
+    return registry.providerById("sarflood")
+
+
+@pytest.fixture
+def clean_settings():
+    """No remembered dialog settings from earlier tests or sessions."""
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("sarflood")
+    yield
+    QgsSettings().remove("sarflood")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,95 @@
+"""From "Run" in the dialog to styled layers on the map.
+
+The controller starts a :class:`~.task.BackendTask` in QGIS's task manager (so
+progress shows in the task bar and QGIS stays responsive), mirrors progress and
+messages into the dialog, and when the task ends: adds the outputs as a layer
+group, puts a summary in the message bar and hands the run to the review dock.
+"""
+from __future__ import annotations
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QObject, pyqtSignal
+
+from .backend_process import Outcome
+from .gui.review_dock import ReviewDock, ReviewRun
+from .gui.run_dialog import RunDialog, RunRequest
+from .layers import LayerError, add_run_layers
+from .settings import python_setting
+from .summary import run_summary
+from .task import BackendTask
+
+TAG = "SAR Flood Mapper"
+
+
+class RunController(QObject):
+    """Runs one map-water request at a time; ``finished`` carries the ReviewRun or None."""
+
+    finished = pyqtSignal(object)
+
+    def __init__(self, iface, dock: ReviewDock):
+        super().__init__()
+        self.iface = iface
+        self.dock = dock
+        self.task: BackendTask | None = None
+
+    def running(self) -> bool:
+        return self.task is not None
+
+    def start(self, request: RunRequest, dialog: RunDialog) -> None:
+        if self.task is not None:
+            dialog.show_status("A run is in progress: wait for it or cancel it", error=True)
+            return
+        task = BackendTask(f"{TAG}: {request.title}", request.params.argv(), python_setting(),
+                           request.params.outputs())
+        task.progressChanged.connect(lambda percent: sip.isdeleted(dialog) or dialog.set_progress(percent))
+        task.message.connect(lambda level, text: self._message(dialog, level, text))
+        task.done.connect(lambda outcome: self._done(request, dialog, outcome))
+        self.task = task
+        dialog.set_running(True)
+        dialog.show_status("Running in the background; QGIS stays usable.")
+        QgsApplication.taskManager().addTask(task)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _message(self, dialog: RunDialog, level: str, text: str) -> None:
+        QgsMessageLog.logMessage(text, TAG, Qgis.Warning if level == "warning" else Qgis.Info)
+        if level == "warning" and not sip.isdeleted(dialog):
+            dialog.show_status(f"Warning: {text}")
+
+    def _done(self, request: RunRequest, dialog: RunDialog, outcome: Outcome) -> None:
+        self.task = None
+        if sip.isdeleted(dialog) or sip.isdeleted(self.dock):
+            return  # the plugin was unloaded during the run (which unload cancelled)
+        dialog.set_running(False)
+        bar = self.iface.messageBar()
+        if outcome.cancelled:
+            dialog.show_status("Cancelled: the backend stopped and left no output.")
+            bar.pushMessage(TAG, "Run cancelled; no output was written.", level=Qgis.Info, duration=5)
+            self.finished.emit(None)
+            return
+        if not outcome.ok:
+            dialog.show_status(outcome.error or "the backend failed", error=True)
+            dialog.install_button.setVisible(outcome.error_kind == "MissingDependency")
+            bar.pushMessage(TAG, outcome.error or "the backend failed", level=Qgis.Critical)
+            self.finished.emit(None)
+            return
+        result = outcome.result
+        try:
+            layers = add_run_layers(request.title, result["outputs"])
+        except LayerError as exc:
+            dialog.show_status(str(exc), error=True)
+            bar.pushMessage(TAG, str(exc), level=Qgis.Critical)
+            self.finished.emit(None)
+            return
+        summary = run_summary(result, outcome.seconds)
+        units = result.get("units_used")
+        dialog.set_progress(100)
+        dialog.show_status(f"Done: {summary}" + (f"; input read as {units}" if units else ""))
+        bar.pushMessage(TAG, summary, level=Qgis.Success, duration=15)
+        run = ReviewRun(layers, result, request.params, request.scene_layer_id)
+        self.dock.set_run(run)
+        self.dock.show()
+        self.finished.emit(run)

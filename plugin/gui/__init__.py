@@ -1,0 +1,1 @@
+"""Dialogs and the review dock (Qt widgets; no numerics)."""

@@ -1,0 +1,328 @@
+"""The review dock: check a run on the map, tune the threshold, and accept the final mask.
+
+Everything here is display or a hand-off: the threshold slider restyles the
+probability layer (no re-run) and reads the area off the backend's histogram;
+statistics per polygon run the ``sarflood:zonalwater`` algorithm; Accept runs
+``python -m backend finalize`` (which writes the provenance tags) and, if asked,
+``sarflood:vectorize``. Long steps are QGIS tasks, so the map stays responsive.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingAlgRunnerTask,
+                       QgsProcessingContext, QgsProcessingFeedback, QgsProcessingUtils, QgsProject,
+                       QgsVectorLayer)
+from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
+                                 QLabel, QMessageBox, QPushButton, QSlider, QVBoxLayout, QWidget)
+
+from .. import styles
+from ..backend_process import Outcome
+from ..layers import RunLayers, add_styled_raster
+from ..params import FinalizeParams, PredictParams, free_output_paths
+from ..settings import python_setting
+from ..summary import area_text, valid_area, water_area_at
+from ..task import BackendTask
+
+STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
+
+
+@dataclass
+class ReviewRun:
+    """One finished run under review."""
+    layers: RunLayers
+    result: dict[str, Any]
+    params: PredictParams
+    scene_layer_id: str
+
+
+class ReviewDock(QgsDockWidget):
+
+    def __init__(self, iface, parent: QWidget | None = None):
+        super().__init__("SAR Flood review", parent)
+        self.setObjectName("SarFloodReviewDock")
+        self.iface = iface
+        self.run: ReviewRun | None = None
+        self._busy: list[Any] = []  # tasks and their contexts, alive until they finish
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        self.title = QLabel("No run yet: map flood water first.")
+        self.title.setWordWrap(True)
+        layout.addWidget(self.title)
+        layout.addWidget(self._threshold_box())
+        layout.addWidget(self._display_box())
+        layout.addWidget(self._stats_box())
+        layout.addWidget(self._accept_box())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout.addWidget(self.status)
+        layout.addStretch()
+        self.setWidget(body)
+        self._set_enabled(False)
+
+    # --- building -------------------------------------------------------------------------
+
+    def _threshold_box(self) -> QGroupBox:
+        box = QGroupBox("Threshold")
+        layout = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(1, STEPS - 1)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.01, 0.99)
+        self.threshold.setSingleStep(0.01)
+        self.threshold.setDecimals(2)
+        row.addWidget(self.slider)
+        row.addWidget(self.threshold)
+        layout.addLayout(row)
+        self.area = QLabel("")
+        self.area.setWordWrap(True)
+        layout.addWidget(self.area)
+        self.slider.valueChanged.connect(lambda v: self.threshold.setValue(v / STEPS))
+        self.threshold.valueChanged.connect(self.set_threshold)
+        return box
+
+    def _display_box(self) -> QGroupBox:
+        box = QGroupBox("Display")
+        form = QFormLayout(box)
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(100)
+        self.opacity.valueChanged.connect(self.set_opacity)
+        self.show_water = QCheckBox("Show the water layers (untick to see the radar image)")
+        self.show_water.setChecked(True)
+        self.show_water.toggled.connect(self.set_water_visible)
+        form.addRow("Water opacity", self.opacity)
+        form.addRow(self.show_water)
+        return box
+
+    def _stats_box(self) -> QGroupBox:
+        box = QGroupBox("Statistics per polygon")
+        layout = QHBoxLayout(box)
+        self.zones = QgsMapLayerComboBox()
+        self.zones.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.stats_button = QPushButton("Compute")
+        self.stats_button.clicked.connect(self.compute_statistics)
+        layout.addWidget(self.zones, 1)
+        layout.addWidget(self.stats_button)
+        return box
+
+    def _accept_box(self) -> QGroupBox:
+        box = QGroupBox("Accept")
+        form = QFormLayout(box)
+        self.final_path = QgsFileWidget()
+        self.final_path.setStorageMode(QgsFileWidget.SaveFile)
+        self.final_path.setFilter("GeoTIFF (*.tif)")
+        self.polygons = QCheckBox("Also write water polygons (.gpkg beside it)")
+        self.min_area = QDoubleSpinBox()
+        self.min_area.setRange(0, 1e9)
+        self.min_area.setDecimals(0)
+        self.min_area.setSuffix(" m²")
+        self.min_area.setValue(1000)
+        self.accept_button = QPushButton("Accept: write the final mask")
+        self.accept_button.clicked.connect(self.accept_map)
+        form.addRow("Final mask", self.final_path)
+        form.addRow(self.polygons)
+        form.addRow("Smallest polygon", self.min_area)
+        form.addRow(self.accept_button)
+        return box
+
+    def _set_enabled(self, on: bool) -> None:
+        for widget in (self.slider, self.threshold, self.opacity, self.show_water, self.stats_button,
+                       self.accept_button):
+            widget.setEnabled(on)
+
+    # --- the run under review -----------------------------------------------------------------
+
+    def set_run(self, run: ReviewRun) -> None:
+        self.run = run
+        self._set_enabled(run.layers.probability is not None)
+        self.show_water.setEnabled(True)
+        self.opacity.setEnabled(True)
+        self.title.setText(run.layers.group.name())
+        mask = Path(run.params.mask)
+        self.final_path.setFilePath(free_output_paths(str(mask.parent), mask.stem, ["accepted"])["accepted"])
+        self.threshold.blockSignals(True)
+        self.threshold.setValue(float(run.result["threshold"]))
+        self.slider.setValue(round(float(run.result["threshold"]) * STEPS))
+        self.threshold.blockSignals(False)
+        self.area.setText(area_text(float(run.result["water_area_km2"]), float(run.result["valid_area_km2"])))
+        self.status.setText("")
+
+    def _alive(self) -> bool:
+        """False once the run's layers were removed from the project."""
+        return self.run is not None and QgsProject.instance().mapLayer(self.run.layers.mask.id()) is not None
+
+    def set_threshold(self, value: float) -> None:
+        """Restyle the probability layer at ``value`` and update the area; no re-run."""
+        self.slider.blockSignals(True)
+        self.slider.setValue(round(value * STEPS))
+        self.slider.blockSignals(False)
+        if not self._alive() or self.run.layers.probability is None:
+            return
+        layers, result = self.run.layers, self.run.result
+        probability = layers.probability
+        at_run = abs(value - float(result["threshold"])) < 1e-9
+        renderer = styles.threshold_renderer(probability.dataProvider(), value)
+        renderer.setOpacity(self.opacity.value() / 100)
+        probability.setRenderer(renderer)
+        probability.triggerRepaint()
+        group = layers.group
+        group.findLayer(layers.mask.id()).setItemVisibilityChecked(at_run)
+        group.findLayer(probability.id()).setItemVisibilityChecked(not at_run)
+        histogram = result["probability_histogram"]
+        self.area.setText(area_text(water_area_at(histogram, value), valid_area(histogram)))
+
+    def set_opacity(self, percent: int) -> None:
+        if not self._alive():
+            return
+        for layer in (self.run.layers.mask, self.run.layers.probability):
+            if layer is not None:
+                layer.renderer().setOpacity(percent / 100)
+                layer.triggerRepaint()
+
+    def set_water_visible(self, visible: bool) -> None:
+        if self._alive():
+            self.run.layers.group.setItemVisibilityChecked(visible)
+
+    # --- statistics per polygon ---------------------------------------------------------------
+
+    def compute_statistics(self) -> None:
+        zones = self.zones.currentLayer()
+        if zones is None or not self._alive():
+            self.show_status("Statistics: choose a polygon layer (for example admin areas)", error=True)
+            return
+        self.stats_button.setEnabled(False)
+        self.with_mask_at_threshold(lambda mask: self._run_algorithm(
+            "sarflood:zonalwater", {"POLYGONS": zones.id(), "MASK": mask, "OUTPUT": "memory:"},
+            self._statistics_done))
+
+    def _statistics_done(self, ok: bool, results: dict, context: QgsProcessingContext) -> None:
+        self.stats_button.setEnabled(True)
+        if not ok:
+            self.show_status("Statistics failed: see the Processing log", error=True)
+            return
+        layer = context.takeResultLayer(results["OUTPUT"])
+        layer.setName(f"water per polygon (threshold {self.threshold.value():.2f})")
+        QgsProject.instance().addMapLayer(layer)
+        self.show_status(f"Statistics: {layer.featureCount()} polygons, fields valid_px, water_px, "
+                         f"water_frac, water_km2")
+
+    def with_mask_at_threshold(self, then: Callable[[str], None]) -> None:
+        """Call ``then(mask path)`` with a mask at the current threshold (the run's, or a new one)."""
+        value = self.threshold.value()
+        if abs(value - float(self.run.result["threshold"])) < 1e-9:
+            then(self.run.params.mask)
+            return
+        folder = tempfile.mkdtemp(prefix="sarflood-review-", dir=QgsProcessingUtils.tempFolder())
+        mask = str(Path(folder) / f"mask_{value:.2f}.tif")
+        params = FinalizeParams(self.run.params.probability, value, mask)
+
+        def done(outcome: Outcome) -> None:
+            if outcome.ok:
+                then(mask)
+            else:
+                self.stats_button.setEnabled(True)
+                self.show_status(f"Mask at {value:.2f} failed: {outcome.error}", error=True)
+
+        self._start_backend("SAR Flood Mapper: mask at threshold", params.argv(), done)
+
+    # --- accept ---------------------------------------------------------------------------------
+
+    def confirm_overwrite(self, paths: list[str]) -> bool:
+        answer = QMessageBox.question(self, "Replace files?",
+                                      "These files exist and will be replaced:\n" + "\n".join(paths))
+        return answer == QMessageBox.Yes
+
+    def accept_map(self) -> None:
+        """Write the mask at the chosen threshold with provenance tags, then optional polygons."""
+        if not self._alive():
+            self.show_status("Accept: the run's layers are gone from the project", error=True)
+            return
+        path = self.final_path.filePath().strip()
+        if not path:
+            self.show_status("Accept: choose where to write the final mask", error=True)
+            return
+        if not path.lower().endswith((".tif", ".tiff")):
+            path += ".tif"
+        polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None
+        existing = [p for p in (path, polygons) if p and Path(p).exists()]
+        if existing and not self.confirm_overwrite(existing):
+            self.show_status("Accept: nothing written")
+            return
+        value = self.threshold.value()
+        tags = {"SARFLOOD_REVIEW": f"accepted in the QGIS review dock at threshold {value:.2f}"}
+        params = FinalizeParams(self.run.params.probability, value, path, tags, overwrite=bool(existing))
+        self.accept_button.setEnabled(False)
+        self._start_backend("SAR Flood Mapper: accept", params.argv(),
+                            lambda outcome: self._accepted(outcome, path, polygons))
+
+    def _accepted(self, outcome: Outcome, path: str, polygons: str | None) -> None:
+        self.accept_button.setEnabled(True)
+        if not outcome.ok:
+            self.show_status(f"Accept failed: {outcome.error}", error=True)
+            return
+        layer = add_styled_raster(path, f"final water mask ({Path(path).stem})", styles.mask_renderer)
+        area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
+        text = f"Final mask written: {path} ({area})"
+        self.show_status(text)
+        if polygons:
+            params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}
+            self._run_algorithm("sarflood:vectorize", params,
+                                lambda ok, results, context: self._polygons_done(ok, results, text))
+
+    def _polygons_done(self, ok: bool, results: dict, text: str) -> None:
+        if not ok:
+            self.show_status(text + "; writing polygons failed: see the Processing log", error=True)
+            return
+        layer = QgsVectorLayer(results["OUTPUT"], f"water polygons ({Path(results['OUTPUT']).stem})", "ogr")
+        QgsProject.instance().addMapLayer(layer)
+        self.show_status(f"{text}; {results['POLYGON_COUNT']} polygons written to {results['OUTPUT']}")
+
+    # --- background work ------------------------------------------------------------------------
+
+    def _start_backend(self, description: str, args: list[str], on_done: Callable[[Outcome], None]) -> None:
+        task = BackendTask(description, args, python_setting())
+        self._busy.append(task)
+
+        def finish(outcome: Outcome, task=task) -> None:
+            if sip.isdeleted(self):  # the plugin was unloaded meanwhile
+                return
+            self._busy.remove(task)
+            on_done(outcome)
+
+        task.done.connect(finish)
+        QgsApplication.taskManager().addTask(task)
+
+    def _run_algorithm(self, alg_id: str, params: dict, on_done) -> None:
+        """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context)``."""
+        algorithm = QgsApplication.processingRegistry().algorithmById(alg_id)
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        feedback = QgsProcessingFeedback()
+        task = QgsProcessingAlgRunnerTask(algorithm, params, context, feedback)
+        keep = (task, context, feedback)
+        self._busy.append(keep)
+
+        def finish(ok: bool, results: dict) -> None:
+            if sip.isdeleted(self):
+                return
+            self._busy.remove(keep)
+            on_done(ok, results, context)
+
+        task.executed.connect(finish)
+        QgsApplication.taskManager().addTask(task)
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #b00;" if error else "")
+        self.status.setText(text)
+
+    def busy(self) -> bool:
+        return bool(self._busy)

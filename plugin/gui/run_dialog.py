@@ -1,0 +1,433 @@
+"""The run dialog: choose the Sentinel-1 input, the model and the settings, then start a run.
+
+The dialog only collects choices and shows what the backend says (model card,
+devices, progress). It emits ``runRequested`` with a :class:`RunRequest`; the
+controller starts the background task and reports back through
+``set_running``, ``set_progress`` and ``show_status``. Backend questions (card,
+devices) run as background tasks, so opening the dialog never blocks QGIS.
+"""
+from __future__ import annotations
+
+import html
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils, QgsProject,
+                       QgsRasterLayer)
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFormLayout,
+                                 QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                                 QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout, QWidget)
+
+from ..backend_env import PLUGIN_ROOT
+from ..bands import guess_bands, polarisation
+from ..inputs import InputProblem, band_names, scene_from_pair, scene_from_stack
+from ..params import DEVICES, UNITS, PredictParams, free_output_paths
+from ..settings import RunSettings, python_setting
+from ..task import QueryTask
+
+DEFAULT_MODEL_FILE = PLUGIN_ROOT / "resources" / "models" / "DEFAULT"
+EXTENT_MODES = (("layer", "Whole input layer"), ("canvas", "Current map canvas extent"),
+                ("polygon", "Extent of a polygon layer"))
+
+
+@dataclass
+class RunRequest:
+    """A run as the dialog asks for it; the controller turns it into a task."""
+    params: PredictParams
+    title: str
+    scene_layer_id: str
+
+
+def bundled_model() -> Path | None:
+    """The model named in resources/models/DEFAULT, if the plugin ships one."""
+    if not DEFAULT_MODEL_FILE.is_file():
+        return None
+    path = DEFAULT_MODEL_FILE.parent / DEFAULT_MODEL_FILE.read_text().strip()
+    return path if path.is_file() else None
+
+
+def card_html(card: dict[str, Any]) -> str:
+    """The model card, as a reader wants it: identity, inputs, grid, quality, provenance."""
+    e = html.escape
+    bands = ", ".join(f"{e(b['name'])} ({e(b['units'])}, clip {b['clip'][0]:g}..{b['clip'][1]:g})"
+                      for b in card.get("bands", []))
+    metrics = ", ".join(f"{e(k)} {v:.3f}" for k, v in card.get("metrics", {}).items()) or "none reported"
+    rows = [("Bands", bands), ("Pixel size", f"{card.get('pixel_size_m', 0):g} m"),
+            ("Tiles", f"{card.get('tile_size')} px, margin {card.get('margin')} px"),
+            ("Default threshold", f"{card.get('default_threshold', 0):.2f}"),
+            ("Metrics", metrics), ("Training data", e(card.get("training_data", ""))),
+            ("Licence", e(card.get("license", "")))]
+    table = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows)
+    description = e(card.get("description", ""))
+    return (f"<p><b>{e(card.get('name', '?'))}</b> {e(card.get('version', ''))}</p>"
+            f"<p>{description}</p><table>{table}</table>")
+
+
+class RunDialog(QDialog):
+    runRequested = pyqtSignal(object)  # RunRequest
+    cancelRequested = pyqtSignal()
+    installRequested = pyqtSignal()
+
+    def __init__(self, iface, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.iface = iface
+        self.setWindowTitle("SAR Flood Mapper: map flood water")
+        self.setObjectName("SarFloodRunDialog")
+        self._queries: list[QueryTask] = []
+        self.card: dict[str, Any] | None = None
+        self.devices: Any = None
+        layout = QVBoxLayout(self)
+        for box in (self._input_box(), self._model_box(), self._run_box(), self._advanced_box(),
+                    self._output_box()):
+            layout.addWidget(box)
+        layout.addWidget(self._footer())
+        self.apply_settings(RunSettings.load())
+        self.refresh_backend()
+
+    # --- building -------------------------------------------------------------------------
+
+    def _input_box(self) -> QGroupBox:
+        box = QGroupBox("Sentinel-1 input")
+        form = QFormLayout(box)
+        self.one_layer = QRadioButton("One layer with VV and VH bands")
+        self.two_layers = QRadioButton("Separate VV and VH layers")
+        self.one_layer.setChecked(True)
+        modes = QHBoxLayout()
+        modes.addWidget(self.one_layer)
+        modes.addWidget(self.two_layers)
+        form.addRow(modes)
+        self.stack_layer = QgsMapLayerComboBox()
+        self.stack_layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.vv_band = QgsRasterBandComboBox()
+        self.vh_band = QgsRasterBandComboBox()
+        self.vv_layer = QgsMapLayerComboBox()
+        self.vh_layer = QgsMapLayerComboBox()
+        for combo in (self.vv_layer, self.vh_layer):
+            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.units = QComboBox()
+        self.units.addItem("Detected by the backend", "")
+        for units in UNITS:
+            self.units.addItem(units, units)
+        self.stack_rows = [("Layer", self.stack_layer), ("VV band", self.vv_band), ("VH band", self.vh_band)]
+        self.pair_rows = [("VV layer", self.vv_layer), ("VH layer", self.vh_layer)]
+        for label, widget in self.stack_rows + self.pair_rows:
+            form.addRow(label, widget)
+        form.addRow("Units", self.units)
+        self.input_form = form
+        self.one_layer.toggled.connect(self._show_input_mode)
+        self.stack_layer.layerChanged.connect(self._stack_changed)
+        self.two_layers.toggled.connect(lambda on: on and self._guess_pair())
+        self._show_input_mode()
+        self._stack_changed(self.stack_layer.currentLayer())
+        self._guess_pair()
+        return box
+
+    def _model_box(self) -> QGroupBox:
+        box = QGroupBox("Model")
+        layout = QVBoxLayout(box)
+        self.model = QgsFileWidget()
+        self.model.setFilter("ONNX model (*.onnx)")
+        self.model.lineEdit().setPlaceholderText("the bundled model")
+        self.card_view = QTextBrowser()
+        self.card_view.setMaximumHeight(150)
+        layout.addWidget(self.model)
+        layout.addWidget(self.card_view)
+        self.model.fileChanged.connect(lambda _: self.refresh_card())
+        return box
+
+    def _run_box(self) -> QGroupBox:
+        box = QGroupBox("Run")
+        form = QFormLayout(box)
+        self.device = QComboBox()
+        for device in DEVICES:
+            self.device.addItem(device, device)
+        self.device_info = QLabel("checking devices...")
+        self.device_info.setWordWrap(True)
+        self.use_model_threshold = QCheckBox("the model's default")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.01, 0.99)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setDecimals(2)
+        self.use_model_threshold.toggled.connect(lambda on: self.threshold.setEnabled(not on))
+        threshold = QHBoxLayout()
+        threshold.addWidget(self.threshold)
+        threshold.addWidget(self.use_model_threshold)
+        self.extent_mode = QComboBox()
+        for key, label in EXTENT_MODES:
+            self.extent_mode.addItem(label, key)
+        self.extent_layer = QgsMapLayerComboBox()
+        self.extent_layer.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.extent_mode.currentIndexChanged.connect(
+            lambda _: self.extent_layer.setEnabled(self.extent_mode.currentData() == "polygon"))
+        form.addRow("Device", self.device)
+        form.addRow("", self.device_info)
+        form.addRow("Threshold", threshold)
+        form.addRow("Extent", self.extent_mode)
+        form.addRow("Polygon layer", self.extent_layer)
+        return box
+
+    def _advanced_box(self) -> QGroupBox:
+        box = QgsCollapsibleGroupBox("Advanced")
+        box.setCollapsed(True)
+        form = QFormLayout(box)
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(0, 8192)
+        self.tile_size.setSpecialValueText("the model's")
+        self.overlap = QSpinBox()
+        self.overlap.setRange(-1, 4096)
+        self.overlap.setSpecialValueText("from the model's margin")
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 256)
+        self.tta = QCheckBox("Test-time augmentation (slower; adds an uncertainty layer)")
+        form.addRow("Tile size (px)", self.tile_size)
+        form.addRow("Overlap (px)", self.overlap)
+        form.addRow("Tiles per batch", self.batch_size)
+        form.addRow(self.tta)
+        return box
+
+    def _output_box(self) -> QGroupBox:
+        box = QGroupBox("Outputs")
+        form = QFormLayout(box)
+        self.temporary = QCheckBox("Temporary files (gone when QGIS closes)")
+        self.output_dir = QgsFileWidget()
+        self.output_dir.setStorageMode(QgsFileWidget.GetDirectory)
+        self.temporary.toggled.connect(lambda on: self.output_dir.setEnabled(not on))
+        form.addRow(self.temporary)
+        form.addRow("Folder", self.output_dir)
+        return box
+
+    def _footer(self) -> QWidget:
+        footer = QWidget()
+        layout = QVBoxLayout(footer)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.backend_info = QLabel("checking the backend...")
+        self.backend_info.setWordWrap(True)
+        self.backend_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.install_button = QPushButton("Install the backend's dependencies...")
+        self.install_button.setVisible(False)
+        self.install_button.clicked.connect(self.installRequested)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.run_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel run")
+        self.cancel_button.setEnabled(False)
+        close = QPushButton("Close")
+        buttons.addStretch()
+        for button in (self.run_button, self.cancel_button, close):
+            buttons.addWidget(button)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancelRequested)
+        close.clicked.connect(self.close)
+        for widget in (self.backend_info, self.install_button, self.progress, self.status):
+            layout.addWidget(widget)
+        layout.addLayout(buttons)
+        return footer
+
+    # --- input mapping ------------------------------------------------------------------------
+
+    def _show_input_mode(self) -> None:
+        one = self.one_layer.isChecked()
+        for rows, visible in ((self.stack_rows, one), (self.pair_rows, not one)):
+            for _, widget in rows:
+                widget.setVisible(visible)
+                self.input_form.labelForField(widget).setVisible(visible)
+
+    def _stack_changed(self, layer) -> None:
+        """Point the band combos at the layer and preselect VV and VH from band names."""
+        for combo in (self.vv_band, self.vh_band):
+            combo.setLayer(layer)
+        if isinstance(layer, QgsRasterLayer):
+            guess = guess_bands(band_names(layer))
+            if guess is not None:
+                self.vv_band.setBand(guess[0])
+                self.vh_band.setBand(guess[1])
+
+    def _guess_pair(self) -> None:
+        """Preselect single-band layers named VV and VH (HyP3 files: ..._VV.tif, ..._VH.tif)."""
+        named: dict[str, QgsRasterLayer] = {}
+        for layer in QgsProject.instance().mapLayers().values():
+            if isinstance(layer, QgsRasterLayer) and layer.bandCount() == 1:
+                pol = polarisation(layer.name()) or polarisation(Path(layer.source()).name)
+                if pol:
+                    named.setdefault(pol, layer)
+        for combo, pol in ((self.vv_layer, "VV"), (self.vh_layer, "VH")):
+            current = combo.currentLayer()
+            if pol in named and (current is None or polarisation(current.name()) != pol):
+                combo.setLayer(named[pol])
+
+    # --- backend questions --------------------------------------------------------------------
+
+    def _ask(self, description: str, args: list[str], on_done) -> None:
+        task = QueryTask(description, args, python_setting())
+        self._queries.append(task)
+
+        def finish(answer, error, task=task):
+            if sip.isdeleted(self):  # the dialog was closed and deleted meanwhile
+                return
+            self._queries.remove(task)
+            on_done(answer, error, task)
+
+        task.done.connect(finish)
+        QgsApplication.taskManager().addTask(task)
+
+    def refresh_backend(self) -> None:
+        """Ask which interpreter runs the backend and which devices it has; show the model card."""
+        self._ask("SAR Flood Mapper: devices", ["devices"], self._devices_answered)
+        self.refresh_card()
+
+    def _devices_answered(self, answer, error, task: QueryTask) -> None:
+        interpreter = task.interpreter
+        missing = interpreter is not None and not interpreter.ok
+        self.install_button.setVisible(missing)
+        if error:
+            self.backend_info.setText(error)
+            self.device_info.setText("unknown: the backend did not answer")
+            return
+        self.devices = answer
+        self.backend_info.setText(f"Backend: {interpreter.path} ({interpreter.source} Python)")
+        self.device_info.setText(self._devices_text(answer))
+
+    @staticmethod
+    def _devices_text(answer: dict[str, Any]) -> str:
+        cuda = answer.get("cuda", {})
+        usable = cuda.get("usable") if isinstance(cuda, dict) else bool(cuda)
+        why = cuda.get("reason", "") if isinstance(cuda, dict) else ""
+        providers = ", ".join(answer.get("providers", [])) or "none"
+        return f"CPU: yes; CUDA: {'yes' if usable else 'no'}{f' ({why})' if why and not usable else ''}. " \
+               f"ONNX Runtime providers: {providers}"
+
+    def model_path(self) -> Path | None:
+        text = self.model.filePath().strip()
+        return Path(text) if text else bundled_model()
+
+    def refresh_card(self) -> None:
+        model = self.model_path()
+        self.card = None
+        if model is None:
+            self.card_view.setHtml("<p style='color:#b00'>No model: the plugin ships none; choose a file.</p>")
+            return
+        self.card_view.setHtml(f"<p>reading the card of {html.escape(str(model))}...</p>")
+        self._ask("SAR Flood Mapper: model card", ["card", str(model), "--json"],
+                  lambda answer, error, task, model=model: self._card_answered(model, answer, error))
+
+    def _card_answered(self, model: Path, answer, error) -> None:
+        if model != self.model_path():
+            return  # the user picked another model meanwhile
+        if error:
+            self.card_view.setHtml(f"<p style='color:#b00'>{html.escape(error)}</p>")
+            return
+        self.card = answer
+        self.card_view.setHtml(card_html(answer))
+
+    # --- settings and the request -------------------------------------------------------------
+
+    def apply_settings(self, s: RunSettings) -> None:
+        self.model.setFilePath(s.model)
+        self.device.setCurrentIndex(max(0, self.device.findData(s.device)))
+        self.use_model_threshold.setChecked(s.use_model_threshold)
+        self.threshold.setValue(s.threshold)
+        self.threshold.setEnabled(not s.use_model_threshold)
+        self.units.setCurrentIndex(max(0, self.units.findData(s.units)))
+        self.tile_size.setValue(s.tile_size)
+        self.overlap.setValue(s.overlap)
+        self.batch_size.setValue(s.batch_size)
+        self.tta.setChecked(s.tta)
+        self.temporary.setChecked(s.temporary)
+        self.output_dir.setFilePath(s.output_dir)
+        self.output_dir.setEnabled(not s.temporary)
+        self.extent_mode.setCurrentIndex(max(0, self.extent_mode.findData(s.extent_mode)))
+        self.extent_layer.setEnabled(s.extent_mode == "polygon")
+        self.two_layers.setChecked(s.two_layers)
+
+    def current_settings(self) -> RunSettings:
+        return RunSettings(
+            model=self.model.filePath().strip(), device=self.device.currentData(),
+            use_model_threshold=self.use_model_threshold.isChecked(), threshold=self.threshold.value(),
+            units=self.units.currentData(), tile_size=self.tile_size.value(), overlap=self.overlap.value(),
+            batch_size=self.batch_size.value(), tta=self.tta.isChecked(), temporary=self.temporary.isChecked(),
+            output_dir=self.output_dir.filePath().strip(), extent_mode=self.extent_mode.currentData(),
+            two_layers=self.two_layers.isChecked())
+
+    def _extent(self, scene_layer: QgsRasterLayer) -> tuple[tuple | None, str | None]:
+        mode = self.extent_mode.currentData()
+        if mode == "layer":
+            return None, None
+        if mode == "canvas":
+            canvas = self.iface.mapCanvas()
+            rect, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
+        else:
+            layer = self.extent_layer.currentLayer()
+            if layer is None:
+                raise InputProblem("Extent: choose a polygon layer, or another extent option")
+            rect, crs = layer.extent(), layer.crs()
+        if rect.isEmpty():
+            raise InputProblem("Extent: the chosen extent is empty")
+        return ((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+                crs.authid() or crs.toWkt())
+
+    def request(self) -> RunRequest:
+        """Build the run from the widgets; raises InputProblem naming what is wrong."""
+        s = self.current_settings()
+        if s.two_layers:
+            scene_layer = self.vv_layer.currentLayer()
+            scene = scene_from_pair(scene_layer, self.vh_layer.currentLayer())
+        else:
+            scene_layer = self.stack_layer.currentLayer()
+            bands = (self.vv_band.currentBand(), self.vh_band.currentBand())
+            scene = scene_from_stack(scene_layer, bands if min(bands) > 0 else None)
+        model = self.model_path()
+        if model is None or not model.is_file():
+            raise InputProblem(f"Model: {model or 'no model chosen'} does not exist")
+        if self.card is None:
+            raise InputProblem(f"Model: {model} has no valid model card (see the card box)")
+        extent, extent_crs = self._extent(scene_layer)
+        if s.temporary:
+            folder = tempfile.mkdtemp(prefix="sarflood-", dir=QgsProcessingUtils.tempFolder())
+        else:
+            folder = s.output_dir
+            if not folder or not Path(folder).is_dir():
+                raise InputProblem(f"Output folder: '{folder}' does not exist; choose a folder or "
+                                   f"temporary files")
+        kinds = ["water_mask", "water_probability"] + (["uncertainty"] if s.tta else [])
+        paths = free_output_paths(folder, Path(scene.vv).stem, kinds)
+        params = PredictParams(
+            scene=scene, mask=paths["water_mask"], probability=paths["water_probability"],
+            uncertainty=paths.get("uncertainty"), model=str(model), device=s.device,
+            threshold=None if s.use_model_threshold else s.threshold, units=s.units or None,
+            tile_size=s.tile_size or None, overlap=None if s.overlap < 0 else s.overlap,
+            batch_size=s.batch_size, tta=s.tta, extent=extent, extent_crs=extent_crs)
+        return RunRequest(params, f"Flood map: {scene_layer.name()}", scene_layer.id())
+
+    def start(self) -> None:
+        try:
+            request = self.request()
+        except InputProblem as problem:
+            self.show_status(str(problem), error=True)
+            return
+        self.current_settings().save()
+        self.runRequested.emit(request)
+
+    # --- feedback from the controller ---------------------------------------------------------
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress.setValue(0)
+
+    def set_progress(self, percent: float) -> None:
+        self.progress.setValue(int(percent))
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #b00;" if error else "")
+        self.status.setText(text)

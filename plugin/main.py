@@ -1,0 +1,101 @@
+"""The plugin object QGIS creates: actions, menu, review dock and the Processing provider.
+
+QGIS calls ``initProcessing`` (also in qgis_process, which never calls ``initGui``),
+then ``initGui`` in the desktop, and ``unload`` when the plugin is switched off or
+reloaded; ``unload`` removes everything the other two added.
+"""
+from __future__ import annotations
+
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .backend_env import install_steps, system_python
+from .controller import RunController
+from .gui.install_dialog import InstallDialog
+from .gui.review_dock import ReviewDock
+from .gui.run_dialog import RunDialog
+from .processing.provider import ICON, SarFloodProvider
+
+MENU = "&SAR Flood Mapper"
+
+
+class SarFloodPlugin:
+
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider: SarFloodProvider | None = None
+        self.actions: list[QAction] = []
+        self.dock: ReviewDock | None = None
+        self.dialog: RunDialog | None = None
+        self.installer: InstallDialog | None = None
+        self.controller: RunController | None = None
+
+    def initProcessing(self) -> None:  # noqa: N802 (QGIS's name)
+        if self.provider is None:
+            self.provider = SarFloodProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802 (QGIS's name)
+        self.initProcessing()
+        window = self.iface.mainWindow()
+        icon = QIcon(str(ICON))
+        run = QAction(icon, "Map flood water...", window)
+        run.setObjectName("SarFloodRunAction")
+        run.setToolTip("Map flood water from Sentinel-1 VV/VH with a learned model")
+        run.triggered.connect(self.show_dialog)
+        self.dock = ReviewDock(self.iface, window)
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.dock.hide()
+        review = self.dock.toggleViewAction()
+        review.setText("Flood review panel")
+        review.setObjectName("SarFloodReviewAction")
+        self.controller = RunController(self.iface, self.dock)
+        self.iface.addToolBarIcon(run)
+        for action in (run, review):
+            self.iface.addPluginToRasterMenu(MENU, action)
+        self.actions = [run, review]
+
+    def show_dialog(self) -> RunDialog:
+        if self.dialog is None:
+            self.dialog = RunDialog(self.iface, self.iface.mainWindow())
+            self.dialog.runRequested.connect(lambda request: self.controller.start(request, self.dialog))
+            self.dialog.cancelRequested.connect(self.controller.cancel)
+            self.dialog.installRequested.connect(self.show_installer)
+        self.dialog.show()
+        self.dialog.raise_()
+        return self.dialog
+
+    def show_installer(self) -> InstallDialog:
+        if self.installer is None:
+            steps = install_steps(system_python() or "python3")
+            self.installer = InstallDialog(steps, self.iface.mainWindow())
+            if self.dialog is not None:
+                self.installer.done.connect(lambda ok: ok and self.dialog.refresh_backend())
+        self.installer.show()
+        return self.installer
+
+    def unload(self) -> None:
+        if self.controller is not None:
+            self.controller.cancel()
+        run = self.actions[0] if self.actions else None
+        if run is not None:
+            self.iface.removeToolBarIcon(run)
+        for action in self.actions:
+            self.iface.removePluginRasterMenu(MENU, action)
+        if run is not None:
+            run.deleteLater()  # the review action belongs to the dock
+        self.actions = []
+        for widget in (self.dialog, self.installer):
+            if widget is not None:
+                widget.close()
+                widget.deleteLater()
+        if self.dock is not None:
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+        self.dialog = self.installer = self.dock = self.controller = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
