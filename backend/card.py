@@ -21,16 +21,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import CardError
+
 CARD_KEY = "sarflood_card"
 SCHEMA_VERSION = 1
 UNITS = ("dB", "linear", "amplitude")
 KNOWN_BANDS = ("VV", "VH")
 OUTPUT_KINDS = ("water_probability",)
 TASKS = ("water_segmentation",)
-
-
-class CardError(ValueError):
-    """A model card is missing, malformed, or does not fit the input."""
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .card import CardError, ModelCard, card_from_metadata
+from .card import ModelCard, card_from_metadata
+from .errors import CardError, ModelError
 
 DEVICES = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
-
-
-class ModelError(RuntimeError):
-    """The model file cannot be used (unreadable, corrupt, wrong tensors, no device)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,19 @@ def choose_providers(device: str, available: list[str] | None = None) -> Provide
     if has_cuda:
         return ProviderChoice([_CUDA, _CPU], [])
     return ProviderChoice([_CPU], [no_cuda_why])
+
+
+def device_report(model_path: str) -> dict:
+    """What ``python -m backend devices`` prints: providers, and whether CUDA really starts."""
+    available = ort.get_available_providers()
+    report = {"onnxruntime": ort.__version__, "available_providers": available,
+              "cuda_usable": False}
+    try:
+        report["cuda_usable"] = OnnxModel(model_path, device="cuda").provider == _CUDA
+        report["reason"] = "CUDA starts: --device auto will use it"
+    except (ModelError, CardError) as exc:
+        report["reason"] = str(exc)
+    return report
 
 
 def default_threads() -> int:
@@ -99,6 +109,23 @@ class OnnxModel:
         self._scale = np.array([b.scale for b in bands], np.float32).reshape(1, -1, 1, 1)
 
     @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the graph insists on, or None when it is dynamic."""
+        n = self.session.get_inputs()[0].shape[0]
+        return n if isinstance(n, int) else None
+
+    @property
+    def fixed_tile(self) -> int | None:
+        """The tile edge the graph insists on (square), or None when H and W are dynamic."""
+        h, w = self.session.get_inputs()[0].shape[2:]
+        if isinstance(h, int) or isinstance(w, int):
+            if h != w:
+                raise CardError(f"{self.path}: the graph's input is {h} x {w}; the backend "
+                                "feeds square tiles, so H and W must be equal or dynamic")
+            return h
+        return None
+
+    @property
     def device_name(self) -> str:
         return "cuda" if self.provider == _CUDA else "cpu"
 
@@ -125,12 +152,19 @@ class OnnxModel:
         if problems:
             raise CardError(f"{self.path}: model does not match its card: " + "; ".join(problems))
 
-    def normalize(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Clip, offset and scale per band; NaN -> 0. Returns (x, valid_mask)."""
+    def normalize(self, batch: np.ndarray, out: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Clip, offset and scale per band; NaN -> 0. Returns (x, valid_mask).
+
+        ``batch`` is ``(N, C, H, W)`` float32; ``out`` may be ``batch`` itself to
+        normalise in place. Offset 0 and scale 1 are skipped: they change nothing.
+        """
         valid = np.isfinite(batch).all(axis=1)
-        x = np.clip(batch, self._lo, self._hi)
-        x -= self._offset
-        x /= self._scale
+        x = np.clip(batch, self._lo, self._hi, out=out)
+        if self._offset.any():
+            x -= self._offset
+        if (self._scale != 1).any():
+            x /= self._scale
         np.nan_to_num(x, copy=False, nan=0.0)
         return x.astype(np.float32, copy=False), valid
 
@@ -152,4 +186,4 @@ class OnnxModel:
         return prob
 
 
-__all__ = ["OnnxModel", "ModelError", "CardError", "choose_providers", "DEVICES"]
+__all__ = ["OnnxModel", "ModelError", "CardError", "choose_providers", "device_report", "DEVICES"]

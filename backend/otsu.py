@@ -4,15 +4,32 @@ Otsu (1979) picks the threshold that maximises the between-class variance of a
 histogram. For SAR water mapping it is applied to VV in dB, where open water is
 the dark mode. The histogram is accumulated block by block, so a scene of any
 size is thresholded in two streaming passes (histogram, then mask).
+:func:`otsu_map` is the ``python -m backend otsu`` baseline: same inputs, same mask
+format and area figures as ``predict``.
 """
 from __future__ import annotations
 
+import os
+import threading
+import time
+from dataclasses import dataclass
+
 import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .errors import Cancelled
+from .progress import Reporter
+from .raster_io import (GDAL_CACHE_MB, InputSet, WindowReader, check_outputs, extent_window,
+                        open_inputs)
+from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
+from .units import convert, find_units, sample_grid
 
 # VV dB values outside this window are clipped into the end bins; water and land
 # modes of Sentinel-1 VV lie well inside it.
 DB_RANGE = (-40.0, 10.0)
 BINS = 1000
+BLOCK = 512
 
 
 class Histogram:
@@ -67,3 +84,88 @@ def water_mask(vv_db: np.ndarray, threshold: float) -> np.ndarray:
     out = np.where(vv_db <= threshold, 1, 0).astype(np.uint8)
     out[~np.isfinite(vv_db)] = 255
     return out
+
+
+# --------------------------------------------------------------------------- the baseline map
+
+@dataclass
+class OtsuOptions:
+    inputs: list[str]                 # the same inputs as predict; only VV is used
+    mask: str
+    extent: tuple[float, float, float, float] | None = None
+    extent_crs: str | None = None
+    units: str | None = None
+    overwrite: bool = False
+
+
+def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
+             cancel: threading.Event | None = None) -> dict:
+    """Otsu on VV in dB over the raster (or extent): histogram pass, then mask pass.
+
+    Reads and writes 512 x 512 blocks, so memory does not grow with the raster.
+    """
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    cancel = cancel or threading.Event()
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        inputs = open_inputs(opts.inputs, needed=("VV",))
+        try:
+            result = _otsu_map(opts, inputs, reporter, cancel)
+        finally:
+            inputs.close()
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
+              cancel: threading.Event) -> dict:
+    for note in inputs.notes:
+        reporter.info(note)
+    vv = inputs.bands["VV"]
+    check_outputs({"mask": opts.mask}, inputs.paths, opts.overwrite)
+    window = (extent_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0])
+              if opts.extent else Window(0, 0, inputs.grid.width, inputs.grid.height))
+    grid = inputs.grid.window_grid(window)
+    reader = WindowReader([(inputs.datasets[vv.path], vv.index, vv.nodata)],
+                          int(window.row_off), int(window.col_off))
+    (found,) = find_units([vv], sample_grid(reader, grid.height, grid.width), opts.units,
+                          reporter)
+    units = found.units or "dB"
+    if found.units:
+        reporter.info(f"VV: {units} ({found.source}: {found.evidence})")
+    blocks = [(r, c) for r in range(0, grid.height, BLOCK) for c in range(0, grid.width, BLOCK)]
+
+    def vv_db(row: int, col: int) -> np.ndarray:
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        x = reader.read(row, min(row + BLOCK, grid.height), col, min(col + BLOCK, grid.width))
+        return convert(x[0], units, "dB")
+
+    hist = Histogram()
+    for i, (row, col) in enumerate(blocks):
+        hist.add(vv_db(row, col))
+        reporter.progress(0.5 * (i + 1) / len(blocks), "histogram")
+    threshold = otsu_from_histogram(hist.counts, hist.edges)
+    if hist.total == 0:
+        reporter.warning(f"{vv.path}: no valid VV pixel (all NaN or no data); the mask is all "
+                         "no data")
+    elif threshold is None:
+        reporter.warning(f"{vv.path}: every valid VV pixel has the same value, so Otsu has no "
+                         "threshold; the mask marks them all dry")
+    tags = {"SARFLOOD_MODEL": "otsu", "SARFLOOD_MODEL_VERSION": "1",
+            "SARFLOOD_INPUTS": ";".join(os.path.abspath(p) for p in inputs.paths),
+            "SARFLOOD_THRESHOLD": "" if threshold is None else f"{threshold:.4f} dB",
+            "SARFLOOD_CREATED": utc_stamp()}
+    sink = OutputSink(grid, BLOCK, None, tags, opts.overwrite, mask=opts.mask)
+
+    def read(win: Window) -> dict:
+        db = vv_db(win.row_off, win.col_off)
+        if threshold is None:
+            return {"mask": np.where(np.isfinite(db), 0, MASK_NODATA).astype(np.uint8)}
+        return {"mask": water_mask(db, threshold)}
+    fill_sink(sink, BLOCK, read, reporter, cancel, "mask", (0.5, 1.0))
+    return {"outputs": sink.paths, "model": {"name": "otsu", "version": "1"},
+            "threshold_db": threshold, "units_detected": found.units,
+            "units_source": found.source, "width": grid.width, "height": grid.height,
+            "input_pixel_size_m": [round(v, 3) for v in grid.pixel_size_m()],
+            **sink.stats.fields()}

@@ -14,6 +14,7 @@ on failure, as the last line. Nothing else is written to stdout in this mode.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -117,7 +118,7 @@ class BarReporter(Reporter):
 
     def result(self, **fields: Any) -> None:
         self.close()
-        sys.stdout.write(json.dumps(fields, indent=1, default=str) + "\n")
+        sys.stdout.write(readable_json(fields) + "\n")
         sys.stdout.flush()
 
     def error(self, message: str, kind: str = "Error") -> None:
@@ -130,9 +131,26 @@ class BarReporter(Reporter):
             self._open = False
 
 
+class QuietReporter(BarReporter):
+    """No bar and no info lines; warnings and errors still on stderr, the result on stdout."""
+
+    def progress(self, fraction: float, stage: str = "") -> None:
+        pass
+
+    def info(self, message: str) -> None:
+        pass
+
+
+def readable_json(fields: dict[str, Any]) -> str:
+    """Indented JSON with each list of numbers or strings on one line."""
+    text = json.dumps(fields, indent=1, default=str)
+    return re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]",
+                  lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+
+
 def make_reporter(mode: str) -> Reporter:
     if mode == "json":
         return JsonReporter()
     if mode == "none":
-        return Reporter()
+        return QuietReporter()
     return BarReporter()

@@ -1,0 +1,6 @@
+"""``python -m backend``: see :mod:`backend.cli`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

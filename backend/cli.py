@@ -1,0 +1,240 @@
+"""``python -m backend``: the command line of the inference backend.
+
+Commands: predict, otsu, finalize, card, devices, scene, bench, demo. Every command
+that runs reports through :mod:`~backend.progress` (a bar on stderr by default,
+JSON lines on stdout with ``--progress json``) and ends with one ``result`` or one
+``error``. Exit codes: 0 done, 1 a handled error (one line naming the file and
+the problem), 2 a usage error from argparse, 130 cancelled (Ctrl-C or SIGTERM,
+with no partial output left behind).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from . import __version__
+from .errors import BackendError, Cancelled
+from .progress import Reporter, make_reporter
+
+EXIT_ERROR, EXIT_CANCELLED = 1, 130
+
+
+def _extent(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected XMIN,YMIN,XMAX,YMAX")
+    return values  # type: ignore[return-value]
+
+
+def _add_io(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="one 2-band raster (VV, VH) or two single-band rasters (VV VH)")
+    p.add_argument("--extent", type=_extent, metavar="XMIN,YMIN,XMAX,YMAX",
+                   help="process only this extent (output on the input grid, cropped)")
+    p.add_argument("--extent-crs", metavar="CRS", help="CRS of --extent (default: the raster's)")
+    p.add_argument("--units", choices=("dB", "linear", "amplitude"),
+                   help="input units (default: from metadata, else from the values)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
+                   help="bar on stderr (default), JSON lines on stdout, or nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend",
+                                     description="SAR Flood Mapper inference backend")
+    parser.add_argument("--version", action="version", version=f"sarflood backend {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="map water with an ONNX model")
+    _add_io(p)
+    p.add_argument("--mask", metavar="OUT.tif", help="uint8 mask: 0 dry, 1 water, 255 no data")
+    p.add_argument("--probability", metavar="OUT.tif", help="water probability")
+    p.add_argument("--uncertainty", metavar="OUT.tif",
+                   help="spread of the TTA predictions (implies --tta)")
+    p.add_argument("--model", metavar="PATH", help="ONNX model with a card (default: bundled)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="water if probability > T (default: the card's)")
+    p.add_argument("--tta", action="store_true", help="average over 8 flips and rotations")
+    p.add_argument("--tile-size", type=int, metavar="N",
+                   help="tile stride and output block (default: the card's tile_size)")
+    p.add_argument("--overlap", type=int, metavar="N",
+                   help="tile overlap (default: 2 x margin + a blend zone)")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N")
+    p.add_argument("--probability-dtype", choices=("float32", "uint8"), default="float32")
+    _add_progress(p)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("otsu", help="the classic baseline: Otsu threshold on VV in dB")
+    _add_io(p)
+    p.add_argument("--mask", metavar="OUT.tif", required=True)
+    _add_progress(p)
+    p.set_defaults(func=_otsu)
+
+    p = sub.add_parser("finalize", help="mask a probability raster at a threshold, with tags")
+    p.add_argument("probability", metavar="PROBABILITY.tif")
+    p.add_argument("--threshold", type=float, required=True, metavar="T")
+    p.add_argument("--mask", metavar="OUT.tif", required=True)
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--overwrite", action="store_true")
+    _add_progress(p)
+    p.set_defaults(func=_finalize)
+
+    p = sub.add_parser("card", help="print (and validate) a model's card")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--json", action="store_true", help="the card as JSON")
+    p.set_defaults(func=_card, progress="none")
+
+    p = sub.add_parser("devices", help="ONNX Runtime providers, and whether CUDA can be used")
+    p.set_defaults(func=_devices, progress="none")
+
+    p = sub.add_parser("scene", help="write a generated 2-band VV/VH scene")
+    p.add_argument("out", metavar="OUT.tif")
+    p.add_argument("--size", type=int, default=2048, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--units", choices=("dB", "linear", "amplitude"), default="dB")
+    p.add_argument("--truth", metavar="TRUTH.tif", help="also write the true water mask")
+    p.set_defaults(func=_scene, progress="none")
+
+    p = sub.add_parser("bench", help="throughput and memory on a generated N x N scene")
+    p.add_argument("--model", metavar="PATH")
+    p.add_argument("--size", type=int, action="append", metavar="N",
+                   help="raster edge; repeat for several sizes (default 4096)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--probability", action="store_true",
+                   help="also write the float32 probability in the end-to-end run")
+    p.add_argument("--workdir", metavar="DIR", help="where the scene and outputs go (temporary)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_bench, progress="none")
+
+    p = sub.add_parser("demo", help="map a generated scene with the default model and Otsu")
+    p.add_argument("--out", default="demo_output", metavar="DIR")
+    p.add_argument("--size", type=int, default=3072, metavar="N")
+    p.set_defaults(func=_demo, progress="none")
+    return parser
+
+
+def _predict(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> dict:
+    from .engine import PredictOptions, predict
+    opts = PredictOptions(
+        inputs=a.inputs, mask=a.mask, probability=a.probability, uncertainty=a.uncertainty,
+        model=a.model, device=a.device, threshold=a.threshold, extent=a.extent,
+        extent_crs=a.extent_crs, tta=a.tta, units=a.units, tile_size=a.tile_size,
+        overlap=a.overlap, batch_size=a.batch_size, probability_dtype=a.probability_dtype,
+        overwrite=a.overwrite)
+    result = predict(opts, reporter, cancel)
+    _summary(reporter, result)
+    return result
+
+
+def _otsu(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> dict:
+    from .otsu import OtsuOptions, otsu_map
+    result = otsu_map(OtsuOptions(inputs=a.inputs, mask=a.mask, extent=a.extent,
+                                  extent_crs=a.extent_crs, units=a.units,
+                                  overwrite=a.overwrite), reporter, cancel)
+    _summary(reporter, result)
+    return result
+
+
+def _finalize(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> dict:
+    from .finalize import finalize, parse_tags
+    result = finalize(a.probability, a.threshold, a.mask, a.overwrite, parse_tags(a.tag),
+                      reporter, cancel)
+    _summary(reporter, result)
+    return result
+
+
+def _summary(reporter: Reporter, r: dict) -> None:
+    reporter.info(f"water {r['water_area_km2']:.3f} km2 of {r['valid_area_km2']:.3f} km2 valid "
+                  f"({100 * r['water_fraction']:.2f}%) in {r.get('seconds', 0):.1f} s"
+                  + (f" on {r['device']}" if "device" in r else ""))
+
+
+def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
+    from .model import OnnxModel
+    card = OnnxModel(a.model, device="cpu").card
+    if a.json:
+        print(card.to_json())
+        return
+    s = card.summary()
+    print(f"{s['name']} {s['version']}  ({s['task']}, card schema {s['schema_version']})")
+    if s["description"]:
+        print(f"  {s['description']}")
+    for b in s["bands"]:
+        print(f"  band {b['name']}: {b['units']}, clip {list(b['clip'])}, "
+              f"(x - {b['offset']:g}) / {b['scale']:g}")
+    print(f"  pixel size {s['pixel_size_m']:g} m; tiles {s['tile_size']} px, margin "
+          f"{s['margin']}, size multiple {s['size_multiple']}")
+    print(f"  input {s['input_name']!r} -> output {s['output_name']!r} ({s['output_kind']}), "
+          f"default threshold {s['default_threshold']:g}")
+    print(f"  training data: {s['training_data']}")
+    print(f"  metrics: {json.dumps(s['metrics']) if s['metrics'] else 'none'}")
+    if s["notes"]:
+        print(f"  notes: {s['notes']}")
+    print(f"  license: {s['license']}")
+
+
+def _devices(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
+    from .engine import default_model_path
+    from .model import device_report
+    print(json.dumps(device_report(default_model_path()), indent=1))
+
+
+def _scene(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
+    from .scene import write_scene
+    write_scene(a.out, a.size, seed=a.seed, units=a.units, truth=a.truth)
+
+
+def _bench(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
+    from .bench import format_table, run_bench
+    results = run_bench(a.size or [4096], model=a.model, device=a.device,
+                        probability=a.probability, workdir=a.workdir,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(results, indent=1) if a.json else format_table(results))
+
+
+def _demo(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
+    from .demo import run_demo
+    run_demo(a.out, a.size, cancel)
+
+
+def _install_signals(cancel: threading.Event, reporter: Reporter) -> None:
+    """First SIGINT/SIGTERM: stop at the next batch and clean up. A second: stop now."""
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        reporter.info(f"{signal.Signals(signum).name}: cancelling, removing partial outputs")
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    reporter = make_reporter(args.progress)
+    cancel = threading.Event()
+    _install_signals(cancel, reporter)
+    func: Callable = args.func
+    try:
+        result = func(args, reporter, cancel)
+        if result is not None:
+            reporter.result(**result)
+        return 0
+    except (Cancelled, KeyboardInterrupt):
+        reporter.error("cancelled; no output was written", kind="Cancelled")
+        return EXIT_CANCELLED
+    except BackendError as exc:
+        reporter.error(str(exc), kind=type(exc).__name__)
+        return EXIT_ERROR
+    finally:
+        reporter.close()

@@ -1,0 +1,441 @@
+"""Streaming inference: a VV/VH raster of any size in, water probability and mask out.
+
+The run, in order:
+1. check options, load the model (:class:`~backend.model.OnnxModel`), open and check the
+   inputs, match their bands to the card, check the outputs (nothing is written yet);
+2. find the input units (override, metadata, values) and the conversion to the card's;
+3. compare the input pixel size in metres with the card's; beyond 5% the input is
+   read through a GDAL warped view at the model's pixel size, and the result warped
+   back onto the input grid in a second pass;
+4. walk the tile grid row by row (:mod:`~backend.tiling`): a reader thread reads a
+   window of a few tiles, converts units and normalises it; the model runs them as
+   one batch (optionally under 8 flips/rotations); each tile's cell is blended with
+   its neighbours and handed to a writer thread, which writes finished GeoTIFF blocks.
+   Only one row of blend strips is kept between tile rows, so memory does not grow
+   with the raster;
+5. build overviews and rename the temporary files into place.
+
+Cancelling (the ``cancel`` event, set by the CLI on SIGINT/SIGTERM) stops at the
+next batch and deletes every temporary file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from .card import ModelCard
+from .errors import Cancelled, CardError, UsageError
+from .model import DEVICES, OnnxModel
+from .pipeline import Worker, prefetch
+from .progress import Reporter
+from .raster_io import (GDAL_CACHE_MB, BandSource, Grid, InputSet, WindowReader,
+                        check_outputs, extent_window, open_inputs)
+from .sink import OutputSink, fill_sink, utc_stamp
+from .tiling import TilePlan, blend_cell, plan_tiles
+from .units import UNITS, convert, find_units, sample_grid
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
+RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
+OUTPUT_BLOCK = 512
+PROBABILITY_DTYPES = ("float32", "uint8")
+
+
+@dataclass
+class PredictOptions:
+    inputs: list[str]                 # one 2-band raster (VV, VH) or two single-band rasters [VV, VH]
+    mask: str | None                  # uint8 GeoTIFF: 0 dry, 1 water, 255 nodata
+    probability: str | None = None    # float32 (NaN nodata), or uint8 0..250 (255 nodata)
+    uncertainty: str | None = None    # TTA spread (std of the flip/rotation predictions), float32
+    model: str | None = None          # None -> resources/models/<name in resources/models/DEFAULT>
+    device: str = "auto"              # auto|cpu|cuda
+    threshold: float | None = None    # None -> card default_threshold
+    extent: tuple[float, float, float, float] | None = None   # xmin, ymin, xmax, ymax
+    extent_crs: str | None = None     # CRS of extent; None -> raster CRS
+    tta: bool = False
+    units: str | None = None          # override detected input units: dB|linear|amplitude
+    tile_size: int | None = None      # cell (and output block) edge; None -> card tile_size
+    overlap: int | None = None        # None -> 2 * margin + blend zone
+    batch_size: int = 4
+    probability_dtype: str = "float32"
+    overwrite: bool = False
+
+
+def default_model_path() -> str:
+    """The bundled default model named by resources/models/DEFAULT."""
+    pointer = MODELS_DIR / "DEFAULT"
+    try:
+        name = pointer.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"{pointer}: cannot read the default model's name ({exc.strerror}); "
+                         "give --model") from None
+    return str(MODELS_DIR / name)
+
+
+def _check_options(o: PredictOptions) -> None:
+    if not (o.mask or o.probability or o.uncertainty):
+        raise UsageError("nothing to write: give --mask, --probability or --uncertainty")
+    if o.device not in DEVICES:
+        raise UsageError(f"device {o.device!r}: expected one of {', '.join(DEVICES)}")
+    if o.threshold is not None and not 0 < o.threshold < 1:
+        raise UsageError(f"threshold {o.threshold}: must lie strictly between 0 and 1")
+    if o.units is not None and o.units not in UNITS:
+        raise UsageError(f"units {o.units!r}: expected one of {', '.join(UNITS)}")
+    if o.batch_size < 1:
+        raise UsageError(f"batch size {o.batch_size}: must be at least 1")
+    if o.probability_dtype not in PROBABILITY_DTYPES:
+        raise UsageError(f"probability dtype {o.probability_dtype!r}: expected one of "
+                         f"{', '.join(PROBABILITY_DTYPES)}")
+    if o.extent_crs and not o.extent:
+        raise UsageError("--extent-crs needs --extent")
+
+
+def match_bands(inputs: InputSet, card: ModelCard, model_path: str) -> list[BandSource]:
+    """The input band for each card band, in card order. Raises CardError if one is missing."""
+    missing = [b for b in card.band_names if b not in inputs.bands]
+    if missing:
+        have = ", ".join(f"{n} ({s.path} band {s.index})" for n, s in inputs.bands.items())
+        raise CardError(f"{model_path}: the model needs bands {', '.join(card.band_names)}; "
+                        f"the input has {have}: {', '.join(missing)} missing")
+    return [inputs.bands[b] for b in card.band_names]
+
+
+def _one_or_each(names: list[str], values: list[str | None]) -> str | None:
+    if len(set(values)) == 1:
+        return values[0]
+    return ", ".join(f"{n}: {v}" for n, v in zip(names, values))
+
+
+# --------------------------------------------------------------------------- the tile loop
+
+@dataclass
+class GridJob:
+    """What the tile loop needs: a reader on the processing grid, and how to prepare tiles."""
+    model: OnnxModel
+    reader: WindowReader
+    conversions: list[tuple[str, str]]      # per band: (input units, card units)
+    plan: TilePlan
+    batch: int
+    tta: bool
+    stats: dict = field(default_factory=lambda: {"tiles": 0, "model_s": 0.0})
+
+
+def _batches(job: GridJob, cancel: threading.Event) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+    """Read, convert and normalise a window of tiles at a time: (r, c0, c1, x, valid)."""
+    plan, model = job.plan, job.model
+    s, m, t = plan.stride, plan.margin, plan.tile
+    for r in range(plan.rows):
+        for c0 in range(0, plan.cols, job.batch):
+            if cancel.is_set():
+                return
+            c1 = min(plan.cols, c0 + job.batch)
+            win = job.reader.read(r * s - m, r * s - m + t, c0 * s - m, (c1 - 1) * s - m + t)
+            for k, (src, dst) in enumerate(job.conversions):
+                convert(win[k], src, dst)
+            x, valid = model.normalize(win[None], out=win[None])
+            cols = [slice((c - c0) * s, (c - c0) * s + t) for c in range(c0, c1)]
+            xs = np.stack([x[0, :, :, sl] for sl in cols])
+            vs = np.stack([valid[0, :, sl] for sl in cols])
+            yield r, c0, c1, xs, vs
+
+
+def _dihedral(x: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the 8 flips/rotations of the last two axes (k = 0 is identity)."""
+    y = np.rot90(x, k % 4, axes=(-2, -1))
+    return y[..., ::-1] if k >= 4 else y
+
+
+def _undo_dihedral(y: np.ndarray, k: int) -> np.ndarray:
+    if k >= 4:
+        y = y[..., ::-1]
+    return np.rot90(y, -(k % 4), axes=(-2, -1))
+
+
+def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(b, k, T, T): probability, and with TTA its spread over the 8 transforms."""
+    model = job.model
+    n = len(x)
+    fixed = model.fixed_batch
+    if fixed and n != fixed:  # a graph with a fixed batch size gets padded batches
+        x = np.concatenate([x, np.zeros((fixed - n, *x.shape[1:]), x.dtype)])
+    t0 = time.perf_counter()
+    if job.tta:
+        preds = np.stack([_undo_dihedral(model.infer(np.ascontiguousarray(_dihedral(x, k))), k)
+                          for k in range(8)])[:, :n]
+        out = np.stack([preds.mean(axis=0), preds.std(axis=0)], axis=1)
+    else:
+        out = model.infer(x)[:n, None]
+    job.stats["model_s"] += time.perf_counter() - t0
+    if not valid.all():
+        out[np.broadcast_to(~valid[:, None], out.shape)] = np.nan
+    return out
+
+
+def run_grid(job: GridJob, emit: Callable[[int, int, np.ndarray], None], reporter: Reporter,
+             cancel: threading.Event, span: tuple[float, float] = (0.0, 1.0)) -> None:
+    """Run every tile of the plan; emit(row, col, cell) each finished cell (k, h, w).
+
+    Cells are emitted in row-major order, clipped to the grid. Between tile rows
+    only the bottom blend strips of the row above are kept.
+    """
+    plan = job.plan
+    s, m, b = plan.stride, plan.margin, plan.blend
+    ramp = plan.ramp()
+    above: list[np.ndarray | None] = [None] * plan.cols   # bottom strips of row r - 1
+    below: list[np.ndarray | None] = [None] * plan.cols   # bottom strips of row r
+    left = None                                            # right strip of tile (r, c - 1)
+    for r, c0, c1, x, valid in prefetch(_batches(job, cancel)):
+        if cancel.is_set():
+            break
+        out = _infer(job, x, valid)
+        for i, c in enumerate(range(c0, c1)):
+            cur = out[i]
+            cell = blend_cell(cur, above[c] if r else None, above[c - 1] if r and c else None,
+                              left if c else None, plan, ramp)
+            left = cur[:, :, s + m:s + m + b].copy()
+            below[c] = cur[:, s + m:s + m + b, :].copy()
+            row0, col0 = r * s, c * s
+            emit(row0, col0, cell[:, :min(s, plan.height - row0), :min(s, plan.width - col0)])
+        if c1 == plan.cols:
+            above, below = below, [None] * plan.cols
+        job.stats["tiles"] += c1 - c0
+        reporter.progress(span[0] + (span[1] - span[0]) * job.stats["tiles"] / plan.tiles,
+                          "predict")
+    if cancel.is_set():
+        raise Cancelled("cancelled")
+
+
+# --------------------------------------------------------------------------- predict
+
+def provenance_tags(card: ModelCard, inputs: list[str], threshold: float, tta: bool
+                    ) -> dict[str, str]:
+    return {
+        "SARFLOOD_MODEL": card.name,
+        "SARFLOOD_MODEL_VERSION": card.version,
+        "SARFLOOD_INPUTS": ";".join(os.path.abspath(p) for p in inputs),
+        "SARFLOOD_THRESHOLD": f"{threshold:g}",
+        "SARFLOOD_TTA": "yes" if tta else "no",
+        "SARFLOOD_CREATED": utc_stamp(),
+    }
+
+
+def _model_grid(out_grid: Grid, src_grid: Grid, target_m: float
+                ) -> tuple[Grid, Window, Affine, int, int]:
+    """The model-pixel grid over the output window, inside a warped view of the whole input.
+
+    Returns (processing grid, its window in the view, view transform, view width, height).
+    The view's lines pass through the output window's corner, so real pixels outside
+    the window give context and mirror padding is used only beyond the input.
+    """
+    px, py = out_grid.pixel_size_m()
+    dx = abs(out_grid.transform.a) * target_m / px
+    dy = abs(out_grid.transform.e) * target_m / py
+    x0, y0 = out_grid.transform.c, out_grid.transform.f
+    st = src_grid.transform
+    left, top = st.c, st.f
+    right, bottom = left + st.a * src_grid.width, top + st.e * src_grid.height
+    kx = math.ceil((x0 - left) / dx - 1e-9)
+    ky = math.ceil((top - y0) / dy - 1e-9)
+    vw = kx + math.ceil((right - x0) / dx - 1e-9)
+    vh = ky + math.ceil((y0 - bottom) / dy - 1e-9)
+    w = math.ceil(out_grid.width * abs(out_grid.transform.a) / dx - 1e-9)
+    h = math.ceil(out_grid.height * abs(out_grid.transform.e) / dy - 1e-9)
+    view = Affine(dx, 0, x0 - kx * dx, 0, -dy, y0 + ky * dy)
+    grid = Grid(out_grid.crs, Affine(dx, 0, x0, 0, -dy, y0), w, h)
+    return grid, Window(kx, ky, w, h), view, vw, vh
+
+
+def predict(opts: PredictOptions, reporter: Reporter | None = None,
+            cancel: threading.Event | None = None) -> dict:
+    """Map water on the inputs; write the requested outputs; return the result fields."""
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    cancel = cancel or threading.Event()
+    _check_options(opts)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        model_path = opts.model or default_model_path()
+        model = OnnxModel(model_path, opts.device)
+        card = model.card
+        notes = "; ".join(model.provider_notes)
+        reporter.info(f"model {card.name} {card.version} on {model.device_name} "
+                      f"({model.provider})" + (f"; {notes}" if notes else ""))
+        inputs = open_inputs(opts.inputs, card.band_names)
+        try:
+            result = _predict(opts, model, inputs, reporter, cancel)
+        finally:
+            inputs.close()
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter: Reporter,
+             cancel: threading.Event) -> dict:
+    card = model.card
+    for note in inputs.notes:
+        reporter.info(note)
+    sources = match_bands(inputs, card, model.path)
+    outputs = {"mask": opts.mask, "probability": opts.probability,
+               "uncertainty": opts.uncertainty}
+    check_outputs(outputs, inputs.paths, opts.overwrite)
+    tta = opts.tta or bool(opts.uncertainty)
+    if opts.uncertainty and not opts.tta:
+        reporter.info("--uncertainty needs test-time augmentation: running with --tta")
+    window = (extent_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0])
+              if opts.extent else Window(0, 0, inputs.grid.width, inputs.grid.height))
+    out_grid = inputs.grid.window_grid(window)
+    raw = [(inputs.datasets[s.path], s.index, s.nodata) for s in sources]
+    direct = WindowReader(raw, int(window.row_off), int(window.col_off))
+
+    found = find_units(sources, sample_grid(direct, out_grid.height, out_grid.width),
+                       opts.units, reporter)
+    wanted = [b.units for b in card.bands]
+    conversions = [(f.units or w, w) for f, w in zip(found, wanted)]
+    for s, f, (src, dst) in zip(sources, found, conversions):
+        if f.units:
+            reporter.info(f"{s.name}: {f.units} ({f.source}: {f.evidence})"
+                          + (f", converted to {dst}" if src != dst else ""))
+
+    threshold = card.default_threshold if opts.threshold is None else float(opts.threshold)
+    tags = provenance_tags(card, inputs.paths, threshold, tta)
+    in_px = out_grid.pixel_size_m()
+    resample = any(abs(v / card.pixel_size_m - 1) > RESAMPLE_TOLERANCE for v in in_px)
+
+    common = dict(model=model, conversions=conversions, batch=opts.batch_size, tta=tta)
+    if not resample:
+        plan = _plan(opts, model, out_grid)
+        job = GridJob(reader=direct, plan=plan, **common)
+        sink = OutputSink(out_grid, plan.stride, threshold, tags, opts.overwrite,
+                          probability_dtype=opts.probability_dtype, **outputs)
+        _stream(job, sink, reporter, cancel)
+        model_grid = out_grid
+    else:
+        model_grid, job, sink = _predict_resampled(opts, inputs, raw, window, out_grid,
+                                                   threshold, tags, common, reporter, cancel)
+    stats = sink.stats
+    if stats.valid_pixels == 0:
+        reporter.warning(f"{', '.join(inputs.paths)}: no valid pixel (all NaN or no data) "
+                         + ("in the extent" if opts.extent else "")
+                         + "; the outputs are all no data")
+    plan = job.plan
+    return {
+        "outputs": sink.paths,
+        "model": {"name": card.name, "version": card.version},
+        "model_name": card.name,
+        "model_version": card.version,
+        "model_path": os.path.abspath(model.path),
+        "device": model.device_name,
+        "provider": model.provider,
+        "provider_notes": model.provider_notes,
+        "threshold": threshold,
+        "tta": tta,
+        "units_detected": _one_or_each(card.band_names, [f.units for f in found]),
+        "units_source": _one_or_each(card.band_names, [f.source for f in found]),
+        "units_used": _one_or_each(card.band_names, wanted),
+        "input_pixel_size_m": [round(v, 3) for v in in_px],
+        "model_pixel_size_m": card.pixel_size_m,
+        "resampled": resample,
+        "processing_pixel_size_m": [round(v, 3) for v in model_grid.pixel_size_m()],
+        "width": out_grid.width,
+        "height": out_grid.height,
+        "window": {"col_off": int(window.col_off), "row_off": int(window.row_off),
+                   "width": int(window.width), "height": int(window.height)},
+        "tiles": {"count": plan.tiles, "tile": plan.tile, "stride": plan.stride,
+                  "overlap": plan.overlap, "margin": plan.margin, "batch": job.batch},
+        **stats.fields(),
+        "probability_histogram": stats.histogram(),
+        "model_seconds": round(job.stats["model_s"], 3),
+    }
+
+
+def _plan(opts: PredictOptions, model: OnnxModel, grid: Grid) -> TilePlan:
+    card = model.card
+    return plan_tiles(grid.height, grid.width, card.margin, opts.tile_size, opts.overlap,
+                      card.tile_size, card.size_multiple, model.fixed_tile)
+
+
+def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threading.Event,
+            span: tuple[float, float] = (0.0, 1.0)) -> None:
+    """Tiles -> blended cells -> sink on a writer thread; commit, or clean up on failure."""
+    writer = Worker(lambda row, col, cell: sink.write(row, col, cell[0],
+                                                      cell[1] if len(cell) > 1 else None))
+    try:
+        run_grid(job, writer.put, reporter, cancel, (span[0], span[0] + 0.95 * (span[1] - span[0])))
+        writer.close()
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        sink.commit()  # overviews, then rename
+        reporter.progress(span[1], "overviews")
+    except BaseException:
+        writer.abandon()
+        sink.abort()
+        raise
+
+
+def _predict_resampled(opts, inputs, raw, window, out_grid, threshold, tags, common,
+                       reporter, cancel):
+    """Pass 1 on the model grid into a temporary file; pass 2 warps it back onto the input grid."""
+    card = common["model"].card
+    model_grid, sub, view_t, vw, vh = _model_grid(out_grid, inputs.grid, card.pixel_size_m)
+    reporter.info(f"input pixels are {out_grid.pixel_size_m()[0]:.2f} x "
+                  f"{out_grid.pixel_size_m()[1]:.2f} m; the model's are {card.pixel_size_m:g} m: "
+                  "resampling on the fly and writing back on the input grid")
+    vrts = {}
+    for ds, _, nodata in raw:
+        if id(ds) not in vrts:
+            src_nodata = ds.nodata if ds.nodata is not None else (
+                float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
+            vrts[id(ds)] = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
+                                     resampling=Resampling.bilinear, src_nodata=src_nodata,
+                                     nodata=float("nan"), dtype="float32")
+    folder = os.path.dirname(os.path.abspath(next(p for p in (opts.mask, opts.probability,
+                                                               opts.uncertainty) if p)))
+    tmp = os.path.join(folder, f".sarflood-model-grid.{secrets.token_hex(4)}.sarflood-tmp")
+    try:
+        reader = WindowReader([(vrts[id(ds)], i, None) for ds, i, _ in raw],
+                              int(sub.row_off), int(sub.col_off))
+        plan = _plan(opts, common["model"], model_grid)
+        job = GridJob(reader=reader, plan=plan, **common)
+        k = 2 if common["tta"] else 1
+        with rasterio.open(tmp, "w", driver="GTiff", width=model_grid.width,
+                           height=model_grid.height, count=k, dtype="float32",
+                           crs=model_grid.crs, transform=model_grid.transform,
+                           nodata=float("nan"), tiled=True, blockxsize=plan.stride,
+                           blockysize=plan.stride, compress="zstd", zstd_level=1,
+                           bigtiff="IF_SAFER") as mid:
+            writer = Worker(lambda row, col, cell: mid.write(
+                cell, window=Window(col, row, cell.shape[2], cell.shape[1])))
+            try:
+                run_grid(job, writer.put, reporter, cancel, (0.0, 0.85))
+                writer.close()
+            except BaseException:
+                writer.abandon()
+                raise
+        sink = OutputSink(out_grid, OUTPUT_BLOCK, threshold, tags, opts.overwrite,
+                          probability_dtype=opts.probability_dtype, mask=opts.mask,
+                          probability=opts.probability, uncertainty=opts.uncertainty)
+        with rasterio.open(tmp) as mid, WarpedVRT(
+                mid, crs=out_grid.crs, transform=out_grid.transform, width=out_grid.width,
+                height=out_grid.height, resampling=Resampling.bilinear,
+                nodata=float("nan")) as back:
+            def read(win: Window) -> dict:
+                cell = back.read(window=win)
+                return {"prob": cell[0], "spread": cell[1] if len(cell) > 1 else None}
+            fill_sink(sink, OUTPUT_BLOCK, read, reporter, cancel, "resample", (0.85, 1.0))
+        return model_grid, job, sink
+    finally:
+        for v in vrts.values():
+            v.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,84 @@
+"""Turn a probability raster into the final mask at a chosen threshold, with provenance tags.
+
+The plugin lets a user move the threshold while looking at the probability
+layer; ``finalize`` then writes the mask at that threshold without running the
+model again. The probability raster's SARFLOOD_* tags (model, version, inputs)
+are carried over, SARFLOOD_THRESHOLD is set to the one used, and extra
+``--tag KEY=VALUE`` pairs are added.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from .errors import InputError, UsageError
+from .progress import Reporter
+from .raster_io import GDAL_CACHE_MB, check_outputs, grid_of
+from .sink import OutputSink, fill_sink, u8_to_probability, utc_stamp
+
+BLOCK = 512
+_TAG_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def parse_tags(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE strings -> dict; keys are letters, digits and underscores."""
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or set(key) - _TAG_KEY_CHARS:
+            raise UsageError(f"tag {pair!r}: expected KEY=VALUE, KEY of letters, digits, _")
+        tags[key] = value
+    return tags
+
+
+def finalize(probability: str, threshold: float, mask: str, overwrite: bool = False,
+             tags: dict[str, str] | None = None, reporter: Reporter | None = None,
+             cancel: threading.Event | None = None) -> dict:
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    cancel = cancel or threading.Event()
+    if not 0 < threshold < 1:
+        raise UsageError(f"threshold {threshold}: must lie strictly between 0 and 1")
+    if not os.path.isfile(probability):
+        raise InputError(f"{probability}: file not found")
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        try:
+            src = rasterio.open(probability)
+        except RasterioError as exc:
+            raise InputError(f"{probability}: not a raster GDAL can read ({exc})") from None
+        with src:
+            if src.count != 1 or src.dtypes[0] not in ("float32", "float64", "uint8"):
+                raise InputError(f"{probability}: expected one probability band (float32 0..1 "
+                                 f"or uint8 0..250), found {src.count} band(s) of {src.dtypes[0]}")
+            check_outputs({"mask": mask}, [probability], overwrite)
+            as_u8 = src.dtypes[0] == "uint8"
+            kept = {k: v for k, v in src.tags().items() if k.startswith("SARFLOOD_")}
+            kept.pop("SARFLOOD_OUTPUT", None)
+            out_tags = {**kept, "SARFLOOD_THRESHOLD": f"{threshold:g}",
+                        "SARFLOOD_FINALIZED": utc_stamp(),
+                        **(tags or {})}
+            grid = grid_of(src)
+            sink = OutputSink(grid, BLOCK, threshold, out_tags, overwrite, mask=mask)
+
+            def read(win: Window) -> dict:
+                block = src.read(1, window=win)
+                return {"prob": u8_to_probability(block) if as_u8
+                        else _float_probability(block, src.nodata)}
+            fill_sink(sink, BLOCK, read, reporter, cancel, "finalize")
+    return {"outputs": {"mask": mask}, "threshold": threshold, "tags": out_tags,
+            "width": grid.width, "height": grid.height, **sink.stats.fields(),
+            "probability_histogram": sink.stats.histogram(),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _float_probability(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    p = block.astype(np.float32, copy=False)
+    if nodata is not None and not np.isnan(nodata):
+        p = np.where(p == nodata, np.float32(np.nan), p)
+    return p

@@ -1,0 +1,115 @@
+"""Two small thread helpers that let reading, inference and writing overlap.
+
+ONNX Runtime, GDAL and most numpy calls release the GIL, so a reader thread can
+prepare the next batch and a writer thread can compress the last blocks while the
+model runs. Queues are bounded, so memory stays bounded whatever the raster size.
+Errors in a thread are raised again in the caller.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+_DONE = object()
+_POLL_S = 0.1
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate ``items`` on a background thread, up to ``depth`` items ahead.
+
+    Closing the returned generator (or leaving a ``for`` loop over it early) stops
+    the thread.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(_Failure(exc))
+
+    thread = threading.Thread(target=run, name="sarflood-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class Worker:
+    """Calls ``fn(*args)`` for each :meth:`put` on one background thread, in order."""
+
+    def __init__(self, fn: Callable[..., None], depth: int = 8, name: str = "sarflood-write"):
+        self.fn = fn
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is _DONE:
+                return
+            if self.error is None:
+                try:
+                    self.fn(*item)
+                except BaseException as exc:  # raised again by put/close in the caller
+                    self.error = exc
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, *args: Any) -> None:
+        self._raise()
+        while True:
+            try:
+                self.q.put(args, timeout=_POLL_S)
+                return
+            except queue.Full:
+                self._raise()
+
+    def close(self) -> None:
+        """Wait until every item is handled; raise the first error, if any."""
+        self.q.put(_DONE)
+        self.thread.join()
+        self._raise()
+
+    def abandon(self) -> None:
+        """Drop what is queued and stop (after an error or a cancel)."""
+        self.error = self.error or RuntimeError("abandoned")
+        while True:
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                break
+        self.q.put(_DONE)
+        self.thread.join()

@@ -1,0 +1,499 @@
+"""Raster input and output: open and check the VV/VH inputs, read windows, write GeoTIFFs atomically.
+
+Inputs are one raster with VV and VH bands, or two single-band rasters. Bands are
+named from their descriptions (``VV``, ``Sigma0_VH_db``, ...) or, for single-band
+files, from the file name; without names the order is VV, VH. Every problem is an
+:class:`InputError` or :class:`OutputError` whose one-line message names the file.
+
+Outputs are written to a hidden temporary file in the destination folder and
+renamed into place when complete, so a reader never sees a partial file and a
+failed or cancelled run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.transform import Affine
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from .errors import InputError, OutputError, UsageError
+
+BAND_NAMES = ("VV", "VH")
+GDAL_CACHE_MB = 64   # GDAL's block cache, bounded: memory must not grow with the raster
+_BAND_RE = re.compile(r"(?<![a-z])(vv|vh)(?![a-z])", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- grid
+
+def metres_per_degree(lat_deg: float) -> tuple[float, float]:
+    """(east-west, north-south) metres per degree on the WGS 84 ellipsoid at a latitude.
+
+    The standard series (e.g. Wikipedia, "Geographic coordinate system", section
+    "Length of a degree"): 111412.84 cos(phi) - 93.5 cos(3 phi) + 0.118 cos(5 phi) for
+    longitude and 111132.92 - 559.82 cos(2 phi) + 1.175 cos(4 phi) - 0.0023 cos(6 phi)
+    for latitude; at the equator they give 111319.5 m and 110574.3 m.
+    """
+    phi = math.radians(lat_deg)
+    lon = 111412.84 * math.cos(phi) - 93.5 * math.cos(3 * phi) + 0.118 * math.cos(5 * phi)
+    lat = (111132.92 - 559.82 * math.cos(2 * phi) + 1.175 * math.cos(4 * phi)
+           - 0.0023 * math.cos(6 * phi))
+    return lon, lat
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up raster grid: CRS, affine transform and size."""
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def geographic(self) -> bool:
+        return bool(self.crs.is_geographic)
+
+    def _unit_m(self) -> float:
+        _, factor = self.crs.linear_units_factor
+        return float(factor)
+
+    def pixel_size_m(self) -> tuple[float, float]:
+        """Pixel (width, height) in metres; for geographic CRSs, at the grid's centre latitude."""
+        a, e = abs(self.transform.a), abs(self.transform.e)
+        if self.geographic:
+            mx, my = metres_per_degree(self.centre_latitude())
+            return a * mx, e * my
+        unit = self._unit_m()
+        return a * unit, e * unit
+
+    def centre_latitude(self) -> float:
+        return float(self.transform.f + self.transform.e * self.height / 2)
+
+    def row_area_m2(self, row0: int, rows: int) -> np.ndarray:
+        """Area in m^2 of one pixel in each of ``rows`` rows from ``row0`` (float64)."""
+        a, e = abs(self.transform.a), abs(self.transform.e)
+        if not self.geographic:
+            unit = self._unit_m()
+            return np.full(rows, a * e * unit * unit)
+        lats = self.transform.f + self.transform.e * (np.arange(row0, row0 + rows) + 0.5)
+        phi = np.radians(lats)
+        lon = 111412.84 * np.cos(phi) - 93.5 * np.cos(3 * phi) + 0.118 * np.cos(5 * phi)
+        lat = (111132.92 - 559.82 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi)
+               - 0.0023 * np.cos(6 * phi))
+        return a * lon * e * lat
+
+    def window_grid(self, window: Window) -> "Grid":
+        return Grid(self.crs, rasterio.windows.transform(window, self.transform),
+                    int(window.width), int(window.height))
+
+
+def grid_of(ds) -> Grid:
+    return Grid(ds.crs, ds.transform, ds.width, ds.height)
+
+
+# --------------------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class BandSource:
+    """One input band: which file and band index, its name, nodata value and metadata text."""
+    path: str
+    index: int            # 1-based band index in the file
+    name: str             # VV or VH
+    nodata: float | None
+    text: str             # description, unit and tags: what units detection reads
+    named_by: str         # how the name was found: description, file name, or position
+
+
+@dataclass
+class InputSet:
+    """The opened inputs: band sources by name, their common grid, and the open datasets."""
+    paths: list[str]
+    bands: dict[str, BandSource]
+    grid: Grid
+    datasets: dict[str, rasterio.io.DatasetReader]
+    notes: list[str] = field(default_factory=list)
+
+    def dataset(self, band: str):
+        return self.datasets[self.bands[band].path]
+
+    def close(self) -> None:
+        for ds in self.datasets.values():
+            ds.close()
+
+
+def band_name_in(text: str) -> str | None:
+    """'VV' or 'VH' if the text names exactly one of them as a word, else None."""
+    found = {m.upper() for m in _BAND_RE.findall(text or "")}
+    return found.pop() if len(found) == 1 else None
+
+
+def _open(path: str):
+    if not os.path.exists(path):
+        raise InputError(f"{path}: file not found")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not a raster file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: cannot be read (permission denied)")
+    try:
+        ds = rasterio.open(path)
+    except RasterioError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a raster GDAL can read ({first})") from None
+    try:
+        _check_dataset(path, ds)
+    except InputError:
+        ds.close()
+        raise
+    return ds
+
+
+def _check_dataset(path: str, ds) -> None:
+    if ds.crs is None or ds.transform == Affine.identity():
+        raise InputError(f"{path}: has no georeferencing (CRS and geotransform); the mask "
+                         "must lie on a known grid and the pixel size must be known")
+    t = ds.transform
+    if t.b != 0 or t.d != 0:
+        raise InputError(f"{path}: the grid is rotated or sheared; warp it to a north-up "
+                         "grid first (e.g. gdalwarp)")
+    for dtype in ds.dtypes:
+        if np.dtype(dtype).kind == "c":
+            raise InputError(f"{path}: complex ({dtype}) bands are not supported; give "
+                             "calibrated backscatter (GRD), not SLC data")
+
+
+def _band_text(ds, i: int) -> str:
+    parts = [ds.descriptions[i - 1] or "", ds.units[i - 1] or ""]
+    parts += [f"{k}={v}" for k, v in ds.tags(i).items()]
+    return " ".join(p for p in parts if p)
+
+
+def _source(path: str, ds, i: int, name: str, named_by: str) -> BandSource:
+    text = " ".join(filter(None, [_band_text(ds, i), os.path.basename(path)]))
+    return BandSource(path, i, name, ds.nodatavals[i - 1], text, named_by)
+
+
+def _bands_of_one(path: str, ds, notes: list[str]) -> dict[str, BandSource]:
+    names = [band_name_in(ds.descriptions[i] or "") for i in range(ds.count)]
+    if ds.count == 1:
+        name = names[0] or band_name_in(os.path.basename(path)) or "VV"
+        how = "description" if names[0] else ("file name" if band_name_in(os.path.basename(path))
+                                              else "position")
+        return {name: _source(path, ds, 1, name, how)}
+    found = {n: i + 1 for i, n in enumerate(names) if n}
+    if set(found) == set(BAND_NAMES) and names.count("VV") == 1 and names.count("VH") == 1:
+        if ds.count > 2:
+            notes.append(f"{path}: using band {found['VV']} (VV) and band {found['VH']} (VH) "
+                         f"of {ds.count}")
+        return {n: _source(path, ds, i, n, "description") for n, i in found.items()}
+    if ds.count != 2:
+        raise InputError(f"{path}: has {ds.count} bands; expected 2 bands (VV, VH), or two "
+                         "single-band files")
+    if names[0] and names[0] == names[1]:
+        raise InputError(f"{path}: both bands are described as {names[0]}; expected VV and VH")
+    if names[0] or names[1]:  # one named: the other is the other polarisation
+        first = names[0] or ("VH" if names[1] == "VV" else "VV")
+        order = (first, "VH" if first == "VV" else "VV")
+        how = "description"
+    else:
+        order = BAND_NAMES
+        how = "position"
+        notes.append(f"{path}: bands are not named VV/VH; taking band 1 as VV and band 2 as VH")
+    return {n: _source(path, ds, i + 1, n, how) for i, n in enumerate(order)}
+
+
+def _same_grid(a: str, da, b: str, db) -> None:
+    if (da.width, da.height) != (db.width, db.height):
+        raise InputError(f"{a} and {b} are on different grids: {da.width}x{da.height} "
+                         f"vs {db.width}x{db.height} pixels")
+    if da.crs != db.crs:
+        raise InputError(f"{a} and {b} are on different grids: CRS {da.crs.to_string()} "
+                         f"vs {db.crs.to_string()}")
+    tol = 1e-6 * max(abs(da.transform.a), abs(da.transform.e))
+    if not da.transform.almost_equals(db.transform, precision=tol):
+        raise InputError(f"{a} and {b} are on different grids: the geotransforms differ "
+                         f"({tuple(da.transform)[:6]} vs {tuple(db.transform)[:6]})")
+
+
+def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES) -> InputSet:
+    """Open and check the inputs; name their bands. Raises InputError."""
+    if not 1 <= len(paths) <= 2:
+        raise InputError(f"expected one 2-band raster or two single-band rasters, got "
+                         f"{len(paths)} inputs")
+    paths = [str(p) for p in paths]
+    datasets: dict[str, rasterio.io.DatasetReader] = {}
+    notes: list[str] = []
+    try:
+        for p in paths:
+            if p in datasets:
+                raise InputError(f"{p}: given twice; give VV and VH as two different files")
+            datasets[p] = _open(p)
+        if len(paths) == 1:
+            p = paths[0]
+            bands = _bands_of_one(p, datasets[p], notes)
+            if len(bands) == 1 and set(needed) - set(bands):
+                raise InputError(f"{p}: has 1 band ({next(iter(bands))}); the model needs "
+                                 f"{', '.join(needed)}: give a 2-band raster or two "
+                                 "single-band rasters")
+        else:
+            bands = _bands_of_two(paths, datasets, notes)
+    except BaseException:
+        for ds in datasets.values():
+            ds.close()
+        raise
+    grid = grid_of(datasets[paths[0]])
+    return InputSet(paths, bands, grid, datasets, notes)
+
+
+def _bands_of_two(paths: list[str], datasets: dict, notes: list[str]) -> dict[str, BandSource]:
+    for p in paths:
+        if datasets[p].count != 1:
+            raise InputError(f"{p}: has {datasets[p].count} bands; with two inputs each must "
+                             "hold one band (VV, then VH)")
+    a, b = paths
+    _same_grid(a, datasets[a], b, datasets[b])
+    named = []
+    for p in paths:
+        ds = datasets[p]
+        by_desc = band_name_in(ds.descriptions[0] or "")
+        by_file = band_name_in(os.path.basename(p))
+        named.append((by_desc or by_file, "description" if by_desc else "file name"))
+    (na, ha), (nb, hb) = named
+    if na and na == nb:
+        raise InputError(f"{a} and {b} are both {na}; expected one VV and one VH")
+    if na or nb:
+        first = na or ("VH" if nb == "VV" else "VV")
+        order = (first, "VH" if first == "VV" else "VV")
+        if order[0] == "VH":
+            notes.append(f"{a} is VH and {b} is VV (from their {ha if na else hb}); using them so")
+        hows = (ha if na else "position", hb if nb else "position")
+    else:
+        order, hows = BAND_NAMES, ("position", "position")
+        notes.append(f"the inputs are not named VV/VH; taking {a} as VV and {b} as VH")
+    return {n: _source(p, datasets[p], 1, n, h) for p, n, h in zip(paths, order, hows)}
+
+
+def extent_window(grid: Grid, extent: tuple[float, float, float, float],
+                  extent_crs: str | None, path: str) -> Window:
+    """The input-grid window covering an extent, snapped outward to whole pixels."""
+    xmin, ymin, xmax, ymax = extent
+    if not (xmin < xmax and ymin < ymax):
+        raise UsageError(f"extent {extent}: expected XMIN,YMIN,XMAX,YMAX with XMIN < XMAX "
+                         "and YMIN < YMAX")
+    if extent_crs:
+        try:
+            src = CRS.from_user_input(extent_crs)
+        except Exception:  # rasterio raises CRSError, pyproj-style strings vary
+            raise UsageError(f"extent CRS {extent_crs!r} is not a CRS rasterio understands") from None
+        if src != grid.crs:
+            xmin, ymin, xmax, ymax = transform_bounds(src, grid.crs, xmin, ymin, xmax, ymax,
+                                                      densify_pts=21)
+    win = rasterio.windows.from_bounds(xmin, ymin, xmax, ymax, grid.transform)
+    col0, row0 = math.floor(win.col_off + 1e-9), math.floor(win.row_off + 1e-9)
+    col1 = math.ceil(win.col_off + win.width - 1e-9)
+    row1 = math.ceil(win.row_off + win.height - 1e-9)
+    col0, row0 = max(col0, 0), max(row0, 0)
+    col1, row1 = min(col1, grid.width), min(row1, grid.height)
+    if col1 <= col0 or row1 <= row0:
+        b = rasterio.transform.array_bounds(grid.height, grid.width, grid.transform)
+        raise InputError(f"{path}: the extent {tuple(round(v, 6) for v in extent)} does not "
+                         f"overlap the raster (bounds {tuple(round(v, 6) for v in (b[2], b[1], b[3], b[0]))} "
+                         f"in {grid.crs.to_string()})")
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+# --------------------------------------------------------------------------- reading
+
+def mirror_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Map indices outside [0, n) into it by mirror reflection (edge pixel repeated).
+
+    Period 2n, so any index maps, even far outside a tiny raster.
+    """
+    m = np.mod(idx, 2 * n)
+    return np.where(m < n, m, 2 * n - 1 - m)
+
+
+class WindowReader:
+    """Reads float32 windows of a processing grid from band sources, NaN for no data.
+
+    ``sources`` are (dataset, band index, nodata) in model band order; the processing
+    grid is the window (row_off, col_off, height, width) of those datasets. Windows
+    may reach outside the processing grid: real pixels are read where the dataset
+    has them, and mirror padding is used beyond the dataset's edges. The value at a
+    grid position therefore never depends on how the grid is cut into windows.
+    """
+
+    def __init__(self, sources: list[tuple[object, int, float | None]], row_off: int,
+                 col_off: int):
+        self.sources = sources
+        self.row_off, self.col_off = row_off, col_off
+        ds0 = sources[0][0]
+        self.src_height, self.src_width = ds0.height, ds0.width
+        # bands of one dataset are read in one call
+        self._groups: list[tuple[object, list[int], list[int]]] = []
+        for pos, (ds, index, _) in enumerate(sources):
+            for g in self._groups:
+                if g[0] is ds:
+                    g[1].append(index)
+                    g[2].append(pos)
+                    break
+            else:
+                self._groups.append((ds, [index], [pos]))
+        self._float = [np.dtype(ds.dtypes[i - 1]).kind == "f" for ds, i, _ in sources]
+
+    def _read_box(self, out: np.ndarray, r0: int, c0: int) -> None:
+        h, w = out.shape[1:]
+        win = Window(c0, r0, w, h)
+        for ds, indexes, positions in self._groups:
+            if positions == list(range(len(self.sources))):
+                ds.read(indexes, window=win, out=out, out_dtype=np.float32)
+            else:
+                block = ds.read(indexes, window=win, out_dtype=np.float32)
+                out[positions] = block
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Grid rows [r0, r1) and columns [c0, c1) as (bands, rows, cols) float32."""
+        h, w = r1 - r0, c1 - c0
+        sr0, sc0 = r0 + self.row_off, c0 + self.col_off
+        out = np.empty((len(self.sources), h, w), np.float32)
+        # the part inside the dataset is read in place; the rest mirrors it
+        ir0, ir1 = max(sr0, 0), min(sr0 + h, self.src_height)
+        ic0, ic1 = max(sc0, 0), min(sc0 + w, self.src_width)
+        rows = mirror_index(np.arange(sr0, sr0 + h), self.src_height)
+        cols = mirror_index(np.arange(sc0, sc0 + w), self.src_width)
+        if (ir0 < ir1 and ic0 < ic1 and rows.min() >= ir0 and rows.max() < ir1
+                and cols.min() >= ic0 and cols.max() < ic1):
+            self._read_box(out[:, ir0 - sr0:ir1 - sr0, ic0 - sc0:ic1 - sc0], ir0, ic0)
+            r_out = np.flatnonzero(np.arange(sr0, sr0 + h) != rows)
+            c_out = np.flatnonzero(np.arange(sc0, sc0 + w) != cols)
+            if r_out.size:
+                out[:, r_out] = out[:, rows[r_out] - sr0]
+            if c_out.size:
+                out[:, :, c_out] = out[:, :, cols[c_out] - sc0]
+        else:  # a raster smaller than the padding: gather from a box around it
+            rlo, clo = int(rows.min()), int(cols.min())
+            box = np.empty((len(self.sources), int(rows.max()) + 1 - rlo,
+                            int(cols.max()) + 1 - clo), np.float32)
+            self._read_box(box, rlo, clo)
+            out[:] = box[:, (rows - rlo)[:, None], (cols - clo)[None, :]]
+        for k, (_, _, nodata) in enumerate(self.sources):
+            band = out[k]
+            if nodata is not None and not math.isnan(nodata):
+                band[band == np.float32(nodata)] = np.nan
+            if self._float[k]:
+                np.copyto(band, np.nan, where=np.isinf(band))
+        return out
+
+
+# --------------------------------------------------------------------------- outputs
+
+def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: bool) -> None:
+    """Refuse outputs that would clash or fail, before any work is done. Raises OutputError."""
+    seen: dict[str, str] = {}
+    in_real = {os.path.realpath(p): p for p in inputs}
+    for kind, path in outputs.items():
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real in in_real:
+            raise OutputError(f"{path}: the {kind} output is also an input; choose another path")
+        if real in seen:
+            raise OutputError(f"{path}: given as both the {seen[real]} and the {kind} output")
+        seen[real] = kind
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise OutputError(f"{path}: is a folder; give a file name for the {kind} output")
+        if not os.path.isdir(folder):
+            raise OutputError(f"{path}: the folder {folder} does not exist")
+        if os.path.exists(path) and not overwrite:
+            raise OutputError(f"{path}: exists; use --overwrite to replace it")
+        try:  # os.access is no proof (root, read-only mounts): try it
+            fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write in the folder {folder} "
+                              f"({exc.strerror or exc})") from None
+
+
+class GeoTiffOut:
+    """One single-band output GeoTIFF: tiled, deflate-compressed, internal overviews.
+
+    It is written to a hidden temporary file beside ``path``; :meth:`commit` builds
+    the overviews and renames it into place, :meth:`abort` deletes it.
+    """
+
+    def __init__(self, path: str, grid: Grid, dtype: str, nodata: float | None, block: int,
+                 tags: dict[str, str], description: str, overview_resampling: Resampling,
+                 overwrite: bool, scale: float | None = None):
+        self.path = path
+        self.overwrite = overwrite
+        self.overview_resampling = overview_resampling
+        folder, base = os.path.split(os.path.abspath(path))
+        self.tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.sarflood-tmp")
+        profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1,
+                       dtype=dtype, crs=grid.crs, transform=grid.transform, nodata=nodata,
+                       tiled=True, blockxsize=block, blockysize=block, compress="deflate",
+                       bigtiff="IF_SAFER")
+        try:
+            self.ds = rasterio.open(self.tmp, "w", **profile)
+            self.ds.update_tags(**tags)
+            self.ds.set_band_description(1, description)
+            if scale is not None:
+                self.ds.scales = (scale,)
+        except (RasterioError, OSError) as exc:
+            self._remove()
+            raise OutputError(f"{path}: cannot be written ({exc})") from None
+
+    def write(self, data: np.ndarray, row: int, col: int) -> None:
+        self.ds.write(data, 1, window=Window(col, row, data.shape[1], data.shape[0]))
+
+    def commit(self) -> None:
+        """Overviews, close, rename into place."""
+        try:
+            factors = overview_factors(self.ds.width, self.ds.height)
+            if factors:
+                self.ds.build_overviews(factors, self.overview_resampling)
+                self.ds.update_tags(ns="rio_overview", resampling=self.overview_resampling.name)
+            self.ds.close()
+            if os.path.exists(self.path) and not self.overwrite:
+                raise OutputError(f"{self.path}: appeared while running; use --overwrite to "
+                                  "replace it")
+            os.replace(self.tmp, self.path)
+        except (RasterioError, OSError) as exc:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot be written ({exc})") from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        try:
+            if not self.ds.closed:
+                self.ds.close()
+        except Exception:  # closing a half-written file may fail; it is deleted next
+            pass
+        self._remove()
+
+    def _remove(self) -> None:
+        for p in (self.tmp, self.tmp + ".aux.xml"):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+def overview_factors(width: int, height: int, smallest: int = 128) -> list[int]:
+    """2, 4, 8, ... until the overview's longer side is below ``smallest`` pixels."""
+    factors, f = [], 2
+    while max(width, height) / f >= smallest:
+        factors.append(f)
+        f *= 2
+    return factors

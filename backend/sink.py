@@ -1,0 +1,198 @@
+"""From probability blocks to the output GeoTIFFs and the area figures.
+
+:class:`OutputSink` takes blocks of water probability (and TTA spread) on the
+output grid, thresholds them into the mask, counts valid and water pixels and
+their area, keeps an area histogram of the probability, and writes each
+requested output through :class:`~backend.raster_io.GeoTiffOut`. ``predict``,
+``finalize`` and ``otsu`` all end here, so their masks and figures agree.
+
+Mask codes: 0 dry, 1 water (probability above the threshold), 255 no data.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from .errors import Cancelled
+from .progress import Reporter
+from .raster_io import GeoTiffOut, Grid
+
+MASK_NODATA = 255
+PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data
+HIST_BINS = 100
+
+
+def probability_to_u8(p: np.ndarray) -> np.ndarray:
+    q = p * np.float32(PROB_U8_SCALE) + np.float32(0.5)
+    np.nan_to_num(q, copy=False, nan=MASK_NODATA)
+    return q.astype(np.uint8)
+
+
+def u8_to_probability(q: np.ndarray) -> np.ndarray:
+    p = q.astype(np.float32) / np.float32(PROB_U8_SCALE)
+    p[q == MASK_NODATA] = np.nan
+    return p
+
+
+def mask_from_probability(p: np.ndarray, threshold: float) -> np.ndarray:
+    m = (p > np.float32(threshold)).view(np.uint8)
+    np.copyto(m, MASK_NODATA, where=np.isnan(p))
+    return m
+
+
+@dataclass
+class AreaStats:
+    """Pixel counts and areas (m^2) of valid and water pixels, and a probability histogram."""
+    grid: Grid
+    valid_pixels: int = 0
+    water_pixels: int = 0
+    valid_area_m2: float = 0.0
+    water_area_m2: float = 0.0
+    hist_area_m2: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS))
+
+    def add(self, row: int, mask: np.ndarray, prob: np.ndarray | None) -> None:
+        h = mask.shape[0]
+        area = self.grid.row_area_m2(row, h)
+        water_rows = np.count_nonzero(mask == 1, axis=1)
+        valid_rows = np.count_nonzero(mask != MASK_NODATA, axis=1)
+        self.valid_pixels += int(valid_rows.sum())
+        self.water_pixels += int(water_rows.sum())
+        self.valid_area_m2 += float(valid_rows @ area)
+        self.water_area_m2 += float(water_rows @ area)
+        if prob is None:
+            return
+        # bins 0..99 for probability, 100 for no data; one histogram per row so each
+        # row's area weighs it (rows differ in area on geographic grids)
+        q = np.minimum(prob * np.float32(HIST_BINS), np.float32(HIST_BINS - 1))
+        np.nan_to_num(q, copy=False, nan=HIST_BINS)
+        idx = q.astype(np.intp)
+        if self.grid.geographic:
+            idx += (np.arange(h) * (HIST_BINS + 1))[:, None]
+            counts = np.bincount(idx.ravel(), minlength=h * (HIST_BINS + 1))
+            self.hist_area_m2 += area @ counts.reshape(h, HIST_BINS + 1)[:, :HIST_BINS]
+        else:
+            counts = np.bincount(idx.ravel(), minlength=HIST_BINS + 1)
+            self.hist_area_m2 += counts[:HIST_BINS] * area[0]
+
+    def fields(self) -> dict:
+        valid_km2 = self.valid_area_m2 / 1e6
+        return {
+            "valid_pixels": self.valid_pixels,
+            "water_pixels": self.water_pixels,
+            "valid_area_km2": round(valid_km2, 6),
+            "water_area_km2": round(self.water_area_m2 / 1e6, 6),
+            "water_fraction": (round(self.water_area_m2 / self.valid_area_m2, 6)
+                               if self.valid_area_m2 else 0.0),
+        }
+
+    def histogram(self) -> dict:
+        return {"edges": [round(i / HIST_BINS, 2) for i in range(HIST_BINS + 1)],
+                "area_km2": [round(a / 1e6, 6) for a in self.hist_area_m2]}
+
+
+class OutputSink:
+    """Writes mask / probability / uncertainty GeoTIFFs from probability blocks."""
+
+    def __init__(self, grid: Grid, block: int, threshold: float | None, tags: dict[str, str],
+                 overwrite: bool, mask: str | None = None, probability: str | None = None,
+                 uncertainty: str | None = None, probability_dtype: str = "float32"):
+        self.grid = grid
+        self.threshold = threshold
+        self.prob_u8 = probability_dtype == "uint8"
+        self.stats = AreaStats(grid)
+        self.outputs: dict[str, GeoTiffOut] = {}
+        common = dict(grid=grid, block=block, overwrite=overwrite)
+        try:
+            if mask:
+                self.outputs["mask"] = GeoTiffOut(
+                    mask, dtype="uint8", nodata=MASK_NODATA, description="water mask",
+                    tags={**tags, "SARFLOOD_OUTPUT": "mask",
+                          "SARFLOOD_MASK_CODES": "0 dry, 1 water, 255 no data"},
+                    overview_resampling=Resampling.nearest, **common)
+            if probability:
+                self.outputs["probability"] = GeoTiffOut(
+                    probability, dtype="uint8" if self.prob_u8 else "float32",
+                    nodata=MASK_NODATA if self.prob_u8 else float("nan"),
+                    description="water probability",
+                    tags={**tags, "SARFLOOD_OUTPUT": "probability",
+                          **({"SARFLOOD_PROBABILITY_SCALE": f"1/{PROB_U8_SCALE}"}
+                             if self.prob_u8 else {})},
+                    scale=1 / PROB_U8_SCALE if self.prob_u8 else None,
+                    overview_resampling=Resampling.average, **common)
+            if uncertainty:
+                self.outputs["uncertainty"] = GeoTiffOut(
+                    uncertainty, dtype="float32", nodata=float("nan"),
+                    description="TTA spread (standard deviation of the probability)",
+                    tags={**tags, "SARFLOOD_OUTPUT": "uncertainty"},
+                    overview_resampling=Resampling.average, **common)
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def paths(self) -> dict[str, str | None]:
+        return {k: (self.outputs[k].path if k in self.outputs else None)
+                for k in ("mask", "probability", "uncertainty")}
+
+    def write(self, row: int, col: int, prob: np.ndarray | None = None,
+              spread: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+        """One block at (row, col) of the output grid: probability, or a ready mask."""
+        if mask is None:
+            mask = mask_from_probability(prob, self.threshold)
+        self.stats.add(row, mask, prob)
+        out = self.outputs
+        if "mask" in out:
+            out["mask"].write(mask, row, col)
+        if "probability" in out:
+            out["probability"].write(probability_to_u8(prob) if self.prob_u8 else prob, row, col)
+        if "uncertainty" in out and spread is not None:
+            out["uncertainty"].write(spread, row, col)
+
+    def commit(self) -> None:
+        committed = []
+        try:
+            for o in self.outputs.values():
+                o.commit()
+                committed.append(o)
+        except BaseException:
+            self.abort()
+            for o in committed:  # all or nothing
+                if os.path.exists(o.path):
+                    os.unlink(o.path)
+            raise
+
+    def abort(self) -> None:
+        for o in self.outputs.values():
+            o.abort()
+
+
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fill_sink(sink: OutputSink, block: int, read: Callable[[Window], dict[str, np.ndarray]],
+              reporter: Reporter, cancel: threading.Event, stage: str,
+              span: tuple[float, float] = (0.0, 1.0)) -> None:
+    """Write the sink's whole grid block by block from ``read(window)`` (keyword arrays
+    for :meth:`OutputSink.write`), then commit; on any failure or cancel, abort."""
+    grid = sink.grid
+    rows = range(0, grid.height, block)
+    try:
+        for i, row in enumerate(rows):
+            for col in range(0, grid.width, block):
+                if cancel.is_set():
+                    raise Cancelled("cancelled")
+                win = Window(col, row, min(block, grid.width - col), min(block, grid.height - row))
+                sink.write(row, col, **read(win))
+            reporter.progress(span[0] + (span[1] - span[0]) * (i + 1) / len(rows), stage)
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise

@@ -1,0 +1,148 @@
+"""Tile geometry and seam-free blending.
+
+The processing grid is cut into cells of ``stride`` x ``stride`` pixels; cell
+(r, c) covers grid rows [r*S, (r+1)*S) and columns [c*S, (c+1)*S), which are also
+the output GeoTIFF's blocks, so each finished cell is written as whole blocks.
+The model sees, for each cell, a tile of ``tile = stride + overlap`` pixels that
+starts ``margin`` pixels before the cell::
+
+    tile  |m|<-- blend -->|<---------- core ---------->|m|  (m = margin)
+    cell     [<------------------- S ------------------->)
+    next tile                                  |m|<-- blend -->|...
+
+Neighbouring tiles overlap by ``overlap``. Within it, ``margin`` pixels at each
+tile's edge are never used (the card says its output there is unreliable), and
+in the ``blend = overlap - 2*margin`` pixels between, the two tiles are mixed with
+weights that rise smoothly from one to the other (sin^2 ramp). Elsewhere a pixel
+comes from one tile only.
+
+Blending is exact: weights are small integers and the weighted sum is taken in
+float64, so where tiles agree (a model whose receptive field fits in the margin)
+the blend gives back their value bit for bit. Hence one tile or many give the
+same probabilities and the same mask.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UsageError
+
+WEIGHT_STEPS = 1024   # ramp weights are integers 1..1024 (products stay exact in float64)
+BLOCK_MULTIPLE = 16   # GeoTIFF tiles must be multiples of 16
+
+
+def default_blend(margin: int) -> int:
+    """Width of the zone where two tiles are mixed: enough to hide a step, small to save work."""
+    return min(16, max(8, margin))
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    height: int       # processing grid
+    width: int
+    stride: int       # S: a cell, and an output block
+    overlap: int      # O
+    margin: int       # m
+
+    @property
+    def tile(self) -> int:
+        return self.stride + self.overlap
+
+    @property
+    def blend(self) -> int:
+        return self.overlap - 2 * self.margin
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.height / self.stride)
+
+    @property
+    def cols(self) -> int:
+        return math.ceil(self.width / self.stride)
+
+    @property
+    def tiles(self) -> int:
+        return self.rows * self.cols
+
+    def ramp(self) -> np.ndarray:
+        """Integer weights (float64) of the current tile across the blend zone, rising.
+
+        The previous tile's weight at the same pixel is ``ramp[::-1]``; both are >= 1.
+        """
+        b = self.blend
+        a = (np.arange(b) + 0.5) / max(b, 1)
+        w = np.round(WEIGHT_STEPS * np.sin(0.5 * np.pi * a) ** 2)
+        return np.maximum(w, 1.0)
+
+
+def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap: int | None,
+               card_tile: int, size_multiple: int = 1, fixed_tile: int | None = None) -> TilePlan:
+    """Choose stride and overlap.
+
+    By default the stride is the card's ``tile_size`` and the overlap is
+    ``2*margin + default_blend(margin)``, grown until the tile is a multiple of
+    ``size_multiple``. A graph with a fixed input size fixes the tile instead: the
+    stride is then what is left after the overlap, rounded down to a multiple of 16.
+    """
+    min_overlap = 2 * margin
+    if overlap is not None:
+        if overlap < min_overlap:
+            raise UsageError(f"overlap {overlap} is below twice the model's margin "
+                             f"({margin}): tiles must overlap by at least {min_overlap}")
+        o = overlap
+    else:
+        o = min_overlap + default_blend(margin)
+    if fixed_tile is not None:
+        if stride is not None and stride + o != fixed_tile:
+            raise UsageError(f"the model only takes {fixed_tile} x {fixed_tile} tiles; "
+                             f"tile size {stride} + overlap {o} does not fit")
+        s = (fixed_tile - o) // BLOCK_MULTIPLE * BLOCK_MULTIPLE if stride is None else stride
+        if s < BLOCK_MULTIPLE:
+            raise UsageError(f"the model's fixed {fixed_tile}-pixel tiles leave no room for "
+                             f"an overlap of {o}")
+        return TilePlan(height, width, s, fixed_tile - s, margin)
+    s = card_tile if stride is None else stride
+    if s < BLOCK_MULTIPLE or s % BLOCK_MULTIPLE:
+        raise UsageError(f"tile size {s} must be a positive multiple of {BLOCK_MULTIPLE}")
+    while (s + o) % size_multiple:
+        o += 1
+    return TilePlan(height, width, s, o, margin)
+
+
+def blend_cell(cur: np.ndarray, up: np.ndarray | None, upleft: np.ndarray | None,
+               left: np.ndarray | None, plan: TilePlan, ramp: np.ndarray) -> np.ndarray:
+    """The finished cell of one tile, mixed with its upper and left neighbours.
+
+    ``cur`` is the tile's output ``(k, T, T)`` (k channels: probability, spread).
+    ``up`` is the upper tile's bottom blend rows ``(k, blend, T)``, ``upleft`` the same
+    for the upper-left tile, ``left`` the left tile's right blend columns
+    ``(k, T, blend)``; None where there is no such neighbour. Returns ``(k, S, S)``.
+    """
+    m, s, b = plan.margin, plan.stride, plan.blend
+    cell = cur[:, m:m + s, m:m + s].copy()
+    if b == 0 or (up is None and left is None):
+        return cell
+    w = ramp                  # current tile, rising across the zone
+    wp = ramp[::-1]           # previous tile, falling
+    top = b if up is not None else 0
+    first = b if left is not None else 0
+    if up is not None:        # top zone, right of the corner
+        wc, wu = w[:, None], wp[:, None]
+        p = cur[:, m:m + b, m + first:m + s]
+        q = up[:, :, m + first:m + s]
+        cell[:, :b, first:] = (wc * p + wu * q) / (wc + wu)
+    if left is not None:      # left zone, below the corner
+        wc, wl = w[None, :], wp[None, :]
+        p = cur[:, m + top:m + s, m:m + b]
+        q = left[:, m + top:m + s, :]
+        cell[:, top:, :b] = (wc * p + wl * q) / (wc + wl)
+    if up is not None and left is not None:   # corner: four tiles
+        wy, wyp = w[:, None], wp[:, None]
+        wx, wxp = w[None, :], wp[None, :]
+        num = (wy * wx * cur[:, m:m + b, m:m + b] + wy * wxp * left[:, m:m + b, :]
+               + wyp * wx * up[:, :, m:m + b] + wyp * wxp * upleft[:, :, s + m:s + m + b])
+        cell[:, :b, :b] = num / ((wy + wyp) * (wx + wxp))
+    return cell

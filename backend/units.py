@@ -1,0 +1,146 @@
+"""Backscatter units: detect dB, linear power or amplitude, and convert between them.
+
+Sentinel-1 backscatter comes as sigma0 in linear power, as amplitude (the square
+root of power), or in decibels, 10 log10(power). The model card says which units
+each band must be in; this module finds what the input holds and converts.
+
+Detection, per band, in this order:
+1. an override (``--units``);
+2. metadata: the band description, unit and tags and the file name, read as words
+   (``dB``/``decibel``; ``amplitude``/``amp``; ``intensity``/``power``/``linear``/
+   ``sigma0``/``gamma0``/``beta0`` without ``dB``);
+3. the values: dB is the only one of the three with negative values, so a share of
+   negative values means dB. Power and amplitude are told apart by their level:
+   typical scene medians are about -25 to -14 dB in VH and -20 to -5 dB in VV, and
+   amplitude read as if it were power sits at half those dB values. So the median,
+   taken as power, below -13.5 dB in VH (or -8 dB in VV when there is no VH) means
+   power, and above means amplitude. This is a heuristic: the run reports it, and
+   ``--units`` overrides it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .progress import Reporter
+from .raster_io import BandSource, WindowReader
+
+UNITS = ("dB", "linear", "amplitude")
+_WORDS = [
+    ("dB", re.compile(r"(?<![a-z])(db|decibels?)(?![a-z])", re.I)),
+    ("amplitude", re.compile(r"(?<![a-z])(amplitude|amp)(?![a-z])", re.I)),
+    ("linear", re.compile(r"(?<![a-z])(intensity|power|linear|sigma0|gamma0|beta0)(?![a-z])", re.I)),
+]
+NEGATIVE_SHARE_DB = 0.02           # more negatives than this: dB
+POWER_BELOW_DB = {"VH": -13.5, "VV": -8.0}
+
+
+@dataclass(frozen=True)
+class UnitsFound:
+    units: str | None      # None when nothing could tell (no metadata, no valid pixel)
+    source: str            # override | metadata | values | none
+    evidence: str          # one line for the user
+
+
+def units_from_text(text: str) -> str | None:
+    """Units named in metadata text, or None. dB wins: 'Sigma0_VV_db' is dB."""
+    for units, pattern in _WORDS:
+        if pattern.search(text or ""):
+            return units
+    return None
+
+
+def units_from_values(samples: dict[str, np.ndarray]) -> UnitsFound:
+    """Guess units from sampled values of the VV (and VH) band."""
+    finite = {k: v[np.isfinite(v)] for k, v in samples.items()}
+    values = np.concatenate([v for v in finite.values()]) if finite else np.array([])
+    if values.size == 0:
+        return UnitsFound(None, "none", "no valid pixel to read the units from")
+    negative = float(np.mean(values < 0))
+    if negative > NEGATIVE_SHARE_DB:
+        return UnitsFound("dB", "values", f"{100 * negative:.0f}% of the values are negative")
+    band = "VH" if finite.get("VH") is not None and finite["VH"].size else "VV"
+    positive = finite[band][finite[band] > 0]
+    if positive.size == 0:
+        return UnitsFound(None, "none", f"no positive {band} value to read the units from")
+    level = 10 * np.log10(float(np.median(positive)))
+    units = "linear" if level < POWER_BELOW_DB[band] else "amplitude"
+    return UnitsFound(units, "values",
+                      f"no negative values; median {band} {np.median(positive):.4g} is "
+                      f"{level:.1f} dB if power (threshold {POWER_BELOW_DB[band]} dB): {units}")
+
+
+def detect_units(text: str, override: str | None) -> UnitsFound | None:
+    """Units from an override or metadata; None means: look at the values."""
+    if override:
+        return UnitsFound(override, "override", "given by --units")
+    named = units_from_text(text)
+    if named:
+        return UnitsFound(named, "metadata", f"metadata says {named}")
+    return None
+
+
+def contradiction(units: str, samples: np.ndarray) -> str | None:
+    """A warning when values cannot be in these units (negative power or amplitude)."""
+    v = samples[np.isfinite(samples)]
+    if units != "dB" and v.size and np.mean(v < 0) > NEGATIVE_SHARE_DB:
+        return (f"{100 * np.mean(v < 0):.0f}% of the values are negative, which {units} "
+                "values cannot be; check --units")
+    return None
+
+
+def convert(x: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """Convert float32 backscatter between units, in place where possible.
+
+    Zero or negative power/amplitude has no dB value and becomes NaN (no data).
+    """
+    if src == dst:
+        return x
+    for u in (src, dst):
+        if u not in UNITS:
+            raise ValueError(f"unknown units {u!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if src != "dB":
+            np.copyto(x, np.nan, where=x <= 0)
+        if dst == "dB":
+            np.log10(x, out=x)
+            x *= np.float32(10.0 if src == "linear" else 20.0)
+        elif src == "dB":
+            x /= np.float32(10.0 if dst == "linear" else 20.0)
+            np.power(np.float32(10.0), x, out=x)
+        elif dst == "amplitude":  # linear -> amplitude
+            np.sqrt(x, out=x)
+        else:                     # amplitude -> linear
+            np.square(x, out=x)
+    return x
+
+
+def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
+                size: int = 256) -> np.ndarray:
+    """Up to n x n windows of size x size spread over the grid: (bands, pixels)."""
+    parts = []
+    hs, ws = min(size, grid_h), min(size, grid_w)
+    for r in np.unique(np.linspace(0, grid_h - hs, n).astype(int)):
+        for c in np.unique(np.linspace(0, grid_w - ws, n).astype(int)):
+            parts.append(reader.read(int(r), int(r) + hs, int(c), int(c) + ws)
+                         .reshape(len(reader.sources), -1))
+    return np.concatenate(parts, axis=1)
+
+
+def find_units(sources: list[BandSource], samples: np.ndarray, override: str | None,
+               reporter: Reporter) -> list[UnitsFound]:
+    """Units of each band, from override, metadata, or values; warnings on contradictions."""
+    by_name = {s.name: samples[k] for k, s in enumerate(sources)}
+    from_values = units_from_values(by_name)
+    found = []
+    for k, s in enumerate(sources):
+        u = detect_units(s.text, override) or from_values
+        found.append(u)
+        if u.units:
+            problem = contradiction(u.units, samples[k])
+            if problem:
+                reporter.warning(f"{s.path}: {s.name} read as {u.units} ({u.evidence}), but "
+                                 f"{problem}")
+    return found
