@@ -35,5 +35,15 @@ $(STAMP): requirements.txt constraints.txt | system
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
 	touch $@
 
+# The installable plugin zip: the folder QGIS expects (sarflood/), tracked files only:
+# no tests, no training, no venv. Python's zipfile, so no zip program is needed.
+PACKAGE_PATHS := __init__.py metadata.txt README.md LICENSE requirements.txt plugin backend resources
+package:
+	@mkdir -p dist && rm -f dist/sarflood.zip
+	git ls-files -- $(PACKAGE_PATHS) | grep -v -e '__pycache__' -e '\.pyc$$' | /usr/bin/python3 -c \
+		'import sys, zipfile; z = zipfile.ZipFile("dist/sarflood.zip", "w", zipfile.ZIP_DEFLATED); \
+		[z.write(p, "sarflood/" + p) for p in sys.stdin.read().split()]; z.close()'
+	@echo "dist/sarflood.zip: install it with Plugins > Manage and Install Plugins > Install from ZIP"
+
 clean:
 	rm -rf demo_output build dist .pytest_cache

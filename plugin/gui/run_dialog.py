@@ -52,20 +52,21 @@ def bundled_model() -> Path | None:
 
 
 def card_html(card: dict[str, Any]) -> str:
-    """The model card, as a reader wants it: identity, inputs, grid, quality, provenance."""
+    """The model card (backend/MODEL_CARD.md schema) as a reader wants it: identity, inputs,
+    grid, quality, provenance."""
     e = html.escape
     bands = ", ".join(f"{e(b['name'])} ({e(b['units'])}, clip {b['clip'][0]:g}..{b['clip'][1]:g})"
-                      for b in card.get("bands", []))
-    metrics = ", ".join(f"{e(k)} {v:.3f}" for k, v in card.get("metrics", {}).items()) or "none reported"
-    rows = [("Bands", bands), ("Pixel size", f"{card.get('pixel_size_m', 0):g} m"),
-            ("Tiles", f"{card.get('tile_size')} px, margin {card.get('margin')} px"),
-            ("Default threshold", f"{card.get('default_threshold', 0):.2f}"),
-            ("Metrics", metrics), ("Training data", e(card.get("training_data", ""))),
+                      for b in card["inputs"]["bands"])
+    training = card.get("training", {})
+    metrics = ", ".join(f"{e(k)} {v:.3f}" for k, v in training.get("metrics", {}).items())
+    rows = [("Bands", bands), ("Pixel size", f"{card['pixel_size_m']:g} m"),
+            ("Tiles", f"{card['tiling']['tile_size']} px, margin {card['tiling']['margin']} px"),
+            ("Default threshold", f"{card['output']['default_threshold']:.2f}"),
+            ("Metrics", metrics or "none reported"), ("Training data", e(training.get("data", ""))),
             ("Licence", e(card.get("license", "")))]
     table = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows)
-    description = e(card.get("description", ""))
-    return (f"<p><b>{e(card.get('name', '?'))}</b> {e(card.get('version', ''))}</p>"
-            f"<p>{description}</p><table>{table}</table>")
+    return (f"<p><b>{e(card['name'])}</b> {e(card['version'])}</p>"
+            f"<p>{e(card.get('description', ''))}</p><table>{table}</table>")
 
 
 class RunDialog(QDialog):
@@ -299,12 +300,10 @@ class RunDialog(QDialog):
 
     @staticmethod
     def _devices_text(answer: dict[str, Any]) -> str:
-        cuda = answer.get("cuda", {})
-        usable = cuda.get("usable") if isinstance(cuda, dict) else bool(cuda)
-        why = cuda.get("reason", "") if isinstance(cuda, dict) else ""
-        providers = ", ".join(answer.get("providers", [])) or "none"
-        return f"CPU: yes; CUDA: {'yes' if usable else 'no'}{f' ({why})' if why and not usable else ''}. " \
-               f"ONNX Runtime providers: {providers}"
+        """From ``python -m backend devices``: what 'auto' will use, and why not CUDA."""
+        if answer.get("cuda_usable"):
+            return "auto uses CUDA (GPU); CPU is available too."
+        return f"auto uses the CPU. CUDA: not available ({answer.get('reason', 'no reason given')})."
 
     def model_path(self) -> Path | None:
         text = self.model.filePath().strip()

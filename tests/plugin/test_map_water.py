@@ -1,0 +1,195 @@
+"""sarflood:mapwater and sarflood:otsu through processing.run: real backend child process, real ONNX Runtime.
+
+The threshold model computes p = sigmoid(-(VV_dB + 15)) per pixel, so on a 10 m UTM
+grid (no resampling) the expected mask is exactly VV < -15 dB, computed here in numpy.
+"""
+import subprocess
+
+import numpy as np
+import pytest
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
+
+from .conftest import REPO, read_raster, write_raster
+
+
+def _scene_arrays(seed: int = 1, size: int = 96):
+    rng = np.random.default_rng(seed)
+    vv = rng.normal(-12.0, 5.0, (size, size)).astype(np.float32)
+    vv[10:40, 10:60] = rng.normal(-22.0, 1.5, (30, 50))
+    vh = (vv - 7.0).astype(np.float32)
+    vv[0, :5] = np.nan
+    return vv, vh
+
+
+def _expect(vv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    prob = 1.0 / (1.0 + np.exp(vv.astype(np.float64) + 15.0))
+    mask = np.where(prob > 0.5, 1, 0).astype(np.uint8)
+    mask[~np.isfinite(vv)] = 255
+    return prob, mask
+
+
+def test_mapwater_on_a_generated_stack_is_exact(provider, models, tmp_path):
+    import processing
+
+    vv, vh = _scene_arrays()
+    scene = write_raster(tmp_path / "stack.tif", [vv, vh], descriptions=["VV", "VH"])
+    out = processing.run("sarflood:mapwater", {
+        "INPUT": str(scene), "MODEL": str(models["threshold"]), "DEVICE": 1,
+        "OUTPUT_MASK": str(tmp_path / "mask.tif"), "OUTPUT_PROBABILITY": str(tmp_path / "prob.tif")})
+    prob, mask = _expect(vv)
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), mask)
+    got = read_raster(out["OUTPUT_PROBABILITY"])
+    valid = np.isfinite(vv)
+    np.testing.assert_allclose(got[valid], prob[valid], atol=1e-6)
+    assert np.isnan(got[~valid]).all()
+    water, n_valid = int((mask == 1).sum()), int(valid.sum())
+    assert out["WATER_FRACTION"] == pytest.approx(water / n_valid, abs=1e-6)
+    assert out["VALID_AREA_KM2"] == pytest.approx(n_valid * 100 / 1e6, rel=1e-6)
+    assert out["WATER_AREA_KM2"] == pytest.approx(water * 100 / 1e6, rel=1e-6)
+    assert out["THRESHOLD_USED"] == 0.5 and out["DEVICE_USED"] == "cpu"
+
+
+def test_mapwater_separate_linear_files_and_threshold(provider, models, tmp_path):
+    """HyP3-style: one file per polarisation, linear power; threshold 0.8 given."""
+    import processing
+
+    vv, vh = _scene_arrays(seed=2)
+    lin = [np.power(10.0, b / 10.0).astype(np.float32) for b in (vv, vh)]
+    a = write_raster(tmp_path / "S1A_IW_RTC_VV.tif", [lin[0]])
+    b = write_raster(tmp_path / "S1A_IW_RTC_VH.tif", [lin[1]])
+    feedback = QgsProcessingFeedback()
+    out = processing.run("sarflood:mapwater", {
+        "INPUT": str(a), "INPUT_VH": str(b), "MODEL": str(models["threshold"]), "THRESHOLD": 0.8,
+        "OUTPUT_MASK": str(tmp_path / "mask.tif")}, feedback=feedback)
+    prob, _ = _expect(vv)
+    expected = np.where(prob > 0.8, 1, 0).astype(np.uint8)
+    expected[~np.isfinite(vv)] = 255
+    got = read_raster(out["OUTPUT_MASK"])
+    # dB -> linear -> dB in float32 moves values by ~1e-6 dB: only pixels at the edge may differ
+    edge = np.abs(prob - 0.8) < 1e-5
+    np.testing.assert_array_equal(got[~edge], expected[~edge])
+    assert out["THRESHOLD_USED"] == pytest.approx(0.8)
+
+
+def test_mapwater_on_the_real_spain_chip(provider, models, real_chips, tmp_path):
+    """EPSG:4326 chip, 7.9 x 10 m pixels: the backend resamples to the model's 10 m and back."""
+    import processing
+
+    chip = real_chips / "S1Hand" / "Spain_7370579_S1Hand.tif"
+    out = processing.run("sarflood:mapwater", {
+        "INPUT": str(chip), "MODEL": str(models["threshold"]),
+        "OUTPUT_MASK": str(tmp_path / "mask.tif"), "OUTPUT_PROBABILITY": str(tmp_path / "p.tif")})
+    vv = read_raster(chip)[0]
+    _, expected = _expect(vv)
+    got = read_raster(out["OUTPUT_MASK"])
+    assert got.shape == vv.shape
+    valid = expected != 255
+    np.testing.assert_array_equal(got[~valid], 255)
+    agreement = float(np.mean(got[valid] == expected[valid]))
+    assert agreement > 0.95, agreement
+    assert 0 < out["WATER_FRACTION"] < 1
+
+
+def test_mapwater_all_nodata_chip_reports_it(provider, models, real_chips, tmp_path):
+    """Paraguay chip: every pixel NaN. The run says so and reports zero area."""
+    import processing
+
+    chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
+    messages = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushWarning(self, text):  # noqa: N802
+            messages.append(text)
+            super().pushWarning(text)
+
+    out = processing.run("sarflood:mapwater", {
+        "INPUT": str(chip), "MODEL": str(models["threshold"]), "OUTPUT_MASK": str(tmp_path / "m.tif")},
+        feedback=Feedback())
+    assert any("no valid pixel" in m and "Paraguay_34417_S1Hand.tif" in m for m in messages), messages
+    assert out["VALID_AREA_KM2"] == 0 and out["WATER_AREA_KM2"] == 0
+    assert (read_raster(out["OUTPUT_MASK"]) == 255).all()
+
+
+def test_mapwater_refuses_a_model_whose_card_does_not_match(provider, models, two_band_scene, tmp_path):
+    import processing
+
+    with pytest.raises(QgsProcessingException, match=r"mismatch\.onnx.*does not match its card"):
+        processing.run("sarflood:mapwater", {"INPUT": str(two_band_scene), "MODEL": str(models["mismatch"]),
+                                             "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    assert list(tmp_path.glob("m*")) == []
+
+
+def test_missing_backend_dependencies_name_the_fix(provider, models, two_band_scene, tmp_path):
+    """Debian's own python3 has no onnxruntime: the message says so, with the install command."""
+    import processing
+
+    QgsSettings().setValue("sarflood/python", "/usr/bin/python3")
+    try:
+        with pytest.raises(QgsProcessingException) as caught:
+            processing.run("sarflood:mapwater", {"INPUT": str(two_band_scene),
+                                                 "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    finally:
+        QgsSettings().remove("sarflood/python")
+    text = str(caught.value)
+    assert "/usr/bin/python3" in text and "onnxruntime" in text
+    assert "/usr/bin/python3 -m pip install" in text and "onnxruntime==" in text
+
+
+def test_cancel_stops_the_backend_and_leaves_no_output(provider, tmp_path):
+    """Cancel at the first progress event: the child is terminated and nothing is left."""
+    import processing
+    from sarflood.plugin.backend_env import find_interpreter
+
+    scene = tmp_path / "big.tif"
+    subprocess.run([find_interpreter().path, "-m", "backend", "scene", str(scene), "--size", "1536"],
+                   cwd=REPO, check=True, capture_output=True)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    class CancelOnProgress(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.progressChanged.connect(lambda p: p > 0 and self.cancel())
+
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run("sarflood:mapwater", {"INPUT": str(scene), "TTA": True,
+                                             "OUTPUT_MASK": str(out_dir / "m.tif"),
+                                             "OUTPUT_PROBABILITY": str(out_dir / "p.tif")},
+                       feedback=CancelOnProgress())
+    assert list(out_dir.iterdir()) == []
+
+
+def test_otsu_on_the_real_chip(provider, real_chips, tmp_path):
+    import processing
+
+    chip = real_chips / "S1Hand" / "Spain_7370579_S1Hand.tif"
+    out = processing.run("sarflood:otsu", {"INPUT": str(chip), "OUTPUT_MASK": str(tmp_path / "otsu.tif")})
+    vv = read_raster(chip)[0]
+    got = read_raster(out["OUTPUT_MASK"])
+    valid = np.isfinite(vv)
+    t = out["THRESHOLD_DB"]
+    assert -30 < t < 0
+    np.testing.assert_array_equal(got[~valid], 255)
+    np.testing.assert_array_equal(got[valid], (vv[valid] < t).astype(np.uint8))
+    # a share of area: on this EPSG:4326 grid a pixel's area goes with cos(latitude) of its row
+    from osgeo import gdal
+    gt = gdal.Open(str(chip)).GetGeoTransform()
+    weight = np.cos(np.radians(gt[3] + (np.arange(vv.shape[0]) + 0.5) * gt[5]))[:, None]
+    share = np.sum(weight * (valid & (vv < t))) / np.sum(weight * valid)
+    assert out["WATER_FRACTION"] == pytest.approx(share, abs=2e-6)
+
+
+def test_batch_style_runs_one_after_another(provider, models, tmp_path):
+    """What batch mode does: the same algorithm over several inputs, each with its own outputs."""
+    import processing
+
+    fractions = []
+    for seed in (3, 4):
+        vv, vh = _scene_arrays(seed=seed)
+        scene = write_raster(tmp_path / f"s{seed}.tif", [vv, vh])
+        out = processing.run("sarflood:mapwater", {"INPUT": str(scene), "MODEL": str(models["threshold"]),
+                                                   "OUTPUT_MASK": str(tmp_path / f"m{seed}.tif")})
+        _, mask = _expect(vv)
+        np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), mask)
+        fractions.append(out["WATER_FRACTION"])
+    assert fractions[0] != fractions[1]
