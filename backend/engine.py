@@ -132,7 +132,7 @@ class GridJob:
     stats: dict = field(default_factory=lambda: {"tiles": 0, "model_s": 0.0})
 
 
-def _batches(job: GridJob, cancel: threading.Event) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
     """Read, convert and normalise a window of tiles at a time: (r, c0, c1, x, valid)."""
     plan, model = job.plan, job.model
     s, m, t = plan.stride, plan.margin, plan.tile
@@ -196,7 +196,7 @@ def run_grid(job: GridJob, emit: Callable[[int, int, np.ndarray], None], reporte
     above: list[np.ndarray | None] = [None] * plan.cols   # bottom strips of row r - 1
     below: list[np.ndarray | None] = [None] * plan.cols   # bottom strips of row r
     left = None                                            # right strip of tile (r, c - 1)
-    for r, c0, c1, x, valid in prefetch(_batches(job, cancel)):
+    for r, c0, c1, x, valid in prefetch(tile_batches(job, cancel)):
         if cancel.is_set():
             break
         out = _infer(job, x, valid)

@@ -34,7 +34,8 @@ ORIGIN = (500000.0, 4300000.0)
 
 
 class _Field:
-    """A smooth random field: a coarse Gaussian grid, bilinear at pixel positions."""
+    """A smooth random field: a coarse Gaussian grid, interpolated at pixel positions
+    with smoothstep weights (no kinks along the grid lines)."""
 
     def __init__(self, rng: np.random.Generator, size: int, scale: float):
         self.scale = scale
@@ -46,6 +47,7 @@ class _Field:
         x = (cols + 0.5) / self.scale
         i, j = np.floor(y).astype(int), np.floor(x).astype(int)
         fy, fx = (y - i).astype(np.float32)[:, None], (x - j).astype(np.float32)[None, :]
+        fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)
         g = self.grid[i] * (1 - fy) + self.grid[i + 1] * fy
         return g[:, j] * (1 - fx) + g[:, j + 1] * fx
 
@@ -57,15 +59,15 @@ class Scene:
         self.height, self.width, self.seed = height, width, seed
         rng = np.random.default_rng(seed)
         size = max(height, width)
-        self.lakes = [_Field(rng, size, 700.0), _Field(rng, size, 180.0)]
+        self.lakes = [_Field(rng, size, 500.0), _Field(rng, size, 120.0)]
         self.texture = [_Field(rng, size, 300.0), _Field(rng, size, 60.0), _Field(rng, size, 12.0)]
         self.wind = _Field(rng, size, 400.0)
         self.rivers = [(rng.uniform(0.2, 0.8), rng.uniform(0, 2 * math.pi), rng.uniform(18, 40))
                        for _ in range(2)]
 
     def _water(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        lake = 0.8 * self.lakes[0](rows, cols) + 0.45 * self.lakes[1](rows, cols)
-        water = lake > 1.15
+        lake = 0.8 * self.lakes[0](rows, cols) + 0.4 * self.lakes[1](rows, cols)
+        water = lake > 0.75
         y, x = rows[:, None].astype(np.float32), cols[None, :].astype(np.float32)
         for k, (pos, phase, half_width) in enumerate(self.rivers):
             along, across = (y, x) if k == 0 else (x, y)

@@ -1,0 +1,176 @@
+"""``python -m backend bench``: throughput and peak memory on a generated N x N scene.
+
+For each N, one run measures:
+- raw model throughput: the ONNX session alone, on one in-memory batch of the
+  engine's tiles (its tile size, batch size and device), called repeatedly.
+  Reported in tile pixels per second, and in raster pixels per second: how fast
+  the session alone would get through the raster given the tiles the engine
+  runs on it (overlap and edge tiles included), so that it compares with the
+  end-to-end figure;
+- end-to-end predict throughput: ``python -m backend predict`` in a child process
+  (read, units, normalise, infer, blend, threshold, write compressed GeoTIFFs with
+  overviews): raster pixels / the run's own wall time (from its start to the
+  renamed outputs; interpreter start-up excluded);
+- their ratio, and the predict child's peak RSS (``ru_maxrss`` from ``wait4``);
+- the Otsu baseline end to end, the same way.
+Each child is a fresh process, so the peak RSS of one N is not mixed with another.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .engine import GridJob, tile_batches, default_model_path
+from .model import OnnxModel, default_threads
+from .raster_io import WindowReader, open_inputs
+from .scene import write_scene
+from .tiling import plan_tiles
+
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+RAW_SECONDS = 3.0
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"cpus": default_threads(), "cpu": cpu, "python": platform.python_version(),
+            "onnxruntime": ort.__version__,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def raw_throughput(model_path: str, device: str, scene: str, n: int, batch: int = 4) -> dict:
+    """The session alone on one in-memory batch of the engine's tiles."""
+    model = OnnxModel(model_path, device)
+    card = model.card
+    plan = plan_tiles(n, n, card.margin, None, None, card.tile_size, card.size_multiple,
+                      model.fixed_tile)
+    batch = model.fixed_batch or batch
+    inputs = open_inputs([scene], card.band_names)
+    try:
+        srcs = [(inputs.datasets[inputs.bands[b].path], inputs.bands[b].index,
+                 inputs.bands[b].nodata) for b in card.band_names]
+        job = GridJob(model=model, reader=WindowReader(srcs, 0, 0),
+                      conversions=[(b.units, b.units) for b in card.bands], plan=plan,
+                      batch=batch, tta=False)
+        _, c0, c1, x, _ = next(tile_batches(job, threading.Event()))
+    finally:
+        inputs.close()
+    if len(x) < batch:  # a raster narrower than a batch: repeat its tiles
+        x = np.concatenate([x] * -(-batch // len(x)))[:batch]
+    model.infer(x)  # warm-up: first call allocates
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < RAW_SECONDS or calls < 3:
+        model.infer(x)
+        calls += 1
+    seconds = time.perf_counter() - start
+    tiles_per_s = calls * len(x) / seconds
+    return {"device": model.device_name, "provider": model.provider,
+            "tile": plan.tile, "stride": plan.stride, "overlap": plan.overlap, "batch": len(x),
+            "tiles": plan.tiles, "tiling_overhead": round(plan.tiles * plan.tile ** 2 / n ** 2, 4),
+            "tile_mpx_s": round(tiles_per_s * plan.tile ** 2 / 1e6, 2),
+            "raster_mpx_s": round(tiles_per_s * n * n / plan.tiles / 1e6, 2),
+            "model": f"{card.name} {card.version}"}
+
+
+def run_child(args: list[str]) -> dict:
+    """``python -m backend ARGS --progress json`` in a fresh process: result, peak RSS, wall."""
+    with tempfile.TemporaryFile("w+") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "backend", *args, "--progress", "json"],
+                                stdout=out, stderr=subprocess.DEVNULL, cwd=PACKAGE_PARENT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        events = [json.loads(line) for line in out if line.strip()]
+    last = events[-1] if events else {"event": "error", "message": "no output"}
+    if last["event"] != "result":
+        raise RuntimeError(f"backend {args[0]} failed (exit {proc.returncode}): "
+                           f"{last.get('message')}")
+    return {"result": last, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "process_seconds": round(wall, 3)}
+
+
+def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
+              probability: bool = False, workdir: str | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    model_path = model or default_model_path()
+    report = {"machine": machine(), "model_path": model_path, "device": device,
+              "outputs": "mask + float32 probability" if probability else "mask", "runs": []}
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="sarflood-bench-", dir=workdir) as d:
+            scene = os.path.join(d, "scene.tif")
+            t = time.perf_counter()
+            write_scene(scene, n, seed=0)
+            log(f"N={n}: scene written in {time.perf_counter() - t:.1f} s; raw model ...")
+            raw = raw_throughput(model_path, device, scene, n)
+            log(f"N={n}: raw {raw['raster_mpx_s']} Mpx/s (raster); predict ...")
+            args = ["predict", scene, "--mask", os.path.join(d, "mask.tif"),
+                    "--model", model_path, "--device", device]
+            if probability:
+                args += ["--probability", os.path.join(d, "probability.tif")]
+            pred = run_child(args)
+            log(f"N={n}: predict {pred['result']['seconds']} s; otsu ...")
+            otsu = run_child(["otsu", scene, "--mask", os.path.join(d, "otsu.tif")])
+        e2e = n * n / pred["result"]["seconds"] / 1e6
+        report["runs"].append({
+            "size": n, "raw": raw,
+            "predict": {"mpx_s": round(e2e, 2), "seconds": pred["result"]["seconds"],
+                        "model_seconds": pred["result"]["model_seconds"],
+                        "peak_rss_mb": pred["peak_rss_mb"],
+                        "process_seconds": pred["process_seconds"]},
+            "ratio_e2e_to_raw": round(e2e / raw["raster_mpx_s"], 3),
+            "otsu": {"mpx_s": round(n * n / otsu["result"]["seconds"] / 1e6, 2),
+                     "seconds": otsu["result"]["seconds"],
+                     "peak_rss_mb": otsu["peak_rss_mb"]},
+        })
+    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return report
+
+
+def format_table(report: dict) -> str:
+    m = report["machine"]
+    runs = report["runs"]
+    head = runs[0]["raw"] if runs else {}
+    lines = [
+        f"sarflood bench, {m['date']}: {m['cpus']} CPU threads ({m['cpu']}), onnxruntime "
+        f"{m['onnxruntime']}, load average {m['load_average'][0]} at start",
+        f"model {head.get('model')} on {head.get('device')} ({head.get('provider')}); tiles "
+        f"{head.get('tile')} px = stride {head.get('stride')} + overlap {head.get('overlap')}, "
+        f"batch {head.get('batch')}; outputs: {report['outputs']}",
+        "",
+        "| N | tiles (model px / raster px) | raw model, tile Mpx/s | raw model, raster Mpx/s "
+        "| predict end-to-end, Mpx/s | end-to-end / raw | predict peak RSS, MB "
+        "| Otsu end-to-end, Mpx/s | Otsu peak RSS, MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        raw = r["raw"]
+        lines.append(
+            f"| {r['size']} | {raw['tiles']} ({raw['tiling_overhead']:.3f}) | {raw['tile_mpx_s']} "
+            f"| {raw['raster_mpx_s']} | {r['predict']['mpx_s']} | {r['ratio_e2e_to_raw']} "
+            f"| {r['predict']['peak_rss_mb']} | {r['otsu']['mpx_s']} | {r['otsu']['peak_rss_mb']} |")
+    if len(runs) > 1:
+        a, b = runs[0], runs[-1]
+        lines.append("")
+        lines.append(f"peak RSS N={b['size']} / N={a['size']}: "
+                     f"{b['predict']['peak_rss_mb'] / a['predict']['peak_rss_mb']:.2f}")
+    return "\n".join(lines)
