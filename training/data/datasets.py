@@ -1,0 +1,85 @@
+"""PyTorch datasets over checked chip lists (see ``sets.py``).
+
+An item is a dict:
+
+- ``id``: chip id (str)
+- ``s1``: float32 ``(2, H, W)``, VV and VH normalised per Garg et al. Appendix A
+- ``valid``: bool ``(H, W)``, the Sentinel-1 pixels with data in both bands
+- ``label`` (hand labels) or ``weak_label`` (the weak and external sets):
+  int64 ``(H, W)``, 1 water, 0 dry, -1 ignore (also where S1 is invalid)
+- ``s2``, ``s2_valid``: float32 ``(4, H, W)`` B2, B3, B4, B8 normalised, and its
+  validity, when the dataset was built with Sentinel-2
+- ``truth``: int64 ``(H, W)`` true water (synthetic data only), when asked for
+
+Augmentation belongs to the training transforms, not here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .conventions import IGNORE, TEACHER_S2_BANDS, normalise_s1, normalise_s2
+from .io import read_label, read_s1, read_s2
+from .layout import ChipFiles, DatasetError
+from .sets import external_chips, hand_chips, weak_chips
+
+
+class ChipDataset(Dataset):
+    """Chips as tensors; ``s2``/``truth`` only if every chip has that layer."""
+
+    def __init__(self, chips: list[ChipFiles], *, label_key: str = "label", s2: bool = False,
+                 truth: bool = False):
+        if s2 and any(c.s2 is None for c in chips):
+            raise DatasetError("Sentinel-2 was asked for, but some chips have no S2 layer")
+        if truth and any(c.truth is None for c in chips):
+            missing = [c.chip_id for c in chips if c.truth is None]
+            raise DatasetError(f"truth was asked for, but {len(missing)} chips have none "
+                               f"(first: {missing[0]}); only synthetic datasets carry truth")
+        self.chips = list(chips)
+        self.label_key = label_key
+        self.with_s2 = s2
+        self.with_truth = truth
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, index: int) -> dict:
+        chip = self.chips[index]
+        s1, valid = normalise_s1(read_s1(chip.s1))
+        item = {"id": chip.chip_id, "s1": torch.from_numpy(s1), "valid": torch.from_numpy(valid)}
+        if chip.label is not None:
+            item[self.label_key] = torch.from_numpy(_ignore_invalid(read_label(chip.label), valid))
+        if self.with_s2:
+            s2, s2_valid = normalise_s2(read_s2(chip.s2, TEACHER_S2_BANDS))
+            item["s2"] = torch.from_numpy(s2)
+            item["s2_valid"] = torch.from_numpy(s2_valid)
+        if self.with_truth:
+            item["truth"] = torch.from_numpy(_ignore_invalid(read_label(chip.truth), valid))
+        return item
+
+
+def _ignore_invalid(label: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    out = label.astype(np.int64)
+    out[~valid] = IGNORE
+    return out
+
+
+def hand_labeled(root: str | Path, split: str, *, s2: bool = True, truth: bool = False,
+                 split_file: str | Path | None = None) -> ChipDataset:
+    """Sen1Floods11 hand-labelled ``train``/``valid``/``test``/``bolivia``."""
+    return ChipDataset(hand_chips(root, split, split_file=split_file, s2=s2), s2=s2, truth=truth)
+
+
+def weakly_labeled(root: str | Path, *, s2: bool = False, truth: bool = False) -> ChipDataset:
+    """Sen1Floods11 weakly labelled S1 chips with their S2 index labels."""
+    return ChipDataset(weak_chips(root, s2=s2), label_key="weak_label", s2=s2, truth=truth)
+
+
+def external(root: str | Path, split: str = "train", *, s2: bool = True,
+             truth: bool = False) -> ChipDataset:
+    """The external paired S1 + S2 set with NDWI weak labels."""
+    return ChipDataset(external_chips(root, split, s2=s2), label_key="weak_label", s2=s2,
+                       truth=truth)

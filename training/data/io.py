@@ -1,0 +1,143 @@
+"""Read Sen1Floods11 rasters with rasterio, checking what they hold.
+
+Every function raises :class:`DatasetError` naming the file and what is wrong
+(missing, unreadable, wrong bands, unexpected values) instead of letting a bad
+file fail deep inside a data loader.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import RasterioError
+
+from .conventions import IGNORE, S1_BANDS, S2_BANDS
+from .layout import DatasetError
+
+# grids match when pixel sizes agree to 1e-6 relative and origins to 1e-3 pixel:
+# Sen1Floods11's S1 and label transforms differ in the last digits
+_REL_TOL = 1e-6
+_ORIGIN_TOL_PX = 1e-3
+
+
+@dataclass(frozen=True)
+class Grid:
+    width: int
+    height: int
+    crs: str
+    transform: Affine
+
+    def mismatch(self, other: Grid) -> str | None:
+        """Why two grids differ, or None if they are the same grid."""
+        if (self.width, self.height) != (other.width, other.height):
+            return f"size {self.width}x{self.height} vs {other.width}x{other.height}"
+        if self.crs != other.crs:
+            return "different CRS"
+        a, b = self.transform, other.transform
+        for name, x, y in (("pixel width", a.a, b.a), ("pixel height", a.e, b.e)):
+            if not math.isclose(x, y, rel_tol=_REL_TOL):
+                return f"{name} {x:.6g} vs {y:.6g}"
+        if a.b or a.d or b.b or b.d:
+            return None if a.almost_equals(b) else "rotated grids differ"
+        if abs(a.c - b.c) > _ORIGIN_TOL_PX * abs(a.a) or abs(a.f - b.f) > _ORIGIN_TOL_PX * abs(a.e):
+            return f"origin ({a.c:.8f}, {a.f:.8f}) vs ({b.c:.8f}, {b.f:.8f})"
+        return None
+
+
+def _open(path: Path):
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: file not found")
+    try:
+        return rasterio.open(path)
+    except RasterioError as exc:
+        raise DatasetError(f"{path}: not a readable raster ({exc})") from None
+
+
+def grid_of(path: Path) -> Grid:
+    with _open(path) as ds:
+        return Grid(ds.width, ds.height, ds.crs.to_string() if ds.crs else "", ds.transform)
+
+
+def _band_order(path: Path, descriptions: tuple, count: int, wanted: tuple[str, ...],
+                default: tuple[str, ...]) -> list[int]:
+    """1-based band indices of ``wanted``, by band description, else by the dataset's order."""
+    names = [d for d in descriptions]
+    if all(n is None for n in names):
+        if count != len(default):
+            raise DatasetError(f"{path}: {count} unnamed bands; expected {len(default)} "
+                               f"({', '.join(default)})")
+        names = list(default)
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise DatasetError(f"{path}: bands {', '.join(missing)} not found "
+                           f"(bands are {', '.join(str(n) for n in names)})")
+    return [names.index(w) + 1 for w in wanted]
+
+
+def read_s1(path: Path) -> np.ndarray:
+    """(2, H, W) float32 VV, VH in dB; NaN where there is no data."""
+    with _open(path) as ds:
+        bands = _band_order(path, ds.descriptions, ds.count, S1_BANDS, S1_BANDS)
+        if not np.issubdtype(np.dtype(ds.dtypes[0]), np.floating):
+            raise DatasetError(f"{path}: Sentinel-1 values are {ds.dtypes[0]}; expected float dB")
+        data = ds.read(bands).astype(np.float32, copy=False)
+        nodata = ds.nodata
+    if nodata is not None and not math.isnan(nodata):
+        data[data == nodata] = np.nan
+    data[~np.isfinite(data)] = np.nan
+    return data
+
+
+def read_s2(path: Path, bands: tuple[str, ...] = S2_BANDS) -> np.ndarray:
+    """(len(bands), H, W) stored values (reflectance x 10000), 0 where there is no data."""
+    with _open(path) as ds:
+        idx = _band_order(path, ds.descriptions, ds.count, bands, S2_BANDS)
+        data = ds.read(idx)
+        nodata = ds.nodata
+    if np.issubdtype(data.dtype, np.floating):
+        bad = ~np.isfinite(data)
+        data = np.where(bad, 0, data)
+    if nodata is not None and not math.isnan(nodata) and nodata != 0:
+        data = np.where(data == nodata, 0, data)
+    return data
+
+
+def _check_codes(path: Path, data: np.ndarray, allowed: tuple[int, ...], what: str) -> None:
+    bad = np.setdiff1d(np.unique(data), allowed)
+    if bad.size:
+        shown = ", ".join(f"{v:g}" for v in bad[:5]) + (" ..." if bad.size > 5 else "")
+        raise DatasetError(f"{path}: {what} holds values {shown}; expected only "
+                           f"{', '.join(str(a) for a in allowed)}")
+
+
+def _read_coded(path: Path, what: str, extra_nodata: tuple[int, ...] = ()) -> np.ndarray:
+    """One band of -1/0/1 codes; NaN, the nodata tag and ``extra_nodata`` become -1."""
+    with _open(path) as ds:
+        if ds.count != 1:
+            raise DatasetError(f"{path}: a {what} has 1 band, this file has {ds.count}")
+        data = ds.read(1)
+        nodata = ds.nodata
+    if np.issubdtype(data.dtype, np.floating):
+        data = np.where(np.isfinite(data), data, IGNORE)
+    for value in ((nodata,) if nodata is not None and not math.isnan(nodata) else ()) + extra_nodata:
+        data = np.where(data == value, IGNORE, data)
+    _check_codes(path, data, (-1, 0, 1), what)
+    return data
+
+
+def read_label(path: Path) -> np.ndarray:
+    """(H, W) int16 label: -1 no data, 0 not water, 1 water (a nodata tag also means -1)."""
+    return _read_coded(path, "label").astype(np.int16)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A predicted water mask as (H, W) int8: 1 water, 0 dry, -1 no prediction.
+
+    Accepts the backend's uint8 masks (0, 1, 255 no data) and Sen1Floods11-style
+    int16 masks (-1, 0, 1), with or without a nodata tag.
+    """
+    return _read_coded(path, "mask", extra_nodata=(255,)).astype(np.int8)

@@ -1,0 +1,97 @@
+"""The chip lists of the three training sets, checked up front.
+
+- :func:`hand_chips`: a hand-labelled split (S1Hand, LabelHand, optionally S2Hand).
+- :func:`weak_chips`: the weakly labelled set (S1Weak, S2IndexLabelWeak).
+- :func:`external_chips`: the external paired set (S1, S2, LabelWeak).
+
+Each validates the whole list before returning it: missing files, unreadable
+headers and grids that differ between a chip's layers are all collected and
+reported together (the first few and the count) in one :class:`DatasetError`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import grid_of
+from .layout import (HAND_SPLITS, TRUTH_KIND, ChipFiles, DatasetError, Layout, chip_file,
+                     parse_split, problems_message)
+
+_LAYERS = ("s1", "label", "s2", "truth")
+
+
+def check_chips(chips: list[ChipFiles], what: str, problems: list[str] | None = None,
+                check_grids: bool = True) -> None:
+    """Raise :class:`DatasetError` listing every missing file and grid mismatch."""
+    problems = list(problems or [])
+    for chip in chips:
+        present = [(layer, getattr(chip, layer)) for layer in _LAYERS if getattr(chip, layer)]
+        missing = [(layer, p) for layer, p in present if not p.is_file()]
+        problems += [f"chip {chip.chip_id}: {layer} file missing: {p}" for layer, p in missing]
+        if missing or not check_grids:
+            continue
+        try:
+            ref = grid_of(chip.s1)
+            for layer, path in present[1:]:
+                why = ref.mismatch(grid_of(path))
+                if why:
+                    problems.append(f"chip {chip.chip_id}: {layer} grid differs from s1 ({why}): {path}")
+        except DatasetError as exc:
+            problems.append(f"chip {chip.chip_id}: {exc}")
+    if problems:
+        raise DatasetError(problems_message(what, problems))
+
+
+def _truth(layout: Layout, group: str, chip_id: str) -> Path | None:
+    path = layout.truth / group / f"{chip_id}_{TRUTH_KIND}.tif"
+    return path if path.is_file() else None
+
+
+def _split_chips(layout: Layout, path: Path, folder: Path, kinds: tuple[str, str, str],
+                 truth_group: str, s2: bool, what: str, check_grids: bool) -> list[ChipFiles]:
+    s1_kind, s2_kind, label_kind = kinds
+    ids, problems = parse_split(path, s1_kind, label_kind)
+    chips = [ChipFiles(chip_id=c, s1=chip_file(folder, c, s1_kind),
+                       label=chip_file(folder, c, label_kind),
+                       s2=chip_file(folder, c, s2_kind) if s2 else None,
+                       truth=_truth(layout, truth_group, c))
+             for c in ids]
+    check_chips(chips, f"{what} ({path})", problems, check_grids)
+    return chips
+
+
+def hand_chips(root: str | Path, split: str, *, split_file: str | Path | None = None,
+               s2: bool = False, check_grids: bool = True) -> list[ChipFiles]:
+    """Chips of a hand-labelled split, from ``flood_<split>_data.csv`` (or ``split_file``)."""
+    layout = Layout.find(root)
+    if split_file is None and split not in HAND_SPLITS:
+        raise DatasetError(f"unknown split {split!r}; Sen1Floods11 splits are {', '.join(HAND_SPLITS)}")
+    path = Path(split_file) if split_file else layout.hand_split_file(split)
+    return _split_chips(layout, path, layout.hand, ("S1Hand", "S2Hand", "LabelHand"), "HandLabeled",
+                        s2, f"hand-labelled split {split!r}", check_grids)
+
+
+def weak_chips(root: str | Path, *, s2: bool = False, check_grids: bool = True) -> list[ChipFiles]:
+    """Every ``S1Weak`` chip with its ``S2IndexLabelWeak`` label (and ``S2Weak`` if asked)."""
+    layout = Layout.find(root)
+    folder = layout.weak / "S1Weak"
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: weakly labelled folder not found")
+    ids = sorted(p.name[: -len("_S1Weak.tif")] for p in folder.glob("*_S1Weak.tif"))
+    if not ids:
+        raise DatasetError(f"{folder}: holds no *_S1Weak.tif chips")
+    chips = [ChipFiles(chip_id=c, s1=chip_file(layout.weak, c, "S1Weak"),
+                       label=chip_file(layout.weak, c, "S2IndexLabelWeak"),
+                       s2=chip_file(layout.weak, c, "S2Weak") if s2 else None,
+                       truth=_truth(layout, "WeaklyLabeled", c))
+             for c in ids]
+    check_chips(chips, f"weakly labelled set ({layout.weak})", check_grids=check_grids)
+    return chips
+
+
+def external_chips(root: str | Path, split: str = "train", *, s2: bool = True,
+                   check_grids: bool = True) -> list[ChipFiles]:
+    """Chips of the external paired set, from ``external/splits/external_<split>_data.csv``."""
+    layout = Layout.find(root)
+    return _split_chips(layout, layout.external_split_file(split), layout.external,
+                        ("S1", "S2", "LabelWeak"), "external", s2, f"external split {split!r}",
+                        check_grids)

@@ -1,0 +1,216 @@
+"""Write a synthetic dataset in the Sen1Floods11 v1.1 layout (see ``training.data.layout``).
+
+Sets and their sizes (``chips`` hand-labelled chips, by default the real 446):
+
+- hand-labelled: S1Hand, S2Hand, LabelHand, split over train/valid/test in the
+  real proportions 252:89:90, plus a held-out ``bolivia`` split (15 of 446)
+  drawn from the held-out event only;
+- weakly labelled: S1Weak and S2IndexLabelWeak (NDVI/MNDWI rule); no S2 file,
+  as in the real dataset (Garg et al. Section 3.2 footnote);
+- external: S1, S2 and LabelWeak (NDWI rule), clouds capped at 12% as the
+  paper's ED (Section 2.2), listed in ``external/splits/external_train_data.csv``;
+- ``synthetic_truth/``: the true water of every chip.
+
+Files match the real ones: 512 x 512, EPSG:4326, 8.983e-05 deg pixels, deflate,
+band-interleaved; S1 float32 VV/VH dB with NaN nodata; S2 int16 13 bands, nodata
+0; labels int16 -1/0/1 without a nodata tag. Every file is written to a temporary
+name and renamed, so a crash leaves no half-written chip.
+
+Chip ``k`` of a set draws everything from ``np.random.default_rng([seed, set, k])``,
+so a dataset is identical for a seed whatever the number of workers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+
+from ..data.conventions import S1_BANDS, S2_BANDS
+from ..data.layout import HAND_SPLITS, TRUTH_KIND, DatasetError, Layout, chip_file
+from . import events, scene
+
+PIXEL_DEG = 8.983152841195215e-05        # Sen1Floods11's pixel: 10 m at the equator
+MANIFEST = "synth_manifest.json"
+GENERATOR_VERSION = 1
+REAL_SPLIT_SIZES = {"train": 252, "valid": 89, "test": 90, "bolivia": 15}
+ED_MAX_CLOUD = 0.12
+_SET_CODES = {"hand": 1, "weak": 2, "external": 3}
+_ID_BASE = {"hand": 100000, "weak": 200000, "external": 300000}
+_GTIFF = dict(driver="GTiff", width=scene.SIZE, height=scene.SIZE, crs="EPSG:4326",
+              compress="deflate", zlevel=1, interleave="band")
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str      # hand | weak | external
+    index: int
+    split: str     # train | valid | test | bolivia | weak | external
+
+
+def hand_split_sizes(n: int) -> dict[str, int]:
+    """Split n hand-labelled chips in Sen1Floods11's proportions (each split >= 1 when n >= 4)."""
+    total = sum(REAL_SPLIT_SIZES.values())
+    sizes = {s: max(1 if n >= 4 else 0, round(n * k / total)) for s, k in REAL_SPLIT_SIZES.items()}
+    sizes["train"] = n - sizes["valid"] - sizes["test"] - sizes["bolivia"]
+    if sizes["train"] < 0:
+        raise ValueError(f"{n} hand-labelled chips are too few to split")
+    return sizes
+
+
+def plan(chips: int, weak: int, external: int, seed: int) -> list[Task]:
+    """Every chip to write, with its split; the hand splits are a seeded shuffle."""
+    sizes = hand_split_sizes(chips)
+    tasks = [Task("hand", i, "bolivia") for i in range(sizes["bolivia"])]
+    rest = [s for s in ("train", "valid", "test") for _ in range(sizes[s])]
+    order = np.random.default_rng([seed, 0]).permutation(len(rest))
+    tasks += [Task("hand", sizes["bolivia"] + i, rest[j]) for i, j in enumerate(order)]
+    tasks += [Task("weak", i, "weak") for i in range(weak)]
+    tasks += [Task("external", i, "external") for i in range(external)]
+    return tasks
+
+
+def write_tif(path: Path, data: np.ndarray, transform, *, nodata: float | None = None,
+              descriptions: tuple[str, ...] = ()) -> None:
+    """Write a GeoTIFF atomically (temporary file in the same folder, then rename)."""
+    data = data if data.ndim == 3 else data[None]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with rasterio.open(tmp, "w", **_GTIFF, count=data.shape[0], dtype=data.dtype,
+                           transform=transform, nodata=nodata) as ds:
+            ds.write(data)
+            for i, d in enumerate(descriptions, start=1):
+                ds.set_band_description(i, d)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _transform(event: events.EventSpec, task: Task):
+    # chips of one event tile a grid: 64 chips a row, one block of rows per set
+    row = (_SET_CODES[task.kind] - 1) * 100 + task.index // 64
+    col = task.index % 64
+    span = scene.SIZE * PIXEL_DEG
+    return from_origin(event.lon + col * span, event.lat - row * span, PIXEL_DEG, PIXEL_DEG)
+
+
+def make_and_write(task: Task, seed: int, root: Path) -> dict:
+    """Generate one chip, write its files, return its manifest record."""
+    rng = np.random.default_rng([seed, _SET_CODES[task.kind], task.index])
+    event = events.BOLIVIA if task.split == "bolivia" else events.pick_event(rng)
+    params = events.draw(event, rng, max_cloud_frac=ED_MAX_CLOUD if task.kind == "external" else 1.0)
+    chip = scene.make_chip(params, rng)
+    chip_id = f"{event.name}_{_ID_BASE[task.kind] + task.index}"
+    layout = Layout.standard(root)
+    tr = _transform(event, task)
+    s1_args = dict(nodata=float("nan"), descriptions=S1_BANDS)
+    s2_args = dict(nodata=0, descriptions=S2_BANDS)
+    if task.kind == "hand":
+        write_tif(chip_file(layout.hand, chip_id, "S1Hand"), chip.s1, tr, **s1_args)
+        write_tif(chip_file(layout.hand, chip_id, "S2Hand"), chip.s2, tr, **s2_args)
+        write_tif(chip_file(layout.hand, chip_id, "LabelHand"), chip.hand, tr)
+        truth_group = "HandLabeled"
+    elif task.kind == "weak":
+        write_tif(chip_file(layout.weak, chip_id, "S1Weak"), chip.s1, tr, **s1_args)
+        write_tif(chip_file(layout.weak, chip_id, "S2IndexLabelWeak"), scene.weak_label(chip, "s1f11"), tr)
+        truth_group = "WeaklyLabeled"
+    else:
+        write_tif(chip_file(layout.external, chip_id, "S1"), chip.s1, tr, **s1_args)
+        write_tif(chip_file(layout.external, chip_id, "S2"), chip.s2, tr, **s2_args)
+        write_tif(chip_file(layout.external, chip_id, "LabelWeak"), scene.weak_label(chip, "ndwi"), tr)
+        truth_group = "external"
+    write_tif(layout.truth / truth_group / f"{chip_id}_{TRUTH_KIND}.tif", chip.truth, tr)
+    return {"chip_id": chip_id, "set": task.kind, "split": task.split,
+            "params": asdict(params), "stats": {k: round(v, 5) for k, v in chip.stats.items()}}
+
+
+def _folders(layout: Layout) -> list[Path]:
+    return ([layout.hand / k for k in ("S1Hand", "S2Hand", "LabelHand")]
+            + [layout.weak / k for k in ("S1Weak", "S2IndexLabelWeak")]
+            + [layout.external / k for k in ("S1", "S2", "LabelWeak")]
+            + [layout.truth / g for g in ("HandLabeled", "WeaklyLabeled", "external")]
+            + [layout.splits, layout.external / "splits"])
+
+
+def prepare(root: Path, overwrite: bool) -> Layout:
+    """Create the folders; refuse to touch an existing dataset unless asked.
+
+    With ``overwrite`` only a dataset this generator wrote (it has our manifest)
+    is cleared, never a folder of real data.
+    """
+    layout = Layout.standard(root)
+    existing = [p for p in (root / "v1.1", layout.external, layout.truth) if p.exists()]
+    if existing:
+        if not overwrite:
+            raise DatasetError(f"{root}: already holds a dataset ({existing[0].name}); "
+                               "pass --overwrite to replace a synthetic one")
+        if not (root / MANIFEST).is_file():
+            raise DatasetError(f"{root}: holds data without {MANIFEST}: not a synthetic dataset "
+                               "this tool wrote, so it is left alone")
+        for p in existing:
+            shutil.rmtree(p)
+        (root / MANIFEST).unlink()
+    for folder in _folders(layout):
+        folder.mkdir(parents=True, exist_ok=True)
+    return layout
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _run(tasks: list[Task], seed: int, root: Path, workers: int) -> Iterator[dict]:
+    if workers <= 1:
+        for t in tasks:
+            yield make_and_write(t, seed, root)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(make_and_write, tasks, [seed] * len(tasks), [root] * len(tasks),
+                            chunksize=4)
+
+
+def generate(root: str | Path, chips: int = 446, weak: int | None = None,
+             external: int | None = None, seed: int = 0, workers: int = 1,
+             overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write the whole dataset; returns the manifest (also saved as ``synth_manifest.json``).
+
+    ``weak`` and ``external`` default to ``chips`` each.
+    """
+    root = Path(root)
+    weak = chips if weak is None else weak
+    external = chips if external is None else external
+    if min(chips, weak, external) < 0 or chips < 4:
+        raise ValueError("need at least 4 hand-labelled chips (one per split) and no negative counts")
+    tasks = plan(chips, weak, external, seed)
+    layout = prepare(root, overwrite)
+    start = time.perf_counter()
+    records = []
+    for n, record in enumerate(_run(tasks, seed, root, workers), start=1):
+        records.append(record)
+        if progress:
+            progress(n, len(tasks))
+    seconds = time.perf_counter() - start
+
+    for split in HAND_SPLITS:
+        ids = [r["chip_id"] for r in records if r["set"] == "hand" and r["split"] == split]
+        _write_text(layout.hand_split_file(split),
+                    "".join(f"{c}_S1Hand.tif,{c}_LabelHand.tif\n" for c in ids))
+    ids = [r["chip_id"] for r in records if r["set"] == "external"]
+    _write_text(layout.external_split_file("train"), "".join(f"{c}_S1.tif,{c}_LabelWeak.tif\n" for c in ids))
+    manifest = {"generator_version": GENERATOR_VERSION, "seed": seed,
+                "counts": {"hand": chips, "weak": weak, "external": external},
+                "hand_splits": hand_split_sizes(chips), "workers": workers,
+                "seconds": round(seconds, 2), "chips": records}
+    _write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    return manifest
