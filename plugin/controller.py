@@ -77,6 +77,13 @@ class RunController(QObject):
             self.finished.emit(None)
             return
         result = outcome.result
+        if int(result["valid_pixels"]) == 0:
+            # an all-no-data map has nothing to review: say why instead of adding empty layers
+            text = "; ".join(outcome.warnings) or "the input has no valid pixel"
+            dialog.show_status(text, error=True)
+            bar.pushMessage(TAG, text, level=Qgis.Warning)
+            self.finished.emit(None)
+            return
         try:
             layers = add_run_layers(request.title, result["outputs"])
         except LayerError as exc:
@@ -85,9 +92,9 @@ class RunController(QObject):
             self.finished.emit(None)
             return
         summary = run_summary(result, outcome.seconds)
-        units = result.get("units_used")
         dialog.set_progress(100)
-        dialog.show_status(f"Done: {summary}" + (f"; input read as {units}" if units else ""))
+        dialog.show_status(f"Done: {summary}; input units {result['units_detected']} "
+                           f"(from {result['units_source']})")
         bar.pushMessage(TAG, summary, level=Qgis.Success, duration=15)
         run = ReviewRun(layers, result, request.params, request.scene_layer_id)
         self.dock.set_run(run)

@@ -73,7 +73,7 @@ class SarFloodPlugin:
             steps = install_steps(system_python() or "python3")
             self.installer = InstallDialog(steps, self.iface.mainWindow())
             if self.dialog is not None:
-                self.installer.done.connect(lambda ok: ok and self.dialog.refresh_backend())
+                self.installer.installed.connect(lambda ok: ok and self.dialog.refresh_backend())
         self.installer.show()
         return self.installer
 

@@ -27,11 +27,13 @@ def area_text(water_km2: float, valid_km2: float) -> str:
     return f"{water_km2:,.2f} km² of water, {share:.1f} % of the {valid_km2:,.2f} km² valid area"
 
 
+def model_label(result: dict[str, Any]) -> str:
+    """``name version`` of the model that made a result."""
+    model = result["model"]
+    return f"{model['name']} {model['version']}"
+
+
 def run_summary(result: dict[str, Any], seconds: float) -> str:
-    """The message-bar line after a run: area, share, time and device."""
+    """The message-bar line after a run: area, share, time, device and model."""
     text = area_text(float(result["water_area_km2"]), float(result["valid_area_km2"]))
-    device = result.get("device", "?")
-    model = result.get("model")
-    name = model.get("name") if isinstance(model, dict) else model
-    extra = f", model {name}" if name else ""
-    return f"{text}; {seconds:.1f} s on {str(device).upper()}{extra}"
+    return f"{text}; {seconds:.1f} s on {str(result['device']).upper()}, model {model_label(result)}"

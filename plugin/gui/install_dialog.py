@@ -18,9 +18,9 @@ from ..backend_env import PLUGIN_ROOT, child_env, forget_checks
 
 
 class InstallDialog(QDialog):
-    """Runs ``steps`` (argv lists) in order; emits ``done(ok)`` when all ran or one failed."""
+    """Runs ``steps`` (argv lists) in order; emits ``installed(ok)`` when all ran or one failed."""
 
-    done = pyqtSignal(bool)
+    installed = pyqtSignal(bool)
 
     def __init__(self, steps: list[list[str]], parent: QWidget | None = None):
         super().__init__(parent)
@@ -107,4 +107,4 @@ class InstallDialog(QDialog):
         self.state.setText("Done: the backend's dependencies are installed." if ok
                            else "Failed: see the output above.")
         self.start_button.setEnabled(True)
-        self.done.emit(ok)
+        self.installed.emit(ok)

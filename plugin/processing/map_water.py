@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
+from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingOutputString, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination)
 
 from ..params import DEVICES, UNITS, PredictParams
+from ..summary import model_label
 from .common import SceneAlgorithm
 
 UNIT_CHOICES = ("detect from the data", *UNITS)
@@ -93,8 +94,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
             extent=extent, extent_crs=extent_crs,
             overwrite=any(Path(p).exists() for p in outputs))
         result = self.run_backend(params.argv(), feedback)
-        model_info = result.get("model")
         return {"OUTPUT_MASK": mask, "OUTPUT_PROBABILITY": probability,
                 "OUTPUT_UNCERTAINTY": uncertainty, **self.area_results(result),
                 "THRESHOLD_USED": float(result["threshold"]), "DEVICE_USED": str(result["device"]),
-                "MODEL_USED": model_info if isinstance(model_info, str) else str(model_info)}
+                "MODEL_USED": model_label(result)}

@@ -108,3 +108,27 @@ def two_band_scene(tmp_path) -> Path:
     vv[:, :32] = -22.0
     vh = vv - 7.0
     return write_raster(tmp_path / "scene.tif", [vv, vh], descriptions=["VV", "VH"])
+
+
+@pytest.fixture
+def plugin(qgis_iface, qgis_processing, qgis_new_project, clean_settings):
+    """The plugin as QGIS loads it: classFactory, initProcessing, initGui; unloaded afterwards."""
+    from qgis.core import QgsApplication
+    import sarflood
+
+    QgsApplication.processingRegistry().removeProvider("sarflood")  # the plugin registers its own
+    loaded = sarflood.classFactory(qgis_iface)
+    loaded.initProcessing()
+    loaded.initGui()
+    qgis_iface.messageBar().clear_messages()
+    yield loaded
+    loaded.unload()
+
+
+def wait_for_tasks(qtbot, timeout_ms: int = 60000) -> None:
+    """Until QGIS's task manager has nothing left to run (queries of the dialog, etc.)."""
+    from qgis.core import QgsApplication
+
+    qtbot.waitUntil(lambda: QgsApplication.taskManager().count() == 0 or
+                    all(t.status() in (t.Complete, t.Terminated) for t in QgsApplication.taskManager().tasks()),
+                    timeout=timeout_ms)

@@ -1,0 +1,211 @@
+"""A run from the dialog to the review dock, as an analyst does it (qtbot clicks, real backend).
+
+Also measures how long the Qt event loop is blocked during a run: a 10 ms timer must
+never be late by more than the 100 ms target.
+"""
+import time
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import (Qgis, QgsFeature, QgsGeometry, QgsPalettedRasterRenderer, QgsProject,
+                       QgsRasterLayer, QgsRectangle, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QApplication, QMessageBox
+
+from .conftest import read_raster, wait_for_tasks
+
+CHIP = "Spain_7370579_S1Hand.tif"
+
+
+class StallMeter:
+    """Largest gap between ticks of a 10 ms timer: how long the event loop was blocked."""
+
+    def __init__(self):
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.worst = 0.0
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self.last is not None:
+            self.worst = max(self.worst, now - self.last)
+        self.last = now
+
+    def start(self):
+        self.last = None
+        self.timer.start()
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return self.worst
+
+
+def _start_run(plugin, qtbot, layer, model, out_dir, tta=False):
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(layer)
+    dialog.model.setFilePath(str(model))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    dialog.temporary.setChecked(False)
+    dialog.output_dir.setFilePath(str(out_dir))
+    dialog.tta.setChecked(tta)
+    return dialog
+
+
+def _answer_next_question(button):
+    """Click ``button`` in the next modal question box, as the user would."""
+    def click():
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            box.button(button).click()
+        else:
+            QTimer.singleShot(20, click)
+    QTimer.singleShot(20, click)
+
+
+def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tmp_path):
+    chip = real_chips / "S1Hand" / CHIP
+    layer = QgsRasterLayer(str(chip), "Spain chip")
+    QgsProject.instance().addMapLayer(layer)
+    dialog = _start_run(plugin, qtbot, layer, models["threshold"], tmp_path, tta=True)
+    dialog.use_model_threshold.setChecked(True)
+    meter = StallMeter()
+    meter.start()
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        assert dialog.cancel_button.isEnabled() and not dialog.run_button.isEnabled()
+    stall = meter.stop()
+    print(f"event-loop worst gap during the run: {1000 * stall:.1f} ms")
+    run = blocker.args[0]
+    assert run is not None, dialog.status.text()
+    assert stall < 0.1, f"event loop blocked for {1000 * stall:.0f} ms"
+
+    # outputs as a styled group: paletted mask, pseudocolour probability, hidden uncertainty
+    group = QgsProject.instance().layerTreeRoot().findGroup("Flood map: Spain chip")
+    assert group is not None
+    names = [node.layer().name() for node in group.findLayers()]
+    assert names[0].startswith("water mask") and "water probability" in names and len(names) == 3
+    mask_renderer = run.layers.mask.renderer()
+    assert isinstance(mask_renderer, QgsPalettedRasterRenderer)
+    colours = {c.value: c.color for c in mask_renderer.classes()}
+    assert colours[1].blue() > 200 and colours[1].alpha() == 255 and colours[0].alpha() == 0
+    assert isinstance(run.layers.probability.renderer(), QgsSingleBandPseudoColorRenderer)
+    assert run.layers.uncertainty is not None and (tmp_path / "Spain_7370579_S1Hand_uncertainty.tif").exists()
+    summary = qgis_iface.messageBar().get_messages(Qgis.Success)[-1]
+    assert "km² of water" in summary and "% of the" in summary and " s on CPU" in summary
+    assert "test-threshold 1.0.0" in summary
+
+    # the threshold slider restyles and updates the area from the histogram, without a re-run
+    dock = plugin.dock
+    assert not dock.isHidden() and dock.threshold.value() == pytest.approx(0.5)
+    before = dock.area.text()
+    dock.slider.setValue(30)
+    assert dock.threshold.value() == pytest.approx(0.30)
+    from sarflood.plugin.summary import area_text, valid_area, water_area_at
+    hist = run.result["probability_histogram"]
+    assert dock.area.text() == area_text(water_area_at(hist, 0.30), valid_area(hist)) != before
+    prob_renderer = run.layers.probability.renderer()
+    items = prob_renderer.shader().rasterShaderFunction().colorRampItemList()
+    assert items[0].value == pytest.approx(0.30) and items[0].color.alpha() == 0
+    assert not group.findLayer(run.layers.mask.id()).isVisible()
+    dock.opacity.setValue(40)
+    assert run.layers.mask.renderer().opacity() == pytest.approx(0.4)
+    dock.show_water.setChecked(False)
+    assert not group.isVisible()
+    dock.show_water.setChecked(True)
+
+    # statistics per polygon, at the dock's threshold (a temporary mask at 0.30 is made first)
+    extent = layer.extent()
+    halves = QgsVectorLayer("Polygon?crs=EPSG:4326&field=name:string", "admin", "memory")
+    mid = extent.center().x()
+    for name, rect in (("west", (extent.xMinimum(), extent.yMinimum(), mid, extent.yMaximum())),
+                       ("east", (mid, extent.yMinimum(), extent.xMaximum(), extent.yMaximum()))):
+        f = QgsFeature(halves.fields())
+        f.setGeometry(QgsGeometry.fromRect(QgsRectangle(*rect)))
+        f.setAttributes([name])
+        halves.dataProvider().addFeatures([f])
+    QgsProject.instance().addMapLayer(halves)
+    dock.zones.setLayer(halves)
+    qtbot.mouseClick(dock.stats_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: bool(QgsProject.instance().mapLayersByName("water per polygon (threshold 0.30)"))
+                    or "failed" in dock.status.text(), timeout=60000)
+    assert "Statistics: 2 polygons" in dock.status.text(), dock.status.text()
+    stats = QgsProject.instance().mapLayersByName("water per polygon (threshold 0.30)")[0]
+    probability = read_raster(run.params.probability)
+    assert sum(f["water_px"] for f in stats.getFeatures()) == int(np.sum(probability > 0.30))
+    assert sum(f["valid_px"] for f in stats.getFeatures()) == int(np.sum(np.isfinite(probability)))
+
+    # accept: the final mask at 0.30 with provenance tags, and polygons
+    final = tmp_path / "final.tif"
+    dock.final_path.setFilePath(str(final))
+    dock.polygons.setChecked(True)
+    dock.min_area.setValue(0)
+    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: "polygons written" in dock.status.text() or "failed" in dock.status.text(),
+                    timeout=60000)
+    assert "polygons written" in dock.status.text(), dock.status.text()
+    written = read_raster(final)
+    np.testing.assert_array_equal(written, np.where(np.isfinite(probability),
+                                                    (probability > 0.30).astype(np.uint8), 255))
+    tags = gdal.Open(str(final)).GetMetadata()
+    assert float(tags["SARFLOOD_THRESHOLD"]) == pytest.approx(0.30)
+    assert "test-threshold" in tags["SARFLOOD_MODEL"]
+    assert CHIP in tags["SARFLOOD_INPUTS"]
+    assert "review dock" in tags["SARFLOOD_REVIEW"]
+    polygons = QgsVectorLayer(str(final.with_suffix(".gpkg")), "p", "ogr")
+    assert polygons.featureCount() > 0 and "area_m2" in polygons.fields().names()
+
+    # accepting again to the same file asks first; "No" writes nothing
+    stamp = final.stat().st_mtime_ns
+    _answer_next_question(QMessageBox.No)
+    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    assert dock.status.text() == "Accept: nothing written" and final.stat().st_mtime_ns == stamp
+
+    # the dialog's choices are remembered for next time
+    from sarflood.plugin.settings import RunSettings
+    remembered = RunSettings.load()
+    assert remembered.tta and not remembered.temporary and remembered.output_dir == str(tmp_path)
+    assert remembered.model == str(models["threshold"])
+    wait_for_tasks(qtbot)
+
+
+def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_path):
+    from sarflood.plugin.backend_env import find_interpreter
+    import subprocess
+    from .conftest import REPO
+
+    scene = tmp_path / "scene.tif"
+    subprocess.run([find_interpreter().path, "-m", "backend", "scene", str(scene), "--size", "1536"],
+                   cwd=REPO, check=True, capture_output=True)
+    layer = QgsRasterLayer(str(scene), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    out = tmp_path / "out"
+    out.mkdir()
+    from sarflood.plugin.gui.run_dialog import bundled_model
+    dialog = _start_run(plugin, qtbot, layer, bundled_model(), out, tta=True)
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=60000)
+        qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+    assert blocker.args[0] is None
+    assert "Cancelled" in dialog.status.text()
+    assert list(out.iterdir()) == []
+    assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: scene") is None
+    assert "cancelled" in qgis_iface.messageBar().get_messages(Qgis.Info)[-1]
+    wait_for_tasks(qtbot)
+
+
+def test_all_nodata_input_adds_no_layer(plugin, qgis_iface, qtbot, models, real_chips, tmp_path):
+    chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
+    layer = QgsRasterLayer(str(chip), "Paraguay chip")
+    QgsProject.instance().addMapLayer(layer)
+    dialog = _start_run(plugin, qtbot, layer, models["threshold"], tmp_path)
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    assert blocker.args[0] is None
+    assert "no valid pixel" in dialog.status.text() and "Paraguay_34417_S1Hand.tif" in dialog.status.text()
+    assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: Paraguay chip") is None
+    assert len(QgsProject.instance().mapLayers()) == 1
+    wait_for_tasks(qtbot)
