@@ -1,0 +1,70 @@
+"""Render SAR with the plugin-styled water mask over it, offscreen, and check pixels on the PNG.
+
+The PNG stays in tests/artifacts/ for a person to look at.
+"""
+import numpy as np
+from qgis.core import (QgsContrastEnhancement, QgsMapRendererSequentialJob, QgsMapSettings,
+                       QgsRasterLayer, QgsSingleBandGrayRenderer)
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor
+
+from .conftest import ARTIFACTS, read_raster
+
+
+def _interior(mask: np.ndarray, value: int, margin: int = 4) -> tuple[int, int]:
+    """A pixel whose whole (2 margin + 1)^2 neighbourhood holds ``value``: safe from edge blending."""
+    hits = mask == value
+    inner = np.ones_like(hits)
+    for dr in range(-margin, margin + 1):
+        for dc in range(-margin, margin + 1):
+            inner &= np.roll(np.roll(hits, dr, 0), dc, 1)
+    inner[:margin], inner[-margin:], inner[:, :margin], inner[:, -margin:] = False, False, False, False
+    rows, cols = np.nonzero(inner)
+    assert rows.size, f"no interior pixel of value {value}"
+    k = rows.size // 2
+    return int(rows[k]), int(cols[k])
+
+
+def test_render_sar_with_mask(provider, models, real_chips, tmp_path):
+    import processing
+    from sarflood.plugin.styles import mask_renderer
+
+    chip = real_chips / "S1Hand" / "Spain_7370579_S1Hand.tif"
+    out = processing.run("sarflood:mapwater", {"INPUT": str(chip), "MODEL": str(models["threshold"]),
+                                               "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    sar = QgsRasterLayer(str(chip), "SAR VV")
+    gray = QgsSingleBandGrayRenderer(sar.dataProvider(), 1)
+    stretch = QgsContrastEnhancement(sar.dataProvider().dataType(1))
+    stretch.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+    stretch.setMinimumValue(-25.0)
+    stretch.setMaximumValue(0.0)
+    gray.setContrastEnhancement(stretch)
+    sar.setRenderer(gray)
+    mask = QgsRasterLayer(out["OUTPUT_MASK"], "water")
+    mask.setRenderer(mask_renderer(mask.dataProvider()))
+
+    settings = QgsMapSettings()
+    settings.setLayers([mask, sar])  # first is on top
+    settings.setDestinationCrs(sar.crs())
+    settings.setExtent(sar.extent())
+    settings.setOutputSize(QSize(sar.width(), sar.height()))
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    image = job.renderedImage()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    png = ARTIFACTS / "render_spain_sar_mask.png"
+    assert image.save(str(png), "PNG")
+
+    values = read_raster(out["OUTPUT_MASK"])
+    assert (image.width(), image.height()) == (values.shape[1], values.shape[0])
+    row, col = _interior(values, 1)
+    water = image.pixelColor(col, row)
+    assert (water.red(), water.green(), water.blue()) == (0, 92, 230), water.name()
+    row, col = _interior(values, 0)
+    dry = image.pixelColor(col, row)
+    vv = read_raster(chip)[0][row, col]
+    grey = round(255 * (vv + 25.0) / 25.0)
+    assert dry.red() == dry.green() == dry.blue(), dry.name()
+    assert abs(dry.red() - min(255, max(0, grey))) <= 2, (dry.name(), vv)
