@@ -56,7 +56,8 @@ def machine() -> dict:
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
-def raw_throughput(model_path: str, device: str, scene: str, n: int, batch: int = 4) -> dict:
+def raw_throughput(model_path: str, device: str, scene: str, n: int, batch: int = 4,
+                   seconds: float = RAW_SECONDS) -> dict:
     """The session alone on one in-memory batch of the engine's tiles."""
     model = OnnxModel(model_path, device)
     card = model.card
@@ -77,11 +78,10 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int, batch: int 
         x = np.concatenate([x] * -(-batch // len(x)))[:batch]
     model.infer(x)  # warm-up: first call allocates
     calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < RAW_SECONDS or calls < 3:
+    while time.perf_counter() - start < seconds or calls < 3:
         model.infer(x)
         calls += 1
-    seconds = time.perf_counter() - start
-    tiles_per_s = calls * len(x) / seconds
+    tiles_per_s = calls * len(x) / (time.perf_counter() - start)
     return {"device": model.device_name, "provider": model.provider,
             "tile": plan.tile, "stride": plan.stride, "overlap": plan.overlap, "batch": len(x),
             "tiles": plan.tiles, "tiling_overhead": round(plan.tiles * plan.tile ** 2 / n ** 2, 4),
@@ -111,7 +111,7 @@ def run_child(args: list[str]) -> dict:
 
 def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
               probability: bool = False, workdir: str | None = None,
-              log: Callable[[str], None] = print) -> dict:
+              raw_seconds: float = RAW_SECONDS, log: Callable[[str], None] = print) -> dict:
     model_path = model or default_model_path()
     report = {"machine": machine(), "model_path": model_path, "device": device,
               "outputs": "mask + float32 probability" if probability else "mask", "runs": []}
@@ -121,7 +121,7 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
             t = time.perf_counter()
             write_scene(scene, n, seed=0)
             log(f"N={n}: scene written in {time.perf_counter() - t:.1f} s; raw model ...")
-            raw = raw_throughput(model_path, device, scene, n)
+            raw = raw_throughput(model_path, device, scene, n, seconds=raw_seconds)
             log(f"N={n}: raw {raw['raster_mpx_s']} Mpx/s (raster); predict ...")
             args = ["predict", scene, "--mask", os.path.join(d, "mask.tif"),
                     "--model", model_path, "--device", device]

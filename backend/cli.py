@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probability", action="store_true",
                    help="also write the float32 probability in the end-to-end run")
     p.add_argument("--workdir", metavar="DIR", help="where the scene and outputs go (temporary)")
+    p.add_argument("--raw-seconds", type=float, default=3.0, metavar="S",
+                   help="how long to time the session alone (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_bench, progress="none")
 
@@ -198,7 +200,7 @@ def _scene(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -
 def _bench(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
     from .bench import format_table, run_bench
     results = run_bench(a.size or [4096], model=a.model, device=a.device,
-                        probability=a.probability, workdir=a.workdir,
+                        probability=a.probability, workdir=a.workdir, raw_seconds=a.raw_seconds,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(results, indent=1) if a.json else format_table(results))
 

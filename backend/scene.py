@@ -10,10 +10,10 @@ land, multiplicative speckle, and a no-data edge like the border of a GRD swath.
   of looks of IW GRD high resolution, per the Sentinel-1 product definition);
 - no data: a strip along the left edge, slanted like a swath border.
 
-Every value is a pure function of (seed, pixel position): smooth fields come from
-low-resolution random grids interpolated at each pixel, and speckle from a random
-generator seeded per block, so the scene is written block by block in bounded
-memory and is the same whatever the block size.
+The scene is deterministic for a seed and is written block by block in bounded
+memory: smooth fields come from low-resolution random grids interpolated at each
+pixel, and speckle from a random generator seeded by the seed and the block's
+position (blocks are always 512 x 512).
 """
 from __future__ import annotations
 

@@ -1,0 +1,187 @@
+"""``python -m backend`` as the plugin and a user run it: real child processes."""
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+from tests.backend.conftest import REPO, listing, random_db, run_cli, sigmoid, write_raster
+
+RESULT_FIELDS = {
+    "outputs", "model", "model_path", "device", "provider", "provider_notes", "threshold",
+    "units_detected", "units_used", "input_pixel_size_m", "model_pixel_size_m", "width",
+    "height", "valid_pixels", "water_pixels", "valid_area_km2", "water_area_km2",
+    "water_fraction", "seconds", "probability_histogram"}
+EVENTS = {"start", "progress", "info", "warning", "result", "error"}
+
+
+def events(stdout: str) -> list[dict]:
+    lines = [json.loads(line) for line in stdout.splitlines()]  # every line is JSON
+    assert all(e["event"] in EVENTS for e in lines)
+    return lines
+
+
+@pytest.fixture
+def src(tmp_path) -> str:
+    return write_raster(tmp_path / "in.tif", random_db((300, 260), nan_frac=0.01))
+
+
+def test_predict_json_protocol(tmp_path, src, models):
+    out = tmp_path / "out"
+    out.mkdir()
+    p = run_cli("predict", src, "--mask", str(out / "m.tif"), "--probability", str(out / "p.tif"),
+                "--model", models["threshold"], "--progress", "json")
+    assert p.returncode == 0, p.stderr
+    ev = events(p.stdout)
+    assert ev[0]["event"] == "start" and ev[-1]["event"] == "result"
+    assert [e["event"] for e in ev].count("result") == 1
+    assert any(e["event"] == "progress" for e in ev)
+    assert any(e["event"] == "info" and "CUDA not used" in e["message"] for e in ev)
+    result = ev[-1]
+    assert RESULT_FIELDS <= set(result)
+    assert result["outputs"]["mask"] == str(out / "m.tif")
+    with rasterio.open(out / "p.tif") as ds:
+        p_out = ds.read(1)
+    bands = rasterio.open(src).read()
+    assert np.nanmax(np.abs(p_out - sigmoid(-(bands[0] + 15.0)))) < 1e-6
+
+
+def test_error_is_one_json_event_and_exit_1(tmp_path, models):
+    p = run_cli("predict", str(tmp_path / "missing.tif"), "--mask", str(tmp_path / "m.tif"),
+                "--model", models["threshold"], "--progress", "json")
+    assert p.returncode == 1
+    ev = events(p.stdout)
+    assert ev[-1] == {"event": "error", "kind": "InputError",
+                      "message": f"{tmp_path}/missing.tif: file not found"}
+    assert listing(tmp_path) == []
+
+
+def test_error_in_bar_mode_is_one_line_on_stderr(tmp_path, src, models):
+    p = run_cli("predict", src, "--mask", src, "--model", models["threshold"])
+    assert p.returncode == 1 and p.stdout == ""
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {src}: the mask output is also an input; choose another path"]
+
+
+def test_default_model_is_the_bundled_one(tmp_path, src):
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--progress", "json")
+    assert p.returncode == 0, p.stdout
+    result = events(p.stdout)[-1]
+    assert result["model"]["name"] == "sarflood-demo-threshold"
+    assert result["model_path"] == str(REPO / "resources" / "models" / "sarflood-demo-threshold.onnx")
+
+
+def test_card_command(models):
+    p = run_cli("card", models["threshold"])
+    assert p.returncode == 0 and "test-threshold 1.0.0" in p.stdout and "band VV: dB" in p.stdout
+    p = run_cli("card", models["threshold"], "--json")
+    assert json.loads(p.stdout)["name"] == "test-threshold"
+
+
+def test_card_command_refuses_an_invalid_model(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x01garbage")
+    p = run_cli("card", str(bad))
+    assert p.returncode == 1 and p.stderr.strip().startswith(f"error: {bad}: not a loadable")
+
+
+def test_otsu_command(tmp_path, src):
+    p = run_cli("otsu", src, "--mask", str(tmp_path / "o.tif"), "--progress", "json")
+    assert p.returncode == 0, p.stdout
+    r = events(p.stdout)[-1]
+    assert -40 < r["threshold_db"] < 10 and r["valid_pixels"] > 0
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        m = ds.read(1)
+    vv = rasterio.open(src).read(1)
+    assert np.array_equal(m == 255, np.isnan(vv))
+    assert np.array_equal(m == 1, vv <= r["threshold_db"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_finalize_thresholds_and_keeps_provenance(tmp_path, src, models, dtype):
+    prob = tmp_path / "p.tif"
+    assert run_cli("predict", src, "--probability", str(prob), "--model", models["threshold"],
+                   "--probability-dtype", dtype).returncode == 0
+    p = run_cli("finalize", str(prob), "--threshold", "0.7", "--mask", str(tmp_path / "f.tif"),
+                "--tag", "REVIEWER=ana", "--progress", "json")
+    assert p.returncode == 0, p.stdout
+    r = events(p.stdout)[-1]
+    with rasterio.open(prob) as ds:
+        q = ds.read(1)
+    probability = q / 250.0 if dtype == "uint8" else q
+    nodata = (q == 255) if dtype == "uint8" else np.isnan(q)
+    with rasterio.open(tmp_path / "f.tif") as ds:
+        mask, tags = ds.read(1), ds.tags()
+    assert np.array_equal(mask, np.where(nodata, 255, probability > 0.7))
+    assert tags["SARFLOOD_MODEL"] == "test-threshold" and tags["SARFLOOD_THRESHOLD"] == "0.7"
+    assert tags["REVIEWER"] == "ana" and tags["SARFLOOD_INPUTS"] == src
+    assert r["water_pixels"] == int((mask == 1).sum())
+
+
+def test_devices_command():
+    p = run_cli("devices")
+    report = json.loads(p.stdout)
+    assert "CPUExecutionProvider" in report["available_providers"]
+    assert report["cuda_usable"] is False and "CUDAExecutionProvider" in report["reason"]
+
+
+def test_version():
+    assert run_cli("--version").stdout.startswith("sarflood backend ")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run_leaves_no_partial_output(tmp_path, models, sig):
+    src = write_raster(tmp_path / "in.tif", random_db((1024, 1024)))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "m.tif").write_text("the user's old mask")
+    # tiny tiles under TTA: thousands of model calls, seconds of work
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", "predict", src, "--mask", str(out / "m.tif"),
+         "--probability", str(out / "p.tif"), "--model", models["threshold"], "--tta",
+         "--tile-size", "16", "--batch-size", "1", "--overwrite", "--progress", "json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == "progress":
+            break
+    assert 0 < seen[-1]["fraction"] < 0.5, "the run must be cancelled mid-way"
+    assert any(name.endswith("sarflood-tmp") for name in listing(out)), "it is writing"
+    proc.send_signal(sig)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    last = events(rest)[-1]
+    assert last["event"] == "error" and last["kind"] == "Cancelled"
+    assert listing(out) == ["m.tif"]
+    assert (out / "m.tif").read_text() == "the user's old mask"
+
+
+def test_bench_json(tmp_path):
+    p = run_cli("bench", "--size", "512", "--raw-seconds", "0.3", "--json",
+                "--workdir", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    (run,) = report["runs"]
+    assert run["size"] == 512 and run["raw"]["tile_mpx_s"] > 0
+    assert run["predict"]["mpx_s"] > 0 and run["otsu"]["mpx_s"] > 0
+    assert 50 < run["predict"]["peak_rss_mb"] < 2000
+    assert run["ratio_e2e_to_raw"] == pytest.approx(run["predict"]["mpx_s"] / run["raw"]["raster_mpx_s"], rel=0.01)
+    assert listing(tmp_path) == []   # the scene and outputs were temporary
+    table = run_cli("bench", "--size", "256", "--raw-seconds", "0.2").stdout
+    assert "| 256 |" in table and "raw model" in table
+
+
+def test_demo_runs_twice(tmp_path):
+    out = tmp_path / "demo"
+    for _ in range(2):  # the second run replaces the demo's own outputs
+        p = run_cli("demo", "--out", str(out), "--size", "512")
+        assert p.returncode == 0, p.stderr
+    assert "IoU" in p.stdout and "Otsu" in p.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["iou"] > 0.8
+    assert listing(out) == ["model_mask.tif", "model_probability.tif", "otsu_mask.tif",
+                            "scene.tif", "summary.json", "truth.tif"]

@@ -1,0 +1,231 @@
+"""The streaming engine checked against numbers computed in numpy."""
+import threading
+
+import numpy as np
+import pytest
+import rasterio
+
+from backend.engine import PredictOptions, predict
+from backend.errors import Cancelled
+from backend.progress import Reporter
+from backend.raster_io import metres_per_degree
+from tests.backend.conftest import (listing, random_db, reference_smoothed, sigmoid,
+                                    write_raster)
+
+
+def read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def test_threshold_model_gives_exact_probability_and_mask(tmp_path, models):
+    bands = random_db((300, 420), nan_frac=0.01)
+    src = write_raster(tmp_path / "in.tif", bands)
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
+                               probability=str(tmp_path / "p.tif"), model=models["threshold"]))
+    p, m = read(tmp_path / "p.tif"), read(tmp_path / "m.tif")
+    nodata = np.isnan(bands).any(axis=0)
+    expected = sigmoid(-(bands[0].astype(np.float64) + 15))
+    assert np.array_equal(np.isnan(p), nodata)
+    assert np.nanmax(np.abs(p - expected)) < 1e-6
+    assert np.array_equal(m, np.where(nodata, 255, expected > 0.5))
+    assert r["valid_pixels"] == int((~nodata).sum())
+    assert r["water_pixels"] == int((m == 1).sum())
+    assert r["valid_area_km2"] == pytest.approx(r["valid_pixels"] * 100 / 1e6)  # 10 m pixels
+
+
+def test_outputs_lie_on_the_input_grid_tiled_compressed_with_overviews(tmp_path, models):
+    src = write_raster(tmp_path / "in.tif", random_db((700, 600)))
+    predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), probability=str(tmp_path / "p.tif"),
+                           model=models["threshold"]))
+    with rasterio.open(src) as i, rasterio.open(tmp_path / "m.tif") as m, \
+            rasterio.open(tmp_path / "p.tif") as p:
+        for o in (m, p):
+            assert (o.crs, o.transform, o.shape) == (i.crs, i.transform, i.shape)
+            assert o.profile["tiled"] and o.block_shapes[0] == (256, 256)  # the card's tile_size
+            assert o.profile["compress"] == "deflate"
+            assert o.overviews(1) == [2, 4]
+            assert o.tags()["SARFLOOD_MODEL"] == "test-threshold"
+            assert set(o.tags()) >= {"SARFLOOD_MODEL_VERSION", "SARFLOOD_INPUTS",
+                                     "SARFLOOD_THRESHOLD", "SARFLOOD_CREATED"}
+        assert (m.dtypes[0], m.nodata) == ("uint8", 255)
+        assert p.dtypes[0] == "float32" and np.isnan(p.nodata)
+    assert listing(tmp_path) == ["in.tif", "m.tif", "p.tif"]  # no temporary file left
+
+
+def test_one_tile_or_many_give_identical_output(tmp_path, models):
+    """Tile seams must not change anything: 1 tile vs 11 x 10 tiles, bit for bit."""
+    bands = random_db((700, 650), seed=3)
+    bands[:, 100:130, 200:260] = np.nan
+    src = write_raster(tmp_path / "in.tif", bands)
+    runs = {}
+    for name, tile, overlap, batch in [("one", 1024, None, 4), ("many", 64, 20, 3),
+                                       ("many_b1", 48, 4, 1)]:
+        r = predict(PredictOptions([src], mask=str(tmp_path / f"m_{name}.tif"),
+                                   probability=str(tmp_path / f"p_{name}.tif"),
+                                   model=models["smoothed"], tile_size=tile, overlap=overlap,
+                                   batch_size=batch))
+        runs[name] = (read(tmp_path / f"p_{name}.tif"), read(tmp_path / f"m_{name}.tif"),
+                      r["tiles"]["count"])
+    p1, m1, n1 = runs["one"]
+    assert n1 == 1
+    for name in ("many", "many_b1"):
+        p, m, n = runs[name]
+        assert n > 100
+        assert np.array_equal(m, m1)
+        assert np.array_equal(np.isnan(p), np.isnan(p1))
+        assert np.nanmax(np.abs(p - p1)) <= 1e-6
+
+
+def test_many_tiles_match_a_whole_raster_numpy_reference(tmp_path, models):
+    bands = random_db((1100, 900), seed=5, nan_frac=0.002)
+    src = write_raster(tmp_path / "in.tif", bands)
+    r = predict(PredictOptions([src], probability=str(tmp_path / "p.tif"), mask=None,
+                               model=models["smoothed"], tile_size=128))
+    assert r["tiles"]["count"] == 9 * 8
+    p = read(tmp_path / "p.tif")
+    ref = reference_smoothed(bands)
+    assert np.array_equal(np.isnan(p), np.isnan(ref))
+    assert np.nanmax(np.abs(p - ref)) < 1e-6
+
+
+def test_extent_gives_the_same_pixels_as_the_full_run(tmp_path, models):
+    bands = random_db((400, 500), seed=7)
+    src = write_raster(tmp_path / "in.tif", bands)
+    predict(PredictOptions([src], probability=str(tmp_path / "full.tif"), mask=None,
+                           model=models["smoothed"], tile_size=64))
+    # columns 100..350, rows 50..300 of a grid with origin (500000, 5000000), 10 m
+    extent = (501000.0, 4997000.0, 503500.0, 4999500.0)
+    r = predict(PredictOptions([src], probability=str(tmp_path / "part.tif"), mask=None,
+                               model=models["smoothed"], tile_size=64, extent=extent))
+    assert r["window"] == {"col_off": 100, "row_off": 50, "width": 250, "height": 250}
+    with rasterio.open(tmp_path / "part.tif") as part:
+        assert part.transform.c == 501000.0 and part.transform.f == 4999500.0
+        values = part.read(1)
+    assert np.array_equal(values, read(tmp_path / "full.tif")[50:300, 100:350])
+    # the same extent given in lon/lat
+    from rasterio.warp import transform_bounds
+    ll = transform_bounds("EPSG:32633", "EPSG:4326", *extent)
+    shrink = 1e-5  # inside the reprojected box, so snapping outward lands on the same pixels
+    r = predict(PredictOptions([src], probability=str(tmp_path / "ll.tif"), mask=None,
+                               model=models["smoothed"], tile_size=64,
+                               extent=(ll[0] + shrink, ll[1] + shrink, ll[2] - shrink, ll[3] - shrink),
+                               extent_crs="EPSG:4326"))
+    assert abs(r["window"]["col_off"] - 100) <= 2 and abs(r["window"]["width"] - 250) <= 4
+
+
+def test_coarser_input_is_resampled_and_written_back_on_its_grid(tmp_path, models):
+    """20 m input, 10 m model: the output lies on the 20 m grid and matches the pixel model."""
+    yy, xx = np.mgrid[0:200, 0:300].astype(np.float32)
+    vv = -15 + 6 * np.sin(xx / 25) * np.cos(yy / 30)       # smooth, so resampling is gentle
+    bands = np.stack([vv, vv - 7]).astype(np.float32)
+    src = write_raster(tmp_path / "in.tif", bands, pixel=20.0)
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
+                               probability=str(tmp_path / "p.tif"), model=models["threshold"]))
+    assert r["resampled"] and r["processing_pixel_size_m"] == [10.0, 10.0]
+    assert r["input_pixel_size_m"] == [20.0, 20.0]
+    with rasterio.open(src) as i, rasterio.open(tmp_path / "p.tif") as o:
+        assert (o.crs, o.transform, o.shape) == (i.crs, i.transform, i.shape)
+        p = o.read(1)
+    expected = sigmoid(-(vv.astype(np.float64) + 15))
+    assert not np.isnan(p).any()
+    assert np.abs(p - expected).max() < 0.03
+    assert listing(tmp_path) == ["in.tif", "m.tif", "p.tif"]  # the model-grid file is gone
+
+
+def test_geographic_grid_area_follows_latitude(tmp_path, models):
+    """EPSG:4326 at 60 N: areas by cos(latitude) agree with the sphere of equal area to 1%."""
+    deg = 1 / 3600
+    bands = np.full((2, 360, 360), -25.0, np.float32)   # all water
+    src = write_raster(tmp_path / "in.tif", bands, crs="EPSG:4326", pixel=deg,
+                       origin=(10.0, 60.1))
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"],
+                               threshold=0.5))
+    lat1, lat2 = np.radians(60.0), np.radians(60.1)
+    sphere = 6371007.2 ** 2 * np.radians(0.1) * (np.sin(lat2) - np.sin(lat1)) / 1e6
+    assert r["water_area_km2"] == pytest.approx(sphere, rel=0.01)
+    assert r["input_pixel_size_m"][0] == pytest.approx(deg * metres_per_degree(60.05)[0], rel=1e-3)
+    # 1 arc-second at 60 N is about 15.5 x 30.9 m: resampled to the card's 10 m
+    assert r["resampled"]
+
+
+def test_tta_averages_the_eight_transforms_and_writes_their_spread(tmp_path, models):
+    bands = random_db((80, 96), seed=11)
+    src = write_raster(tmp_path / "in.tif", bands)
+    r = predict(PredictOptions([src], probability=str(tmp_path / "p.tif"), mask=None,
+                               uncertainty=str(tmp_path / "u.tif"), model=models["shifted"],
+                               tta=True, tile_size=32))
+    assert r["tta"]
+    vv = np.pad(bands[0].astype(np.float64), 1, mode="symmetric")
+    h, w = bands.shape[1:]
+    diagonals = [sigmoid(-(vv[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] + 15))
+                 for dy in (-1, 1) for dx in (-1, 1)]
+    eight = np.stack(diagonals * 2)
+    assert np.abs(read(tmp_path / "p.tif") - eight.mean(axis=0)).max() < 1e-6
+    assert np.abs(read(tmp_path / "u.tif") - eight.std(axis=0)).max() < 1e-6
+
+
+def test_uint8_probability_and_histogram_agree_with_the_mask(tmp_path, models):
+    bands = random_db((256, 256), seed=2, nan_frac=0.05)
+    src = write_raster(tmp_path / "in.tif", bands)
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
+                               probability=str(tmp_path / "p.tif"), model=models["threshold"],
+                               probability_dtype="uint8"))
+    q = read(tmp_path / "p.tif")
+    expected = sigmoid(-(bands[0].astype(np.float64) + 15))
+    nodata = np.isnan(bands).any(axis=0)
+    assert np.array_equal(q == 255, nodata)
+    assert np.abs(q[~nodata] / 250 - expected[~nodata]).max() <= 0.5 / 250 + 1e-6
+    hist = r["probability_histogram"]
+    assert len(hist["edges"]) == 101 and len(hist["area_km2"]) == 100
+    assert sum(hist["area_km2"]) == pytest.approx(r["valid_area_km2"], rel=1e-6)
+    above = sum(a for e, a in zip(hist["edges"], hist["area_km2"]) if e >= 0.5)
+    assert above == pytest.approx(r["water_area_km2"], rel=1e-3)
+
+
+def test_linear_and_amplitude_inputs_give_the_dB_result(tmp_path, models):
+    bands = random_db((128, 160), seed=4)
+    db = predict(PredictOptions([write_raster(tmp_path / "db.tif", bands)],
+                                probability=str(tmp_path / "p_db.tif"), mask=None,
+                                model=models["threshold"]))
+    assert db["units_detected"] == "dB"
+    power = (10 ** (bands / 10)).astype(np.float32)
+    for units, data in [("linear", power), ("amplitude", np.sqrt(power))]:
+        # neutral file names: a name like 'linear.tif' would count as metadata
+        r = predict(PredictOptions([write_raster(tmp_path / f"in_{len(units)}.tif", data)],
+                                   probability=str(tmp_path / f"p_{units}.tif"), mask=None,
+                                   model=models["threshold"]))
+        assert (r["units_detected"], r["units_source"], r["units_used"]) == (units, "values", "dB")
+        assert np.abs(read(tmp_path / f"p_{units}.tif") - read(tmp_path / "p_db.tif")).max() < 1e-4
+
+
+def test_raster_smaller_than_one_tile(tmp_path, models):
+    bands = random_db((5, 7), seed=9)
+    src = write_raster(tmp_path / "in.tif", bands)
+    r = predict(PredictOptions([src], probability=str(tmp_path / "p.tif"), mask=None,
+                               model=models["smoothed"]))
+    assert (r["width"], r["height"], r["tiles"]["count"]) == (7, 5, 1)
+    assert np.nanmax(np.abs(read(tmp_path / "p.tif") - reference_smoothed(bands))) < 1e-6
+
+
+def test_single_band_model_takes_vv_from_a_two_band_raster(tmp_path, models):
+    bands = random_db((64, 64))
+    src = write_raster(tmp_path / "in.tif", bands)
+    predict(PredictOptions([src], probability=str(tmp_path / "p.tif"), mask=None,
+                           model=models["vv_only"]))
+    assert np.abs(read(tmp_path / "p.tif") - sigmoid(-(bands[0] + 15.0))).max() < 1e-6
+
+
+def test_cancel_event_stops_and_leaves_nothing(tmp_path, models):
+    src = write_raster(tmp_path / "in.tif", random_db((512, 512)))
+    cancel = threading.Event()
+
+    class CancelAtFirstProgress(Reporter):
+        def progress(self, fraction, stage=""):
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
+                               probability=str(tmp_path / "p.tif"), model=models["threshold"],
+                               tile_size=64, batch_size=1), CancelAtFirstProgress(), cancel)
+    assert listing(tmp_path) == ["in.tif"]

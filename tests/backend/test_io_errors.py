@@ -1,0 +1,214 @@
+"""Bad input: one clear line naming the file and the problem, and no output file."""
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import rasterio
+
+from backend.card import CARD_KEY
+from backend.engine import PredictOptions, predict
+from backend.errors import (BackendError, CardError, InputError, ModelError, OutputError,
+                            UsageError)
+from backend.progress import Reporter
+from tests.backend.conftest import listing, random_db, write_raster
+from training.toy_models import raw_db_card, threshold_model
+
+
+class Collect(Reporter):
+    def __init__(self):
+        self.warnings, self.infos = [], []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+    def info(self, message):
+        self.infos.append(message)
+
+
+@pytest.fixture
+def out(tmp_path) -> Path:
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def good(tmp_path) -> str:
+    return write_raster(tmp_path / "good.tif", random_db((64, 80)))
+
+
+def refused(out: Path, error: type, match: str, inputs, model=None, **kw):
+    opts = PredictOptions(inputs=[str(i) for i in inputs], mask=str(out / "m.tif"),
+                          probability=str(out / "p.tif"), model=model, **kw)
+    with pytest.raises(error) as err:
+        predict(opts)
+    message = str(err.value)
+    assert "\n" not in message
+    assert match in message, message
+    assert listing(out) == [], "an error must leave no output"
+    return message
+
+
+def test_missing_file(out, models, tmp_path):
+    refused(out, InputError, f"{tmp_path}/nope.tif: file not found", [tmp_path / "nope.tif"],
+            models["threshold"])
+
+
+def test_folder_given_as_input(out, models, tmp_path):
+    refused(out, InputError, "is a folder, not a raster file", [tmp_path], models["threshold"])
+
+
+def test_file_that_is_not_a_raster(out, models, tmp_path):
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster\n")
+    refused(out, InputError, f"{text}: not a raster GDAL can read", [text], models["threshold"])
+
+
+def test_wrong_band_count(out, models, real_chips):
+    s2 = real_chips / "S2Hand" / "Spain_7370579_S2Hand.tif"
+    refused(out, InputError, f"{s2}: has 13 bands; expected 2 bands (VV, VH)", [s2],
+            models["threshold"])
+
+
+def test_single_band_raster_for_a_two_band_model(out, models, tmp_path):
+    vv = write_raster(tmp_path / "only.tif", random_db((32, 32))[:1], descriptions=("VV",))
+    refused(out, InputError, "has 1 band (VV); the model needs VV, VH", [vv], models["threshold"])
+
+
+def test_vv_and_vh_on_different_grids(out, models, tmp_path):
+    b = random_db((50, 60))
+    vv = write_raster(tmp_path / "s1_vv.tif", b[:1], descriptions=None)
+    for name, kw, what in [("size", dict(bands=b[1:, :40]), "60x50 vs 60x40 pixels"),
+                           ("crs", dict(bands=b[1:], crs="EPSG:32632"), "CRS EPSG:32633 vs EPSG:32632"),
+                           ("shift", dict(bands=b[1:], origin=(500010.0, 5000000.0)),
+                            "the geotransforms differ")]:
+        vh = write_raster(tmp_path / f"s1_vh_{name}.tif", descriptions=None, **kw)
+        msg = refused(out, InputError, "are on different grids", [vv, vh], models["threshold"])
+        assert vv in msg and vh in msg and what in msg
+
+
+def test_two_inputs_must_each_hold_one_band(out, models, good, tmp_path):
+    other = shutil.copy(good, tmp_path / "other.tif")
+    refused(out, InputError, "has 2 bands; with two inputs each must hold one band",
+            [good, other], models["threshold"])
+
+
+def test_raster_without_georeferencing(out, models, tmp_path):
+    plain = write_raster(tmp_path / "plain.tif", random_db((16, 16)), crs=None)
+    refused(out, InputError, f"{plain}: has no georeferencing", [plain], models["threshold"])
+
+
+def test_all_nan_chip_writes_all_nodata_with_a_warning(out, models, real_chips):
+    chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
+    rep = Collect()
+    r = predict(PredictOptions([str(chip)], mask=str(out / "m.tif"), probability=str(out / "p.tif"),
+                               model=models["threshold"]), rep)
+    assert r["valid_pixels"] == 0 and r["water_area_km2"] == 0 and r["water_fraction"] == 0
+    assert any("no valid pixel" in w and str(chip) in w for w in rep.warnings)
+    with rasterio.open(out / "m.tif") as m, rasterio.open(out / "p.tif") as p:
+        assert (m.read(1) == 255).all() and np.isnan(p.read(1)).all()
+
+
+def test_corrupt_onnx(out, good, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    data = threshold_model().SerializeToString()
+    bad.write_bytes(data[: len(data) // 2])
+    refused(out, ModelError, f"{bad}: not a loadable ONNX model", [good], str(bad))
+
+
+def test_missing_model_file(out, good, tmp_path):
+    refused(out, ModelError, f"{tmp_path}/none.onnx: model file not found", [good],
+            str(tmp_path / "none.onnx"))
+
+
+def test_model_without_card(out, good, tmp_path):
+    model = threshold_model()
+    del model.metadata_props[:]
+    path = tmp_path / "nocard.onnx"
+    onnx.save(model, path)
+    refused(out, CardError, f"{path}: no model card", [good], str(path))
+
+
+def test_card_that_does_not_match_the_graph(out, good, tmp_path):
+    model = threshold_model()
+    onnx.helper.set_model_props(model, {CARD_KEY: raw_db_card("x", margin=0, bands=("VV",)).to_json()})
+    path = tmp_path / "mismatch.onnx"
+    onnx.save(model, path)
+    refused(out, CardError, "has 2 channels but the card lists 1 bands", [good], str(path))
+
+
+def test_inputs_that_are_both_vv(out, models, tmp_path):
+    b = random_db((20, 20))
+    a = write_raster(tmp_path / "a_vv.tif", b[:1], descriptions=None)
+    c = write_raster(tmp_path / "c_vv.tif", b[1:], descriptions=None)
+    refused(out, InputError, "are both VV; expected one VV and one VH", [a, c], models["threshold"])
+
+
+def test_output_folder_not_writable(models, good, tmp_path):
+    if os.geteuid() == 0:  # root writes through permission bits; sysfs refuses even root
+        folder = Path("/sys/fs")
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+    with pytest.raises(OutputError, match=f"{folder}/m.tif: cannot write in the folder {folder}"):
+        predict(PredictOptions([good], mask=str(folder / "m.tif"), model=models["threshold"]))
+    assert not (folder / "m.tif").exists()
+
+
+def test_output_folder_missing(out, models, good):
+    refused(out, OutputError, "does not exist", [good], models["threshold"],
+            uncertainty=str(out / "no" / "u.tif"))
+
+
+def test_output_equal_to_input(models, good, tmp_path):
+    before = Path(good).read_bytes()
+    with pytest.raises(OutputError, match=f"{good}: the mask output is also an input"):
+        predict(PredictOptions([good], mask=good, model=models["threshold"]))
+    assert Path(good).read_bytes() == before
+
+
+def test_existing_output_needs_overwrite(out, models, good):
+    (out / "m.tif").write_text("keep me")
+    with pytest.raises(OutputError, match="m.tif: exists; use --overwrite to replace it"):
+        predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert (out / "m.tif").read_text() == "keep me"
+    predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"],
+                           overwrite=True))
+    with rasterio.open(out / "m.tif") as m:
+        assert m.shape == (64, 80)
+
+
+def test_cuda_asked_where_there_is_none(out, models, good):
+    refused(out, ModelError, "device 'cuda' was asked for, but this onnxruntime build has no "
+            "CUDAExecutionProvider", [good], models["threshold"], device="cuda")
+
+
+def test_auto_falls_back_to_cpu_and_says_why(out, models, good):
+    r = predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert r["device"] == "cpu" and r["provider"] == "CPUExecutionProvider"
+    assert any("CUDA not used" in n for n in r["provider_notes"])
+
+
+def test_extent_outside_the_raster(out, models, good):
+    refused(out, InputError, f"{good}: the extent", [good], models["threshold"],
+            extent=(0.0, 0.0, 10.0, 10.0))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(threshold=1.5), "threshold 1.5: must lie strictly between 0 and 1"),
+    (dict(tile_size=100), "tile size 100 must be a positive multiple of 16"),
+    (dict(overlap=0, model="smoothed"), "overlap 0 is below twice the model's margin"),
+    (dict(batch_size=0), "batch size 0: must be at least 1"),
+])
+def test_bad_options(out, models, good, kw, match):
+    kw = {**kw, "model": models[kw.get("model", "threshold")]}
+    refused(out, UsageError, match, [good], **kw)
+
+
+def test_every_error_is_a_backend_error():
+    for e in (InputError, OutputError, UsageError, CardError, ModelError):
+        assert issubclass(e, BackendError)

@@ -1,0 +1,65 @@
+"""Tile plans and the exact blend."""
+import numpy as np
+import pytest
+
+from backend.errors import UsageError
+from backend.tiling import TilePlan, blend_cell, plan_tiles
+
+
+def test_default_plan_uses_the_card_tile_as_stride():
+    p = plan_tiles(4096, 4096, margin=8, stride=None, overlap=None, card_tile=512)
+    assert (p.stride, p.overlap, p.tile, p.blend, p.rows, p.cols) == (512, 24, 536, 8, 8, 8)
+
+
+def test_size_multiple_grows_the_overlap():
+    p = plan_tiles(100, 100, margin=32, stride=None, overlap=None, card_tile=512, size_multiple=32)
+    assert p.tile % 32 == 0 and p.overlap >= 2 * 32 + 16
+
+
+def test_fixed_tile_fixes_the_stride():
+    p = plan_tiles(1000, 1000, margin=4, stride=None, overlap=None, card_tile=96, fixed_tile=96)
+    assert p.tile == 96 and p.stride % 16 == 0 and p.overlap >= 16
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(stride=100), "multiple of 16"),
+    (dict(overlap=7), "below twice the model's margin"),
+    (dict(fixed_tile=96, stride=64, overlap=40), "only takes 96 x 96 tiles"),
+])
+def test_bad_plans(kw, match):
+    args = dict(height=10, width=10, margin=4, stride=None, overlap=None, card_tile=64)
+    with pytest.raises(UsageError, match=match):
+        plan_tiles(**{**args, **kw})
+
+
+def test_ramp_is_integer_and_complementary():
+    plan = TilePlan(100, 100, stride=64, overlap=24, margin=4)
+    w = plan.ramp()
+    assert len(w) == plan.blend == 16
+    assert (w == np.round(w)).all() and w.min() >= 1 and (np.diff(w) >= 0).all()
+    assert np.abs(w + w[::-1] - 1024).max() <= 1   # sin^2 + cos^2
+
+
+def test_blend_of_agreeing_tiles_is_exact():
+    """Where neighbours agree, the blended cell is their value bit for bit."""
+    plan = TilePlan(200, 200, stride=48, overlap=20, margin=3)
+    s, m, b, t = plan.stride, plan.margin, plan.blend, plan.tile
+    rng = np.random.default_rng(0)
+    world = rng.random((1, 3 * s + t, 3 * s + t)).astype(np.float32)
+
+    def tile(r, c):
+        return world[:, r * s:r * s + t, c * s:c * s + t]
+    cur = tile(1, 1)
+    cell = blend_cell(cur, tile(0, 1)[:, s + m:s + m + b, :], tile(0, 0)[:, s + m:s + m + b, :],
+                      tile(1, 0)[:, :, s + m:s + m + b], plan, plan.ramp())
+    assert np.array_equal(cell, cur[:, m:m + s, m:m + s])
+
+
+def test_blend_mixes_disagreeing_tiles_smoothly():
+    plan = TilePlan(200, 200, stride=48, overlap=20, margin=3)
+    s, m, b, t = plan.stride, plan.margin, plan.blend, plan.tile
+    cur = np.ones((1, t, t), np.float32)
+    left = np.zeros((1, t, b), np.float32)
+    cell = blend_cell(cur, None, None, left, plan, plan.ramp())
+    row = cell[0, 10, :b + 2]
+    assert 0 < row[0] < 0.01 and (np.diff(row[:b]) > 0).all() and row[b] == 1.0

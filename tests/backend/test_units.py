@@ -1,0 +1,78 @@
+"""Units: metadata words, values, conversion."""
+import numpy as np
+import pytest
+
+from backend.scene import Scene
+from backend.units import (contradiction, convert, detect_units, units_from_text,
+                           units_from_values)
+
+
+@pytest.mark.parametrize("text, units", [
+    ("Sigma0_VV_db", "dB"), ("VV decibels", "dB"), ("Sigma0_VV", "linear"),
+    ("Intensity_VH", "linear"), ("Gamma0_VV power", "linear"), ("Amplitude_VV", "amplitude"),
+    ("s1_vh_amp.tif", "amplitude"), ("VV", None), ("example_vv.tif", None), ("dbz", None),
+])
+def test_units_from_metadata_words(text, units):
+    assert units_from_text(text) == units
+
+
+def test_override_beats_metadata():
+    assert detect_units("Sigma0_VV_db", "linear").units == "linear"
+    assert detect_units("Sigma0_VV_db", None).source == "metadata"
+    assert detect_units("VV", None) is None
+
+
+def _scene_db(water: float, seed: int = 0) -> dict:
+    """VV/VH dB samples of a generated scene: land, with a share of water pixels."""
+    bands, truth = Scene(512, 512, seed).block(0, 0, 512, 512)
+    rng = np.random.default_rng(seed)
+    land = bands[:, ~truth & ~np.isnan(bands[0])]
+    wet = bands[:, truth]
+    n = 20000
+    k = int(water * n)
+    pick = np.concatenate([land[:, rng.integers(0, land.shape[1], n - k)],
+                           wet[:, rng.integers(0, wet.shape[1], k)]], axis=1)
+    return {"VV": pick[0], "VH": pick[1]}
+
+
+@pytest.mark.parametrize("water", [0.0, 0.3, 0.7])
+@pytest.mark.parametrize("units", ["dB", "linear", "amplitude"])
+def test_units_from_values(units, water):
+    samples = {k: convert(v.copy(), "dB", units) for k, v in _scene_db(water).items()}
+    assert units_from_values(samples).units == units
+
+
+@pytest.mark.parametrize("units", ["linear", "amplitude"])
+def test_units_from_values_vv_only(units):
+    vv = convert(_scene_db(0.3)["VV"].copy(), "dB", units)
+    assert units_from_values({"VV": vv}).units == units
+
+
+def test_no_valid_value_says_so():
+    found = units_from_values({"VV": np.full(10, np.nan), "VH": np.full(10, np.nan)})
+    assert found.units is None and "no valid pixel" in found.evidence
+
+
+@pytest.mark.parametrize("a, b", [("dB", "linear"), ("dB", "amplitude"), ("linear", "amplitude")])
+def test_conversion_round_trip(a, b):
+    db = np.linspace(-40, 10, 101, dtype=np.float32)
+    x = convert(db.copy(), "dB", a)
+    back = convert(convert(x.copy(), a, b), b, a)
+    assert np.allclose(back, x, rtol=1e-5)
+
+
+def test_conversion_values():
+    assert convert(np.array([0.01], np.float32), "linear", "dB")[0] == pytest.approx(-20.0)
+    assert convert(np.array([0.1], np.float32), "amplitude", "dB")[0] == pytest.approx(-20.0)
+    assert convert(np.array([-10.0], np.float32), "dB", "linear")[0] == pytest.approx(0.1)
+    assert convert(np.array([-10.0], np.float32), "dB", "amplitude")[0] == pytest.approx(0.1 ** 0.5)
+
+
+def test_zero_or_negative_power_becomes_no_data():
+    out = convert(np.array([0.0, -1.0, 1.0], np.float32), "linear", "dB")
+    assert np.isnan(out[:2]).all() and out[2] == 0.0
+
+
+def test_negative_values_contradict_linear_units():
+    assert "negative" in contradiction("linear", np.array([-12.0, -15.0, -9.0]))
+    assert contradiction("dB", np.array([-12.0, -15.0])) is None
