@@ -63,3 +63,28 @@ def test_blend_mixes_disagreeing_tiles_smoothly():
     cell = blend_cell(cur, None, None, left, plan, plan.ramp())
     row = cell[0, 10, :b + 2]
     assert 0 < row[0] < 0.01 and (np.diff(row[:b]) > 0).all() and row[b] == 1.0
+
+
+def test_blend_equals_brute_force_weighted_mean_of_four_tiles():
+    """Four disagreeing tiles around a corner: the cell is sum(w p) / sum(w), with each
+    tile's weight the product of a 1-D weight that is 0 in the margin and ramps up."""
+    plan = TilePlan(500, 500, stride=40, overlap=22, margin=3)
+    s, m, b, t = plan.stride, plan.margin, plan.blend, plan.tile
+    ramp = plan.ramp()
+
+    def w1(i):  # 1-D weight at tile-local index i, from the distance to the nearer edge
+        d = min(i, t - 1 - i)
+        return 0.0 if d < m else (ramp[d - m] if d - m < b else 1024.0)
+    w = np.array([[w1(i) * w1(j) for j in range(t)] for i in range(t)])
+    rng = np.random.default_rng(1)
+    tiles = {(r, c): rng.random((1, t, t)).astype(np.float32) for r in (0, 1) for c in (0, 1)}
+    num = np.zeros((2 * s + t, 2 * s + t))
+    den = np.zeros_like(num)
+    for (r, c), p in tiles.items():
+        num[r * s:r * s + t, c * s:c * s + t] += w * p[0]
+        den[r * s:r * s + t, c * s:c * s + t] += w
+    expected = num[s + m:2 * s + m, s + m:2 * s + m] / den[s + m:2 * s + m, s + m:2 * s + m]
+    cell = blend_cell(tiles[1, 1], tiles[0, 1][:, s + m:s + m + b, :],
+                      tiles[0, 0][:, s + m:s + m + b, :], tiles[1, 0][:, :, s + m:s + m + b],
+                      plan, ramp)
+    assert np.abs(cell[0] - expected).max() < 1e-6
