@@ -38,12 +38,13 @@ $(STAMP): requirements.txt constraints.txt | system
 # The installable plugin zip: the folder QGIS expects (sarflood/), tracked files only:
 # no tests, no training, no venv. Python's zipfile, so no zip program is needed.
 PACKAGE_PATHS := __init__.py metadata.txt README.md LICENSE requirements.txt plugin backend resources
+PACKAGE_ZIP ?= dist/sarflood.zip
 package:
-	@mkdir -p dist && rm -f dist/sarflood.zip
+	@mkdir -p $(dir $(PACKAGE_ZIP)) && rm -f $(PACKAGE_ZIP)
 	git ls-files -- $(PACKAGE_PATHS) | grep -v -e '__pycache__' -e '\.pyc$$' | /usr/bin/python3 -c \
-		'import sys, zipfile; z = zipfile.ZipFile("dist/sarflood.zip", "w", zipfile.ZIP_DEFLATED); \
-		[z.write(p, "sarflood/" + p) for p in sys.stdin.read().split()]; z.close()'
-	@echo "dist/sarflood.zip: install it with Plugins > Manage and Install Plugins > Install from ZIP"
+		'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED); \
+		[z.write(p, "sarflood/" + p) for p in sys.stdin.read().split()]; z.close()' $(PACKAGE_ZIP)
+	@echo "$(PACKAGE_ZIP): install it with Plugins > Manage and Install Plugins > Install from ZIP"
 
 clean:
 	rm -rf demo_output build dist .pytest_cache

@@ -116,6 +116,8 @@ class BackendProcess:
         outcome.returncode = self._proc.wait()
         for reader in readers:
             reader.join(timeout=5)
+        for stream in (self._proc.stdout, self._proc.stderr):
+            stream.close()
         outcome.seconds = time.monotonic() - start
         self._conclude(outcome)
         return outcome

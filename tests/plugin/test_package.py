@@ -1,0 +1,49 @@
+"""``make package``: an installable zip without tests, training or venv, that QGIS loads."""
+import configparser
+import os
+import subprocess
+import zipfile
+
+from .conftest import REPO
+
+REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
+                     "repository", "tracker", "homepage", "icon", "category", "hasProcessingProvider",
+                     "license", "tags", "experimental")
+
+
+def test_package_zip_installs_and_loads(tmp_path):
+    archive = tmp_path / "sarflood.zip"
+    subprocess.run(["make", "-s", "package", f"PACKAGE_ZIP={archive}"], cwd=REPO, check=True,
+                   capture_output=True, timeout=120)
+    names = zipfile.ZipFile(archive).namelist()
+    assert all(n.startswith("sarflood/") for n in names)
+    for needed in ("__init__.py", "metadata.txt", "plugin/main.py", "plugin/processing/provider.py",
+                   "backend/__main__.py", "backend/engine.py", "resources/icon.svg", "requirements.txt",
+                   "resources/models/DEFAULT"):
+        assert f"sarflood/{needed}" in names, needed
+    for banned in ("tests/", "training/", ".venv/", ".git/", "__pycache__", ".pyc", "dist/"):
+        assert not any(banned in n for n in names), banned
+
+    metadata = configparser.ConfigParser()
+    metadata.read_string(zipfile.ZipFile(archive).read("sarflood/metadata.txt").decode())
+    general = metadata["general"]
+    missing = [key for key in REQUIRED_METADATA if not general.get(key, "").strip()]
+    assert missing == []
+    assert f"sarflood/{general['icon']}" in names
+    assert general["hasProcessingProvider"] == "yes"
+
+    # install it as QGIS does (unzip into a plugins folder) and let qgis_process load it
+    plugins = tmp_path / "plugins"
+    zipfile.ZipFile(archive).extractall(plugins)
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins),
+               QGIS_CUSTOM_CONFIG_PATH=str(profile))
+    env.pop("PYTHONPATH", None)
+    subprocess.run(["qgis_process.bin", "plugins", "enable", "sarflood"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    listed = subprocess.run(["qgis_process.bin", "list"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    for alg in ("sarflood:mapwater", "sarflood:otsu", "sarflood:floodextent", "sarflood:vectorize",
+                "sarflood:zonalwater"):
+        assert alg in listed.stdout, alg
