@@ -7,6 +7,7 @@ band names); checks about pixel values (units, no valid pixels) are the backend'
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from qgis.core import QgsRasterLayer
 
@@ -31,8 +32,14 @@ def band_names(layer: QgsRasterLayer) -> list[str]:
     return [layer.bandName(i) for i in range(1, layer.bandCount() + 1)]
 
 
-def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None = None) -> SceneInput:
-    """One multi-band layer; ``bands`` (VV, VH), 1-based, or None to guess from band names."""
+def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None = None,
+                     vrt_folder: str | None = None) -> SceneInput:
+    """One multi-band layer; ``bands`` (VV, VH), 1-based, or None to guess from band names.
+
+    The backend names bands from their descriptions itself. Where the user's choice
+    differs from what the names say, a band-selection VRT (a few lines of XML, no
+    pixel copy) in ``vrt_folder`` hands the backend exactly those two bands, VV first.
+    """
     if layer is None:
         raise InputProblem("Sentinel-1 input: no raster layer chosen")
     path = layer_file(layer, "Sentinel-1 input")
@@ -50,8 +57,25 @@ def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None
             raise InputProblem(f"Sentinel-1 input '{layer.name()}' has no band {band}")
     if bands[0] == bands[1]:
         raise InputProblem(f"Sentinel-1 input '{layer.name()}': VV and VH are both band {bands[0]}")
-    # the backend reads band names itself; tell it the bands only where the user chose otherwise
-    return SceneInput(path, None, None if bands == guessed else bands)
+    if bands == guessed:
+        return SceneInput(path)
+    if vrt_folder is None:
+        raise InputProblem(f"Sentinel-1 input '{layer.name()}': no folder for the band selection")
+    return SceneInput(band_selection_vrt(path, bands, vrt_folder))
+
+
+def band_selection_vrt(path: str, bands: tuple[int, int], folder: str) -> str:
+    """A VRT of bands (VV, VH) of ``path``, described ``VV`` and ``VH``, in ``folder``."""
+    from osgeo import gdal  # QGIS always ships GDAL's bindings
+
+    target = Path(folder) / f"{Path(path).stem}_VV{bands[0]}_VH{bands[1]}.vrt"
+    dataset = gdal.Translate(str(target), path, format="VRT", bandList=list(bands))
+    if dataset is None:
+        raise InputProblem(f"{path}: cannot select bands {bands[0]} and {bands[1]} ({gdal.GetLastErrorMsg()})")
+    for index, name in ((1, "VV"), (2, "VH")):
+        dataset.GetRasterBand(index).SetDescription(name)
+    dataset = None  # closing writes the VRT
+    return str(target)
 
 
 def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None) -> SceneInput:

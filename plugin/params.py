@@ -26,23 +26,12 @@ def _extent_args(extent: Extent | None, extent_crs: str | None) -> list[str]:
 
 @dataclass
 class SceneInput:
-    """The Sentinel-1 input: one multi-band file, or one VV and one VH file.
-
-    ``bands`` maps a multi-band file: 1-based (VV band, VH band). ``None`` means the
-    file's own order, VV then VH.
-    """
+    """The Sentinel-1 input: one file with VV and VH bands, or one VV and one VH file."""
     vv: str
     vh: str | None = None
-    bands: tuple[int, int] | None = None
-
-    def paths(self) -> list[str]:
-        return [self.vv] if self.vh is None else [self.vv, self.vh]
 
     def args(self) -> list[str]:
-        args = self.paths()
-        if self.vh is None and self.bands is not None and self.bands != (1, 2):
-            args += ["--bands", f"{self.bands[0]},{self.bands[1]}"]
-        return args
+        return [self.vv] if self.vh is None else [self.vv, self.vh]
 
 
 @dataclass

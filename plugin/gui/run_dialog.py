@@ -357,7 +357,7 @@ class RunDialog(QDialog):
             output_dir=self.output_dir.filePath().strip(), extent_mode=self.extent_mode.currentData(),
             two_layers=self.two_layers.isChecked())
 
-    def _extent(self, scene_layer: QgsRasterLayer) -> tuple[tuple | None, str | None]:
+    def _extent(self) -> tuple[tuple | None, str | None]:
         mode = self.extent_mode.currentData()
         if mode == "layer":
             return None, None
@@ -377,19 +377,12 @@ class RunDialog(QDialog):
     def request(self) -> RunRequest:
         """Build the run from the widgets; raises InputProblem naming what is wrong."""
         s = self.current_settings()
-        if s.two_layers:
-            scene_layer = self.vv_layer.currentLayer()
-            scene = scene_from_pair(scene_layer, self.vh_layer.currentLayer())
-        else:
-            scene_layer = self.stack_layer.currentLayer()
-            bands = (self.vv_band.currentBand(), self.vh_band.currentBand())
-            scene = scene_from_stack(scene_layer, bands if min(bands) > 0 else None)
         model = self.model_path()
         if model is None or not model.is_file():
             raise InputProblem(f"Model: {model or 'no model chosen'} does not exist")
         if self.card is None:
             raise InputProblem(f"Model: {model} has no valid model card (see the card box)")
-        extent, extent_crs = self._extent(scene_layer)
+        extent, extent_crs = self._extent()
         if s.temporary:
             folder = tempfile.mkdtemp(prefix="sarflood-", dir=QgsProcessingUtils.tempFolder())
         else:
@@ -397,8 +390,15 @@ class RunDialog(QDialog):
             if not folder or not Path(folder).is_dir():
                 raise InputProblem(f"Output folder: '{folder}' does not exist; choose a folder or "
                                    f"temporary files")
+        if s.two_layers:
+            scene_layer = self.vv_layer.currentLayer()
+            scene = scene_from_pair(scene_layer, self.vh_layer.currentLayer())
+        else:
+            scene_layer = self.stack_layer.currentLayer()
+            bands = (self.vv_band.currentBand(), self.vh_band.currentBand())
+            scene = scene_from_stack(scene_layer, bands if min(bands) > 0 else None, folder)
         kinds = ["water_mask", "water_probability"] + (["uncertainty"] if s.tta else [])
-        paths = free_output_paths(folder, Path(scene.vv).stem, kinds)
+        paths = free_output_paths(folder, Path(scene_layer.source().split("|")[0]).stem, kinds)
         params = PredictParams(
             scene=scene, mask=paths["water_mask"], probability=paths["water_probability"],
             uncertainty=paths.get("uncertainty"), model=str(model), device=s.device,

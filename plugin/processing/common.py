@@ -51,8 +51,11 @@ class SceneAlgorithm(SarFloodAlgorithm):
         for name, description in AREA_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(name, description))
 
-    def scene(self, parameters, context) -> SceneInput:
-        """Check the input layers and their bands; every message names the layer."""
+    def scene(self, parameters, context, folder: str) -> SceneInput:
+        """Check the input layers and their bands; every message names the layer.
+
+        ``folder`` (beside the outputs) receives a band-selection VRT where one is needed.
+        """
         stack = self.parameterAsRasterLayer(parameters, "INPUT", context)
         vh = self.parameterAsRasterLayer(parameters, "INPUT_VH", context)
         bands = None
@@ -60,7 +63,7 @@ class SceneAlgorithm(SarFloodAlgorithm):
             bands = (self.parameterAsInt(parameters, "VV_BAND", context),
                      self.parameterAsInt(parameters, "VH_BAND", context))
         try:
-            return scene_from_pair(stack, vh) if vh is not None else scene_from_stack(stack, bands)
+            return scene_from_pair(stack, vh) if vh is not None else scene_from_stack(stack, bands, folder)
         except InputProblem as problem:
             raise QgsProcessingException(str(problem)) from None
 

@@ -63,13 +63,13 @@ class MapWaterAlgorithm(SceneAlgorithm):
         self.addOutput(QgsProcessingOutputString("MODEL_USED", "Model used"))
 
     def processAlgorithm(self, parameters, context, feedback):
-        scene = self.scene(parameters, context)
+        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
+        scene = self.scene(parameters, context, str(Path(mask).parent))
         reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
         extent, extent_crs = self.extent(parameters, context, reference)
         model = self.parameterAsFile(parameters, "MODEL", context) or None
         if model is not None and not Path(model).is_file():
             raise QgsProcessingException(f"Model: {model} does not exist")
-        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
         probability = self.output_path(parameters, "OUTPUT_PROBABILITY", context, feedback) or None
         uncertainty = self.output_path(parameters, "OUTPUT_UNCERTAINTY", context, feedback) or None
         tta = self.parameterAsBool(parameters, "TTA", context)

@@ -132,7 +132,6 @@ def main() -> int:
     }
     print(json.dumps(report, indent=1))
     plugin.unload()
-    del layer
     QgsProject.instance().removeAllMapLayers()
     app.exitQgis()
     return 0

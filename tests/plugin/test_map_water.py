@@ -49,6 +49,20 @@ def test_mapwater_on_a_generated_stack_is_exact(provider, models, tmp_path):
     assert out["THRESHOLD_USED"] == 0.5 and out["DEVICE_USED"] == "cpu"
 
 
+def test_mapwater_with_bands_chosen_by_number(provider, models, tmp_path):
+    """Three unnamed bands (angle, VH, VV): the user's VV=3, VH=2 reach the backend via a VRT."""
+    import processing
+
+    vv, vh = _scene_arrays(seed=5)
+    angle = np.full_like(vv, 35.0)
+    scene = write_raster(tmp_path / "stack3.tif", [angle, vh, vv])
+    out = processing.run("sarflood:mapwater", {
+        "INPUT": str(scene), "VV_BAND": 3, "VH_BAND": 2, "MODEL": str(models["threshold"]),
+        "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), _expect(vv)[1])
+    assert (tmp_path / "stack3_VV3_VH2.vrt").exists()
+
+
 def test_mapwater_separate_linear_files_and_threshold(provider, models, tmp_path):
     """HyP3-style: one file per polarisation, linear power; threshold 0.8 given."""
     import processing
