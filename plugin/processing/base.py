@@ -1,9 +1,25 @@
-"""The base of every sarflood algorithm: its identity from class attributes, and a fresh copy."""
+"""The base of every sarflood algorithm: identity from class attributes, child runs, output styles."""
 from __future__ import annotations
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingLayerPostProcessorInterface, QgsRasterLayer)
 
 GROUPS = {"mapping": "Water mapping", "analysis": "Flood analysis"}
+
+
+class RendererPostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Styles a raster output when Processing loads it into the project."""
+
+    alive: list["RendererPostProcessor"] = []  # Processing holds a bare pointer: Python keeps the object
+
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS's name)
+        if isinstance(layer, QgsRasterLayer) and layer.isValid():
+            layer.setRenderer(self.factory(layer.dataProvider()))
+            layer.triggerRepaint()
 
 
 class SarFloodAlgorithm(QgsProcessingAlgorithm):
@@ -44,3 +60,11 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("cancelled")
         feedback.setProgressText(label)
         return processing.run(alg, params, context=context, feedback=feedback, is_child_algorithm=True)
+
+    @staticmethod
+    def style_output(context, path: str, renderer_factory) -> None:
+        """Give ``path`` the plugin's style if Processing will load it when the run ends."""
+        if path and context.willLoadLayerOnCompletion(path):
+            processor = RendererPostProcessor(renderer_factory)
+            RendererPostProcessor.alive.append(processor)
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)

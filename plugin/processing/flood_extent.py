@@ -15,6 +15,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 
+from .. import styles
 from .base import SarFloodAlgorithm
 from .masks import check_mask_layer, ellipsoid_of, pixel_area_m2
 
@@ -80,6 +81,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         result = child(2, "gdal:rastercalculator", {
             **inputs, "FORMULA": f"(A==1)*(1+1*{was_water})", "NO_DATA": NODATA, "RTYPE": 0,
             "OUTPUT": destination})["OUTPUT"]
+        self.style_output(context, result, styles.flood_extent_renderer)
 
         report = child(3, "native:rasterlayeruniquevaluesreport", {
             "INPUT": result, "BAND": 1, "OUTPUT_TABLE": QgsProcessing.TEMPORARY_OUTPUT})

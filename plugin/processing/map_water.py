@@ -9,6 +9,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination)
 
+from .. import styles
 from ..params import DEVICES, UNITS, PredictParams
 from ..summary import model_label
 from .common import SceneAlgorithm
@@ -94,6 +95,9 @@ class MapWaterAlgorithm(SceneAlgorithm):
             extent=extent, extent_crs=extent_crs,
             overwrite=any(Path(p).exists() for p in outputs))
         result = self.run_backend(params.argv(), feedback)
+        for path, renderer in ((mask, styles.mask_renderer), (probability, styles.probability_renderer),
+                               (uncertainty, styles.uncertainty_renderer)):
+            self.style_output(context, path, renderer)
         return {"OUTPUT_MASK": mask, "OUTPUT_PROBABILITY": probability,
                 "OUTPUT_UNCERTAINTY": uncertainty, **self.area_results(result),
                 "THRESHOLD_USED": float(result["threshold"]), "DEVICE_USED": str(result["device"]),

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
 
+from .. import styles
 from ..params import OtsuParams
 from .common import SceneAlgorithm
 
@@ -33,5 +34,6 @@ class OtsuAlgorithm(SceneAlgorithm):
         params = OtsuParams(scene=scene, mask=mask, extent=extent, extent_crs=extent_crs,
                             overwrite=Path(mask).exists())
         result = self.run_backend(params.argv(), feedback)
+        self.style_output(context, mask, styles.mask_renderer)
         return {"OUTPUT_MASK": mask, **self.area_results(result),
                 "THRESHOLD_DB": float(result["threshold_db"])}

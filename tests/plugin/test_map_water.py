@@ -207,3 +207,19 @@ def test_batch_style_runs_one_after_another(provider, models, tmp_path):
         np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), mask)
         fractions.append(out["WATER_FRACTION"])
     assert fractions[0] != fractions[1]
+
+
+def test_outputs_loaded_by_processing_get_the_plugin_styles(provider, models, two_band_scene, tmp_path,
+                                                            qgis_new_project):
+    """As in the Toolbox: outputs are loaded when the run ends, already styled."""
+    import processing
+    from qgis.core import (QgsPalettedRasterRenderer, QgsProject, QgsSingleBandPseudoColorRenderer)
+
+    out = processing.runAndLoadResults("sarflood:mapwater", {
+        "INPUT": str(two_band_scene), "MODEL": str(models["threshold"]),
+        "OUTPUT_MASK": str(tmp_path / "mask.tif"), "OUTPUT_PROBABILITY": str(tmp_path / "prob.tif")})
+    layers = {layer.source(): layer for layer in QgsProject.instance().mapLayers().values()}
+    mask = layers[out["OUTPUT_MASK"]]
+    assert isinstance(mask.renderer(), QgsPalettedRasterRenderer)
+    assert {c.value for c in mask.renderer().classes()} == {0, 1}
+    assert isinstance(layers[out["OUTPUT_PROBABILITY"]].renderer(), QgsSingleBandPseudoColorRenderer)
