@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils, QgsProject,
-                       QgsRasterLayer)
+                       QgsRasterLayer, QgsSettings)
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, pyqtSignal
@@ -27,7 +27,7 @@ from ..backend_env import PLUGIN_ROOT
 from ..bands import guess_bands, polarisation
 from ..inputs import InputProblem, band_names, scene_from_pair, scene_from_stack
 from ..params import DEVICES, UNITS, PredictParams, free_output_paths
-from ..settings import RunSettings, python_setting
+from ..settings import PYTHON_KEY, RunSettings, python_setting
 from ..task import QueryTask
 
 DEFAULT_MODEL_FILE = PLUGIN_ROOT / "resources" / "models" / "DEFAULT"
@@ -185,11 +185,21 @@ class RunDialog(QDialog):
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 256)
         self.tta = QCheckBox("Test-time augmentation (slower; adds an uncertainty layer)")
+        self.python = QgsFileWidget()
+        self.python.lineEdit().setPlaceholderText("found automatically: the plugin's .venv, then QGIS's Python")
+        self.python.setFilePath(python_setting() or "")
+        self.python.fileChanged.connect(self._python_changed)
         form.addRow("Tile size (px)", self.tile_size)
         form.addRow("Overlap (px)", self.overlap)
         form.addRow("Tiles per batch", self.batch_size)
         form.addRow(self.tta)
+        form.addRow("Backend Python", self.python)
         return box
+
+    def _python_changed(self, path: str) -> None:
+        """Remember the interpreter (QgsSettings ``sarflood/python``) and check it again."""
+        QgsSettings().setValue(PYTHON_KEY, path.strip())
+        self.refresh_backend()
 
     def _output_box(self) -> QGroupBox:
         box = QGroupBox("Outputs")
@@ -287,6 +297,8 @@ class RunDialog(QDialog):
         self.refresh_card()
 
     def _devices_answered(self, answer, error, task: QueryTask) -> None:
+        if task.python_setting != python_setting():
+            return  # an answer about an interpreter the user has since replaced
         interpreter = task.interpreter
         missing = interpreter is not None and not interpreter.ok
         self.install_button.setVisible(missing)

@@ -68,8 +68,10 @@ def test_bad_input_is_named_and_nothing_runs(plugin, qtbot, models, tmp_path):
 
 
 def test_missing_dependencies_offer_the_installer(plugin, qtbot):
-    QgsSettings().setValue("sarflood/python", "/usr/bin/python3")
     dialog = plugin.show_dialog()
+    qtbot.waitUntil(lambda: ".venv/bin/python" in dialog.backend_info.text(), timeout=30000)
+    dialog.python.setFilePath("/usr/bin/python3")  # Debian's own Python: no onnxruntime
+    assert QgsSettings().value("sarflood/python") == "/usr/bin/python3"
     qtbot.waitUntil(lambda: dialog.install_button.isVisibleTo(dialog), timeout=30000)
     text = dialog.backend_info.text()
     assert "onnxruntime" in text and "/usr/bin/python3 -m pip install" in text
