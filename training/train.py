@@ -176,8 +176,9 @@ def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:
 
 def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = None,
           d: ddp.Dist | None = None, progress: bool = True,
-          stop_at: int | None = None) -> dict[str, Any]:
-    """Train (or resume) one run in ``out_dir``; returns its summary.
+          stop_at: int | None = None) -> tuple[dict[str, Any], nn.Module | None]:
+    """Train (or resume) one run in ``out_dir``; returns its summary and the trained
+    network in its last state (``None`` when the folder held a finished run).
 
     ``stop_at`` stops after that step as an interruption would (for job-time
     limits); every check happens before the first step.
@@ -188,7 +189,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     summary_path = out_dir / "summary.json"
     state = _resume_state(run, out_dir / "last.pt")
     if state is not None and summary_path.exists():
-        return json.loads(summary_path.read_text())
+        return json.loads(summary_path.read_text()), None
     teacher_model = _load_teacher(run, teacher, d.device)
     if method.kind == "distill":
         build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs)
@@ -288,4 +289,4 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
         log(f"done: best valid IoU {best['iou_valid']:.4f} at step {best['step']}")
         summary_path.write_text(json.dumps(summary, indent=1))
     ddp.barrier(d)
-    return summary
+    return summary, model

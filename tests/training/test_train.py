@@ -55,7 +55,8 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path):
             assert torch.equal(v, sb["model"][k]), (name, k)
     assert load_checkpoint(straight / "last.pt")["optimizer"]["state"].keys() \
         == load_checkpoint(split / "last.pt")["optimizer"]["state"].keys()
-    summary = json.loads((split / "summary.json").read_text())
+    summary, model = train(run, tiny_data(), split, progress=False)  # already finished
+    assert model is None and summary == json.loads((split / "summary.json").read_text())
     assert summary["steps"] == 6 and 0 <= summary["iou_valid"] <= 1
     assert summary["best_step"] in (3, 6)
 
@@ -70,8 +71,8 @@ def test_loss_falls_and_lr_decays_to_zero(tmp_path):
 
 def test_distillation_student_trains_from_a_teacher(tmp_path):
     train(tiny_run("teacher"), tiny_data(), tmp_path / "teacher", progress=False)
-    summary = train(tiny_run("student"), tiny_data(pools=2), tmp_path / "student",
-                    teacher=tmp_path / "teacher" / "best.pt", progress=False)
+    summary, _ = train(tiny_run("student"), tiny_data(pools=2), tmp_path / "student",
+                       teacher=tmp_path / "teacher" / "best.pt", progress=False)
     assert summary["method"] == "student" and len(step_losses(tmp_path / "student")) == 6
 
 

@@ -1,0 +1,38 @@
+"""``python -m training export CHECKPOINT --out MODEL.onnx``: see :mod:`training.export`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .cli import fail
+from .export import ExportError, export
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="a run's best.pt (a Sentinel-1 model)")
+    p.add_argument("--out", type=Path, required=True, help="the ONNX file to write")
+    p.add_argument("--version", default="1.0.0", help="model version for the card")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.overwrite:
+        return fail(f"{args.out}: exists; pass --overwrite to replace it")
+    try:
+        report = export(args.checkpoint, args.out, version=args.version)
+    except ExportError as exc:
+        return fail(str(exc))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    card = report["card"]
+    pred = report["backend_predict"]
+    print(f"wrote {report['out']} ({report['bytes'] / 1e6:.1f} MB): {card['name']} "
+          f"{card['version']}, {card['extra']['architecture']}")
+    print(f"parity with torch: max abs difference {report['max_abs_diff']:.3g}")
+    print(f"metrics: {json.dumps(card['training']['metrics'])}")
+    print(f"backend: card accepted; predict ran on a generated scene "
+          f"({pred.get('width')} x {pred.get('height')} px, {pred.get('seconds')} s)")
+    return 0
