@@ -41,8 +41,8 @@ from .errors import Cancelled, CardError, UsageError
 from .model import DEVICES, OnnxModel
 from .pipeline import Worker, prefetch
 from .progress import Reporter
-from .raster_io import (GDAL_CACHE_MB, BandSource, Grid, InputSet, WindowReader,
-                        check_outputs, extent_window, open_inputs)
+from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
+                        extent_window, gdal_env, open_inputs)
 from .sink import OutputSink, fill_sink, utc_stamp
 from .tiling import TilePlan, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, sample_grid
@@ -144,10 +144,11 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[tuple[int, i
             win = job.reader.read(r * s - m, r * s - m + t, c0 * s - m, (c1 - 1) * s - m + t)
             for k, (src, dst) in enumerate(job.conversions):
                 convert(win[k], src, dst)
-            x, valid = model.normalize(win[None], out=win[None])
-            cols = [slice((c - c0) * s, (c - c0) * s + t) for c in range(c0, c1)]
-            xs = np.stack([x[0, :, :, sl] for sl in cols])
-            vs = np.stack([valid[0, :, sl] for sl in cols])
+            # normalise each tile straight into the contiguous batch ONNX Runtime wants
+            xs = np.empty((c1 - c0, win.shape[0], t, t), np.float32)
+            vs = np.empty((c1 - c0, t, t), bool)
+            for i in range(c1 - c0):
+                vs[i] = model.normalize(win[None, :, :, i * s:i * s + t], out=xs[i:i + 1])[1][0]
             yield r, c0, c1, xs, vs
 
 
@@ -264,7 +265,7 @@ def predict(opts: PredictOptions, reporter: Reporter | None = None,
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
     _check_options(opts)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with gdal_env():
         model_path = opts.model or default_model_path()
         model = OnnxModel(model_path, opts.device)
         card = model.card

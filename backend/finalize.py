@@ -19,7 +19,7 @@ from rasterio.windows import Window
 
 from .errors import InputError, UsageError
 from .progress import Reporter
-from .raster_io import GDAL_CACHE_MB, check_outputs, grid_of
+from .raster_io import gdal_env, check_outputs, grid_of
 from .sink import OutputSink, fill_sink, u8_to_probability, utc_stamp
 
 BLOCK = 512
@@ -47,7 +47,7 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
         raise UsageError(f"threshold {threshold}: must lie strictly between 0 and 1")
     if not os.path.isfile(probability):
         raise InputError(f"{probability}: file not found")
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with gdal_env():
         try:
             src = rasterio.open(probability)
         except RasterioError as exc:

@@ -83,6 +83,8 @@ class OnnxModel:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
+        # idle pool threads must not spin: the reader and writer threads need those cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(self.path, options, providers=choice.providers)
         except Exception as exc:  # ORT raises several private exception types
@@ -154,18 +156,24 @@ class OnnxModel:
 
     def normalize(self, batch: np.ndarray, out: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Clip, offset and scale per band; NaN -> 0. Returns (x, valid_mask).
+        """Clip, offset and scale per band; NaN/inf -> 0. Returns (x, valid_mask).
 
-        ``batch`` is ``(N, C, H, W)`` float32; ``out`` may be ``batch`` itself to
-        normalise in place. Offset 0 and scale 1 are skipped: they change nothing.
+        ``batch`` is ``(N, C, H, W)`` float32; ``out`` (same shape, may be ``batch``
+        itself) receives the result. Offset 0 and scale 1 are skipped: they change
+        nothing. A pixel is valid when every band is finite.
         """
-        valid = np.isfinite(batch).all(axis=1)
-        x = np.clip(batch, self._lo, self._hi, out=out)
+        finite = np.isfinite(batch)
+        all_finite = bool(finite.all())
+        x = np.clip(batch, self._lo, self._hi, out=out)  # clip turns inf finite: use `finite`
         if self._offset.any():
             x -= self._offset
         if (self._scale != 1).any():
             x /= self._scale
-        np.nan_to_num(x, copy=False, nan=0.0)
+        if all_finite:
+            valid = np.ones((batch.shape[0], *batch.shape[2:]), bool)
+        else:
+            valid = finite.all(axis=1)
+            np.copyto(x, 0.0, where=~finite)
         return x.astype(np.float32, copy=False), valid
 
     def infer(self, x: np.ndarray) -> np.ndarray:

@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from .errors import Cancelled
 from .progress import Reporter
-from .raster_io import (GDAL_CACHE_MB, InputSet, WindowReader, check_outputs, extent_window,
+from .raster_io import (InputSet, WindowReader, check_outputs, extent_window, gdal_env,
                         open_inputs)
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
 from .units import convert, find_units, sample_grid
@@ -107,7 +106,7 @@ def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
     started = time.perf_counter()
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with gdal_env():
         inputs = open_inputs(opts.inputs, needed=("VV",))
         try:
             result = _otsu_map(opts, inputs, reporter, cancel)

