@@ -132,7 +132,10 @@ class GridJob:
     stats: dict = field(default_factory=lambda: {"tiles": 0, "model_s": 0.0})
 
 
-def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+Batch = tuple[int, int, int, np.ndarray, np.ndarray]
+
+
+def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
     """Read, convert and normalise a window of tiles at a time: (r, c0, c1, x, valid)."""
     plan, model = job.plan, job.model
     s, m, t = plan.stride, plan.margin, plan.tile
@@ -149,6 +152,7 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[tuple[int, i
             vs = np.empty((c1 - c0, t, t), bool)
             for i in range(c1 - c0):
                 vs[i] = model.normalize(win[None, :, :, i * s:i * s + t], out=xs[i:i + 1])[1][0]
+            del win  # not held while the generator waits
             yield r, c0, c1, xs, vs
 
 
@@ -376,7 +380,7 @@ def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threadin
         writer.close()
         if cancel.is_set():
             raise Cancelled("cancelled")
-        sink.commit()  # overviews, then rename
+        sink.commit(cancel)  # overviews, then rename
         reporter.progress(span[1], "overviews")
     except BaseException:
         writer.abandon()

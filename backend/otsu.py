@@ -163,7 +163,7 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
             return {"mask": np.where(np.isfinite(db), 0, MASK_NODATA).astype(np.uint8)}
         return {"mask": water_mask(db, threshold)}
     fill_sink(sink, BLOCK, read, reporter, cancel, "mask", (0.5, 1.0))
-    return {"outputs": sink.paths, "model": {"name": "otsu", "version": "1"},
+    return {"outputs": sink.paths, "model": {"name": "otsu", "version": "1"}, "device": "cpu",
             "threshold_db": threshold, "units_detected": found.units,
             "units_source": found.source, "width": grid.width, "height": grid.height,
             "input_pixel_size_m": [round(v, 3) for v in grid.pixel_size_m()],

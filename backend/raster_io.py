@@ -434,8 +434,8 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: 
 class GeoTiffOut:
     """One single-band output GeoTIFF: tiled, deflate-compressed, internal overviews.
 
-    It is written to a hidden temporary file beside ``path``; :meth:`commit` builds
-    the overviews and renames it into place, :meth:`abort` deletes it.
+    It is written to a hidden temporary file beside ``path``; :meth:`finish` builds
+    the overviews, :meth:`publish` renames it into place, :meth:`abort` deletes it.
     """
 
     def __init__(self, path: str, grid: Grid, dtype: str, nodata: float | None, block: int,
@@ -464,21 +464,28 @@ class GeoTiffOut:
     def write(self, data: np.ndarray, row: int, col: int) -> None:
         self.ds.write(data, 1, window=Window(col, row, data.shape[1], data.shape[0]))
 
-    def commit(self) -> None:
-        """Overviews, close, rename into place."""
+    def finish(self) -> None:
+        """Build the overviews and close the temporary file."""
         try:
             factors = overview_factors(self.ds.width, self.ds.height)
             if factors:
                 self.ds.build_overviews(factors, self.overview_resampling)
                 self.ds.update_tags(ns="rio_overview", resampling=self.overview_resampling.name)
             self.ds.close()
+        except (RasterioError, OSError) as exc:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot be written ({exc})") from None
+
+    def publish(self) -> None:
+        """Rename the finished temporary file into place."""
+        try:
             if os.path.exists(self.path) and not self.overwrite:
                 raise OutputError(f"{self.path}: appeared while running; use --overwrite to "
                                   "replace it")
             os.replace(self.tmp, self.path)
-        except (RasterioError, OSError) as exc:
+        except OSError as exc:
             self.abort()
-            raise OutputError(f"{self.path}: cannot be written ({exc})") from None
+            raise OutputError(f"{self.path}: cannot be written ({exc.strerror or exc})") from None
         except BaseException:
             self.abort()
             raise

@@ -161,15 +161,23 @@ class OutputSink:
         if "uncertainty" in out and spread is not None:
             out["uncertainty"].write(spread, row, col)
 
-    def commit(self) -> None:
-        committed = []
+    def commit(self, cancel: threading.Event | None = None) -> None:
+        """Finish every output (overviews), then rename them all into place.
+
+        A cancel that arrives while the overviews are built still leaves nothing.
+        """
+        published = []
         try:
             for o in self.outputs.values():
-                o.commit()
-                committed.append(o)
+                o.finish()
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            for o in self.outputs.values():
+                o.publish()
+                published.append(o)
         except BaseException:
             self.abort()
-            for o in committed:  # all or nothing
+            for o in published:  # all or nothing
                 if os.path.exists(o.path):
                     os.unlink(o.path)
             raise
@@ -198,7 +206,7 @@ def fill_sink(sink: OutputSink, block: int, read: Callable[[Window], dict[str, n
                 win = Window(col, row, min(block, grid.width - col), min(block, grid.height - row))
                 sink.write(row, col, **read(win))
             reporter.progress(span[0] + (span[1] - span[0]) * (i + 1) / len(rows), stage)
-        sink.commit()
+        sink.commit(cancel)
     except BaseException:
         sink.abort()
         raise

@@ -57,7 +57,7 @@ def test_blend_of_agreeing_tiles_is_exact():
 
 def test_blend_mixes_disagreeing_tiles_smoothly():
     plan = TilePlan(200, 200, stride=48, overlap=20, margin=3)
-    s, m, b, t = plan.stride, plan.margin, plan.blend, plan.tile
+    b, t = plan.blend, plan.tile
     cur = np.ones((1, t, t), np.float32)
     left = np.zeros((1, t, b), np.float32)
     cell = blend_cell(cur, None, None, left, plan, plan.ramp())
