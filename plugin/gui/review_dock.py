@@ -157,8 +157,12 @@ class ReviewDock(QgsDockWidget):
         self.status.setText("")
 
     def _alive(self) -> bool:
-        """False once the run's layers were removed from the project."""
-        return self.run is not None and QgsProject.instance().mapLayer(self.run.layers.mask.id()) is not None
+        """False once any of the run's layers was removed from the project."""
+        if self.run is None:
+            return False
+        layers = [self.run.layers.mask, self.run.layers.probability]
+        return all(not sip.isdeleted(layer) and QgsProject.instance().mapLayer(layer.id()) is not None
+                   for layer in layers if layer is not None)
 
     def set_threshold(self, value: float) -> None:
         """Restyle the probability layer at ``value`` and update the area; no re-run."""
@@ -166,6 +170,8 @@ class ReviewDock(QgsDockWidget):
         self.slider.setValue(round(value * STEPS))
         self.slider.blockSignals(False)
         if not self._alive() or self.run.layers.probability is None:
+            self.show_status("The run's layers were removed from the project: map again to review",
+                             error=True)
             return
         layers, result = self.run.layers, self.run.result
         probability = layers.probability
@@ -204,10 +210,10 @@ class ReviewDock(QgsDockWidget):
             "sarflood:zonalwater", {"POLYGONS": zones.id(), "MASK": mask, "OUTPUT": "memory:"},
             self._statistics_done))
 
-    def _statistics_done(self, ok: bool, results: dict, context: QgsProcessingContext) -> None:
+    def _statistics_done(self, ok: bool, results: dict, context: QgsProcessingContext, error: str) -> None:
         self.stats_button.setEnabled(True)
         if not ok:
-            self.show_status("Statistics failed: see the Processing log", error=True)
+            self.show_status(f"Statistics failed: {error}", error=True)
             return
         layer = context.takeResultLayer(results["OUTPUT"])
         layer.setName(f"water per polygon (threshold {self.threshold.value():.2f})")
@@ -276,11 +282,11 @@ class ReviewDock(QgsDockWidget):
         if polygons:
             params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}
             self._run_algorithm("sarflood:vectorize", params,
-                                lambda ok, results, context: self._polygons_done(ok, results, text))
+                                lambda ok, results, context, error: self._polygons_done(ok, results, text, error))
 
-    def _polygons_done(self, ok: bool, results: dict, text: str) -> None:
+    def _polygons_done(self, ok: bool, results: dict, text: str, error: str) -> None:
         if not ok:
-            self.show_status(text + "; writing polygons failed: see the Processing log", error=True)
+            self.show_status(f"{text}; writing polygons failed: {error}", error=True)
             return
         layer = QgsVectorLayer(results["OUTPUT"], f"water polygons ({Path(results['OUTPUT']).stem})", "ogr")
         QgsProject.instance().addMapLayer(layer)
@@ -302,7 +308,7 @@ class ReviewDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
 
     def _run_algorithm(self, alg_id: str, params: dict, on_done) -> None:
-        """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context)``."""
+        """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``."""
         algorithm = QgsApplication.processingRegistry().algorithmById(alg_id)
         context = QgsProcessingContext()
         context.setProject(QgsProject.instance())
@@ -315,7 +321,8 @@ class ReviewDock(QgsDockWidget):
             if sip.isdeleted(self):
                 return
             self._busy.remove(keep)
-            on_done(ok, results, context)
+            lines = [line for line in feedback.textLog().splitlines() if line.strip()]
+            on_done(ok, results, context, lines[-1] if lines else "no message")
 
         task.executed.connect(finish)
         QgsApplication.taskManager().addTask(task)

@@ -163,6 +163,13 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
     assert dock.status.text() == "Accept: nothing written" and final.stat().st_mtime_ns == stamp
 
+    # a run whose layers the user removed is not touched any more
+    QgsProject.instance().removeMapLayer(run.layers.probability.id())
+    dock.slider.setValue(60)
+    assert "layers were removed" in dock.status.text()
+    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    assert "layers are gone" in dock.status.text()
+
     # the dialog's choices are remembered for next time
     from sarflood.plugin.settings import RunSettings
     remembered = RunSettings.load()
