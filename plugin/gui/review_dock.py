@@ -153,6 +153,9 @@ class ReviewDock(QgsDockWidget):
         self.threshold.setValue(float(run.result["threshold"]))
         self.slider.setValue(round(float(run.result["threshold"]) * STEPS))
         self.threshold.blockSignals(False)
+        self.opacity.blockSignals(True)
+        self.opacity.setValue(100)  # the new layers are drawn opaque
+        self.opacity.blockSignals(False)
         self.area.setText(area_text(float(run.result["water_area_km2"]), float(run.result["valid_area_km2"])))
         self.status.setText("")
 
@@ -180,9 +183,9 @@ class ReviewDock(QgsDockWidget):
         renderer.setOpacity(self.opacity.value() / 100)
         probability.setRenderer(renderer)
         probability.triggerRepaint()
-        group = layers.group
-        group.findLayer(layers.mask.id()).setItemVisibilityChecked(at_run)
-        group.findLayer(probability.id()).setItemVisibilityChecked(not at_run)
+        tree = QgsProject.instance().layerTreeRoot()  # the user may have moved them out of the group
+        tree.findLayer(layers.mask.id()).setItemVisibilityChecked(at_run)
+        tree.findLayer(probability.id()).setItemVisibilityChecked(not at_run)
         histogram = result["probability_histogram"]
         self.area.setText(area_text(water_area_at(histogram, value), valid_area(histogram)))
 

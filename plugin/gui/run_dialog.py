@@ -81,7 +81,6 @@ class RunDialog(QDialog):
         self.setObjectName("SarFloodRunDialog")
         self._queries: list[QueryTask] = []
         self.card: dict[str, Any] | None = None
-        self.devices: Any = None
         layout = QVBoxLayout(self)
         for box in (self._input_box(), self._model_box(), self._run_box(), self._advanced_box(),
                     self._output_box()):
@@ -306,7 +305,6 @@ class RunDialog(QDialog):
             self.backend_info.setText(error)
             self.device_info.setText("unknown: the backend did not answer")
             return
-        self.devices = answer
         self.backend_info.setText(f"Backend: {interpreter.path} ({interpreter.source} Python)")
         self.device_info.setText(self._devices_text(answer))
 
