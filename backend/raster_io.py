@@ -362,11 +362,14 @@ class WindowReader:
         h, w = out.shape[1:]
         win = Window(c0, r0, w, h)
         for ds, indexes, positions in self._groups:
-            if positions == list(range(len(self.sources))):
-                ds.read(indexes, window=win, out=out, out_dtype=np.float32)
-            else:
-                block = ds.read(indexes, window=win, out_dtype=np.float32)
-                out[positions] = block
+            try:
+                if positions == list(range(len(self.sources))):
+                    ds.read(indexes, window=win, out=out, out_dtype=np.float32)
+                else:
+                    out[positions] = ds.read(indexes, window=win, out_dtype=np.float32)
+            except RasterioError as exc:  # a truncated or corrupt file fails only here
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "read error"
+                raise InputError(f"{ds.name}: cannot read rows {r0}-{r0 + h} ({first})") from None
 
     def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Grid rows [r0, r1) and columns [c0, c1) as (bands, rows, cols) float32."""

@@ -212,3 +212,17 @@ def test_bad_options(out, models, good, kw, match):
 def test_every_error_is_a_backend_error():
     for e in (InputError, OutputError, UsageError, CardError, ModelError):
         assert issubclass(e, BackendError)
+
+
+def test_corrupt_geotiff_data_fails_when_read(out, models, tmp_path):
+    """The header is intact, so it opens; the compressed data is garbage, so reading fails."""
+    path = tmp_path / "corrupt.tif"
+    bands = random_db((256, 256))
+    with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=2,
+                       dtype="float32", crs="EPSG:32633", compress="deflate",
+                       transform=rasterio.transform.from_origin(0, 256, 1, 1)) as ds:
+        ds.write(bands)
+    data = bytearray(path.read_bytes())
+    data[2000:200000] = np.random.default_rng(0).integers(0, 256, 198000, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    refused(out, InputError, f"{path}: cannot read rows", [path], models["threshold"])
