@@ -51,6 +51,13 @@ class SceneAlgorithm(SarFloodAlgorithm):
         for name, description in AREA_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(name, description))
 
+    def prepare(self, parameters, context, feedback) -> tuple[str, SceneInput, Extent | None, str | None]:
+        """The mask destination, the checked scene and the extent (with its CRS) of a run."""
+        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
+        scene = self.scene(parameters, context, str(Path(mask).parent))
+        reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        return (mask, scene, *self.extent(parameters, context, reference))
+
     def scene(self, parameters, context, folder: str) -> SceneInput:
         """Check the input layers and their bands; every message names the layer.
 

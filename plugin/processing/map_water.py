@@ -64,10 +64,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
         self.addOutput(QgsProcessingOutputString("MODEL_USED", "Model used"))
 
     def processAlgorithm(self, parameters, context, feedback):
-        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
-        scene = self.scene(parameters, context, str(Path(mask).parent))
-        reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        extent, extent_crs = self.extent(parameters, context, reference)
+        mask, scene, extent, extent_crs = self.prepare(parameters, context, feedback)
         model = self.parameterAsFile(parameters, "MODEL", context) or None
         if model is not None and not Path(model).is_file():
             raise QgsProcessingException(f"Model: {model} does not exist")

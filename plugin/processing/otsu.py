@@ -27,10 +27,7 @@ class OtsuAlgorithm(SceneAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD_DB", "Otsu threshold on VV (dB)"))
 
     def processAlgorithm(self, parameters, context, feedback):
-        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
-        scene = self.scene(parameters, context, str(Path(mask).parent))
-        reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        extent, extent_crs = self.extent(parameters, context, reference)
+        mask, scene, extent, extent_crs = self.prepare(parameters, context, feedback)
         params = OtsuParams(scene=scene, mask=mask, extent=extent, extent_crs=extent_crs,
                             overwrite=Path(mask).exists())
         result = self.run_backend(params.argv(), feedback)
