@@ -18,7 +18,8 @@ Extent = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 def _extent_args(extent: Extent | None, extent_crs: str | None) -> list[str]:
     if extent is None:
         return []
-    args = ["--extent", ",".join(repr(float(v)) for v in extent)]
+    # one "--extent=..." word: a value starting with "-" would read as an option to argparse
+    args = ["--extent=" + ",".join(repr(float(v)) for v in extent)]
     if extent_crs:
         args += ["--extent-crs", extent_crs]
     return args

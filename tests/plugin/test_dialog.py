@@ -1,5 +1,6 @@
 """The run dialog, driven with qtbot: band guessing, the model card, devices, settings, bad input."""
 import numpy as np
+import pytest
 from qgis.core import QgsProject, QgsRasterLayer, QgsSettings
 from qgis.PyQt.QtCore import Qt
 
@@ -104,3 +105,37 @@ def test_installer_runs_the_commands_and_shows_their_output(qtbot, tmp_path):
         failing.start()
     assert blocker.args == [False]
     assert "no-such-package-sarflood" in failing.log.toPlainText() and "exit code 1" in failing.log.toPlainText()
+
+
+def test_extent_choices_reach_the_run(plugin, qgis_iface, qtbot, models, two_band_scene, tmp_path):
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsRectangle,
+                           QgsVectorLayer)
+
+    scene = _add(two_band_scene)
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(scene)
+    dialog.model.setFilePath(str(models["threshold"]))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    assert dialog.request().params.extent is None  # whole layer by default
+
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32630"))
+    canvas.setExtent(QgsRectangle(500100, 4199600, 500400, 4199900))
+    dialog.extent_mode.setCurrentIndex(dialog.extent_mode.findData("canvas"))
+    params = dialog.request().params
+    shown = canvas.extent()
+    assert params.extent == (shown.xMinimum(), shown.yMinimum(), shown.xMaximum(), shown.yMaximum())
+    assert params.extent_crs == "EPSG:32630"
+    assert any(a.startswith("--extent=") for a in params.argv()) and "--extent-crs" in params.argv()
+
+    zones = QgsVectorLayer("Polygon?crs=EPSG:4326", "zones", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(-3.0, 37.9, -2.99, 37.91)))
+    zones.dataProvider().addFeatures([feature])
+    zones.updateExtents()
+    QgsProject.instance().addMapLayer(zones)
+    dialog.extent_mode.setCurrentIndex(dialog.extent_mode.findData("polygon"))
+    dialog.extent_layer.setLayer(zones)
+    params = dialog.request().params
+    assert params.extent == pytest.approx((-3.0, 37.9, -2.99, 37.91)) and params.extent_crs == "EPSG:4326"
+    wait_for_tasks(qtbot)

@@ -223,3 +223,29 @@ def test_outputs_loaded_by_processing_get_the_plugin_styles(provider, models, tw
     assert isinstance(mask.renderer(), QgsPalettedRasterRenderer)
     assert {c.value for c in mask.renderer().classes()} == {0, 1}
     assert isinstance(layers[out["OUTPUT_PROBABILITY"]].renderer(), QgsSingleBandPseudoColorRenderer)
+
+
+def test_mapwater_extent_in_another_crs(provider, models, tmp_path):
+    """An extent given in EPSG:4326 over a UTM scene: only that window is mapped."""
+    import processing
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject,
+                           QgsRectangle)
+
+    vv, vh = _scene_arrays(seed=6)
+    scene = write_raster(tmp_path / "scene.tif", [vv, vh])
+    utm = QgsRectangle(500100.0, 4199500.0, 500300.0, 4199800.0)  # cols 10-29, rows 20-49
+    to_wgs84 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32630"),
+                                      QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    wgs = to_wgs84.transformBoundingBox(utm.buffered(-2.0))  # well inside the pixel edges
+    extent = f"{wgs.xMinimum()},{wgs.xMaximum()},{wgs.yMinimum()},{wgs.yMaximum()} [EPSG:4326]"
+    out = processing.run("sarflood:mapwater", {"INPUT": str(scene), "MODEL": str(models["threshold"]),
+                                               "EXTENT": extent, "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    got = read_raster(out["OUTPUT_MASK"])
+    # a reprojected box may reach one pixel further on a side: compare on the common core
+    assert 30 <= got.shape[0] <= 32 and 20 <= got.shape[1] <= 22, got.shape
+    from osgeo import gdal
+    x0, _, _, y0, _, _ = gdal.Open(out["OUTPUT_MASK"]).GetGeoTransform()
+    r0, c0 = int(round((4200000.0 - y0) / 10.0)), int(round((x0 - 500000.0) / 10.0))
+    full = _expect(vv)[1]
+    assert 19 <= r0 <= 20 and 9 <= c0 <= 10, (r0, c0)
+    np.testing.assert_array_equal(got, full[r0:r0 + got.shape[0], c0:c0 + got.shape[1]])
