@@ -242,7 +242,9 @@ def _model_grid(out_grid: Grid, src_grid: Grid, target_m: float
 
     Returns (processing grid, its window in the view, view transform, view width, height).
     The view's lines pass through the output window's corner, so real pixels outside
-    the window give context and mirror padding is used only beyond the input.
+    the window give context and mirror padding is used only beyond the input. The
+    processing grid reaches a few model pixels beyond the window (within the input),
+    so that warping back has its full resampling kernel at the window's edges.
     """
     px, py = out_grid.pixel_size_m()
     dx = abs(out_grid.transform.a) * target_m / px
@@ -257,9 +259,12 @@ def _model_grid(out_grid: Grid, src_grid: Grid, target_m: float
     vh = ky + math.ceil((y0 - bottom) / dy - 1e-9)
     w = math.ceil(out_grid.width * abs(out_grid.transform.a) / dx - 1e-9)
     h = math.ceil(out_grid.height * abs(out_grid.transform.e) / dy - 1e-9)
+    pad = 2 * math.ceil(max(px, py, target_m) / target_m) + 1
+    c0, r0 = max(kx - pad, 0), max(ky - pad, 0)
+    c1, r1 = min(kx + w + pad, vw), min(ky + h + pad, vh)
     view = Affine(dx, 0, x0 - kx * dx, 0, -dy, y0 + ky * dy)
-    grid = Grid(out_grid.crs, Affine(dx, 0, x0, 0, -dy, y0), w, h)
-    return grid, Window(kx, ky, w, h), view, vw, vh
+    grid = Grid(out_grid.crs, view @ Affine.translation(c0, r0), c1 - c0, r1 - r0)
+    return grid, Window(c0, r0, c1 - c0, r1 - r0), view, vw, vh
 
 
 def predict(opts: PredictOptions, reporter: Reporter | None = None,
