@@ -169,7 +169,8 @@ def test_bench_json(tmp_path):
     assert run["size"] == 512 and run["raw"]["tile_mpx_s"] > 0
     assert run["predict"]["mpx_s"] > 0 and run["otsu"]["mpx_s"] > 0
     assert 50 < run["predict"]["peak_rss_mb"] < 2000
-    assert run["ratio_e2e_to_raw"] == pytest.approx(run["predict"]["mpx_s"] / run["raw"]["raster_mpx_s"], rel=0.01)
+    ratio = run["predict"]["mpx_s"] / run["raw"]["raster_mpx_s"]
+    assert run["ratio_e2e_to_raw"] == pytest.approx(ratio, rel=0.02, abs=1e-3)
     assert listing(tmp_path) == []   # the scene and outputs were temporary
     table = run_cli("bench", "--size", "256", "--raw-seconds", "0.2").stdout
     assert "| 256 |" in table and "raw model" in table
