@@ -322,7 +322,8 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     in_px = out_grid.pixel_size_m()
     resample = any(abs(v / card.pixel_size_m - 1) > RESAMPLE_TOLERANCE for v in in_px)
 
-    common = dict(model=model, conversions=conversions, batch=opts.batch_size, tta=tta)
+    common = dict(model=model, conversions=conversions, tta=tta,
+                  batch=model.fixed_batch or opts.batch_size)
     if not resample:
         plan = _plan(opts, model, out_grid)
         job = GridJob(reader=direct, plan=plan, **common)
@@ -331,7 +332,7 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         _stream(job, sink, reporter, cancel)
         model_grid = out_grid
     else:
-        model_grid, job, sink = _predict_resampled(opts, inputs, raw, window, out_grid,
+        model_grid, job, sink = _predict_resampled(opts, inputs, raw, out_grid,
                                                    threshold, tags, common, reporter, cancel)
     stats = sink.stats
     if stats.valid_pixels == 0:
@@ -393,8 +394,10 @@ def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threadin
         raise
 
 
-def _predict_resampled(opts, inputs, raw, window, out_grid, threshold, tags, common,
-                       reporter, cancel):
+def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
+                       out_grid: Grid, threshold: float, tags: dict[str, str], common: dict,
+                       reporter: Reporter, cancel: threading.Event
+                       ) -> tuple[Grid, GridJob, OutputSink]:
     """Pass 1 on the model grid into a temporary file; pass 2 warps it back onto the input grid."""
     card = common["model"].card
     model_grid, sub, view_t, vw, vh = _model_grid(out_grid, inputs.grid, card.pixel_size_m)

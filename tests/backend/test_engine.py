@@ -259,3 +259,20 @@ def test_extent_on_a_resampled_input(tmp_path, models):
     # same model grid lines and real context around the extent: the same values, up to
     # GDAL's warper, which resamples each requested chunk on its own (about 3e-5 here)
     assert np.abs(part - full).max() < 1e-4
+
+
+def test_graph_with_fixed_input_size_gets_exactly_that(tmp_path):
+    """A graph exported for 1 x 2 x 96 x 96 is fed 96-pixel tiles one at a time."""
+    import onnx
+    from training.toy_models import smoothed_threshold_model
+    model = smoothed_threshold_model(kernel=5)
+    for value_info in (model.graph.input[0], model.graph.output[0]):
+        dims = value_info.type.tensor_type.shape.dim
+        dims[0].dim_value, dims[2].dim_value, dims[3].dim_value = 1, 96, 96
+    onnx.save(model, tmp_path / "fixed.onnx")
+    bands = random_db((150, 170), seed=8)
+    src = write_raster(tmp_path / "in.tif", bands)
+    r = predict(PredictOptions([src], probability=str(tmp_path / "p.tif"), mask=None,
+                               model=str(tmp_path / "fixed.onnx")))
+    assert (r["tiles"]["tile"], r["tiles"]["batch"]) == (96, 1)
+    assert np.nanmax(np.abs(read(tmp_path / "p.tif") - reference_smoothed(bands))) < 1e-6
