@@ -16,8 +16,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# make bench BENCH_ARGS="--size 4096 --size 16384" for the README's figures
+BENCH_ARGS ?= --size 4096
 bench: $(STAMP)
-	$(PY) -m backend bench --size 4096
+	$(PY) -m backend bench $(BENCH_ARGS)
 
 # Debian packages: installed only when one is missing, so re-runs cost nothing.
 system:
