@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -238,5 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     except BackendError as exc:
         reporter.error(str(exc), kind=type(exc).__name__)
         return EXIT_ERROR
+    except BrokenPipeError:  # stdout closed early (e.g. piped into `head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         reporter.close()
