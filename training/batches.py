@@ -93,14 +93,16 @@ def distill_builder(cfg: TrainConfig, student_inputs: Sequence[str],
                     teacher_inputs: Sequence[str]) -> SampleBuilder:
     """Student input ``x`` (geometry + colour jitter), teacher input ``x_teacher``
     (same geometry, no jitter: the teacher sees the data as it was trained on it),
-    and ``valid``, where the loss counts."""
+    and ``valid``, where the loss counts: S1 has data and, for a teacher reading
+    S2, so has S2 (elsewhere the teacher's soft label means nothing)."""
     crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect))
     jitter = ColourJitter(cfg.brightness, cfg.contrast)
 
     def build(sample: Sample, g: torch.Generator) -> Sample:
+        valid = sample["valid"] & sample["s2_valid"] if "s2" in teacher_inputs else sample["valid"]
         maps = random_flips(crop({"x": _stack(sample, student_inputs),
                                   "x_teacher": _stack(sample, teacher_inputs),
-                                  "valid": sample["valid"]}, g), g)
+                                  "valid": valid}, g), g)
         return {"x": jitter(maps["x"], maps["valid"], g), "x_teacher": maps["x_teacher"],
                 "valid": maps["valid"]}
     return build

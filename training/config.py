@@ -60,6 +60,7 @@ class TrainConfig:
     log_every: int = 10
     eval_batch: int = 4
     workers: int = 4
+    cache: bool = False  # keep decoded chips in memory (see training.rundata)
 
     def grid(self) -> list[tuple[float, float]]:
         """The (lr, weight_decay) pairs to search; one pair when no grid is set."""
@@ -75,12 +76,14 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         width=1.0, steps=30000, batch_size=64, crop=321,
+        # lr/weight_decay: the grid point a single `train` uses; `reproduce` searches the grid
+        lr=0.003, weight_decay=1e-4,
         lr_grid=(0.3, 0.1, 0.003, 0.001), wd_grid=(1e-3, 1e-4, 1e-5, 1e-6),
-        eval_every=1000, checkpoint_every=200, eval_batch=8, workers=8),
+        eval_every=1000, checkpoint_every=200, log_every=50, eval_batch=8, workers=8),
     "cpu": dict(
         width=0.25, compact_width=1.0, steps=600, batch_size=8, crop=128,
         lr=0.05, weight_decay=1e-4, eval_every=100, checkpoint_every=50,
-        eval_batch=4, workers=1),
+        log_every=10, eval_batch=4, workers=0, cache=True),
 }
 
 
@@ -92,7 +95,11 @@ def _coerce(name: str, kind: Any, default: Any, raw: Any) -> Any:
             items = [s for s in items if str(s).strip() != ""]
             return tuple(float(s) for s in items)
         if isinstance(default, bool):
-            raise TypeError
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
         if isinstance(default, int):
             value = float(raw)
             if value != int(value):

@@ -17,6 +17,7 @@ The file appears at ``--out`` only when every check passed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -112,6 +113,8 @@ def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:
 def _onnx_export(model: nn.Module, path: Path) -> None:
     wrapped = _Probability(model).eval()
     dyn = torch.export.Dim.DYNAMIC
+    # the exporter logs a warning per torchvision op it cannot register (none is used here)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

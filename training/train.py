@@ -18,7 +18,6 @@ the steps an uninterrupted one would have taken.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model, load_weigh
 from .config import TrainConfig
 from .losses import distillation_loss, edge_weighted_ce
 from .methods import Method, get_method
+from .metrics import Scoreboard
 from .models import build_model, display_name
 
 
@@ -105,22 +105,20 @@ def stop_requests() -> Iterator[dict[str, bool]]:
 
 
 @torch.no_grad()
-def validation_iou(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...],
-                   batch: int, device: torch.device) -> float:
-    """IoU of water (threshold 0.5) over all labelled, valid pixels of a split."""
+def score(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...], batch: int,
+          device: torch.device, label_key: str = "label") -> Scoreboard:
+    """Score a network's masks (P(water) > 0.5) on whole chips with the data issue's
+    metric (:mod:`training.metrics`)."""
     was_training = model.training
     model.eval()
-    inter = union = 0
+    board = Scoreboard()
     for chips in DataLoader(dataset, batch_size=batch, shuffle=False):
         x = torch.cat([chips[b] for b in inputs], dim=1).to(device)
-        pred = model.water_probability(x)[:, 0].cpu() > 0.5
-        label = chips["label"].where(chips["valid"], torch.tensor(-1))
-        counted = label >= 0
-        truth = label == 1
-        inter += int((pred & truth & counted).sum())
-        union += int(((pred | truth) & counted).sum())
+        pred = (model.water_probability(x)[:, 0] > 0.5).to(torch.int8).cpu().numpy()
+        for i, chip_id in enumerate(chips["id"]):
+            board.add(chip_id, pred[i], chips[label_key][i].numpy(), chips["valid"][i].numpy())
     model.train(was_training)
-    return inter / union if union else float("nan")
+    return board
 
 
 class _Log:
@@ -206,7 +204,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     optimiser = torch.optim.SGD(model.parameters(), lr=run.lr, momentum=cfg.momentum,
                                 weight_decay=run.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _poly(cfg.steps, cfg.poly_power))
-    start, best, elapsed = 0, {"step": 0, "iou_valid": -math.inf}, 0.0
+    start, best, elapsed = 0, {"step": 0, "iou_valid": None}, 0.0
     if state is not None:
         load_weights(model, state["model"], str(out_dir / "last.pt"))
         optimiser.load_state_dict(state["optimizer"])
@@ -257,10 +255,11 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                 log(f"step {done} loss {loss.item():.6f} lr {lr:.6g}")
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 if d.is_main:
-                    iou = validation_iou(model, data.valid, method.inputs, cfg.eval_batch,
-                                         d.device)
-                    log(f"valid step {done} iou {iou:.4f}", show=True)
-                    if iou > best["iou_valid"]:
+                    iou = score(model, data.valid, method.inputs, cfg.eval_batch,
+                                d.device).summary()["iou"]
+                    log(f"valid step {done} iou {iou}", show=True)
+                    if best["step"] == 0 or (iou is not None and (best["iou_valid"] is None
+                                                                  or iou > best["iou_valid"])):
                         best = {"step": done, "iou_valid": iou}
                         save_checkpoint(out_dir / "best.pt", {
                             "run": run.identity(), "model_spec": run.model_spec,
@@ -286,7 +285,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                "train_seconds": round(seconds, 1), "processes": d.world,
                "device": d.device.type, "data": data.description}
     if d.is_main:
-        log(f"done: best valid IoU {best['iou_valid']:.4f} at step {best['step']}")
+        log(f"done: best valid IoU {best['iou_valid']} at step {best['step']}")
         summary_path.write_text(json.dumps(summary, indent=1))
     ddp.barrier(d)
     return summary, model

@@ -28,5 +28,6 @@ class TinyChips(Dataset):
         return self.s1.shape[0]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"s1": self.s1[i], "s2": self.s2[i], "label": self.label[i],
-                "weak_label": self.weak_label[i], "valid": self.valid[i]}
+        return {"id": f"tiny_{i}", "s1": self.s1[i], "s2": self.s2[i], "label": self.label[i],
+                "weak_label": self.weak_label[i], "valid": self.valid[i],
+                "s2_valid": torch.ones_like(self.valid[i])}

@@ -1,0 +1,322 @@
+"""``python -m training reproduce --data DIR --preset cpu|paper --seeds N``: Table 1 end to end.
+
+For every row of Garg et al.'s Table 1 (and our compact student):
+
+1. with a learning-rate x weight-decay grid (``paper``), train seed 0 at every
+   grid point and keep the point with the best validation IoU (Appendix B);
+2. train seeds 0..N-1 at that point (teachers before their students; each
+   student learns from the teacher of its own seed);
+3. score each run's best checkpoint on ``test`` and ``bolivia`` with the data
+   issue's metric (:mod:`training.metrics`), Otsu through ``training.evaluate``;
+4. export seed 0 of both students to ONNX and time them with ``python -m
+   backend bench`` (the plugin's inference path);
+5. write ``table1.md`` and ``table1.json``: mean +/- sample std over seeds, the
+   paper's numbers beside ours, the data measured on, and the checks of the
+   issue's targets.
+
+Every run folder resumes, so an interrupted reproduce continues where it stopped
+when the same command is run again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import ddp
+from .checkpoint import CheckpointError, load_model
+from .cli import fail
+from .config import ConfigError, TrainConfig, make_config, parse_overrides
+from .data.layout import DatasetError
+from .evaluate import evaluate, load_split, otsu
+from .export import ExportError, export
+from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order
+from .rundata import describe, open_run_data, open_split
+from .train import Interrupted, RunError, RunSpec, score, train
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "training" / "results"
+BENCH_SIZE = 2048
+# the issue's targets: each pair (lower, higher) must be ordered with a gap above
+# the larger of the two seed stds; hand and weak are meant to be about equal
+ORDER = [("otsu", "hand"), ("otsu", "weak"), ("weak", "weak_ed"), ("hand", "weak_ed"),
+         ("weak_ed", "student"), ("student", "teacher")]
+COMPACT_MAX_GAP = 2.0   # IoU points below the big student
+COMPACT_MIN_SPEEDUP = 5.0
+
+
+def run_dir(out: Path, method: Method, seed: int, lr: float, wd: float) -> Path:
+    return out / method.name / f"seed{seed}_lr{lr:g}_wd{wd:g}"
+
+
+def score_run(best: Path, method: Method, eval_sets: dict[str, Any], cfg: TrainConfig,
+              device: torch.device) -> dict[str, float | None]:
+    """IoU (%) on each evaluation split; also saved beside the checkpoint (metrics.json)."""
+    model, _ = load_model(best)
+    model.to(device)
+    metrics = {}
+    for split, dataset in eval_sets.items():
+        iou = score(model, dataset, method.inputs, cfg.eval_batch, device).summary()["iou"]
+        metrics[f"iou_{split}"] = iou
+    (best.parent / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def otsu_row(data: Path) -> dict[str, float | None]:
+    """Otsu on VV per chip, through the data issue's evaluation."""
+    out = {}
+    for split in EVAL_SPLITS:
+        chips, _ = load_split(data, split)
+        out[f"iou_{split}"] = evaluate(chips, otsu("VV")).summary()["iou"]
+    return out
+
+
+def bench(model: Path, workdir: Path) -> dict[str, float]:
+    """Throughput of an exported model through ``python -m backend bench`` (CPU)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "backend", "bench", "--model", str(model), "--size",
+         str(BENCH_SIZE), "--device", "cpu", "--workdir", str(workdir), "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise RunError(f"backend bench failed on {model}: {proc.stderr.strip()[-300:]}")
+    run = json.loads(proc.stdout)["runs"][0]
+    return {"raw_raster_mpx_s": run["raw"]["raster_mpx_s"],
+            "predict_mpx_s": run["predict"]["mpx_s"], "size": BENCH_SIZE}
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    vals = [100 * v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    std = statistics.stdev(vals) if len(vals) > 1 else None
+    return {"mean": round(statistics.fmean(vals), 2), "std": None if std is None else round(std, 2),
+            "n": len(vals), "values": [round(v, 2) for v in vals]}
+
+
+def checks(rows: dict[str, dict], speed: dict[str, dict]) -> list[dict[str, Any]]:
+    """The issue's targets, evaluated on the test split."""
+    out = []
+    for lo, hi in ORDER:
+        a, b = rows.get(lo, {}).get("test"), rows.get(hi, {}).get("test")
+        if not a or not b or a["mean"] is None or b["mean"] is None:
+            continue
+        gap = b["mean"] - a["mean"]
+        noise = max(a["std"] or 0.0, b["std"] or 0.0)
+        out.append({"check": f"{lo} < {hi}", "gap": round(gap, 2), "max_std": noise,
+                    "holds": gap > noise, "seeds": min(a["n"], b["n"])})
+    hand, weak = rows.get("hand", {}).get("test"), rows.get("weak", {}).get("test")
+    if hand and weak and hand["mean"] is not None and weak["mean"] is not None:
+        out.append({"check": "hand ~ weak", "gap": round(weak["mean"] - hand["mean"], 2),
+                    "holds": None, "seeds": min(hand["n"], weak["n"])})
+    big, small = rows.get("student", {}).get("test"), rows.get("student_compact", {}).get("test")
+    if big and small and big["mean"] is not None and small["mean"] is not None:
+        gap = big["mean"] - small["mean"]
+        out.append({"check": f"compact within {COMPACT_MAX_GAP:g} IoU points of student",
+                    "gap": round(gap, 2), "holds": gap <= COMPACT_MAX_GAP})
+    if "student" in speed and "student_compact" in speed:
+        for key, what in (("raw_raster_mpx_s", "model alone"), ("predict_mpx_s", "predict end to end")):
+            ratio = speed["student_compact"][key] / speed["student"][key]
+            out.append({"check": f"compact >= {COMPACT_MIN_SPEEDUP:g}x faster than student "
+                                 f"(backend bench, {what})", "ratio": round(ratio, 2),
+                        "holds": ratio >= COMPACT_MIN_SPEEDUP})
+    return out
+
+
+def _fmt(s: dict[str, Any] | None) -> str:
+    if not s or s["mean"] is None:
+        return "-"
+    return f"{s['mean']:.2f}" + (f" ± {s['std']:.2f}" if s["std"] is not None else "")
+
+
+def write_table(doc: dict[str, Any], results: Path) -> None:
+    """table1.json (everything) and table1.md (for people)."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "table1.json").write_text(json.dumps(doc, indent=1))
+    synthetic = doc["data"].startswith("SYNTHETIC")
+    lines = [f"# Table 1 of Garg et al., reproduced (preset `{doc['preset']}`, "
+             f"{doc['seeds']} seed{'s' if doc['seeds'] > 1 else ''})", ""]
+    if synthetic:
+        lines += ["**These numbers are measured on SYNTHETIC data, not on Sen1Floods11.** "
+                  "They show that the pipeline runs end to end and how the methods rank on "
+                  "the synthetic generator's scenes; they are not comparable with the paper's "
+                  "column, which is measured on the real Sen1Floods11 test split.", ""]
+    lines += [f"Data: {doc['data']}.", "",
+              f"Measured on: {doc['measured_on']}.", "",
+              "| Method | Network | Test IoU % (ours) | Bolivia IoU % (ours) | "
+              "Test IoU % (paper) | Valid IoU % | lr, wd |",
+              "|---|---|---|---|---|---|---|"]
+    for row in doc["rows"]:
+        paper = "-" if row["paper"]["mean"] is None else (
+            f"{row['paper']['mean']:.2f}" + (f" ± {row['paper']['std']:.2f}"
+                                             if row["paper"]["std"] is not None else ""))
+        hp = "-" if row.get("lr") is None else f"{row['lr']:g}, {row['weight_decay']:g}"
+        lines.append(f"| {row['title']} | {row['network']} | {_fmt(row['test'])} | "
+                     f"{_fmt(row['bolivia'])} | {paper} | {_fmt(row.get('valid'))} | {hp} |")
+    lines += ["", "IoU of the water class over all scored pixels of a split "
+              "(training/metrics.py); mean ± sample standard deviation over seeds "
+              "(no ± with one seed). Paper: Garg et al., Table 1 (mean ± std of 5 runs); "
+              "the teacher's number is from their Section 4.", "", "## Targets of the issue",
+              "", "| Check (test split) | Value | Holds |", "|---|---|---|"]
+    for c in doc["checks"]:
+        value = (f"ratio {c['ratio']}" if "ratio" in c
+                 else f"gap {c['gap']}" + (f", max seed std {c['max_std']}" if "max_std" in c
+                                           else ""))
+        holds = {True: "yes", False: "**no**", None: "(no target)"}[c["holds"]]
+        lines.append(f"| {c['check']} | {value} | {holds} |")
+    if doc["speed"]:
+        lines += ["", f"## Speed (`python -m backend bench --size {BENCH_SIZE} --device cpu`, "
+                  "seed-0 exports)", "", "| Model | Model alone, Mpx/s | Predict end to end, "
+                  "Mpx/s |", "|---|---|---|"]
+        for name, s in doc["speed"].items():
+            lines.append(f"| {name} | {s['raw_raster_mpx_s']} | {s['predict_mpx_s']} |")
+    lines += ["", "## Runs", "", f"Machine: {doc['machine']}. Wall time of this reproduce "
+              f"call: {doc['wall_seconds'] / 60:.1f} min (runs resumed or finished earlier "
+              f"keep their own times in table1.json).", ""]
+    (results / "table1.md").write_text("\n".join(lines) + "\n")
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
+
+
+def select(names: list[str] | None) -> list[Method]:
+    """The methods to run, with the teachers their students need."""
+    if not names:
+        return list(METHODS)
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; expected {', '.join(BY_NAME)}")
+    wanted = set(names) | {BY_NAME[n].teacher for n in names if BY_NAME[n].teacher}
+    return [m for m in METHODS if m.name in wanted]
+
+
+def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
+              overrides: dict[str, str], device: str = "auto", methods: list[str] | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Run and score every selected row; write the table; return its document."""
+    cfg = make_config(preset, overrides)
+    if seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    chosen = select(methods)
+    order = [m for m in training_order() if m in chosen]
+    # open and check every dataset before the first step
+    run_data = {m.name: open_run_data(data, m, cfg.cache) for m in order}
+    eval_sets = {s: open_split(data, s, True, cfg.cache) for s in EVAL_SPLITS}
+    d = ddp.setup(device)
+    t0 = time.perf_counter()
+    per_seed: dict[str, list[dict[str, Any]]] = {}
+    hparams: dict[str, tuple[float, float]] = {}
+    if any(m.kind == "otsu" for m in chosen) and d.is_main:
+        per_seed["otsu"] = [otsu_row(data)]
+
+    def teacher_of(m: Method, seed: int) -> Path | None:
+        if m.teacher is None:
+            return None
+        return run_dir(out, BY_NAME[m.teacher], seed, *hparams[m.teacher]) / "best.pt"
+
+    def one(m: Method, seed: int, lr: float, wd: float) -> dict[str, Any]:
+        rd = run_dir(out, m, seed, lr, wd)
+        summary, _ = train(RunSpec(m, cfg, seed, lr, wd), run_data[m.name], rd,
+                           teacher=teacher_of(m, seed), d=d, progress=progress)
+        return summary
+
+    for m in order:
+        grid = cfg.grid()
+        if len(grid) > 1:  # Appendix B: the grid point with the best validation IoU
+            found = [(one(m, 0, lr, wd)["iou_valid"] or -1.0, lr, wd) for lr, wd in grid]
+            hparams[m.name] = max(found)[1:]
+        else:
+            hparams[m.name] = grid[0]
+        per_seed[m.name] = []
+        for seed in range(seeds):
+            summary = one(m, seed, *hparams[m.name])
+            if d.is_main:
+                best = run_dir(out, m, seed, *hparams[m.name]) / "best.pt"
+                summary.update(score_run(best, m, eval_sets, cfg, d.device))
+            per_seed[m.name].append(summary)
+            ddp.barrier(d)
+
+    speed = {}
+    if d.is_main and {"student", "student_compact"} <= set(hparams):
+        export_dir = out / "export"
+        export_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("student", "student_compact"):
+            m = BY_NAME[name]
+            onnx_path = export_dir / f"{name}.onnx"
+            export(run_dir(out, m, 0, *hparams[name]) / "best.pt", onnx_path)
+            speed[name] = bench(onnx_path, export_dir)
+    doc = table_doc(per_seed, hparams, speed, data, cfg, seeds, eval_sets,
+                    time.perf_counter() - t0)
+    if d.is_main:
+        write_table(doc, results)
+    ddp.teardown(d)
+    return doc
+
+
+def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, float]],
+              speed: dict[str, dict], data: Path, cfg: TrainConfig, seeds: int,
+              eval_sets: dict[str, Any], wall: float) -> dict[str, Any]:
+    rows, stats = [], {}
+    for m in METHODS:
+        if m.name not in per_seed:
+            continue
+        runs = per_seed[m.name]
+        stats[m.name] = {s: _stats([r.get(f"iou_{s}") for r in runs]) for s in EVAL_SPLITS}
+        row = {"method": m.name, "title": m.title, **stats[m.name],
+               "paper": {"mean": m.paper_iou, "std": m.paper_std, "split": "test"},
+               "network": runs[0].get("model", "-") if m.kind != "otsu" else "-",
+               "runs": runs}
+        if m.kind != "otsu":
+            row["valid"] = _stats([r.get("iou_valid") for r in runs])
+            row["lr"], row["weight_decay"] = hparams[m.name]
+        rows.append(row)
+    sizes = ", ".join(f"{s} ({len(ds)} chips)" for s, ds in eval_sets.items())
+    return {"preset": cfg.preset, "seeds": seeds, "config": cfg.to_dict(),
+            "data": describe(data), "data_path": str(data),
+            "measured_on": f"the hand-labelled splits {sizes} of that data",
+            "rows": rows, "checks": checks(stats, speed), "speed": speed,
+            "machine": _machine(), "wall_seconds": round(wall, 1)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (holding v1.1/)")
+    p.add_argument("--preset", default="cpu", help="paper or cpu (default cpu)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
+    p.add_argument("--out", type=Path, help="runs folder (default runs/reproduce-PRESET)")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help=f"where table1.md/json go (default {RESULTS.relative_to(REPO)})")
+    p.add_argument("--methods", help="comma-separated subset of rows (teachers added)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or Path("runs") / f"reproduce-{args.preset}"
+    methods = [s.strip() for s in args.methods.split(",")] if args.methods else None
+    try:
+        doc = reproduce(args.data, args.preset, args.seeds, out, args.results,
+                        parse_overrides(args.set), args.device, methods,
+                        progress=not args.no_progress)
+    except (ConfigError, DatasetError, RunError, CheckpointError, ExportError, ValueError) as exc:
+        return fail(str(exc))
+    except Interrupted as exc:
+        print(f"interrupted: {exc}; rerun the same command to continue")
+        return 130
+    print((args.results / "table1.md").read_text())
+    return 0 if doc["rows"] else 1

@@ -1,0 +1,67 @@
+"""``python -m training train METHOD --data DIR --out RUN``: train one method, one seed.
+
+Rerunning the same command resumes the run; under ``torchrun`` it trains with DDP:
+
+    torchrun --nproc_per_node 4 -m training train teacher --data DIR --out runs/t --preset paper
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import ddp
+from .checkpoint import CheckpointError
+from .cli import fail
+from .config import ConfigError, make_config, parse_overrides
+from .data.layout import DatasetError
+from .methods import BY_NAME, get_method
+from .rundata import open_run_data
+from .train import Interrupted, RunError, RunSpec, train
+
+TRAINED = [m for m in BY_NAME if BY_NAME[m].kind != "otsu"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("method", help=f"one of {', '.join(TRAINED)}")
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (holding v1.1/)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
+    p.add_argument("--preset", default="cpu", help="paper or cpu (default cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", type=Path, help="teacher checkpoint (best.pt) for students")
+    p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default: the preset's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="save and stop after this step (resume later with the same command)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        method = get_method(args.method)
+        if method.kind == "otsu":
+            return fail("otsu is not trained; score it with: python -m training evaluate --otsu")
+        cfg = make_config(args.preset, parse_overrides(args.set))
+        spec = RunSpec(method, cfg, args.seed,
+                       cfg.lr if args.lr is None else args.lr,
+                       cfg.weight_decay if args.weight_decay is None else args.weight_decay)
+        data = open_run_data(args.data, method, cfg.cache)
+        d = ddp.setup(args.device)
+    except (ValueError, ConfigError, DatasetError) as exc:
+        return fail(str(exc))
+    try:
+        summary, _ = train(spec, data, args.out, teacher=args.teacher, d=d,
+                           progress=not args.no_progress, stop_at=args.stop_at)
+    except (RunError, CheckpointError) as exc:
+        return fail(str(exc))
+    except Interrupted as exc:
+        print(f"interrupted: {exc}")
+        return 130
+    finally:
+        ddp.teardown(d)
+    if d.is_main:
+        print(f"{summary['method']} seed {summary['seed']}: best valid IoU {summary['iou_valid']} "
+              f"at step {summary['best_step']}; {args.out / 'best.pt'}")
+    return 0
