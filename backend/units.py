@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .card import UNITS
 from .progress import Reporter
 from .raster_io import BandSource, WindowReader
 
-UNITS = ("dB", "linear", "amplitude")
 _WORDS = [
     ("dB", re.compile(r"(?<![a-z])(db|decibels?)(?![a-z])", re.I)),
     ("amplitude", re.compile(r"(?<![a-z])(amplitude|amp)(?![a-z])", re.I)),
