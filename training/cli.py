@@ -16,6 +16,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train_cli", "train one method (one seed) on a data folder"),
     "reproduce": ("training.reproduce", "train and evaluate every Table 1 row over seeds"),
     "export": ("training.export_cli", "export a checkpoint to ONNX with its model card"),
+    "synth": ("training.synth.cli", "write a synthetic Sen1Floods11 v1.1 dataset"),
+    "bench-synth": ("training.synth.bench", "measure the synthetic generator's speed and determinism"),
+    "evaluate": ("training.evaluate", "score Otsu, models, mask folders or S2 index rules on a split"),
+    "figure": ("training.figures", "draw chips side by side: S1, S2, label, weak label, prediction"),
 }
 
 

@@ -52,7 +52,7 @@ def _parcels(size: int, rng: np.random.Generator) -> np.ndarray:
 
 def make_landcover(p: ChipParams, t: Terrain, rng: np.random.Generator) -> LandCover:
     size = t.height.shape[0]
-    slope = slope_deg(t.height)
+    slope = slope_deg(t)
     dry = ~t.water
 
     forest_score = noise.blobs(rng, size, scale=rng.uniform(40, 120)) + 0.05 * slope
@@ -69,7 +69,7 @@ def make_landcover(p: ChipParams, t: Terrain, rng: np.random.Generator) -> LandC
     vigour = parcel_vigour[parcel]
     # radar brightness of each field from its roughness and moisture: crops vary
     # by about 1.5 dB; bare soil from smooth (dark, water-like) to ploughed (bright)
-    parcel_db = np.where(bare_parcel, rng.normal(-1.0, 3.0, _TABLE), rng.normal(0.0, 1.5, _TABLE))
+    parcel_db = np.where(bare_parcel, rng.normal(0.0, 2.5, _TABLE), rng.normal(0.0, 1.5, _TABLE))
     parcel_gain = np.power(10.0, parcel_db / 10.0).astype(np.float32)[parcel]
 
     cls = np.where(vigour < BARE_VIGOUR, BARE, CROP).astype(np.uint8)

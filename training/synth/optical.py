@@ -123,9 +123,9 @@ def clouds(p: ChipParams, size: int, rng: np.random.Generator) -> tuple[np.ndarr
     return alpha, shadow
 
 
-def direct_light(height: np.ndarray, p: ChipParams) -> np.ndarray:
+def direct_light(t: Terrain, p: ChipParams) -> np.ndarray:
     """Direct-sun illumination relative to flat ground: cos(local) / cos(zenith), >= 0."""
-    gy, gx = np.gradient(height, PIXEL_M)
+    gx, gy = t.gx, t.gy
     zen = np.radians(90.0 - p.sun_elevation_deg)
     az = np.radians(p.sun_azimuth_deg)
     # surface normal (east, north, up) with rows running south: d/dnorth = -d/drow
@@ -142,12 +142,14 @@ def _toa_group(idx: tuple[int, ...], w: np.ndarray, px: np.ndarray, haze: float)
     """
     bottom, depth, gain, direct, alpha = px
     scale = _vec(TRANSMIT, idx) * S2_SCALE
-    toa = (ENDMEMBERS[:, list(idx)].T * scale) @ (w * gain)
+    # einsum, not a matrix product: BLAS would spread over threads
+    toa = np.einsum("kb,kn->bn", ENDMEMBERS[:, list(idx)] * scale.T, w)
     wet = np.flatnonzero(bottom > 0)
     if wet.size:
         attenuation = np.exp(-2.0 * _vec(WATER_ABSORPTION, idx) * depth[wet][None])
-        toa[:, wet] += (0.6 * _vec(SOIL, idx) * scale) * attenuation * (bottom * gain)[wet][None]
+        toa[:, wet] += (0.6 * _vec(SOIL, idx) * scale) * attenuation * bottom[wet][None]
     diffuse = _vec(DIFFUSE, idx)
+    toa *= gain[None]
     toa *= diffuse + (1.0 - diffuse) * direct[None]
     toa += _vec(PATH, idx) * (haze * S2_SCALE) + 0.5   # + 0.5: round on the cast (all positive)
     if alpha.any():
@@ -175,7 +177,7 @@ def simulate(p: ChipParams, t: Terrain, lc: LandCover, tex: np.ndarray, rng: np.
     smooth_tex = noise.fractal(rng, size, beta=2.5, min_wavelength=4.0)
     gain = np.where(lc.cls == URBAN, 1.0 + 0.1 * tex + 0.2 * np.clip(lc.grain, -2, 2), 1.0 + 0.06 * smooth_tex)
     alpha, shadow = clouds(p, size, rng)
-    direct = direct_light(t.height, p) * (1.0 - SHADOW_DEPTH * shadow)
+    direct = direct_light(t, p) * (1.0 - SHADOW_DEPTH * shadow)
     px = np.stack([bottom, t.depth, gain, direct, alpha])
     out = np.empty((13, size, size), np.int16)
     coarse_w, coarse_px, done = w, px, 1

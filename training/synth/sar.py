@@ -13,12 +13,12 @@ incidence angle, roughly 30-45 deg):
   CMOD5", JGR 112), about -21 dB at 3 m/s and -14 dB at 7 m/s; below about
   2 m/s no Bragg waves form. Sheltered water near shores stays calm (short
   fetch). Cross-pol rises far less: VH about 14 dB below VV.
-- Crops and grass: VV about -10.5, VH about -16.5 dB at full cover; bare soil
-  about -14 / -23 dB; each field is offset by its roughness and moisture
+- Crops and grass: VV about -9.5, VH about -15.5 dB at full cover; bare soil
+  about -11.5 / -19.5 dB; each field is offset by its roughness and moisture
   (std 1.5 dB) (ranges of Veloso et al. 2017, "Understanding the temporal
   behavior of crops using Sentinel-1 and Sentinel-2-like data", RSE 199).
   Bare fields range from smooth (dark, a water look-alike) to ploughed
-  (bright): std 3 dB (soil roughness dominates C-band soil backscatter;
+  (bright): std 2.5 dB (soil roughness dominates C-band soil backscatter;
   Ulaby and Dobson 1989).
 - Forest, volume scattering: VV about -7.5, VH about -13 dB (gamma0 of
   tropical forest about -6.5 dB VV, the classic C-band calibration target,
@@ -26,7 +26,9 @@ incidence angle, roughly 30-45 deg):
 - Urban: dihedral walls-and-ground reflection makes towns bright, VV about
   +0.5 dB, with point targets far brighter and streets dark (a per-pixel
   texture of std 5 dB) (Ulaby and Dobson 1989, "Handbook of Radar Scattering
-  Statistics for Terrain").
+  Statistics for Terrain"). A dihedral returns the polarisation it was sent
+  (cross-pol comes from volume scattering; Lee and Pottier 2009, "Polarimetric
+  Radar Imaging"), so towns keep VH about 11 dB below VV.
 - Flooded vegetation: water under stems forms a double-bounce dihedral, VV
   several dB above the same vegetation when dry, VH little changed
   (Tsyganskaya et al. 2018, "SAR-based detection of flooded vegetation - a
@@ -65,10 +67,10 @@ from .terrain import PIXEL_M, Terrain
 ENL = 4.4
 # dB at the scene's incidence angle: (VV, VH)
 WATER_CALM_DB = (-23.0, -28.0)
-CROP_DB = (-10.5, -16.5)
-BARE_DB = (-14.0, -23.0)
+CROP_DB = (-9.5, -15.5)
+BARE_DB = (-11.5, -19.5)
 FOREST_DB = (-7.5, -13.0)
-URBAN_DB = (0.5, -7.5)
+URBAN_DB = (0.5, -10.5)
 NOISE_FLOOR_DB = (-30.0, -32.0)
 WIND_VH_BELOW_VV_DB = 14.0
 LAYOVER_GAIN = 3.0
@@ -85,18 +87,18 @@ def _lin(db: np.ndarray | float) -> np.ndarray:
     return np.power(10.0, np.asarray(db, np.float32) / 10.0, dtype=np.float32)
 
 
-def geometry(height: np.ndarray, incidence_deg: float, look_from_east: bool
+def geometry(t: Terrain, incidence_deg: float, look_from_east: bool
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Local-incidence cosine, shadow mask and layover mask.
 
     Range runs along image rows (Sentinel-1 flies near-polar and looks sideways,
     so range is close to east-west; the ~10 deg heading tilt is ignored).
     """
-    h = height[:, ::-1] if look_from_east else height   # radar on the left
     theta = np.radians(incidence_deg)
-    gy, gx = np.gradient(h, PIXEL_M)
-    # slope rising away from the radar (gx > 0) faces it
-    cos_loc = (gx * np.sin(theta) + np.cos(theta)) / np.sqrt(1.0 + gx * gx + gy * gy)
+    # a slope rising away from the radar faces it
+    away = -t.gx if look_from_east else t.gx
+    cos_loc = (away * np.sin(theta) + np.cos(theta)) / np.sqrt(1.0 + t.gx * t.gx + t.gy * t.gy)
+    h = t.height[:, ::-1] if look_from_east else t.height   # radar on the left
     x = np.arange(h.shape[1], dtype=np.float32) * PIXEL_M
     ray = h + x / np.tan(theta)
     shadow = np.zeros(h.shape, bool)
@@ -106,7 +108,7 @@ def geometry(height: np.ndarray, incidence_deg: float, look_from_east: bool
     layover = np.zeros(h.shape, bool)
     layover[:, :-1] = later_min[:, 1:] < slant[:, :-1]
     if look_from_east:
-        cos_loc, shadow, layover = cos_loc[:, ::-1], shadow[:, ::-1], layover[:, ::-1]
+        shadow, layover = shadow[:, ::-1], layover[:, ::-1]
     return cos_loc.astype(np.float32), shadow, layover
 
 
@@ -178,7 +180,7 @@ def simulate(p: ChipParams, t: Terrain, lc: LandCover, tex: np.ndarray, rng: np.
     sigma[0][fv] *= _lin(gain_vv_db)
     sigma[1][fv] *= _lin(rng.uniform(0.0, 2.0))
 
-    cos_loc, shadow, layover = geometry(t.height, p.incidence_deg, p.look_from_east)
+    cos_loc, shadow, layover = geometry(t, p.incidence_deg, p.look_from_east)
     theta = np.radians(p.incidence_deg)
     cos_c = np.clip(cos_loc, np.cos(np.radians(89.0)), 1.0)
     sin_c = np.sqrt(1.0 - cos_c * cos_c).clip(np.sin(np.radians(5.0)), 1.0)

@@ -58,12 +58,12 @@ def make_chip(p: ChipParams, rng: np.random.Generator, size: int = SIZE) -> Chip
         s1[:] = np.nan
     elif r < S1_EMPTY_PROB + S1_EDGE_PROB:
         s1[:, _edge_mask(size, rng)] = np.nan
-    if rng.random() < S2_EDGE_PROB:
-        s2[:, _edge_mask(size, rng)] = 0
+    s2_missing = _edge_mask(size, rng) if rng.random() < S2_EDGE_PROB else np.zeros((size, size), bool)
+    s2[:, s2_missing] = 0
 
     truth = terrain.water.astype(np.int16)
     hand = truth.copy()
-    hand[(cloud > THICK_CLOUD) | (s2 == 0).any(axis=0)] = IGNORE
+    hand[(cloud > THICK_CLOUD) | s2_missing] = IGNORE
     counts = np.bincount(lc.cls.ravel(), minlength=len(CLASS_NAMES)) / lc.cls.size
     stats = {f"frac_{name}": float(c) for name, c in zip(CLASS_NAMES, counts)}
     stats["water_frac"] = float(truth.mean())

@@ -33,7 +33,9 @@ class Terrain:
     river_dist: np.ndarray    # distance from the river centreline, px
     water: np.ndarray         # bool: open water or water under vegetation
     depth: np.ndarray         # water depth, m (0 on dry land)
-    permanent: np.ndarray     # bool: river channel and lakes (clearer water)
+    permanent: np.ndarray     # bool: river channel and lakes
+    gx: np.ndarray            # height gradient along rows (eastward), m/m
+    gy: np.ndarray            # height gradient down columns (southward), m/m
 
 
 def _meander(u: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +67,7 @@ def make_terrain(p: ChipParams, size: int, rng: np.random.Generator) -> Terrain:
     floor = 1e-4 * u * PIXEL_M                        # 0.1 m/km downstream gradient
     floodplain_px = rng.uniform(40, 160)
     upland = 1.0 - np.exp(-beyond / floodplain_px)    # 0 on the floodplain, 1 far from it
-    hills = noise.fractal(rng, size, beta=3.4, min_wavelength=3.0) * p.relief_m
+    hills = noise.fractal(rng, size, beta=3.4, min_wavelength=4.0) * p.relief_m
     micro = noise.fractal(rng, size, beta=2.6, min_wavelength=8.0) * rng.uniform(0.15, 0.5)
     rise = p.valley_slope * beyond * PIXEL_M
     # hills stand on the valley sides (never below the river), so uplands stay
@@ -85,10 +87,11 @@ def make_terrain(p: ChipParams, size: int, rng: np.random.Generator) -> Terrain:
 
     water = hand < stage
     depth = np.where(water, stage - hand, 0.0).astype(np.float32)
-    return Terrain(height=(floor + hand).astype(np.float32), hand=hand, river_dist=dist.astype(np.float32),
-                   water=water, depth=depth, permanent=channel | lakes)
-
-
-def slope_deg(height: np.ndarray) -> np.ndarray:
+    height = (floor + hand).astype(np.float32)
     gy, gx = np.gradient(height, PIXEL_M)
-    return np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32)
+    return Terrain(height=height, hand=hand, river_dist=dist.astype(np.float32), water=water,
+                   depth=depth, permanent=channel | lakes, gx=gx, gy=gy)
+
+
+def slope_deg(t: Terrain) -> np.ndarray:
+    return np.degrees(np.arctan(np.hypot(t.gx, t.gy))).astype(np.float32)

@@ -96,9 +96,10 @@ def write_tif(path: Path, data: np.ndarray, transform, *, nodata: float | None =
 
 
 def _transform(event: events.EventSpec, task: Task):
-    # chips of one event tile a grid: 64 chips a row, one block of rows per set
-    row = (_SET_CODES[task.kind] - 1) * 100 + task.index // 64
-    col = task.index % 64
+    # chips of one event tile a grid, 64 chips a row, the sets side by side in
+    # longitude (so a set of thousands of chips spans only a few degrees of latitude)
+    row = task.index // 64
+    col = (_SET_CODES[task.kind] - 1) * 64 + task.index % 64
     span = scene.SIZE * PIXEL_DEG
     return from_origin(event.lon + col * span, event.lat - row * span, PIXEL_DEG, PIXEL_DEG)
 

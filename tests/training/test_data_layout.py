@@ -1,0 +1,161 @@
+"""Layout resolution and bad-input reporting: every problem up front, never an IndexError."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from training.data.io import read_label, read_mask, read_s1, read_s2
+from training.data.layout import MAX_LISTED, DatasetError, Layout, parse_split
+from training.data.sets import external_chips, hand_chips, weak_chips
+
+PX = 8.983152841195215e-05
+
+
+def tif(path: Path, data: np.ndarray, origin=(10.0, 5.0), nodata=None, descriptions=()) -> Path:
+    data = data if data.ndim == 3 else data[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                       count=data.shape[0], dtype=data.dtype, crs="EPSG:4326",
+                       transform=from_origin(*origin, PX, PX), nodata=nodata) as ds:
+        ds.write(data)
+        for i, d in enumerate(descriptions, start=1):
+            ds.set_band_description(i, d)
+    return path
+
+
+def hand_chip(root: Path, chip: str, size: int = 8, label_origin=(10.0, 5.0)) -> None:
+    hand = root / "v1.1/data/flood_events/HandLabeled"
+    tif(hand / "S1Hand" / f"{chip}_S1Hand.tif", np.full((2, size, size), -12, np.float32),
+        nodata=float("nan"), descriptions=("VV", "VH"))
+    tif(hand / "LabelHand" / f"{chip}_LabelHand.tif", np.zeros((size, size), np.int16), origin=label_origin)
+
+
+def split(root: Path, name: str, lines: list[str]) -> Path:
+    path = root / "v1.1/splits/flood_handlabeled" / f"flood_{name}_data.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{ln}\n" for ln in lines))
+    return path
+
+
+def test_layout_accepts_dataset_root_or_v11_folder(tmp_path):
+    hand_chip(tmp_path, "A_1")
+    assert Layout.find(tmp_path).hand == tmp_path / "v1.1/data/flood_events/HandLabeled"
+    assert Layout.find(tmp_path / "v1.1").root == tmp_path
+
+
+def test_layout_rejects_missing_and_foreign_folders(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        Layout.find(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="not a Sen1Floods11 folder"):
+        Layout.find(tmp_path)
+
+
+def test_split_problems_are_all_listed_with_line_numbers(tmp_path):
+    hand_chip(tmp_path, "A_1")
+    hand_chip(tmp_path, "B_2", size=16)                     # grid differs from its label below
+    tif(tmp_path / "v1.1/data/flood_events/HandLabeled/LabelHand/B_2_LabelHand.tif",
+        np.zeros((8, 8), np.int16))
+    hand_chip(tmp_path, "C_3", label_origin=(11.0, 5.0))    # label shifted by a degree
+    split(tmp_path, "test", ["A_1_S1Hand.tif,A_1_LabelHand.tif",
+                             "not a chip",
+                             "A_1_S1Hand.tif,A_1_LabelHand.tif",
+                             "D_4_S1Hand.tif,D_4_LabelHand.tif",
+                             "B_2_S1Hand.tif,B_2_LabelHand.tif",
+                             "C_3_S1Hand.tif,C_3_LabelHand.tif",
+                             "E_5_S1Hand.tif,E_5_Label.tif"])
+    with pytest.raises(DatasetError) as err:
+        hand_chips(tmp_path, "test")
+    msg = str(err.value)
+    assert "7 problems" in msg
+    assert "line 2: cannot read a chip from 'not a chip'" in msg
+    assert "line 3: chip A_1 already listed on line 1" in msg
+    assert "line 7: cannot read a chip" in msg                      # label name does not match
+    assert "chip D_4: s1 file missing" in msg and "chip D_4: label file missing" in msg
+    assert "chip B_2: label grid differs from s1 (size 16x16 vs 8x8)" in msg
+    assert "chip C_3: label grid differs from s1 (origin" in msg
+
+
+def test_many_problems_show_the_first_few_and_the_count(tmp_path):
+    hand_chip(tmp_path, "A_1")
+    split(tmp_path, "train", [f"X_{i}_S1Hand.tif,X_{i}_LabelHand.tif" for i in range(30)])
+    with pytest.raises(DatasetError) as err:
+        hand_chips(tmp_path, "train")
+    msg = str(err.value)
+    assert msg.splitlines()[0].endswith("60 problems")
+    assert len(msg.splitlines()) == 1 + MAX_LISTED + 1
+    assert msg.splitlines()[-1] == f"  - ... and {60 - MAX_LISTED} more"
+
+
+def test_unknown_split_missing_split_file_and_empty_split(tmp_path):
+    hand_chip(tmp_path, "A_1")
+    with pytest.raises(DatasetError, match="unknown split 'holdout'"):
+        hand_chips(tmp_path, "holdout")
+    with pytest.raises(DatasetError, match="split file not found"):
+        hand_chips(tmp_path, "valid")
+    split(tmp_path, "valid", [""])
+    with pytest.raises(DatasetError, match="lists no chips"):
+        hand_chips(tmp_path, "valid")
+
+
+def test_unreadable_file_is_reported_not_raised_deep(tmp_path):
+    hand_chip(tmp_path, "A_1")
+    (tmp_path / "v1.1/data/flood_events/HandLabeled/LabelHand/A_1_LabelHand.tif").write_bytes(b"not a tiff")
+    split(tmp_path, "test", ["A_1_S1Hand.tif,A_1_LabelHand.tif"])
+    with pytest.raises(DatasetError, match="chip A_1: .*A_1_LabelHand.tif: not a readable raster"):
+        hand_chips(tmp_path, "test")
+
+
+def test_raster_contents_are_checked(tmp_path):
+    three = tif(tmp_path / "three.tif", np.zeros((3, 4, 4), np.float32))
+    with pytest.raises(DatasetError, match="three.tif: 3 unnamed bands; expected 2"):
+        read_s1(three)
+    named = tif(tmp_path / "named.tif", np.zeros((2, 4, 4), np.float32), descriptions=("HH", "HV"))
+    with pytest.raises(DatasetError, match="named.tif: bands VV, VH not found .bands are HH, HV"):
+        read_s1(named)
+    ints = tif(tmp_path / "ints.tif", np.zeros((2, 4, 4), np.int16))
+    with pytest.raises(DatasetError, match="ints.tif: Sentinel-1 values are int16"):
+        read_s1(ints)
+    with pytest.raises(DatasetError, match="named.tif: bands B2 not found"):
+        read_s2(named, ("B2",))
+    label = tif(tmp_path / "label.tif", np.array([[0, 1], [2, 7]], np.int16))
+    with pytest.raises(DatasetError, match="label.tif: label holds values 2, 7; expected only -1, 0, 1"):
+        read_label(label)
+    with pytest.raises(DatasetError, match="label.tif: a mask has 1 band|label.tif: mask holds values"):
+        read_mask(label)
+    with pytest.raises(DatasetError, match="gone.tif: file not found"):
+        read_label(tmp_path / "gone.tif")
+
+
+def test_nodata_tags_become_nan_and_minus_one(tmp_path):
+    s1 = tif(tmp_path / "s1.tif", np.array([[[-9999, -10]], [[-20, -9999]]], np.float32),
+             nodata=-9999, descriptions=("VV", "VH"))
+    out = read_s1(s1)
+    assert np.isnan(out[0, 0, 0]) and np.isnan(out[1, 0, 1]) and out[0, 0, 1] == -10
+    mask = tif(tmp_path / "mask.tif", np.array([[0, 1, 255]], np.uint8))
+    assert read_mask(mask).tolist() == [[0, 1, -1]]
+    lab = tif(tmp_path / "lab.tif", np.array([[0, 1, 9]], np.uint8), nodata=9)
+    assert read_label(lab).tolist() == [[0, 1, -1]]
+
+
+def test_weak_and_external_sets_report_missing_parts(tmp_path):
+    root = tmp_path / "d"
+    (root / "v1.1").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="S1Weak: weakly labelled folder not found"):
+        weak_chips(root)
+    weak = root / "v1.1/data/flood_events/WeaklyLabeled"
+    tif(weak / "S1Weak" / "A_1_S1Weak.tif", np.zeros((2, 4, 4), np.float32), descriptions=("VV", "VH"))
+    with pytest.raises(DatasetError, match="chip A_1: label file missing: .*A_1_S2IndexLabelWeak.tif"):
+        weak_chips(root)
+    with pytest.raises(DatasetError, match="external_train_data.csv"):
+        external_chips(root)
+
+
+def test_parse_split_reads_csv_and_txt(tmp_path):
+    csv_path = tmp_path / "s.csv"
+    csv_path.write_text("Sri-Lanka_1_S1Hand.tif, Sri-Lanka_1_LabelHand.tif\n\nUSA_2_S1Hand.tif,USA_2_LabelHand.tif\n")
+    assert parse_split(csv_path, "S1Hand", "LabelHand") == (["Sri-Lanka_1", "USA_2"], [])
+    txt = tmp_path / "s.txt"
+    txt.write_text("Sri-Lanka_1\nUSA_2_S1Hand.tif\n")
+    assert parse_split(txt, "S1Hand", "LabelHand") == (["Sri-Lanka_1", "USA_2"], [])

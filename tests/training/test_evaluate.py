@@ -1,0 +1,129 @@
+"""``python -m training evaluate`` and ``figure``: one scoring path for Otsu, models, masks, S2 rules."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from training import evaluate
+from training.cli import main
+from training.data.io import read_label, read_s1
+from training.data.layout import DatasetError
+from training.metrics import Scoreboard
+from training.synth import writer
+from training.toy_models import threshold_model
+
+SPAIN = "Spain_7370579"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate") / "ds"
+    writer.generate(root, chips=6, weak=2, external=2, seed=5)
+    return root
+
+
+def hand_folder(root):
+    return root / "v1.1/data/flood_events/HandLabeled"
+
+
+def brute_force_otsu(values: np.ndarray) -> float:
+    """Threshold maximising between-class variance, tried at every 0.05 dB."""
+    v = values[np.isfinite(values)]
+    best, best_t = -1.0, None
+    for t in np.arange(-40, 10, 0.05):
+        low = v <= t
+        w0 = low.mean()
+        if 0 < w0 < 1:
+            score = w0 * (1 - w0) * (v[low].mean() - v[~low].mean()) ** 2
+            if score > best:
+                best, best_t = score, t
+    return best_t
+
+
+def test_label_masks_score_perfectly(data):
+    chips, reference = evaluate.load_split(data, "test")
+    board = evaluate.evaluate(chips, evaluate.masks(hand_folder(data) / "LabelHand"))
+    assert reference == "LabelHand"
+    s = board.summary()
+    assert s["iou"] == 1.0 and s["precision"] == 1.0 and s["recall"] == 1.0
+
+
+def test_otsu_matches_an_independent_otsu(data):
+    chips, _ = evaluate.load_split(data, "train")
+    chip = chips[0]
+    board = evaluate.evaluate([chip], evaluate.otsu("VV"))
+    s1 = read_s1(chip.s1)
+    t = brute_force_otsu(s1[0])
+    mine = Scoreboard()
+    mine.add(chip.chip_id, (s1[0] <= t).astype(np.int8), read_label(chip.label), np.isfinite(s1).all(0))
+    assert board.summary()["iou"] == pytest.approx(mine.summary()["iou"], abs=0.01)
+
+
+def test_model_through_the_backend_matches_its_rule(data, tmp_path):
+    path = tmp_path / "threshold.onnx"
+    onnx.save(threshold_model(), path)            # water where VV < -15 dB
+    chips, _ = evaluate.load_split(data, "test")
+    board = evaluate.evaluate(chips, evaluate.model(path, tmp_path, device="cpu"))
+    direct = Scoreboard()
+    for chip in chips:
+        s1 = read_s1(chip.s1)
+        direct.add(chip.chip_id, (s1[0] < -15).astype(np.int8), read_label(chip.label), np.isfinite(s1).all(0))
+    assert board.summary()["iou"] == pytest.approx(direct.summary()["iou"], abs=1e-4)
+    assert board.summary()["tp"] == pytest.approx(direct.summary()["tp"], rel=1e-3)
+
+
+def test_weak_and_external_are_scored_against_truth(data):
+    chips, reference = evaluate.load_split(data, "weak")
+    assert reference == "synthetic truth"
+    weak = evaluate.masks(data / "v1.1/data/flood_events/WeaklyLabeled/S2IndexLabelWeak")
+    s = evaluate.evaluate(chips, weak).summary()
+    assert s["chips"] == 2 and s["iou"] is not None and s["iou"] < 1.0
+    ext, _ = evaluate.load_split(data, "external", s2=True)
+    ndwi = evaluate.evaluate(ext, evaluate.s2_index("ndwi")).summary()
+    from_files = evaluate.evaluate(ext, evaluate.masks(data / "external/LabelWeak")).summary()
+    assert ndwi["iou"] == pytest.approx(from_files["iou"])   # the stored labels are that rule
+
+
+def test_missing_masks_are_listed(data, tmp_path):
+    chips, _ = evaluate.load_split(data, "train")
+    with pytest.raises(DatasetError, match=r"masks in .*: 3 problems"):
+        evaluate.evaluate(chips, evaluate.masks(tmp_path))
+
+
+def test_cli_table_json_and_no_overwrite(data, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = ["evaluate", "--data", str(data), "--split", "test", "--split", "bolivia",
+            "--otsu", "--masks", str(hand_folder(data) / "LabelHand"), "--json", str(out)]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[2].startswith("otsu (VV)")      # Otsu is the first row
+    doc = json.loads(out.read_text())
+    rows = {(r["method"], r["split"]): r for r in doc["results"]}
+    assert rows[("masks (LabelHand)", "bolivia")]["iou"] == 1.0
+    assert len(rows[("otsu (VV)", "test")]["per_chip"]) == 1
+    assert main(args) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(data)]) == 1
+    assert "nothing to score" in capsys.readouterr().err
+
+
+def test_real_chips_with_nothing_to_score(real_chips, tmp_path):
+    split = tmp_path / "s.txt"
+    split.write_text(f"{SPAIN}\nParaguay_34417\nGhana_83483\n")
+    chips, _ = evaluate.load_split(real_chips, "test", split)
+    board = evaluate.evaluate(chips, evaluate.otsu("VV"))
+    per = board.chips
+    assert per["Paraguay_34417"].scored == 0       # no valid radar
+    assert per["Ghana_83483"].scored == 0          # nothing labelled
+    assert 0.3 < per[SPAIN].iou < 0.9              # Otsu on a real flood chip: right, with errors
+
+
+def test_figure_png(data, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    assert main(["figure", "--data", str(data), "--split", "train", "--chips", "2", "--out", str(out)]) == 0
+    import matplotlib.image
+    img = matplotlib.image.imread(out)
+    assert img.shape[0] > 300 and img.shape[1] > 1000
+    assert main(["figure", "--data", str(data), "--out", str(out)]) == 1
+    assert "exists" in capsys.readouterr().err

@@ -1,0 +1,227 @@
+"""The synthetic generator: the real layout, determinism, and the physics the paper's effects need."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from training.data import s2index
+from training.data.io import read_label, read_s1, read_s2
+from training.data.layout import DatasetError
+from training.data.sets import external_chips, hand_chips, weak_chips
+from training.synth import bench, events, noise, sar, scene, writer
+from training.synth.landcover import CROP, FLOODED_VEG, OPEN_WATER, URBAN, make_landcover
+from training.synth.terrain import PIXEL_M, Terrain, make_terrain
+
+REAL_S1 = "S1Hand/Spain_7370579_S1Hand.tif"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth") / "ds"
+    manifest = writer.generate(root, chips=6, weak=3, external=3, seed=11)
+    return root, manifest
+
+
+def params(event=events.EVENTS[0], seed=0, **changes) -> events.ChipParams:
+    return dataclasses.replace(events.draw(event, np.random.default_rng(seed)), **changes)
+
+
+def test_layout_and_split_files(dataset):
+    root, manifest = dataset
+    assert manifest["hand_splits"] == {"train": 3, "valid": 1, "test": 1, "bolivia": 1}
+    sizes = {s: len(hand_chips(root, s, s2=True)) for s in ("train", "valid", "test", "bolivia")}
+    assert sizes == manifest["hand_splits"]
+    assert len(weak_chips(root)) == 3 and len(external_chips(root)) == 3
+    line = (root / "v1.1/splits/flood_handlabeled/flood_test_data.csv").read_text().strip()
+    chip = line.split(",")[0][: -len("_S1Hand.tif")]
+    assert line == f"{chip}_S1Hand.tif,{chip}_LabelHand.tif"
+    bolivia = hand_chips(root, "bolivia")
+    assert all(c.chip_id.startswith("SynthBolivia_") for c in bolivia)
+    others = hand_chips(root, "train") + weak_chips(root) + external_chips(root)
+    assert not any(c.chip_id.startswith("SynthBolivia_") for c in others)
+    ids = [r["chip_id"] for r in manifest["chips"]]
+    assert len(ids) == len(set(ids)) == 12
+    assert (root / writer.MANIFEST).is_file()
+
+
+def test_files_match_the_real_conventions(dataset, real_chips):
+    root, _ = dataset
+    chip = hand_chips(root, "train", s2=True)[0]
+    with rasterio.open(chip.s1) as s1, rasterio.open(real_chips / REAL_S1) as real:
+        assert (s1.width, s1.height, s1.count, s1.dtypes[0]) == (512, 512, 2, "float32")
+        assert s1.descriptions == ("VV", "VH") and np.isnan(s1.nodata)
+        assert s1.crs == real.crs
+        assert s1.transform.a == pytest.approx(real.transform.a) and s1.transform.e == pytest.approx(real.transform.e)
+        assert s1.profile["compress"] == real.profile["compress"] == "deflate"
+    with rasterio.open(chip.s2) as s2:
+        assert (s2.count, s2.dtypes[0], s2.nodata) == (13, "int16", 0)
+        assert s2.descriptions[7] == "B8" and s2.descriptions[8] == "B8A"
+    with rasterio.open(chip.label) as lab:
+        assert (lab.count, lab.dtypes[0], lab.nodata) == (1, "int16", None)
+    assert set(np.unique(read_label(chip.label))) <= {-1, 0, 1}
+    weak = weak_chips(root)[0]
+    assert set(np.unique(read_label(weak.label))) <= {-1, 0, 1}
+
+
+def test_labels_are_truth_except_where_nobody_could_see(dataset):
+    root, _ = dataset
+    for chip in hand_chips(root, "train", s2=True):
+        label, truth = read_label(chip.label), read_label(chip.truth)
+        seen = label != -1
+        np.testing.assert_array_equal(label[seen], truth[seen])
+        # where the label is -1 there is thick cloud (bright blue) or no S2
+        s2 = read_s2(chip.s2, ("B2",))[0]
+        hidden = ~seen
+        assert ((s2[hidden] > 2500) | (s2[hidden] == 0)).all()
+
+
+def test_same_chip_for_same_seed_and_different_for_another():
+    a = scene.make_chip(params(), np.random.default_rng(5))
+    b = scene.make_chip(params(), np.random.default_rng(5))
+    c = scene.make_chip(params(), np.random.default_rng(6))
+    np.testing.assert_array_equal(a.s1, b.s1)
+    np.testing.assert_array_equal(a.s2, b.s2)
+    np.testing.assert_array_equal(a.hand, b.hand)
+    assert not np.array_equal(a.s1, c.s1)
+
+
+def test_refuses_to_overwrite_and_never_clears_real_data(tmp_path, dataset):
+    root, _ = dataset
+    with pytest.raises(DatasetError, match="pass --overwrite"):
+        writer.generate(root, chips=4, weak=0, external=0)
+    foreign = tmp_path / "real"
+    (foreign / "v1.1").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="not a synthetic dataset"):
+        writer.generate(foreign, chips=4, weak=0, external=0, overwrite=True)
+    assert (foreign / "v1.1").is_dir()
+
+
+def test_speckle_has_sentinel1_grd_looks():
+    s = sar.speckle(np.random.default_rng(0), (2, 512, 512))
+    assert s.mean() == pytest.approx(1.0, abs=0.01)
+    assert s.mean() ** 2 / s.var() == pytest.approx(sar.ENL, rel=0.05)
+    # neighbouring pixels are correlated (the resolution cell spans about two pixels)
+    assert np.corrcoef(s[0, :, :-1].ravel(), s[0, :, 1:].ravel())[0, 1] > 0.3
+
+
+def _scene_stats(p: events.ChipParams, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    t = make_terrain(p, 256, rng)
+    lc = make_landcover(p, t, rng)
+    tex = noise.fractal(rng, 256, 1.5, 4.0)
+    s1, _ = sar.simulate(p, t, lc, tex, rng)
+    return t, lc, s1
+
+
+def test_class_backscatter_ordering():
+    p = params(events.EVENTS[5], seed=2, wind_ms=0.0, mountain=False, relief_m=2.0,
+               urban_frac=0.15, flood_frac=0.3, grass_height_m=1.0)
+    _, lc, s1 = _scene_stats(p)
+    vv = lambda c: np.median(s1[0][lc.cls == c])  # noqa: E731
+    assert vv(OPEN_WATER) < -20                    # calm water is dark
+    assert vv(URBAN) > vv(CROP) + 6                # towns are bright
+    fv_under = lc.under[lc.cls == FLOODED_VEG]
+    assert (fv_under == CROP).sum() > 100
+    dry_same = np.median(s1[0][(lc.cls == CROP)])
+    wet = np.median(s1[0][(lc.cls == FLOODED_VEG) & (lc.under == CROP)])
+    assert wet > dry_same + 2                      # double bounce
+
+
+def test_wind_brightens_open_water_in_vv_far_more_than_in_vh():
+    calm = _scene_stats(params(flood_frac=0.4, wind_ms=0.0))
+    windy = _scene_stats(params(flood_frac=0.4, wind_ms=9.0))
+    water = calm[1].cls == OPEN_WATER
+    assert water.sum() > 1000
+    d_vv = np.median(windy[2][0][water]) - np.median(calm[2][0][water])
+    d_vh = np.median(windy[2][1][water]) - np.median(calm[2][1][water])
+    assert d_vv > 5 and d_vh < d_vv / 2
+
+
+def test_radar_shadow_and_layover_on_a_ridge():
+    size = 64
+    x = np.arange(size) * PIXEL_M
+    # a ridge: 45 deg up, then 70 deg down (steeper than 90 - 37 deg: shadow)
+    ridge = np.minimum(x * np.tan(np.radians(45)), (x[-1] - x) * np.tan(np.radians(70)) + 100)
+    h = np.tile(ridge, (size, 1)).astype(np.float32)
+    gy, gx = np.gradient(h, PIXEL_M)
+    t = Terrain(h, h, h, h < 0, h, h < 0, gx, gy)
+    cos_loc, shadow, layover = sar.geometry(t, 37.0, look_from_east=False)
+    crest = int(np.argmax(ridge))
+    assert shadow[:, crest + 2:].any() and not shadow[:, :crest].any()
+    assert layover[:, :crest].any()                # the 45 deg foreslope is steeper than 37 deg
+    _, shadow_e, layover_e = sar.geometry(t, 37.0, look_from_east=True)
+    assert not shadow_e.any()                      # seen from the east the steep side faces the radar
+    assert layover_e[:, crest:].any()
+
+
+def test_mountains_darken_like_water_for_otsu():
+    p = params(events.EVENTS[2], seed=4, mountain=True, relief_m=140.0, flood_frac=0.0,
+               incidence_deg=40.0)
+    t, lc, s1 = _scene_stats(p)
+    _, shadow, _ = sar.geometry(t, p.incidence_deg, p.look_from_east)
+    assert shadow.mean() > 0.001
+    assert np.median(s1[0][shadow]) < -22          # as dark as calm water
+
+
+def test_optics_and_weak_labels_err_where_indices_do():
+    p = params(events.EVENTS[0], seed=3, cloud_frac=0.3, flood_frac=0.4, grass_height_m=1.2)
+    chip = scene.make_chip(p, np.random.default_rng(9))
+    s2 = chip.s2
+    water = chip.truth == 1
+    assert np.median(s2index.mndwi(s2)[water & (chip.hand != -1)]) > 0.3
+    weak = s2index.s1f11_weak(s2)
+    clear = chip.hand != -1
+    agree = (weak[clear] == chip.truth[clear]).mean()
+    assert 0.7 < agree < 0.999                      # mostly right, but not the truth
+    assert (weak == -1).any()                       # thick cloud screened out
+    ndwi = s2index.ndwi_weak(s2)
+    assert (ndwi != -1).all()                       # no cloud screen in the NDWI labels
+
+
+def test_weak_labels_miss_flooded_vegetation():
+    p = params(events.BOLIVIA, seed=1, cloud_frac=0.0, flood_frac=0.4, grass_height_m=2.0)
+    rng = np.random.default_rng(2)
+    chip = scene.make_chip(p, rng)
+    rng = np.random.default_rng(2)
+    t = make_terrain(p, scene.SIZE, rng)
+    lc = make_landcover(p, t, rng)
+    weak = s2index.s1f11_weak(chip.s2)
+    fv = lc.cls == FLOODED_VEG
+    assert fv.sum() > 1000
+    recall_fv = (weak[fv] == 1).mean()
+    recall_open = (weak[lc.cls == OPEN_WATER] == 1).mean()
+    assert recall_open > 0.9 and recall_fv < recall_open - 0.3
+
+
+def test_bolivia_has_more_flooded_vegetation_and_wind():
+    def mean_stat(event, key, n=4):
+        vals = []
+        for i in range(n):
+            rng = np.random.default_rng([21, i])
+            chip = scene.make_chip(events.draw(event, rng), rng)
+            vals.append(chip.stats[key])
+        return float(np.mean(vals))
+    train_events = [e for e in events.EVENTS if e.name in ("SynthDelta", "SynthValley", "SynthPeriurban")]
+    fv_train = np.mean([mean_stat(e, "flooded_veg_share_of_water", 2) for e in train_events])
+    assert mean_stat(events.BOLIVIA, "flooded_veg_share_of_water") > fv_train + 0.1
+    assert events.BOLIVIA.wind_ms[0] > max(e.wind_ms[0] for e in events.EVENTS)
+
+
+def test_bench_reports_speed_and_determinism():
+    # determinism: the same seed written by one and by two worker processes is identical
+    result = bench.bench(chips=1, seed=0)
+    assert result["deterministic"] and result["other_seed_differs"]
+    assert result["hand"]["chips"] == 1 and result["all"]["chips_per_s"] > 0
+
+
+def test_manifest_records_every_chip(dataset):
+    root, manifest = dataset
+    saved = json.loads((root / writer.MANIFEST).read_text())
+    assert saved["seed"] == 11 and len(saved["chips"]) == 12
+    rec = saved["chips"][0]
+    assert {"chip_id", "set", "split", "params", "stats"} <= rec.keys()
+    assert 0.0 <= rec["stats"]["water_frac"] <= 1.0
+    s1 = read_s1(weak_chips(root)[0].s1)
+    assert s1.shape == (2, 512, 512)

@@ -1,0 +1,219 @@
+"""``python -m training evaluate``: score water masks on a split, one path for every method.
+
+Methods (any number in one run; Otsu first, as the first row of the results table):
+
+- ``--otsu [VV|VH]``: Otsu's threshold on one Sentinel-1 band in dB, per chip
+  (``backend.otsu``, the method of Sen1Floods11's ``S1OtsuLabel`` layers);
+- ``--model M.onnx``: a backend model, run through ``backend.engine.predict``
+  exactly as a user would, its masks then scored;
+- ``--masks DIR``: ready mask GeoTIFFs, ``DIR/<chip>.tif`` or ``DIR/<chip>_*.tif``
+  (backend masks 0/1/255, or Sen1Floods11-style -1/0/1);
+- ``--s2-index s1f11|ndwi``: a Sentinel-2 index rule (``training.data.s2index``)
+  applied to the chip's S2 (what the weak labels are made of).
+
+Splits: the hand-labelled ``train``/``valid``/``test``/``bolivia`` are scored
+against LabelHand; ``weak`` and ``external`` (synthetic data only) against the
+generator's truth. Metrics and their definition: ``training.metrics``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .data import s2index
+from .data.io import read_label, read_mask, read_s1, read_s2
+from .data.layout import HAND_SPLITS, ChipFiles, DatasetError, problems_message
+from .data.sets import external_chips, hand_chips, weak_chips
+from .metrics import Scoreboard
+
+SPLITS = HAND_SPLITS + ("weak", "external")
+# a predictor maps a chip (and its S1 in dB, already read) to 1 water / 0 dry / -1 none
+Predictor = Callable[[ChipFiles, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    predict: Predictor
+    chips_check: Callable[[list[ChipFiles]], None] = lambda chips: None
+    needs_s2: bool = False
+
+
+def load_split(data: str | Path, split: str, split_file: str | Path | None = None,
+               s2: bool = False) -> tuple[list[ChipFiles], str]:
+    """The split's chips with ``label`` set to the reference they are scored against."""
+    if split in HAND_SPLITS or split_file:
+        return hand_chips(data, split, split_file=split_file, s2=s2), "LabelHand"
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    chips = weak_chips(data, s2=s2) if split == "weak" else external_chips(data, s2=s2)
+    no_truth = [c.chip_id for c in chips if c.truth is None]
+    if no_truth:
+        raise DatasetError(problems_message(
+            f"split {split!r} has no hand labels and is scored against synthetic truth",
+            [f"chip {c}: no synthetic_truth file" for c in no_truth]))
+    return [replace(c, label=c.truth) for c in chips], "synthetic truth"
+
+
+def otsu(band: str = "VV") -> Method:
+    from backend.otsu import otsu_threshold, water_mask
+
+    index = ("VV", "VH").index(band)
+
+    def predict(chip: ChipFiles, s1: np.ndarray) -> np.ndarray:
+        threshold = otsu_threshold(s1[index])
+        if threshold is None:   # no valid pixel, or a single value: nothing to threshold
+            return np.full(s1.shape[1:], -1, np.int8)
+        mask = water_mask(s1[index], threshold)
+        return np.where(mask == 255, -1, mask).astype(np.int8)
+
+    return Method(f"otsu ({band})", predict)
+
+
+def mask_path(folder: Path, chip_id: str) -> Path | None:
+    exact = folder / f"{chip_id}.tif"
+    if exact.is_file():
+        return exact
+    found = sorted(folder.glob(f"{chip_id}_*.tif"))
+    return found[0] if len(found) == 1 else None
+
+
+def masks(folder: str | Path) -> Method:
+    folder = Path(folder)
+
+    def check(chips: list[ChipFiles]) -> None:
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: mask folder not found")
+        missing = [f"chip {c.chip_id}: no mask {folder}/{c.chip_id}.tif (or a single "
+                   f"{c.chip_id}_*.tif)" for c in chips if mask_path(folder, c.chip_id) is None]
+        if missing:
+            raise DatasetError(problems_message(f"masks in {folder}", missing))
+
+    def predict(chip: ChipFiles, s1: np.ndarray) -> np.ndarray:
+        path = mask_path(folder, chip.chip_id)
+        mask = read_mask(path)
+        if mask.shape != s1.shape[1:]:
+            raise DatasetError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, chip "
+                               f"{chip.chip_id} is {s1.shape[2]}x{s1.shape[1]}")
+        return mask
+
+    return Method(f"masks ({folder.name})", predict, check)
+
+
+def s2_index(rule: str) -> Method:
+    def predict(chip: ChipFiles, s1: np.ndarray) -> np.ndarray:
+        return s2index.RULES[rule](read_s2(chip.s2)).astype(np.int8)
+
+    return Method(f"S2 index ({rule})", predict, needs_s2=True)
+
+
+def model(path: str | Path, workdir: Path, device: str = "auto",
+          threshold: float | None = None) -> Method:
+    """A backend model through ``backend.engine.predict``, one chip at a time."""
+    from backend.engine import PredictOptions, predict as backend_predict
+    from backend.model import OnnxModel
+
+    card = OnnxModel(str(path), device).card   # fails early, with the backend's message
+
+    def predict(chip: ChipFiles, s1: np.ndarray) -> np.ndarray:
+        out = workdir / f"{chip.chip_id}.tif"
+        backend_predict(PredictOptions(inputs=[str(chip.s1)], mask=str(out), model=str(path),
+                                       device=device, threshold=threshold, overwrite=True))
+        return read_mask(out)
+
+    return Method(f"model {card.name} {card.version}", predict)
+
+
+def evaluate(chips: list[ChipFiles], method: Method,
+             progress: Callable[[int, int], None] | None = None) -> Scoreboard:
+    """Score one method on chips whose ``label`` is the reference."""
+    method.chips_check(chips)
+    board = Scoreboard()
+    for n, chip in enumerate(chips, start=1):
+        s1 = read_s1(chip.s1)
+        valid = np.isfinite(s1).all(axis=0)
+        board.add(chip.chip_id, method.predict(chip, s1), read_label(chip.label), valid)
+        if progress:
+            progress(n, len(chips))
+    return board
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'method':34} {'split':8} {'IoU %':>7} {'chip-mean %':>11} {'precision %':>11} {'recall %':>8} {'chips':>5}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['method'][:34]:34} {r['split']:8} {_pct(r['iou']):>7} {_pct(r['mean_chip_iou']):>11} "
+                     f"{_pct(r['precision']):>11} {_pct(r['recall']):>8} {r['chips']:>5}")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, doc: dict, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise DatasetError(f"{path}: exists; pass --overwrite to replace it")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- command line ------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder (holding v1.1/, or S1Hand/ directly)")
+    p.add_argument("--split", action="append", choices=SPLITS,
+                   help="split to score (repeatable; default test)")
+    p.add_argument("--split-file", help="score the chips of this split file instead (.csv or .txt)")
+    p.add_argument("--otsu", nargs="?", const="VV", choices=("VV", "VH"), action="append", default=[],
+                   help="Otsu's threshold on VV (default) or VH, per chip (repeatable)")
+    p.add_argument("--model", action="append", default=[], help="ONNX model with a card (repeatable)")
+    p.add_argument("--masks", action="append", default=[], help="folder of mask GeoTIFFs (repeatable)")
+    p.add_argument("--s2-index", choices=sorted(s2index.RULES), action="append", default=[],
+                   help="score a Sentinel-2 index rule (the weak labellers)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threshold", type=float, help="model probability threshold (default: card)")
+    p.add_argument("--json", help="write the results here as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import fail
+    from backend.errors import BackendError
+
+    splits = args.split or ["test"]
+    if args.split_file and len(splits) > 1:
+        return fail("--split-file scores one split; give one --split (its name in the table)")
+    if not (args.otsu or args.model or args.masks or args.s2_index):
+        return fail("nothing to score: give --otsu, --model, --masks or --s2-index")
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        return fail(f"{args.json}: exists; pass --overwrite to replace it")
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="sarflood-eval-") as tmp:
+            methods = [otsu(band) for band in args.otsu]
+            methods += [model(m, Path(tmp), args.device, args.threshold) for m in args.model]
+            methods += [masks(m) for m in args.masks] + [s2_index(r) for r in args.s2_index]
+            for split in splits:
+                for method in methods:
+                    chips, reference = load_split(args.data, split, args.split_file, s2=method.needs_s2)
+                    board = evaluate(chips, method)
+                    rows.append({"method": method.name, "split": split, "reference": reference,
+                                 **board.summary(),
+                                 "per_chip": {c: {"iou": k.iou, "tp": k.tp, "fp": k.fp, "fn": k.fn,
+                                                  "tn": k.tn} for c, k in board.chips.items()}})
+    except (DatasetError, BackendError) as exc:
+        return fail(str(exc))
+    print(format_table(rows))
+    print("IoU: water class over all scored pixels of the split (see training/metrics.py)")
+    if args.json:
+        write_json(Path(args.json), {"data": str(args.data), "results": rows}, args.overwrite)
+    return 0

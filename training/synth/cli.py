@@ -1,0 +1,46 @@
+"""``python -m training synth --out DIR [--chips N] [--seed S]``: write a synthetic Sen1Floods11."""
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from ..data.layout import DatasetError
+from . import writer
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="dataset folder to create (v1.1/, external/, ...)")
+    p.add_argument("--chips", type=int, default=446,
+                   help="hand-labelled chips, split like Sen1Floods11 (default 446, as the real set)")
+    p.add_argument("--weak-chips", type=int, help="weakly labelled chips (default: --chips)")
+    p.add_argument("--external-chips", type=int, help="external paired chips (default: --chips)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a synthetic dataset this tool wrote before (never real data)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import fail
+
+    bar = tqdm(total=0, unit="chip", desc="synth", leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        manifest = writer.generate(args.out, chips=args.chips, weak=args.weak_chips,
+                                   external=args.external_chips, seed=args.seed,
+                                   workers=args.workers, overwrite=args.overwrite, progress=progress)
+    except (DatasetError, ValueError) as exc:
+        return fail(str(exc))
+    finally:
+        bar.close()
+    n = len(manifest["chips"])
+    print(f"wrote {n} chips to {args.out} in {manifest['seconds']:.1f} s "
+          f"({n / max(manifest['seconds'], 1e-9):.1f} chips/s, {args.workers} worker(s)); "
+          f"hand splits {manifest['hand_splits']}, weak {manifest['counts']['weak']}, "
+          f"external {manifest['counts']['external']}")
+    return 0
