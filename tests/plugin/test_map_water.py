@@ -249,3 +249,33 @@ def test_mapwater_extent_in_another_crs(provider, models, tmp_path):
     full = _expect(vv)[1]
     assert 19 <= r0 <= 20 and 9 <= c0 <= 10, (r0, c0)
     np.testing.assert_array_equal(got, full[r0:r0 + got.shape[0], c0:c0 + got.shape[1]])
+
+
+def test_otsu_on_a_generated_bimodal_scene(provider, tmp_path):
+    import processing
+
+    vv, vh = _scene_arrays(seed=8)
+    scene = write_raster(tmp_path / "scene.tif", [vv, vh], descriptions=["VV", "VH"])
+    out = processing.run("sarflood:otsu", {"INPUT": str(scene), "OUTPUT_MASK": str(tmp_path / "o.tif")})
+    t = out["THRESHOLD_DB"]
+    assert -22.0 < t < -12.0  # between the water and the land modes
+    valid = np.isfinite(vv)
+    expected = np.where(valid, (vv < t).astype(np.uint8), 255)
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), expected)
+
+
+def test_flood_extent_on_real_chip_masks(provider, models, real_chips, tmp_path):
+    """Post = the model's mask of the Spain chip, before = Otsu's: EPSG:4326, real no-data."""
+    import processing
+
+    chip = str(real_chips / "S1Hand" / "Spain_7370579_S1Hand.tif")
+    post = processing.run("sarflood:mapwater", {"INPUT": chip, "MODEL": str(models["threshold"]),
+                                                "THRESHOLD": 0.2, "OUTPUT_MASK": str(tmp_path / "post.tif")})
+    pre = processing.run("sarflood:otsu", {"INPUT": chip, "OUTPUT_MASK": str(tmp_path / "pre.tif")})
+    out = processing.run("sarflood:floodextent", {"POST": post["OUTPUT_MASK"], "PRE": pre["OUTPUT_MASK"],
+                                                  "OUTPUT": str(tmp_path / "flood.tif")})
+    a, b = read_raster(post["OUTPUT_MASK"]), read_raster(pre["OUTPUT_MASK"])
+    expected = np.where(a == 1, np.where(b == 1, 2, 1), 0).astype(np.uint8)
+    expected[(a == 255) | (b == 255)] = 255
+    np.testing.assert_array_equal(read_raster(out["OUTPUT"]), expected)
+    assert out["FLOODED_PIXELS"] == int((expected == 1).sum()) > 0
