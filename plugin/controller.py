@@ -40,8 +40,7 @@ class RunController(QObject):
         if self.task is not None:
             dialog.show_status("A run is in progress: wait for it or cancel it", error=True)
             return
-        task = BackendTask(f"{TAG}: {request.title}", request.params.argv(), python_setting(),
-                           request.params.outputs())
+        task = BackendTask(f"{TAG}: {request.title}", request.params.argv(), python_setting())
         task.progressChanged.connect(lambda percent: sip.isdeleted(dialog) or dialog.set_progress(percent))
         task.message.connect(lambda level, text: self._message(dialog, level, text))
         task.done.connect(lambda outcome: self._done(request, dialog, outcome))

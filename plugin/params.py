@@ -73,9 +73,6 @@ class PredictParams:
             args.append("--overwrite")
         return args + _extent_args(self.extent, self.extent_crs)
 
-    def outputs(self) -> list[str]:
-        return [p for p in (self.mask, self.probability, self.uncertainty) if p]
-
 
 @dataclass
 class OtsuParams:
@@ -91,9 +88,6 @@ class OtsuParams:
         if self.overwrite:
             args.append("--overwrite")
         return args + _extent_args(self.extent, self.extent_crs)
-
-    def outputs(self) -> list[str]:
-        return [self.mask]
 
 
 @dataclass
@@ -113,9 +107,6 @@ class FinalizeParams:
         if self.overwrite:
             args.append("--overwrite")
         return args
-
-    def outputs(self) -> list[str]:
-        return [self.mask]
 
 
 def free_output_paths(folder: str, stem: str, kinds: list[str]) -> dict[str, str]:

@@ -22,12 +22,10 @@ class BackendTask(QgsTask):
     message = pyqtSignal(str, str)  # level ("info" | "warning"), text
     done = pyqtSignal(object)       # Outcome
 
-    def __init__(self, description: str, args: list[str], python_setting: str | None = None,
-                 outputs: list[str] | None = None):
+    def __init__(self, description: str, args: list[str], python_setting: str | None = None):
         super().__init__(description, QgsTask.CanCancel)
         self.args = args
         self.python_setting = python_setting
-        self.outputs = outputs or []
         self.interpreter: Interpreter | None = None
         self.outcome = Outcome()
 
