@@ -169,8 +169,10 @@ def find_interpreter(setting: str | None = None) -> Interpreter:
     return first
 
 
-def install_steps(base_python: str, venv_dir: Path = VENV_DIR) -> list[list[str]]:
-    """Commands that create ``venv_dir`` (if absent) and install the runtime packages in it."""
+def install_steps(base_python: str, venv_dir: Path | None = None) -> list[list[str]]:
+    """Commands that create ``venv_dir`` (default: the plugin's .venv), if absent, and install
+    the runtime packages in it."""
+    venv_dir = venv_dir or VENV_DIR
     steps = []
     if not venv_python(venv_dir).is_file():
         steps.append([base_python, "-m", "venv", str(venv_dir)])
