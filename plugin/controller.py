@@ -33,9 +33,6 @@ class RunController(QObject):
         self.dock = dock
         self.task: BackendTask | None = None
 
-    def running(self) -> bool:
-        return self.task is not None
-
     def start(self, request: RunRequest, dialog: RunDialog) -> None:
         if self.task is not None:
             dialog.show_status("A run is in progress: wait for it or cancel it", error=True)

@@ -333,6 +333,3 @@ class ReviewDock(QgsDockWidget):
     def show_status(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #b00;" if error else "")
         self.status.setText(text)
-
-    def busy(self) -> bool:
-        return bool(self._busy)
