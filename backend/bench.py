@@ -77,16 +77,18 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int, batch: int 
     if len(x) < batch:  # a raster narrower than a batch: repeat its tiles
         x = np.concatenate([x] * -(-batch // len(x)))[:batch]
     model.infer(x)  # warm-up: first call allocates
-    calls, start = 0, time.perf_counter()
+    calls, start, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds or calls < 3:
         model.infer(x)
         calls += 1
     tiles_per_s = calls * len(x) / (time.perf_counter() - start)
+    cpu_per_tile = (time.process_time() - cpu0) / (calls * len(x))
     return {"device": model.device_name, "provider": model.provider,
             "tile": plan.tile, "stride": plan.stride, "overlap": plan.overlap, "batch": len(x),
             "tiles": plan.tiles, "tiling_overhead": round(plan.tiles * plan.tile ** 2 / n ** 2, 4),
             "tile_mpx_s": round(tiles_per_s * plan.tile ** 2 / 1e6, 2),
             "raster_mpx_s": round(tiles_per_s * n * n / plan.tiles / 1e6, 2),
+            "cpu_s_for_raster": round(cpu_per_tile * plan.tiles, 3),
             "model": f"{card.name} {card.version}"}
 
 
@@ -107,6 +109,7 @@ def run_child(args: list[str]) -> dict:
                            f"{last.get('message')}")
     return {"result": last, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "process_seconds": round(wall, 3)}
+
 
 
 def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
@@ -136,8 +139,13 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
             "predict": {"mpx_s": round(e2e, 2), "seconds": pred["result"]["seconds"],
                         "model_seconds": pred["result"]["model_seconds"],
                         "peak_rss_mb": pred["peak_rss_mb"],
-                        "process_seconds": pred["process_seconds"]},
+                        "process_seconds": pred["process_seconds"],
+                        "cpu_seconds": pred["result"]["cpu_seconds"]},
             "ratio_e2e_to_raw": round(e2e / raw["raster_mpx_s"], 4),
+            # less sensitive to other load on the machine: CPU seconds of the session
+            # alone for the engine's tiles / CPU seconds of predict (all its threads)
+            "cpu_ratio_raw_to_e2e": round(raw["cpu_s_for_raster"]
+                                          / pred["result"]["cpu_seconds"], 4),
             "otsu": {"mpx_s": round(n * n / otsu["result"]["seconds"] / 1e6, 2),
                      "seconds": otsu["result"]["seconds"],
                      "peak_rss_mb": otsu["peak_rss_mb"]},
@@ -158,16 +166,18 @@ def format_table(report: dict) -> str:
         f"batch {head.get('batch')}; outputs: {report['outputs']}",
         "",
         "| N | tiles (model px / raster px) | raw model, tile Mpx/s | raw model, raster Mpx/s "
-        "| predict end-to-end, Mpx/s | end-to-end / raw | predict peak RSS, MB "
-        "| Otsu end-to-end, Mpx/s | Otsu peak RSS, MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| predict end-to-end, Mpx/s | end-to-end / raw | CPU s: raw / predict "
+        "| predict peak RSS, MB | Otsu end-to-end, Mpx/s | Otsu peak RSS, MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        raw = r["raw"]
+        raw, p = r["raw"], r["predict"]
         lines.append(
             f"| {r['size']} | {raw['tiles']} ({raw['tiling_overhead']:.3f}) | {raw['tile_mpx_s']} "
-            f"| {raw['raster_mpx_s']} | {r['predict']['mpx_s']} | {r['ratio_e2e_to_raw']} "
-            f"| {r['predict']['peak_rss_mb']} | {r['otsu']['mpx_s']} | {r['otsu']['peak_rss_mb']} |")
+            f"| {raw['raster_mpx_s']} | {p['mpx_s']} | {r['ratio_e2e_to_raw']:.2f} "
+            f"| {raw['cpu_s_for_raster']:.2f} / {p['cpu_seconds']:.2f} = "
+            f"{r['cpu_ratio_raw_to_e2e']:.2f} | {p['peak_rss_mb']:.0f} | {r['otsu']['mpx_s']} "
+            f"| {r['otsu']['peak_rss_mb']:.0f} |")
     if len(runs) > 1:
         a, b = runs[0], runs[-1]
         lines.append("")
