@@ -53,17 +53,20 @@ def test_outputs_lie_on_the_input_grid_tiled_compressed_with_overviews(tmp_path,
     assert listing(tmp_path) == ["in.tif", "m.tif", "p.tif"]  # no temporary file left
 
 
-def test_one_tile_or_many_give_identical_output(tmp_path, models):
-    """Tile seams must not change anything: 1 tile vs 11 x 10 tiles, bit for bit."""
+@pytest.mark.parametrize("model, tilings", [
+    ("smoothed", [("one", 1024, None, 4), ("many", 64, 20, 3), ("many_b1", 48, 4, 1)]),
+    ("bundled", [("one", 1024, None, 4), ("many", 64, None, 4), ("many_b1", 48, 16, 1)]),
+])
+def test_one_tile_or_many_give_identical_output(tmp_path, models, model, tilings):
+    """Tile seams must not change anything: 1 tile vs over 100 tiles, bit for bit."""
     bands = random_db((700, 650), seed=3)
     bands[:, 100:130, 200:260] = np.nan
     src = write_raster(tmp_path / "in.tif", bands)
     runs = {}
-    for name, tile, overlap, batch in [("one", 1024, None, 4), ("many", 64, 20, 3),
-                                       ("many_b1", 48, 4, 1)]:
+    for name, tile, overlap, batch in tilings:
         r = predict(PredictOptions([src], mask=str(tmp_path / f"m_{name}.tif"),
                                    probability=str(tmp_path / f"p_{name}.tif"),
-                                   model=models["smoothed"], tile_size=tile, overlap=overlap,
+                                   model=models.get(model), tile_size=tile, overlap=overlap,
                                    batch_size=batch))
         runs[name] = (read(tmp_path / f"p_{name}.tif"), read(tmp_path / f"m_{name}.tif"),
                       r["tiles"]["count"])
