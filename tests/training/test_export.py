@@ -1,0 +1,100 @@
+"""Export to ONNX: parity with torch, the card, the backend's acceptance, refusals."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.model import OnnxModel
+from training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from training.train import train
+
+from .test_train import tiny_data, tiny_run
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    train(tiny_run("hand", steps=2, eval_every=2),
+          tiny_data(), root / "hand", progress=False)
+    train(tiny_run("teacher", steps=2, eval_every=2), tiny_data(), root / "teacher",
+          progress=False)
+    return root
+
+
+def test_export_writes_one_file_that_matches_torch_and_the_backend_runs(runs, tmp_path):
+    out = tmp_path / "model.onnx"
+    proc = cli("training", "export", str(runs / "hand" / "best.pt"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
+    diff = float(proc.stdout.split("max abs difference ")[1].split()[0])
+    assert diff < 1e-4
+    assert "backend: card accepted" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no .data file
+
+    card = json.loads(cli("backend", "card", str(out), "--json").stdout)
+    # Garg et al., Appendix A: VV clipped to [-20, 0] dB, VH to [-30, 0], scaled to [0, 1]
+    assert card["inputs"]["bands"] == [
+        {"name": "VV", "units": "dB", "clip": [-20.0, 0.0], "offset": -20.0, "scale": 20.0},
+        {"name": "VH", "units": "dB", "clip": [-30.0, 0.0], "offset": -30.0, "scale": 30.0}]
+    assert card["name"] == "sarflood-hand" and card["pixel_size_m"] == 10.0
+    assert card["tiling"] == {"tile_size": 512, "margin": 64, "size_multiple": 16}
+
+    # independent parity: the backend's normalisation of dB input + ONNX Runtime vs torch
+    model, doc = load_model(runs / "hand" / "best.pt")
+    onnx_model = OnnxModel(str(out), device="cpu")
+    assert onnx_model.card.metrics["iou_valid"] == round(doc["best"]["iou_valid"], 4)
+    assert onnx_model.card.training_data == "in-memory test chips"
+    rng = np.random.default_rng(0)
+    db = np.stack([rng.uniform(-25, 5, (1, 96, 160)), rng.uniform(-35, 5, (1, 96, 160))],
+                  axis=1).astype(np.float32)
+    got = onnx_model.run(db)
+    x = torch.from_numpy(np.stack([(np.clip(db[:, 0], -20, 0) + 20) / 20,
+                                   (np.clip(db[:, 1], -30, 0) + 30) / 30], axis=1))
+    with torch.no_grad():
+        expect = torch.softmax(model(x), dim=1)[:, 1].numpy()
+    assert np.abs(got - expect).max() < 1e-4
+
+
+def test_teacher_is_refused_and_nothing_is_written(runs, tmp_path):
+    out = tmp_path / "teacher.onnx"
+    proc = cli("training", "export", str(runs / "teacher" / "best.pt"), "--out", str(out))
+    assert proc.returncode == 1
+    assert "takes 6 input channels" in proc.stderr and proc.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_of_another_architecture_is_refused(runs, tmp_path):
+    doc = load_checkpoint(runs / "hand" / "best.pt")
+    doc.pop("format")
+    doc["model_spec"] = {**doc["model_spec"], "arch": "deeplabv3plus_xception65"}
+    save_checkpoint(tmp_path / "other.pt", doc)
+    proc = cli("training", "export", str(tmp_path / "other.pt"), "--out", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 1
+    assert "weights are of another architecture than DeepLabV3Plus" in proc.stderr
+
+
+@pytest.mark.parametrize("content,msg", [
+    (b"not a checkpoint", "not a readable PyTorch checkpoint"),
+    (None, "not a sarflood training checkpoint"),
+])
+def test_foreign_files_are_refused(tmp_path, content, msg):
+    path = tmp_path / "x.pt"
+    if content is None:
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(content)
+    proc = cli("training", "export", str(path), "--out", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 1 and msg in proc.stderr

@@ -1,0 +1,110 @@
+"""``python -m training train`` on generated data: bad input refused before training,
+and a run interrupted by SIGINT resumes without losing finished steps."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.train import train
+
+from .test_train import tiny_data, tiny_run
+
+REPO = Path(__file__).resolve().parents[2]
+# one thread: two OpenMP threads on a shared 2-core machine slow a step down many times
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SMALL = ["--set", "crop=64", "--set", "batch_size=2", "--set", "width=0.125",
+         "--set", "log_every=1", "--no-progress"]
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "training", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=ENV, **kw)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    proc = cli("synth", "--out", root / "d", "--chips", 8, "--weak-chips", 4,
+               "--external-chips", 4, "--seed", 3)
+    assert proc.returncode == 0, proc.stderr
+    return root / "d"
+
+
+def logged_steps(run: Path) -> list[int]:
+    return [int(s) for s in re.findall(r" step (\d+) loss", (run / "train.log").read_text())]
+
+
+def one_line_error(proc, text):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], proc.stderr
+
+
+def test_wrong_data_path(tmp_path):
+    proc = cli("train", "hand", "--data", tmp_path / "nowhere", "--out", tmp_path / "run")
+    one_line_error(proc, "nowhere: dataset folder not found")
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_split(data, tmp_path):
+    copy = tmp_path / "d"
+    shutil.copytree(data, copy)
+    (copy / "v1.1/splits/flood_handlabeled/flood_train_data.csv").write_text("")
+    proc = cli("train", "hand", "--data", copy, "--out", tmp_path / "run")
+    one_line_error(proc, "lists no chips")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_config_key_and_method(data, tmp_path):
+    one_line_error(cli("train", "hand", "--data", data, "--out", tmp_path / "run",
+                       "--set", "lrate=0.1"), "unknown config key 'lrate'")
+    one_line_error(cli("train", "unet", "--data", data, "--out", tmp_path / "run"),
+                   "unknown method 'unet'")
+    one_line_error(cli("train", "hand", "--data", data, "--out", tmp_path / "run",
+                       "--preset", "gpu"), "unknown preset 'gpu'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_of_another_architecture(data, tmp_path):
+    torch.set_num_threads(1)
+    train(tiny_run("hand", steps=1, eval_every=1), tiny_data(), tmp_path / "s1", progress=False)
+    proc = cli("train", "student", "--data", data, "--out", tmp_path / "run",
+               "--teacher", tmp_path / "s1" / "best.pt", *SMALL)
+    one_line_error(proc, "takes 2 input channels, this run needs 6")
+    assert not (tmp_path / "run" / "last.pt").exists()
+    # a run folder of another architecture is not resumed with this one
+    shutil.copytree(tmp_path / "s1", tmp_path / "run2")
+    proc = cli("train", "hand", "--data", data, "--out", tmp_path / "run2", *SMALL)
+    one_line_error(proc, "belongs to a run with other settings")
+
+
+def test_sigint_stops_after_a_step_and_the_rerun_continues(data, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "hand", "--data", data, "--out", run, "--set", "steps=40",
+            "--set", "eval_every=40", *SMALL]
+    proc = subprocess.Popen([sys.executable, "-m", "training", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+            (run / "train.log").exists() and len(logged_steps(run)) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    done = logged_steps(run)
+    assert 3 <= len(done) < 40 and done == list(range(1, len(done) + 1))
+    assert f"stopped after step {done[-1]}" in out
+
+    rerun = cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    steps = logged_steps(run)
+    # every step ran exactly once, none lost and none repeated
+    assert steps == list(range(1, 41))
+    assert f"resume hand seed 0 at step {done[-1]}/40" in (run / "train.log").read_text()
