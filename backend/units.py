@@ -91,6 +91,22 @@ def contradiction(units: str, samples: np.ndarray) -> str | None:
     return None
 
 
+PLAUSIBLE_VV_DB = (-35.0, 5.0)   # median VV of calibrated Sentinel-1 scenes lies well inside
+
+
+def implausible(units: str, vv: np.ndarray) -> str | None:
+    """A warning when the VV median, in dB, is not that of calibrated backscatter."""
+    v = vv[np.isfinite(vv)]
+    if not v.size:
+        return None
+    median = float(np.median(convert(v.astype(np.float32), units, "dB")))
+    lo, hi = PLAUSIBLE_VV_DB
+    if np.isfinite(median) and lo <= median <= hi:
+        return None
+    return (f"the VV median is {median:.1f} dB when read as {units}, outside {lo:g} to {hi:g} dB: "
+            "are the values calibrated backscatter (sigma0), and are the units right (--units)?")
+
+
 def convert(x: np.ndarray, src: str, dst: str) -> np.ndarray:
     """Convert float32 backscatter between units, in place where possible.
 
@@ -143,4 +159,6 @@ def find_units(sources: list[BandSource], samples: np.ndarray, override: str | N
             if problem:
                 reporter.warning(f"{s.path}: {s.name} read as {u.units} ({u.evidence}), but "
                                  f"{problem}")
+            elif s.name == "VV" and (problem := implausible(u.units, samples[k])):
+                reporter.warning(f"{s.path}: {problem}")
     return found

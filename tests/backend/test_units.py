@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from backend.scene import Scene
-from backend.units import (contradiction, convert, detect_units, units_from_text,
+from backend.units import (contradiction, convert, detect_units, implausible, units_from_text,
                            units_from_values)
 
 
@@ -76,3 +76,10 @@ def test_zero_or_negative_power_becomes_no_data():
 def test_negative_values_contradict_linear_units():
     assert "negative" in contradiction("linear", np.array([-12.0, -15.0, -9.0]))
     assert contradiction("dB", np.array([-12.0, -15.0])) is None
+
+
+def test_uncalibrated_values_are_flagged():
+    dn = np.full(100, 300.0, np.float32)        # digital numbers, not sigma0 amplitude
+    assert "outside -35 to 5 dB" in implausible("amplitude", dn)
+    assert implausible("dB", np.full(100, -12.0, np.float32)) is None
+    assert implausible("linear", np.full(100, 0.05, np.float32)) is None
