@@ -11,7 +11,7 @@ For each N, one run measures:
   (read, units, normalise, infer, blend, threshold, write compressed GeoTIFFs with
   overviews): raster pixels / the run's own wall time (from its start to the
   renamed outputs; interpreter start-up excluded);
-- their ratio, and the predict child's peak RSS (``ru_maxrss`` from ``wait4``);
+- their ratio, and the predict child's peak RSS (its VmHWM);
 - the Otsu baseline end to end, the same way.
 Each child is a fresh process, so the peak RSS of one N is not mixed with another.
 """
@@ -93,13 +93,16 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int, batch: int 
 
 
 def run_child(args: list[str]) -> dict:
-    """``python -m backend ARGS --progress json`` in a fresh process: result, peak RSS, wall."""
+    """``python -m backend ARGS --progress json`` in a fresh process: result, peak RSS, wall.
+
+    The peak RSS is the one the child reports (VmHWM): ``ru_maxrss`` from ``wait4``
+    would include this (bigger) process, which the child was forked from.
+    """
     with tempfile.TemporaryFile("w+") as out:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "backend", *args, "--progress", "json"],
                                 stdout=out, stderr=subprocess.DEVNULL, cwd=PACKAGE_PARENT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.wait()
         wall = time.perf_counter() - start
         out.seek(0)
         events = [json.loads(line) for line in out if line.strip()]
@@ -107,8 +110,7 @@ def run_child(args: list[str]) -> dict:
     if last["event"] != "result":
         raise RuntimeError(f"backend {args[0]} failed (exit {proc.returncode}): "
                            f"{last.get('message')}")
-    return {"result": last, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "process_seconds": round(wall, 3)}
+    return {"result": last, "peak_rss_mb": last["peak_rss_mb"], "process_seconds": round(wall, 3)}
 
 
 

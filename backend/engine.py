@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from .card import ModelCard
 from .errors import Cancelled, CardError, UsageError
 from .model import DEVICES, OnnxModel
-from .pipeline import Worker, prefetch
+from .pipeline import Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
                         extent_window, gdal_env, open_inputs)
@@ -288,6 +288,7 @@ def predict(opts: PredictOptions, reporter: Reporter | None = None,
             inputs.close()
     result["seconds"] = round(time.perf_counter() - started, 3)
     result["cpu_seconds"] = round(time.process_time() - cpu_started, 3)  # all threads
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

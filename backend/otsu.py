@@ -18,6 +18,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from .errors import Cancelled
+from .pipeline import peak_rss_mb
 from .progress import Reporter
 from .raster_io import (InputSet, WindowReader, check_outputs, extent_window, gdal_env,
                         open_inputs)
@@ -118,6 +119,7 @@ def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
         finally:
             inputs.close()
     result["seconds"] = round(time.perf_counter() - started, 3)
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

@@ -113,3 +113,19 @@ class Worker:
                 break
         self.q.put(_DONE)
         self.thread.join()
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB (Linux: VmHWM), or None where unknown.
+
+    Not ``ru_maxrss``: on Linux that survives fork and exec, so a child started by a
+    big parent reports the parent's size.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
