@@ -1,4 +1,4 @@
-"""``python -m backend demo`` (``make demo``): map a generated scene with the default model and Otsu.
+"""``python -m backend demo`` (``make demo``): a generated scene mapped by the default model and Otsu.
 
 Writes into OUT (default ``demo_output/``): ``scene.tif`` (VV/VH, dB) and
 ``truth.tif`` (its true water mask), generated once; then, on every run,
@@ -75,7 +75,8 @@ def run_demo(out: str, size: int = 3072, cancel: threading.Event | None = None) 
         "scene": scene, "size": size, "valid_area_km2": model["valid_area_km2"],
         "truth_water_km2": round(counts[1] * px_km2, 3),
         "model": {"name": f"{model['model_name']} {model['model_version']}",
-                  "water_km2": model["water_area_km2"], "iou": round(iou(paths["model_mask"], truth), 4),
+                  "water_km2": model["water_area_km2"],
+                  "iou": round(iou(paths["model_mask"], truth), 4),
                   "seconds": model["seconds"], "device": model["device"],
                   "provider": model["provider"], "outputs": model["outputs"]},
         "otsu": {"threshold_db": otsu["threshold_db"], "water_km2": otsu["water_area_km2"],

@@ -55,7 +55,7 @@ PROBABILITY_DTYPES = ("float32", "uint8")
 
 @dataclass
 class PredictOptions:
-    inputs: list[str]                 # one 2-band raster (VV, VH) or two single-band rasters [VV, VH]
+    inputs: list[str]                 # one 2-band raster (VV, VH) or two 1-band rasters [VV, VH]
     mask: str | None                  # uint8 GeoTIFF: 0 dry, 1 water, 255 nodata
     probability: str | None = None    # float32 (NaN nodata), or uint8 0..250 (255 nodata)
     uncertainty: str | None = None    # TTA spread (std of the flip/rotation predictions), float32

@@ -1,4 +1,4 @@
-"""Raster input and output: open and check the VV/VH inputs, read windows, write GeoTIFFs atomically.
+"""Raster input and output: open and check VV/VH inputs, read windows, write GeoTIFFs atomically.
 
 Inputs are one raster with VV and VH bands, or two single-band rasters. Bands are
 named from their descriptions (``VV``, ``Sigma0_VH_db``, ...) or, for single-band
@@ -299,7 +299,8 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
         try:
             src = CRS.from_user_input(extent_crs)
         except Exception:  # rasterio raises CRSError, pyproj-style strings vary
-            raise UsageError(f"extent CRS {extent_crs!r} is not a CRS rasterio understands") from None
+            raise UsageError(f"extent CRS {extent_crs!r} is not a CRS rasterio "
+                             "understands") from None
         if src != grid.crs:
             xmin, ymin, xmax, ymax = transform_bounds(src, grid.crs, xmin, ymin, xmax, ymax,
                                                       densify_pts=21)
@@ -310,11 +311,15 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
     col0, row0 = max(col0, 0), max(row0, 0)
     col1, row1 = min(col1, grid.width), min(row1, grid.height)
     if col1 <= col0 or row1 <= row0:
-        b = rasterio.transform.array_bounds(grid.height, grid.width, grid.transform)
-        raise InputError(f"{path}: the extent {tuple(round(v, 6) for v in extent)} does not "
-                         f"overlap the raster (bounds {tuple(round(v, 6) for v in (b[2], b[1], b[3], b[0]))} "
-                         f"in {grid.crs.to_string()})")
+        # array_bounds gives (west, south, east, north): XMIN,YMIN,XMAX,YMAX like --extent
+        bounds = rasterio.transform.array_bounds(grid.height, grid.width, grid.transform)
+        raise InputError(f"{path}: the extent {_rounded(extent)} does not overlap the raster "
+                         f"(bounds {_rounded(bounds)} in {grid.crs.to_string()})")
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _rounded(values) -> str:
+    return ",".join(f"{v:.6g}" for v in values)
 
 
 # --------------------------------------------------------------------------- reading

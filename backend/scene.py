@@ -1,4 +1,4 @@
-"""A generated Sentinel-1-like VV/VH scene, with its true water mask, for the demo and the benchmark.
+"""A generated Sentinel-1-like VV/VH scene with its true water mask, for the demo and the bench.
 
 Not a simulation of radar physics, but a scene with the features that matter to a
 water mapper: dark water (lakes and two meandering rivers) on brighter textured

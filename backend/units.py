@@ -31,7 +31,8 @@ from .raster_io import BandSource, WindowReader
 _WORDS = [
     ("dB", re.compile(r"(?<![a-z])(db|decibels?)(?![a-z])", re.I)),
     ("amplitude", re.compile(r"(?<![a-z])(amplitude|amp)(?![a-z])", re.I)),
-    ("linear", re.compile(r"(?<![a-z])(intensity|power|linear|sigma0|gamma0|beta0)(?![a-z])", re.I)),
+    ("linear", re.compile(r"(?<![a-z])(intensity|power|linear|sigma0|gamma0|beta0)(?![a-z])",
+                          re.I)),
 ]
 NEGATIVE_SHARE_DB = 0.02           # more negatives than this: dB
 POWER_BELOW_DB = {"VH": -13.5, "VV": -8.0}

@@ -71,7 +71,8 @@ def test_default_model_is_the_bundled_one(tmp_path, src):
     assert p.returncode == 0, p.stdout
     result = events(p.stdout)[-1]
     assert result["model"]["name"] == "sarflood-demo-threshold"
-    assert result["model_path"] == str(REPO / "resources" / "models" / "sarflood-demo-threshold.onnx")
+    bundled = REPO / "resources" / "models" / "sarflood-demo-threshold.onnx"
+    assert result["model_path"] == str(bundled)
 
 
 def test_card_command(models):

@@ -112,7 +112,8 @@ def test_extent_gives_the_same_pixels_as_the_full_run(tmp_path, models):
     shrink = 1e-5  # inside the reprojected box, so snapping outward lands on the same pixels
     r = predict(PredictOptions([src], probability=str(tmp_path / "ll.tif"), mask=None,
                                model=models["smoothed"], tile_size=64,
-                               extent=(ll[0] + shrink, ll[1] + shrink, ll[2] - shrink, ll[3] - shrink),
+                               extent=(ll[0] + shrink, ll[1] + shrink, ll[2] - shrink,
+                                       ll[3] - shrink),
                                extent_crs="EPSG:4326"))
     assert abs(r["window"]["col_off"] - 100) <= 2 and abs(r["window"]["width"] - 250) <= 4
 

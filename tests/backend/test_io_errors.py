@@ -82,7 +82,8 @@ def test_vv_and_vh_on_different_grids(out, models, tmp_path):
     b = random_db((50, 60))
     vv = write_raster(tmp_path / "s1_vv.tif", b[:1], descriptions=None)
     for name, kw, what in [("size", dict(bands=b[1:, :40]), "60x50 vs 60x40 pixels"),
-                           ("crs", dict(bands=b[1:], crs="EPSG:32632"), "CRS EPSG:32633 vs EPSG:32632"),
+                           ("crs", dict(bands=b[1:], crs="EPSG:32632"),
+                            "CRS EPSG:32633 vs EPSG:32632"),
                            ("shift", dict(bands=b[1:], origin=(500010.0, 5000000.0)),
                             "the geotransforms differ")]:
         vh = write_raster(tmp_path / f"s1_vh_{name}.tif", descriptions=None, **kw)
@@ -134,7 +135,8 @@ def test_model_without_card(out, good, tmp_path):
 
 def test_card_that_does_not_match_the_graph(out, good, tmp_path):
     model = threshold_model()
-    onnx.helper.set_model_props(model, {CARD_KEY: raw_db_card("x", margin=0, bands=("VV",)).to_json()})
+    card = raw_db_card("x", margin=0, bands=("VV",))
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
     path = tmp_path / "mismatch.onnx"
     onnx.save(model, path)
     refused(out, CardError, "has 2 channels but the card lists 1 bands", [good], str(path))
@@ -194,8 +196,10 @@ def test_auto_falls_back_to_cpu_and_says_why(out, models, good):
 
 
 def test_extent_outside_the_raster(out, models, good):
-    refused(out, InputError, f"{good}: the extent", [good], models["threshold"],
-            extent=(0.0, 0.0, 10.0, 10.0))
+    # the raster: 80 x 64 pixels of 10 m from (500000, 5000000) down
+    refused(out, InputError, f"{good}: the extent 0,0,10,10 does not overlap the raster "
+            "(bounds 500000,4.99936e+06,500800,5e+06 in EPSG:32633)", [good],
+            models["threshold"], extent=(0.0, 0.0, 10.0, 10.0))
 
 
 @pytest.mark.parametrize("kw, match", [
