@@ -1,4 +1,4 @@
-"""``python -m backend demo`` (``make demo``): a generated scene mapped by the default model and Otsu.
+"""``python -m backend demo`` (``make demo``): a generated scene, mapped by the model and by Otsu.
 
 Writes into OUT (default ``demo_output/``): ``scene.tif`` (VV/VH, dB) and
 ``truth.tif`` (its true water mask), generated once; then, on every run,
