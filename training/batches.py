@@ -76,9 +76,11 @@ def _stack(sample: Sample, bands: Sequence[str]) -> torch.Tensor:
     return torch.cat([sample[b] for b in bands], dim=0)
 
 
-def supervised_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str) -> SampleBuilder:
-    """Augmented input ``x`` and its label (-1 where the input has no data)."""
-    crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect))
+def supervised_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str,
+                       scale: float = 1.0) -> SampleBuilder:
+    """Augmented input ``x`` and its label (-1 where the input has no data);
+    ``scale``: training pixels per chip pixel."""
+    crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect), scale)
     jitter = ColourJitter(cfg.brightness, cfg.contrast)
 
     def build(sample: Sample, g: torch.Generator) -> Sample:
@@ -90,7 +92,7 @@ def supervised_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str) 
 
 
 def distill_builder(cfg: TrainConfig, student_inputs: Sequence[str],
-                    teacher_inputs: Sequence[str]) -> SampleBuilder:
+                    teacher_inputs: Sequence[str], scale: float = 1.0) -> SampleBuilder:
     """Student input ``x`` (geometry + colour jitter), teacher input ``x_teacher``
     (same geometry, no jitter: the teacher sees the data as it was trained on it),
     and ``valid``, where the loss counts: S1 has data and, for a teacher reading

@@ -42,12 +42,6 @@ from .models import display_name
 INPUT, OUTPUT = "s1", "water_probability"
 OPSET = 18
 PARITY_TOL = 1e-4
-TILE_SIZE = 512
-# Pixels at each tile edge treated as unreliable. Zero padding at a tile edge
-# changes features within the receptive field of the stride-16 layers; 64 px
-# (four stride-16 cells) is our choice for both networks, so tiles of 512
-# overlap by 128 (a quarter of the work repeated).
-MARGIN = 64
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -84,8 +78,9 @@ def build_card(doc: dict[str, Any], metrics: dict[str, float], version: str,
                      f"after Garg et al., 'Cross Modal Distillation for Flood Extent Mapping'. "
                      f"Outputs the probability of water."),
         bands=bands, input_name=INPUT, output_name=OUTPUT, output_kind="water_probability",
-        default_threshold=0.5, pixel_size_m=float(data.get("pixel_size_m", 10.0)),
-        tile_size=TILE_SIZE, margin=MARGIN, size_multiple=size_multiple,
+        default_threshold=0.5, pixel_size_m=float(cfg.get("pixel_size_m", 10.0)),
+        tile_size=int(cfg.get("tile_size", 512)), margin=int(cfg.get("tile_margin", 64)),
+        size_multiple=size_multiple,
         training_data=str(data.get("description", "unknown")),
         metrics={k: round(float(v), 4) for k, v in metrics.items()},
         notes=(f"preset {cfg.get('preset', '?')}, seed {run.get('seed')}, lr {run.get('lr')}, "

@@ -38,7 +38,7 @@ from .data.layout import DatasetError
 from .evaluate import evaluate, load_split, otsu
 from .export import ExportError, export
 from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order
-from .rundata import describe, open_run_data, open_split
+from .rundata import PIXEL_SIZE_M, describe, open_run_data, open_split
 from .train import Interrupted, RunError, RunSpec, score, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,12 +58,15 @@ def run_dir(out: Path, method: Method, seed: int, lr: float, wd: float) -> Path:
 
 def score_run(best: Path, method: Method, eval_sets: dict[str, Any], cfg: TrainConfig,
               device: torch.device) -> dict[str, float | None]:
-    """IoU (%) on each evaluation split; also saved beside the checkpoint (metrics.json)."""
+    """IoU on each evaluation split, at the chips' grid; also saved beside the
+    checkpoint (metrics.json), where ``export`` finds it for the card."""
     model, _ = load_model(best)
     model.to(device)
+    scale = PIXEL_SIZE_M / cfg.pixel_size_m
     metrics = {}
     for split, dataset in eval_sets.items():
-        iou = score(model, dataset, method.inputs, cfg.eval_batch, device).summary()["iou"]
+        iou = score(model, dataset, method.inputs, cfg.eval_batch, device,
+                    scale).summary()["iou"]
         metrics[f"iou_{split}"] = iou
     (best.parent / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

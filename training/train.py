@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -38,6 +38,7 @@ from .losses import distillation_loss, edge_weighted_ce
 from .methods import Method, get_method
 from .metrics import Scoreboard
 from .models import build_model, display_name
+from .transforms import resize
 
 
 class RunError(ValueError):
@@ -65,9 +66,10 @@ class RunSpec:
     @property
     def model_spec(self) -> dict[str, Any]:
         cfg = self.config
-        arch, width = ((cfg.compact_arch, cfg.compact_width) if self.method.compact
-                       else (cfg.arch, cfg.width))
-        return {"arch": arch, "in_channels": self.method.in_channels, "width": width}
+        arch, width, rates = ((cfg.compact_arch, cfg.compact_width, cfg.compact_rates)
+                              if self.method.compact else (cfg.arch, cfg.width, cfg.rates))
+        return {"arch": arch, "in_channels": self.method.in_channels, "width": width,
+                "rates": list(rates)}
 
     def identity(self) -> dict[str, Any]:
         return {"method": self.method.name, "seed": self.seed, "lr": self.lr,
@@ -77,7 +79,8 @@ class RunSpec:
 
 @dataclass
 class RunData:
-    """The datasets a run reads: one dataset per batch pool, and the validation split.
+    """The datasets a run reads: one dataset per batch pool, and the validation split;
+    ``pixel_size_m`` is the chips' own grid.
 
     Chips are dicts with ``s1`` (2, H, W), ``s2`` (4, H, W) where the method needs
     it, labels ``(H, W)`` int64 with -1 ignored, and ``valid`` (H, W) bool.
@@ -105,16 +108,27 @@ def stop_requests() -> Iterator[dict[str, bool]]:
 
 
 @torch.no_grad()
+def predict_probability(model: nn.Module, x: Tensor, scale: float = 1.0) -> Tensor:
+    """P(water) ``(N, H, W)`` for chips ``x``; a model trained at another grid
+    (``scale`` of its pixels per chip pixel) sees ``x`` resampled to its grid, and
+    its output is resampled back, as the backend does for a card's pixel size."""
+    h, w = x.shape[-2:]
+    if scale != 1.0:
+        x = resize(x, (max(16, round(h * scale)), max(16, round(w * scale))))
+    return resize(model.water_probability(x), (h, w))[:, 0]
+
+
+@torch.no_grad()
 def score(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...], batch: int,
-          device: torch.device, label_key: str = "label") -> Scoreboard:
-    """Score a network's masks (P(water) > 0.5) on whole chips with the data issue's
-    metric (:mod:`training.metrics`)."""
+          device: torch.device, scale: float = 1.0, label_key: str = "label") -> Scoreboard:
+    """Score a network's masks (P(water) > 0.5) on whole chips, at the chips' grid,
+    with the data issue's metric (:mod:`training.metrics`)."""
     was_training = model.training
     model.eval()
     board = Scoreboard()
     for chips in DataLoader(dataset, batch_size=batch, shuffle=False):
         x = torch.cat([chips[b] for b in inputs], dim=1).to(device)
-        pred = (model.water_probability(x)[:, 0] > 0.5).to(torch.int8).cpu().numpy()
+        pred = (predict_probability(model, x, scale) > 0.5).to(torch.int8).cpu().numpy()
         for i, chip_id in enumerate(chips["id"]):
             board.add(chip_id, pred[i], chips[label_key][i].numpy(), chips["valid"][i].numpy())
     model.train(was_training)
@@ -189,10 +203,11 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     if state is not None and summary_path.exists():
         return json.loads(summary_path.read_text()), None
     teacher_model = _load_teacher(run, teacher, d.device)
+    scale = data.pixel_size_m / cfg.pixel_size_m  # model pixels per chip pixel
     if method.kind == "distill":
-        build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs)
+        build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs, scale)
     else:
-        build = supervised_builder(cfg, method.inputs, method.pools[0][0].label)
+        build = supervised_builder(cfg, method.inputs, method.pools[0][0].label, scale)
     try:
         batches = StepBatches(data.pools, cfg.batch_size, build, run.seed, cfg.steps,
                               d.rank, d.world)
@@ -256,7 +271,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 if d.is_main:
                     iou = score(model, data.valid, method.inputs, cfg.eval_batch,
-                                d.device).summary()["iou"]
+                                d.device, scale).summary()["iou"]
                     log(f"valid step {done} iou {iou}", show=True)
                     if best["step"] == 0 or (iou is not None and (best["iou_valid"] is None
                                                                   or iou > best["iou_valid"])):
@@ -265,7 +280,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                             "run": run.identity(), "model_spec": run.model_spec,
                             "model": model.state_dict(), "best": best,
                             "data": {"description": data.description,
-                                     "pixel_size_m": data.pixel_size_m}})
+                                     "chip_pixel_size_m": data.pixel_size_m}})
                 ddp.barrier(d)
             halt = ddp.any_rank(stop["stop"] or done == stop_at, d) and done < cfg.steps
             if d.is_main and (done % cfg.checkpoint_every == 0 or done == cfg.steps or halt):

@@ -27,36 +27,45 @@ def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
-def _resize(t: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear for float images, nearest for label-like maps."""
-    if tuple(t.shape[-2:]) == size:
+def resize(t: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear (antialiased when shrinking) for float images ``(C, H, W)`` or
+    ``(N, C, H, W)``; nearest for label-like maps ``(H, W)``."""
+    if tuple(t.shape[-2:]) == tuple(size):
         return t
-    if t.ndim == 3 and t.is_floating_point():
-        return F.interpolate(t[None], size=size, mode="bilinear", align_corners=False)[0]
-    return F.interpolate(t[None, None].float(), size=size, mode="nearest")[0, 0].to(t.dtype)
+    if t.is_floating_point() and t.ndim in (3, 4):
+        shrink = size[0] < t.shape[-2] or size[1] < t.shape[-1]
+        batch = t if t.ndim == 4 else t[None]
+        out = F.interpolate(batch, size=size, mode="bilinear", align_corners=False,
+                            antialias=shrink)
+        return out if t.ndim == 4 else out[0]
+    # "nearest-exact" samples pixel centres, as bilinear with align_corners=False
+    # does; plain "nearest" would shift labels by up to half a pixel against images
+    return F.interpolate(t[None, None].float(), size=size, mode="nearest-exact")[0, 0].to(t.dtype)
 
 
 @dataclass(frozen=True)
 class CropDistort:
     """Crop a box of random size and aspect ratio and resample it to ``size`` x ``size``.
 
-    The box side is ``size`` times a zoom drawn from ``zoom``, its aspect ratio
-    (w/h) is drawn log-uniformly from ``aspect``; the box is clipped to the
-    sample. ``zoom=(1, 1), aspect=(1, 1)`` is a plain crop without resampling.
+    The box side is ``size / scale`` times a zoom drawn from ``zoom``, its aspect
+    ratio (w/h) is drawn log-uniformly from ``aspect``; the box is clipped to the
+    sample. ``scale`` is output pixels per source pixel: 10/16 trains a 16 m
+    model on 10 m chips. ``zoom=(1, 1), aspect=(1, 1), scale=1`` is a plain crop.
     """
     size: int
     zoom: tuple[float, float] = (0.75, 1.25)
     aspect: tuple[float, float] = (3 / 4, 4 / 3)
+    scale: float = 1.0
 
     def __call__(self, sample: Sample, g: torch.Generator) -> Sample:
         h, w = next(iter(sample.values())).shape[-2:]
-        zoom = _uniform(g, *self.zoom)
+        zoom = _uniform(g, *self.zoom) / self.scale
         ratio = math.exp(_uniform(g, math.log(self.aspect[0]), math.log(self.aspect[1])))
         bh = min(h, max(1, round(self.size * zoom / math.sqrt(ratio))))
         bw = min(w, max(1, round(self.size * zoom * math.sqrt(ratio))))
         top = int(torch.randint(0, h - bh + 1, (), generator=g))
         left = int(torch.randint(0, w - bw + 1, (), generator=g))
-        return {k: _resize(v[..., top:top + bh, left:left + bw], (self.size, self.size))
+        return {k: resize(v[..., top:top + bh, left:left + bw], (self.size, self.size))
                 for k, v in sample.items()}
 
 

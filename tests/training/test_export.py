@@ -98,3 +98,14 @@ def test_foreign_files_are_refused(tmp_path, content, msg):
         path.write_bytes(content)
     proc = cli("training", "export", str(path), "--out", str(tmp_path / "m.onnx"))
     assert proc.returncode == 1 and msg in proc.stderr
+
+
+def test_card_takes_grid_and_tiling_from_the_run(tmp_path):
+    from training.export import build_card
+    train(tiny_run("hand", steps=1, eval_every=1, pixel_size_m=16.0, tile_size=320,
+                   tile_margin=32), tiny_data(), tmp_path, progress=False)
+    doc = load_checkpoint(tmp_path / "best.pt")
+    card = build_card(doc, {"iou_test": 0.5}, "2.0.0", 16)
+    assert (card.pixel_size_m, card.tile_size, card.margin) == (16.0, 320, 32)
+    assert card.metrics == {"iou_test": 0.5} and card.version == "2.0.0"
+    assert card.name == "sarflood-hand" and "width 0.25" in card.extra["architecture"]

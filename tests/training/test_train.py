@@ -101,3 +101,14 @@ def test_step_batches_are_independent_of_the_process_count():
         assert torch.equal(whole[k], torch.cat([h[k] for h in halves]))
     with pytest.raises(ValueError, match="must split evenly"):
         StepBatches(pools, 6, build, seed=5, steps=10, world=2)
+
+
+def test_a_16m_model_trains_on_10m_chips_and_is_scored_at_their_grid(tmp_path):
+    from training.train import predict_probability
+    summary, model = train(tiny_run(pixel_size_m=16.0, tile_size=320, tile_margin=32),
+                           tiny_data(), tmp_path, progress=False)
+    x = torch.rand(2, 2, 48, 80)
+    p = predict_probability(model.eval(), x, scale=10 / 16)
+    assert p.shape == (2, 48, 80) and summary["iou_valid"] is not None
+    doc = load_checkpoint(tmp_path / "best.pt")
+    assert doc["run"]["config"]["pixel_size_m"] == 16.0

@@ -1,7 +1,9 @@
 """Segmentation models, built from a small JSON-friendly spec so that checkpoints
 describe their own architecture::
 
-    {"arch": "deeplabv3plus_xception65", "in_channels": 2, "width": 0.25}
+    {"arch": "deeplabv3plus_xception65", "in_channels": 2, "width": 0.25, "rates": [6, 12, 18]}
+
+``rates`` are DeepLab's ASPP rates, or the compact net's cascade of dilations.
 """
 from __future__ import annotations
 
@@ -9,26 +11,38 @@ from typing import Any
 
 from torch import nn
 
-from .compact import CompactSegNet
-from .deeplab import DeepLabV3Plus
+from .compact import COMPACT_RATES, CompactSegNet
+from .deeplab import ASPP_RATES, DeepLabV3Plus
 
 ARCHS: dict[str, type[nn.Module]] = {
     "deeplabv3plus_xception65": DeepLabV3Plus,
     "compact": CompactSegNet,
 }
-SPEC_KEYS = ("arch", "in_channels", "num_classes", "width")
+SPEC_KEYS = ("arch", "in_channels", "num_classes", "width", "rates")
 
 
 class ModelSpecError(ValueError):
     """A model spec names an unknown architecture or has bad fields."""
 
 
+DEFAULT_RATES = {"deeplabv3plus_xception65": ASPP_RATES, "compact": COMPACT_RATES}
+
+
 def display_name(spec: dict[str, Any]) -> str:
-    """Human name for tables and model cards, e.g. ``DeepLabv3+/Xception-65 (width 0.25)``."""
+    """Human name for tables and model cards, e.g. ``DeepLabv3+/Xception-65 (width 0.25)``;
+    settings other than the paper's (or the compact net's defaults) are named."""
+    arch = spec["arch"]
     base = {"deeplabv3plus_xception65": "DeepLabv3+/Xception-65",
-            "compact": "compact separable encoder-decoder"}[spec["arch"]]
+            "compact": "compact separable encoder-decoder"}[arch]
+    notes = []
     width = float(spec.get("width", 1.0))
-    return base if width == 1.0 else f"{base} (width {width:g})"
+    if width != 1.0:
+        notes.append(f"width {width:g}")
+    rates = tuple(spec.get("rates", DEFAULT_RATES[arch]))
+    if rates != DEFAULT_RATES[arch]:
+        kind = "ASPP rates" if arch == "deeplabv3plus_xception65" else "dilations"
+        notes.append(f"{kind} {'/'.join(map(str, rates))}")
+    return base + (f" ({', '.join(notes)})" if notes else "")
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
@@ -46,7 +60,12 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     width = float(spec.get("width", 1.0))
     if not width > 0:
         raise ModelSpecError(f"width must be positive, got {width}")
-    return ARCHS[arch](in_channels, num_classes=int(spec.get("num_classes", 2)), width=width)
+    rates = spec.get("rates", DEFAULT_RATES[arch])
+    if (not isinstance(rates, (list, tuple)) or not rates
+            or not all(isinstance(r, int) and r >= 1 for r in rates)):
+        raise ModelSpecError(f"rates must be a list of positive integers, got {rates!r}")
+    return ARCHS[arch](in_channels, num_classes=int(spec.get("num_classes", 2)), width=width,
+                       rates=tuple(rates))
 
 
 __all__ = ["ARCHS", "CompactSegNet", "DeepLabV3Plus", "ModelSpecError", "build_model",

@@ -4,7 +4,7 @@ the paper's): the student the product ships.
 Same interface as :class:`~training.models.deeplab.DeepLabV3Plus`: any number of
 input channels in, class logits at the input's size out. It keeps DeepLabv3+'s
 ideas at a fraction of the cost: separable convs throughout, an output stride of
-16 with a cascade of atrous convs (rates 2, 4, 8) for context, a global-pooling
+16 with a cascade of atrous convs (rates 2, 4, 8 by default) for context, a global-pooling
 channel gate in place of ASPP, and decoder skips at stride 4 and 2.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import ConvBNReLU, SegmentationModel, SeparableConv, scaled
+
+COMPACT_RATES = (2, 4, 8)
 
 
 class ResidualSeparable(nn.Module):
@@ -49,7 +51,8 @@ class CompactSegNet(SegmentationModel):
 
     size_multiple = 16
 
-    def __init__(self, in_channels: int, num_classes: int = 2, width: float = 1.0):
+    def __init__(self, in_channels: int, num_classes: int = 2, width: float = 1.0,
+                 rates: tuple[int, ...] = COMPACT_RATES):
         super().__init__()
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -58,7 +61,7 @@ class CompactSegNet(SegmentationModel):
         self.stage4 = nn.Sequential(SeparableConv(c2, c4, stride=2), ResidualSeparable(c4))
         self.stage8 = nn.Sequential(SeparableConv(c4, c8, stride=2), ResidualSeparable(c8))
         self.stage16 = nn.Sequential(SeparableConv(c8, c16, stride=2),
-                                     *(ResidualSeparable(c16, d) for d in (2, 4, 8)),
+                                     *(ResidualSeparable(c16, d) for d in rates),
                                      PoolGate(c16))
         self.project4 = nn.Conv2d(c16, c4, 1)
         self.fuse4 = ResidualSeparable(c4)

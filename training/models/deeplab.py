@@ -59,17 +59,23 @@ class DecoderStage(nn.Module):
 class DeepLabV3Plus(SegmentationModel):
     """DeepLabv3+/Xception-65 for any number of input channels; returns class logits
     ``(N, num_classes, H, W)`` at the input's size. ``width`` scales every channel
-    count (1.0 is the paper's network)."""
+    count (1.0 is the paper's network); ``rates`` are the ASPP atrous rates.
+
+    Rates must suit the training crop: a tap that falls outside the stride-16 map
+    of every training crop only ever sees zero padding, so its weight is never
+    learnt, yet it sees real features on larger inference tiles.
+    """
 
     size_multiple = OUTPUT_STRIDE
 
-    def __init__(self, in_channels: int, num_classes: int = 2, width: float = 1.0):
+    def __init__(self, in_channels: int, num_classes: int = 2, width: float = 1.0,
+                 rates: tuple[int, ...] = ASPP_RATES):
         super().__init__()
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.encoder = Xception65(in_channels, width)
         c = scaled(256, width)
-        self.aspp = ASPP(self.encoder.out_channels, c)
+        self.aspp = ASPP(self.encoder.out_channels, c, tuple(rates))
         skips = self.encoder.skip_channels
         self.decode4 = DecoderStage(c, skips["s4"], scaled(48, width), c)
         self.decode2 = DecoderStage(c, skips["s2"], scaled(32, width), c)

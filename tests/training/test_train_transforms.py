@@ -1,0 +1,75 @@
+"""Augmentations keep every map of a chip pixel-aligned; jitter touches only the
+model's input; the distillation teacher sees the student's geometry un-jittered."""
+import torch
+
+from training.batches import distill_builder, supervised_builder
+from training.config import make_config
+from training.transforms import ColourJitter, CropDistort, random_flips
+
+from .tiny_chips import TinyChips
+
+
+def test_crop_and_flips_move_image_and_label_together():
+    label = (torch.rand(64, 64, generator=torch.Generator().manual_seed(0)) > 0.5).long()
+    sample = {"x": label[None].float().repeat(2, 1, 1), "label": label}
+    plain = CropDistort(32, zoom=(1, 1), aspect=(1, 1))
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        out = random_flips(plain(sample, g), g)
+        assert out["x"].shape == (2, 32, 32) and torch.equal(out["x"][0].long(), out["label"])
+
+
+def test_distorted_and_rescaled_crops_stay_aligned():
+    # image and label both hold the column index: after any crop, distortion and
+    # rescale, the label (nearest pixel) must be within half a pixel of the image
+    # (bilinear); a half-pixel shift between the two resamplings breaks this
+    ramp = torch.arange(96).repeat(96, 1)
+    sample = {"x": ramp[None].float(), "label": ramp}
+    for scale in (1.0, 10 / 16):
+        crop = CropDistort(40, zoom=(0.8, 1.2), aspect=(0.75, 4 / 3), scale=scale)
+        for seed in range(5):
+            out = crop(sample, torch.Generator().manual_seed(seed))
+            assert out["label"].shape == (40, 40)
+            assert (out["x"][0] - out["label"]).abs().max() <= 0.5 + 1e-4
+
+
+def test_scale_sets_the_ground_size_of_a_crop():
+    # a 16 m model's 32 px crop covers 51.2 px of a 10 m chip
+    ramp = torch.arange(128.0).repeat(128, 1)[None]
+    crop = CropDistort(32, zoom=(1, 1), aspect=(1, 1), scale=10 / 16)
+    out = crop({"x": ramp}, torch.Generator().manual_seed(0))["x"][0]
+    assert abs((out[0, -1] - out[0, 0]).item() - 51.2 * 31 / 32) < 1.5
+
+
+def test_jitter_keeps_no_data_at_zero():
+    x = torch.rand(2, 16, 16)
+    valid = torch.ones(16, 16, dtype=torch.bool)
+    valid[:4] = False
+    x[:, :4] = 0
+    out = ColourJitter(0.1, 0.2)(x, valid, torch.Generator().manual_seed(0))
+    assert torch.all(out[:, :4] == 0) and not torch.allclose(out[:, 4:], x[:, 4:])
+
+
+def test_distillation_pairs_are_aligned_and_only_the_student_is_jittered():
+    cfg = make_config("cpu", {"crop": 32})
+    build = distill_builder(cfg, ("s1",), ("s1", "s2"))
+    chip = TinyChips(1, size=48, seed=2)[0]
+    out = build(chip, torch.Generator().manual_seed(4))
+    v = out["valid"]
+    assert out["x"].shape == (2, 32, 32) and out["x_teacher"].shape == (6, 32, 32)
+    # the student's S1 is an affine map of the teacher's S1, channel by channel:
+    # same pixels (geometry shared), different values (jitter on the student only)
+    for c in range(2):
+        s, t = out["x"][c][v], out["x_teacher"][c][v]
+        a = torch.stack([t, torch.ones_like(t)], 1)
+        coef = torch.linalg.lstsq(a, s[:, None]).solution[:, 0]
+        assert (a @ coef - s).abs().max() < 1e-4
+        assert not torch.allclose(coef, torch.tensor([1.0, 0.0]), atol=1e-3)
+
+
+def test_labels_are_ignored_where_the_input_has_no_data():
+    cfg = make_config("cpu", {"crop": 48, "zoom": "1,1", "aspect": "1,1"})
+    chip = TinyChips(1, size=48, seed=2)[0]
+    chip["label"] = chip["label"].clamp(min=0)  # the reader's -1 removed on purpose
+    out = supervised_builder(cfg, ("s1",), "label")(chip, torch.Generator().manual_seed(0))
+    assert (out["label"] == -1).sum() == (~chip["valid"]).sum()
