@@ -115,7 +115,8 @@ def _scene_stats(p: events.ChipParams, seed: int = 1):
     return t, lc, s1
 
 
-def test_class_backscatter_ordering():
+def test_class_backscatter_ordering(monkeypatch):
+    monkeypatch.setattr(sar, "FV_LOW_DB", (5.0, 5.0))     # a chip whose crops gain 5 dB when flooded
     p = params(events.EVENTS[5], seed=2, wind_ms=0.0, mountain=False, relief_m=2.0,
                urban_frac=0.15, flood_frac=0.3, grass_height_m=1.0)
     _, lc, s1 = _scene_stats(p)
@@ -126,7 +127,7 @@ def test_class_backscatter_ordering():
     assert (fv_under == CROP).sum() > 100
     dry_same = np.median(s1[0][(lc.cls == CROP)])
     wet = np.median(s1[0][(lc.cls == FLOODED_VEG) & (lc.under == CROP)])
-    assert wet > dry_same + 2                      # double bounce
+    assert 3 < wet - dry_same < 7                  # double bounce
 
 
 def test_wind_brightens_open_water_in_vv_far_more_than_in_vh():
@@ -146,7 +147,7 @@ def test_radar_shadow_and_layover_on_a_ridge():
     ridge = np.minimum(x * np.tan(np.radians(45)), (x[-1] - x) * np.tan(np.radians(70)) + 100)
     h = np.tile(ridge, (size, 1)).astype(np.float32)
     gy, gx = np.gradient(h, PIXEL_M)
-    t = Terrain(h, h, h, h < 0, h, h < 0, gx, gy)
+    t = Terrain(height=h, hand=h, river_dist=h, stage=0.0, water=h < 0, depth=h, permanent=h < 0, gx=gx, gy=gy)
     cos_loc, shadow, layover = sar.geometry(t, 37.0, look_from_east=False)
     crest = int(np.argmax(ridge))
     assert shadow[:, crest + 2:].any() and not shadow[:, :crest].any()
@@ -177,7 +178,8 @@ def test_optics_and_weak_labels_err_where_indices_do():
     assert 0.7 < agree < 0.999                      # mostly right, but not the truth
     assert (weak == -1).any()                       # thick cloud screened out
     ndwi = s2index.ndwi_weak(s2)
-    assert (ndwi != -1).all()                       # no cloud screen in the NDWI labels
+    # no cloud screen in the NDWI labels: -1 only where S2 has no data
+    np.testing.assert_array_equal(ndwi == -1, (s2 == 0).any(axis=0))
 
 
 def test_weak_labels_miss_flooded_vegetation():

@@ -3,7 +3,9 @@
 Speed: the process pins itself to one CPU, then writes ``--chips`` chips of each
 set (hand-labelled: S1 + S2 + label + truth; weak: S1 + label + truth, its S2
 simulated but not stored; external: S1 + S2 + label + truth) and reports chips
-per second, written, per set and over all.
+per second, written, per set and over all: per wall-clock second, and per CPU
+second of the process (the same on an idle core; on a shared machine other
+processes' time inflates the first but not the second).
 
 Determinism: a second dataset with the same seed, written by two worker
 processes, must hold identical pixels, CRS and transforms in every file; a
@@ -45,24 +47,27 @@ def same_rasters(a: Path, b: Path) -> bool:
         ra[k][1:] == rb[k][1:] and np.array_equal(ra[k][0], rb[k][0], equal_nan=True) for k in ra)
 
 
+def _rates(n: int, seconds: float, cpu: float) -> dict:
+    return {"chips": n, "seconds": round(seconds, 3), "chips_per_s": round(n / seconds, 2),
+            "cpu_seconds": round(cpu, 3), "chips_per_cpu_s": round(n / cpu, 2)}
+
+
 def bench(chips: int, seed: int) -> dict:
     allowed = _pin_one_core()
     result: dict = {"cpu": min(allowed), "chips_per_set": chips, "size": 512}
     with tempfile.TemporaryDirectory(prefix="sarflood-bench-") as tmp:
-        total_n, total_s = 0, 0.0
+        total_n, total_s, total_cpu = 0, 0.0, 0.0
         for kind, counts in (("hand", (chips, 0, 0)), ("weak", (0, chips, 0)), ("external", (0, 0, chips))):
             root = Path(tmp) / kind
             writer.prepare(root, overwrite=False)
             tasks = writer.plan(*counts, seed=seed)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for t in tasks:
                 writer.make_and_write(t, seed, root)
-            seconds = time.perf_counter() - start
-            result[kind] = {"chips": len(tasks), "seconds": round(seconds, 3),
-                            "chips_per_s": round(len(tasks) / seconds, 2)}
-            total_n, total_s = total_n + len(tasks), total_s + seconds
-        result["all"] = {"chips": total_n, "seconds": round(total_s, 3),
-                         "chips_per_s": round(total_n / total_s, 2)}
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            result[kind] = _rates(len(tasks), seconds, cpu)
+            total_n, total_s, total_cpu = total_n + len(tasks), total_s + seconds, total_cpu + cpu
+        result["all"] = _rates(total_n, total_s, total_cpu)
         os.sched_setaffinity(0, allowed)
         a, b, c = (Path(tmp) / n for n in ("a", "b", "c"))
         writer.generate(a, 4, 1, 1, seed=seed, workers=1)
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     result = bench(args.chips, args.seed)
     for kind in ("hand", "weak", "external", "all"):
         r = result[kind]
-        print(f"{kind:9} {r['chips']:4d} chips in {r['seconds']:7.2f} s: {r['chips_per_s']:6.2f} chips/s (one core)")
+        print(f"{kind:9} {r['chips']:4d} chips in {r['seconds']:7.2f} s: {r['chips_per_s']:6.2f} chips/s "
+              f"on one core ({r['chips_per_cpu_s']:.2f} per CPU second)")
     print(f"same seed, 1 vs 2 workers, identical: {result['deterministic']}; "
           f"another seed differs: {result['other_seed_differs']}")
     if args.json:

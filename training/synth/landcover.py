@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -80,16 +80,24 @@ def make_landcover(p: ChipParams, t: Terrain, rng: np.random.Generator) -> LandC
     grain[urban] = rng.standard_normal(int(urban.sum()), dtype=np.float32)
     vigour = np.where(forest, 1.0, vigour).astype(np.float32)
 
-    # flooding: plants taller than the water stay visible above it
+    dry_land = LandCover(cls=cls, vigour=vigour, canopy=np.zeros(cls.shape, np.float32),
+                         parcel_gain=parcel_gain, grain=grain, under=cls.copy())
+    return flood(dry_land, p, t.water, t.depth, t.permanent)
+
+
+def flood(lc: LandCover, p: ChipParams, water: np.ndarray, depth: np.ndarray,
+          permanent: np.ndarray) -> LandCover:
+    """The land cover under a given flood: plants taller than the water stay visible above it."""
+    under, vigour = lc.under, lc.vigour
+    forest = under == FOREST
     crop_height = p.grass_height_m * (0.4 + 0.6 * vigour)
-    emergent = np.where(forest, True, (vigour >= BARE_VIGOUR) & (t.depth < crop_height))
-    flooded = t.water & ~t.permanent
-    flooded_veg = flooded & emergent
-    under = cls.copy()
-    cls[t.water] = OPEN_WATER
+    emergent = forest | ((vigour >= BARE_VIGOUR) & (depth < crop_height) & (under != URBAN))
+    flooded_veg = water & ~permanent & emergent
+    cls = under.copy()
+    cls[water & (under != URBAN)] = OPEN_WATER   # towns stand on raised ground: left as they are
     cls[flooded_veg] = FLOODED_VEG
     # seen from above, emergent plants cover part of the water: more the taller they stand out
-    stand_out = np.clip(1.0 - t.depth / np.maximum(crop_height, 1e-3), 0.0, 1.0)
+    stand_out = np.clip(1.0 - depth / np.maximum(crop_height, 1e-3), 0.0, 1.0)
     canopy = np.where(forest, 0.85, 0.8 * vigour * (0.3 + 0.7 * stand_out))
     canopy = np.where(flooded_veg, canopy, 0.0).astype(np.float32)
-    return LandCover(cls=cls, vigour=vigour, canopy=canopy, parcel_gain=parcel_gain, grain=grain, under=under)
+    return replace(lc, cls=cls, canopy=canopy)

@@ -99,12 +99,9 @@ def _block_mean(x: np.ndarray, f: int) -> np.ndarray:
     pad = (-h) % f
     if pad:
         x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, pad), (0, pad)], mode="edge")
-    # summing f*f strided views is much faster than a reshaped mean over two axes
-    acc = np.zeros(x.shape[:-2] + (x.shape[-2] // f, x.shape[-1] // f), np.float32)
-    for i in range(f):
-        for j in range(f):
-            acc += x[..., i::f, j::f]
-    return acc / (f * f)
+    # strided sums, rows then columns: much faster than a reshaped mean over two axes
+    rows = sum(x[..., i::f, :] for i in range(f))
+    return sum(rows[..., j::f] for j in range(f)) * (1.0 / (f * f))
 
 
 def clouds(p: ChipParams, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -30,9 +30,12 @@ incidence angle, roughly 30-45 deg):
   (cross-pol comes from volume scattering; Lee and Pottier 2009, "Polarimetric
   Radar Imaging"), so towns keep VH about 11 dB below VV.
 - Flooded vegetation: water under stems forms a double-bounce dihedral, VV
-  several dB above the same vegetation when dry, VH little changed
-  (Tsyganskaya et al. 2018, "SAR-based detection of flooded vegetation - a
-  review of characteristics and approaches", IJRS 39(8)).
+  up to several dB above the same vegetation when dry, VH little changed; the
+  increase varies with plant density, water depth and incidence, from none to
+  several dB (Tsyganskaya et al. 2018, "SAR-based detection of flooded
+  vegetation - a review of characteristics and approaches", IJRS 39(8)):
+  per chip +0..6 dB for crops and grass, -1..+3 dB under forest (C-band is
+  attenuated by the canopy), varying by patch with std 1.5 dB.
 - Terrain: Sentinel-1 GRD as Sen1Floods11 took it from Earth Engine is
   orthorectified but not terrain-flattened, so slopes facing the radar are
   bright and slopes facing away dark: sigma0 scales with (cos local incidence
@@ -74,9 +77,13 @@ URBAN_DB = (0.5, -10.5)
 NOISE_FLOOR_DB = (-30.0, -32.0)
 WIND_VH_BELOW_VV_DB = 14.0
 LAYOVER_GAIN = 3.0
+# flooded vegetation, VV change over the same plants dry: per chip (crops and grass, forest), then
+# varying by patch; VH changes less
+FV_LOW_DB, FV_FOREST_DB, FV_VH_DB, FV_PATCH_DB = (0.0, 6.0), (-1.0, 3.0), (-1.0, 2.0), 1.5
 URBAN_GRAIN_DB = 5.0
 # angular exponent n of (cos local / cos incidence)^n: steeper for surface than volume scattering
 ANGULAR_N = {CROP: 1.5, BARE: 2.0, FOREST: 1.0, URBAN: 1.0}
+_ANGULAR_TABLE = np.array([ANGULAR_N.get(c, ANGULAR_N[CROP]) for c in range(6)], np.float32)
 
 
 def _db(x: np.ndarray | float) -> np.ndarray:
@@ -84,7 +91,7 @@ def _db(x: np.ndarray | float) -> np.ndarray:
 
 
 def _lin(db: np.ndarray | float) -> np.ndarray:
-    return np.power(10.0, np.asarray(db, np.float32) / 10.0, dtype=np.float32)
+    return np.exp(np.asarray(db, np.float32) * np.float32(np.log(10.0) / 10.0))
 
 
 def geometry(t: Terrain, incidence_deg: float, look_from_east: bool
@@ -176,17 +183,17 @@ def simulate(p: ChipParams, t: Terrain, lc: LandCover, tex: np.ndarray, rng: np.
     # flooded vegetation: double bounce lifts VV strongly, VH a little
     # (C-band is attenuated more by a forest canopy than by crops and grass)
     fv = cls == FLOODED_VEG
-    gain_vv_db = np.where(under[fv] == FOREST, rng.uniform(2.0, 4.0), rng.uniform(3.0, 7.0))
-    sigma[0][fv] *= _lin(gain_vv_db)
-    sigma[1][fv] *= _lin(rng.uniform(0.0, 2.0))
+    if fv.any():
+        patches = FV_PATCH_DB * noise.blobs(rng, size, scale=40)[fv]
+        gain_vv_db = np.where(under[fv] == FOREST, rng.uniform(*FV_FOREST_DB), rng.uniform(*FV_LOW_DB))
+        sigma[0][fv] *= _lin(gain_vv_db + patches)
+        sigma[1][fv] *= _lin(rng.uniform(*FV_VH_DB) + 0.5 * patches)
 
     cos_loc, shadow, layover = geometry(t, p.incidence_deg, p.look_from_east)
     theta = np.radians(p.incidence_deg)
     cos_c = np.clip(cos_loc, np.cos(np.radians(89.0)), 1.0)
     sin_c = np.sqrt(1.0 - cos_c * cos_c).clip(np.sin(np.radians(5.0)), 1.0)
-    n = np.full(cls.shape, ANGULAR_N[CROP], np.float32)
-    for c, exponent in ANGULAR_N.items():
-        n[under == c] = exponent
+    n = _ANGULAR_TABLE[under]
     log_gain = n * np.log(cos_c / np.cos(theta)) + np.log(np.sin(theta) / sin_c)
     sigma *= np.exp(np.clip(log_gain, -20.0 / 4.343, 8.0 / 4.343))[None]   # 4.343 = 10 / ln 10
 

@@ -19,7 +19,8 @@ from ..data import s2index
 from ..data.conventions import IGNORE
 from . import noise, optical, sar
 from .events import ChipParams
-from .landcover import CLASS_NAMES, FLOODED_VEG, make_landcover
+from .landcover import CLASS_NAMES, FLOODED_VEG, flood, make_landcover
+from .terrain import flood as flood_terrain
 from .terrain import make_terrain
 
 SIZE = 512
@@ -49,8 +50,11 @@ def _edge_mask(size: int, rng: np.random.Generator) -> np.ndarray:
 def make_chip(p: ChipParams, rng: np.random.Generator, size: int = SIZE) -> Chip:
     terrain = make_terrain(p, size, rng)
     lc = make_landcover(p, terrain, rng)
+    # the radar sees the flood at its own time, up to days from the Sentinel-2 and label time
+    water_s1, depth_s1 = flood_terrain(terrain.hand, max(0.0, terrain.stage + p.s1_stage_shift_m))
+    lc_s1 = flood(lc, p, water_s1, depth_s1, terrain.permanent)
     tex = noise.fractal(rng, size, beta=1.5, min_wavelength=4.0)
-    s1, sar_stats = sar.simulate(p, terrain, lc, tex, rng)
+    s1, sar_stats = sar.simulate(p, terrain, lc_s1, tex, rng)
     s2, cloud, opt_stats = optical.simulate(p, terrain, lc, tex, rng)
 
     r = rng.random()
@@ -68,6 +72,7 @@ def make_chip(p: ChipParams, rng: np.random.Generator, size: int = SIZE) -> Chip
     stats = {f"frac_{name}": float(c) for name, c in zip(CLASS_NAMES, counts)}
     stats["water_frac"] = float(truth.mean())
     stats["flooded_veg_share_of_water"] = float((lc.cls == FLOODED_VEG).sum() / max(truth.sum(), 1))
+    stats["s1_water_frac"] = float(water_s1.mean())
     stats["s1_valid_frac"] = float(np.isfinite(s1).all(axis=0).mean())
     stats.update(sar_stats)
     stats.update(opt_stats)

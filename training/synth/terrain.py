@@ -31,8 +31,9 @@ class Terrain:
     height: np.ndarray        # m, float32
     hand: np.ndarray          # height above the river level, m
     river_dist: np.ndarray    # distance from the river centreline, px
-    water: np.ndarray         # bool: open water or water under vegetation
-    depth: np.ndarray         # water depth, m (0 on dry land)
+    stage: float              # flood level above the river at the label (Sentinel-2) time, m
+    water: np.ndarray         # bool: under water at that time (open or under vegetation)
+    depth: np.ndarray         # water depth then, m (0 on dry land)
     permanent: np.ndarray     # bool: river channel and lakes
     gx: np.ndarray            # height gradient along rows (eastward), m/m
     gy: np.ndarray            # height gradient down columns (southward), m/m
@@ -85,12 +86,17 @@ def make_terrain(p: ChipParams, size: int, rng: np.random.Generator) -> Terrain:
     lakes = low & (lakes_field > noise.threshold_for_fraction(lakes_field, p.lake_frac, where=low))
     hand = np.where(lakes, np.minimum(hand, stage - rng.uniform(0.5, 2.0)), hand).astype(np.float32)
 
-    water = hand < stage
-    depth = np.where(water, stage - hand, 0.0).astype(np.float32)
+    water, depth = flood(hand, stage)
     height = (floor + hand).astype(np.float32)
     gy, gx = np.gradient(height, PIXEL_M)
-    return Terrain(height=height, hand=hand, river_dist=dist.astype(np.float32), water=water,
-                   depth=depth, permanent=channel | lakes, gx=gx, gy=gy)
+    return Terrain(height=height, hand=hand, river_dist=dist.astype(np.float32), stage=stage,
+                   water=water, depth=depth, permanent=channel | lakes, gx=gx, gy=gy)
+
+
+def flood(hand: np.ndarray, stage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Water and its depth for a flood level ``stage`` (m above the river)."""
+    water = hand < stage
+    return water, np.where(water, stage - hand, 0.0).astype(np.float32)
 
 
 def slope_deg(t: Terrain) -> np.ndarray:

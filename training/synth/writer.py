@@ -7,8 +7,9 @@ Sets and their sizes (``chips`` hand-labelled chips, by default the real 446):
   drawn from the held-out event only;
 - weakly labelled: S1Weak and S2IndexLabelWeak (NDVI/MNDWI rule); no S2 file,
   as in the real dataset (Garg et al. Section 3.2 footnote);
-- external: S1, S2 and LabelWeak (NDWI rule), clouds capped at 12% as the
-  paper's ED (Section 2.2), listed in ``external/splits/external_train_data.csv``;
+- external: S1, S2 and LabelWeak (NDWI rule), clouds capped at 12% and the
+  S1-S2 gap at 12 hours as the paper's ED (Section 2.2), listed in
+  ``external/splits/external_train_data.csv``;
 - ``synthetic_truth/``: the true water of every chip.
 
 Files match the real ones: 512 x 512, EPSG:4326, 8.983e-05 deg pixels, deflate,
@@ -40,9 +41,10 @@ from . import events, scene
 
 PIXEL_DEG = 8.983152841195215e-05        # Sen1Floods11's pixel: 10 m at the equator
 MANIFEST = "synth_manifest.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 REAL_SPLIT_SIZES = {"train": 252, "valid": 89, "test": 90, "bolivia": 15}
 ED_MAX_CLOUD = 0.12
+ED_MAX_LAG_DAYS = 0.5
 _SET_CODES = {"hand": 1, "weak": 2, "external": 3}
 _ID_BASE = {"hand": 100000, "weak": 200000, "external": 300000}
 _GTIFF = dict(driver="GTiff", width=scene.SIZE, height=scene.SIZE, crs="EPSG:4326",
@@ -108,7 +110,9 @@ def make_and_write(task: Task, seed: int, root: Path) -> dict:
     """Generate one chip, write its files, return its manifest record."""
     rng = np.random.default_rng([seed, _SET_CODES[task.kind], task.index])
     event = events.BOLIVIA if task.split == "bolivia" else events.pick_event(rng)
-    params = events.draw(event, rng, max_cloud_frac=ED_MAX_CLOUD if task.kind == "external" else 1.0)
+    ed = task.kind == "external"
+    params = events.draw(event, rng, max_cloud_frac=ED_MAX_CLOUD if ed else 1.0,
+                         max_lag_days=ED_MAX_LAG_DAYS if ed else None)
     chip = scene.make_chip(params, rng)
     chip_id = f"{event.name}_{_ID_BASE[task.kind] + task.index}"
     layout = Layout.standard(root)
