@@ -27,9 +27,10 @@ from .raster_io import GeoTiffOut, Grid
 MASK_NODATA = 255
 PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data
 HIST_BINS = 100
-# floats: the floating-point predictor and the fastest deflate level compress
-# probabilities smaller and about 1.7x faster than GDAL's default level 6
+# probabilities: the fastest deflate level is 1.7x faster than GDAL's default 6 for
+# much the same size (floats: smaller still with the floating-point predictor)
 FLOAT_OPTIONS = {"predictor": 3, "zlevel": 1}
+U8_OPTIONS = {"zlevel": 1}
 
 
 def probability_to_u8(p: np.ndarray) -> np.ndarray:
@@ -124,7 +125,7 @@ class OutputSink:
             if probability:
                 self.outputs["probability"] = GeoTiffOut(
                     probability, dtype="uint8" if self.prob_u8 else "float32",
-                    options={} if self.prob_u8 else FLOAT_OPTIONS,
+                    options=U8_OPTIONS if self.prob_u8 else FLOAT_OPTIONS,
                     nodata=MASK_NODATA if self.prob_u8 else float("nan"),
                     description="water probability",
                     tags={**tags, "SARFLOOD_OUTPUT": "probability",
