@@ -338,9 +338,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
                                                    threshold, tags, common, reporter, cancel)
     stats = sink.stats
     if stats.valid_pixels == 0:
-        reporter.warning(f"{', '.join(inputs.paths)}: no valid pixel (all NaN or no data) "
-                         + ("in the extent" if opts.extent else "")
-                         + "; the outputs are all no data")
+        where = " in the extent" if opts.extent else ""
+        reporter.warning(f"{', '.join(inputs.paths)}: no valid pixel (all NaN or no data)"
+                         f"{where}; the outputs are all no data")
     plan = job.plan
     return {
         "outputs": sink.paths,
