@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,9 +38,11 @@ from .config import ConfigError, TrainConfig, make_config, parse_overrides
 from .data.layout import DatasetError
 from .evaluate import evaluate, load_split, otsu
 from .export import ExportError, export
+from .losses import distillation_loss, edge_weighted_ce
 from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order
 from .rundata import PIXEL_SIZE_M, describe, open_run_data, open_split
-from .train import Interrupted, RunError, RunSpec, score, train
+from .models import build_model
+from .train import Interrupted, RunError, RunSpec, predict_probability, score, train
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "training" / "results"
@@ -81,17 +84,17 @@ def otsu_row(data: Path) -> dict[str, float | None]:
     return out
 
 
-def bench(model: Path, workdir: Path) -> dict[str, float]:
+def bench(model: Path, workdir: Path, size: int = BENCH_SIZE) -> dict[str, float]:
     """Throughput of an exported model through ``python -m backend bench`` (CPU)."""
     proc = subprocess.run(
         [sys.executable, "-m", "backend", "bench", "--model", str(model), "--size",
-         str(BENCH_SIZE), "--device", "cpu", "--workdir", str(workdir), "--json"],
+         str(size), "--device", "cpu", "--workdir", str(workdir), "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RunError(f"backend bench failed on {model}: {proc.stderr.strip()[-300:]}")
     run = json.loads(proc.stdout)["runs"][0]
     return {"raw_raster_mpx_s": run["raw"]["raster_mpx_s"],
-            "predict_mpx_s": run["predict"]["mpx_s"], "size": BENCH_SIZE}
+            "predict_mpx_s": run["predict"]["mpx_s"], "size": size}
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
@@ -174,7 +177,8 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
         holds = {True: "yes", False: "**no**", None: "(no target)"}[c["holds"]]
         lines.append(f"| {c['check']} | {value} | {holds} |")
     if doc["speed"]:
-        lines += ["", f"## Speed (`python -m backend bench --size {BENCH_SIZE} --device cpu`, "
+        size = next(iter(doc["speed"].values()))["size"]
+        lines += ["", f"## Speed (`python -m backend bench --size {size} --device cpu`, "
                   "seed-0 exports)", "", "| Model | Model alone, Mpx/s | Predict end to end, "
                   "Mpx/s |", "|---|---|---|"]
         for name, s in doc["speed"].items():
@@ -209,7 +213,7 @@ def select(names: list[str] | None) -> list[Method]:
 
 def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
               overrides: dict[str, str], device: str = "auto", methods: list[str] | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, bench_size: int = BENCH_SIZE) -> dict[str, Any]:
     """Run and score every selected row; write the table; return its document."""
     cfg = make_config(preset, overrides)
     if seeds < 1:
@@ -261,7 +265,7 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
             m = BY_NAME[name]
             onnx_path = export_dir / f"{name}.onnx"
             export(run_dir(out, m, 0, *hparams[name]) / "best.pt", onnx_path)
-            speed[name] = bench(onnx_path, export_dir)
+            speed[name] = bench(onnx_path, export_dir, bench_size)
     doc = table_doc(per_seed, hparams, speed, data, cfg, seeds, eval_sets,
                     time.perf_counter() - t0)
     if d.is_main:
@@ -295,6 +299,74 @@ def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, f
             "machine": _machine(), "wall_seconds": round(wall, 1)}
 
 
+def _time_step(method: Method, cfg: TrainConfig, device: torch.device,
+               repeats: int = 4) -> tuple[float, float]:
+    """Seconds per training step at the preset's batch and crop, and per scored
+    512 x 512 chip, timed on random tensors after one warm-up."""
+    torch.manual_seed(0)
+    run = RunSpec(method, cfg, 0, cfg.lr, cfg.weight_decay)
+    model = build_model(run.model_spec).to(device).train()
+    teacher = None
+    if method.teacher:
+        teacher_run = RunSpec(BY_NAME[method.teacher], cfg, 0, cfg.lr, cfg.weight_decay)
+        teacher = build_model(teacher_run.model_spec).to(device).eval()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    b, c = cfg.batch_size, cfg.crop
+    x = torch.rand(b, method.in_channels, c, c, device=device)
+    x_t = torch.rand(b, teacher.in_channels if teacher else 1, c, c, device=device)
+    label = torch.randint(0, 2, (b, c, c), device=device)
+    valid = torch.ones(b, c, c, dtype=torch.bool, device=device)
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        logits = model(x)
+        if teacher is not None:
+            with torch.no_grad():
+                p_t = torch.softmax(teacher(x_t), 1)
+            loss = distillation_loss(logits, p_t, valid)
+        else:
+            loss = edge_weighted_ce(logits, label, cfg.edge_weight, cfg.edge_radius)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    chips = torch.rand(cfg.eval_batch, method.in_channels, 512, 512, device=device)
+    scale = PIXEL_SIZE_M / cfg.pixel_size_m
+    predict_probability(model.eval(), chips, scale)
+    t = time.perf_counter()
+    predict_probability(model, chips, scale)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return statistics.median(times[1:]), (time.perf_counter() - t) / cfg.eval_batch
+
+
+def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
+             device: str = "auto", methods: list[str] | None = None) -> dict[str, Any]:
+    """Projected wall time of ``reproduce`` on this machine, from a few timed steps
+    per row (no training). Chip decoding and ONNX export/bench are not counted."""
+    cfg = make_config(preset, overrides)
+    dev = ddp.pick_device(device)
+    n_valid = len(open_split(data, "valid", False, False))
+    n_eval = sum(len(open_split(data, s, False, False)) for s in EVAL_SPLITS)
+    runs_per_row = seeds + len(cfg.grid()) - 1  # grid points beyond seed 0's
+    rows, total = [], 0.0
+    for m in training_order():
+        if m not in select(methods):
+            continue
+        step, chip = _time_step(m, cfg, dev)
+        evals = -(-cfg.steps // cfg.eval_every)
+        per_run = cfg.steps * step + evals * n_valid * chip + n_eval * chip
+        total += runs_per_row * per_run
+        rows.append({"method": m.name, "step_s": round(step, 3), "chip_s": round(chip, 3),
+                     "run_min": round(per_run / 60, 1), "runs": runs_per_row})
+    return {"preset": preset, "seeds": seeds, "device": str(dev),
+            "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
+            "rows": rows, "total_min": round(total / 60, 1),
+            "splits": {"valid": n_valid, "test+bolivia": n_eval}}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset folder (holding v1.1/)")
     p.add_argument("--preset", default="cpu", help="paper or cpu (default cpu)")
@@ -307,15 +379,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one config key (repeatable)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--bench-size", type=int, default=BENCH_SIZE,
+                   help=f"scene edge for the students' backend bench (default {BENCH_SIZE})")
+    p.add_argument("--estimate", action="store_true",
+                   help="time a few steps per row and print the projected time; train nothing")
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"reproduce-{args.preset}"
     methods = [s.strip() for s in args.methods.split(",")] if args.methods else None
     try:
+        if args.estimate:
+            est = estimate(args.data, args.preset, args.seeds, parse_overrides(args.set),
+                           args.device, methods)
+            for r in est["rows"]:
+                print(f"{r['method']:16} {r['step_s']:.3f} s/step, {r['chip_s']:.3f} s/chip "
+                      f"scored, {r['run_min']:.1f} min/run x {r['runs']} runs")
+            print(f"projected: {est['total_min']:.0f} min for {args.seeds} seed(s) on "
+                  f"{est['device']} ({est['threads']} threads, load average "
+                  f"{est['load_average'][0]:.2f}); chip decoding and export not counted")
+            return 0
         doc = reproduce(args.data, args.preset, args.seeds, out, args.results,
                         parse_overrides(args.set), args.device, methods,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, bench_size=args.bench_size)
     except (ConfigError, DatasetError, RunError, CheckpointError, ExportError, ValueError) as exc:
         return fail(str(exc))
     except Interrupted as exc:
