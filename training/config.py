@@ -101,7 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # synthetic valid chips: IoU 0.31 on whole chips vs 0.68 in 128 px tiles)
         width=0.25, rates=(1, 2, 4), compact_width=1.0, compact_rates=(1, 2, 4),
         steps=600, batch_size=8, crop=128,
-        lr=0.05, weight_decay=1e-4, eval_every=100, checkpoint_every=50,
+        lr=0.05, weight_decay=1e-4, eval_every=150, checkpoint_every=50,
         log_every=10, eval_batch=4, workers=0, cache=True),
 }
 

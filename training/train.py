@@ -186,6 +186,17 @@ def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:
     return state
 
 
+def _loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tensor],
+          cfg: TrainConfig) -> Tensor:
+    """Edge-weighted CE on labels, or the distillation loss against the frozen teacher."""
+    logits = net(batch["x"])
+    if teacher is None:
+        return edge_weighted_ce(logits, batch["label"], cfg.edge_weight, cfg.edge_radius)
+    with torch.no_grad():
+        p_t = torch.softmax(teacher(batch["x_teacher"]), dim=1)
+    return distillation_loss(logits, p_t, batch["valid"])
+
+
 def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = None,
           d: ddp.Dist | None = None, progress: bool = True,
           stop_at: int | None = None) -> tuple[dict[str, Any], nn.Module | None]:
@@ -245,19 +256,12 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                         num_workers=cfg.workers, generator=torch.Generator(),
                         persistent_workers=False)
     t0 = time.perf_counter()
-    step = start
     with stop_requests() as stop:
         net.train()
         for step, batch in zip(range(start, cfg.steps), loader):
             torch.manual_seed(derive_seed(run.seed, "step", step, d.rank))  # dropout
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            logits = net(batch["x"])
-            if teacher_model is not None:
-                with torch.no_grad():
-                    p_t = torch.softmax(teacher_model(batch["x_teacher"]), dim=1)
-                loss = distillation_loss(logits, p_t, batch["valid"])
-            else:
-                loss = edge_weighted_ce(logits, batch["label"], cfg.edge_weight, cfg.edge_radius)
+            loss = _loss(net, teacher_model, batch, cfg)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
