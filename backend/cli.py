@@ -1,6 +1,7 @@
 """``python -m backend``: the command line of the inference backend.
 
-Commands: predict, otsu, finalize, card, devices, scene, bench, demo. Every command
+Commands: predict, otsu, finalize, inspect, card, devices, scene, bench, demo.
+Every command
 that runs reports through :mod:`~backend.progress` (a bar on stderr by default,
 JSON lines on stdout with ``--progress json``) and ends with one ``result`` or one
 ``error``. Exit codes: 0 done, 1 a handled error (one line naming the file and
@@ -19,24 +20,38 @@ from collections.abc import Callable
 
 from . import __version__
 from .errors import BackendError, Cancelled
-from .progress import Reporter, make_reporter
+from .progress import Reporter, make_reporter, readable_json
 
 EXIT_ERROR, EXIT_CANCELLED = 1, 130
 
 
-def _extent(text: str) -> tuple[float, float, float, float]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected XMIN,YMIN,XMAX,YMAX")
-    return values  # type: ignore[return-value]
+def _comma_list(kind: type, count: int, form: str) -> Callable[[str], tuple]:
+    """An argparse type: ``count`` comma-separated values of ``kind``, e.g. ``2,1``."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {form}")
+        return values
+    return parse
+
+
+_extent = _comma_list(float, 4, "XMIN,YMIN,XMAX,YMAX")
+_band_pair = _comma_list(int, 2, "VV_INDEX,VH_INDEX, e.g. 2,1")
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="one 2-band raster (VV, VH) or two single-band rasters (VV VH)")
+    p.add_argument("--bands", type=_band_pair, metavar="VV_INDEX,VH_INDEX",
+                   help="the VV and VH band numbers (from 1) of a single multi-band input "
+                        "(default: from band descriptions)")
 
 
 def _add_io(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="one 2-band raster (VV, VH) or two single-band rasters (VV VH)")
+    _add_inputs(p)
     p.add_argument("--extent", type=_extent, metavar="XMIN,YMIN,XMAX,YMAX",
                    help="process only this extent (output on the input grid, cropped)")
     p.add_argument("--extent-crs", metavar="CRS", help="CRS of --extent (default: the raster's)")
@@ -91,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(p)
     p.set_defaults(func=_finalize)
 
+    p = sub.add_parser("inspect", help="bands, grid and detected units of inputs (no model)")
+    _add_inputs(p)
+    p.add_argument("--json", action="store_true", help="the answer as JSON")
+    p.set_defaults(func=_inspect, progress="none")
+
     p = sub.add_parser("card", help="print (and validate) a model's card")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--json", action="store_true", help="the card as JSON")
@@ -134,7 +154,7 @@ def _predict(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event)
         model=a.model, device=a.device, threshold=a.threshold, extent=a.extent,
         extent_crs=a.extent_crs, tta=a.tta, units=a.units, tile_size=a.tile_size,
         overlap=a.overlap, batch_size=a.batch_size, probability_dtype=a.probability_dtype,
-        overwrite=a.overwrite)
+        overwrite=a.overwrite, bands=a.bands)
     result = predict(opts, reporter, cancel)
     _summary(reporter, result)
     return result
@@ -144,7 +164,7 @@ def _otsu(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
     from .otsu import OtsuOptions, otsu_map
     result = otsu_map(OtsuOptions(inputs=a.inputs, mask=a.mask, extent=a.extent,
                                   extent_crs=a.extent_crs, units=a.units,
-                                  overwrite=a.overwrite), reporter, cancel)
+                                  overwrite=a.overwrite, bands=a.bands), reporter, cancel)
     _summary(reporter, result)
     return result
 
@@ -155,6 +175,12 @@ def _finalize(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event
                       reporter, cancel)
     _summary(reporter, result)
     return result
+
+
+def _inspect(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
+    from .inspection import describe_text, inspect_inputs
+    answer = inspect_inputs(a.inputs, a.bands)
+    print(readable_json(answer) if a.json else describe_text(answer))
 
 
 def _summary(reporter: Reporter, r: dict) -> None:

@@ -45,7 +45,7 @@ from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
                         extent_window, gdal_env, open_inputs)
 from .sink import OutputSink, fill_sink, utc_stamp
 from .tiling import TilePlan, blend_cell, plan_tiles
-from .units import UNITS, convert, find_units, sample_grid
+from .units import UNITS, convert, find_units, one_or_each, sample_grid
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
@@ -71,6 +71,7 @@ class PredictOptions:
     batch_size: int = 4
     probability_dtype: str = "float32"
     overwrite: bool = False
+    bands: tuple[int, int] | None = None   # (VV, VH) band numbers, 1-based, of a single input
 
 
 def default_model_path() -> str:
@@ -110,12 +111,6 @@ def match_bands(inputs: InputSet, card: ModelCard, model_path: str) -> list[Band
         raise CardError(f"{model_path}: the model needs bands {', '.join(card.band_names)}; "
                         f"the input has {have}: {', '.join(missing)} missing")
     return [inputs.bands[b] for b in card.band_names]
-
-
-def _one_or_each(names: list[str], values: list[str | None]) -> str | None:
-    if len(set(values)) == 1:
-        return values[0]
-    return ", ".join(f"{n}: {v}" for n, v in zip(names, values))
 
 
 # --------------------------------------------------------------------------- the tile loop
@@ -281,7 +276,7 @@ def predict(opts: PredictOptions, reporter: Reporter | None = None,
         notes = "; ".join(model.provider_notes)
         reporter.info(f"model {card.name} {card.version} on {model.device_name} "
                       f"({model.provider})" + (f"; {notes}" if notes else ""))
-        inputs = open_inputs(opts.inputs, card.band_names)
+        inputs = open_inputs(opts.inputs, card.band_names, opts.bands)
         try:
             result = _predict(opts, model, inputs, reporter, cancel)
         finally:
@@ -353,9 +348,10 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         "provider_notes": model.provider_notes,
         "threshold": threshold,
         "tta": tta,
-        "units_detected": _one_or_each(card.band_names, [f.units for f in found]),
-        "units_source": _one_or_each(card.band_names, [f.source for f in found]),
-        "units_used": _one_or_each(card.band_names, wanted),
+        "bands": inputs.mapping(),
+        "units_detected": one_or_each(card.band_names, [f.units for f in found]),
+        "units_source": one_or_each(card.band_names, [f.source for f in found]),
+        "units_used": one_or_each(card.band_names, wanted),
         "input_pixel_size_m": [round(v, 3) for v in in_px],
         "model_pixel_size_m": card.pixel_size_m,
         "resampled": resample,

@@ -101,6 +101,7 @@ class OtsuOptions:
     extent_crs: str | None = None
     units: str | None = None
     overwrite: bool = False
+    bands: tuple[int, int] | None = None   # (VV, VH) band numbers, 1-based, of a single input
 
 
 def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
@@ -113,7 +114,7 @@ def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
     with gdal_env():
-        inputs = open_inputs(opts.inputs, needed=("VV",))
+        inputs = open_inputs(opts.inputs, needed=("VV",), bands=opts.bands)
         try:
             result = _otsu_map(opts, inputs, reporter, cancel)
         finally:
@@ -171,7 +172,7 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
         return {"mask": water_mask(db, threshold)}
     fill_sink(sink, BLOCK, read, reporter, cancel, "mask", (0.5, 1.0))
     return {"outputs": sink.paths, "model": {"name": "otsu", "version": "1"}, "device": "cpu",
-            "threshold_db": threshold, "units_detected": found.units,
+            "threshold_db": threshold, "bands": inputs.mapping(), "units_detected": found.units,
             "units_source": found.source, "width": grid.width, "height": grid.height,
             "input_pixel_size_m": [round(v, 3) for v in grid.pixel_size_m()],
             **sink.stats.fields()}

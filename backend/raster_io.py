@@ -2,7 +2,8 @@
 
 Inputs are one raster with VV and VH bands, or two single-band rasters. Bands are
 named from their descriptions (``VV``, ``Sigma0_VH_db``, ...) or, for single-band
-files, from the file name; without names the order is VV, VH. Every problem is an
+files, from the file name; without names the order is VV, VH; ``--bands`` chooses them
+by number in one multi-band file. Every problem is an
 :class:`InputError` or :class:`OutputError` whose one-line message names the file.
 
 Outputs are written to a hidden temporary file in the destination folder and
@@ -16,13 +17,14 @@ import os
 import re
 import secrets
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
@@ -117,7 +119,7 @@ class BandSource:
     name: str             # VV or VH
     nodata: float | None
     text: str             # description, unit and tags: what units detection reads
-    named_by: str         # how the name was found: description, file name, or position
+    named_by: str         # how it was named: description, file name, position, --bands
 
 
 @dataclass
@@ -132,6 +134,11 @@ class InputSet:
     def dataset(self, band: str):
         return self.datasets[self.bands[band].path]
 
+    def mapping(self) -> dict[str, dict]:
+        """Which file and band each name comes from, and how it was named (for results)."""
+        return {n: {"path": s.path, "band": s.index, "named_by": s.named_by}
+                for n, s in self.bands.items()}
+
     def close(self) -> None:
         for ds in self.datasets.values():
             ds.close()
@@ -143,7 +150,8 @@ def band_name_in(text: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _open(path: str):
+def open_raster(path: str):
+    """Open a georeferenced, north-up, non-complex raster; InputError naming the file if not."""
     if not os.path.exists(path):
         raise InputError(f"{path}: file not found")
     if os.path.isdir(path):
@@ -151,7 +159,9 @@ def _open(path: str):
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: cannot be read (permission denied)")
     try:
-        ds = rasterio.open(path)
+        with warnings.catch_warnings():  # a missing grid gets our own one-line error below
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
     except RasterioError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a raster GDAL can read ({first})") from None
@@ -203,7 +213,7 @@ def _bands_of_one(path: str, ds, notes: list[str]) -> dict[str, BandSource]:
         return {n: _source(path, ds, i, n, "description") for n, i in found.items()}
     if ds.count != 2:
         raise InputError(f"{path}: has {ds.count} bands; expected 2 bands (VV, VH), or two "
-                         "single-band files")
+                         "single-band files, or --bands VV_INDEX,VH_INDEX to choose two")
     if names[0] and names[0] == names[1]:
         raise InputError(f"{path}: both bands are described as {names[0]}; expected VV and VH")
     if names[0] or names[1]:  # one named: the other is the other polarisation
@@ -230,34 +240,62 @@ def _same_grid(a: str, da, b: str, db) -> None:
                          f"({tuple(da.transform)[:6]} vs {tuple(db.transform)[:6]})")
 
 
-def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES) -> InputSet:
-    """Open and check the inputs; name their bands. Raises InputError."""
+def _bands_chosen(path: str, ds, bands: tuple[int, int], notes: list[str]
+                  ) -> dict[str, BandSource]:
+    """``--bands VV_INDEX,VH_INDEX`` (1-based): the user's choice, checked against the file."""
+    given = f"--bands {bands[0]},{bands[1]}"
+    for i in bands:
+        if not 1 <= i <= ds.count:
+            raise InputError(f"{path}: has {ds.count} band{'s' if ds.count > 1 else ''}; "
+                             f"{given} names band {i} (bands are numbered from 1)")
+    if bands[0] == bands[1]:
+        raise InputError(f"{path}: {given} gives band {bands[0]} as both VV and VH")
+    chosen = dict(zip(BAND_NAMES, bands))
+    for name, i in chosen.items():
+        said = band_name_in(ds.descriptions[i - 1] or "")
+        if said and said != name:  # the user may know better (a mislabelled export): say it
+            notes.append(f"{path}: band {i} is described as {said}, but {given} uses it as {name}")
+    return {n: _source(path, ds, i, n, "--bands") for n, i in chosen.items()}
+
+
+def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
+                bands: tuple[int, int] | None = None) -> InputSet:
+    """Open and check the inputs; name their bands. Raises InputError.
+
+    ``bands`` (VV, VH), 1-based, chooses the bands of a single multi-band input
+    instead of naming them from their descriptions.
+    """
     if not 1 <= len(paths) <= 2:
         raise InputError(f"expected one 2-band raster or two single-band rasters, got "
                          f"{len(paths)} inputs")
     paths = [str(p) for p in paths]
+    if bands is not None and len(paths) != 1:
+        raise UsageError(f"--bands chooses the VV and VH bands of one multi-band input; with two "
+                         f"inputs ({', '.join(paths)}) each file is one band: leave --bands out")
     datasets: dict[str, rasterio.io.DatasetReader] = {}
     notes: list[str] = []
     try:
         for p in paths:
             if p in datasets:
                 raise InputError(f"{p}: given twice; give VV and VH as two different files")
-            datasets[p] = _open(p)
-        if len(paths) == 1:
+            datasets[p] = open_raster(p)
+        if len(paths) == 1 and bands is not None:
+            named = _bands_chosen(paths[0], datasets[paths[0]], bands, notes)
+        elif len(paths) == 1:
             p = paths[0]
-            bands = _bands_of_one(p, datasets[p], notes)
-            if len(bands) == 1 and set(needed) - set(bands):
-                raise InputError(f"{p}: has 1 band ({next(iter(bands))}); the model needs "
+            named = _bands_of_one(p, datasets[p], notes)
+            if len(named) == 1 and set(needed) - set(named):
+                raise InputError(f"{p}: has 1 band ({next(iter(named))}); the model needs "
                                  f"{', '.join(needed)}: give a 2-band raster or two "
                                  "single-band rasters")
         else:
-            bands = _bands_of_two(paths, datasets, notes)
+            named = _bands_of_two(paths, datasets, notes)
     except BaseException:
         for ds in datasets.values():
             ds.close()
         raise
     grid = grid_of(datasets[paths[0]])
-    return InputSet(paths, bands, grid, datasets, notes)
+    return InputSet(paths, named, grid, datasets, notes)
 
 
 def _bands_of_two(paths: list[str], datasets: dict, notes: list[str]) -> dict[str, BandSource]:

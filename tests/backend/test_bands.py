@@ -1,0 +1,116 @@
+"""``--bands VV_INDEX,VH_INDEX``: chosen bands of one multi-band input reach the model exactly.
+
+The model here mixes both bands, p = sigmoid(-(VV + 0.5 VH + 26)), so taking the
+wrong band for either gives other numbers, which the tests compute in numpy.
+"""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import rasterio
+
+from backend.engine import PredictOptions, predict
+from backend.errors import UsageError
+from backend.otsu import OtsuOptions, otsu_map
+from tests.backend.conftest import listing, random_db, run_cli, sigmoid, write_raster
+from training.toy_models import raw_db_card, smoothed_threshold_model
+
+WEIGHTS, BIAS = (-1.0, -0.5), -26.0
+
+
+@pytest.fixture(scope="module")
+def mixing_model(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("mix") / "mix.onnx"
+    card = raw_db_card("test-mix", margin=0)
+    onnx.save(smoothed_threshold_model(card, kernel=1, weights=WEIGHTS, bias=BIAS), path)
+    return str(path)
+
+
+def expected(vv: np.ndarray, vh: np.ndarray) -> np.ndarray:
+    return sigmoid(WEIGHTS[0] * vv + WEIGHTS[1] * vh + BIAS)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """A HyP3/Earth Engine-like stack without band names: VH, VV, incidence angle."""
+    vv, vh = random_db((90, 110), seed=8, nan_frac=0.01)
+    angle = np.full_like(vv, 35.0)
+    return write_raster(tmp_path / "stack.tif", np.stack([vh, vv, angle]), descriptions=None), vv, vh
+
+
+def test_predict_uses_the_chosen_bands(tmp_path, mixing_model, stack):
+    src, vv, vh = stack
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
+                               probability=str(tmp_path / "p.tif"), model=mixing_model,
+                               bands=(2, 1)))
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read(1)
+    want = expected(vv, vh)
+    valid = np.isfinite(vv) & np.isfinite(vh)
+    assert np.abs(p[valid] - want[valid]).max() < 1e-6
+    assert np.isnan(p[~valid]).all()
+    assert r["bands"]["VV"]["band"] == 2 and r["bands"]["VH"]["band"] == 1
+    assert r["bands"]["VV"]["named_by"] == "--bands"
+    # the swapped choice gives the other numbers: the test can tell them apart
+    assert np.abs(expected(vh, vv)[valid] - want[valid]).max() > 0.1
+
+
+def test_cli_bands_on_predict_and_otsu(tmp_path, mixing_model, stack):
+    src, vv, vh = stack
+    out = tmp_path / "out"
+    out.mkdir()
+    p = run_cli("predict", src, "--bands", "2,1", "--mask", str(out / "m.tif"),
+                "--model", mixing_model, "--progress", "json")
+    assert p.returncode == 0, p.stdout
+    with rasterio.open(out / "m.tif") as ds:
+        mask = ds.read(1)
+    want = np.where(expected(vv, vh) > 0.5, 1, 0)
+    valid = np.isfinite(vv) & np.isfinite(vh)
+    np.testing.assert_array_equal(mask[valid], want[valid])
+    assert (mask[~valid] == 255).all()
+
+    # Otsu on band 2 equals Otsu on a two-band file holding that band as VV
+    p = run_cli("otsu", src, "--bands", "2,1", "--mask", str(out / "o.tif"), "--progress", "json")
+    assert p.returncode == 0, p.stdout
+    chosen = json.loads(p.stdout.splitlines()[-1])
+    plain = write_raster(tmp_path / "plain.tif", np.stack([vv, vh]))
+    reference = otsu_map(OtsuOptions([plain], mask=str(out / "ref.tif")))
+    assert chosen["threshold_db"] == reference["threshold_db"]
+    with rasterio.open(out / "o.tif") as a, rasterio.open(out / "ref.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+@pytest.mark.parametrize("bands, message", [
+    ("3,4", "{src}: has 3 bands; --bands 3,4 names band 4 (bands are numbered from 1)"),
+    ("1,1", "{src}: --bands 1,1 gives band 1 as both VV and VH"),
+])
+@pytest.mark.parametrize("command", ["predict", "otsu"])
+def test_bad_bands_are_refused_before_any_output(tmp_path, mixing_model, stack, bands, message,
+                                                 command):
+    src = stack[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    model = ["--model", mixing_model] if command == "predict" else []
+    p = run_cli(command, src, "--bands", bands, "--mask", str(out / "m.tif"), *model)
+    assert p.returncode == 1 and listing(out) == []
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: " + message.format(src=src)]
+
+
+def test_bands_with_two_inputs_are_refused(tmp_path, mixing_model):
+    b = random_db((20, 20))
+    vv = write_raster(tmp_path / "a_VV.tif", b[:1], descriptions=None)
+    vh = write_raster(tmp_path / "a_VH.tif", b[1:], descriptions=None)
+    with pytest.raises(UsageError) as err:
+        predict(PredictOptions([vv, vh], mask=str(tmp_path / "m.tif"), model=mixing_model,
+                               bands=(1, 2)))
+    assert f"with two inputs ({vv}, {vh}) each file is one band" in str(err.value)
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_without_bands_an_unnamed_stack_of_three_is_refused_with_the_way_out(tmp_path, stack):
+    src = stack[0]
+    p = run_cli("otsu", src, "--mask", str(tmp_path / "m.tif"))
+    assert p.returncode == 1
+    assert "or --bands VV_INDEX,VH_INDEX to choose two" in p.stderr

@@ -1,0 +1,121 @@
+"""``inspect``: bands, mapping, grid and units before a run, as the run itself finds them."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from backend.engine import PredictOptions, predict
+from backend.inspection import inspect_inputs
+from backend.raster_io import WindowReader, gdal_env
+from backend import units
+from tests.backend.areas import metres_per_degree_exact
+from tests.backend.conftest import listing, random_db, run_cli, write_raster
+
+
+def _as(values_db: np.ndarray, kind: str) -> np.ndarray:
+    power = np.power(10.0, values_db / 10.0)
+    return (power if kind == "linear" else np.sqrt(power)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["dB", "linear", "amplitude"])
+def test_units_and_mapping_are_those_of_a_run(tmp_path, models, kind):
+    bands = random_db((120, 100), seed=3)
+    data = bands if kind == "dB" else _as(bands, kind)
+    src = write_raster(tmp_path / "scene.tif", data)
+    p = run_cli("inspect", src, "--json")
+    assert p.returncode == 0, p.stderr
+    answer = json.loads(p.stdout)
+    assert answer["units_detected"] == kind and answer["units_source"] == "values"
+    evidence = answer["units"]["VV"]["evidence"]
+    assert ("negative" in evidence) if kind == "dB" else (f": {kind}" in evidence)
+    assert answer["bands"] == {"VV": {"path": src, "band": 1, "named_by": "description"},
+                               "VH": {"path": src, "band": 2, "named_by": "description"}}
+    (f,) = answer["files"]
+    assert [(b["index"], b["description"], b["dtype"]) for b in f["bands"]] == [
+        (1, "VV", "float32"), (2, "VH", "float32")]
+    assert (answer["crs"], answer["width"], answer["height"]) == ("EPSG:32633", 100, 120)
+    assert answer["pixel_size_m"] == [10.0, 10.0] == f["pixel_size_m"]
+    # the run detects the same
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]))
+    assert (r["units_detected"], r["units_source"]) == (kind, "values")
+    assert r["bands"] == answer["bands"]
+
+
+def test_metadata_units_two_files_and_geographic_pixel_size(tmp_path):
+    deg = 1 / 3600
+    b = random_db((60, 50))
+    kw = dict(crs="EPSG:4326", pixel=deg, origin=(10.0, 45.0), descriptions=None)
+    vh = write_raster(tmp_path / "S1A_VH.tif", b[1:], units="dB", **kw)
+    vv = write_raster(tmp_path / "S1A_VV.tif", b[:1], units="dB", **kw)
+    answer = inspect_inputs([vh, vv])   # VH first: the file names say which is which
+    assert answer["bands"]["VV"] == {"path": vv, "band": 1, "named_by": "file name"}
+    assert answer["bands"]["VH"] == {"path": vh, "band": 1, "named_by": "file name"}
+    assert answer["units_detected"] == "dB" and answer["units_source"] == "metadata"
+    assert [f["path"] for f in answer["files"]] == [vh, vv]
+    assert any("is VH" in n for n in answer["notes"])
+    mx, my = metres_per_degree_exact(45.0 - 30 * deg)
+    assert answer["pixel_size_m"] == pytest.approx([deg * mx, deg * my], abs=2e-3)
+
+
+def test_bands_choose_and_describe(tmp_path):
+    b = random_db((40, 40))
+    angle = np.full((1, 40, 40), 35.0, np.float32)
+    src = write_raster(tmp_path / "hyp3.tif", np.concatenate([b[1:], b[:1], angle]),
+                       descriptions=("VH", "VV", "angle"))
+    named = inspect_inputs([src])
+    assert (named["bands"]["VV"]["band"], named["bands"]["VH"]["band"]) == (2, 1)
+    assert any("using band 2 (VV) and band 1 (VH) of 3" in n for n in named["notes"])
+    chosen = inspect_inputs([src], bands=(1, 2))   # the user says the labels are wrong
+    assert chosen["bands"]["VV"] == {"path": src, "band": 1, "named_by": "--bands"}
+    assert "band 1 is described as VH, but --bands 1,2 uses it as VV" in " ".join(chosen["notes"])
+    assert [d["description"] for d in chosen["files"][0]["bands"]] == ["VH", "VV", "angle"]
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("three", ["{three}"], "{three}: has 3 bands; expected 2 bands (VV, VH)"),
+    ("one", ["{one}"], "{one}: has 1 band (VV); the model needs VV, VH"),
+    ("text", ["{text}"], "{text}: not a raster GDAL can read"),
+    ("grids", ["{one}", "{shifted}"], "{one} and {shifted} are on different grids"),
+    ("range", ["{three}", "--bands", "4,2"], "{three}: has 3 bands; --bands 4,2 names band 4"),
+    ("zero", ["{three}", "--bands", "0,2"], "{three}: has 3 bands; --bands 0,2 names band 0"),
+    ("twice", ["{three}", "--bands", "2,2"], "{three}: --bands 2,2 gives band 2 as both VV and VH"),
+    ("pair", ["{one}", "{vh}", "--bands", "1,2"], "--bands chooses the VV and VH bands of one"),
+])
+def test_bad_input_is_one_line_and_exit_1(tmp_path, case, args, message):
+    b = random_db((30, 30))
+    files = {
+        "three": write_raster(tmp_path / "three.tif", np.concatenate([b, b[:1]]),
+                              descriptions=None),
+        "one": write_raster(tmp_path / "one.tif", b[:1], descriptions=("VV",)),
+        "vh": write_raster(tmp_path / "vh.tif", b[1:], descriptions=("VH",)),
+        "shifted": write_raster(tmp_path / "shifted.tif", b[1:], descriptions=("VH",),
+                                origin=(500010.0, 5000000.0)),
+        "text": tmp_path / "text.tif"}
+    files["text"].write_text("no raster\n")
+    before = listing(tmp_path)
+    p = run_cli("inspect", *[a.format(**files) for a in args], "--json")
+    assert p.returncode == 1 and p.stdout == ""
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message.format(**files) in line, line
+    if case == "pair":
+        assert str(files["one"]) in line and str(files["vh"]) in line
+    assert listing(tmp_path) == before
+
+
+def test_strip_files_give_the_same_sample_read_row_by_row(tmp_path, monkeypatch):
+    """Compressed files in strips are sampled a row of windows at a time: same pixels."""
+    bands = random_db((700, 650), seed=4, nan_frac=0.01)
+    src = tmp_path / "strips.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=650, height=700, count=2,
+                       dtype="float32", crs="EPSG:32633", compress="deflate",
+                       transform=rasterio.transform.from_origin(0, 0, 10, 10)) as ds:
+        ds.write(bands)
+    with gdal_env(), rasterio.open(src) as ds:
+        assert ds.block_shapes[0][1] == 650   # strips: blocks of whole rows
+        reader = WindowReader([(ds, 1, None), (ds, 2, None)], row_off=7, col_off=9)
+        by_rows = units.sample_grid(reader, 680, 630)
+        monkeypatch.setattr(units, "STRIP_SAMPLE_BYTES", 0)   # window by window
+        by_windows = units.sample_grid(reader, 680, 630)
+    assert by_rows.shape == (2, 25 * 256 * 256)
+    np.testing.assert_array_equal(by_rows, by_windows)
