@@ -1,6 +1,6 @@
 """``python -m backend``: the command line of the inference backend.
 
-Commands: predict, otsu, finalize, inspect, card, devices, scene, bench, demo.
+Commands: predict, otsu, finalize, inspect, stats, card, devices, scene, bench, demo.
 Every command
 that runs reports through :mod:`~backend.progress` (a bar on stderr by default,
 JSON lines on stdout with ``--progress json``) and ends with one ``result`` or one
@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the answer as JSON")
     p.set_defaults(func=_inspect, progress="none")
 
+    p = sub.add_parser("stats", help="valid and water area of a water mask (0/1/255)")
+    p.add_argument("mask", metavar="MASK.tif")
+    _add_progress(p)
+    p.add_argument("--json", dest="progress", action="store_const", const="none",
+                   help="only the result, as one JSON document on stdout (--progress none)")
+    p.set_defaults(func=_stats)
+
     p = sub.add_parser("card", help="print (and validate) a model's card")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--json", action="store_true", help="the card as JSON")
@@ -181,6 +188,13 @@ def _inspect(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event)
     from .inspection import describe_text, inspect_inputs
     answer = inspect_inputs(a.inputs, a.bands)
     print(readable_json(answer) if a.json else describe_text(answer))
+
+
+def _stats(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> dict:
+    from .stats import mask_stats
+    result = mask_stats(a.mask, reporter, cancel)
+    _summary(reporter, result)
+    return result
 
 
 def _summary(reporter: Reporter, r: dict) -> None:

@@ -1,0 +1,95 @@
+"""``stats``: area figures of a mask on disk, against areas computed here from the ellipsoid."""
+import json
+
+import numpy as np
+import pytest
+
+from backend import stats
+from backend.stats import mask_stats
+from tests.backend.areas import metres_per_degree_exact, row_areas_m2
+from tests.backend.conftest import listing, run_cli, write_raster
+
+DEG = 0.002   # about 220 m north-south
+
+
+def _mask(shape, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    m = (rng.random(shape) < 0.3).astype(np.uint8)
+    m[: shape[0] // 3][rng.random((shape[0] // 3, shape[1])) < 0.5] = 1   # wetter north
+    m[rng.random(shape) < 0.05] = 255
+    m[-5:] = 2   # a flood-extent class: valid, not water
+    return m
+
+
+def test_geographic_mask_areas_are_exact_per_row(tmp_path):
+    """600 rows of 0.002 deg span 1.2 deg of latitude (50.6 N to 49.4 N)."""
+    m = _mask((600, 300))
+    path = write_raster(tmp_path / "mask.tif", m, crs="EPSG:4326", pixel=DEG,
+                        origin=(5.0, 50.6), nodata=255, descriptions=None)
+    p = run_cli("stats", path, "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    area = row_areas_m2(50.6, DEG, 600)
+    water = (m == 1).sum(axis=1) @ area / 1e6
+    valid = (m != 255).sum(axis=1) @ area / 1e6
+    assert r["water_area_km2"] == pytest.approx(water, rel=1e-6)
+    assert r["valid_area_km2"] == pytest.approx(valid, rel=1e-6)
+    assert r["water_fraction"] == pytest.approx(water / valid, rel=1e-5)
+    assert (r["valid_pixels"], r["water_pixels"]) == (int((m != 255).sum()), int((m == 1).sum()))
+    assert r["value_counts"] == {str(v): int((m == v).sum()) for v in (0, 1, 2, 255)}
+    # one pixel area at the centre latitude is off by more than the test's tolerance
+    mx, my = metres_per_degree_exact(50.0)
+    assert abs((m == 1).sum() * DEG * DEG * mx * my / 1e6 / water - 1) > 2e-3
+
+
+def test_projected_mask_and_strips_of_any_height(tmp_path, monkeypatch):
+    m = _mask((257, 131), seed=1)
+    path = write_raster(tmp_path / "utm.tif", m, nodata=255, descriptions=None)
+    whole = mask_stats(path)
+    assert whole["water_area_km2"] == pytest.approx((m == 1).sum() * 100 / 1e6, rel=1e-9)
+    assert whole["valid_area_km2"] == pytest.approx((m != 255).sum() * 100 / 1e6, rel=1e-9)
+    monkeypatch.setattr(stats, "STRIP_BYTES", 131 * 7)   # 7 rows at a time
+    strips = mask_stats(path)
+    for key in ("valid_pixels", "water_pixels", "valid_area_km2", "water_area_km2",
+                "value_counts"):
+        assert strips[key] == whole[key]
+
+
+def test_another_nodata_value_is_no_data(tmp_path):
+    m = np.array([[0, 1, 7], [7, 1, 1]], np.uint8)
+    path = write_raster(tmp_path / "m.tif", m, nodata=7, descriptions=None)
+    r = mask_stats(path)
+    assert (r["valid_pixels"], r["water_pixels"]) == (4, 3)
+    assert r["value_counts"] == {"0": 1, "1": 3, "7": 2}
+
+
+def test_progress_json_ends_with_the_result(tmp_path):
+    path = write_raster(tmp_path / "m.tif", _mask((64, 64)), nodata=255, descriptions=None)
+    p = run_cli("stats", path, "--progress", "json")
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    assert p.returncode == 0 and events[-1]["event"] == "result"
+    assert events[-1]["water_pixels"] == int((_mask((64, 64)) == 1).sum())
+
+
+@pytest.mark.parametrize("case, message", [
+    ("float", "{path}: expected a water mask, one uint8 band (0 dry, 1 water, 255 no data); "
+              "found 1 band(s) of float32"),
+    ("two", "{path}: expected a water mask, one uint8 band (0 dry, 1 water, 255 no data); "
+            "found 2 band(s) of uint8"),
+    ("missing", "{path}: file not found"),
+    ("plain", "{path}: has no georeferencing"),
+])
+def test_bad_masks_are_one_line_and_exit_1(tmp_path, case, message):
+    path = tmp_path / f"{case}.tif"
+    if case == "float":
+        write_raster(path, np.zeros((4, 4), np.float32), descriptions=None)
+    elif case == "two":
+        write_raster(path, np.zeros((2, 4, 4), np.uint8), nodata=255, descriptions=None)
+    elif case == "plain":
+        write_raster(path, np.zeros((4, 4), np.uint8), crs=None, nodata=255, descriptions=None)
+    before = listing(tmp_path)
+    p = run_cli("stats", str(path), "--json")
+    assert p.returncode == 1 and p.stdout == ""
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("error: " + message.format(path=path)), line
+    assert listing(tmp_path) == before
