@@ -2,8 +2,11 @@
 
 Methods (any number in one run; Otsu first, as the first row of the results table):
 
-- ``--otsu [VV|VH]``: Otsu's threshold on one Sentinel-1 band in dB, per chip
-  (``backend.otsu``, the method of Sen1Floods11's ``S1OtsuLabel`` layers);
+- ``--otsu [VV|VH]``: Otsu's threshold on one Sentinel-1 band in dB
+  (``backend.otsu``), per chip; with ``--otsu-scope event``, one threshold per
+  flood event from the pooled histogram of its chips in the split, as
+  Sen1Floods11's own ``S1OtsuLabel`` layers used one VH threshold per event
+  (``VH_thresh`` in its metadata);
 - ``--model M.onnx``: a backend model, run through ``backend.engine.predict``
   exactly as a user would, its masks then scored;
 - ``--masks DIR``: ready mask GeoTIFFs, ``DIR/<chip>.tif`` or ``DIR/<chip>_*.tif``
@@ -42,7 +45,8 @@ Predictor = Callable[[ChipFiles, np.ndarray], np.ndarray]
 class Method:
     name: str
     predict: Predictor
-    chips_check: Callable[[list[ChipFiles]], None] = lambda chips: None
+    # runs once on all chips before any is predicted: checks inputs, or learns from them
+    prepare: Callable[[list[ChipFiles]], None] = lambda chips: None
     needs_s2: bool = False
 
 
@@ -62,19 +66,37 @@ def load_split(data: str | Path, split: str, split_file: str | Path | None = Non
     return [replace(c, label=c.truth) for c in chips], "synthetic truth"
 
 
-def otsu(band: str = "VV") -> Method:
-    from backend.otsu import otsu_threshold, water_mask
+def event_of(chip_id: str) -> str:
+    """Sen1Floods11 chip ids are ``Event_Chip``."""
+    return chip_id.rsplit("_", 1)[0]
+
+
+def otsu(band: str = "VV", scope: str = "chip") -> Method:
+    """Otsu's threshold on ``band`` in dB, per chip or per event (``scope``)."""
+    from backend.otsu import Histogram, otsu_from_histogram, otsu_threshold, water_mask
 
     index = ("VV", "VH").index(band)
+    event_thresholds: dict[str, float | None] = {}
+
+    def prepare(chips: list[ChipFiles]) -> None:
+        if scope == "chip":
+            return
+        hists: dict[str, Histogram] = {}
+        for chip in chips:
+            hists.setdefault(event_of(chip.chip_id), Histogram()).add(read_s1(chip.s1)[index])
+        event_thresholds.update({e: otsu_from_histogram(h.counts, h.edges) for e, h in hists.items()})
 
     def predict(chip: ChipFiles, s1: np.ndarray) -> np.ndarray:
-        threshold = otsu_threshold(s1[index])
+        threshold = (otsu_threshold(s1[index]) if scope == "chip"
+                     else event_thresholds[event_of(chip.chip_id)])
         if threshold is None:   # no valid pixel, or a single value: nothing to threshold
             return np.full(s1.shape[1:], -1, np.int8)
         mask = water_mask(s1[index], threshold)
         return np.where(mask == 255, -1, mask).astype(np.int8)
 
-    return Method(f"otsu ({band})", predict)
+    if scope not in ("chip", "event"):
+        raise ValueError(f"unknown Otsu scope {scope!r}; expected chip or event")
+    return Method(f"otsu ({band}{', per event' if scope == 'event' else ''})", predict, prepare)
 
 
 def mask_path(folder: Path, chip_id: str) -> Path | None:
@@ -134,7 +156,7 @@ def model(path: str | Path, workdir: Path, device: str = "auto",
 def evaluate(chips: list[ChipFiles], method: Method,
              progress: Callable[[int, int], None] | None = None) -> Scoreboard:
     """Score one method on chips whose ``label`` is the reference."""
-    method.chips_check(chips)
+    method.prepare(chips)
     board = Scoreboard()
     for n, chip in enumerate(chips, start=1):
         s1 = read_s1(chip.s1)
@@ -175,6 +197,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-file", help="score the chips of this split file instead (.csv or .txt)")
     p.add_argument("--otsu", nargs="?", const="VV", choices=("VV", "VH"), action="append", default=[],
                    help="Otsu's threshold on VV (default) or VH, per chip (repeatable)")
+    p.add_argument("--otsu-scope", choices=("chip", "event"), default="chip",
+                   help="one Otsu threshold per chip (default) or per event of the split")
     p.add_argument("--model", action="append", default=[], help="ONNX model with a card (repeatable)")
     p.add_argument("--masks", action="append", default=[], help="folder of mask GeoTIFFs (repeatable)")
     p.add_argument("--s2-index", choices=sorted(s2index.RULES), action="append", default=[],
@@ -199,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="sarflood-eval-") as tmp:
-            methods = [otsu(band) for band in args.otsu]
+            methods = [otsu(band, args.otsu_scope) for band in args.otsu]
             methods += [model(m, Path(tmp), args.device, args.threshold) for m in args.model]
             methods += [masks(m) for m in args.masks] + [s2_index(r) for r in args.s2_index]
             for split in splits:

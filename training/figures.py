@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             if args.compare_data:
                 extra, _ = evaluate.load_split(args.compare_data, args.split, args.compare_split_file, s2=True)
                 rows += [(c, f"{c.chip_id} (compare)") for c in extra]
-            method.chips_check([c for c, _ in rows])
+            method.prepare([c for c, _ in rows])
             draw(rows, method, out)
     except (DatasetError, BackendError) as exc:
         return fail(str(exc))

@@ -60,6 +60,28 @@ def test_otsu_matches_an_independent_otsu(data):
     assert board.summary()["iou"] == pytest.approx(mine.summary()["iou"], abs=0.01)
 
 
+def test_otsu_per_event_pools_the_events_chips(data):
+    test, _ = evaluate.load_split(data, "test")            # one chip: its event's histogram is its own
+    per_chip = evaluate.evaluate(test, evaluate.otsu("VH")).summary()
+    per_event = evaluate.evaluate(test, evaluate.otsu("VH", "event")).summary()
+    assert per_event["tp"] == per_chip["tp"] and per_event["fp"] == per_chip["fp"]
+    train, _ = evaluate.load_split(data, "train")
+    method = evaluate.otsu("VV", "event")
+    method.prepare(train)
+    by_event = {}
+    for chip in train:
+        s1 = read_s1(chip.s1)
+        pred = method.predict(chip, s1)
+        # one threshold per event: every water pixel is darker than every dry one across its chips
+        by_event.setdefault(evaluate.event_of(chip.chip_id), []).append((s1[0][pred == 1], s1[0][pred == 0]))
+    for parts in by_event.values():
+        water = np.concatenate([w for w, _ in parts])
+        dry = np.concatenate([d for _, d in parts])
+        assert water.size and dry.size and water.max() < dry.min()
+    with pytest.raises(ValueError, match="unknown Otsu scope"):
+        evaluate.otsu("VV", "scene")
+
+
 def test_model_through_the_backend_matches_its_rule(data, tmp_path):
     path = tmp_path / "threshold.onnx"
     onnx.save(threshold_model(), path)            # water where VV < -15 dB

@@ -6,6 +6,8 @@
 - The rest is farmland in rectangular parcels on a rotated grid; each parcel has
   a crop vigour (0 bare soil .. 1 full canopy) and its own soil roughness and
   moisture, which is why real fields differ in radar brightness.
+- A few straight roads cross the dry land, one or two pixels wide (more near
+  towns): smooth tarmac, a thin dark line to the radar.
 - Under a flood, vegetation taller than the water stands out of it: flooded
   forest and emergent crops and grass are *flooded vegetation* (water in the
   truth, but radar and optics see the plants). Deeper water is open water.
@@ -21,8 +23,8 @@ from .events import ChipParams
 from .terrain import Terrain, slope_deg
 
 # class codes of the scene map
-OPEN_WATER, FLOODED_VEG, CROP, BARE, FOREST, URBAN = range(6)
-CLASS_NAMES = ("open_water", "flooded_vegetation", "crop", "bare_soil", "forest", "urban")
+OPEN_WATER, FLOODED_VEG, CROP, BARE, FOREST, URBAN, ROAD = range(7)
+CLASS_NAMES = ("open_water", "flooded_vegetation", "crop", "bare_soil", "forest", "urban", "road")
 BARE_VIGOUR = 0.15   # parcels with less green cover than this are bare soil
 _TABLE = 4096        # size of the per-parcel random table (hashed parcel ids)
 
@@ -50,6 +52,18 @@ def _parcels(size: int, rng: np.random.Generator) -> np.ndarray:
     return (a * 73856093 ^ b * 19349663) % _TABLE
 
 
+def _roads(size: int, rng: np.random.Generator, mean_count: float) -> np.ndarray:
+    """Straight roads 1-2.2 px wide at random positions and bearings."""
+    yy, xx = noise.grid(size)
+    roads = np.zeros((size, size), bool)
+    for _ in range(rng.poisson(mean_count)):
+        a = rng.uniform(0, np.pi)
+        offset = rng.uniform(-0.5, 0.5) * size
+        across = (xx - size / 2) * np.cos(a) + (yy - size / 2) * np.sin(a) - offset
+        roads |= np.abs(across) < rng.uniform(0.5, 1.1)
+    return roads
+
+
 def make_landcover(p: ChipParams, t: Terrain, rng: np.random.Generator) -> LandCover:
     size = t.height.shape[0]
     slope = slope_deg(t)
@@ -75,6 +89,7 @@ def make_landcover(p: ChipParams, t: Terrain, rng: np.random.Generator) -> LandC
     cls = np.where(vigour < BARE_VIGOUR, BARE, CROP).astype(np.uint8)
     cls[forest] = FOREST
     cls[urban] = URBAN
+    cls[_roads(size, rng, 1.0 + 10.0 * p.urban_frac) & ~t.water] = ROAD
     # buildings, streets and yards vary pixel by pixel (unit std; 0 outside towns)
     grain = np.zeros(cls.shape, np.float32)
     grain[urban] = rng.standard_normal(int(urban.sum()), dtype=np.float32)
@@ -91,7 +106,7 @@ def flood(lc: LandCover, p: ChipParams, water: np.ndarray, depth: np.ndarray,
     under, vigour = lc.under, lc.vigour
     forest = under == FOREST
     crop_height = p.grass_height_m * (0.4 + 0.6 * vigour)
-    emergent = forest | ((vigour >= BARE_VIGOUR) & (depth < crop_height) & (under != URBAN))
+    emergent = forest | ((vigour >= BARE_VIGOUR) & (depth < crop_height) & (under < FOREST))
     flooded_veg = water & ~permanent & emergent
     cls = under.copy()
     cls[water & (under != URBAN)] = OPEN_WATER   # towns stand on raised ground: left as they are

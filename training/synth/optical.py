@@ -37,7 +37,7 @@ import numpy as np
 from ..data.conventions import S2_SCALE
 from . import noise
 from .events import ChipParams
-from .landcover import BARE, CROP, FLOODED_VEG, FOREST, OPEN_WATER, URBAN, LandCover
+from .landcover import BARE, CROP, FLOODED_VEG, FOREST, OPEN_WATER, ROAD, URBAN, LandCover
 from .terrain import PIXEL_M, Terrain
 
 #                B1     B2     B3     B4     B5     B6     B7     B8    B8A     B9    B10    B11    B12
@@ -85,7 +85,9 @@ def mixture(t: Terrain, lc: LandCover, turbidity: float, rng: np.random.Generato
     w[_FOREST] = (cls == FOREST) + fv_forest * lc.canopy
     w[_VEG] = farm * v + (fv & ~fv_forest) * lc.canopy + 0.15 * urban
     w[_SOIL] = farm * (1.0 - v) + 0.10 * urban
-    w[_BUILT] = 0.75 * urban
+    road = cls == ROAD        # tarmac with its verges, within a 10 m pixel
+    w[_BUILT] = 0.75 * urban + 0.6 * road
+    w[_SOIL] += 0.4 * road
     # shallow open water shows its (wet, darker) bottom unless sediment hides it
     bottom = ((cls == OPEN_WATER) & (t.depth < _SHALLOW_M)) * (1.0 - turb)
     return w, bottom.astype(np.float32)

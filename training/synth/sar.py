@@ -20,6 +20,8 @@ incidence angle, roughly 30-45 deg):
   Bare fields range from smooth (dark, a water look-alike) to ploughed
   (bright): std 2.5 dB (soil roughness dominates C-band soil backscatter;
   Ulaby and Dobson 1989).
+- Roads: tarmac is smooth at the 5.5 cm wavelength (Rayleigh criterion) and
+  reflects specularly: VV about -18, VH about -26 dB, a thin water look-alike.
 - Forest, volume scattering: VV about -7.5, VH about -13 dB (gamma0 of
   tropical forest about -6.5 dB VV, the classic C-band calibration target,
   times cos(37 deg)).
@@ -64,7 +66,7 @@ import numpy as np
 
 from . import noise
 from .events import ChipParams
-from .landcover import BARE, CROP, FLOODED_VEG, FOREST, OPEN_WATER, URBAN, LandCover
+from .landcover import BARE, CROP, FLOODED_VEG, FOREST, OPEN_WATER, ROAD, URBAN, LandCover
 from .terrain import PIXEL_M, Terrain
 
 ENL = 4.4
@@ -74,6 +76,7 @@ CROP_DB = (-9.5, -15.5)
 BARE_DB = (-11.5, -19.5)
 FOREST_DB = (-7.5, -13.0)
 URBAN_DB = (0.5, -10.5)
+ROAD_DB = (-18.0, -26.0)
 NOISE_FLOOR_DB = (-30.0, -32.0)
 WIND_VH_BELOW_VV_DB = 14.0
 LAYOVER_GAIN = 3.0
@@ -82,8 +85,8 @@ LAYOVER_GAIN = 3.0
 FV_LOW_DB, FV_FOREST_DB, FV_VH_DB, FV_PATCH_DB = (0.0, 6.0), (-1.0, 3.0), (-1.0, 2.0), 1.5
 URBAN_GRAIN_DB = 5.0
 # angular exponent n of (cos local / cos incidence)^n: steeper for surface than volume scattering
-ANGULAR_N = {CROP: 1.5, BARE: 2.0, FOREST: 1.0, URBAN: 1.0}
-_ANGULAR_TABLE = np.array([ANGULAR_N.get(c, ANGULAR_N[CROP]) for c in range(6)], np.float32)
+ANGULAR_N = {CROP: 1.5, BARE: 2.0, FOREST: 1.0, URBAN: 1.0, ROAD: 2.0}
+_ANGULAR_TABLE = np.array([ANGULAR_N.get(c, ANGULAR_N[CROP]) for c in range(7)], np.float32)
 
 
 def _db(x: np.ndarray | float) -> np.ndarray:
@@ -167,6 +170,7 @@ def _land(pol: int, lc: LandCover, tex: np.ndarray) -> np.ndarray:
     m = lc.under == URBAN
     # point targets: wall-ground corners facing the radar are far brighter than streets
     sigma[m] = _lin(URBAN_DB[pol] + 2.0 * tex[m] + URBAN_GRAIN_DB * lc.grain[m])
+    sigma[lc.under == ROAD] = _lin(ROAD_DB[pol])
     return sigma
 
 
