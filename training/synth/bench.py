@@ -52,9 +52,9 @@ def _rates(n: int, seconds: float, cpu: float) -> dict:
             "cpu_seconds": round(cpu, 3), "chips_per_cpu_s": round(n / cpu, 2)}
 
 
-def bench(chips: int, seed: int) -> dict:
+def bench(chips: int, seed: int, compress: str = "deflate") -> dict:
     allowed = _pin_one_core()
-    result: dict = {"cpu": min(allowed), "chips_per_set": chips, "size": 512}
+    result: dict = {"cpu": min(allowed), "chips_per_set": chips, "size": 512, "compress": compress}
     with tempfile.TemporaryDirectory(prefix="sarflood-bench-") as tmp:
         total_n, total_s, total_cpu = 0, 0.0, 0.0
         for kind, counts in (("hand", (chips, 0, 0)), ("weak", (0, chips, 0)), ("external", (0, 0, chips))):
@@ -63,7 +63,7 @@ def bench(chips: int, seed: int) -> dict:
             tasks = writer.plan(*counts, seed=seed)
             start, cpu_start = time.perf_counter(), time.process_time()
             for t in tasks:
-                writer.make_and_write(t, seed, root)
+                writer.make_and_write(t, seed, root, compress)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             result[kind] = _rates(len(tasks), seconds, cpu)
             total_n, total_s, total_cpu = total_n + len(tasks), total_s + seconds, total_cpu + cpu
@@ -81,11 +81,12 @@ def bench(chips: int, seed: int) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chips", type=int, default=20, help="chips of each set to time (default 20)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compress", choices=sorted(writer.COMPRESSION), default="deflate")
     p.add_argument("--json", help="also write the result here")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = bench(args.chips, args.seed)
+    result = bench(args.chips, args.seed, args.compress)
     for kind in ("hand", "weak", "external", "all"):
         r = result[kind]
         print(f"{kind:9} {r['chips']:4d} chips in {r['seconds']:7.2f} s: {r['chips_per_s']:6.2f} chips/s "

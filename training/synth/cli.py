@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--external-chips", type=int, help="external paired chips (default: --chips)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
+    p.add_argument("--compress", choices=sorted(writer.COMPRESSION), default="deflate",
+                   help="GeoTIFF compression: deflate as Sen1Floods11 (default), or zstd (faster)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a synthetic dataset this tool wrote before (never real data)")
 
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = writer.generate(args.out, chips=args.chips, weak=args.weak_chips,
                                    external=args.external_chips, seed=args.seed,
-                                   workers=args.workers, overwrite=args.overwrite, progress=progress)
+                                   workers=args.workers, overwrite=args.overwrite, progress=progress,
+                                   compress=args.compress)
     except (DatasetError, ValueError) as exc:
         return fail(str(exc))
     finally:

@@ -161,9 +161,11 @@ def _expand(out: np.ndarray, idx: tuple[int, ...], coarse: np.ndarray, f: int) -
     """Write coarse (len(idx), n, n) values into ``out[idx]`` as f x f blocks."""
     size = out.shape[-1]
     for i in range(f):
+        rows = len(range(i, size, f))
         for j in range(f):
-            rows, cols = len(range(i, size, f)), len(range(j, size, f))
-            out[list(idx), i::f, j::f] = coarse[:, :rows, :cols]
+            cols = len(range(j, size, f))
+            for k, band in enumerate(idx):   # plain slices: no fancy-index copies
+                out[band, i::f, j::f] = coarse[k, :rows, :cols]
 
 
 def simulate(p: ChipParams, t: Terrain, lc: LandCover, tex: np.ndarray, rng: np.random.Generator
