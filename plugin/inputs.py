@@ -7,7 +7,6 @@ band names); checks about pixel values (units, no valid pixels) are the backend'
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from qgis.core import QgsRasterLayer
 
@@ -32,13 +31,11 @@ def band_names(layer: QgsRasterLayer) -> list[str]:
     return [layer.bandName(i) for i in range(1, layer.bandCount() + 1)]
 
 
-def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None = None,
-                     vrt_folder: str | None = None) -> SceneInput:
+def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None = None) -> SceneInput:
     """One multi-band layer; ``bands`` (VV, VH), 1-based, or None to guess from band names.
 
-    The backend names bands from their descriptions itself. Where the user's choice
-    differs from what the names say, a band-selection VRT (a few lines of XML, no
-    pixel copy) in ``vrt_folder`` hands the backend exactly those two bands, VV first.
+    Chosen bands go to the backend as ``--bands``, so it reads exactly those, whatever
+    the band descriptions say; without a choice the backend names them itself.
     """
     if layer is None:
         raise InputProblem("Sentinel-1 input: no raster layer chosen")
@@ -46,36 +43,17 @@ def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None
     if layer.bandCount() < 2:
         raise InputProblem(f"Sentinel-1 input '{layer.name()}' has {layer.bandCount()} band; the model "
                            f"needs VV and VH: give a 2-band VV/VH stack, or separate VV and VH layers")
-    guessed = guess_bands(band_names(layer))
     if bands is None:
-        bands = guessed
-        if bands is None:
+        if guess_bands(band_names(layer)) is None:
             raise InputProblem(f"Sentinel-1 input '{layer.name()}': cannot tell VV from VH by band names "
                                f"({', '.join(band_names(layer))}); choose the VV and VH bands")
+        return SceneInput(path)
     for band in bands:
         if not 1 <= band <= layer.bandCount():
             raise InputProblem(f"Sentinel-1 input '{layer.name()}' has no band {band}")
     if bands[0] == bands[1]:
         raise InputProblem(f"Sentinel-1 input '{layer.name()}': VV and VH are both band {bands[0]}")
-    if bands == guessed:
-        return SceneInput(path)
-    if vrt_folder is None:
-        raise InputProblem(f"Sentinel-1 input '{layer.name()}': no folder for the band selection")
-    return SceneInput(band_selection_vrt(path, bands, vrt_folder))
-
-
-def band_selection_vrt(path: str, bands: tuple[int, int], folder: str) -> str:
-    """A VRT of bands (VV, VH) of ``path``, described ``VV`` and ``VH``, in ``folder``."""
-    from osgeo import gdal  # QGIS always ships GDAL's bindings
-
-    target = Path(folder) / f"{Path(path).stem}_VV{bands[0]}_VH{bands[1]}.vrt"
-    dataset = gdal.Translate(str(target), path, format="VRT", bandList=list(bands))
-    if dataset is None:
-        raise InputProblem(f"{path}: cannot select bands {bands[0]} and {bands[1]} ({gdal.GetLastErrorMsg()})")
-    for index, name in ((1, "VV"), (2, "VH")):
-        dataset.GetRasterBand(index).SetDescription(name)
-    dataset = None  # closing writes the VRT
-    return str(target)
+    return SceneInput(path, bands=tuple(bands))
 
 
 def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None) -> SceneInput:

@@ -27,12 +27,19 @@ def _extent_args(extent: Extent | None, extent_crs: str | None) -> list[str]:
 
 @dataclass
 class SceneInput:
-    """The Sentinel-1 input: one file with VV and VH bands, or one VV and one VH file."""
+    """The Sentinel-1 input: one file with VV and VH bands, or one VV and one VH file.
+
+    ``bands`` (VV, VH), 1-based, are the bands of the one file the user chose; None
+    lets the backend name them from their descriptions.
+    """
     vv: str
     vh: str | None = None
+    bands: tuple[int, int] | None = None
 
     def args(self) -> list[str]:
-        return [self.vv] if self.vh is None else [self.vv, self.vh]
+        if self.vh is not None:
+            return [self.vv, self.vh]
+        return [self.vv] + ([f"--bands={self.bands[0]},{self.bands[1]}"] if self.bands else [])
 
 
 @dataclass

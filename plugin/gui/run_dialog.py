@@ -4,7 +4,9 @@ The dialog only collects choices and shows what the backend says (model card,
 devices, progress). It emits ``runRequested`` with a :class:`RunRequest`; the
 controller starts the background task and reports back through
 ``set_running``, ``set_progress`` and ``show_status``. Backend questions (card,
-devices) run as background tasks, so opening the dialog never blocks QGIS.
+devices, and ``inspect`` of the input whenever it or its band mapping changes)
+run as background tasks, so the dialog never blocks QGIS; an answer about a
+model or input the user has since replaced is dropped.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils
                        QgsRasterLayer, QgsSettings)
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFormLayout,
                                  QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                                  QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout, QWidget)
@@ -26,11 +28,12 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, 
 from ..backend_env import PLUGIN_ROOT
 from ..bands import guess_bands, polarisation
 from ..inputs import InputProblem, band_names, scene_from_pair, scene_from_stack
-from ..params import DEVICES, UNITS, PredictParams, free_output_paths
+from ..params import DEVICES, UNITS, PredictParams, SceneInput, free_output_paths
 from ..settings import PYTHON_KEY, RunSettings, python_setting
 from ..task import QueryTask
 
 DEFAULT_MODEL_FILE = PLUGIN_ROOT / "resources" / "models" / "DEFAULT"
+INSPECT_DELAY_MS = 150  # one inspect for a burst of changes (a new layer moves both band boxes)
 EXTENT_MODES = (("layer", "Whole input layer"), ("canvas", "Current map canvas extent"),
                 ("polygon", "Extent of a polygon layer"))
 
@@ -69,6 +72,28 @@ def card_html(card: dict[str, Any]) -> str:
             f"<p>{e(card.get('description', ''))}</p><table>{table}</table>")
 
 
+def detected_units_text(answer: dict[str, Any]) -> str:
+    """From ``python -m backend inspect``: the units a run would assume, and from what."""
+    units = answer.get("units_detected")
+    if not units:
+        return "detected: unknown (no metadata, no valid pixel in the sample)"
+    source = {"metadata": "from metadata", "values": "from the values"}.get(
+        answer.get("units_source") or "", answer.get("units_source") or "")
+    return f"detected: {units} ({source})" if source else f"detected: {units}"
+
+
+def detected_units_tooltip(answer: dict[str, Any]) -> str:
+    """Per band: where it is read from and why the units are what they are; notes, warnings."""
+    lines = []
+    for name, band in answer.get("bands", {}).items():
+        found = answer.get("units", {}).get(name, {})
+        lines.append(f"{name}: {Path(band['path']).name} band {band['band']} "
+                     f"(named by {band['named_by']}); {found.get('units') or 'unknown'}: "
+                     f"{found.get('evidence', '')}")
+    lines += answer.get("notes", []) + [f"Warning: {w}" for w in answer.get("warnings", [])]
+    return "\n".join(lines)
+
+
 class RunDialog(QDialog):
     runRequested = pyqtSignal(object)  # RunRequest
     cancelRequested = pyqtSignal()
@@ -81,6 +106,12 @@ class RunDialog(QDialog):
         self.setObjectName("SarFloodRunDialog")
         self._queries: list[QueryTask] = []
         self.card: dict[str, Any] | None = None
+        self.inspected: dict[str, Any] | None = None   # the backend's inspect answer
+        self._inspect_args: list[str] | None = None     # the question it must answer
+        self._inspect_timer = QTimer(self)
+        self._inspect_timer.setSingleShot(True)
+        self._inspect_timer.setInterval(INSPECT_DELAY_MS)
+        self._inspect_timer.timeout.connect(self.refresh_inspect)
         layout = QVBoxLayout(self)
         for box in (self._input_box(), self._model_box(), self._run_box(), self._advanced_box(),
                     self._output_box()):
@@ -110,21 +141,30 @@ class RunDialog(QDialog):
         for combo in (self.vv_layer, self.vh_layer):
             combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.units = QComboBox()
-        self.units.addItem("Detected by the backend", "")
+        self.units.addItem("As detected", "")
         for units in UNITS:
             self.units.addItem(units, units)
+        self.units_detected = QLabel("")
+        self.units_detected.setWordWrap(True)
+        units_row = QHBoxLayout()
+        units_row.addWidget(self.units)
+        units_row.addWidget(self.units_detected, 1)
         self.stack_rows = [("Layer", self.stack_layer), ("VV band", self.vv_band), ("VH band", self.vh_band)]
         self.pair_rows = [("VV layer", self.vv_layer), ("VH layer", self.vh_layer)]
         for label, widget in self.stack_rows + self.pair_rows:
             form.addRow(label, widget)
-        form.addRow("Units", self.units)
+        form.addRow("Units", units_row)
         self.input_form = form
         self.one_layer.toggled.connect(self._show_input_mode)
         self.stack_layer.layerChanged.connect(self._stack_changed)
         self.two_layers.toggled.connect(lambda on: on and self._guess_pair())
+        for changed in (self.one_layer.toggled, self.stack_layer.layerChanged, self.vv_band.bandChanged,
+                        self.vh_band.bandChanged, self.vv_layer.layerChanged, self.vh_layer.layerChanged):
+            changed.connect(lambda *_: self._inspect_timer.start())
         self._show_input_mode()
         self._stack_changed(self.stack_layer.currentLayer())
         self._guess_pair()
+        self._inspect_timer.start()
         return box
 
     def _model_box(self) -> QGroupBox:
@@ -199,6 +239,7 @@ class RunDialog(QDialog):
         """Remember the interpreter (QgsSettings ``sarflood/python``) and check it again."""
         QgsSettings().setValue(PYTHON_KEY, path.strip())
         self.refresh_backend()
+        self._inspect_timer.start()
 
     def _output_box(self) -> QGroupBox:
         box = QGroupBox("Outputs")
@@ -275,6 +316,13 @@ class RunDialog(QDialog):
             if pol in named and (current is None or polarisation(current.name()) != pol):
                 combo.setLayer(named[pol])
 
+    def current_scene(self) -> SceneInput:
+        """The Sentinel-1 input as chosen now; raises InputProblem naming what is wrong."""
+        if self.two_layers.isChecked():
+            return scene_from_pair(self.vv_layer.currentLayer(), self.vh_layer.currentLayer())
+        bands = (self.vv_band.currentBand(), self.vh_band.currentBand())
+        return scene_from_stack(self.stack_layer.currentLayer(), bands if min(bands) > 0 else None)
+
     # --- backend questions --------------------------------------------------------------------
 
     def _ask(self, description: str, args: list[str], on_done) -> None:
@@ -314,6 +362,35 @@ class RunDialog(QDialog):
         if answer.get("cuda_usable"):
             return "auto uses CUDA (GPU); CPU is available too."
         return f"auto uses the CPU. CUDA: not available ({answer.get('reason', 'no reason given')})."
+
+    def refresh_inspect(self) -> None:
+        """Ask the backend what it makes of the input (band mapping, units), off the GUI thread."""
+        self.inspected = None
+        try:
+            args = ["inspect", *self.current_scene().args(), "--json"]
+        except InputProblem as problem:
+            self._inspect_args = None
+            chosen = (self.vv_layer if self.two_layers.isChecked() else self.stack_layer).currentLayer()
+            self._show_detected("not detected: see the tooltip" if chosen else "", str(problem), error=True)
+            return
+        self._inspect_args = args
+        self._show_detected("detecting...", "")
+        self._ask("SAR Flood Mapper: inspect input", args,
+                  lambda answer, error, task, args=args: self._inspect_answered(args, answer, error, task))
+
+    def _inspect_answered(self, args: list[str], answer, error, task: QueryTask | None = None) -> None:
+        if args != self._inspect_args or (task is not None and task.python_setting != python_setting()):
+            return  # about an input, band mapping or interpreter the user has since changed
+        if error:
+            self._show_detected("not detected: see the tooltip", error, error=True)
+            return
+        self.inspected = answer
+        self._show_detected(detected_units_text(answer), detected_units_tooltip(answer))
+
+    def _show_detected(self, text: str, tooltip: str, error: bool = False) -> None:
+        self.units_detected.setText(text)
+        self.units_detected.setToolTip(tooltip)
+        self.units_detected.setStyleSheet("color: #b00;" if error else "")
 
     def model_path(self) -> Path | None:
         text = self.model.filePath().strip()
@@ -393,6 +470,8 @@ class RunDialog(QDialog):
         if self.card is None:
             raise InputProblem(f"Model: {model} has no valid model card (see the card box)")
         extent, extent_crs = self._extent()
+        scene = self.current_scene()
+        scene_layer = self.vv_layer.currentLayer() if s.two_layers else self.stack_layer.currentLayer()
         if s.temporary:
             folder = tempfile.mkdtemp(prefix="sarflood-", dir=QgsProcessingUtils.tempFolder())
         else:
@@ -400,13 +479,6 @@ class RunDialog(QDialog):
             if not folder or not Path(folder).is_dir():
                 raise InputProblem(f"Output folder: '{folder}' does not exist; choose a folder or "
                                    f"temporary files")
-        if s.two_layers:
-            scene_layer = self.vv_layer.currentLayer()
-            scene = scene_from_pair(scene_layer, self.vh_layer.currentLayer())
-        else:
-            scene_layer = self.stack_layer.currentLayer()
-            bands = (self.vv_band.currentBand(), self.vh_band.currentBand())
-            scene = scene_from_stack(scene_layer, bands if min(bands) > 0 else None, folder)
         kinds = ["water_mask", "water_probability"] + (["uncertainty"] if s.tta else [])
         paths = free_output_paths(folder, Path(scene_layer.source().split("|")[0]).stem, kinds)
         params = PredictParams(

@@ -1,8 +1,15 @@
-"""The base of every sarflood algorithm: identity from class attributes, child runs, output styles."""
+"""The base of every sarflood algorithm: identity from class attributes, child runs, backend runs,
+output styles."""
 from __future__ import annotations
+
+from typing import Any
 
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
                        QgsProcessingLayerPostProcessorInterface, QgsRasterLayer)
+
+from ..backend_env import find_interpreter
+from ..backend_process import BackendProcess
+from ..settings import python_setting
 
 GROUPS = {"mapping": "Water mapping", "analysis": "Flood analysis"}
 
@@ -60,6 +67,33 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("cancelled")
         feedback.setProgressText(label)
         return processing.run(alg, params, context=context, feedback=feedback, is_child_algorithm=True)
+
+    def run_backend(self, args: list[str], feedback) -> dict[str, Any]:
+        """Run one backend command; progress and messages go to ``feedback``.
+
+        Processing already runs ``processAlgorithm`` in a worker thread, so the child
+        process is driven synchronously here, polling ``feedback.isCanceled()``.
+        """
+        interpreter = find_interpreter(python_setting())
+        if not interpreter.ok:
+            raise QgsProcessingException(interpreter.problem())
+        feedback.pushInfo(f"backend: {interpreter.path} -m backend {' '.join(args)}")
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event.get("event")
+            if kind == "progress":
+                feedback.setProgress(100.0 * float(event.get("fraction", 0.0)))
+            elif kind == "info":
+                feedback.pushInfo(str(event.get("message", "")))
+            elif kind == "warning":
+                feedback.pushWarning(str(event.get("message", "")))
+
+        outcome = BackendProcess(interpreter, args).run(on_event, feedback.isCanceled)
+        if outcome.cancelled:
+            raise QgsProcessingException("cancelled: the backend was stopped and wrote no output")
+        if not outcome.ok:
+            raise QgsProcessingException(outcome.error or "the backend failed")
+        return outcome.result
 
     @staticmethod
     def style_output(context, path: str, renderer_factory) -> None:

@@ -1,8 +1,4 @@
-"""What the backend-driven algorithms share: input parameters, input checks, running the backend.
-
-Processing already runs ``processAlgorithm`` in a worker thread, so the backend
-child process is driven synchronously here, polling ``feedback.isCanceled()``.
-"""
+"""What the algorithms that map a Sentinel-1 scene share: input parameters and checks, area outputs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,11 +8,8 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterBand, QgsProcessingParameterExtent,
                        QgsProcessingParameterRasterLayer, QgsRasterLayer)
 
-from ..backend_env import find_interpreter
-from ..backend_process import BackendProcess
 from ..inputs import InputProblem, scene_from_pair, scene_from_stack
 from ..params import Extent, SceneInput
-from ..settings import python_setting
 from .base import SarFloodAlgorithm
 
 AREA_OUTPUTS = {
@@ -54,15 +47,12 @@ class SceneAlgorithm(SarFloodAlgorithm):
     def prepare(self, parameters, context, feedback) -> tuple[str, SceneInput, Extent | None, str | None]:
         """The mask destination, the checked scene and the extent (with its CRS) of a run."""
         mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
-        scene = self.scene(parameters, context, str(Path(mask).parent))
+        scene = self.scene(parameters, context)
         reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
         return (mask, scene, *self.extent(parameters, context, reference))
 
-    def scene(self, parameters, context, folder: str) -> SceneInput:
-        """Check the input layers and their bands; every message names the layer.
-
-        ``folder`` (beside the outputs) receives a band-selection VRT where one is needed.
-        """
+    def scene(self, parameters, context) -> SceneInput:
+        """Check the input layers and their bands; every message names the layer."""
         stack = self.parameterAsRasterLayer(parameters, "INPUT", context)
         vh = self.parameterAsRasterLayer(parameters, "INPUT_VH", context)
         bands = None
@@ -70,7 +60,7 @@ class SceneAlgorithm(SarFloodAlgorithm):
             bands = (self.parameterAsInt(parameters, "VV_BAND", context),
                      self.parameterAsInt(parameters, "VH_BAND", context))
         try:
-            return scene_from_pair(stack, vh) if vh is not None else scene_from_stack(stack, bands, folder)
+            return scene_from_pair(stack, vh) if vh is not None else scene_from_stack(stack, bands)
         except InputProblem as problem:
             raise QgsProcessingException(str(problem)) from None
 
@@ -94,29 +84,6 @@ class SceneAlgorithm(SarFloodAlgorithm):
         if path and Path(path).exists():
             feedback.pushInfo(f"{path} exists and will be replaced")
         return path
-
-    def run_backend(self, args: list[str], feedback) -> dict[str, Any]:
-        """Run one backend command; progress and messages go to ``feedback``."""
-        interpreter = find_interpreter(python_setting())
-        if not interpreter.ok:
-            raise QgsProcessingException(interpreter.problem())
-        feedback.pushInfo(f"backend: {interpreter.path} -m backend {' '.join(args)}")
-
-        def on_event(event: dict[str, Any]) -> None:
-            kind = event.get("event")
-            if kind == "progress":
-                feedback.setProgress(100.0 * float(event.get("fraction", 0.0)))
-            elif kind == "info":
-                feedback.pushInfo(str(event.get("message", "")))
-            elif kind == "warning":
-                feedback.pushWarning(str(event.get("message", "")))
-
-        outcome = BackendProcess(interpreter, args).run(on_event, feedback.isCanceled)
-        if outcome.cancelled:
-            raise QgsProcessingException("cancelled: the backend was stopped and wrote no output")
-        if not outcome.ok:
-            raise QgsProcessingException(outcome.error or "the backend failed")
-        return outcome.result
 
     @staticmethod
     def area_results(result: dict[str, Any]) -> dict[str, float]:

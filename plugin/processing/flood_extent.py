@@ -2,22 +2,22 @@
 
 "Before" is a pre-event water mask (aligned onto the post-event grid with
 gdal:warpreproject), a permanent-water polygon layer (burnt onto that grid with
-gdal:rasterize), or both. gdal:rastercalculator combines them; every step is a
-QGIS algorithm run as a child.
+gdal:rasterize), or both. gdal:rastercalculator combines them (QGIS algorithms
+run as children); ``python -m backend stats`` then measures the newly flooded
+area with per-row pixel areas, exact on geographic grids such as EPSG:4326.
 
 Output classes: 0 not flooded, 1 newly flooded, 2 water before and after,
 255 no data (no data in the post-event mask, or in the pre-event mask there).
 """
 from __future__ import annotations
 
-from qgis.core import (QgsProcessing, QgsProcessingException,
-                       QgsProcessingOutputNumber,
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
+                       QgsProcessingParameterRasterLayer)
 
 from .. import styles
 from .base import SarFloodAlgorithm
-from .masks import check_mask_layer, ellipsoid_of, pixel_area_m2
+from .masks import check_mask_layer
 
 NODATA = 255
 
@@ -30,7 +30,8 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
             "'Before' is a pre-event water mask (any grid; it is resampled onto the post-event "
             "grid), a permanent-water polygon layer, or both. Output: 0 not flooded, 1 newly "
             "flooded, 2 water before and after, 255 no data (also where the pre-event mask has "
-            "no data, since nothing is known there). Returns the newly flooded area in km².")
+            "no data, since nothing is known there). Returns the newly flooded area in km², from each "
+            "row's true pixel area on the WGS 84 ellipsoid (exact on EPSG:4326 grids too).")
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("POST", "Post-event water mask"))
@@ -83,10 +84,8 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
             "OUTPUT": destination})["OUTPUT"]
         self.style_output(context, result, styles.flood_extent_renderer)
 
-        report = child(3, "native:rasterlayeruniquevaluesreport", {
-            "INPUT": result, "BAND": 1, "OUTPUT_TABLE": QgsProcessing.TEMPORARY_OUTPUT})
-        table = QgsProcessingUtils.mapLayerFromString(report["OUTPUT_TABLE"], context)
-        flooded = sum(int(f["count"]) for f in table.getFeatures() if int(f["value"]) == 1)
-        area_km2 = flooded * pixel_area_m2(post, ellipsoid_of(context)) / 1e6
+        feedback.setProgressText("step 4 of 4: newly flooded area (python -m backend stats)")
+        stats = self.run_backend(["stats", result], feedback)
+        flooded, area_km2 = int(stats["water_pixels"]), float(stats["water_area_km2"])
         feedback.pushInfo(f"newly flooded: {flooded} pixels, {area_km2:.3f} km²")
         return {"OUTPUT": result, "FLOODED_AREA_KM2": area_km2, "FLOODED_PIXELS": flooded}

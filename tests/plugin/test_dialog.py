@@ -139,3 +139,78 @@ def test_extent_choices_reach_the_run(plugin, qgis_iface, qtbot, models, two_ban
     params = dialog.request().params
     assert params.extent == pytest.approx((-3.0, 37.9, -2.99, 37.91)) and params.extent_crs == "EPSG:4326"
     wait_for_tasks(qtbot)
+
+
+def _scene(vv_db: np.ndarray, units: str) -> list[np.ndarray]:
+    bands = [vv_db, vv_db - 7.0]
+    return bands if units == "dB" else [np.power(10.0, b / 10.0).astype(np.float32) for b in bands]
+
+
+@pytest.mark.parametrize("units, evidence", [("dB", "of the values are negative"),
+                                             ("linear", "no negative values; median VH")])
+def test_detected_units_are_shown_beside_the_override(plugin, qtbot, tmp_path, units, evidence):
+    from .test_gui_run import StallMeter
+
+    vv = np.random.default_rng(2).normal(-12.0, 4.0, (64, 64)).astype(np.float32)
+    path = write_raster(tmp_path / "scene_1.tif", _scene(vv, units), descriptions=["VV", "VH"])
+    layer = _add(path)
+    dialog = plugin.show_dialog()
+    meter = StallMeter()
+    meter.start()
+    dialog.stack_layer.setLayer(layer)
+    assert dialog.inspected is None  # the answer comes later, from a background task
+    qtbot.waitUntil(lambda: dialog.inspected is not None
+                    and dialog.inspected["files"][0]["path"] == str(path), timeout=30000)
+    assert meter.stop() < 0.1
+    assert dialog.units_detected.text() == f"detected: {units} (from the values)"
+    tip = dialog.units_detected.toolTip()
+    assert f"VV: scene_1.tif band 1 (named by --bands); {units}: " in tip and evidence in tip
+    assert f"VH: scene_1.tif band 2 (named by --bands); {units}: " in tip
+    # the override box beside it still decides what the run is told
+    assert dialog.request().params.units is None
+    dialog.units.setCurrentIndex(dialog.units.findData("amplitude"))
+    assert dialog.request().params.units == "amplitude"
+    wait_for_tasks(qtbot)
+
+
+def test_band_override_reaches_the_backend_and_stale_answers_are_dropped(plugin, qtbot, models, tmp_path):
+    """An unnamed three-band stack ordered angle, VH, VV: the user picks VV = 3, VH = 2."""
+    rng = np.random.default_rng(3)
+    vv = rng.normal(-12.0, 4.0, (48, 48)).astype(np.float32)
+    stack_path = write_raster(tmp_path / "hyp3_stack.tif", [np.full_like(vv, 35.0), vv - 7.0, vv])
+    stack = _add(stack_path)
+    other = _add(write_raster(tmp_path / "other.tif", _scene(vv, "linear"), descriptions=["VV", "VH"]))
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(stack)
+    dialog.vv_band.setBand(3)
+    dialog.vh_band.setBand(2)
+    qtbot.waitUntil(lambda: dialog.inspected is not None
+                    and dialog.inspected["bands"]["VV"]["path"] == str(stack_path), timeout=30000)
+    bands = dialog.inspected["bands"]
+    assert (bands["VV"]["band"], bands["VH"]["band"]) == (3, 2)
+    assert bands["VV"]["named_by"] == "--bands" and dialog.inspected["units_detected"] == "dB"
+    assert "VV: hyp3_stack.tif band 3" in dialog.units_detected.toolTip()
+    stale = dict(dialog.inspected)
+    stale_args = list(dialog._inspect_args)
+
+    dialog.model.setFilePath(str(models["threshold"]))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    argv = dialog.request().params.argv()
+    assert argv[:3] == ["predict", str(stack_path), "--bands=3,2"]
+    assert not list(tmp_path.rglob("*.vrt"))
+
+    # the user moves on; an answer about the stack that arrives late is ignored
+    dialog.stack_layer.setLayer(other)
+    qtbot.waitUntil(lambda: dialog.inspected is not None
+                    and dialog.inspected["files"][0]["path"] == other.source(), timeout=30000)
+    dialog._inspect_answered(stale_args, stale, None)
+    assert dialog.inspected["units_detected"] == "linear"
+    assert dialog.units_detected.text() == "detected: linear (from the values)"
+
+    # a choice that cannot work is said beside the units, before any run
+    dialog.stack_layer.setLayer(stack)
+    dialog.vv_band.setBand(2)
+    dialog.vh_band.setBand(2)
+    qtbot.waitUntil(lambda: "both band 2" in dialog.units_detected.toolTip(), timeout=30000)
+    assert dialog.inspected is None
+    wait_for_tasks(qtbot)

@@ -98,7 +98,35 @@ def test_flood_extent_against_a_pre_event_mask_on_another_grid(provider, tmp_pat
     np.testing.assert_array_equal(got, expected)
     flooded = int((expected == 1).sum())
     assert out["FLOODED_PIXELS"] == flooded
-    assert out["FLOODED_AREA_KM2"] == pytest.approx(_utm_area_m2(flooded) / 1e6, rel=1e-3)
+    # the backend measures projected grids in map units (as predict does): 10 m x 10 m
+    assert out["FLOODED_AREA_KM2"] == pytest.approx(flooded * PIXEL * PIXEL / 1e6, rel=1e-9)
+
+
+def test_flood_extent_area_on_a_geographic_grid_is_exact_per_row(provider, tmp_path):
+    """EPSG:4326, 600 rows of 0.002 deg (50.6 N to 49.4 N), more new water in the north."""
+    import processing
+
+    from tests.backend.areas import metres_per_degree_exact, row_areas_m2
+
+    deg, top = 0.002, 50.6
+    rng = np.random.default_rng(7)
+    post = (rng.random((600, 300)) < 0.2).astype(np.uint8)
+    post[:200][rng.random((200, 300)) < 0.6] = 1
+    post[rng.random(post.shape) < 0.02] = 255
+    pre = (rng.random(post.shape) < 0.1).astype(np.uint8)
+    kw = dict(epsg=4326, pixel=deg, origin=(5.0, top), nodata=255)
+    post_path = write_raster(tmp_path / "post.tif", [post], **kw)
+    pre_path = write_raster(tmp_path / "pre.tif", [pre], **kw)
+    out = processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                                  "OUTPUT": str(tmp_path / "flood.tif")})
+    new = (post == 1) & (pre == 0)
+    np.testing.assert_array_equal(read_raster(out["OUTPUT"]) == 1, new)
+    expected_km2 = new.sum(axis=1) @ row_areas_m2(top, deg, 600) / 1e6
+    assert out["FLOODED_PIXELS"] == int(new.sum())
+    assert out["FLOODED_AREA_KM2"] == pytest.approx(expected_km2, rel=1e-6)
+    # one pixel measured at the grid's centre (the former way) is off by more than that
+    mx, my = metres_per_degree_exact(top - 300 * deg)
+    assert abs(new.sum() * deg * deg * mx * my / 1e6 / expected_km2 - 1) > 2e-3
 
 
 def test_flood_extent_minus_permanent_water_in_another_crs(provider, tmp_path):
