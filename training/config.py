@@ -18,7 +18,6 @@ from step times measured on such a machine, given beside the preset).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -149,16 +148,6 @@ def make_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainCo
     return cfg
 
 
-def config_from_dict(doc: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config stored in a checkpoint or run folder (unknown keys refused)."""
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(doc) - known
-    if unknown:
-        raise ConfigError(f"unknown config keys {sorted(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
-    return dataclasses.replace(TrainConfig(), **values)
-
-
 def parse_overrides(items: list[str]) -> dict[str, str]:
     """``["lr=0.1", "steps=10"]`` -> ``{"lr": "0.1", "steps": "10"}``."""
     out = {}
@@ -196,5 +185,5 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError("bad config: " + "; ".join(problems))
 
 
-__all__ = ["ConfigError", "PRESETS", "TrainConfig", "config_from_dict", "make_config",
+__all__ = ["ConfigError", "PRESETS", "TrainConfig", "make_config",
            "parse_overrides"]

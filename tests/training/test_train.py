@@ -112,3 +112,22 @@ def test_a_16m_model_trains_on_10m_chips_and_is_scored_at_their_grid(tmp_path):
     assert p.shape == (2, 48, 80) and summary["iou_valid"] is not None
     doc = load_checkpoint(tmp_path / "best.pt")
     assert doc["run"]["config"]["pixel_size_m"] == 16.0
+
+
+def test_config_presets_and_overrides():
+    from training.config import ConfigError
+    paper = make_config("paper")
+    # Garg et al., Appendix B
+    assert (paper.batch_size, paper.crop, paper.steps, paper.momentum, paper.poly_power) \
+        == (64, 321, 30000, 0.9, 0.9)
+    assert paper.lr_grid == (0.3, 0.1, 0.003, 0.001) and len(paper.grid()) == 16
+    assert paper.pixel_size_m == 16.0 and paper.rates == (6, 12, 18)
+    cfg = make_config("cpu", {"rates": "1,2,3", "cache": "no", "steps": "12"})
+    assert cfg.rates == (1, 2, 3) and cfg.cache is False and cfg.steps == 12
+    assert cfg.grid() == [(cfg.lr, cfg.weight_decay)]
+    for bad, msg in [({"steps": "abc"}, "cannot read 'abc'"), ({"steps": "1.5"}, "cannot read"),
+                     ({"preset": "paper"}, "unknown config key 'preset'"),
+                     ({"tile_margin": "300"}, "tile_size must be a multiple of 16"),
+                     ({"rates": "1,x"}, "cannot read 'x'")]:
+        with pytest.raises(ConfigError, match=msg):
+            make_config("cpu", bad)
