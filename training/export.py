@@ -16,6 +16,8 @@ The file appears at ``--out`` only when every check passed.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -108,9 +110,10 @@ def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:
 def _onnx_export(model: nn.Module, path: Path) -> None:
     wrapped = _Probability(model).eval()
     dyn = torch.export.Dim.DYNAMIC
-    # the exporter logs a warning per torchvision op it cannot register (none is used here)
+    # the exporter logs a warning per torchvision op it cannot register (none is used
+    # here) and prints its stages on stdout, which belongs to our report
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             wrapped, (torch.zeros(1, model.in_channels, 128, 128),), dynamo=True,

@@ -36,12 +36,14 @@ def runs(tmp_path_factory):
 
 def test_export_writes_one_file_that_matches_torch_and_the_backend_runs(runs, tmp_path):
     out = tmp_path / "model.onnx"
-    proc = cli("training", "export", str(runs / "hand" / "best.pt"), "--out", str(out))
+    proc = cli("training", "export", str(runs / "hand" / "best.pt"), "--out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
-    print(proc.stdout)
-    diff = float(proc.stdout.split("max abs difference ")[1].split()[0])
-    assert diff < 1e-4
-    assert "backend: card accepted" in proc.stdout
+    report = json.loads(proc.stdout)  # stdout is the report alone
+    print(f"export parity: max abs difference {report['max_abs_diff']:.3g}")
+    assert report["max_abs_diff"] < 1e-4
+    assert report["backend_predict"]["event"] == "result"
+    proc = cli("training", "export", str(runs / "hand" / "best.pt"), "--out", str(out))
+    assert proc.returncode == 1 and "exists; pass --overwrite" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no .data file
 
     card = json.loads(cli("backend", "card", str(out), "--json").stdout)

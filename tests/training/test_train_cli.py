@@ -28,8 +28,9 @@ def cli(*args, **kw):
                           capture_output=True, text=True, timeout=300, env=ENV, **kw)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data(tmp_path_factory):
+    """A small synthetic dataset (8 hand-labelled, 4 weak, 4 external chips)."""
     root = tmp_path_factory.mktemp("synth")
     proc = cli("synth", "--out", root / "d", "--chips", 8, "--weak-chips", 4,
                "--external-chips", 4, "--seed", 3)

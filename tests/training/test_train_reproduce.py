@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .test_train_cli import data  # noqa: F401 - the shared synthetic dataset fixture
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--set", "steps=2", "--set", "eval_every=2", "--set", "crop=32", "--set", "batch_size=2",
@@ -17,28 +19,26 @@ def cli(*args):
                           capture_output=True, text=True, timeout=600, env=ENV)
 
 
-def test_reproduce_writes_the_table_from_real_runs(tmp_path):
-    data = tmp_path / "d"
-    assert cli("synth", "--out", data, "--chips", 8, "--weak-chips", 2,
-               "--external-chips", 2, "--seed", 5).returncode == 0
+def test_reproduce_writes_the_table_from_real_runs(data, tmp_path):  # noqa: F811
     results = tmp_path / "results"
     proc = cli("reproduce", "--data", data, "--seeds", 1, "--out", tmp_path / "runs",
-               "--results", results, "--methods", "otsu,hand,student,student_compact",
+               "--results", results, "--methods", "otsu,student,student_compact",
                "--bench-size", 256, *TINY)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((results / "table1.json").read_text())
+    # the teacher is added for its students, and trained first
     assert [r["method"] for r in doc["rows"]] == \
-        ["otsu", "hand", "student", "student_compact", "teacher"]
+        ["otsu", "student", "student_compact", "teacher"]
     assert doc["data"].startswith("SYNTHETIC")
     for row in doc["rows"]:
         assert row["test"]["n"] == 1 and 0 <= row["test"]["mean"] <= 100
-    hand = next(r for r in doc["rows"] if r["method"] == "hand")
-    assert hand["paper"] == {"mean": 67.63, "std": 0.45, "split": "test"}
+    student = next(r for r in doc["rows"] if r["method"] == "student")
+    assert student["paper"] == {"mean": 71.91, "std": 0.41, "split": "test"}
     # each trained row was scored from its own best checkpoint
-    run = hand["runs"][0]
-    metrics = json.loads((tmp_path / "runs" / "hand" / "seed0_lr0.05_wd0.0001" /
-                          "metrics.json").read_text())
-    assert metrics["iou_test"] == run["iou_test"]
+    teacher_dir = tmp_path / "runs" / "teacher" / "seed0_lr0.05_wd0.0001"
+    metrics = json.loads((teacher_dir / "metrics.json").read_text())
+    teacher = next(r for r in doc["rows"] if r["method"] == "teacher")
+    assert metrics["iou_test"] == teacher["runs"][0]["iou_test"]
     assert set(doc["speed"]) == {"student", "student_compact"}
     assert (tmp_path / "runs" / "export" / "student_compact.onnx").is_file()
     md = (results / "table1.md").read_text()
@@ -46,10 +46,9 @@ def test_reproduce_writes_the_table_from_real_runs(tmp_path):
 
     # a second call resumes finished runs instead of training them again
     again = cli("reproduce", "--data", data, "--seeds", 1, "--out", tmp_path / "runs",
-                "--results", tmp_path / "results2", "--methods", "hand", *TINY)
+                "--results", tmp_path / "results2", "--methods", "teacher", *TINY)
     assert again.returncode == 0, again.stderr[-2000:]
-    log = (tmp_path / "runs" / "hand" / "seed0_lr0.05_wd0.0001" / "train.log").read_text()
-    assert log.count("start hand") == 1
+    assert (teacher_dir / "train.log").read_text().count("start teacher") == 1
 
     est = cli("reproduce", "--data", data, "--seeds", 2, "--estimate", "--methods", "hand",
               *TINY)
