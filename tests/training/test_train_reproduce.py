@@ -50,6 +50,16 @@ def test_reproduce_writes_the_table_from_real_runs(data, tmp_path):  # noqa: F81
     assert again.returncode == 0, again.stderr[-2000:]
     assert (teacher_dir / "train.log").read_text().count("start teacher") == 1
 
+    # with a grid, seed 0 is trained at every point and the best on validation is kept
+    grid = cli("reproduce", "--data", data, "--seeds", 1, "--out", tmp_path / "runs",
+               "--results", tmp_path / "results3", "--methods", "hand",
+               "--set", "lr_grid=0.01,0.05", *TINY)
+    assert grid.returncode == 0, grid.stderr[-2000:]
+    ious = [json.loads((tmp_path / "runs" / "hand" / f"seed0_lr{lr}_wd0.0001" /
+                        "summary.json").read_text())["iou_valid"] for lr in (0.01, 0.05)]
+    row = json.loads((tmp_path / "results3" / "table1.json").read_text())["rows"][0]
+    assert row["lr"] == (0.01, 0.05)[ious.index(max(ious))]  # first best on a tie
+
     est = cli("reproduce", "--data", data, "--seeds", 2, "--estimate", "--methods", "hand",
               *TINY)
     assert est.returncode == 0, est.stderr
