@@ -16,9 +16,11 @@ Each effect, with its source or reasoning:
   strongest in NIR and total in SWIR (absorption coefficients after Pope and
   Fry 1997, Applied Optics 36(33), and Kou et al. 1993, Applied Optics 32(19)).
   So shallow floods keep MNDWI high but can fail NDWI.
-- Atmosphere: TOA = path reflectance + two-way transmittance x surface, path
-  largest in the blue (Rayleigh scattering ~ lambda^-4) and scaled per chip for
-  haze; B9 and B10 lie in water-vapour bands and see little of the surface.
+- Atmosphere: TOA = path reflectance + two-way transmittance x surface. The
+  path reflectance is the Rayleigh part (optical depth about 0.24 at 443 nm,
+  0.15 at 490 nm, 0.09 at 560 nm, falling as lambda^-4; Bodhaine et al. 1999,
+  J. Atmos. Oceanic Technol. 16) plus a typical aerosol part, scaled per chip
+  for haze; B9 and B10 lie in water-vapour bands and see little of the surface.
 - Terrain illumination: direct sunlight scales with the cosine of the local
   solar incidence (Lambertian), diffuse skylight does not.
 - Clouds: smooth opacity fields with soft, thin edges, blended over the scene;
@@ -48,7 +50,7 @@ SOIL = (0.090, 0.100, 0.140, 0.180, 0.200, 0.220, 0.240, 0.260, 0.270, 0.270, 0.
 FOREST_SR = (0.020, 0.025, 0.045, 0.025, 0.070, 0.220, 0.270, 0.290, 0.300, 0.300, 0.000, 0.140, 0.060)
 BUILT = (0.100, 0.110, 0.120, 0.130, 0.140, 0.160, 0.170, 0.180, 0.190, 0.190, 0.000, 0.200, 0.180)
 CLOUD_TOA = (0.420, 0.420, 0.420, 0.420, 0.430, 0.440, 0.450, 0.450, 0.450, 0.300, 0.080, 0.320, 0.220)
-PATH = (0.120, 0.090, 0.055, 0.035, 0.030, 0.025, 0.020, 0.016, 0.015, 0.010, 0.0008, 0.004, 0.002)
+PATH = (0.100, 0.075, 0.050, 0.030, 0.025, 0.020, 0.017, 0.014, 0.013, 0.010, 0.0008, 0.004, 0.002)
 TRANSMIT = (0.70, 0.75, 0.82, 0.87, 0.88, 0.90, 0.90, 0.91, 0.91, 0.15, 0.01, 0.92, 0.90)
 DIFFUSE = (0.35, 0.30, 0.22, 0.17, 0.15, 0.13, 0.12, 0.11, 0.11, 0.10, 0.10, 0.07, 0.06)
 # pure-water absorption, 1/m, at the band centres (approximate; see module notes)
