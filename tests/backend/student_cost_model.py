@@ -18,8 +18,10 @@ import torch
 
 from backend.card import CARD_KEY, BandSpec, ModelCard
 from training.data.conventions import S1_BANDS, S1_WINDOWS
-from training.export import INPUT, MARGIN, OUTPUT, TILE_SIZE, _Probability
+from training.export import INPUT, OUTPUT, _Probability
 from training.models import build_model
+
+TILE_SIZE, MARGIN = 512, 64   # the export's default card tiling
 
 
 def write(path: str, width: float = 1.0) -> None:
