@@ -21,6 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .models.compact import COMPACT_RATES
+from .models.deeplab import ASPP_RATES
+
 
 class ConfigError(ValueError):
     """A preset, key or value that does not exist or does not fit."""
@@ -32,11 +35,11 @@ class TrainConfig:
     # model: the big network (teacher, baselines, big student)
     arch: str = "deeplabv3plus_xception65"
     width: float = 1.0
-    rates: tuple[int, ...] = (6, 12, 18)          # ASPP rates (DeepLabv3+ at output stride 16)
+    rates: tuple[int, ...] = ASPP_RATES           # DeepLabv3+'s at output stride 16
     # the compact student of the ``student_compact`` row
     compact_arch: str = "compact"
     compact_width: float = 1.0
-    compact_rates: tuple[int, ...] = (2, 4, 8)
+    compact_rates: tuple[int, ...] = COMPACT_RATES
     # the grid the model works on; chips are resampled to it (the paper: 16 m)
     pixel_size_m: float = 10.0
     # tiles the backend feeds the exported model (card tiling), at pixel_size_m;
