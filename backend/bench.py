@@ -2,7 +2,9 @@
 
 For each N, one run measures:
 - raw model throughput: the ONNX session alone, on one in-memory batch of the
-  engine's tiles (its tile size, batch size and device), called repeatedly.
+  engine's tiles (its tile size, batch size and device), called repeatedly, half
+  of the time just before the end-to-end run and half just after it, so that a
+  change in the machine's load during the run weighs on both figures alike.
   Reported in tile pixels per second, and in raster pixels per second: how fast
   the session alone would get through the raster given the tiles the engine
   runs on it (overlap and edge tiles included), so that it compares with the
@@ -28,11 +30,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from .engine import GridJob, tile_batches, default_model_path
+from .engine import GridJob, PredictOptions, default_model_path, tile_batches
 from .model import OnnxModel, default_threads
 from .raster_io import WindowReader, open_inputs
 from .scene import write_scene
@@ -56,9 +59,14 @@ def machine() -> dict:
             "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
-def raw_throughput(model_path: str, device: str, scene: str, n: int, batch: int = 4,
-                   seconds: float = RAW_SECONDS) -> dict:
-    """The session alone on one in-memory batch of the engine's tiles."""
+def raw_throughput(model_path: str, device: str, scene: str, n: int,
+                   batch: int = PredictOptions.batch_size, seconds: float = RAW_SECONDS,
+                   between: Callable[[], Any] | None = None) -> tuple[dict, Any]:
+    """The session alone on one in-memory batch of the engine's tiles.
+
+    Timed for ``seconds`` in two halves; ``between()`` (the end-to-end run) is called
+    between them, and its result is returned with the figures.
+    """
     model = OnnxModel(model_path, device)
     card = model.card
     plan = plan_tiles(n, n, card.margin, None, None, card.tile_size, card.size_multiple,
@@ -77,19 +85,25 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int, batch: int 
     if len(x) < batch:  # a raster narrower than a batch: repeat its tiles
         x = np.concatenate([x] * -(-batch // len(x)))[:batch]
     model.infer(x)  # warm-up: first call allocates
-    calls, start, cpu0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds or calls < 3:
-        model.infer(x)
-        calls += 1
-    tiles_per_s = calls * len(x) / (time.perf_counter() - start)
-    cpu_per_tile = (time.process_time() - cpu0) / (calls * len(x))
+    calls, wall, cpu, middle = 0, 0.0, 0.0, None
+    for half in range(2):
+        k, start, cpu0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds / 2 or k < 2:
+            model.infer(x)
+            k += 1
+        calls += k
+        wall += time.perf_counter() - start
+        cpu += time.process_time() - cpu0
+        if half == 0 and between is not None:
+            middle = between()
+    tiles_per_s = calls * len(x) / wall
     return {"device": model.device_name, "provider": model.provider,
             "tile": plan.tile, "stride": plan.stride, "overlap": plan.overlap, "batch": len(x),
             "tiles": plan.tiles, "tiling_overhead": round(plan.tiles * plan.tile ** 2 / n ** 2, 4),
             "tile_mpx_s": round(tiles_per_s * plan.tile ** 2 / 1e6, 2),
             "raster_mpx_s": round(tiles_per_s * n * n / plan.tiles / 1e6, 2),
-            "cpu_s_for_raster": round(cpu_per_tile * plan.tiles, 3),
-            "model": f"{card.name} {card.version}"}
+            "cpu_s_for_raster": round(cpu / (calls * len(x)) * plan.tiles, 3),
+            "model": f"{card.name} {card.version}"}, middle
 
 
 def run_child(args: list[str]) -> dict:
@@ -113,7 +127,6 @@ def run_child(args: list[str]) -> dict:
     return {"result": last, "peak_rss_mb": last["peak_rss_mb"], "process_seconds": round(wall, 3)}
 
 
-
 def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
               probability: bool = False, workdir: str | None = None,
               raw_seconds: float = RAW_SECONDS, log: Callable[[str], None] = print) -> dict:
@@ -125,15 +138,15 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
             scene = os.path.join(d, "scene.tif")
             t = time.perf_counter()
             write_scene(scene, n, seed=0)
-            log(f"N={n}: scene written in {time.perf_counter() - t:.1f} s; raw model ...")
-            raw = raw_throughput(model_path, device, scene, n, seconds=raw_seconds)
-            log(f"N={n}: raw {raw['raster_mpx_s']} Mpx/s (raster); predict ...")
+            log(f"N={n}: scene written in {time.perf_counter() - t:.1f} s; raw model and predict ...")
             args = ["predict", scene, "--mask", os.path.join(d, "mask.tif"),
                     "--model", model_path, "--device", device]
             if probability:
                 args += ["--probability", os.path.join(d, "probability.tif")]
-            pred = run_child(args)
-            log(f"N={n}: predict {pred['result']['seconds']} s; otsu ...")
+            raw, pred = raw_throughput(model_path, device, scene, n, seconds=raw_seconds,
+                                       between=lambda: run_child(args))
+            log(f"N={n}: raw {raw['raster_mpx_s']} Mpx/s (raster), predict "
+                f"{pred['result']['seconds']} s; otsu ...")
             otsu = run_child(["otsu", scene, "--mask", os.path.join(d, "otsu.tif")])
         e2e = n * n / pred["result"]["seconds"] / 1e6
         report["runs"].append({
