@@ -179,7 +179,7 @@ def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
         out = model.infer(x)[:n, None]
     job.stats["model_s"] += time.perf_counter() - t0
     if not valid.all():
-        out[np.broadcast_to(~valid[:, None], out.shape)] = np.nan
+        np.copyto(out, np.nan, where=~valid[:, None])
     return out
 
 
