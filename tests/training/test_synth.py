@@ -87,6 +87,16 @@ def test_same_chip_for_same_seed_and_different_for_another():
     assert not np.array_equal(a.s1, c.s1)
 
 
+def test_zstd_writes_the_same_pixels(tmp_path):
+    writer.generate(tmp_path / "deflate", chips=4, weak=0, external=0, seed=2)
+    writer.generate(tmp_path / "zstd", chips=4, weak=0, external=0, seed=2, compress="zstd")
+    assert bench.same_rasters(tmp_path / "deflate", tmp_path / "zstd")
+    with rasterio.open(next((tmp_path / "zstd").rglob("*_S2Hand.tif"))) as ds:
+        assert ds.profile["compress"] == "zstd"
+    with pytest.raises(ValueError, match="unknown compression"):
+        writer.generate(tmp_path / "lzw", chips=4, compress="lzw")
+
+
 def test_refuses_to_overwrite_and_never_clears_real_data(tmp_path, dataset):
     root, _ = dataset
     with pytest.raises(DatasetError, match="pass --overwrite"):

@@ -148,15 +148,16 @@ def speckle(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     g = rng.standard_exponential(size=shape, dtype=np.float32)
     for axis in (-2, -1):
         out = g * b
+        side = g * a
         lo = [slice(None)] * g.ndim
         hi = [slice(None)] * g.ndim
         lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        out[tuple(hi)] += a * g[tuple(lo)]      # neighbour before
-        out[tuple(lo)] += a * g[tuple(hi)]      # neighbour after
+        out[tuple(hi)] += side[tuple(lo)]      # neighbour before
+        out[tuple(lo)] += side[tuple(hi)]      # neighbour after
         first, last = [slice(None)] * g.ndim, [slice(None)] * g.ndim
         first[axis], last[axis] = slice(0, 1), slice(-1, None)
-        out[tuple(first)] += a * g[tuple(first)]  # edges: the missing neighbour repeats the edge
-        out[tuple(last)] += a * g[tuple(last)]
+        out[tuple(first)] += side[tuple(first)]  # edges: the missing neighbour repeats the edge
+        out[tuple(last)] += side[tuple(last)]
         g = out
     return g
 
@@ -208,11 +209,13 @@ def simulate(p: ChipParams, t: Terrain, lc: LandCover, tex: np.ndarray, rng: np.
     sigma[0][water] = _lin(WATER_CALM_DB[0]) + wind
     sigma[1][water] = _lin(WATER_CALM_DB[1]) + wind * _lin(-WIND_VH_BELOW_VV_DB)
 
-    sigma[:, shadow] = 0.0
-    sigma[:, layover] *= LAYOVER_GAIN
+    if shadow.any():
+        sigma[:, shadow] = 0.0
+    if layover.any():
+        sigma[:, layover] *= LAYOVER_GAIN
     sigma *= _lin(rng.normal(0.0, 0.3))
     sigma += np.array([_lin(NOISE_FLOOR_DB[0]), _lin(NOISE_FLOOR_DB[1])], np.float32)[:, None, None]
     sigma *= speckle(rng, sigma.shape)
     stats = {"shadow_frac": float(shadow.mean()), "layover_frac": float(layover.mean()),
              "wind_ms": p.wind_ms}
-    return _db(sigma).astype(np.float32), stats
+    return _db(sigma), stats
