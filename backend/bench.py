@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .engine import GridJob, PredictOptions, default_model_path, tile_batches
+from .engine import GridJob, batch_size_for, default_model_path, tile_batches
 from .model import OnnxModel, default_threads
 from .raster_io import WindowReader, open_inputs
 from .scene import write_scene
@@ -60,7 +60,7 @@ def machine() -> dict:
 
 
 def raw_throughput(model_path: str, device: str, scene: str, n: int,
-                   batch: int = PredictOptions.batch_size, seconds: float = RAW_SECONDS,
+                   batch: int | None = None, seconds: float = RAW_SECONDS,
                    between: Callable[[], Any] | None = None) -> tuple[dict, Any]:
     """The session alone on one in-memory batch of the engine's tiles.
 
@@ -71,7 +71,7 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int,
     card = model.card
     plan = plan_tiles(n, n, card.margin, None, None, card.tile_size, card.size_multiple,
                       model.fixed_tile)
-    batch = model.fixed_batch or batch
+    batch = batch_size_for(model, batch)  # the engine's
     inputs = open_inputs([scene], card.band_names)
     try:
         srcs = [(inputs.datasets[inputs.bands[b].path], inputs.bands[b].index,

@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile stride and output block (default: the card's tile_size)")
     p.add_argument("--overlap", type=int, metavar="N",
                    help="tile overlap (default: 2 x margin + a blend zone)")
-    p.add_argument("--batch-size", type=int, default=4, metavar="N")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="tiles per model call (default: 1 on CPU, 4 on CUDA)")
     p.add_argument("--probability-dtype", choices=("float32", "uint8"), default="float32")
     _add_progress(p)
     p.set_defaults(func=_predict)
