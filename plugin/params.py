@@ -55,7 +55,7 @@ class PredictParams:
     units: str | None = None          # None: detected by the backend
     tile_size: int | None = None
     overlap: int | None = None
-    batch_size: int = 4
+    batch_size: int | None = None   # None: the backend's (1 tile on CPU, 4 on CUDA)
     tta: bool = False
     extent: Extent | None = None
     extent_crs: str | None = None
@@ -66,11 +66,11 @@ class PredictParams:
             raise ValueError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)}")
         if self.units is not None and self.units not in UNITS:
             raise ValueError(f"unknown units {self.units!r}; expected one of {', '.join(UNITS)}")
-        args = ["predict", *self.scene.args(), "--mask", self.mask, "--device", self.device,
-                "--batch-size", str(self.batch_size)]
+        args = ["predict", *self.scene.args(), "--mask", self.mask, "--device", self.device]
         optional = {"--probability": self.probability, "--uncertainty": self.uncertainty,
                     "--model": self.model, "--threshold": self.threshold, "--units": self.units,
-                    "--tile-size": self.tile_size, "--overlap": self.overlap}
+                    "--tile-size": self.tile_size, "--overlap": self.overlap,
+                    "--batch-size": self.batch_size}
         for flag, value in optional.items():
             if value is not None:
                 args += [flag, str(value)]

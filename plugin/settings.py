@@ -18,7 +18,7 @@ class RunSettings:
     units: str = ""                 # empty: detected by the backend
     tile_size: int = 0              # 0: the model card's
     overlap: int = -1               # -1: from the model card's margin
-    batch_size: int = 4
+    batch_size: int = 0             # 0: the backend's choice for the device
     tta: bool = False
     temporary: bool = True
     output_dir: str = ""

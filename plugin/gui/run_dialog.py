@@ -222,7 +222,8 @@ class RunDialog(QDialog):
         self.overlap.setRange(-1, 4096)
         self.overlap.setSpecialValueText("from the model's margin")
         self.batch_size = QSpinBox()
-        self.batch_size.setRange(1, 256)
+        self.batch_size.setRange(0, 256)
+        self.batch_size.setSpecialValueText("the backend's (1 on CPU, 4 on CUDA)")
         self.tta = QCheckBox("Test-time augmentation (slower; adds an uncertainty layer)")
         self.python = QgsFileWidget()
         self.python.lineEdit().setPlaceholderText("found automatically: the plugin's .venv, then QGIS's Python")
@@ -486,7 +487,7 @@ class RunDialog(QDialog):
             uncertainty=paths.get("uncertainty"), model=str(model), device=s.device,
             threshold=None if s.use_model_threshold else s.threshold, units=s.units or None,
             tile_size=s.tile_size or None, overlap=None if s.overlap < 0 else s.overlap,
-            batch_size=s.batch_size, tta=s.tta, extent=extent, extent_crs=extent_crs)
+            batch_size=s.batch_size or None, tta=s.tta, extent=extent, extent_crs=extent_crs)
         return RunRequest(params, f"Flood map: {scene_layer.name()}", scene_layer.id())
 
     def start(self) -> None:

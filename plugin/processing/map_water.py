@@ -44,8 +44,8 @@ class MapWaterAlgorithm(SceneAlgorithm):
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
             QgsProcessingParameterNumber("OVERLAP", "Tile overlap in pixels (-1: from the model's margin)",
                                          QgsProcessingParameterNumber.Integer, -1, minValue=-1),
-            QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch",
-                                         QgsProcessingParameterNumber.Integer, 4, minValue=1),
+            QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch (0: 1 on CPU, 4 on CUDA)",
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
             QgsProcessingParameterBoolean("TTA", "Test-time augmentation (flips; slower, gives uncertainty)",
                                           False),
         ]
@@ -88,7 +88,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
             threshold=threshold, units=None if units == UNIT_CHOICES[0] else units,
             tile_size=tile or None, overlap=None if overlap < 0 else overlap,
-            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context), tta=tta,
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context) or None, tta=tta,
             extent=extent, extent_crs=extent_crs,
             overwrite=any(Path(p).exists() for p in outputs))
         result = self.run_backend(params.argv(), feedback)
