@@ -10,7 +10,6 @@ save leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .models import ModelSpecError, build_model, display_name
 
 FORMAT = "sarflood-training-checkpoint/1"
@@ -29,10 +29,8 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (with the format tag) atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(Path(path)) as tmp:
+        torch.save({"format": FORMAT, **payload}, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from .atomic import write_text_atomic
 from .data import s2index
 from .data.io import read_label, read_mask, read_s1, read_s2
 from .data.layout import HAND_SPLITS, ChipFiles, DatasetError, problems_message
@@ -183,9 +183,7 @@ def format_table(rows: list[dict]) -> str:
 def write_json(path: Path, doc: dict, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise DatasetError(f"{path}: exists; pass --overwrite to replace it")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(doc, indent=1))
 
 
 # --- command line ------------------------------------------------------------

@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 from backend.card import CARD_KEY, BandSpec, ModelCard
 from backend.model import OnnxModel
 
+from .atomic import atomic_path
 from .checkpoint import CheckpointError, load_model
 from .data.conventions import S1_BANDS, S1_WINDOWS
 from .methods import get_method
@@ -182,8 +182,7 @@ def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any
     if not out.parent.is_dir():
         raise ExportError(f"{out.parent}: output folder does not exist")
     card = build_card(doc, run_metrics(checkpoint, doc), version, model.size_multiple)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.onnx")
-    try:
+    with atomic_path(out) as tmp:
         _onnx_export(model, tmp)
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, {CARD_KEY: card.to_json()})
@@ -193,8 +192,5 @@ def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any
         if diff > PARITY_TOL:
             raise ExportError(f"ONNX and torch differ by {diff:.2e} (> {PARITY_TOL:g})")
         result = backend_accepts(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"out": str(out), "max_abs_diff": diff, "card": json.loads(card.to_json()),
             "backend_predict": result, "bytes": out.stat().st_size}

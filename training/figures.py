@@ -16,13 +16,13 @@ python3-matplotlib), which the venv sees through its system site packages.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import evaluate
+from .atomic import atomic_path
 from .data import s2index
 from .data.io import read_label, read_s1, read_s2
 from .data.layout import ChipFiles, DatasetError
@@ -93,14 +93,11 @@ def draw(rows: list[tuple[ChipFiles, str]], method: evaluate.Method, out: Path) 
               Patch(color=NO_DATA, label="no data")]
     fig.legend(handles=legend, loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=80)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
 
 
 def pick(chips: list[ChipFiles], ids: list[str], n: int) -> list[ChipFiles]:

@@ -23,7 +23,6 @@ so a dataset is identical for a seed whatever the number of workers.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +34,7 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
+from ..atomic import atomic_path, write_text_atomic
 from ..data.conventions import S1_BANDS, S2_BANDS
 from ..data.layout import HAND_SPLITS, TRUTH_KIND, DatasetError, Layout, chip_file
 from . import events, scene
@@ -85,17 +85,12 @@ def write_tif(path: Path, data: np.ndarray, transform, *, nodata: float | None =
               descriptions: tuple[str, ...] = (), compress: str = "deflate") -> None:
     """Write a GeoTIFF atomically (temporary file in the same folder, then rename)."""
     data = data if data.ndim == 3 else data[None]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **_GTIFF, **COMPRESSION[compress], count=data.shape[0], dtype=data.dtype,
                            transform=transform, nodata=nodata) as ds:
             ds.write(data)
             for i, d in enumerate(descriptions, start=1):
                 ds.set_band_description(i, d)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _transform(event: events.EventSpec, task: Task):
@@ -172,12 +167,6 @@ def prepare(root: Path, overwrite: bool) -> Layout:
     return layout
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _run(tasks: list[Task], seed: int, root: Path, workers: int, compress: str) -> Iterator[dict]:
     if workers <= 1:
         for t in tasks:
@@ -215,13 +204,13 @@ def generate(root: str | Path, chips: int = 446, weak: int | None = None,
 
     for split in HAND_SPLITS:
         ids = [r["chip_id"] for r in records if r["set"] == "hand" and r["split"] == split]
-        _write_text(layout.hand_split_file(split),
+        write_text_atomic(layout.hand_split_file(split),
                     "".join(f"{c}_S1Hand.tif,{c}_LabelHand.tif\n" for c in ids))
     ids = [r["chip_id"] for r in records if r["set"] == "external"]
-    _write_text(layout.external_split_file("train"), "".join(f"{c}_S1.tif,{c}_LabelWeak.tif\n" for c in ids))
+    write_text_atomic(layout.external_split_file("train"), "".join(f"{c}_S1.tif,{c}_LabelWeak.tif\n" for c in ids))
     manifest = {"generator_version": GENERATOR_VERSION, "seed": seed,
                 "counts": {"hand": chips, "weak": weak, "external": external},
                 "hand_splits": hand_split_sizes(chips), "workers": workers, "compress": compress,
                 "seconds": round(seconds, 2), "chips": records}
-    _write_text(root / MANIFEST, json.dumps(manifest, indent=1))
+    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
