@@ -38,6 +38,7 @@ from .losses import distillation_loss, edge_weighted_ce
 from .methods import Method, get_method
 from .metrics import Scoreboard
 from .models import build_model, display_name
+from .precise_bn import calibration_batches, recalibrate
 from .transforms import resize
 
 
@@ -256,6 +257,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                         num_workers=cfg.workers, generator=torch.Generator(),
                         persistent_workers=False)
     t0 = time.perf_counter()
+    calib: list[Tensor] = []  # whole training chips for precise batch norm, made once
     with stop_requests() as stop:
         net.train()
         for step, batch in zip(range(start, cfg.steps), loader):
@@ -274,6 +276,11 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                 log(f"step {done} loss {loss.item():.6f} lr {lr:.6g}")
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 if d.is_main:
+                    if cfg.precise_bn_chips:
+                        calib = calib or calibration_batches(
+                            data.pools, method.inputs, cfg.precise_bn_chips, cfg.eval_batch,
+                            run.seed, d.device, scale)
+                        recalibrate(model, calib)
                     iou = score(model, data.valid, method.inputs, cfg.eval_batch,
                                 d.device, scale).summary()["iou"]
                     log(f"valid step {done} iou {iou}", show=True)

@@ -1,0 +1,82 @@
+"""Precise batch-norm statistics: recompute them on whole chips before scoring.
+
+Batch norm's running averages are gathered during training, over small batches
+of augmented crops, while the weights move. With the ``cpu`` preset's batch of
+8 x 128 px crops they end up far from the statistics the same weights produce on
+whole 512 px chips, and the network scores much worse in eval mode than it
+really is (measured on the synthetic valid split, hand-labelled DeepLab row:
+IoU 0.47 with the running averages, 0.65 after recomputing them on 64 training
+chips). Recomputing the averages for the final weights, as an equal-weight mean
+over a fixed set of training chips, is the "precise BN" of Wu & Johnson,
+*Rethinking "Batch" in BatchNorm* (2021), Section 3.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .batches import derive_seed
+from .transforms import resize
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """Replace every batch-norm layer's running mean and variance by their average
+    over ``batches`` (each batch weighs the same); returns the number of batches.
+
+    Only the batch-norm layers run in training mode, so dropout is off as it is
+    when the network is scored; the model's own mode is restored afterwards.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in layers]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+        m.train()
+    n = 0
+    for x in batches:
+        model(x)
+        n += 1
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return n
+
+
+def calibration_batches(pools: Sequence[Dataset], inputs: Sequence[str], chips: int,
+                        batch: int, seed: int, device: torch.device,
+                        scale: float = 1.0) -> list[Tensor]:
+    """``chips`` whole training chips, unaugmented, drawn equally from every pool
+    in a fixed seeded order, stacked as the model's ``inputs`` and resampled to
+    the model's grid (``scale``: model pixels per chip pixel)."""
+    picks: list[tuple[int, int]] = []
+    orders = [torch.randperm(len(p), generator=torch.Generator().manual_seed(
+        derive_seed(seed, "precise_bn", i))).tolist() for i, p in enumerate(pools)]
+    for k in range(min(chips, sum(len(p) for p in pools))):
+        i = k % len(pools)
+        j = k // len(pools)
+        if j < len(orders[i]):
+            picks.append((i, orders[i][j]))
+    out = []
+    for start in range(0, len(picks), batch):
+        xs = []
+        for i, j in picks[start:start + batch]:
+            sample = pools[i][j]
+            xs.append(torch.cat([sample[b] for b in inputs], dim=0))
+        x = torch.stack(xs).to(device)
+        if scale != 1.0:
+            h, w = x.shape[-2:]
+            x = resize(x, (max(16, round(h * scale)), max(16, round(w * scale))))
+        out.append(x)
+    return out
