@@ -52,6 +52,9 @@ BENCH_SIZE = 2048
 ORDER = [("otsu", "hand"), ("otsu", "weak"), ("weak", "weak_ed"), ("hand", "weak_ed"),
          ("weak_ed", "student"), ("student", "teacher")]
 COMPACT_MAX_GAP = 2.0   # IoU points below the big student
+# "hand-labelled ~ weak" (the paper: 67.63 +/- 0.45 against 67.76 +/- 2.41): our reading
+# is that the two are not told apart, within 2 IoU points or twice the larger seed std
+NEAR_GAP = 2.0
 COMPACT_MIN_SPEEDUP = 5.0
 
 
@@ -119,8 +122,11 @@ def checks(rows: dict[str, dict], speed: dict[str, dict]) -> list[dict[str, Any]
                     "holds": gap > noise, "seeds": min(a["n"], b["n"])})
     hand, weak = rows.get("hand", {}).get("test"), rows.get("weak", {}).get("test")
     if hand and weak and hand["mean"] is not None and weak["mean"] is not None:
-        out.append({"check": "hand ~ weak", "gap": round(weak["mean"] - hand["mean"], 2),
-                    "holds": None, "seeds": min(hand["n"], weak["n"])})
+        gap = weak["mean"] - hand["mean"]
+        noise = max(hand["std"] or 0.0, weak["std"] or 0.0)
+        out.append({"check": "hand ~ weak", "gap": round(gap, 2), "max_std": noise,
+                    "holds": abs(gap) <= max(NEAR_GAP, 2 * noise),
+                    "seeds": min(hand["n"], weak["n"])})
     big, small = rows.get("student", {}).get("test"), rows.get("student_compact", {}).get("test")
     if big and small and big["mean"] is not None and small["mean"] is not None:
         gap = big["mean"] - small["mean"]
@@ -174,8 +180,10 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
         value = (f"ratio {c['ratio']}" if "ratio" in c
                  else f"gap {c['gap']}" + (f", max seed std {c['max_std']}" if "max_std" in c
                                            else ""))
-        holds = {True: "yes", False: "**no**", None: "(no target)"}[c["holds"]]
-        lines.append(f"| {c['check']} | {value} | {holds} |")
+        lines.append(f"| {c['check']} | {value} | {'yes' if c['holds'] else '**no**'} |")
+    lines += ["", "`a < b` holds when b's mean is above a's by more than the larger of their "
+              "seed stds; `hand ~ weak` holds when the two means are within "
+              f"{NEAR_GAP:g} IoU points or twice the larger seed std."]
     if doc["speed"]:
         size = next(iter(doc["speed"].values()))["size"]
         lines += ["", f"## Speed (`python -m backend bench --size {size} --device cpu`, "

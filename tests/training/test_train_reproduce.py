@@ -64,3 +64,22 @@ def test_reproduce_writes_the_table_from_real_runs(data, tmp_path):  # noqa: F81
               *TINY)
     assert est.returncode == 0, est.stderr
     assert "hand" in est.stdout and "projected:" in est.stdout
+
+
+def test_target_checks_compare_gaps_with_the_seed_spread():
+    from training.reproduce import checks
+
+    def row(mean, std):
+        return {"test": {"mean": mean, "std": std, "n": 3}}
+    rows = {"otsu": row(40.0, None), "hand": row(60.0, 1.0), "weak": row(62.5, 1.5),
+            "weak_ed": row(63.0, 0.2), "student": row(70.0, 0.5), "teacher": row(80.0, 0.5),
+            "student_compact": row(68.5, 0.4)}
+    got = {c["check"]: c["holds"] for c in checks(rows, {})}
+    assert got == {"otsu < hand": True, "otsu < weak": True,
+                   "weak < weak_ed": False,      # 0.5 points, below weak's std of 1.5
+                   "hand < weak_ed": True, "weak_ed < student": True,
+                   "student < teacher": True,
+                   "hand ~ weak": True,          # 2.5 points, within twice weak's std
+                   "compact within 2 IoU points of student": True}
+    rows["weak"] = row(62.5, 0.5)  # now 2.5 points is more than 2 and twice the std
+    assert next(c for c in checks(rows, {}) if c["check"] == "hand ~ weak")["holds"] is False
