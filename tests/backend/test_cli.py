@@ -70,9 +70,10 @@ def test_default_model_is_the_bundled_one(tmp_path, src):
     p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--progress", "json")
     assert p.returncode == 0, p.stdout
     result = events(p.stdout)[-1]
-    assert result["model"]["name"] == "sarflood-demo-threshold"
-    bundled = REPO / "resources" / "models" / "sarflood-demo-threshold.onnx"
+    models_dir = REPO / "resources" / "models"
+    bundled = models_dir / (models_dir / "DEFAULT").read_text().strip()
     assert result["model_path"] == str(bundled)
+    assert result["model"]["name"] == bundled.stem
 
 
 def test_card_command(models):

@@ -83,3 +83,11 @@ def test_target_checks_compare_gaps_with_the_seed_spread():
                    "compact within 2 IoU points of student": True}
     rows["weak"] = row(62.5, 0.5)  # now 2.5 points is more than 2 and twice the std
     assert next(c for c in checks(rows, {}) if c["check"] == "hand ~ weak")["holds"] is False
+
+
+def test_the_papers_own_numbers_go_through_the_same_checks():
+    from training.reproduce import paper_checks
+    got = {c["check"]: (c["gap"], c["holds"]) for c in paper_checks()}
+    # Garg et al., Table 1: weak 67.76 +/- 2.41, weak + ED 68.94 +/- 1.11
+    assert got["weak < weak_ed"] == (1.18, False)
+    assert got["student < teacher"] == (7.34, True) and got["hand ~ weak"] == (0.13, True)
