@@ -43,7 +43,10 @@ from .models import display_name
 
 INPUT, OUTPUT = "s1", "water_probability"
 OPSET = 18
-PARITY_TOL = 1e-4
+# float32 rounding differs between ONNX Runtime's fused kernels and torch; through the
+# ~70 layers of a trained DeepLab student it reached 1.8e-4 on P(water) (cpu preset,
+# synthetic data), so the bound is 1e-3: far below anything that moves a mask
+PARITY_TOL = 1e-3
 REPO = Path(__file__).resolve().parents[1]
 
 
