@@ -110,7 +110,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # forward) 0.59 s and compact student 0.16 s of 1-thread CPU; scoring a 512 px
         # chip 0.28 s with 2 threads (DeepLab), 0.02 s (compact). With the default
         # synthetic set (446 chips each) that projects to about 29 min a seed, 90 min
-        # for 3 seeds; `reproduce --estimate` measures it on the machine at hand.
+        # for 3 seeds; measured: 27 min of training a seed, about 100 min for the whole
+        # 3-seed table with scoring; `reproduce --estimate` measures the machine at hand.
         width=0.25, rates=(1, 2, 4), compact_width=1.0, compact_rates=(1, 2, 4),
         # batch norm's running averages over 8 x 128 px crops misjudge whole chips
         # (valid IoU 0.47 vs 0.65, see training.precise_bn), so they are recomputed
