@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .batches import derive_seed
-from .transforms import resize
+from .transforms import to_grid
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -60,23 +60,16 @@ def calibration_batches(pools: Sequence[Dataset], inputs: Sequence[str], chips: 
     """``chips`` whole training chips, unaugmented, drawn equally from every pool
     in a fixed seeded order, stacked as the model's ``inputs`` and resampled to
     the model's grid (``scale``: model pixels per chip pixel)."""
-    picks: list[tuple[int, int]] = []
     orders = [torch.randperm(len(p), generator=torch.Generator().manual_seed(
         derive_seed(seed, "precise_bn", i))).tolist() for i, p in enumerate(pools)]
-    for k in range(min(chips, sum(len(p) for p in pools))):
-        i = k % len(pools)
-        j = k // len(pools)
-        if j < len(orders[i]):
-            picks.append((i, orders[i][j]))
+    # round robin over the pools; a pool that runs out leaves its turns to the others
+    picks = [(i, order[j]) for j in range(max(len(o) for o in orders))
+             for i, order in enumerate(orders) if j < len(order)][:chips]
     out = []
     for start in range(0, len(picks), batch):
         xs = []
         for i, j in picks[start:start + batch]:
             sample = pools[i][j]
             xs.append(torch.cat([sample[b] for b in inputs], dim=0))
-        x = torch.stack(xs).to(device)
-        if scale != 1.0:
-            h, w = x.shape[-2:]
-            x = resize(x, (max(16, round(h * scale)), max(16, round(w * scale))))
-        out.append(x)
+        out.append(to_grid(torch.stack(xs).to(device), scale))
     return out

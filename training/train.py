@@ -39,7 +39,7 @@ from .methods import Method, get_method
 from .metrics import Scoreboard
 from .models import build_model, display_name
 from .precise_bn import calibration_batches, recalibrate
-from .transforms import resize
+from .transforms import resize, to_grid
 
 
 class RunError(ValueError):
@@ -113,10 +113,7 @@ def predict_probability(model: nn.Module, x: Tensor, scale: float = 1.0) -> Tens
     """P(water) ``(N, H, W)`` for chips ``x``; a model trained at another grid
     (``scale`` of its pixels per chip pixel) sees ``x`` resampled to its grid, and
     its output is resampled back, as the backend does for a card's pixel size."""
-    h, w = x.shape[-2:]
-    if scale != 1.0:
-        x = resize(x, (max(16, round(h * scale)), max(16, round(w * scale))))
-    return resize(model.water_probability(x), (h, w))[:, 0]
+    return resize(model.water_probability(to_grid(x, scale)), tuple(x.shape[-2:]))[:, 0]
 
 
 @torch.no_grad()

@@ -27,6 +27,15 @@ def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
+def to_grid(x: Tensor, scale: float) -> Tensor:
+    """Images ``(N, C, H, W)`` resampled by ``scale`` (model pixels per chip pixel),
+    at least 16 px a side: chips as a model trained at another pixel size sees them."""
+    if scale == 1.0:
+        return x
+    h, w = x.shape[-2:]
+    return resize(x, (max(16, round(h * scale)), max(16, round(w * scale))))
+
+
 def resize(t: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear (antialiased when shrinking) for float images ``(C, H, W)`` or
     ``(N, C, H, W)``; nearest for label-like maps ``(H, W)``."""

@@ -90,6 +90,8 @@ def models(tmp_path_factory) -> dict[str, str]:
         path = d / f"{name}.onnx"
         onnx.save(model, path)
         out[name] = str(path)
+    # the hand-set stand-in bundled before the trained student: an exact 5 x 5 mean
+    out["demo"] = str(REPO / "resources" / "models" / "sarflood-demo-threshold.onnx")
     return out
 
 

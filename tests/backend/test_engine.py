@@ -9,7 +9,6 @@ from backend.engine import PredictOptions, predict
 from backend.errors import Cancelled
 from backend.progress import Reporter
 from backend.raster_io import metres_per_degree
-from tests.conftest import REPO
 from tests.backend.conftest import (listing, random_db, reference_smoothed, sigmoid,
                                     write_raster)
 
@@ -53,8 +52,6 @@ def test_outputs_lie_on_the_input_grid_tiled_compressed_with_overviews(tmp_path,
         assert p.dtypes[0] == "float32" and np.isnan(p.nodata)
     assert listing(tmp_path) == ["in.tif", "m.tif", "p.tif"]  # no temporary file left
 
-DEMO_MODEL = REPO / "resources" / "models" / "sarflood-demo-threshold.onnx"
-
 
 @pytest.mark.parametrize("model, tilings", [
     ("smoothed", [("one", 1024, None, 4), ("many", 64, 20, 3), ("many_b1", 48, 4, 1)]),
@@ -66,12 +63,11 @@ def test_one_tile_or_many_give_identical_output(tmp_path, models, model, tilings
     bands = random_db((700, 650), seed=3)
     bands[:, 100:130, 200:260] = np.nan
     src = write_raster(tmp_path / "in.tif", bands)
-    path = str(DEMO_MODEL) if model == "demo" else models[model]
     runs = {}
     for name, tile, overlap, batch in tilings:
         r = predict(PredictOptions([src], mask=str(tmp_path / f"m_{name}.tif"),
                                    probability=str(tmp_path / f"p_{name}.tif"),
-                                   model=path, tile_size=tile, overlap=overlap,
+                                   model=models[model], tile_size=tile, overlap=overlap,
                                    batch_size=batch))
         runs[name] = (read(tmp_path / f"p_{name}.tif"), read(tmp_path / f"m_{name}.tif"),
                       r["tiles"]["count"])

@@ -53,6 +53,9 @@ def test_calibration_chips_come_equally_from_every_pool_and_are_seeded():
     # alternating pools while the small one lasts, then the large one alone
     assert [k in s1_second for k in keys] == [False, True, False, True, False]
     assert all(k in s1_first for k in keys[::2]) and len(set(keys)) == 5
+    # asking for every chip gets every chip, once
+    every = torch.cat(calibration_batches(pools, ("s1",), 8, 3, 3, torch.device("cpu")))
+    assert len({key(c) for c in every}) == 8 == every.shape[0]
     again = calibration_batches(pools, ("s1",), 5, 2, 3, torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(batches, again))
     other = calibration_batches(pools, ("s1",), 5, 2, 4, torch.device("cpu"))
