@@ -128,6 +128,8 @@ def test_config_presets_and_overrides():
     for bad, msg in [({"steps": "abc"}, "cannot read 'abc'"), ({"steps": "1.5"}, "cannot read"),
                      ({"preset": "paper"}, "unknown config key 'preset'"),
                      ({"tile_margin": "300"}, "tile_size must be a multiple of 16"),
-                     ({"rates": "1,x"}, "cannot read '1,x'")]:
+                     ({"rates": "1,x"}, "cannot read '1,x'"),
+                     ({"precise_bn_chips": "-1"}, "precise_bn_chips must not be negative"),
+                     ({"workers": "-2"}, "workers must not be negative")]:
         with pytest.raises(ConfigError, match=msg):
             make_config("cpu", bad)
