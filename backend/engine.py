@@ -156,11 +156,15 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
             win = job.reader.read(r * s - m, r * s - m + t, c0 * s - m, (c1 - 1) * s - m + t)
             for k, (src, dst) in enumerate(job.conversions):
                 convert(win[k], src, dst)
-            # normalise each tile straight into the contiguous batch ONNX Runtime wants
-            xs = np.empty((c1 - c0, win.shape[0], t, t), np.float32)
-            vs = np.empty((c1 - c0, t, t), bool)
-            for i in range(c1 - c0):
-                vs[i] = model.normalize(win[None, :, :, i * s:i * s + t], out=xs[i:i + 1])[1][0]
+            if c1 - c0 == 1:  # the window is the tile: normalise it in place
+                xs = win[None]
+                xs, vs = model.normalize(xs, out=xs)
+            else:  # normalise each tile straight into the contiguous batch ONNX Runtime wants
+                xs = np.empty((c1 - c0, win.shape[0], t, t), np.float32)
+                vs = np.empty((c1 - c0, t, t), bool)
+                for i in range(c1 - c0):
+                    vs[i] = model.normalize(win[None, :, :, i * s:i * s + t],
+                                            out=xs[i:i + 1])[1][0]
             del win  # not held while the generator waits
             yield r, c0, c1, xs, vs
 

@@ -4,7 +4,7 @@ The inputs are opened and checked exactly as ``predict`` opens them
 (:func:`~backend.raster_io.open_inputs`: same band naming, same ``--bands``, same
 errors), and the units are found by the same code on the same pixel sample
 (:func:`~backend.units.find_units` over :func:`~backend.units.sample_grid`: at most
-25 windows of 256 x 256 pixels), so the answer is what a run will say. No model is
+25 windows of 128 x 128 pixels), so the answer is what a run will say. No model is
 loaded and only the sample is read, so it is quick on a raster of any size. The
 plugin's run dialog shows it before a run, so the analyst can override the units.
 """

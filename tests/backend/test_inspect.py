@@ -117,5 +117,5 @@ def test_strip_files_give_the_same_sample_read_row_by_row(tmp_path, monkeypatch)
         by_rows = units.sample_grid(reader, 680, 630)
         monkeypatch.setattr(units, "STRIP_SAMPLE_BYTES", 0)   # window by window
         by_windows = units.sample_grid(reader, 680, 630)
-    assert by_rows.shape == (2, 25 * 256 * 256)
+    assert by_rows.shape == (2, 25 * 128 * 128)
     np.testing.assert_array_equal(by_rows, by_windows)
