@@ -13,8 +13,12 @@ export QT_QPA_PLATFORM ?= offscreen
 demo: $(STAMP)
 	$(PY) -m backend demo --out demo_output
 
+# QGIS, qgis_process and torch.distributed leave folders in TMPDIR at every run: give
+# the run its own, removed afterwards (pytest's tmp_path folders stay in the usual place)
 test: $(STAMP)
-	$(PY) -m pytest
+	@base=$${TMPDIR:-/tmp}; run_tmp=$$(mktemp -d "$$base/sarflood-tests.XXXXXX"); \
+	TMPDIR=$$run_tmp PYTEST_DEBUG_TEMPROOT=$$base $(PY) -m pytest; rc=$$?; \
+	rm -rf "$$run_tmp"; exit $$rc
 
 # make bench BENCH_ARGS="--size 4096 --size 16384" for the README's figures
 BENCH_ARGS ?= --size 4096
