@@ -14,6 +14,8 @@ For each N, one run measures:
   overviews): raster pixels / the run's own wall time (from its start to the
   renamed outputs; interpreter start-up excluded);
 - their ratio, and the predict child's peak RSS (its VmHWM);
+- where predict's CPU time goes outside the model: each stage's thread CPU time
+  (read, normalise, blend, ...), per raster pixel, beside the model's own;
 - the Otsu baseline end to end, the same way.
 Each child is a fresh process, so the peak RSS of one N is not mixed with another.
 """
@@ -155,7 +157,8 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
                         "model_seconds": pred["result"]["model_seconds"],
                         "peak_rss_mb": pred["peak_rss_mb"],
                         "process_seconds": pred["process_seconds"],
-                        "cpu_seconds": pred["result"]["cpu_seconds"]},
+                        "cpu_seconds": pred["result"]["cpu_seconds"],
+                        "stage_cpu_seconds": pred["result"]["stage_cpu_seconds"]},
             "ratio_e2e_to_raw": round(e2e / raw["raster_mpx_s"], 4),
             # less sensitive to other load on the machine: CPU seconds of the session
             # alone for the engine's tiles / CPU seconds of predict (all its threads)
@@ -193,6 +196,15 @@ def format_table(report: dict) -> str:
             f"| {raw['cpu_s_for_raster']:.2f} / {p['cpu_seconds']:.2f} = "
             f"{r['cpu_ratio_raw_to_e2e']:.2f} | {p['peak_rss_mb']:.0f} | {r['otsu']['mpx_s']} "
             f"| {r['otsu']['peak_rss_mb']:.0f} |")
+    lines.append("")
+    for r in runs:  # where predict's CPU goes, against what the model alone needs
+        px = r["size"] ** 2
+        stages = r["predict"]["stage_cpu_seconds"]
+        lines.append(
+            f"N={r['size']}, CPU ns per raster pixel: model alone "
+            f"{r['raw']['cpu_s_for_raster'] / px * 1e9:.1f}; outside it "
+            f"{sum(stages.values()) / px * 1e9:.1f} ("
+            + ", ".join(f"{k} {v / px * 1e9:.1f}" for k, v in stages.items()) + ")")
     if len(runs) > 1:
         a, b = runs[0], runs[-1]
         lines.append("")

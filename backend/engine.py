@@ -39,7 +39,7 @@ from rasterio.windows import Window
 from .card import ModelCard
 from .errors import Cancelled, CardError, UsageError
 from .model import DEVICES, OnnxModel
-from .pipeline import Worker, peak_rss_mb, prefetch
+from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
                         extent_window, gdal_env, open_inputs)
@@ -138,6 +138,7 @@ class GridJob:
     plan: TilePlan
     batch: int
     tta: bool
+    clock: StageClock = field(default_factory=StageClock)
     stats: dict = field(default_factory=lambda: {"tiles": 0, "model_s": 0.0})
 
 
@@ -153,18 +154,21 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
             if cancel.is_set():
                 return
             c1 = min(plan.cols, c0 + job.batch)
-            win = job.reader.read(r * s - m, r * s - m + t, c0 * s - m, (c1 - 1) * s - m + t)
-            for k, (src, dst) in enumerate(job.conversions):
-                convert(win[k], src, dst)
-            if c1 - c0 == 1:  # the window is the tile: normalise it in place
-                xs = win[None]
-                xs, vs = model.normalize(xs, out=xs)
-            else:  # normalise each tile straight into the contiguous batch ONNX Runtime wants
-                xs = np.empty((c1 - c0, win.shape[0], t, t), np.float32)
-                vs = np.empty((c1 - c0, t, t), bool)
-                for i in range(c1 - c0):
-                    vs[i] = model.normalize(win[None, :, :, i * s:i * s + t],
-                                            out=xs[i:i + 1])[1][0]
+            with job.clock("read"):
+                win = job.reader.read(r * s - m, r * s - m + t, c0 * s - m,
+                                      (c1 - 1) * s - m + t)
+            with job.clock("normalise"):
+                for k, (src, dst) in enumerate(job.conversions):
+                    convert(win[k], src, dst)
+                if c1 - c0 == 1:  # the window is the tile: normalise it in place
+                    xs = win[None]
+                    xs, vs = model.normalize(xs, out=xs)
+                else:  # normalise each tile straight into the contiguous batch ORT wants
+                    xs = np.empty((c1 - c0, win.shape[0], t, t), np.float32)
+                    vs = np.empty((c1 - c0, t, t), bool)
+                    for i in range(c1 - c0):
+                        vs[i] = model.normalize(win[None, :, :, i * s:i * s + t],
+                                                out=xs[i:i + 1])[1][0]
             del win  # not held while the generator waits
             yield r, c0, c1, xs, vs
 
@@ -220,10 +224,12 @@ def run_grid(job: GridJob, emit: Callable[[int, int, np.ndarray], None], reporte
         out = _infer(job, x, valid)
         for i, c in enumerate(range(c0, c1)):
             cur = out[i]
-            cell = blend_cell(cur, above[c] if r else None, above[c - 1] if r and c else None,
-                              left if c else None, plan, ramp)
-            left = cur[:, :, s + m:s + m + b].copy()
-            below[c] = cur[:, s + m:s + m + b, :].copy()
+            with job.clock("blend"):
+                cell = blend_cell(cur, above[c] if r else None,
+                                  above[c - 1] if r and c else None, left if c else None,
+                                  plan, ramp)
+                left = cur[:, :, s + m:s + m + b].copy()
+                below[c] = cur[:, s + m:s + m + b, :].copy()
             row0, col0 = r * s, c * s
             emit(row0, col0, cell[:, :min(s, plan.height - row0), :min(s, plan.width - col0)])
         if c1 == plan.cols:
@@ -323,8 +329,10 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     raw = [(inputs.datasets[s.path], s.index, s.nodata) for s in sources]
     direct = WindowReader(raw, int(window.row_off), int(window.col_off))
 
-    found = find_units(sources, sample_grid(direct, out_grid.height, out_grid.width),
-                       opts.units, reporter)
+    clock = StageClock()
+    with clock("units"):
+        found = find_units(sources, sample_grid(direct, out_grid.height, out_grid.width),
+                           opts.units, reporter)
     wanted = [b.units for b in card.bands]
     conversions = [(f.units or w, w) for f, w in zip(found, wanted)]
     for s, f, (src, dst) in zip(sources, found, conversions):
@@ -337,13 +345,13 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     in_px = out_grid.pixel_size_m()
     resample = any(abs(v / card.pixel_size_m - 1) > RESAMPLE_TOLERANCE for v in in_px)
 
-    common = dict(model=model, conversions=conversions, tta=tta,
+    common = dict(model=model, conversions=conversions, tta=tta, clock=clock,
                   batch=batch_size_for(model, opts.batch_size))
     if not resample:
         plan = _plan(opts, model, out_grid)
         job = GridJob(reader=direct, plan=plan, **common)
         sink = OutputSink(out_grid, plan.stride, threshold, tags, opts.overwrite,
-                          probability_dtype=opts.probability_dtype, **outputs)
+                          probability_dtype=opts.probability_dtype, clock=clock, **outputs)
         _stream(job, sink, reporter, cancel)
         model_grid = out_grid
     else:
@@ -383,6 +391,8 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         **stats.fields(),
         "probability_histogram": stats.histogram(),
         "model_seconds": round(job.stats["model_s"], 3),
+        # CPU seconds of each stage outside the model, on its own thread
+        "stage_cpu_seconds": clock.fields(),
     }
 
 
@@ -443,8 +453,10 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                            nodata=float("nan"), tiled=True, blockxsize=plan.stride,
                            blockysize=plan.stride, compress="zstd", zstd_level=1,
                            bigtiff="IF_SAFER") as mid:
-            writer = Worker(lambda row, col, cell: mid.write(
-                cell, window=Window(col, row, cell.shape[2], cell.shape[1])))
+            def write_mid(row: int, col: int, cell: np.ndarray) -> None:
+                with job.clock("encode"):
+                    mid.write(cell, window=Window(col, row, cell.shape[2], cell.shape[1]))
+            writer = Worker(write_mid)
             try:
                 run_grid(job, writer.put, reporter, cancel, (0.0, 0.85))
                 writer.close()
@@ -452,14 +464,16 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                 writer.abandon()
                 raise
         sink = OutputSink(out_grid, OUTPUT_BLOCK, threshold, tags, opts.overwrite,
-                          probability_dtype=opts.probability_dtype, mask=opts.mask,
+                          probability_dtype=opts.probability_dtype, clock=common["clock"],
+                          mask=opts.mask,
                           probability=opts.probability, uncertainty=opts.uncertainty)
         with rasterio.open(tmp) as mid, WarpedVRT(
                 mid, crs=out_grid.crs, transform=out_grid.transform, width=out_grid.width,
                 height=out_grid.height, resampling=Resampling.bilinear,
                 nodata=float("nan")) as back:
             def read(win: Window) -> dict:
-                cell = back.read(window=win)
+                with job.clock("warp back"):
+                    cell = back.read(window=win)
                 return {"prob": cell[0], "spread": cell[1] if len(cell) > 1 else None}
             fill_sink(sink, OUTPUT_BLOCK, read, reporter, cancel, "resample", (0.85, 1.0))
         return model_grid, job, sink

@@ -1,4 +1,5 @@
-"""Two small thread helpers that let reading, inference and writing overlap.
+"""Thread helpers that let reading, inference and writing overlap, and a clock of
+what each stage of the pipeline costs.
 
 ONNX Runtime, GDAL and most numpy calls release the GIL, so a reader thread can
 prepare the next batch and a writer thread can compress the last blocks while the
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _DONE = object()
@@ -113,6 +117,29 @@ class Worker:
                 break
         self.q.put(_DONE)
         self.thread.join()
+
+
+class StageClock:
+    """CPU seconds spent in each named stage, summed over calls.
+
+    Thread CPU time, so a stage on the reader or writer thread is charged only for
+    its own work, not for the model running beside it. Each stage must be timed on
+    one thread only (the sums are not locked).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.thread_time()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.thread_time() - start
+
+    def fields(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.seconds.items()}
 
 
 def peak_rss_mb() -> float | None:

@@ -21,6 +21,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .errors import Cancelled
+from .pipeline import StageClock
 from .progress import Reporter
 from .raster_io import GeoTiffOut, Grid
 
@@ -113,8 +114,10 @@ class OutputSink:
 
     def __init__(self, grid: Grid, block: int, threshold: float | None, tags: dict[str, str],
                  overwrite: bool, mask: str | None = None, probability: str | None = None,
-                 uncertainty: str | None = None, probability_dtype: str = "float32"):
+                 uncertainty: str | None = None, probability_dtype: str = "float32",
+                 clock: StageClock | None = None):
         self.grid = grid
+        self.clock = clock or StageClock()
         self.threshold = threshold
         self.prob_u8 = probability_dtype == "uint8"
         self.stats = AreaStats(grid)
@@ -156,16 +159,19 @@ class OutputSink:
     def write(self, row: int, col: int, prob: np.ndarray | None = None,
               spread: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
         """One block at (row, col) of the output grid: probability, or a ready mask."""
-        if mask is None:
-            mask = mask_from_probability(prob, self.threshold)
-        self.stats.add(row, mask, prob)
+        with self.clock("mask and area"):
+            if mask is None:
+                mask = mask_from_probability(prob, self.threshold)
+            self.stats.add(row, mask, prob)
         out = self.outputs
-        if "mask" in out:
-            out["mask"].write(mask, row, col)
-        if "probability" in out:
-            out["probability"].write(probability_to_u8(prob) if self.prob_u8 else prob, row, col)
-        if "uncertainty" in out and spread is not None:
-            out["uncertainty"].write(spread, row, col)
+        with self.clock("encode"):
+            if "mask" in out:
+                out["mask"].write(mask, row, col)
+            if "probability" in out:
+                out["probability"].write(probability_to_u8(prob) if self.prob_u8 else prob,
+                                         row, col)
+            if "uncertainty" in out and spread is not None:
+                out["uncertainty"].write(spread, row, col)
 
     def commit(self, cancel: threading.Event | None = None) -> None:
         """Finish every output (overviews), then rename them all into place.
@@ -174,8 +180,9 @@ class OutputSink:
         """
         published = []
         try:
-            for o in self.outputs.values():
-                o.finish()
+            with self.clock("overviews"):
+                for o in self.outputs.values():
+                    o.finish()
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             for o in self.outputs.values():
