@@ -1,5 +1,6 @@
 """Shared test set-up: headless Qt, the real Sen1Floods11 fixture chips, tiny exact models."""
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,8 +16,14 @@ SHARED_CHIPS = REPO.parent / "shared" / "data" / "sen1floods11"
 
 
 @pytest.fixture(scope="session")
-def real_chips() -> Path:
-    """The real Sen1Floods11 v1.1 chips beside the checkout (format fixtures only)."""
+def real_chips(tmp_path_factory) -> Path:
+    """A copy of the real Sen1Floods11 v1.1 chips beside the checkout (format fixtures only).
+
+    A copy, because GDAL writes statistics (``.aux.xml``) beside a raster that QGIS
+    renders, and nothing may be written into ``../shared``.
+    """
     if not SHARED_CHIPS.is_dir():
         pytest.fail(f"{SHARED_CHIPS} is missing: the tests need ../shared beside the checkout")
-    return SHARED_CHIPS
+    copy = tmp_path_factory.mktemp("shared") / SHARED_CHIPS.name
+    shutil.copytree(SHARED_CHIPS, copy)
+    return copy
