@@ -266,7 +266,7 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
         return summary
 
     for m in order:
-        grid = cfg.grid()
+        grid = cfg.grid(m.name)
         if len(grid) > 1:  # Appendix B: the grid point with the best validation IoU
             found = [(one(m, 0, lr, wd)["iou_valid"], lr, wd) for lr, wd in grid]
             hparams[m.name] = max(found, key=lambda f: -1.0 if f[0] is None else f[0])[1:]

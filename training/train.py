@@ -167,6 +167,16 @@ def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> n
     return model.to(device).eval()
 
 
+# config fields that only choose a run's lr and weight decay; the run's identity holds
+# those itself, so a run made under another grid or per-row lr still resumes
+_LR_CHOICE = ("lr", "weight_decay", "lr_grid", "wd_grid", "method_lr")
+
+
+def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    config = {k: v for k, v in identity.get("config", {}).items() if k not in _LR_CHOICE}
+    return {**identity, "config": config}
+
+
 def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
@@ -174,7 +184,7 @@ def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:
         state = load_checkpoint(path)
     except CheckpointError as exc:
         raise RunError(f"cannot resume: {exc}") from None
-    theirs, ours = state.get("run", {}), run.identity()
+    theirs, ours = _comparable(state.get("run", {})), _comparable(run.identity())
     diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     if diff:
         k = diff[0]

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             return fail("otsu is not trained; score it with: python -m training evaluate --otsu")
         cfg = make_config(args.preset, parse_overrides(args.set))
         spec = RunSpec(method, cfg, args.seed,
-                       cfg.lr if args.lr is None else args.lr,
+                       cfg.lr_for(method.name) if args.lr is None else args.lr,
                        cfg.weight_decay if args.weight_decay is None else args.weight_decay)
         data = open_run_data(args.data, method, cfg.cache)
         d = ddp.setup(args.device)

@@ -91,6 +91,22 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         train(tiny_run(width=0.5), tiny_data(), tmp_path, progress=False)
 
 
+def test_a_run_resumes_under_another_choice_of_learning_rates(tmp_path):
+    """The preset's lr, grid or per-row lr only choose a run's lr; the run keeps its own."""
+    with pytest.raises(Interrupted):
+        train(tiny_run(), tiny_data(), tmp_path, progress=False, stop_at=1)
+    first = tiny_run()
+    cfg = make_config("cpu", {**TINY, "lr": 0.2, "lr_grid": "0.2,0.3",
+                              "method_lr": f"hand={first.lr}"})
+    assert cfg.lr_for("hand") == first.lr
+    summary, _ = train(RunSpec(get_method("hand"), cfg, 0, cfg.lr_for("hand"),
+                               cfg.weight_decay), tiny_data(), tmp_path, progress=False)
+    assert summary["lr"] == first.lr and len(step_losses(tmp_path)) == 6
+    with pytest.raises(RunError, match=r"other settings \(lr"):   # the run's own lr counts
+        train(RunSpec(get_method("hand"), cfg, 0, 0.2, cfg.weight_decay), tiny_data(),
+              tmp_path, progress=False)
+
+
 def test_step_batches_are_independent_of_the_process_count():
     cfg = make_config("cpu", TINY)
     build = supervised_builder(cfg, ("s1",), "label")
@@ -125,11 +141,17 @@ def test_config_presets_and_overrides():
     cfg = make_config("cpu", {"rates": "1,2,3", "cache": "no", "steps": "12"})
     assert cfg.rates == (1, 2, 3) and cfg.cache is False and cfg.steps == 12
     assert cfg.grid() == [(cfg.lr, cfg.weight_decay)]
+    per_row = make_config("cpu", {"method_lr": "weak=0.02, hand=0.03"})
+    assert per_row.grid("hand") == [(0.03, per_row.weight_decay)]
+    assert per_row.lr_for("weak") == 0.02 and per_row.lr_for("teacher") == per_row.lr
     for bad, msg in [({"steps": "abc"}, "cannot read 'abc'"), ({"steps": "1.5"}, "cannot read"),
                      ({"preset": "paper"}, "unknown config key 'preset'"),
                      ({"tile_margin": "300"}, "tile_size must be a multiple of 16"),
                      ({"rates": "1,x"}, "cannot read '1,x'"),
                      ({"precise_bn_chips": "-1"}, "precise_bn_chips must not be negative"),
-                     ({"workers": "-2"}, "workers must not be negative")]:
+                     ({"workers": "-2"}, "workers must not be negative"),
+                     ({"method_lr": "hnad=0.01"}, "method_lr entry 'hnad=0.01'"),
+                     ({"method_lr": "otsu=0.01"}, "method_lr entry 'otsu=0.01'"),
+                     ({"method_lr": "hand=-1"}, "method_lr entry 'hand=-1'")]:
         with pytest.raises(ConfigError, match=msg):
             make_config("cpu", bad)
