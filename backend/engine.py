@@ -464,9 +464,9 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                 writer.abandon()
                 raise
         sink = OutputSink(out_grid, OUTPUT_BLOCK, threshold, tags, opts.overwrite,
-                          probability_dtype=opts.probability_dtype, clock=common["clock"],
-                          mask=opts.mask,
-                          probability=opts.probability, uncertainty=opts.uncertainty)
+                          probability_dtype=opts.probability_dtype, clock=job.clock,
+                          mask=opts.mask, probability=opts.probability,
+                          uncertainty=opts.uncertainty)
         with rasterio.open(tmp) as mid, WarpedVRT(
                 mid, crs=out_grid.crs, transform=out_grid.transform, width=out_grid.width,
                 height=out_grid.height, resampling=Resampling.bilinear,

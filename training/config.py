@@ -85,8 +85,8 @@ class TrainConfig:
     def lr_for(self, method: str) -> float:
         """A row's learning rate: its ``method_lr`` entry, else ``lr``."""
         for item in self.method_lr:
-            name, _, value = item.partition("=")
-            if name.strip() == method:
+            name, value = _method_lr_entry(item)
+            if name == method:
                 return float(value)
         return self.lr
 
@@ -194,6 +194,12 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _method_lr_entry(item: str) -> tuple[str, str]:
+    """``"hand=0.01"`` -> ``("hand", "0.01")``."""
+    name, _, value = item.partition("=")
+    return name.strip(), value.strip()
+
+
 def _check(cfg: TrainConfig) -> None:
     problems = []
     for name in ("steps", "batch_size", "crop", "eval_every", "checkpoint_every", "log_every",
@@ -216,12 +222,12 @@ def _check(cfg: TrainConfig) -> None:
     if cfg.lr <= 0 or any(v <= 0 for v in cfg.lr_grid):
         problems.append("learning rates must be positive")
     for item in cfg.method_lr:
-        name, _, value = item.partition("=")
+        name, value = _method_lr_entry(item)
         try:
             ok = float(value) > 0
         except ValueError:
             ok = False
-        if name.strip() not in BY_NAME or BY_NAME[name.strip()].kind == "otsu" or not ok:
+        if name not in BY_NAME or BY_NAME[name].kind == "otsu" or not ok:
             problems.append(f"method_lr entry {item!r}: expected METHOD=LR with a trained "
                             f"method ({', '.join(n for n, m in BY_NAME.items() if m.kind != 'otsu')})"
                             " and a positive learning rate")
