@@ -237,3 +237,22 @@ def test_manifest_records_every_chip(dataset):
     assert 0.0 <= rec["stats"]["water_frac"] <= 1.0
     s1 = read_s1(weak_chips(root)[0].s1)
     assert s1.shape == (2, 512, 512)
+
+
+def test_manifest_scores_each_sets_labels_against_the_truth(dataset):
+    root, manifest = dataset
+    quality = manifest["label_quality"]
+    assert set(quality) == {"hand", "weak", "external"}
+    # hand labels are the truth where seen: perfect on what they score
+    assert quality["hand"]["iou"] == quality["hand"]["precision"] == quality["hand"]["recall"] == 1.0
+    # recomputed from the written files: the weak set's counts match its rule against the truth
+    tp = fp = fn = 0
+    for chip in weak_chips(root):
+        label, truth = read_label(chip.label), read_label(chip.truth)
+        scored = label != -1
+        tp += int(((label == 1) & (truth == 1)).sum())
+        fp += int(((label == 1) & (truth == 0) & scored).sum())
+        fn += int(((label == 0) & (truth == 1) & scored).sum())
+    assert quality["weak"]["iou"] == round(tp / (tp + fp + fn), 4)
+    assert quality["weak"]["recall"] == round(tp / (tp + fn), 4)
+    assert quality["weak"]["iou"] < 1.0

@@ -46,4 +46,7 @@ def run(args: argparse.Namespace) -> int:
           f"({n / max(manifest['seconds'], 1e-9):.1f} chips/s, {args.workers} worker(s)); "
           f"hand splits {manifest['hand_splits']}, weak {manifest['counts']['weak']}, "
           f"external {manifest['counts']['external']}")
+    for kind, q in manifest["label_quality"].items():
+        print(f"  {kind} labels against the true water: IoU {q['iou']:.3f}, precision "
+              f"{q['precision']:.3f}, recall {q['recall']:.3f}, {q['ignored']:.1%} of pixels ignored")
     return 0

@@ -10,7 +10,8 @@ Sets and their sizes (``chips`` hand-labelled chips, by default the real 446):
 - external: S1, S2 and LabelWeak (NDWI rule), clouds capped at 12% and the
   S1-S2 gap at 12 hours as the paper's ED (Section 2.2), listed in
   ``external/splits/external_train_data.csv``;
-- ``synthetic_truth/``: the true water of every chip.
+- ``synthetic_truth/``: the true water of every chip; the manifest scores each set's
+  labels against it (``label_quality``).
 
 Files match the real ones: 512 x 512, EPSG:4326, 8.983e-05 deg pixels, deflate
 (or zstd on request: same pixels, twice as fast to write), band-interleaved; S1 float32 VV/VH dB with NaN nodata; S2 int16 13 bands, nodata
@@ -35,7 +36,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from ..atomic import atomic_path, write_text_atomic
-from ..data.conventions import S1_BANDS, S2_BANDS
+from ..data.conventions import IGNORE, S1_BANDS, S2_BANDS, WATER
 from ..data.layout import HAND_SPLITS, TRUTH_KIND, DatasetError, Layout, chip_file
 from . import events, scene
 
@@ -118,22 +119,54 @@ def make_and_write(task: Task, seed: int, root: Path, compress: str = "deflate")
     if task.kind == "hand":
         write_tif(chip_file(layout.hand, chip_id, "S1Hand"), chip.s1, tr, **s1_args)
         write_tif(chip_file(layout.hand, chip_id, "S2Hand"), chip.s2, tr, **s2_args)
-        write_tif(chip_file(layout.hand, chip_id, "LabelHand"), chip.hand, tr, compress=compress)
+        label = chip.hand
+        write_tif(chip_file(layout.hand, chip_id, "LabelHand"), label, tr, compress=compress)
         truth_group = "HandLabeled"
     elif task.kind == "weak":
         write_tif(chip_file(layout.weak, chip_id, "S1Weak"), chip.s1, tr, **s1_args)
-        write_tif(chip_file(layout.weak, chip_id, "S2IndexLabelWeak"), scene.weak_label(chip, "s1f11"),
-                  tr, compress=compress)
+        label = scene.weak_label(chip, "s1f11")
+        write_tif(chip_file(layout.weak, chip_id, "S2IndexLabelWeak"), label, tr, compress=compress)
         truth_group = "WeaklyLabeled"
     else:
         write_tif(chip_file(layout.external, chip_id, "S1"), chip.s1, tr, **s1_args)
         write_tif(chip_file(layout.external, chip_id, "S2"), chip.s2, tr, **s2_args)
-        write_tif(chip_file(layout.external, chip_id, "LabelWeak"), scene.weak_label(chip, "ndwi"), tr,
-                  compress=compress)
+        label = scene.weak_label(chip, "ndwi")
+        write_tif(chip_file(layout.external, chip_id, "LabelWeak"), label, tr, compress=compress)
         truth_group = "external"
     write_tif(layout.truth / truth_group / f"{chip_id}_{TRUTH_KIND}.tif", chip.truth, tr, compress=compress)
     return {"chip_id": chip_id, "set": task.kind, "split": task.split,
-            "params": asdict(params), "stats": {k: round(v, 5) for k, v in chip.stats.items()}}
+            "params": asdict(params), "stats": {k: round(v, 5) for k, v in chip.stats.items()},
+            "label_vs_truth": label_counts(label, chip.truth)}
+
+
+def label_counts(label: np.ndarray, truth: np.ndarray) -> dict[str, int]:
+    """Pixel counts of a stored label against the true water: how wrong the label is."""
+    scored = label != IGNORE
+    water, true_water = label == WATER, truth == 1
+    return {"true_water": int((water & true_water).sum()),
+            "false_water": int((water & ~true_water & scored).sum()),
+            "missed_water": int((~water & true_water & scored).sum()),
+            "scored": int(scored.sum()), "ignored": int((~scored).sum())}
+
+
+def label_quality(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Per set, its labels against the truth: water IoU, precision, recall and share ignored.
+
+    Hand labels are the truth where a labeller could see (``scene``), so theirs only
+    shows what they leave out; the weak sets show their rules' errors.
+    """
+    quality = {}
+    for kind in _SET_CODES:
+        counts = [r["label_vs_truth"] for r in records if r["set"] == kind]
+        if not counts:
+            continue
+        tp, fp, fn, scored, ignored = (sum(c[k] for c in counts) for k in
+                                       ("true_water", "false_water", "missed_water", "scored", "ignored"))
+        quality[kind] = {"iou": round(tp / max(tp + fp + fn, 1), 4),
+                         "precision": round(tp / max(tp + fp, 1), 4),
+                         "recall": round(tp / max(tp + fn, 1), 4),
+                         "ignored": round(ignored / max(scored + ignored, 1), 4)}
+    return quality
 
 
 def _folders(layout: Layout) -> list[Path]:
@@ -211,6 +244,6 @@ def generate(root: str | Path, chips: int = 446, weak: int | None = None,
     manifest = {"generator_version": GENERATOR_VERSION, "seed": seed,
                 "counts": {"hand": chips, "weak": weak, "external": external},
                 "hand_splits": hand_split_sizes(chips), "workers": workers, "compress": compress,
-                "seconds": round(seconds, 2), "chips": records}
+                "seconds": round(seconds, 2), "label_quality": label_quality(records), "chips": records}
     write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
