@@ -76,6 +76,12 @@ def _stack(sample: Sample, bands: Sequence[str]) -> torch.Tensor:
     return torch.cat([sample[b] for b in bands], dim=0)
 
 
+def _groups(cfg: TrainConfig, sample: Sample, bands: Sequence[str]) -> list[int]:
+    """Channels per colour-jitter draw: per sensor (S1, S2) or per channel."""
+    sizes = [sample[b].shape[0] for b in bands]
+    return sizes if cfg.jitter_groups == "sensor" else [1] * sum(sizes)
+
+
 def supervised_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str,
                        scale: float = 1.0) -> SampleBuilder:
     """Augmented input ``x`` and its label (-1 where the input has no data);
@@ -87,7 +93,8 @@ def supervised_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str,
         label = sample[label_key].where(sample["valid"], torch.tensor(-1))
         maps = random_flips(crop({"x": _stack(sample, inputs), "label": label,
                                   "valid": sample["valid"]}, g), g)
-        return {"x": jitter(maps["x"], maps["valid"], g), "label": maps["label"]}
+        return {"x": jitter(maps["x"], maps["valid"], g, _groups(cfg, sample, inputs)),
+                "label": maps["label"]}
     return build
 
 
@@ -105,6 +112,6 @@ def distill_builder(cfg: TrainConfig, student_inputs: Sequence[str],
         maps = random_flips(crop({"x": _stack(sample, student_inputs),
                                   "x_teacher": _stack(sample, teacher_inputs),
                                   "valid": valid}, g), g)
-        return {"x": jitter(maps["x"], maps["valid"], g), "x_teacher": maps["x_teacher"],
-                "valid": maps["valid"]}
+        return {"x": jitter(maps["x"], maps["valid"], g, _groups(cfg, sample, student_inputs)),
+                "x_teacher": maps["x_teacher"], "valid": maps["valid"]}
     return build

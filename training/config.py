@@ -27,6 +27,9 @@ from .models.compact import COMPACT_RATES
 from .models.deeplab import ASPP_RATES
 
 
+JITTER_GROUPS = ("sensor", "channel")
+
+
 class ConfigError(ValueError):
     """A preset, key or value that does not exist or does not fit."""
 
@@ -71,6 +74,10 @@ class TrainConfig:
     aspect: tuple[float, float] = (0.75, 4 / 3)
     brightness: float = 0.1
     contrast: float = 0.2
+    # colour jitter drawn per "channel" (the committed table's runs) or per "sensor",
+    # which keeps the sign of band differences and so of spectral indices such as
+    # NDWI (training.transforms.ColourJitter; measured in training/TRAINING.md)
+    jitter_groups: str = "channel"
     # bookkeeping
     eval_every: int = 1000
     checkpoint_every: int = 200
@@ -231,6 +238,8 @@ def _check(cfg: TrainConfig) -> None:
             problems.append(f"method_lr entry {item!r}: expected METHOD=LR with a trained "
                             f"method ({', '.join(n for n, m in BY_NAME.items() if m.kind != 'otsu')})"
                             " and a positive learning rate")
+    if cfg.jitter_groups not in JITTER_GROUPS:
+        problems.append(f"jitter_groups must be one of {', '.join(JITTER_GROUPS)}")
     if len(cfg.zoom) != 2 or len(cfg.aspect) != 2:
         problems.append("zoom and aspect take two numbers: low,high")
     if problems:

@@ -173,8 +173,10 @@ _LR_CHOICE = ("lr", "weight_decay", "lr_grid", "wd_grid", "method_lr")
 
 
 def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
-    config = {k: v for k, v in identity.get("config", {}).items() if k not in _LR_CHOICE}
-    return {**identity, "config": config}
+    # a field added after a run was made is read at its default, which is always
+    # the behaviour before the field existed
+    config = {**TrainConfig().to_dict(), **identity.get("config", {})}
+    return {**identity, "config": {k: v for k, v in config.items() if k not in _LR_CHOICE}}
 
 
 def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,19 +87,32 @@ def random_flips(sample: Sample, g: torch.Generator) -> Sample:
 
 @dataclass(frozen=True)
 class ColourJitter:
-    """Per-channel brightness and contrast jitter of a normalised image.
+    """Brightness and contrast jitter of a normalised image, one draw per group of channels.
 
-    ``x' = mean + c * (x - mean) + b`` with ``c`` in ``[1 - contrast, 1 + contrast]``
-    and ``b`` in ``[-brightness, brightness]``, drawn per channel; pixels outside
+    Within each group ``x' = M + c * (x - M) + b``, with one ``c`` in
+    ``[1 - contrast, 1 + contrast]``, one ``b`` in ``[-brightness, brightness]`` and
+    ``M`` the group's mean over its channels and valid pixels. With a group per
+    sensor (S1's VV/VH, S2's bands) the difference of two bands only scales by
+    ``c``, so its sign, which spectral indices such as NDWI threshold, is kept;
+    with a group per channel a bias of 0.1 moves green - NIR by up to 0.2, as
+    much as the whole water margin of the normalised S2. Pixels outside
     ``valid`` stay 0 (the no-data fill) and do not enter the mean.
     """
     brightness: float = 0.1
     contrast: float = 0.2
 
-    def __call__(self, image: Tensor, valid: Tensor, g: torch.Generator) -> Tensor:
-        c = image.shape[0]
-        gain = 1 + self.contrast * (2 * torch.rand(c, 1, 1, generator=g) - 1)
-        bias = self.brightness * (2 * torch.rand(c, 1, 1, generator=g) - 1)
+    def __call__(self, image: Tensor, valid: Tensor, g: torch.Generator,
+                 groups: Sequence[int] | None = None) -> Tensor:
+        """``groups``: channels per sensor, in order (default: one group of all)."""
+        groups = list(groups) if groups else [image.shape[0]]
+        if sum(groups) != image.shape[0]:
+            raise ValueError(f"channel groups {groups} do not add up to {image.shape[0]} channels")
         v = valid.to(image.dtype)
-        mean = (image * v).sum(dim=(1, 2), keepdim=True) / v.sum().clamp(min=1)
-        return (mean + gain * (image - mean) + bias) * v
+        n = v.sum().clamp(min=1)
+        gains = 1 + self.contrast * (2 * torch.rand(len(groups), generator=g) - 1)
+        biases = self.brightness * (2 * torch.rand(len(groups), generator=g) - 1)
+        out = []
+        for part, gain, bias in zip(image.split(groups), gains, biases):
+            mean = (part * v).sum() / (n * part.shape[0])
+            out.append(mean + gain * (part - mean) + bias)
+        return torch.cat(out) * v

@@ -107,6 +107,18 @@ def test_a_run_resumes_under_another_choice_of_learning_rates(tmp_path):
               tmp_path, progress=False)
 
 
+def test_a_run_made_before_a_config_field_existed_resumes_at_its_default(tmp_path):
+    with pytest.raises(Interrupted):
+        train(tiny_run(), tiny_data(), tmp_path, progress=False, stop_at=1)
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["run"]["config"]["jitter_groups"]      # as written before the field existed
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(RunError, match=r"other settings \(config"):  # it ran per channel
+        train(tiny_run(jitter_groups="sensor"), tiny_data(), tmp_path, progress=False)
+    summary, _ = train(tiny_run(), tiny_data(), tmp_path, progress=False)
+    assert len(step_losses(tmp_path)) == 6
+
+
 def test_step_batches_are_independent_of_the_process_count():
     cfg = make_config("cpu", TINY)
     build = supervised_builder(cfg, ("s1",), "label")

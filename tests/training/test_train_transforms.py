@@ -1,9 +1,10 @@
 """Augmentations keep every map of a chip pixel-aligned; jitter touches only the
 model's input; the distillation teacher sees the student's geometry un-jittered."""
+import pytest
 import torch
 
 from training.batches import distill_builder, supervised_builder
-from training.config import make_config
+from training.config import ConfigError, make_config
 from training.transforms import ColourJitter, CropDistort, random_flips
 
 from .tiny_chips import TinyChips
@@ -48,6 +49,61 @@ def test_jitter_keeps_no_data_at_zero():
     x[:, :4] = 0
     out = ColourJitter(0.1, 0.2)(x, valid, torch.Generator().manual_seed(0))
     assert torch.all(out[:, :4] == 0) and not torch.allclose(out[:, 4:], x[:, 4:])
+
+
+def test_jitter_per_sensor_keeps_the_sign_of_band_differences():
+    # a 2-band S1 and a 4-band S2 stacked, as the teacher sees them
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 32, 32, generator=g)
+    valid = torch.ones(32, 32, dtype=torch.bool)
+    out = ColourJitter(0.1, 0.2)(x, valid, torch.Generator().manual_seed(1), [2, 4])
+    # within a sensor every band difference is scaled by one gain (no shift):
+    # green - NIR keeps its sign, so NDWI's water / not-water split survives
+    for lo, hi in ((0, 2), (2, 6)):
+        d_in = x[lo + 1:hi] - x[lo]
+        d_out = out[lo + 1:hi] - out[lo]
+        gain = (d_out * d_in).sum() / (d_in * d_in).sum()
+        assert 0.8 <= gain <= 1.2
+        assert torch.allclose(d_out, gain * d_in, atol=1e-5)
+    # the two sensors draw their own gain and bias
+    s1_shift = (out[:2] - x[:2]).mean()
+    s2_shift = (out[2:] - x[2:]).mean()
+    assert abs(s1_shift - s2_shift) > 1e-4
+
+
+def test_jitter_per_channel_shifts_bands_independently():
+    x = torch.rand(4, 32, 32, generator=torch.Generator().manual_seed(3))
+    valid = torch.ones(32, 32, dtype=torch.bool)
+    out = ColourJitter(0.1, 0.2)(x, valid, torch.Generator().manual_seed(1), [1, 1, 1, 1])
+    d_in, d_out = x[1:] - x[0], out[1:] - out[0]
+    gain = (d_out * d_in).sum() / (d_in * d_in).sum()
+    assert not torch.allclose(d_out, gain * d_in, atol=1e-3)
+    # the same draws as a gain and a bias per channel taken in one go: the runs of
+    # the committed table (jitter_groups=channel) are reproduced exactly
+    g = torch.Generator().manual_seed(1)
+    gains = 1 + 0.2 * (2 * torch.rand(4, 1, 1, generator=g) - 1)
+    biases = 0.1 * (2 * torch.rand(4, 1, 1, generator=g) - 1)
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    assert torch.allclose(out, mean + gains * (x - mean) + biases, atol=1e-6)
+    with pytest.raises(ValueError, match="do not add up"):
+        ColourJitter()(x, valid, torch.Generator(), [2, 1])
+
+
+def test_builders_jitter_per_sensor_unless_asked_per_channel():
+    chip = TinyChips(1, size=48, seed=2)[0]
+    for groups, per_sensor in (("sensor", True), ("channel", False)):
+        cfg = make_config("cpu", {"crop": 48, "zoom": "1,1", "aspect": "1,1", "jitter_groups": groups})
+        out = supervised_builder(cfg, ("s1", "s2"), "label")(chip, torch.Generator().manual_seed(5))
+        plain = supervised_builder(make_config("cpu", {"crop": 48, "zoom": "1,1", "aspect": "1,1",
+                                                        "brightness": 0, "contrast": 0}),
+                                   ("s1", "s2"), "label")(chip, torch.Generator().manual_seed(5))
+        v = chip["valid"]
+        d_in = (plain["x"][3] - plain["x"][4])[v]   # two S2 bands
+        d_out = (out["x"][3] - out["x"][4])[v]
+        gain = (d_out * d_in).sum() / (d_in * d_in).sum()
+        assert torch.allclose(d_out, gain * d_in, atol=1e-4) == per_sensor
+    with pytest.raises(ConfigError, match="jitter_groups"):
+        make_config("cpu", {"jitter_groups": "band"})
 
 
 def test_distillation_pairs_are_aligned_and_only_the_student_is_jittered():
