@@ -20,7 +20,7 @@ from step times measured on such a machine, given beside the preset).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from .methods import BY_NAME
 from .models.compact import COMPACT_RATES
@@ -108,6 +108,8 @@ class TrainConfig:
                 for f in fields(self)}
 
 
+_FIELD_TYPES = get_type_hints(TrainConfig)   # resolved: annotations are strings here
+
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(
         # 16 m as the paper (Section 2.2): a 512 px chip at 10 m becomes 320 px, so
@@ -145,33 +147,35 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _coerce(name: str, kind: Any, default: Any, raw: Any) -> Any:
-    """Parse ``raw`` (a CLI string or a JSON value) to the type of field ``name``."""
-    try:
-        if isinstance(default, tuple):
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            items = [s for s in items if str(s).strip() != ""]
-            if "str" in str(kind):
-                return tuple(str(s).strip() for s in items)
-            if default and isinstance(default[0], int):
-                return tuple(_coerce(name, kind, 0, s) for s in items)
-            return tuple(float(s) for s in items)
-        if isinstance(default, bool):
-            if str(raw).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
-                return False
+def _scalar(kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError
+    if kind is int:
+        value = float(raw)
+        if value != int(value):
             raise ValueError
-        if isinstance(default, int):
-            value = float(raw)
-            if value != int(value):
-                raise ValueError
-            return int(value)
-        if isinstance(default, float):
-            return float(raw)
-        return str(raw)
+        return int(value)
+    if kind is float:
+        return float(raw)
+    return str(raw).strip()
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Parse ``raw`` (a CLI string or a JSON value) to the declared type of field ``name``;
+    a tuple field takes comma-separated items (or a list)."""
+    hint = _FIELD_TYPES[name]
+    try:
+        if get_origin(hint) is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(_scalar(get_args(hint)[0], s) for s in items if str(s).strip() != "")
+        return _scalar(hint, raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"config key {name!r}: cannot read {raw!r} as {kind}") from None
+        raise ConfigError(f"config key {name!r}: cannot read {raw!r} as "
+                          f"{TrainConfig.__dataclass_fields__[name].type}") from None
 
 
 def make_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -183,8 +187,7 @@ def make_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainCo
     for key, raw in (overrides or {}).items():
         if key not in known or key == "preset":
             raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known)}")
-        default = TrainConfig.__dataclass_fields__[key].default
-        values[key] = _coerce(key, known[key].type, default, raw)
+        values[key] = _coerce(key, raw)
     cfg = TrainConfig(**values)
     _check(cfg)
     return cfg
