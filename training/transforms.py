@@ -103,8 +103,9 @@ class ColourJitter:
 
     def __call__(self, image: Tensor, valid: Tensor, g: torch.Generator,
                  groups: Sequence[int] | None = None) -> Tensor:
-        """``groups``: channels per sensor, in order (default: one group of all)."""
-        groups = list(groups) if groups else [image.shape[0]]
+        """``groups``: channels per draw, in order (default: one per channel, as the
+        config's default ``jitter_groups``)."""
+        groups = list(groups) if groups else [1] * image.shape[0]
         if sum(groups) != image.shape[0]:
             raise ValueError(f"channel groups {groups} do not add up to {image.shape[0]} channels")
         v = valid.to(image.dtype)
