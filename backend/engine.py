@@ -8,11 +8,12 @@ The run, in order:
    read through a GDAL warped view at the model's pixel size, and the result warped
    back onto the input grid in a second pass;
 4. walk the tile grid row by row (:mod:`~backend.tiling`): a reader thread reads a
-   window of a few tiles, converts units and normalises it; the model runs them as
-   one batch (optionally under 8 flips/rotations); each tile's cell is blended with
-   its neighbours and handed to a writer thread, which writes finished GeoTIFF blocks.
-   Only one row of blend strips is kept between tile rows, so memory does not grow
-   with the raster;
+   window of several tiles of one row, converts units, normalises it and cuts it
+   into batches (the rows it shares with the next tile row are kept for it); the
+   model runs each batch (optionally under 8 flips/rotations); each tile's cell is
+   blended with its neighbours and handed to a writer thread, which writes finished
+   GeoTIFF blocks. Only one row of overlap and of blend strips is kept between tile
+   rows, so memory does not grow with the raster's height;
 5. build overviews and rename the temporary files into place.
 
 Cancelling (the ``cancel`` event, set by the CLI on SIGINT/SIGTERM) stops at the
@@ -51,6 +52,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
 OUTPUT_BLOCK = 512
 PROBABILITY_DTYPES = ("float32", "uint8")
+READ_COLUMNS = 2048  # columns read at a time: about as fast as 4096 and half the memory
 
 
 @dataclass
@@ -146,31 +148,49 @@ Batch = tuple[int, int, int, np.ndarray, np.ndarray]
 
 
 def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
-    """Read, convert and normalise a window of tiles at a time: (r, c0, c1, x, valid)."""
+    """Read, convert and normalise the tiles, a batch at a time: (r, c0, c1, x, valid).
+
+    Neighbouring tiles overlap, so taken one by one they would read and normalise
+    the overlaps two to four times (1.6x the raster for the bundled model), and
+    small windows cost GDAL more per pixel. Instead a window spans about
+    ``READ_COLUMNS`` columns of one tile row, whatever the batch, and the rows it
+    shares with the next tile row are kept for that row: each input pixel is read
+    and normalised once. Tiles are then copied out into the contiguous batch ONNX
+    Runtime wants. The reader gives a grid position the same value however the
+    grid is cut into windows, so the tiles are exactly those read one by one.
+    """
     plan, model = job.plan, job.model
-    s, m, t = plan.stride, plan.margin, plan.tile
+    s, m, t, o = plan.stride, plan.margin, plan.tile, plan.overlap
+    per_read = max(1, READ_COLUMNS // s) // job.batch * job.batch or job.batch
+    kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window -> (x, valid) of its last o rows
     for r in range(plan.rows):
-        for c0 in range(0, plan.cols, job.batch):
+        for w0 in range(0, plan.cols, per_read):
             if cancel.is_set():
                 return
-            c1 = min(plan.cols, c0 + job.batch)
+            w1 = min(plan.cols, w0 + per_read)
+            top = kept.pop(w0, None)
+            skip = 0 if top is None else o   # the window's first rows, kept from the row above
             with job.clock("read"):
-                win = job.reader.read(r * s - m, r * s - m + t, c0 * s - m,
-                                      (c1 - 1) * s - m + t)
+                x = job.reader.read(r * s - m + skip, r * s - m + t, w0 * s - m,
+                                    (w1 - 1) * s - m + t)
             with job.clock("normalise"):
                 for k, (src, dst) in enumerate(job.conversions):
-                    convert(win[k], src, dst)
-                if c1 - c0 == 1:  # the window is the tile: normalise it in place
-                    xs = win[None]
-                    xs, vs = model.normalize(xs, out=xs)
-                else:  # normalise each tile straight into the contiguous batch ORT wants
-                    xs = np.empty((c1 - c0, win.shape[0], t, t), np.float32)
+                    convert(x[k], src, dst)
+                valid = model.normalize(x[None], out=x[None])[1][0]
+            if r + 1 < plan.rows and s >= o:  # the next tile row starts s rows lower
+                kept[w0] = (x[:, s - skip:].copy(), valid[s - skip:].copy())
+            for c0 in range(w0, w1, job.batch):
+                c1 = min(w1, c0 + job.batch)
+                with job.clock("batch"):
+                    xs = np.empty((c1 - c0, len(x), t, t), np.float32)
                     vs = np.empty((c1 - c0, t, t), bool)
-                    for i in range(c1 - c0):
-                        vs[i] = model.normalize(win[None, :, :, i * s:i * s + t],
-                                                out=xs[i:i + 1])[1][0]
-            del win  # not held while the generator waits
-            yield r, c0, c1, xs, vs
+                    for i, c in enumerate(range(c0, c1)):
+                        cols = slice((c - w0) * s, (c - w0) * s + t)
+                        if top is not None:
+                            xs[i, :, :o], vs[i, :o] = top[0][:, :, cols], top[1][:, cols]
+                        xs[i, :, skip:], vs[i, skip:] = x[:, :, cols], valid[:, cols]
+                yield r, c0, c1, xs, vs
+            del x, valid, top  # not held while the generator waits
 
 
 def _dihedral(x: np.ndarray, k: int) -> np.ndarray:

@@ -171,7 +171,10 @@ class OnnxModel:
         # to inf only sends us down the exact path)
         all_finite = bool(np.isfinite(out.sum()))
         finite = None if all_finite else np.isfinite(out)
-        np.clip(out, self._lo, self._hi, out=out)  # clip turns inf finite: use `finite`
+        # clip (inf becomes finite: hence `finite`); maximum then minimum give what
+        # np.clip gives, NaN included, in about half its time
+        np.maximum(out, self._lo, out=out)
+        np.minimum(out, self._hi, out=out)
         if self._offset.any():
             out -= self._offset
         if (self._scale != 1).any():

@@ -39,6 +39,8 @@ def gdal_env() -> rasterio.Env:
     """GDAL settings for a run: a bounded block cache, and uncompressed GeoTIFFs read
     straight into our buffers (GTIFF_DIRECT_IO; about 2x faster, no cache copies)."""
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GTIFF_DIRECT_IO="YES")
+
+
 _BAND_RE = re.compile(r"(?<![a-z])(vv|vh)(?![a-z])", re.IGNORECASE)
 
 

@@ -176,8 +176,8 @@ def test_bench_json(tmp_path):
     # every stage outside the model is timed, in thread CPU time: together they
     # cannot exceed the CPU time of the whole predict process
     stages = run["predict"]["stage_cpu_seconds"]
-    assert set(stages) == {"units", "read", "normalise", "blend", "mask and area", "encode",
-                           "overviews"}
+    assert set(stages) == {"units", "read", "normalise", "batch", "blend", "mask and area",
+                           "encode", "overviews"}
     assert all(v >= 0 for v in stages.values()) and stages["read"] > 0
     assert sum(stages.values()) <= run["predict"]["cpu_seconds"]
     assert listing(tmp_path) == []   # the scene and outputs were temporary

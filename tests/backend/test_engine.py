@@ -5,12 +5,17 @@ import numpy as np
 import pytest
 import rasterio
 
-from backend.engine import PredictOptions, predict
+from backend import engine
+from backend.engine import GridJob, PredictOptions, predict
 from backend.errors import Cancelled
+from backend.model import OnnxModel
 from backend.progress import Reporter
-from backend.raster_io import metres_per_degree
+from backend.raster_io import WindowReader, metres_per_degree
+from backend.tiling import plan_tiles
+from backend.units import convert
 from tests.backend.conftest import (listing, random_db, reference_smoothed, sigmoid,
                                     write_raster)
+from tests.conftest import REPO
 
 
 def read(path):
@@ -282,3 +287,44 @@ def test_graph_with_fixed_input_size_gets_exactly_that(tmp_path):
                                model=str(tmp_path / "fixed.onnx")))
     assert (r["tiles"]["tile"], r["tiles"]["batch"]) == (96, 1)
     assert np.nanmax(np.abs(read(tmp_path / "p.tif") - reference_smoothed(bands))) < 1e-6
+
+
+@pytest.mark.parametrize("stride, overlap, batch, read_columns", [
+    (160, 144, 1, 400),    # two windows per tile row; each keeps its overlap rows for the next
+    (160, 144, 3, 2048),   # batches of 3 cut from one window per tile row
+    (64, 144, 2, 2048),    # overlap wider than the stride: nothing kept, every window read whole
+])
+def test_tile_batches_equal_tiles_read_one_by_one(tmp_path, monkeypatch, stride, overlap,
+                                                  batch, read_columns):
+    """Windows, kept overlap rows and batch cutting change nothing: every tile is
+    exactly the tile read, converted and normalised on its own (the bundled model's
+    card clips and scales; the input is linear power with NaN, inf and nodata)."""
+    monkeypatch.setattr(engine, "READ_COLUMNS", read_columns)
+    bands = (10 ** (random_db((530, 610), nan_frac=0.01) / 10)).astype(np.float32)
+    bands[0, 100:103, 200:300] = np.inf
+    bands[1, 300:340, 17:19] = -1.0   # the file's nodata value
+    src = write_raster(tmp_path / "in.tif", bands, nodata=-1.0)
+    model = OnnxModel(str(REPO / "resources" / "models" / "sarflood-student-compact.onnx"), "cpu")
+    card = model.card
+    plan = plan_tiles(530, 610, card.margin, stride, overlap, card.tile_size,
+                      card.size_multiple, model.fixed_tile)
+    assert plan.rows > 2 and plan.cols > 2
+    conversions = [("linear", "dB")] * 2
+    s, m, t = plan.stride, plan.margin, plan.tile
+    with rasterio.open(src) as ds:
+        reader = WindowReader([(ds, 1, -1.0), (ds, 2, -1.0)], 0, 0)
+        job = GridJob(model=model, reader=reader, conversions=conversions, plan=plan,
+                      batch=batch, tta=False)
+        seen = 0
+        for r, c0, c1, x, valid in engine.tile_batches(job, threading.Event()):
+            assert x.flags.c_contiguous and x.shape == (c1 - c0, 2, t, t)
+            for i, c in enumerate(range(c0, c1)):
+                one = reader.read(r * s - m, r * s - m + t, c * s - m, c * s - m + t)
+                for k in range(2):
+                    convert(one[k], "linear", "dB")
+                want_x, want_valid = model.normalize(one[None])
+                assert np.array_equal(x[i], want_x[0]), (r, c)
+                assert np.array_equal(valid[i], want_valid[0]), (r, c)
+                seen += 1
+    assert seen == plan.tiles
+    assert job.clock.fields().keys() >= {"read", "normalise", "batch"}
