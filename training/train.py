@@ -69,8 +69,11 @@ class RunSpec:
         cfg = self.config
         arch, width, rates = ((cfg.compact_arch, cfg.compact_width, cfg.compact_rates)
                               if self.method.compact else (cfg.arch, cfg.width, cfg.rates))
-        return {"arch": arch, "in_channels": self.method.in_channels, "width": width,
+        spec = {"arch": arch, "in_channels": self.method.in_channels, "width": width,
                 "rates": list(rates)}
+        if arch == "deeplabv3plus_xception65":
+            spec["zero_init_residual"] = cfg.zero_init_residual
+        return spec
 
     def identity(self) -> dict[str, Any]:
         return {"method": self.method.name, "seed": self.seed, "lr": self.lr,
@@ -172,11 +175,19 @@ def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> n
 _LR_CHOICE = ("lr", "weight_decay", "lr_grid", "wd_grid", "method_lr")
 
 
+# fields whose default is not how runs behaved before the field existed
+_BEFORE_FIELD = {"zero_init_residual": False}
+
+
 def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
-    # a field added after a run was made is read at its default, which is always
-    # the behaviour before the field existed
-    config = {**TrainConfig().to_dict(), **identity.get("config", {})}
-    return {**identity, "config": {k: v for k, v in config.items() if k not in _LR_CHOICE}}
+    # a field added after a run was made is read as the behaviour before it existed:
+    # its default, or its _BEFORE_FIELD value
+    config = {**TrainConfig().to_dict(), **_BEFORE_FIELD, **identity.get("config", {})}
+    spec = identity.get("model_spec")
+    if isinstance(spec, dict) and spec.get("arch") == "deeplabv3plus_xception65":
+        spec = {"zero_init_residual": False, **spec}
+    return {**identity, "model_spec": spec,
+            "config": {k: v for k, v in config.items() if k not in _LR_CHOICE}}
 
 
 def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:

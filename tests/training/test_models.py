@@ -73,7 +73,26 @@ def test_width_names_the_variant():
     ({"arch": "unet", "in_channels": 2}, "unknown architecture 'unet'"),
     ({"arch": "compact", "in_channels": 0}, "in_channels must be a positive integer"),
     ({"arch": "compact", "in_channels": 2, "depth": 3}, "unknown keys ['depth']"),
+    ({"arch": "compact", "in_channels": 2, "zero_init_residual": True}, "DeepLab only"),
 ])
 def test_bad_specs_are_refused(spec, msg):
     with pytest.raises(ModelSpecError, match=msg.replace("[", r"\[").replace("]", r"\]")):
         build_model(spec)
+
+
+@pytest.mark.parametrize("zero", [True, False])
+def test_zero_init_residual_starts_every_xception_block_as_its_shortcut(zero):
+    torch.manual_seed(0)
+    model = build_model({"arch": "deeplabv3plus_xception65", "in_channels": 2, "width": 0.125,
+                         "rates": [1, 2, 4], "zero_init_residual": zero}).train()
+    enc = model.encoder
+    blocks = [enc.entry1, enc.entry2, enc.entry3, *enc.middle, enc.exit_block]
+    assert len(blocks) == 20
+    for block in blocks[3:]:   # the middle and exit blocks; the entry blocks change size
+        x = torch.randn(2, block.convs[0].depthwise.in_channels, 16, 16)
+        with torch.no_grad():
+            out, _ = block(x)
+            shortcut = block.shortcut(x)
+        assert torch.equal(out, shortcut) == zero
+    # only the initialisation differs: a zero-init network still learns every weight
+    assert all(p.requires_grad for p in model.parameters())

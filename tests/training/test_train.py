@@ -119,6 +119,21 @@ def test_a_run_made_before_a_config_field_existed_resumes_at_its_default(tmp_pat
     assert len(step_losses(tmp_path)) == 6
 
 
+def test_a_deeplab_run_made_before_zero_init_residual_resumes_only_without_it(tmp_path):
+    deeplab = {"arch": "deeplabv3plus_xception65", "width": 0.125, "rates": (1, 2, 4)}
+    with pytest.raises(Interrupted):
+        train(tiny_run(zero_init_residual=False, **deeplab), tiny_data(), tmp_path,
+              progress=False, stop_at=1)
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["run"]["config"]["zero_init_residual"]    # as written before the field existed
+    del state["run"]["model_spec"]["zero_init_residual"]
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(RunError, match=r"other settings \(config"):  # the default: zero init
+        train(tiny_run(**deeplab), tiny_data(), tmp_path, progress=False)
+    train(tiny_run(zero_init_residual=False, **deeplab), tiny_data(), tmp_path, progress=False)
+    assert len(step_losses(tmp_path)) == 6
+
+
 def test_step_batches_are_independent_of_the_process_count():
     cfg = make_config("cpu", TINY)
     build = supervised_builder(cfg, ("s1",), "label")

@@ -18,7 +18,9 @@ ARCHS: dict[str, type[nn.Module]] = {
     "deeplabv3plus_xception65": DeepLabV3Plus,
     "compact": CompactSegNet,
 }
-SPEC_KEYS = ("arch", "in_channels", "num_classes", "width", "rates")
+# zero_init_residual (DeepLab only) changes the initialisation, not the network: it
+# is in the spec so that a run knows how its weights started
+SPEC_KEYS = ("arch", "in_channels", "num_classes", "width", "rates", "zero_init_residual")
 
 
 class ModelSpecError(ValueError):
@@ -64,8 +66,13 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     if (not isinstance(rates, (list, tuple)) or not rates
             or not all(isinstance(r, int) and r >= 1 for r in rates)):
         raise ModelSpecError(f"rates must be a list of positive integers, got {rates!r}")
+    extra = {}
+    if "zero_init_residual" in spec:
+        if arch != "deeplabv3plus_xception65":
+            raise ModelSpecError(f"zero_init_residual applies to DeepLab only, not {arch!r}")
+        extra["zero_init_residual"] = bool(spec["zero_init_residual"])
     return ARCHS[arch](in_channels, num_classes=int(spec.get("num_classes", 2)), width=width,
-                       rates=tuple(rates))
+                       rates=tuple(rates), **extra)
 
 
 __all__ = ["ARCHS", "CompactSegNet", "DeepLabV3Plus", "ModelSpecError", "build_model",

@@ -69,11 +69,11 @@ class DeepLabV3Plus(SegmentationModel):
     size_multiple = OUTPUT_STRIDE
 
     def __init__(self, in_channels: int, num_classes: int = 2, width: float = 1.0,
-                 rates: tuple[int, ...] = ASPP_RATES):
+                 rates: tuple[int, ...] = ASPP_RATES, zero_init_residual: bool = False):
         super().__init__()
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.encoder = Xception65(in_channels, width)
+        self.encoder = Xception65(in_channels, width, zero_init_residual)
         c = scaled(256, width)
         self.aspp = ASPP(self.encoder.out_channels, c, tuple(rates))
         skips = self.encoder.skip_channels

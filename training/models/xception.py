@@ -32,13 +32,15 @@ class XceptionBlock(nn.Module):
     """
 
     def __init__(self, cin: int, couts: tuple[int, int, int], stride: int = 1,
-                 dilation: int = 1):
+                 dilation: int = 1, zero_init: bool = False):
         super().__init__()
         chans = (cin, *couts)
         self.convs = nn.ModuleList(
             SeparableConv(chans[i], chans[i + 1], stride=stride if i == 2 else 1,
                           dilation=dilation, relu_out=False)
             for i in range(3))
+        if zero_init:  # the block starts as its shortcut: see Xception65
+            nn.init.zeros_(self.convs[2].bn_pw.weight)
         self.relu = nn.ReLU()  # not in-place: the shortcut still needs the block input
         if stride != 1 or cin != couts[-1]:
             self.shortcut: nn.Module = nn.Sequential(
@@ -57,19 +59,27 @@ class XceptionBlock(nn.Module):
 
 
 class Xception65(nn.Module):
-    """Returns ``{"s2": ..., "s4": ..., "s16": ...}`` feature maps for ``in_channels`` inputs."""
+    """Returns ``{"s2": ..., "s4": ..., "s16": ...}`` feature maps for ``in_channels`` inputs.
 
-    def __init__(self, in_channels: int, width: float = 1.0):
+    ``zero_init_residual`` sets the last batch-norm scale of every block's residual
+    branch to zero, so that each block starts as its shortcut and the 20 blocks do
+    not pile up variance at initialisation (Goyal et al., 2017, "Accurate, large
+    minibatch SGD", Section 5.1). At the cpu preset's 600 steps it raised a seed-0
+    teacher's validation IoU from 76.5 to 88.6 (training/TRAINING.md).
+    """
+
+    def __init__(self, in_channels: int, width: float = 1.0, zero_init_residual: bool = False):
         super().__init__()
         c = lambda n: scaled(n, width)  # noqa: E731 - a short local alias reads best here
+        z = zero_init_residual
         self.stem = nn.Sequential(ConvBNReLU(in_channels, c(32), stride=2),
                                   ConvBNReLU(c(32), c(64)))
-        self.entry1 = XceptionBlock(c(64), (c(128),) * 3, stride=2)
-        self.entry2 = XceptionBlock(c(128), (c(256),) * 3, stride=2)
-        self.entry3 = XceptionBlock(c(256), (c(728),) * 3, stride=2)
-        self.middle = nn.ModuleList(XceptionBlock(c(728), (c(728),) * 3)
+        self.entry1 = XceptionBlock(c(64), (c(128),) * 3, stride=2, zero_init=z)
+        self.entry2 = XceptionBlock(c(128), (c(256),) * 3, stride=2, zero_init=z)
+        self.entry3 = XceptionBlock(c(256), (c(728),) * 3, stride=2, zero_init=z)
+        self.middle = nn.ModuleList(XceptionBlock(c(728), (c(728),) * 3, zero_init=z)
                                     for _ in range(MIDDLE_BLOCKS))
-        self.exit_block = XceptionBlock(c(728), (c(728), c(1024), c(1024)))
+        self.exit_block = XceptionBlock(c(728), (c(728), c(1024), c(1024)), zero_init=z)
         self.exit_convs = nn.Sequential(
             SeparableConv(c(1024), c(1536), dilation=2),
             SeparableConv(c(1536), c(1536), dilation=2),
