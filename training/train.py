@@ -185,7 +185,7 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
     config = {**TrainConfig().to_dict(), **_BEFORE_FIELD, **identity.get("config", {})}
     spec = identity.get("model_spec")
     if isinstance(spec, dict) and spec.get("arch") == "deeplabv3plus_xception65":
-        spec = {"zero_init_residual": False, **spec}
+        spec = {"zero_init_residual": _BEFORE_FIELD["zero_init_residual"], **spec}
     return {**identity, "model_spec": spec,
             "config": {k: v for k, v in config.items() if k not in _LR_CHOICE}}
 
