@@ -60,6 +60,12 @@ def _add_io(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+def _add_compress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compress", choices=("zstd", "deflate"), default="zstd",
+                   help="GeoTIFF compression: zstd (default, fast; GDAL 2.3+ and QGIS 3 read "
+                        "it) or deflate (for software without ZSTD)")
+
+
 def _add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
                    help="bar on stderr (default), JSON lines on stdout, or nothing")
@@ -89,12 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="tiles per model call (default: 1 on CPU, 4 on CUDA)")
     p.add_argument("--probability-dtype", choices=("float32", "uint8"), default="float32")
+    _add_compress(p)
     _add_progress(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("otsu", help="the classic baseline: Otsu threshold on VV in dB")
     _add_io(p)
     p.add_argument("--mask", metavar="OUT.tif", required=True)
+    _add_compress(p)
     _add_progress(p)
     p.set_defaults(func=_otsu)
 
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="OUT.tif", required=True)
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--overwrite", action="store_true")
+    _add_compress(p)
     _add_progress(p)
     p.set_defaults(func=_finalize)
 
@@ -162,7 +171,7 @@ def _predict(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event)
         model=a.model, device=a.device, threshold=a.threshold, extent=a.extent,
         extent_crs=a.extent_crs, tta=a.tta, units=a.units, tile_size=a.tile_size,
         overlap=a.overlap, batch_size=a.batch_size, probability_dtype=a.probability_dtype,
-        overwrite=a.overwrite, bands=a.bands)
+        compress=a.compress, overwrite=a.overwrite, bands=a.bands)
     result = predict(opts, reporter, cancel)
     _summary(reporter, result)
     return result
@@ -172,7 +181,8 @@ def _otsu(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
     from .otsu import OtsuOptions, otsu_map
     result = otsu_map(OtsuOptions(inputs=a.inputs, mask=a.mask, extent=a.extent,
                                   extent_crs=a.extent_crs, units=a.units,
-                                  overwrite=a.overwrite, bands=a.bands), reporter, cancel)
+                                  overwrite=a.overwrite, bands=a.bands, compress=a.compress),
+                      reporter, cancel)
     _summary(reporter, result)
     return result
 
@@ -180,7 +190,7 @@ def _otsu(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
 def _finalize(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> dict:
     from .finalize import finalize, parse_tags
     result = finalize(a.probability, a.threshold, a.mask, a.overwrite, parse_tags(a.tag),
-                      reporter, cancel)
+                      reporter, cancel, a.compress)
     _summary(reporter, result)
     return result
 

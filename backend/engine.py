@@ -44,7 +44,7 @@ from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
                         extent_window, gdal_env, open_inputs)
-from .sink import OutputSink, fill_sink, utc_stamp
+from .sink import CODECS, OutputSink, fill_sink, utc_stamp
 from .tiling import TilePlan, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each, sample_grid
 
@@ -72,6 +72,7 @@ class PredictOptions:
     overlap: int | None = None        # None -> 2 * margin + blend zone
     batch_size: int | None = None     # tiles per model call; None -> batch_size_for()
     probability_dtype: str = "float32"
+    compress: str = "zstd"            # zstd|deflate (backend.sink.CODECS)
     overwrite: bool = False
     bands: tuple[int, int] | None = None   # (VV, VH) band numbers, 1-based, of a single input
 
@@ -101,6 +102,8 @@ def _check_options(o: PredictOptions) -> None:
     if o.probability_dtype not in PROBABILITY_DTYPES:
         raise UsageError(f"probability dtype {o.probability_dtype!r}: expected one of "
                          f"{', '.join(PROBABILITY_DTYPES)}")
+    if o.compress not in CODECS:
+        raise UsageError(f"compression {o.compress!r}: expected one of {', '.join(CODECS)}")
     if o.extent_crs and not o.extent:
         raise UsageError("--extent-crs needs --extent")
 
@@ -371,7 +374,8 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         plan = _plan(opts, model, out_grid)
         job = GridJob(reader=direct, plan=plan, **common)
         sink = OutputSink(out_grid, plan.stride, threshold, tags, opts.overwrite,
-                          probability_dtype=opts.probability_dtype, clock=clock, **outputs)
+                          probability_dtype=opts.probability_dtype, compress=opts.compress,
+                          clock=clock, **outputs)
         _stream(job, sink, reporter, cancel)
         model_grid = out_grid
     else:
@@ -484,7 +488,8 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                 writer.abandon()
                 raise
         sink = OutputSink(out_grid, OUTPUT_BLOCK, threshold, tags, opts.overwrite,
-                          probability_dtype=opts.probability_dtype, clock=job.clock,
+                          probability_dtype=opts.probability_dtype, compress=opts.compress,
+                          clock=job.clock,
                           mask=opts.mask, probability=opts.probability,
                           uncertainty=opts.uncertainty)
         with rasterio.open(tmp) as mid, WarpedVRT(

@@ -39,7 +39,7 @@ def parse_tags(pairs: list[str]) -> dict[str, str]:
 
 def finalize(probability: str, threshold: float, mask: str, overwrite: bool = False,
              tags: dict[str, str] | None = None, reporter: Reporter | None = None,
-             cancel: threading.Event | None = None) -> dict:
+             cancel: threading.Event | None = None, compress: str = "zstd") -> dict:
     started = time.perf_counter()
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
@@ -64,7 +64,8 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
                         "SARFLOOD_FINALIZED": utc_stamp(),
                         **(tags or {})}
             grid = grid_of(src)
-            sink = OutputSink(grid, BLOCK, threshold, out_tags, overwrite, mask=mask)
+            sink = OutputSink(grid, BLOCK, threshold, out_tags, overwrite, mask=mask,
+                              compress=compress)
 
             def read(win: Window) -> dict:
                 block = src.read(1, window=win)

@@ -102,6 +102,7 @@ class OtsuOptions:
     units: str | None = None
     overwrite: bool = False
     bands: tuple[int, int] | None = None   # (VV, VH) band numbers, 1-based, of a single input
+    compress: str = "zstd"                 # zstd|deflate (backend.sink.CODECS)
 
 
 def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
@@ -163,7 +164,8 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
             "SARFLOOD_INPUTS": ";".join(os.path.abspath(p) for p in inputs.paths),
             "SARFLOOD_THRESHOLD": "" if threshold is None else f"{threshold:.4f} dB",
             "SARFLOOD_CREATED": utc_stamp()}
-    sink = OutputSink(grid, BLOCK, None, tags, opts.overwrite, mask=opts.mask)
+    sink = OutputSink(grid, BLOCK, None, tags, opts.overwrite, mask=opts.mask,
+                      compress=opts.compress)
 
     def read(win: Window) -> dict:
         db = vv_db(win.row_off, win.col_off)

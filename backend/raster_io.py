@@ -480,7 +480,7 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: 
 
 
 class GeoTiffOut:
-    """One single-band output GeoTIFF: tiled, deflate-compressed, internal overviews.
+    """One single-band output GeoTIFF: tiled, compressed (``options``), internal overviews.
 
     It is written to a hidden temporary file beside ``path``; :meth:`finish` builds
     the overviews, :meth:`publish` renames it into place, :meth:`abort` deletes it.
@@ -488,8 +488,7 @@ class GeoTiffOut:
 
     def __init__(self, path: str, grid: Grid, dtype: str, nodata: float | None, block: int,
                  tags: dict[str, str], description: str, overview_resampling: Resampling,
-                 overwrite: bool, scale: float | None = None,
-                 options: dict[str, object] | None = None):
+                 overwrite: bool, options: dict[str, object], scale: float | None = None):
         self.path = path
         self.overwrite = overwrite
         self.overview_resampling = overview_resampling
@@ -497,8 +496,8 @@ class GeoTiffOut:
         self.tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.sarflood-tmp")
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1,
                        dtype=dtype, crs=grid.crs, transform=grid.transform, nodata=nodata,
-                       tiled=True, blockxsize=block, blockysize=block, compress="deflate",
-                       bigtiff="IF_SAFER", **(options or {}))
+                       tiled=True, blockxsize=block, blockysize=block, bigtiff="IF_SAFER",
+                       **options)
         try:
             self.ds = rasterio.open(self.tmp, "w", **profile)
             self.ds.update_tags(**tags)

@@ -91,24 +91,26 @@ def test_card_command_refuses_an_invalid_model(tmp_path):
 
 
 def test_otsu_command(tmp_path, src):
-    p = run_cli("otsu", src, "--mask", str(tmp_path / "o.tif"), "--progress", "json")
+    p = run_cli("otsu", src, "--mask", str(tmp_path / "o.tif"), "--compress", "deflate",
+                "--progress", "json")
     assert p.returncode == 0, p.stdout
     r = events(p.stdout)[-1]
     assert -40 < r["threshold_db"] < 10 and r["valid_pixels"] > 0
     with rasterio.open(tmp_path / "o.tif") as ds:
         m = ds.read(1)
+        assert ds.profile["compress"] == "deflate"
     vv = rasterio.open(src).read(1)
     assert np.array_equal(m == 255, np.isnan(vv))
     assert np.array_equal(m == 1, vv <= r["threshold_db"])
 
 
-@pytest.mark.parametrize("dtype", ["float32", "uint8"])
-def test_finalize_thresholds_and_keeps_provenance(tmp_path, src, models, dtype):
+@pytest.mark.parametrize("dtype, codec", [("float32", "zstd"), ("uint8", "deflate")])
+def test_finalize_thresholds_and_keeps_provenance(tmp_path, src, models, dtype, codec):
     prob = tmp_path / "p.tif"
     assert run_cli("predict", src, "--probability", str(prob), "--model", models["threshold"],
-                   "--probability-dtype", dtype).returncode == 0
+                   "--probability-dtype", dtype, "--compress", codec).returncode == 0
     p = run_cli("finalize", str(prob), "--threshold", "0.7", "--mask", str(tmp_path / "f.tif"),
-                "--tag", "REVIEWER=ana", "--progress", "json")
+                "--tag", "REVIEWER=ana", "--compress", codec, "--progress", "json")
     assert p.returncode == 0, p.stdout
     r = events(p.stdout)[-1]
     with rasterio.open(prob) as ds:
@@ -117,6 +119,7 @@ def test_finalize_thresholds_and_keeps_provenance(tmp_path, src, models, dtype):
     nodata = (q == 255) if dtype == "uint8" else np.isnan(q)
     with rasterio.open(tmp_path / "f.tif") as ds:
         mask, tags = ds.read(1), ds.tags()
+        assert ds.profile["compress"] == codec
     assert np.array_equal(mask, np.where(nodata, 255, probability > 0.7))
     assert tags["SARFLOOD_MODEL"] == "test-threshold" and tags["SARFLOOD_THRESHOLD"] == "0.7"
     assert tags["REVIEWER"] == "ana" and tags["SARFLOOD_INPUTS"] == src

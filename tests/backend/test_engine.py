@@ -7,7 +7,7 @@ import rasterio
 
 from backend import engine
 from backend.engine import GridJob, PredictOptions, predict
-from backend.errors import Cancelled
+from backend.errors import Cancelled, UsageError
 from backend.model import OnnxModel
 from backend.progress import Reporter
 from backend.raster_io import WindowReader, metres_per_degree
@@ -48,7 +48,7 @@ def test_outputs_lie_on_the_input_grid_tiled_compressed_with_overviews(tmp_path,
         for o in (m, p):
             assert (o.crs, o.transform, o.shape) == (i.crs, i.transform, i.shape)
             assert o.profile["tiled"] and o.block_shapes[0] == (256, 256)  # the card's tile_size
-            assert o.profile["compress"] == "deflate"
+            assert o.profile["compress"] == "zstd"
             assert o.overviews(1) == [2, 4]
             assert o.tags()["SARFLOOD_MODEL"] == "test-threshold"
             assert set(o.tags()) >= {"SARFLOOD_MODEL_VERSION", "SARFLOOD_INPUTS",
@@ -56,6 +56,23 @@ def test_outputs_lie_on_the_input_grid_tiled_compressed_with_overviews(tmp_path,
         assert (m.dtypes[0], m.nodata) == ("uint8", 255)
         assert p.dtypes[0] == "float32" and np.isnan(p.nodata)
     assert listing(tmp_path) == ["in.tif", "m.tif", "p.tif"]  # no temporary file left
+
+
+def test_deflate_on_request_gives_the_same_pixels(tmp_path, models):
+    src = write_raster(tmp_path / "in.tif", random_db((300, 280)))
+    for codec in ("zstd", "deflate"):
+        predict(PredictOptions([src], mask=str(tmp_path / f"m_{codec}.tif"),
+                               probability=str(tmp_path / f"p_{codec}.tif"),
+                               model=models["threshold"], compress=codec))
+    for name in ("m", "p"):
+        with rasterio.open(tmp_path / f"{name}_zstd.tif") as z, \
+                rasterio.open(tmp_path / f"{name}_deflate.tif") as d:
+            assert (z.profile["compress"], d.profile["compress"]) == ("zstd", "deflate")
+            assert np.array_equal(z.read(1), d.read(1), equal_nan=True)
+    with pytest.raises(UsageError, match="compression 'lzw'"):
+        predict(PredictOptions([src], mask=str(tmp_path / "x.tif"), model=models["threshold"],
+                               compress="lzw"))
+    assert not (tmp_path / "x.tif").exists()
 
 
 @pytest.mark.parametrize("model, tilings", [
