@@ -62,7 +62,7 @@ def _add_io(p: argparse.ArgumentParser) -> None:
 
 def _add_compress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compress", choices=("zstd", "deflate"), default="zstd",
-                   help="GeoTIFF compression: zstd (default, fast; GDAL 2.3+ and QGIS 3 read "
+                   help="GeoTIFF compression: zstd (default, fast; GDAL 2.3+ with zstd reads "
                         "it) or deflate (for software without ZSTD)")
 
 

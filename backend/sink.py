@@ -28,8 +28,8 @@ from .raster_io import GeoTiffOut, Grid
 MASK_NODATA = 255
 PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data
 HIST_BINS = 100
-# GeoTIFF compression, by the name --compress takes. ZSTD level 1 (GDAL >= 2.3, which
-# every QGIS 3 has) encoded the bench's 4096 px mask 5x faster than deflate and built
+# GeoTIFF compression, by the name --compress takes. ZSTD level 1 (GDAL >= 2.3 built
+# with zstd, as rasterio's wheels and Debian's GDAL under QGIS are) encoded the bench's 4096 px mask 5x faster than deflate and built
 # its overviews 2x faster, for a file 7% smaller; a float probability 2.7x faster,
 # 5% larger (the floating-point predictor cost more than it saved). Deflate is for
 # readers without ZSTD; for probabilities its fastest level is 1.7x faster than
