@@ -29,12 +29,12 @@ MASK_NODATA = 255
 PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data
 HIST_BINS = 100
 # GeoTIFF compression, by the name --compress takes. ZSTD level 1 (GDAL >= 2.3 built
-# with zstd, as rasterio's wheels and Debian's GDAL under QGIS are) encoded the bench's 4096 px mask 5x faster than deflate and built
-# its overviews 2x faster, for a file 7% smaller; a float probability 2.7x faster,
-# 5% larger (the floating-point predictor cost more than it saved). Deflate is for
-# readers without ZSTD; for probabilities its fastest level is 1.7x faster than
-# GDAL's default 6 for much the same size, on a mask it is not, and floats compress
-# better with the floating-point predictor.
+# with zstd, as rasterio's wheels and Debian's GDAL under QGIS are) encoded the bench's
+# 4096 px mask 5x faster than deflate and built its overviews 2x faster, for a file 7%
+# smaller; a float probability 3.9x faster than deflate with the floating-point
+# predictor, for a file 5% larger (with that predictor ZSTD took 40% longer for 3% less).
+# Deflate is for readers without ZSTD; for probabilities its fastest level is 1.7x
+# faster than GDAL's default 6 for much the same size, on a mask it is not.
 CODECS = ("zstd", "deflate")
 ZSTD_OPTIONS = {"compress": "zstd", "zstd_level": 1}
 DEFLATE_OPTIONS = {"mask": {"compress": "deflate"},
