@@ -44,7 +44,7 @@ from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
                         extent_window, gdal_env, open_inputs)
-from .sink import CODECS, OutputSink, fill_sink, utc_stamp
+from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import TilePlan, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each, sample_grid
 
@@ -102,8 +102,7 @@ def _check_options(o: PredictOptions) -> None:
     if o.probability_dtype not in PROBABILITY_DTYPES:
         raise UsageError(f"probability dtype {o.probability_dtype!r}: expected one of "
                          f"{', '.join(PROBABILITY_DTYPES)}")
-    if o.compress not in CODECS:
-        raise UsageError(f"compression {o.compress!r}: expected one of {', '.join(CODECS)}")
+    check_codec(o.compress)
     if o.extent_crs and not o.extent:
         raise UsageError("--extent-crs needs --extent")
 

@@ -42,10 +42,14 @@ DEFLATE_OPTIONS = {"mask": {"compress": "deflate"},
                    "float32": {"compress": "deflate", "predictor": 3, "zlevel": 1}}
 
 
-def creation_options(codec: str, kind: str) -> dict:
-    """GDAL creation options of an output: ``kind`` is mask, uint8 or float32."""
+def check_codec(codec: str) -> None:
     if codec not in CODECS:
         raise UsageError(f"compression {codec!r}: expected one of {', '.join(CODECS)}")
+
+
+def creation_options(codec: str, kind: str) -> dict:
+    """GDAL creation options of an output: ``kind`` is mask, uint8 or float32."""
+    check_codec(codec)
     return dict(ZSTD_OPTIONS) if codec == "zstd" else dict(DEFLATE_OPTIONS[kind])
 
 

@@ -13,9 +13,10 @@ works at 16 m (chips resampled from their 10 m grid, Section 2.2).
 ``cpu`` keeps the methods and the architecture's layout but narrows the network
 (width 0.25, smaller atrous rates to suit its crops), trains at the chips' own
 10 m grid, shrinks crops, batch and steps and fixes the learning rate (chosen once
-per row on validation; ``method_lr`` can set one per row) and the weight decay instead
-of searching a grid, so that the whole table reproduces on 2 CPU cores in under 2 hours (sized
-from step times measured on such a machine, given beside the preset).
+per row on validation; ``method_lr`` can set one per row) and the weight decay
+instead of searching a grid, so that the whole table reproduces on 2 CPU cores in
+under 2 hours (sized from step times measured on such a machine, given beside the
+preset).
 """
 from __future__ import annotations
 
