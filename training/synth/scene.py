@@ -1,8 +1,11 @@
 """One synthetic chip: terrain -> water -> land cover -> Sentinel-1, Sentinel-2, labels.
 
-Hand labels are the truth, except where a labeller could not see: under thick
-cloud (opacity > 0.5) and where Sentinel-2 has no data they are -1, as in
-Sen1Floods11, whose labellers drew water on Sentinel-2 (Garg et al., Fig. 2).
+Hand labels are the water a labeller can see on Sentinel-2, as Sen1Floods11's
+labellers drew water on it (Garg et al., Fig. 2): under thick cloud (opacity > 0.5)
+and where Sentinel-2 has no data they are -1; water under plants that cover more
+than half of the pixel from above (flooded forest, tall dense crops) looks like
+the plants and is labelled dry. Everywhere else they are the truth. The truth
+(``Chip.truth``) keeps all the water, for scoring the labels themselves.
 Weak labels come from the S2 indices in ``training.data.s2index``.
 
 Sentinel-1 and Sentinel-2 have no-data areas at swath and tile edges: a few
@@ -28,6 +31,7 @@ S1_EDGE_PROB = 0.08
 S1_EMPTY_PROB = 0.01
 S2_EDGE_PROB = 0.04
 THICK_CLOUD = 0.5
+HIDING_CANOPY = 0.5   # plant cover above which a labeller sees plants, not water
 
 
 @dataclass
@@ -35,7 +39,7 @@ class Chip:
     s1: np.ndarray            # (2, H, W) float32 dB, NaN no data
     s2: np.ndarray            # (13, H, W) int16 TOA x 10000, 0 no data
     truth: np.ndarray         # (H, W) int16 0/1: water under the sky or under plants
-    hand: np.ndarray          # (H, W) int16 -1/0/1
+    hand: np.ndarray          # (H, W) int16 -1/0/1: the water a labeller sees
     stats: dict[str, float]
 
 
@@ -66,12 +70,14 @@ def make_chip(p: ChipParams, rng: np.random.Generator, size: int = SIZE) -> Chip
     s2[:, s2_missing] = 0
 
     truth = terrain.water.astype(np.int16)
-    hand = truth.copy()
+    hidden = lc.canopy > HIDING_CANOPY   # canopy is 0 outside flooded vegetation
+    hand = np.where(hidden, 0, truth).astype(np.int16)
     hand[(cloud > THICK_CLOUD) | s2_missing] = IGNORE
     counts = np.bincount(lc.cls.ravel(), minlength=len(CLASS_NAMES)) / lc.cls.size
     stats = {f"frac_{name}": float(c) for name, c in zip(CLASS_NAMES, counts)}
     stats["water_frac"] = float(truth.mean())
     stats["flooded_veg_share_of_water"] = float((lc.cls == FLOODED_VEG).sum() / max(truth.sum(), 1))
+    stats["hidden_share_of_water"] = float(hidden.sum() / max(truth.sum(), 1))
     stats["s1_water_frac"] = float(water_s1.mean())
     stats["s1_valid_frac"] = float(np.isfinite(s1).all(axis=0).mean())
     stats.update(sar_stats)

@@ -42,7 +42,7 @@ from . import events, scene
 
 PIXEL_DEG = 8.983152841195215e-05        # Sen1Floods11's pixel: 10 m at the equator
 MANIFEST = "synth_manifest.json"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 REAL_SPLIT_SIZES = {"train": 252, "valid": 89, "test": 90, "bolivia": 15}
 ED_MAX_CLOUD = 0.12
 ED_MAX_LAG_DAYS = 0.5
@@ -152,8 +152,9 @@ def label_counts(label: np.ndarray, truth: np.ndarray) -> dict[str, int]:
 def label_quality(records: list[dict]) -> dict[str, dict[str, float]]:
     """Per set, its labels against the truth: water IoU, precision, recall and share ignored.
 
-    Hand labels are the truth where a labeller could see (``scene``), so theirs only
-    shows what they leave out; the weak sets show their rules' errors.
+    Hand labels are the water a labeller could see (``scene``), so theirs shows the
+    water they leave out (under cloud, or hidden by plants); the weak sets show
+    their rules' errors.
     """
     quality = {}
     for kind in _SET_CODES:
