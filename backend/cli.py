@@ -61,6 +61,7 @@ def _add_io(p: argparse.ArgumentParser) -> None:
 
 
 def _add_compress(p: argparse.ArgumentParser) -> None:
+    # backend.sink.CODECS, spelt out so that parsing does not import rasterio (tested)
     p.add_argument("--compress", choices=("zstd", "deflate"), default="zstd",
                    help="GeoTIFF compression: zstd (default, fast; GDAL 2.3+ with zstd reads "
                         "it) or deflate (for software without ZSTD)")

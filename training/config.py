@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
 from .methods import BY_NAME
+from .models import DEEPLAB
 from .models.compact import COMPACT_RATES
 from .models.deeplab import ASPP_RATES
 
@@ -39,7 +40,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     preset: str = "custom"
     # model: the big network (teacher, baselines, big student)
-    arch: str = "deeplabv3plus_xception65"
+    arch: str = DEEPLAB
     width: float = 1.0
     rates: tuple[int, ...] = ASPP_RATES           # DeepLabv3+'s at output stride 16
     # start every Xception block as its shortcut (zero last BN scale of the branch):

@@ -37,7 +37,7 @@ from .config import TrainConfig
 from .losses import distillation_loss, edge_weighted_ce
 from .methods import Method, get_method
 from .metrics import Scoreboard
-from .models import build_model, display_name
+from .models import DEEPLAB, build_model, display_name
 from .precise_bn import calibration_batches, recalibrate
 from .transforms import resize, to_grid
 
@@ -71,7 +71,7 @@ class RunSpec:
                               if self.method.compact else (cfg.arch, cfg.width, cfg.rates))
         spec = {"arch": arch, "in_channels": self.method.in_channels, "width": width,
                 "rates": list(rates)}
-        if arch == "deeplabv3plus_xception65":
+        if arch == DEEPLAB:
             spec["zero_init_residual"] = cfg.zero_init_residual
         return spec
 
@@ -184,7 +184,7 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
     # its default, or its _BEFORE_FIELD value
     config = {**TrainConfig().to_dict(), **_BEFORE_FIELD, **identity.get("config", {})}
     spec = identity.get("model_spec")
-    if isinstance(spec, dict) and spec.get("arch") == "deeplabv3plus_xception65":
+    if isinstance(spec, dict) and spec.get("arch") == DEEPLAB:
         spec = {"zero_init_residual": _BEFORE_FIELD["zero_init_residual"], **spec}
     return {**identity, "model_spec": spec,
             "config": {k: v for k, v in config.items() if k not in _LR_CHOICE}}

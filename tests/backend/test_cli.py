@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import rasterio
 
+from backend.cli import build_parser
+from backend.sink import CODECS
 from tests.backend.conftest import REPO, listing, random_db, run_cli, sigmoid, write_raster
 
 RESULT_FIELDS = {
@@ -124,6 +126,14 @@ def test_finalize_thresholds_and_keeps_provenance(tmp_path, src, models, dtype, 
     assert tags["SARFLOOD_MODEL"] == "test-threshold" and tags["SARFLOOD_THRESHOLD"] == "0.7"
     assert tags["REVIEWER"] == "ana" and tags["SARFLOOD_INPUTS"] == src
     assert r["water_pixels"] == int((mask == 1).sum())
+
+
+def test_compress_choices_are_the_sinks_codecs():
+    # the CLI lists them itself so that --help does not import rasterio
+    subcommands = next(a for a in build_parser()._actions if a.choices and "predict" in a.choices)
+    options = [a for sub in subcommands.choices.values() for a in sub._actions
+               if "--compress" in a.option_strings]
+    assert len(options) >= 3 and all(tuple(a.choices) == CODECS for a in options)
 
 
 def test_devices_command():

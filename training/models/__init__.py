@@ -14,8 +14,9 @@ from torch import nn
 from .compact import COMPACT_RATES, CompactSegNet
 from .deeplab import ASPP_RATES, DeepLabV3Plus
 
+DEEPLAB = "deeplabv3plus_xception65"   # the paper's network; the id checkpoints carry
 ARCHS: dict[str, type[nn.Module]] = {
-    "deeplabv3plus_xception65": DeepLabV3Plus,
+    DEEPLAB: DeepLabV3Plus,
     "compact": CompactSegNet,
 }
 # zero_init_residual (DeepLab only) changes the initialisation, not the network: it
@@ -27,14 +28,14 @@ class ModelSpecError(ValueError):
     """A model spec names an unknown architecture or has bad fields."""
 
 
-DEFAULT_RATES = {"deeplabv3plus_xception65": ASPP_RATES, "compact": COMPACT_RATES}
+DEFAULT_RATES = {DEEPLAB: ASPP_RATES, "compact": COMPACT_RATES}
 
 
 def display_name(spec: dict[str, Any]) -> str:
     """Human name for tables and model cards, e.g. ``DeepLabv3+/Xception-65 (width 0.25)``;
     settings other than the paper's (or the compact net's defaults) are named."""
     arch = spec["arch"]
-    base = {"deeplabv3plus_xception65": "DeepLabv3+/Xception-65",
+    base = {DEEPLAB: "DeepLabv3+/Xception-65",
             "compact": "compact separable encoder-decoder"}[arch]
     notes = []
     width = float(spec.get("width", 1.0))
@@ -42,7 +43,7 @@ def display_name(spec: dict[str, Any]) -> str:
         notes.append(f"width {width:g}")
     rates = tuple(spec.get("rates", DEFAULT_RATES[arch]))
     if rates != DEFAULT_RATES[arch]:
-        kind = "ASPP rates" if arch == "deeplabv3plus_xception65" else "dilations"
+        kind = "ASPP rates" if arch == DEEPLAB else "dilations"
         notes.append(f"{kind} {'/'.join(map(str, rates))}")
     return base + (f" ({', '.join(notes)})" if notes else "")
 
@@ -68,12 +69,12 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         raise ModelSpecError(f"rates must be a list of positive integers, got {rates!r}")
     extra = {}
     if "zero_init_residual" in spec:
-        if arch != "deeplabv3plus_xception65":
+        if arch != DEEPLAB:
             raise ModelSpecError(f"zero_init_residual applies to DeepLab only, not {arch!r}")
         extra["zero_init_residual"] = bool(spec["zero_init_residual"])
     return ARCHS[arch](in_channels, num_classes=int(spec.get("num_classes", 2)), width=width,
                        rates=tuple(rates), **extra)
 
 
-__all__ = ["ARCHS", "CompactSegNet", "DeepLabV3Plus", "ModelSpecError", "build_model",
+__all__ = ["ARCHS", "DEEPLAB", "CompactSegNet", "DeepLabV3Plus", "ModelSpecError", "build_model",
            "display_name"]
