@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
 from .methods import BY_NAME
-from .models import COMPACT, DEEPLAB
+from .models import DEEPLAB
 from .models.compact import COMPACT_RATES
 from .models.deeplab import ASPP_RATES
 
@@ -48,7 +48,7 @@ class TrainConfig:
     # started, and with it DeepLab learns far less in the cpu preset's 600 steps
     zero_init_residual: bool = True
     # the compact student of the ``student_compact`` row
-    compact_arch: str = COMPACT
+    compact_arch: str = "compact"
     compact_width: float = 1.0
     compact_rates: tuple[int, ...] = COMPACT_RATES
     # the grid the model works on; chips are resampled to it (the paper: 16 m)

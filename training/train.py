@@ -37,7 +37,7 @@ from .config import TrainConfig
 from .losses import distillation_loss, edge_weighted_ce
 from .methods import Method, get_method
 from .metrics import Scoreboard
-from .models import COMPACT, DEEPLAB, build_model, display_name
+from .models import DEEPLAB, build_model, display_name
 from .precise_bn import calibration_batches, recalibrate
 from .transforms import resize, to_grid
 
@@ -73,8 +73,6 @@ class RunSpec:
                 "rates": list(rates)}
         if arch == DEEPLAB:
             spec["zero_init_residual"] = cfg.zero_init_residual
-        if arch == COMPACT:
-            spec["gate"] = False
         return spec
 
     def identity(self) -> dict[str, Any]:
@@ -188,8 +186,6 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
     spec = identity.get("model_spec")
     if isinstance(spec, dict) and spec.get("arch") == DEEPLAB:
         spec = {"zero_init_residual": _BEFORE_FIELD["zero_init_residual"], **spec}
-    if isinstance(spec, dict) and spec.get("arch") == COMPACT:
-        spec = {"gate": True, **spec}   # compact runs before the key had the gate
     return {**identity, "model_spec": spec,
             "config": {k: v for k, v in config.items() if k not in _LR_CHOICE}}
 

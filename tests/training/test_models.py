@@ -69,42 +69,11 @@ def test_width_names_the_variant():
         == "DeepLabv3+/Xception-65"
 
 
-@pytest.mark.parametrize("gate", [False, True, None])   # None: a spec from before the key
-def test_compact_output_depends_on_its_neighbourhood_only_without_the_gate(gate):
-    """What lets the backend tile a raster: far-away input must not reach a pixel."""
-    torch.manual_seed(0)
-    spec = {"arch": "compact", "in_channels": 2, "width": 0.5, "rates": [1, 2, 4]}
-    model = build_model(spec if gate is None else {**spec, "gate": gate})
-    x = torch.randn(1, 2, 64, 512)
-    y = x.clone()
-    y[..., :64] += 10.0   # much brighter input in the first 64 columns
-    # batch-norm statistics of x itself, so that every layer carries signal as in a
-    # trained net (at initialisation the deep features are near zero)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    with torch.no_grad():
-        model.train()(x)
-        far = (model.eval()(x) - model(y))[..., 320:].abs().max().item()  # 256+ px away
-    if gate is False:
-        assert far < 1e-6
-    else:
-        assert far > 0.01
-
-
-def test_the_gate_is_named():
-    spec = {"arch": "compact", "rates": [1, 2, 4]}
-    assert display_name({**spec, "gate": False}) == \
-        "compact separable encoder-decoder (dilations 1/2/4)"
-    assert display_name(spec) == "compact separable encoder-decoder (dilations 1/2/4, pooling gate)"
-
-
 @pytest.mark.parametrize("spec,msg", [
     ({"arch": "unet", "in_channels": 2}, "unknown architecture 'unet'"),
     ({"arch": "compact", "in_channels": 0}, "in_channels must be a positive integer"),
     ({"arch": "compact", "in_channels": 2, "depth": 3}, "unknown keys ['depth']"),
     ({"arch": "compact", "in_channels": 2, "zero_init_residual": True}, "DeepLab only"),
-    ({"arch": "deeplabv3plus_xception65", "in_channels": 2, "gate": False}, "compact net only"),
 ])
 def test_bad_specs_are_refused(spec, msg):
     with pytest.raises(ModelSpecError, match=msg.replace("[", r"\[").replace("]", r"\]")):

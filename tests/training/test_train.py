@@ -134,17 +134,6 @@ def test_a_deeplab_run_made_before_zero_init_residual_resumes_only_without_it(tm
     assert len(step_losses(tmp_path)) == 6
 
 
-def test_a_compact_run_made_with_the_pooling_gate_is_not_resumed_without_it(tmp_path):
-    with pytest.raises(Interrupted):
-        train(tiny_run(arch="compact"), tiny_data(), tmp_path, progress=False, stop_at=1)
-    state = load_checkpoint(tmp_path / "last.pt")
-    assert state["run"]["model_spec"]["gate"] is False
-    del state["run"]["model_spec"]["gate"]    # as written while the net had the gate
-    torch.save(state, tmp_path / "last.pt")
-    with pytest.raises(RunError, match=r"other settings \(model_spec"):
-        train(tiny_run(arch="compact"), tiny_data(), tmp_path, progress=False)
-
-
 def test_step_batches_are_independent_of_the_process_count():
     cfg = make_config("cpu", TINY)
     build = supervised_builder(cfg, ("s1",), "label")

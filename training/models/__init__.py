@@ -15,23 +15,20 @@ from .compact import COMPACT_RATES, CompactSegNet
 from .deeplab import ASPP_RATES, DeepLabV3Plus
 
 DEEPLAB = "deeplabv3plus_xception65"   # the paper's network; the id checkpoints carry
-COMPACT = "compact"
 ARCHS: dict[str, type[nn.Module]] = {
     DEEPLAB: DeepLabV3Plus,
-    COMPACT: CompactSegNet,
+    "compact": CompactSegNet,
 }
 # zero_init_residual (DeepLab only) changes the initialisation, not the network: it
-# is in the spec so that a run knows how its weights started. gate (compact only):
-# a spec without it is from before 2026-11-22, when the compact net had the gate
-SPEC_KEYS = ("arch", "in_channels", "num_classes", "width", "rates", "zero_init_residual",
-             "gate")
+# is in the spec so that a run knows how its weights started
+SPEC_KEYS = ("arch", "in_channels", "num_classes", "width", "rates", "zero_init_residual")
 
 
 class ModelSpecError(ValueError):
     """A model spec names an unknown architecture or has bad fields."""
 
 
-DEFAULT_RATES = {DEEPLAB: ASPP_RATES, COMPACT: COMPACT_RATES}
+DEFAULT_RATES = {DEEPLAB: ASPP_RATES, "compact": COMPACT_RATES}
 
 
 def display_name(spec: dict[str, Any]) -> str:
@@ -39,7 +36,7 @@ def display_name(spec: dict[str, Any]) -> str:
     settings other than the paper's (or the compact net's defaults) are named."""
     arch = spec["arch"]
     base = {DEEPLAB: "DeepLabv3+/Xception-65",
-            COMPACT: "compact separable encoder-decoder"}[arch]
+            "compact": "compact separable encoder-decoder"}[arch]
     notes = []
     width = float(spec.get("width", 1.0))
     if width != 1.0:
@@ -48,8 +45,6 @@ def display_name(spec: dict[str, Any]) -> str:
     if rates != DEFAULT_RATES[arch]:
         kind = "ASPP rates" if arch == DEEPLAB else "dilations"
         notes.append(f"{kind} {'/'.join(map(str, rates))}")
-    if arch == COMPACT and spec.get("gate", True):
-        notes.append("pooling gate")
     return base + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -77,13 +72,9 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         if arch != DEEPLAB:
             raise ModelSpecError(f"zero_init_residual applies to DeepLab only, not {arch!r}")
         extra["zero_init_residual"] = bool(spec["zero_init_residual"])
-    if "gate" in spec and arch != COMPACT:
-        raise ModelSpecError(f"gate applies to the compact net only, not {arch!r}")
-    if arch == COMPACT:
-        extra["gate"] = bool(spec.get("gate", True))
     return ARCHS[arch](in_channels, num_classes=int(spec.get("num_classes", 2)), width=width,
                        rates=tuple(rates), **extra)
 
 
-__all__ = ["ARCHS", "COMPACT", "DEEPLAB", "CompactSegNet", "DeepLabV3Plus", "ModelSpecError", "build_model",
+__all__ = ["ARCHS", "DEEPLAB", "CompactSegNet", "DeepLabV3Plus", "ModelSpecError", "build_model",
            "display_name"]

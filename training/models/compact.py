@@ -4,9 +4,8 @@ the paper's): the student the product ships.
 Same interface as :class:`~training.models.deeplab.DeepLabV3Plus`: any number of
 input channels in, class logits at the input's size out. It keeps DeepLabv3+'s
 ideas at a fraction of the cost: separable convs throughout, an output stride of
-16 with a cascade of atrous convs (rates 2, 4, 8 by default) for context in place of
-ASPP (no image-level branch: a pixel's output depends on its neighbourhood only, not on
-the tile around it), and decoder skips at stride 4 and 2.
+16 with a cascade of atrous convs (rates 2, 4, 8 by default) for context, a global-pooling
+channel gate in place of ASPP, and decoder skips at stride 4 and 2.
 """
 from __future__ import annotations
 
@@ -45,11 +44,6 @@ class PoolGate(nn.Module):
 class CompactSegNet(SegmentationModel):
     """Compact student: returns logits ``(N, num_classes, H, W)``.
 
-    ``gate`` adds the global-pooling channel gate that checkpoints made before
-    2026-11-22 have. It is off for new runs: it sees the whole tile, so the output
-    depended on how the backend tiled a raster (0.07-0.09 % of mask pixels changed
-    with the tile size; README, "Against the issue's targets").
-
     The decoder adds (rather than concatenates) each skip to the upsampled deeper
     features, after a 1x1 projection done before upsampling (the two commute), so
     the full-resolution stages move few channels.
@@ -58,7 +52,7 @@ class CompactSegNet(SegmentationModel):
     size_multiple = 16
 
     def __init__(self, in_channels: int, num_classes: int = 2, width: float = 1.0,
-                 rates: tuple[int, ...] = COMPACT_RATES, gate: bool = False):
+                 rates: tuple[int, ...] = COMPACT_RATES):
         super().__init__()
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -68,7 +62,7 @@ class CompactSegNet(SegmentationModel):
         self.stage8 = nn.Sequential(SeparableConv(c4, c8, stride=2), ResidualSeparable(c8))
         self.stage16 = nn.Sequential(SeparableConv(c8, c16, stride=2),
                                      *(ResidualSeparable(c16, d) for d in rates),
-                                     *([PoolGate(c16)] if gate else []))
+                                     PoolGate(c16))
         self.project4 = nn.Conv2d(c16, c4, 1)
         self.fuse4 = ResidualSeparable(c4)
         self.project2 = nn.Conv2d(c4, c2, 1)
