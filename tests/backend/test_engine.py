@@ -11,6 +11,7 @@ from backend.errors import Cancelled, UsageError
 from backend.model import OnnxModel
 from backend.progress import Reporter
 from backend.raster_io import WindowReader, metres_per_degree
+from backend.scene import write_scene
 from backend.tiling import plan_tiles
 from backend.units import convert
 from tests.backend.conftest import (listing, random_db, reference_smoothed, sigmoid,
@@ -108,7 +109,6 @@ def test_the_bundled_model_barely_depends_on_the_tiling(tmp_path):
     it cannot be bit-identical across tilings (README); it must stay close to it.
     Measured on this 1024 px scene: 0.08 % of the mask and a mean probability change
     of 0.0016 between 512 and 256 px tiles."""
-    from backend.scene import write_scene
     src = str(tmp_path / "scene.tif")
     write_scene(src, 1024, seed=0)
     out = {}
