@@ -8,7 +8,7 @@ import rasterio
 
 from training.data import s2index
 from training.data.io import read_label, read_s1, read_s2
-from training.data.layout import DatasetError
+from training.data.layout import HAND_SPLITS, DatasetError
 from training.data.sets import external_chips, hand_chips, weak_chips
 from training.synth import bench, events, noise, sar, scene, writer
 from training.synth.landcover import CROP, FLOODED_VEG, OPEN_WATER, URBAN, make_landcover
@@ -31,7 +31,7 @@ def params(event=events.EVENTS[0], seed=0, **changes) -> events.ChipParams:
 def test_layout_and_split_files(dataset):
     root, manifest = dataset
     assert manifest["hand_splits"] == {"train": 3, "valid": 1, "test": 1, "bolivia": 1}
-    sizes = {s: len(hand_chips(root, s, s2=True)) for s in ("train", "valid", "test", "bolivia")}
+    sizes = {s: len(hand_chips(root, s, s2=True)) for s in HAND_SPLITS}
     assert sizes == manifest["hand_splits"]
     assert len(weak_chips(root)) == 3 and len(external_chips(root)) == 3
     line = (root / "v1.1/splits/flood_handlabeled/flood_test_data.csv").read_text().strip()
@@ -268,7 +268,7 @@ def test_manifest_scores_each_sets_labels_against_the_truth(dataset):
             fn += int(((label == 0) & (truth == 1) & scored).sum())
         return tp, fp, fn
     # hand labels mark only true water; their recall is what plants hide from the labeller
-    tp, fp, fn = recount(c for s in ("train", "valid", "test", "bolivia") for c in hand_chips(root, s))
+    tp, fp, fn = recount(c for s in HAND_SPLITS for c in hand_chips(root, s))
     assert fp == 0 and quality["hand"]["precision"] == 1.0
     assert quality["hand"]["recall"] == round(tp / (tp + fn), 4)
     # the weak set's counts match its rule against the truth

@@ -76,5 +76,5 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
                        rates=tuple(rates), **extra)
 
 
-__all__ = ["ARCHS", "DEEPLAB", "CompactSegNet", "DeepLabV3Plus", "ModelSpecError", "build_model",
-           "display_name"]
+__all__ = ["ARCHS", "DEEPLAB", "CompactSegNet", "DeepLabV3Plus", "ModelSpecError",
+           "build_model", "display_name"]
