@@ -84,3 +84,16 @@ def test_bundled_demo_model_is_reproducible(tmp_path):
     from tests.conftest import REPO
     bundled = onnx.load(REPO / "resources" / "models" / "sarflood-demo-threshold.onnx")
     assert bundled.SerializeToString() == demo_model().SerializeToString()
+
+
+def test_the_documented_example_is_the_bundled_models_card():
+    """backend/MODEL_CARD.md shows the default model's card (less ``extra``): it must
+    parse, and say what the bundled file says."""
+    from backend.engine import default_model_path
+    from tests.conftest import REPO
+    text = (REPO / "backend" / "MODEL_CARD.md").read_text()
+    example = json.loads(text.split("```json\n")[-1].split("```")[0])
+    documented = parse_card(example)
+    bundled = OnnxModel(default_model_path(), "cpu").card
+    assert json.loads(documented.to_json()) == {
+        k: v for k, v in json.loads(bundled.to_json()).items() if k != "extra"}
