@@ -63,7 +63,11 @@ def metres_per_degree(lat_deg: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Grid:
-    """A north-up raster grid: CRS, affine transform and size."""
+    """An axis-aligned raster grid: CRS, affine transform and size.
+
+    North-up (row 0 at the north edge) or flipped (south-up, or columns running
+    west): ``open_inputs`` refuses rotated and sheared grids.
+    """
     crs: CRS
     transform: Affine
     width: int
@@ -101,6 +105,25 @@ class Grid:
         lat = (111132.92 - 559.82 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi)
                - 0.0023 * np.cos(6 * phi))
         return a * lon * e * lat
+
+    @property
+    def north_up(self) -> bool:
+        return self.transform.a > 0 and self.transform.e < 0
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north), whichever way the rows and columns run
+        (``rasterio.transform.array_bounds`` assumes north-up)."""
+        t = self.transform
+        xs = (t.c, t.c + t.a * self.width)
+        ys = (t.f, t.f + t.e * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def north_up_twin(self) -> "Grid":
+        """The same pixels in north-up order: rows north to south, columns west to east."""
+        west, _, _, north = self.bounds()
+        t = self.transform
+        return Grid(self.crs, Affine(abs(t.a), 0.0, west, 0.0, -abs(t.e), north),
+                    self.width, self.height)
 
     def window_grid(self, window: Window) -> "Grid":
         return Grid(self.crs, rasterio.windows.transform(window, self.transform),
@@ -344,15 +367,14 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
         if src != grid.crs:
             xmin, ymin, xmax, ymax = transform_bounds(src, grid.crs, xmin, ymin, xmax, ymax,
                                                       densify_pts=21)
-    win = rasterio.windows.from_bounds(xmin, ymin, xmax, ymax, grid.transform)
-    col0, row0 = math.floor(win.col_off + 1e-9), math.floor(win.row_off + 1e-9)
-    col1 = math.ceil(win.col_off + win.width - 1e-9)
-    row1 = math.ceil(win.row_off + win.height - 1e-9)
+    # the extent's corners in pixel coordinates: any axis-aligned grid, flipped ones too
+    cols, rows = ~grid.transform @ (np.array([xmin, xmax]), np.array([ymax, ymin]))
+    col0, row0 = math.floor(cols.min() + 1e-9), math.floor(rows.min() + 1e-9)
+    col1, row1 = math.ceil(cols.max() - 1e-9), math.ceil(rows.max() - 1e-9)
     col0, row0 = max(col0, 0), max(row0, 0)
     col1, row1 = min(col1, grid.width), min(row1, grid.height)
     if col1 <= col0 or row1 <= row0:
-        # array_bounds gives (west, south, east, north): XMIN,YMIN,XMAX,YMAX like --extent
-        bounds = rasterio.transform.array_bounds(grid.height, grid.width, grid.transform)
+        bounds = grid.bounds()  # XMIN,YMIN,XMAX,YMAX, like --extent
         raise InputError(f"{path}: the extent {_rounded(extent)} does not overlap the raster "
                          f"(bounds {_rounded(bounds)} in {grid.crs.to_string()})")
     return Window(col0, row0, col1 - col0, row1 - row0)

@@ -97,10 +97,11 @@ PLAUSIBLE_VV_DB = (-35.0, 5.0)   # median VV of calibrated Sentinel-1 scenes lie
 
 def implausible(units: str, vv: np.ndarray) -> str | None:
     """A warning when the VV median, in dB, is not that of calibrated backscatter."""
-    v = vv[np.isfinite(vv)]
-    if not v.size:
+    db = convert(vv[np.isfinite(vv)].astype(np.float32), units, "dB")
+    db = db[np.isfinite(db)]   # zero power (a scene's blank border) has no dB value
+    if not db.size:
         return None
-    median = float(np.median(convert(v.astype(np.float32), units, "dB")))
+    median = float(np.median(db))
     lo, hi = PLAUSIBLE_VV_DB
     if np.isfinite(median) and lo <= median <= hi:
         return None

@@ -4,6 +4,7 @@ import threading
 import numpy as np
 import pytest
 import rasterio
+from rasterio.transform import Affine
 
 from backend import engine
 from backend.engine import GridJob, PredictOptions, predict
@@ -307,6 +308,63 @@ def test_extent_on_a_resampled_input(tmp_path, models):
     # same model grid lines and real context around the extent: the same values, up to
     # GDAL's warper, which resamples each requested chunk on its own (about 3e-5 here)
     assert np.abs(part - full).max() < 1e-4
+
+
+@pytest.mark.parametrize("crs, pixel, origin", [
+    ("EPSG:32633", 10.0, (500000.0, 5000000.0)),       # the model's pixel size
+    ("EPSG:4326", 8.983e-05, (10.0, 40.1)),            # 7.7 x 10 m at 40 N: resampled anyway
+])
+def test_flipped_grids_give_the_north_up_result(tmp_path, models, crs, pixel, origin):
+    """A south-up grid (rows running north) and one whose columns run west hold the same
+    ground as a north-up one; the model must see that ground the same way up. The
+    shifted model reads the pixel to the north-west, so feeding the rows as stored would
+    read another neighbour."""
+    bands = random_db((150, 170), seed=3)
+    h, w = bands.shape[1:]
+    x0, y0 = origin
+    grids = {
+        "north_up": (bands, Affine(pixel, 0, x0, 0, -pixel, y0)),
+        "south_up": (bands[:, ::-1], Affine(pixel, 0, x0, 0, pixel, y0 - h * pixel)),
+        "west_left": (bands[:, :, ::-1], Affine(-pixel, 0, x0 + w * pixel, 0, -pixel, y0)),
+    }
+    out = {}
+    for name, (data, transform) in grids.items():
+        src = write_raster(tmp_path / f"{name}.tif", np.ascontiguousarray(data), crs=crs,
+                           transform=transform)
+        r = predict(PredictOptions([src], mask=str(tmp_path / f"m_{name}.tif"),
+                                   probability=str(tmp_path / f"p_{name}.tif"),
+                                   model=models["shifted"]))
+        assert r["resampled"] == (name != "north_up" or crs == "EPSG:4326")
+        with rasterio.open(tmp_path / f"p_{name}.tif") as o:
+            assert (o.transform, o.shape) == (transform, (h, w))   # written on the input grid
+        out[name] = read(tmp_path / f"m_{name}.tif"), read(tmp_path / f"p_{name}.tif")
+    m, p = out["north_up"]
+    for name, flip in (("south_up", np.s_[::-1, :]), ("west_left", np.s_[:, ::-1])):
+        assert np.array_equal(out[name][0][flip], m), name
+        assert np.nanmax(np.abs(out[name][1][flip] - p)) < 1e-5, name
+    if crs == "EPSG:32633":   # the north-up run is the exact model: the others are too
+        expected = sigmoid(-(bands[0, :-1, :-1].astype(np.float64) + 15))
+        assert np.abs(out["south_up"][1][::-1][1:, 1:] - expected).max() < 1e-5
+
+
+def test_extent_on_a_south_up_grid(tmp_path, models):
+    bands = random_db((200, 240), seed=4)
+    north = write_raster(tmp_path / "north.tif", bands, transform=Affine(10, 0, 500000, 0, -10,
+                                                                         5002000))
+    south = write_raster(tmp_path / "south.tif", np.ascontiguousarray(bands[:, ::-1]),
+                         transform=Affine(10, 0, 500000, 0, 10, 5000000))
+    extent = (500500.0, 5000300.0, 501700.0, 5001250.0)   # columns 50..170, rows 75..170
+    for name, src in (("north", north), ("south", south)):
+        r = predict(PredictOptions([src], probability=str(tmp_path / f"p_{name}.tif"),
+                                   mask=None, model=models["shifted"], extent=extent))
+        assert (r["window"]["width"], r["window"]["height"]) == (120, 95)
+        with rasterio.open(tmp_path / f"p_{name}.tif") as o:   # o.bounds assumes north-up
+            (xa, ya), (xb, yb) = o.xy(0, 0), o.xy(o.height - 1, o.width - 1)
+        (x0, x1), (y0, y1) = sorted((xa, xb)), sorted((ya, yb))
+        assert (x0 - 5, y0 - 5, x1 + 5, y1 + 5) == pytest.approx(extent)  # pixel centres
+    assert r["window"]["row_off"] == 30   # counted from the south edge
+    assert np.nanmax(np.abs(read(tmp_path / "p_south.tif")[::-1]
+                            - read(tmp_path / "p_north.tif"))) < 1e-5
 
 
 def test_graph_with_fixed_input_size_gets_exactly_that(tmp_path):

@@ -83,3 +83,7 @@ def test_uncalibrated_values_are_flagged():
     assert "outside -35 to 5 dB" in implausible("amplitude", dn)
     assert implausible("dB", np.full(100, -12.0, np.float32)) is None
     assert implausible("linear", np.full(100, 0.05, np.float32)) is None
+    # a blank border of zeros (no dB value) does not make the median NaN
+    bordered = np.r_[np.zeros(40, np.float32), np.full(60, 0.05, np.float32)]
+    assert implausible("linear", bordered) is None
+    assert "is 33.0 dB when read as linear" in implausible("linear", bordered * 4e4)
