@@ -16,6 +16,10 @@ The run, in order:
    rows, so memory does not grow with the raster's height;
 5. build overviews and rename the temporary files into place.
 
+An extent (``--extent``) is processed with the tiles a run on the whole raster
+uses, so it gets that run's pixels exactly (the trained models depend a little on
+where tiles fall).
+
 Cancelling (the ``cancel`` event, set by the CLI on SIGINT/SIGTERM) stops at the
 next batch and deletes every temporary file.
 """
@@ -27,7 +31,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +49,7 @@ from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
                         extent_window, gdal_env, open_inputs)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
-from .tiling import TilePlan, blend_cell, plan_tiles
+from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each, sample_grid
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
@@ -277,32 +281,32 @@ def provenance_tags(card: ModelCard, inputs: list[str], threshold: float, tta: b
     }
 
 
-def _model_grid(out_grid: Grid, src_grid: Grid, target_m: float
+def _model_grid(out_grid: Grid, src_grid: Grid, target_m: float, stride: int, blend: int
                 ) -> tuple[Grid, Window, Affine, int, int]:
     """The model-pixel grid over the output window, inside a warped view of the whole input.
 
     Returns (processing grid, its window in the view, view transform, view width, height).
-    The view's lines pass through the output window's corner, so real pixels outside
-    the window give context and mirror padding is used only beyond the input. The
-    processing grid reaches a few model pixels beyond the window (within the input),
-    so that warping back has its full resampling kernel at the window's edges.
+    The view is the one a run on the whole input uses (north-up from the input's corner,
+    model pixels sized at the input's centre), and the processing grid starts where that
+    run's tiles do (:func:`~backend.tiling.aligned_origin`), so an extent sees the model
+    pixels and tiles of the whole-raster run. Real pixels outside the window give context;
+    mirror padding is used only beyond the input. The processing grid reaches a few model
+    pixels beyond the window, so that warping back has its full kernel at its edges.
     """
-    px, py = out_grid.pixel_size_m()
-    dx = abs(out_grid.transform.a) * target_m / px
-    dy = abs(out_grid.transform.e) * target_m / py
-    # the view is north-up whichever way the input's rows and columns run
-    x0, _, _, y0 = out_grid.bounds()
+    px, py = src_grid.pixel_size_m()
+    dx = abs(src_grid.transform.a) * target_m / px
+    dy = abs(src_grid.transform.e) * target_m / py
     left, bottom, right, top = src_grid.bounds()
-    kx = math.ceil((x0 - left) / dx - 1e-9)
-    ky = math.ceil((top - y0) / dy - 1e-9)
-    vw = kx + math.ceil((right - x0) / dx - 1e-9)
-    vh = ky + math.ceil((y0 - bottom) / dy - 1e-9)
-    w = math.ceil(out_grid.width * abs(out_grid.transform.a) / dx - 1e-9)
-    h = math.ceil(out_grid.height * abs(out_grid.transform.e) / dy - 1e-9)
+    x0, y1, x1, y0 = out_grid.bounds()
+    vw, vh = math.ceil((right - left) / dx - 1e-9), math.ceil((top - bottom) / dy - 1e-9)
     pad = 2 * math.ceil(max(px, py, target_m) / target_m) + 1
-    c0, r0 = max(kx - pad, 0), max(ky - pad, 0)
-    c1, r1 = min(kx + w + pad, vw), min(ky + h + pad, vh)
-    view = Affine(dx, 0, x0 - kx * dx, 0, -dy, y0 + ky * dy)
+    c0 = max(math.floor((x0 - left) / dx + 1e-9) - pad, 0)
+    r0 = max(math.floor((top - y0) / dy + 1e-9) - pad, 0)
+    c1 = min(math.ceil((x1 - left) / dx - 1e-9) + pad, vw)
+    r1 = min(math.ceil((top - y1) / dy - 1e-9) + pad, vh)
+    c0 -= aligned_origin(c0, stride, blend)
+    r0 -= aligned_origin(r0, stride, blend)
+    view = Affine(dx, 0, left, 0, -dy, top)
     grid = Grid(out_grid.crs, view @ Affine.translation(c0, r0), c1 - c0, r1 - r0)
     return grid, Window(c0, r0, c1 - c0, r1 - r0), view, vw, vh
 
@@ -363,7 +367,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
 
     threshold = card.default_threshold if opts.threshold is None else float(opts.threshold)
     tags = provenance_tags(card, inputs.paths, threshold, tta)
-    in_px = out_grid.pixel_size_m()
+    # the whole input's (at its centre latitude when geographic), so an extent takes the
+    # path and the model pixels of a whole-raster run
+    in_px = inputs.grid.pixel_size_m()
     # the model learnt north-up scenes (the radar's look direction, shadows on one side):
     # a flipped grid is read through a north-up view, like one at another pixel size
     resample = (any(abs(v / card.pixel_size_m - 1) > RESAMPLE_TOLERANCE for v in in_px)
@@ -373,11 +379,16 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
                   batch=batch_size_for(model, opts.batch_size))
     if not resample:
         plan = _plan(opts, model, out_grid)
-        job = GridJob(reader=direct, plan=plan, **common)
+        # an extent's tiles are the whole raster's, so it gets the same pixels
+        dr = aligned_origin(int(window.row_off), plan.stride, plan.blend)
+        dc = aligned_origin(int(window.col_off), plan.stride, plan.blend)
+        plan = replace(plan, height=plan.height + dr, width=plan.width + dc)
+        reader = WindowReader(raw, int(window.row_off) - dr, int(window.col_off) - dc)
+        job = GridJob(reader=reader, plan=plan, **common)
         sink = OutputSink(out_grid, plan.stride, threshold, tags, opts.overwrite,
                           probability_dtype=opts.probability_dtype, compress=opts.compress,
                           clock=clock, **outputs)
-        _stream(job, sink, reporter, cancel)
+        _stream(job, sink, reporter, cancel, shift=(dr, dc))
         model_grid = out_grid
     else:
         model_grid, job, sink = _predict_resampled(opts, inputs, raw, out_grid,
@@ -428,17 +439,23 @@ def _plan(opts: PredictOptions, model: OnnxModel, grid: Grid) -> TilePlan:
 
 
 def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threading.Event,
-            span: tuple[float, float] = (0.0, 1.0)) -> None:
-    """Tiles -> blended cells -> sink on a writer thread; commit, or clean up on failure."""
+            shift: tuple[int, int] = (0, 0)) -> None:
+    """Tiles -> blended cells -> sink on a writer thread; commit, or clean up on failure.
+
+    ``shift``: rows and columns by which the tile grid starts above and left of the sink's.
+    """
     writer = Worker(lambda row, col, cell: sink.write(row, col, cell[0],
                                                       cell[1] if len(cell) > 1 else None))
+    emit = writer.put if shift == (0, 0) else CellsToBlocks(
+        writer.put, sink.grid.height, sink.grid.width, job.plan.stride, *shift,
+        channels=2 if job.tta else 1)
     try:
-        run_grid(job, writer.put, reporter, cancel, (span[0], span[0] + 0.95 * (span[1] - span[0])))
+        run_grid(job, emit, reporter, cancel, (0.0, 0.95))
         writer.close()
         if cancel.is_set():
             raise Cancelled("cancelled")
         sink.commit(cancel)  # overviews, then rename
-        reporter.progress(span[1], "overviews")
+        reporter.progress(1.0, "overviews")
     except BaseException:
         writer.abandon()
         sink.abort()
@@ -451,8 +468,10 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                        ) -> tuple[Grid, GridJob, OutputSink]:
     """Pass 1 on the model grid into a temporary file; pass 2 warps it back onto the input grid."""
     card = common["model"].card
-    model_grid, sub, view_t, vw, vh = _model_grid(out_grid, inputs.grid, card.pixel_size_m)
-    px, py = out_grid.pixel_size_m()
+    plan = _plan(opts, common["model"], out_grid)   # its stride and blend; sized below
+    model_grid, sub, view_t, vw, vh = _model_grid(out_grid, inputs.grid, card.pixel_size_m,
+                                                  plan.stride, plan.blend)
+    px, py = inputs.grid.pixel_size_m()
     reporter.info((f"input pixels are {px:.2f} x {py:.2f} m; the model's are "
                    f"{card.pixel_size_m:g} m" if out_grid.north_up else
                    "the input grid is not north-up (its rows run south to north or its "
@@ -472,7 +491,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
     try:
         reader = WindowReader([(vrts[id(ds)], i, None) for ds, i, _ in raw],
                               int(sub.row_off), int(sub.col_off))
-        plan = _plan(opts, common["model"], model_grid)
+        plan = replace(plan, height=model_grid.height, width=model_grid.width)
         job = GridJob(reader=reader, plan=plan, **common)
         k = 2 if common["tta"] else 1
         with rasterio.open(tmp, "w", driver="GTiff", width=model_grid.width,

@@ -1,8 +1,10 @@
 """Tile geometry and seam-free blending.
 
 The processing grid is cut into cells of ``stride`` x ``stride`` pixels; cell
-(r, c) covers grid rows [r*S, (r+1)*S) and columns [c*S, (c+1)*S), which are also
-the output GeoTIFF's blocks, so each finished cell is written as whole blocks.
+(r, c) covers grid rows [r*S, (r+1)*S) and columns [c*S, (c+1)*S). On a whole
+raster these are also the output GeoTIFF's blocks, so each finished cell is
+written as whole blocks. An extent keeps the whole raster's cells
+(:func:`aligned_origin`), and :class:`CellsToBlocks` regroups them into its blocks.
 The model sees, for each cell, a tile of ``tile = stride + overlap`` pixels that
 starts ``margin`` pixels before the cell::
 
@@ -146,3 +148,52 @@ def blend_cell(cur: np.ndarray, up: np.ndarray | None, upleft: np.ndarray | None
                + wyp * wx * up[:, :, m:m + b] + wyp * wxp * upleft[:, :, s + m:s + m + b])
         cell[:, :b, :b] = num / ((wy + wyp) * (wx + wxp))
     return cell
+
+
+def aligned_origin(offset: int, stride: int, blend: int) -> int:
+    """How far before ``offset`` (an extent's first row or column in the raster) its
+    tiles must start to be the whole raster's tiles.
+
+    The whole raster's cells start at multiples of the stride, and the first ``blend``
+    rows (columns) of each are mixed with the tile before it; so an extent starts at
+    the cell holding its first pixel, or one cell earlier where that pixel lies in the
+    blend zone. Then its pixels are those of a whole-raster run, whatever the model.
+    """
+    back = offset % stride
+    if back < blend and offset >= stride:
+        back += stride
+    return back
+
+
+class CellsToBlocks:
+    """Regroups cells of a tile grid that starts ``(dr, dc)`` pixels above and left of
+    the output grid into the output's blocks, and hands them to ``write(row, col, block)``.
+
+    Cells come row by row, as :func:`~backend.engine.run_grid` emits them; a block row
+    is written once the cells below it have come. Holds two block rows at most.
+    """
+
+    def __init__(self, write, height: int, width: int, block: int, dr: int, dc: int,
+                 channels: int):
+        self.write, self.height, self.width, self.block = write, height, width, block
+        self.dr, self.dc = dr, dc
+        self.rows = np.empty((channels, 2 * block, width), np.float32)
+        self.top = 0   # output row of self.rows[:, 0]
+
+    def __call__(self, row: int, col: int, cell: np.ndarray) -> None:
+        r0, c0 = row - self.dr, col - self.dc   # the cell's corner on the output grid
+        h, w = cell.shape[1:]
+        a0, a1 = max(r0, 0), min(r0 + h, self.height)
+        b0, b1 = max(c0, 0), min(c0 + w, self.width)
+        if a0 < a1 and b0 < b1:
+            self.rows[:, a0 - self.top:a1 - self.top, b0:b1] = cell[:, a0 - r0:a1 - r0,
+                                                                   b0 - c0:b1 - c0]
+        if c0 + w < self.width:   # not the last cell of its row
+            return
+        done = min(r0 + h, self.height)
+        while self.top < done and (self.top + self.block <= done or done == self.height):
+            n = min(self.block, self.height - self.top)
+            for c in range(0, self.width, self.block):
+                self.write(self.top, c, self.rows[:, :n, c:c + self.block].copy())
+            self.rows[:, :self.rows.shape[1] - self.block] = self.rows[:, self.block:]
+            self.top += n

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from backend.errors import UsageError
-from backend.tiling import TilePlan, blend_cell, plan_tiles
+from backend.tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
 
 
 def test_default_plan_uses_the_card_tile_as_stride():
@@ -88,3 +88,34 @@ def test_blend_equals_brute_force_weighted_mean_of_four_tiles():
                       tiles[0, 0][:, s + m:s + m + b, :], tiles[1, 0][:, :, s + m:s + m + b],
                       plan, ramp)
     assert np.abs(cell[0] - expected).max() < 1e-6
+
+
+def test_an_extent_starts_at_its_cell_or_the_one_before_in_the_blend_zone():
+    # stride 512, blend 16: cells start at multiples of 512, their first 16 rows are blended
+    assert aligned_origin(0, 512, 16) == 0          # the raster's own first cell
+    assert aligned_origin(100, 512, 16) == 100      # inside the first cell
+    assert aligned_origin(600, 512, 16) == 88       # past cell 1's blend zone
+    assert aligned_origin(520, 512, 16) == 520      # in cell 1's blend zone: from cell 0
+    assert aligned_origin(512, 512, 16) == 512
+    assert aligned_origin(528, 512, 16) == 16       # just past it
+
+
+@pytest.mark.parametrize("dr, dc", [(0, 7), (100, 0), (37, 90), (70, 130)])
+def test_cells_of_a_shifted_grid_come_out_as_whole_output_blocks(dr, dc):
+    s, height, width = 64, 150, 170
+    grid = np.arange(2 * (height + dr) * (width + dc), dtype=np.float32).reshape(
+        2, height + dr, width + dc)
+    blocks = []
+    regroup = CellsToBlocks(lambda r, c, b: blocks.append((r, c, b)), height, width, s,
+                            dr, dc, channels=2)
+    for row in range(0, height + dr, s):          # row by row, clipped at the grid's end
+        for col in range(0, width + dc, s):
+            regroup(row, col, grid[:, row:row + s, col:col + s])
+    out = np.full((2, height, width), np.nan, np.float32)
+    for r, c, b in blocks:
+        assert r % s == 0 and c % s == 0
+        assert b.shape[1:] == (min(s, height - r), min(s, width - c))
+        assert np.isnan(out[:, r:r + s, c:c + s]).all()   # each block once
+        out[:, r:r + b.shape[1], c:c + b.shape[2]] = b
+    assert np.array_equal(out, grid[:, dr:, dc:])
+    assert [(r, c) for r, c, _ in blocks] == sorted((r, c) for r, c, _ in blocks)  # in order
