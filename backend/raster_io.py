@@ -319,8 +319,21 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
         for ds in datasets.values():
             ds.close()
         raise
+    for name, src in named.items():
+        scale, offset = band_scaling(datasets[src.path], src.index)
+        if (scale, offset) != (1.0, 0.0):
+            notes.append(f"{src.path}: band {src.index} ({name}) is stored scaled: values are "
+                         f"read as stored x {scale:g} + {offset:g} (its scale and offset)")
     grid = grid_of(datasets[paths[0]])
     return InputSet(paths, named, grid, datasets, notes)
+
+
+def band_scaling(ds, index: int) -> tuple[float, float]:
+    """(scale, offset) of a band: value = stored x scale + offset (GDAL's convention,
+    which QGIS follows when it shows the band); (1, 0) where the file sets none."""
+    scale, offset = ds.scales[index - 1], ds.offsets[index - 1]
+    return (1.0 if scale is None or scale == 0 else float(scale),
+            0.0 if offset is None else float(offset))
 
 
 def _bands_of_two(paths: list[str], datasets: dict, notes: list[str]) -> dict[str, BandSource]:
@@ -399,7 +412,8 @@ class WindowReader:
     """Reads float32 windows of a processing grid from band sources, NaN for no data.
 
     Values equal to a band's nodata value become NaN; infinities are left as they
-    are, and every consumer treats non-finite values as no data.
+    are, and every consumer treats non-finite values as no data. A band stored with a
+    scale and offset (:func:`band_scaling`) is read in its values, not as stored.
 
     ``sources`` are (dataset, band index, nodata) in model band order; the processing
     grid is the window (row_off, col_off, height, width) of those datasets. Windows
@@ -414,6 +428,7 @@ class WindowReader:
         self.row_off, self.col_off = row_off, col_off
         ds0 = sources[0][0]
         self.src_height, self.src_width = ds0.height, ds0.width
+        self._scaling = [band_scaling(ds, index) for ds, index, _ in sources]
         # bands of one dataset are read in one call
         self._groups: list[tuple[object, list[int], list[int]]] = []
         for pos, (ds, index, _) in enumerate(sources):
@@ -464,9 +479,14 @@ class WindowReader:
             self._read_box(box, rlo, clo)
             out[:] = box[:, (rows - rlo)[:, None], (cols - clo)[None, :]]
         for k, (_, _, nodata) in enumerate(self.sources):
-            if nodata is not None and not math.isnan(nodata):
-                band = out[k]
+            band = out[k]
+            if nodata is not None and not math.isnan(nodata):  # the stored value
                 band[band == np.float32(nodata)] = np.nan
+            scale, offset = self._scaling[k]
+            if scale != 1.0:
+                band *= np.float32(scale)
+            if offset != 0.0:
+                band += np.float32(offset)
         return out
 
 

@@ -14,10 +14,24 @@ from onnx import TensorProto, helper, numpy_helper
 from rasterio.transform import from_origin
 
 from backend.card import CARD_KEY
+from backend.progress import Reporter
 from tests.conftest import REPO
 from training.toy_models import raw_db_card, smoothed_threshold_model, threshold_model
 
 UTM = "EPSG:32633"
+
+
+class Collect(Reporter):
+    """Keeps a run's info and warning messages."""
+
+    def __init__(self):
+        self.warnings, self.infos = [], []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+    def info(self, message):
+        self.infos.append(message)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from backend.raster_io import WindowReader, metres_per_degree
 from backend.scene import write_scene
 from backend.tiling import plan_tiles
 from backend.units import convert
-from tests.backend.conftest import (listing, random_db, reference_smoothed, sigmoid,
+from tests.backend.conftest import (Collect, listing, random_db, reference_smoothed, sigmoid,
                                     write_raster)
 from tests.conftest import REPO
 
@@ -317,6 +317,34 @@ def test_linear_and_amplitude_inputs_give_the_dB_result(tmp_path, models):
                                    model=models["threshold"]))
         assert (r["units_detected"], r["units_source"], r["units_used"]) == (units, "values", "dB")
         assert np.abs(read(tmp_path / f"p_{units}.tif") - read(tmp_path / "p_db.tif")).max() < 1e-4
+
+
+@pytest.mark.parametrize("pixel", [10.0, 20.0])   # read directly, and resampled
+def test_a_band_stored_scaled_is_read_in_its_values(tmp_path, models, pixel):
+    """int16 hundredths of a dB with GDAL scale 0.01: read as dB, nodata by its stored value."""
+    bands = np.round(random_db((120, 150), seed=2), 2)
+    stored = np.round(bands * 100).astype(np.int16)
+    stored[:, :5, :] = -32768
+    src = str(tmp_path / "scaled.tif")
+    with rasterio.open(src, "w", driver="GTiff", width=150, height=120, count=2,
+                       dtype="int16", nodata=-32768, crs="EPSG:32633",
+                       transform=Affine(pixel, 0, 500000, 0, -pixel, 5000000)) as ds:
+        ds.write(stored)
+        ds.scales, ds.offsets = (0.01, 0.01), (0.0, 0.0)
+    plain = write_raster(tmp_path / "plain.tif", np.where(stored == -32768, np.nan, bands),
+                         pixel=pixel)
+    reporter = Collect()
+    for name, path in (("scaled", src), ("plain", plain)):
+        predict(PredictOptions([path], mask=str(tmp_path / f"m_{name}.tif"),
+                               probability=str(tmp_path / f"p_{name}.tif"),
+                               model=models["threshold"]), reporter)
+    assert any("band 1 (VV) is stored scaled: values are read as stored x 0.01 + 0" in m
+               for m in reporter.infos)
+    assert not reporter.warnings
+    assert np.array_equal(read(tmp_path / "m_scaled.tif"), read(tmp_path / "m_plain.tif"))
+    assert np.nanmax(np.abs(read(tmp_path / "p_scaled.tif")
+                            - read(tmp_path / "p_plain.tif"))) < 1e-6
+    assert (read(tmp_path / "m_scaled.tif")[:5] == 255).all()
 
 
 def test_raster_smaller_than_one_tile(tmp_path, models):

@@ -12,20 +12,8 @@ from backend.card import CARD_KEY
 from backend.engine import PredictOptions, predict
 from backend.errors import (BackendError, CardError, InputError, ModelError, OutputError,
                             UsageError)
-from backend.progress import Reporter
-from tests.backend.conftest import listing, random_db, write_raster
+from tests.backend.conftest import Collect, listing, random_db, write_raster
 from training.toy_models import raw_db_card, threshold_model
-
-
-class Collect(Reporter):
-    def __init__(self):
-        self.warnings, self.infos = [], []
-
-    def warning(self, message):
-        self.warnings.append(message)
-
-    def info(self, message):
-        self.infos.append(message)
 
 
 @pytest.fixture
