@@ -35,6 +35,9 @@ _WORDS = [
                           re.I)),
 ]
 NEGATIVE_SHARE_DB = 0.02           # more negatives than this: dB
+# below this no value is backscatter in any units (Sentinel-1's noise floor is near -30 dB,
+# and power or amplitude is never negative): a fill value such as -9999 with no nodata tag
+FILL_BELOW = -100.0
 POWER_BELOW_DB = {"VH": -13.5, "VV": -8.0}
 
 
@@ -55,7 +58,7 @@ def units_from_text(text: str) -> str | None:
 
 def units_from_values(samples: dict[str, np.ndarray]) -> UnitsFound:
     """Guess units from sampled values of the VV (and VH) band."""
-    finite = {k: v[np.isfinite(v)] for k, v in samples.items()}
+    finite = {k: v[np.isfinite(v) & (v >= FILL_BELOW)] for k, v in samples.items()}
     values = np.concatenate([v for v in finite.values()]) if finite else np.array([])
     if values.size == 0:
         return UnitsFound(None, "none", "no valid pixel to read the units from")
@@ -84,8 +87,14 @@ def detect_units(text: str, override: str | None) -> UnitsFound | None:
 
 
 def contradiction(units: str, samples: np.ndarray) -> str | None:
-    """A warning when values cannot be in these units (negative power or amplitude)."""
+    """A warning when values cannot be in these units: fill values (read as no data),
+    or negative power or amplitude."""
     v = samples[np.isfinite(samples)]
+    fill = v < FILL_BELOW
+    if fill.any():
+        return (f"{100 * np.mean(fill):.1f}% of the sampled values are below {FILL_BELOW:g} "
+                f"(lowest {v.min():g}), which no backscatter is: read as no data (a fill "
+                "value without a nodata tag?)")
     if units != "dB" and v.size and np.mean(v < 0) > NEGATIVE_SHARE_DB:
         return (f"{100 * np.mean(v < 0):.0f}% of the values are negative, which {units} "
                 "values cannot be; check --units")
@@ -112,13 +121,17 @@ def implausible(units: str, vv: np.ndarray) -> str | None:
 def convert(x: np.ndarray, src: str, dst: str) -> np.ndarray:
     """Convert float32 backscatter between units, in place where possible.
 
-    Zero or negative power/amplitude has no dB value and becomes NaN (no data).
+    Values below ``FILL_BELOW`` (fill values) become NaN (no data) in any units; so do
+    zero or negative power/amplitude converted to dB, which have no dB value.
     """
-    if src == dst:
-        return x
     for u in (src, dst):
         if u not in UNITS:
             raise ValueError(f"unknown units {u!r}")
+    # one cheap pass, NaN ignored, tells whether there is any fill value at all
+    if x.size and np.fmin.reduce(x, axis=None) < FILL_BELOW:
+        np.copyto(x, np.nan, where=x < FILL_BELOW)
+    if src == dst:
+        return x
     with np.errstate(divide="ignore", invalid="ignore"):
         if src != "dB":
             np.copyto(x, np.nan, where=x <= 0)

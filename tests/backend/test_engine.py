@@ -347,6 +347,19 @@ def test_a_band_stored_scaled_is_read_in_its_values(tmp_path, models, pixel):
     assert (read(tmp_path / "m_scaled.tif")[:5] == 255).all()
 
 
+def test_a_fill_value_without_a_nodata_tag_is_no_data(tmp_path, models):
+    """-9999 in a dB raster with no nodata tag: no data, with a warning, not water."""
+    bands = random_db((200, 260), seed=6)
+    bands[:, :, :40] = -9999.0
+    src = write_raster(tmp_path / "in.tif", bands, nodata=None)
+    reporter = Collect()
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+                reporter)
+    assert (read(tmp_path / "m.tif")[:, :40] == 255).all()
+    assert r["valid_pixels"] == 200 * 220
+    assert any("below -100" in w and "fill value" in w for w in reporter.warnings)
+
+
 def test_raster_smaller_than_one_tile(tmp_path, models):
     bands = random_db((5, 7), seed=9)
     src = write_raster(tmp_path / "in.tif", bands)

@@ -87,3 +87,17 @@ def test_uncalibrated_values_are_flagged():
     bordered = np.r_[np.zeros(40, np.float32), np.full(60, 0.05, np.float32)]
     assert implausible("linear", bordered) is None
     assert "is 33.0 dB when read as linear" in implausible("linear", bordered * 4e4)
+
+
+def test_fill_values_are_no_data_in_any_units():
+    x = np.array([-12.0, -9999.0, np.nan, -25.0], np.float32)
+    assert np.array_equal(convert(x.copy(), "dB", "dB"), [-12.0, np.nan, np.nan, -25.0],
+                          equal_nan=True)
+    lin = np.array([0.05, -9999.0, 0.01], np.float32)
+    assert np.isnan(convert(lin.copy(), "linear", "linear")[1])
+    assert "below -100" in contradiction("dB", np.r_[np.full(90, -12.0), np.full(10, -9999.0)])
+
+
+def test_fill_values_do_not_make_linear_values_look_like_dB():
+    lin = np.r_[np.full(80, 0.02), np.full(20, -9999.0)].astype(np.float32)  # 20 % fill
+    assert units_from_values({"VV": lin}).units == "linear"
