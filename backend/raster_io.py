@@ -199,6 +199,10 @@ def open_raster(path: str):
 
 
 def _check_dataset(path: str, ds) -> None:
+    if ds.gcps[0] and ds.transform == Affine.identity():
+        raise InputError(f"{path}: is located by ground control points only, as a Sentinel-1 "
+                         "GRD is as delivered: calibrate it to sigma0 and terrain-correct it "
+                         "onto a map grid first (e.g. SNAP: Calibration, then Terrain-Correction)")
     if ds.crs is None or ds.transform == Affine.identity():
         raise InputError(f"{path}: has no georeferencing (CRS and geotransform); the mask "
                          "must lie on a known grid and the pixel size must be known")

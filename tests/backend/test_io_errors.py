@@ -90,6 +90,20 @@ def test_raster_without_georeferencing(out, models, tmp_path):
     refused(out, InputError, f"{plain}: has no georeferencing", [plain], models["threshold"])
 
 
+def test_a_grd_located_by_control_points_is_sent_to_calibration(out, models, tmp_path):
+    """The measurement TIFF of a Sentinel-1 GRD: digital numbers, GCPs, no map grid."""
+    from rasterio.control import GroundControlPoint
+    path = str(tmp_path / "measurement.tif")
+    gcps = [GroundControlPoint(r, c, 10 + c / 1000, 45 - r / 1000)
+            for r in (0, 100) for c in (0, 100)]
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=2,
+                       dtype="uint16") as ds:
+        ds.write(np.full((2, 100, 100), 300, np.uint16))
+        ds.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
+    refused(out, InputError, f"{path}: is located by ground control points only",
+            [path], models["threshold"])
+
+
 def test_all_nan_chip_writes_all_nodata_with_a_warning(out, models, real_chips):
     chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
     rep = Collect()
