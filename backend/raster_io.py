@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
@@ -443,6 +443,10 @@ class WindowReader:
                     break
             else:
                 self._groups.append((ds, [index], [pos]))
+        # a GDAL mask (an internal mask, or an alpha band) marks no data without a nodata value
+        self._masked = [bool({MaskFlags.per_dataset, MaskFlags.alpha}
+                             & set(ds.mask_flag_enums[index - 1]))
+                        for ds, index, _ in sources]
 
     def _read_box(self, out: np.ndarray, r0: int, c0: int) -> None:
         h, w = out.shape[1:]
@@ -453,6 +457,9 @@ class WindowReader:
                     ds.read(indexes, window=win, out=out, out_dtype=np.float32)
                 else:
                     out[positions] = ds.read(indexes, window=win, out_dtype=np.float32)
+                for index, p in zip(indexes, positions):
+                    if self._masked[p]:
+                        out[p][ds.read_masks(index, window=win) == 0] = np.nan
             except RasterioError as exc:  # a truncated or corrupt file fails only here
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else "read error"
                 raise InputError(f"{ds.name}: cannot read rows {r0}-{r0 + h} ({first})") from None

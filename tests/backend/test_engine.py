@@ -360,6 +360,27 @@ def test_a_fill_value_without_a_nodata_tag_is_no_data(tmp_path, models):
     assert any("below -100" in w and "fill value" in w for w in reporter.warnings)
 
 
+@pytest.mark.parametrize("pixel", [10.0, 20.0])   # read directly, and resampled
+def test_a_gdal_mask_marks_no_data(tmp_path, models, pixel):
+    """An internal mask (as gdalwarp or COG writers leave) instead of a nodata value:
+    the masked pixels hold 0 dB, which reads as bright land unless the mask is honoured."""
+    bands = random_db((120, 150), seed=8)
+    bands[:, :, :30] = 0.0
+    src = str(tmp_path / "masked.tif")
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
+            src, "w", driver="GTiff", width=150, height=120, count=2, dtype="float32",
+            crs="EPSG:32633", transform=Affine(pixel, 0, 500000, 0, -pixel, 5000000)) as ds:
+        ds.write(bands)
+        mask = np.full((120, 150), 255, np.uint8)
+        mask[:, :30] = 0
+        ds.write_mask(mask)
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]))
+    m = read(tmp_path / "m.tif")
+    assert (m[:, :30] == 255).all()
+    assert (m[:, 31:] != 255).all()   # one column of bilinear mixing when resampled
+    assert r["valid_pixels"] == (m != 255).sum()
+
+
 def test_raster_smaller_than_one_tile(tmp_path, models):
     bands = random_db((5, 7), seed=9)
     src = write_raster(tmp_path / "in.tif", bands)
