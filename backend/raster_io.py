@@ -12,6 +12,7 @@ failed or cancelled run leaves nothing behind.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -26,7 +27,7 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
-from rasterio.warp import transform_bounds
+from rasterio.warp import transform, transform_bounds
 from rasterio.windows import Window
 
 from .errors import InputError, OutputError, UsageError
@@ -54,11 +55,17 @@ def metres_per_degree(lat_deg: float) -> tuple[float, float]:
     longitude and 111132.92 - 559.82 cos(2 phi) + 1.175 cos(4 phi) - 0.0023 cos(6 phi)
     for latitude; at the equator they give 111319.5 m and 110574.3 m.
     """
-    phi = math.radians(lat_deg)
-    lon = 111412.84 * math.cos(phi) - 93.5 * math.cos(3 * phi) + 0.118 * math.cos(5 * phi)
-    lat = (111132.92 - 559.82 * math.cos(2 * phi) + 1.175 * math.cos(4 * phi)
-           - 0.0023 * math.cos(6 * phi))
+    phi = np.radians(lat_deg)
+    lon = 111412.84 * np.cos(phi) - 93.5 * np.cos(3 * phi) + 0.118 * np.cos(5 * phi)
+    lat = (111132.92 - 559.82 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi)
+           - 0.0023 * np.cos(6 * phi))
     return lon, lat
+
+
+# A projected grid's units are taken as ground metres while the projection's scale stays
+# within this of 1 over the grid (UTM: 0.9996-1.001 in its zone); beyond (Web Mercator
+# away from the equator: 1 / cos(latitude)) the true ground size is computed.
+SCALE_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,55 @@ class Grid:
         _, factor = self.crs.linear_units_factor
         return float(factor)
 
+    def _ground_per_unit(self, rows: np.ndarray, cols: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Ground metres per CRS unit along x and along y at pixel centres of a projected
+        grid: a step of one pixel each way, measured on WGS 84 after transforming to it."""
+        t = self.transform
+        x = t.c + t.a * (cols + 0.5)
+        y = t.f + t.e * (rows + 0.5)
+        d = abs(t.a)
+        lon, lat = transform(self.crs, "EPSG:4326", np.concatenate([x, x + d, x]),
+                             np.concatenate([y, y, y + d]))
+        lon, lat = np.reshape(lon, (3, -1)), np.reshape(lat, (3, -1))
+        mx, my = metres_per_degree(lat[0])
+        steps = []
+        for k in (1, 2):
+            dlon = (lon[k] - lon[0] + 180.0) % 360.0 - 180.0
+            steps.append(np.hypot(dlon * mx, (lat[k] - lat[0]) * my) / d)
+        return steps[0], steps[1]
+
+    @functools.cached_property
+    def _scaled(self) -> bool:
+        """A projected grid whose scale strays from 1 by more than SCALE_TOLERANCE."""
+        if self.geographic:
+            return False
+        rows = np.array([0, self.height / 2, self.height - 1] * 3)
+        cols = np.repeat([0, self.width / 2, self.width - 1], 3)
+        try:
+            gx, gy = self._ground_per_unit(rows, cols)
+        except Exception:  # a local CRS with no way to the ellipsoid: its units as they are
+            return False
+        unit = self._unit_m()
+        return bool(max(np.abs(gx / unit - 1).max(), np.abs(gy / unit - 1).max())
+                    > SCALE_TOLERANCE)
+
+    @property
+    def row_areas_vary(self) -> bool:
+        """Pixels of different rows cover different ground areas (see :meth:`row_area_m2`)."""
+        return self.geographic or self._scaled
+
     def pixel_size_m(self) -> tuple[float, float]:
-        """Pixel (width, height) in metres; for geographic CRSs, at the grid's centre latitude."""
+        """Pixel (width, height) in ground metres at the grid's centre; for a projected grid
+        within SCALE_TOLERANCE of true scale, its units as metres."""
         a, e = abs(self.transform.a), abs(self.transform.e)
         if self.geographic:
             mx, my = metres_per_degree(self.centre_latitude())
-            return a * mx, e * my
+            return float(a * mx), float(e * my)
+        if self._scaled:
+            gx, gy = self._ground_per_unit(np.array([self.height / 2]),
+                                           np.array([self.width / 2]))
+            return float(a * gx[0]), float(e * gy[0])
         unit = self._unit_m()
         return a * unit, e * unit
 
@@ -94,17 +144,19 @@ class Grid:
         return float(self.transform.f + self.transform.e * self.height / 2)
 
     def row_area_m2(self, row0: int, rows: int) -> np.ndarray:
-        """Area in m^2 of one pixel in each of ``rows`` rows from ``row0`` (float64)."""
+        """Area in m^2 of one pixel in each of ``rows`` rows from ``row0`` (float64): by
+        latitude on a geographic grid; on a projected grid far from true scale, measured at
+        each row's middle column (Web Mercator's scale varies with latitude only)."""
         a, e = abs(self.transform.a), abs(self.transform.e)
-        if not self.geographic:
-            unit = self._unit_m()
-            return np.full(rows, a * e * unit * unit)
-        lats = self.transform.f + self.transform.e * (np.arange(row0, row0 + rows) + 0.5)
-        phi = np.radians(lats)
-        lon = 111412.84 * np.cos(phi) - 93.5 * np.cos(3 * phi) + 0.118 * np.cos(5 * phi)
-        lat = (111132.92 - 559.82 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi)
-               - 0.0023 * np.cos(6 * phi))
-        return a * lon * e * lat
+        r = np.arange(row0, row0 + rows, dtype=np.float64)
+        if self.geographic:
+            mx, my = metres_per_degree(self.transform.f + self.transform.e * (r + 0.5))
+            return a * mx * e * my
+        if self._scaled:
+            gx, gy = self._ground_per_unit(r, np.full(rows, self.width / 2))
+            return a * gx * e * gy
+        unit = self._unit_m()
+        return np.full(rows, a * e * unit * unit)
 
     @property
     def north_up(self) -> bool:

@@ -84,26 +84,26 @@ class AreaStats:
     def add(self, row: int, mask: np.ndarray, prob: np.ndarray | None) -> None:
         h = mask.shape[0]
         area = self.grid.row_area_m2(row, h)
-        geographic = self.grid.geographic
-        # rows differ in area only on geographic grids; elsewhere whole-block counts
-        # (several times cheaper than counts per row) times one pixel area
-        axis = 1 if geographic else None
+        per_row = self.grid.row_areas_vary
+        # rows differ in area on geographic grids (and projected ones far from true scale);
+        # elsewhere whole-block counts (several times cheaper than per row) x one pixel area
+        axis = 1 if per_row else None
         water = np.count_nonzero(mask == 1, axis=axis)
         valid = np.count_nonzero(mask != MASK_NODATA, axis=axis)
         valid_pixels = int(np.sum(valid))
         self.valid_pixels += valid_pixels
         self.water_pixels += int(np.sum(water))
-        self.valid_area_m2 += float(valid @ area if geographic else valid * area[0])
-        self.water_area_m2 += float(water @ area if geographic else water * area[0])
+        self.valid_area_m2 += float(valid @ area if per_row else valid * area[0])
+        self.water_area_m2 += float(water @ area if per_row else water * area[0])
         if prob is None:
             return
         # bins 0..99 for probability, 100 for no data; one histogram per row so each
-        # row's area weighs it (rows differ in area on geographic grids)
+        # row's area weighs it (rows differ in area on some grids)
         q = np.multiply(prob, np.float32(HIST_BINS))
         np.minimum(q, np.float32(HIST_BINS - 1), out=q)
         if valid_pixels < mask.size:
             np.copyto(q, HIST_BINS, where=mask == MASK_NODATA)
-        if geographic:
+        if per_row:
             idx = q.astype(np.intp)
             idx += (np.arange(h) * (HIST_BINS + 1))[:, None]
             counts = np.bincount(idx.ravel(), minlength=h * (HIST_BINS + 1))

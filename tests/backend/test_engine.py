@@ -269,6 +269,27 @@ def test_geographic_grid_area_follows_latitude(tmp_path, models):
     assert r["resampled"]
 
 
+def test_web_mercator_pixels_are_measured_on_the_ground(tmp_path, models):
+    """EPSG:3857 at 50 N: a '10 m' pixel is 6.4 m on the ground. Its areas must be the
+    ground's (they were 2.4x too large), and the model must see 10 m ground pixels."""
+    from rasterio.warp import transform
+    from tests.backend.areas import band_area_m2
+    (x0,), (y0,) = transform("EPSG:4326", "EPSG:3857", [10.0], [50.05])
+    bands = np.full((2, 300, 200), -25.0, np.float32)   # all water
+    src = write_raster(tmp_path / "in.tif", bands, crs="EPSG:3857", origin=(x0, y0))
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]))
+    radius = 6378137.0   # EPSG:3857 maps WGS 84 longitude and latitude on this sphere
+    edges = y0 - 10.0 * np.arange(301)
+    lat = np.degrees(2 * np.arctan(np.exp(edges / radius)) - np.pi / 2)
+    truth = band_area_m2(lat[1:], lat[:-1], np.degrees(10.0 / radius)).sum() * 200 / 1e6
+    assert r["water_area_km2"] == pytest.approx(truth, rel=1e-4)
+    assert r["resampled"] and r["processing_pixel_size_m"] == pytest.approx([10.0, 10.0])
+    assert r["input_pixel_size_m"][0] == pytest.approx(10.0 * np.cos(np.radians(50.04)),
+                                                       rel=0.005)
+    with rasterio.open(tmp_path / "m.tif") as m:
+        assert (m.crs.to_epsg(), m.shape) == (3857, (300, 200)) and (m.read(1) == 1).all()
+
+
 def test_tta_averages_the_eight_transforms_and_writes_their_spread(tmp_path, models):
     bands = random_db((80, 96), seed=11)
     src = write_raster(tmp_path / "in.tif", bands)
