@@ -376,12 +376,22 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
             ds.close()
         raise
     for name, src in named.items():
-        scale, offset = band_scaling(datasets[src.path], src.index)
+        ds = datasets[src.path]
+        scale, offset = band_scaling(ds, src.index)
         if (scale, offset) != (1.0, 0.0):
             notes.append(f"{src.path}: band {src.index} ({name}) is stored scaled: values are "
                          f"read as stored x {scale:g} + {offset:g} (its scale and offset)")
+        if gdal_masked(ds, src.index):
+            notes.append(f"{src.path}: band {src.index} ({name}) has a GDAL mask (internal "
+                         "mask or alpha band): the pixels it masks are no data")
     grid = grid_of(datasets[paths[0]])
     return InputSet(paths, named, grid, datasets, notes)
+
+
+def gdal_masked(ds, index: int) -> bool:
+    """A GDAL mask (an internal mask, or an alpha band) marks the band's no data, rather
+    than (or besides) a nodata value."""
+    return bool({MaskFlags.per_dataset, MaskFlags.alpha} & set(ds.mask_flag_enums[index - 1]))
 
 
 def band_scaling(ds, index: int) -> tuple[float, float]:
@@ -495,10 +505,7 @@ class WindowReader:
                     break
             else:
                 self._groups.append((ds, [index], [pos]))
-        # a GDAL mask (an internal mask, or an alpha band) marks no data without a nodata value
-        self._masked = [bool({MaskFlags.per_dataset, MaskFlags.alpha}
-                             & set(ds.mask_flag_enums[index - 1]))
-                        for ds, index, _ in sources]
+        self._masked = [gdal_masked(ds, index) for ds, index, _ in sources]
 
     def _read_box(self, out: np.ndarray, r0: int, c0: int) -> None:
         h, w = out.shape[1:]

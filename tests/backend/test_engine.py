@@ -395,7 +395,10 @@ def test_a_gdal_mask_marks_no_data(tmp_path, models, pixel):
         mask = np.full((120, 150), 255, np.uint8)
         mask[:, :30] = 0
         ds.write_mask(mask)
-    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]))
+    reporter = Collect()
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+                reporter)
+    assert any("has a GDAL mask" in m for m in reporter.infos)
     m = read(tmp_path / "m.tif")
     assert (m[:, :30] == 255).all()
     assert (m[:, 31:] != 255).all()   # one column of bilinear mixing when resampled
