@@ -37,17 +37,18 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .card import ModelCard
-from .errors import Cancelled, CardError, UsageError
+from .errors import Cancelled, CardError, OutputError, UsageError
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
-                        extent_window, gdal_env, open_inputs)
+                        extent_window, gdal_env, open_inputs, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each, sample_grid
@@ -494,22 +495,26 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
         plan = replace(plan, height=model_grid.height, width=model_grid.width)
         job = GridJob(reader=reader, plan=plan, **common)
         k = 2 if common["tta"] else 1
-        with rasterio.open(tmp, "w", driver="GTiff", width=model_grid.width,
-                           height=model_grid.height, count=k, dtype="float32",
-                           crs=model_grid.crs, transform=model_grid.transform,
-                           nodata=float("nan"), tiled=True, blockxsize=plan.stride,
-                           blockysize=plan.stride, compress="zstd", zstd_level=1,
-                           bigtiff="IF_SAFER") as mid:
-            def write_mid(row: int, col: int, cell: np.ndarray) -> None:
-                with job.clock("encode"):
-                    mid.write(cell, window=Window(col, row, cell.shape[2], cell.shape[1]))
-            writer = Worker(write_mid)
-            try:
-                run_grid(job, writer.put, reporter, cancel, (0.0, 0.85))
-                writer.close()
-            except BaseException:
-                writer.abandon()
-                raise
+        try:
+            with rasterio.open(tmp, "w", driver="GTiff", width=model_grid.width,
+                               height=model_grid.height, count=k, dtype="float32",
+                               crs=model_grid.crs, transform=model_grid.transform,
+                               nodata=float("nan"), tiled=True, blockxsize=plan.stride,
+                               blockysize=plan.stride, compress="zstd", zstd_level=1,
+                               bigtiff="IF_SAFER") as mid:
+                def write_mid(row: int, col: int, cell: np.ndarray) -> None:
+                    with job.clock("encode"):
+                        mid.write(cell, window=Window(col, row, cell.shape[2], cell.shape[1]))
+                writer = Worker(write_mid)
+                try:
+                    run_grid(job, writer.put, reporter, cancel, (0.0, 0.85))
+                    writer.close()
+                except BaseException:
+                    writer.abandon()
+                    raise
+        except (RasterioError, OSError) as exc:   # input read errors are InputError by now
+            raise OutputError(f"{tmp}: the model-grid file of the resampling pass cannot be "
+                              f"written ({why_write_failed(exc, tmp)})") from None
         sink = OutputSink(out_grid, OUTPUT_BLOCK, threshold, tags, opts.overwrite,
                           probability_dtype=opts.probability_dtype, compress=opts.compress,
                           clock=job.clock,

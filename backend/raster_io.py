@@ -17,6 +17,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -591,6 +592,9 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: 
                               f"({exc.strerror or exc})") from None
 
 
+FULL_DISK_BYTES = 16 << 20   # a failed write with less free than this: the disk is full
+
+
 class GeoTiffOut:
     """One single-band output GeoTIFF: tiled, compressed (``options``), internal overviews.
 
@@ -621,7 +625,11 @@ class GeoTiffOut:
             raise OutputError(f"{path}: cannot be written ({exc})") from None
 
     def write(self, data: np.ndarray, row: int, col: int) -> None:
-        self.ds.write(data, 1, window=Window(col, row, data.shape[1], data.shape[0]))
+        try:
+            self.ds.write(data, 1, window=Window(col, row, data.shape[1], data.shape[0]))
+        except (RasterioError, OSError) as exc:   # a full disk fails here
+            raise OutputError(f"{self.path}: cannot be written "
+                              f"({why_write_failed(exc, self.tmp)})") from None
 
     def finish(self) -> None:
         """Build the overviews and close the temporary file."""
@@ -633,7 +641,8 @@ class GeoTiffOut:
             self.ds.close()
         except (RasterioError, OSError) as exc:
             self.abort()
-            raise OutputError(f"{self.path}: cannot be written ({exc})") from None
+            raise OutputError(f"{self.path}: cannot be written "
+                              f"({why_write_failed(exc, self.tmp)})") from None
 
     def publish(self) -> None:
         """Rename the finished temporary file into place."""
@@ -661,6 +670,20 @@ class GeoTiffOut:
         for p in (self.tmp, self.tmp + ".aux.xml"):
             if os.path.exists(p):
                 os.unlink(p)
+
+
+def why_write_failed(exc: BaseException, path: str) -> str:
+    """One line on a failed write: GDAL's own cause (rasterio chains it), and whether the
+    disk is full (GDAL says so only on stderr)."""
+    cause = exc.__cause__ or exc
+    text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        free = None
+    if free is not None and free < FULL_DISK_BYTES:
+        text += f"; the disk is full ({free / 1e6:.1f} MB free)"
+    return text
 
 
 def overview_factors(width: int, height: int, smallest: int = 128) -> list[int]:

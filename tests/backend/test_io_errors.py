@@ -1,6 +1,9 @@
 """Bad input: one clear line naming the file and the problem, and no output file."""
+import json
 import os
+import resource
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ from backend.card import CARD_KEY
 from backend.engine import PredictOptions, predict
 from backend.errors import (BackendError, CardError, InputError, ModelError, OutputError,
                             UsageError)
-from tests.backend.conftest import Collect, listing, random_db, write_raster
+from tests.backend.conftest import Collect, listing, random_db, run_cli, write_raster
 from training.toy_models import raw_db_card, threshold_model
 
 
@@ -232,3 +235,26 @@ def test_corrupt_geotiff_data_fails_when_read(out, models, tmp_path):
     data[2000:200000] = np.random.default_rng(0).integers(0, 256, 198000, np.uint8).tobytes()
     path.write_bytes(bytes(data))
     refused(out, InputError, f"{path}: cannot read rows", [path], models["threshold"])
+
+
+@pytest.mark.parametrize("pixel, failing", [(10.0, "p.tif: cannot be written"),
+                                            (20.0, "the model-grid file of the resampling pass")])
+def test_a_write_that_fails_midway_gives_one_error_and_no_file(out, models, tmp_path, pixel,
+                                                              failing):
+    """As a full disk would: the process may write no file beyond 1 MB (RLIMIT_FSIZE), so
+    the float probability (9 MB of noise) fails part way through, in the output itself or,
+    when resampled, in the model-grid file of the first pass."""
+    src = write_raster(tmp_path / "in.tif", random_db((1500, 1500), seed=11), pixel=pixel)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # fail the write, not the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    proc = run_cli("predict", src, "--mask", str(out / "m.tif"), "--probability",
+                   str(out / "p.tif"), "--model", models["threshold"], "--progress", "json",
+                   preexec_fn=limit_file_size)
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode != 0
+    assert (last["event"], last["kind"]) == ("error", "OutputError")
+    assert failing in last["message"] and "\n" not in last["message"]
+    assert listing(out) == [], "a failed write must leave no output"
