@@ -40,5 +40,12 @@ class Cancelled(BackendError):
     """The run was cancelled (Ctrl-C, SIGTERM, or the caller's cancel event)."""
 
 
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first line of a library's exception message, to quote in ours; ``default``
+    (else the exception's type name) when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else (default or type(exc).__name__)
+
+
 __all__ = ["BackendError", "InputError", "OutputError", "UsageError", "CardError",
-           "ModelError", "Cancelled"]
+           "ModelError", "Cancelled", "first_line"]

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .card import ModelCard, card_from_metadata
-from .errors import CardError, ModelError
+from .errors import CardError, ModelError, first_line
 
 DEVICES = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
@@ -88,8 +88,8 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(self.path, options, providers=choice.providers)
         except Exception as exc:  # ORT raises several private exception types
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({first_line})") from None
+            raise ModelError(f"{self.path}: not a loadable ONNX model "
+                             f"({first_line(exc)})") from None
         self.card: ModelCard = card_from_metadata(
             self.session.get_modelmeta().custom_metadata_map, self.path)
         used = self.session.get_providers()

@@ -31,7 +31,7 @@ from rasterio.transform import Affine
 from rasterio.warp import transform, transform_bounds
 from rasterio.windows import Window
 
-from .errors import InputError, OutputError, UsageError
+from .errors import InputError, OutputError, UsageError, first_line
 
 BAND_NAMES = ("VV", "VH")
 GDAL_CACHE_MB = 64   # GDAL's block cache, bounded: memory must not grow with the raster
@@ -241,8 +241,7 @@ def open_raster(path: str):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(path)
     except RasterioError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a raster GDAL can read ({first})") from None
+        raise InputError(f"{path}: not a raster GDAL can read ({first_line(exc)})") from None
     try:
         _check_dataset(path, ds)
     except InputError:
@@ -521,8 +520,8 @@ class WindowReader:
                     if self._masked[p]:
                         out[p][ds.read_masks(index, window=win) == 0] = np.nan
             except RasterioError as exc:  # a truncated or corrupt file fails only here
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "read error"
-                raise InputError(f"{ds.name}: cannot read rows {r0}-{r0 + h} ({first})") from None
+                raise InputError(f"{ds.name}: cannot read rows {r0}-{r0 + h} "
+                                 f"({first_line(exc, 'read error')})") from None
 
     def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Grid rows [r0, r1) and columns [c0, c1) as (bands, rows, cols) float32."""
@@ -675,8 +674,7 @@ class GeoTiffOut:
 def why_write_failed(exc: BaseException, path: str) -> str:
     """One line on a failed write: GDAL's own cause (rasterio chains it), and whether the
     disk is full (GDAL says so only on stderr)."""
-    cause = exc.__cause__ or exc
-    text = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    text = first_line(exc.__cause__ or exc)
     try:
         free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     except OSError:

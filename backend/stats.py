@@ -17,7 +17,7 @@ import numpy as np
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, first_line
 from .progress import Reporter
 from .raster_io import gdal_env, grid_of, open_raster
 from .sink import MASK_NODATA, AreaStats
@@ -54,8 +54,8 @@ def mask_stats(path: str, reporter: Reporter | None = None,
                 try:
                     strip = ds.read(1, window=Window(0, r, grid.width, h))
                 except RasterioError as exc:  # a truncated or corrupt file fails only here
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else "read error"
-                    raise InputError(f"{path}: cannot read rows {r}-{r + h} ({first})") from None
+                    raise InputError(f"{path}: cannot read rows {r}-{r + h} "
+                                     f"({first_line(exc, 'read error')})") from None
                 counts += np.bincount(strip.ravel(), minlength=256)
                 if other_nodata:
                     strip[strip == int(nodata)] = MASK_NODATA
