@@ -495,6 +495,7 @@ class WindowReader:
         ds0 = sources[0][0]
         self.src_height, self.src_width = ds0.height, ds0.width
         self._scaling = [band_scaling(ds, index) for ds, index, _ in sources]
+        self._masked = [gdal_masked(ds, index) for ds, index, _ in sources]
         # bands of one dataset are read in one call
         self._groups: list[tuple[object, list[int], list[int]]] = []
         for pos, (ds, index, _) in enumerate(sources):
@@ -505,7 +506,6 @@ class WindowReader:
                     break
             else:
                 self._groups.append((ds, [index], [pos]))
-        self._masked = [gdal_masked(ds, index) for ds, index, _ in sources]
 
     def _read_box(self, out: np.ndarray, r0: int, c0: int) -> None:
         h, w = out.shape[1:]

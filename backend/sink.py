@@ -80,10 +80,17 @@ class AreaStats:
     valid_area_m2: float = 0.0
     water_area_m2: float = 0.0
     hist_area_m2: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS))
+    # the blocks of one block row share their rows' areas: computed once, for the first
+    _rows: tuple[int, int, np.ndarray] | None = field(default=None, init=False, repr=False)
+
+    def _row_areas(self, row: int, h: int) -> np.ndarray:
+        if self._rows is None or self._rows[:2] != (row, h):
+            self._rows = (row, h, self.grid.row_area_m2(row, h))
+        return self._rows[2]
 
     def add(self, row: int, mask: np.ndarray, prob: np.ndarray | None) -> None:
         h = mask.shape[0]
-        area = self.grid.row_area_m2(row, h)
+        area = self._row_areas(row, h)
         per_row = self.grid.row_areas_vary
         # rows differ in area on geographic grids (and projected ones far from true scale);
         # elsewhere whole-block counts (several times cheaper than per row) x one pixel area
