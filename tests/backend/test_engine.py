@@ -20,6 +20,14 @@ from tests.backend.conftest import (Collect, listing, random_db, reference_smoot
 from tests.conftest import REPO
 
 
+@pytest.fixture(scope="module")
+def scene_1024(tmp_path_factory) -> str:
+    """The generated 1024 px scene (seed 0) the bundled model's tiling checks run on."""
+    path = str(tmp_path_factory.mktemp("scene") / "scene.tif")
+    write_scene(path, 1024, seed=0)
+    return path
+
+
 def read(path):
     with rasterio.open(path) as ds:
         return ds.read(1)
@@ -105,13 +113,12 @@ def test_one_tile_or_many_give_identical_output(tmp_path, models, model, tilings
         assert np.nanmax(np.abs(p - p1)) <= 1e-6
 
 
-def test_the_bundled_model_barely_depends_on_the_tiling(tmp_path):
+def test_the_bundled_model_barely_depends_on_the_tiling(tmp_path, scene_1024):
     """The trained default reaches beyond its margin and pools over the whole tile, so
     it cannot be bit-identical across tilings (README); it must stay close to it.
     Measured on this 1024 px scene: 0.08 % of the mask and a mean probability change
     of 0.0016 between 512 and 256 px tiles."""
-    src = str(tmp_path / "scene.tif")
-    write_scene(src, 1024, seed=0)
+    src = scene_1024
     out = {}
     for tile in (512, 256):
         predict(PredictOptions([src], mask=str(tmp_path / f"m{tile}.tif"),
@@ -162,12 +169,11 @@ def test_extent_gives_the_same_pixels_as_the_full_run(tmp_path, models):
     assert abs(r["window"]["col_off"] - 100) <= 2 and abs(r["window"]["width"] - 250) <= 4
 
 
-def test_an_extent_gives_the_bundled_models_pixels_of_the_whole_scene(tmp_path):
+def test_an_extent_gives_the_bundled_models_pixels_of_the_whole_scene(tmp_path, scene_1024):
     """The trained default depends a little on where tiles fall (README), so an extent
     keeps the whole raster's tiles: its pixels are those of a whole-scene run, bit for
     bit. Before, a 400 x 700 px extent of this scene changed 1.4 % of its mask."""
-    src = str(tmp_path / "scene.tif")
-    write_scene(src, 1024, seed=0)
+    src = scene_1024
     predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
                            probability=str(tmp_path / "p.tif")))
     whole_m, whole_p = read(tmp_path / "m.tif"), read(tmp_path / "p.tif")
@@ -188,14 +194,13 @@ def test_an_extent_gives_the_bundled_models_pixels_of_the_whole_scene(tmp_path):
                               equal_nan=True)
 
 
-def test_an_extent_of_a_resampled_input_keeps_the_whole_scenes_model_grid(tmp_path):
+def test_an_extent_of_a_resampled_input_keeps_the_whole_scenes_model_grid(tmp_path,
+                                                                          scene_1024):
     """At 40 N a 10 m-by-degrees pixel is 7.7 m wide: the input is resampled. An extent
     gets the whole-raster run's model pixels and tiles, so only GDAL's warper, which
     works chunk by chunk, tells them apart. Before, this scene's two extents changed
     2.2 % and 0.5 % of their masks (largest probability change 0.59)."""
-    scene = str(tmp_path / "scene.tif")
-    write_scene(scene, 1024, seed=0)
-    with rasterio.open(scene) as ds:
+    with rasterio.open(scene_1024) as ds:
         bands = ds.read()
     deg = 8.983e-05
     src = write_raster(tmp_path / "ll.tif", bands, crs="EPSG:4326",
