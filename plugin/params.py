@@ -6,6 +6,7 @@ the argument spelling here means one place follows the backend's CLI contract.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,16 @@ DEVICES = ("auto", "cpu", "cuda")
 UNITS = ("dB", "linear", "amplitude")
 
 Extent = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
+
+
+def backend_path(path: str) -> str:
+    """``path`` as QGIS means it, for the backend child.
+
+    The child runs in the plugin's folder (so that ``-m backend`` finds our package),
+    so a relative path, which QGIS and qgis_process read from their own working
+    folder, would name another file there.
+    """
+    return os.path.abspath(path)
 
 
 def _extent_args(extent: Extent | None, extent_crs: str | None) -> list[str]:
@@ -38,8 +49,8 @@ class SceneInput:
 
     def args(self) -> list[str]:
         if self.vh is not None:
-            return [self.vv, self.vh]
-        return [self.vv] + ([f"--bands={self.bands[0]},{self.bands[1]}"] if self.bands else [])
+            return [backend_path(self.vv), backend_path(self.vh)]
+        return [backend_path(self.vv)] + ([f"--bands={self.bands[0]},{self.bands[1]}"] if self.bands else [])
 
 
 @dataclass
@@ -66,9 +77,12 @@ class PredictParams:
             raise ValueError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)}")
         if self.units is not None and self.units not in UNITS:
             raise ValueError(f"unknown units {self.units!r}; expected one of {', '.join(UNITS)}")
-        args = ["predict", *self.scene.args(), "--mask", self.mask, "--device", self.device]
-        optional = {"--probability": self.probability, "--uncertainty": self.uncertainty,
-                    "--model": self.model, "--threshold": self.threshold, "--units": self.units,
+        args = ["predict", *self.scene.args(), "--mask", backend_path(self.mask),
+                "--device", self.device]
+        paths = {"--probability": self.probability, "--uncertainty": self.uncertainty,
+                 "--model": self.model}
+        optional = {**{flag: backend_path(p) for flag, p in paths.items() if p},
+                    "--threshold": self.threshold, "--units": self.units,
                     "--tile-size": self.tile_size, "--overlap": self.overlap,
                     "--batch-size": self.batch_size}
         for flag, value in optional.items():
@@ -91,7 +105,7 @@ class OtsuParams:
     overwrite: bool = False
 
     def argv(self) -> list[str]:
-        args = ["otsu", *self.scene.args(), "--mask", self.mask]
+        args = ["otsu", *self.scene.args(), "--mask", backend_path(self.mask)]
         if self.overwrite:
             args.append("--overwrite")
         return args + _extent_args(self.extent, self.extent_crs)
@@ -107,8 +121,8 @@ class FinalizeParams:
     overwrite: bool = False
 
     def argv(self) -> list[str]:
-        args = ["finalize", self.probability, "--threshold", repr(float(self.threshold)),
-                "--mask", self.mask]
+        args = ["finalize", backend_path(self.probability), "--threshold",
+                repr(float(self.threshold)), "--mask", backend_path(self.mask)]
         for key, value in (self.tags or {}).items():
             args += ["--tag", f"{key}={value}"]
         if self.overwrite:

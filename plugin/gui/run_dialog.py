@@ -28,7 +28,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, 
 from ..backend_env import PLUGIN_ROOT
 from ..bands import guess_bands, polarisation
 from ..inputs import InputProblem, band_names, scene_from_pair, scene_from_stack
-from ..params import DEVICES, UNITS, PredictParams, SceneInput, free_output_paths
+from ..params import DEVICES, UNITS, PredictParams, SceneInput, backend_path, free_output_paths
 from ..settings import PYTHON_KEY, RunSettings, python_setting
 from ..task import QueryTask
 
@@ -404,7 +404,7 @@ class RunDialog(QDialog):
             self.card_view.setHtml("<p style='color:#b00'>No model: the plugin ships none; choose a file.</p>")
             return
         self.card_view.setHtml(f"<p>reading the card of {html.escape(str(model))}...</p>")
-        self._ask("SAR Flood Mapper: model card", ["card", str(model), "--json"],
+        self._ask("SAR Flood Mapper: model card", ["card", backend_path(str(model)), "--json"],
                   lambda answer, error, task, model=model: self._card_answered(model, answer, error))
 
     def _card_answered(self, model: Path, answer, error) -> None:

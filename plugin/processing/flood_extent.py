@@ -16,6 +16,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterLayer)
 
 from .. import styles
+from ..params import backend_path
 from .base import SarFloodAlgorithm
 from .masks import check_mask_layer
 
@@ -85,7 +86,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         self.style_output(context, result, styles.flood_extent_renderer)
 
         feedback.setProgressText("step 4 of 4: newly flooded area (python -m backend stats)")
-        stats = self.run_backend(["stats", result], feedback)
+        stats = self.run_backend(["stats", backend_path(result)], feedback)
         flooded, area_km2 = int(stats["water_pixels"]), float(stats["water_area_km2"])
         feedback.pushInfo(f"newly flooded: {flooded} pixels, {area_km2:.3f} km²")
         return {"OUTPUT": result, "FLOODED_AREA_KM2": area_km2, "FLOODED_PIXELS": flooded}

@@ -24,9 +24,9 @@ def qgis_process_env(plugins_dir, tmp_path):
     return env
 
 
-def _run(env, alg, params, timeout=300):
+def _run(env, alg, params, timeout=300, cwd=None):
     args = [QGIS_PROCESS, "run", alg, "--json", "--"] + [f"{k}={v}" for k, v in params.items()]
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def test_mapwater_through_qgis_process(qgis_process_env, models, tmp_path):
@@ -56,3 +56,23 @@ def test_bad_input_through_qgis_process_fails_with_the_reason(qgis_process_env, 
     assert done.returncode != 0
     assert "'vv_only' has 1 band" in done.stdout + done.stderr
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_relative_paths_mean_the_callers_folder(qgis_process_env, models, tmp_path):
+    """qgis_process reads relative paths from its working folder; the backend child runs
+    in the plugin's folder, so every path must reach it made absolute."""
+    rng = np.random.default_rng(3)
+    vv = rng.normal(-13.0, 6.0, (64, 64)).astype(np.float32)
+    write_raster(tmp_path / "scene.tif", [vv, vv - 6.0], descriptions=["VV", "VH"])
+    (tmp_path / "out").mkdir()
+    done = _run(qgis_process_env, "sarflood:mapwater", {
+        "INPUT": "scene.tif", "MODEL": os.path.relpath(models["threshold"], tmp_path),
+        "OUTPUT_MASK": "out/mask.tif", "OUTPUT_PROBABILITY": "out/prob.tif"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    expected = (1.0 / (1.0 + np.exp(vv.astype(np.float64) + 15.0)) > 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(read_raster(tmp_path / "out" / "mask.tif"), expected)
+    assert (tmp_path / "out" / "prob.tif").is_file()
+    otsu = _run(qgis_process_env, "sarflood:otsu", {
+        "INPUT": "scene.tif", "OUTPUT_MASK": "out/otsu.tif"}, cwd=tmp_path)
+    assert otsu.returncode == 0, otsu.stdout[-2000:] + otsu.stderr[-2000:]
+    assert (tmp_path / "out" / "otsu.tif").is_file()
