@@ -48,11 +48,12 @@ class UnitsFound:
     evidence: str          # one line for the user
 
 
-def units_from_text(text: str) -> str | None:
-    """Units named in metadata text, or None. dB wins: 'Sigma0_VV_db' is dB."""
+def units_from_text(text: str) -> tuple[str, str] | None:
+    """(units, the word naming them) in metadata text, or None. dB wins: 'Sigma0_VV_db' is dB."""
     for units, pattern in _WORDS:
-        if pattern.search(text or ""):
-            return units
+        found = pattern.search(text or "")
+        if found:
+            return units, found.group(0)
     return None
 
 
@@ -82,7 +83,9 @@ def detect_units(text: str, override: str | None) -> UnitsFound | None:
         return UnitsFound(override, "override", "given by --units")
     named = units_from_text(text)
     if named:
-        return UnitsFound(named, "metadata", f"metadata says {named}")
+        # the word, so that a user whose file name misleads us sees why
+        return UnitsFound(named[0], "metadata",
+                          f"{named[1]!r} in the band's description, units, tags or file name")
     return None
 
 

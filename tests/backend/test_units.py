@@ -13,12 +13,15 @@ from backend.units import (contradiction, convert, detect_units, implausible, un
     ("s1_vh_amp.tif", "amplitude"), ("VV", None), ("example_vv.tif", None), ("dbz", None),
 ])
 def test_units_from_metadata_words(text, units):
-    assert units_from_text(text) == units
+    named = units_from_text(text)
+    assert (named and named[0]) == units
 
 
 def test_override_beats_metadata():
     assert detect_units("Sigma0_VV_db", "linear").units == "linear"
-    assert detect_units("Sigma0_VV_db", None).source == "metadata"
+    found = detect_units("s1_vh_amp.tif", None)
+    assert (found.units, found.source) == ("amplitude", "metadata")
+    assert found.evidence.startswith("'amp' in ")
     assert detect_units("VV", None) is None
 
 
