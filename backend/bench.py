@@ -2,9 +2,9 @@
 
 For each N, one run measures:
 - raw model throughput: the ONNX session alone, on one in-memory batch of the
-  engine's tiles (its tile size, batch size and device), called repeatedly, half
-  of the time just before the end-to-end run and half just after it, so that a
-  change in the machine's load during the run weighs on both figures alike.
+  engine's tiles (its tile size, batch size and device), called repeatedly in
+  slices timed before, between and after the end-to-end runs, so that a change in
+  the machine's load during the runs weighs on both figures alike.
   Reported in tile pixels per second, and in raster pixels per second: how fast
   the session alone would get through the raster given the tiles the engine
   runs on it (overlap and edge tiles included), so that it compares with the
@@ -13,7 +13,10 @@ For each N, one run measures:
   (read, units, normalise, infer, blend, threshold, write compressed GeoTIFFs with
   overviews): raster pixels / the run's own wall time (from its start to the
   renamed outputs; interpreter start-up excluded);
-- their ratio, and the predict child's peak RSS (its VmHWM);
+- their ratio, and the predict child's peak RSS (its VmHWM). With ``repeat`` > 1
+  predict runs that many times (each a fresh child) and the run of median wall time
+  is reported, with every run's time beside it: on a shared 2-core machine one
+  run's time varies by 10-20 %;
 - where predict's CPU time goes outside the model: each stage's thread CPU time
   (read, normalise, blend, ...), per raster pixel, beside the model's own;
 - the Otsu baseline end to end, the same way.
@@ -63,11 +66,12 @@ def machine() -> dict:
 
 def raw_throughput(model_path: str, device: str, scene: str, n: int,
                    batch: int | None = None, seconds: float = RAW_SECONDS,
-                   between: Callable[[], Any] | None = None) -> tuple[dict, Any]:
+                   between: Callable[[], Any] | None = None, rounds: int = 1
+                   ) -> tuple[dict, list]:
     """The session alone on one in-memory batch of the engine's tiles.
 
-    Timed for ``seconds`` in two halves; ``between()`` (the end-to-end run) is called
-    between them, and its result is returned with the figures.
+    Timed for ``seconds`` in ``rounds + 1`` slices; ``between()`` (an end-to-end run) is
+    called after each slice but the last, and its results are returned with the figures.
     """
     model = OnnxModel(model_path, device)
     card = model.card
@@ -87,17 +91,17 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int,
     if len(x) < batch:  # a raster narrower than a batch: repeat its tiles
         x = np.concatenate([x] * -(-batch // len(x)))[:batch]
     model.infer(x)  # warm-up: first call allocates
-    calls, wall, cpu, middle = 0, 0.0, 0.0, None
-    for half in range(2):
+    calls, wall, cpu, middle = 0, 0.0, 0.0, []
+    for part in range(rounds + 1):
         k, start, cpu0 = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds / 2 or k < 2:
+        while time.perf_counter() - start < seconds / (rounds + 1) or k < 2:
             model.infer(x)
             k += 1
         calls += k
         wall += time.perf_counter() - start
         cpu += time.process_time() - cpu0
-        if half == 0 and between is not None:
-            middle = between()
+        if part < rounds and between is not None:
+            middle.append(between())
     tiles_per_s = calls * len(x) / wall
     return {"device": model.device_name, "provider": model.provider,
             "tile": plan.tile, "stride": plan.stride, "overlap": plan.overlap, "batch": len(x),
@@ -131,7 +135,8 @@ def run_child(args: list[str]) -> dict:
 
 def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
               probability: bool = False, workdir: str | None = None,
-              raw_seconds: float = RAW_SECONDS, log: Callable[[str], None] = print) -> dict:
+              raw_seconds: float = RAW_SECONDS, repeat: int = 1,
+              log: Callable[[str], None] = print) -> dict:
     model_path = model or default_model_path()
     report = {"machine": machine(), "model_path": model_path, "device": device,
               "outputs": "mask + float32 probability" if probability else "mask", "runs": []}
@@ -142,13 +147,15 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
             write_scene(scene, n, seed=0)
             log(f"N={n}: scene written in {time.perf_counter() - t:.1f} s; raw model and predict ...")
             args = ["predict", scene, "--mask", os.path.join(d, "mask.tif"),
-                    "--model", model_path, "--device", device]
+                    "--model", model_path, "--device", device, "--overwrite"]  # runs repeat
             if probability:
                 args += ["--probability", os.path.join(d, "probability.tif")]
-            raw, pred = raw_throughput(model_path, device, scene, n, seconds=raw_seconds,
-                                       between=lambda: run_child(args))
+            raw, preds = raw_throughput(model_path, device, scene, n, seconds=raw_seconds,
+                                        between=lambda: run_child(args), rounds=repeat)
+            every = [p["result"]["seconds"] for p in preds]
+            pred = preds[sorted(range(len(preds)), key=every.__getitem__)[len(preds) // 2]]
             log(f"N={n}: raw {raw['raster_mpx_s']} Mpx/s (raster), predict "
-                f"{pred['result']['seconds']} s; otsu ...")
+                f"{', '.join(map(str, every))} s; otsu ...")
             otsu = run_child(["otsu", scene, "--mask", os.path.join(d, "otsu.tif")])
         e2e = n * n / pred["result"]["seconds"] / 1e6
         report["runs"].append({
@@ -158,7 +165,9 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
                         "peak_rss_mb": pred["peak_rss_mb"],
                         "process_seconds": pred["process_seconds"],
                         "cpu_seconds": pred["result"]["cpu_seconds"],
-                        "stage_cpu_seconds": pred["result"]["stage_cpu_seconds"]},
+                        "stage_cpu_seconds": pred["result"]["stage_cpu_seconds"],
+                        "every_run_seconds": every,
+                        "peak_rss_mb_max": max(p["peak_rss_mb"] for p in preds)},
             "ratio_e2e_to_raw": round(e2e / raw["raster_mpx_s"], 4),
             # less sensitive to other load on the machine: CPU seconds of the session
             # alone for the engine's tiles / CPU seconds of predict (all its threads)
@@ -197,6 +206,13 @@ def format_table(report: dict) -> str:
             f"{r['cpu_ratio_raw_to_e2e']:.2f} | {p['peak_rss_mb']:.0f} | {r['otsu']['mpx_s']} "
             f"| {r['otsu']['peak_rss_mb']:.0f} |")
     lines.append("")
+    for r in runs:
+        every = r["predict"]["every_run_seconds"]
+        if len(every) > 1:
+            ratios = ", ".join(f"{r['size'] ** 2 / t / 1e6 / r['raw']['raster_mpx_s']:.2f}"
+                               for t in every)
+            lines.append(f"N={r['size']}, {len(every)} predict runs (the table shows the median): "
+                         f"{', '.join(f'{t:.3f}' for t in every)} s; end-to-end / raw {ratios}")
     for r in runs:  # where predict's CPU goes, against what the model alone needs
         px = r["size"] ** 2
         stages = r["predict"]["stage_cpu_seconds"]

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from . import __version__
-from .errors import BackendError, Cancelled
+from .errors import BackendError, Cancelled, UsageError
 from .progress import Reporter, make_reporter, readable_json
 
 EXIT_ERROR, EXIT_CANCELLED = 1, 130
@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", metavar="DIR", help="where the scene and outputs go (temporary)")
     p.add_argument("--raw-seconds", type=float, default=3.0, metavar="S",
                    help="how long to time the session alone (default 3)")
+    p.add_argument("--repeat", type=int, default=3, metavar="K",
+                   help="end-to-end runs per size, the median reported (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_bench, progress="none")
 
@@ -252,9 +254,11 @@ def _scene(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -
 
 def _bench(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
     from .bench import format_table, run_bench
+    if a.repeat < 1:
+        raise UsageError(f"--repeat {a.repeat}: give at least 1 run")
     results = run_bench(a.size or [4096], model=a.model, device=a.device,
                         probability=a.probability, workdir=a.workdir, raw_seconds=a.raw_seconds,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
+                        repeat=a.repeat, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(results, indent=1) if a.json else format_table(results))
 
 

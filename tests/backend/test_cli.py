@@ -186,6 +186,8 @@ def test_bench_json(tmp_path):
     assert 50 < run["predict"]["peak_rss_mb"] < 2000
     ratio = run["predict"]["mpx_s"] / run["raw"]["raster_mpx_s"]
     assert run["ratio_e2e_to_raw"] == pytest.approx(ratio, rel=0.02, abs=1e-3)
+    every = run["predict"]["every_run_seconds"]   # three runs by default; the median shown
+    assert len(every) == 3 and run["predict"]["seconds"] == sorted(every)[1]
     # every stage outside the model is timed, in thread CPU time: together they
     # cannot exceed the CPU time of the whole predict process
     stages = run["predict"]["stage_cpu_seconds"]
@@ -194,8 +196,9 @@ def test_bench_json(tmp_path):
     assert all(v >= 0 for v in stages.values()) and stages["read"] > 0
     assert sum(stages.values()) <= run["predict"]["cpu_seconds"]
     assert listing(tmp_path) == []   # the scene and outputs were temporary
-    table = run_cli("bench", "--size", "256", "--raw-seconds", "0.2").stdout
+    table = run_cli("bench", "--size", "256", "--raw-seconds", "0.2", "--repeat", "2").stdout
     assert "| 256 |" in table and "raw model" in table
+    assert "N=256, 2 predict runs (the table shows the median)" in table
     assert "N=256, CPU ns per raster pixel: model alone" in table and "read " in table
 
 
