@@ -48,10 +48,10 @@ from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
-                        extent_window, gdal_env, open_inputs, why_write_failed)
+                        extent_window, gdal_env, open_inputs, sample_grid, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
-from .units import UNITS, convert, find_units, one_or_each, sample_grid
+from .units import UNITS, convert, find_units, one_or_each
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are

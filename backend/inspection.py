@@ -3,7 +3,7 @@
 The inputs are opened and checked exactly as ``predict`` opens them
 (:func:`~backend.raster_io.open_inputs`: same band naming, same ``--bands``, same
 errors), and the units are found by the same code on the same pixel sample
-(:func:`~backend.units.find_units` over :func:`~backend.units.sample_grid`: at most
+(:func:`~backend.units.find_units` over :func:`~backend.raster_io.sample_grid`: at most
 25 windows of 128 x 128 pixels), so the answer is what a run will say. No model is
 loaded and only the sample is read, so it is quick on a raster of any size. The
 plugin's run dialog shows it before a run, so the analyst can override the units.
@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 from .progress import Reporter
-from .raster_io import BAND_NAMES, InputSet, WindowReader, gdal_env, grid_of, open_inputs
-from .units import find_units, one_or_each, sample_grid
+from .raster_io import (BAND_NAMES, InputSet, WindowReader, gdal_env, grid_of, open_inputs,
+                        sample_grid)
+from .units import find_units, one_or_each
 
 
 class _Warnings(Reporter):

@@ -21,9 +21,9 @@ from .errors import Cancelled
 from .pipeline import peak_rss_mb
 from .progress import Reporter
 from .raster_io import (InputSet, WindowReader, check_outputs, extent_window, gdal_env,
-                        open_inputs)
+                        open_inputs, sample_grid)
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
-from .units import convert, find_units, sample_grid
+from .units import convert, find_units
 
 # VV dB values outside this window are clipped into the end bins; water and land
 # modes of Sentinel-1 VV lie well inside it.

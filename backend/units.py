@@ -26,7 +26,7 @@ import numpy as np
 
 from .card import UNITS
 from .progress import Reporter
-from .raster_io import BandSource, WindowReader
+from .raster_io import BandSource
 
 _WORDS = [
     ("dB", re.compile(r"(?<![a-z])(db|decibels?)(?![a-z])", re.I)),
@@ -151,34 +151,6 @@ def convert(x: np.ndarray, src: str, dst: str) -> np.ndarray:
     return x
 
 
-STRIP_SAMPLE_BYTES = 64 << 20   # whole-row reads for the sample up to this size
-
-
-def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
-                size: int = 128) -> np.ndarray:
-    """Up to n x n windows of size x size spread over the grid: (bands, pixels).
-
-    The default, 25 windows of 128 x 128 (409,600 pixels per band), is read and
-    judged in about 20 ms on a tiled scene; 256 x 256 windows took about 55 ms,
-    5% of a 4096 x 4096 run with the bundled model (2 cores).
-
-    In a file stored in strips (blocks of whole rows, common for compressed
-    GeoTIFFs) GDAL decodes the whole rows for each window, so each row of windows
-    is read once, full width, and cut up: the same pixels, several times faster.
-    """
-    parts = []
-    k = len(reader.sources)
-    hs, ws = min(size, grid_h), min(size, grid_w)
-    strips = (all(ds.block_shapes[i - 1][1] >= ds.width for ds, i, _ in reader.sources)
-              and k * hs * grid_w * 4 <= STRIP_SAMPLE_BYTES)
-    cols = np.unique(np.linspace(0, grid_w - ws, n).astype(int))
-    for r in np.unique(np.linspace(0, grid_h - hs, n).astype(int)):
-        row = reader.read(int(r), int(r) + hs, 0, grid_w) if strips else None
-        for c in cols:
-            window = (row[:, :, c:c + ws] if strips
-                      else reader.read(int(r), int(r) + hs, int(c), int(c) + ws))
-            parts.append(window.reshape(k, -1))
-    return np.concatenate(parts, axis=1)
 
 
 def one_or_each(names: list[str], values: list[str | None]) -> str | None:

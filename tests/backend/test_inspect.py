@@ -8,7 +8,7 @@ import rasterio
 from backend.engine import PredictOptions, predict
 from backend.inspection import inspect_inputs
 from backend.raster_io import WindowReader, gdal_env
-from backend import units
+from backend import raster_io
 from tests.backend.areas import metres_per_degree_exact
 from tests.backend.conftest import listing, random_db, run_cli, write_raster
 
@@ -114,8 +114,8 @@ def test_strip_files_give_the_same_sample_read_row_by_row(tmp_path, monkeypatch)
     with gdal_env(), rasterio.open(src) as ds:
         assert ds.block_shapes[0][1] == 650   # strips: blocks of whole rows
         reader = WindowReader([(ds, 1, None), (ds, 2, None)], row_off=7, col_off=9)
-        by_rows = units.sample_grid(reader, 680, 630)
-        monkeypatch.setattr(units, "STRIP_SAMPLE_BYTES", 0)   # window by window
-        by_windows = units.sample_grid(reader, 680, 630)
+        by_rows = raster_io.sample_grid(reader, 680, 630)
+        monkeypatch.setattr(raster_io, "STRIP_SAMPLE_BYTES", 0)   # window by window
+        by_windows = raster_io.sample_grid(reader, 680, 630)
     assert by_rows.shape == (2, 25 * 128 * 128)
     np.testing.assert_array_equal(by_rows, by_windows)
