@@ -20,7 +20,7 @@ import secrets
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import rasterio
@@ -197,7 +197,7 @@ class BandSource:
     name: str             # VV or VH
     nodata: float | None
     text: str             # description, unit and tags: what units detection reads
-    named_by: str         # how it was named: description, file name, position, --bands
+    named_by: str         # how it was named: description, file name, position, brightness, --bands
 
 
 @dataclass
@@ -301,10 +301,9 @@ def _bands_of_one(path: str, ds, notes: list[str]) -> dict[str, BandSource]:
         first = names[0] or ("VH" if names[1] == "VV" else "VV")
         order = (first, "VH" if first == "VV" else "VV")
         how = "description"
-    else:
+    else:  # unnamed: ordered by brightness in open_inputs
         order = BAND_NAMES
         how = "position"
-        notes.append(f"{path}: bands are not named VV/VH; taking band 1 as VV and band 2 as VH")
     return {n: _source(path, ds, i + 1, n, how) for i, n in enumerate(order)}
 
 
@@ -371,6 +370,8 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
                                  "single-band rasters")
         else:
             named = _bands_of_two(paths, datasets, notes)
+        if all(s.named_by == "position" for s in named.values()) and len(named) == 2:
+            named = _brighter_is_vv(named, datasets, notes)
     except BaseException:
         for ds in datasets.values():
             ds.close()
@@ -424,10 +425,41 @@ def _bands_of_two(paths: list[str], datasets: dict, notes: list[str]) -> dict[st
         if order[0] == "VH":
             notes.append(f"{a} is VH and {b} is VV (from their {ha if na else hb}); using them so")
         hows = (ha if na else "position", hb if nb else "position")
-    else:
+    else:  # unnamed: ordered by brightness in open_inputs
         order, hows = BAND_NAMES, ("position", "position")
-        notes.append(f"the inputs are not named VV/VH; taking {a} as VV and {b} as VH")
     return {n: _source(p, datasets[p], 1, n, h) for p, n, h in zip(paths, order, hows)}
+
+
+def _brighter_is_vv(named: dict[str, BandSource], datasets: dict, notes: list[str]
+                    ) -> dict[str, BandSource]:
+    """Two bands that nothing names: the brighter is VV.
+
+    Co-polarised backscatter exceeds cross-polarised over land and water alike (C band:
+    VH some 5-10 dB below VV; the generator's constants in training/synth/sar.py give
+    their sources), so taking a VH-first stack in file order would feed the model VH as
+    VV. Medians keep their order in dB, power and amplitude, so the units need not be
+    known yet; the pixels are the units sample's (25 windows).
+    """
+    first, second = named["VV"], named["VH"]
+    ds = datasets[first.path]
+    reader = WindowReader([(datasets[s.path], s.index, s.nodata) for s in (first, second)], 0, 0)
+    sample = sample_grid(reader, ds.height, ds.width)
+    finite = [v[np.isfinite(v)] for v in sample]
+    one = first.path == second.path
+    label = ([f"band {first.index}", f"band {second.index}"] if one
+             else [first.path, second.path])
+    where = f"{first.path}: bands" if one else "the inputs"
+    if not all(v.size for v in finite):
+        notes.append(f"{where} are not named VV/VH and have no valid pixel to tell them apart "
+                     f"by: taking {label[0]} as VV and {label[1]} as VH")
+        return named
+    m = [float(np.median(v)) for v in finite]
+    vv = 0 if m[0] >= m[1] else 1
+    notes.append(f"{where} are not named VV/VH; {label[vv]} is the brighter (median "
+                 f"{m[vv]:.4g} against {m[1 - vv]:.4g}), as co-polarised VV is: taking "
+                 f"{label[vv]} as VV and {label[1 - vv]} as VH")
+    pair = (first, second) if vv == 0 else (second, first)
+    return {n: replace(s, name=n, named_by="brightness") for n, s in zip(BAND_NAMES, pair)}
 
 
 def extent_window(grid: Grid, extent: tuple[float, float, float, float],

@@ -179,4 +179,35 @@ def find_units(sources: list[BandSource], samples: np.ndarray, override: str | N
                                  f"{problem}")
             elif s.name == "VV" and (problem := implausible(u.units, samples[k])):
                 reporter.warning(f"{s.path}: {problem}")
+    problem = looks_swapped(sources, found, samples)
+    if problem:
+        reporter.warning(problem)
     return found
+
+
+def _median_db(samples: np.ndarray, units: str) -> float | None:
+    db = convert(samples[np.isfinite(samples)].astype(np.float32), units, "dB")
+    db = db[np.isfinite(db)]
+    return float(np.median(db)) if db.size else None
+
+
+def looks_swapped(sources: list[BandSource], found: list[UnitsFound], samples: np.ndarray
+                  ) -> str | None:
+    """A warning when the band named VH is brighter than the one named VV.
+
+    Co-polarised backscatter exceeds cross-polarised over land and water alike (see
+    raster_io's ``_brighter_is_vv``, which orders bands that nothing names), so a VH
+    above VV says the names, or the order given, are wrong.
+    """
+    k = {s.name: i for i, s in enumerate(sources)}
+    if set(k) != {"VV", "VH"} or not all(f.units for f in found):
+        return None
+    vv, vh = (_median_db(samples[k[n]], found[k[n]].units) for n in ("VV", "VH"))
+    if vv is None or vh is None or vh <= vv:
+        return None
+    a, b = sources[k["VV"]], sources[k["VH"]]
+    return (f"{b.path}: the band taken as VH (band {b.index}, by {b.named_by}) is brighter "
+            f"than the one taken as VV ({a.path} band {a.index}): median {vh:.1f} against "
+            f"{vv:.1f} dB, where co-polarised VV is the brighter over land and water; are "
+            "VV and VH swapped? (--bands VV_INDEX,VH_INDEX chooses the bands of one file; "
+            "two files go in the order VV, VH)")

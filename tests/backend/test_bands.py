@@ -13,7 +13,7 @@ import rasterio
 from backend.engine import PredictOptions, predict
 from backend.errors import UsageError
 from backend.otsu import OtsuOptions, otsu_map
-from tests.backend.conftest import listing, random_db, run_cli, sigmoid, write_raster
+from tests.backend.conftest import Collect, listing, random_db, run_cli, sigmoid, write_raster
 from training.toy_models import raw_db_card, smoothed_threshold_model
 
 WEIGHTS, BIAS = (-1.0, -0.5), -26.0
@@ -114,3 +114,60 @@ def test_without_bands_an_unnamed_stack_of_three_is_refused_with_the_way_out(tmp
     p = run_cli("otsu", src, "--mask", str(tmp_path / "m.tif"))
     assert p.returncode == 1
     assert "or --bands VV_INDEX,VH_INDEX to choose two" in p.stderr
+
+
+def _probability(path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+@pytest.mark.parametrize("layout", ["one file", "two files"])
+def test_unnamed_bands_vh_first_are_ordered_by_brightness(tmp_path, mixing_model, layout):
+    """A VH-first stack with no band names (a VRT of VH and VV, say): the brighter band
+    is VV, so the model gets the numbers of the VV-first stack, not their swap."""
+    vv, vh = random_db((90, 110), seed=9, nan_frac=0.01)
+    if layout == "one file":
+        inputs = [write_raster(tmp_path / "vh_vv.tif", np.stack([vh, vv]), descriptions=None)]
+    else:
+        inputs = [write_raster(tmp_path / "a.tif", vh, descriptions=None),
+                  write_raster(tmp_path / "b.tif", vv, descriptions=None)]
+    reporter = Collect()
+    r = predict(PredictOptions(inputs, mask=str(tmp_path / "m.tif"),
+                               probability=str(tmp_path / "p.tif"), model=mixing_model),
+                reporter)
+    valid = np.isfinite(vv) & np.isfinite(vh)
+    got = _probability(tmp_path / "p.tif")
+    assert np.abs(got[valid] - expected(vv, vh)[valid]).max() < 1e-6
+    assert r["bands"]["VV"]["named_by"] == r["bands"]["VH"]["named_by"] == "brightness"
+    vv_from = "band 2" if layout == "one file" else str(tmp_path / "b.tif")
+    assert any(f"{vv_from} is the brighter" in m and f"taking {vv_from} as VV" in m
+               for m in reporter.infos), reporter.infos
+
+
+def test_unnamed_bands_in_order_stay_and_all_nan_keeps_the_file_order(tmp_path, mixing_model):
+    vv, vh = random_db((60, 70), seed=10)
+    src = write_raster(tmp_path / "vv_vh.tif", np.stack([vv, vh]), descriptions=None)
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=mixing_model))
+    assert r["bands"]["VV"]["band"] == 1 and r["bands"]["VV"]["named_by"] == "brightness"
+    empty = write_raster(tmp_path / "nan.tif", np.full((2, 60, 70), np.nan, np.float32),
+                         descriptions=None)
+    reporter = Collect()
+    r = predict(PredictOptions([empty], mask=str(tmp_path / "m2.tif"), model=mixing_model),
+                reporter)
+    assert r["bands"]["VV"]["band"] == 1 and r["bands"]["VV"]["named_by"] == "position"
+    assert any("no valid pixel to tell them apart" in m for m in reporter.infos)
+
+
+def test_bands_named_the_wrong_way_round_are_warned_about(tmp_path, mixing_model):
+    vv, vh = random_db((60, 70), seed=11)
+    src = write_raster(tmp_path / "mislabelled.tif", np.stack([vh, vv]))   # described VV, VH
+    reporter = Collect()
+    predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=mixing_model), reporter)
+    (warning,) = [m for m in reporter.warnings if "swapped" in m]
+    assert warning.startswith(f"{src}: the band taken as VH (band 2, by description) is "
+                              "brighter than the one taken as VV")
+    named_right = write_raster(tmp_path / "right.tif", np.stack([vv, vh]))
+    reporter = Collect()
+    predict(PredictOptions([named_right], mask=str(tmp_path / "m2.tif"), model=mixing_model),
+            reporter)
+    assert not [m for m in reporter.warnings if "swapped" in m]
