@@ -44,6 +44,8 @@ def gdal_env() -> rasterio.Env:
 
 
 _BAND_RE = re.compile(r"(?<![a-z])(vv|vh)(?![a-z])", re.IGNORECASE)
+# Sentinel-1's other dual polarisation (HH + HV, over polar regions and sea ice)
+_OTHER_POL_RE = re.compile(r"(?<![a-z])(hh|hv)(?![a-z])", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- grid
@@ -222,10 +224,29 @@ class InputSet:
             ds.close()
 
 
+def _one_named(pattern: re.Pattern, text: str) -> str | None:
+    found = {m.upper() for m in pattern.findall(text or "")}
+    return found.pop() if len(found) == 1 else None
+
+
 def band_name_in(text: str) -> str | None:
     """'VV' or 'VH' if the text names exactly one of them as a word, else None."""
-    found = {m.upper() for m in _BAND_RE.findall(text or "")}
-    return found.pop() if len(found) == 1 else None
+    return _one_named(_BAND_RE, text)
+
+
+def _refuse_hh_hv(labels: list[tuple[str, str]], where: str, how: str) -> None:
+    """HH/HV bands (no VV/VH among them) are another polarisation, not unnamed VV/VH.
+
+    ``labels``: (what, text) per band, e.g. ("band 1", its description).
+    """
+    named = [(what, _one_named(_OTHER_POL_RE, text)) for what, text in labels]
+    named = [(what, pol) for what, pol in named if pol]
+    if named:
+        said = " and ".join(f"{what} is {pol}" for what, pol in named)
+        raise InputError(f"{where}: {said} (from the {how}); the model reads VV and VH, the "
+                         "polarisations of Sentinel-1 over land, and HH/HV (polar and sea-ice "
+                         "scenes) back-scatter differently; --bands VV_INDEX,VH_INDEX uses "
+                         "them as VV and VH all the same")
 
 
 def open_raster(path: str):
@@ -281,7 +302,12 @@ def _source(path: str, ds, i: int, name: str, named_by: str) -> BandSource:
 
 def _bands_of_one(path: str, ds, notes: list[str]) -> dict[str, BandSource]:
     names = [band_name_in(ds.descriptions[i] or "") for i in range(ds.count)]
+    if not any(names):
+        _refuse_hh_hv([(f"band {i + 1}", ds.descriptions[i] or "") for i in range(ds.count)],
+                      path, "band descriptions")
     if ds.count == 1:
+        if not names[0]:
+            _refuse_hh_hv([("its band", os.path.basename(path))], path, "file name")
         name = names[0] or band_name_in(os.path.basename(path)) or "VV"
         how = "description" if names[0] else ("file name" if band_name_in(os.path.basename(path))
                                               else "position")
@@ -332,7 +358,8 @@ def _bands_chosen(path: str, ds, bands: tuple[int, int], notes: list[str]
         raise InputError(f"{path}: {given} gives band {bands[0]} as both VV and VH")
     chosen = dict(zip(BAND_NAMES, bands))
     for name, i in chosen.items():
-        said = band_name_in(ds.descriptions[i - 1] or "")
+        text = ds.descriptions[i - 1] or ""
+        said = band_name_in(text) or _one_named(_OTHER_POL_RE, text)
         if said and said != name:  # the user may know better (a mislabelled export): say it
             notes.append(f"{path}: band {i} is described as {said}, but {given} uses it as {name}")
     return {n: _source(path, ds, i, n, "--bands") for n, i in chosen.items()}
@@ -417,6 +444,9 @@ def _bands_of_two(paths: list[str], datasets: dict, notes: list[str]) -> dict[st
         by_file = band_name_in(os.path.basename(p))
         named.append((by_desc or by_file, "description" if by_desc else "file name"))
     (na, ha), (nb, hb) = named
+    if not (na or nb):
+        _refuse_hh_hv([(p, f"{datasets[p].descriptions[0] or ''} {os.path.basename(p)}")
+                       for p in paths], f"{a} and {b}", "descriptions or file names")
     if na and na == nb:
         raise InputError(f"{a} and {b} are both {na}; expected one VV and one VH")
     if na or nb:

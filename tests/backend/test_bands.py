@@ -171,3 +171,15 @@ def test_bands_named_the_wrong_way_round_are_warned_about(tmp_path, mixing_model
     predict(PredictOptions([named_right], mask=str(tmp_path / "m2.tif"), model=mixing_model),
             reporter)
     assert not [m for m in reporter.warnings if "swapped" in m]
+
+
+def test_hh_hv_bands_run_only_when_chosen(tmp_path, mixing_model):
+    """HH/HV (polar and sea-ice scenes) are refused by name; --bands takes them, and says so."""
+    vv, vh = random_db((60, 70), seed=12)
+    src = write_raster(tmp_path / "hh_hv.tif", np.stack([vv, vh]),
+                       descriptions=("Sigma0_HH_db", "Sigma0_HV_db"))
+    reporter = Collect()
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=mixing_model,
+                               bands=(1, 2)), reporter)
+    assert r["bands"]["VV"]["named_by"] == "--bands"
+    assert f"{src}: band 1 is described as HH, but --bands 1,2 uses it as VV" in reporter.infos

@@ -81,6 +81,10 @@ def test_bands_choose_and_describe(tmp_path):
     ("zero", ["{three}", "--bands", "0,2"], "{three}: has 3 bands; --bands 0,2 names band 0"),
     ("twice", ["{three}", "--bands", "2,2"], "{three}: --bands 2,2 gives band 2 as both VV and VH"),
     ("pair", ["{one}", "{vh}", "--bands", "1,2"], "--bands chooses the VV and VH bands of one"),
+    ("hh/hv", ["{hhhv}"], "{hhhv}: band 1 is HH and band 2 is HV (from the band descriptions); "
+                          "the model reads VV and VH"),
+    ("hh, hv", ["{hh}", "{hv}"], "{hh} and {hv}: {hh} is HH and {hv} is HV (from the "
+                                 "descriptions or file names)"),
 ])
 def test_bad_input_is_one_line_and_exit_1(tmp_path, case, args, message):
     b = random_db((30, 30))
@@ -91,6 +95,9 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, case, args, message):
         "vh": write_raster(tmp_path / "vh.tif", b[1:], descriptions=("VH",)),
         "shifted": write_raster(tmp_path / "shifted.tif", b[1:], descriptions=("VH",),
                                 origin=(500010.0, 5000000.0)),
+        "hhhv": write_raster(tmp_path / "hhhv.tif", b, descriptions=("Sigma0_HH", "Sigma0_HV")),
+        "hh": write_raster(tmp_path / "S1B_EW_HH.tif", b[:1], descriptions=None),
+        "hv": write_raster(tmp_path / "S1B_EW_HV.tif", b[1:], descriptions=None),
         "text": tmp_path / "text.tif"}
     files["text"].write_text("no raster\n")
     before = listing(tmp_path)
