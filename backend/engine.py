@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +47,8 @@ from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
-                        extent_window, gdal_env, open_inputs, sample_grid, why_write_failed)
+                        extent_window, gdal_env, open_inputs, sample_grid, temporary_path,
+                        why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each
@@ -488,7 +488,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                                      nodata=float("nan"), dtype="float32")
     folder = os.path.dirname(os.path.abspath(next(p for p in (opts.mask, opts.probability,
                                                                opts.uncertainty) if p)))
-    tmp = os.path.join(folder, f".sarflood-model-grid.{secrets.token_hex(4)}.sarflood-tmp")
+    tmp = temporary_path(folder, "sarflood-model-grid")
     try:
         reader = WindowReader([(vrts[id(ds)], i, None) for ds, i, _ in raw],
                               int(sub.row_off), int(sub.col_off))

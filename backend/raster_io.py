@@ -686,6 +686,16 @@ def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
     return np.concatenate(parts, axis=1)
 
 
+def temporary_path(folder: str, name: str) -> str:
+    """A hidden file in ``folder`` for one being written: ``.<name>.<pid>-<hex>.sarflood-tmp``.
+
+    A run removes its own on every error and on cancel; the process id lets whoever
+    started a run that was killed (the plugin) find and remove what it left, and nothing
+    of another run writing into the same folder.
+    """
+    return os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.sarflood-tmp")
+
+
 class GeoTiffOut:
     """One single-band output GeoTIFF: tiled, compressed (``options``), internal overviews.
 
@@ -700,7 +710,7 @@ class GeoTiffOut:
         self.overwrite = overwrite
         self.overview_resampling = overview_resampling
         folder, base = os.path.split(os.path.abspath(path))
-        self.tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.sarflood-tmp")
+        self.tmp = temporary_path(folder, base)
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1,
                        dtype=dtype, crs=grid.crs, transform=grid.transform, nodata=nodata,
                        tiled=True, blockxsize=block, blockysize=block, bigtiff="IF_SAFER",

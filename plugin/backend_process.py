@@ -14,7 +14,9 @@ does not stop within the grace period is killed.
 from __future__ import annotations
 
 import collections
+import glob
 import json
+import os
 import queue
 import re
 import subprocess
@@ -26,6 +28,7 @@ from typing import Any, Callable
 from .backend_env import PLUGIN_ROOT, Interpreter, child_env
 
 EXIT_CANCELLED = 130
+OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty")
 _MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 
 
@@ -114,6 +117,8 @@ class BackendProcess:
                 continue
             self._handle(event, outcome, on_event)
         outcome.returncode = self._proc.wait()
+        if outcome.returncode != 0:
+            self._remove_leftovers(self._proc.pid)
         for reader in readers:
             reader.join(timeout=5)
         for stream in (self._proc.stdout, self._proc.stderr):
@@ -133,6 +138,22 @@ class BackendProcess:
             outcome.warnings.append(str(event.get("message", "")))
         if on_event is not None:
             on_event(event)
+
+    def _remove_leftovers(self, pid: int) -> None:
+        """Temporary files of a child that was killed (it removes its own otherwise).
+
+        The backend names them ``.<name>.<pid>-<hex>.sarflood-tmp`` in each output's
+        folder (``backend.raster_io.temporary_path``); the process id keeps those of
+        other runs into the same folder out of reach.
+        """
+        folders = {os.path.dirname(os.path.abspath(value))
+                   for flag, value in zip(self.argv, self.argv[1:]) if flag in OUTPUT_FLAGS}
+        for folder in folders:
+            for leftover in glob.glob(os.path.join(glob.escape(folder), f".*.{pid}-*.sarflood-tmp*")):
+                try:
+                    os.unlink(leftover)
+                except OSError:
+                    pass  # gone already, or not ours to remove
 
     def _stop(self) -> None:
         """SIGTERM (the backend cleans up), then kill if it does not exit in time."""

@@ -1,0 +1,35 @@
+"""BackendProcess against a real backend child: what a killed run leaves behind."""
+import os
+import signal
+import subprocess
+
+from .conftest import REPO
+
+
+def test_a_killed_run_leaves_no_temporary_file(tmp_path):
+    """SIGKILL (the grace period ran out, or the OOM killer) gives the child no chance to
+    clean up; the plugin removes its half-written files, and no one else's."""
+    from sarflood.plugin.backend_env import find_interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+
+    python = find_interpreter()
+    scene = tmp_path / "scene.tif"
+    subprocess.run([python.path, "-m", "backend", "scene", str(scene), "--size", "2048"],
+                   cwd=REPO, check=True, capture_output=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    other_run = out / ".other.tif.1-abcd1234.sarflood-tmp"   # another run's, still writing
+    other_run.write_text("not ours")
+    run = BackendProcess(python, ["predict", str(scene), "--mask", str(out / "m.tif"),
+                                  "--probability", str(out / "p.tif"), "--tta"])
+    seen = []
+
+    def kill_once_writing(event):
+        seen.append(event)
+        if event.get("event") == "progress" and event.get("fraction", 0) > 0.05 and \
+                run._proc.poll() is None and len(list(out.glob("*.sarflood-tmp"))) > 1:
+            os.kill(run._proc.pid, signal.SIGKILL)
+
+    outcome = run.run(kill_once_writing)
+    assert outcome.returncode == -signal.SIGKILL and not outcome.ok
+    assert sorted(p.name for p in out.iterdir()) == [other_run.name]
