@@ -1,6 +1,6 @@
 """``python -m backend``: the command line of the inference backend.
 
-Commands: predict, otsu, finalize, inspect, stats, card, devices, scene, bench, demo.
+Commands: predict, otsu, finalize, correct, inspect, stats, card, devices, scene, bench, demo.
 Every command
 that runs reports through :mod:`~backend.progress` (a bar on stderr by default,
 JSON lines on stdout with ``--progress json``) and ends with one ``result`` or one
@@ -112,10 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, required=True, metavar="T")
     p.add_argument("--mask", metavar="OUT.tif", required=True)
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--corrections", metavar="FILE.geojson",
+                   help="polygons with property water: true/false, burnt into the mask")
     p.add_argument("--overwrite", action="store_true")
     _add_compress(p)
     _add_progress(p)
     p.set_defaults(func=_finalize)
+
+    p = sub.add_parser("correct", help="burn an analyst's water/dry polygons into a mask")
+    p.add_argument("mask", metavar="MASK.tif")
+    p.add_argument("--corrections", metavar="FILE.geojson", required=True,
+                   help="GeoJSON polygons (WGS 84) with property water: true/false")
+    p.add_argument("--out", metavar="OUT.tif", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    _add_compress(p)
+    _add_progress(p)
+    p.set_defaults(func=_correct)
 
     p = sub.add_parser("inspect", help="bands, grid and detected units of inputs (no model)")
     _add_inputs(p)
@@ -193,7 +205,15 @@ def _otsu(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
 def _finalize(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> dict:
     from .finalize import finalize, parse_tags
     result = finalize(a.probability, a.threshold, a.mask, a.overwrite, parse_tags(a.tag),
-                      reporter, cancel, a.compress)
+                      reporter, cancel, a.compress, a.corrections)
+    _summary(reporter, result)
+    return result
+
+
+def _correct(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> dict:
+    from .corrections import correct_mask
+    result = correct_mask(a.mask, a.corrections, a.out, a.overwrite, reporter, cancel, a.compress)
+    reporter.info(f"{result['corrected_pixels']} pixels corrected by {result['corrections']}")
     _summary(reporter, result)
     return result
 

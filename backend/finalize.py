@@ -17,10 +17,11 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from .corrections import load_corrections
 from .errors import InputError, UsageError
 from .progress import Reporter
 from .raster_io import gdal_env, check_outputs, grid_of
-from .sink import OutputSink, fill_sink, u8_to_probability, utc_stamp
+from .sink import OutputSink, fill_sink, mask_from_probability, u8_to_probability, utc_stamp
 
 BLOCK = 512
 _TAG_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -39,7 +40,10 @@ def parse_tags(pairs: list[str]) -> dict[str, str]:
 
 def finalize(probability: str, threshold: float, mask: str, overwrite: bool = False,
              tags: dict[str, str] | None = None, reporter: Reporter | None = None,
-             cancel: threading.Event | None = None, compress: str = "zstd") -> dict:
+             cancel: threading.Event | None = None, compress: str = "zstd",
+             corrections: str | None = None) -> dict:
+    """Write the mask at ``threshold``; ``corrections`` (GeoJSON, :mod:`~backend.corrections`)
+    are burnt into it."""
     started = time.perf_counter()
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
@@ -64,15 +68,27 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
                         "SARFLOOD_FINALIZED": utc_stamp(),
                         **(tags or {})}
             grid = grid_of(src)
+            fixes = load_corrections(corrections, grid.crs) if corrections else None
+            if fixes is not None:
+                fixes.warn_outside(grid, reporter)
+                out_tags.update(SARFLOOD_CORRECTIONS=fixes.describe())
             sink = OutputSink(grid, BLOCK, threshold, out_tags, overwrite, mask=mask,
                               compress=compress)
+            changed = 0
 
             def read(win: Window) -> dict:
+                nonlocal changed
                 block = src.read(1, window=win)
-                return {"prob": u8_to_probability(block) if as_u8
-                        else _float_probability(block, src.nodata)}
+                prob = (u8_to_probability(block) if as_u8
+                        else _float_probability(block, src.nodata))
+                if fixes is None:
+                    return {"prob": prob}
+                corrected = mask_from_probability(prob, threshold)
+                changed += fixes.apply(corrected, src.window_transform(win))
+                return {"prob": prob, "mask": corrected}
             fill_sink(sink, BLOCK, read, reporter, cancel, "finalize")
-    return {"outputs": {"mask": mask}, "threshold": threshold, "tags": out_tags,
+    extra = {"corrected_pixels": changed} if fixes is not None else {}
+    return {"outputs": {"mask": mask}, "threshold": threshold, "tags": out_tags, **extra,
             "width": grid.width, "height": grid.height, **sink.stats.fields(),
             "probability_histogram": sink.stats.histogram(),
             "seconds": round(time.perf_counter() - started, 3)}

@@ -1,0 +1,158 @@
+"""An analyst's corrections to a water mask: polygons that set pixels to water or dry.
+
+A corrections file is GeoJSON (RFC 7946: longitude and latitude on WGS 84): a
+FeatureCollection of Polygon or MultiPolygon features, each with the property
+``water``: true or 1 marks its pixels water, false or 0 dry. A pixel is corrected
+when its centre lies inside a polygon (GDAL's rasterize rule); where polygons
+overlap, the later one wins. No-data pixels stay no data: nothing was observed
+there to correct.
+
+``python -m backend correct MASK --corrections FILE --out OUT.tif`` applies them to
+a mask on disk; ``finalize --corrections FILE`` applies them to the mask it writes.
+Either way the blocks are corrected as they stream, so memory stays bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.errors import RasterioError
+from rasterio.features import rasterize
+from rasterio.transform import Affine
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+
+from .errors import InputError, first_line
+from .progress import Reporter
+from .raster_io import check_outputs, gdal_env, grid_of, open_raster
+from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
+
+BLOCK = 512
+_POLYGONS = ("Polygon", "MultiPolygon")
+_UNBURNT = 254   # not a mask code: where no polygon lies
+
+
+@dataclass
+class Corrections:
+    """Polygons in a raster's CRS, each with the value it sets (0 dry, 1 water)."""
+    path: str
+    shapes: list[tuple[dict, int]]
+    bounds: list[tuple[float, float, float, float]]   # of each shape: xmin, ymin, xmax, ymax
+
+    def describe(self) -> str:
+        water = sum(v for _, v in self.shapes)
+        return (f"{len(self.shapes)} polygons ({water} water, {len(self.shapes) - water} dry) "
+                f"from {os.path.abspath(self.path)}")
+
+    def outside(self, bounds: tuple[float, float, float, float]) -> int:
+        """How many polygons lie wholly outside ``bounds`` (xmin, ymin, xmax, ymax)."""
+        x0, y0, x1, y1 = bounds
+        return sum(1 for a, b, c, d in self.bounds if a > x1 or c < x0 or b > y1 or d < y0)
+
+    def warn_outside(self, grid, reporter: Reporter) -> None:
+        n = self.outside(grid.bounds())
+        if n:
+            reporter.warning(f"{self.path}: {n} of {len(self.shapes)} polygons lie outside the "
+                             "mask and correct nothing (GeoJSON coordinates are longitude, "
+                             "latitude on WGS 84)")
+
+    def apply(self, mask: np.ndarray, transform: Affine) -> int:
+        """Correct a block (uint8 mask codes) in place, ``transform`` its own; pixels changed."""
+        h, w = mask.shape
+        left, top = transform * (0, 0)
+        right, bottom = transform * (w, h)
+        x0, x1, y0, y1 = min(left, right), max(left, right), min(top, bottom), max(top, bottom)
+        here = [s for s, (a, b, c, d) in zip(self.shapes, self.bounds)
+                if a <= x1 and c >= x0 and b <= y1 and d >= y0]
+        if not here:
+            return 0
+        burnt = rasterize(here, out_shape=(h, w), transform=transform, fill=_UNBURNT,
+                          dtype="uint8")
+        change = (burnt != _UNBURNT) & (mask != MASK_NODATA) & (burnt != mask)
+        mask[change] = burnt[change]
+        return int(np.count_nonzero(change))
+
+
+def _value(props: dict | None, where: str) -> int:
+    value = (props or {}).get("water")
+    if isinstance(value, bool) or value in (0, 1):
+        return int(value)
+    raise InputError(f"{where}: property 'water' is {value!r}; expected true or 1 (water), "
+                     "false or 0 (dry)")
+
+
+def _bounds(geometry: dict) -> tuple[float, float, float, float]:
+    rings = geometry["coordinates"] if geometry["type"] == "Polygon" else [
+        ring for polygon in geometry["coordinates"] for ring in polygon]
+    xy = np.array([p[:2] for ring in rings for p in ring], float)
+    return (*xy.min(axis=0), *xy.max(axis=0))
+
+
+def load_corrections(path: str, crs) -> Corrections:
+    """Read a corrections file and bring its polygons into ``crs``. Raises InputError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a GeoJSON file ({first_line(exc, 'unreadable')})") from None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        raise InputError(f"{path}: expected a GeoJSON FeatureCollection of polygons")
+    shapes, bounds = [], []
+    for i, feature in enumerate(doc.get("features") or [], start=1):
+        where = f"{path}: feature {i}"
+        geometry = (feature or {}).get("geometry") or {}
+        if geometry.get("type") not in _POLYGONS:
+            raise InputError(f"{where} is a {geometry.get('type') or 'feature without geometry'}; "
+                             "corrections are polygons")
+        value = _value(feature.get("properties"), where)
+        try:
+            local = transform_geom("EPSG:4326", crs, geometry)
+            shapes.append((local, value))
+            bounds.append(_bounds(local))
+        except (RasterioError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise InputError(f"{where}: not a valid polygon in longitude/latitude "
+                             f"({first_line(exc, 'bad coordinates')})") from None
+    return Corrections(path, shapes, bounds)
+
+
+def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
+                 reporter: Reporter | None = None, cancel: threading.Event | None = None,
+                 compress: str = "zstd") -> dict:
+    """Write ``out``: the mask with the corrections burnt in, its tags kept, areas counted."""
+    started = time.perf_counter()
+    reporter = reporter or Reporter()
+    cancel = cancel or threading.Event()
+    with gdal_env():
+        src = open_raster(mask)
+        with src:
+            if src.count != 1 or src.dtypes[0] != "uint8":
+                raise InputError(f"{mask}: expected a water mask, one uint8 band (0 dry, 1 water, "
+                                 f"255 no data); found {src.count} band(s) of {src.dtypes[0]}")
+            check_outputs({"mask": out}, [mask], overwrite)
+            grid = grid_of(src)
+            fixes = load_corrections(corrections, grid.crs)
+            fixes.warn_outside(grid, reporter)
+            tags = {k: v for k, v in src.tags().items() if k.startswith("SARFLOOD_")}
+            tags.update(SARFLOOD_CORRECTIONS=fixes.describe(), SARFLOOD_CORRECTED=utc_stamp())
+            sink = OutputSink(grid, BLOCK, None, tags, overwrite, mask=out, compress=compress)
+            changed = 0
+
+            def read(win: Window) -> dict:
+                nonlocal changed
+                try:
+                    block = src.read(1, window=win)
+                except RasterioError as exc:
+                    raise InputError(f"{mask}: cannot read rows {win.row_off}-"
+                                     f"{win.row_off + win.height} ({first_line(exc)})") from None
+                changed += fixes.apply(block, src.window_transform(win))
+                return {"mask": block}
+            fill_sink(sink, BLOCK, read, reporter, cancel, "correct")
+    return {"outputs": {"mask": out}, "corrections": fixes.describe(),
+            "corrected_pixels": changed, "width": grid.width, "height": grid.height,
+            **sink.stats.fields(), "seconds": round(time.perf_counter() - started, 3)}

@@ -1,0 +1,150 @@
+"""``correct`` and ``finalize --corrections``: an analyst's polygons burnt into a mask, exactly."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.warp import transform as warp_transform
+
+from backend.corrections import correct_mask
+from backend.errors import InputError
+from backend.finalize import finalize
+from tests.backend.conftest import Collect, listing, run_cli, write_raster
+
+DEG = 0.001   # pixel of the geographic test grid
+
+
+def _box(x0, y0, x1, y1):
+    return [[[x0, y1], [x1, y1], [x1, y0], [x0, y0], [x0, y1]]]
+
+
+def _geojson(path, *features):
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": props, "geometry": geometry}
+        for geometry, props in features]}))
+    return str(path)
+
+
+def _polygon(x0, y0, x1, y1):
+    return {"type": "Polygon", "coordinates": _box(x0, y0, x1, y1)}
+
+
+@pytest.fixture
+def geo_mask(tmp_path):
+    """20 x 30 mask on EPSG:4326, 0.001 deg pixels from (10.0 E, 45.0 N); a no-data hole."""
+    rng = np.random.default_rng(1)
+    mask = (rng.random((20, 30)) < 0.3).astype(np.uint8)
+    mask[7, 3] = 255
+    path = write_raster(tmp_path / "mask.tif", mask, crs="EPSG:4326", pixel=DEG,
+                        origin=(10.0, 45.0), nodata=255, descriptions=None)
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(SARFLOOD_MODEL="test-model", SARFLOOD_THRESHOLD="0.5")
+    return path, mask
+
+
+def _columns_rows(c0, r0, c1, r1):
+    """Lon/lat box whose edges are the pixel edges of columns c0..c1-1, rows r0..r1-1."""
+    return _polygon(10.0 + c0 * DEG, 45.0 - r1 * DEG, 10.0 + c1 * DEG, 45.0 - r0 * DEG)
+
+
+def test_water_and_dry_polygons_set_exactly_their_pixels(geo_mask, tmp_path):
+    path, mask = geo_mask
+    fixes = _geojson(tmp_path / "fix.geojson",
+                     (_columns_rows(2, 3, 7, 9), {"water": True}),
+                     (_columns_rows(5, 6, 10, 11), {"water": 0}))   # later: wins the overlap
+    want = mask.copy()
+    want[3:9, 2:7] = 1
+    want[6:11, 5:10] = 0
+    want[mask == 255] = 255                                           # no data stays
+    r = correct_mask(path, fixes, str(tmp_path / "fixed.tif"))
+    with rasterio.open(tmp_path / "fixed.tif") as ds:
+        got, tags = ds.read(1), ds.tags()
+    np.testing.assert_array_equal(got, want)
+    assert r["corrected_pixels"] == int(np.count_nonzero(got != mask))
+    assert r["water_pixels"] == int((want == 1).sum()) and r["valid_pixels"] == want.size - 1
+    assert tags["SARFLOOD_MODEL"] == "test-model"                     # provenance kept
+    assert tags["SARFLOOD_CORRECTIONS"].startswith("2 polygons (1 water, 1 dry) from ")
+
+
+def test_projected_mask_gets_the_polygons_reprojected(tmp_path):
+    """A UTM mask, corrections in lon/lat: the box of pixels 10..19 x 4..13 becomes water."""
+    mask = np.zeros((30, 40), np.uint8)
+    path = write_raster(tmp_path / "utm.tif", mask, nodata=255, descriptions=None)  # EPSG:32633
+    with rasterio.open(path) as ds:
+        t, crs = ds.transform, ds.crs
+    # corners on pixel edges, half a pixel (5 m) from the nearest pixel centre
+    xs = [t.c + 10 * t.a, t.c + 20 * t.a, t.c + 20 * t.a, t.c + 10 * t.a]
+    ys = [t.f + 4 * t.e, t.f + 4 * t.e, t.f + 14 * t.e, t.f + 14 * t.e]
+    lon, lat = warp_transform(crs, "EPSG:4326", xs, ys)
+    ring = [list(p) for p in zip(lon, lat)] + [[lon[0], lat[0]]]
+    fixes = _geojson(tmp_path / "fix.geojson",
+                     ({"type": "MultiPolygon", "coordinates": [[ring]]}, {"water": 1}))
+    correct_mask(path, fixes, str(tmp_path / "fixed.tif"))
+    want = mask.copy()
+    want[4:14, 10:20] = 1
+    with rasterio.open(tmp_path / "fixed.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), want)
+
+
+def test_finalize_burns_the_corrections_into_the_mask_it_writes(geo_mask, tmp_path):
+    path, _ = geo_mask
+    rng = np.random.default_rng(2)
+    prob = rng.random((20, 30)).astype(np.float32)
+    prob[0, 0] = np.nan
+    src = write_raster(tmp_path / "prob.tif", prob, crs="EPSG:4326", pixel=DEG,
+                       origin=(10.0, 45.0), descriptions=None)
+    fixes = _geojson(tmp_path / "fix.geojson", (_columns_rows(0, 0, 4, 4), {"water": False}))
+    r = finalize(src, 0.5, str(tmp_path / "final.tif"), corrections=fixes)
+    want = np.where(prob > 0.5, 1, 0).astype(np.uint8)
+    want[:4, :4] = 0
+    want[0, 0] = 255
+    with rasterio.open(tmp_path / "final.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), want)
+        assert "1 polygons (0 water, 1 dry)" in ds.tags()["SARFLOOD_CORRECTIONS"]
+    assert r["corrected_pixels"] == int(((prob[:4, :4] > 0.5) & np.isfinite(prob[:4, :4])).sum())
+
+
+def test_polygons_off_the_mask_are_warned_about(geo_mask, tmp_path):
+    path, mask = geo_mask
+    # latitude and longitude swapped: a common slip, far off the mask
+    fixes = _geojson(tmp_path / "fix.geojson", (_polygon(44.99, 10.0, 45.0, 10.01), {"water": 1}))
+    reporter = Collect()
+    r = correct_mask(path, fixes, str(tmp_path / "fixed.tif"), reporter=reporter)
+    assert r["corrected_pixels"] == 0
+    assert any("1 of 1 polygons lie outside the mask" in m for m in reporter.warnings)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "{fix}: file not found"),
+    ("not json", "{fix}: not a GeoJSON file"),
+    ('{"type": "Feature"}', "{fix}: expected a GeoJSON FeatureCollection of polygons"),
+    ({"type": "Point", "coordinates": [10.0, 45.0]}, "{fix}: feature 1 is a Point; corrections are polygons"),
+    ({"water": "yes"}, "{fix}: feature 1: property 'water' is 'yes'; expected true or 1"),
+    ({}, "{fix}: feature 1: property 'water' is None"),
+])
+def test_bad_corrections_are_one_line_and_no_output(geo_mask, tmp_path, content, message):
+    path, _ = geo_mask
+    fix = tmp_path / "fix.geojson"
+    if isinstance(content, str):
+        fix.write_text(content)
+    elif isinstance(content, dict) and "coordinates" in content:
+        _geojson(fix, (content, {"water": 1}))
+    elif isinstance(content, dict):
+        _geojson(fix, (_columns_rows(0, 0, 2, 2), content))
+    before = listing(tmp_path)
+    with pytest.raises(InputError) as info:
+        correct_mask(path, str(fix), str(tmp_path / "fixed.tif"))
+    assert message.format(fix=fix) in str(info.value)
+    assert listing(tmp_path) == before
+
+
+def test_cli_correct_reports_and_refuses_to_overwrite(geo_mask, tmp_path):
+    path, _ = geo_mask
+    fixes = _geojson(tmp_path / "fix.geojson", (_columns_rows(2, 3, 7, 9), {"water": True}))
+    out = tmp_path / "fixed.tif"
+    p = run_cli("correct", path, "--corrections", fixes, "--out", str(out), "--progress", "json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    assert events[-1]["event"] == "result" and events[-1]["corrected_pixels"] > 0
+    again = run_cli("correct", path, "--corrections", fixes, "--out", str(out))
+    assert again.returncode == 1 and "exists; use --overwrite" in again.stderr
