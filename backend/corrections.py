@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from .errors import InputError, first_line
 from .progress import Reporter
-from .raster_io import check_outputs, gdal_env, grid_of, open_raster
+from .raster_io import check_outputs, gdal_env, grid_of, open_mask
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
 
 BLOCK = 512
@@ -129,11 +129,7 @@ def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
     with gdal_env():
-        src = open_raster(mask)
-        with src:
-            if src.count != 1 or src.dtypes[0] != "uint8":
-                raise InputError(f"{mask}: expected a water mask, one uint8 band (0 dry, 1 water, "
-                                 f"255 no data); found {src.count} band(s) of {src.dtypes[0]}")
+        with open_mask(mask) as src:
             check_outputs({"mask": out}, [mask], overwrite)
             grid = grid_of(src)
             fixes = load_corrections(corrections, grid.crs)

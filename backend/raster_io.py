@@ -249,6 +249,17 @@ def _refuse_hh_hv(labels: list[tuple[str, str]], where: str, how: str) -> None:
                          "them as VV and VH all the same")
 
 
+def open_mask(path: str):
+    """Open a water mask (one uint8 band: 0 dry, 1 water, 255 no data); InputError if not."""
+    ds = open_raster(path)
+    if ds.count != 1 or ds.dtypes[0] != "uint8":
+        found = f"{ds.count} band(s) of {ds.dtypes[0]}"
+        ds.close()
+        raise InputError(f"{path}: expected a water mask, one uint8 band (0 dry, 1 water, "
+                         f"255 no data); found {found}")
+    return ds
+
+
 def open_raster(path: str):
     """Open a georeferenced, north-up, non-complex raster; InputError naming the file if not."""
     if not os.path.exists(path):

@@ -19,7 +19,7 @@ from rasterio.windows import Window
 
 from .errors import Cancelled, InputError, first_line
 from .progress import Reporter
-from .raster_io import gdal_env, grid_of, open_raster
+from .raster_io import gdal_env, grid_of, open_mask
 from .sink import MASK_NODATA, AreaStats
 
 STRIP_BYTES = 16 << 20   # rows read at a time: about this many bytes
@@ -32,11 +32,7 @@ def mask_stats(path: str, reporter: Reporter | None = None,
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
     with gdal_env():
-        ds = open_raster(path)
-        with ds:
-            if ds.count != 1 or ds.dtypes[0] != "uint8":
-                raise InputError(f"{path}: expected a water mask, one uint8 band (0 dry, 1 water, "
-                                 f"255 no data); found {ds.count} band(s) of {ds.dtypes[0]}")
+        with open_mask(path) as ds:
             grid = grid_of(ds)
             stats = AreaStats(grid)
             counts = np.zeros(256, np.int64)
