@@ -28,7 +28,7 @@ from typing import Any, Callable
 from .backend_env import PLUGIN_ROOT, Interpreter, child_env
 
 EXIT_CANCELLED = 130
-OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty")
+OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty", "--out")
 _MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 
 

@@ -118,6 +118,7 @@ class FinalizeParams:
     threshold: float
     mask: str
     tags: dict[str, str] | None = None
+    corrections: str | None = None   # GeoJSON of water/dry polygons (plugin.corrections)
     overwrite: bool = False
 
     def argv(self) -> list[str]:
@@ -125,9 +126,25 @@ class FinalizeParams:
                 repr(float(self.threshold)), "--mask", backend_path(self.mask)]
         for key, value in (self.tags or {}).items():
             args += ["--tag", f"{key}={value}"]
+        if self.corrections:
+            args += ["--corrections", backend_path(self.corrections)]
         if self.overwrite:
             args.append("--overwrite")
         return args
+
+
+@dataclass
+class CorrectParams:
+    """``python -m backend correct``: water/dry polygons burnt into a mask."""
+    mask: str
+    corrections: str                 # GeoJSON (plugin.corrections.write_geojson)
+    out: str
+    overwrite: bool = False
+
+    def argv(self) -> list[str]:
+        args = ["correct", backend_path(self.mask), "--corrections",
+                backend_path(self.corrections), "--out", backend_path(self.out)]
+        return args + (["--overwrite"] if self.overwrite else [])
 
 
 def free_output_paths(folder: str, stem: str, kinds: list[str]) -> dict[str, str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .correct_mask import CorrectMaskAlgorithm
 from .flood_extent import FloodExtentAlgorithm
 from .map_water import MapWaterAlgorithm
 from .otsu import OtsuAlgorithm
@@ -13,8 +14,8 @@ from .vectorize import VectorizeAlgorithm
 from .zonal import ZonalWaterAlgorithm
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icon.svg"
-ALGORITHMS = (MapWaterAlgorithm, OtsuAlgorithm, FloodExtentAlgorithm, VectorizeAlgorithm,
-              ZonalWaterAlgorithm)
+ALGORITHMS = (MapWaterAlgorithm, OtsuAlgorithm, FloodExtentAlgorithm, CorrectMaskAlgorithm,
+              VectorizeAlgorithm, ZonalWaterAlgorithm)
 
 
 class SarFloodProvider(QgsProcessingProvider):

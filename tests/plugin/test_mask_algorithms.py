@@ -24,8 +24,9 @@ def _mask(tmp_path, name="post.tif") -> tuple:
     return write_raster(tmp_path / name, [a], nodata=255), a
 
 
-def _rect_layer(crs: str, rects) -> QgsVectorLayer:
-    layer = QgsVectorLayer(f"Polygon?crs={crs}&field=name:string", "polygons", "memory")
+def _rect_layer(crs: str, rects, field: str = "name:string", name: str = "polygons") -> QgsVectorLayer:
+    """A memory layer of rectangles: (attribute, (xmin, ymin, xmax, ymax)) each."""
+    layer = QgsVectorLayer(f"Polygon?crs={crs}&field={field}", name, "memory")
     features = []
     for name, rect in rects:
         f = QgsFeature(layer.fields())
@@ -188,3 +189,49 @@ def test_zonal_water_per_polygon(provider, tmp_path):
         assert rows[name]["water_px"] == water
         assert rows[name]["water_frac"] == pytest.approx(water / valid)
         assert rows[name]["water_km2"] == pytest.approx(_utm_area_m2(water) / 1e6, rel=1e-3)
+
+
+def test_correct_mask_burns_water_and_dry_polygons(provider, tmp_path):
+    """Polygons in EPSG:3857 on a UTM mask: each pixel whose centre they cover takes their
+    value, the later polygon winning; no data stays; the area is counted again."""
+    import processing
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY, QgsProject
+
+    mask_path, a = _mask(tmp_path)
+    to_3857 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32630"),
+                                     QgsCoordinateReferenceSystem("EPSG:3857"), QgsProject.instance())
+
+    def box(c0, r0, c1, r1):   # pixel columns c0..c1-1, rows r0..r1-1, corners moved to 3857
+        x0, x1 = ORIGIN[0] + c0 * PIXEL, ORIGIN[0] + c1 * PIXEL
+        y0, y1 = ORIGIN[1] - r1 * PIXEL, ORIGIN[1] - r0 * PIXEL
+        p, q = to_3857.transform(QgsPointXY(x0, y0)), to_3857.transform(QgsPointXY(x1, y1))
+        return p.x(), p.y(), q.x(), q.y()
+
+    # a dry box over the speck, a water box on dry land, a water box reaching into no data
+    layer = _rect_layer("EPSG:3857", [(0, box(48, 48, 55, 55)), (1, box(60, 60, 70, 66)),
+                                      (1, box(5, 85, 15, 95))], "water:integer", "fixes")
+    out = processing.run("sarflood:correctmask", {
+        "INPUT": str(mask_path), "CORRECTIONS": layer, "FIELD": "water",
+        "OUTPUT": str(tmp_path / "fixed.tif")})
+    want = a.copy()
+    want[48:55, 48:55] = 0
+    want[60:66, 60:70] = 1
+    want[85:90, 5:15] = 1          # rows 90.. are no data and stay so
+    np.testing.assert_array_equal(read_raster(out["OUTPUT"]), want)
+    assert out["CORRECTED_PIXELS"] == int((want != a).sum()) == 4 + 60 + 50
+    # the backend's areas on a UTM grid are its nominal pixel areas (backend/README.md)
+    assert out["WATER_AREA_KM2"] == pytest.approx((want == 1).sum() * PIXEL ** 2 / 1e6, rel=1e-6)
+
+
+def test_correct_mask_says_which_feature_is_wrong(provider, tmp_path):
+    import processing
+
+    mask_path, _ = _mask(tmp_path)
+    layer = _rect_layer("EPSG:32630", [("water", (500100, 4199700, 500200, 4199800)),
+                                       ("maybe", (500300, 4199700, 500400, 4199800))],
+                        "water:string", "fixes")
+    with pytest.raises(QgsProcessingException, match=r"'fixes': feature 2 has water = 'maybe'"):
+        processing.run("sarflood:correctmask", {
+            "INPUT": str(mask_path), "CORRECTIONS": layer,   # FIELD: 'water' by default
+            "OUTPUT": str(tmp_path / "fixed.tif")})
+    assert not (tmp_path / "fixed.tif").exists()

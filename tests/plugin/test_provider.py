@@ -6,6 +6,7 @@ from qgis.core import QgsProcessingException
 from .conftest import write_raster
 
 ALGORITHMS = {"sarflood:mapwater", "sarflood:otsu", "sarflood:floodextent", "sarflood:vectorize",
+              "sarflood:correctmask",
               "sarflood:zonalwater"}
 
 

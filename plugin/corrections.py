@@ -1,0 +1,69 @@
+"""An analyst's correction polygons, handed to the backend as GeoJSON.
+
+The analyst draws polygons over the map where the mask is wrong, with a field that
+says what each area is (``water``: 1 water, 0 dry). The backend (``correct``,
+``finalize --corrections``) burns them into the mask; here they are only written out
+in longitude/latitude on WGS 84, the coordinates GeoJSON has (RFC 7946).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature,
+                       QgsField, QgsProject, QgsVectorLayer, QgsWkbTypes)
+from qgis.PyQt.QtCore import QVariant
+
+FIELD = "water"
+_WORDS = {"1": 1, "true": 1, "water": 1, "wet": 1, "0": 0, "false": 0, "dry": 0, "land": 0}
+
+
+class CorrectionsProblem(ValueError):
+    """The polygons cannot be used; the message names the layer and the feature."""
+
+
+def _water(value, label: str, fid: int, field: str) -> int:
+    if isinstance(value, bool) or value in (0, 1):
+        return int(value)
+    word = _WORDS.get(str(value).strip().lower()) if value is not None else None
+    if word is None:
+        raise CorrectionsProblem(f"{label}: feature {fid} has {field} = {value!r}; use 1 (water) "
+                                 "or 0 (dry)")
+    return word
+
+
+def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
+                  field: str, label: str, path: str | None = None) -> tuple[str, int]:
+    """Write the polygons with their water/dry value to GeoJSON; (path, polygon count)."""
+    to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
+                                      QgsProject.instance())
+    out = []
+    for feature in features:
+        fid = feature.id()
+        if field not in feature.fields().names():
+            raise CorrectionsProblem(f"{label}: has no field '{field}' (1 water, 0 dry)")
+        geometry = feature.geometry()
+        if geometry.isEmpty():
+            continue   # an unfinished sketch: nothing to burn
+        if geometry.type() != QgsWkbTypes.PolygonGeometry:
+            raise CorrectionsProblem(f"{label}: feature {fid} is not a polygon")
+        geometry.transform(to_wgs84)
+        out.append({"type": "Feature", "properties": {"water": _water(feature[field], label, fid, field)},
+                    "geometry": json.loads(geometry.asJson(9))})
+    if path is None:
+        handle, path = tempfile.mkstemp(prefix="sarflood-corrections-", suffix=".geojson")
+        os.close(handle)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"type": "FeatureCollection", "features": out}, f)
+    return path, len(out)
+
+
+def new_corrections_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    """An empty polygon layer with the ``water`` field, ready to draw corrections in."""
+    layer = QgsVectorLayer(f"Polygon?crs={crs.authid() or crs.toWkt()}", "Mask corrections",
+                           "memory")
+    layer.dataProvider().addAttributes([QgsField(FIELD, QVariant.Int)])
+    layer.updateFields()
+    return layer
