@@ -3,8 +3,8 @@
 Everything here is display or a hand-off: the threshold slider restyles the
 probability layer (no re-run) and reads the area off the backend's histogram;
 statistics per polygon run the ``sarflood:zonalwater`` algorithm; Accept runs
-``python -m backend finalize`` (which writes the provenance tags) and, if asked,
-``sarflood:vectorize``. Long steps are QGIS tasks, so the map stays responsive.
+``python -m backend finalize`` (which writes the provenance tags and burns in the
+analyst's correction polygons) and, if asked, ``sarflood:vectorize``. Long steps are QGIS tasks, so the map stays responsive.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 
 from .. import styles
 from ..backend_process import Outcome
+from ..corrections import FIELD, CorrectionsProblem, new_corrections_layer, write_geojson
 from ..layers import RunLayers, add_styled_raster
 from ..params import FinalizeParams, PredictParams, free_output_paths
 from ..settings import python_setting
@@ -128,7 +129,20 @@ class ReviewDock(QgsDockWidget):
         self.min_area.setValue(1000)
         self.accept_button = QPushButton("Accept: write the final mask")
         self.accept_button.clicked.connect(self.accept_map)
+        self.corrections = QgsMapLayerComboBox()
+        self.corrections.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.corrections.setAllowEmptyLayer(True)
+        self.corrections.setLayer(None)
+        self.corrections.setToolTip(f"Polygons drawn where the mask is wrong; field '{FIELD}': "
+                                    "1 water, 0 dry. Burnt into the final mask.")
+        self.new_corrections = QPushButton("New")
+        self.new_corrections.setToolTip("A new polygon layer to draw corrections in")
+        self.new_corrections.clicked.connect(self.start_corrections)
+        row = QHBoxLayout()
+        row.addWidget(self.corrections, 1)
+        row.addWidget(self.new_corrections)
         form.addRow("Final mask", self.final_path)
+        form.addRow("Corrections", row)
         form.addRow(self.polygons)
         form.addRow("Smallest polygon", self.min_area)
         form.addRow(self.accept_button)
@@ -136,7 +150,7 @@ class ReviewDock(QgsDockWidget):
 
     def _set_enabled(self, on: bool) -> None:
         for widget in (self.slider, self.threshold, self.opacity, self.show_water, self.stats_button,
-                       self.accept_button):
+                       self.accept_button, self.new_corrections):
             widget.setEnabled(on)
 
     # --- the run under review -----------------------------------------------------------------
@@ -250,8 +264,21 @@ class ReviewDock(QgsDockWidget):
                                       "These files exist and will be replaced:\n" + "\n".join(paths))
         return answer == QMessageBox.Yes
 
+    def start_corrections(self) -> None:
+        """Add an empty corrections layer in the mask's CRS and open it for drawing."""
+        if not self._alive():
+            return
+        layer = new_corrections_layer(self.run.layers.mask.crs())
+        QgsProject.instance().addMapLayer(layer)
+        layer.startEditing()
+        self.corrections.setLayer(layer)
+        self.iface.setActiveLayer(layer)
+        self.show_status(f"Draw polygons where the mask is wrong and set '{FIELD}' to 1 (water) or "
+                         "0 (dry) for each; Accept burns them into the final mask.")
+
     def accept_map(self) -> None:
-        """Write the mask at the chosen threshold with provenance tags, then optional polygons."""
+        """Write the mask at the chosen threshold with provenance tags and the analyst's
+        corrections, then optional polygons."""
         if not self._alive():
             self.show_status("Accept: the run's layers are gone from the project", error=True)
             return
@@ -262,13 +289,24 @@ class ReviewDock(QgsDockWidget):
         if not path.lower().endswith((".tif", ".tiff")):
             path += ".tif"
         polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None
-        existing = [p for p in (path, polygons) if p and Path(p).exists()]
+        fixes_layer = self.corrections.currentLayer()
+        # kept beside the mask, which names it in its SARFLOOD_CORRECTIONS tag
+        fixes = str(Path(path).with_suffix(".corrections.geojson")) if fixes_layer else None
+        existing = [p for p in (path, polygons, fixes) if p and Path(p).exists()]
         if existing and not self.confirm_overwrite(existing):
             self.show_status("Accept: nothing written")
             return
+        if fixes_layer is not None:
+            try:
+                write_geojson(fixes_layer.getFeatures(), fixes_layer.crs(), FIELD,
+                              f"Corrections layer '{fixes_layer.name()}'", fixes)
+            except CorrectionsProblem as problem:
+                self.show_status(f"Accept: {problem}", error=True)
+                return
         value = self.threshold.value()
         tags = {"SARFLOOD_REVIEW": f"accepted in the QGIS review dock at threshold {value:.2f}"}
-        params = FinalizeParams(self.run.params.probability, value, path, tags, overwrite=bool(existing))
+        params = FinalizeParams(self.run.params.probability, value, path, tags, corrections=fixes,
+                                overwrite=bool(existing))
         self.accept_button.setEnabled(False)
         self._start_backend("SAR Flood Mapper: accept", params.argv(),
                             lambda outcome: self._accepted(outcome, path, polygons))
@@ -281,6 +319,8 @@ class ReviewDock(QgsDockWidget):
         layer = add_styled_raster(path, f"final water mask ({Path(path).stem})", styles.mask_renderer)
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
         text = f"Final mask written: {path} ({area})"
+        if "corrected_pixels" in outcome.result:
+            text += f"; {outcome.result['corrected_pixels']} pixels corrected"
         self.show_status(text)
         if polygons:
             params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}

@@ -178,6 +178,52 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     wait_for_tasks(qtbot)
 
 
+def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models, real_chips, tmp_path):
+    """Corrections drawn in a new layer (its edits not even saved) reach the final mask: pixels
+    whose centres they cover become water or dry; the polygons are kept beside the mask."""
+    chip = real_chips / "S1Hand" / CHIP
+    layer = QgsRasterLayer(str(chip), "Spain chip")
+    QgsProject.instance().addMapLayer(layer)
+    dialog = _start_run(plugin, qtbot, layer, models["threshold"], tmp_path)
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    run = blocker.args[0]
+    assert run is not None, dialog.status.text()
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    assert fixes is not None and fixes.isEditable() and "water" in fixes.fields().names()
+
+    x0, dx, _, y0, _, dy = gdal.Open(str(chip)).GetGeoTransform()
+
+    def box(c0, r0, c1, r1):   # pixel columns c0..c1-1, rows r0..r1-1
+        return QgsRectangle(x0 + c0 * dx, y0 + r1 * dy, x0 + c1 * dx, y0 + r0 * dy)
+
+    for water, rect in ((1, box(100, 100, 140, 130)), (0, box(120, 110, 160, 150))):
+        f = QgsFeature(fixes.fields())
+        f.setGeometry(QgsGeometry.fromRect(rect))
+        f.setAttributes([water])
+        assert fixes.addFeature(f)
+    final = tmp_path / "final.tif"
+    dock.final_path.setFilePath(str(final))
+    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: "Final mask written" in dock.status.text() or "failed" in dock.status.text(),
+                    timeout=60000)
+    assert "pixels corrected" in dock.status.text(), dock.status.text()
+    probability = read_raster(run.params.probability)
+    want = np.where(np.isfinite(probability), (probability > 0.5).astype(np.uint8), 255)
+    before = want.copy()
+    want[100:130, 100:140] = 1
+    want[110:150, 120:160] = 0          # drawn later: wins where they overlap
+    want[before == 255] = 255
+    np.testing.assert_array_equal(read_raster(final), want)
+    kept = final.with_suffix(".corrections.geojson")
+    assert kept.exists() and str(kept) in gdal.Open(str(final)).GetMetadata()["SARFLOOD_CORRECTIONS"]
+    assert f"{int((want != before).sum())} pixels corrected" in dock.status.text()
+    fixes.rollBack()
+    wait_for_tasks(qtbot)
+
+
 def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_path):
     from sarflood.plugin.backend_env import find_interpreter
     import subprocess
