@@ -55,8 +55,14 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
     if path is None:
         handle, path = tempfile.mkstemp(prefix="sarflood-corrections-", suffix=".geojson")
         os.close(handle)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"type": "FeatureCollection", "features": out}, f)
+    partial = f"{path}.{os.getpid()}.part"   # a file the user keeps is replaced whole or not at all
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            json.dump({"type": "FeatureCollection", "features": out}, f)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     return path, len(out)
 
 
