@@ -136,8 +136,13 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
     grid = inputs.grid.window_grid(window)
     reader = WindowReader([(inputs.datasets[vv.path], vv.index, vv.nodata)],
                           int(window.row_off), int(window.col_off))
-    (found,) = find_units([vv], sample_grid(reader, grid.height, grid.width), opts.units,
-                          reporter)
+    # VH, where there is one, only joins the units sample: its level helps tell the units,
+    # and a VH brighter than VV says the bands are swapped
+    sampled = [vv] + ([inputs.bands["VH"]] if "VH" in inputs.bands else [])
+    sampler = WindowReader([(inputs.datasets[s.path], s.index, s.nodata) for s in sampled],
+                           int(window.row_off), int(window.col_off))
+    found = find_units(sampled, sample_grid(sampler, grid.height, grid.width), opts.units,
+                       reporter)[0]
     units = found.units or "dB"
     if found.units:
         reporter.info(f"VV: {units} ({found.source}: {found.evidence})")

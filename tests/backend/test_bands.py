@@ -166,6 +166,9 @@ def test_bands_named_the_wrong_way_round_are_warned_about(tmp_path, mixing_model
     (warning,) = [m for m in reporter.warnings if "swapped" in m]
     assert warning.startswith(f"{src}: the band taken as VH (band 2, by description) is "
                               "brighter than the one taken as VV")
+    reporter = Collect()   # Otsu reads VV only, but samples VH for the units: it warns too
+    otsu_map(OtsuOptions([src], mask=str(tmp_path / "otsu.tif")), reporter)
+    assert [m for m in reporter.warnings if "swapped" in m] == [warning]
     named_right = write_raster(tmp_path / "right.tif", np.stack([vv, vh]))
     reporter = Collect()
     predict(PredictOptions([named_right], mask=str(tmp_path / "m2.tif"), model=mixing_model),
