@@ -507,6 +507,7 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
                   extent_crs: str | None, path: str) -> Window:
     """The input-grid window covering an extent, snapped outward to whole pixels."""
     xmin, ymin, xmax, ymax = extent
+    given = _rounded(extent)
     if not (xmin < xmax and ymin < ymax):
         raise UsageError(f"extent {extent}: expected XMIN,YMIN,XMAX,YMAX with XMIN < XMAX "
                          "and YMIN < YMAX")
@@ -519,6 +520,9 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
         if src != grid.crs:
             xmin, ymin, xmax, ymax = transform_bounds(src, grid.crs, xmin, ymin, xmax, ymax,
                                                       densify_pts=21)
+            name = src.to_string()
+            given = (f"{_rounded(extent)} (in {name if len(name) <= 40 else 'the given CRS'}; "
+                     f"{_rounded((xmin, ymin, xmax, ymax))} in the raster's)")
     # the extent's corners in pixel coordinates: any axis-aligned grid, flipped ones too
     cols, rows = ~grid.transform @ (np.array([xmin, xmax]), np.array([ymax, ymin]))
     col0, row0 = math.floor(cols.min() + 1e-9), math.floor(rows.min() + 1e-9)
@@ -527,13 +531,15 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
     col1, row1 = min(col1, grid.width), min(row1, grid.height)
     if col1 <= col0 or row1 <= row0:
         bounds = grid.bounds()  # XMIN,YMIN,XMAX,YMAX, like --extent
-        raise InputError(f"{path}: the extent {_rounded(extent)} does not overlap the raster "
+        raise InputError(f"{path}: the extent {given} does not overlap the raster "
                          f"(bounds {_rounded(bounds)} in {grid.crs.to_string()})")
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
 def _rounded(values) -> str:
-    return ",".join(f"{v:.6g}" for v in values)
+    """Coordinates to 7 significant digits, never in exponent form (4038000, not 4.038e+06)."""
+    return ",".join(np.format_float_positional(float(v), precision=7, unique=True,
+                                               fractional=False, trim="-") for v in values)
 
 
 # --------------------------------------------------------------------------- reading

@@ -203,8 +203,11 @@ def test_auto_falls_back_to_cpu_and_says_why(out, models, good):
 def test_extent_outside_the_raster(out, models, good):
     # the raster: 80 x 64 pixels of 10 m from (500000, 5000000) down
     refused(out, InputError, f"{good}: the extent 0,0,10,10 does not overlap the raster "
-            "(bounds 500000,4.99936e+06,500800,5e+06 in EPSG:32633)", [good],
+            "(bounds 500000,4999360,500800,5000000 in EPSG:32633)", [good],
             models["threshold"], extent=(0.0, 0.0, 10.0, 10.0))
+    # given in another CRS: both forms, so a swapped latitude and longitude shows
+    refused(out, InputError, f"{good}: the extent 45.1,3,45.2,3.1 (in EPSG:4326; ",
+            [good], models["threshold"], extent=(45.1, 3.0, 45.2, 3.1), extent_crs="EPSG:4326")
 
 
 @pytest.mark.parametrize("kw, match", [
