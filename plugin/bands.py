@@ -21,12 +21,10 @@ def polarisation(name: str) -> str | None:
 def guess_bands(descriptions: list[str]) -> tuple[int, int] | None:
     """1-based (VV, VH) band numbers from band descriptions, or None if not both are named once.
 
-    A file with exactly two unnamed bands is taken as VV, VH: that is the order of
-    Sen1Floods11, Earth Engine and the backend's own scenes.
+    Two unnamed bands are not guessed by position here: the backend tells them apart
+    by brightness (co-polarised VV is the brighter), which a VH-first stack needs.
     """
     pols = [polarisation(d) for d in descriptions]
     if pols.count("VV") == 1 and pols.count("VH") == 1:
         return pols.index("VV") + 1, pols.index("VH") + 1
-    if len(descriptions) == 2 and pols == [None, None]:
-        return 1, 2
     return None

@@ -44,7 +44,8 @@ def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None
         raise InputProblem(f"Sentinel-1 input '{layer.name()}' has {layer.bandCount()} band; the model "
                            f"needs VV and VH: give a 2-band VV/VH stack, or separate VV and VH layers")
     if bands is None:
-        if guess_bands(band_names(layer)) is None:
+        # two unnamed bands: the backend takes the brighter as VV
+        if guess_bands(band_names(layer)) is None and layer.bandCount() != 2:
             raise InputProblem(f"Sentinel-1 input '{layer.name()}': cannot tell VV from VH by band names "
                                f"({', '.join(band_names(layer))}); choose the VV and VH bands")
         return SceneInput(path)

@@ -136,6 +136,8 @@ class RunDialog(QDialog):
         self.stack_layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.vv_band = QgsRasterBandComboBox()
         self.vh_band = QgsRasterBandComboBox()
+        for combo in (self.vv_band, self.vh_band):   # not set: the backend decides
+            combo.setShowNotSetOption(True, "(the backend decides)")
         self.vv_layer = QgsMapLayerComboBox()
         self.vh_layer = QgsMapLayerComboBox()
         for combo in (self.vv_layer, self.vh_layer):
@@ -299,10 +301,9 @@ class RunDialog(QDialog):
         for combo in (self.vv_band, self.vh_band):
             combo.setLayer(layer)
         if isinstance(layer, QgsRasterLayer):
-            guess = guess_bands(band_names(layer))
-            if guess is not None:
-                self.vv_band.setBand(guess[0])
-                self.vh_band.setBand(guess[1])
+            guess = guess_bands(band_names(layer)) or (-1, -1)
+            self.vv_band.setBand(guess[0])
+            self.vh_band.setBand(guess[1])
 
     def _guess_pair(self) -> None:
         """Preselect single-band layers named VV and VH (HyP3 files: ..._VV.tif, ..._VH.tif)."""
@@ -387,6 +388,18 @@ class RunDialog(QDialog):
             return
         self.inspected = answer
         self._show_detected(detected_units_text(answer), detected_units_tooltip(answer))
+        self._show_backend_bands(answer)
+
+    def _show_backend_bands(self, answer: dict) -> None:
+        """Band combos left to the backend show its choice (by brightness, for unnamed bands);
+        set without signals, so that showing it asks nothing again."""
+        if self.two_layers.isChecked() or min(self.vv_band.currentBand(),
+                                               self.vh_band.currentBand()) > 0:
+            return
+        for combo, name in ((self.vv_band, "VV"), (self.vh_band, "VH")):
+            combo.blockSignals(True)
+            combo.setBand(int(answer["bands"][name]["band"]))
+            combo.blockSignals(False)
 
     def _show_detected(self, text: str, tooltip: str, error: bool = False) -> None:
         self.units_detected.setText(text)

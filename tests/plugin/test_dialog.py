@@ -32,6 +32,24 @@ def test_bands_are_guessed_from_names(plugin, qtbot, tmp_path):
     wait_for_tasks(qtbot)
 
 
+def test_unnamed_bands_are_left_to_the_backend_which_shows_its_choice(plugin, qtbot, tmp_path):
+    """A VH-first stack without band names (a VRT of VH and VV files): the dialog does not
+    take band 1 as VV; the backend picks the brighter band, and the combos then show it."""
+    rng = np.random.default_rng(4)
+    vv = rng.normal(-12.0, 4.0, (48, 48)).astype(np.float32)
+    stack = _add(write_raster(tmp_path / "vh_vv.tif", [vv - 7.0, vv]))   # no descriptions
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(stack)
+    assert (dialog.vv_band.currentBand(), dialog.vh_band.currentBand()) == (-1, -1)
+    assert dialog.current_scene().bands is None
+    qtbot.waitUntil(lambda: dialog.inspected is not None
+                    and dialog.inspected["files"][0]["path"] == stack.source(), timeout=30000)
+    assert dialog.inspected["bands"]["VV"] == {"path": stack.source(), "band": 2,
+                                               "named_by": "brightness"}
+    assert (dialog.vv_band.currentBand(), dialog.vh_band.currentBand()) == (2, 1)
+    wait_for_tasks(qtbot)
+
+
 def test_card_and_devices_are_shown(plugin, qtbot, models):
     dialog = plugin.show_dialog()
     dialog.model.setFilePath(str(models["smoothed"]))
