@@ -408,7 +408,10 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
                                  "single-band rasters")
         else:
             named = _bands_of_two(paths, datasets, notes)
-        if all(s.named_by == "position" for s in named.values()) and len(named) == 2:
+        # the bands of one file have no order anyone chose; two files were given in an order
+        # (VV, VH), kept, and find_units warns if it looks swapped
+        if len(paths) == 1 and len(named) == 2 and all(s.named_by == "position"
+                                                       for s in named.values()):
             named = _brighter_is_vv(named, datasets, notes)
     except BaseException:
         for ds in datasets.values():
@@ -466,14 +469,16 @@ def _bands_of_two(paths: list[str], datasets: dict, notes: list[str]) -> dict[st
         if order[0] == "VH":
             notes.append(f"{a} is VH and {b} is VV (from their {ha if na else hb}); using them so")
         hows = (ha if na else "position", hb if nb else "position")
-    else:  # unnamed: ordered by brightness in open_inputs
+    else:
         order, hows = BAND_NAMES, ("position", "position")
+        notes.append(f"the inputs are not named VV/VH; taking {a} as VV and {b} as VH, the "
+                     "order given")
     return {n: _source(p, datasets[p], 1, n, h) for p, n, h in zip(paths, order, hows)}
 
 
 def _brighter_is_vv(named: dict[str, BandSource], datasets: dict, notes: list[str]
                     ) -> dict[str, BandSource]:
-    """Two bands that nothing names: the brighter is VV.
+    """Two bands of one file that nothing names: the brighter is VV.
 
     Co-polarised backscatter exceeds cross-polarised over land and water alike (C band:
     VH some 5-10 dB below VV; the generator's constants in training/synth/sar.py give
@@ -483,13 +488,11 @@ def _brighter_is_vv(named: dict[str, BandSource], datasets: dict, notes: list[st
     """
     first, second = named["VV"], named["VH"]
     ds = datasets[first.path]
-    reader = WindowReader([(datasets[s.path], s.index, s.nodata) for s in (first, second)], 0, 0)
+    reader = WindowReader([(ds, s.index, s.nodata) for s in (first, second)], 0, 0)
     sample = sample_grid(reader, ds.height, ds.width)
     finite = [v[np.isfinite(v)] for v in sample]
-    one = first.path == second.path
-    label = ([f"band {first.index}", f"band {second.index}"] if one
-             else [first.path, second.path])
-    where = f"{first.path}: bands" if one else "the inputs"
+    label = [f"band {first.index}", f"band {second.index}"]
+    where = f"{first.path}: bands"
     if not all(v.size for v in finite):
         notes.append(f"{where} are not named VV/VH and have no valid pixel to tell them apart "
                      f"by: taking {label[0]} as VV and {label[1]} as VH")

@@ -121,27 +121,37 @@ def _probability(path) -> np.ndarray:
         return ds.read(1)
 
 
-@pytest.mark.parametrize("layout", ["one file", "two files"])
-def test_unnamed_bands_vh_first_are_ordered_by_brightness(tmp_path, mixing_model, layout):
+def test_unnamed_bands_vh_first_are_ordered_by_brightness(tmp_path, mixing_model):
     """A VH-first stack with no band names (a VRT of VH and VV, say): the brighter band
     is VV, so the model gets the numbers of the VV-first stack, not their swap."""
     vv, vh = random_db((90, 110), seed=9, nan_frac=0.01)
-    if layout == "one file":
-        inputs = [write_raster(tmp_path / "vh_vv.tif", np.stack([vh, vv]), descriptions=None)]
-    else:
-        inputs = [write_raster(tmp_path / "a.tif", vh, descriptions=None),
-                  write_raster(tmp_path / "b.tif", vv, descriptions=None)]
+    src = write_raster(tmp_path / "vh_vv.tif", np.stack([vh, vv]), descriptions=None)
     reporter = Collect()
-    r = predict(PredictOptions(inputs, mask=str(tmp_path / "m.tif"),
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
                                probability=str(tmp_path / "p.tif"), model=mixing_model),
                 reporter)
     valid = np.isfinite(vv) & np.isfinite(vh)
     got = _probability(tmp_path / "p.tif")
     assert np.abs(got[valid] - expected(vv, vh)[valid]).max() < 1e-6
+    assert r["bands"]["VV"]["band"] == 2
     assert r["bands"]["VV"]["named_by"] == r["bands"]["VH"]["named_by"] == "brightness"
-    vv_from = "band 2" if layout == "one file" else str(tmp_path / "b.tif")
-    assert any(f"{vv_from} is the brighter" in m and f"taking {vv_from} as VV" in m
+    assert any("band 2 is the brighter" in m and "taking band 2 as VV" in m
                for m in reporter.infos), reporter.infos
+
+
+def test_two_unnamed_files_keep_the_order_given_and_a_swap_is_warned_about(tmp_path,
+                                                                             mixing_model):
+    """Two files are given in an order (VV, VH): it is kept, but a VH brighter than VV is said."""
+    vv, vh = random_db((60, 70), seed=13)
+    inputs = [write_raster(tmp_path / "a.tif", vh, descriptions=None),
+              write_raster(tmp_path / "b.tif", vv, descriptions=None)]
+    reporter = Collect()
+    r = predict(PredictOptions(inputs, mask=str(tmp_path / "m.tif"), model=mixing_model),
+                reporter)
+    assert r["bands"]["VV"] == {"path": inputs[0], "band": 1, "named_by": "position"}
+    (warning,) = [m for m in reporter.warnings if "swapped" in m]
+    assert warning.startswith(f"{inputs[1]}: the band taken as VH (band 1, by position) is "
+                              f"brighter than the one taken as VV ({inputs[0]} band 1)")
 
 
 def test_unnamed_bands_in_order_stay_and_all_nan_keeps_the_file_order(tmp_path, mixing_model):
