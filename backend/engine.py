@@ -47,8 +47,8 @@ from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
-                        extent_window, gdal_env, open_inputs, sample_grid, temporary_path,
-                        why_write_failed)
+                        extent_window, gdal_env, input_name, open_inputs, sample_grid,
+                        temporary_path, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each
@@ -275,7 +275,7 @@ def provenance_tags(card: ModelCard, inputs: list[str], threshold: float, tta: b
     return {
         "SARFLOOD_MODEL": card.name,
         "SARFLOOD_MODEL_VERSION": card.version,
-        "SARFLOOD_INPUTS": ";".join(os.path.abspath(p) for p in inputs),
+        "SARFLOOD_INPUTS": ";".join(input_name(p) for p in inputs),
         "SARFLOOD_THRESHOLD": f"{threshold:g}",
         "SARFLOOD_TTA": "yes" if tta else "no",
         "SARFLOOD_CREATED": utc_stamp(),

@@ -9,7 +9,6 @@ format and area figures as ``predict``.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from .errors import Cancelled
 from .pipeline import peak_rss_mb
 from .progress import Reporter
 from .raster_io import (InputSet, WindowReader, check_outputs, extent_window, gdal_env,
-                        open_inputs, sample_grid)
+                        input_name, open_inputs, sample_grid)
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
 from .units import convert, find_units
 
@@ -166,7 +165,7 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
         reporter.warning(f"{vv.path}: every valid VV pixel has the same value, so Otsu has no "
                          "threshold; the mask marks them all dry")
     tags = {"SARFLOOD_MODEL": "otsu", "SARFLOOD_MODEL_VERSION": "1",
-            "SARFLOOD_INPUTS": ";".join(os.path.abspath(p) for p in inputs.paths),
+            "SARFLOOD_INPUTS": ";".join(input_name(p) for p in inputs.paths),
             "SARFLOOD_THRESHOLD": "" if threshold is None else f"{threshold:.4f} dB",
             "SARFLOOD_CREATED": utc_stamp()}
     sink = OutputSink(grid, BLOCK, None, tags, opts.overwrite, mask=opts.mask,

@@ -260,14 +260,24 @@ def open_mask(path: str):
     return ds
 
 
+def input_name(path: str) -> str:
+    """An input as provenance names it: absolute, a GDAL virtual path as given."""
+    return path if path.startswith("/vsi") else os.path.abspath(path)
+
+
 def open_raster(path: str):
-    """Open a georeferenced, north-up, non-complex raster; InputError naming the file if not."""
-    if not os.path.exists(path):
-        raise InputError(f"{path}: file not found")
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a folder, not a raster file")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{path}: cannot be read (permission denied)")
+    """Open a georeferenced, north-up, non-complex raster; InputError naming the file if not.
+
+    GDAL's virtual paths (``/vsizip/``, ``/vsigzip/``, ...: a GeoTIFF inside an ASF HyP3
+    zip, read in place) go straight to GDAL, which says if they do not exist.
+    """
+    if not path.startswith("/vsi"):
+        if not os.path.exists(path):
+            raise InputError(f"{path}: file not found")
+        if os.path.isdir(path):
+            raise InputError(f"{path}: is a folder, not a raster file")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: cannot be read (permission denied)")
     try:
         with warnings.catch_warnings():  # a missing grid gets our own one-line error below
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

@@ -19,9 +19,11 @@ class InputProblem(ValueError):
 
 
 def layer_file(layer: QgsRasterLayer, role: str) -> str:
-    """The file behind a layer: the backend reads files, not QGIS layers."""
+    """The file behind a layer: the backend reads files (GDAL's /vsizip/ and kin included),
+    not QGIS layers."""
     path = layer.source().split("|")[0]
-    if layer.providerType() != "gdal" or not os.path.isfile(path):
+    readable = os.path.isfile(path) or (path.startswith("/vsi") and layer.isValid())
+    if layer.providerType() != "gdal" or not readable:
         raise InputProblem(f"{role} layer '{layer.name()}' is not a raster file the backend can read "
                            f"(source: {layer.source()}); save it as a GeoTIFF first (Export > Save As)")
     return path

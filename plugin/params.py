@@ -21,9 +21,10 @@ def backend_path(path: str) -> str:
 
     The child runs in the plugin's folder (so that ``-m backend`` finds our package),
     so a relative path, which QGIS and qgis_process read from their own working
-    folder, would name another file there.
+    folder, would name another file there. GDAL's virtual paths (``/vsizip//data/x.zip/a.tif``)
+    are left as they are: normalising them would drop the slash that makes them absolute.
     """
-    return os.path.abspath(path)
+    return path if path.startswith("/vsi") else os.path.abspath(path)
 
 
 def _extent_args(extent: Extent | None, extent_crs: str | None) -> list[str]:

@@ -261,3 +261,22 @@ def test_a_write_that_fails_midway_gives_one_error_and_no_file(out, models, tmp_
     assert (last["event"], last["kind"]) == ("error", "OutputError")
     assert failing in last["message"] and "\n" not in last["message"]
     assert listing(out) == [], "a failed write must leave no output"
+
+
+def test_a_geotiff_inside_a_zip_is_read_in_place(out, models, good, tmp_path):
+    """ASF HyP3 delivers zips: /vsizip/ paths reach GDAL as given, and name the input."""
+    import zipfile
+    archive = tmp_path / "hyp3.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(good, "scene/good.tif")
+    inside = f"/vsizip/{archive}/scene/good.tif"
+    r = predict(PredictOptions([inside], mask=str(out / "zipped.tif"), model=models["threshold"]))
+    plain = predict(PredictOptions([good], mask=str(out / "plain.tif"), model=models["threshold"]))
+    with rasterio.open(out / "zipped.tif") as a, rasterio.open(out / "plain.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+        assert a.tags()["SARFLOOD_INPUTS"] == inside
+    assert r["water_pixels"] == plain["water_pixels"]
+    for name in ("zipped.tif", "plain.tif"):
+        (out / name).unlink()
+    refused(out, InputError, f"/vsizip/{archive}/scene/other.tif: not a raster GDAL can read",
+            [f"/vsizip/{archive}/scene/other.tif"], models["threshold"])

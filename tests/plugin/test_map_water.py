@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
+from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer, QgsSettings
 
 from .conftest import REPO, read_raster, write_raster
 
@@ -47,6 +47,24 @@ def test_mapwater_on_a_generated_stack_is_exact(provider, models, tmp_path):
     assert out["VALID_AREA_KM2"] == pytest.approx(n_valid * 100 / 1e6, rel=1e-6)
     assert out["WATER_AREA_KM2"] == pytest.approx(water * 100 / 1e6, rel=1e-6)
     assert out["THRESHOLD_USED"] == 0.5 and out["DEVICE_USED"] == "cpu"
+
+
+def test_mapwater_reads_a_stack_inside_a_zip(provider, models, tmp_path):
+    """A layer QGIS opened inside a zip (/vsizip/, as ASF HyP3 delivers) reaches the backend
+    with its path intact: normalising it would drop the slash that makes it absolute."""
+    import zipfile
+
+    import processing
+
+    vv, vh = _scene_arrays(seed=6)
+    scene = write_raster(tmp_path / "stack.tif", [vv, vh], descriptions=["VV", "VH"])
+    with zipfile.ZipFile(tmp_path / "product.zip", "w") as z:
+        z.write(scene, "product/stack.tif")
+    layer = QgsRasterLayer(f"/vsizip/{tmp_path}/product.zip/product/stack.tif", "zipped", "gdal")
+    assert layer.isValid()
+    out = processing.run("sarflood:mapwater", {
+        "INPUT": layer, "MODEL": str(models["threshold"]), "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), _expect(vv)[1])
 
 
 def test_mapwater_with_bands_chosen_by_number(provider, models, tmp_path):
