@@ -51,7 +51,7 @@ from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
                         temporary_path, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
-from .units import UNITS, convert, find_units, one_or_each
+from .units import UNITS, convert, find_units, one_or_each, zero_is_nodata, zero_note
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
@@ -357,14 +357,19 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
 
     clock = StageClock()
     with clock("units"):
-        found = find_units(sources, sample_grid(direct, out_grid.height, out_grid.width),
-                           opts.units, reporter)
+        samples = sample_grid(direct, out_grid.height, out_grid.width)
+        found = find_units(sources, samples, opts.units, reporter)
     wanted = [b.units for b in card.bands]
     conversions = [(f.units or w, w) for f, w in zip(found, wanted)]
     for s, f, (src, dst) in zip(sources, found, conversions):
         if f.units:
             reporter.info(f"{s.name}: {f.units} ({f.source}: {f.evidence})"
                           + (f", converted to {dst}" if src != dst else ""))
+    zero = [zero_is_nodata(s, src, inputs.datasets[s.path])
+            for s, (src, _) in zip(sources, conversions)]
+    if any(zero):
+        raw = [(ds, i, 0.0 if z else nodata) for (ds, i, nodata), z in zip(raw, zero)]
+        reporter.info(zero_note(sources, zero, samples))
 
     threshold = card.default_threshold if opts.threshold is None else float(opts.threshold)
     tags = provenance_tags(card, inputs.paths, threshold, tta)
@@ -480,8 +485,8 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                   + ": resampling on the fly and writing back on the input grid")
     vrts = {}
     for ds, _, nodata in raw:
-        if id(ds) not in vrts:
-            src_nodata = ds.nodata if ds.nodata is not None else (
+        if id(ds) not in vrts:   # the source's no data (the file's, or 0 from zero_is_nodata)
+            src_nodata = nodata if nodata is not None else (
                 float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
             vrts[id(ds)] = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
                                      resampling=Resampling.bilinear, src_nodata=src_nodata,

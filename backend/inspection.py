@@ -15,7 +15,7 @@ import math
 from .progress import Reporter
 from .raster_io import (BAND_NAMES, InputSet, WindowReader, gdal_env, grid_of, open_inputs,
                         sample_grid)
-from .units import find_units, one_or_each
+from .units import find_units, one_or_each, zero_is_nodata, zero_note
 
 
 class _Warnings(Reporter):
@@ -48,7 +48,11 @@ def _describe(inputs: InputSet) -> dict:
     grid = inputs.grid
     reader = WindowReader([(inputs.datasets[s.path], s.index, s.nodata) for s in sources], 0, 0)
     warnings = _Warnings()
-    found = find_units(sources, sample_grid(reader, grid.height, grid.width), None, warnings)
+    samples = sample_grid(reader, grid.height, grid.width)
+    found = find_units(sources, samples, None, warnings)
+    zero = [zero_is_nodata(s, f.units or "dB", inputs.datasets[s.path])
+            for s, f in zip(sources, found)]
+    notes = inputs.notes + ([zero_note(sources, zero, samples)] if any(zero) else [])
     files = []
     for path in inputs.paths:
         ds = inputs.datasets[path]
@@ -69,7 +73,7 @@ def _describe(inputs: InputSet) -> dict:
                   for s, f in zip(sources, found)},
         "crs": grid.crs.to_string(), "width": grid.width, "height": grid.height,
         "pixel_size_m": [round(v, 3) for v in grid.pixel_size_m()],
-        "notes": inputs.notes,
+        "notes": notes,
         "warnings": warnings.messages,
     }
 

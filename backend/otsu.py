@@ -22,7 +22,7 @@ from .progress import Reporter
 from .raster_io import (InputSet, WindowReader, check_outputs, extent_window, gdal_env,
                         input_name, open_inputs, sample_grid)
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
-from .units import convert, find_units
+from .units import convert, find_units, zero_is_nodata, zero_note
 
 # VV dB values outside this window are clipped into the end bins; water and land
 # modes of Sentinel-1 VV lie well inside it.
@@ -133,18 +133,22 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
     window = (extent_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0])
               if opts.extent else Window(0, 0, inputs.grid.width, inputs.grid.height))
     grid = inputs.grid.window_grid(window)
-    reader = WindowReader([(inputs.datasets[vv.path], vv.index, vv.nodata)],
-                          int(window.row_off), int(window.col_off))
     # VH, where there is one, only joins the units sample: its level helps tell the units,
     # and a VH brighter than VV says the bands are swapped
     sampled = [vv] + ([inputs.bands["VH"]] if "VH" in inputs.bands else [])
     sampler = WindowReader([(inputs.datasets[s.path], s.index, s.nodata) for s in sampled],
                            int(window.row_off), int(window.col_off))
-    found = find_units(sampled, sample_grid(sampler, grid.height, grid.width), opts.units,
-                       reporter)[0]
+    samples = sample_grid(sampler, grid.height, grid.width)
+    found = find_units(sampled, samples, opts.units, reporter)[0]
     units = found.units or "dB"
     if found.units:
         reporter.info(f"VV: {units} ({found.source}: {found.evidence})")
+    ds = inputs.datasets[vv.path]
+    nodata = vv.nodata
+    if zero_is_nodata(vv, units, ds):
+        nodata = 0.0
+        reporter.info(zero_note([vv], [True], samples))
+    reader = WindowReader([(ds, vv.index, nodata)], int(window.row_off), int(window.col_off))
     blocks = [(r, c) for r in range(0, grid.height, BLOCK) for c in range(0, grid.width, BLOCK)]
 
     def vv_db(row: int, col: int) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .card import UNITS
 from .progress import Reporter
-from .raster_io import BandSource
+from .raster_io import BandSource, gdal_masked
 
 _WORDS = [
     ("dB", re.compile(r"(?<![a-z])(db|decibels?)(?![a-z])", re.I)),
@@ -211,3 +211,26 @@ def looks_swapped(sources: list[BandSource], found: list[UnitsFound], samples: n
             f"{vv:.1f} dB, where co-polarised VV is the brighter over land and water; are "
             "VV and VH swapped? (--bands VV_INDEX,VH_INDEX chooses the bands of one file; "
             "two files go in the order VV, VH)")
+
+
+def zero_is_nodata(source: BandSource, units: str, ds) -> bool:
+    """Whether exact 0 in this band is no data: a float band in dB with no no-data marking
+    of its own (no nodata value, no GDAL mask).
+
+    Earth Engine writes masked pixels (beyond the swath, say) as 0 and tags no nodata
+    unless the exporter asks; read as 0 dB they would be bright land and count as observed
+    area. Calibrated backscatter is exactly 0 dB (power exactly 1) next to never, and
+    integer bands (0 can be a rounded dB value there) are left alone.
+    """
+    return (units == "dB" and source.nodata is None
+            and np.dtype(ds.dtypes[source.index - 1]).kind == "f"
+            and not gdal_masked(ds, source.index))
+
+
+def zero_note(sources: list[BandSource], flags: list[bool], samples: np.ndarray) -> str:
+    """The info line for bands whose exact zeros are read as no data."""
+    parts = [f"{s.name} {100 * float(np.mean(samples[k] == 0)):.1f} %"
+             for k, (s, flag) in enumerate(zip(sources, flags)) if flag]
+    return (f"{sources[0].path}: exact 0 in a dB band without a nodata value is read as no "
+            f"data (Earth Engine writes masked pixels so; of the units sample: "
+            f"{', '.join(parts)}); give the file a nodata value if 0 dB is data")

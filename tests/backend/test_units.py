@@ -1,6 +1,7 @@
 """Units: metadata words, values, conversion."""
 import numpy as np
 import pytest
+import rasterio
 
 from backend.scene import Scene
 from backend.units import (contradiction, convert, detect_units, implausible, units_from_text,
@@ -104,3 +105,50 @@ def test_fill_values_are_no_data_in_any_units():
 def test_fill_values_do_not_make_linear_values_look_like_dB():
     lin = np.r_[np.full(80, 0.02), np.full(20, -9999.0)].astype(np.float32)  # 20 % fill
     assert units_from_values({"VV": lin}).units == "linear"
+
+
+def _gee_export(tmp_path, name, fill, crs="EPSG:32633", pixel=10.0, origin=(500000.0, 5000000.0),
+                nodata=None):
+    """An Earth Engine-like dB export: no nodata tag, masked pixels (a swath edge) = ``fill``."""
+    from tests.backend.conftest import random_db, write_raster
+    x = random_db((120, 100), seed=21)
+    edge = np.add.outer(np.arange(120), 2 * np.arange(100)) < 70   # a diagonal swath edge
+    x[:, edge] = fill
+    return write_raster(tmp_path / name, x, crs=crs, pixel=pixel, origin=origin,
+                        nodata=nodata), edge
+
+
+@pytest.mark.parametrize("grid", ["utm", "geographic (resampled)"])
+def test_zeros_of_a_db_export_without_nodata_are_no_data(tmp_path, models, grid):
+    """Read as 0 dB they were bright land counted as observed area; they are masked pixels."""
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import Collect
+
+    kw = {} if grid == "utm" else dict(crs="EPSG:4326", pixel=1 / 8000, origin=(10.0, 45.0))
+    zeros, edge = _gee_export(tmp_path, "gee.tif", 0.0, **kw)
+    nans, _ = _gee_export(tmp_path, "nan.tif", np.nan, nodata=np.nan, **kw)
+    reporter = Collect()
+    r = predict(PredictOptions([zeros], mask=str(tmp_path / "m0.tif"), model=models["threshold"]),
+                reporter)
+    want = predict(PredictOptions([nans], mask=str(tmp_path / "m1.tif"), model=models["threshold"]))
+    assert r["resampled"] == (grid != "utm")
+    with rasterio.open(tmp_path / "m0.tif") as a, rasterio.open(tmp_path / "m1.tif") as b:
+        got = a.read(1)
+        np.testing.assert_array_equal(got, b.read(1))
+    assert r["valid_pixels"] == want["valid_pixels"]
+    # warped there and back, the edge's outermost pixels take their valid neighbours' values,
+    # as they do from a NaN edge (the equality above)
+    assert (got[edge] == 255).mean() == 1.0 if grid == "utm" else (got[edge] == 255).mean() > 0.9
+    assert any("exact 0 in a dB band without a nodata value is read as no data" in m
+               for m in reporter.infos), reporter.infos
+
+
+def test_zeros_stay_data_where_the_file_says_what_its_nodata_is(tmp_path, models):
+    from backend.otsu import OtsuOptions, otsu_map
+
+    tagged, edge = _gee_export(tmp_path, "tagged.tif", 0.0, nodata=-9999.0)
+    r = otsu_map(OtsuOptions([tagged], mask=str(tmp_path / "o.tif")))
+    assert r["valid_pixels"] == edge.size                     # 0 dB is data here
+    untagged, _ = _gee_export(tmp_path, "untagged.tif", 0.0)
+    r = otsu_map(OtsuOptions([untagged], mask=str(tmp_path / "o2.tif")))
+    assert r["valid_pixels"] == edge.size - edge.sum()         # and no data here
