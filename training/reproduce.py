@@ -373,6 +373,9 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
     per row (no training). Chip decoding and ONNX export/bench are not counted."""
     cfg = make_config(preset, overrides)
     dev = ddp.pick_device(device)
+    for m in select(methods):   # the checks reproduce makes first: no projection of a run
+        if m.kind != "otsu":    # that would stop at its first row for want of data
+            open_run_data(data, m, False)
     n_valid = len(open_split(data, "valid", False, False))
     n_eval = sum(len(open_split(data, s, False, False)) for s in EVAL_SPLITS)
     runs_per_row = seeds + len(cfg.grid()) - 1  # grid points beyond seed 0's

@@ -109,3 +109,15 @@ def test_sigint_stops_after_a_step_and_the_rerun_continues(data, tmp_path):
     # every step ran exactly once, none lost and none repeated
     assert steps == list(range(1, 41))
     assert f"resume hand seed 0 at step {done[-1]}/40" in (run / "train.log").read_text()
+
+
+def test_estimate_refuses_data_the_reproduce_would_stop_on(data, tmp_path):
+    """No projected time for a table whose weak rows have no weak set."""
+    copy = tmp_path / "d"
+    shutil.copytree(data, copy)
+    shutil.rmtree(copy / "v1.1/data/flood_events/WeaklyLabeled/S1Weak")
+    proc = cli("reproduce", "--data", copy, "--estimate", "--seeds", 1)
+    one_line_error(proc, "S1Weak: weakly labelled folder not found")
+    ok = cli("reproduce", "--data", copy, "--estimate", "--seeds", 1, "--methods", "hand",
+             "--set", "steps=2")
+    assert ok.returncode == 0 and "projected:" in ok.stdout, ok.stderr
