@@ -68,8 +68,8 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
 
 def new_corrections_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
     """An empty polygon layer with the ``water`` field, ready to draw corrections in."""
-    layer = QgsVectorLayer(f"Polygon?crs={crs.authid() or crs.toWkt()}", "Mask corrections",
-                           "memory")
+    layer = QgsVectorLayer("Polygon", "Mask corrections", "memory")
+    layer.setCrs(crs)   # any CRS, one without an authority code too
     layer.dataProvider().addAttributes([QgsField(FIELD, QVariant.Int)])
     layer.updateFields()
     return layer
