@@ -267,6 +267,7 @@ class ReviewDock(QgsDockWidget):
     def start_corrections(self) -> None:
         """Add an empty corrections layer in the mask's CRS and open it for drawing."""
         if not self._alive():
+            self.show_status("Corrections: the run's layers are gone from the project", error=True)
             return
         layer = new_corrections_layer(self.run.layers.mask.crs())
         QgsProject.instance().addMapLayer(layer)
