@@ -9,7 +9,7 @@ which already run in worker threads, drive it with the same code:
 Two reader threads drain stdout (JSON events) and stderr (kept for error
 messages), so the child never stalls on a full pipe. Cancel sends SIGTERM, on
 which the backend removes its temporary files and exits with 130; a child that
-does not stop within the grace period is killed.
+does not stop within the grace period is killed, and what it left is removed here.
 """
 from __future__ import annotations
 
@@ -140,7 +140,9 @@ class BackendProcess:
             on_event(event)
 
     def _remove_leftovers(self, pid: int) -> None:
-        """Temporary files of a child that was killed (it removes its own otherwise).
+        """Temporary files of a child that was killed (it removes its own otherwise): the
+        grace period ran out, the OOM killer struck, or on Windows, where terminate() is
+        TerminateProcess, any cancel.
 
         The backend names them ``.<name>.<pid>-<hex>.sarflood-tmp`` in each output's
         folder (``backend.raster_io.temporary_path``); the process id keeps those of
