@@ -1,8 +1,9 @@
 """An analyst's corrections to a water mask: polygons that set pixels to water or dry.
 
-A corrections file is GeoJSON (RFC 7946: longitude and latitude on WGS 84): a
-FeatureCollection of Polygon or MultiPolygon features, each with the property
-``water``: true or 1 marks its pixels water, false or 0 dry. A pixel is corrected
+A corrections file is GeoJSON (RFC 7946: longitude and latitude on WGS 84, or the CRS
+a pre-RFC ``crs`` member names): a FeatureCollection of Polygon or MultiPolygon
+features, each with the property ``water``: true or 1 marks its pixels water, false
+or 0 dry. A pixel is corrected
 when its centre lies inside a polygon (GDAL's rasterize rule); where polygons
 overlap, the later one wins. No-data pixels stay no data: nothing was observed
 there to correct.
@@ -20,7 +21,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from rasterio.errors import RasterioError
+from rasterio.crs import CRS
+from rasterio.errors import CRSError, RasterioError
 from rasterio.features import rasterize
 from rasterio.transform import Affine
 from rasterio.warp import transform_geom
@@ -92,6 +94,18 @@ def _bounds(geometry: dict) -> tuple[float, float, float, float]:
     return (*xy.min(axis=0), *xy.max(axis=0))
 
 
+def _declared_crs(doc: dict, path: str):
+    """WGS 84 (RFC 7946), unless the file names another CRS the pre-RFC way, as GDAL and
+    QGIS write GeoJSON in a projected CRS: ``"crs": {"properties": {"name": ...}}``."""
+    name = ((doc.get("crs") or {}).get("properties") or {}).get("name")
+    if not name:
+        return "EPSG:4326"
+    try:
+        return CRS.from_user_input(name)
+    except CRSError:
+        raise InputError(f"{path}: its crs {name!r} is not a CRS rasterio understands") from None
+
+
 def load_corrections(path: str, crs) -> Corrections:
     """Read a corrections file and bring its polygons into ``crs``. Raises InputError."""
     try:
@@ -103,6 +117,7 @@ def load_corrections(path: str, crs) -> Corrections:
         raise InputError(f"{path}: not a GeoJSON file ({first_line(exc, 'unreadable')})") from None
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise InputError(f"{path}: expected a GeoJSON FeatureCollection of polygons")
+    source = _declared_crs(doc, path)
     shapes, bounds = [], []
     for i, feature in enumerate(doc.get("features") or [], start=1):
         where = f"{path}: feature {i}"
@@ -112,7 +127,7 @@ def load_corrections(path: str, crs) -> Corrections:
                              "corrections are polygons")
         value = _value(feature.get("properties"), where)
         try:
-            local = transform_geom("EPSG:4326", crs, geometry)
+            local = transform_geom(source, crs, geometry)
             shapes.append((local, value))
             bounds.append(_bounds(local))
         except (RasterioError, ValueError, KeyError, IndexError, TypeError) as exc:

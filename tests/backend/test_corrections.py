@@ -86,6 +86,26 @@ def test_projected_mask_gets_the_polygons_reprojected(tmp_path):
         np.testing.assert_array_equal(ds.read(1), want)
 
 
+def test_a_crs_member_names_the_polygons_crs(tmp_path):
+    """GDAL and QGIS write GeoJSON in a projected CRS with the pre-RFC 7946 crs member."""
+    mask = np.zeros((30, 40), np.uint8)
+    path = write_raster(tmp_path / "utm.tif", mask, nodata=255, descriptions=None)  # EPSG:32633
+    with rasterio.open(path) as ds:
+        t = ds.transform
+    box = {"type": "Polygon", "coordinates": _box(t.c + 10 * t.a, t.f + 14 * t.e,
+                                                  t.c + 20 * t.a, t.f + 4 * t.e)}
+    fix = tmp_path / "fix.geojson"
+    fix.write_text(json.dumps({
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}},
+        "features": [{"type": "Feature", "properties": {"water": 1}, "geometry": box}]}))
+    correct_mask(path, str(fix), str(tmp_path / "fixed.tif"))
+    want = mask.copy()
+    want[4:14, 10:20] = 1
+    with rasterio.open(tmp_path / "fixed.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), want)
+
+
 def test_finalize_burns_the_corrections_into_the_mask_it_writes(geo_mask, tmp_path):
     path, _ = geo_mask
     rng = np.random.default_rng(2)
