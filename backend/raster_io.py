@@ -345,6 +345,10 @@ def _bands_of_one(path: str, ds, notes: list[str]) -> dict[str, BandSource]:
     if names[0] and names[0] == names[1]:
         raise InputError(f"{path}: both bands are described as {names[0]}; expected VV and VH")
     if names[0] or names[1]:  # one named: the other is the other polarisation
+        other = _one_named(_OTHER_POL_RE, ds.descriptions[1 if names[0] else 0] or "")
+        if other:
+            raise InputError(f"{path}: band {1 if names[0] else 2} is {names[0] or names[1]} "
+                             f"but band {2 if names[0] else 1} is {other}; expected VV and VH")
         first = names[0] or ("VH" if names[1] == "VV" else "VV")
         order = (first, "VH" if first == "VV" else "VV")
         how = "description"

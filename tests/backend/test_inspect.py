@@ -83,6 +83,7 @@ def test_bands_choose_and_describe(tmp_path):
     ("pair", ["{one}", "{vh}", "--bands", "1,2"], "--bands chooses the VV and VH bands of one"),
     ("hh/hv", ["{hhhv}"], "{hhhv}: band 1 is HH and band 2 is HV (from the band descriptions); "
                           "the model reads VV and VH"),
+    ("vv/hv", ["{vvhv}"], "{vvhv}: band 1 is VV but band 2 is HV; expected VV and VH"),
     ("hh, hv", ["{hh}", "{hv}"], "{hh} and {hv}: {hh} is HH and {hv} is HV (from the "
                                  "descriptions or file names)"),
 ])
@@ -96,6 +97,7 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, case, args, message):
         "shifted": write_raster(tmp_path / "shifted.tif", b[1:], descriptions=("VH",),
                                 origin=(500010.0, 5000000.0)),
         "hhhv": write_raster(tmp_path / "hhhv.tif", b, descriptions=("Sigma0_HH", "Sigma0_HV")),
+        "vvhv": write_raster(tmp_path / "vvhv.tif", b, descriptions=("VV", "HV")),
         "hh": write_raster(tmp_path / "S1B_EW_HH.tif", b[:1], descriptions=None),
         "hv": write_raster(tmp_path / "S1B_EW_HV.tif", b[1:], descriptions=None),
         "text": tmp_path / "text.tif"}
