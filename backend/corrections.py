@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
-from rasterio.features import rasterize
+from rasterio.features import bounds as geometry_bounds, rasterize
 from rasterio.transform import Affine
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
@@ -50,18 +50,6 @@ class Corrections:
         return (f"{len(self.shapes)} polygons ({water} water, {len(self.shapes) - water} dry) "
                 f"from {os.path.abspath(self.path)}")
 
-    def outside(self, bounds: tuple[float, float, float, float]) -> int:
-        """How many polygons lie wholly outside ``bounds`` (xmin, ymin, xmax, ymax)."""
-        x0, y0, x1, y1 = bounds
-        return sum(1 for a, b, c, d in self.bounds if a > x1 or c < x0 or b > y1 or d < y0)
-
-    def warn_outside(self, grid, reporter: Reporter) -> None:
-        n = self.outside(grid.bounds())
-        if n:
-            reporter.warning(f"{self.path}: {n} of {len(self.shapes)} polygons lie outside the "
-                             "mask and correct nothing (GeoJSON coordinates are longitude, "
-                             "latitude on WGS 84)")
-
     def apply(self, mask: np.ndarray, transform: Affine) -> int:
         """Correct a block (uint8 mask codes) in place, ``transform`` its own; pixels changed."""
         h, w = mask.shape
@@ -87,13 +75,6 @@ def _value(props: dict | None, where: str) -> int:
                      "false or 0 (dry)")
 
 
-def _bounds(geometry: dict) -> tuple[float, float, float, float]:
-    rings = geometry["coordinates"] if geometry["type"] == "Polygon" else [
-        ring for polygon in geometry["coordinates"] for ring in polygon]
-    xy = np.array([p[:2] for ring in rings for p in ring], float)
-    return (*xy.min(axis=0), *xy.max(axis=0))
-
-
 def _declared_crs(doc: dict, path: str):
     """WGS 84 (RFC 7946), unless the file names another CRS the pre-RFC way, as GDAL and
     QGIS write GeoJSON in a projected CRS: ``"crs": {"properties": {"name": ...}}``."""
@@ -106,8 +87,9 @@ def _declared_crs(doc: dict, path: str):
         raise InputError(f"{path}: its crs {name!r} is not a CRS rasterio understands") from None
 
 
-def load_corrections(path: str, crs) -> Corrections:
-    """Read a corrections file and bring its polygons into ``crs``. Raises InputError."""
+def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
+    """Read a corrections file and bring its polygons into the grid's CRS; warn about those
+    that lie off the grid. Raises InputError."""
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -127,13 +109,23 @@ def load_corrections(path: str, crs) -> Corrections:
                              "corrections are polygons")
         value = _value(feature.get("properties"), where)
         try:
-            local = transform_geom(source, crs, geometry)
+            local = transform_geom(source, grid.crs, geometry)
             shapes.append((local, value))
-            bounds.append(_bounds(local))
+            bounds.append(geometry_bounds(local))
         except (RasterioError, ValueError, KeyError, IndexError, TypeError) as exc:
-            raise InputError(f"{where}: not a valid polygon in longitude/latitude "
+            raise InputError(f"{where}: not a valid polygon in {_crs_name(source)} "
                              f"({first_line(exc, 'bad coordinates')})") from None
+    x0, y0, x1, y1 = grid.bounds()
+    off = sum(1 for a, b, c, d in bounds if a > x1 or c < x0 or b > y1 or d < y0)
+    if off:
+        reporter.warning(f"{path}: {off} of {len(shapes)} polygons lie outside the mask and "
+                         f"correct nothing (their coordinates are read in {_crs_name(source)})")
     return Corrections(path, shapes, bounds)
+
+
+def _crs_name(crs) -> str:
+    return ("longitude, latitude on WGS 84" if crs == "EPSG:4326"
+            else f"the file's crs, {crs.to_string()}")
 
 
 def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
@@ -147,8 +139,7 @@ def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
         with open_mask(mask) as src:
             check_outputs({"mask": out}, [mask], overwrite)
             grid = grid_of(src)
-            fixes = load_corrections(corrections, grid.crs)
-            fixes.warn_outside(grid, reporter)
+            fixes = load_corrections(corrections, grid, reporter)
             tags = {k: v for k, v in src.tags().items() if k.startswith("SARFLOOD_")}
             tags.update(SARFLOOD_CORRECTIONS=fixes.describe(), SARFLOOD_CORRECTED=utc_stamp())
             sink = OutputSink(grid, BLOCK, None, tags, overwrite, mask=out, compress=compress)
@@ -164,6 +155,6 @@ def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
                 changed += fixes.apply(block, src.window_transform(win))
                 return {"mask": block}
             fill_sink(sink, BLOCK, read, reporter, cancel, "correct")
-    return {"outputs": {"mask": out}, "corrections": fixes.describe(),
+    return {"outputs": {"mask": out}, "corrections": tags["SARFLOOD_CORRECTIONS"],
             "corrected_pixels": changed, "width": grid.width, "height": grid.height,
             **sink.stats.fields(), "seconds": round(time.perf_counter() - started, 3)}

@@ -68,9 +68,8 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
                         "SARFLOOD_FINALIZED": utc_stamp(),
                         **(tags or {})}
             grid = grid_of(src)
-            fixes = load_corrections(corrections, grid.crs) if corrections else None
+            fixes = load_corrections(corrections, grid, reporter) if corrections else None
             if fixes is not None:
-                fixes.warn_outside(grid, reporter)
                 out_tags.update(SARFLOOD_CORRECTIONS=fixes.describe())
             sink = OutputSink(grid, BLOCK, threshold, out_tags, overwrite, mask=mask,
                               compress=compress)
