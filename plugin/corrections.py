@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature,
@@ -35,8 +34,8 @@ def _water(value, label: str, fid: int, field: str) -> int:
 
 
 def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
-                  field: str, label: str, path: str | None = None) -> tuple[str, int]:
-    """Write the polygons with their water/dry value to GeoJSON; (path, polygon count)."""
+                  field: str, label: str, path: str) -> int:
+    """Write the polygons with their water/dry value to GeoJSON at ``path``; their count."""
     to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
                                       QgsProject.instance())
     out = []
@@ -52,9 +51,6 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         geometry.transform(to_wgs84)
         out.append({"type": "Feature", "properties": {"water": _water(feature[field], label, fid, field)},
                     "geometry": json.loads(geometry.asJson(9))})
-    if path is None:
-        handle, path = tempfile.mkstemp(prefix="sarflood-corrections-", suffix=".geojson")
-        os.close(handle)
     partial = f"{path}.{os.getpid()}.part"   # a file the user keeps is replaced whole or not at all
     try:
         with open(partial, "w", encoding="utf-8") as f:
@@ -63,7 +59,7 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
     finally:
         if os.path.exists(partial):
             os.remove(partial)
-    return path, len(out)
+    return len(out)
 
 
 def new_corrections_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:

@@ -16,6 +16,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 
 from .. import styles
 from ..corrections import FIELD, CorrectionsProblem, write_geojson
+from ..inputs import InputProblem, layer_file
 from ..params import CorrectParams
 from .common import SceneAlgorithm
 from .masks import check_mask_layer
@@ -44,6 +45,10 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "INPUT", context),
                                 "Water mask")
+        try:
+            mask_file = layer_file(mask, "Water mask")
+        except InputProblem as problem:
+            raise QgsProcessingException(str(problem)) from None
         source = self.parameterAsSource(parameters, "CORRECTIONS", context)
         if source is None:
             raise QgsProcessingException("Correction polygons: no layer given")
@@ -51,12 +56,12 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         out = self.output_path(parameters, "OUTPUT", context, feedback)
         geojson = QgsProcessingUtils.generateTempFilename("corrections.geojson")
         try:
-            _, count = write_geojson(source.getFeatures(), source.sourceCrs(), field,
-                                     f"Correction polygons '{source.sourceName()}'", geojson)
+            count = write_geojson(source.getFeatures(), source.sourceCrs(), field,
+                                  f"Correction polygons '{source.sourceName()}'", geojson)
         except CorrectionsProblem as problem:
             raise QgsProcessingException(str(problem)) from None
         feedback.pushInfo(f"{count} correction polygons")
-        params = CorrectParams(mask=mask.source().split("|")[0], corrections=geojson, out=out,
+        params = CorrectParams(mask=mask_file, corrections=geojson, out=out,
                                overwrite=Path(out).exists())
         try:
             result = self.run_backend(params.argv(), feedback)
