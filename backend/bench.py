@@ -42,7 +42,8 @@ import onnxruntime as ort
 
 from .engine import GridJob, batch_size_for, default_model_path, tile_batches
 from .model import OnnxModel, default_threads
-from .raster_io import WindowReader, open_inputs
+from .inputs import open_inputs
+from .raster_io import WindowReader
 from .scene import write_scene
 from .tiling import plan_tiles
 

@@ -30,7 +30,9 @@ from rasterio.windows import Window
 
 from .errors import InputError, first_line
 from .progress import Reporter
-from .raster_io import check_outputs, gdal_env, grid_of, open_mask
+from .grid import grid_of
+from .inputs import open_mask
+from .raster_io import check_outputs, gdal_env
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
 
 BLOCK = 512

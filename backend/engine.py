@@ -46,9 +46,10 @@ from .errors import Cancelled, CardError, OutputError, UsageError
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
-from .raster_io import (BandSource, Grid, InputSet, WindowReader, check_outputs,
-                        extent_window, gdal_env, input_name, open_inputs, sample_grid,
-                        temporary_path, why_write_failed)
+from .grid import Grid, extent_window
+from .inputs import BandSource, InputSet, input_name, open_inputs
+from .raster_io import (WindowReader, check_outputs, gdal_env, sample_grid, temporary_path,
+                        why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each, zero_is_nodata, zero_note

@@ -1,7 +1,7 @@
 """``python -m backend inspect``: what a run would make of its inputs, before running it.
 
 The inputs are opened and checked exactly as ``predict`` opens them
-(:func:`~backend.raster_io.open_inputs`: same band naming, same ``--bands``, same
+(:func:`~backend.inputs.open_inputs`: same band naming, same ``--bands``, same
 errors), and the units are found by the same code on the same pixel sample
 (:func:`~backend.units.find_units` over :func:`~backend.raster_io.sample_grid`: at most
 25 windows of 128 x 128 pixels), so the answer is what a run will say. No model is
@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 from .progress import Reporter
-from .raster_io import (BAND_NAMES, InputSet, WindowReader, gdal_env, grid_of, open_inputs,
-                        sample_grid)
+from .grid import grid_of
+from .inputs import BAND_NAMES, InputSet, open_inputs
+from .raster_io import WindowReader, gdal_env, sample_grid
 from .units import find_units, one_or_each, zero_is_nodata, zero_note
 
 

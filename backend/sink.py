@@ -23,7 +23,8 @@ from rasterio.windows import Window
 from .errors import Cancelled, UsageError
 from .pipeline import StageClock
 from .progress import Reporter
-from .raster_io import GeoTiffOut, Grid
+from .grid import Grid
+from .raster_io import GeoTiffOut
 
 MASK_NODATA = 255
 PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data

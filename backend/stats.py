@@ -4,7 +4,7 @@ A mask holds 0 dry, 1 water and 255 no data (the band's own nodata value, if it
 has another, is no data too); any other value counts as valid and not water, so
 the flood-extent classes (1 newly flooded, 2 water before and after) give the newly
 flooded area. The counting is the one every output of ``predict`` gets
-(:class:`~backend.sink.AreaStats` with :meth:`~backend.raster_io.Grid.row_area_m2`):
+(:class:`~backend.sink.AreaStats` with :meth:`~backend.grid.Grid.row_area_m2`):
 each row's pixels weigh their true area, which on a geographic grid shrinks with
 latitude. The mask is read in strips of whole rows, so memory stays bounded.
 """
@@ -19,7 +19,9 @@ from rasterio.windows import Window
 
 from .errors import Cancelled, InputError, first_line
 from .progress import Reporter
-from .raster_io import gdal_env, grid_of, open_mask
+from .grid import grid_of
+from .inputs import open_mask
+from .raster_io import gdal_env
 from .sink import MASK_NODATA, AreaStats
 
 STRIP_BYTES = 16 << 20   # rows read at a time: about this many bytes

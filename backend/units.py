@@ -26,7 +26,8 @@ import numpy as np
 
 from .card import UNITS
 from .progress import Reporter
-from .raster_io import BandSource, gdal_masked
+from .inputs import BandSource
+from .raster_io import gdal_masked
 
 _WORDS = [
     ("dB", re.compile(r"(?<![a-z])(db|decibels?)(?![a-z])", re.I)),

@@ -11,7 +11,8 @@ from backend.engine import GridJob, PredictOptions, predict
 from backend.errors import Cancelled, UsageError
 from backend.model import OnnxModel
 from backend.progress import Reporter
-from backend.raster_io import WindowReader, metres_per_degree
+from backend.grid import metres_per_degree
+from backend.raster_io import WindowReader
 from backend.scene import write_scene
 from backend.tiling import plan_tiles
 from backend.units import convert

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from backend.raster_io import (Grid, WindowReader, band_name_in, metres_per_degree,
-                               mirror_index, open_inputs)
+from backend.grid import Grid, metres_per_degree
+from backend.inputs import band_name_in, open_inputs
+from backend.raster_io import WindowReader, mirror_index
 from tests.backend.conftest import random_db, write_raster
 
 

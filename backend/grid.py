@@ -1,0 +1,198 @@
+"""Raster grids: CRS, transform and size, pixel sizes and areas in ground metres, extents.
+
+A grid's pixel size in metres is what the model card's pixel size is compared with, and
+each row's pixel area is what water areas are summed from; both hold for geographic
+grids (Sen1Floods11's EPSG:4326) and for projected ones far from true scale.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+from rasterio.warp import transform, transform_bounds
+from rasterio.windows import Window
+
+from .errors import InputError, UsageError
+
+
+def metres_per_degree(lat_deg: float) -> tuple[float, float]:
+    """(east-west, north-south) metres per degree on the WGS 84 ellipsoid at a latitude.
+
+    The standard series (e.g. Wikipedia, "Geographic coordinate system", section
+    "Length of a degree"): 111412.84 cos(phi) - 93.5 cos(3 phi) + 0.118 cos(5 phi) for
+    longitude and 111132.92 - 559.82 cos(2 phi) + 1.175 cos(4 phi) - 0.0023 cos(6 phi)
+    for latitude; at the equator they give 111319.5 m and 110574.3 m.
+    """
+    phi = np.radians(lat_deg)
+    lon = 111412.84 * np.cos(phi) - 93.5 * np.cos(3 * phi) + 0.118 * np.cos(5 * phi)
+    lat = (111132.92 - 559.82 * np.cos(2 * phi) + 1.175 * np.cos(4 * phi)
+           - 0.0023 * np.cos(6 * phi))
+    return lon, lat
+
+
+# A projected grid's units are taken as ground metres while the projection's scale stays
+# within this of 1 over the grid (UTM: 0.9996-1.001 in its zone); beyond (Web Mercator
+# away from the equator: 1 / cos(latitude)) the true ground size is computed.
+SCALE_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An axis-aligned raster grid: CRS, affine transform and size.
+
+    North-up (row 0 at the north edge) or flipped (south-up, or columns running
+    west): ``open_inputs`` refuses rotated and sheared grids.
+    """
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def geographic(self) -> bool:
+        return bool(self.crs.is_geographic)
+
+    def _unit_m(self) -> float:
+        _, factor = self.crs.linear_units_factor
+        return float(factor)
+
+    def _ground_per_unit(self, rows: np.ndarray, cols: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Ground metres per CRS unit along x and along y at pixel centres of a projected
+        grid: a step of one pixel each way, measured on WGS 84 after transforming to it."""
+        t = self.transform
+        x = t.c + t.a * (cols + 0.5)
+        y = t.f + t.e * (rows + 0.5)
+        d = abs(t.a)
+        lon, lat = transform(self.crs, "EPSG:4326", np.concatenate([x, x + d, x]),
+                             np.concatenate([y, y, y + d]))
+        lon, lat = np.reshape(lon, (3, -1)), np.reshape(lat, (3, -1))
+        mx, my = metres_per_degree(lat[0])
+        steps = []
+        for k in (1, 2):
+            dlon = (lon[k] - lon[0] + 180.0) % 360.0 - 180.0
+            steps.append(np.hypot(dlon * mx, (lat[k] - lat[0]) * my) / d)
+        return steps[0], steps[1]
+
+    @functools.cached_property
+    def _scaled(self) -> bool:
+        """A projected grid whose scale strays from 1 by more than SCALE_TOLERANCE."""
+        if self.geographic:
+            return False
+        rows = np.array([0, self.height / 2, self.height - 1] * 3)
+        cols = np.repeat([0, self.width / 2, self.width - 1], 3)
+        try:
+            gx, gy = self._ground_per_unit(rows, cols)
+        except Exception:  # a local CRS with no way to the ellipsoid: its units as they are
+            return False
+        unit = self._unit_m()
+        return bool(max(np.abs(gx / unit - 1).max(), np.abs(gy / unit - 1).max())
+                    > SCALE_TOLERANCE)
+
+    @property
+    def row_areas_vary(self) -> bool:
+        """Pixels of different rows cover different ground areas (see :meth:`row_area_m2`)."""
+        return self.geographic or self._scaled
+
+    def pixel_size_m(self) -> tuple[float, float]:
+        """Pixel (width, height) in ground metres at the grid's centre; for a projected grid
+        within SCALE_TOLERANCE of true scale, its units as metres."""
+        a, e = abs(self.transform.a), abs(self.transform.e)
+        if self.geographic:
+            mx, my = metres_per_degree(self.centre_latitude())
+            return float(a * mx), float(e * my)
+        if self._scaled:
+            gx, gy = self._ground_per_unit(np.array([self.height / 2]),
+                                           np.array([self.width / 2]))
+            return float(a * gx[0]), float(e * gy[0])
+        unit = self._unit_m()
+        return a * unit, e * unit
+
+    def centre_latitude(self) -> float:
+        return float(self.transform.f + self.transform.e * self.height / 2)
+
+    def row_area_m2(self, row0: int, rows: int) -> np.ndarray:
+        """Area in m^2 of one pixel in each of ``rows`` rows from ``row0`` (float64): by
+        latitude on a geographic grid; on a projected grid far from true scale, measured at
+        each row's middle column (Web Mercator's scale varies with latitude only)."""
+        a, e = abs(self.transform.a), abs(self.transform.e)
+        r = np.arange(row0, row0 + rows, dtype=np.float64)
+        if self.geographic:
+            mx, my = metres_per_degree(self.transform.f + self.transform.e * (r + 0.5))
+            return a * mx * e * my
+        if self._scaled:
+            gx, gy = self._ground_per_unit(r, np.full(rows, self.width / 2))
+            return a * gx * e * gy
+        unit = self._unit_m()
+        return np.full(rows, a * e * unit * unit)
+
+    @property
+    def north_up(self) -> bool:
+        return self.transform.a > 0 and self.transform.e < 0
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north), whichever way the rows and columns run
+        (``rasterio.transform.array_bounds`` assumes north-up)."""
+        t = self.transform
+        xs = (t.c, t.c + t.a * self.width)
+        ys = (t.f, t.f + t.e * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def north_up_twin(self) -> "Grid":
+        """The same pixels in north-up order: rows north to south, columns west to east."""
+        west, _, _, north = self.bounds()
+        t = self.transform
+        return Grid(self.crs, Affine(abs(t.a), 0.0, west, 0.0, -abs(t.e), north),
+                    self.width, self.height)
+
+    def window_grid(self, window: Window) -> "Grid":
+        return Grid(self.crs, rasterio.windows.transform(window, self.transform),
+                    int(window.width), int(window.height))
+
+
+def grid_of(ds) -> Grid:
+    return Grid(ds.crs, ds.transform, ds.width, ds.height)
+
+
+def extent_window(grid: Grid, extent: tuple[float, float, float, float],
+                  extent_crs: str | None, path: str) -> Window:
+    """The input-grid window covering an extent, snapped outward to whole pixels."""
+    xmin, ymin, xmax, ymax = extent
+    given = _rounded(extent)
+    if not (xmin < xmax and ymin < ymax):
+        raise UsageError(f"extent {extent}: expected XMIN,YMIN,XMAX,YMAX with XMIN < XMAX "
+                         "and YMIN < YMAX")
+    if extent_crs:
+        try:
+            src = CRS.from_user_input(extent_crs)
+        except Exception:  # rasterio raises CRSError, pyproj-style strings vary
+            raise UsageError(f"extent CRS {extent_crs!r} is not a CRS rasterio "
+                             "understands") from None
+        if src != grid.crs:
+            xmin, ymin, xmax, ymax = transform_bounds(src, grid.crs, xmin, ymin, xmax, ymax,
+                                                      densify_pts=21)
+            name = src.to_string()
+            given = (f"{_rounded(extent)} (in {name if len(name) <= 40 else 'the given CRS'}; "
+                     f"{_rounded((xmin, ymin, xmax, ymax))} in the raster's)")
+    # the extent's corners in pixel coordinates: any axis-aligned grid, flipped ones too
+    cols, rows = ~grid.transform @ (np.array([xmin, xmax]), np.array([ymax, ymin]))
+    col0, row0 = math.floor(cols.min() + 1e-9), math.floor(rows.min() + 1e-9)
+    col1, row1 = math.ceil(cols.max() - 1e-9), math.ceil(rows.max() - 1e-9)
+    col0, row0 = max(col0, 0), max(row0, 0)
+    col1, row1 = min(col1, grid.width), min(row1, grid.height)
+    if col1 <= col0 or row1 <= row0:
+        bounds = grid.bounds()  # XMIN,YMIN,XMAX,YMAX, like --extent
+        raise InputError(f"{path}: the extent {given} does not overlap the raster "
+                         f"(bounds {_rounded(bounds)} in {grid.crs.to_string()})")
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _rounded(values) -> str:
+    """Coordinates to 7 significant digits, never in exponent form (4038000, not 4.038e+06)."""
+    return ",".join(np.format_float_positional(float(v), precision=7, unique=True,
+                                               fractional=False, trim="-") for v in values)

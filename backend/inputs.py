@@ -1,0 +1,345 @@
+"""Open and check VV/VH inputs, and name their bands.
+
+Inputs are one raster with VV and VH bands, or two single-band rasters. Bands are
+named from their descriptions (``VV``, ``Sigma0_VH_db``, ...) or, for single-band
+files, from the file name; two unnamed bands of one file are told apart by brightness,
+two unnamed files keep the order given; ``--bands`` chooses them by number in one
+multi-band file. Every problem is an :class:`InputError` whose one-line message names
+the file.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.transform import Affine
+
+from .errors import InputError, UsageError, first_line
+from .grid import Grid, grid_of
+from .raster_io import WindowReader, band_scaling, gdal_masked, sample_grid
+
+BAND_NAMES = ("VV", "VH")
+
+_BAND_RE = re.compile(r"(?<![a-z])(vv|vh)(?![a-z])", re.IGNORECASE)
+# Sentinel-1's other dual polarisation (HH + HV, over polar regions and sea ice)
+_OTHER_POL_RE = re.compile(r"(?<![a-z])(hh|hv)(?![a-z])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """One input band: which file and band index, its name, nodata value and metadata text."""
+    path: str
+    index: int            # 1-based band index in the file
+    name: str             # VV or VH
+    nodata: float | None
+    text: str             # description, unit and tags: what units detection reads
+    named_by: str         # how it was named: description, file name, position, brightness, --bands
+
+
+@dataclass
+class InputSet:
+    """The opened inputs: band sources by name, their common grid, and the open datasets."""
+    paths: list[str]
+    bands: dict[str, BandSource]
+    grid: Grid
+    datasets: dict[str, rasterio.io.DatasetReader]
+    notes: list[str] = field(default_factory=list)
+
+    def dataset(self, band: str):
+        return self.datasets[self.bands[band].path]
+
+    def mapping(self) -> dict[str, dict]:
+        """Which file and band each name comes from, and how it was named (for results)."""
+        return {n: {"path": s.path, "band": s.index, "named_by": s.named_by}
+                for n, s in self.bands.items()}
+
+    def close(self) -> None:
+        for ds in self.datasets.values():
+            ds.close()
+
+
+def _one_named(pattern: re.Pattern, text: str) -> str | None:
+    found = {m.upper() for m in pattern.findall(text or "")}
+    return found.pop() if len(found) == 1 else None
+
+
+def band_name_in(text: str) -> str | None:
+    """'VV' or 'VH' if the text names exactly one of them as a word, else None."""
+    return _one_named(_BAND_RE, text)
+
+
+def _refuse_hh_hv(labels: list[tuple[str, str]], where: str, how: str) -> None:
+    """HH/HV bands (no VV/VH among them) are another polarisation, not unnamed VV/VH.
+
+    ``labels``: (what, text) per band, e.g. ("band 1", its description).
+    """
+    named = [(what, _one_named(_OTHER_POL_RE, text)) for what, text in labels]
+    named = [(what, pol) for what, pol in named if pol]
+    if named:
+        said = " and ".join(f"{what} is {pol}" for what, pol in named)
+        raise InputError(f"{where}: {said} (from the {how}); the model reads VV and VH, the "
+                         "polarisations of Sentinel-1 over land, and HH/HV (polar and sea-ice "
+                         "scenes) back-scatter differently; --bands VV_INDEX,VH_INDEX uses "
+                         "them as VV and VH all the same")
+
+
+def open_mask(path: str):
+    """Open a water mask (one uint8 band: 0 dry, 1 water, 255 no data); InputError if not."""
+    ds = open_raster(path)
+    if ds.count != 1 or ds.dtypes[0] != "uint8":
+        found = f"{ds.count} band(s) of {ds.dtypes[0]}"
+        ds.close()
+        raise InputError(f"{path}: expected a water mask, one uint8 band (0 dry, 1 water, "
+                         f"255 no data); found {found}")
+    return ds
+
+
+def input_name(path: str) -> str:
+    """An input as provenance names it: absolute, a GDAL virtual path as given."""
+    return path if path.startswith("/vsi") else os.path.abspath(path)
+
+
+def open_raster(path: str):
+    """Open a georeferenced, north-up, non-complex raster; InputError naming the file if not.
+
+    GDAL's virtual paths (``/vsizip/``, ``/vsigzip/``, ...: a GeoTIFF inside an ASF HyP3
+    zip, read in place) go straight to GDAL, which says if they do not exist.
+    """
+    if not path.startswith("/vsi"):
+        if not os.path.exists(path):
+            raise InputError(f"{path}: file not found")
+        if os.path.isdir(path):
+            raise InputError(f"{path}: is a folder, not a raster file")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: cannot be read (permission denied)")
+    try:
+        with warnings.catch_warnings():  # a missing grid gets our own one-line error below
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+    except RasterioError as exc:
+        raise InputError(f"{path}: not a raster GDAL can read ({first_line(exc)})") from None
+    try:
+        _check_dataset(path, ds)
+    except InputError:
+        ds.close()
+        raise
+    return ds
+
+
+def _check_dataset(path: str, ds) -> None:
+    if ds.gcps[0] and ds.transform == Affine.identity():
+        raise InputError(f"{path}: is located by ground control points only, as a Sentinel-1 "
+                         "GRD is as delivered: calibrate it to sigma0 and terrain-correct it "
+                         "onto a map grid first (e.g. SNAP: Calibration, then Terrain-Correction)")
+    if ds.crs is None or ds.transform == Affine.identity():
+        raise InputError(f"{path}: has no georeferencing (CRS and geotransform); the mask "
+                         "must lie on a known grid and the pixel size must be known")
+    t = ds.transform
+    if t.b != 0 or t.d != 0:
+        raise InputError(f"{path}: the grid is rotated or sheared; warp it to a north-up "
+                         "grid first (e.g. gdalwarp)")
+    for dtype in ds.dtypes:
+        if np.dtype(dtype).kind == "c":
+            raise InputError(f"{path}: complex ({dtype}) bands are not supported; give "
+                             "calibrated backscatter (GRD), not SLC data")
+
+
+def _band_text(ds, i: int) -> str:
+    parts = [ds.descriptions[i - 1] or "", ds.units[i - 1] or ""]
+    parts += [f"{k}={v}" for k, v in ds.tags(i).items()]
+    return " ".join(p for p in parts if p)
+
+
+def _source(path: str, ds, i: int, name: str, named_by: str) -> BandSource:
+    text = " ".join(filter(None, [_band_text(ds, i), os.path.basename(path)]))
+    return BandSource(path, i, name, ds.nodatavals[i - 1], text, named_by)
+
+
+def _bands_of_one(path: str, ds, notes: list[str]) -> dict[str, BandSource]:
+    names = [band_name_in(ds.descriptions[i] or "") for i in range(ds.count)]
+    if not any(names):
+        _refuse_hh_hv([(f"band {i + 1}", ds.descriptions[i] or "") for i in range(ds.count)],
+                      path, "band descriptions")
+    if ds.count == 1:
+        if not names[0]:
+            _refuse_hh_hv([("its band", os.path.basename(path))], path, "file name")
+        name = names[0] or band_name_in(os.path.basename(path)) or "VV"
+        how = "description" if names[0] else ("file name" if band_name_in(os.path.basename(path))
+                                              else "position")
+        return {name: _source(path, ds, 1, name, how)}
+    found = {n: i + 1 for i, n in enumerate(names) if n}
+    if set(found) == set(BAND_NAMES) and names.count("VV") == 1 and names.count("VH") == 1:
+        if ds.count > 2:
+            notes.append(f"{path}: using band {found['VV']} (VV) and band {found['VH']} (VH) "
+                         f"of {ds.count}")
+        return {n: _source(path, ds, i, n, "description") for n, i in found.items()}
+    if ds.count != 2:
+        raise InputError(f"{path}: has {ds.count} bands; expected 2 bands (VV, VH), or two "
+                         "single-band files, or --bands VV_INDEX,VH_INDEX to choose two")
+    if names[0] and names[0] == names[1]:
+        raise InputError(f"{path}: both bands are described as {names[0]}; expected VV and VH")
+    if names[0] or names[1]:  # one named: the other is the other polarisation
+        other = _one_named(_OTHER_POL_RE, ds.descriptions[1 if names[0] else 0] or "")
+        if other:
+            raise InputError(f"{path}: band {1 if names[0] else 2} is {names[0] or names[1]} "
+                             f"but band {2 if names[0] else 1} is {other}; expected VV and VH")
+        first = names[0] or ("VH" if names[1] == "VV" else "VV")
+        order = (first, "VH" if first == "VV" else "VV")
+        how = "description"
+    else:  # unnamed: ordered by brightness in open_inputs
+        order = BAND_NAMES
+        how = "position"
+    return {n: _source(path, ds, i + 1, n, how) for i, n in enumerate(order)}
+
+
+def _same_grid(a: str, da, b: str, db) -> None:
+    if (da.width, da.height) != (db.width, db.height):
+        raise InputError(f"{a} and {b} are on different grids: {da.width}x{da.height} "
+                         f"vs {db.width}x{db.height} pixels")
+    if da.crs != db.crs:
+        raise InputError(f"{a} and {b} are on different grids: CRS {da.crs.to_string()} "
+                         f"vs {db.crs.to_string()}")
+    tol = 1e-6 * max(abs(da.transform.a), abs(da.transform.e))
+    if not da.transform.almost_equals(db.transform, precision=tol):
+        raise InputError(f"{a} and {b} are on different grids: the geotransforms differ "
+                         f"({tuple(da.transform)[:6]} vs {tuple(db.transform)[:6]})")
+
+
+def _bands_chosen(path: str, ds, bands: tuple[int, int], notes: list[str]
+                  ) -> dict[str, BandSource]:
+    """``--bands VV_INDEX,VH_INDEX`` (1-based): the user's choice, checked against the file."""
+    given = f"--bands {bands[0]},{bands[1]}"
+    for i in bands:
+        if not 1 <= i <= ds.count:
+            raise InputError(f"{path}: has {ds.count} band{'s' if ds.count > 1 else ''}; "
+                             f"{given} names band {i} (bands are numbered from 1)")
+    if bands[0] == bands[1]:
+        raise InputError(f"{path}: {given} gives band {bands[0]} as both VV and VH")
+    chosen = dict(zip(BAND_NAMES, bands))
+    for name, i in chosen.items():
+        text = ds.descriptions[i - 1] or ""
+        said = band_name_in(text) or _one_named(_OTHER_POL_RE, text)
+        if said and said != name:  # the user may know better (a mislabelled export): say it
+            notes.append(f"{path}: band {i} is described as {said}, but {given} uses it as {name}")
+    return {n: _source(path, ds, i, n, "--bands") for n, i in chosen.items()}
+
+
+def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
+                bands: tuple[int, int] | None = None) -> InputSet:
+    """Open and check the inputs; name their bands. Raises InputError.
+
+    ``bands`` (VV, VH), 1-based, chooses the bands of a single multi-band input
+    instead of naming them from their descriptions.
+    """
+    if not 1 <= len(paths) <= 2:
+        raise InputError(f"expected one 2-band raster or two single-band rasters, got "
+                         f"{len(paths)} inputs")
+    paths = [str(p) for p in paths]
+    if bands is not None and len(paths) != 1:
+        raise UsageError(f"--bands chooses the VV and VH bands of one multi-band input; with two "
+                         f"inputs ({', '.join(paths)}) each file is one band: leave --bands out")
+    datasets: dict[str, rasterio.io.DatasetReader] = {}
+    notes: list[str] = []
+    try:
+        for p in paths:
+            if p in datasets:
+                raise InputError(f"{p}: given twice; give VV and VH as two different files")
+            datasets[p] = open_raster(p)
+        if len(paths) == 1 and bands is not None:
+            named = _bands_chosen(paths[0], datasets[paths[0]], bands, notes)
+        elif len(paths) == 1:
+            p = paths[0]
+            named = _bands_of_one(p, datasets[p], notes)
+            if len(named) == 1 and set(needed) - set(named):
+                raise InputError(f"{p}: has 1 band ({next(iter(named))}); the model needs "
+                                 f"{', '.join(needed)}: give a 2-band raster or two "
+                                 "single-band rasters")
+        else:
+            named = _bands_of_two(paths, datasets, notes)
+        # the bands of one file have no order anyone chose; two files were given in an order
+        # (VV, VH), kept, and find_units warns if it looks swapped
+        if len(paths) == 1 and len(named) == 2 and all(s.named_by == "position"
+                                                       for s in named.values()):
+            named = _brighter_is_vv(named, datasets, notes)
+    except BaseException:
+        for ds in datasets.values():
+            ds.close()
+        raise
+    for name, src in named.items():
+        ds = datasets[src.path]
+        scale, offset = band_scaling(ds, src.index)
+        if (scale, offset) != (1.0, 0.0):
+            notes.append(f"{src.path}: band {src.index} ({name}) is stored scaled: values are "
+                         f"read as stored x {scale:g} + {offset:g} (its scale and offset)")
+        if gdal_masked(ds, src.index):
+            notes.append(f"{src.path}: band {src.index} ({name}) has a GDAL mask (internal "
+                         "mask or alpha band): the pixels it masks are no data")
+    grid = grid_of(datasets[paths[0]])
+    return InputSet(paths, named, grid, datasets, notes)
+
+
+def _bands_of_two(paths: list[str], datasets: dict, notes: list[str]) -> dict[str, BandSource]:
+    for p in paths:
+        if datasets[p].count != 1:
+            raise InputError(f"{p}: has {datasets[p].count} bands; with two inputs each must "
+                             "hold one band (VV, then VH)")
+    a, b = paths
+    _same_grid(a, datasets[a], b, datasets[b])
+    named = []
+    for p in paths:
+        ds = datasets[p]
+        by_desc = band_name_in(ds.descriptions[0] or "")
+        by_file = band_name_in(os.path.basename(p))
+        named.append((by_desc or by_file, "description" if by_desc else "file name"))
+    (na, ha), (nb, hb) = named
+    if not (na or nb):
+        _refuse_hh_hv([(p, f"{datasets[p].descriptions[0] or ''} {os.path.basename(p)}")
+                       for p in paths], f"{a} and {b}", "descriptions or file names")
+    if na and na == nb:
+        raise InputError(f"{a} and {b} are both {na}; expected one VV and one VH")
+    if na or nb:
+        first = na or ("VH" if nb == "VV" else "VV")
+        order = (first, "VH" if first == "VV" else "VV")
+        if order[0] == "VH":
+            notes.append(f"{a} is VH and {b} is VV (from their {ha if na else hb}); using them so")
+        hows = (ha if na else "position", hb if nb else "position")
+    else:
+        order, hows = BAND_NAMES, ("position", "position")
+        notes.append(f"the inputs are not named VV/VH; taking {a} as VV and {b} as VH, the "
+                     "order given")
+    return {n: _source(p, datasets[p], 1, n, h) for p, n, h in zip(paths, order, hows)}
+
+
+def _brighter_is_vv(named: dict[str, BandSource], datasets: dict, notes: list[str]
+                    ) -> dict[str, BandSource]:
+    """Two bands of one file that nothing names: the brighter is VV.
+
+    Co-polarised backscatter exceeds cross-polarised over land and water alike (C band:
+    VH some 5-10 dB below VV; the generator's constants in training/synth/sar.py give
+    their sources), so taking a VH-first stack in file order would feed the model VH as
+    VV. Medians keep their order in dB, power and amplitude, so the units need not be
+    known yet; the pixels are the units sample's (25 windows).
+    """
+    first, second = named["VV"], named["VH"]
+    ds = datasets[first.path]
+    reader = WindowReader([(ds, s.index, s.nodata) for s in (first, second)], 0, 0)
+    sample = sample_grid(reader, ds.height, ds.width)
+    finite = [v[np.isfinite(v)] for v in sample]
+    label = [f"band {first.index}", f"band {second.index}"]
+    where = f"{first.path}: bands"
+    if not all(v.size for v in finite):
+        notes.append(f"{where} are not named VV/VH and have no valid pixel to tell them apart "
+                     f"by: taking {label[0]} as VV and {label[1]} as VH")
+        return named
+    m = [float(np.median(v)) for v in finite]
+    vv = 0 if m[0] >= m[1] else 1
+    notes.append(f"{where} are not named VV/VH; {label[vv]} is the brighter (median "
+                 f"{m[vv]:.4g} against {m[1 - vv]:.4g}), as co-polarised VV is: taking "
+                 f"{label[vv]} as VV and {label[1 - vv]} as VH")
+    pair = (first, second) if vv == 0 else (second, first)
+    return {n: replace(s, name=n, named_by="brightness") for n, s in zip(BAND_NAMES, pair)}
