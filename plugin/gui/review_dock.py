@@ -135,6 +135,7 @@ class ReviewDock(QgsDockWidget):
         self.corrections.setLayer(None)
         self.corrections.setToolTip(f"Polygons drawn where the mask is wrong; field '{FIELD}': "
                                     "1 water, 0 dry. Burnt into the final mask.")
+        self.corrections.layerChanged.connect(lambda _layer: self._show_area())
         self.new_corrections = QPushButton("New")
         self.new_corrections.setToolTip("A new polygon layer to draw corrections in")
         self.new_corrections.clicked.connect(self.start_corrections)
@@ -170,7 +171,7 @@ class ReviewDock(QgsDockWidget):
         self.opacity.blockSignals(True)
         self.opacity.setValue(100)  # the new layers are drawn opaque
         self.opacity.blockSignals(False)
-        self.area.setText(area_text(float(run.result["water_area_km2"]), float(run.result["valid_area_km2"])))
+        self._show_area()
         self.status.setText("")
 
     def _alive(self) -> bool:
@@ -200,8 +201,23 @@ class ReviewDock(QgsDockWidget):
         tree = QgsProject.instance().layerTreeRoot()  # the user may have moved them out of the group
         tree.findLayer(layers.mask.id()).setItemVisibilityChecked(at_run)
         tree.findLayer(probability.id()).setItemVisibilityChecked(not at_run)
-        histogram = result["probability_histogram"]
-        self.area.setText(area_text(water_area_at(histogram, value), valid_area(histogram)))
+        self._show_area()
+
+    def _show_area(self) -> None:
+        """The area at the dock's threshold: the run's own at its threshold, else read off
+        its probability histogram. Corrections count only once Accept burns them in, and
+        the label says so."""
+        if self.run is None:
+            return
+        result, value = self.run.result, self.threshold.value()
+        if abs(value - float(result["threshold"])) < 1e-9:
+            text = area_text(float(result["water_area_km2"]), float(result["valid_area_km2"]))
+        else:
+            histogram = result["probability_histogram"]
+            text = area_text(water_area_at(histogram, value), valid_area(histogram))
+        if self.corrections.currentLayer() is not None:
+            text += " (before corrections: Accept applies them)"
+        self.area.setText(text)
 
     def set_opacity(self, percent: int) -> None:
         if not self._alive():
@@ -235,8 +251,9 @@ class ReviewDock(QgsDockWidget):
         layer = context.takeResultLayer(results["OUTPUT"])
         layer.setName(f"water per polygon (threshold {self.threshold.value():.2f})")
         QgsProject.instance().addMapLayer(layer)
+        before = " (before corrections)" if self.corrections.currentLayer() is not None else ""
         self.show_status(f"Statistics: {layer.featureCount()} polygons, fields valid_px, water_px, "
-                         f"water_frac, water_km2")
+                         f"water_frac, water_km2{before}")
 
     def with_mask_at_threshold(self, then: Callable[[str], None]) -> None:
         """Call ``then(mask path)`` with a mask at the current threshold (the run's, or a new one)."""

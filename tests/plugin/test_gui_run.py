@@ -190,9 +190,14 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     run = blocker.args[0]
     assert run is not None, dialog.status.text()
     dock = plugin.dock
+    from sarflood.plugin.summary import area_text
+    run_area = area_text(run.result["water_area_km2"], run.result["valid_area_km2"])
+    assert dock.area.text() == run_area
     qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
     fixes = dock.corrections.currentLayer()
     assert fixes is not None and fixes.isEditable() and "water" in fixes.fields().names()
+    # the live area is the mask's without its corrections, and says so
+    assert dock.area.text() == run_area + " (before corrections: Accept applies them)"
 
     x0, dx, _, y0, _, dy = gdal.Open(str(chip)).GetGeoTransform()
 
