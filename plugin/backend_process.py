@@ -64,6 +64,11 @@ class BackendProcess:
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._proc: subprocess.Popen | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id once started (kept after it exits), else None."""
+        return self._proc.pid if self._proc is not None else None
+
     def _read_stdout(self, stream) -> None:
         for line in stream:
             line = line.strip()

@@ -27,8 +27,9 @@ def test_a_killed_run_leaves_no_temporary_file(tmp_path):
     def kill_once_writing(event):
         seen.append(event)
         if event.get("event") == "progress" and event.get("fraction", 0) > 0.05 and \
-                run._proc.poll() is None and len(list(out.glob("*.sarflood-tmp"))) > 1:
-            os.kill(run._proc.pid, signal.SIGKILL)
+                not any(e.get("event") == "result" for e in seen) and \
+                len(list(out.glob("*.sarflood-tmp"))) > 1:
+            os.kill(run.pid, signal.SIGKILL)
 
     outcome = run.run(kill_once_writing)
     assert outcome.returncode == -signal.SIGKILL and not outcome.ok
