@@ -5,7 +5,14 @@ tiles already converted to the card's units; it returns water probability.
 """
 from __future__ import annotations
 
+import functools
+import io
 import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +50,65 @@ def choose_providers(device: str, available: list[str] | None = None) -> Provide
     if has_cuda:
         return ProviderChoice([_CUDA, _CPU], [])
     return ProviderChoice([_CPU], [no_cuda_why])
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextmanager
+def stderr_captured(into: list[str]) -> Iterator[None]:
+    """Append to ``into`` what native code writes to this process's stderr (fd 2) meanwhile.
+
+    ONNX Runtime reports a CUDA provider that fails to start on stderr itself, past the
+    session's log level: a few coloured lines among a run's output. Captured, they give
+    the run's one-line reason instead.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            into.append(_ANSI.sub("", log.read().decode("utf-8", "replace")))
+
+
+@functools.cache
+def preload_cuda_libraries() -> str:
+    """Load the CUDA and cuDNN libraries of NVIDIA's pip packages (``pip install
+    onnxruntime-gpu[cuda,cudnn]``), which the dynamic loader does not search, so that a
+    CUDA session finds them; returns what ONNX Runtime printed meanwhile.
+
+    ``onnxruntime.preload_dlls`` (1.21+) prints on stdout, which is our JSON channel: that
+    goes to the returned text instead.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    printed = io.StringIO()
+    if preload is not None:
+        with redirect_stdout(printed):
+            try:
+                preload()
+            except Exception as exc:  # a broken install: the session's start says the rest
+                print(first_line(exc))
+    return printed.getvalue()
+
+
+def cuda_failure(ort_log: str) -> str:
+    """ONNX Runtime's own reason that its CUDA provider did not start, in one line: the
+    library it could not load and the CUDA and cuDNN it requires ('' if it gave none)."""
+    parts = []
+    library = re.search(r"with error: ([^\n]+)", ort_log)
+    if library and "libcuda.so" in library.group(1):  # the driver's library, not the toolkit's
+        return f"no NVIDIA driver: {library.group(1).strip()}"
+    if library:
+        parts.append(library.group(1).strip())
+    needs = re.search(r"Require ([^\n]+?)\.(?: |$)", ort_log, re.MULTILINE)
+    if needs:
+        parts.append(f"this onnxruntime needs {needs.group(1).strip()}")
+    return "; ".join(parts)
 
 
 def device_report(model_path: str) -> dict:
@@ -85,9 +151,14 @@ class OnnxModel:
         options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
         # idle pool threads must not spin: the reader and writer threads need those cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        ort_log: list[str] = []
         try:
-            self.session = ort.InferenceSession(self.path, options, providers=choice.providers)
+            with stderr_captured(ort_log) if _CUDA in choice.providers else nullcontext():
+                if _CUDA in choice.providers:
+                    ort_log.append(preload_cuda_libraries())
+                self.session = ort.InferenceSession(self.path, options, providers=choice.providers)
         except Exception as exc:  # ORT raises several private exception types
+            sys.stderr.write("".join(ort_log))
             raise ModelError(f"{self.path}: not a loadable ONNX model "
                              f"({first_line(exc)})") from None
         self.card: ModelCard = card_from_metadata(
@@ -95,14 +166,18 @@ class OnnxModel:
         used = self.session.get_providers()
         self.provider = used[0]
         self.provider_notes = list(choice.notes)
-        if device in ("auto", "cuda") and _CUDA in choice.providers and used[0] != _CUDA:
-            # ORT silently falls back when the CUDA libraries or driver are missing
+        # ORT falls back to the CPU when the CUDA libraries or driver are missing
+        fell_back = _CUDA in choice.providers and used[0] != _CUDA
+        why = cuda_failure("".join(ort_log)) if fell_back else ""
+        if not why:  # nothing that the reason below sums up: pass it on as it came
+            sys.stderr.write("".join(ort_log))
+        if fell_back:
+            why = why or "the NVIDIA driver or the CUDA/cuDNN libraries are missing"
             if device == "cuda":
                 raise ModelError(f"{self.path}: device 'cuda' was asked for, but ONNX Runtime "
-                                 "could not start its CUDA provider (check the NVIDIA driver "
-                                 "and CUDA/cuDNN libraries)")
-            self.provider_notes.append("CUDA not used: ONNX Runtime could not start its CUDA "
-                                       "provider (driver or CUDA/cuDNN libraries missing)")
+                                 f"could not start its CUDA provider ({why})")
+            self.provider_notes.append(f"CUDA not used: ONNX Runtime could not start its CUDA "
+                                       f"provider ({why})")
         self._check_tensors()
         bands = self.card.bands
         self._lo = np.array([b.clip[0] for b in bands], np.float32).reshape(1, -1, 1, 1)

@@ -1,0 +1,55 @@
+"""Execution providers: what ONNX Runtime says when its CUDA provider does not start."""
+import os
+
+import pytest
+
+from backend.errors import ModelError
+from backend.model import choose_providers, cuda_failure, stderr_captured
+
+# stderr of onnxruntime-gpu 1.31.1 creating a CUDA session on a machine without the CUDA 13
+# libraries (recorded on this project's CPU machine with `pip install onnxruntime-gpu`)
+ORT_1_31_NO_CUDA_LIBS = (
+    "\x1b[1;31m2026-11-22 07:33:56.254855193 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 "
+    "operator()] /onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 "
+    "onnxruntime::Provider& onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : "
+    "Failed to load library /venv/lib/python3.11/site-packages/onnxruntime/capi/"
+    "libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object "
+    "file: No such file or directory\n\x1b[m\n"
+    "\x1b[0;93m2026-11-22 07:33:56.254916374 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:1295 "
+    "CreateExecutionProviderFactoryInstance] Failed to create CUDAExecutionProvider. Require cuDNN "
+    "9.* and CUDA 13.*. Please install all dependencies as mentioned in the GPU requirements page "
+    "(https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html#requirements), "
+    "make sure they're in the PATH, and that your GPU is supported.\x1b[m\n")
+
+
+def test_native_stderr_is_captured_and_then_restored(capfd):
+    log: list[str] = []
+    with stderr_captured(log):
+        os.write(2, b"\x1b[0;93mwritten by native code\x1b[m\n")
+    os.write(2, b"after\n")
+    assert log == ["written by native code\n"]
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_cuda_failure_gives_the_missing_library_and_the_requirement():
+    log: list[str] = []
+    with stderr_captured(log):
+        os.write(2, ORT_1_31_NO_CUDA_LIBS.encode())
+    assert cuda_failure("".join(log)) == (
+        "libcublasLt.so.13: cannot open shared object file: No such file or directory; "
+        "this onnxruntime needs cuDNN 9.* and CUDA 13.*")
+    assert cuda_failure("some other warning\n") == ""
+    # the toolkit found (onnxruntime.preload_dlls), the driver missing: say that, not the toolkit
+    no_driver = ORT_1_31_NO_CUDA_LIBS.replace("libcublasLt.so.13", "libcuda.so.1")
+    assert cuda_failure(no_driver) == ("no NVIDIA driver: libcuda.so.1: cannot open shared object "
+                                       "file: No such file or directory")
+
+
+def test_provider_choice_explains_what_is_not_used():
+    assert choose_providers("auto", ["CPUExecutionProvider"]).providers == ["CPUExecutionProvider"]
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto", gpu).providers == gpu
+    cpu = choose_providers("cpu", gpu)
+    assert cpu.providers == ["CPUExecutionProvider"] and "'cpu' was asked for" in cpu.notes[0]
+    with pytest.raises(ModelError, match="no CUDAExecutionProvider"):
+        choose_providers("cuda", ["CPUExecutionProvider"])
