@@ -40,7 +40,7 @@ from .evaluate import evaluate, load_split, otsu
 from .export import ExportError, export
 from .losses import distillation_loss, edge_weighted_ce
 from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order
-from .rundata import PIXEL_SIZE_M, describe, open_run_data, open_split
+from .rundata import PIXEL_SIZE_M, describe, has_external, open_run_data, open_split
 from .models import build_model
 from .train import Interrupted, RunError, RunSpec, predict_probability, score, train
 
@@ -180,6 +180,13 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
         hp = "-" if row.get("lr") is None else f"{row['lr']:g}, {row['weight_decay']:g}"
         lines.append(f"| {row['title']} | {row['network']} | {_fmt(row['test'])} | "
                      f"{_fmt(row['bolivia'])} | {paper} | {_fmt(row.get('valid'))} | {hp} |")
+    for row in doc.get("not_run", []):
+        paper = BY_NAME[row["method"]].paper_iou
+        lines.append(f"| {row['title']} | - | not run | not run | "
+                     f"{'-' if paper is None else f'{paper:.2f}'} | - | - |")
+    if doc.get("not_run"):
+        lines += ["", f"Not run: {doc['not_run'][0]['why']}. Those rows train on it; "
+                  "paired S1 + S2 chips in the layout of training/README.md bring them back."]
     lines += ["", "IoU of the water class over all scored pixels of a split "
               "(training/metrics.py); mean ± sample standard deviation over seeds "
               "(no ± with one seed). Paper: Garg et al., Table 1 (mean ± std of 5 runs); "
@@ -224,15 +231,23 @@ def _machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
 
 
-def select(names: list[str] | None) -> list[Method]:
-    """The methods to run, with the teachers their students need."""
+NO_EXTERNAL = "the data has no external set (the paper's ED is not public)"
+
+
+def select(names: list[str] | None, data: Path) -> tuple[list[Method], list[Method]]:
+    """The methods to run, with the teachers their students need; and the rows of the
+    whole table left out because ``data`` has no external set (the real Sen1Floods11 as
+    published). Rows named in ``names`` are never left out: their data checks fail."""
     if not names:
-        return list(METHODS)
+        if has_external(data):
+            return list(METHODS), []
+        return ([m for m in METHODS if not m.needs_external],
+                [m for m in METHODS if m.needs_external])
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; expected {', '.join(BY_NAME)}")
     wanted = set(names) | {BY_NAME[n].teacher for n in names if BY_NAME[n].teacher}
-    return [m for m in METHODS if m.name in wanted]
+    return [m for m in METHODS if m.name in wanted], []
 
 
 def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
@@ -242,7 +257,10 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
     cfg = make_config(preset, overrides)
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
-    chosen = select(methods)
+    chosen, left_out = select(methods, data)
+    if left_out:
+        print(f"note: {NO_EXTERNAL}; left out of the table: "
+              f"{', '.join(m.name for m in left_out)}", flush=True)
     order = [m for m in training_order() if m in chosen]
     # open and check every dataset before the first step
     run_data = {m.name: open_run_data(data, m, cfg.cache) for m in order}
@@ -291,7 +309,7 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
             export(run_dir(out, m, 0, *hparams[name]) / "best.pt", onnx_path)
             speed[name] = bench(onnx_path, export_dir, bench_size)
     doc = table_doc(per_seed, hparams, speed, data, cfg, seeds, eval_sets,
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, left_out)
     if d.is_main:
         write_table(doc, results)
     ddp.teardown(d)
@@ -300,7 +318,8 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
 
 def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, float]],
               speed: dict[str, dict], data: Path, cfg: TrainConfig, seeds: int,
-              eval_sets: dict[str, Any], wall: float) -> dict[str, Any]:
+              eval_sets: dict[str, Any], wall: float, left_out: list[Method] = ()
+              ) -> dict[str, Any]:
     rows, stats = [], {}
     for m in METHODS:
         if m.name not in per_seed:
@@ -320,6 +339,8 @@ def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, f
             "data": describe(data), "data_path": str(data),
             "measured_on": f"the hand-labelled splits {sizes} of that data",
             "rows": rows, "checks": checks(stats, speed), "paper_checks": paper_checks(),
+            "not_run": [{"method": m.name, "title": m.title, "why": NO_EXTERNAL}
+                        for m in left_out],
             "speed": speed,
             "machine": _machine(), "wall_seconds": round(wall, 1)}
 
@@ -373,15 +394,16 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
     per row (no training). Chip decoding and ONNX export/bench are not counted."""
     cfg = make_config(preset, overrides)
     dev = ddp.pick_device(device)
-    for m in select(methods):   # the checks reproduce makes first: no projection of a run
-        if m.kind != "otsu":    # that would stop at its first row for want of data
+    chosen, left_out = select(methods, data)
+    for m in chosen:          # the checks reproduce makes first: no projection of a run
+        if m.kind != "otsu":  # that would stop at its first row for want of data
             open_run_data(data, m, False)
     n_valid = len(open_split(data, "valid", False, False))
     n_eval = sum(len(open_split(data, s, False, False)) for s in EVAL_SPLITS)
     runs_per_row = seeds + len(cfg.grid()) - 1  # grid points beyond seed 0's
     rows, total = [], 0.0
     for m in training_order():
-        if m not in select(methods):
+        if m not in chosen:
             continue
         step, chip = _time_step(m, cfg, dev)
         evals = -(-cfg.steps // cfg.eval_every)
@@ -391,7 +413,7 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
                      "run_min": round(per_run / 60, 1), "runs": runs_per_row})
     return {"preset": preset, "seeds": seeds, "device": str(dev),
             "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
-            "rows": rows, "total_min": round(total / 60, 1),
+            "rows": rows, "total_min": round(total / 60, 1), "left_out": [m.name for m in left_out],
             "splits": {"valid": n_valid, "test+bolivia": n_eval}}
 
 
@@ -423,6 +445,8 @@ def run(args: argparse.Namespace) -> int:
             for r in est["rows"]:
                 print(f"{r['method']:16} {r['step_s']:.3f} s/step, {r['chip_s']:.3f} s/chip "
                       f"scored, {r['run_min']:.1f} min/run x {r['runs']} runs")
+            if est["left_out"]:
+                print(f"note: {NO_EXTERNAL}; left out: {', '.join(est['left_out'])}")
             print(f"projected: {est['total_min']:.0f} min for {args.seeds} seed(s) on "
                   f"{est['device']} ({est['threads']} threads, load average "
                   f"{est['load_average'][0]:.2f}); chip decoding and export not counted")

@@ -18,7 +18,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from .data.datasets import external, hand_labeled, weakly_labeled
 from .data.layout import DatasetError, Layout
-from .methods import EXTERNAL, HAND_VALID, S1F11_WEAK, Method
+from .methods import EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method
 from .synth.writer import MANIFEST
 from .train import RunData
 
@@ -61,8 +61,23 @@ def _unpack(v: Any) -> Any:
     return v.long() if v.dtype == torch.int8 else v
 
 
+def has_external(root: Path) -> bool:
+    """Whether the dataset folder holds an external set (``external/``, our layout)."""
+    return Layout.find(root).external.is_dir()
+
+
+def no_external_message(root: Path) -> str:
+    needing = ", ".join(m.name for m in METHODS if m.needs_external)
+    return (f"{root}: no external set ({Layout.find(root).external} is missing); the rows "
+            f"{needing} train on it. The paper's external dataset (ED) is not public: give "
+            "paired S1 + S2 chips with an NDWI weak label in the layout of training/README.md, "
+            "or leave those rows out (--methods hand,weak,teacher)")
+
+
 def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
     """A split as a torch dataset: hand-labelled splits, ``weak`` or ``external``."""
+    if split == EXTERNAL and not has_external(root):
+        raise DatasetError(no_external_message(root))
     key = (str(Path(root).resolve()), split, s2)
     if cache:
         # a cached split with S2 also serves runs that do not read S2
