@@ -293,19 +293,26 @@ def _model_grid(out_grid: Grid, src_grid: Grid, target_m: float, stride: int, bl
     run's tiles do (:func:`~backend.tiling.aligned_origin`), so an extent sees the model
     pixels and tiles of the whole-raster run. Real pixels outside the window give context;
     mirror padding is used only beyond the input. The processing grid reaches a few model
-    pixels beyond the window, so that warping back has its full kernel at its edges.
+    pixels beyond the window, past the input's right and bottom edges too, so that warping
+    back has its full kernel at its edges.
+
+    The view holds the model pixels whose centres lie inside the input: GDAL leaves one
+    whose centre is outside as no data, and the input's last column can fall in it (an
+    input finer than the model, 7.7 m x 398 px = 306.46 model pixels: its last centre is
+    at 306.42). Beyond the view, the reader mirrors it.
     """
     px, py = src_grid.pixel_size_m()
     dx = abs(src_grid.transform.a) * target_m / px
     dy = abs(src_grid.transform.e) * target_m / py
     left, bottom, right, top = src_grid.bounds()
     x0, y1, x1, y0 = out_grid.bounds()
-    vw, vh = math.ceil((right - left) / dx - 1e-9), math.ceil((top - bottom) / dy - 1e-9)
+    vw = max(1, math.floor((right - left) / dx + 0.5 - 1e-9))
+    vh = max(1, math.floor((top - bottom) / dy + 0.5 - 1e-9))
     pad = 2 * math.ceil(max(px, py, target_m) / target_m) + 1
     c0 = max(math.floor((x0 - left) / dx + 1e-9) - pad, 0)
     r0 = max(math.floor((top - y0) / dy + 1e-9) - pad, 0)
-    c1 = min(math.ceil((x1 - left) / dx - 1e-9) + pad, vw)
-    r1 = min(math.ceil((top - y1) / dy - 1e-9) + pad, vh)
+    c1 = math.ceil((x1 - left) / dx - 1e-9) + pad
+    r1 = math.ceil((top - y1) / dy - 1e-9) + pad
     c0 -= aligned_origin(c0, stride, blend)
     r0 -= aligned_origin(r0, stride, blend)
     view = Affine(dx, 0, left, 0, -dy, top)

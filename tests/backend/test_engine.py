@@ -259,6 +259,25 @@ def test_coarser_input_is_resampled_and_written_back_on_its_grid(tmp_path, model
     assert listing(tmp_path) == ["in.tif", "m.tif", "p.tif"]  # the model-grid file is gone
 
 
+@pytest.mark.parametrize("pixel, width, height", [(7.7, 398, 298), (6.0, 409, 257)])
+def test_resampling_keeps_every_edge_pixel(tmp_path, models, pixel, width, height):
+    """An input finer than the model whose size is not whole model pixels: its last
+    column (and row) can lie in a model pixel whose centre is past the input's edge
+    (7.7 m x 398 px is 306.46 model pixels of 10 m: the last input centre is 306.42 in).
+    Those pixels are mapped like the others, not left as no data."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    vv = -15 + 6 * np.sin(xx / 25) * np.cos(yy / 30)
+    src = write_raster(tmp_path / "in.tif", np.stack([vv, vv - 7]).astype(np.float32), pixel=pixel)
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
+                               probability=str(tmp_path / "p.tif"), model=models["threshold"]))
+    assert r["resampled"] and r["valid_pixels"] == width * height
+    p = read(tmp_path / "p.tif")
+    assert not np.isnan(p).any()
+    err = np.abs(p - sigmoid(-(vv.astype(np.float64) + 15)))
+    # bilinear both ways: the border pixels (the first ones too) are the least exact
+    assert err[2:-2, 2:-2].max() < 0.01 and err.max() < 0.04
+
+
 def test_geographic_grid_area_follows_latitude(tmp_path, models):
     """EPSG:4326 at 60 N: areas by cos(latitude) agree with the sphere of equal area to 1%."""
     deg = 1 / 3600
