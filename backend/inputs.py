@@ -99,18 +99,31 @@ def open_mask(path: str):
     return ds
 
 
+# a GDAL driver's subdataset (NETCDF:"scene.nc":Sigma0_VV_db), not a Windows drive (C:\)
+_SUBDATASET_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")
+
+
+def is_gdal_name(path: str) -> bool:
+    """A dataset name GDAL resolves itself rather than a file: a virtual path
+    (``/vsizip/...``: a GeoTIFF inside an ASF HyP3 zip, read in place) or a driver's
+    subdataset (``NETCDF:"scene.nc":Sigma0_VV_db``: a band of SNAP's NetCDF export, as
+    QGIS opens it)."""
+    return path.startswith("/vsi") or (bool(_SUBDATASET_RE.match(path))
+                                       and not os.path.exists(path))
+
+
 def input_name(path: str) -> str:
-    """An input as provenance names it: absolute, a GDAL virtual path as given."""
-    return path if path.startswith("/vsi") else os.path.abspath(path)
+    """An input as provenance names it: absolute, a GDAL dataset name as given."""
+    return path if is_gdal_name(path) else os.path.abspath(path)
 
 
 def open_raster(path: str):
     """Open a georeferenced, north-up, non-complex raster; InputError naming the file if not.
 
-    GDAL's virtual paths (``/vsizip/``, ``/vsigzip/``, ...: a GeoTIFF inside an ASF HyP3
-    zip, read in place) go straight to GDAL, which says if they do not exist.
+    GDAL dataset names (:func:`is_gdal_name`) go straight to GDAL, which says if they do
+    not exist.
     """
-    if not path.startswith("/vsi"):
+    if not is_gdal_name(path):
         if not os.path.exists(path):
             raise InputError(f"{path}: file not found")
         if os.path.isdir(path):

@@ -11,7 +11,7 @@ import os
 from qgis.core import QgsRasterLayer
 
 from .bands import guess_bands
-from .params import SceneInput
+from .params import SceneInput, is_gdal_name
 
 
 class InputProblem(ValueError):
@@ -19,10 +19,10 @@ class InputProblem(ValueError):
 
 
 def layer_file(layer: QgsRasterLayer, role: str) -> str:
-    """The file behind a layer: the backend reads files (GDAL's /vsizip/ and kin included),
-    not QGIS layers."""
+    """The file behind a layer: the backend reads files and GDAL dataset names
+    (/vsizip/ paths, NetCDF subdatasets), not QGIS layers."""
     path = layer.source().split("|")[0]
-    readable = os.path.isfile(path) or (path.startswith("/vsi") and layer.isValid())
+    readable = os.path.isfile(path) or (is_gdal_name(path) and layer.isValid())
     if layer.providerType() != "gdal" or not readable:
         raise InputProblem(f"{role} layer '{layer.name()}' is not a raster file the backend can read "
                            f"(source: {layer.source()}); save it as a GeoTIFF first (Export > Save As)")

@@ -7,6 +7,7 @@ the argument spelling here means one place follows the backend's CLI contract.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,15 +17,36 @@ UNITS = ("dB", "linear", "amplitude")
 Extent = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 
 
+# a GDAL driver's subdataset, 'NETCDF:"scene.nc":Sigma0_VV_db' (not a Windows drive, C:\)
+_SUBDATASET = re.compile(r'^[A-Za-z][A-Za-z0-9_]+:"?(?P<file>[^"]+?)"?:(?P<name>[^:"]+)$')
+
+
+def is_gdal_name(path: str) -> bool:
+    """A dataset name GDAL resolves itself rather than a file: a virtual path
+    (``/vsizip//data/x.zip/a.tif``) or a driver's subdataset (a band of SNAP's NetCDF
+    export as QGIS opens it: ``NETCDF:"scene.nc":Sigma0_VV_db``). The backend reads both."""
+    return path.startswith("/vsi") or (bool(_SUBDATASET.match(path)) and not os.path.exists(path))
+
+
 def backend_path(path: str) -> str:
     """``path`` as QGIS means it, for the backend child.
 
     The child runs in the plugin's folder (so that ``-m backend`` finds our package),
     so a relative path, which QGIS and qgis_process read from their own working
-    folder, would name another file there. GDAL's virtual paths (``/vsizip//data/x.zip/a.tif``)
-    are left as they are: normalising them would drop the slash that makes them absolute.
+    folder, would name another file there. GDAL dataset names are left as they are:
+    normalising ``/vsizip//data/x.zip/a.tif`` would drop the slash that makes it absolute.
     """
-    return path if path.startswith("/vsi") else os.path.abspath(path)
+    return path if is_gdal_name(path) else os.path.abspath(path)
+
+
+def output_stem(source: str) -> str:
+    """A file-name stem for a run's outputs from its input's source: the file's stem, and a
+    subdataset's name after it (``NETCDF:"/d/scene.nc":Sigma0_VV_db`` gives
+    ``scene_Sigma0_VV_db``); characters a file name cannot hold everywhere become '_'."""
+    path = source.split("|")[0]
+    found = _SUBDATASET.match(path) if is_gdal_name(path) else None
+    stem = f"{Path(found['file']).stem}_{found['name']}" if found else Path(path).stem
+    return re.sub(r'[<>:"/\\|?*\s]+', "_", stem).strip("_") or "scene"
 
 
 def _extent_args(extent: Extent | None, extent_crs: str | None) -> list[str]:

@@ -27,3 +27,27 @@ def real_chips(tmp_path_factory) -> Path:
     copy = tmp_path_factory.mktemp("shared") / SHARED_CHIPS.name
     shutil.copytree(SHARED_CHIPS, copy)
     return copy
+
+
+def write_netcdf_bands(path, bands: dict) -> None:
+    """A NetCDF file on an EPSG:4326 grid of about 10 m holding each of ``bands`` (name ->
+    2-D array) as a variable, as SNAP's NetCDF4-CF export does; GDAL and QGIS open each as
+    a subdataset, NETCDF:"<file>":<name>."""
+    import numpy as np
+    from osgeo import gdal, osr
+    ds = gdal.GetDriverByName("netCDF").CreateMultiDimensional(str(path))
+    root = ds.GetRootGroup()
+    ny, nx = next(iter(bands.values())).shape
+    dims = []
+    for name, n, start, step in (("lat", ny, 40.0, -9e-5), ("lon", nx, -3.0, 9e-5)):
+        dim = root.CreateDimension(name, None, None, n)
+        axis = root.CreateMDArray(name, [dim], gdal.ExtendedDataType.Create(gdal.GDT_Float64))
+        axis.Write(start + step * np.arange(n))
+        dims.append(dim)
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    for name, band in bands.items():
+        var = root.CreateMDArray(name, dims, gdal.ExtendedDataType.Create(gdal.GDT_Float32))
+        var.Write(band.astype(np.float32))
+        var.SetSpatialRef(wgs84)
+    del ds

@@ -28,7 +28,8 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, 
 from ..backend_env import PLUGIN_ROOT
 from ..bands import guess_bands, polarisation
 from ..inputs import InputProblem, band_names, scene_from_pair, scene_from_stack
-from ..params import DEVICES, UNITS, PredictParams, SceneInput, backend_path, free_output_paths
+from ..params import (DEVICES, UNITS, PredictParams, SceneInput, backend_path, free_output_paths,
+                      output_stem)
 from ..settings import PYTHON_KEY, RunSettings, python_setting
 from ..task import QueryTask
 
@@ -494,7 +495,7 @@ class RunDialog(QDialog):
                 raise InputProblem(f"Output folder: '{folder}' does not exist; choose a folder or "
                                    f"temporary files")
         kinds = ["water_mask", "water_probability"] + (["uncertainty"] if s.tta else [])
-        paths = free_output_paths(folder, Path(scene_layer.source().split("|")[0]).stem, kinds)
+        paths = free_output_paths(folder, output_stem(scene_layer.source()), kinds)
         params = PredictParams(
             scene=scene, mask=paths["water_mask"], probability=paths["water_probability"],
             uncertainty=paths.get("uncertainty"), model=str(model), device=s.device,

@@ -16,6 +16,7 @@ from backend.engine import PredictOptions, predict
 from backend.errors import (BackendError, CardError, InputError, ModelError, OutputError,
                             UsageError)
 from tests.backend.conftest import Collect, listing, random_db, run_cli, write_raster
+from tests.conftest import write_netcdf_bands
 from training.toy_models import raw_db_card, threshold_model
 
 
@@ -280,3 +281,22 @@ def test_a_geotiff_inside_a_zip_is_read_in_place(out, models, good, tmp_path):
         (out / name).unlink()
     refused(out, InputError, f"/vsizip/{archive}/scene/other.tif: not a raster GDAL can read",
             [f"/vsizip/{archive}/scene/other.tif"], models["threshold"])
+
+
+def test_netcdf_subdatasets_are_read_as_gdal_names_them(out, models, tmp_path):
+    """SNAP's NetCDF export: each band is a subdataset (NETCDF:"scene.nc":Sigma0_VV_db), which
+    GDAL opens though it is no file path; the bands are named from the variable names."""
+    rng = np.random.default_rng(3)
+    vv = (-12 + 3 * rng.standard_normal((60, 70))).astype(np.float32)
+    vv[20:40, 20:50] = -22
+    nc = tmp_path / "snap.nc"
+    write_netcdf_bands(nc, {"Sigma0_VV_db": vv, "Sigma0_VH_db": vv - 7})
+    names = [f'NETCDF:"{nc}":Sigma0_VH_db', f'NETCDF:"{nc}":Sigma0_VV_db']
+    r = predict(PredictOptions(names, mask=str(out / "m.tif"), model=models["threshold"]))
+    assert r["bands"]["VV"]["path"] == names[1] and r["bands"]["VV"]["named_by"] == "file name"
+    with rasterio.open(out / "m.tif") as m:
+        assert m.tags()["SARFLOOD_INPUTS"] == ";".join(names)
+        assert m.shape == vv.shape
+    (out / "m.tif").unlink()
+    refused(out, InputError, f'NETCDF:"{tmp_path}/other.nc":Sigma0_VV_db: not a raster GDAL can '
+            "read", [f'NETCDF:"{tmp_path}/other.nc":Sigma0_VV_db'], models["threshold"])

@@ -67,6 +67,39 @@ def test_mapwater_reads_a_stack_inside_a_zip(provider, models, tmp_path):
     np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), _expect(vv)[1])
 
 
+def test_mapwater_reads_netcdf_subdataset_layers(provider, models, tmp_path):
+    """SNAP's NetCDF export opens in QGIS as one layer per band, NETCDF:"scene.nc":Sigma0_VV_db:
+    such layers reach the backend as GDAL names them, and name the outputs cleanly."""
+    import processing
+
+    from sarflood.plugin.params import output_stem
+    from tests.conftest import write_netcdf_bands
+
+    # no NaN holes: GDAL warps NaN beside the NetCDF fill value as a value, not as no data
+    vv, vh = (np.nan_to_num(b, nan=-20.0) for b in _scene_arrays(seed=7))
+    nc = tmp_path / "snap export.nc"
+    write_netcdf_bands(nc, {"Sigma0_VV_db": vv, "Sigma0_VH_db": vh})
+    layers = {p: QgsRasterLayer(f'NETCDF:"{nc}":Sigma0_{p}_db', p, "gdal") for p in ("VV", "VH")}
+    assert all(layer.isValid() for layer in layers.values())
+    out = processing.run("sarflood:mapwater", {
+        "INPUT": layers["VV"], "INPUT_VH": layers["VH"], "MODEL": str(models["threshold"]),
+        "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    # the same bands as a GeoTIFF on the same grid (7.7 x 10 m: both runs resample)
+    import rasterio
+    with rasterio.open(f'NETCDF:"{nc}":Sigma0_VV_db') as src:
+        profile = dict(driver="GTiff", width=src.width, height=src.height, count=2,
+                       dtype="float32", crs=src.crs, transform=src.transform)
+    with rasterio.open(tmp_path / "stack.tif", "w", **profile) as dst:
+        dst.write(np.stack([vv, vh]).astype(np.float32))
+        dst.descriptions = ("VV", "VH")
+    tif = processing.run("sarflood:mapwater", {
+        "INPUT": str(tmp_path / "stack.tif"), "MODEL": str(models["threshold"]),
+        "OUTPUT_MASK": str(tmp_path / "mask_tif.tif")})
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), read_raster(tif["OUTPUT_MASK"]))
+    assert out["VALID_AREA_KM2"] == tif["VALID_AREA_KM2"] > 0
+    assert output_stem(layers["VV"].source()) == "snap_export_Sigma0_VV_db"
+
+
 def test_mapwater_with_bands_chosen_by_number(provider, models, tmp_path):
     """Three unnamed bands (angle, VH, VV): the user's VV=3, VH=2 reach the backend as --bands."""
     import processing
