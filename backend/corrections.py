@@ -29,10 +29,10 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
 from .errors import InputError, first_line
-from .progress import Reporter
 from .grid import grid_of
 from .inputs import open_mask
-from .raster_io import check_outputs, gdal_env
+from .progress import Reporter
+from .raster_io import check_outputs, gdal_env, unreadable_rows
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
 
 BLOCK = 512
@@ -57,9 +57,8 @@ class Corrections:
         h, w = mask.shape
         left, top = transform * (0, 0)
         right, bottom = transform * (w, h)
-        x0, x1, y0, y1 = min(left, right), max(left, right), min(top, bottom), max(top, bottom)
-        here = [s for s, (a, b, c, d) in zip(self.shapes, self.bounds)
-                if a <= x1 and c >= x0 and b <= y1 and d >= y0]
+        block = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+        here = [s for s, box in zip(self.shapes, self.bounds) if _overlap(box, block)]
         if not here:
             return 0
         burnt = rasterize(here, out_shape=(h, w), transform=transform, fill=_UNBURNT,
@@ -67,6 +66,11 @@ class Corrections:
         change = (burnt != _UNBURNT) & (mask != MASK_NODATA) & (burnt != mask)
         mask[change] = burnt[change]
         return int(np.count_nonzero(change))
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Whether two (xmin, ymin, xmax, ymax) boxes meet."""
+    return a[0] <= b[2] and a[2] >= b[0] and a[1] <= b[3] and a[3] >= b[1]
 
 
 def _value(props: dict | None, where: str) -> int:
@@ -117,8 +121,8 @@ def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
         except (RasterioError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise InputError(f"{where}: not a valid polygon in {_crs_name(source)} "
                              f"({first_line(exc, 'bad coordinates')})") from None
-    x0, y0, x1, y1 = grid.bounds()
-    off = sum(1 for a, b, c, d in bounds if a > x1 or c < x0 or b > y1 or d < y0)
+    on_grid = grid.bounds()
+    off = sum(1 for box in bounds if not _overlap(box, on_grid))
     if off:
         reporter.warning(f"{path}: {off} of {len(shapes)} polygons lie outside the mask and "
                          f"correct nothing (their coordinates are read in {_crs_name(source)})")
@@ -152,8 +156,8 @@ def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
                 try:
                     block = src.read(1, window=win)
                 except RasterioError as exc:
-                    raise InputError(f"{mask}: cannot read rows {win.row_off}-"
-                                     f"{win.row_off + win.height} ({first_line(exc)})") from None
+                    raise unreadable_rows(mask, win.row_off, win.row_off + win.height,
+                                          exc) from None
                 changed += fixes.apply(block, src.window_transform(win))
                 return {"mask": block}
             fill_sink(sink, BLOCK, read, reporter, cancel, "correct")

@@ -43,11 +43,11 @@ from rasterio.windows import Window
 
 from .card import ModelCard
 from .errors import Cancelled, CardError, OutputError, UsageError
+from .grid import Grid, extent_window
+from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
-from .grid import Grid, extent_window
-from .inputs import BandSource, InputSet, input_name, open_inputs
 from .raster_io import (WindowReader, check_outputs, gdal_env, sample_grid, temporary_path,
                         why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp

@@ -19,8 +19,8 @@ from rasterio.windows import Window
 
 from .corrections import load_corrections
 from .errors import InputError, UsageError
-from .progress import Reporter
 from .grid import grid_of
+from .progress import Reporter
 from .raster_io import check_outputs, gdal_env
 from .sink import OutputSink, fill_sink, mask_from_probability, u8_to_probability, utc_stamp
 

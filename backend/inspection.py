@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 
-from .progress import Reporter
 from .grid import grid_of
 from .inputs import BAND_NAMES, InputSet, open_inputs
+from .progress import Reporter
 from .raster_io import WindowReader, gdal_env, sample_grid
 from .units import find_units, one_or_each, zero_is_nodata, zero_note
 

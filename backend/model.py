@@ -151,10 +151,11 @@ class OnnxModel:
         options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
         # idle pool threads must not spin: the reader and writer threads need those cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        cuda = _CUDA in choice.providers
         ort_log: list[str] = []
         try:
-            with stderr_captured(ort_log) if _CUDA in choice.providers else nullcontext():
-                if _CUDA in choice.providers:
+            with stderr_captured(ort_log) if cuda else nullcontext():
+                if cuda:
                     ort_log.append(preload_cuda_libraries())
                 self.session = ort.InferenceSession(self.path, options, providers=choice.providers)
         except Exception as exc:  # ORT raises several private exception types
@@ -167,7 +168,7 @@ class OnnxModel:
         self.provider = used[0]
         self.provider_notes = list(choice.notes)
         # ORT falls back to the CPU when the CUDA libraries or driver are missing
-        fell_back = _CUDA in choice.providers and used[0] != _CUDA
+        fell_back = cuda and used[0] != _CUDA
         why = cuda_failure("".join(ort_log)) if fell_back else ""
         if not why:  # nothing that the reason below sums up: pass it on as it came
             sys.stderr.write("".join(ort_log))

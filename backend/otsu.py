@@ -17,10 +17,10 @@ import numpy as np
 from rasterio.windows import Window
 
 from .errors import Cancelled
-from .pipeline import peak_rss_mb
-from .progress import Reporter
 from .grid import extent_window
 from .inputs import InputSet, input_name, open_inputs
+from .pipeline import peak_rss_mb
+from .progress import Reporter
 from .raster_io import WindowReader, check_outputs, gdal_env, sample_grid
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
 from .units import convert, find_units, zero_is_nodata, zero_note

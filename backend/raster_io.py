@@ -48,6 +48,12 @@ def band_scaling(ds, index: int) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- reading
 
+def unreadable_rows(name: str, r0: int, r1: int, exc: BaseException) -> InputError:
+    """The error for rows [r0, r1) that a truncated or corrupt file, which opened, fails
+    to give."""
+    return InputError(f"{name}: cannot read rows {r0}-{r1} ({first_line(exc, 'read error')})")
+
+
 def mirror_index(idx: np.ndarray, n: int) -> np.ndarray:
     """Map indices outside [0, n) into it by mirror reflection (edge pixel repeated).
 
@@ -103,8 +109,7 @@ class WindowReader:
                     if self._masked[p]:
                         out[p][ds.read_masks(index, window=win) == 0] = np.nan
             except RasterioError as exc:  # a truncated or corrupt file fails only here
-                raise InputError(f"{ds.name}: cannot read rows {r0}-{r0 + h} "
-                                 f"({first_line(exc, 'read error')})") from None
+                raise unreadable_rows(ds.name, r0, r0 + h, exc) from None
 
     def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Grid rows [r0, r1) and columns [c0, c1) as (bands, rows, cols) float32."""
@@ -204,8 +209,6 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: 
                               f"({exc.strerror or exc})") from None
 
 
-FULL_DISK_BYTES = 16 << 20   # a failed write with less free than this: the disk is full
-
 def temporary_path(folder: str, name: str) -> str:
     """A hidden file in ``folder`` for one being written: ``.<name>.<pid>-<hex>.sarflood-tmp``.
 
@@ -291,6 +294,9 @@ class GeoTiffOut:
         for p in (self.tmp, self.tmp + ".aux.xml"):
             if os.path.exists(p):
                 os.unlink(p)
+
+
+FULL_DISK_BYTES = 16 << 20   # a failed write with less free than this: the disk is full
 
 
 def why_write_failed(exc: BaseException, path: str) -> str:

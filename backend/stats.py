@@ -17,11 +17,11 @@ import numpy as np
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from .errors import Cancelled, InputError, first_line
-from .progress import Reporter
+from .errors import Cancelled
 from .grid import grid_of
 from .inputs import open_mask
-from .raster_io import gdal_env
+from .progress import Reporter
+from .raster_io import gdal_env, unreadable_rows
 from .sink import MASK_NODATA, AreaStats
 
 STRIP_BYTES = 16 << 20   # rows read at a time: about this many bytes
@@ -52,8 +52,7 @@ def mask_stats(path: str, reporter: Reporter | None = None,
                 try:
                     strip = ds.read(1, window=Window(0, r, grid.width, h))
                 except RasterioError as exc:  # a truncated or corrupt file fails only here
-                    raise InputError(f"{path}: cannot read rows {r}-{r + h} "
-                                     f"({first_line(exc, 'read error')})") from None
+                    raise unreadable_rows(path, r, r + h, exc) from None
                 counts += np.bincount(strip.ravel(), minlength=256)
                 if other_nodata:
                     strip[strip == int(nodata)] = MASK_NODATA

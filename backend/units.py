@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .card import UNITS
-from .progress import Reporter
 from .inputs import BandSource
+from .progress import Reporter
 from .raster_io import gdal_masked
 
 _WORDS = [
@@ -152,8 +152,6 @@ def convert(x: np.ndarray, src: str, dst: str) -> np.ndarray:
     return x
 
 
-
-
 def one_or_each(names: list[str], values: list[str | None]) -> str | None:
     """One value if all bands agree, else 'VV: dB, VH: linear' (the result field's form)."""
     if len(set(values)) == 1:
@@ -197,7 +195,7 @@ def looks_swapped(sources: list[BandSource], found: list[UnitsFound], samples: n
     """A warning when the band named VH is brighter than the one named VV.
 
     Co-polarised backscatter exceeds cross-polarised over land and water alike (see
-    raster_io's ``_brighter_is_vv``, which orders bands that nothing names), so a VH
+    inputs' ``_brighter_is_vv``, which orders bands that nothing names), so a VH
     above VV says the names, or the order given, are wrong.
     """
     k = {s.name: i for i, s in enumerate(sources)}
