@@ -155,8 +155,9 @@ class BackendProcess:
         """
         folders = {os.path.dirname(os.path.abspath(value))
                    for flag, value in zip(self.argv, self.argv[1:]) if flag in OUTPUT_FLAGS}
+        pattern = f".*.{pid}-*.sarflood-tmp*"
         for folder in folders:
-            for leftover in glob.glob(os.path.join(glob.escape(folder), f".*.{pid}-*.sarflood-tmp*")):
+            for leftover in glob.glob(os.path.join(glob.escape(folder), pattern)):
                 try:
                     os.unlink(leftover)
                 except OSError:

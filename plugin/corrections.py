@@ -49,7 +49,8 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         if geometry.type() != QgsWkbTypes.PolygonGeometry:
             raise CorrectionsProblem(f"{label}: feature {fid} is not a polygon")
         geometry.transform(to_wgs84)
-        out.append({"type": "Feature", "properties": {"water": _water(feature[field], label, fid, field)},
+        water = _water(feature[field], label, fid, field)
+        out.append({"type": "Feature", "properties": {"water": water},
                     "geometry": json.loads(geometry.asJson(9))})
     partial = f"{path}.{os.getpid()}.part"   # a file the user keeps is replaced whole or not at all
     try:

@@ -318,7 +318,7 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
 
 def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, float]],
               speed: dict[str, dict], data: Path, cfg: TrainConfig, seeds: int,
-              eval_sets: dict[str, Any], wall: float, left_out: list[Method] = ()
+              eval_sets: dict[str, Any], wall: float, left_out: list[Method]
               ) -> dict[str, Any]:
     rows, stats = [], {}
     for m in METHODS:
@@ -413,7 +413,8 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
                      "run_min": round(per_run / 60, 1), "runs": runs_per_row})
     return {"preset": preset, "seeds": seeds, "device": str(dev),
             "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
-            "rows": rows, "total_min": round(total / 60, 1), "left_out": [m.name for m in left_out],
+            "rows": rows, "total_min": round(total / 60, 1),
+            "left_out": [m.name for m in left_out],
             "splits": {"valid": n_valid, "test+bolivia": n_eval}}
 
 

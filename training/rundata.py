@@ -66,18 +66,15 @@ def has_external(root: Path) -> bool:
     return Layout.find(root).external.is_dir()
 
 
-def no_external_message(root: Path) -> str:
-    needing = ", ".join(m.name for m in METHODS if m.needs_external)
-    return (f"{root}: no external set ({Layout.find(root).external} is missing); the rows "
-            f"{needing} train on it. The paper's external dataset (ED) is not public: give "
-            "paired S1 + S2 chips with an NDWI weak label in the layout of training/README.md, "
-            "or leave those rows out (--methods hand,weak,teacher)")
-
-
 def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
     """A split as a torch dataset: hand-labelled splits, ``weak`` or ``external``."""
     if split == EXTERNAL and not has_external(root):
-        raise DatasetError(no_external_message(root))
+        needing = ", ".join(m.name for m in METHODS if m.needs_external)
+        raise DatasetError(
+            f"{root}: no external set ({Layout.find(root).external} is missing); the rows "
+            f"{needing} train on it. The paper's external dataset (ED) is not public: give "
+            "paired S1 + S2 chips with an NDWI weak label in the layout of training/README.md, "
+            "or leave those rows out (--methods hand,weak,teacher)")
     key = (str(Path(root).resolve()), split, s2)
     if cache:
         # a cached split with S2 also serves runs that do not read S2

@@ -4,7 +4,8 @@ Everything here is display or a hand-off: the threshold slider restyles the
 probability layer (no re-run) and reads the area off the backend's histogram;
 statistics per polygon run the ``sarflood:zonalwater`` algorithm; Accept runs
 ``python -m backend finalize`` (which writes the provenance tags and burns in the
-analyst's correction polygons) and, if asked, ``sarflood:vectorize``. Long steps are QGIS tasks, so the map stays responsive.
+analyst's correction polygons) and, if asked, ``sarflood:vectorize``. Long steps are
+QGIS tasks, so the map stays responsive.
 """
 from __future__ import annotations
 
@@ -191,9 +192,9 @@ class ReviewDock(QgsDockWidget):
             self.show_status("The run's layers were removed from the project: map again to review",
                              error=True)
             return
-        layers, result = self.run.layers, self.run.result
+        layers = self.run.layers
         probability = layers.probability
-        at_run = abs(value - float(result["threshold"])) < 1e-9
+        at_run = self._at_run_threshold(value)
         renderer = styles.threshold_renderer(probability.dataProvider(), value)
         renderer.setOpacity(self.opacity.value() / 100)
         probability.setRenderer(renderer)
@@ -203,6 +204,10 @@ class ReviewDock(QgsDockWidget):
         tree.findLayer(probability.id()).setItemVisibilityChecked(not at_run)
         self._show_area()
 
+    def _at_run_threshold(self, value: float) -> bool:
+        """Whether ``value`` is the threshold the run's own mask was made at."""
+        return abs(value - float(self.run.result["threshold"])) < 1e-9
+
     def _show_area(self) -> None:
         """The area at the dock's threshold: the run's own at its threshold, else read off
         its probability histogram. Corrections count only once Accept burns them in, and
@@ -210,7 +215,7 @@ class ReviewDock(QgsDockWidget):
         if self.run is None:
             return
         result, value = self.run.result, self.threshold.value()
-        if abs(value - float(result["threshold"])) < 1e-9:
+        if self._at_run_threshold(value):
             text = area_text(float(result["water_area_km2"]), float(result["valid_area_km2"]))
         else:
             histogram = result["probability_histogram"]
@@ -258,7 +263,7 @@ class ReviewDock(QgsDockWidget):
     def with_mask_at_threshold(self, then: Callable[[str], None]) -> None:
         """Call ``then(mask path)`` with a mask at the current threshold (the run's, or a new one)."""
         value = self.threshold.value()
-        if abs(value - float(self.run.result["threshold"])) < 1e-9:
+        if self._at_run_threshold(value):
             then(self.run.params.mask)
             return
         folder = tempfile.mkdtemp(prefix="sarflood-review-", dir=QgsProcessingUtils.tempFolder())
