@@ -166,16 +166,18 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
     and normalised once. Tiles are then copied out into the contiguous batch ONNX
     Runtime wants. The reader gives a grid position the same value however the
     grid is cut into windows, so the tiles are exactly those read one by one.
+    The first window of a row is one batch wide, so the model gets its first batch
+    after one batch's read, not a whole window's (the others are read while it runs).
     """
     plan, model = job.plan, job.model
     s, m, t, o = plan.stride, plan.margin, plan.tile, plan.overlap
     per_read = max(1, READ_COLUMNS // s) // job.batch * job.batch or job.batch
+    starts = [0, *range(job.batch, plan.cols, per_read)]  # every row: the same windows
     kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window -> (x, valid) of its last o rows
     for r in range(plan.rows):
-        for w0 in range(0, plan.cols, per_read):
+        for w0, w1 in zip(starts, [*starts[1:], plan.cols]):
             if cancel.is_set():
                 return
-            w1 = min(plan.cols, w0 + per_read)
             top = kept.pop(w0, None)
             skip = 0 if top is None else o   # the window's first rows, kept from the row above
             with job.clock("read"):
@@ -331,14 +333,20 @@ def predict(opts: PredictOptions, reporter: Reporter | None = None,
         model_path = opts.model or default_model_path()
         model = OnnxModel(model_path, opts.device)
         card = model.card
+        # the tile shape does not depend on the raster: the first call runs while the
+        # inputs are opened and sampled
+        model.warm_up(batch_size_for(model, opts.batch_size), _plan(opts, model, 1, 1).tile)
         notes = "; ".join(model.provider_notes)
         reporter.info(f"model {card.name} {card.version} on {model.device_name} "
                       f"({model.provider})" + (f"; {notes}" if notes else ""))
-        inputs = open_inputs(opts.inputs, card.band_names, opts.bands)
         try:
-            result = _predict(opts, model, inputs, reporter, cancel)
+            inputs = open_inputs(opts.inputs, card.band_names, opts.bands)
+            try:
+                result = _predict(opts, model, inputs, reporter, cancel)
+            finally:
+                inputs.close()
         finally:
-            inputs.close()
+            model.finish_warm_up()
     result["seconds"] = round(time.perf_counter() - started, 3)
     result["cpu_seconds"] = round(time.process_time() - cpu_started, 3)  # all threads
     result["peak_rss_mb"] = peak_rss_mb()
@@ -392,7 +400,7 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     common = dict(model=model, conversions=conversions, tta=tta, clock=clock,
                   batch=batch_size_for(model, opts.batch_size))
     if not resample:
-        plan = _plan(opts, model, out_grid)
+        plan = _plan(opts, model, out_grid.height, out_grid.width)
         # an extent's tiles are the whole raster's, so it gets the same pixels
         dr = aligned_origin(int(window.row_off), plan.stride, plan.blend)
         dc = aligned_origin(int(window.col_off), plan.stride, plan.blend)
@@ -446,9 +454,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     }
 
 
-def _plan(opts: PredictOptions, model: OnnxModel, grid: Grid) -> TilePlan:
+def _plan(opts: PredictOptions, model: OnnxModel, height: int, width: int) -> TilePlan:
     card = model.card
-    return plan_tiles(grid.height, grid.width, card.margin, opts.tile_size, opts.overlap,
+    return plan_tiles(height, width, card.margin, opts.tile_size, opts.overlap,
                       card.tile_size, card.size_multiple, model.fixed_tile)
 
 
@@ -482,7 +490,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                        ) -> tuple[Grid, GridJob, OutputSink]:
     """Pass 1 on the model grid into a temporary file; pass 2 warps it back onto the input grid."""
     card = common["model"].card
-    plan = _plan(opts, common["model"], out_grid)   # its stride and blend; sized below
+    plan = _plan(opts, common["model"], out_grid.height, out_grid.width)  # sized below
     model_grid, sub, view_t, vw, vh = _model_grid(out_grid, inputs.grid, card.pixel_size_m,
                                                   plan.stride, plan.blend)
     px, py = inputs.grid.pixel_size_m()

@@ -8,7 +8,7 @@ from rasterio.transform import Affine
 
 from backend import engine
 from backend.engine import GridJob, PredictOptions, predict
-from backend.errors import Cancelled, UsageError
+from backend.errors import Cancelled, InputError, UsageError
 from backend.model import OnnxModel
 from backend.progress import Reporter
 from backend.grid import metres_per_degree
@@ -605,3 +605,17 @@ def test_tile_batches_equal_tiles_read_one_by_one(tmp_path, monkeypatch, stride,
                 seen += 1
     assert seen == plan.tiles
     assert job.clock.fields().keys() >= {"read", "normalise", "batch"}
+
+
+def test_the_warm_up_call_changes_nothing_and_never_outlives_predict(tmp_path, models):
+    """predict starts the model's first call on zeros while it opens the inputs."""
+    x = np.random.default_rng(0).random((2, 2, 40, 40), dtype=np.float32)
+    cold = OnnxModel(models["threshold"], "cpu").infer(x)
+    warmed = OnnxModel(models["threshold"], "cpu")
+    warmed.warm_up(2, 40)
+    assert np.array_equal(warmed.infer(x), cold)
+    # a run that fails at once on its input still waits for the bundled model's
+    # warm-up (tens of ms): no thread may be left inside ONNX Runtime
+    with pytest.raises(InputError, match="missing.tif"):
+        predict(PredictOptions([str(tmp_path / "missing.tif")], mask=str(tmp_path / "m.tif")))
+    assert not [t for t in threading.enumerate() if t.name == "sarflood-warm-up"]
