@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from . import __version__
 from .errors import BackendError, Cancelled, UsageError
+from .pipeline import keep_freed_memory
 from .progress import Reporter, make_reporter, readable_json
 
 EXIT_ERROR, EXIT_CANCELLED = 1, 130
@@ -300,6 +301,7 @@ def _install_signals(cancel: threading.Event, reporter: Reporter) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     reporter = make_reporter(args.progress)
     cancel = threading.Event()
     _install_signals(cancel, reporter)

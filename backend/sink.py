@@ -68,7 +68,9 @@ def u8_to_probability(q: np.ndarray) -> np.ndarray:
 
 def mask_from_probability(p: np.ndarray, threshold: float) -> np.ndarray:
     m = (p > np.float32(threshold)).view(np.uint8)
-    np.copyto(m, MASK_NODATA, where=np.isnan(p))
+    nodata = np.isnan(p)
+    if nodata.any():  # a masked copy costs several times the test
+        np.copyto(m, MASK_NODATA, where=nodata)
     return m
 
 
