@@ -8,21 +8,21 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := qgis python3-qgis python3-venv python3-pip
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: demo test system venv package bench clean
+.PHONY: demo test system venv on-path package bench clean
 
-demo: $(STAMP)
+demo: on-path
 	$(PY) -m backend demo --out demo_output
 
 # QGIS, qgis_process and torch.distributed leave folders in TMPDIR at every run: give
 # the run its own, removed afterwards (pytest's tmp_path folders stay in the usual place)
-test: $(STAMP)
+test: on-path
 	@base=$${TMPDIR:-/tmp}; run_tmp=$$(mktemp -d "$$base/sarflood-tests.XXXXXX"); \
 	TMPDIR=$$run_tmp PYTEST_DEBUG_TEMPROOT=$$base $(PY) -m pytest; rc=$$?; \
 	rm -rf "$$run_tmp"; exit $$rc
 
 # make bench BENCH_ARGS="--size 4096 --size 16384" for the README's figures
 BENCH_ARGS ?= --size 4096
-bench: $(STAMP)
+bench: on-path
 	$(PY) -m backend bench $(BENCH_ARGS)
 
 # Debian packages: installed only when one is missing, so re-runs cost nothing.
@@ -33,13 +33,18 @@ system:
 		$(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-venv: $(STAMP)
+venv: on-path
 
 # --system-site-packages: the venv must see Debian's qgis and PyQt5.
 $(STAMP): requirements.txt constraints.txt | system
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
 	touch $@
+
+# The repository on the venv's import path (a .pth file, rewritten every time: it costs
+# nothing), so that `.venv/bin/python -m backend` and `-m training` work from any folder.
+on-path: $(STAMP)
+	@$(PY) -c 'import os, sysconfig; open(os.path.join(sysconfig.get_paths()["purelib"], "sarflood-repo.pth"), "w").write(os.getcwd() + "\n")'
 
 # The installable plugin zip: the folder QGIS expects (sarflood/), tracked files only:
 # no tests, no training, no venv. Python's zipfile, so no zip program is needed.

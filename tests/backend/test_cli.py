@@ -1,5 +1,6 @@
 """``python -m backend`` as the plugin and a user run it: real child processes."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -145,6 +146,16 @@ def test_devices_command():
 
 def test_version():
     assert run_cli("--version").stdout.startswith("sarflood backend ")
+
+
+def test_the_venvs_python_runs_the_cli_from_any_folder(tmp_path, src):
+    """`make` puts the repository on the venv's import path: a user in their data
+    folder runs `.../.venv/bin/python -m backend` without setting PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, "-m", "backend", "predict", src, "--mask", "m.tif"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "m.tif").exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
