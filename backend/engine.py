@@ -499,14 +499,21 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                    "the input grid is not north-up (its rows run south to north or its "
                    "columns east to west)")
                   + ": resampling on the fly and writing back on the input grid")
+    # model pixels no smaller than the input's both ways: an average weighted by overlap is
+    # the filter for that, and GDAL's warper runs it about twice as fast as bilinear, whose
+    # kernel it widens to the footprint when shrinking
+    src_t = inputs.grid.transform
+    shrinking = view_t.a >= abs(src_t.a) and -view_t.e >= abs(src_t.e)
     vrts = {}
     for ds, _, nodata in raw:
         if id(ds) not in vrts:   # the source's no data (the file's, or 0 from zero_is_nodata)
             src_nodata = nodata if nodata is not None else (
                 float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
             vrts[id(ds)] = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
-                                     resampling=Resampling.bilinear, src_nodata=src_nodata,
-                                     nodata=float("nan"), dtype="float32")
+                                     resampling=(Resampling.average if shrinking
+                                                 else Resampling.bilinear),
+                                     src_nodata=src_nodata, nodata=float("nan"),
+                                     dtype="float32")
     folder = os.path.dirname(os.path.abspath(next(p for p in (opts.mask, opts.probability,
                                                                opts.uncertainty) if p)))
     tmp = temporary_path(folder, "sarflood-model-grid")
