@@ -278,6 +278,30 @@ def test_resampling_keeps_every_edge_pixel(tmp_path, models, pixel, width, heigh
     assert err[2:-2, 2:-2].max() < 0.01 and err.max() < 0.04
 
 
+@pytest.mark.parametrize("pixel", [7.7, 20.0])
+def test_a_resampled_input_keeps_its_no_data_exactly(tmp_path, models, pixel):
+    """Finer and coarser than the model: every no-data pixel of the input (holes, a
+    ragged swath edge, VV alone missing) is no data in the output, and every pixel with
+    data keeps it but for a few beside a gap thinner than a model pixel, whose model
+    pixels all lack data. GDAL's warper went by how much of a pixel's kernel had data:
+    on this scene it gave values to 92 no-data pixels at 7.7 m and dropped 924 and 164
+    pixels with data at 7.7 and 20 m (now 5 and 4)."""
+    rng = np.random.default_rng(4)
+    bands = random_db((260, 330), seed=4)
+    yy, xx = np.mgrid[0:260, 0:330]
+    bands[:, (yy - 120) ** 2 + (xx - 150) ** 2 < 30 ** 2] = np.nan         # a hole
+    bands[:, xx > 300 - 0.2 * yy + rng.integers(0, 3, yy.shape)] = np.nan   # a ragged edge
+    bands[0, 50:53, 40:200] = np.nan                                        # VV only
+    src = write_raster(tmp_path / "in.tif", bands, pixel=pixel)
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]))
+    assert r["resampled"]
+    lost, gap = read(tmp_path / "m.tif") == 255, np.isnan(bands).any(axis=0)
+    assert not (gap & ~lost).any()
+    dropped = np.argwhere(lost & ~gap)
+    assert len(dropped) <= 10
+    assert all(gap[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any() for y, x in dropped)
+
+
 def test_geographic_grid_area_follows_latitude(tmp_path, models):
     """EPSG:4326 at 60 N: areas by cos(latitude) agree with the sphere of equal area to 1%."""
     deg = 1 / 3600
