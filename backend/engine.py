@@ -48,8 +48,8 @@ from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
-from .raster_io import (WindowReader, check_outputs, gdal_env, sample_grid, temporary_path,
-                        why_write_failed)
+from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_masked,
+                        sample_grid, temporary_path, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each, zero_is_nodata, zero_note
@@ -484,6 +484,10 @@ def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threadin
         raise
 
 
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
 def _read_scaled(mid, to_mid: Affine, win: Window) -> np.ndarray:
     """The model-grid file's values on a window of a grid that only scales and shifts it.
 
@@ -521,26 +525,34 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                    "columns east to west)")
                   + ": resampling on the fly and writing back on the input grid")
     # model pixels no smaller than the input's both ways: an average weighted by overlap is
-    # the filter for that, and GDAL's warper runs it about twice as fast as bilinear, whose
-    # kernel it widens to the footprint when shrinking
+    # the filter for that (bilinear, which GDAL's warper widens to the footprint when
+    # shrinking, cost twice as much). GDAL averages as it reads (ShrunkView) where the
+    # file's own nodata values say what is no data; otherwise its warper does.
     src_t = inputs.grid.transform
     shrinking = view_t.a >= abs(src_t.a) and -view_t.e >= abs(src_t.e)
-    vrts = {}
-    for ds, _, nodata in raw:
-        if id(ds) not in vrts:   # the source's no data (the file's, or 0 from zero_is_nodata)
-            src_nodata = nodata if nodata is not None else (
-                float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
-            vrts[id(ds)] = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
-                                     resampling=(Resampling.average if shrinking
-                                                 else Resampling.bilinear),
-                                     src_nodata=src_nodata, nodata=float("nan"),
-                                     dtype="float32")
+    views, sources = {}, []
+    for ds, i, nodata in raw:
+        if id(ds) not in views:   # the source's no data (the file's, or 0 from zero_is_nodata)
+            own = all(_same_nodata(ds.nodatavals[k - 1], n) and not gdal_masked(ds, k)
+                      and (n is not None or np.dtype(ds.dtypes[k - 1]).kind != "f")
+                      for d, k, n in raw if d is ds)   # a float band's NaN: a nodata tag
+            if shrinking and inputs.grid.north_up and own:
+                views[id(ds)] = ShrunkView(ds, view_t.a / src_t.a, view_t.e / src_t.e, vw, vh)
+            else:
+                src_nodata = nodata if nodata is not None else (
+                    float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
+                views[id(ds)] = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw,
+                                          height=vh, src_nodata=src_nodata,
+                                          resampling=(Resampling.average if shrinking
+                                                      else Resampling.bilinear),
+                                          nodata=float("nan"), dtype="float32")
+        view = views[id(ds)]
+        sources.append((view, i, nodata if isinstance(view, ShrunkView) else None))
     folder = os.path.dirname(os.path.abspath(next(p for p in (opts.mask, opts.probability,
                                                                opts.uncertainty) if p)))
     tmp = temporary_path(folder, "sarflood-model-grid")
     try:
-        reader = WindowReader([(vrts[id(ds)], i, None) for ds, i, _ in raw],
-                              int(sub.row_off), int(sub.col_off))
+        reader = WindowReader(sources, int(sub.row_off), int(sub.col_off))
         plan = replace(plan, height=model_grid.height, width=model_grid.width)
         job = GridJob(reader=reader, plan=plan, **common)
         k = 2 if common["tta"] else 1
@@ -592,7 +604,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
             fill_sink(sink, OUTPUT_BLOCK, read, reporter, cancel, "resample", (0.85, 1.0))
         return model_grid, job, sink
     finally:
-        for v in vrts.values():
+        for v in views.values():
             v.close()
         if os.path.exists(tmp):
             os.unlink(tmp)
