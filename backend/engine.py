@@ -533,9 +533,11 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
     views, sources = {}, []
     for ds, i, nodata in raw:
         if id(ds) not in views:   # the source's no data (the file's, or 0 from zero_is_nodata)
-            own = all(_same_nodata(ds.nodatavals[k - 1], n) and not gdal_masked(ds, k)
-                      and (n is not None or np.dtype(ds.dtypes[k - 1]).kind != "f")
-                      for d, k, n in raw if d is ds)   # a float band's NaN: a nodata tag
+            # float bands whose nodata tag says what is no data (GDAL averages an integer
+            # band in its own type, rounding to the stored unit)
+            own = all(np.dtype(ds.dtypes[k - 1]).kind == "f" and n is not None
+                      and _same_nodata(ds.nodatavals[k - 1], n) and not gdal_masked(ds, k)
+                      for d, k, n in raw if d is ds)
             if shrinking and inputs.grid.north_up and own:
                 views[id(ds)] = ShrunkView(ds, view_t.a / src_t.a, view_t.e / src_t.e, vw, vh)
             else:

@@ -389,7 +389,7 @@ def test_linear_and_amplitude_inputs_give_the_dB_result(tmp_path, models):
         assert np.abs(read(tmp_path / f"p_{units}.tif") - read(tmp_path / "p_db.tif")).max() < 1e-4
 
 
-@pytest.mark.parametrize("pixel", [10.0, 20.0])   # read directly, and resampled
+@pytest.mark.parametrize("pixel", [10.0, 7.7, 20.0])   # read directly, averaged, resampled
 def test_a_band_stored_scaled_is_read_in_its_values(tmp_path, models, pixel):
     """int16 hundredths of a dB with GDAL scale 0.01: read as dB, nodata by its stored value."""
     bands = np.round(random_db((120, 150), seed=2), 2)
@@ -430,7 +430,7 @@ def test_a_fill_value_without_a_nodata_tag_is_no_data(tmp_path, models):
     assert any("below -100" in w and "fill value" in w for w in reporter.warnings)
 
 
-@pytest.mark.parametrize("pixel", [10.0, 20.0])   # read directly, and resampled
+@pytest.mark.parametrize("pixel", [10.0, 7.7, 20.0])   # read directly, averaged, resampled
 def test_a_gdal_mask_marks_no_data(tmp_path, models, pixel):
     """An internal mask (as gdalwarp or COG writers leave) instead of a nodata value:
     the masked pixels hold 0 dB, which reads as bright land unless the mask is honoured."""
