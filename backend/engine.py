@@ -508,6 +508,40 @@ def _read_scaled(mid, to_mid: Affine, win: Window) -> np.ndarray:
     return cell
 
 
+def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int, vh: int
+                       ) -> tuple[dict, list[tuple]]:
+    """The inputs seen at the model's pixels: a view per dataset, and the reader's sources.
+
+    Model pixels no smaller than the input's both ways take the average of the input
+    pixels under them, weighted by overlap (bilinear, which GDAL's warper widens to the
+    footprint when shrinking, cost twice as much): read straight from the file by GDAL
+    (:class:`~backend.raster_io.ShrunkView`) for float bands whose nodata tag marks their
+    no data (GDAL averages an integer band in its own type, rounding to the stored unit);
+    else, and for larger input pixels (bilinear), through GDAL's warper.
+    """
+    src_t = src_grid.transform
+    shrinking = view_t.a >= abs(src_t.a) and -view_t.e >= abs(src_t.e)
+    views, sources = {}, []
+    for ds, i, nodata in raw:   # nodata: the file's, or 0 from zero_is_nodata
+        if id(ds) not in views:
+            own = all(np.dtype(ds.dtypes[k - 1]).kind == "f" and n is not None
+                      and _same_nodata(ds.nodatavals[k - 1], n) and not gdal_masked(ds, k)
+                      for d, k, n in raw if d is ds)
+            if shrinking and src_grid.north_up and own:
+                views[id(ds)] = ShrunkView(ds, view_t.a / src_t.a, view_t.e / src_t.e, vw, vh)
+            else:
+                src_nodata = nodata if nodata is not None else (
+                    float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
+                views[id(ds)] = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw,
+                                          height=vh, src_nodata=src_nodata,
+                                          resampling=(Resampling.average if shrinking
+                                                      else Resampling.bilinear),
+                                          nodata=float("nan"), dtype="float32")
+        view = views[id(ds)]   # a warped view gives NaN for no data; a shrunk one the tag
+        sources.append((view, i, nodata if isinstance(view, ShrunkView) else None))
+    return views, sources
+
+
 def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                        window: Window, out_grid: Grid, threshold: float, tags: dict[str, str],
                        common: dict, reporter: Reporter, cancel: threading.Event
@@ -524,32 +558,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                    "the input grid is not north-up (its rows run south to north or its "
                    "columns east to west)")
                   + ": resampling on the fly and writing back on the input grid")
-    # model pixels no smaller than the input's both ways: an average weighted by overlap is
-    # the filter for that (bilinear, which GDAL's warper widens to the footprint when
-    # shrinking, cost twice as much). GDAL averages as it reads (ShrunkView) where the
-    # file's own nodata values say what is no data; otherwise its warper does.
-    src_t = inputs.grid.transform
-    shrinking = view_t.a >= abs(src_t.a) and -view_t.e >= abs(src_t.e)
-    views, sources = {}, []
-    for ds, i, nodata in raw:
-        if id(ds) not in views:   # the source's no data (the file's, or 0 from zero_is_nodata)
-            # float bands whose nodata tag says what is no data (GDAL averages an integer
-            # band in its own type, rounding to the stored unit)
-            own = all(np.dtype(ds.dtypes[k - 1]).kind == "f" and n is not None
-                      and _same_nodata(ds.nodatavals[k - 1], n) and not gdal_masked(ds, k)
-                      for d, k, n in raw if d is ds)
-            if shrinking and inputs.grid.north_up and own:
-                views[id(ds)] = ShrunkView(ds, view_t.a / src_t.a, view_t.e / src_t.e, vw, vh)
-            else:
-                src_nodata = nodata if nodata is not None else (
-                    float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
-                views[id(ds)] = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw,
-                                          height=vh, src_nodata=src_nodata,
-                                          resampling=(Resampling.average if shrinking
-                                                      else Resampling.bilinear),
-                                          nodata=float("nan"), dtype="float32")
-        view = views[id(ds)]
-        sources.append((view, i, nodata if isinstance(view, ShrunkView) else None))
+    views, sources = _model_pixel_views(raw, inputs.grid, view_t, vw, vh)
     folder = os.path.dirname(os.path.abspath(next(p for p in (opts.mask, opts.probability,
                                                                opts.uncertainty) if p)))
     tmp = temporary_path(folder, "sarflood-model-grid")
@@ -593,7 +602,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
             def read(win: Window) -> dict:
                 r0 = out_grid.height - win.row_off - win.height if flip_rows else win.row_off
                 c0 = out_grid.width - win.col_off - win.width if flip_cols else win.col_off
-                with job.clock("warp back"):
+                with job.clock("resample back"):
                     cell = _read_scaled(mid, to_mid, Window(c0, r0, win.width, win.height))
                 cell = cell[:, ::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
                 with job.clock("input no data"):   # as the tile loop decides it
