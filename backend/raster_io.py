@@ -148,51 +148,6 @@ class WindowReader:
         return out
 
 
-class ShrunkView:
-    """A dataset seen on a coarser grid that only scales it (same CRS and corner, no
-    flip): each view pixel is the average of the dataset's pixels under it, weighted by
-    overlap, skipping no data; the dataset's nodata value where none has data. What a
-    :class:`WindowReader` reads in place of the dataset.
-
-    GDAL averages as it reads a fractional window: measured 39-60 CPU ns per view pixel
-    (two bands, 7.07 -> 10 m) against about 113 for the same average through its
-    warper. A window must not reach past the dataset (GDAL would then shift the samples
-    of the whole window), so the view's last column and row, whose pixels can reach up
-    to half a pixel past it, are read apart, clipped.
-    """
-
-    def __init__(self, ds, sx: float, sy: float, width: int, height: int):
-        self.ds, self.sx, self.sy = ds, sx, sy   # dataset pixels per view pixel
-        self.width, self.height, self.name = width, height, ds.name
-        self.scales, self.offsets = ds.scales, ds.offsets   # applied by the reader
-        self.mask_flag_enums = [[MaskFlags.all_valid]] * ds.count
-
-    def _split(self, start: int, size: int, scale: float, limit: int) -> list[tuple]:
-        """(first view pixel, count, dataset start, dataset size) runs of one axis."""
-        inside = min(start + size, max(start, math.floor(limit / scale + 1e-9)))
-        runs = [(start, inside - start, start * scale, (inside - start) * scale)]
-        if inside < start + size:
-            runs.append((inside, start + size - inside, inside * scale,
-                         limit - inside * scale))
-        return [r for r in runs if r[1] > 0]
-
-    def read(self, indexes: list[int], window: Window, out: np.ndarray | None = None,
-             out_dtype=np.float32) -> np.ndarray:
-        c0, r0, w, h = (int(v) for v in (window.col_off, window.row_off, window.width,
-                                          window.height))
-        if out is None:
-            out = np.empty((len(indexes), h, w), np.float32)
-        for vr, nr, yr, hr in self._split(r0, h, self.sy, self.ds.height):
-            for vc, nc, xc, wc in self._split(c0, w, self.sx, self.ds.width):
-                out[:, vr - r0:vr - r0 + nr, vc - c0:vc - c0 + nc] = self.ds.read(
-                    indexes, window=Window(xc, yr, wc, hr), out_shape=(len(indexes), nr, nc),
-                    resampling=Resampling.average, out_dtype=np.float32)
-        return out
-
-    def close(self) -> None:
-        """Nothing to free: the dataset is the caller's."""
-
-
 STRIP_SAMPLE_BYTES = 64 << 20   # whole-row reads for the sample up to this size
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import Affine
+from rasterio.windows import Window
 
 from backend import engine
 from backend.engine import GridJob, PredictOptions, predict
@@ -643,3 +644,32 @@ def test_the_warm_up_call_changes_nothing_and_never_outlives_predict(tmp_path, m
     with pytest.raises(InputError, match="missing.tif"):
         predict(PredictOptions([str(tmp_path / "missing.tif")], mask=str(tmp_path / "m.tif")))
     assert not [t for t in threading.enumerate() if t.name == "sarflood-warm-up"]
+
+
+@pytest.mark.parametrize("sx, sy", [(0.7071, 1.0007), (1.3, 1.0007), (2.0, 2.0), (0.5, 0.5)])
+def test_the_way_back_samples_the_model_grid_where_it_should(tmp_path, sx, sy):
+    """The second pass reads the model-grid file at the input's pixels with GDAL's
+    read-time bilinear resampling (twice as fast as a warped view). On grids that scale
+    the file (by 1.0007, as 10 m-by-degrees rows are against 10 m, or by 2 for a 20 m
+    input) a plane comes back as the plane at each pixel's centre, in wide windows and
+    in the one- or two-pixel ones at a row's end: no window shifts its samples. (GDAL's
+    read-time *average* failed a check like this: it mixed in the wrong rows.)"""
+    h, w = 300, 400
+    rows, cols = np.mgrid[0:h, 0:w]
+    src = write_raster(tmp_path / "mid.tif", (0.37 * cols + 0.61 * rows).astype(np.float32),
+                       crs="EPSG:4326", transform=Affine(1.0, 0, 10.0, 0, -1.0, 45.0))
+    ow, oh = int((w - 12) / sx), int((h - 12) / sy)
+    twin = Affine(sx, 0, 15.3, 0, -sy, 39.3)   # inside the file with a margin, as the engine's
+    windows = [Window(c, r, min(256, ow - c), min(256, oh - r))
+               for r in range(0, oh, 256) for c in range(0, ow, 256)]
+    windows += [Window(ow - 1, 0, 1, oh), Window(ow - 2, 17, 2, 40), Window(100, oh - 1, 3, 1)]
+    with rasterio.open(src) as mid:
+        to_mid = ~mid.transform * twin
+        for win in windows:
+            got = engine._read_scaled(mid, to_mid, win)[0]
+            i, j = np.mgrid[win.row_off:win.row_off + win.height,
+                            win.col_off:win.col_off + win.width]
+            x, y = to_mid * (j + 0.5, i + 0.5)    # centres, in the file's pixels
+            # within a tenth of a pixel (GDAL's widened kernel, which its warper shares, is
+            # 0.06 px off at a ratio of 1.3; a shifted window is off by a third or more)
+            assert np.abs(got - (0.37 * (x - 0.5) + 0.61 * (y - 0.5))).max() < 0.037, win

@@ -2,14 +2,10 @@
 import numpy as np
 import pytest
 import rasterio
-from rasterio.enums import Resampling
-from rasterio.transform import Affine
-from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
 
 from backend.grid import Grid, metres_per_degree
 from backend.inputs import band_name_in, open_inputs
-from backend.raster_io import ShrunkView, WindowReader, mirror_index
+from backend.raster_io import WindowReader, mirror_index
 from tests.backend.conftest import random_db, write_raster
 
 
@@ -74,39 +70,3 @@ def test_pixel_size_of_a_sen1floods11_chip(real_chips):
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
     x, y = grid.pixel_size_m()
     assert x == pytest.approx(7.88, abs=0.01) and y == pytest.approx(9.97, abs=0.01)
-
-
-def test_a_shrunk_view_is_gdals_warped_average(tmp_path):
-    """A plane (dB rising across the raster) at 7 x 5 m seen on 10 x 10 m pixels, with a
-    hole of nodata values: the view gives what GDAL's warper gives with the same average,
-    its last column and row too (whose pixels reach past the raster: read apart, or GDAL
-    would shift the whole window's samples), whatever the windows it is read in; and a
-    pixel is the plane near the centre of the input under it (GDAL's weights of partial
-    pixels are not exactly their areas: up to 0.09 input pixels off)."""
-    h, w = 83, 61
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    plane = (-20 + 0.1 * (xx + 0.5) * 7 + 0.05 * (yy + 0.5) * 5).astype(np.float32)
-    bands = np.stack([plane, plane - 7])
-    bands[:, 40:50, 20:30] = -9999
-    src = write_raster(tmp_path / "in.tif", bands, pixel=7.0, nodata=-9999)
-    with rasterio.open(src, "r+") as ds:
-        ds.transform = ds.transform * Affine.scale(1, 5 / 7)
-    sx, sy = 10 / 7, 10 / 5
-    vw, vh = int(w / sx + 0.5), int(h / sy + 0.5)      # 43 x 42: the last ones reach past
-    assert vw * sx > w and vh * sy > h
-    with rasterio.open(src) as ds:
-        view = ShrunkView(ds, sx, sy, vw, vh)
-        whole = view.read([1, 2], Window(0, 0, vw, vh))
-        cut = np.concatenate([view.read([1, 2], Window(0, r, vw, min(9, vh - r)))
-                              for r in range(0, vh, 9)], axis=1)
-        with WarpedVRT(ds, crs=ds.crs, transform=ds.transform * Affine.scale(sx, sy),
-                       width=vw, height=vh, resampling=Resampling.average, src_nodata=-9999,
-                       nodata=-9999, dtype="float32") as vrt:
-            warped = vrt.read()
-    assert np.allclose(cut, whole, atol=1e-5)
-    assert np.allclose(whole, warped, atol=1e-4)
-    assert (whole[0] == -9999).sum() == 5 * 7   # rows 40-49 at 5 m, columns 140-210 m
-    cx = (np.minimum((np.arange(vw) + 1) * 10, w * 7) + np.arange(vw) * 10) / 2
-    cy = (np.minimum((np.arange(vh) + 1) * 10, h * 5) + np.arange(vh) * 10) / 2
-    err = np.abs(whole[0] - (-20 + 0.1 * cx[None, :] + 0.05 * cy[:, None]))
-    assert np.median(err[whole[0] != -9999]) < 0.07
