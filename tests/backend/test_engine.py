@@ -356,6 +356,22 @@ def test_tta_averages_the_eight_transforms_and_writes_their_spread(tmp_path, mod
     assert np.abs(read(tmp_path / "u.tif") - eight.std(axis=0)).max() < 1e-6
 
 
+def test_tta_on_a_resampled_input_brings_both_channels_back(tmp_path, models):
+    """7.7 m input: the probability and its spread both come back onto the input grid,
+    with no data exactly where the input has none."""
+    bands = random_db((90, 120), seed=12)
+    bands[:, 30:40, 50:70] = np.nan
+    src = write_raster(tmp_path / "in.tif", bands, pixel=7.7)
+    r = predict(PredictOptions([src], probability=str(tmp_path / "p.tif"), mask=None,
+                               uncertainty=str(tmp_path / "u.tif"), model=models["shifted"],
+                               tta=True))
+    assert r["resampled"] and r["tta"]
+    p, u = read(tmp_path / "p.tif"), read(tmp_path / "u.tif")
+    gap = np.isnan(bands).any(axis=0)
+    assert np.array_equal(np.isnan(p), gap) and np.array_equal(np.isnan(u), gap)
+    assert 0 < np.nanmean(u) < 0.5 and np.nanmax(p) <= 1 and np.nanmin(u) >= 0
+
+
 def test_uint8_probability_and_histogram_agree_with_the_mask(tmp_path, models):
     bands = random_db((256, 256), seed=2, nan_frac=0.05)
     src = write_raster(tmp_path / "in.tif", bands)
