@@ -7,8 +7,9 @@ For each N, one run measures:
   the machine's load during the runs weighs on both figures alike.
   Reported in tile pixels per second, and in raster pixels per second: how fast
   the session alone would get through the raster given the tiles the engine
-  runs on it (overlap and edge tiles included), so that it compares with the
-  end-to-end figure;
+  runs on it (its own count: overlap and edge tiles included, and on a resampled
+  raster the tiles of the model grid), so that it compares with the end-to-end
+  figure;
 - end-to-end predict throughput: ``python -m backend predict`` in a child process
   (read, units, normalise, infer, blend, threshold, write compressed GeoTIFFs with
   overviews): raster pixels / the run's own wall time (from its start to the
@@ -21,6 +22,8 @@ For each N, one run measures:
   (read, normalise, blend, ...), per raster pixel, beside the model's own;
 - the Otsu baseline end to end, the same way.
 Each child is a fresh process, so the peak RSS of one N is not mixed with another.
+``latitude`` tags the scene as a geographic grid (``backend.scene.write_scene``), so
+that predict resamples it: the cost of resampling, against the model alone.
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ from .engine import GridJob, batch_size_for, default_model_path, tile_batches
 from .model import OnnxModel, default_threads
 from .inputs import open_inputs
 from .raster_io import WindowReader
-from .scene import write_scene
+from .scene import PIXEL_DEG, write_scene
 from .tiling import plan_tiles
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
@@ -106,11 +109,18 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int,
     tiles_per_s = calls * len(x) / wall
     return {"device": model.device_name, "provider": model.provider,
             "tile": plan.tile, "stride": plan.stride, "overlap": plan.overlap, "batch": len(x),
-            "tiles": plan.tiles, "tiling_overhead": round(plan.tiles * plan.tile ** 2 / n ** 2, 4),
             "tile_mpx_s": round(tiles_per_s * plan.tile ** 2 / 1e6, 2),
-            "raster_mpx_s": round(tiles_per_s * n * n / plan.tiles / 1e6, 2),
-            "cpu_s_for_raster": round(cpu / (calls * len(x)) * plan.tiles, 3),
+            "tiles_per_s": tiles_per_s, "cpu_s_per_tile": cpu / (calls * len(x)),
             "model": f"{card.name} {card.version}"}, middle
+
+
+def for_the_raster(raw: dict, n: int, tiles: int) -> dict:
+    """The session's figures for the tiles the engine ran on the N x N raster (its own
+    count: on a resampled raster they cover the model grid, not the input's)."""
+    per_s, cpu = raw.pop("tiles_per_s"), raw.pop("cpu_s_per_tile")
+    return {**raw, "tiles": tiles, "tiling_overhead": round(tiles * raw["tile"] ** 2 / n ** 2, 4),
+            "raster_mpx_s": round(per_s * n * n / tiles / 1e6, 2),
+            "cpu_s_for_raster": round(cpu * tiles, 3)}
 
 
 def run_child(args: list[str]) -> dict:
@@ -136,16 +146,19 @@ def run_child(args: list[str]) -> dict:
 
 def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
               probability: bool = False, workdir: str | None = None,
-              raw_seconds: float = RAW_SECONDS, repeat: int = 1,
+              raw_seconds: float = RAW_SECONDS, repeat: int = 1, latitude: float | None = None,
               log: Callable[[str], None] = print) -> dict:
     model_path = model or default_model_path()
     report = {"machine": machine(), "model_path": model_path, "device": device,
-              "outputs": "mask + float32 probability" if probability else "mask", "runs": []}
+              "outputs": "mask + float32 probability" if probability else "mask",
+              "scene": ("10 m UTM grid" if latitude is None else
+                        f"EPSG:4326 at {latitude:g} N, {PIXEL_DEG:g} degree pixels"),
+              "runs": []}
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="sarflood-bench-", dir=workdir) as d:
             scene = os.path.join(d, "scene.tif")
             t = time.perf_counter()
-            write_scene(scene, n, seed=0)
+            write_scene(scene, n, seed=0, latitude=latitude)
             log(f"N={n}: scene written in {time.perf_counter() - t:.1f} s; raw model and predict ...")
             args = ["predict", scene, "--mask", os.path.join(d, "mask.tif"),
                     "--model", model_path, "--device", device, "--overwrite"]  # runs repeat
@@ -155,6 +168,7 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
                                         between=lambda: run_child(args), rounds=repeat)
             every = [p["result"]["seconds"] for p in preds]
             pred = preds[sorted(range(len(preds)), key=every.__getitem__)[len(preds) // 2]]
+            raw = for_the_raster(raw, n, pred["result"]["tiles"]["count"])
             log(f"N={n}: raw {raw['raster_mpx_s']} Mpx/s (raster), predict "
                 f"{', '.join(map(str, every))} s; otsu ...")
             otsu = run_child(["otsu", scene, "--mask", os.path.join(d, "otsu.tif")])
@@ -162,6 +176,7 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
         report["runs"].append({
             "size": n, "raw": raw,
             "predict": {"mpx_s": round(e2e, 2), "seconds": pred["result"]["seconds"],
+                        "resampled": pred["result"]["resampled"],
                         "model_seconds": pred["result"]["model_seconds"],
                         "peak_rss_mb": pred["peak_rss_mb"],
                         "process_seconds": pred["process_seconds"],
@@ -191,7 +206,9 @@ def format_table(report: dict) -> str:
         f"{m['onnxruntime']}, load average {m['load_average'][0]} at start",
         f"model {head.get('model')} on {head.get('device')} ({head.get('provider')}); tiles "
         f"{head.get('tile')} px = stride {head.get('stride')} + overlap {head.get('overlap')}, "
-        f"batch {head.get('batch')}; outputs: {report['outputs']}",
+        f"batch {head.get('batch')}; outputs: {report['outputs']}; scene: {report['scene']}"
+        + ("; predict resamples it to the model's pixels and back"
+           if runs and runs[0]["predict"]["resampled"] else ""),
         "",
         "| N | tiles (model px / raster px) | raw model, tile Mpx/s | raw model, raster Mpx/s "
         "| predict end-to-end, Mpx/s | end-to-end / raw | CPU s: raw / predict "

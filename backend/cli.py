@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to time the session alone (default 3)")
     p.add_argument("--repeat", type=int, default=3, metavar="K",
                    help="end-to-end runs per size, the median reported (default 3)")
+    p.add_argument("--latitude", type=float, metavar="DEG",
+                   help="tag the scene as EPSG:4326 with Sen1Floods11's degree pixels from "
+                        "this latitude (narrower than 10 m away from the equator: predict "
+                        "resamples)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_bench, progress="none")
 
@@ -279,7 +283,8 @@ def _bench(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -
         raise UsageError(f"--repeat {a.repeat}: give at least 1 run")
     results = run_bench(a.size or [4096], model=a.model, device=a.device,
                         probability=a.probability, workdir=a.workdir, raw_seconds=a.raw_seconds,
-                        repeat=a.repeat, log=lambda m: print(m, file=sys.stderr, flush=True))
+                        repeat=a.repeat, latitude=a.latitude,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(results, indent=1) if a.json else format_table(results))
 
 

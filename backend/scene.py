@@ -31,6 +31,8 @@ LOOKS = 4.4
 CRS = "EPSG:32630"        # UTM 30N, 10 m pixels: a plain projected Sentinel-1 grid
 PIXEL_M = 10.0
 ORIGIN = (500000.0, 4300000.0)
+PIXEL_DEG = 8.983e-05      # Sen1Floods11's pixel, degrees (10 m at the equator)
+GEOGRAPHIC_LON = 10.0      # west edge of the scene when tagged as a geographic grid
 
 
 class _Field:
@@ -96,16 +98,20 @@ class Scene:
 
 def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: str = "dB",
                 truth: str | None = None, compress: str | None = None,
-                describe_units: bool = True) -> None:
+                describe_units: bool = True, latitude: float | None = None) -> None:
     """Write the scene as a tiled 2-band GeoTIFF (VV, VH), block by block.
 
     ``truth`` also writes the true water mask (uint8: 0 dry, 1 water, 255 no data).
+    ``latitude`` tags the same pixels as a geographic grid of Sen1Floods11's degree
+    pixels whose top edge lies at that latitude, as an Earth Engine export is: away from
+    the equator they are narrower than 10 m, so ``predict`` resamples them.
     """
     height, width = (size, size) if isinstance(size, int) else size
     scene = Scene(height, width, seed)
-    profile = dict(driver="GTiff", width=width, height=height, crs=CRS,
-                   transform=from_origin(*ORIGIN, PIXEL_M, PIXEL_M), tiled=True,
-                   blockxsize=BLOCK, blockysize=BLOCK, bigtiff="IF_SAFER")
+    crs, transform = (CRS, from_origin(*ORIGIN, PIXEL_M, PIXEL_M)) if latitude is None else (
+        "EPSG:4326", from_origin(GEOGRAPHIC_LON, latitude, PIXEL_DEG, PIXEL_DEG))
+    profile = dict(driver="GTiff", width=width, height=height, crs=crs, transform=transform,
+                   tiled=True, blockxsize=BLOCK, blockysize=BLOCK, bigtiff="IF_SAFER")
     if compress:
         profile["compress"] = compress
     with rasterio.open(path, "w", count=2, dtype="float32", nodata=float("nan"),

@@ -213,6 +213,20 @@ def test_bench_json(tmp_path):
     assert "N=256, CPU ns per raster pixel: model alone" in table and "read " in table
 
 
+def test_bench_on_a_geographic_scene_resamples(tmp_path):
+    """--latitude 45: the scene's pixels are 7.07 x 10 m, predict resamples them, and the
+    model alone is measured on the tiles the engine ran (the model grid's)."""
+    p = run_cli("bench", "--size", "384", "--raw-seconds", "0.2", "--repeat", "1",
+                "--latitude", "45", "--json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    (run,) = report["runs"]
+    assert report["scene"].startswith("EPSG:4326 at 45 N") and run["predict"]["resampled"]
+    assert {"resample back", "input no data"} <= set(run["predict"]["stage_cpu_seconds"])
+    assert run["raw"]["tiles"] == 1   # 384 x 272 model pixels: one 512 px cell
+    assert run["ratio_e2e_to_raw"] > 0
+
+
 def test_demo_runs_twice(tmp_path):
     out = tmp_path / "demo"
     for _ in range(2):  # the second run replaces the demo's own outputs
