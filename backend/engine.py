@@ -48,8 +48,8 @@ from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
-from .raster_io import (WindowReader, check_outputs, gdal_env, sample_grid, temporary_path,
-                        why_write_failed)
+from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_masked,
+                        sample_grid, temporary_path, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
 from .units import UNITS, convert, find_units, one_or_each, zero_is_nodata, zero_note
@@ -506,15 +506,14 @@ def _read_scaled(mid, to_mid: Affine, win: Window) -> np.ndarray:
 
 def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int, vh: int
                        ) -> tuple[dict, list[tuple]]:
-    """The inputs seen at the model's pixels through GDAL's warper: a view per dataset,
-    and the reader's sources.
+    """The inputs seen at the model's pixels: a view per dataset, and the reader's sources.
 
     Model pixels no smaller than the input's both ways take the average of the input
-    pixels under them, weighted by overlap (bilinear, which the warper widens to the
+    pixels under them, weighted by overlap (bilinear, which GDAL's warper widens to the
     footprint when shrinking, cost twice as much); larger input pixels are bilinear.
-    GDAL's read-time resampling (a fractional window read at another size) is several
-    times cheaper but not safe here: with a column 1.02 input pixels wide and rows
-    1.0007 tall it averaged the wrong rows (GDAL 3.10).
+    GDAL's warper makes the view; where a float band's nodata tag marks its no data,
+    GDAL's read-time average does most of it (:class:`~backend.raster_io.ShrunkView`;
+    it averages an integer band in its own type, rounding to the stored unit).
     """
     src_t = src_grid.transform
     shrinking = view_t.a >= abs(src_t.a) and -view_t.e >= abs(src_t.e)
@@ -523,13 +522,22 @@ def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int
         if id(ds) not in views:
             src_nodata = nodata if nodata is not None else (
                 float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
-            views[id(ds)] = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
-                                      resampling=(Resampling.average if shrinking
-                                                  else Resampling.bilinear),
-                                      src_nodata=src_nodata, nodata=float("nan"),
-                                      dtype="float32")
-        sources.append((views[id(ds)], i, None))
+            view = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
+                             resampling=Resampling.average if shrinking else Resampling.bilinear,
+                             src_nodata=src_nodata, nodata=float("nan"), dtype="float32")
+            own = all(np.dtype(ds.dtypes[k - 1]).kind == "f" and n is not None
+                      and _same_nodata(ds.nodatavals[k - 1], n) and not gdal_masked(ds, k)
+                      for d, k, n in raw if d is ds)
+            if shrinking and src_grid.north_up and own:
+                view = ShrunkView(ds, view, view_t.a / src_t.a, view_t.e / src_t.e)
+            views[id(ds)] = view
+        view = views[id(ds)]   # a shrunk view marks no data by the tag, a warped one by NaN
+        sources.append((view, i, nodata if isinstance(view, ShrunkView) else None))
     return views, sources
+
+
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
 
 
 def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],

@@ -148,6 +148,55 @@ class WindowReader:
         return out
 
 
+class ShrunkView:
+    """A float dataset seen on a coarser grid that only scales it (same CRS and corner,
+    no flip), each view pixel the overlap-weighted average of the pixels under it: what
+    a :class:`WindowReader` reads in place of ``warped``, GDAL's warped view of it.
+
+    The part of a window whose pixels lie inside the dataset is averaged by GDAL as it
+    reads a fractional window, about 3x cheaper than its warper (measured 0.5 against
+    1.4 CPU s on a 4096 px scene at 7.07 -> 10 m) and equal to it within 1e-6. The rest
+    comes from ``warped``: the last column and row, whose pixels reach past the dataset
+    (GDAL would shift a window's samples), and a window one column wide, which GDAL's
+    read-time average gets wrong (up to 1.5 dB off in 38 of 400 random windows, every
+    one of them one column wide; GDAL 3.10). The dataset's nodata value marks no data.
+    """
+
+    def __init__(self, ds, warped, sx: float, sy: float):
+        self.ds, self.warped, self.sx, self.sy = ds, warped, sx, sy
+        self.width, self.height, self.name = warped.width, warped.height, ds.name
+        self.scales, self.offsets = ds.scales, ds.offsets   # applied by the reader
+        self.mask_flag_enums = [[MaskFlags.all_valid]] * ds.count
+        # view pixels wholly inside the dataset
+        self.inside = (min(self.height, math.floor(ds.height / sy + 1e-9)),
+                       min(self.width, math.floor(ds.width / sx + 1e-9)))
+
+    def read(self, indexes: list[int], window: Window, out: np.ndarray | None = None,
+             out_dtype=np.float32) -> np.ndarray:
+        c0, r0, w, h = (int(v) for v in (window.col_off, window.row_off, window.width,
+                                          window.height))
+        if out is None:
+            out = np.empty((len(indexes), h, w), np.float32)
+        r1, c1 = min(r0 + h, self.inside[0]), min(c0 + w, self.inside[1])
+        if r1 <= r0 or c1 - c0 < 2:
+            r1, c1 = r0, c0                         # all of it from the warped view
+        else:
+            out[:, :r1 - r0, :c1 - c0] = self.ds.read(
+                indexes, window=Window(c0 * self.sx, r0 * self.sy, (c1 - c0) * self.sx,
+                                       (r1 - r0) * self.sy),
+                out_shape=(len(indexes), r1 - r0, c1 - c0), resampling=Resampling.average,
+                out_dtype=np.float32)
+        if c1 < c0 + w:
+            out[:, :, c1 - c0:] = self.warped.read(indexes, window=Window(c1, r0, c0 + w - c1, h))
+        if r1 < r0 + h and c1 > c0:
+            out[:, r1 - r0:, :c1 - c0] = self.warped.read(
+                indexes, window=Window(c0, r1, c1 - c0, r0 + h - r1))
+        return out
+
+    def close(self) -> None:
+        self.warped.close()
+
+
 STRIP_SAMPLE_BYTES = 64 << 20   # whole-row reads for the sample up to this size
 
 

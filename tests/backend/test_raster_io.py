@@ -1,11 +1,17 @@
 """Reading windows with mirror padding, naming bands, pixel sizes."""
+import math
+
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from backend.grid import Grid, metres_per_degree
 from backend.inputs import band_name_in, open_inputs
-from backend.raster_io import WindowReader, mirror_index
+from backend.raster_io import ShrunkView, WindowReader, mirror_index
 from tests.backend.conftest import random_db, write_raster
 
 
@@ -70,3 +76,42 @@ def test_pixel_size_of_a_sen1floods11_chip(real_chips):
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
     x, y = grid.pixel_size_m()
     assert x == pytest.approx(7.88, abs=0.01) and y == pytest.approx(9.97, abs=0.01)
+
+
+@pytest.mark.parametrize("sx, sy", [(10 / 7, 2.0), (1.0197, 1.0007), (1.3, 1.0006)])
+def test_a_shrunk_view_gives_the_warped_views_average(tmp_path, sx, sy):
+    """Noisy data with a hole of nodata values, seen on pixels sx x sy input pixels
+    large: GDAL's read-time average gives the warper's numbers in wide windows, in
+    one-column windows (which it alone gets wrong) and at the last column and row (whose
+    pixels reach past the raster), however the view is cut into windows. At the hole's
+    edge the warper gives a value to some view pixels with no data under them (its
+    average reaches a little past the pixel); the read-time average leaves them no data."""
+    rng = np.random.default_rng(3)
+    h, w = 83, 61
+    bands = rng.normal(-15, 4, (2, h, w)).astype(np.float32)
+    bands[:, 40:50, 20:30] = -9999
+    src = write_raster(tmp_path / "in.tif", bands, pixel=7.0, nodata=-9999)
+    vw, vh = int(w / sx + 0.5), int(h / sy + 0.5)
+    with rasterio.open(src) as ds:
+        view_t = ds.transform * Affine.scale(sx, sy)
+        warped = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
+                           resampling=Resampling.average, src_nodata=-9999.0,
+                           nodata=float("nan"), dtype="float32")
+        expected = warped.read()
+        view = ShrunkView(ds, warped, sx, sy)
+        assert view.inside[1] < vw   # the last column reaches past the raster
+        reads = [view.read([1, 2], Window(0, 0, vw, vh)),
+                 np.concatenate([view.read([1, 2], Window(0, r, vw, min(9, vh - r)))
+                                 for r in range(0, vh, 9)], axis=1),
+                 np.concatenate([view.read([1, 2], Window(c, 0, 1, vh)) for c in range(vw)],
+                                axis=2)]
+        view.close()
+    missing = np.array([[(bands[0, math.floor(r * sy):math.ceil((r + 1) * sy),
+                                math.floor(c * sx):math.ceil((c + 1) * sx)] == -9999).all()
+                         for c in range(vw)] for r in range(vh)])
+    for got in reads:
+        got[got == -9999] = np.nan   # the tag, as the reader maps it
+        both = ~np.isnan(got) & ~np.isnan(expected)
+        assert np.allclose(got[both], expected[both], atol=1e-5)
+        assert not (np.isnan(got) & ~missing).any()         # no data only where all is missing
+        assert not (np.isnan(expected) & ~np.isnan(got)).any()
