@@ -590,8 +590,8 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                           clock=job.clock,
                           mask=opts.mask, probability=opts.probability,
                           uncertainty=opts.uncertainty)
-        # read onto the output's north-up twin, and flipped here: GDAL (3.x) blurs
-        # when it warps onto a flipped grid (measured: 0.18 off in probability)
+        # read on the output's north-up twin and flipped here: a read cannot flip, and
+        # GDAL (3.x) blurs when it warps onto a flipped grid (measured: 0.18 off in probability)
         twin = out_grid.north_up_twin()
         flip_rows, flip_cols = out_grid.transform.e > 0, out_grid.transform.a < 0
         on_input = WindowReader(raw, int(window.row_off), int(window.col_off))
@@ -606,8 +606,8 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                 with job.clock("input no data"):   # as the tile loop decides it
                     x = on_input.read(win.row_off, win.row_off + win.height, win.col_off,
                                       win.col_off + win.width)
-                    for k, (src, dst) in enumerate(common["conversions"]):
-                        convert(x[k], src, dst)
+                    for band, (src, dst) in zip(x, common["conversions"]):
+                        convert(band, src, dst)
                     cell[:, ~np.isfinite(x).all(axis=0)] = np.nan
                 return {"prob": cell[0], "spread": cell[1] if len(cell) > 1 else None}
             fill_sink(sink, OUTPUT_BLOCK, read, reporter, cancel, "resample", (0.85, 1.0))
