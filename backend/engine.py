@@ -184,8 +184,7 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
                 x = job.reader.read(r * s - m + skip, r * s - m + t, w0 * s - m,
                                     (w1 - 1) * s - m + t)
             with job.clock("normalise"):
-                for k, (src, dst) in enumerate(job.conversions):
-                    convert(x[k], src, dst)
+                _to_card_units(x, job.conversions)
                 valid = model.normalize(x[None], out=x[None])[1][0]
             if r + 1 < plan.rows and s >= o:  # the next tile row starts s rows lower
                 kept[w0] = (x[:, s - skip:].copy(), valid[s - skip:].copy())
@@ -201,6 +200,14 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
                         xs[i, :, skip:], vs[i, skip:] = x[:, :, cols], valid[:, cols]
                 yield r, c0, c1, xs, vs
             del x, valid, top  # not held while the generator waits
+
+
+def _to_card_units(x: np.ndarray, conversions: list[tuple[str, str]]) -> np.ndarray:
+    """Bands (band, rows, cols) converted in place from the input's units to the card's
+    (fill values and power or amplitude <= 0 become NaN: no data); returns ``x``."""
+    for band, (src, dst) in zip(x, conversions):
+        convert(band, src, dst)
+    return x
 
 
 def _dihedral(x: np.ndarray, k: int) -> np.ndarray:
@@ -525,19 +532,15 @@ def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int
             view = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
                              resampling=Resampling.average if shrinking else Resampling.bilinear,
                              src_nodata=src_nodata, nodata=float("nan"), dtype="float32")
-            own = all(np.dtype(ds.dtypes[k - 1]).kind == "f" and n is not None
-                      and _same_nodata(ds.nodatavals[k - 1], n) and not gdal_masked(ds, k)
-                      for d, k, n in raw if d is ds)
+            # the file's own tag (0 is read as no data only in bands without one)
+            own = all(np.dtype(ds.dtypes[k - 1]).kind == "f" and ds.nodatavals[k - 1] is not None
+                      and not gdal_masked(ds, k) for d, k, _ in raw if d is ds)
             if shrinking and src_grid.north_up and own:
                 view = ShrunkView(ds, view, view_t.a / src_t.a, view_t.e / src_t.e)
             views[id(ds)] = view
         view = views[id(ds)]   # a shrunk view marks no data by the tag, a warped one by NaN
         sources.append((view, i, nodata if isinstance(view, ShrunkView) else None))
     return views, sources
-
-
-def _same_nodata(a: float | None, b: float | None) -> bool:
-    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
 
 
 def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
@@ -604,10 +607,9 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                     cell = _read_scaled(mid, to_mid, Window(c0, r0, win.width, win.height))
                 cell = cell[:, ::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
                 with job.clock("input no data"):   # as the tile loop decides it
-                    x = on_input.read(win.row_off, win.row_off + win.height, win.col_off,
-                                      win.col_off + win.width)
-                    for band, (src, dst) in zip(x, common["conversions"]):
-                        convert(band, src, dst)
+                    x = _to_card_units(on_input.read(win.row_off, win.row_off + win.height,
+                                                     win.col_off, win.col_off + win.width),
+                                       common["conversions"])
                     cell[:, ~np.isfinite(x).all(axis=0)] = np.nan
                 return {"prob": cell[0], "spread": cell[1] if len(cell) > 1 else None}
             fill_sink(sink, OUTPUT_BLOCK, read, reporter, cancel, "resample", (0.85, 1.0))
