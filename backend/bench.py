@@ -117,10 +117,11 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int,
 def for_the_raster(raw: dict, n: int, tiles: int) -> dict:
     """The session's figures for the tiles the engine ran on the N x N raster (its own
     count: on a resampled raster they cover the model grid, not the input's)."""
-    per_s, cpu = raw.pop("tiles_per_s"), raw.pop("cpu_s_per_tile")
-    return {**raw, "tiles": tiles, "tiling_overhead": round(tiles * raw["tile"] ** 2 / n ** 2, 4),
-            "raster_mpx_s": round(per_s * n * n / tiles / 1e6, 2),
-            "cpu_s_for_raster": round(cpu * tiles, 3)}
+    per_tile = ("tiles_per_s", "cpu_s_per_tile")
+    return {**{k: v for k, v in raw.items() if k not in per_tile}, "tiles": tiles,
+            "tiling_overhead": round(tiles * raw["tile"] ** 2 / n ** 2, 4),
+            "raster_mpx_s": round(raw["tiles_per_s"] * n * n / tiles / 1e6, 2),
+            "cpu_s_for_raster": round(raw["cpu_s_per_tile"] * tiles, 3)}
 
 
 def run_child(args: list[str]) -> dict:
