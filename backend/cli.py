@@ -1,25 +1,27 @@
 """``python -m backend``: the command line of the inference backend.
 
 Commands: predict, otsu, finalize, correct, inspect, stats, card, devices, scene, bench, demo.
-Every command
-that runs reports through :mod:`~backend.progress` (a bar on stderr by default,
-JSON lines on stdout with ``--progress json``) and ends with one ``result`` or one
-``error``. Exit codes: 0 done, 1 a handled error (one line naming the file and
-the problem), 2 a usage error from argparse, 130 cancelled (Ctrl-C or SIGTERM,
-with no partial output left behind).
+Every command that runs reports through :mod:`~backend.progress` (a bar on stderr by
+default, JSON lines on stdout with ``--progress json``) and ends with one ``result`` or
+one ``error``. Exit codes: 0 done, 1 an error (one line naming the file and the
+problem; one the backend did not foresee, a bug, also prints its traceback on
+stderr), 2 a usage error from argparse, 130 cancelled (Ctrl-C or SIGTERM, with no
+partial output left behind).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 
 from . import __version__
-from .errors import BackendError, Cancelled, UsageError
+from .errors import BackendError, Cancelled, UsageError, first_line
 from .pipeline import keep_freed_memory
 from .progress import Reporter, make_reporter, readable_json
 
@@ -39,6 +41,15 @@ def _comma_list(kind: type, count: int, form: str) -> Callable[[str], tuple]:
     return parse
 
 
+# backend.units.UNITS, spelt out so that parsing does not import numpy
+UNIT_NAMES = ("dB", "linear", "amplitude")
+
+
+def _units(text: str) -> str:
+    """Units in any case (``db``, ``DB``) as the backend spells them."""
+    return next((u for u in UNIT_NAMES if u.lower() == text.lower()), text)
+
+
 _extent = _comma_list(float, 4, "XMIN,YMIN,XMAX,YMAX")
 _band_pair = _comma_list(int, 2, "VV_INDEX,VH_INDEX, e.g. 2,1")
 
@@ -56,7 +67,7 @@ def _add_io(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extent", type=_extent, metavar="XMIN,YMIN,XMAX,YMAX",
                    help="process only this extent (output on the input grid, cropped)")
     p.add_argument("--extent-crs", metavar="CRS", help="CRS of --extent (default: the raster's)")
-    p.add_argument("--units", choices=("dB", "linear", "amplitude"),
+    p.add_argument("--units", type=_units, choices=UNIT_NAMES,
                    help="input units (default: from metadata, else from the values)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -138,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="valid and water area of a water mask (0/1/255)")
     p.add_argument("mask", metavar="MASK.tif")
     _add_progress(p)
-    p.add_argument("--json", dest="progress", action="store_const", const="none",
-                   help="only the result, as one JSON document on stdout (--progress none)")
+    p.add_argument("--json", dest="progress", action="store_const", const="result",
+                   help="only the result, as one JSON document on stdout")
     p.set_defaults(func=_stats)
 
     p = sub.add_parser("card", help="print (and validate) a model's card")
@@ -154,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT.tif")
     p.add_argument("--size", type=int, default=2048, metavar="N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--units", choices=("dB", "linear", "amplitude"), default="dB")
+    p.add_argument("--units", type=_units, choices=UNIT_NAMES, default="dB")
     p.add_argument("--truth", metavar="TRUTH.tif", help="also write the true water mask")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.set_defaults(func=_scene, progress="none")
 
     p = sub.add_parser("bench", help="throughput and memory on a generated N x N scene")
@@ -237,6 +249,9 @@ def _stats(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -
 
 
 def _summary(reporter: Reporter, r: dict) -> None:
+    written = [f"{kind} {path}" for kind, path in r.get("outputs", {}).items() if path]
+    if written:
+        reporter.info(f"wrote {', '.join(written)}")
     reporter.info(f"water {r['water_area_km2']:.3f} km2 of {r['valid_area_km2']:.3f} km2 valid "
                   f"({100 * r['water_fraction']:.2f}%) in {r.get('seconds', 0):.1f} s"
                   + (f" on {r['device']}" if "device" in r else ""))
@@ -273,8 +288,8 @@ def _devices(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event)
 
 
 def _scene(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
-    from .scene import write_scene
-    write_scene(a.out, a.size, seed=a.seed, units=a.units, truth=a.truth)
+    from .scene import save_scene
+    save_scene(a.out, a.size, seed=a.seed, units=a.units, truth=a.truth, overwrite=a.overwrite)
 
 
 def _bench(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
@@ -304,8 +319,22 @@ def _install_signals(cancel: threading.Event, reporter: Reporter) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--extent -0.77,38.1,...`` as ``--extent=-0.77,38.1,...``: argparse reads a value
+    that starts with '-' as an option unless it is a lone number, so an extent west of
+    Greenwich (or at negative eastings) would be refused."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] == "--extent" and re.match(r"-[0-9.]", arg):
+            out[-1] = f"--extent={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_attach_negative_values(argv))
     keep_freed_memory()
     reporter = make_reporter(args.progress)
     cancel = threading.Event()
@@ -325,5 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early (e.g. piped into `head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except MemoryError:
+        reporter.error("not enough memory for this run (a smaller --tile-size or "
+                       "--batch-size needs less)", kind="MemoryError")
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: still one error line (event), the traceback for a report
+        traceback.print_exc(file=sys.stderr)
+        reporter.error(f"internal error, please report it with the traceback printed on "
+                       f"stderr: {type(exc).__name__}: {first_line(exc)}", kind="InternalError")
+        return EXIT_ERROR
     finally:
         reporter.close()

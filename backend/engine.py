@@ -52,7 +52,8 @@ from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_
                         sample_grid, temporary_path, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
-from .units import UNITS, convert, find_units, one_or_each, zero_is_nodata, zero_note
+from .units import (UNITS, convert, find_units, one_or_each, untagged_fill, zero_is_nodata,
+                    zero_note)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
@@ -368,7 +369,7 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     sources = match_bands(inputs, card, model.path)
     outputs = {"mask": opts.mask, "probability": opts.probability,
                "uncertainty": opts.uncertainty}
-    check_outputs(outputs, inputs.paths, opts.overwrite)
+    check_outputs(outputs, inputs.paths, opts.overwrite, inputs.sources())
     tta = opts.tta or bool(opts.uncertainty)
     if opts.uncertainty and not opts.tta:
         reporter.info("--uncertainty needs test-time augmentation: running with --tta")
@@ -393,6 +394,11 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     if any(zero):
         raw = [(ds, i, 0.0 if z else nodata) for (ds, i, nodata), z in zip(raw, zero)]
         reporter.info(zero_note(sources, zero, samples))
+    # find_units has warned of them; a resampled read must leave them out before averaging
+    for k, s in enumerate(sources):
+        fill = untagged_fill(s, samples[k], inputs.datasets[s.path])
+        if fill is not None:
+            raw[k] = (raw[k][0], raw[k][1], fill)
 
     threshold = card.default_threshold if opts.threshold is None else float(opts.threshold)
     tags = provenance_tags(card, inputs.paths, threshold, tta)
@@ -525,7 +531,7 @@ def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int
     src_t = src_grid.transform
     shrinking = view_t.a >= abs(src_t.a) and -view_t.e >= abs(src_t.e)
     views, sources = {}, []
-    for ds, i, nodata in raw:   # nodata: the file's, or 0 from zero_is_nodata
+    for ds, i, nodata in raw:   # nodata: the file's, 0 (zero_is_nodata) or untagged_fill's
         if id(ds) not in views:
             src_nodata = nodata if nodata is not None else (
                 float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)

@@ -61,10 +61,13 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
             if src.count != 1 or src.dtypes[0] not in ("float32", "float64", "uint8"):
                 raise InputError(f"{probability}: expected one probability band (float32 0..1 "
                                  f"or uint8 0..250), found {src.count} band(s) of {src.dtypes[0]}")
+            kept = {k: v for k, v in src.tags().items() if k.startswith("SARFLOOD_")}
+            made_as = kept.pop("SARFLOOD_OUTPUT", "probability")
+            if made_as != "probability":
+                raise InputError(f"{probability}: is a {made_as} written by SAR Flood Mapper, "
+                                 f"not a water probability")
             check_outputs({"mask": mask}, [probability], overwrite)
             as_u8 = src.dtypes[0] == "uint8"
-            kept = {k: v for k, v in src.tags().items() if k.startswith("SARFLOOD_")}
-            kept.pop("SARFLOOD_OUTPUT", None)
             out_tags = {**kept, "SARFLOOD_THRESHOLD": f"{threshold:g}",
                         "SARFLOOD_FINALIZED": utc_stamp(),
                         **(tags or {})}
@@ -81,6 +84,7 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
                 block = src.read(1, window=win)
                 prob = (u8_to_probability(block) if as_u8
                         else _float_probability(block, src.nodata))
+                _check_probability(prob, probability, win)
                 if fixes is None:
                     return {"prob": prob}
                 corrected = mask_from_probability(prob, threshold)
@@ -92,6 +96,16 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
             "width": grid.width, "height": grid.height, **sink.stats.fields(),
             "probability_histogram": sink.stats.histogram(),
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _check_probability(prob: np.ndarray, path: str, win: Window) -> None:
+    """Values beyond 0..1 (uint8 251..254) mean the raster is not a probability: its mask
+    would be meaningless. Found mid-run, the error still leaves no output."""
+    outside = ~((prob >= 0) & (prob <= 1)) & ~np.isnan(prob)
+    if outside.any():
+        r, c = np.argwhere(outside)[0]
+        raise InputError(f"{path}: value {prob[r, c]:g} at row {win.row_off + r}, column "
+                         f"{win.col_off + c} is not a probability (0 to 1, or uint8 0 to 250)")
 
 
 def _float_probability(block: np.ndarray, nodata: float | None) -> np.ndarray:

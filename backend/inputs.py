@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import rasterio
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 
@@ -57,6 +58,11 @@ class InputSet:
         """Which file and band each name comes from, and how it was named (for results)."""
         return {n: {"path": s.path, "band": s.index, "named_by": s.named_by}
                 for n, s in self.bands.items()}
+
+    def sources(self) -> list[str]:
+        """Files the inputs read besides themselves (a VRT's sources): no output may
+        replace one either."""
+        return [f for ds in self.datasets.values() for f in ds.files[1:]]
 
     def close(self) -> None:
         for ds in self.datasets.values():
@@ -174,40 +180,47 @@ def _source(path: str, ds, i: int, name: str, named_by: str) -> BandSource:
 
 
 def _bands_of_one(path: str, ds, notes: list[str]) -> dict[str, BandSource]:
-    names = [band_name_in(ds.descriptions[i] or "") for i in range(ds.count)]
+    # an alpha band (gdalwarp -dstalpha) is not data; GDAL reads it as the others' mask only
+    # in gray + alpha or RGBA files, and gdalwarp writes 0 under it (no data: units.py)
+    data = [i for i in range(1, ds.count + 1) if ds.colorinterp[i - 1] != ColorInterp.alpha]
+    count = len(data)
+    descriptions = [ds.descriptions[i - 1] or "" for i in data]
+    names = [band_name_in(d) for d in descriptions]
     if not any(names):
-        _refuse_hh_hv([(f"band {i + 1}", ds.descriptions[i] or "") for i in range(ds.count)],
+        _refuse_hh_hv([(f"band {i}", d) for i, d in zip(data, descriptions)],
                       path, "band descriptions")
-    if ds.count == 1:
+    if count == 1:
         if not names[0]:
             _refuse_hh_hv([("its band", os.path.basename(path))], path, "file name")
         name = names[0] or band_name_in(os.path.basename(path)) or "VV"
         how = "description" if names[0] else ("file name" if band_name_in(os.path.basename(path))
                                               else "position")
-        return {name: _source(path, ds, 1, name, how)}
-    found = {n: i + 1 for i, n in enumerate(names) if n}
+        return {name: _source(path, ds, data[0], name, how)}
+    found = {n: i for i, n in zip(data, names) if n}
     if set(found) == set(BAND_NAMES) and names.count("VV") == 1 and names.count("VH") == 1:
-        if ds.count > 2:
+        if count > 2:
             notes.append(f"{path}: using band {found['VV']} (VV) and band {found['VH']} (VH) "
                          f"of {ds.count}")
         return {n: _source(path, ds, i, n, "description") for n, i in found.items()}
-    if ds.count != 2:
-        raise InputError(f"{path}: has {ds.count} bands; expected 2 bands (VV, VH), or two "
-                         "single-band files, or --bands VV_INDEX,VH_INDEX to choose two")
+    if count != 2:
+        besides = " besides its alpha band" if count < ds.count else ""
+        raise InputError(f"{path}: has {count} bands{besides}; expected 2 bands (VV, VH), or "
+                         "two single-band files, or --bands VV_INDEX,VH_INDEX to choose two")
     if names[0] and names[0] == names[1]:
         raise InputError(f"{path}: both bands are described as {names[0]}; expected VV and VH")
     if names[0] or names[1]:  # one named: the other is the other polarisation
-        other = _one_named(_OTHER_POL_RE, ds.descriptions[1 if names[0] else 0] or "")
+        other = _one_named(_OTHER_POL_RE, descriptions[1 if names[0] else 0])
         if other:
-            raise InputError(f"{path}: band {1 if names[0] else 2} is {names[0] or names[1]} "
-                             f"but band {2 if names[0] else 1} is {other}; expected VV and VH")
+            named, unnamed = data if names[0] else data[::-1]
+            raise InputError(f"{path}: band {named} is {names[0] or names[1]} but band "
+                             f"{unnamed} is {other}; expected VV and VH")
         first = names[0] or ("VH" if names[1] == "VV" else "VV")
         order = (first, "VH" if first == "VV" else "VV")
         how = "description"
     else:  # unnamed: ordered by brightness in open_inputs
         order = BAND_NAMES
         how = "position"
-    return {n: _source(path, ds, i + 1, n, how) for i, n in enumerate(order)}
+    return {n: _source(path, ds, i, n, how) for i, n in zip(data, order)}
 
 
 def _same_grid(a: str, da, b: str, db) -> None:

@@ -143,6 +143,8 @@ class OnnxModel:
 
     def __init__(self, path: str, device: str = "auto", threads: int | None = None):
         self.path = str(path)
+        if os.path.isdir(self.path):
+            raise ModelError(f"{self.path}: is a folder, not an ONNX model file")
         if not os.path.isfile(self.path):
             raise ModelError(f"{self.path}: model file not found")
         choice = choose_providers(device)

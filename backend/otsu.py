@@ -130,7 +130,7 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
     for note in inputs.notes:
         reporter.info(note)
     vv = inputs.bands["VV"]
-    check_outputs({"mask": opts.mask}, inputs.paths, opts.overwrite)
+    check_outputs({"mask": opts.mask}, inputs.paths, opts.overwrite, inputs.sources())
     window = (extent_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0])
               if opts.extent else Window(0, 0, inputs.grid.width, inputs.grid.height))
     grid = inputs.grid.window_grid(window)

@@ -78,7 +78,8 @@ class JsonReporter(Reporter):
 
 
 class BarReporter(Reporter):
-    """A one-line progress bar on stderr; messages on stderr; result as JSON on stdout."""
+    """A one-line progress bar on stderr, and messages on stderr. The result's fields are
+    not printed: the commands sum them up in an info line (``--progress json`` has them all)."""
 
     def __init__(self, stream: TextIO | None = None, width: int = 30):
         self.stream = stream or sys.stderr
@@ -118,8 +119,6 @@ class BarReporter(Reporter):
 
     def result(self, **fields: Any) -> None:
         self.close()
-        sys.stdout.write(readable_json(fields) + "\n")
-        sys.stdout.flush()
 
     def error(self, message: str, kind: str = "Error") -> None:
         self._line(f"error: {message}")
@@ -132,13 +131,21 @@ class BarReporter(Reporter):
 
 
 class QuietReporter(BarReporter):
-    """No bar and no info lines; warnings and errors still on stderr, the result on stdout."""
+    """Nothing but warnings and errors, on stderr."""
 
     def progress(self, fraction: float, stage: str = "") -> None:
         pass
 
     def info(self, message: str) -> None:
         pass
+
+
+class ResultReporter(QuietReporter):
+    """Warnings and errors on stderr, and the result as one JSON document on stdout."""
+
+    def result(self, **fields: Any) -> None:
+        sys.stdout.write(readable_json(fields) + "\n")
+        sys.stdout.flush()
 
 
 def readable_json(fields: dict[str, Any]) -> str:
@@ -153,4 +160,6 @@ def make_reporter(mode: str) -> Reporter:
         return JsonReporter()
     if mode == "none":
         return QuietReporter()
+    if mode == "result":
+        return ResultReporter()
     return BarReporter()

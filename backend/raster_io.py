@@ -229,22 +229,34 @@ def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
 
 # --------------------------------------------------------------------------- outputs
 
-def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: bool) -> None:
-    """Refuse outputs that would clash or fail, before any work is done. Raises OutputError."""
+def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: bool,
+                  sources: list[str] = ()) -> None:
+    """Refuse outputs that would clash or fail, before any work is done. Raises OutputError.
+
+    ``sources``: files the inputs read besides themselves (a VRT's).
+    """
     seen: dict[str, str] = {}
-    in_real = {os.path.realpath(p): p for p in inputs}
+    in_real = {os.path.realpath(p) for p in inputs}
+    read = {os.path.realpath(p) for p in sources}
     for kind, path in outputs.items():
         if not path:
             continue
         real = os.path.realpath(path)
         if real in in_real:
             raise OutputError(f"{path}: the {kind} output is also an input; choose another path")
+        if real in read:
+            raise OutputError(f"{path}: the {kind} output is a file an input reads (a VRT's "
+                              f"source); choose another path")
         if real in seen:
             raise OutputError(f"{path}: given as both the {seen[real]} and the {kind} output")
         seen[real] = kind
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise OutputError(f"{path}: is a folder; give a file name for the {kind} output")
+        if not path.lower().endswith((".tif", ".tiff")):
+            raise OutputError(f"{path}: the {kind} output is a GeoTIFF; give it a .tif name")
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise OutputError(f"{path}: {folder} is a file, not a folder")
         if not os.path.isdir(folder):
             raise OutputError(f"{path}: the folder {folder} does not exist")
         if os.path.exists(path) and not overwrite:

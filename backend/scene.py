@@ -18,12 +18,15 @@ position (blocks are always 512 x 512).
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from .errors import UsageError
+from .raster_io import check_outputs, temporary_path
 from .units import convert
 
 BLOCK = 512
@@ -138,3 +141,23 @@ def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: st
         finally:
             if mask is not None:
                 mask.close()
+
+
+def save_scene(out: str, size: int, seed: int = 0, units: str = "dB",
+               truth: str | None = None, overwrite: bool = False) -> None:
+    """``python -m backend scene``: :func:`write_scene` to temporary files, then renamed
+    into place; existing files are replaced only with ``overwrite``."""
+    if size < 1:
+        raise UsageError(f"--size {size}: give at least 1 pixel")
+    check_outputs({"scene": out, "truth": truth}, [], overwrite)
+    paths = [p for p in (out, truth) if p]
+    temps = {p: temporary_path(os.path.dirname(os.path.abspath(p)), os.path.basename(p))
+             for p in paths}
+    try:
+        write_scene(temps[out], size, seed=seed, units=units, truth=temps.get(truth))
+        for path in paths:
+            os.replace(temps[path], path)
+    finally:
+        for temp in temps.values():
+            if os.path.exists(temp):
+                os.unlink(temp)

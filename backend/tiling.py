@@ -34,6 +34,8 @@ from .errors import UsageError
 
 WEIGHT_STEPS = 1024   # ramp weights are integers 1..1024 (products stay exact in float64)
 BLOCK_MULTIPLE = 16   # GeoTIFF tiles must be multiples of 16
+MAX_TILE = 4096       # bigger tiles only cost memory: the bundled model's run peaks at 2.3 GB
+                      # with 4096 tiles against 0.2 GB with its 512
 
 
 def default_blend(margin: int) -> int:
@@ -105,13 +107,27 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
         if s < BLOCK_MULTIPLE:
             raise UsageError(f"the model's fixed {fixed_tile}-pixel tiles leave no room for "
                              f"an overlap of {o}")
-        return TilePlan(height, width, s, fixed_tile - s, margin)
+        return _checked(TilePlan(height, width, s, fixed_tile - s, margin))
     s = card_tile if stride is None else stride
     if s < BLOCK_MULTIPLE or s % BLOCK_MULTIPLE:
         raise UsageError(f"tile size {s} must be a positive multiple of {BLOCK_MULTIPLE}")
+    if s > MAX_TILE:
+        raise UsageError(f"tile size {s} is above {MAX_TILE}: bigger tiles are no faster, "
+                         f"and the model's working memory grows with them")
+    _checked(TilePlan(height, width, s, o, margin))  # the overlap asked for, before rounding
     while (s + o) % size_multiple:
         o += 1
-    return TilePlan(height, width, s, o, margin)
+    return _checked(TilePlan(height, width, s, o, margin))
+
+
+def _checked(plan: TilePlan) -> TilePlan:
+    """A blend zone wider than a cell would reach past the neighbouring tile."""
+    if plan.blend > plan.stride:
+        raise UsageError(f"overlap {plan.overlap} leaves a blend zone ({plan.blend} px: the "
+                         f"overlap less twice the margin) wider than the tile size "
+                         f"{plan.stride}; give an overlap of at most "
+                         f"{plan.stride + 2 * plan.margin}")
+    return plan
 
 
 def blend_cell(cur: np.ndarray, up: np.ndarray | None, upleft: np.ndarray | None,

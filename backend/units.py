@@ -27,7 +27,7 @@ import numpy as np
 from .card import UNITS
 from .inputs import BandSource
 from .progress import Reporter
-from .raster_io import gdal_masked
+from .raster_io import band_scaling, gdal_masked
 
 _WORDS = [
     ("dB", re.compile(r"(?<![a-z])(db|decibels?)(?![a-z])", re.I)),
@@ -224,6 +224,23 @@ def zero_is_nodata(source: BandSource, units: str, ds) -> bool:
     return (units == "dB" and source.nodata is None
             and np.dtype(ds.dtypes[source.index - 1]).kind == "f"
             and not gdal_masked(ds, source.index))
+
+
+def untagged_fill(source: BandSource, sample: np.ndarray, ds) -> float | None:
+    """The fill value of a float band with no no-data marking: the one value below
+    ``FILL_BELOW`` in its sample (such as -9999), else None.
+
+    Tiles read every such value as no data (:func:`convert`), but a resampled read averages
+    first, and a fill mixed into its neighbours can come out as plausible backscatter (dark:
+    water). GDAL's warper leaves out one value per band: this one. Scaled bands are left
+    alone (the warper sees stored values, the sample scaled ones).
+    """
+    if (source.nodata is not None or gdal_masked(ds, source.index)
+            or np.dtype(ds.dtypes[source.index - 1]).kind != "f"
+            or band_scaling(ds, source.index) != (1.0, 0.0)):
+        return None
+    low = np.unique(sample[sample < FILL_BELOW])
+    return float(low[0]) if low.size == 1 else None
 
 
 def zero_note(sources: list[BandSource], flags: list[bool], samples: np.ndarray) -> str:

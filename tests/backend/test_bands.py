@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
+from rasterio.enums import ColorInterp
 
 from backend.engine import PredictOptions, predict
 from backend.errors import UsageError
@@ -196,3 +197,20 @@ def test_hh_hv_bands_run_only_when_chosen(tmp_path, mixing_model):
                                bands=(1, 2)), reporter)
     assert r["bands"]["VV"]["named_by"] == "--bands"
     assert f"{src}: band 1 is described as HH, but --bands 1,2 uses it as VV" in reporter.infos
+
+
+def test_a_third_band_marked_alpha_is_set_aside(tmp_path, mixing_model):
+    """gdalwarp -dstalpha on a VV/VH pair: VV, VH, alpha, with 0 under alpha 0. It was
+    refused as a 3-band file; now it is read as the pair, the 0 fill as no data."""
+    bands = random_db((50, 60), seed=2)
+    bands[:, :, :7] = 0.0
+    alpha = np.where(np.arange(60) < 7, 0, 255).astype(np.float32) * np.ones((50, 1), np.float32)
+    src = write_raster(tmp_path / "warped.tif", np.concatenate([bands, alpha[None]]),
+                       nodata=None, descriptions=None)
+    with rasterio.open(src, "r+") as ds:
+        ds.colorinterp = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.alpha]
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=mixing_model))
+    assert {b["band"] for b in r["bands"].values()} == {1, 2}
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        mask = ds.read(1)
+    assert (mask[:, :7] == 255).all() and (mask[:, 7:] != 255).all()

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 
+from backend import cli
+from backend.card import UNITS
 from backend.cli import build_parser
 from backend.sink import CODECS
 from tests.backend.conftest import REPO, listing, random_db, run_cli, sigmoid, write_raster
@@ -127,6 +129,76 @@ def test_finalize_thresholds_and_keeps_provenance(tmp_path, src, models, dtype, 
     assert tags["SARFLOOD_MODEL"] == "test-threshold" and tags["SARFLOOD_THRESHOLD"] == "0.7"
     assert tags["REVIEWER"] == "ana" and tags["SARFLOOD_INPUTS"] == src
     assert r["water_pixels"] == int((mask == 1).sum())
+
+
+def test_finalize_refuses_what_is_not_a_probability(tmp_path, src, models):
+    mask = tmp_path / "m.tif"
+    assert run_cli("predict", src, "--mask", str(mask), "--model", models["threshold"]
+                   ).returncode == 0
+    vv = write_raster(tmp_path / "vv.tif", random_db((40, 30))[:1], descriptions=("VV",))
+    for given, message in ((str(mask), f"{mask}: is a mask written by SAR Flood Mapper, not "
+                                       "a water probability"),
+                           (vv, f"{vv}: value ")):
+        p = run_cli("finalize", given, "--threshold", "0.5", "--mask", str(tmp_path / "f.tif"))
+        errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+        assert p.returncode == 1 and len(errors) == 1 and message in errors[0], p.stderr
+        assert not (tmp_path / "f.tif").exists()
+
+
+def test_an_extent_west_of_greenwich_is_given_as_documented(tmp_path, models):
+    """argparse takes '-0.77,...' for an option unless it is joined with '='."""
+    bands = random_db((60, 50))
+    src = write_raster(tmp_path / "w.tif", bands, origin=(-1000.0, 5000000.0))
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model",
+                models["threshold"], "--extent", "-900,4999600,-700,4999900")
+    assert p.returncode == 0, p.stderr
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert (ds.width, ds.height) == (20, 30)
+
+
+def test_bar_and_none_print_no_result_document_and_stats_json_does(tmp_path, src, models):
+    mask = tmp_path / "m.tif"
+    bar = run_cli("predict", src, "--mask", str(mask), "--model", models["threshold"])
+    assert bar.returncode == 0 and bar.stdout == ""
+    assert f"wrote mask {mask}" in bar.stderr and "water " in bar.stderr
+    none = run_cli("stats", str(mask), "--progress", "none")
+    assert none.returncode == 0 and none.stdout == "" and none.stderr == ""
+    doc = json.loads(run_cli("stats", str(mask), "--json").stdout)
+    assert doc["valid_pixels"] > 0
+
+
+def test_an_unforeseen_error_is_still_one_error_event(monkeypatch, capsys, tmp_path):
+    """A bug inside a command: the JSON stream still ends in one error, exit 1, and the
+    traceback goes to stderr for a report."""
+    def broken(*args):
+        raise ValueError("could not broadcast input array")
+    monkeypatch.setattr(cli, "_stats", broken)
+    assert cli.main(["stats", str(tmp_path / "m.tif"), "--progress", "json"]) == 1
+    out, err = capsys.readouterr()
+    last = json.loads(out.splitlines()[-1])
+    assert last["event"] == "error" and last["kind"] == "InternalError"
+    assert last["message"].endswith("ValueError: could not broadcast input array")
+    assert "Traceback" in err
+
+
+def test_units_are_read_in_any_case_and_are_the_cards():
+    assert cli.UNIT_NAMES == UNITS
+    args = build_parser().parse_args(["predict", "in.tif", "--mask", "m.tif", "--units", "DB"])
+    assert args.units == "dB"
+
+
+def test_scene_keeps_existing_files_and_refuses_bad_sizes(tmp_path):
+    scene = tmp_path / "s.tif"
+    scene.write_text("the user's data")
+    p = run_cli("scene", str(scene), "--size", "64")
+    assert p.returncode == 1 and f"error: {scene}: exists; use --overwrite" in p.stderr
+    assert scene.read_text() == "the user's data"
+    p = run_cli("scene", str(tmp_path / "z.tif"), "--size", "0")
+    assert p.returncode == 1 and "error: --size 0: give at least 1 pixel" in p.stderr
+    assert run_cli("scene", str(scene), "--size", "64", "--overwrite").returncode == 0
+    with rasterio.open(scene) as ds:
+        assert ds.shape == (64, 64)
+    assert listing(tmp_path) == ["s.tif"]
 
 
 def test_compress_choices_are_the_sinks_codecs():

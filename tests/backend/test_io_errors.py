@@ -179,6 +179,37 @@ def test_output_equal_to_input(models, good, tmp_path):
     assert Path(good).read_bytes() == before
 
 
+def test_an_output_may_not_replace_a_vrts_source(models, tmp_path):
+    vv = write_raster(tmp_path / "vv.tif", random_db((64, 80))[:1], descriptions=("VV",))
+    vh = write_raster(tmp_path / "vh.tif", random_db((64, 80), seed=1)[:1], descriptions=("VH",))
+    vrt = tmp_path / "stack.vrt"
+    with rasterio.open(vv) as a:
+        blocks = "".join(
+            f'<VRTRasterBand dataType="Float32" band="{k}"><Description>{name}</Description>'
+            f'<SimpleSource><SourceFilename relativeToVRT="1">{name.lower()}.tif'
+            f'</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>'
+            for k, name in ((1, "VV"), (2, "VH")))
+        vrt.write_text(f'<VRTDataset rasterXSize="{a.width}" rasterYSize="{a.height}">'
+                       f'<SRS>{a.crs.to_wkt()}</SRS><GeoTransform>'
+                       f'{", ".join(map(str, a.transform.to_gdal()))}</GeoTransform>'
+                       f'{blocks}</VRTDataset>')
+    before = Path(vh).read_bytes()
+    with pytest.raises(OutputError, match=f"{vh}: the mask output is a file an input reads"):
+        predict(PredictOptions([str(vrt)], mask=vh, model=models["threshold"], overwrite=True))
+    assert Path(vh).read_bytes() == before
+
+
+@pytest.mark.parametrize("name, match", [
+    ("m.png", "m.png: the mask output is a GeoTIFF; give it a .tif name"),
+    ("afile/m.tif", "afile/m.tif: {out}/afile is a file, not a folder"),
+])
+def test_output_names_that_cannot_be_a_geotiff_here(out, models, good, name, match):
+    (out / "afile").write_text("a file")
+    with pytest.raises(OutputError, match=match.format(out=out)):
+        predict(PredictOptions([good], mask=str(out / name), model=models["threshold"]))
+    assert listing(out) == ["afile"]
+
+
 def test_existing_output_needs_overwrite(out, models, good):
     (out / "m.tif").write_text("keep me")
     with pytest.raises(OutputError, match="m.tif: exists; use --overwrite to replace it"):
@@ -216,6 +247,11 @@ def test_extent_outside_the_raster(out, models, good):
     (dict(tile_size=100), "tile size 100 must be a positive multiple of 16"),
     (dict(overlap=0, model="smoothed"), "overlap 0 is below twice the model's margin"),
     (dict(batch_size=0), "batch size 0: must be at least 1"),
+    # a blend zone wider than a cell used to fail mid-run on an array shape
+    (dict(overlap=261, model="smoothed"), "overlap 261 leaves a blend zone (257 px: the "
+     "overlap less twice the margin) wider than the tile size 256; give an overlap of at "
+     "most 260"),
+    (dict(tile_size=4112), "tile size 4112 is above 4096"),
 ])
 def test_bad_options(out, models, good, kw, match):
     kw = {**kw, "model": models[kw.get("model", "threshold")]}
