@@ -104,7 +104,7 @@ def distill_builder(cfg: TrainConfig, student_inputs: Sequence[str],
     (same geometry, no jitter: the teacher sees the data as it was trained on it),
     and ``valid``, where the loss counts: S1 has data and, for a teacher reading
     S2, so has S2 (elsewhere the teacher's soft label means nothing)."""
-    crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect))
+    crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect), scale)
     jitter = ColourJitter(cfg.brightness, cfg.contrast)
 
     def build(sample: Sample, g: torch.Generator) -> Sample:

@@ -10,7 +10,6 @@ save leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a text or random file fails in many ways
+        # torch's message goes on to advise weights_only=False: never for a file that is
+        # not a checkpoint, and unsafe for one from elsewhere; only its first sentence is kept
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(". ")[0].rstrip(".")
+        if isinstance(exc, (KeyError, IndexError)):  # the unpickler lost in a text file
+            first = f"{type(exc).__name__} while unpickling"
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a sarflood training checkpoint "

@@ -30,7 +30,10 @@ def fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="SAR Flood Mapper training: Garg et al.'s cross-modal distillation, its "
+                    "baselines, synthetic Sen1Floods11 data, evaluation and ONNX export")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     name = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in SUBCOMMANDS), None)
     for sub, (module, help_text) in SUBCOMMANDS.items():

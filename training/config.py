@@ -20,11 +20,12 @@ preset).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
 from .methods import BY_NAME
-from .models import DEEPLAB
+from .models import ARCHS, DEEPLAB
 from .models.compact import COMPACT_RATES
 from .models.deeplab import ASPP_RATES
 
@@ -160,13 +161,15 @@ def _scalar(kind: type, raw: Any) -> Any:
         if str(raw).lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError
-    if kind is int:
+    if kind in (int, float):
         value = float(raw)
+        if not math.isfinite(value):   # nan or inf: no setting takes one
+            raise ValueError
+        if kind is float:
+            return value
         if value != int(value):
             raise ValueError
         return int(value)
-    if kind is float:
-        return float(raw)
     return str(raw).strip()
 
 
@@ -237,6 +240,17 @@ def _check(cfg: TrainConfig) -> None:
         problems.append("momentum must be in [0, 1)")
     if cfg.lr <= 0 or any(v <= 0 for v in cfg.lr_grid):
         problems.append("learning rates must be positive")
+    if cfg.weight_decay < 0 or any(v < 0 for v in cfg.wd_grid):
+        problems.append("weight decays must not be negative")
+    if cfg.poly_power <= 0:
+        problems.append("poly_power must be positive")
+    if cfg.edge_weight < 0 or cfg.edge_radius < 0:
+        problems.append("edge_weight and edge_radius must not be negative")
+    if cfg.brightness < 0 or not 0 <= cfg.contrast < 1:
+        problems.append("brightness must not be negative, and contrast must be in [0, 1)")
+    for name in ("arch", "compact_arch"):
+        if getattr(cfg, name) not in ARCHS:
+            problems.append(f"{name} {getattr(cfg, name)!r} is not one of {', '.join(ARCHS)}")
     for item in cfg.method_lr:
         name, value = _method_lr_entry(item)
         try:
@@ -249,8 +263,10 @@ def _check(cfg: TrainConfig) -> None:
                             " and a positive learning rate")
     if cfg.jitter_groups not in JITTER_GROUPS:
         problems.append(f"jitter_groups must be one of {', '.join(JITTER_GROUPS)}")
-    if len(cfg.zoom) != 2 or len(cfg.aspect) != 2:
-        problems.append("zoom and aspect take two numbers: low,high")
+    for name in ("zoom", "aspect"):
+        pair = getattr(cfg, name)
+        if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+            problems.append(f"{name} takes two positive numbers: low,high with low <= high")
     if problems:
         raise ConfigError("bad config: " + "; ".join(problems))
 

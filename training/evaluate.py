@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     from .cli import fail
     from backend.errors import BackendError
 
-    splits = args.split or ["test"]
+    # a split file's chips are named after the file unless --split names them
+    splits = args.split or ([Path(args.split_file).stem] if args.split_file else ["test"])
     if args.split_file and len(splits) > 1:
         return fail("--split-file scores one split; give one --split (its name in the table)")
     if not (args.otsu or args.model or args.masks or args.s2_index):

@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -99,9 +100,9 @@ def build_card(doc: dict[str, Any], metrics: dict[str, float], version: str,
 
 def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:
     """Validation IoU from the checkpoint, plus test metrics the run folder holds
-    (``metrics.json``, written by ``reproduce`` and ``evaluate``)."""
+    (``metrics.json``, written by ``reproduce``)."""
     metrics = {}
-    if "iou_valid" in doc.get("best", {}):
+    if doc.get("best", {}).get("iou_valid") is not None:  # None: no water to score yet
         metrics["iou_valid"] = float(doc["best"]["iou_valid"])
     extra = checkpoint.parent / "metrics.json"
     if extra.is_file():
@@ -143,7 +144,8 @@ def parity(model: nn.Module, path: Path) -> float:
     return worst
 
 
-def _backend(args: list[str], cwd: Path) -> str:
+def _backend(args: list[str]) -> str:
+    """``python -m backend ARGS`` from the repository (paths in ARGS must be absolute)."""
     proc = subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
@@ -156,19 +158,34 @@ def _backend(args: list[str], cwd: Path) -> str:
 def backend_accepts(path: Path) -> dict[str, Any]:
     """Load through ``backend.model.OnnxModel``, then run ``python -m backend card``
     and ``predict`` on a generated 600 x 600 scene; returns predict's result."""
+    path = Path(path).resolve()   # the backend runs from the repository, not from here
     OnnxModel(str(path), device="cpu")
     with tempfile.TemporaryDirectory(prefix="sarflood-export-") as tmp:
-        tmp_dir = Path(tmp)
-        _backend(["card", str(path), "--json"], tmp_dir)
+        tmp_dir = Path(tmp).resolve()
+        _backend(["card", str(path), "--json"])
         scene, mask = tmp_dir / "scene.tif", tmp_dir / "mask.tif"
-        _backend(["scene", str(scene), "--size", "600", "--seed", "1"], tmp_dir)
+        _backend(["scene", str(scene), "--size", "600", "--seed", "1"])
         out = _backend(["predict", str(scene), "--mask", str(mask), "--model", str(path),
-                        "--device", "cpu", "--progress", "json"], tmp_dir)
+                        "--device", "cpu", "--progress", "json"])
         results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         result = next((r for r in results if r.get("event") == "result"), None)
         if result is None or not mask.is_file():
             raise ExportError("backend predict wrote no mask and no result for the export")
         return result
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that cannot be written before any export work."""
+    if out.is_dir():
+        raise ExportError(f"{out}: is a folder; give the ONNX file's name")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out.parent}: output folder does not exist")
+    try:  # os.access is no proof (root, read-only mounts): try it
+        fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=out.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
 
 
 def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any]:
@@ -182,8 +199,10 @@ def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any
         raise ExportError(f"{checkpoint}: {display_name(doc['model_spec'])} takes "
                           f"{model.in_channels} input channels; the plugin feeds Sentinel-1 "
                           f"VV and VH only (2), so export a Sentinel-1 model, not the teacher")
-    if not out.parent.is_dir():
-        raise ExportError(f"{out.parent}: output folder does not exist")
+    if "optimizer" in doc:  # last.pt: its card would give best.pt's step and metrics
+        raise ExportError(f"{checkpoint}: is a run's last state, not the checkpoint chosen on "
+                          f"validation; export {checkpoint.parent / 'best.pt'}")
+    _check_out(out)
     card = build_card(doc, run_metrics(checkpoint, doc), version, model.size_multiple)
     with atomic_path(out) as tmp:
         _onnx_export(model, tmp)

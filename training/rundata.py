@@ -23,7 +23,8 @@ from .synth.writer import MANIFEST
 from .train import RunData
 
 # Sen1Floods11 chips are 512 x 512 at 10 m (Bonafilia et al., 2020); the
-# synthetic generator writes the same grid. Both presets train at this grid.
+# synthetic generator writes the same grid. A run resamples its crops from it to the
+# preset's pixel_size_m (cpu 10 m, paper 16 m as Garg et al. did).
 PIXEL_SIZE_M = 10.0
 
 _OPENED: dict[tuple, Dataset] = {}

@@ -17,6 +17,7 @@ the steps an uninterrupted one would have taken.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import time
@@ -186,8 +187,9 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
     spec = identity.get("model_spec")
     if isinstance(spec, dict) and spec.get("arch") == DEEPLAB:
         spec = {"zero_init_residual": _BEFORE_FIELD["zero_init_residual"], **spec}
-    return {**identity, "model_spec": spec,
-            "config": {k: v for k, v in config.items() if k not in _LR_CHOICE}}
+    # one key per setting, so that a mismatch names the setting, not the whole config
+    return {**{k: v for k, v in identity.items() if k != "config"}, "model_spec": spec,
+            **{f"config {k}": v for k, v in config.items() if k not in _LR_CHOICE}}
 
 
 def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:
@@ -205,6 +207,13 @@ def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:
                        f"{theirs.get(k)!r} there, {ours.get(k)!r} now); use another "
                        f"--out folder or delete that one")
     return state
+
+
+def _check_finite(model: nn.Module, step: int) -> None:
+    """No checkpoint holds NaN or infinite weights: a diverged run stops instead."""
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values()
+               if t.is_floating_point()):
+        raise RunError(f"the weights are no longer finite at step {step}: the run diverged")
 
 
 def _loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tensor],
@@ -235,6 +244,11 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     if state is not None and summary_path.exists():
         return json.loads(summary_path.read_text()), None
     teacher_model = _load_teacher(run, teacher, d.device)
+    # a student resumed with another teacher would mix two teachers' lessons
+    teacher_digest = hashlib.sha256(teacher.read_bytes()).hexdigest() if teacher_model else None
+    if state is not None and state.get("teacher_sha256", teacher_digest) != teacher_digest:
+        raise RunError(f"{out_dir / 'last.pt'} was trained from another teacher than "
+                       f"{teacher}; use another --out folder or the same teacher")
     scale = data.pixel_size_m / cfg.pixel_size_m  # model pixels per chip pixel
     if method.kind == "distill":
         build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs, scale)
@@ -260,10 +274,12 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     net = ddp.wrap(model, d)
 
     def save_last(step: int) -> None:
+        _check_finite(model, step)
         save_checkpoint(out_dir / "last.pt", {
             "run": run.identity(), "model_spec": run.model_spec, "model": model.state_dict(),
             "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
-            "step": step, "best": best, "seconds": elapsed + time.perf_counter() - t0})
+            "step": step, "best": best, "seconds": elapsed + time.perf_counter() - t0,
+            "teacher_sha256": teacher_digest})
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{method.name} seed {run.seed}",
                disable=not (progress and d.is_main), dynamic_ncols=True)
@@ -284,6 +300,9 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
             torch.manual_seed(derive_seed(run.seed, "step", step, d.rank))  # dropout
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
             loss = _loss(net, teacher_model, batch, cfg)
+            if not torch.isfinite(loss):  # before the step: no checkpoint holds NaN weights
+                raise RunError(f"the loss is {loss.item()} at step {step + 1}: the run diverged "
+                               f"(is the learning rate {run.lr:g} too high?)")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -307,6 +326,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                     if best["step"] == 0 or (iou is not None and (best["iou_valid"] is None
                                                                   or iou > best["iou_valid"])):
                         best = {"step": done, "iou_valid": iou}
+                        _check_finite(model, done)
                         save_checkpoint(out_dir / "best.pt", {
                             "run": run.identity(), "model_spec": run.model_spec,
                             "model": model.state_dict(), "best": best,

@@ -7,6 +7,7 @@ Rerunning the same command resumes the run; under ``torchrun`` it trains with DD
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from . import ddp
@@ -43,10 +44,22 @@ def run(args: argparse.Namespace) -> int:
         method = get_method(args.method)
         if method.kind == "otsu":
             return fail("otsu is not trained; score it with: python -m training evaluate --otsu")
-        cfg = make_config(args.preset, parse_overrides(args.set))
-        spec = RunSpec(method, cfg, args.seed,
-                       cfg.lr_for(method.name) if args.lr is None else args.lr,
-                       cfg.weight_decay if args.weight_decay is None else args.weight_decay)
+        overrides = parse_overrides(args.set)
+        # --lr and --weight-decay are config keys too: checked with the others
+        overrides.update({k: v for k, v in (("lr", args.lr), ("weight_decay", args.weight_decay))
+                          if v is not None})
+        cfg = make_config(args.preset, overrides)
+        spec = RunSpec(method, cfg, args.seed, cfg.lr_for(method.name) if args.lr is None
+                       else args.lr, cfg.weight_decay)
+        # what needs no data is checked before the data is read (minutes on the real set)
+        if method.teacher and args.teacher is None:
+            return fail(f"method {method.name!r} needs --teacher CHECKPOINT (a best.pt of the "
+                        f"{method.teacher!r} method)")
+        if args.teacher is not None and not args.teacher.is_file():
+            return fail(f"--teacher {args.teacher}: file not found")
+        if args.out.exists() and not args.out.is_dir():
+            return fail(f"--out {args.out}: is a file, not a run folder")
+        ddp.pick_device(args.device)
         data = open_run_data(args.data, method, cfg.cache)
         d = ddp.setup(args.device)
     except (ValueError, ConfigError, DatasetError) as exc:
@@ -57,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     except (RunError, CheckpointError) as exc:
         return fail(str(exc))
     except Interrupted as exc:
-        print(f"interrupted: {exc}")
+        print(f"interrupted: {exc}", file=sys.stderr)
         return 130
     finally:
         ddp.teardown(d)

@@ -27,6 +27,10 @@ def test_flat_folder_is_a_hand_labelled_layout(real_chips):
     layout = Layout.find(real_chips)
     assert layout.hand == real_chips
     assert (layout.hand / "S1Hand" / f"{SPAIN}_S1Hand.tif").is_file()
+    # training reads the split files of the v1.1 layout, which a flat folder lacks
+    with pytest.raises(DatasetError, match="a flat folder of hand-labelled chips without "
+                                           "flood_train_data.csv: training and reproduce need"):
+        hand_chips(real_chips, "train")
 
 
 def test_s1_bands_selected_by_name_and_nan_kept(real_chips):

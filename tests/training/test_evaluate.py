@@ -141,6 +141,17 @@ def test_real_chips_with_nothing_to_score(real_chips, tmp_path):
     assert 0.3 < per[SPAIN].iou < 0.9              # Otsu on a real flood chip: right, with errors
 
 
+def test_a_split_file_names_its_rows_unless_a_split_does(real_chips, tmp_path, capsys):
+    split = tmp_path / "spain_chips.csv"
+    split.write_text(f"{SPAIN}_S1Hand.tif,{SPAIN}_LabelHand.tif\n")
+    for extra, name in (([], "spain_chips"), (["--split", "valid"], "valid")):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--data", str(real_chips), "--split-file", str(split),
+                     "--otsu", "--json", str(out), *extra]) == 0
+        assert [r["split"] for r in json.loads(out.read_text())["results"]] == [name]
+    capsys.readouterr()
+
+
 def test_figure_png(data, tmp_path, capsys):
     out = tmp_path / "fig.png"
     assert main(["figure", "--data", str(data), "--split", "train", "--chips", "2", "--out", str(out)]) == 0

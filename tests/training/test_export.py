@@ -70,6 +70,18 @@ def test_export_writes_one_file_that_matches_torch_and_the_backend_runs(runs, tm
     assert np.abs(got - expect).max() < 1e-4
 
 
+def test_export_to_a_relative_path_from_another_folder(runs, tmp_path):
+    """The backend's checks run from the repository: a relative --out (the temporary file
+    beside it) was looked for there, and the export failed after all its work."""
+    (tmp_path / "models").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "training", "export",
+                           str(runs / "hand" / "best.pt"), "--out", "models/hand.onnx"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["hand.onnx"]
+
+
 def test_teacher_is_refused_and_nothing_is_written(runs, tmp_path):
     out = tmp_path / "teacher.onnx"
     proc = cli("training", "export", str(runs / "teacher" / "best.pt"), "--out", str(out))
@@ -90,6 +102,9 @@ def test_checkpoint_of_another_architecture_is_refused(runs, tmp_path):
 
 @pytest.mark.parametrize("content,msg", [
     (b"not a checkpoint", "not a readable PyTorch checkpoint"),
+    # text files broke the unpickler with a KeyError or an IndexError traceback
+    (b"hello\n", "not a readable PyTorch checkpoint (KeyError while unpickling)"),
+    (b"a", "not a readable PyTorch checkpoint (IndexError while unpickling)"),
     (None, "not a sarflood training checkpoint"),
 ])
 def test_foreign_files_are_refused(tmp_path, content, msg):
@@ -100,6 +115,21 @@ def test_foreign_files_are_refused(tmp_path, content, msg):
         path.write_bytes(content)
     proc = cli("training", "export", str(path), "--out", str(tmp_path / "m.onnx"))
     assert proc.returncode == 1 and msg in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "weights_only=False" not in proc.stderr
+
+
+def test_last_state_and_unwritable_outputs_are_refused_before_any_work(runs, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for checkpoint, out, msg in (
+            ("last.pt", tmp_path / "m.onnx", "is a run's last state, not the checkpoint chosen"),
+            ("best.pt", tmp_path, "is a folder; give the ONNX file's name"),
+            ("best.pt", tmp_path / "afile" / "m.onnx", "output folder does not exist"),
+            ("best.pt", Path("/proc/m.onnx"), "cannot write in /proc")):
+        proc = cli("training", "export", str(runs / "hand" / checkpoint), "--out", str(out),
+                   "--overwrite")
+        assert proc.returncode == 1 and msg in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_card_takes_grid_and_tiling_from_the_run(tmp_path):

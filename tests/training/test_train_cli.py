@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.train import train
+from training.train import Interrupted, RunError, train
 
 from .test_train import tiny_data, tiny_run
 
@@ -73,6 +73,63 @@ def test_unknown_config_key_and_method(data, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_bad_values_and_missing_inputs_are_refused_before_the_data_is_read(tmp_path):
+    """Each gave a traceback, a run folder, or (lr=nan) a NaN best.pt with exit 0; the
+    data path does not exist, so an answer about it would mean the data was read first."""
+    nowhere = tmp_path / "nowhere"
+    (tmp_path / "afile").write_text("x")
+    for args, text in (
+            (["hand", "--set", "steps=inf"], "config key 'steps': cannot read 'inf'"),
+            (["hand", "--set", "lr=nan"], "config key 'lr': cannot read 'nan'"),
+            (["hand", "--lr", "-1"], "learning rates must be positive"),
+            (["hand", "--set", "weight_decay=-1"], "weight decays must not be negative"),
+            (["hand", "--set", "poly_power=-1"], "poly_power must be positive"),
+            (["hand", "--set", "arch=foo"], "arch 'foo' is not one of"),
+            (["hand", "--set", "zoom=2,1"], "zoom takes two positive numbers"),
+            (["student"], "method 'student' needs --teacher CHECKPOINT"),
+            (["student", "--teacher", tmp_path / "t.pt"], "t.pt: file not found"),
+            (["hand", "--device", "cudaa"], "unknown device 'cudaa'")):
+        out = tmp_path / "run"
+        one_line_error(cli("train", *args, "--data", nowhere, "--out", out), text)
+        assert not out.exists()
+    one_line_error(cli("train", "hand", "--data", nowhere, "--out", tmp_path / "afile"),
+                   "afile: is a file, not a run folder")
+
+
+def test_a_diverging_run_stops_with_an_error_and_keeps_no_nan_checkpoint(tmp_path):
+    torch.set_num_threads(1)
+    with pytest.raises(RunError, match="the run diverged"):
+        train(tiny_run("hand", lr=1e30, steps=3, eval_every=1, checkpoint_every=1),
+              tiny_data(), tmp_path, progress=False)
+    for name in ("best.pt", "last.pt"):
+        if (tmp_path / name).exists():
+            doc = torch.load(tmp_path / name, weights_only=True)
+            assert all(torch.isfinite(t).all() for t in doc["model"].values()
+                       if t.is_floating_point())
+
+
+def test_a_student_resumes_only_with_its_own_teacher(tmp_path):
+    torch.set_num_threads(1)
+    for seed in (0, 1):
+        train(tiny_run("teacher", seed=seed, steps=1, eval_every=1), tiny_data(),
+              tmp_path / f"teacher{seed}", progress=False)
+    with pytest.raises(Interrupted):
+        train(tiny_run("student"), tiny_data(pools=2), tmp_path / "student",
+              teacher=tmp_path / "teacher0" / "best.pt", progress=False, stop_at=1)
+    with pytest.raises(RunError, match="was trained from another teacher"):
+        train(tiny_run("student"), tiny_data(pools=2), tmp_path / "student",
+              teacher=tmp_path / "teacher1" / "best.pt", progress=False)
+
+
+def test_a_resume_mismatch_names_the_setting(tmp_path):
+    torch.set_num_threads(1)
+    with pytest.raises(Interrupted):
+        train(tiny_run(steps=3), tiny_data(), tmp_path, progress=False, stop_at=1)
+    with pytest.raises(RunError) as err:
+        train(tiny_run(steps=5), tiny_data(), tmp_path, progress=False)
+    assert "(config steps: 3 there, 5 now)" in str(err.value) and len(str(err.value)) < 300
+
+
 def test_checkpoint_of_another_architecture(data, tmp_path):
     torch.set_num_threads(1)
     train(tiny_run("hand", steps=1, eval_every=1), tiny_data(), tmp_path / "s1", progress=False)
@@ -101,7 +158,7 @@ def test_sigint_stops_after_a_step_and_the_rerun_continues(data, tmp_path):
     assert proc.returncode == 130, err
     done = logged_steps(run)
     assert 3 <= len(done) < 40 and done == list(range(1, len(done) + 1))
-    assert f"stopped after step {done[-1]}" in out
+    assert f"interrupted: stopped after step {done[-1]}" in err   # on stderr, not stdout
 
     rerun = cli(*args)
     assert rerun.returncode == 0, rerun.stderr

@@ -84,6 +84,12 @@ def test_target_checks_compare_gaps_with_the_seed_spread():
                    "compact within 2 IoU points of student": True}
     rows["weak"] = row(62.5, 0.5)  # now 2.5 points is more than 2 and twice the std
     assert next(c for c in checks(rows, {}) if c["check"] == "hand ~ weak")["holds"] is False
+    # one seed: a trained row's spread is unknown, so its checks neither hold nor fail
+    # (they read 0 and held); Otsu is deterministic and needs none
+    one = {name: {"test": {**r["test"], "std": None, "n": 1}} for name, r in rows.items()}
+    got = {c["check"]: c["holds"] for c in checks(one, {})}
+    assert got["otsu < hand"] is None and got["hand ~ weak"] is None
+    assert got["compact within 2 IoU points of student"] is True
 
 
 def test_the_papers_own_numbers_go_through_the_same_checks():

@@ -129,3 +129,22 @@ def test_labels_are_ignored_where_the_input_has_no_data():
     chip["label"] = chip["label"].clamp(min=0)  # the reader's -1 removed on purpose
     out = supervised_builder(cfg, ("s1",), "label")(chip, torch.Generator().manual_seed(0))
     assert (out["label"] == -1).sum() == (~chip["valid"]).sum()
+
+
+def test_both_builders_crop_the_same_ground_at_the_models_pixel_size():
+    """The paper preset trains at 16 m on 10 m chips: a 32 px crop covers 51.2 chip
+    pixels. The distillation builder dropped the scale, so its students (and the
+    teacher's input) saw 10 m crops but were scored and exported at 16 m."""
+    chip = TinyChips(1, size=128, seed=2)[0]
+    ramp = torch.arange(128.0).repeat(128, 1)
+    chip["s1"] = ramp.repeat(2, 1, 1)
+    chip["s2"] = ramp.repeat(len(chip["s2"]), 1, 1)
+    chip["valid"] = chip["s2_valid"] = torch.ones(128, 128, dtype=torch.bool)
+    cfg = make_config("cpu", {"crop": 32, "zoom": "1,1", "aspect": "1,1", "brightness": 0,
+                              "contrast": 0})
+    g = torch.Generator
+    sup = supervised_builder(cfg, ("s1",), "label", 10 / 16)(chip, g().manual_seed(0))["x"]
+    dis = distill_builder(cfg, ("s1",), ("s1", "s2"), 10 / 16)(chip, g().manual_seed(0))
+    for x in (sup[0], dis["x"][0], dis["x_teacher"][0], dis["x_teacher"][2]):
+        span = (x.max() - x.min()).item()
+        assert abs(span - 51.2 * 31 / 32) < 1.5, span

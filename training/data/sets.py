@@ -66,6 +66,10 @@ def hand_chips(root: str | Path, split: str, *, split_file: str | Path | None = 
     if split_file is None and split not in HAND_SPLITS:
         raise DatasetError(f"unknown split {split!r}; Sen1Floods11 splits are {', '.join(HAND_SPLITS)}")
     path = Path(split_file) if split_file else layout.hand_split_file(split)
+    if layout.hand == layout.root and not path.exists():  # a flat folder, as in ../shared
+        raise DatasetError(f"{layout.root}: a flat folder of hand-labelled chips without "
+                           f"{path.name}: training and reproduce need the v1.1 layout with its "
+                           f"split files; evaluate and figure take a flat folder with --split-file")
     return _split_chips(layout, path, layout.hand, ("S1Hand", "S2Hand", "LabelHand"), "HandLabeled",
                         s2, f"hand-labelled split {split!r}", check_grids)
 
