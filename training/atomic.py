@@ -6,6 +6,7 @@ the target as it was and no temporary file behind.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,3 +31,22 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def unwritable(path: Path, folder: bool = False) -> str | None:
+    """Why ``path`` (a file, or with ``folder`` a run folder) cannot be written, else None:
+    checked before the work that would end in writing it."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        return f"{path}: is a {'file, not a folder' if folder else 'folder, not a file'}"
+    where = path if folder and path.is_dir() else path.parent
+    if not where.is_dir():
+        return f"{path}: the folder {where} does not exist"
+    try:  # os.access is no proof (root, read-only mounts): try it
+        fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{path}: cannot write in {where} ({exc.strerror or exc})"
+    return None
+

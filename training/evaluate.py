@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from .atomic import write_text_atomic
+from .atomic import unwritable, write_text_atomic
 from .data import s2index
 from .data.io import read_label, read_mask, read_s1, read_s2
 from .data.layout import HAND_SPLITS, ChipFiles, DatasetError, problems_message
@@ -219,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("nothing to score: give --otsu, --model, --masks or --s2-index")
     if args.json and Path(args.json).exists() and not args.overwrite:
         return fail(f"{args.json}: exists; pass --overwrite to replace it")
+    if args.json and unwritable(Path(args.json)):
+        return fail(unwritable(Path(args.json)))
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="sarflood-eval-") as tmp:

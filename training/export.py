@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 from backend.card import CARD_KEY, BandSpec, ModelCard
 from backend.model import OnnxModel
 
-from .atomic import atomic_path
+from .atomic import atomic_path, unwritable
 from .checkpoint import CheckpointError, load_model
 from .data.conventions import S1_BANDS, S1_WINDOWS
 from .methods import get_method
@@ -176,16 +175,9 @@ def backend_accepts(path: Path) -> dict[str, Any]:
 
 def _check_out(out: Path) -> None:
     """Refuse an ``out`` that cannot be written before any export work."""
-    if out.is_dir():
-        raise ExportError(f"{out}: is a folder; give the ONNX file's name")
-    if not out.parent.is_dir():
-        raise ExportError(f"{out.parent}: output folder does not exist")
-    try:  # os.access is no proof (root, read-only mounts): try it
-        fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=out.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ExportError(f"{out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
+    problem = unwritable(out)
+    if problem:
+        raise ExportError(problem)
 
 
 def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import ddp
+from .atomic import unwritable
 from .checkpoint import CheckpointError
 from .cli import fail
 from .config import ConfigError, make_config, parse_overrides
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
                         f"{method.teacher!r} method)")
         if args.teacher is not None and not args.teacher.is_file():
             return fail(f"--teacher {args.teacher}: file not found")
-        if args.out.exists() and not args.out.is_dir():
-            return fail(f"--out {args.out}: is a file, not a run folder")
+        if unwritable(args.out, folder=True):
+            return fail(unwritable(args.out, folder=True))
         ddp.pick_device(args.device)
         data = open_run_data(args.data, method, cfg.cache)
         d = ddp.setup(args.device)

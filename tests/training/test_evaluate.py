@@ -128,6 +128,9 @@ def test_cli_table_json_and_no_overwrite(data, tmp_path, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(data)]) == 1
     assert "nothing to score" in capsys.readouterr().err
+    # refused before scoring (it was a traceback after it)
+    assert main(["evaluate", "--data", str(data), "--otsu", "--json", "/proc/x.json"]) == 1
+    assert "/proc/x.json: cannot write in /proc" in capsys.readouterr().err
 
 
 def test_real_chips_with_nothing_to_score(real_chips, tmp_path):

@@ -93,7 +93,9 @@ def test_bad_values_and_missing_inputs_are_refused_before_the_data_is_read(tmp_p
         one_line_error(cli("train", *args, "--data", nowhere, "--out", out), text)
         assert not out.exists()
     one_line_error(cli("train", "hand", "--data", nowhere, "--out", tmp_path / "afile"),
-                   "afile: is a file, not a run folder")
+                   "afile: is a file, not a folder")
+    one_line_error(cli("train", "hand", "--data", nowhere, "--out", "/proc/run"),
+                   "/proc/run: cannot write in /proc")
 
 
 def test_a_diverging_run_stops_with_an_error_and_keeps_no_nan_checkpoint(tmp_path):
