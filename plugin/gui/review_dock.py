@@ -35,6 +35,17 @@ from ..task import BackendTask
 STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
 
 
+def lasting_folder(mask: Path) -> Path:
+    """Where the final mask goes unless the analyst chooses: beside the run's mask, except
+    when that lies in QGIS's temporary folder (a run with temporary files), which QGIS
+    deletes on exit: then the project's folder, or the home folder for an unsaved project."""
+    temporary = Path(QgsProcessingUtils.tempFolder()).resolve()
+    if temporary not in mask.resolve().parents:
+        return mask.parent
+    home = QgsProject.instance().homePath()
+    return Path(home) if home else Path.home()
+
+
 @dataclass
 class ReviewRun:
     """One finished run under review."""
@@ -164,7 +175,8 @@ class ReviewDock(QgsDockWidget):
         self.opacity.setEnabled(True)
         self.title.setText(run.layers.group.name())
         mask = Path(run.params.mask)
-        self.final_path.setFilePath(free_output_paths(str(mask.parent), mask.stem, ["accepted"])["accepted"])
+        folder = lasting_folder(mask)
+        self.final_path.setFilePath(free_output_paths(str(folder), mask.stem, ["accepted"])["accepted"])
         self.threshold.blockSignals(True)
         self.threshold.setValue(float(run.result["threshold"]))
         self.slider.setValue(round(float(run.result["threshold"]) * STEPS))

@@ -219,7 +219,7 @@ class RunDialog(QDialog):
         box.setCollapsed(True)
         form = QFormLayout(box)
         self.tile_size = QSpinBox()
-        self.tile_size.setRange(0, 8192)
+        self.tile_size.setRange(0, 4096)   # the backend refuses bigger tiles (backend.tiling.MAX_TILE)
         self.tile_size.setSpecialValueText("the model's")
         self.overlap = QSpinBox()
         self.overlap.setRange(-1, 4096)

@@ -2,6 +2,8 @@
 output styles."""
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
@@ -94,6 +96,26 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         if not outcome.ok:
             raise QgsProcessingException(outcome.error or "the backend failed")
         return outcome.result
+
+    @staticmethod
+    def check_destination(path: str, name: str, inputs: list) -> None:
+        """Refuse, before any work, a raster destination that is not a GeoTIFF, that is one
+        of the ``inputs`` (layers; replacing one would lose it), or that cannot be written."""
+        if not path.lower().endswith((".tif", ".tiff")):
+            raise QgsProcessingException(f"{name}: {path} must be a GeoTIFF (.tif)")
+        real = os.path.realpath(path)
+        for layer in inputs:
+            if layer is not None and os.path.realpath(layer.source().split("|")[0]) == real:
+                raise QgsProcessingException(f"{name}: {path} is the input '{layer.name()}'; "
+                                             f"choose another path")
+        folder = os.path.dirname(real)
+        try:  # os.access is no proof (root, read-only mounts): try it
+            fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise QgsProcessingException(f"{name}: cannot write {path} "
+                                         f"({exc.strerror or exc})") from None
 
     @staticmethod
     def style_output(context, path: str, renderer_factory) -> None:

@@ -19,7 +19,7 @@ from ..corrections import FIELD, CorrectionsProblem, write_geojson
 from ..inputs import InputProblem, layer_file
 from ..params import CorrectParams
 from .common import SceneAlgorithm
-from .masks import check_mask_layer
+from .masks import check_binary_mask, check_mask_layer
 
 
 class CorrectMaskAlgorithm(SceneAlgorithm):
@@ -45,6 +45,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "INPUT", context),
                                 "Water mask")
+        check_binary_mask(mask, "Water mask")
         try:
             mask_file = layer_file(mask, "Water mask")
         except InputProblem as problem:

@@ -11,14 +11,15 @@ Output classes: 0 not flooded, 1 newly flooded, 2 water before and after,
 """
 from __future__ import annotations
 
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
+from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingException,
+                       QgsProcessingOutputNumber,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer)
 
 from .. import styles
 from ..params import backend_path
 from .base import SarFloodAlgorithm
-from .masks import check_mask_layer
+from .masks import check_binary_mask, check_mask_layer
 
 NODATA = 255
 
@@ -31,8 +32,9 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
             "'Before' is a pre-event water mask (any grid; it is resampled onto the post-event "
             "grid), a permanent-water polygon layer, or both. Output: 0 not flooded, 1 newly "
             "flooded, 2 water before and after, 255 no data (also where the pre-event mask has "
-            "no data, since nothing is known there). Returns the newly flooded area in km², from each "
-            "row's true pixel area on the WGS 84 ellipsoid (exact on EPSG:4326 grids too).")
+            "no data, since nothing is known there). Returns the newly flooded area in km²: on "
+            "geographic grids such as EPSG:4326 from each row's true pixel area on the WGS 84 "
+            "ellipsoid, on projected grids from the pixel size in map units (as Map water).")
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("POST", "Post-event water mask"))
@@ -50,10 +52,22 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         if pre is None and permanent is None:
             raise QgsProcessingException("Give a pre-event water mask, a permanent-water layer, or both: "
                                          "the flood extent is post-event water minus water before")
+        check_binary_mask(post, "Post-event mask")
+        destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        self.check_destination(destination, "OUTPUT", [post, pre])
+        extent, crs = post.extent(), post.crs()
         if pre is not None:
             check_mask_layer(pre, "Pre-event mask")
-        destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        extent, crs = post.extent(), post.crs()
+            check_binary_mask(pre, "Pre-event mask")
+            covered = QgsCoordinateTransform(pre.crs(), crs, context.transformContext()
+                                             ).transformBoundingBox(pre.extent())
+            if not covered.intersects(extent):
+                raise QgsProcessingException(
+                    f"Pre-event mask '{pre.name()}' does not overlap the post-event mask "
+                    f"'{post.name()}': nothing would be known of the water before the event")
+            if not covered.contains(extent):
+                feedback.pushWarning(f"Pre-event mask '{pre.name()}' covers only part of the "
+                                     f"post-event mask: the rest is no data in the flood extent")
 
         def child(step: int, alg: str, params: dict) -> dict:
             return self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)

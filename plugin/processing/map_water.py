@@ -41,7 +41,8 @@ class MapWaterAlgorithm(SceneAlgorithm):
         advanced = [
             QgsProcessingParameterEnum("UNITS", "Input units", list(UNIT_CHOICES), defaultValue=0),
             QgsProcessingParameterNumber("TILE_SIZE", "Tile size in pixels (0: the model's)",
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0,
+                                         maxValue=4096),
             QgsProcessingParameterNumber("OVERLAP", "Tile overlap in pixels (-1: from the model's margin)",
                                          QgsProcessingParameterNumber.Integer, -1, minValue=-1),
             QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch (0: 1 on CPU, 4 on CUDA)",

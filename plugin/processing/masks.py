@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from qgis.core import (Qgis, QgsDistanceArea, QgsGeometry, QgsProcessingException, QgsProject,
-                       QgsRasterLayer, QgsRectangle, QgsUnitTypes)
+                       QgsRasterBandStats, QgsRasterLayer, QgsRectangle, QgsUnitTypes)
 
 INTEGER_TYPES = (Qgis.Byte, Qgis.UInt16, Qgis.Int16, Qgis.UInt32, Qgis.Int32)
 # Areas need an ellipsoid; when the caller's context has none (qgis_process, scripts), use WGS 84.
 DEFAULT_ELLIPSOID = "EPSG:7030"
+MASK_SAMPLE = 1_000_000   # pixels read to check a mask's values (the whole of a small one)
 
 
 def check_mask_layer(layer: QgsRasterLayer | None, role: str) -> QgsRasterLayer:
@@ -21,6 +22,22 @@ def check_mask_layer(layer: QgsRasterLayer | None, role: str) -> QgsRasterLayer:
             f"{role} '{layer.name()}' holds non-integer values; it looks like a probability raster, "
             f"not a water mask (0 dry, 1 water): give the mask output")
     return layer
+
+
+def check_binary_mask(layer: QgsRasterLayer, role: str) -> None:
+    """Values other than 0 and 1 (no data aside) mean another raster, such as a flood extent
+    (2: water before and after) or a mask without its 255 declared as no data: counting
+    them as water would be wrong. Checked on a sample of the pixels."""
+    provider = layer.dataProvider()
+    stats = provider.bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max,
+                                    layer.extent(), MASK_SAMPLE)
+    if stats.maximumValue > 1 or stats.minimumValue < 0:
+        declared = (f"no data {provider.sourceNoDataValue(1):g}"
+                    if provider.sourceHasNoDataValue(1) else "no no-data value declared")
+        raise QgsProcessingException(
+            f"{role} '{layer.name()}' holds values from {stats.minimumValue:g} to "
+            f"{stats.maximumValue:g} ({declared}); a water mask holds 0 (dry) and 1 (water), "
+            f"with 255 declared as no data")
 
 
 def ellipsoid_of(context) -> str:

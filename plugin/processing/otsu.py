@@ -32,5 +32,7 @@ class OtsuAlgorithm(SceneAlgorithm):
                             overwrite=Path(mask).exists())
         result = self.run_backend(params.argv(), feedback)
         self.style_output(context, mask, styles.mask_renderer)
+        # no threshold when the scene has no valid pixel (all no data, as the backend warns)
+        threshold = result.get("threshold_db")
         return {"OUTPUT_MASK": mask, **self.area_results(result),
-                "THRESHOLD_DB": float(result["threshold_db"])}
+                "THRESHOLD_DB": None if threshold is None else float(threshold)}

@@ -13,7 +13,7 @@ from qgis.core import (QgsCoordinateTransform, QgsFeature, QgsFeatureSink, QgsFi
 from qgis.PyQt.QtCore import QVariant
 
 from .base import SarFloodAlgorithm
-from .masks import check_mask_layer, ellipsoid_of, pixel_area_m2
+from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
 
 _PREFIX = "sfz_"
 NEW_FIELDS = (("valid_px", QVariant.Double), ("water_px", QVariant.Double),
@@ -37,6 +37,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask")
+        check_binary_mask(mask, "Water mask")   # water_px is the sum of its values
         source = self.parameterAsSource(parameters, "POLYGONS", context)
         if source is None:
             raise QgsProcessingException("Polygons: no polygon layer given")
@@ -47,7 +48,13 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         feedback.setProgressText("water share and area per polygon")
         counted = QgsProcessingUtils.mapLayerFromString(zonal, context)
 
-        fields = QgsFields(source.fields())
+        # the polygons may hold these fields already (a layer this algorithm wrote): they
+        # are replaced, since QgsFields.append silently refuses a second field of a name
+        ours = {name for name, _ in NEW_FIELDS}
+        kept = [f for f in source.fields() if f.name() not in ours]
+        fields = QgsFields()
+        for field in kept:
+            fields.append(field)
         for name, kind in NEW_FIELDS:
             fields.append(QgsField(name, kind))
         sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
@@ -57,12 +64,12 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         total = max(1, counted.featureCount())
         for i, feature in enumerate(counted.getFeatures()):
             if feedback.isCanceled():
-                break
+                raise QgsProcessingException("cancelled: the statistics are incomplete")
             valid = float(feature[f"{_PREFIX}count"] or 0)
             water = float(feature[f"{_PREFIX}sum"] or 0)
             out = QgsFeature(fields)
             out.setGeometry(feature.geometry())
-            attributes = [feature[f.name()] for f in source.fields()]
+            attributes = [feature[f.name()] for f in kept]
             centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
             km2 = water * pixel_area_m2(mask, ellipsoid, centre) / 1e6 if water else 0.0
             out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])

@@ -267,3 +267,26 @@ def test_all_nodata_input_adds_no_layer(plugin, qgis_iface, qtbot, models, real_
     assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: Paraguay chip") is None
     assert len(QgsProject.instance().mapLayers()) == 1
     wait_for_tasks(qtbot)
+
+
+def test_the_final_mask_of_a_temporary_run_defaults_to_a_lasting_folder(qgis_app, tmp_path):
+    """A run with temporary files writes into QGIS's Processing folder, which QGIS deletes
+    on exit: the accepted mask went there too, and was lost with it."""
+    from pathlib import Path
+
+    from qgis.core import QgsProcessingUtils
+
+    from plugin.gui.review_dock import lasting_folder
+
+    kept = tmp_path / "run" / "scene_water_mask.tif"
+    assert lasting_folder(kept) == kept.parent
+    temporary = Path(QgsProcessingUtils.tempFolder()) / "sarflood-x" / "scene_water_mask.tif"
+    project = QgsProject.instance()
+    saved = project.fileName()
+    project.setFileName(str(tmp_path / "floods.qgz"))
+    try:
+        assert lasting_folder(temporary) == tmp_path
+        project.setFileName("")
+        assert lasting_folder(temporary) == Path.home()
+    finally:
+        project.setFileName(saved)

@@ -175,6 +175,16 @@ def test_mapwater_all_nodata_chip_reports_it(provider, models, real_chips, tmp_p
     assert (read_raster(out["OUTPUT_MASK"]) == 255).all()
 
 
+def test_otsu_on_the_all_nodata_chip_has_no_threshold(provider, real_chips, tmp_path):
+    """It crashed on float(None) after the backend had written the (all no data) mask."""
+    import processing
+
+    chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
+    out = processing.run("sarflood:otsu", {"INPUT": str(chip), "OUTPUT_MASK": str(tmp_path / "o.tif")})
+    assert out["THRESHOLD_DB"] is None and out["VALID_AREA_KM2"] == 0
+    assert (read_raster(out["OUTPUT_MASK"]) == 255).all()
+
+
 def test_mapwater_refuses_a_model_whose_card_does_not_match(provider, models, two_band_scene, tmp_path):
     import processing
 

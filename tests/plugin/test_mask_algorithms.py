@@ -170,6 +170,38 @@ def test_flood_extent_refuses_bad_inputs(provider, tmp_path):
     assert not (tmp_path / "f.tif").exists()
 
 
+def test_flood_extent_keeps_its_inputs_and_says_what_it_cannot_know(provider, tmp_path):
+    import processing
+
+    post_path, _ = _mask(tmp_path)
+    pre_path, _ = _mask(tmp_path, "pre.tif")
+    before = post_path.read_bytes()
+    # the output was the post-event mask itself: it was overwritten without a word
+    for given in (post_path, pre_path):
+        with pytest.raises(QgsProcessingException, match=r"OUTPUT: .* is the input '(post|pre)'"):
+            processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                                    "OUTPUT": str(given)})
+    assert post_path.read_bytes() == before
+    for out, match in ((str(tmp_path / "f.gpkg"), "must be a GeoTIFF"),
+                       ("/proc/f.tif", "cannot write /proc/f.tif")):
+        with pytest.raises(QgsProcessingException, match=match):
+            processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                                    "OUTPUT": out})
+    # a pre-event mask elsewhere: 0 km² of new water was reported, as if nothing had flooded
+    far = write_raster(tmp_path / "far.tif", [np.zeros((50, 50), np.uint8)], nodata=255,
+                       origin=(ORIGIN[0] + 50000, ORIGIN[1]))
+    with pytest.raises(QgsProcessingException, match="'far' does not overlap the post-event mask"):
+        processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(far),
+                                                "OUTPUT": str(tmp_path / "f.tif")})
+    # a flood extent (2: water before and after) is not a water mask
+    extent = processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                                     "OUTPUT": str(tmp_path / "fe.tif")})["OUTPUT"]
+    with pytest.raises(QgsProcessingException, match="'fe' holds values from 0 to 2"):
+        processing.run("sarflood:floodextent", {"POST": extent, "PRE": str(pre_path),
+                                                "OUTPUT": str(tmp_path / "f.tif")})
+    assert not (tmp_path / "f.tif").exists() and not (tmp_path / "f.gpkg").exists()
+
+
 def test_zonal_water_per_polygon(provider, tmp_path):
     import processing
 
@@ -189,6 +221,40 @@ def test_zonal_water_per_polygon(provider, tmp_path):
         assert rows[name]["water_px"] == water
         assert rows[name]["water_frac"] == pytest.approx(water / valid)
         assert rows[name]["water_km2"] == pytest.approx(_utm_area_m2(water) / 1e6, rel=1e-3)
+
+    # run again on its own output with another mask: the fields are replaced, not kept
+    # (QgsFields.append refused the duplicates and the first run's numbers came back)
+    dry = write_raster(tmp_path / "dry.tif", [np.where(a == 255, 255, 0).astype(np.uint8)],
+                       nodata=255)
+    again = processing.run("sarflood:zonalwater", {"POLYGONS": out["OUTPUT"], "MASK": str(dry),
+                                                   "OUTPUT": "memory:"})["OUTPUT"]
+    assert [f.name() for f in again.fields()] == ["name", "valid_px", "water_px", "water_frac",
+                                                  "water_km2"]
+    assert all(f["water_px"] == 0 for f in again.getFeatures())
+    # a raster of other values (a flood extent's 2s, or a mask whose 255 is not no data)
+    # would be summed as water
+    undeclared = write_raster(tmp_path / "undeclared.tif", [a])
+    with pytest.raises(QgsProcessingException, match="'undeclared' holds values from 0 to 255"):
+        processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(undeclared),
+                                               "OUTPUT": "memory:"})
+
+
+def test_a_cancelled_zonal_run_is_not_reported_as_done(provider, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class CancelWhenCounted(QgsProcessingFeedback):
+        def setProgressText(self, text):  # noqa: N802 (QGIS's name)
+            super().setProgressText(text)
+            if text.startswith("water share"):   # after the child, in the loop over polygons
+                self.cancel()
+
+    path, _ = _mask(tmp_path)
+    x0, y0 = ORIGIN
+    zones = _rect_layer("EPSG:32630", [("all", (x0, y0 - 1000, x0 + 1000, y0))])
+    with pytest.raises(QgsProcessingException, match="cancelled: the statistics are incomplete"):
+        processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(path),
+                                               "OUTPUT": "memory:"}, feedback=CancelWhenCounted())
 
 
 def test_correct_mask_burns_water_and_dry_polygons(provider, tmp_path):
