@@ -8,6 +8,7 @@ failed or cancelled run leaves nothing behind. Every problem is an
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -336,6 +337,10 @@ class GeoTiffOut:
                 raise OutputError(f"{self.path}: appeared while running; use --overwrite to "
                                   "replace it")
             os.replace(self.tmp, self.path)
+            # statistics and histograms GDAL (QGIS) kept beside the replaced file describe it,
+            # not the new one
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path + ".aux.xml")
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: cannot be written ({exc.strerror or exc})") from None

@@ -9,6 +9,7 @@ QGIS tasks, so the map stays responsive.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,6 +324,14 @@ class ReviewDock(QgsDockWidget):
             return
         if not path.lower().endswith((".tif", ".tiff")):
             path += ".tif"
+        p = self.run.params
+        # replacing one of these would lose the scene, or a layer under review
+        in_use = {os.path.realpath(f) for f in (p.scene.vv, p.scene.vh, p.mask, p.probability,
+                                                 p.uncertainty) if f}
+        if os.path.realpath(path) in in_use:
+            self.show_status(f"Accept: {path} is this run's input or one of its layers; choose "
+                             f"another file", error=True)
+            return
         polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None
         fixes_layer = self.corrections.currentLayer()
         # kept beside the mask, which names it in its SARFLOOD_CORRECTIONS tag

@@ -6,13 +6,11 @@ tags and counts the areas again.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingUtils)
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
 from .. import styles
 from ..corrections import FIELD, CorrectionsProblem, write_geojson
@@ -55,19 +53,25 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
             raise QgsProcessingException("Correction polygons: no layer given")
         field = self.parameterAsString(parameters, "FIELD", context) or FIELD
         out = self.output_path(parameters, "OUTPUT", context, feedback)
-        geojson = QgsProcessingUtils.generateTempFilename("corrections.geojson")
+        # kept beside the corrected mask, whose SARFLOOD_CORRECTIONS tag names it (as the
+        # review dock does); a failed run puts back what was there
+        geojson = Path(out).with_suffix(".corrections.geojson")
+        previous = geojson.read_bytes() if geojson.is_file() else None
         try:
             count = write_geojson(source.getFeatures(), source.sourceCrs(), field,
-                                  f"Correction polygons '{source.sourceName()}'", geojson)
-        except CorrectionsProblem as problem:
-            raise QgsProcessingException(str(problem)) from None
-        feedback.pushInfo(f"{count} correction polygons")
-        params = CorrectParams(mask=mask_file, corrections=geojson, out=out,
-                               overwrite=Path(out).exists())
-        try:
+                                  f"Correction polygons '{source.sourceName()}'", str(geojson))
+            feedback.pushInfo(f"{count} correction polygons, kept in {geojson}")
+            params = CorrectParams(mask=mask_file, corrections=str(geojson), out=out,
+                                   overwrite=Path(out).exists())
             result = self.run_backend(params.argv(), feedback)
-        finally:
-            os.remove(geojson)
+        except BaseException as exc:
+            if previous is None:
+                geojson.unlink(missing_ok=True)
+            else:
+                geojson.write_bytes(previous)
+            if isinstance(exc, CorrectionsProblem):
+                raise QgsProcessingException(str(exc)) from None
+            raise
         self.style_output(context, out, styles.mask_renderer)
         return {"OUTPUT": out, **self.area_results(result),
                 "CORRECTED_PIXELS": int(result["corrected_pixels"])}

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
+from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
+                       QgsProcessingParameterRasterDestination)
 
 from .. import styles
-from ..params import OtsuParams
+from ..inputs import InputProblem, layer_file
+from ..params import OtsuParams, SceneInput
 from .common import SceneAlgorithm
 
 
@@ -25,6 +27,17 @@ class OtsuAlgorithm(SceneAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Water mask (Otsu)"))
         self.add_area_outputs()
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD_DB", "Otsu threshold on VV (dB)"))
+
+    def scene(self, parameters, context) -> SceneInput:
+        """Otsu reads VV only: a single-band VV layer will do."""
+        stack = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        if (stack is not None and stack.bandCount() == 1
+                and self.parameterAsRasterLayer(parameters, "INPUT_VH", context) is None):
+            try:
+                return SceneInput(layer_file(stack, "Sentinel-1 input"))
+            except InputProblem as problem:
+                raise QgsProcessingException(str(problem)) from None
+        return super().scene(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):
         mask, scene, extent, extent_crs = self.prepare(parameters, context, feedback)

@@ -215,10 +215,13 @@ def test_existing_output_needs_overwrite(out, models, good):
     with pytest.raises(OutputError, match="m.tif: exists; use --overwrite to replace it"):
         predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"]))
     assert (out / "m.tif").read_text() == "keep me"
+    # statistics QGIS kept beside the old file would be shown for the new one
+    (out / "m.tif.aux.xml").write_text("<PAMDataset>stale statistics</PAMDataset>")
     predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"],
                            overwrite=True))
     with rasterio.open(out / "m.tif") as m:
         assert m.shape == (64, 80)
+    assert listing(out) == ["m.tif"]
 
 
 def test_cuda_asked_where_there_is_none(out, models, good):

@@ -209,6 +209,13 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
         f.setGeometry(QgsGeometry.fromRect(rect))
         f.setAttributes([water])
         assert fixes.addFeature(f)
+    # the run's own layers and its scene are not for replacing (it asked, then did)
+    for used in (run.params.mask, str(chip)):
+        before_bytes = open(used, "rb").read()
+        dock.final_path.setFilePath(used)
+        qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+        assert "is this run's input or one of its layers" in dock.status.text()
+        assert open(used, "rb").read() == before_bytes
     final = tmp_path / "final.tif"
     dock.final_path.setFilePath(str(final))
     qtbot.mouseClick(dock.accept_button, Qt.LeftButton)

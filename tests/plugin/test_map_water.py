@@ -185,6 +185,20 @@ def test_otsu_on_the_all_nodata_chip_has_no_threshold(provider, real_chips, tmp_
     assert (read_raster(out["OUTPUT_MASK"]) == 255).all()
 
 
+def test_otsu_takes_a_vv_only_layer(provider, real_chips, tmp_path):
+    """Otsu reads VV alone; the plugin asked for VH as the model does (the backend never did)."""
+    import processing
+    from osgeo import gdal
+
+    chip = real_chips / "S1Hand" / "Spain_7370579_S1Hand.tif"
+    vv = str(tmp_path / "vv.tif")
+    gdal.Translate(vv, str(chip), bandList=[1])
+    both = processing.run("sarflood:otsu", {"INPUT": str(chip), "OUTPUT_MASK": str(tmp_path / "a.tif")})
+    alone = processing.run("sarflood:otsu", {"INPUT": vv, "OUTPUT_MASK": str(tmp_path / "b.tif")})
+    assert alone["THRESHOLD_DB"] == both["THRESHOLD_DB"]
+    np.testing.assert_array_equal(read_raster(alone["OUTPUT_MASK"]), read_raster(both["OUTPUT_MASK"]))
+
+
 def test_mapwater_refuses_a_model_whose_card_does_not_match(provider, models, two_band_scene, tmp_path):
     import processing
 

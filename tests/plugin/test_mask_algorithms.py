@@ -3,6 +3,7 @@
 Expected values are computed here with numpy from the arrays the test wrote, so a
 wrong class, a shifted grid or a wrong area unit fails.
 """
+import json
 import math
 
 import numpy as np
@@ -287,6 +288,12 @@ def test_correct_mask_burns_water_and_dry_polygons(provider, tmp_path):
     assert out["CORRECTED_PIXELS"] == int((want != a).sum()) == 4 + 60 + 50
     # the backend's areas on a UTM grid are its nominal pixel areas (backend/README.md)
     assert out["WATER_AREA_KM2"] == pytest.approx((want == 1).sum() * PIXEL ** 2 / 1e6, rel=1e-6)
+    # the provenance tag names the polygons it burnt in: kept beside the mask (it named a
+    # temporary file, removed when the run ended)
+    from osgeo import gdal
+    kept = tmp_path / "fixed.corrections.geojson"
+    assert str(kept) in gdal.Open(out["OUTPUT"]).GetMetadataItem("SARFLOOD_CORRECTIONS")
+    assert len(json.loads(kept.read_text())["features"]) == 3
 
 
 def test_correct_mask_says_which_feature_is_wrong(provider, tmp_path):
