@@ -340,6 +340,8 @@ class ReviewDock(QgsDockWidget):
         if existing and not self.confirm_overwrite(existing):
             self.show_status("Accept: nothing written")
             return
+        # a failed Accept puts back the corrections file that was there (or none)
+        previous = Path(fixes).read_bytes() if fixes and Path(fixes).is_file() else None
         if fixes_layer is not None:
             try:
                 write_geojson(fixes_layer.getFeatures(), fixes_layer.crs(), FIELD,
@@ -353,11 +355,16 @@ class ReviewDock(QgsDockWidget):
                                 overwrite=bool(existing))
         self.accept_button.setEnabled(False)
         self._start_backend("SAR Flood Mapper: accept", params.argv(),
-                            lambda outcome: self._accepted(outcome, path, polygons))
+                            lambda outcome: self._accepted(outcome, path, polygons, fixes, previous))
 
-    def _accepted(self, outcome: Outcome, path: str, polygons: str | None) -> None:
+    def _accepted(self, outcome: Outcome, path: str, polygons: str | None, fixes: str | None,
+                  previous: bytes | None) -> None:
         self.accept_button.setEnabled(True)
         if not outcome.ok:
+            if fixes and previous is None:
+                Path(fixes).unlink(missing_ok=True)
+            elif fixes:
+                Path(fixes).write_bytes(previous)
             self.show_status(f"Accept failed: {outcome.error}", error=True)
             return
         layer = add_styled_raster(path, f"final water mask ({Path(path).stem})", styles.mask_renderer)

@@ -56,9 +56,13 @@ class SceneAlgorithm(SarFloodAlgorithm):
         stack = self.parameterAsRasterLayer(parameters, "INPUT", context)
         vh = self.parameterAsRasterLayer(parameters, "INPUT_VH", context)
         bands = None
-        if all(parameters.get(name) not in (None, "", 0) for name in ("VV_BAND", "VH_BAND")):
+        given = [parameters.get(name) not in (None, "", 0) for name in ("VV_BAND", "VH_BAND")]
+        if all(given):
             bands = (self.parameterAsInt(parameters, "VV_BAND", context),
                      self.parameterAsInt(parameters, "VH_BAND", context))
+        elif any(given):  # one alone was ignored, and the bands guessed from their names
+            raise QgsProcessingException("VV_BAND and VH_BAND: give both bands, or neither "
+                                         "(then they are found from the band names)")
         try:
             return scene_from_pair(stack, vh) if vh is not None else scene_from_stack(stack, bands)
         except InputProblem as problem:

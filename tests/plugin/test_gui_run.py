@@ -4,6 +4,7 @@ Also measures how long the Qt event loop is blocked during a run: a 10 ms timer 
 never be late by more than the 100 ms target.
 """
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,6 +233,17 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     kept = final.with_suffix(".corrections.geojson")
     assert kept.exists() and str(kept) in gdal.Open(str(final)).GetMetadata()["SARFLOOD_CORRECTIONS"]
     assert f"{int((want != before).sum())} pixels corrected" in dock.status.text()
+    # an Accept that fails leaves no corrections file of its own behind
+    probability = Path(run.params.probability)
+    probability.rename(probability.with_suffix(".away"))
+    try:
+        second = tmp_path / "second.tif"
+        dock.final_path.setFilePath(str(second))
+        qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: "Accept failed" in dock.status.text(), timeout=60000)
+        assert not second.exists() and not second.with_suffix(".corrections.geojson").exists()
+    finally:
+        probability.with_suffix(".away").rename(probability)
     fixes.rollBack()
     wait_for_tasks(qtbot)
 
@@ -279,8 +291,6 @@ def test_all_nodata_input_adds_no_layer(plugin, qgis_iface, qtbot, models, real_
 def test_the_final_mask_of_a_temporary_run_defaults_to_a_lasting_folder(qgis_app, tmp_path):
     """A run with temporary files writes into QGIS's Processing folder, which QGIS deletes
     on exit: the accepted mask went there too, and was lost with it."""
-    from pathlib import Path
-
     from qgis.core import QgsProcessingUtils
 
     from plugin.gui.review_dock import lasting_folder

@@ -112,6 +112,11 @@ def test_mapwater_with_bands_chosen_by_number(provider, models, tmp_path):
         "OUTPUT_MASK": str(tmp_path / "mask.tif")})
     np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), _expect(vv)[1])
     assert not list(tmp_path.glob("*.vrt"))  # the backend reads the bands from the file itself
+    # one band alone was silently ignored
+    with pytest.raises(QgsProcessingException, match="VV_BAND and VH_BAND: give both bands"):
+        processing.run("sarflood:mapwater", {
+            "INPUT": str(scene), "VV_BAND": 3, "MODEL": str(models["threshold"]),
+            "OUTPUT_MASK": str(tmp_path / "mask2.tif")})
 
 
 def test_mapwater_separate_linear_files_and_threshold(provider, models, tmp_path):

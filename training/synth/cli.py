@@ -26,9 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..cli import fail
 
-    bar = tqdm(total=0, unit="chip", desc="synth", leave=False)
+    bar = None   # made at the first chip: an error found before it shows no empty bar
 
     def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="chip", desc="synth", leave=False)
         bar.total = total
         bar.update(done - bar.n)
 
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError) as exc:
         return fail(str(exc))
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     n = len(manifest["chips"])
     print(f"wrote {n} chips to {args.out} in {manifest['seconds']:.1f} s "
           f"({n / max(manifest['seconds'], 1e-9):.1f} chips/s, {args.workers} worker(s)); "
