@@ -453,6 +453,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"reproduce-{args.preset}"
     methods = [s.strip() for s in args.methods.split(",")] if args.methods else None
+    if (not args.estimate and (args.set or methods)
+            and args.results.resolve() == RESULTS.resolve()):
+        # a smoke run or a subset would replace the committed table of the whole preset
+        return fail(f"{RESULTS.relative_to(REPO)} holds the table of whole presets: a run "
+                    f"with --set or --methods needs its own --results DIR")
     try:
         if args.estimate:
             est = estimate(args.data, args.preset, args.seeds, parse_overrides(args.set),

@@ -119,6 +119,18 @@ def test_without_an_external_set_the_table_leaves_out_the_rows_that_need_it(data
     assert "| Cross modal distillation | - | not run | not run | 71.91 | - | - |" in md
 
     asked = cli("reproduce", "--data", copy, "--seeds", 1, "--out", tmp_path / "runs2",
-                "--methods", "student", *TINY)
+                "--results", tmp_path / "results_asked", "--methods", "student", *TINY)
     assert asked.returncode != 0 and not (tmp_path / "runs2").exists()
     assert "no external set" in asked.stderr and "--methods hand,weak,teacher" in asked.stderr
+
+
+def test_a_smoke_run_cannot_replace_the_committed_table(tmp_path):
+    """--set or --methods with the default --results (training/results) replaced the
+    committed table of the whole preset; refused before anything is read or trained."""
+    committed = REPO / "training" / "results" / "table1.json"
+    before = committed.read_bytes()
+    for extra in (TINY, ["--methods", "hand"]):
+        proc = cli("reproduce", "--data", tmp_path / "nowhere", "--out", tmp_path / "runs", *extra)
+        assert proc.returncode == 1 and "needs its own --results DIR" in proc.stderr
+    assert committed.read_bytes() == before and not (tmp_path / "runs").exists()
+
