@@ -44,6 +44,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .engine import GridJob, batch_size_for, default_model_path, tile_batches
+from .errors import UsageError
 from .model import OnnxModel, default_threads
 from .inputs import open_inputs
 from .raster_io import WindowReader
@@ -149,7 +150,14 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
               probability: bool = False, workdir: str | None = None,
               raw_seconds: float = RAW_SECONDS, repeat: int = 1, latitude: float | None = None,
               log: Callable[[str], None] = print) -> dict:
-    model_path = model or default_model_path()
+    # absolute: the end-to-end runs are child processes started in the package's folder
+    model_path = os.path.abspath(model) if model else default_model_path()
+    if not os.path.isfile(model_path):
+        raise UsageError(f"--model {model}: file not found")
+    if workdir is not None:
+        workdir = os.path.abspath(workdir)
+        if not os.path.isdir(workdir):
+            raise UsageError(f"--workdir {workdir}: not an existing folder")
     report = {"machine": machine(), "model_path": model_path, "device": device,
               "outputs": "mask + float32 probability" if probability else "mask",
               "scene": ("10 m UTM grid" if latitude is None else

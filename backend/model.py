@@ -121,7 +121,9 @@ def device_report(model_path: str) -> dict:
         report["cuda_usable"] = OnnxModel(model_path, device="cuda").provider == _CUDA
         report["reason"] = "CUDA starts: --device auto will use it"
     except (ModelError, CardError) as exc:
-        report["reason"] = str(exc)
+        # the error is worded for a run that asked for cuda; nobody asked here
+        why = str(exc).split("was asked for, but ", 1)[-1].removesuffix("; use --device auto or cpu")
+        report["reason"] = f"CUDA cannot be used: {why}"
     return report
 
 

@@ -40,8 +40,12 @@ def unwritable(path: Path, folder: bool = False) -> str | None:
     if path.exists() and path.is_dir() != folder:
         return f"{path}: is a {'file, not a folder' if folder else 'folder, not a file'}"
     where = path if folder and path.is_dir() else path.parent
+    if folder:  # a run folder is made with its parents: the nearest existing one must take it
+        while not where.exists() and where != where.parent:
+            where = where.parent
     if not where.is_dir():
-        return f"{path}: the folder {where} does not exist"
+        return f"{path}: the folder {where} does not exist" if not where.exists() else \
+            f"{path}: {where} is a file, not a folder"
     try:  # os.access is no proof (root, read-only mounts): try it
         fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=where)
         os.close(fd)

@@ -92,8 +92,9 @@ def otsu_row(data: Path) -> dict[str, float | None]:
 def bench(model: Path, workdir: Path, size: int = BENCH_SIZE) -> dict[str, float]:
     """Throughput of an exported model through ``python -m backend bench`` (CPU)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "backend", "bench", "--model", str(model), "--size",
-         str(size), "--device", "cpu", "--workdir", str(workdir), "--json"],
+        [sys.executable, "-m", "backend", "bench", "--model", str(Path(model).resolve()),
+         "--size", str(size), "--device", "cpu", "--workdir", str(Path(workdir).resolve()),
+         "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RunError(f"backend bench failed on {model}: {proc.stderr.strip()[-300:]}")
@@ -451,10 +452,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = args.out or Path("runs") / f"reproduce-{args.preset}"
+    # absolute: the backend's bench and export checks run their children from the repository
+    out = (args.out or Path("runs") / f"reproduce-{args.preset}").resolve()
+    args.results = args.results.resolve()
     methods = [s.strip() for s in args.methods.split(",")] if args.methods else None
-    if (not args.estimate and (args.set or methods)
-            and args.results.resolve() == RESULTS.resolve()):
+    if not args.estimate and (args.set or methods) and args.results == RESULTS.resolve():
         # a smoke run or a subset would replace the committed table of the whole preset
         return fail(f"{RESULTS.relative_to(REPO)} holds the table of whole presets: a run "
                     f"with --set or --methods needs its own --results DIR")

@@ -1,6 +1,7 @@
 """``python -m backend`` as the plugin and a user run it: real child processes."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +215,7 @@ def test_devices_command():
     report = json.loads(p.stdout)
     assert "CPUExecutionProvider" in report["available_providers"]
     assert report["cuda_usable"] is False and "CUDAExecutionProvider" in report["reason"]
+    assert report["reason"].startswith("CUDA cannot be used: ") and "asked for" not in report["reason"]
 
 
 def test_version():
@@ -283,6 +285,20 @@ def test_bench_json(tmp_path):
     assert "| 256 |" in table and "raw model" in table
     assert "N=256, 2 predict runs (the table shows the median)" in table
     assert "N=256, CPU ns per raster pixel: model alone" in table and "read " in table
+
+
+def test_bench_takes_relative_paths_from_any_folder(tmp_path, models):
+    """The end-to-end runs are children started in the package's folder: a relative
+    --model was looked for there (an internal error after the scene was written)."""
+    shutil.copy(models["threshold"], tmp_path / "m.onnx")
+    p = subprocess.run([sys.executable, "-m", "backend", "bench", "--model", "m.onnx",
+                        "--size", "256", "--raw-seconds", "0.2", "--repeat", "1",
+                        "--workdir", ".", "--json"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["model_path"] == str(tmp_path / "m.onnx")
+    p = run_cli("bench", "--size", "256", "--workdir", str(tmp_path / "nowhere"))
+    assert p.returncode == 1 and "nowhere: not an existing folder" in p.stderr
 
 
 def test_bench_on_a_geographic_scene_resamples(tmp_path):

@@ -96,6 +96,9 @@ def test_bad_values_and_missing_inputs_are_refused_before_the_data_is_read(tmp_p
                    "afile: is a file, not a folder")
     one_line_error(cli("train", "hand", "--data", nowhere, "--out", "/proc/run"),
                    "/proc/run: cannot write in /proc")
+    # a run folder whose parents do not exist yet is made with them (runs/ on a fresh clone)
+    one_line_error(cli("train", "hand", "--data", nowhere, "--out", tmp_path / "runs" / "hand"),
+                   "nowhere: dataset folder not found")
 
 
 def test_a_diverging_run_stops_with_an_error_and_keeps_no_nan_checkpoint(tmp_path):

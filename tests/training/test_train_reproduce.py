@@ -134,3 +134,14 @@ def test_a_smoke_run_cannot_replace_the_committed_table(tmp_path):
         assert proc.returncode == 1 and "needs its own --results DIR" in proc.stderr
     assert committed.read_bytes() == before and not (tmp_path / "runs").exists()
 
+
+
+def test_the_students_bench_takes_relative_paths(tmp_path, monkeypatch):
+    """reproduce's default --out is relative; its bench child runs in the repository, so a
+    reproduce started elsewhere trained everything and then failed here."""
+    from training.reproduce import bench
+
+    shutil.copy(REPO / "resources" / "models" / "sarflood-demo-threshold.onnx", tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    figures = bench(Path("m.onnx"), Path("."), size=256)
+    assert figures["raw_raster_mpx_s"] > 0 and figures["predict_mpx_s"] > 0
