@@ -5,7 +5,7 @@ Columns: Sentinel-1 false colour (R VV, G VH, B VV-VH), Sentinel-2 true colour
 ``training.data.s2index`` applied to the chip's S2), and a prediction (Otsu, a
 backend model or a mask folder, through the same code as ``evaluate``), titled
 with its IoU on that chip. Colours as in the paper: dry green, water blue, not
-labelled (clouds) white, no radar data black.
+labelled (clouds, or no S2 data) white, no radar data black.
 
 ``--compare-data``/``--compare-split-file`` add rows from a second dataset, e.g.
 a real Sen1Floods11 chip under synthetic ones.
@@ -89,7 +89,7 @@ def draw(rows: list[tuple[ChipFiles, str]], method: evaluate.Method, out: Path) 
         axes[r, 0].set_ylabel(caption, fontsize=9)
         axes[r, 4].set_xlabel("IoU " + ("-" if iou is None else f"{100 * iou:.1f}%"), fontsize=9)
     legend = [Patch(color=DRY, label="dry"), Patch(color=WATER, label="water"),
-              Patch(facecolor=UNLABELLED, edgecolor="0.5", label="not labelled (cloud)"),
+              Patch(facecolor=UNLABELLED, edgecolor="0.5", label="not labelled (cloud or no S2)"),
               Patch(color=NO_DATA, label="no data")]
     fig.legend(handles=legend, loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, 0.03, 1, 1))

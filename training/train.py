@@ -238,17 +238,18 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     """
     d = d or ddp.Dist(0, 1, torch.device("cpu"))
     cfg, method = run.config, run.method
-    out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
     state = _resume_state(run, out_dir / "last.pt")
     if state is not None and summary_path.exists():
         return json.loads(summary_path.read_text()), None
     teacher_model = _load_teacher(run, teacher, d.device)
     # a student resumed with another teacher would mix two teachers' lessons
-    teacher_digest = hashlib.sha256(teacher.read_bytes()).hexdigest() if teacher_model else None
+    teacher_digest = (hashlib.sha256(teacher.read_bytes()).hexdigest()
+                      if teacher_model is not None else None)
     if state is not None and state.get("teacher_sha256", teacher_digest) != teacher_digest:
         raise RunError(f"{out_dir / 'last.pt'} was trained from another teacher than "
                        f"{teacher}; use another --out folder or the same teacher")
+    out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
     scale = data.pixel_size_m / cfg.pixel_size_m  # model pixels per chip pixel
     if method.kind == "distill":
         build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs, scale)
