@@ -123,7 +123,7 @@ def test_last_state_and_unwritable_outputs_are_refused_before_any_work(runs, tmp
     for checkpoint, out, msg in (
             ("last.pt", tmp_path / "m.onnx", "is a run's last state, not the checkpoint chosen"),
             ("best.pt", tmp_path, "is a folder, not a file"),
-            ("best.pt", tmp_path / "afile" / "m.onnx", "afile does not exist"),
+            ("best.pt", tmp_path / "afile" / "m.onnx", "afile is a file, not a folder"),
             ("best.pt", Path("/proc/m.onnx"), "cannot write in /proc")):
         proc = cli("training", "export", str(runs / "hand" / checkpoint), "--out", str(out),
                    "--overwrite")
