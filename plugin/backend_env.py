@@ -142,6 +142,12 @@ class Interpreter:
 
     def problem(self) -> str:
         """One paragraph for the user: what is missing, and the command that fixes it."""
+        errors = set(self.missing.values())
+        if len(self.missing) > 1 and len(errors) == 1 and self.source == "setting":
+            # the chosen interpreter itself fails (not there, does not run): pip cannot help
+            return (f"The SAR Flood Mapper backend cannot run with {self.path} (the Python "
+                    f"chosen in the plugin's settings): {errors.pop()}. Choose another one, or "
+                    f"clear the setting to use the plugin's own environment.")
         what = "; ".join(f"{m} ({err})" for m, err in self.missing.items())
         return (f"The SAR Flood Mapper backend cannot run with {self.path} ({self.source} "
                 f"Python): missing or broken {what}. Fix it with:\n{self.fix_command()}")

@@ -70,15 +70,21 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         feedback.setProgressText(label)
         return processing.run(alg, params, context=context, feedback=feedback, is_child_algorithm=True)
 
+    @staticmethod
+    def backend_interpreter():
+        """The backend's Python, checked (cached after the first check); else why not."""
+        interpreter = find_interpreter(python_setting())
+        if not interpreter.ok:
+            raise QgsProcessingException(interpreter.problem())
+        return interpreter
+
     def run_backend(self, args: list[str], feedback) -> dict[str, Any]:
         """Run one backend command; progress and messages go to ``feedback``.
 
         Processing already runs ``processAlgorithm`` in a worker thread, so the child
         process is driven synchronously here, polling ``feedback.isCanceled()``.
         """
-        interpreter = find_interpreter(python_setting())
-        if not interpreter.ok:
-            raise QgsProcessingException(interpreter.problem())
+        interpreter = self.backend_interpreter()
         feedback.pushInfo(f"backend: {interpreter.path} -m backend {' '.join(args)}")
 
         def on_event(event: dict[str, Any]) -> None:

@@ -55,6 +55,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         check_binary_mask(post, "Post-event mask")
         destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_destination(destination, "OUTPUT", [post, pre])
+        self.backend_interpreter()  # its last step: found missing only after the others ran
         extent, crs = post.extent(), post.crs()
         if pre is not None:
             check_mask_layer(pre, "Pre-event mask")

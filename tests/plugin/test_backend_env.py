@@ -25,6 +25,8 @@ def test_a_chosen_interpreter_is_used_even_when_broken(tmp_path):
     found = backend_env.find_interpreter(str(tmp_path / "missing-python"))
     assert found.source == "setting" and not found.ok
     assert "does not exist" in found.problem() and str(tmp_path / "missing-python") in found.problem()
+    # said once, with what to do: pip install with a Python that is not there was the advice
+    assert found.problem().count("does not exist") == 1 and "pip install" not in found.problem()
 
 
 def test_child_environment_drops_the_parents_python_paths(monkeypatch):

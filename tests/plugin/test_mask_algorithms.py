@@ -203,6 +203,24 @@ def test_flood_extent_keeps_its_inputs_and_says_what_it_cannot_know(provider, tm
     assert not (tmp_path / "f.tif").exists() and not (tmp_path / "f.gpkg").exists()
 
 
+def test_flood_extent_checks_the_backend_before_its_gdal_steps(provider, tmp_path):
+    """The backend measures the area in the last step: a Python without its packages was
+    found only after the flood extent had been written."""
+    import processing
+    from qgis.core import QgsSettings
+
+    post_path, _ = _mask(tmp_path)
+    pre_path, _ = _mask(tmp_path, "pre.tif")
+    QgsSettings().setValue("sarflood/python", "/usr/bin/python3")   # Debian's: no onnxruntime
+    try:
+        with pytest.raises(QgsProcessingException, match="onnxruntime"):
+            processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                                    "OUTPUT": str(tmp_path / "fe.tif")})
+    finally:
+        QgsSettings().remove("sarflood/python")
+    assert not (tmp_path / "fe.tif").exists()
+
+
 def test_zonal_water_per_polygon(provider, tmp_path):
     import processing
 
