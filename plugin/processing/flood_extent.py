@@ -11,6 +11,8 @@ Output classes: 0 not flooded, 1 newly flooded, 2 water before and after,
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterDestination,
@@ -101,7 +103,13 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         self.style_output(context, result, styles.flood_extent_renderer)
 
         feedback.setProgressText("step 4 of 4: newly flooded area (python -m backend stats)")
-        stats = self.run_backend(["stats", backend_path(result)], feedback)
+        try:
+            stats = self.run_backend(["stats", backend_path(result)], feedback)
+        except QgsProcessingException:
+            if feedback.isCanceled():  # a cancelled run leaves no output, written or not
+                Path(result).unlink(missing_ok=True)
+                raise QgsProcessingException("cancelled: the flood extent was removed") from None
+            raise
         flooded, area_km2 = int(stats["water_pixels"]), float(stats["water_area_km2"])
         feedback.pushInfo(f"newly flooded: {flooded} pixels, {area_km2:.3f} km²")
         return {"OUTPUT": result, "FLOODED_AREA_KM2": area_km2, "FLOODED_PIXELS": flooded}

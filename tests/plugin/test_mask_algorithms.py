@@ -221,6 +221,26 @@ def test_flood_extent_checks_the_backend_before_its_gdal_steps(provider, tmp_pat
     assert not (tmp_path / "fe.tif").exists()
 
 
+def test_flood_extent_cancelled_in_its_last_step_leaves_nothing(provider, tmp_path):
+    """It said the backend wrote no output while the extent gdal had written stayed."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class CancelAtTheArea(QgsProcessingFeedback):
+        def setProgressText(self, text):  # noqa: N802 (QGIS's name)
+            super().setProgressText(text)
+            if text.startswith("step 4 of 4"):
+                self.cancel()
+
+    post_path, _ = _mask(tmp_path)
+    pre_path, _ = _mask(tmp_path, "pre.tif")
+    with pytest.raises(QgsProcessingException, match="cancelled: the flood extent was removed"):
+        processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                                "OUTPUT": str(tmp_path / "fe.tif")},
+                       feedback=CancelAtTheArea())
+    assert not (tmp_path / "fe.tif").exists()
+
+
 def test_zonal_water_per_polygon(provider, tmp_path):
     import processing
 
