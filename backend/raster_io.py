@@ -262,13 +262,21 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: 
             raise OutputError(f"{path}: the folder {folder} does not exist")
         if os.path.exists(path) and not overwrite:
             raise OutputError(f"{path}: exists; use --overwrite to replace it")
-        try:  # os.access is no proof (root, read-only mounts): try it
-            fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot write in the folder {folder} "
-                              f"({exc.strerror or exc})") from None
+        refused = write_refused(folder)
+        if refused:
+            raise OutputError(f"{path}: cannot write in the folder {folder} ({refused})")
+
+
+def write_refused(folder: str) -> str | None:
+    """Why no file can be made in ``folder`` (the system's reason), else None. os.access
+    is no proof (root, read-only mounts): a hidden file is made and removed."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def temporary_path(folder: str, name: str) -> str:

@@ -6,10 +6,11 @@ the target as it was and no temporary file behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from backend.raster_io import write_refused
 
 
 @contextmanager
@@ -46,11 +47,6 @@ def unwritable(path: Path, folder: bool = False) -> str | None:
     if not where.is_dir():
         return f"{path}: the folder {where} does not exist" if not where.exists() else \
             f"{path}: {where} is a file, not a folder"
-    try:  # os.access is no proof (root, read-only mounts): try it
-        fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=where)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        return f"{path}: cannot write in {where} ({exc.strerror or exc})"
-    return None
+    refused = write_refused(str(where))
+    return f"{path}: cannot write in {where} ({refused})" if refused else None
 

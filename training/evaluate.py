@@ -219,8 +219,9 @@ def run(args: argparse.Namespace) -> int:
         return fail("nothing to score: give --otsu, --model, --masks or --s2-index")
     if args.json and Path(args.json).exists() and not args.overwrite:
         return fail(f"{args.json}: exists; pass --overwrite to replace it")
-    if args.json and unwritable(Path(args.json)):
-        return fail(unwritable(Path(args.json)))
+    problem = unwritable(Path(args.json)) if args.json else None
+    if problem:
+        return fail(problem)
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="sarflood-eval-") as tmp:

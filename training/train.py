@@ -155,12 +155,20 @@ def _poly(steps: int, power: float):
     return lambda step: max(0.0, 1.0 - step / steps) ** power
 
 
+def require_teacher(method: Method, teacher: Path | None) -> None:
+    """A teacher checkpoint given exists, and a distillation run has one (the CLI checks
+    it before reading the data; :func:`train` again)."""
+    if teacher is not None and not Path(teacher).is_file():
+        raise RunError(f"--teacher {teacher}: file not found")
+    if method.kind == "distill" and teacher is None:
+        raise RunError(f"method {method.name!r} needs --teacher CHECKPOINT "
+                       f"(a best.pt of the {method.teacher!r} method)")
+
+
 def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> nn.Module | None:
+    require_teacher(run.method, teacher)
     if run.method.kind != "distill":
         return None
-    if teacher is None:
-        raise RunError(f"method {run.method.name!r} needs --teacher CHECKPOINT "
-                       f"(a best.pt of the {run.method.teacher!r} method)")
     want = get_method(run.method.teacher).in_channels
     try:
         model, _ = load_model(teacher, expect_in_channels=want)

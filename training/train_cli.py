@@ -18,7 +18,7 @@ from .config import ConfigError, make_config, parse_overrides
 from .data.layout import DatasetError
 from .methods import BY_NAME, get_method
 from .rundata import open_run_data
-from .train import Interrupted, RunError, RunSpec, train
+from .train import Interrupted, RunError, RunSpec, require_teacher, train
 
 TRAINED = [m for m in BY_NAME if BY_NAME[m].kind != "otsu"]
 
@@ -53,13 +53,10 @@ def run(args: argparse.Namespace) -> int:
         spec = RunSpec(method, cfg, args.seed, cfg.lr_for(method.name) if args.lr is None
                        else args.lr, cfg.weight_decay)
         # what needs no data is checked before the data is read (minutes on the real set)
-        if method.teacher and args.teacher is None:
-            return fail(f"method {method.name!r} needs --teacher CHECKPOINT (a best.pt of the "
-                        f"{method.teacher!r} method)")
-        if args.teacher is not None and not args.teacher.is_file():
-            return fail(f"--teacher {args.teacher}: file not found")
-        if unwritable(args.out, folder=True):
-            return fail(unwritable(args.out, folder=True))
+        require_teacher(method, args.teacher)
+        problem = unwritable(args.out, folder=True)
+        if problem:
+            return fail(problem)
         ddp.pick_device(args.device)
         data = open_run_data(args.data, method, cfg.cache)
         d = ddp.setup(args.device)
