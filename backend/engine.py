@@ -10,10 +10,10 @@ The run, in order:
 4. walk the tile grid row by row (:mod:`~backend.tiling`): a reader thread reads a
    window of several tiles of one row, converts units, normalises it and cuts it
    into batches (the rows it shares with the next tile row are kept for it); the
-   model runs each batch (optionally under 8 flips/rotations); each tile's cell is
-   blended with its neighbours and handed to a writer thread, which writes finished
-   GeoTIFF blocks. Only one row of overlap and of blend strips is kept between tile
-   rows, so memory does not grow with the raster's height;
+   model runs each batch (optionally under 8 flips/rotations) and hands each tile's
+   output to a writer thread, which blends it with its neighbours into a cell and
+   writes finished GeoTIFF blocks. Only one row of overlap and of blend strips is kept
+   between tile rows, so memory does not grow with the raster's height;
 5. build overviews and rename the temporary files into place.
 
 An extent (``--extent``) is processed with the tiles a run on the whole raster
@@ -51,7 +51,7 @@ from .progress import Reporter
 from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_masked,
                         sample_grid, temporary_path, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
-from .tiling import CellsToBlocks, TilePlan, aligned_origin, blend_cell, plan_tiles
+from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
 from .units import (UNITS, convert, find_units, one_or_each, untagged_fill, zero_is_nodata,
                     zero_note)
 
@@ -245,33 +245,15 @@ def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def run_grid(job: GridJob, emit: Callable[[int, int, np.ndarray], None], reporter: Reporter,
              cancel: threading.Event, span: tuple[float, float] = (0.0, 1.0)) -> None:
-    """Run every tile of the plan; emit(row, col, cell) each finished cell (k, h, w).
-
-    Cells are emitted in row-major order, clipped to the grid. Between tile rows
-    only the bottom blend strips of the row above are kept.
-    """
+    """Run every tile of the plan; emit(r, c, out) each tile's output (k, T, T), in
+    row-major order (a :class:`~backend.tiling.TileBlender` makes cells of them)."""
     plan = job.plan
-    s, m, b = plan.stride, plan.margin, plan.blend
-    ramp = plan.ramp()
-    above: list[np.ndarray | None] = [None] * plan.cols   # bottom strips of row r - 1
-    below: list[np.ndarray | None] = [None] * plan.cols   # bottom strips of row r
-    left = None                                            # right strip of tile (r, c - 1)
     for r, c0, c1, x, valid in prefetch(tile_batches(job, cancel)):
         if cancel.is_set():
             break
         out = _infer(job, x, valid)
         for i, c in enumerate(range(c0, c1)):
-            cur = out[i]
-            with job.clock("blend"):
-                cell = blend_cell(cur, above[c] if r else None,
-                                  above[c - 1] if r and c else None, left if c else None,
-                                  plan, ramp)
-                left = cur[:, :, s + m:s + m + b].copy()
-                below[c] = cur[:, s + m:s + m + b, :].copy()
-            row0, col0 = r * s, c * s
-            emit(row0, col0, cell[:, :min(s, plan.height - row0), :min(s, plan.width - col0)])
-        if c1 == plan.cols:
-            above, below = below, [None] * plan.cols
+            emit(r, c, out[i])
         job.stats["tiles"] += c1 - c0
         reporter.progress(span[0] + (span[1] - span[0]) * job.stats["tiles"] / plan.tiles,
                           "predict")
@@ -479,13 +461,14 @@ def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threadin
 
     ``shift``: rows and columns by which the tile grid starts above and left of the sink's.
     """
-    writer = Worker(lambda row, col, cell: sink.write(row, col, cell[0],
-                                                      cell[1] if len(cell) > 1 else None))
-    emit = writer.put if shift == (0, 0) else CellsToBlocks(
-        writer.put, sink.grid.height, sink.grid.width, job.plan.stride, *shift,
+    def write(row: int, col: int, cell: np.ndarray) -> None:
+        sink.write(row, col, cell[0], cell[1] if len(cell) > 1 else None)
+    to_blocks = write if shift == (0, 0) else CellsToBlocks(
+        write, sink.grid.height, sink.grid.width, job.plan.stride, *shift,
         channels=2 if job.tta else 1)
+    writer = Worker(TileBlender(job.plan, to_blocks, job.clock))
     try:
-        run_grid(job, emit, reporter, cancel, (0.0, 0.95))
+        run_grid(job, writer.put, reporter, cancel, (0.0, 0.95))
         writer.close()
         if cancel.is_set():
             raise Cancelled("cancelled")
@@ -584,7 +567,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                 def write_mid(row: int, col: int, cell: np.ndarray) -> None:
                     with job.clock("encode"):
                         mid.write(cell, window=Window(col, row, cell.shape[2], cell.shape[1]))
-                writer = Worker(write_mid)
+                writer = Worker(TileBlender(plan, write_mid, job.clock))
                 try:
                     run_grid(job, writer.put, reporter, cancel, (0.0, 0.85))
                     writer.close()

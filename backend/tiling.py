@@ -26,6 +26,7 @@ same probabilities and the same mask.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,6 +165,38 @@ def blend_cell(cur: np.ndarray, up: np.ndarray | None, upleft: np.ndarray | None
                + wyp * wx * up[:, :, m:m + b] + wyp * wxp * upleft[:, :, s + m:s + m + b])
         cell[:, :b, :b] = num / ((wy + wyp) * (wx + wxp))
     return cell
+
+
+class TileBlender:
+    """Turns the tiles' outputs, taken row by row as the tile loop makes them, into
+    finished cells: each is blended with its upper and left neighbours, clipped to the
+    grid, and handed to ``emit(row, col, cell)``.
+
+    Only the bottom blend strips of one tile row are kept between rows, so memory does
+    not grow with the raster's height. It runs on the writer thread, not beside the
+    model: the thread that calls ONNX Runtime does nothing else.
+    """
+
+    def __init__(self, plan: TilePlan, emit, clock=None):
+        self.plan, self.emit, self.clock = plan, emit, clock
+        self.ramp = plan.ramp()
+        self.above: list[np.ndarray | None] = [None] * plan.cols  # bottom strips, row r - 1
+        self.below: list[np.ndarray | None] = [None] * plan.cols  # bottom strips, row r
+        self.left: np.ndarray | None = None                        # right strip of (r, c - 1)
+
+    def __call__(self, r: int, c: int, tile: np.ndarray) -> None:
+        plan = self.plan
+        s, m, b = plan.stride, plan.margin, plan.blend
+        with self.clock("blend") if self.clock else nullcontext():
+            cell = blend_cell(tile, self.above[c] if r else None,
+                              self.above[c - 1] if r and c else None,
+                              self.left if c else None, plan, self.ramp)
+            self.left = tile[:, :, s + m:s + m + b].copy()
+            self.below[c] = tile[:, s + m:s + m + b, :].copy()
+        if c == plan.cols - 1:
+            self.above, self.below = self.below, [None] * plan.cols
+        row0, col0 = r * s, c * s
+        self.emit(row0, col0, cell[:, :min(s, plan.height - row0), :min(s, plan.width - col0)])
 
 
 def aligned_origin(offset: int, stride: int, blend: int) -> int:

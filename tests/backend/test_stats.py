@@ -93,3 +93,28 @@ def test_bad_masks_are_one_line_and_exit_1(tmp_path, case, message):
     (line,) = p.stderr.strip().splitlines()
     assert line.startswith("error: " + message.format(path=path)), line
     assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (33, 17)])   # an even and an odd pixel count
+def test_probability_histogram_bins_every_value(shape):
+    """The histogram the plugin's threshold slider reads: bin i holds [i/100, (i+1)/100),
+    1.0 falls in the last bin, and no data in none."""
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+
+    from backend.grid import Grid
+    from backend.sink import HIST_BINS, AreaStats, mask_from_probability, small_counts
+
+    rng = np.random.default_rng(3)
+    p = rng.random(shape, dtype=np.float32)
+    p.flat[:4] = [0.0, 1.0, 0.995, np.nan]
+    grid = Grid(CRS.from_epsg(32630), Affine(10, 0, 500000, 0, -10, 4e6), shape[1], shape[0])
+    area = AreaStats(grid)
+    area.add(0, mask_from_probability(p, 0.5), p)
+    valid = p[np.isfinite(p)]
+    expected = np.bincount(np.minimum((valid * HIST_BINS).astype(int), HIST_BINS - 1),
+                           minlength=HIST_BINS) * 100.0
+    assert np.array_equal(area.hist_area_m2, expected)
+    assert expected[-1] >= 200   # 1.0 and 0.995
+    q = rng.integers(0, HIST_BINS + 1, shape).astype(np.uint8)
+    assert np.array_equal(small_counts(q, HIST_BINS + 1), np.bincount(q.ravel(), minlength=101))
