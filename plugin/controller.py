@@ -74,8 +74,11 @@ class RunController(QObject):
             return
         result = outcome.result
         if int(result["valid_pixels"]) == 0:
-            # an all-no-data map has nothing to review: say why instead of adding empty layers
-            text = "; ".join(outcome.warnings) or "the input has no valid pixel"
+            # an all-no-data map has nothing to review: say why instead of adding empty
+            # layers, and where the (all no data) files went, so they are not left unknown
+            written = [p for p in result["outputs"].values() if p]
+            text = ("; ".join(outcome.warnings) or "the input has no valid pixel") + (
+                "; not added to the map: " + ", ".join(written) if written else "")
             dialog.show_status(text, error=True)
             bar.pushMessage(TAG, text, level=Qgis.Warning)
             self.finished.emit(None)

@@ -283,6 +283,8 @@ def test_all_nodata_input_adds_no_layer(plugin, qgis_iface, qtbot, models, real_
         qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
     assert blocker.args[0] is None
     assert "no valid pixel" in dialog.status.text() and "Paraguay_34417_S1Hand.tif" in dialog.status.text()
+    written = sorted(str(p) for p in tmp_path.rglob("*.tif"))
+    assert written and all(p in dialog.status.text() for p in written)   # where they went
     assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: Paraguay chip") is None
     assert len(QgsProject.instance().mapLayers()) == 1
     wait_for_tasks(qtbot)
