@@ -121,8 +121,9 @@ class AreaStats:
             return
         # bins 0..99 for probability, 100 for no data (NaN's cast is undefined: set after);
         # one histogram per row where rows differ in area, so each row's area weighs it
-        q = np.multiply(prob, np.float32(HIST_BINS), out=np.empty(prob.shape, np.uint8),
-                        casting="unsafe")
+        with np.errstate(invalid="ignore"):   # NaN -> uint8 warns
+            q = np.multiply(prob, np.float32(HIST_BINS), out=np.empty(prob.shape, np.uint8),
+                            casting="unsafe")
         np.minimum(q, HIST_BINS - 1, out=q)
         if valid_pixels < mask.size:
             np.copyto(q, HIST_BINS, where=mask == MASK_NODATA)

@@ -325,3 +325,12 @@ def test_demo_runs_twice(tmp_path):
     assert summary["model"]["iou"] > 0.8
     assert listing(out) == ["model_mask.tif", "model_probability.tif", "otsu_mask.tif",
                             "scene.tif", "summary.json", "truth.tif"]
+
+
+def test_a_run_on_data_with_no_data_prints_only_its_own_lines(tmp_path, models):
+    """`--progress none` promises only warnings and errors: numpy's RuntimeWarnings (a NaN
+    cast in the area histogram) must not leak onto stderr."""
+    src = write_raster(tmp_path / "holes.tif", random_db((300, 280), nan_frac=0.2))
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--probability",
+                str(tmp_path / "p.tif"), "--model", models["threshold"], "--progress", "none")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
