@@ -158,6 +158,8 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
         workdir = os.path.abspath(workdir)
         if not os.path.isdir(workdir):
             raise UsageError(f"--workdir {workdir}: not an existing folder")
+    if any(n < 1 for n in sizes):
+        raise UsageError(f"--size {min(sizes)}: give at least 1 pixel")
     report = {"machine": machine(), "model_path": model_path, "device": device,
               "outputs": "mask + float32 probability" if probability else "mask",
               "scene": ("10 m UTM grid" if latitude is None else

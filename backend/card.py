@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import CardError
+from .tiling import BLOCK_MULTIPLE, MAX_TILE
 
 CARD_KEY = "sarflood_card"
 SCHEMA_VERSION = 1
@@ -212,8 +213,11 @@ def parse_card(doc: Any) -> ModelCard:
     tile_size = p.get(tiling, "tile_size", "tiling.", int)
     margin = p.get(tiling, "margin", "tiling.", int)
     multiple = p.get(tiling, "size_multiple", "tiling.", int, required=False, default=1)
-    if tile_size is not None and tile_size < 16:
-        p.add("tiling.tile_size", "must be at least 16")
+    if tile_size is not None and not (BLOCK_MULTIPLE <= tile_size <= MAX_TILE
+                                      and tile_size % BLOCK_MULTIPLE == 0):
+        # it is also the output GeoTIFF's block edge
+        p.add("tiling.tile_size", f"must be a multiple of {BLOCK_MULTIPLE} from "
+                                  f"{BLOCK_MULTIPLE} to {MAX_TILE}")
     if margin is not None and margin < 0:
         p.add("tiling.margin", "must not be negative")
     if tile_size is not None and margin is not None and 2 * margin >= tile_size:

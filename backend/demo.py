@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from .engine import PredictOptions, predict
 from .otsu import OtsuOptions, otsu_map
 from .progress import BarReporter
-from .scene import write_scene
+from .scene import save_scene
 
 SEED = 0
 
@@ -33,11 +33,8 @@ def _ensure_scene(out: str, size: int) -> tuple[str, str]:
                 return scene, truth
     except rasterio.errors.RasterioError:
         pass  # missing or unreadable: (re)generate
-    tmp_scene, tmp_truth = scene + ".part", truth + ".part"
     print(f"generating a {size} x {size} scene (seed {SEED}) ...", flush=True)
-    write_scene(tmp_scene, size, seed=SEED, truth=tmp_truth)
-    os.replace(tmp_truth, truth)
-    os.replace(tmp_scene, scene)
+    save_scene(scene, size, seed=SEED, truth=truth, overwrite=True)
     return scene, truth
 
 

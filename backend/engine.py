@@ -43,7 +43,7 @@ from rasterio.windows import Window
 
 from .card import ModelCard
 from .errors import Cancelled, CardError, OutputError, UsageError
-from .grid import Grid, extent_window
+from .grid import Grid, check_extent_options, run_window
 from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
@@ -110,8 +110,7 @@ def _check_options(o: PredictOptions) -> None:
         raise UsageError(f"probability dtype {o.probability_dtype!r}: expected one of "
                          f"{', '.join(PROBABILITY_DTYPES)}")
     check_codec(o.compress)
-    if o.extent_crs and not o.extent:
-        raise UsageError("--extent-crs needs --extent")
+    check_extent_options(o.extent, o.extent_crs)
 
 
 def batch_size_for(model: OnnxModel, asked: int | None = None) -> int:
@@ -355,8 +354,7 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     tta = opts.tta or bool(opts.uncertainty)
     if opts.uncertainty and not opts.tta:
         reporter.info("--uncertainty needs test-time augmentation: running with --tta")
-    window = (extent_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0])
-              if opts.extent else Window(0, 0, inputs.grid.width, inputs.grid.height))
+    window = run_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0])
     out_grid = inputs.grid.window_grid(window)
     raw = [(inputs.datasets[s.path], s.index, s.nodata) for s in sources]
     direct = WindowReader(raw, int(window.row_off), int(window.col_off))

@@ -159,6 +159,20 @@ def grid_of(ds) -> Grid:
     return Grid(ds.crs, ds.transform, ds.width, ds.height)
 
 
+def check_extent_options(extent: tuple | None, extent_crs: str | None) -> None:
+    if extent_crs and not extent:
+        raise UsageError("--extent-crs needs --extent")
+
+
+def run_window(grid: Grid, extent: tuple[float, float, float, float] | None,
+               extent_crs: str | None, path: str) -> Window:
+    """The window a run covers: the extent's (:func:`extent_window`), or the whole grid."""
+    check_extent_options(extent, extent_crs)
+    if extent is None:
+        return Window(0, 0, grid.width, grid.height)
+    return extent_window(grid, extent, extent_crs, path)
+
+
 def extent_window(grid: Grid, extent: tuple[float, float, float, float],
                   extent_crs: str | None, path: str) -> Window:
     """The input-grid window covering an extent, snapped outward to whole pixels."""

@@ -51,9 +51,6 @@ class InputSet:
     datasets: dict[str, rasterio.io.DatasetReader]
     notes: list[str] = field(default_factory=list)
 
-    def dataset(self, band: str):
-        return self.datasets[self.bands[band].path]
-
     def mapping(self) -> dict[str, dict]:
         """Which file and band each name comes from, and how it was named (for results)."""
         return {n: {"path": s.path, "band": s.index, "named_by": s.named_by}
@@ -124,7 +121,8 @@ def input_name(path: str) -> str:
 
 
 def open_raster(path: str):
-    """Open a georeferenced, north-up, non-complex raster; InputError naming the file if not.
+    """Open a georeferenced, non-complex raster on a grid without rotation or shear (a
+    flipped one is resampled by predict); InputError naming the file if not.
 
     GDAL dataset names (:func:`is_gdal_name`) go straight to GDAL, which says if they do
     not exist.

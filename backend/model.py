@@ -138,12 +138,13 @@ def default_threads() -> int:
 class OnnxModel:
     """A validated ONNX model and its card, ready to run on batches of tiles.
 
-    ``run`` takes float32 ``(N, C, H, W)`` in the card's units, band order of
-    the card, with NaN where the input had no data, and returns ``(N, H, W)``
-    water probability (NaN where any input band was NaN).
+    :meth:`normalize` takes float32 ``(N, C, H, W)`` in the card's units and band
+    order, NaN where the input had no data, and gives the model's input and the mask
+    of valid pixels; :meth:`infer` runs the graph on it and returns ``(N, H, W)``
+    water probability (the engine sets NaN where a pixel was not valid).
     """
 
-    def __init__(self, path: str, device: str = "auto", threads: int | None = None):
+    def __init__(self, path: str, device: str = "auto"):
         self.path = str(path)
         if os.path.isdir(self.path):
             raise ModelError(f"{self.path}: is a folder, not an ONNX model file")
@@ -151,7 +152,7 @@ class OnnxModel:
             raise ModelError(f"{self.path}: model file not found")
         choice = choose_providers(device)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
+        options.intra_op_num_threads = default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
         # idle pool threads must not spin: the reader and writer threads need those cores
@@ -308,13 +309,6 @@ class OnnxModel:
             raise ModelError(f"{self.path}: output {self.card.output_name!r} has shape "
                              f"{out.shape}, expected {(x.shape[0], 1, x.shape[2], x.shape[3])}")
         return out.astype(np.float32, copy=False)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Normalise, infer, and set NaN where the input had no data."""
-        x, valid = self.normalize(batch)
-        prob = self.infer(x)
-        prob[~valid] = np.nan
-        return prob
 
 
 __all__ = ["OnnxModel", "ModelError", "CardError", "choose_providers", "device_report", "DEVICES"]

@@ -17,7 +17,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from .errors import Cancelled
-from .grid import extent_window
+from .grid import check_extent_options, run_window
 from .inputs import InputSet, input_name, open_inputs
 from .pipeline import peak_rss_mb
 from .progress import Reporter
@@ -114,6 +114,7 @@ def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
     started = time.perf_counter()
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
+    check_extent_options(opts.extent, opts.extent_crs)
     with gdal_env():
         inputs = open_inputs(opts.inputs, needed=("VV",), bands=opts.bands)
         try:
@@ -131,8 +132,7 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
         reporter.info(note)
     vv = inputs.bands["VV"]
     check_outputs({"mask": opts.mask}, inputs.paths, opts.overwrite, inputs.sources())
-    window = (extent_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0])
-              if opts.extent else Window(0, 0, inputs.grid.width, inputs.grid.height))
+    window = run_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0])
     grid = inputs.grid.window_grid(window)
     # VH, where there is one, only joins the units sample: its level helps tell the units,
     # and a VH brighter than VV says the bands are swapped

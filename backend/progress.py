@@ -2,6 +2,7 @@
 
 The JSON-lines protocol (``--progress json``), one object per line on stdout::
 
+    {"event": "start", "protocol": 1}          (always the first line)
     {"event": "progress", "fraction": 0.42, "stage": "predict"}
     {"event": "info", "message": "..."}
     {"event": "warning", "message": "..."}

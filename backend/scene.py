@@ -100,8 +100,7 @@ class Scene:
 
 
 def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: str = "dB",
-                truth: str | None = None, compress: str | None = None,
-                describe_units: bool = True, latitude: float | None = None) -> None:
+                truth: str | None = None, latitude: float | None = None) -> None:
     """Write the scene as a tiled 2-band GeoTIFF (VV, VH), block by block.
 
     ``truth`` also writes the true water mask (uint8: 0 dry, 1 water, 255 no data).
@@ -110,18 +109,17 @@ def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: st
     the equator they are narrower than 10 m, so ``predict`` resamples them.
     """
     height, width = (size, size) if isinstance(size, int) else size
+    if min(height, width) < 1:
+        raise UsageError(f"--size {size}: give at least 1 pixel")
     scene = Scene(height, width, seed)
     crs, transform = (CRS, from_origin(*ORIGIN, PIXEL_M, PIXEL_M)) if latitude is None else (
         "EPSG:4326", from_origin(GEOGRAPHIC_LON, latitude, PIXEL_DEG, PIXEL_DEG))
     profile = dict(driver="GTiff", width=width, height=height, crs=crs, transform=transform,
                    tiled=True, blockxsize=BLOCK, blockysize=BLOCK, bigtiff="IF_SAFER")
-    if compress:
-        profile["compress"] = compress
     with rasterio.open(path, "w", count=2, dtype="float32", nodata=float("nan"),
                        **profile) as dst:
         dst.descriptions = ("VV", "VH")
-        if describe_units:
-            dst.units = (units, units)
+        dst.units = (units, units)
         dst.update_tags(SARFLOOD_SCENE=f"generated, seed {seed}")
         mask = (rasterio.open(truth, "w", count=1, dtype="uint8", nodata=255, compress="deflate",
                               **profile) if truth else None)
@@ -147,8 +145,6 @@ def save_scene(out: str, size: int, seed: int = 0, units: str = "dB",
                truth: str | None = None, overwrite: bool = False) -> None:
     """``python -m backend scene``: :func:`write_scene` to temporary files, then renamed
     into place; existing files are replaced only with ``overwrite``."""
-    if size < 1:
-        raise UsageError(f"--size {size}: give at least 1 pixel")
     check_outputs({"scene": out, "truth": truth}, [], overwrite)
     paths = [p for p in (out, truth) if p]
     temps = {p: temporary_path(os.path.dirname(os.path.abspath(p)), os.path.basename(p))

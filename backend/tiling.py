@@ -218,7 +218,7 @@ class CellsToBlocks:
     """Regroups cells of a tile grid that starts ``(dr, dc)`` pixels above and left of
     the output grid into the output's blocks, and hands them to ``write(row, col, block)``.
 
-    Cells come row by row, as :func:`~backend.engine.run_grid` emits them; a block row
+    Cells come row by row, as :class:`TileBlender` emits them; a block row
     is written once the cells below it have come. Holds two block rows at most.
     """
 

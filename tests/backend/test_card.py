@@ -27,6 +27,9 @@ def test_round_trip():
     (lambda d: d["inputs"]["bands"][0].update(scale=0), "scale: must not be zero"),
     (lambda d: d.update(pixel_size_m=-10), "pixel_size_m: must be positive"),
     (lambda d: d["tiling"].update(margin=200), "2 x margin (400) must be below tile_size"),
+    # the engine's tiles and output blocks: predict would refuse it on every run
+    (lambda d: d["tiling"].update(tile_size=24, margin=4), "must be a multiple of 16 from 16 to 4096"),
+    (lambda d: d["tiling"].update(tile_size=8192), "must be a multiple of 16 from 16 to 4096"),
     (lambda d: d["output"].update(kind="logits"), "output.kind: unknown kind"),
     (lambda d: d["output"].update(default_threshold=1.5), "strictly between 0 and 1"),
     (lambda d: d["training"]["metrics"].update(iou="high"), "training.metrics.iou: expected a number"),

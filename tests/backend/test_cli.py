@@ -202,6 +202,20 @@ def test_scene_keeps_existing_files_and_refuses_bad_sizes(tmp_path):
     assert listing(tmp_path) == ["s.tif"]
 
 
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_demo_and_bench_refuse_an_empty_scene(tmp_path, command):
+    p = run_cli(command, "--size", "0", *(["--workdir", str(tmp_path)] if command == "bench"
+                                           else ["--out", str(tmp_path)]))
+    assert p.returncode == 1 and p.stderr.strip().endswith("error: --size 0: give at least 1 pixel")
+    assert "Traceback" not in p.stderr and listing(tmp_path) == []
+
+
+def test_otsu_refuses_an_extent_crs_without_an_extent(tmp_path, src):
+    p = run_cli("otsu", src, "--mask", str(tmp_path / "o.tif"), "--extent-crs", "EPSG:4326")
+    assert p.returncode == 1 and "error: --extent-crs needs --extent" in p.stderr
+    assert not (tmp_path / "o.tif").exists()
+
+
 def test_compress_choices_are_the_sinks_codecs():
     # the CLI lists them itself so that --help does not import rasterio
     subcommands = next(a for a in build_parser()._actions if a.choices and "predict" in a.choices)
