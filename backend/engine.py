@@ -52,8 +52,8 @@ from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_
                         sample_grid, temporary_path, why_write_failed)
 from .sink import OutputSink, check_codec, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
-from .units import (UNITS, convert, find_units, one_or_each, untagged_fill, zero_is_nodata,
-                    zero_note)
+from .units import (UNITS, check_convertible, convert, find_units, one_or_each, untagged_fill,
+                    zero_is_nodata, zero_note)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
@@ -365,6 +365,7 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         found = find_units(sources, samples, opts.units, reporter)
     wanted = [b.units for b in card.bands]
     conversions = [(f.units or w, w) for f, w in zip(found, wanted)]
+    check_convertible(sources, found, conversions, samples)
     for s, f, (src, dst) in zip(sources, found, conversions):
         if f.units:
             reporter.info(f"{s.name}: {f.units} ({f.source}: {f.evidence})"

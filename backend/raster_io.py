@@ -199,6 +199,7 @@ class ShrunkView:
 
 
 STRIP_SAMPLE_BYTES = 64 << 20   # whole-row reads for the sample up to this size
+SPARSE_SAMPLE = 1000            # fewer valid pixels than this in the sample: look closer
 
 
 def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
@@ -212,7 +213,19 @@ def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
     In a file stored in strips (blocks of whole rows, common for compressed
     GeoTIFFs) GDAL decodes the whole rows for each window, so each row of windows
     is read once, full width, and cut up: the same pixels, several times faster.
+
+    Where data covers a small part of the grid (a scene clipped to an area of interest
+    inside a wide no-data border) the windows can miss it: with under ``SPARSE_SAMPLE``
+    valid pixels, 32 x 32 windows of 16 x 16 are added, spread the same way.
     """
+    sample = _windows(reader, grid_h, grid_w, n, size)
+    if n < 32 and np.isfinite(sample).all(axis=0).sum() < SPARSE_SAMPLE:
+        sample = np.concatenate([sample, _windows(reader, grid_h, grid_w, 32, 16)], axis=1)
+    return sample
+
+
+def _windows(reader: WindowReader, grid_h: int, grid_w: int, n: int, size: int
+             ) -> np.ndarray:
     parts = []
     k = len(reader.sources)
     hs, ws = min(size, grid_h), min(size, grid_w)

@@ -10,12 +10,17 @@ Detection, per band, in this order:
    (``dB``/``decibel``; ``amplitude``/``amp``; ``intensity``/``power``/``linear``/
    ``sigma0``/``gamma0``/``beta0`` without ``dB``);
 3. the values: dB is the only one of the three with negative values, so a share of
-   negative values means dB. Power and amplitude are told apart by their level:
-   typical scene medians are about -25 to -14 dB in VH and -20 to -5 dB in VV, and
-   amplitude read as if it were power sits at half those dB values. So the median,
-   taken as power, below -13.5 dB in VH (or -8 dB in VV when there is no VH) means
-   power, and above means amplitude. This is a heuristic: the run reports it, and
-   ``--units`` overrides it.
+   negative values means dB. Power and amplitude are told apart, with VV and VH, by
+   their ratio: co-polarised backscatter exceeds cross-polarised by about 5-8 dB in
+   power over land and water alike (median per pixel: 5.4 dB on the Sen1Floods11
+   Ghana chip, 7.4 on the Spain chip), and amplitude read as if it were power shows
+   half of that; so a median ratio of 4.5 dB or more, taken as power, means power.
+   With VV alone, by level: typical scene medians are about -20 to -5 dB in VV (-25
+   to -14 in VH), and amplitude read as power sits at half those dB values, so a
+   median below -8 dB in VV means power. A flood scene's median is its water's and a
+   forest's is high, so the level can mislead where the ratio does not: when the two
+   disagree the ratio decides and the run warns. This is a heuristic: the run reports
+   it, and ``--units`` overrides it.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .card import UNITS
+from .errors import InputError
 from .inputs import BandSource
 from .progress import Reporter
 from .raster_io import band_scaling, gdal_masked
@@ -40,6 +46,8 @@ NEGATIVE_SHARE_DB = 0.02           # more negatives than this: dB
 # and power or amplitude is never negative): a fill value such as -9999 with no nodata tag
 FILL_BELOW = -100.0
 POWER_BELOW_DB = {"VH": -13.5, "VV": -8.0}
+POWER_RATIO_DB = 4.5          # median VV/VH per pixel, read as power: power at or above
+UNCALIBRATED_DB = 20.0        # a VV median above this is no calibrated backscatter
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class UnitsFound:
     units: str | None      # None when nothing could tell (no metadata, no valid pixel)
     source: str            # override | metadata | values | none
     evidence: str          # one line for the user
+    doubt: str | None = None   # why the values leave the choice uncertain (a warning)
 
 
 def units_from_text(text: str) -> tuple[str, str] | None:
@@ -72,10 +81,29 @@ def units_from_values(samples: dict[str, np.ndarray]) -> UnitsFound:
     if positive.size == 0:
         return UnitsFound(None, "none", f"no positive {band} value to read the units from")
     level = 10 * np.log10(float(np.median(positive)))
-    units = "linear" if level < POWER_BELOW_DB[band] else "amplitude"
-    return UnitsFound(units, "values",
-                      f"no negative values; median {band} {np.median(positive):.4g} is "
-                      f"{level:.1f} dB if power (threshold {POWER_BELOW_DB[band]} dB): {units}")
+    by_level = "linear" if level < POWER_BELOW_DB[band] else "amplitude"
+    level_text = (f"median {band} {np.median(positive):.4g} is {level:.1f} dB if power "
+                  f"(threshold {POWER_BELOW_DB[band]} dB)")
+    ratio = _median_ratio_db(samples)
+    if ratio is None:
+        return UnitsFound(by_level, "values", f"no negative values; {level_text}: {by_level}")
+    units = "linear" if ratio >= POWER_RATIO_DB else "amplitude"
+    evidence = (f"no negative values; median VV/VH {ratio:.1f} dB if power (threshold "
+                f"{POWER_RATIO_DB} dB): {units}")
+    doubt = None if by_level == units else (
+        f"the VV/VH ratio says {units} but the level says {by_level} ({level_text})")
+    return UnitsFound(units, "values", evidence, doubt)
+
+
+def _median_ratio_db(samples: dict[str, np.ndarray]) -> float | None:
+    """Median of VV/VH in dB over the pixels where both are positive, None without both."""
+    if "VV" not in samples or "VH" not in samples:
+        return None
+    vv, vh = samples["VV"], samples["VH"]
+    both = (vv > 0) & (vh > 0) & np.isfinite(vv) & np.isfinite(vh)
+    if both.sum() < 100:
+        return None
+    return float(np.median(10 * np.log10(vv[both] / vh[both])))
 
 
 def detect_units(text: str, override: str | None) -> UnitsFound | None:
@@ -102,6 +130,10 @@ def contradiction(units: str, samples: np.ndarray) -> str | None:
     if units != "dB" and v.size and np.mean(v < 0) > NEGATIVE_SHARE_DB:
         return (f"{100 * np.mean(v < 0):.0f}% of the values are negative, which {units} "
                 "values cannot be; check --units")
+    if units == "dB" and v.size and np.mean(v < 0) < 0.5:
+        return (f"only {100 * np.mean(v < 0):.0f}% of the values are negative, where nearly "
+                "all of a scene's backscatter in dB is; are they linear power or amplitude? "
+                "check --units")
     return None
 
 
@@ -115,6 +147,11 @@ def implausible(units: str, vv: np.ndarray) -> str | None:
     if not db.size:
         return None
     median = float(np.median(db))
+    if median > UNCALIBRATED_DB:
+        raise InputError(f"the VV median is {median:.1f} dB when read as {units}: these are "
+                         "not calibrated backscatter (uncalibrated digital numbers?); calibrate "
+                         "to sigma0 first (SNAP: Radar > Radiometric > Calibrate), or give the "
+                         "right --units")
     lo, hi = PLAUSIBLE_VV_DB
     if np.isfinite(median) and lo <= median <= hi:
         return None
@@ -171,17 +208,43 @@ def find_units(sources: list[BandSource], samples: np.ndarray, override: str | N
             from_values = from_values or units_from_values(by_name)
             u = from_values
         found.append(u)
+        if u.doubt and found.count(u) == 1:   # bands judged together: said once
+            reporter.warning(f"{s.path}: {s.name} units read from the values are uncertain: "
+                             f"{u.doubt}; taken as {u.units}; give --units if that is wrong")
+        elif u.units is None and s.name == "VV":
+            reporter.warning(f"{s.path}: no valid pixel in the units sample: the values are "
+                             "taken to be in the model's units; give --units if they are not")
         if u.units:
             problem = contradiction(u.units, samples[k])
             if problem:
                 reporter.warning(f"{s.path}: {s.name} read as {u.units} ({u.evidence}), but "
                                  f"{problem}")
-            elif s.name == "VV" and (problem := implausible(u.units, samples[k])):
-                reporter.warning(f"{s.path}: {problem}")
+            else:
+                try:
+                    problem = implausible(u.units, samples[k]) if s.name == "VV" else None
+                except InputError as exc:
+                    raise InputError(f"{s.path}: {exc}") from None
+                if problem:
+                    reporter.warning(f"{s.path}: {problem}")
     problem = looks_swapped(sources, found, samples)
     if problem:
         reporter.warning(problem)
     return found
+
+
+def check_convertible(sources: list[BandSource], found: list[UnitsFound],
+                      conversions: list[tuple[str, str]], samples: np.ndarray) -> None:
+    """Refuse a band whose sampled values all become no data in the units taken for it
+    (the whole map would be no data): dB values read as power, say, or a scaled band
+    whose scale GDAL does not know. Raises InputError naming the file."""
+    for k, (s, f, (src, dst)) in enumerate(zip(sources, found, conversions)):
+        x = samples[k][np.isfinite(samples[k])].astype(np.float32)
+        if not x.size or np.isfinite(convert(x.copy(), src, dst)).any():
+            continue
+        why = f" ({f.evidence})" if f.units else ""
+        raise InputError(f"{s.path}: no sampled {s.name} value (from {x.min():g} to "
+                         f"{x.max():g}) is backscatter in {src}{why}; give the right --units, "
+                         "or scale the band (GDAL scale and offset) if it is stored scaled")
 
 
 def _median_db(samples: np.ndarray, units: str) -> float | None:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from backend.errors import InputError
 from backend.scene import Scene
 from backend.units import (contradiction, convert, detect_units, implausible, units_from_text,
                            units_from_values)
@@ -82,15 +83,17 @@ def test_negative_values_contradict_linear_units():
     assert contradiction("dB", np.array([-12.0, -15.0])) is None
 
 
-def test_uncalibrated_values_are_flagged():
+def test_uncalibrated_values_are_flagged_or_refused():
     dn = np.full(100, 300.0, np.float32)        # digital numbers, not sigma0 amplitude
-    assert "outside -35 to 5 dB" in implausible("amplitude", dn)
+    with pytest.raises(InputError, match="49.5 dB when read as amplitude: these are not calibrated"):
+        implausible("amplitude", dn)
+    assert "outside -35 to 5 dB" in implausible("dB", np.full(100, 12.0, np.float32))
     assert implausible("dB", np.full(100, -12.0, np.float32)) is None
     assert implausible("linear", np.full(100, 0.05, np.float32)) is None
     # a blank border of zeros (no dB value) does not make the median NaN
     bordered = np.r_[np.zeros(40, np.float32), np.full(60, 0.05, np.float32)]
     assert implausible("linear", bordered) is None
-    assert "is 33.0 dB when read as linear" in implausible("linear", bordered * 4e4)
+    assert "is 13.0 dB when read as linear" in implausible("linear", bordered * 400)
 
 
 def test_fill_values_are_no_data_in_any_units():
@@ -152,3 +155,70 @@ def test_zeros_stay_data_where_the_file_says_what_its_nodata_is(tmp_path, models
     untagged, _ = _gee_export(tmp_path, "untagged.tif", 0.0)
     r = otsu_map(OtsuOptions([untagged], mask=str(tmp_path / "o2.tif")))
     assert r["valid_pixels"] == edge.size - edge.sum()         # and no data here
+
+
+def _power_scene(water_frac: float, land_db=(-8.0, -14.0), water_db=(-23.0, -29.0),
+                 n=20000, seed=0) -> dict[str, np.ndarray]:
+    """VV and VH power of a scene: land and water at the given dB, 4.4-look speckle."""
+    rng = np.random.default_rng(seed)
+    water = rng.random(n) < water_frac
+    out = {}
+    for k, name in enumerate(("VV", "VH")):
+        db = np.where(water, water_db[k], land_db[k])
+        out[name] = (10 ** (db / 10) * rng.gamma(4.4, 1 / 4.4, n)).astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("case, units", [
+    ("flood scene in amplitude", "amplitude"),    # its median is water's: low, as power is
+    ("vegetation in power", "linear"),            # its median VH is high, as amplitude is
+])
+def test_the_vv_vh_ratio_decides_where_the_level_misleads(case, units):
+    if case == "flood scene in amplitude":
+        samples = {k: np.sqrt(v) for k, v in _power_scene(0.74).items()}
+    else:
+        samples = _power_scene(0.0, land_db=(-6.0, -11.5))
+    found = units_from_values(samples)
+    assert found.units == units and "VV/VH" in found.evidence
+    assert found.doubt and "the level says" in found.doubt   # the run warns
+
+
+def test_the_ratio_and_the_level_agree_on_ordinary_scenes():
+    power = _power_scene(0.2)
+    assert units_from_values(power).units == "linear" and units_from_values(power).doubt is None
+    amplitude = {k: np.sqrt(v) for k, v in power.items()}
+    assert units_from_values(amplitude).units == "amplitude"
+    assert units_from_values(amplitude).doubt is None
+
+
+def test_db_named_values_with_no_negative_value_are_questioned():
+    assert "only 0% of the values are negative" in contradiction("dB", _power_scene(0.2)["VV"])
+
+
+def test_values_that_all_become_no_data_are_refused(tmp_path, models):
+    """dB values in bands described as Sigma0 (linear power): every value is negative, so
+    none is power, and the whole map would be no data."""
+    from tests.backend.conftest import random_db, run_cli, write_raster
+    src = write_raster(tmp_path / "s.tif", random_db((200, 200)),
+                       descriptions=("Sigma0_VV", "Sigma0_VH"))
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model", models["threshold"])
+    assert p.returncode == 1 and f"{src}: no sampled VH value" in p.stderr
+    assert "is backscatter in linear" in p.stderr and not (tmp_path / "m.tif").exists()
+    assert run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model",
+                   models["threshold"], "--units", "dB").returncode == 0
+
+
+def test_units_are_read_from_data_in_a_small_part_of_the_grid(tmp_path, models):
+    """Linear power only in a 250 x 260 patch of a 2048 px grid: the 25 sample windows miss
+    it, the closer look finds it (it was taken as dB, silently: 0.3% water for 16%)."""
+    import json
+    from tests.backend.conftest import run_cli, write_raster
+    power = _power_scene(0.2, n=250 * 260)
+    bands = np.full((2, 2048, 2048), np.nan, np.float32)
+    bands[:, 1100:1350, 600:860] = np.stack([power["VV"], power["VH"]]).reshape(2, 250, 260)
+    src = write_raster(tmp_path / "s.tif", bands)
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model", models["threshold"],
+                "--progress", "json")
+    assert p.returncode == 0, p.stderr
+    result = json.loads(p.stdout.splitlines()[-1])
+    assert result["units_detected"] == "linear" and result["units_source"] == "values"
