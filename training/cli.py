@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -21,6 +22,23 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.evaluate", "score Otsu, models, mask folders or S2 index rules on a split"),
     "figure": ("training.figures", "draw chips side by side: S1, S2, label, weak label, prediction"),
 }
+
+# the devices a command may ask for (as backend.model.DEVICES): ``auto`` is CUDA when available
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """``--data``, ``--preset``, ``--set`` and ``--device``: what ``train`` and ``reproduce``
+    share."""
+    from .config import PRESETS
+
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (holding v1.1/)")
+    p.add_argument("--preset", default="cpu", choices=tuple(PRESETS),
+                   help=f"{' or '.join(PRESETS)} (default cpu)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto (CUDA if available), cpu or cuda")
 
 
 def fail(message: str) -> int:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .cli import DEVICES
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -30,8 +32,8 @@ class Dist:
 
 def pick_device(device: str) -> torch.device:
     """``auto`` is CUDA when available, else CPU."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but torch sees no CUDA GPU")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())

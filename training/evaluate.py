@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from .atomic import unwritable, write_text_atomic
+from .cli import DEVICES
 from .data import s2index
 from .data.io import read_label, read_mask, read_s1, read_s2
 from .data.layout import HAND_SPLITS, ChipFiles, DatasetError, problems_message
@@ -153,17 +154,14 @@ def model(path: str | Path, workdir: Path, device: str = "auto",
     return Method(f"model {card.name} {card.version}", predict)
 
 
-def evaluate(chips: list[ChipFiles], method: Method,
-             progress: Callable[[int, int], None] | None = None) -> Scoreboard:
+def evaluate(chips: list[ChipFiles], method: Method) -> Scoreboard:
     """Score one method on chips whose ``label`` is the reference."""
     method.prepare(chips)
     board = Scoreboard()
-    for n, chip in enumerate(chips, start=1):
+    for chip in chips:
         s1 = read_s1(chip.s1)
         valid = np.isfinite(s1).all(axis=0)
         board.add(chip.chip_id, method.predict(chip, s1), read_label(chip.label), valid)
-        if progress:
-            progress(n, len(chips))
     return board
 
 
@@ -201,7 +199,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks", action="append", default=[], help="folder of mask GeoTIFFs (repeatable)")
     p.add_argument("--s2-index", choices=sorted(s2index.RULES), action="append", default=[],
                    help="score a Sentinel-2 index rule (the weak labellers)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--threshold", type=float, help="model probability threshold (default: card)")
     p.add_argument("--json", help="write the results here as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")

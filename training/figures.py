@@ -23,6 +23,7 @@ import numpy as np
 
 from . import evaluate
 from .atomic import atomic_path
+from .cli import DEVICES
 from .data import s2index
 from .data.io import read_label, read_s1, read_s2
 from .data.layout import ChipFiles, DatasetError
@@ -122,7 +123,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare-split-file", help="split file of --compare-data (its chips are added)")
     p.add_argument("--model", help="ONNX model for the prediction column (default: Otsu on VV)")
     p.add_argument("--masks", help="mask folder for the prediction column")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--overwrite", action="store_true")
 

@@ -33,7 +33,7 @@ import torch
 
 from . import ddp
 from .checkpoint import CheckpointError, load_model
-from .cli import fail
+from .cli import add_run_arguments, fail
 from .config import ConfigError, TrainConfig, make_config, parse_overrides
 from .data.layout import DatasetError
 from .evaluate import evaluate, load_split, otsu
@@ -434,16 +434,12 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="dataset folder (holding v1.1/)")
-    p.add_argument("--preset", default="cpu", help="paper or cpu (default cpu)")
+    add_run_arguments(p)
     p.add_argument("--seeds", type=int, default=3, help="seeds per row (default 3)")
     p.add_argument("--out", type=Path, help="runs folder (default runs/reproduce-PRESET)")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help=f"where table1.md/json go (default {RESULTS.relative_to(REPO)})")
     p.add_argument("--methods", help="comma-separated subset of rows (teachers added)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key (repeatable)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--bench-size", type=int, default=BENCH_SIZE,
                    help=f"scene edge for the students' backend bench (default {BENCH_SIZE})")

@@ -1,11 +1,13 @@
-"""Hand-built ONNX models whose output is known exactly (no torch, no training).
+"""Hand-built ONNX models whose output is known exactly (no torch, no training), for tests.
 
-They serve two ends:
-- tests check numbers, not shapes: ``threshold_model`` computes
-  ``p = sigmoid(-(VV_dB + 15))`` and ``smoothed_threshold_model`` the same after a
-  k x k mean filter, so a test can compute the expected probability in numpy;
-- ``make demo`` needs a model before a trained one is bundled: ``demo_model``
-  is a smoothed VV/VH threshold, named and carded as hand-set, not trained.
+- ``threshold_model`` computes ``p = sigmoid(-(VV_dB + 15))`` and
+  ``smoothed_threshold_model`` the same after a k x k mean filter, so a test can
+  compute the expected probability in numpy (tests check numbers, not shapes);
+- ``demo_model`` builds ``resources/models/sarflood-demo-threshold.onnx``, a smoothed
+  VV/VH threshold carded as hand-set, not trained. It was the default model before a
+  trained one was bundled (``make demo`` now runs the model named in
+  ``resources/models/DEFAULT``); it stays for tests, which check that the bundled file
+  is what this function builds.
 
 Run ``python -m training.toy_models OUT.onnx`` to write the demo model.
 """
@@ -63,7 +65,8 @@ def _linear_logit(weights: list[float], bias: float, prefix: str, src: str, dst:
 
 
 def threshold_model(card: ModelCard | None = None, threshold_db: float = -15.0) -> onnx.ModelProto:
-    """``p = sigmoid(-(VV + 15))`` per pixel (VV is channel 0, in raw dB). Margin 0."""
+    """``p = sigmoid(-(VV - threshold_db))`` per pixel, by default ``sigmoid(-(VV + 15))``
+    (VV is channel 0, in raw dB). Margin 0."""
     card = card or raw_db_card("test-threshold", margin=0)
     n = len(card.bands)
     # -(VV - t) = -VV + t; for t = -15 dB that is -(VV + 15)
@@ -96,7 +99,7 @@ def smoothed_threshold_model(card: ModelCard | None = None, kernel: int = 5,
 
 
 def demo_model() -> onnx.ModelProto:
-    """The stand-in default model: a 5x5 mean of VV and VH in dB, then a logistic threshold.
+    """The former stand-in default model: a 5x5 mean of VV and VH in dB, then a logistic threshold.
 
     Open water is dark in both polarisations (specular reflection); the weights put the
     decision near VV = -16 dB, VH = -23 dB, in the range of published SAR water thresholds.

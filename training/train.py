@@ -122,9 +122,9 @@ def predict_probability(model: nn.Module, x: Tensor, scale: float = 1.0) -> Tens
 
 @torch.no_grad()
 def score(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...], batch: int,
-          device: torch.device, scale: float = 1.0, label_key: str = "label") -> Scoreboard:
-    """Score a network's masks (P(water) > 0.5) on whole chips, at the chips' grid,
-    with the data issue's metric (:mod:`training.metrics`)."""
+          device: torch.device, scale: float = 1.0) -> Scoreboard:
+    """Score a network's masks (P(water) > 0.5) against the items' ``label`` on whole
+    chips, at the chips' grid, with the data issue's metric (:mod:`training.metrics`)."""
     was_training = model.training
     model.eval()
     board = Scoreboard()
@@ -132,7 +132,7 @@ def score(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...], batch: in
         x = torch.cat([chips[b] for b in inputs], dim=1).to(device)
         pred = (predict_probability(model, x, scale) > 0.5).to(torch.int8).cpu().numpy()
         for i, chip_id in enumerate(chips["id"]):
-            board.add(chip_id, pred[i], chips[label_key][i].numpy(), chips["valid"][i].numpy())
+            board.add(chip_id, pred[i], chips["label"][i].numpy(), chips["valid"][i].numpy())
     model.train(was_training)
     return board
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import ddp
 from .atomic import unwritable
 from .checkpoint import CheckpointError
-from .cli import fail
+from .cli import add_run_arguments, fail
 from .config import ConfigError, make_config, parse_overrides
 from .data.layout import DatasetError
 from .methods import BY_NAME, get_method
@@ -25,16 +25,12 @@ TRAINED = [m for m in BY_NAME if BY_NAME[m].kind != "otsu"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("method", help=f"one of {', '.join(TRAINED)}")
-    p.add_argument("--data", type=Path, required=True, help="dataset folder (holding v1.1/)")
+    add_run_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
-    p.add_argument("--preset", default="cpu", help="paper or cpu (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", type=Path, help="teacher checkpoint (best.pt) for students")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     p.add_argument("--weight-decay", type=float, help="weight decay (default: the preset's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key (repeatable)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--stop-at", type=int, metavar="STEP",
                    help="save and stop after this step (resume later with the same command)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

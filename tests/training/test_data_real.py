@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from training.data.conventions import normalise_s1, normalise_s2
-from training.data.datasets import ChipDataset, hand_labeled
+from training.data.datasets import hand_labeled
 from training.data.io import grid_of, read_label, read_s1, read_s2
 from training.data.layout import DatasetError, Layout
 from training.data.sets import hand_chips
@@ -119,9 +119,3 @@ def test_txt_split_with_chip_ids(real_chips, tmp_path):
     path.write_text(f"{SPAIN}\n\n{GHANA}_S1Hand.tif\n")
     chips = hand_chips(real_chips, "test", split_file=path)
     assert [c.chip_id for c in chips] == [SPAIN, GHANA]
-
-
-def test_truth_needs_synthetic_data(real_chips, split_csv):
-    chips = hand_chips(real_chips, "test", split_file=split_csv(SPAIN))
-    with pytest.raises(DatasetError, match="only synthetic datasets carry truth"):
-        ChipDataset(chips, truth=True)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .test_train_cli import data  # noqa: F401 - the shared synthetic dataset fixture
+from .test_train_cli import invalid_choice
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -133,6 +134,13 @@ def test_a_smoke_run_cannot_replace_the_committed_table(tmp_path):
         proc = cli("reproduce", "--data", tmp_path / "nowhere", "--out", tmp_path / "runs", *extra)
         assert proc.returncode == 1 and "needs its own --results DIR" in proc.stderr
     assert committed.read_bytes() == before and not (tmp_path / "runs").exists()
+
+
+def test_unknown_preset_and_device_are_refused_by_their_choices(tmp_path):
+    for option, value in (("--preset", "gpu"), ("--device", "cudaa")):
+        invalid_choice(cli("reproduce", "--data", tmp_path / "nowhere", "--out", tmp_path / "runs",
+                           "--results", tmp_path / "results", option, value), option, value)
+    assert not (tmp_path / "runs").exists()
 
 
 

@@ -9,7 +9,6 @@ An item is a dict:
   int64 ``(H, W)``, 1 water, 0 dry, -1 ignore (also where S1 is invalid)
 - ``s2``, ``s2_valid``: float32 ``(4, H, W)`` B2, B3, B4, B8 normalised, and its
   validity, when the dataset was built with Sentinel-2
-- ``truth``: int64 ``(H, W)`` true water (synthetic data only), when asked for
 
 Augmentation belongs to the training transforms, not here.
 """
@@ -28,20 +27,14 @@ from .sets import external_chips, hand_chips, weak_chips
 
 
 class ChipDataset(Dataset):
-    """Chips as tensors; ``s2``/``truth`` only if every chip has that layer."""
+    """Chips as tensors; ``s2`` only if every chip has that layer."""
 
-    def __init__(self, chips: list[ChipFiles], *, label_key: str = "label", s2: bool = False,
-                 truth: bool = False):
+    def __init__(self, chips: list[ChipFiles], *, label_key: str = "label", s2: bool = False):
         if s2 and any(c.s2 is None for c in chips):
             raise DatasetError("Sentinel-2 was asked for, but some chips have no S2 layer")
-        if truth and any(c.truth is None for c in chips):
-            missing = [c.chip_id for c in chips if c.truth is None]
-            raise DatasetError(f"truth was asked for, but {len(missing)} chips have none "
-                               f"(first: {missing[0]}); only synthetic datasets carry truth")
         self.chips = list(chips)
         self.label_key = label_key
         self.with_s2 = s2
-        self.with_truth = truth
 
     def __len__(self) -> int:
         return len(self.chips)
@@ -56,8 +49,6 @@ class ChipDataset(Dataset):
             s2, s2_valid = normalise_s2(read_s2(chip.s2, TEACHER_S2_BANDS))
             item["s2"] = torch.from_numpy(s2)
             item["s2_valid"] = torch.from_numpy(s2_valid)
-        if self.with_truth:
-            item["truth"] = torch.from_numpy(_ignore_invalid(read_label(chip.truth), valid))
         return item
 
 
@@ -67,19 +58,17 @@ def _ignore_invalid(label: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def hand_labeled(root: str | Path, split: str, *, s2: bool = True, truth: bool = False,
+def hand_labeled(root: str | Path, split: str, *, s2: bool = True,
                  split_file: str | Path | None = None) -> ChipDataset:
     """Sen1Floods11 hand-labelled ``train``/``valid``/``test``/``bolivia``."""
-    return ChipDataset(hand_chips(root, split, split_file=split_file, s2=s2), s2=s2, truth=truth)
+    return ChipDataset(hand_chips(root, split, split_file=split_file, s2=s2), s2=s2)
 
 
-def weakly_labeled(root: str | Path, *, s2: bool = False, truth: bool = False) -> ChipDataset:
+def weakly_labeled(root: str | Path, *, s2: bool = False) -> ChipDataset:
     """Sen1Floods11 weakly labelled S1 chips with their S2 index labels."""
-    return ChipDataset(weak_chips(root, s2=s2), label_key="weak_label", s2=s2, truth=truth)
+    return ChipDataset(weak_chips(root, s2=s2), label_key="weak_label", s2=s2)
 
 
-def external(root: str | Path, split: str = "train", *, s2: bool = True,
-             truth: bool = False) -> ChipDataset:
+def external(root: str | Path, split: str = "train", *, s2: bool = True) -> ChipDataset:
     """The external paired S1 + S2 set with NDWI weak labels."""
-    return ChipDataset(external_chips(root, split, s2=s2), label_key="weak_label", s2=s2,
-                       truth=truth)
+    return ChipDataset(external_chips(root, split, s2=s2), label_key="weak_label", s2=s2)

@@ -35,11 +35,20 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+
+class Kinds(NamedTuple):
+    """A set's layer kinds: each is a folder name and its files' suffix (``X_<kind>.tif``)."""
+    s1: str
+    s2: str
+    label: str
+
 
 HAND_SPLITS = ("train", "valid", "test", "bolivia")
-HAND_KINDS = ("S1Hand", "S2Hand", "LabelHand")
-WEAK_KINDS = ("S1Weak", "S2IndexLabelWeak", "S2Weak")
-EXTERNAL_KINDS = ("S1", "S2", "LabelWeak")
+HAND_KINDS = Kinds(s1="S1Hand", s2="S2Hand", label="LabelHand")
+WEAK_KINDS = Kinds(s1="S1Weak", s2="S2Weak", label="S2IndexLabelWeak")  # S2Weak: read only if asked
+EXTERNAL_KINDS = Kinds(s1="S1", s2="S2", label="LabelWeak")
 TRUTH_KIND = "Truth"
 MAX_LISTED = 10
 

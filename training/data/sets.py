@@ -13,21 +13,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from .io import grid_of
-from .layout import (HAND_SPLITS, TRUTH_KIND, ChipFiles, DatasetError, Layout, chip_file,
-                     parse_split, problems_message)
+from .layout import (EXTERNAL_KINDS, HAND_KINDS, HAND_SPLITS, TRUTH_KIND, WEAK_KINDS, ChipFiles,
+                     DatasetError, Kinds, Layout, chip_file, parse_split, problems_message)
 
 _LAYERS = ("s1", "label", "s2", "truth")
 
 
-def check_chips(chips: list[ChipFiles], what: str, problems: list[str] | None = None,
-                check_grids: bool = True) -> None:
+def check_chips(chips: list[ChipFiles], what: str, problems: list[str] | None = None) -> None:
     """Raise :class:`DatasetError` listing every missing file and grid mismatch."""
     problems = list(problems or [])
     for chip in chips:
         present = [(layer, getattr(chip, layer)) for layer in _LAYERS if getattr(chip, layer)]
         missing = [(layer, p) for layer, p in present if not p.is_file()]
         problems += [f"chip {chip.chip_id}: {layer} file missing: {p}" for layer, p in missing]
-        if missing or not check_grids:
+        if missing:
             continue
         try:
             ref = grid_of(chip.s1)
@@ -46,21 +45,20 @@ def _truth(layout: Layout, group: str, chip_id: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _split_chips(layout: Layout, path: Path, folder: Path, kinds: tuple[str, str, str],
-                 truth_group: str, s2: bool, what: str, check_grids: bool) -> list[ChipFiles]:
-    s1_kind, s2_kind, label_kind = kinds
-    ids, problems = parse_split(path, s1_kind, label_kind)
-    chips = [ChipFiles(chip_id=c, s1=chip_file(folder, c, s1_kind),
-                       label=chip_file(folder, c, label_kind),
-                       s2=chip_file(folder, c, s2_kind) if s2 else None,
+def _split_chips(layout: Layout, path: Path, folder: Path, kinds: Kinds, truth_group: str,
+                 s2: bool, what: str) -> list[ChipFiles]:
+    ids, problems = parse_split(path, kinds.s1, kinds.label)
+    chips = [ChipFiles(chip_id=c, s1=chip_file(folder, c, kinds.s1),
+                       label=chip_file(folder, c, kinds.label),
+                       s2=chip_file(folder, c, kinds.s2) if s2 else None,
                        truth=_truth(layout, truth_group, c))
              for c in ids]
-    check_chips(chips, f"{what} ({path})", problems, check_grids)
+    check_chips(chips, f"{what} ({path})", problems)
     return chips
 
 
 def hand_chips(root: str | Path, split: str, *, split_file: str | Path | None = None,
-               s2: bool = False, check_grids: bool = True) -> list[ChipFiles]:
+               s2: bool = False) -> list[ChipFiles]:
     """Chips of a hand-labelled split, from ``flood_<split>_data.csv`` (or ``split_file``)."""
     layout = Layout.find(root)
     if split_file is None and split not in HAND_SPLITS:
@@ -70,32 +68,31 @@ def hand_chips(root: str | Path, split: str, *, split_file: str | Path | None = 
         raise DatasetError(f"{layout.root}: a flat folder of hand-labelled chips without "
                            f"{path.name}: training and reproduce need the v1.1 layout with its "
                            f"split files; evaluate and figure take a flat folder with --split-file")
-    return _split_chips(layout, path, layout.hand, ("S1Hand", "S2Hand", "LabelHand"), "HandLabeled",
-                        s2, f"hand-labelled split {split!r}", check_grids)
+    return _split_chips(layout, path, layout.hand, HAND_KINDS, "HandLabeled", s2,
+                        f"hand-labelled split {split!r}")
 
 
-def weak_chips(root: str | Path, *, s2: bool = False, check_grids: bool = True) -> list[ChipFiles]:
+def weak_chips(root: str | Path, *, s2: bool = False) -> list[ChipFiles]:
     """Every ``S1Weak`` chip with its ``S2IndexLabelWeak`` label (and ``S2Weak`` if asked)."""
     layout = Layout.find(root)
-    folder = layout.weak / "S1Weak"
+    folder = layout.weak / WEAK_KINDS.s1
     if not folder.is_dir():
         raise DatasetError(f"{folder}: weakly labelled folder not found")
-    ids = sorted(p.name[: -len("_S1Weak.tif")] for p in folder.glob("*_S1Weak.tif"))
+    suffix = f"_{WEAK_KINDS.s1}.tif"
+    ids = sorted(p.name[: -len(suffix)] for p in folder.glob(f"*{suffix}"))
     if not ids:
-        raise DatasetError(f"{folder}: holds no *_S1Weak.tif chips")
-    chips = [ChipFiles(chip_id=c, s1=chip_file(layout.weak, c, "S1Weak"),
-                       label=chip_file(layout.weak, c, "S2IndexLabelWeak"),
-                       s2=chip_file(layout.weak, c, "S2Weak") if s2 else None,
+        raise DatasetError(f"{folder}: holds no *{suffix} chips")
+    chips = [ChipFiles(chip_id=c, s1=chip_file(layout.weak, c, WEAK_KINDS.s1),
+                       label=chip_file(layout.weak, c, WEAK_KINDS.label),
+                       s2=chip_file(layout.weak, c, WEAK_KINDS.s2) if s2 else None,
                        truth=_truth(layout, "WeaklyLabeled", c))
              for c in ids]
-    check_chips(chips, f"weakly labelled set ({layout.weak})", check_grids=check_grids)
+    check_chips(chips, f"weakly labelled set ({layout.weak})")
     return chips
 
 
-def external_chips(root: str | Path, split: str = "train", *, s2: bool = True,
-                   check_grids: bool = True) -> list[ChipFiles]:
+def external_chips(root: str | Path, split: str = "train", *, s2: bool = True) -> list[ChipFiles]:
     """Chips of the external paired set, from ``external/splits/external_<split>_data.csv``."""
     layout = Layout.find(root)
     return _split_chips(layout, layout.external_split_file(split), layout.external,
-                        ("S1", "S2", "LabelWeak"), "external", s2, f"external split {split!r}",
-                        check_grids)
+                        EXTERNAL_KINDS, "external", s2, f"external split {split!r}")

@@ -37,7 +37,8 @@ from rasterio.transform import from_origin
 
 from ..atomic import atomic_path, write_text_atomic
 from ..data.conventions import IGNORE, S1_BANDS, S2_BANDS, WATER
-from ..data.layout import HAND_SPLITS, TRUTH_KIND, DatasetError, Layout, chip_file
+from ..data.layout import (EXTERNAL_KINDS, HAND_KINDS, HAND_SPLITS, TRUTH_KIND, WEAK_KINDS,
+                           DatasetError, Layout, chip_file)
 from . import events, scene
 
 PIXEL_DEG = 8.983152841195215e-05        # Sen1Floods11's pixel: 10 m at the equator
@@ -117,21 +118,22 @@ def make_and_write(task: Task, seed: int, root: Path, compress: str = "deflate")
     s1_args = dict(nodata=float("nan"), descriptions=S1_BANDS, compress=compress)
     s2_args = dict(nodata=0, descriptions=S2_BANDS, compress=compress)
     if task.kind == "hand":
-        write_tif(chip_file(layout.hand, chip_id, "S1Hand"), chip.s1, tr, **s1_args)
-        write_tif(chip_file(layout.hand, chip_id, "S2Hand"), chip.s2, tr, **s2_args)
+        write_tif(chip_file(layout.hand, chip_id, HAND_KINDS.s1), chip.s1, tr, **s1_args)
+        write_tif(chip_file(layout.hand, chip_id, HAND_KINDS.s2), chip.s2, tr, **s2_args)
         label = chip.hand
-        write_tif(chip_file(layout.hand, chip_id, "LabelHand"), label, tr, compress=compress)
+        write_tif(chip_file(layout.hand, chip_id, HAND_KINDS.label), label, tr, compress=compress)
         truth_group = "HandLabeled"
     elif task.kind == "weak":
-        write_tif(chip_file(layout.weak, chip_id, "S1Weak"), chip.s1, tr, **s1_args)
+        write_tif(chip_file(layout.weak, chip_id, WEAK_KINDS.s1), chip.s1, tr, **s1_args)
         label = scene.weak_label(chip, "s1f11")
-        write_tif(chip_file(layout.weak, chip_id, "S2IndexLabelWeak"), label, tr, compress=compress)
+        write_tif(chip_file(layout.weak, chip_id, WEAK_KINDS.label), label, tr, compress=compress)
         truth_group = "WeaklyLabeled"
     else:
-        write_tif(chip_file(layout.external, chip_id, "S1"), chip.s1, tr, **s1_args)
-        write_tif(chip_file(layout.external, chip_id, "S2"), chip.s2, tr, **s2_args)
+        write_tif(chip_file(layout.external, chip_id, EXTERNAL_KINDS.s1), chip.s1, tr, **s1_args)
+        write_tif(chip_file(layout.external, chip_id, EXTERNAL_KINDS.s2), chip.s2, tr, **s2_args)
         label = scene.weak_label(chip, "ndwi")
-        write_tif(chip_file(layout.external, chip_id, "LabelWeak"), label, tr, compress=compress)
+        write_tif(chip_file(layout.external, chip_id, EXTERNAL_KINDS.label), label, tr,
+                  compress=compress)
         truth_group = "external"
     write_tif(layout.truth / truth_group / f"{chip_id}_{TRUTH_KIND}.tif", chip.truth, tr, compress=compress)
     return {"chip_id": chip_id, "set": task.kind, "split": task.split,
@@ -171,9 +173,9 @@ def label_quality(records: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def _folders(layout: Layout) -> list[Path]:
-    return ([layout.hand / k for k in ("S1Hand", "S2Hand", "LabelHand")]
-            + [layout.weak / k for k in ("S1Weak", "S2IndexLabelWeak")]
-            + [layout.external / k for k in ("S1", "S2", "LabelWeak")]
+    return ([layout.hand / k for k in HAND_KINDS]
+            + [layout.weak / k for k in (WEAK_KINDS.s1, WEAK_KINDS.label)]  # no S2: the real set has none
+            + [layout.external / k for k in EXTERNAL_KINDS]
             + [layout.truth / g for g in ("HandLabeled", "WeaklyLabeled", "external")]
             + [layout.splits, layout.external / "splits"])
 
