@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingLayerPostProcessorInterface, QgsRasterLayer)
+                       QgsProcessingLayerPostProcessorInterface, QgsRasterLayer,
+                       QgsVectorFileWriter)
 
 from ..backend_env import find_interpreter
 from ..backend_process import BackendProcess
@@ -122,6 +124,19 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         except OSError as exc:
             raise QgsProcessingException(f"{name}: cannot write {path} "
                                          f"({exc.strerror or exc})") from None
+
+    @staticmethod
+    def remove_vector_output(destination: str) -> None:
+        """Delete what a cancelled run wrote to a vector destination that is a plain file
+        path (Processing replaces such a file whole). A destination inside a data source
+        (``ogr:dbname=... table=...``, a memory layer) is left alone: it may hold other layers."""
+        if not destination or not os.path.isfile(destination):
+            return
+        if destination.lower().endswith(".shp"):
+            QgsVectorFileWriter.deleteShapeFile(destination)  # with its .dbf, .shx, .prj...
+            return
+        for suffix in ("", "-wal", "-shm", "-journal"):   # a GeoPackage's SQLite files
+            Path(destination + suffix).unlink(missing_ok=True)
 
     @staticmethod
     def style_output(context, path: str, renderer_factory) -> None:

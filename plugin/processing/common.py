@@ -15,7 +15,7 @@ from .base import SarFloodAlgorithm
 AREA_OUTPUTS = {
     "WATER_AREA_KM2": "Water area (km²)",
     "VALID_AREA_KM2": "Valid (observed) area (km²)",
-    "WATER_FRACTION": "Water share of the valid area (0-1)",
+    "WATER_FRACTION": "Water share of the valid area (0-1; empty without a valid pixel)",
 }
 _RESULT_KEYS = {"WATER_AREA_KM2": "water_area_km2", "VALID_AREA_KM2": "valid_area_km2",
                 "WATER_FRACTION": "water_fraction"}
@@ -90,5 +90,9 @@ class SceneAlgorithm(SarFloodAlgorithm):
         return path
 
     @staticmethod
-    def area_results(result: dict[str, Any]) -> dict[str, float]:
-        return {name: float(result[key]) for name, key in _RESULT_KEYS.items()}
+    def area_results(result: dict[str, Any]) -> dict[str, float | None]:
+        """The area outputs; no water share (None, as Otsu's THRESHOLD_DB) without a valid pixel."""
+        areas = {name: float(result[key]) for name, key in _RESULT_KEYS.items()}
+        if int(result.get("valid_pixels", 1)) == 0:
+            areas["WATER_FRACTION"] = None
+        return areas

@@ -53,6 +53,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
             raise QgsProcessingException("Correction polygons: no layer given")
         field = self.parameterAsString(parameters, "FIELD", context) or FIELD
         out = self.output_path(parameters, "OUTPUT", context, feedback)
+        self.check_destination(out, "OUTPUT", [mask])  # before the polygons are written beside it
         # kept beside the corrected mask, whose SARFLOOD_CORRECTIONS tag names it (as the
         # review dock does); a failed run puts back what was there
         geojson = Path(out).with_suffix(".corrections.geojson")

@@ -11,6 +11,8 @@ Output classes: 0 not flooded, 1 newly flooded, 2 water before and after,
 """
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingException,
@@ -24,6 +26,7 @@ from .base import SarFloodAlgorithm
 from .masks import check_binary_mask, check_mask_layer
 
 NODATA = 255
+CANCELLED = "cancelled: no flood extent was written (a file already at OUTPUT is kept)"
 
 
 class FloodExtentAlgorithm(SarFloodAlgorithm):
@@ -97,19 +100,32 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
             inputs.update(INPUT_C=burnt, BAND_C=1)
             before.append("(C==1)")
         was_water = before[0] if len(before) == 1 else f"logical_or({before[0]},{before[1]})"
-        result = child(2, "gdal:rastercalculator", {
-            **inputs, "FORMULA": f"(A==1)*(1+1*{was_water})", "NO_DATA": NODATA, "RTYPE": 0,
-            "OUTPUT": destination})["OUTPUT"]
-        self.style_output(context, result, styles.flood_extent_renderer)
-
-        feedback.setProgressText("step 4 of 4: newly flooded area (python -m backend stats)")
+        # written beside the destination and renamed into place once measured: an existing
+        # extent there survives a cancelled or failed run
+        folder, name = os.path.split(os.path.abspath(destination))
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.sarflood-tmp.tif")
         try:
-            stats = self.run_backend(["stats", backend_path(result)], feedback)
-        except QgsProcessingException:
-            if feedback.isCanceled():  # a cancelled run leaves no output, written or not
-                Path(result).unlink(missing_ok=True)
-                raise QgsProcessingException("cancelled: the flood extent was removed") from None
-            raise
+            child(2, "gdal:rastercalculator", {
+                **inputs, "FORMULA": f"(A==1)*(1+1*{was_water})", "NO_DATA": NODATA, "RTYPE": 0,
+                "OUTPUT": temporary})
+            if feedback.isCanceled():   # gdal_calc was stopped: what it wrote is incomplete
+                raise QgsProcessingException(CANCELLED)
+            feedback.setProgressText("step 4 of 4: newly flooded area (python -m backend stats)")
+            try:
+                stats = self.run_backend(["stats", backend_path(temporary)], feedback)
+            except QgsProcessingException:
+                if feedback.isCanceled():
+                    raise QgsProcessingException(CANCELLED) from None
+                raise
+            # GDAL's statistics (.aux.xml) and overviews (.ovr) of the file replaced describe
+            # it, not the new extent: the mask checks and QGIS's rendering would read them
+            for stale in (destination + ".aux.xml", destination + ".ovr"):
+                Path(stale).unlink(missing_ok=True)
+            os.replace(temporary, destination)
+        finally:
+            for leftover in (temporary, temporary + ".aux.xml"):
+                Path(leftover).unlink(missing_ok=True)
+        self.style_output(context, destination, styles.flood_extent_renderer)
         flooded, area_km2 = int(stats["water_pixels"]), float(stats["water_area_km2"])
         feedback.pushInfo(f"newly flooded: {flooded} pixels, {area_km2:.3f} km²")
-        return {"OUTPUT": result, "FLOODED_AREA_KM2": area_km2, "FLOODED_PIXELS": flooded}
+        return {"OUTPUT": destination, "FLOODED_AREA_KM2": area_km2, "FLOODED_PIXELS": flooded}

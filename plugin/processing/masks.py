@@ -1,13 +1,17 @@
 """Checks and measures for water-mask rasters, shared by the mask-based algorithms."""
 from __future__ import annotations
 
+import math
+
 from qgis.core import (Qgis, QgsDistanceArea, QgsGeometry, QgsProcessingException, QgsProject,
-                       QgsRasterBandStats, QgsRasterLayer, QgsRectangle, QgsUnitTypes)
+                       QgsRasterLayer, QgsRectangle, QgsUnitTypes)
 
 INTEGER_TYPES = (Qgis.Byte, Qgis.UInt16, Qgis.Int16, Qgis.UInt32, Qgis.Int32)
 # Areas need an ellipsoid; when the caller's context has none (qgis_process, scripts), use WGS 84.
 DEFAULT_ELLIPSOID = "EPSG:7030"
 MASK_SAMPLE = 1_000_000   # pixels read to check a mask's values (the whole of a small one)
+# memoryview formats of the integer types, in the machine's byte order as QgsRasterBlock holds them
+_FORMATS = {Qgis.Byte: "B", Qgis.UInt16: "H", Qgis.Int16: "h", Qgis.UInt32: "I", Qgis.Int32: "i"}
 
 
 def check_mask_layer(layer: QgsRasterLayer | None, role: str) -> QgsRasterLayer:
@@ -27,17 +31,36 @@ def check_mask_layer(layer: QgsRasterLayer | None, role: str) -> QgsRasterLayer:
 def check_binary_mask(layer: QgsRasterLayer, role: str) -> None:
     """Values other than 0 and 1 (no data aside) mean another raster, such as a flood extent
     (2: water before and after) or a mask without its 255 declared as no data: counting
-    them as water would be wrong. Checked on a sample of the pixels."""
+    them as water would be wrong. Checked on the pixels themselves: the whole of a small
+    raster, an even grid of at most MASK_SAMPLE pixels of a large one (GDAL's cached
+    statistics, a .aux.xml, may describe an earlier file written at the same path)."""
     provider = layer.dataProvider()
-    stats = provider.bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max,
-                                    layer.extent(), MASK_SAMPLE)
-    if stats.maximumValue > 1 or stats.minimumValue < 0:
+    values = sample_values(layer)
+    if values and (max(values) > 1 or min(values) < 0):
         declared = (f"no data {provider.sourceNoDataValue(1):g}"
                     if provider.sourceHasNoDataValue(1) else "no no-data value declared")
         raise QgsProcessingException(
-            f"{role} '{layer.name()}' holds values from {stats.minimumValue:g} to "
-            f"{stats.maximumValue:g} ({declared}); a water mask holds 0 (dry) and 1 (water), "
+            f"{role} '{layer.name()}' holds values from {min(values):g} to "
+            f"{max(values):g} ({declared}); a water mask holds 0 (dry) and 1 (water), "
             f"with 255 declared as no data")
+
+
+def sample_values(layer: QgsRasterLayer) -> set[int]:
+    """The distinct values, no data left out, of band 1 of an integer raster (as
+    :func:`check_mask_layer` requires), read from at most about MASK_SAMPLE pixels."""
+    provider = layer.dataProvider()
+    width, height = layer.width(), layer.height()
+    step = max(1, math.ceil(math.sqrt(width * height / MASK_SAMPLE)))
+    block = provider.block(1, layer.extent(), math.ceil(width / step), math.ceil(height / step))
+    kind = _FORMATS.get(block.dataType())
+    if kind is None or not block.isValid():
+        raise QgsProcessingException(f"'{layer.name()}': its pixels cannot be read")
+    values = set(memoryview(bytes(block.data())).cast(kind))
+    if provider.sourceHasNoDataValue(1) and provider.useSourceNoDataValue(1):
+        values.discard(provider.sourceNoDataValue(1))
+    for excluded in provider.userNoDataValues(1):
+        values = {v for v in values if not excluded.contains(v)}
+    return values
 
 
 def ellipsoid_of(context) -> str:

@@ -62,6 +62,9 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
             context.setAreaUnit(saved[1])
         kept = child(3, "native:extractbyexpression", {
             "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": destination})
+        if feedback.isCanceled():  # the child stops early and returns what it had written
+            self.remove_vector_output(destination)
+            raise QgsProcessingException("cancelled: the polygons were not written")
         layer = QgsProcessingUtils.mapLayerFromString(kept, context)
         if layer is None:
             raise QgsProcessingException(f"{kept}: the polygons were written but cannot be read back")

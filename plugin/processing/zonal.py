@@ -45,6 +45,8 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             "INPUT": parameters["POLYGONS"], "INPUT_RASTER": mask, "RASTER_BAND": 1,
             "COLUMN_PREFIX": _PREFIX, "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT},
             context, feedback)["OUTPUT"]
+        if feedback.isCanceled():  # the child stops early and returns what it had counted
+            raise QgsProcessingException("cancelled: the statistics are incomplete")
         feedback.setProgressText("water share and area per polygon")
         counted = QgsProcessingUtils.mapLayerFromString(zonal, context)
 
@@ -62,17 +64,22 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         to_raster = QgsCoordinateTransform(counted.crs(), mask.crs(), context.transformContext())
         ellipsoid = ellipsoid_of(context)
         total = max(1, counted.featureCount())
-        for i, feature in enumerate(counted.getFeatures()):
-            if feedback.isCanceled():
-                raise QgsProcessingException("cancelled: the statistics are incomplete")
-            valid = float(feature[f"{_PREFIX}count"] or 0)
-            water = float(feature[f"{_PREFIX}sum"] or 0)
-            out = QgsFeature(fields)
-            out.setGeometry(feature.geometry())
-            attributes = [feature[f.name()] for f in kept]
-            centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
-            km2 = water * pixel_area_m2(mask, ellipsoid, centre) / 1e6 if water else 0.0
-            out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
-            sink.addFeature(out, QgsFeatureSink.FastInsert)
-            feedback.setProgress(100.0 * (i + 1) / total)
+        try:
+            for i, feature in enumerate(counted.getFeatures()):
+                if feedback.isCanceled():
+                    raise QgsProcessingException("cancelled: the statistics are incomplete")
+                valid = float(feature[f"{_PREFIX}count"] or 0)
+                water = float(feature[f"{_PREFIX}sum"] or 0)
+                out = QgsFeature(fields)
+                out.setGeometry(feature.geometry())
+                attributes = [feature[f.name()] for f in kept]
+                centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
+                km2 = water * pixel_area_m2(mask, ellipsoid, centre) / 1e6 if water else 0.0
+                out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
+                sink.addFeature(out, QgsFeatureSink.FastInsert)
+                feedback.setProgress(100.0 * (i + 1) / total)
+        except BaseException:
+            del sink  # closes the file, then removed: a cancelled or failed run leaves no output
+            self.remove_vector_output(self.parameterAsOutputLayer(parameters, "OUTPUT", context))
+            raise
         return {"OUTPUT": dest}

@@ -165,7 +165,7 @@ def _scene(vv_db: np.ndarray, units: str) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("units, evidence", [("dB", "of the values are negative"),
-                                             ("linear", "no negative values; median VH")])
+                                             ("linear", "no negative values; median VV/VH 7.0 dB if power")])
 def test_detected_units_are_shown_beside_the_override(plugin, qtbot, tmp_path, units, evidence):
     from .test_gui_run import StallMeter
 

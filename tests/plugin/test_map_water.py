@@ -177,6 +177,7 @@ def test_mapwater_all_nodata_chip_reports_it(provider, models, real_chips, tmp_p
         feedback=Feedback())
     assert any("no valid pixel" in m and "Paraguay_34417_S1Hand.tif" in m for m in messages), messages
     assert out["VALID_AREA_KM2"] == 0 and out["WATER_AREA_KM2"] == 0
+    assert out["WATER_FRACTION"] is None   # no share of nothing (it said 0.0)
     assert (read_raster(out["OUTPUT_MASK"]) == 255).all()
 
 
@@ -187,6 +188,7 @@ def test_otsu_on_the_all_nodata_chip_has_no_threshold(provider, real_chips, tmp_
     chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
     out = processing.run("sarflood:otsu", {"INPUT": str(chip), "OUTPUT_MASK": str(tmp_path / "o.tif")})
     assert out["THRESHOLD_DB"] is None and out["VALID_AREA_KM2"] == 0
+    assert out["WATER_FRACTION"] is None   # as the threshold (it said 0.0)
     assert (read_raster(out["OUTPUT_MASK"]) == 255).all()
 
 

@@ -5,6 +5,7 @@ wrong class, a shifted grid or a wrong area unit fails.
 """
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +37,35 @@ def _rect_layer(crs: str, rects, field: str = "name:string", name: str = "polygo
         features.append(f)
     layer.dataProvider().addFeatures(features)
     return layer
+
+
+class _CancelAt:
+    """A feedback that is cancelled when the progress text starts with ``prefix``: the
+    user presses Cancel as that step begins (after run_child's own check)."""
+
+    def __new__(cls, prefix: str):
+        from qgis.core import QgsProcessingFeedback
+
+        class Feedback(QgsProcessingFeedback):
+            def setProgressText(self, text):  # noqa: N802 (QGIS's name)
+                super().setProgressText(text)
+                if text.startswith(prefix):
+                    self.cancel()
+
+        return Feedback()
+
+
+def _stale_statistics(path, earlier) -> None:
+    """Leave beside ``path`` the .aux.xml GDAL (QGIS) writes when it computes statistics of
+    ``earlier``, as if ``earlier`` had been the file at ``path`` before."""
+    from osgeo import gdal
+
+    ds = gdal.Open(str(earlier))
+    ds.GetRasterBand(1).ComputeStatistics(False)
+    ds = None
+    aux = Path(str(earlier) + ".aux.xml")
+    assert "STATISTICS_MAXIMUM" in aux.read_text()
+    Path(str(path) + ".aux.xml").write_bytes(aux.read_bytes())
 
 
 def _utm_area_m2(pixels: int) -> float:
@@ -234,7 +264,7 @@ def test_flood_extent_cancelled_in_its_last_step_leaves_nothing(provider, tmp_pa
 
     post_path, _ = _mask(tmp_path)
     pre_path, _ = _mask(tmp_path, "pre.tif")
-    with pytest.raises(QgsProcessingException, match="cancelled: the flood extent was removed"):
+    with pytest.raises(QgsProcessingException, match="cancelled: no flood extent was written"):
         processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
                                                 "OUTPUT": str(tmp_path / "fe.tif")},
                        feedback=CancelAtTheArea())
@@ -346,3 +376,140 @@ def test_correct_mask_says_which_feature_is_wrong(provider, tmp_path):
             "INPUT": str(mask_path), "CORRECTIONS": layer,   # FIELD: 'water' by default
             "OUTPUT": str(tmp_path / "fixed.tif")})
     assert not (tmp_path / "fixed.tif").exists()
+
+
+def test_vectorize_cancelled_in_its_last_step_leaves_no_polygons(provider, tmp_path):
+    """native:extractbyexpression stops at a cancel and returns what it had written: the run
+    reported success with a truncated layer."""
+    import processing
+
+    rng = np.random.default_rng(5)
+    speckle = (rng.random((100, 100)) < 0.3).astype(np.uint8)   # many polygons
+    path = write_raster(tmp_path / "speckle.tif", [speckle], nodata=255)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for output in ("water.gpkg", "water.shp"):
+        with pytest.raises(QgsProcessingException, match="cancelled"):
+            processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0,
+                                                  "OUTPUT": str(out_dir / output)},
+                           feedback=_CancelAt("step 4 of 4"))
+        assert sorted(p.name for p in out_dir.iterdir()) == []
+    done = processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0,
+                                                 "OUTPUT": str(out_dir / "water.gpkg")})
+    assert done["POLYGON_COUNT"] > 100
+
+
+def test_a_cancelled_zonal_run_leaves_no_output_file(provider, tmp_path):
+    """The sink was made (and left) even when the child had been cancelled."""
+    import processing
+
+    path, _ = _mask(tmp_path)
+    x0, y0 = ORIGIN
+    zones = _rect_layer("EPSG:32630", [("north", (x0, y0 - 400, x0 + 1000, y0)),
+                                       ("south", (x0, y0 - 1000, x0 + 1000, y0 - 400))])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    # in the child (native:zonalstatisticsfb), then in the loop over polygons after it
+    for step in ("counting pixels", "water share"):
+        with pytest.raises(QgsProcessingException, match="cancelled: the statistics are incomplete"):
+            processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(path),
+                                                   "OUTPUT": str(out_dir / "zones.gpkg")},
+                           feedback=_CancelAt(step))
+        assert list(out_dir.iterdir()) == [], step
+    done = processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(path),
+                                                  "OUTPUT": str(out_dir / "zones.gpkg")})
+    assert QgsVectorLayer(done["OUTPUT"], "z", "ogr").featureCount() == 2
+
+
+def test_mask_check_reads_the_pixels_not_stale_statistics(provider, tmp_path):
+    """A flood extent (0..2) written where a mask was, with the mask's .aux.xml (statistics:
+    max 1) left beside it: zonalwater took it for a water mask and summed its 2s as water."""
+    import processing
+
+    mask_path, a = _mask(tmp_path)
+    extent = np.where(a == 1, 2, a).astype(np.uint8)
+    extent_path = write_raster(tmp_path / "extent.tif", [extent], nodata=255)
+    _stale_statistics(extent_path, mask_path)
+    x0, y0 = ORIGIN
+    zones = _rect_layer("EPSG:32630", [("all", (x0, y0 - 1000, x0 + 1000, y0))])
+    with pytest.raises(QgsProcessingException, match="'extent' holds values from 0 to 2"):
+        processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(extent_path),
+                                               "OUTPUT": "memory:"})
+    # larger than the sample: read on an even grid of pixels; a block of 2s is found
+    big = np.zeros((1000, 2000), np.uint8)
+    big[400:500, 900:1000] = 2
+    big_path = write_raster(tmp_path / "big.tif", [big], nodata=255)
+    small = write_raster(tmp_path / "small.tif", [np.zeros((1000, 2000), np.uint8)], nodata=255)
+    _stale_statistics(big_path, small)
+    with pytest.raises(QgsProcessingException, match="'big' holds values from 0 to 2"):
+        processing.run("sarflood:correctmask", {
+            "INPUT": str(big_path), "CORRECTIONS": zones, "OUTPUT": str(tmp_path / "c.tif")})
+    # and a real mask of that size passes
+    big[400:500, 900:1000] = 1
+    big[:10] = 255
+    write_raster(tmp_path / "big.tif", [big], nodata=255)
+    whole = _rect_layer("EPSG:32630", [("all", (x0, y0 - 10000, x0 + 20000, y0))])
+    out = processing.run("sarflood:zonalwater", {"POLYGONS": whole, "MASK": str(big_path),
+                                                 "OUTPUT": "memory:"})["OUTPUT"]
+    assert [f["water_px"] for f in out.getFeatures()] == [10000]
+
+
+def test_flood_extent_removes_the_statistics_of_the_file_it_replaces(provider, tmp_path):
+    """GDAL's .aux.xml of the mask that was at OUTPUT stayed beside the new flood extent."""
+    import processing
+    from osgeo import gdal
+
+    post_path, _ = _mask(tmp_path)
+    pre = np.zeros((100, 100), np.uint8)
+    pre[10:20, 10:30] = 1   # water before: 2 in the extent there
+    pre_path = write_raster(tmp_path / "pre.tif", [pre], nodata=255)
+    result = tmp_path / "result.tif"
+    result.write_bytes(post_path.read_bytes())   # a water mask first, its statistics computed
+    _stale_statistics(result, result)
+    out = processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                                  "OUTPUT": str(result)})
+    assert out["OUTPUT"] == str(result)
+    assert not Path(str(result) + ".aux.xml").exists()
+    ds = gdal.Open(str(result))
+    assert ds.GetRasterBand(1).GetStatistics(False, True)[1] == 2
+    ds = None
+
+
+def test_a_cancelled_flood_extent_keeps_the_previous_one(provider, tmp_path):
+    """gdal:rastercalculator wrote over OUTPUT and the cancel removed it: the previous
+    extent was lost (mapwater, otsu and correctmask keep an existing output)."""
+    import processing
+
+    post_path, _ = _mask(tmp_path)
+    pre_path, _ = _mask(tmp_path, "pre.tif")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    params = {"POST": str(post_path), "PRE": str(pre_path), "OUTPUT": str(out_dir / "fe.tif")}
+    processing.run("sarflood:floodextent", params)
+    before = (out_dir / "fe.tif").read_bytes()
+    for step in ("step 3 of 4", "step 4 of 4"):   # in gdal_calc, in the backend's measure
+        with pytest.raises(QgsProcessingException, match="cancelled"):
+            processing.run("sarflood:floodextent", params, feedback=_CancelAt(step))
+        assert [p.name for p in out_dir.iterdir()] == ["fe.tif"], step   # no temporary left
+        assert (out_dir / "fe.tif").read_bytes() == before
+
+
+def test_correct_mask_checks_its_output_before_writing(provider, tmp_path):
+    """A missing folder ended in a FileNotFoundError traceback (the polygons are written
+    beside the output first); the mask itself as output is refused as the others do."""
+    import processing
+
+    mask_path, _ = _mask(tmp_path)
+    before = mask_path.read_bytes()
+    layer = _rect_layer("EPSG:32630", [(1, (500100, 4199700, 500200, 4199800))], "water:integer")
+    missing = tmp_path / "nope" / "fixed.tif"
+    with pytest.raises(QgsProcessingException,
+                       match=rf"OUTPUT: cannot write {missing} \(No such file or directory\)"):
+        processing.run("sarflood:correctmask", {"INPUT": str(mask_path), "CORRECTIONS": layer,
+                                                "OUTPUT": str(missing)})
+    assert not missing.parent.exists()
+    with pytest.raises(QgsProcessingException, match=r"OUTPUT: .* is the input 'post'"):
+        processing.run("sarflood:correctmask", {"INPUT": str(mask_path), "CORRECTIONS": layer,
+                                                "OUTPUT": str(mask_path)})
+    assert mask_path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["post.tif"]
