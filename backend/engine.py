@@ -60,6 +60,11 @@ RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as th
 OUTPUT_BLOCK = 512
 PROBABILITY_DTYPES = ("float32", "uint8")
 READ_COLUMNS = 2048  # columns read at a time: about as fast as 4096 and half the memory
+# no data within this many pixels of data is filled from it (fill_near_data): measured with the
+# bundled model on 114 unseen synthetic chips with no-data edges, IoU 0.808 with no data fed
+# as 0, 0.817 / 0.821 / 0.823 filled within 4 / 16 / 64 px (IoU within 3 px of an edge:
+# 0.49, 0.88, 0.92, 0.96); the fill costs about 22 ns per pixel and band at 16, 58 at 64
+FILL_DISTANCE = 16
 
 
 @dataclass
@@ -168,9 +173,12 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
     grid is cut into windows, so the tiles are exactly those read one by one.
     The first window of a row is one batch wide, so the model gets its first batch
     after one batch's read, not a whole window's (the others are read while it runs).
+    Each window is read with ``FILL_DISTANCE`` more pixels on every side, so that its
+    no data is filled (:func:`fill_near_data`) from every pixel a whole-raster fill uses.
     """
     plan, model = job.plan, job.model
     s, m, t, o = plan.stride, plan.margin, plan.tile, plan.overlap
+    f = FILL_DISTANCE
     per_read = max(1, READ_COLUMNS // s) // job.batch * job.batch or job.batch
     starts = [0, *range(job.batch, plan.cols, per_read)]  # every row: the same windows
     kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window -> (x, valid) of its last o rows
@@ -181,11 +189,14 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
             top = kept.pop(w0, None)
             skip = 0 if top is None else o   # the window's first rows, kept from the row above
             with job.clock("read"):
-                x = job.reader.read(r * s - m + skip, r * s - m + t, w0 * s - m,
-                                    (w1 - 1) * s - m + t)
+                x = job.reader.read(r * s - m + skip - f, r * s - m + t + f, w0 * s - m - f,
+                                    (w1 - 1) * s - m + t + f)
             with job.clock("normalise"):
                 _to_card_units(x, job.conversions)
                 valid = model.normalize(x[None], out=x[None])[1][0]
+                if not valid.all():
+                    fill_near_data(x, valid, f)
+                x, valid = x[:, f:x.shape[1] - f, f:x.shape[2] - f], valid[f:-f, f:-f]
             if r + 1 < plan.rows and s >= o:  # the next tile row starts s rows lower
                 kept[w0] = (x[:, s - skip:].copy(), valid[s - skip:].copy())
             for c0 in range(w0, w1, job.batch):
@@ -200,6 +211,30 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
                         xs[i, :, skip:], vs[i, skip:] = x[:, :, cols], valid[:, cols]
                 yield r, c0, c1, xs, vs
             del x, valid, top  # not held while the generator waits
+
+
+def fill_near_data(x: np.ndarray, valid: np.ndarray, distance: int) -> None:
+    """In place: normalised bands ``(C, H, W)`` get, at each invalid pixel within
+    ``distance`` px of a valid one, GDAL's inverse-distance fill of the valid pixels
+    around it (``rasterio.fill.fillnodata``, no smoothing); farther ones stay as they are.
+
+    ``normalize`` feeds no data as 0, the low end of each band's clip: open water's
+    signature, so the models drew a false-water fringe along every no-data edge (a
+    swath's border, a masked area). The fill continues the scene across the edge
+    instead. It depends only on pixels within ``distance``, so a window read with that
+    much more on every side is filled as the whole raster would be.
+    """
+    from rasterio.fill import fillnodata   # GDAL's algorithm, loaded on first use
+
+    bad_rows, bad_cols = np.flatnonzero(~valid.all(axis=1)), np.flatnonzero(~valid.all(axis=0))
+    r0, r1 = max(bad_rows[0] - distance, 0), bad_rows[-1] + distance + 1
+    c0, c1 = max(bad_cols[0] - distance, 0), bad_cols[-1] + distance + 1
+    mask = valid[r0:r1, c0:c1].astype(np.uint8)   # GDAL fills where it is 0
+    if not mask.any():
+        return
+    for band in x:
+        band[r0:r1, c0:c1] = fillnodata(np.ascontiguousarray(band[r0:r1, c0:c1]), mask=mask,
+                                        max_search_distance=distance, smoothing_iterations=0)
 
 
 def _to_card_units(x: np.ndarray, conversions: list[tuple[str, str]]) -> np.ndarray:

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import rasterio
 from onnx import TensorProto, helper, numpy_helper
+from rasterio.fill import fillnodata
 from rasterio.transform import from_origin
 
 from backend.card import CARD_KEY
@@ -120,10 +121,16 @@ def reference_smoothed(bands: np.ndarray, kernel: int = 5, pad: int = 64,
                        weights=(-1.0, 0.0), bias: float = -15.0) -> np.ndarray:
     """numpy version of smoothed_threshold_model on the whole raster, mirror-padded.
 
-    NaN inputs count as 0 inside the mean (as the engine feeds them) and give NaN out.
+    NaN inputs are filled from the valid pixels within 16 px by GDAL's fill, as the
+    engine feeds them, counting as 0 farther away; they give NaN out.
     """
-    x = np.nan_to_num(bands.astype(np.float64), nan=0.0)
-    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
+    x = np.pad(bands, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric").astype(np.float32)
+    valid = np.isfinite(x).all(axis=0)
+    x = np.nan_to_num(x, nan=0.0)
+    for band in x:
+        band[:] = fillnodata(band, mask=valid.astype(np.uint8), max_search_distance=16,
+                             smoothing_iterations=0)
+    x = x.astype(np.float64)
     h = kernel // 2
     c = np.cumsum(np.cumsum(np.pad(x, ((0, 0), (1, 0), (1, 0))), axis=1), axis=2)
     mean = (c[:, kernel:, kernel:] - c[:, :-kernel, kernel:] - c[:, kernel:, :-kernel]

@@ -617,8 +617,8 @@ def test_graph_with_fixed_input_size_gets_exactly_that(tmp_path):
 def test_tile_batches_equal_tiles_read_one_by_one(tmp_path, monkeypatch, stride, overlap,
                                                   batch, read_columns):
     """Windows, kept overlap rows and batch cutting change nothing: every tile is
-    exactly the tile read, converted and normalised on its own (the bundled model's
-    card clips and scales; the input is linear power with NaN, inf and nodata)."""
+    exactly the tile read, converted, normalised and filled on its own (the bundled
+    model's card clips and scales; the input is linear power with NaN, inf and nodata)."""
     monkeypatch.setattr(engine, "READ_COLUMNS", read_columns)
     bands = (10 ** (random_db((530, 610), nan_frac=0.01) / 10)).astype(np.float32)
     bands[0, 100:103, 200:300] = np.inf
@@ -639,12 +639,15 @@ def test_tile_batches_equal_tiles_read_one_by_one(tmp_path, monkeypatch, stride,
         for r, c0, c1, x, valid in engine.tile_batches(job, threading.Event()):
             assert x.flags.c_contiguous and x.shape == (c1 - c0, 2, t, t)
             for i, c in enumerate(range(c0, c1)):
-                one = reader.read(r * s - m, r * s - m + t, c * s - m, c * s - m + t)
+                f = engine.FILL_DISTANCE
+                one = reader.read(r * s - m - f, r * s - m + t + f, c * s - m - f,
+                                  c * s - m + t + f)
                 for k in range(2):
                     convert(one[k], "linear", "dB")
                 want_x, want_valid = model.normalize(one[None])
-                assert np.array_equal(x[i], want_x[0]), (r, c)
-                assert np.array_equal(valid[i], want_valid[0]), (r, c)
+                engine.fill_near_data(want_x[0], want_valid[0], f)
+                assert np.array_equal(x[i], want_x[0, :, f:-f, f:-f]), (r, c)
+                assert np.array_equal(valid[i], want_valid[0, f:-f, f:-f]), (r, c)
                 seen += 1
     assert seen == plan.tiles
     assert job.clock.fields().keys() >= {"read", "normalise", "batch"}
