@@ -722,3 +722,26 @@ def test_an_untagged_fill_value_is_left_out_of_a_resampled_read(tmp_path, models
     # the NaN-tagged file takes GDAL's read-time average, the untagged one the warper:
     # equal within 2e-6 (backend/README.md, Grid)
     assert np.nanmax(np.abs(p_fill - p_nan)) < 1e-5
+
+
+@pytest.mark.parametrize("slope", [0.3, 1.3])
+def test_the_no_data_fill_by_strips_is_gdals_fill_of_the_whole(slope):
+    """fill_near_data gives GDAL only the columns near data, strip by strip: the result
+    must be GDAL's fill of the whole array (a scene's diagonal border, a hole, a band
+    across the top, scattered pixels; no data in one band only)."""
+    from rasterio.fill import fillnodata
+    rng = np.random.default_rng(4)
+    x = rng.normal(0.5, 0.2, (2, 300, 420)).astype(np.float32)
+    yy, xx = np.mgrid[0:300, 0:420]
+    bad = (xx < 30 + slope * (300 - yy)) | ((yy - 150) ** 2 + (xx - 330) ** 2 < 40 ** 2)
+    bad[:12] = True
+    bad |= rng.random(bad.shape) < 0.003
+    x[0, rng.random(bad.shape) < 0.002] = np.nan
+    valid = ~bad & np.isfinite(x).all(axis=0)
+    x = np.nan_to_num(x)
+    whole = np.stack([fillnodata(b.copy(), mask=valid.astype(np.uint8),
+                                 max_search_distance=engine.FILL_DISTANCE,
+                                 smoothing_iterations=0) for b in x])
+    engine.fill_near_data(x, valid, engine.FILL_DISTANCE)
+    assert np.array_equal(x, whole)
+    assert not np.array_equal(x[:, ~valid], 0 * x[:, ~valid])   # it did fill something
