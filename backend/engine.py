@@ -424,8 +424,8 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         if f.units:
             reporter.info(f"{s.name}: {f.units} ({f.source}: {f.evidence})"
                           + (f", converted to {dst}" if src != dst else ""))
-    zero = [zero_is_nodata(s, src, inputs.datasets[s.path])
-            for s, (src, _) in zip(sources, conversions)]
+    zero = [zero_is_nodata(s, src, inputs.datasets[s.path], samples[k])
+            for k, (s, (src, _)) in enumerate(zip(sources, conversions))]
     if any(zero):
         raw = [(ds, i, 0.0 if z else nodata) for (ds, i, nodata), z in zip(raw, zero)]
         reporter.info(zero_note(sources, zero, samples))

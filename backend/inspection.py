@@ -51,8 +51,8 @@ def _describe(inputs: InputSet) -> dict:
     warnings = _Warnings()
     samples = sample_grid(reader, grid.height, grid.width)
     found = find_units(sources, samples, None, warnings)
-    zero = [zero_is_nodata(s, f.units or "dB", inputs.datasets[s.path])
-            for s, f in zip(sources, found)]
+    zero = [zero_is_nodata(s, f.units or "dB", inputs.datasets[s.path], samples[k])
+            for k, (s, f) in enumerate(zip(sources, found))]
     notes = inputs.notes + ([zero_note(sources, zero, samples)] if any(zero) else [])
     files = []
     for path in inputs.paths:

@@ -146,7 +146,7 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
         reporter.info(f"VV: {units} ({found.source}: {found.evidence})")
     ds = inputs.datasets[vv.path]
     nodata = vv.nodata
-    if zero_is_nodata(vv, units, ds):
+    if zero_is_nodata(vv, units, ds, samples[0]):
         nodata = 0.0
         reporter.info(zero_note([vv], [True], samples))
     reader = WindowReader([(ds, vv.index, nodata)], int(window.row_off), int(window.col_off))

@@ -275,9 +275,12 @@ def looks_swapped(sources: list[BandSource], found: list[UnitsFound], samples: n
             "two files go in the order VV, VH)")
 
 
-def zero_is_nodata(source: BandSource, units: str, ds) -> bool:
+def zero_is_nodata(source: BandSource, units: str, ds, sample: np.ndarray) -> bool:
     """Whether exact 0 in this band is no data: a float band in dB with no no-data marking
-    of its own (no nodata value, no GDAL mask).
+    of its own (no nodata value, no GDAL mask), unless its sample marks no data with NaN
+    and holds no exact 0: NaN is then the file's marker. (GDAL's warper leaves one value
+    per band out of its averages: read with 0 as that value, a resampled NaN-marked band
+    spread its no data 1-2 pixels.)
 
     Earth Engine writes masked pixels (beyond the swath, say) as 0 and tags no nodata
     unless the exporter asks; read as 0 dB they would be bright land and count as observed
@@ -286,7 +289,8 @@ def zero_is_nodata(source: BandSource, units: str, ds) -> bool:
     """
     return (units == "dB" and source.nodata is None
             and np.dtype(ds.dtypes[source.index - 1]).kind == "f"
-            and not gdal_masked(ds, source.index))
+            and not gdal_masked(ds, source.index)
+            and not (np.isnan(sample).any() and not (sample == 0).any()))
 
 
 def untagged_fill(source: BandSource, sample: np.ndarray, ds) -> float | None:

@@ -146,6 +146,24 @@ def test_zeros_of_a_db_export_without_nodata_are_no_data(tmp_path, models, grid)
                for m in reporter.infos), reporter.infos
 
 
+def test_an_untagged_nan_export_keeps_its_no_data_when_resampled(tmp_path, models):
+    """NaN marks no data with no tag (Earth Engine's default): read with the zero rule, the
+    warper averaged NaN in and spread no data 1-2 pixels past the edge."""
+    from backend.engine import PredictOptions, predict
+
+    kw = dict(crs="EPSG:4326", pixel=1 / 8000, origin=(10.0, 45.0))
+    untagged, edge = _gee_export(tmp_path, "untagged.tif", np.nan, **kw)
+    tagged, _ = _gee_export(tmp_path, "tagged.tif", np.nan, nodata=np.nan, **kw)
+    r = predict(PredictOptions([untagged], mask=str(tmp_path / "m0.tif"),
+                               model=models["threshold"]))
+    assert r["resampled"]
+    predict(PredictOptions([tagged], mask=str(tmp_path / "m1.tif"), model=models["threshold"]))
+    with rasterio.open(tmp_path / "m0.tif") as a, rasterio.open(tmp_path / "m1.tif") as b:
+        got = a.read(1)
+        np.testing.assert_array_equal(got, b.read(1))
+    assert (got[~edge] != 255).all()   # no data only where the input has none
+
+
 def test_zeros_stay_data_where_the_file_says_what_its_nodata_is(tmp_path, models):
     from backend.otsu import OtsuOptions, otsu_map
 
