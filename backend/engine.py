@@ -50,7 +50,7 @@ from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_masked,
                         sample_grid, temporary_path, why_write_failed)
-from .sink import OutputSink, check_codec, fill_sink, utc_stamp
+from .sink import OutputSink, check_codec, check_threshold, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
 from .units import (UNITS, check_convertible, convert, find_units, one_or_each, untagged_fill,
                     zero_is_nodata, zero_note)
@@ -107,8 +107,8 @@ def _check_options(o: PredictOptions) -> None:
         raise UsageError("nothing to write: give --mask, --probability or --uncertainty")
     if o.device not in DEVICES:
         raise UsageError(f"device {o.device!r}: expected one of {', '.join(DEVICES)}")
-    if o.threshold is not None and not 0 < o.threshold < 1:
-        raise UsageError(f"threshold {o.threshold}: must lie strictly between 0 and 1")
+    if o.threshold is not None:
+        check_threshold(o.threshold)
     if o.units is not None and o.units not in UNITS:
         raise UsageError(f"units {o.units!r}: expected one of {', '.join(UNITS)}")
     if o.batch_size is not None and o.batch_size < 1:

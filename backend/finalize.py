@@ -22,7 +22,8 @@ from .errors import InputError, UsageError
 from .grid import grid_of
 from .progress import Reporter
 from .raster_io import check_outputs, gdal_env
-from .sink import OutputSink, fill_sink, mask_from_probability, u8_to_probability, utc_stamp
+from .sink import (OutputSink, check_threshold, fill_sink, mask_from_probability,
+                   u8_to_probability, utc_stamp)
 
 BLOCK = 512
 _TAG_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -48,8 +49,7 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
     started = time.perf_counter()
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
-    if not 0 < threshold < 1:
-        raise UsageError(f"threshold {threshold}: must lie strictly between 0 and 1")
+    check_threshold(threshold)
     if not os.path.isfile(probability):
         raise InputError(f"{probability}: file not found")
     with gdal_env():

@@ -43,6 +43,11 @@ DEFLATE_OPTIONS = {"mask": {"compress": "deflate"},
                    "float32": {"compress": "deflate", "predictor": 3, "zlevel": 1}}
 
 
+def check_threshold(threshold: float) -> None:
+    if not 0 < threshold < 1:
+        raise UsageError(f"threshold {threshold}: must lie strictly between 0 and 1")
+
+
 def check_codec(codec: str) -> None:
     if codec not in CODECS:
         raise UsageError(f"compression {codec!r}: expected one of {', '.join(CODECS)}")

@@ -142,18 +142,16 @@ PLAUSIBLE_VV_DB = (-35.0, 5.0)   # median VV of calibrated Sentinel-1 scenes lie
 
 def implausible(units: str, vv: np.ndarray) -> str | None:
     """A warning when the VV median, in dB, is not that of calibrated backscatter."""
-    db = convert(vv[np.isfinite(vv)].astype(np.float32), units, "dB")
-    db = db[np.isfinite(db)]   # zero power (a scene's blank border) has no dB value
-    if not db.size:
+    median = _median_db(vv, units)   # zero power (a blank border) has no dB value: left out
+    if median is None:
         return None
-    median = float(np.median(db))
     if median > UNCALIBRATED_DB:
         raise InputError(f"the VV median is {median:.1f} dB when read as {units}: these are "
                          "not calibrated backscatter (uncalibrated digital numbers?); calibrate "
                          "to sigma0 first (SNAP: Radar > Radiometric > Calibrate), or give the "
                          "right --units")
     lo, hi = PLAUSIBLE_VV_DB
-    if np.isfinite(median) and lo <= median <= hi:
+    if lo <= median <= hi:
         return None
     return (f"the VV median is {median:.1f} dB when read as {units}, outside {lo:g} to {hi:g} dB: "
             "are the values calibrated backscatter (sigma0), and are the units right (--units)?")
