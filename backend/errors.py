@@ -42,8 +42,11 @@ class Cancelled(BackendError):
 
 def first_line(exc: BaseException, default: str | None = None) -> str:
     """The first line of a library's exception message, to quote in ours; ``default``
-    (else the exception's type name) when it has none."""
+    (else the exception's type name) when it has none. rasterio's "See previous
+    exception for details" gives way to that exception (GDAL's own message)."""
     text = str(exc).strip()
+    if "See previous exception" in text and exc.__cause__ is not None:
+        return first_line(exc.__cause__, default)
     return text.splitlines()[0] if text else (default or type(exc).__name__)
 
 

@@ -51,8 +51,13 @@ def band_scaling(ds, index: int) -> tuple[float, float]:
 
 def unreadable_rows(name: str, r0: int, r1: int, exc: BaseException) -> InputError:
     """The error for rows [r0, r1) that a truncated or corrupt file, which opened, fails
-    to give."""
-    return InputError(f"{name}: cannot read rows {r0}-{r1} ({first_line(exc, 'read error')})")
+    to give. A resampled view (``WarpedVRT(path)``) is named by its file, and its rows,
+    which are the model grid's, are not given."""
+    why = first_line(exc, "read error")
+    if name.startswith("WarpedVRT(") and name.endswith(")"):
+        return InputError(f"{name[10:-1]}: cannot read part of the file, resampled to the "
+                          f"model's pixels ({why})")
+    return InputError(f"{name}: cannot read rows {r0}-{r1} ({why})")
 
 
 def mirror_index(idx: np.ndarray, n: int) -> np.ndarray:
