@@ -112,6 +112,14 @@ class _Problems:
     def add(self, path: str, what: str) -> None:
         self.items.append(f"{path}: {what}")
 
+    def only(self, doc: Any, path: str, known: tuple[str, ...]) -> None:
+        """Unknown keys are mistakes (a misspelt optional key would silently take its
+        default); ``extra`` is the place for anything else."""
+        if isinstance(doc, dict):
+            for key in doc:
+                if key not in known:
+                    self.add(f"{path}{key}", f"unknown field; expected one of {', '.join(known)}")
+
     def get(self, doc: Any, key: str, path: str, kind: type | tuple[type, ...],
             required: bool = True, default: Any = None) -> Any:
         if not isinstance(doc, dict):
@@ -151,6 +159,7 @@ def _parse_band(p: _Problems, doc: Any, path: str) -> BandSpec | None:
     if not isinstance(doc, dict):
         p.add(path.rstrip("."), "expected an object")
         return None
+    p.only(doc, path, ("name", "units", "clip", "offset", "scale"))
     name = p.get(doc, "name", path, str)
     units = p.get(doc, "units", path, str)
     clip = p.get(doc, "clip", path, list)
@@ -188,14 +197,20 @@ def parse_card(doc: Any) -> ModelCard:
         # a future schema may change meanings: refuse rather than guess
         raise CardError(f"model card: schema_version {version} is not supported "
                         f"(this backend reads version {SCHEMA_VERSION})")
+    p.only(doc, "", ("schema_version", "name", "version", "task", "description", "inputs",
+                     "pixel_size_m", "tiling", "output", "training", "license", "extra"))
     name = p.get(doc, "name", "", str)
     model_version = p.get(doc, "version", "", str)
+    for key, value in (("name", name), ("version", model_version)):
+        if value is not None and not value.strip():
+            p.add(key, "must not be empty")
     task = p.get(doc, "task", "", str)
     if task is not None and task not in TASKS:
         p.add("task", f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     description = p.get(doc, "description", "", str, required=False, default="")
 
     inputs = p.get(doc, "inputs", "", dict, default={})
+    p.only(inputs, "inputs.", ("tensor", "bands"))
     input_name = p.get(inputs, "tensor", "inputs.", str)
     band_docs = p.get(inputs, "bands", "inputs.", list, default=[])
     if "bands" in inputs and not band_docs:
@@ -210,6 +225,7 @@ def parse_card(doc: Any) -> ModelCard:
         p.add("pixel_size_m", "must be positive")
 
     tiling = p.get(doc, "tiling", "", dict, default={})
+    p.only(tiling, "tiling.", ("tile_size", "margin", "size_multiple"))
     tile_size = p.get(tiling, "tile_size", "tiling.", int)
     margin = p.get(tiling, "margin", "tiling.", int)
     multiple = p.get(tiling, "size_multiple", "tiling.", int, required=False, default=1)
@@ -228,6 +244,7 @@ def parse_card(doc: Any) -> ModelCard:
         p.add("tiling.tile_size", f"must be a multiple of size_multiple ({multiple})")
 
     output = p.get(doc, "output", "", dict, default={})
+    p.only(output, "output.", ("tensor", "kind", "default_threshold"))
     output_name = p.get(output, "tensor", "output.", str)
     kind = p.get(output, "kind", "output.", str)
     if kind is not None and kind not in OUTPUT_KINDS:
@@ -237,6 +254,7 @@ def parse_card(doc: Any) -> ModelCard:
         p.add("output.default_threshold", "must lie strictly between 0 and 1")
 
     training = p.get(doc, "training", "", dict, default={})
+    p.only(training, "training.", ("data", "metrics", "notes"))
     data = p.get(training, "data", "training.", str)
     metrics = p.get(training, "metrics", "training.", dict, default={})
     for key, value in metrics.items():
@@ -259,6 +277,16 @@ def parse_card(doc: Any) -> ModelCard:
     )
 
 
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice (JSON keeps the last, silently) is refused."""
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise CardError(f"{key}: given twice")
+        doc[key] = value
+    return doc
+
+
 def card_from_metadata(metadata: dict[str, str], source: str) -> ModelCard:
     """Read and validate the card from ONNX ``metadata_props`` (a str -> str map)."""
     if CARD_KEY not in metadata:
@@ -266,9 +294,11 @@ def card_from_metadata(metadata: dict[str, str], source: str) -> ModelCard:
         raise CardError(f"{source}: no model card (metadata key {CARD_KEY!r} missing; "
                         f"metadata keys present: {keys})")
     try:
-        doc = json.loads(metadata[CARD_KEY])
+        doc = json.loads(metadata[CARD_KEY], object_pairs_hook=_one_value_per_key)
     except json.JSONDecodeError as exc:
         raise CardError(f"{source}: model card is not valid JSON ({exc})") from None
+    except CardError as exc:
+        raise CardError(f"{source}: model card is invalid: {exc}") from None
     try:
         return parse_card(doc)
     except CardError as exc:

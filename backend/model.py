@@ -20,10 +20,12 @@ import numpy as np
 import onnxruntime as ort
 
 from .card import ModelCard, card_from_metadata
-from .errors import CardError, ModelError, first_line
+from .errors import CardError, ModelError, UsageError, first_line
+from .tiling import plan_tiles
 
 DEVICES = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
+PROBABILITY_SLACK = 1e-5   # float rounding of a sigmoid or softmax output beyond 0..1
 _CPU = "CPUExecutionProvider"
 
 
@@ -172,8 +174,12 @@ class OnnxModel:
             sys.stderr.write("".join(ort_log))
             raise ModelError(f"{self.path}: not a loadable ONNX model "
                              f"({first_line(exc)})") from None
-        self.card: ModelCard = card_from_metadata(
-            self.session.get_modelmeta().custom_metadata_map, self.path)
+        try:
+            metadata = self.session.get_modelmeta().custom_metadata_map
+        except UnicodeDecodeError:
+            raise CardError(f"{self.path}: the model's metadata is not UTF-8 text, so its card "
+                            "cannot be read (write every metadata value as UTF-8)") from None
+        self.card: ModelCard = card_from_metadata(metadata, self.path)
         used = self.session.get_providers()
         self.provider = used[0]
         self.provider_notes = list(choice.notes)
@@ -233,13 +239,31 @@ class OnnxModel:
             elif isinstance(shape[1], int) and shape[1] != len(card.bands):
                 problems.append(f"input {card.input_name!r} has {shape[1]} channels but the card "
                                 f"lists {len(card.bands)} bands")
+        if card.input_name in inputs and inputs[card.input_name].type != "tensor(float)":
+            problems.append(f"input {card.input_name!r} is {inputs[card.input_name].type}; the "
+                            "backend feeds float32 (tensor(float))")
         if len(inputs) != 1:
             problems.append(f"graph must have exactly one input, it has {len(inputs)}")
         if card.output_name not in outputs:
             problems.append(f"card output tensor {card.output_name!r} is not in the graph "
                             f"(graph outputs: {', '.join(outputs)})")
+        else:
+            out = outputs[card.output_name]
+            if out.type != "tensor(float)":
+                problems.append(f"output {card.output_name!r} is {out.type}; a water "
+                                "probability is float32 (tensor(float)) in 0..1")
+            channels = out.shape[1] if len(out.shape) == 4 else 1
+            if len(out.shape) not in (3, 4) or (isinstance(channels, int) and channels != 1):
+                problems.append(f"output {card.output_name!r} has shape {out.shape}; expected "
+                                "(N, 1, H, W) or (N, H, W): the water probability alone (a "
+                                "two-class graph ends with the water class's softmax channel)")
         if problems:
             raise CardError(f"{self.path}: model does not match its card: " + "; ".join(problems))
+        try:   # a fixed input size must leave room for the card's overlap
+            plan_tiles(1, 1, card.margin, None, None, card.tile_size, card.size_multiple,
+                       self.fixed_tile)
+        except UsageError as exc:
+            raise CardError(f"{self.path}: model does not match its card: {exc}") from None
 
     def normalize(self, batch: np.ndarray, out: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -302,12 +326,24 @@ class OnnxModel:
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run the graph on an already normalised batch; returns (N, H, W) probability."""
         self.finish_warm_up()
-        (out,) = self.session.run([self.card.output_name], {self.card.input_name: x})
+        try:
+            (out,) = self.session.run([self.card.output_name], {self.card.input_name: x})
+        except Exception as exc:  # ORT raises several private exception types
+            raise ModelError(
+                f"{self.path}: ONNX Runtime could not run the graph on a batch of shape "
+                f"{x.shape} ({first_line(exc)}); a graph that takes only some tile sizes must "
+                "say so in its card (tiling.size_multiple) or take a fixed size") from None
         if out.ndim == 4 and out.shape[1] == 1:
             out = out[:, 0]
         if out.shape != (x.shape[0], x.shape[2], x.shape[3]):
             raise ModelError(f"{self.path}: output {self.card.output_name!r} has shape "
                              f"{out.shape}, expected {(x.shape[0], 1, x.shape[2], x.shape[3])}")
+        lo, hi = float(out.min()), float(out.max())   # NaN compares false: let through
+        if lo < -PROBABILITY_SLACK or hi > 1 + PROBABILITY_SLACK:
+            raise ModelError(f"{self.path}: output {self.card.output_name!r} holds values from "
+                             f"{lo:.4g} to {hi:.4g}, not a probability in 0..1: logits? The card's "
+                             "output.kind water_probability needs the graph to end in a sigmoid "
+                             "or softmax")
         return out.astype(np.float32, copy=False)
 
 

@@ -340,3 +340,119 @@ def test_netcdf_subdatasets_are_read_as_gdal_names_them(out, models, tmp_path):
     (out / "m.tif").unlink()
     refused(out, InputError, f'NETCDF:"{tmp_path}/other.nc":Sigma0_VV_db: not a raster GDAL can '
             "read", [f'NETCDF:"{tmp_path}/other.nc":Sigma0_VV_db'], models["threshold"])
+
+
+def _graph(nodes, out_type=onnx.TensorProto.FLOAT, out_shape=("N", 1, "H", "W"),
+           in_type=onnx.TensorProto.FLOAT, in_shape=("N", 2, "H", "W"), initializers=(),
+           card_json=None):
+    """A one-input, one-output graph with a raw-dB card (or ``card_json``)."""
+    h = onnx.helper
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("s1", in_type, list(in_shape))],
+                         [h.make_tensor_value_info("water_probability", out_type,
+                                                   list(out_shape))], list(initializers))
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    h.set_model_props(model, {CARD_KEY: card_json or raw_db_card("byo", margin=0).to_json()})
+    return model
+
+
+def _vv_channel():
+    """The VV channel as it comes: raw dB values (about -15), not a probability."""
+    starts = onnx.numpy_helper.from_array(np.array([0], np.int64), "starts")
+    ends = onnx.numpy_helper.from_array(np.array([1], np.int64), "ends")
+    axes = onnx.numpy_helper.from_array(np.array([1], np.int64), "axes")
+    return [onnx.helper.make_node("Slice", ["s1", "starts", "ends", "axes"],
+                                  ["water_probability"])], [starts, ends, axes]
+
+
+def test_a_model_that_outputs_logits_is_refused(out, good, tmp_path):
+    """Raw scores were taken as probabilities: the mask was 'logit > 0.5', exit 0."""
+    nodes, inits = _vv_channel()
+    path = tmp_path / "logits.onnx"
+    onnx.save(_graph(nodes, initializers=inits), path)
+    refused(out, ModelError, "not a probability in 0..1: logits?", [good], str(path))
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("two-class output", "expected (N, 1, H, W) or (N, H, W)"),
+    ("integer output", "is tensor(int64); a water probability is float32"),
+    ("float16 input", "is tensor(float16); the backend feeds float32"),
+    ("non-square fixed input", "H and W must be equal"),
+    ("fixed tile too small for the margin", "leave no room for an overlap"),
+])
+def test_card_and_predict_agree_on_graphs_the_backend_cannot_run(out, good, tmp_path, case,
+                                                                 expected):
+    """`backend card` (and the plugin's card box) said valid, then every run failed."""
+    h = onnx.helper
+    kw = {}
+    if case == "two-class output":
+        nodes = [h.make_node("Sigmoid", ["s1"], ["water_probability"])]
+        kw = dict(out_shape=("N", 2, "H", "W"))
+    elif case == "integer output":
+        nodes = [h.make_node("ArgMax", ["s1"], ["water_probability"], axis=1, keepdims=0)]
+        kw = dict(out_type=onnx.TensorProto.INT64, out_shape=("N", "H", "W"))
+    elif case == "float16 input":
+        nodes = [h.make_node("Cast", ["s1"], ["x"], to=onnx.TensorProto.FLOAT),
+                 h.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=1),
+                 h.make_node("Sigmoid", ["y"], ["water_probability"])]
+        kw = dict(in_type=onnx.TensorProto.FLOAT16)
+    else:
+        nodes = [h.make_node("ReduceMean", ["s1"], ["y"], axes=[1], keepdims=1),
+                 h.make_node("Sigmoid", ["y"], ["water_probability"])]
+        kw = dict(in_shape=(1, 2, 64, 32) if case == "non-square fixed input" else (1, 2, 64, 64),
+                  card_json=raw_db_card("byo", margin=40).to_json())
+    path = tmp_path / "m.onnx"
+    onnx.save(_graph(nodes, **kw), path)
+    p = run_cli("card", str(path))
+    assert p.returncode == 1 and expected in p.stderr, p.stderr
+    refused(out, CardError, expected, [good], str(path))
+
+
+def test_a_graph_that_rejects_the_tile_size_gives_one_line(out, good, tmp_path):
+    """An ONNX Runtime failure inside run() was reported as an internal error with a traceback."""
+    shape = onnx.numpy_helper.from_array(np.array([1, 1, 64, 64], np.int64), "shape")
+    nodes = [onnx.helper.make_node("ReduceMean", ["s1"], ["y"], axes=[1], keepdims=1),
+             onnx.helper.make_node("Reshape", ["y", "shape"], ["z"]),
+             onnx.helper.make_node("Sigmoid", ["z"], ["water_probability"])]
+    path = tmp_path / "fixed_reshape.onnx"
+    onnx.save(_graph(nodes, initializers=[shape]), path)
+    refused(out, ModelError, "ONNX Runtime could not run the graph on a batch of shape",
+            [good], str(path))
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d["tiling"].update(size_multple=16), "tiling.size_multple: unknown field"),
+    (lambda d: d.update(desciption="typo"), "desciption: unknown field"),
+    (lambda d: d.update(name=" "), "name: must not be empty"),
+])
+def test_card_mistakes_that_were_silently_accepted(tmp_path, mutate, expected):
+    doc = json.loads(raw_db_card("byo", margin=1).to_json())
+    mutate(doc)
+    model = threshold_model()
+    onnx.helper.set_model_props(model, {CARD_KEY: json.dumps(doc)})
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    p = run_cli("card", str(path))
+    assert p.returncode == 1 and expected in p.stderr, p.stderr
+
+
+def test_a_card_key_given_twice_is_refused(tmp_path):
+    text = raw_db_card("byo", margin=1).to_json()
+    text = text.replace('"name": "byo",', '"name": "byo", "name": "other",', 1)
+    model = threshold_model()
+    onnx.helper.set_model_props(model, {CARD_KEY: text})
+    onnx.save(model, tmp_path / "m.onnx")
+    p = run_cli("card", str(tmp_path / "m.onnx"))
+    assert p.returncode == 1 and "name: given twice" in p.stderr, p.stderr
+
+
+def test_metadata_that_is_not_utf8_is_one_line(tmp_path):
+    model = threshold_model()
+    model.metadata_props.add(key="author", value="x")
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    data = path.read_bytes().replace(b"author", b"auth\xe9r", 1)
+    path.write_bytes(data)
+    p = run_cli("card", str(path))
+    assert p.returncode == 1 and "metadata is not UTF-8 text" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
