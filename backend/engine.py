@@ -175,10 +175,11 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
     grid is cut into windows, so the tiles are exactly those read one by one.
     The first window of a row is one batch wide, so the model gets its first batch
     after one batch's read, not a whole window's (the others are read while it runs).
-    Each window is read with ``FILL_DISTANCE`` more pixels on every side, so that its
-    no data is filled (:func:`fill_near_data`) from every pixel a whole-raster fill uses.
+    A window with no data is read again with ``FILL_DISTANCE`` more pixels on every
+    side, so that its no data is filled (:func:`fill_near_data`) from every pixel a
+    whole-raster fill uses.
     """
-    plan, model = job.plan, job.model
+    plan = job.plan
     s, m, t, o = plan.stride, plan.margin, plan.tile, plan.overlap
     f = FILL_DISTANCE
     per_read = max(1, READ_COLUMNS // s) // job.batch * job.batch or job.batch
@@ -190,16 +191,10 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
                 return
             top = kept.pop(w0, None)
             skip = 0 if top is None else o   # the window's first rows, kept from the row above
-            with job.clock("read"):
-                x = job.reader.read(r * s - m + skip - f, r * s - m + t + f, w0 * s - m - f,
-                                    (w1 - 1) * s - m + t + f)
-            with job.clock("normalise"):
-                _to_card_units(x, job.conversions)
-                valid = model.normalize(x[None], out=x[None])[1][0]
-                if not valid.all():
-                    fill_near_data(x, valid, f)
-                h, w = valid.shape
-                x, valid = x[:, f:h - f, f:w - f], valid[f:h - f, f:w - f]
+            box = (r * s - m + skip, r * s - m + t, w0 * s - m, (w1 - 1) * s - m + t)
+            x, valid = _prepared(job, box, 0)
+            if not valid.all():   # filled from the pixels around it: read again, wider
+                x, valid = _prepared(job, box, f)
             if r + 1 < plan.rows and s >= o:  # the next tile row starts s rows lower
                 kept[w0] = (x[:, s - skip:].copy(), valid[s - skip:].copy())
             for c0 in range(w0, w1, job.batch):
@@ -214,6 +209,23 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
                         xs[i, :, skip:], vs[i, skip:] = x[:, :, cols], valid[:, cols]
                 yield r, c0, c1, xs, vs
             del x, valid, top  # not held while the generator waits
+
+
+def _prepared(job: GridJob, box: tuple[int, int, int, int], halo: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Grid rows [r0, r1) and columns [c0, c1) read, in the card's units, normalised:
+    (x, valid). With a ``halo``, read that much wider, no data near data filled
+    (:func:`fill_near_data`), and cut back."""
+    r0, r1, c0, c1 = box
+    with job.clock("read"):
+        x = job.reader.read(r0 - halo, r1 + halo, c0 - halo, c1 + halo)
+    with job.clock("normalise"):
+        _to_card_units(x, job.conversions)
+        valid = job.model.normalize(x[None], out=x[None])[1][0]
+        if halo and not valid.all():
+            fill_near_data(x, valid, halo)
+    h, w = valid.shape
+    return x[:, halo:h - halo, halo:w - halo], valid[halo:h - halo, halo:w - halo]
 
 
 def fill_near_data(x: np.ndarray, valid: np.ndarray, distance: int) -> None:
