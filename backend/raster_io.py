@@ -344,7 +344,7 @@ class GeoTiffOut:
                               f"({why_write_failed(exc, self.tmp)})") from None
 
     def finish(self) -> None:
-        """Build the overviews and close the temporary file."""
+        """Build the overviews, close the temporary file and check that it is whole."""
         try:
             factors = overview_factors(self.ds.width, self.ds.height)
             if factors:
@@ -355,6 +355,11 @@ class GeoTiffOut:
             self.abort()
             raise OutputError(f"{self.path}: cannot be written "
                               f"({why_write_failed(exc, self.tmp)})") from None
+        problem = not_whole(self.tmp, factors)
+        if problem:
+            self.abort()
+            raise OutputError(f"{self.path}: cannot be written ({problem}"
+                              f"{disk_full_note(self.tmp)})")
 
     def publish(self) -> None:
         """Rename the finished temporary file into place."""
@@ -388,20 +393,54 @@ class GeoTiffOut:
                 os.unlink(p)
 
 
+def not_whole(path: str, factors: list[int]) -> str | None:
+    """Why a closed GeoTIFF is not whole, or None.
+
+    libtiff reports some failed writes (a disk that fills while the overviews or the
+    directory are written) only on stderr, and closing returns as if all went well: the
+    file was published cut short, unreadable, or with blocks never written (read back as
+    zeros). So every block of every level must have bytes, and the last one must read.
+    """
+    try:
+        with rasterio.open(path) as ds:
+            if ds.overviews(1) != factors:
+                return f"its overviews came out as {ds.overviews(1)}, not {factors}"
+        for level in [None, *range(len(factors))]:
+            with rasterio.open(path, **({} if level is None else {"overview_level": level})) as ds:
+                bh, bw = ds.block_shapes[0]
+                rows, cols = -(-ds.height // bh), -(-ds.width // bw)
+                if not all(_written(ds, i, j) for i in range(rows) for j in range(cols)):
+                    return "some of its blocks were not written"
+                ds.read(1, window=Window((cols - 1) * bw, (rows - 1) * bh,
+                                         ds.width - (cols - 1) * bw, ds.height - (rows - 1) * bh))
+    except (RasterioError, OSError) as exc:
+        return f"the written file does not read back: {first_line(exc.__cause__ or exc)}"
+    return None
+
+
+def _written(ds, i: int, j: int) -> bool:
+    try:
+        return ds.block_size(1, i, j) > 0
+    except RasterioError:   # GDAL knows no bytes of it: never written
+        return False
+
+
 FULL_DISK_BYTES = 16 << 20   # a failed write with less free than this: the disk is full
+
+
+def disk_full_note(path: str) -> str:
+    """'; the disk is full (N MB free)' where it is (GDAL says so only on stderr), else ''."""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return ""
+    return f"; the disk is full ({free / 1e6:.1f} MB free)" if free < FULL_DISK_BYTES else ""
 
 
 def why_write_failed(exc: BaseException, path: str) -> str:
     """One line on a failed write: GDAL's own cause (rasterio chains it), and whether the
-    disk is full (GDAL says so only on stderr)."""
-    text = first_line(exc.__cause__ or exc)
-    try:
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    except OSError:
-        free = None
-    if free is not None and free < FULL_DISK_BYTES:
-        text += f"; the disk is full ({free / 1e6:.1f} MB free)"
-    return text
+    disk is full."""
+    return first_line(exc.__cause__ or exc) + disk_full_note(path)
 
 
 def overview_factors(width: int, height: int, smallest: int = 128) -> list[int]:

@@ -115,3 +115,53 @@ def test_a_shrunk_view_gives_the_warped_views_average(tmp_path, sx, sy):
         assert np.allclose(got[both], expected[both], atol=1e-5)
         assert not (np.isnan(got) & ~missing).any()         # no data only where all is missing
         assert not (np.isnan(expected) & ~np.isnan(got)).any()
+
+
+class _CutShortOnClose:
+    """A dataset whose close() returns normally but leaves the file cut short, as libtiff
+    does when the disk fills while the overviews or the directory are written."""
+
+    def __init__(self, ds, keep: float):
+        self._ds, self._keep = ds, keep
+
+    def __getattr__(self, name):
+        return getattr(self._ds, name)
+
+    def close(self):
+        path = self._ds.name
+        self._ds.close()
+        with open(path, "r+b") as f:
+            f.truncate(int(f.seek(0, 2) * self._keep))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_an_output_cut_short_at_close_is_an_error_not_a_result(tmp_path, keep):
+    """A full disk at the end of a run gave exit 0, a result event and a truncated file
+    (replacing a good one with --overwrite)."""
+    from backend.errors import OutputError
+    from backend.sink import OutputSink
+
+    grid = Grid(rasterio.crs.CRS.from_epsg(32633), Affine(10, 0, 500000, 0, -10, 5e6), 700, 600)
+    mask = tmp_path / "m.tif"
+    mask.write_bytes(b"the user's earlier map")
+    sink = OutputSink(grid, 256, 0.5, {}, overwrite=True, mask=str(mask))
+    rng = np.random.default_rng(0)
+    for row in range(0, 600, 256):
+        for col in range(0, 700, 256):
+            p = rng.random((min(256, 600 - row), min(256, 700 - col)), dtype=np.float32)
+            sink.write(row, col, p)
+    out = sink.outputs["mask"]
+    out.ds = _CutShortOnClose(out.ds, keep)
+    with pytest.raises(OutputError, match="m.tif: cannot be written"):
+        sink.commit()
+    assert mask.read_bytes() == b"the user's earlier map"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]
+
+
+def test_blocks_never_written_are_found(tmp_path):
+    from backend.raster_io import not_whole
+    path = tmp_path / "sparse.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=512, height=512, count=1, dtype="uint8",
+                       tiled=True, blockxsize=256, blockysize=256, sparse_ok=True) as ds:
+        ds.write(np.ones((256, 256), np.uint8), 1, window=Window(0, 0, 256, 256))
+    assert not_whole(str(path), []) == "some of its blocks were not written"
