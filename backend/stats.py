@@ -22,7 +22,7 @@ from .grid import grid_of
 from .inputs import open_mask
 from .progress import Reporter
 from .raster_io import gdal_env, unreadable_rows
-from .sink import MASK_NODATA, AreaStats
+from .sink import MASK_NODATA, AreaStats, small_counts
 
 STRIP_BYTES = 16 << 20   # rows read at a time: about this many bytes
 
@@ -53,7 +53,7 @@ def mask_stats(path: str, reporter: Reporter | None = None,
                     strip = ds.read(1, window=Window(0, r, grid.width, h))
                 except RasterioError as exc:  # a truncated or corrupt file fails only here
                     raise unreadable_rows(path, r, r + h, exc) from None
-                counts += np.bincount(strip.ravel(), minlength=256)
+                counts += small_counts(strip, 256)   # bincount alone copies it as int64
                 if other_nodata:
                     strip[strip == int(nodata)] = MASK_NODATA
                 stats.add(r, strip, None)
