@@ -166,8 +166,8 @@ def check_extent_options(extent: tuple | None, extent_crs: str | None) -> None:
 
 def run_window(grid: Grid, extent: tuple[float, float, float, float] | None,
                extent_crs: str | None, path: str) -> Window:
-    """The window a run covers: the extent's (:func:`extent_window`), or the whole grid."""
-    check_extent_options(extent, extent_crs)
+    """The window a run covers: the extent's (:func:`extent_window`), or the whole grid.
+    The options were checked before any work (:func:`check_extent_options`)."""
     if extent is None:
         return Window(0, 0, grid.width, grid.height)
     return extent_window(grid, extent, extent_crs, path)

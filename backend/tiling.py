@@ -26,7 +26,6 @@ same probabilities and the same mask.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,7 +176,7 @@ class TileBlender:
     model: the thread that calls ONNX Runtime does nothing else.
     """
 
-    def __init__(self, plan: TilePlan, emit, clock=None):
+    def __init__(self, plan: TilePlan, emit, clock):
         self.plan, self.emit, self.clock = plan, emit, clock
         self.ramp = plan.ramp()
         self.above: list[np.ndarray | None] = [None] * plan.cols  # bottom strips, row r - 1
@@ -187,7 +186,7 @@ class TileBlender:
     def __call__(self, r: int, c: int, tile: np.ndarray) -> None:
         plan = self.plan
         s, m, b = plan.stride, plan.margin, plan.blend
-        with self.clock("blend") if self.clock else nullcontext():
+        with self.clock("blend"):   # a StageClock: CPU time on the writer thread
             cell = blend_cell(tile, self.above[c] if r else None,
                               self.above[c - 1] if r and c else None,
                               self.left if c else None, plan, self.ramp)
