@@ -240,3 +240,24 @@ def test_units_are_read_from_data_in_a_small_part_of_the_grid(tmp_path, models):
     assert p.returncode == 0, p.stderr
     result = json.loads(p.stdout.splitlines()[-1])
     assert result["units_detected"] == "linear" and result["units_source"] == "values"
+
+
+def test_the_run_warns_when_the_units_are_uncertain_or_unsampled(tmp_path, models, real_chips):
+    """The doubt is said once for both bands; a units sample with no valid pixel is said
+    (dB was assumed silently)."""
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import Collect, write_raster
+
+    flood = {k: np.sqrt(v) for k, v in _power_scene(0.74, n=200 * 200).items()}
+    src = write_raster(tmp_path / "flood.tif",
+                       np.stack([flood["VV"], flood["VH"]]).reshape(2, 200, 200))
+    reporter = Collect()
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+                reporter)
+    assert r["units_detected"] == "amplitude"
+    doubts = [w for w in reporter.warnings if "units read from the values are uncertain" in w]
+    assert len(doubts) == 1 and "the level says linear" in doubts[0], reporter.warnings + reporter.infos
+    reporter = Collect()
+    predict(PredictOptions([str(real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif")],
+                           mask=str(tmp_path / "p.tif"), model=models["threshold"]), reporter)
+    assert any("no valid pixel in the units sample" in w for w in reporter.warnings)
