@@ -261,3 +261,13 @@ def test_the_run_warns_when_the_units_are_uncertain_or_unsampled(tmp_path, model
     predict(PredictOptions([str(real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif")],
                            mask=str(tmp_path / "p.tif"), model=models["threshold"]), reporter)
     assert any("no valid pixel in the units sample" in w for w in reporter.warnings)
+
+
+def test_uncalibrated_numbers_are_refused_naming_the_file(tmp_path, models):
+    from tests.backend.conftest import run_cli, write_raster
+    rng = np.random.default_rng(5)
+    dn = np.stack([rng.uniform(200, 400, (100, 100)), rng.uniform(80, 160, (100, 100))])
+    src = write_raster(tmp_path / "grd.tif", dn.astype(np.float32))
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model", models["threshold"])
+    assert p.returncode == 1 and f"error: {src}: the VV median is" in p.stderr, p.stderr
+    assert "not calibrated backscatter" in p.stderr and not (tmp_path / "m.tif").exists()
