@@ -177,7 +177,8 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
     after one batch's read, not a whole window's (the others are read while it runs).
     A window with no data is read again with ``FILL_DISTANCE`` more pixels on every
     side, so that its no data is filled (:func:`fill_near_data`) from every pixel a
-    whole-raster fill uses.
+    whole-raster fill uses; below it the window is read that wide at once (a scene's
+    no-data border runs down every tile row).
     """
     plan = job.plan
     s, m, t, o = plan.stride, plan.margin, plan.tile, plan.overlap
@@ -185,6 +186,7 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
     per_read = max(1, READ_COLUMNS // s) // job.batch * job.batch or job.batch
     starts = [0, *range(job.batch, plan.cols, per_read)]  # every row: the same windows
     kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window -> (x, valid) of its last o rows
+    wide: set[int] = set()  # windows that held no data in the tile row above: read wide at once
     for r in range(plan.rows):
         for w0, w1 in zip(starts, [*starts[1:], plan.cols]):
             if cancel.is_set():
@@ -192,9 +194,10 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
             top = kept.pop(w0, None)
             skip = 0 if top is None else o   # the window's first rows, kept from the row above
             box = (r * s - m + skip, r * s - m + t, w0 * s - m, (w1 - 1) * s - m + t)
-            x, valid = _prepared(job, box, 0)
-            if not valid.all():   # filled from the pixels around it: read again, wider
+            x, valid = _prepared(job, box, f if w0 in wide else 0)
+            if w0 not in wide and not valid.all():  # filled from the pixels around it
                 x, valid = _prepared(job, box, f)
+            (wide.discard if valid.all() else wide.add)(w0)
             if r + 1 < plan.rows and s >= o:  # the next tile row starts s rows lower
                 kept[w0] = (x[:, s - skip:].copy(), valid[s - skip:].copy())
             for c0 in range(w0, w1, job.batch):
@@ -222,10 +225,11 @@ def _prepared(job: GridJob, box: tuple[int, int, int, int], halo: int
     with job.clock("normalise"):
         _to_card_units(x, job.conversions)
         valid = job.model.normalize(x[None], out=x[None])[1][0]
-        if halo and not valid.all():
+        h, w = valid.shape
+        inner = valid[halo:h - halo, halo:w - halo]
+        if halo and not inner.all():
             fill_near_data(x, valid, halo)
-    h, w = valid.shape
-    return x[:, halo:h - halo, halo:w - halo], valid[halo:h - halo, halo:w - halo]
+    return x[:, halo:h - halo, halo:w - halo], inner
 
 
 def fill_near_data(x: np.ndarray, valid: np.ndarray, distance: int) -> None:
