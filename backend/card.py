@@ -28,7 +28,10 @@ CARD_KEY = "sarflood_card"
 SCHEMA_VERSION = 1
 UNITS = ("dB", "linear", "amplitude")
 KNOWN_BANDS = ("VV", "VH")
-OUTPUT_KINDS = ("water_probability",)
+# what the output tensor holds: the water probability itself, or what the backend turns
+# into it (a sigmoid of one logit; the water channel of class scores, softmaxed if logits)
+OUTPUT_KINDS = ("water_probability", "water_logit", "class_probabilities", "class_logits")
+CLASS_KINDS = ("class_probabilities", "class_logits")
 TASKS = ("water_segmentation",)
 
 
@@ -62,6 +65,7 @@ class ModelCard:
     notes: str = ""
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    water_channel: int | None = None   # the water class's output channel (class kinds)
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -87,6 +91,8 @@ class ModelCard:
             "tiling": {"tile_size": self.tile_size, "margin": self.margin,
                        "size_multiple": self.size_multiple},
             "output": {"tensor": self.output_name, "kind": self.output_kind,
+                       **({} if self.water_channel is None
+                          else {"water_channel": self.water_channel}),
                        "default_threshold": self.default_threshold},
             "training": {"data": self.training_data, "metrics": dict(self.metrics),
                          "notes": self.notes},
@@ -244,11 +250,20 @@ def parse_card(doc: Any) -> ModelCard:
         p.add("tiling.tile_size", f"must be a multiple of size_multiple ({multiple})")
 
     output = p.get(doc, "output", "", dict, default={})
-    p.only(output, "output.", ("tensor", "kind", "default_threshold"))
+    p.only(output, "output.", ("tensor", "kind", "water_channel", "default_threshold"))
     output_name = p.get(output, "tensor", "output.", str)
     kind = p.get(output, "kind", "output.", str)
     if kind is not None and kind not in OUTPUT_KINDS:
         p.add("output.kind", f"unknown kind {kind!r}; expected one of {', '.join(OUTPUT_KINDS)}")
+    water_channel = p.get(output, "water_channel", "output.", int, required=False)
+    if kind in CLASS_KINDS and water_channel is None and "water_channel" not in output:
+        p.add("output.water_channel", f"missing: kind {kind} needs the water class's "
+                                      "channel index in the output")
+    elif kind in OUTPUT_KINDS and kind not in CLASS_KINDS and water_channel is not None:
+        p.add("output.water_channel", f"only with kind {' or '.join(CLASS_KINDS)}: a "
+                                      f"{kind} output has one channel")
+    if water_channel is not None and water_channel < 0:
+        p.add("output.water_channel", "must not be negative")
     threshold = p.get(output, "default_threshold", "output.", _NUMBER)
     if threshold is not None and not 0 < threshold < 1:
         p.add("output.default_threshold", "must lie strictly between 0 and 1")
@@ -269,7 +284,7 @@ def parse_card(doc: Any) -> ModelCard:
     return ModelCard(
         name=name, version=model_version, task=task, description=description,
         bands=tuple(bands), input_name=input_name, output_name=output_name,
-        output_kind=kind, default_threshold=float(threshold),
+        output_kind=kind, water_channel=water_channel, default_threshold=float(threshold),
         pixel_size_m=float(pixel_size), tile_size=tile_size, margin=margin,
         size_multiple=multiple, training_data=data,
         metrics={k: float(v) for k, v in metrics.items()}, notes=notes,

@@ -272,8 +272,9 @@ def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
               f"(x - {b['offset']:g}) / {b['scale']:g}")
     print(f"  pixel size {s['pixel_size_m']:g} m; tiles {s['tile_size']} px, margin "
           f"{s['margin']}, size multiple {s['size_multiple']}")
-    print(f"  input {s['input_name']!r} -> output {s['output_name']!r} ({s['output_kind']}), "
-          f"default threshold {s['default_threshold']:g}")
+    channel = "" if s["water_channel"] is None else f", water channel {s['water_channel']}"
+    print(f"  input {s['input_name']!r} -> output {s['output_name']!r} ({s['output_kind']}"
+          f"{channel}), default threshold {s['default_threshold']:g}")
     print(f"  training data: {s['training_data']}")
     print(f"  metrics: {json.dumps(s['metrics']) if s['metrics'] else 'none'}")
     if s["notes"]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .card import ModelCard, card_from_metadata
+from .card import CLASS_KINDS, ModelCard, card_from_metadata
 from .errors import CardError, ModelError, UsageError, first_line
 from .tiling import plan_tiles
 
@@ -250,13 +250,21 @@ class OnnxModel:
         else:
             out = outputs[card.output_name]
             if out.type != "tensor(float)":
-                problems.append(f"output {card.output_name!r} is {out.type}; a water "
-                                "probability is float32 (tensor(float)) in 0..1")
+                problems.append(f"output {card.output_name!r} is {out.type}; the backend "
+                                "reads float32 (tensor(float)) scores")
             channels = out.shape[1] if len(out.shape) == 4 else 1
-            if len(out.shape) not in (3, 4) or (isinstance(channels, int) and channels != 1):
+            if card.output_kind in CLASS_KINDS:
+                if len(out.shape) != 4:
+                    problems.append(f"output {card.output_name!r} has shape {out.shape}; kind "
+                                    f"{card.output_kind} needs (N, classes, H, W)")
+                elif isinstance(channels, int) and not card.water_channel < channels:
+                    problems.append(f"output {card.output_name!r} has {channels} channels; "
+                                    f"the card's output.water_channel is {card.water_channel}")
+            elif len(out.shape) not in (3, 4) or (isinstance(channels, int) and channels != 1):
                 problems.append(f"output {card.output_name!r} has shape {out.shape}; expected "
-                                "(N, 1, H, W) or (N, H, W): the water probability alone (a "
-                                "two-class graph ends with the water class's softmax channel)")
+                                f"(N, 1, H, W) or (N, H, W) for kind {card.output_kind} (class "
+                                "scores: kind class_probabilities or class_logits with "
+                                "output.water_channel)")
         if problems:
             raise CardError(f"{self.path}: model does not match its card: " + "; ".join(problems))
         try:   # a fixed input size must leave room for the card's overlap
@@ -333,18 +341,38 @@ class OnnxModel:
                 f"{self.path}: ONNX Runtime could not run the graph on a batch of shape "
                 f"{x.shape} ({first_line(exc)}); a graph that takes only some tile sizes must "
                 "say so in its card (tiling.size_multiple) or take a fixed size") from None
-        if out.ndim == 4 and out.shape[1] == 1:
-            out = out[:, 0]
-        if out.shape != (x.shape[0], x.shape[2], x.shape[3]):
-            raise ModelError(f"{self.path}: output {self.card.output_name!r} has shape "
-                             f"{out.shape}, expected {(x.shape[0], 1, x.shape[2], x.shape[3])}")
+        out = self._water_probability(out, x.shape)
         lo, hi = float(out.min()), float(out.max())   # NaN compares false: let through
         if lo < -PROBABILITY_SLACK or hi > 1 + PROBABILITY_SLACK:
             raise ModelError(f"{self.path}: output {self.card.output_name!r} holds values from "
-                             f"{lo:.4g} to {hi:.4g}, not a probability in 0..1: logits? The card's "
-                             "output.kind water_probability needs the graph to end in a sigmoid "
-                             "or softmax")
+                             f"{lo:.4g} to {hi:.4g}, not a probability in 0..1: logits? Say so "
+                             f"in the card (output.kind water_logit or class_logits), not "
+                             f"{self.card.output_kind}")
         return out.astype(np.float32, copy=False)
+
+    def _water_probability(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """(N, H, W) P(water) from the graph's output, as the card's ``output.kind`` says."""
+        card = self.card
+        n, _, h, w = shape
+        if card.output_kind in CLASS_KINDS:
+            k = card.water_channel
+            if out.ndim != 4 or out.shape[0] != n or out.shape[2:] != (h, w) or out.shape[1] <= k:
+                raise ModelError(f"{self.path}: output {card.output_name!r} has shape "
+                                 f"{out.shape}, expected ({n}, classes > {k}, {h}, {w})")
+            if card.output_kind == "class_probabilities":
+                return out[:, k]
+            # softmax's water channel, exp(l_k - logsumexp(l)), without overflow
+            top = out.max(axis=1)
+            total = np.exp(out - top[:, None]).sum(axis=1)
+            return np.exp(out[:, k] - top - np.log(total))
+        if out.ndim == 4 and out.shape[1] == 1:
+            out = out[:, 0]
+        if out.shape != (n, h, w):
+            raise ModelError(f"{self.path}: output {card.output_name!r} has shape "
+                             f"{out.shape}, expected {(n, 1, h, w)}")
+        if card.output_kind == "water_logit":   # sigmoid, exp(-log(1 + exp(-l))) for any l
+            return np.exp(-np.logaddexp(np.float32(0), -out))
+        return out
 
 
 __all__ = ["OnnxModel", "ModelError", "CardError", "choose_providers", "device_report", "DEVICES"]

@@ -374,8 +374,8 @@ def test_a_model_that_outputs_logits_is_refused(out, good, tmp_path):
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("two-class output", "expected (N, 1, H, W) or (N, H, W)"),
-    ("integer output", "is tensor(int64); a water probability is float32"),
+    ("two-class output", "expected (N, 1, H, W) or (N, H, W) for kind water_probability"),
+    ("integer output", "is tensor(int64); the backend reads float32"),
     ("float16 input", "is tensor(float16); the backend feeds float32"),
     ("non-square fixed input", "H and W must be equal"),
     ("fixed tile too small for the margin", "leave no room for an overlap"),
