@@ -55,8 +55,8 @@ class Corrections:
     def apply(self, mask: np.ndarray, transform: Affine) -> int:
         """Correct a block (uint8 mask codes) in place, ``transform`` its own; pixels changed."""
         h, w = mask.shape
-        left, top = transform * (0, 0)
-        right, bottom = transform * (w, h)
+        left, top = transform @ (0, 0)
+        right, bottom = transform @ (w, h)
         block = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
         here = [s for s, box in zip(self.shapes, self.bounds) if _overlap(box, block)]
         if not here:

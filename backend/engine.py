@@ -657,7 +657,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
         flip_rows, flip_cols = out_grid.transform.e > 0, out_grid.transform.a < 0
         on_input = WindowReader(raw, int(window.row_off), int(window.col_off))
         with rasterio.open(tmp) as mid:
-            to_mid = ~mid.transform * twin.transform   # twin pixel -> model-grid pixel
+            to_mid = ~mid.transform @ twin.transform   # twin pixel -> model-grid pixel
             def read(win: Window) -> dict:
                 r0 = out_grid.height - win.row_off - win.height if flip_rows else win.row_off
                 c0 = out_grid.width - win.col_off - win.width if flip_cols else win.col_off

@@ -187,8 +187,8 @@ def test_an_extent_gives_the_bundled_models_pixels_of_the_whole_scene(tmp_path, 
     # edge and in a cell's blend zone (so the tiles before are needed too); a corner
     for col, row, w, h in [(100, 124, 400, 700), (300, 224, 600, 700), (512, 520, 88, 88),
                            (900, 1000, 124, 24)]:
-        x0, y0 = t * (col, row)
-        x1, y1 = t * (col + w, row + h)
+        x0, y0 = t @ (col, row)
+        x1, y1 = t @ (col + w, row + h)
         r = predict(PredictOptions([src], mask=str(tmp_path / "em.tif"),
                                    probability=str(tmp_path / "ep.tif"),
                                    extent=(x0, y1, x1, y0), overwrite=True))
@@ -685,12 +685,12 @@ def test_the_way_back_samples_the_model_grid_where_it_should(tmp_path, sx, sy):
                for r in range(0, oh, 256) for c in range(0, ow, 256)]
     windows += [Window(ow - 1, 0, 1, oh), Window(ow - 2, 17, 2, 40), Window(100, oh - 1, 3, 1)]
     with rasterio.open(src) as mid:
-        to_mid = ~mid.transform * twin
+        to_mid = ~mid.transform @ twin
         for win in windows:
             got = engine._read_scaled(mid, to_mid, win)[0]
             i, j = np.mgrid[win.row_off:win.row_off + win.height,
                             win.col_off:win.col_off + win.width]
-            x, y = to_mid * (j + 0.5, i + 0.5)    # centres, in the file's pixels
+            x, y = to_mid @ (j + 0.5, i + 0.5)    # centres, in the file's pixels
             # within a tenth of a pixel (GDAL's widened kernel, which its warper shares, is
             # 0.06 px off at a ratio of 1.3; a shifted window is off by a third or more)
             assert np.abs(got - (0.37 * (x - 0.5) + 0.61 * (y - 0.5))).max() < 0.037, win

@@ -93,7 +93,7 @@ def test_a_shrunk_view_gives_the_warped_views_average(tmp_path, sx, sy):
     src = write_raster(tmp_path / "in.tif", bands, pixel=7.0, nodata=-9999)
     vw, vh = int(w / sx + 0.5), int(h / sy + 0.5)
     with rasterio.open(src) as ds:
-        view_t = ds.transform * Affine.scale(sx, sy)
+        view_t = ds.transform @ Affine.scale(sx, sy)
         warped = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
                            resampling=Resampling.average, src_nodata=-9999.0,
                            nodata=float("nan"), dtype="float32")
