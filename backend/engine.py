@@ -573,15 +573,20 @@ def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int
                        ) -> tuple[dict, list[tuple]]:
     """The inputs seen at the model's pixels: a view per dataset, and the reader's sources.
 
-    Model pixels no smaller than the input's both ways take the average of the input
-    pixels under them, weighted by overlap (bilinear, which GDAL's warper widens to the
-    footprint when shrinking, cost twice as much); larger input pixels are bilinear.
+    Model pixels no smaller than the input's both ways (within ``RESAMPLE_TOLERANCE``)
+    take the average of the input pixels under them, weighted by overlap (bilinear, which
+    GDAL's warper widens to the footprint when shrinking, cost twice as much, and made no
+    data of model pixels mostly outside the data); larger input pixels are bilinear.
     GDAL's warper makes the view; where a float band's nodata tag marks its no data,
     GDAL's read-time average does most of it (:class:`~backend.raster_io.ShrunkView`;
     it averages an integer band in its own type, rounding to the stored unit).
     """
     src_t = src_grid.transform
-    shrinking = view_t.a >= abs(src_t.a) and -view_t.e >= abs(src_t.e)
+    # an axis within the tolerance counts as shrinking: Sen1Floods11's degree pixels are
+    # 10.01 m tall above 55 N, and a bilinear view of them grew the no-data edge by a
+    # model pixel, losing input pixels with data (301 of a 1024 px scene at 65 N)
+    same = 1 - RESAMPLE_TOLERANCE
+    shrinking = view_t.a >= abs(src_t.a) * same and -view_t.e >= abs(src_t.e) * same
     views, sources = {}, []
     for ds, i, nodata in raw:   # nodata: the file's, 0 (zero_is_nodata) or untagged_fill's
         if id(ds) not in views:
