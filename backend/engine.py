@@ -50,6 +50,7 @@ from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_masked,
                         sample_grid, temporary_path, why_write_failed)
+from .resample import read_scaled
 from .sink import OutputSink, check_codec, check_threshold, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
 from .units import (UNITS, check_convertible, convert, find_units, one_or_each, untagged_fill,
@@ -549,26 +550,6 @@ def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threadin
         raise
 
 
-def _read_scaled(mid, to_mid: Affine, win: Window) -> np.ndarray:
-    """The model-grid file's values on a window of a grid that only scales and shifts it.
-
-    GDAL resamples (bilinear) as it reads a fractional window, several times faster
-    than a warped view. The model grid reaches beyond the output on every side, so the
-    window never leaves it (at an edge GDAL would shift the samples). Where a pixel's
-    kernel touches no data, bilinear gives no data; the nearest model pixel fills it,
-    so that no data does not grow.
-    """
-    src = Window(to_mid.c + to_mid.a * win.col_off, to_mid.f + to_mid.e * win.row_off,
-                 to_mid.a * win.width, to_mid.e * win.height)
-    shape = (mid.count, int(win.height), int(win.width))
-    cell = mid.read(window=src, out_shape=shape, resampling=Resampling.bilinear)
-    gaps = np.isnan(cell)
-    if gaps.any():
-        np.copyto(cell, mid.read(window=src, out_shape=shape, resampling=Resampling.nearest),
-                  where=gaps)
-    return cell
-
-
 def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int, vh: int
                        ) -> tuple[dict, list[tuple]]:
     """The inputs seen at the model's pixels: a view per dataset, and the reader's sources.
@@ -667,7 +648,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                 r0 = out_grid.height - win.row_off - win.height if flip_rows else win.row_off
                 c0 = out_grid.width - win.col_off - win.width if flip_cols else win.col_off
                 with job.clock("resample back"):
-                    cell = _read_scaled(mid, to_mid, Window(c0, r0, win.width, win.height))
+                    cell = read_scaled(mid, to_mid, Window(c0, r0, win.width, win.height))
                 cell = cell[:, ::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
                 with job.clock("input no data"):   # as the tile loop decides it
                     x = _to_card_units(on_input.read(win.row_off, win.row_off + win.height,

@@ -14,6 +14,7 @@ from backend.model import OnnxModel
 from backend.progress import Reporter
 from backend.grid import metres_per_degree
 from backend.raster_io import WindowReader
+from backend.resample import read_scaled
 from backend.scene import write_scene
 from backend.tiling import plan_tiles
 from backend.units import convert
@@ -672,8 +673,8 @@ def test_the_warm_up_call_changes_nothing_and_never_outlives_predict(tmp_path, m
 
 @pytest.mark.parametrize("sx, sy", [(0.7071, 1.0007), (1.3, 1.0007), (2.0, 2.0), (0.5, 0.5)])
 def test_the_way_back_samples_the_model_grid_where_it_should(tmp_path, sx, sy):
-    """The second pass reads the model-grid file at the input's pixels with GDAL's
-    read-time bilinear resampling (twice as fast as a warped view). On grids that scale
+    """The second pass reads the model-grid file at the input's pixels, bilinear (numpy
+    up to a scale of 1.05, GDAL's read-time resampling beyond). On grids that scale
     the file (by 1.0007, as 10 m-by-degrees rows are against 10 m, or by 2 for a 20 m
     input) a plane comes back as the plane at each pixel's centre, in wide windows and
     in the one- or two-pixel ones at a row's end: no window shifts its samples. (GDAL's
@@ -690,7 +691,7 @@ def test_the_way_back_samples_the_model_grid_where_it_should(tmp_path, sx, sy):
     with rasterio.open(src) as mid:
         to_mid = ~mid.transform @ twin
         for win in windows:
-            got = engine._read_scaled(mid, to_mid, win)[0]
+            got = read_scaled(mid, to_mid, win)[0]
             i, j = np.mgrid[win.row_off:win.row_off + win.height,
                             win.col_off:win.col_off + win.width]
             x, y = to_mid @ (j + 0.5, i + 0.5)    # centres, in the file's pixels

@@ -1,0 +1,70 @@
+"""Reading a raster at the pixels of a grid that only scales and shifts its own.
+
+The resampled path's way back (``engine._predict_resampled``) reads the model-grid
+file at the input's pixels. Where those are no larger than the file's (an input finer
+than the model, the usual case: 10 m-by-degrees grids away from the equator) each is
+the bilinear blend of the 2 x 2 file pixels around its centre, done here with numpy:
+4 gathers and 2 blends, against 14 CPU ns per pixel for GDAL's read-time bilinear
+(measured on a 2897 -> 4096 px zstd file, 2 cores). Coarser input pixels take GDAL's
+read-time bilinear, which widens its kernel to their footprint.
+"""
+from __future__ import annotations
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+NUMPY_SCALE = 1.05   # file pixels per window pixel up to which 2 x 2 taps cover the kernel
+
+
+def read_scaled(ds, to_file: Affine, win: Window) -> np.ndarray:
+    """``ds``'s bands, bilinear, at the pixels of ``win`` of a grid; ``to_file`` maps
+    that grid's pixel coordinates to ``ds``'s (a scale and a shift only).
+
+    The window should lie inside ``ds`` (the model grid reaches beyond the output on
+    every side); a tap beyond the file's last pixel takes that pixel. Where a pixel's
+    2 x 2 taps touch no data (NaN) it takes the nearest file pixel instead, so that no
+    data does not grow.
+    """
+    if to_file.a > NUMPY_SCALE or to_file.e > NUMPY_SCALE:
+        return _read_gdal(ds, to_file, win)
+    # pixel centres in the file's pixel coordinates; taps at floor(u - 0.5) and the next
+    u = to_file.c + (win.col_off + np.arange(int(win.width)) + 0.5) * to_file.a
+    v = to_file.f + (win.row_off + np.arange(int(win.height)) + 0.5) * to_file.e
+    x0, y0 = np.floor(u - 0.5).astype(np.int64), np.floor(v - 0.5).astype(np.int64)
+    fx, fy = (u - 0.5 - x0).astype(np.float32), (v - 0.5 - y0).astype(np.float32)[:, None]
+    cols, rows = _taps(x0, ds.width), _taps(y0, ds.height)
+    c_lo, r_lo = cols[0][0], rows[0][0]
+    block = ds.read(window=Window(c_lo, r_lo, cols[1][-1] + 1 - c_lo, rows[1][-1] + 1 - r_lo),
+                    out_dtype=np.float32)
+    left, right = block[:, :, cols[0] - c_lo], block[:, :, cols[1] - c_lo]
+    across = left + (right - left) * fx
+    top, bottom = across[:, rows[0] - r_lo], across[:, rows[1] - r_lo]
+    cell = top + (bottom - top) * fy
+    gaps = np.isnan(cell)
+    if gaps.any():   # the file pixel holding each centre
+        near_c = np.clip(np.floor(u).astype(np.int64), c_lo, cols[1][-1]) - c_lo
+        near_r = np.clip(np.floor(v).astype(np.int64), r_lo, rows[1][-1]) - r_lo
+        np.copyto(cell, block[:, near_r[:, None], near_c[None, :]], where=gaps)
+    return cell
+
+
+def _taps(first: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's two taps, ``first`` and the next, kept inside 0..n-1."""
+    return np.clip(first, 0, n - 1), np.clip(first + 1, 0, n - 1)
+
+
+def _read_gdal(ds, to_file: Affine, win: Window) -> np.ndarray:
+    """GDAL resamples (bilinear, its kernel widened when shrinking) as it reads a
+    fractional window, several times faster than a warped view. At a raster's edge GDAL
+    would shift the samples: hence a window inside it."""
+    src = Window(to_file.c + to_file.a * win.col_off, to_file.f + to_file.e * win.row_off,
+                 to_file.a * win.width, to_file.e * win.height)
+    shape = (ds.count, int(win.height), int(win.width))
+    cell = ds.read(window=src, out_shape=shape, resampling=Resampling.bilinear)
+    gaps = np.isnan(cell)
+    if gaps.any():
+        np.copyto(cell, ds.read(window=src, out_shape=shape, resampling=Resampling.nearest),
+                  where=gaps)
+    return cell
