@@ -101,7 +101,12 @@ def preload_cuda_libraries() -> str:
 
 def cuda_failure(ort_log: str) -> str:
     """ONNX Runtime's own reason that its CUDA provider did not start, in one line: the
-    library it could not load and the CUDA and cuDNN it requires ('' if it gave none)."""
+    library it could not load and the CUDA and cuDNN it requires, or the CUDA error the
+    provider raised ('' if it gave none)."""
+    raised = re.search(r"EP Error (.+?) when using", ort_log, re.DOTALL)
+    if raised:   # the provider loaded and then failed: no device visible, an old driver
+        cuda_error = re.search(r"CUDA failure \d+: [^;\n]+", raised.group(1))
+        return (cuda_error.group(0) if cuda_error else raised.group(1)).strip().splitlines()[0]
     parts = []
     library = re.search(r"with error: ([^\n]+)", ort_log)
     if library and "libcuda.so" in library.group(1):  # the driver's library, not the toolkit's
@@ -112,6 +117,14 @@ def cuda_failure(ort_log: str) -> str:
     if needs:
         parts.append(f"this onnxruntime needs {needs.group(1).strip()}")
     return "; ".join(parts)
+
+
+def cuda_options() -> dict[str, str]:
+    """The CUDA provider's options: TF32 off (ONNX Runtime turns it on by default on
+    Ampere and newer GPUs since 1.18), so that a GPU's probabilities are the float32 ones
+    the export's parity check and the CPU give, not ones with 10-bit mantissas."""
+    version = tuple(int(v) for v in re.findall(r"\d+", ort.__version__)[:2])
+    return {"use_tf32": "0"} if version >= (1, 18) else {}
 
 
 def device_report(model_path: str) -> dict:
@@ -165,15 +178,21 @@ class OnnxModel:
         # tile, with no steady-state difference; CUDA keeps ORT's default
         options.enable_mem_pattern = cuda
         ort_log: list[str] = []
-        try:
-            with stderr_captured(ort_log) if cuda else nullcontext():
+        printed = io.StringIO()   # a CUDA provider that raises as it starts: ORT print()s
+        try:                      # why, then retries on the CPU; stdout is our JSON channel
+            with stderr_captured(ort_log) if cuda else nullcontext(), redirect_stdout(printed):
                 if cuda:
                     ort_log.append(preload_cuda_libraries())
-                self.session = ort.InferenceSession(self.path, options, providers=choice.providers)
+                self.session = ort.InferenceSession(
+                    self.path, options,
+                    providers=[(p, cuda_options()) if p == _CUDA else p for p in choice.providers])
         except Exception as exc:  # ORT raises several private exception types
-            sys.stderr.write("".join(ort_log))
+            sys.stderr.write("".join(ort_log) + printed.getvalue())
             raise ModelError(f"{self.path}: not a loadable ONNX model "
                              f"({first_line(exc)})") from None
+        ort_log.append(printed.getvalue())
+        if cuda:   # a provider failing later would be swapped for the CPU, print()ing too
+            self.session.disable_fallback()
         try:
             metadata = self.session.get_modelmeta().custom_metadata_map
         except UnicodeDecodeError:
@@ -337,10 +356,13 @@ class OnnxModel:
         try:
             (out,) = self.session.run([self.card.output_name], {self.card.input_name: x})
         except Exception as exc:  # ORT raises several private exception types
+            advice = ("out of GPU memory or a CUDA error: try a smaller --batch-size, or "
+                      "--device cpu" if self.provider == _CUDA else
+                      "a graph that takes only some tile sizes must say so in its card "
+                      "(tiling.size_multiple) or take a fixed size")
             raise ModelError(
                 f"{self.path}: ONNX Runtime could not run the graph on a batch of shape "
-                f"{x.shape} ({first_line(exc)}); a graph that takes only some tile sizes must "
-                "say so in its card (tiling.size_multiple) or take a fixed size") from None
+                f"{x.shape} ({first_line(exc)}); {advice}") from None
         out = self._water_probability(out, x.shape)
         lo, hi = float(out.min()), float(out.max())   # NaN compares false: let through
         if lo < -PROBABILITY_SLACK or hi > 1 + PROBABILITY_SLACK:

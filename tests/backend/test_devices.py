@@ -53,3 +53,50 @@ def test_provider_choice_explains_what_is_not_used():
     assert cpu.providers == ["CPUExecutionProvider"] and "'cpu' was asked for" in cpu.notes[0]
     with pytest.raises(ModelError, match="no CUDAExecutionProvider"):
         choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+# what onnxruntime 1.31.1's InferenceSession raises when its CUDA provider loads but cannot
+# start (no visible device, a driver older than the CUDA runtime): the error text of
+# immich-app/immich#14808, on the code path of onnxruntime_inference_collection.py
+NO_DEVICE = ("/onnxruntime_src/onnxruntime/core/providers/cuda/cuda_call.cc:123 CUDA failure "
+             "100: no CUDA-capable device is detected ; GPU=-1 ; hostname=h ; "
+             "expr=cudaGetDeviceCount(&num_devices);")
+
+
+@pytest.fixture
+def cuda_that_cannot_start(monkeypatch):
+    """ONNX Runtime as onnxruntime-gpu behaves on such a machine. A CUDA provider cannot
+    run here, so its constructor's failure is raised where ORT's Python layer meets it:
+    ORT then print()s an 'EP Error' banner on stdout and retries on the CPU."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_inference_collection as collection
+    create = collection.InferenceSession._create_inference_session
+
+    def create_or_fail(self, providers, provider_options, disabled_optimizers=None):
+        if any("CUDAExecutionProvider" in str(p) for p in providers or []):
+            self._fallback_providers = ["CPUExecutionProvider"]
+            raise RuntimeError(NO_DEVICE)
+        return create(self, providers, provider_options, disabled_optimizers)
+
+    monkeypatch.setattr(collection.InferenceSession, "_create_inference_session", create_or_fail)
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+def test_a_cuda_provider_that_cannot_start_keeps_stdout_json_and_says_why(
+        cuda_that_cannot_start, models, capfd):
+    """The banner went to stdout, the JSON channel (`devices` was not JSON, `bench` failed
+    on it), and the reason given was 'driver or libraries missing'."""
+    from backend.model import OnnxModel, device_report
+    report = device_report(models["threshold"])
+    assert not report["cuda_usable"]
+    assert report["reason"].endswith("(CUDA failure 100: no CUDA-capable device is detected)")
+    model = OnnxModel(models["threshold"], "auto")
+    assert model.provider == "CPUExecutionProvider"
+    assert model.provider_notes[-1] == ("CUDA not used: ONNX Runtime could not start its CUDA "
+                                        "provider (CUDA failure 100: no CUDA-capable device is "
+                                        "detected)")
+    with pytest.raises(ModelError, match="device 'cuda' was asked for, but ONNX Runtime could "
+                                         "not start its CUDA provider \\(CUDA failure 100"):
+        OnnxModel(models["threshold"], "cuda")
+    assert capfd.readouterr().out == ""
