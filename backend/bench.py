@@ -63,10 +63,22 @@ def machine() -> dict:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return {"cpus": default_threads(), "cpu": cpu, "python": platform.python_version(),
-            "onnxruntime": ort.__version__,
+    return {"cpus": default_threads(), "cpu": cpu, "gpus": nvidia_gpus(),
+            "python": platform.python_version(), "onnxruntime": ort.__version__,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
             "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def nvidia_gpus() -> list[str]:
+    """'name, driver version' of each GPU that nvidia-smi lists; none without it."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                               "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()
+            ] if done.returncode == 0 else []
 
 
 def raw_throughput(model_path: str, device: str, scene: str, n: int,
@@ -213,7 +225,8 @@ def format_table(report: dict) -> str:
     runs = report["runs"]
     head = runs[0]["raw"] if runs else {}
     lines = [
-        f"sarflood bench, {m['date']}: {m['cpus']} CPU threads ({m['cpu']}), onnxruntime "
+        f"sarflood bench, {m['date']}: {m['cpus']} CPU threads ({m['cpu']})"
+        + "".join(f", GPU {g}" for g in m.get("gpus", [])) + f", onnxruntime "
         f"{m['onnxruntime']}, load average {m['load_average'][0]} at start",
         f"model {head.get('model')} on {head.get('device')} ({head.get('provider')}); tiles "
         f"{head.get('tile')} px = stride {head.get('stride')} + overlap {head.get('overlap')}, "

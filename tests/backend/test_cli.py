@@ -301,6 +301,15 @@ def test_bench_json(tmp_path):
     assert "N=256, CPU ns per raster pixel: model alone" in table and "read " in table
 
 
+def test_bench_names_the_gpus_it_ran_beside():
+    from backend.bench import format_table, machine
+    m = machine()
+    assert isinstance(m["gpus"], list)   # nvidia-smi's list; empty without it
+    m["gpus"] = ["NVIDIA H100 80GB HBM3, 550.54.15"]
+    head = format_table({"machine": m, "runs": [], "outputs": "mask", "scene": "s"}).splitlines()[0]
+    assert ", GPU NVIDIA H100 80GB HBM3, 550.54.15, onnxruntime" in head
+
+
 def test_bench_takes_relative_paths_from_any_folder(tmp_path, models):
     """The end-to-end runs are children started in the package's folder: a relative
     --model was looked for there (an internal error after the scene was written)."""
