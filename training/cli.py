@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -41,9 +42,20 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (CUDA if available), cpu or cuda")
 
 
+def _worker_error(message: str) -> str:
+    """The error's own text where torch's DataLoader re-raised it from a worker process:
+    there its message is the worker's whole traceback, ending in ``module.Type: text``."""
+    head = re.match(r"Caught (\w+) in DataLoader worker process \d+\.\n", message)
+    starts = list(re.finditer(rf"^(?:[\w.]+\.)?{head[1]}: ", message, re.M)) if head else []
+    return message[starts[-1].end():] if starts else message
+
+
 def fail(message: str) -> int:
-    """Report a user error on one line; the exit code for it."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    """Report a user error: one line, or a headline and its problems one a line (see
+    ``training.data.layout.problems_message``); the exit code for it."""
+    lines = (ln[: len(ln) - len(ln.lstrip())] + " ".join(ln.split())
+             for ln in _worker_error(str(message)).strip().splitlines())
+    print("error: " + "\n".join(ln for ln in lines if ln.strip()), file=sys.stderr)
     return 1
 
 

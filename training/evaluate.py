@@ -215,11 +215,12 @@ def run(args: argparse.Namespace) -> int:
         return fail("--split-file scores one split; give one --split (its name in the table)")
     if not (args.otsu or args.model or args.masks or args.s2_index):
         return fail("nothing to score: give --otsu, --model, --masks or --s2-index")
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        return fail(f"{args.json}: exists; pass --overwrite to replace it")
+    # first: a folder or an unwritable place is not fixed by --overwrite
     problem = unwritable(Path(args.json)) if args.json else None
     if problem:
         return fail(problem)
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        return fail(f"{args.json}: exists; pass --overwrite to replace it")
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="sarflood-eval-") as tmp:

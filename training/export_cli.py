@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .atomic import unwritable
 from .cli import fail
 from .export import ExportError, export
 
@@ -18,6 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # first: a folder or an unwritable place is not fixed by --overwrite
+    problem = unwritable(args.out)
+    if problem:
+        return fail(problem)
     if args.out.exists() and not args.overwrite:
         return fail(f"{args.out}: exists; pass --overwrite to replace it")
     try:

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary, _ = train(spec, data, args.out, teacher=args.teacher, d=d,
                            progress=not args.no_progress, stop_at=args.stop_at)
-    except (RunError, CheckpointError) as exc:
+    # a DatasetError here is what shows only in the pixels: label codes, a corrupt block
+    except (RunError, CheckpointError, DatasetError) as exc:
         return fail(str(exc))
     except Interrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)

@@ -1,4 +1,5 @@
 """Layout resolution and bad-input reporting: every problem up front, never an IndexError."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from training.data.datasets import ChipDataset
 from training.data.io import read_label, read_mask, read_s1, read_s2
 from training.data.layout import MAX_LISTED, DatasetError, Layout, parse_split
 from training.data.sets import external_chips, hand_chips, weak_chips
@@ -13,12 +15,13 @@ from training.data.sets import external_chips, hand_chips, weak_chips
 PX = 8.983152841195215e-05
 
 
-def tif(path: Path, data: np.ndarray, origin=(10.0, 5.0), nodata=None, descriptions=()) -> Path:
+def tif(path: Path, data: np.ndarray, origin=(10.0, 5.0), nodata=None, descriptions=(),
+        **options) -> Path:
     data = data if data.ndim == 3 else data[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
                        count=data.shape[0], dtype=data.dtype, crs="EPSG:4326",
-                       transform=from_origin(*origin, PX, PX), nodata=nodata) as ds:
+                       transform=from_origin(*origin, PX, PX), nodata=nodata, **options) as ds:
         ds.write(data)
         for i, d in enumerate(descriptions, start=1):
             ds.set_band_description(i, d)
@@ -30,6 +33,15 @@ def hand_chip(root: Path, chip: str, size: int = 8, label_origin=(10.0, 5.0)) ->
     tif(hand / "S1Hand" / f"{chip}_S1Hand.tif", np.full((2, size, size), -12, np.float32),
         nodata=float("nan"), descriptions=("VV", "VH"))
     tif(hand / "LabelHand" / f"{chip}_LabelHand.tif", np.zeros((size, size), np.int16), origin=label_origin)
+
+
+def corrupt(path: Path) -> None:
+    """Zero the second quarter of a compressed raster: its header stays readable, some of
+    its blocks do not."""
+    data = bytearray(path.read_bytes())
+    n = len(data)
+    data[n // 4: n // 2] = bytes(n // 2 - n // 4)
+    path.write_bytes(bytes(data))
 
 
 def split(root: Path, name: str, lines: list[str]) -> Path:
@@ -107,6 +119,49 @@ def test_unreadable_file_is_reported_not_raised_deep(tmp_path):
         hand_chips(tmp_path, "test")
 
 
+def test_headers_the_readers_refuse_are_reported_before_any_pixel_is_read(tmp_path):
+    """S2 band names or count, an integer S1 and a label of two bands each surfaced only
+    when the chip was first read, mid-training, as a traceback."""
+    hand = tmp_path / "v1.1/data/flood_events/HandLabeled"
+    chips = ("A_1", "B_2", "C_3", "D_4", "E_5")
+    for c in chips:
+        hand_chip(tmp_path, c)
+        tif(hand / "S2Hand" / f"{c}_S2Hand.tif", np.ones((13, 8, 8), np.int16))  # unnamed: B1..B12
+    tif(hand / "S2Hand/A_1_S2Hand.tif", np.ones((4, 8, 8), np.int16),
+        descriptions=("B1", "B2", "B3", "B4"))
+    tif(hand / "S2Hand/B_2_S2Hand.tif", np.ones((10, 8, 8), np.int16))
+    tif(hand / "S1Hand/C_3_S1Hand.tif", np.zeros((2, 8, 8), np.int16), descriptions=("VV", "VH"))
+    tif(hand / "LabelHand/D_4_LabelHand.tif", np.zeros((2, 8, 8), np.int16))
+    split(tmp_path, "train", [f"{c}_S1Hand.tif,{c}_LabelHand.tif" for c in chips])
+    with pytest.raises(DatasetError) as err:
+        hand_chips(tmp_path, "train", s2=True)
+    lines = str(err.value).splitlines()
+    assert lines[0].endswith("4 problems") and len(lines) == 5
+    assert re.search(r"chip A_1: .*A_1_S2Hand.tif: bands B8 not found", lines[1])
+    assert re.search(r"chip B_2: .*B_2_S2Hand.tif: 10 unnamed bands; expected 13", lines[2])
+    assert re.search(r"chip C_3: .*C_3_S1Hand.tif: Sentinel-1 values are int16", lines[3])
+    assert re.search(r"chip D_4: .*D_4_LabelHand.tif: a label has 1 band, this file has 2", lines[4])
+    # S2 is checked only where it is read
+    with pytest.raises(DatasetError) as err:
+        hand_chips(tmp_path, "train")
+    assert str(err.value).splitlines()[0].endswith("2 problems")
+
+
+def test_what_shows_only_in_the_pixels_names_the_file_when_read(tmp_path):
+    """The up-front check reads headers only; a corrupt block was a RasterioIOError
+    naming no file, in training and in evaluate."""
+    hand_chip(tmp_path, "A_1", size=64)
+    s1 = tif(tmp_path / "v1.1/data/flood_events/HandLabeled/S1Hand/A_1_S1Hand.tif",
+             np.random.default_rng(0).normal(-12, 3, (2, 64, 64)).astype(np.float32),
+             descriptions=("VV", "VH"), compress="deflate")
+    corrupt(s1)
+    split(tmp_path, "test", ["A_1_S1Hand.tif,A_1_LabelHand.tif"])
+    dataset = ChipDataset(hand_chips(tmp_path, "test"))
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(s1))}: corrupt data, its pixels "
+                                           "cannot be read .*band 1"):
+        dataset[0]
+
+
 def test_raster_contents_are_checked(tmp_path):
     three = tif(tmp_path / "three.tif", np.zeros((3, 4, 4), np.float32))
     with pytest.raises(DatasetError, match="three.tif: 3 unnamed bands; expected 2"):
@@ -150,6 +205,15 @@ def test_weak_and_external_sets_report_missing_parts(tmp_path):
         weak_chips(root)
     with pytest.raises(DatasetError, match="external_train_data.csv"):
         external_chips(root)
+
+
+def test_a_split_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Excel's "CSV UTF-8" and Windows tools begin the file with one: the first line was
+    refused as "cannot read a chip from '\\ufeffX_S1Hand.tif,...'"."""
+    for name, text in (("s.csv", "USA_2_S1Hand.tif,USA_2_LabelHand.tif\r\n"), ("s.txt", "USA_2\n")):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert parse_split(path, "S1Hand", "LabelHand") == (["USA_2"], [])
 
 
 def test_parse_split_reads_csv_and_txt(tmp_path):

@@ -1,5 +1,6 @@
 """``python -m training evaluate`` and ``figure``: one scoring path for Otsu, models, masks, S2 rules."""
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -12,6 +13,8 @@ from training.data.layout import DatasetError
 from training.metrics import Scoreboard
 from training.synth import writer
 from training.toy_models import threshold_model
+
+from .test_data_layout import corrupt
 
 SPAIN = "Spain_7370579"
 
@@ -39,6 +42,18 @@ def brute_force_otsu(values: np.ndarray) -> float:
             if score > best:
                 best, best_t = score, t
     return best_t
+
+
+def test_a_corrupt_block_is_one_line_naming_the_file(data, tmp_path, capsys):
+    """Its header is fine, so only reading its pixels finds it: that was a
+    RasterioIOError traceback naming no file."""
+    copy = tmp_path / "ds"
+    shutil.copytree(data, copy)
+    s1 = evaluate.load_split(copy, "test")[0][0].s1
+    corrupt(s1)
+    assert main(["evaluate", "--data", str(copy), "--split", "test", "--otsu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {s1}: corrupt data, its pixels cannot be read") and err.count("\n") == 1
 
 
 def test_label_masks_score_perfectly(data):

@@ -132,6 +132,13 @@ def test_last_state_and_unwritable_outputs_are_refused_before_any_work(runs, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_a_folder_as_out_is_named_at_once(runs, tmp_path):
+    """It said "exists; pass --overwrite", and only then "is a folder, not a file"."""
+    proc = cli("training", "export", str(runs / "hand" / "best.pt"), "--out", str(tmp_path))
+    assert proc.returncode == 1 and f"{tmp_path}: is a folder, not a file" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
 def test_card_takes_grid_and_tiling_from_the_run(tmp_path):
     from training.export import build_card
     train(tiny_run("hand", steps=1, eval_every=1, pixel_size_m=16.0, tile_size=320,

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import rasterio
 
+from training import reproduce
+from training.cli import main
 from training.data import s2index
 from training.data.io import read_label, read_s1, read_s2
-from training.data.layout import HAND_SPLITS, DatasetError
+from training.data.layout import HAND_SPLITS, DatasetError, Layout
+from training.methods import METHODS
 from training.data.sets import external_chips, hand_chips, weak_chips
 from training.synth import bench, events, noise, sar, scene, writer
 from training.synth.landcover import CROP, FLOODED_VEG, OPEN_WATER, URBAN, make_landcover
@@ -106,6 +109,55 @@ def test_refuses_to_overwrite_and_never_clears_real_data(tmp_path, dataset):
     with pytest.raises(DatasetError, match="not a synthetic dataset"):
         writer.generate(foreign, chips=4, weak=0, external=0, overwrite=True)
     assert (foreign / "v1.1").is_dir()
+
+
+def test_an_interrupted_synth_is_named_and_replaced_with_overwrite(tmp_path, monkeypatch, capsys):
+    """The partial dataset had no manifest yet: --overwrite refused it as "not a synthetic
+    dataset this tool wrote", and nothing said how to get rid of it."""
+    write, calls = writer.make_and_write, []
+
+    def interrupted_at_the_third_chip(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return write(*args)
+
+    monkeypatch.setattr(writer, "make_and_write", interrupted_at_the_third_chip)
+    root = tmp_path / "ds"
+    assert main(["synth", "--out", str(root), "--chips", "4", "--weak-chips", "0",
+                 "--external-chips", "0"]) == 130
+    assert (f"interrupted: a partial dataset is left in {root}; rerun with --overwrite"
+            in capsys.readouterr().err)
+    monkeypatch.undo()
+    with pytest.raises(DatasetError, match="holds a partial synthetic dataset .*pass --overwrite"):
+        writer.generate(root, chips=4, weak=0, external=0)
+    writer.generate(root, chips=4, weak=0, external=0, overwrite=True)
+    assert json.loads((root / writer.MANIFEST).read_text())["complete"]
+    assert sum(len(hand_chips(root, s)) for s in HAND_SPLITS) == 4
+
+
+def test_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    """A read-only place gave a PermissionError traceback."""
+    (tmp_path / "afile").write_text("x")
+    for out, text in (("/proc/synth", "error: /proc/synth: cannot write in /proc"),
+                      (tmp_path / "afile", "afile: is a file, not a folder")):
+        assert main(["synth", "--out", str(out), "--chips", "4"]) == 1
+        err = capsys.readouterr().err
+        assert text in err and err.count("\n") == 1, err
+
+
+def test_a_set_of_no_chips_is_left_out_as_in_a_dataset_without_it(tmp_path):
+    """``--external-chips 0`` wrote an empty external set that reproduce neither skipped
+    (as it does a dataset without external/) nor accepted ("lists no chips")."""
+    root = tmp_path / "ds"
+    writer.generate(root, chips=4, weak=0, external=0)
+    layout = Layout.standard(root)
+    assert not layout.external.exists() and not layout.weak.exists()
+    assert sorted(p.name for p in layout.truth.iterdir()) == ["HandLabeled"]
+    _, left_out = reproduce.select(None, root)
+    assert left_out and left_out == [m for m in METHODS if m.needs_external]
+    with pytest.raises(DatasetError, match="S1Weak: weakly labelled folder not found"):
+        weak_chips(root)   # as a real dataset without its weak set, not "holds no chips"
 
 
 def test_speckle_has_sentinel1_grd_looks():

@@ -9,9 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import torch
+from torch.utils.data import DataLoader, Dataset
 
+from training.cli import fail
+from training.data.layout import DatasetError
 from training.train import Interrupted, RunError, train
 
 from .test_train import tiny_data, tiny_run
@@ -179,6 +184,63 @@ def test_sigint_stops_after_a_step_and_the_rerun_continues(data, tmp_path):
     # every step ran exactly once, none lost and none repeated
     assert steps == list(range(1, 41))
     assert f"resume hand seed 0 at step {done[-1]}/40" in (run / "train.log").read_text()
+
+
+def first_chip(root: Path, split: str) -> str:
+    line = (root / f"v1.1/splits/flood_handlabeled/flood_{split}_data.csv").read_text()
+    return line.split(",")[0][: -len("_S1Hand.tif")]
+
+
+def test_a_header_the_reader_refuses_stops_the_run_before_training(data, tmp_path):
+    """An S2 file without B8 surfaced when the teacher first read that chip, steps into
+    the run, as a traceback."""
+    copy = tmp_path / "d"
+    shutil.copytree(data, copy)
+    s2 = copy / f"v1.1/data/flood_events/HandLabeled/S2Hand/{first_chip(copy, 'train')}_S2Hand.tif"
+    with rasterio.open(s2) as ds:
+        profile, bands = {**ds.profile, "count": 4}, ds.read([1, 2, 3, 4])
+    with rasterio.open(s2, "w", **profile) as ds:
+        ds.write(bands)
+        ds.descriptions = ("B1", "B2", "B3", "B4")
+    proc = cli("train", "teacher", "--data", copy, "--out", tmp_path / "run", *SMALL)
+    one_line_error(proc, f"{s2}: bands B8 not found (bands are B1, B2, B3, B4)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_chip_bad_only_in_its_pixels_stops_the_run_with_one_line(data, tmp_path):
+    """Label values are seen only when a chip is read, here in a DataLoader worker: that
+    was a traceback, its message the worker's own traceback."""
+    copy = tmp_path / "d"
+    shutil.copytree(data, copy)
+    label = copy / f"v1.1/data/flood_events/HandLabeled/LabelHand/{first_chip(copy, 'train')}_LabelHand.tif"
+    with rasterio.open(label, "r+") as ds:
+        ds.write(np.full((ds.height, ds.width), 2, np.int16), 1)
+    proc = cli("train", "hand", "--data", copy, "--out", tmp_path / "run", "--set", "steps=4",
+               "--set", "eval_every=4", "--set", "workers=1", *SMALL)
+    one_line_error(proc, f"{label}: label holds values 2; expected only -1, 0, 1")
+
+
+def test_errors_keep_their_problems_one_a_line(capsys):
+    """``fail`` joined every line of a problem list into one long line."""
+    fail("split 'valid': 2 problems\n  - line 3:  chip X already   listed\n  - chip Y: s1 missing")
+    assert capsys.readouterr().err == ("error: split 'valid': 2 problems\n  - line 3: chip X "
+                                       "already listed\n  - chip Y: s1 missing\n")
+
+
+def test_errors_from_a_dataloader_worker_are_their_own_message(capsys):
+    """torch re-raises a worker's error with the worker's traceback as its message."""
+    class Bad(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise DatasetError("x.tif: label holds values 2; expected only -1, 0, 1")
+
+    with pytest.raises(DatasetError) as err:
+        next(iter(DataLoader(Bad(), num_workers=1)))
+    assert "Traceback" in str(err.value)
+    fail(str(err.value))
+    assert capsys.readouterr().err == "error: x.tif: label holds values 2; expected only -1, 0, 1\n"
 
 
 def test_estimate_refuses_data_the_reproduce_would_stop_on(data, tmp_path):

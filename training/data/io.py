@@ -15,7 +15,7 @@ import rasterio
 from affine import Affine
 from rasterio.errors import RasterioError
 
-from .conventions import IGNORE, S1_BANDS, S2_BANDS
+from .conventions import IGNORE, S1_BANDS, S2_BANDS, TEACHER_S2_BANDS
 from .layout import DatasetError
 
 # grids match when pixel sizes agree to 1e-6 relative and origins to 1e-3 pixel:
@@ -57,9 +57,22 @@ def _open(path: Path):
         raise DatasetError(f"{path}: not a readable raster ({exc})") from None
 
 
+def _grid(ds) -> Grid:
+    return Grid(ds.width, ds.height, ds.crs.to_string() if ds.crs else "", ds.transform)
+
+
 def grid_of(path: Path) -> Grid:
     with _open(path) as ds:
-        return Grid(ds.width, ds.height, ds.crs.to_string() if ds.crs else "", ds.transform)
+        return _grid(ds)
+
+
+def _read(path: Path, ds, indexes):
+    """``ds.read``; a corrupt block (found only now: the header was fine) names the file."""
+    try:
+        return ds.read(indexes)
+    except RasterioError as exc:
+        raise DatasetError(f"{path}: corrupt data, its pixels cannot be read "
+                           f"({exc.__cause__ or exc})") from None
 
 
 def _band_order(path: Path, descriptions: tuple, count: int, wanted: tuple[str, ...],
@@ -78,13 +91,42 @@ def _band_order(path: Path, descriptions: tuple, count: int, wanted: tuple[str, 
     return [names.index(w) + 1 for w in wanted]
 
 
+def _s1_bands(path: Path, ds) -> list[int]:
+    bands = _band_order(path, ds.descriptions, ds.count, S1_BANDS, S1_BANDS)
+    if not np.issubdtype(np.dtype(ds.dtypes[0]), np.floating):
+        raise DatasetError(f"{path}: Sentinel-1 values are {ds.dtypes[0]}; expected float dB")
+    return bands
+
+
+def _s2_bands(path: Path, ds, bands: tuple[str, ...]) -> list[int]:
+    return _band_order(path, ds.descriptions, ds.count, bands, S2_BANDS)
+
+
+def _one_band(path: Path, ds, what: str) -> None:
+    if ds.count != 1:
+        raise DatasetError(f"{path}: a {what} has 1 band, this file has {ds.count}")
+
+
+# a chip layer's header checks, those its reader makes before reading pixels; S2 as
+# training reads it (the teacher's bands)
+_HEADER_CHECKS = {"s1": _s1_bands, "s2": lambda path, ds: _s2_bands(path, ds, TEACHER_S2_BANDS),
+                  "label": lambda path, ds: _one_band(path, ds, "label"),
+                  "truth": lambda path, ds: _one_band(path, ds, "label")}
+
+
+def check_layer(path: Path, layer: str) -> Grid:
+    """The grid of a chip's ``s1``, ``s2``, ``label`` or ``truth`` file, once its header
+    passes the checks its reader makes (bands, their names, the S1 dtype); no pixel is
+    read, so a whole set is checked in seconds."""
+    with _open(path) as ds:
+        _HEADER_CHECKS[layer](path, ds)
+        return _grid(ds)
+
+
 def read_s1(path: Path) -> np.ndarray:
     """(2, H, W) float32 VV, VH in dB; NaN where there is no data."""
     with _open(path) as ds:
-        bands = _band_order(path, ds.descriptions, ds.count, S1_BANDS, S1_BANDS)
-        if not np.issubdtype(np.dtype(ds.dtypes[0]), np.floating):
-            raise DatasetError(f"{path}: Sentinel-1 values are {ds.dtypes[0]}; expected float dB")
-        data = ds.read(bands).astype(np.float32, copy=False)
+        data = _read(path, ds, _s1_bands(path, ds)).astype(np.float32, copy=False)
         nodata = ds.nodata
     if nodata is not None and not math.isnan(nodata):
         data[data == nodata] = np.nan
@@ -95,8 +137,7 @@ def read_s1(path: Path) -> np.ndarray:
 def read_s2(path: Path, bands: tuple[str, ...] = S2_BANDS) -> np.ndarray:
     """(len(bands), H, W) stored values (reflectance x 10000), 0 where there is no data."""
     with _open(path) as ds:
-        idx = _band_order(path, ds.descriptions, ds.count, bands, S2_BANDS)
-        data = ds.read(idx)
+        data = _read(path, ds, _s2_bands(path, ds, bands))
         nodata = ds.nodata
     if np.issubdtype(data.dtype, np.floating):
         bad = ~np.isfinite(data)
@@ -117,9 +158,8 @@ def _check_codes(path: Path, data: np.ndarray, allowed: tuple[int, ...], what: s
 def _read_coded(path: Path, what: str, extra_nodata: tuple[int, ...] = ()) -> np.ndarray:
     """One band of -1/0/1 codes; NaN, the nodata tag and ``extra_nodata`` become -1."""
     with _open(path) as ds:
-        if ds.count != 1:
-            raise DatasetError(f"{path}: a {what} has 1 band, this file has {ds.count}")
-        data = ds.read(1)
+        _one_band(path, ds, what)
+        data = _read(path, ds, 1)
         nodata = ds.nodata
     if np.issubdtype(data.dtype, np.floating):
         data = np.where(np.isfinite(data), data, IGNORE)

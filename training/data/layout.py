@@ -63,8 +63,11 @@ class DatasetError(ValueError):
 
 
 def problems_message(what: str, problems: list[str]) -> str:
-    """``what: N problem(s)`` then the first few, one a line, and how many more."""
-    lines = [f"{what}: {len(problems)} problem{'s' if len(problems) != 1 else ''}"]
+    """``what: problem`` for one; else ``what: N problems`` then the first few, one a
+    line, and how many more."""
+    if len(problems) == 1:
+        return f"{what}: {problems[0]}"
+    lines = [f"{what}: {len(problems)} problems"]
     lines += [f"  - {p}" for p in problems[:MAX_LISTED]]
     if len(problems) > MAX_LISTED:
         lines.append(f"  - ... and {len(problems) - MAX_LISTED} more")
@@ -138,7 +141,8 @@ def parse_split(path: Path, s1_kind: str, label_kind: str) -> tuple[list[str], l
     ids: list[str] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first chip
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f)) if path.suffix == ".csv" else [[ln] for ln in f.read().splitlines()]
     for n, row in enumerate(rows, start=1):
         cells = [c.strip() for c in row]

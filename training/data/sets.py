@@ -5,14 +5,17 @@
 - :func:`external_chips`: the external paired set (S1, S2, LabelWeak).
 
 Each validates the whole list before returning it: missing files, unreadable
-headers and grids that differ between a chip's layers are all collected and
-reported together (the first few and the count) in one :class:`DatasetError`.
+headers, headers the readers refuse (bands, their names, the S1 dtype) and grids
+that differ between a chip's layers are all collected and reported together (the
+first few and the count) in one :class:`DatasetError`. Only headers are read: what
+shows only in the pixels (label codes, a corrupt block) is a :class:`DatasetError`
+naming the file when the chip is read.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .io import grid_of
+from .io import check_layer
 from .layout import (EXTERNAL_KINDS, HAND_KINDS, HAND_SPLITS, TRUTH_KIND, WEAK_KINDS, ChipFiles,
                      DatasetError, Kinds, Layout, chip_file, parse_split, problems_message)
 
@@ -20,7 +23,8 @@ _LAYERS = ("s1", "label", "s2", "truth")
 
 
 def check_chips(chips: list[ChipFiles], what: str, problems: list[str] | None = None) -> None:
-    """Raise :class:`DatasetError` listing every missing file and grid mismatch."""
+    """Raise :class:`DatasetError` listing every missing file, refused header and grid
+    mismatch."""
     problems = list(problems or [])
     for chip in chips:
         present = [(layer, getattr(chip, layer)) for layer in _LAYERS if getattr(chip, layer)]
@@ -28,14 +32,16 @@ def check_chips(chips: list[ChipFiles], what: str, problems: list[str] | None = 
         problems += [f"chip {chip.chip_id}: {layer} file missing: {p}" for layer, p in missing]
         if missing:
             continue
-        try:
-            ref = grid_of(chip.s1)
-            for layer, path in present[1:]:
-                why = ref.mismatch(grid_of(path))
-                if why:
-                    problems.append(f"chip {chip.chip_id}: {layer} grid differs from s1 ({why}): {path}")
-        except DatasetError as exc:
-            problems.append(f"chip {chip.chip_id}: {exc}")
+        grids = {}
+        for layer, path in present:
+            try:
+                grids[layer] = check_layer(path, layer)
+            except DatasetError as exc:
+                problems.append(f"chip {chip.chip_id}: {exc}")
+        for layer, path in present[1:]:
+            why = "s1" in grids and layer in grids and grids["s1"].mismatch(grids[layer])
+            if why:
+                problems.append(f"chip {chip.chip_id}: {layer} grid differs from s1 ({why}): {path}")
     if problems:
         raise DatasetError(problems_message(what, problems))
 

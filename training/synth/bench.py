@@ -59,7 +59,7 @@ def bench(chips: int, seed: int, compress: str = "deflate") -> dict:
         total_n, total_s, total_cpu = 0, 0.0, 0.0
         for kind, counts in (("hand", (chips, 0, 0)), ("weak", (0, chips, 0)), ("external", (0, 0, chips))):
             root = Path(tmp) / kind
-            writer.prepare(root, overwrite=False)
+            writer.prepare(root, False, dict(zip(("hand", "weak", "external"), counts)))
             tasks = writer.plan(*counts, seed=seed)
             start, cpu_start = time.perf_counter(), time.process_time()
             for t in tasks:

@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
+from ..atomic import unwritable
 from ..data.layout import DatasetError
 from . import writer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="dataset folder to create (v1.1/, external/, ...)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="dataset folder to create (v1.1/, external/, ...)")
     p.add_argument("--chips", type=int, default=446,
                    help="hand-labelled chips, split like Sen1Floods11 (default 446, as the real set)")
     p.add_argument("--weak-chips", type=int, help="weakly labelled chips (default: --chips)")
@@ -35,16 +39,26 @@ def run(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
+    problem = unwritable(args.out, folder=True)
+    if problem:
+        return fail(problem)
     try:
-        manifest = writer.generate(args.out, chips=args.chips, weak=args.weak_chips,
-                                   external=args.external_chips, seed=args.seed,
-                                   workers=args.workers, overwrite=args.overwrite, progress=progress,
-                                   compress=args.compress)
-    except (DatasetError, ValueError) as exc:
+        try:
+            manifest = writer.generate(args.out, chips=args.chips, weak=args.weak_chips,
+                                       external=args.external_chips, seed=args.seed,
+                                       workers=args.workers, overwrite=args.overwrite,
+                                       progress=progress, compress=args.compress)
+        finally:  # before any message: the bar would overwrite it
+            if bar is not None:
+                bar.close()
+    except (DatasetError, ValueError, OSError) as exc:
         return fail(str(exc))
-    finally:
-        if bar is not None:
-            bar.close()
+    except KeyboardInterrupt:
+        if not writer.partial(args.out):
+            raise
+        print(f"interrupted: a partial dataset is left in {args.out}; rerun with --overwrite "
+              "to replace it", file=sys.stderr)
+        return 130
     n = len(manifest["chips"])
     print(f"wrote {n} chips to {args.out} in {manifest['seconds']:.1f} s "
           f"({n / max(manifest['seconds'], 1e-9):.1f} chips/s, {args.workers} worker(s)); "

@@ -13,6 +13,9 @@ Sets and their sizes (``chips`` hand-labelled chips, by default the real 446):
 - ``synthetic_truth/``: the true water of every chip; the manifest scores each set's
   labels against it (``label_quality``).
 
+A set of 0 chips is not written at all, as the real dataset without it (no
+``external/`` folder: ``reproduce`` leaves its rows out).
+
 Files match the real ones: 512 x 512, EPSG:4326, 8.983e-05 deg pixels, deflate
 (or zstd on request: same pixels, twice as fast to write), band-interleaved; S1 float32 VV/VH dB with NaN nodata; S2 int16 13 bands, nodata
 0; labels int16 -1/0/1 without a nodata tag. Every file is written to a temporary
@@ -172,33 +175,51 @@ def label_quality(records: list[dict]) -> dict[str, dict[str, float]]:
     return quality
 
 
-def _folders(layout: Layout) -> list[Path]:
-    return ([layout.hand / k for k in HAND_KINDS]
-            + [layout.weak / k for k in (WEAK_KINDS.s1, WEAK_KINDS.label)]  # no S2: the real set has none
-            + [layout.external / k for k in EXTERNAL_KINDS]
-            + [layout.truth / g for g in ("HandLabeled", "WeaklyLabeled", "external")]
-            + [layout.splits, layout.external / "splits"])
+def _folders(layout: Layout, counts: dict[str, int]) -> list[Path]:
+    # a set of 0 chips is left out, as the real dataset without it: no empty set to refuse
+    hand = [layout.hand / k for k in HAND_KINDS] + [layout.splits, layout.truth / "HandLabeled"]
+    weak = ([layout.weak / k for k in (WEAK_KINDS.s1, WEAK_KINDS.label)]  # no S2: the real set has none
+            + [layout.truth / "WeaklyLabeled"])
+    external = ([layout.external / k for k in EXTERNAL_KINDS]
+                + [layout.external / "splits", layout.truth / "external"])
+    return hand + (weak if counts["weak"] else []) + (external if counts["external"] else [])
 
 
-def prepare(root: Path, overwrite: bool) -> Layout:
-    """Create the folders; refuse to touch an existing dataset unless asked.
+def partial(root: Path) -> bool:
+    """Whether ``root`` holds a dataset this generator began and did not finish."""
+    try:
+        return json.loads((Path(root) / MANIFEST).read_text()).get("complete") is False
+    except (OSError, ValueError, AttributeError):
+        return False
 
-    With ``overwrite`` only a dataset this generator wrote (it has our manifest)
-    is cleared, never a folder of real data.
+
+def prepare(root: Path, overwrite: bool, counts: dict[str, int]) -> Layout:
+    """Create the folders of the sets with chips in ``counts`` (hand, weak, external);
+    refuse to touch an existing dataset unless asked.
+
+    With ``overwrite`` only a dataset this generator wrote (it has our manifest) is
+    cleared, never a folder of real data. The manifest is written first, marked
+    ``"complete": false``, and replaced by the whole one last, so an interrupted run
+    leaves a dataset that ``overwrite`` still knows as ours.
     """
     layout = Layout.standard(root)
     existing = [p for p in (root / "v1.1", layout.external, layout.truth) if p.exists()]
     if existing:
+        if not overwrite and partial(root):
+            raise DatasetError(f"{root}: holds a partial synthetic dataset (an interrupted "
+                               "synth); pass --overwrite to replace it")
         if not overwrite:
             raise DatasetError(f"{root}: already holds a dataset ({existing[0].name}); "
                                "pass --overwrite to replace a synthetic one")
         if not (root / MANIFEST).is_file():
             raise DatasetError(f"{root}: holds data without {MANIFEST}: not a synthetic dataset "
                                "this tool wrote, so it is left alone")
-        for p in existing:
-            shutil.rmtree(p)
-        (root / MANIFEST).unlink()
-    for folder in _folders(layout):
+    root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(root / MANIFEST, json.dumps(
+        {"generator_version": GENERATOR_VERSION, "complete": False, "counts": counts}, indent=1))
+    for p in existing:
+        shutil.rmtree(p)
+    for folder in _folders(layout, counts):
         folder.mkdir(parents=True, exist_ok=True)
     return layout
 
@@ -229,7 +250,8 @@ def generate(root: str | Path, chips: int = 446, weak: int | None = None,
     if compress not in COMPRESSION:
         raise ValueError(f"unknown compression {compress!r}; expected one of {', '.join(COMPRESSION)}")
     tasks = plan(chips, weak, external, seed)
-    layout = prepare(root, overwrite)
+    counts = {"hand": chips, "weak": weak, "external": external}
+    layout = prepare(root, overwrite, counts)
     start = time.perf_counter()
     records = []
     for n, record in enumerate(_run(tasks, seed, root, workers, compress), start=1):
@@ -243,9 +265,10 @@ def generate(root: str | Path, chips: int = 446, weak: int | None = None,
         write_text_atomic(layout.hand_split_file(split),
                     "".join(f"{c}_S1Hand.tif,{c}_LabelHand.tif\n" for c in ids))
     ids = [r["chip_id"] for r in records if r["set"] == "external"]
-    write_text_atomic(layout.external_split_file("train"), "".join(f"{c}_S1.tif,{c}_LabelWeak.tif\n" for c in ids))
-    manifest = {"generator_version": GENERATOR_VERSION, "seed": seed,
-                "counts": {"hand": chips, "weak": weak, "external": external},
+    if external:
+        write_text_atomic(layout.external_split_file("train"),
+                          "".join(f"{c}_S1.tif,{c}_LabelWeak.tif\n" for c in ids))
+    manifest = {"generator_version": GENERATOR_VERSION, "complete": True, "seed": seed, "counts": counts,
                 "hand_splits": hand_split_sizes(chips), "workers": workers, "compress": compress,
                 "seconds": round(seconds, 2), "label_quality": label_quality(records), "chips": records}
     write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
