@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from .cli import DEVICES
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,23 @@ def any_rank(flag: bool, d: Dist) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=d.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def all_sum(t: Tensor, d: Dist) -> Tensor:
+    """``t`` summed over the ranks, detached (no gradient flows to the other ranks)."""
+    t = t.detach().clone()
+    if d.active:
+        dist.all_reduce(t)
+    return t
+
+
+def from_main(obj: T, d: Dist) -> T:
+    """Rank 0's ``obj`` (any picklable value) on every rank."""
+    if not d.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=d.device)
+    return box[0]
 
 
 def barrier(d: Dist) -> None:

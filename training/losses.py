@@ -2,13 +2,16 @@
 edges of the label, and the cross-modal distillation loss. Label -1 is ignored.
 
 Both reduce to a mean over the pixels that count, so their scale does not depend
-on how much of a batch is no-data.
+on how much of a batch is no-data; under DDP, a mean over the global batch (see
+:func:`weighted_mean`).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from . import ddp
 
 IGNORE = -1
 
@@ -37,8 +40,24 @@ def edge_weights(label: Tensor, edge_weight: float, radius: int) -> Tensor:
     return w
 
 
+def weighted_mean(values: Tensor, weights: Tensor, d: ddp.Dist | None = None) -> Tensor:
+    """``sum(weights * values) / sum(weights)``; 0 (with a gradient path) when the
+    weights are all 0.
+
+    Under DDP (``d``) each rank holds a slice of the global batch and DDP averages
+    the ranks' gradients, so a rank returns its share ``world * sum_r(weights *
+    values) / sum(weights)``, the weight summed over every rank: the averaged
+    gradient is then the one of a single process on the whole batch, however the
+    scored pixels fall between the slices (a per-rank mean would weigh a pixel of
+    a slice that is mostly no-data more).
+    """
+    if d is None or not d.active:
+        return (weights * values).sum() / weights.sum().clamp(min=1.0)
+    return d.world * (weights * values).sum() / ddp.all_sum(weights.sum(), d).clamp(min=1.0)
+
+
 def edge_weighted_ce(logits: Tensor, label: Tensor, edge_weight: float = 2.0,
-                     radius: int = 2) -> Tensor:
+                     radius: int = 2, d: ddp.Dist | None = None) -> Tensor:
     """Cross-entropy with edge weighting: ``sum(w * ce) / sum(w)`` over the batch.
 
     ``logits`` ``(N, K, H, W)``; ``label`` ``(N, H, W)`` int64. Returns 0 (with a
@@ -46,10 +65,11 @@ def edge_weighted_ce(logits: Tensor, label: Tensor, edge_weight: float = 2.0,
     """
     w = edge_weights(label, edge_weight, radius)
     ce = F.cross_entropy(logits, label.clamp(min=0), reduction="none")
-    return (w * ce).sum() / w.sum().clamp(min=1.0)
+    return weighted_mean(ce, w, d)
 
 
-def distillation_loss(student_logits: Tensor, teacher_prob: Tensor, valid: Tensor) -> Tensor:
+def distillation_loss(student_logits: Tensor, teacher_prob: Tensor, valid: Tensor,
+                      d: ddp.Dist | None = None) -> Tensor:
     """``L_KD = -sum_k p_t,k log p_s,k`` averaged over valid pixels (Section 3.2).
 
     It differs from KL(p_t || p_s) only by the teacher's entropy, a constant for the
@@ -59,5 +79,4 @@ def distillation_loss(student_logits: Tensor, teacher_prob: Tensor, valid: Tenso
     """
     log_ps = F.log_softmax(student_logits, dim=1)
     per_pixel = -(teacher_prob * log_ps).sum(dim=1)
-    v = valid.float()
-    return (per_pixel * v).sum() / v.sum().clamp(min=1.0)
+    return weighted_mean(per_pixel, valid.float(), d)

@@ -13,6 +13,7 @@ over a fixed set of training chips, is the "precise BN" of Wu & Johnson,
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from types import MethodType
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,14 @@ def recalibrate(model: nn.Module, batches: Iterable[Tensor]) -> int:
 
     Only the batch-norm layers run in training mode, so dropout is off as it is
     when the network is scored; the model's own mode is restored afterwards.
+
+    SyncBatchNorm layers (GPU DDP, :func:`training.ddp.wrap`) run as plain batch
+    norm here. Synchronised, they would all-gather every rank's statistics: a
+    collective that hangs unless every rank recalibrates too, and that, given the
+    same chips on every rank, counts each pixel once per rank (the running
+    variance's n / (n - 1) would then use n times the world size). As plain batch
+    norm, every rank given the same ``batches`` computes the statistics of a
+    single process, with no collective.
     """
     layers = batchnorm_layers(model)
     if not layers:
@@ -44,13 +53,18 @@ def recalibrate(model: nn.Module, batches: Iterable[Tensor]) -> int:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches
         m.train()
+        if isinstance(m, nn.SyncBatchNorm):
+            m.forward = MethodType(nn.modules.batchnorm._BatchNorm.forward, m)
     n = 0
-    for x in batches:
-        model(x)
-        n += 1
-    for m, momentum in zip(layers, momenta):
-        m.momentum = momentum
-    model.train(was_training)
+    try:
+        for x in batches:
+            model(x)
+            n += 1
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+            m.__dict__.pop("forward", None)  # SyncBatchNorm's own forward again
+        model.train(was_training)
     return n
 
 

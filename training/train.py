@@ -12,8 +12,11 @@ What a run folder holds:
 
 Rerunning the same command resumes from ``last.pt``. Batches and augmentations are
 a pure function of (seed, step) (see :mod:`training.batches`) and the dropout RNG
-is reseeded from (seed, step, rank) every step, so a resumed run repeats exactly
-the steps an uninterrupted one would have taken.
+is reseeded from (seed, step, rank) every step, so on CPU a resumed run repeats
+exactly the steps an uninterrupted one would have taken. On CUDA the batches and
+dropout masks are the same, but the steps only up to rounding: the backward of
+bilinear interpolation and of adaptive average pooling, and the NLL loss, have no
+deterministic CUDA kernel.
 """
 from __future__ import annotations
 
@@ -225,14 +228,15 @@ def _check_finite(model: nn.Module, step: int) -> None:
 
 
 def _loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tensor],
-          cfg: TrainConfig) -> Tensor:
-    """Edge-weighted CE on labels, or the distillation loss against the frozen teacher."""
+          cfg: TrainConfig, d: ddp.Dist) -> Tensor:
+    """Edge-weighted CE on labels, or the distillation loss against the frozen teacher;
+    under DDP, this rank's share of the global batch's loss."""
     logits = net(batch["x"])
     if teacher is None:
-        return edge_weighted_ce(logits, batch["label"], cfg.edge_weight, cfg.edge_radius)
+        return edge_weighted_ce(logits, batch["label"], cfg.edge_weight, cfg.edge_radius, d)
     with torch.no_grad():
         p_t = torch.softmax(teacher(batch["x_teacher"]), dim=1)
-    return distillation_loss(logits, p_t, batch["valid"])
+    return distillation_loss(logits, p_t, batch["valid"], d)
 
 
 def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = None,
@@ -308,7 +312,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
         for step, batch in zip(range(start, cfg.steps), loader):
             torch.manual_seed(derive_seed(run.seed, "step", step, d.rank))  # dropout
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            loss = _loss(net, teacher_model, batch, cfg)
+            loss = _loss(net, teacher_model, batch, cfg, d)
             if not torch.isfinite(loss):  # before the step: no checkpoint holds NaN weights
                 raise RunError(f"the loss is {loss.item()} at step {step + 1}: the run diverged "
                                f"(is the learning rate {run.lr:g} too high?)")
@@ -318,17 +322,23 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
             scheduler.step()
             done = step + 1
             bar.update(1)
-            if d.is_main and (done % cfg.log_every == 0 or done == cfg.steps):
-                lr = scheduler.get_last_lr()[0]
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
-                log(f"step {done} loss {loss.item():.6f} lr {lr:.6g}")
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                # the global batch's loss: the mean of the ranks' shares
+                value = (ddp.all_sum(loss, d) / d.world).item()
                 if d.is_main:
-                    if cfg.precise_bn_chips:
-                        calib = calib or calibration_batches(
-                            data.pools, method.inputs, cfg.precise_bn_chips, cfg.eval_batch,
-                            run.seed, d.device, scale)
-                        recalibrate(model, calib)
+                    lr = scheduler.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+                    log(f"step {done} loss {value:.6f} lr {lr:.6g}")
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                if cfg.precise_bn_chips:
+                    # on every rank, so the replicas keep the same statistics; on GPUs
+                    # the layers are SyncBatchNorm, which recalibrate runs as plain
+                    # batch norm (see there)
+                    calib = calib or calibration_batches(
+                        data.pools, method.inputs, cfg.precise_bn_chips, cfg.eval_batch,
+                        run.seed, d.device, scale)
+                    recalibrate(model, calib)
+                if d.is_main:
                     iou = score(model, data.valid, method.inputs, cfg.eval_batch,
                                 d.device, scale).summary()["iou"]
                     log(f"valid step {done} iou {iou}", show=True)
@@ -362,5 +372,6 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     if d.is_main:
         log(f"done: best valid IoU {best['iou_valid']} at step {best['step']}")
         summary_path.write_text(json.dumps(summary, indent=1))
-    ddp.barrier(d)
-    return summary, model
+    # only rank 0 validated: every rank returns its summary (reproduce picks a grid
+    # point from it on every rank, and all must pick the same)
+    return ddp.from_main(summary, d), model

@@ -9,7 +9,8 @@ a model is trained on, after the geometry (for distillation, the student's S1,
 never the teacher's input).
 
 Every random draw comes from a ``torch.Generator`` passed in, so a step's batch
-is a pure function of (seed, step): runs resume exactly and DDP ranks agree.
+is a pure function of (seed, step): runs resume with the same batches and DDP
+ranks agree.
 """
 from __future__ import annotations
 

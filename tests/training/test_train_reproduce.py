@@ -68,6 +68,31 @@ def test_reproduce_writes_the_table_from_real_runs(data, tmp_path):  # noqa: F81
     assert "hand" in est.stdout and "projected:" in est.stdout
 
 
+def test_reproduce_picks_the_same_grid_point_on_every_rank(data, tmp_path):  # noqa: F811
+    """Under torchrun (two CPU processes): only rank 0 validates, yet every rank must
+    choose the grid point, and later the teacher, that rank 0 chose."""
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--standalone", "-m", "training", "reproduce", "--data", str(data), "--seeds", "2",
+         "--out", str(runs), "--results", str(tmp_path / "results"), "--methods", "hand",
+         "--device", "cpu", "--no-progress",
+         *[a for kv in ("steps=2", "eval_every=2", "crop=32", "batch_size=2", "width=0.125",
+                        "lr_grid=0.01,0.05") for a in ("--set", kv)]],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("# Table 1") == 1  # printed by rank 0 only
+    ious = {lr: json.loads((runs / "hand" / f"seed0_lr{lr}_wd0.0001" / "summary.json")
+                           .read_text())["iou_valid"] for lr in (0.01, 0.05)}
+    best = max(ious, key=ious.get)  # the first on a tie, as reproduce (0.05 here)
+    (row,) = json.loads((tmp_path / "results" / "table1.json").read_text())["rows"]
+    assert row["lr"] == best and row["valid"]["n"] == 2
+    # a rank that chose another point would have trained seed 1 there too (an empty
+    # folder: rank 0 writes the files)
+    assert sorted(p.name for p in (runs / "hand").iterdir()) == [
+        "seed0_lr0.01_wd0.0001", "seed0_lr0.05_wd0.0001", f"seed1_lr{best}_wd0.0001"]
+
+
 def test_target_checks_compare_gaps_with_the_seed_spread():
     from training.reproduce import checks
 
