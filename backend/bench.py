@@ -248,6 +248,9 @@ def format_table(report: dict) -> str:
             f"{r['cpu_ratio_raw_to_e2e']:.2f} | {p['peak_rss_mb']:.0f} | {r['otsu']['mpx_s']} "
             f"| {r['otsu']['peak_rss_mb']:.0f} |")
     lines.append("")
+    if head.get("device") == "cuda":
+        lines.append("On CUDA the CPU seconds include the calling thread's wait for the GPU: "
+                     "their ratio says little there.")
     for r in runs:
         every = r["predict"]["every_run_seconds"]
         if len(every) > 1:
