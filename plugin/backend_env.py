@@ -126,6 +126,13 @@ class Interpreter:
     def ok(self) -> bool:
         return not self.missing
 
+    @property
+    def unusable(self) -> bool:
+        """The Python chosen in the settings itself fails (not there, does not run): every
+        module fails alike, and installing packages cannot help."""
+        return (self.source == "setting" and len(self.missing) > 1
+                and len(set(self.missing.values())) == 1)
+
     def fix_command(self) -> str:
         """The exact shell command that installs the missing packages."""
         install = [*map(str, (self._pip_python(), "-m", "pip", "install")), *runtime_requirements()]
@@ -142,12 +149,10 @@ class Interpreter:
 
     def problem(self) -> str:
         """One paragraph for the user: what is missing, and the command that fixes it."""
-        errors = set(self.missing.values())
-        if len(self.missing) > 1 and len(errors) == 1 and self.source == "setting":
-            # the chosen interpreter itself fails (not there, does not run): pip cannot help
+        if self.unusable:
             return (f"The SAR Flood Mapper backend cannot run with {self.path} (the Python "
-                    f"chosen in the plugin's settings): {errors.pop()}. Choose another one, or "
-                    f"clear the setting to use the plugin's own environment.")
+                    f"chosen in the plugin's settings): {next(iter(self.missing.values()))}. "
+                    f"Choose another one, or clear the setting to use the plugin's own environment.")
         what = "; ".join(f"{m} ({err})" for m, err in self.missing.items())
         return (f"The SAR Flood Mapper backend cannot run with {self.path} ({self.source} "
                 f"Python): missing or broken {what}. Fix it with:\n{self.fix_command()}")

@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -41,6 +42,7 @@ class Outcome:
     error_kind: str | None = None
     cancelled: bool = False
     warnings: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)   # its last lines, for the log panel
     seconds: float = 0.0
 
     @property
@@ -128,6 +130,7 @@ class BackendProcess:
             reader.join(timeout=5)
         for stream in (self._proc.stdout, self._proc.stderr):
             stream.close()
+        outcome.stderr = list(self._stderr)
         outcome.seconds = time.monotonic() - start
         self._conclude(outcome)
         return outcome
@@ -185,6 +188,9 @@ class BackendProcess:
             return
         if outcome.error:
             return
+        if outcome.returncode is not None and outcome.returncode < 0:   # POSIX: a signal ended it
+            outcome.error = killed_message(-outcome.returncode)
+            return
         tail = list(self._stderr)
         text = "\n".join(tail)
         missing = _MISSING_MODULE.search(text)
@@ -204,6 +210,19 @@ class BackendProcess:
             outcome.error = f"the backend ended without a result ({last})"
         else:
             outcome.error = f"the backend failed with exit code {outcome.returncode}: {last}"
+
+
+def killed_message(number: int) -> str:
+    """Why a backend ended by signal ``number``, and for SIGKILL what usually sends it."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = "unknown signal"
+    if name == "SIGKILL":   # nothing the backend did: the OOM killer, most often
+        return (f"the backend was killed (signal {number}, SIGKILL), most often by the system "
+                "running out of memory: try a smaller tile size, fewer tiles per batch, no "
+                "test-time augmentation or a smaller extent")
+    return f"the backend was stopped by signal {number} ({name})"
 
 
 class QueryError(RuntimeError):

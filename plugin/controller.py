@@ -7,7 +7,7 @@ group, puts a summary in the message bar and hands the run to the review dock.
 """
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsApplication, QgsMessageLog
+from qgis.core import Qgis, QgsApplication
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
@@ -17,9 +17,7 @@ from .gui.run_dialog import RunDialog, RunRequest
 from .layers import LayerError, add_run_layers
 from .settings import python_setting
 from .summary import run_summary
-from .task import BackendTask
-
-TAG = "SAR Flood Mapper"
+from .task import TAG, BackendTask
 
 
 class RunController(QObject):
@@ -51,7 +49,6 @@ class RunController(QObject):
             self.task.cancel()
 
     def _message(self, dialog: RunDialog, level: str, text: str) -> None:
-        QgsMessageLog.logMessage(text, TAG, Qgis.Warning if level == "warning" else Qgis.Info)
         if level == "warning" and not sip.isdeleted(dialog):
             dialog.show_status(f"Warning: {text}")
 
@@ -92,9 +89,16 @@ class RunController(QObject):
             return
         summary = run_summary(result, outcome.seconds)
         dialog.set_progress(100)
-        dialog.show_status(f"Done: {summary}; input units {result['units_detected']} "
-                           f"(from {result['units_source']})")
-        bar.pushMessage(TAG, summary, level=Qgis.Success, duration=15)
+        done = f"Done: {summary}; input units {result['units_detected']} (from {result['units_source']})"
+        if outcome.warnings:
+            # a map made with warnings (VV and VH swapped?) must not look like a clean one
+            dialog.show_status("\n".join([done] + [f"Warning: {w}" for w in outcome.warnings]),
+                               error=True)
+            bar.pushMessage(TAG, f"{summary}. Warning: {' '.join(outcome.warnings)}",
+                            level=Qgis.Warning)
+        else:
+            dialog.show_status(done)
+            bar.pushMessage(TAG, summary, level=Qgis.Success, duration=15)
         run = ReviewRun(layers, result, request.params, request.scene_layer_id)
         self.dock.set_run(run)
         self.dock.show()

@@ -11,8 +11,8 @@ import json
 import os
 from collections.abc import Iterable
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature,
-                       QgsField, QgsProject, QgsVectorLayer, QgsWkbTypes)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsDefaultValue,
+                       QgsFeature, QgsField, QgsProject, QgsVectorLayer, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
 FIELD = "water"
@@ -23,13 +23,14 @@ class CorrectionsProblem(ValueError):
     """The polygons cannot be used; the message names the layer and the feature."""
 
 
-def _water(value, label: str, fid: int, field: str) -> int:
+def _water(value, label: str, number: int, field: str) -> int:
     if isinstance(value, bool) or value in (0, 1):
         return int(value)
-    word = _WORDS.get(str(value).strip().lower()) if value is not None else None
+    empty = value is None or (hasattr(value, "isNull") and value.isNull())   # NULL: a QVariant
+    word = None if empty else _WORDS.get(str(value).strip().lower())
     if word is None:
-        raise CorrectionsProblem(f"{label}: feature {fid} has {field} = {value!r}; use 1 (water) "
-                                 "or 0 (dry)")
+        shown = f"no {field} value" if empty else f"{field} = {value!r}"
+        raise CorrectionsProblem(f"{label}: feature {number} has {shown}; use 1 (water) or 0 (dry)")
     return word
 
 
@@ -39,17 +40,17 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
     to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
                                       QgsProject.instance())
     out = []
-    for feature in features:
-        fid = feature.id()
+    # counted from 1 in drawing order: an unsaved feature's id is a negative internal number
+    for number, feature in enumerate(features, start=1):
         if field not in feature.fields().names():
             raise CorrectionsProblem(f"{label}: has no field '{field}' (1 water, 0 dry)")
         geometry = feature.geometry()
         if geometry.isEmpty():
             continue   # an unfinished sketch: nothing to burn
         if geometry.type() != QgsWkbTypes.PolygonGeometry:
-            raise CorrectionsProblem(f"{label}: feature {fid} is not a polygon")
+            raise CorrectionsProblem(f"{label}: feature {number} is not a polygon")
         geometry.transform(to_wgs84)
-        water = _water(feature[field], label, fid, field)
+        water = _water(feature[field], label, number, field)
         out.append({"type": "Feature", "properties": {"water": water},
                     "geometry": json.loads(geometry.asJson(9))})
     partial = f"{path}.{os.getpid()}.part"   # a file the user keeps is replaced whole or not at all
@@ -57,6 +58,12 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         with open(partial, "w", encoding="utf-8") as f:
             json.dump({"type": "FeatureCollection", "features": out}, f)
         os.replace(partial, path)
+    except OSError as exc:   # said as the backend says it of its outputs, without the .part name
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise CorrectionsProblem(f"{path}: the folder {folder} does not exist") from None
+        raise CorrectionsProblem(f"{path}: cannot write in the folder {folder} "
+                                 f"({exc.strerror or exc})") from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)
@@ -69,4 +76,6 @@ def new_corrections_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
     layer.setCrs(crs)   # any CRS, one without an authority code too
     layer.dataProvider().addAttributes([QgsField(FIELD, QVariant.Int)])
     layer.updateFields()
+    # a polygon drawn without filling the form is water, the commoner correction (not NULL)
+    layer.setDefaultValueDefinition(layer.fields().indexOf(FIELD), QgsDefaultValue("1"))
     return layer

@@ -22,7 +22,13 @@ def layer_file(layer: QgsRasterLayer, role: str) -> str:
     """The file behind a layer: the backend reads files and GDAL dataset names
     (/vsizip/ paths, NetCDF subdatasets), not QGIS layers."""
     path = layer.source().split("|")[0]
-    readable = os.path.isfile(path) or (is_gdal_name(path) and layer.isValid())
+    if layer.providerType() == "gdal" and not is_gdal_name(path) and not os.path.exists(path):
+        raise InputProblem(f"{role} layer '{layer.name()}': its file no longer exists: {path} "
+                           f"(moved, renamed or deleted?)")
+    if not layer.isValid():   # a corrupt file, or an unavailable layer a project kept
+        raise InputProblem(f"{role} layer '{layer.name()}' cannot be read as a raster: {path} is "
+                           f"not a file GDAL can open")
+    readable = os.path.isfile(path) or is_gdal_name(path)
     if layer.providerType() != "gdal" or not readable:
         raise InputProblem(f"{role} layer '{layer.name()}' is not a raster file the backend can read "
                            f"(source: {layer.source()}); save it as a GeoTIFF first (Export > Save As)")
@@ -65,8 +71,9 @@ def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None) -> Sce
         raise InputProblem("Separate VV and VH input: choose both a VV and a VH layer")
     if vv.id() == vh.id():
         raise InputProblem(f"Separate VV and VH input: '{vv.name()}' is chosen as both VV and VH")
+    files = [layer_file(layer, role) for layer, role in ((vv, "VV"), (vh, "VH"))]
     for layer, role in ((vv, "VV"), (vh, "VH")):
         if layer.bandCount() != 1:
             raise InputProblem(f"{role} layer '{layer.name()}' has {layer.bandCount()} bands; with "
                                f"separate VV and VH layers each must have exactly one band")
-    return SceneInput(layer_file(vv, "VV"), layer_file(vh, "VH"))
+    return SceneInput(*files)

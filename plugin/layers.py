@@ -1,6 +1,7 @@
 """Put a run's outputs on the map: one layer group, styled, with no broken layer left behind."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +71,12 @@ def add_styled_raster(path: str, name: str, renderer_factory, project: QgsProjec
     project.addMapLayer(layer, False)
     project.layerTreeRoot().insertLayer(0, layer)
     return layer
+
+
+def remove_layers_of(path: str, project: QgsProject | None = None) -> None:
+    """Remove the project's layers of the file at ``path``, which was just replaced: they
+    would go on drawing what it held before (GDAL keeps it open), beside the new layer."""
+    project = project or QgsProject.instance()
+    real = os.path.realpath(path)
+    project.removeMapLayers([layer.id() for layer in project.mapLayers().values()
+                             if os.path.realpath(layer.source().split("|")[0]) == real])

@@ -80,6 +80,8 @@ class SarFloodPlugin:
     def unload(self) -> None:
         if self.controller is not None:
             self.controller.cancel()
+        if self.dock is not None:   # an Accept in flight would write its file unseen
+            self.dock.cancel_tasks()
         run = self.actions[0] if self.actions else None
         if run is not None:
             self.iface.removeToolBarIcon(run)

@@ -3,17 +3,34 @@
 QGIS runs ``run()`` in its task thread pool: the interpreter check and the child
 process live there. Progress goes through ``setProgress`` (shown in the task bar);
 info and warning lines arrive on the ``message`` signal, and ``finished`` is
-delivered on the GUI thread, where ``done`` is emitted with the outcome.
+delivered on the GUI thread, where ``done`` is emitted with the outcome. The lines and
+a failure's message also go to the plugin's tab of the Log Messages panel, where they stay
+after the status line has moved on.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from qgis.core import QgsTask
+from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .backend_env import Interpreter, find_interpreter
 from .backend_process import BackendProcess, Outcome, QueryError, query_json
+
+TAG = "SAR Flood Mapper"
+
+
+def log_line(level: str, text: str) -> None:
+    """An ``info`` or ``warning`` line of a backend run."""
+    QgsMessageLog.logMessage(text, TAG, Qgis.Warning if level == "warning" else Qgis.Info)
+
+
+def log_failure(what: str, outcome: Outcome) -> None:
+    """A failed backend run: its message, then the last lines the backend wrote to stderr."""
+    text = f"{what} failed: {outcome.error or 'the backend failed'}"
+    if outcome.stderr:
+        text += "\nThe backend's last error output:\n" + "\n".join(outcome.stderr)
+    QgsMessageLog.logMessage(text, TAG, Qgis.Critical)
 
 
 class BackendTask(QgsTask):
@@ -28,12 +45,14 @@ class BackendTask(QgsTask):
         self.python_setting = python_setting
         self.interpreter: Interpreter | None = None
         self.outcome = Outcome()
+        self.message.connect(log_line)   # connected here: delivered on the GUI thread
 
     def run(self) -> bool:  # worker thread
         self.interpreter = find_interpreter(self.python_setting)
         if not self.interpreter.ok:
             self.outcome.error = self.interpreter.problem()
-            self.outcome.error_kind = "MissingDependency"
+            # the installer fills the plugin's .venv: no help for a chosen Python that fails
+            self.outcome.error_kind = "BadInterpreter" if self.interpreter.unusable else "MissingDependency"
             return False
         self.outcome = BackendProcess(self.interpreter, self.args).run(self._on_event, self.isCanceled)
         return self.outcome.ok
@@ -49,6 +68,8 @@ class BackendTask(QgsTask):
         if self.isCanceled():
             self.outcome.cancelled = True
             self.outcome.result = None
+        elif not self.outcome.ok:
+            log_failure(self.description(), self.outcome)
         self.done.emit(self.outcome)
 
 

@@ -27,13 +27,19 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 from .. import styles
 from ..backend_process import Outcome
 from ..corrections import FIELD, CorrectionsProblem, new_corrections_layer, write_geojson
-from ..layers import RunLayers, add_styled_raster
+from ..layers import RunLayers, add_styled_raster, remove_layers_of
 from ..params import FinalizeParams, PredictParams, free_output_paths
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
 from ..task import BackendTask
 
 STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
+
+
+def decimals_of(threshold: float) -> int:
+    """Decimals that show ``threshold`` exactly (2 to 6): a model's calibrated default
+    (0.437) need not lie on the slider's 0.01 grid."""
+    return next((d for d in range(2, 6) if abs(round(threshold, d) - threshold) < 1e-12), 6)
 
 
 def lasting_folder(mask: Path) -> Path:
@@ -45,6 +51,14 @@ def lasting_folder(mask: Path) -> Path:
         return mask.parent
     home = QgsProject.instance().homePath()
     return Path(home) if home else Path.home()
+
+
+def put_back(path: str, previous: bytes | None) -> None:
+    """Undo what a failed Accept wrote at ``path``: its earlier bytes again, or no file."""
+    if previous is None:
+        Path(path).unlink(missing_ok=True)
+    else:
+        Path(path).write_bytes(previous)
 
 
 @dataclass
@@ -63,7 +77,9 @@ class ReviewDock(QgsDockWidget):
         self.setObjectName("SarFloodReviewDock")
         self.iface = iface
         self.run: ReviewRun | None = None
-        self._busy: list[Any] = []  # tasks and their contexts, alive until they finish
+        # the threshold in force: the run's own, exactly, until the analyst moves the slider
+        self.threshold_value = 0.5
+        self._busy: list[tuple] = []  # (task, and what it needs alive), until each finishes
         body = QWidget()
         layout = QVBoxLayout(body)
         self.title = QLabel("No run yet: map flood water first.")
@@ -170,7 +186,7 @@ class ReviewDock(QgsDockWidget):
     # --- the run under review -----------------------------------------------------------------
 
     def set_run(self, run: ReviewRun) -> None:
-        self.run = run
+        previous, self.run = self.run, run
         self._set_enabled(run.layers.probability is not None)
         self.show_water.setEnabled(True)
         self.opacity.setEnabled(True)
@@ -178,15 +194,27 @@ class ReviewDock(QgsDockWidget):
         mask = Path(run.params.mask)
         folder = lasting_folder(mask)
         self.final_path.setFilePath(free_output_paths(str(folder), mask.stem, ["accepted"])["accepted"])
-        self.threshold.blockSignals(True)
-        self.threshold.setValue(float(run.result["threshold"]))
-        self.slider.setValue(round(float(run.result["threshold"]) * STEPS))
-        self.threshold.blockSignals(False)
-        self.opacity.blockSignals(True)
-        self.opacity.setValue(100)  # the new layers are drawn opaque
-        self.opacity.blockSignals(False)
+        self.threshold_value = float(run.result["threshold"])
+        # as the new layers are: at the run's threshold, opaque, shown; set without the
+        # signals that would restyle them
+        widgets = (self.threshold, self.slider, self.opacity, self.show_water)
+        for widget in widgets:
+            widget.blockSignals(True)
+        self.threshold.setDecimals(decimals_of(self.threshold_value))
+        self.threshold.setValue(self.threshold_value)
+        self.slider.setValue(round(self.threshold_value * STEPS))
+        self.opacity.setValue(100)
+        self.show_water.setChecked(True)
+        for widget in widgets:
+            widget.blockSignals(False)
         self._show_area()
-        self.status.setText("")
+        self.show_status("")
+        fixes = self.corrections.currentLayer()
+        if fixes is not None and previous is not None and previous.params.scene != run.params.scene:
+            # drawn on another scene: burnt into this one only if the analyst chooses it again
+            self.corrections.setLayer(None)   # (and the area label says so no more)
+            self.show_status(f"Corrections: '{fixes.name()}' was drawn on the previous scene; "
+                             f"choose it again if it applies to this one")
 
     def _alive(self) -> bool:
         """False once any of the run's layers was removed from the project."""
@@ -196,19 +224,32 @@ class ReviewDock(QgsDockWidget):
         return all(not sip.isdeleted(layer) and QgsProject.instance().mapLayer(layer.id()) is not None
                    for layer in layers if layer is not None)
 
-    def set_threshold(self, value: float) -> None:
-        """Restyle the probability layer at ``value`` and update the area; no re-run."""
-        self.slider.blockSignals(True)
-        self.slider.setValue(round(value * STEPS))
-        self.slider.blockSignals(False)
+    def set_threshold(self, shown: float) -> None:
+        """Restyle the probability layer at the threshold shown and update the area; no re-run.
+
+        The run's own threshold, shown rounded, stays exact; any other is put on the 0.01
+        grid of the backend's histogram, from which its area is read."""
         if not self._alive() or self.run.layers.probability is None:
             self.show_status("The run's layers were removed from the project: map again to review",
                              error=True)
             return
+        run_value = float(self.run.result["threshold"])
+        if abs(shown - round(run_value, self.threshold.decimals())) < 1e-9:
+            value = run_value
+        else:
+            value = round(shown * STEPS) / STEPS
+        self.threshold_value = value
+        for widget, position in ((self.slider, round(value * STEPS)), (self.threshold, value)):
+            widget.blockSignals(True)
+            widget.setValue(position)
+            widget.blockSignals(False)
         layers = self.run.layers
         probability = layers.probability
-        at_run = self._at_run_threshold(value)
-        renderer = styles.threshold_renderer(probability.dataProvider(), value)
+        at_run = self._at_run_threshold()
+        if at_run:   # the run's mask shows again; the probability layer gets its own style back
+            renderer = styles.probability_renderer(probability.dataProvider())
+        else:
+            renderer = styles.threshold_renderer(probability.dataProvider(), value)
         renderer.setOpacity(self.opacity.value() / 100)
         probability.setRenderer(renderer)
         probability.triggerRepaint()
@@ -217,9 +258,12 @@ class ReviewDock(QgsDockWidget):
         tree.findLayer(probability.id()).setItemVisibilityChecked(not at_run)
         self._show_area()
 
-    def _at_run_threshold(self, value: float) -> bool:
-        """Whether ``value`` is the threshold the run's own mask was made at."""
-        return abs(value - float(self.run.result["threshold"])) < 1e-9
+    def _at_run_threshold(self) -> bool:
+        """Whether the threshold in force is the one the run's own mask was made at."""
+        return abs(self.threshold_value - float(self.run.result["threshold"])) < 1e-9
+
+    def _threshold_text(self) -> str:
+        return f"{self.threshold_value:.{self.threshold.decimals()}f}"
 
     def _show_area(self) -> None:
         """The area at the dock's threshold: the run's own at its threshold, else read off
@@ -227,8 +271,8 @@ class ReviewDock(QgsDockWidget):
         the label says so."""
         if self.run is None:
             return
-        result, value = self.run.result, self.threshold.value()
-        if self._at_run_threshold(value):
+        result, value = self.run.result, self.threshold_value
+        if self._at_run_threshold():
             text = area_text(float(result["water_area_km2"]), float(result["valid_area_km2"]))
         else:
             histogram = result["probability_histogram"]
@@ -267,7 +311,7 @@ class ReviewDock(QgsDockWidget):
             self.show_status(f"Statistics failed: {error}", error=True)
             return
         layer = context.takeResultLayer(results["OUTPUT"])
-        layer.setName(f"water per polygon (threshold {self.threshold.value():.2f})")
+        layer.setName(f"water per polygon (threshold {self._threshold_text()})")
         QgsProject.instance().addMapLayer(layer)
         before = " (before corrections)" if self.corrections.currentLayer() is not None else ""
         self.show_status(f"Statistics: {layer.featureCount()} polygons, fields valid_px, water_px, "
@@ -275,20 +319,20 @@ class ReviewDock(QgsDockWidget):
 
     def with_mask_at_threshold(self, then: Callable[[str], None]) -> None:
         """Call ``then(mask path)`` with a mask at the current threshold (the run's, or a new one)."""
-        value = self.threshold.value()
-        if self._at_run_threshold(value):
+        if self._at_run_threshold():
             then(self.run.params.mask)
             return
+        text = self._threshold_text()
         folder = tempfile.mkdtemp(prefix="sarflood-review-", dir=QgsProcessingUtils.tempFolder())
-        mask = str(Path(folder) / f"mask_{value:.2f}.tif")
-        params = FinalizeParams(self.run.params.probability, value, mask)
+        mask = str(Path(folder) / f"mask_{text}.tif")
+        params = FinalizeParams(self.run.params.probability, self.threshold_value, mask)
 
         def done(outcome: Outcome) -> None:
             if outcome.ok:
                 then(mask)
             else:
                 self.stats_button.setEnabled(True)
-                self.show_status(f"Mask at {value:.2f} failed: {outcome.error}", error=True)
+                self.show_status(f"Mask at {text} failed: {outcome.error}", error=True)
 
         self._start_backend("SAR Flood Mapper: mask at threshold", params.argv(), done)
 
@@ -340,66 +384,80 @@ class ReviewDock(QgsDockWidget):
         if existing and not self.confirm_overwrite(existing):
             self.show_status("Accept: nothing written")
             return
-        # a failed Accept puts back the corrections file that was there (or none)
-        previous = Path(fixes).read_bytes() if fixes and Path(fixes).is_file() else None
-        if fixes_layer is not None:
-            try:
+        try:
+            # a failed Accept puts back the corrections file that was there (or none)
+            previous = Path(fixes).read_bytes() if fixes and Path(fixes).is_file() else None
+            if fixes_layer is not None:
                 write_geojson(fixes_layer.getFeatures(), fixes_layer.crs(), FIELD,
                               f"Corrections layer '{fixes_layer.name()}'", fixes)
-            except CorrectionsProblem as problem:
-                self.show_status(f"Accept: {problem}", error=True)
-                return
-        value = self.threshold.value()
-        tags = {"SARFLOOD_REVIEW": f"accepted in the QGIS review dock at threshold {value:.2f}"}
-        params = FinalizeParams(self.run.params.probability, value, path, tags, corrections=fixes,
-                                overwrite=bool(existing))
+        except OSError as exc:   # the corrections file there, kept to put back
+            self.show_status(f"Accept failed: {fixes}: cannot be read ({exc.strerror or exc})",
+                             error=True)
+            return
+        except CorrectionsProblem as problem:
+            self.show_status(f"Accept failed: {problem}", error=True)
+            return
+        review = f"accepted in the QGIS review dock at threshold {self._threshold_text()}"
+        tags = {"SARFLOOD_REVIEW": review}
+        params = FinalizeParams(self.run.params.probability, self.threshold_value, path, tags,
+                                corrections=fixes, overwrite=bool(existing))
         self.accept_button.setEnabled(False)
-        self._start_backend("SAR Flood Mapper: accept", params.argv(),
-                            lambda outcome: self._accepted(outcome, path, polygons, fixes, previous))
+        task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
+                                   lambda outcome: self._accepted(outcome, path, polygons))
+        if fixes:
+            def undo(outcome: Outcome) -> None:   # apart from the dock: it runs after an unload too
+                if not outcome.ok:
+                    put_back(fixes, previous)
 
-    def _accepted(self, outcome: Outcome, path: str, polygons: str | None, fixes: str | None,
-                  previous: bytes | None) -> None:
+            task.done.connect(undo)
+
+    def _accepted(self, outcome: Outcome, path: str, polygons: str | None) -> None:
         self.accept_button.setEnabled(True)
         if not outcome.ok:
-            if fixes and previous is None:
-                Path(fixes).unlink(missing_ok=True)
-            elif fixes:
-                Path(fixes).write_bytes(previous)
             self.show_status(f"Accept failed: {outcome.error}", error=True)
             return
+        remove_layers_of(path)   # they would draw the replaced file, under the same name
         layer = add_styled_raster(path, f"final water mask ({Path(path).stem})", styles.mask_renderer)
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
         text = f"Final mask written: {path} ({area})"
         if "corrected_pixels" in outcome.result:
             text += f"; {outcome.result['corrected_pixels']} pixels corrected"
-        self.show_status(text)
+        # corrections that change nothing (drawn elsewhere, in another CRS) say so here
+        text += "".join(f"; warning: {w}" for w in outcome.warnings)
+        warned = bool(outcome.warnings)
+        self.show_status(text, error=warned)
         if polygons:
             params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}
-            self._run_algorithm("sarflood:vectorize", params,
-                                lambda ok, results, context, error: self._polygons_done(ok, results, text, error))
+            self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
+                                self._polygons_done(ok, results, text, warned, error))
 
-    def _polygons_done(self, ok: bool, results: dict, text: str, error: str) -> None:
+    def _polygons_done(self, ok: bool, results: dict, text: str, warned: bool, error: str) -> None:
         if not ok:
             self.show_status(f"{text}; writing polygons failed: {error}", error=True)
             return
+        remove_layers_of(results["OUTPUT"])
         layer = QgsVectorLayer(results["OUTPUT"], f"water polygons ({Path(results['OUTPUT']).stem})", "ogr")
         QgsProject.instance().addMapLayer(layer)
-        self.show_status(f"{text}; {results['POLYGON_COUNT']} polygons written to {results['OUTPUT']}")
+        self.show_status(f"{text}; {results['POLYGON_COUNT']} polygons written to {results['OUTPUT']}",
+                         error=warned)
 
     # --- background work ------------------------------------------------------------------------
 
-    def _start_backend(self, description: str, args: list[str], on_done: Callable[[Outcome], None]) -> None:
+    def _start_backend(self, description: str, args: list[str],
+                       on_done: Callable[[Outcome], None]) -> BackendTask:
         task = BackendTask(description, args, python_setting())
-        self._busy.append(task)
+        keep = (task,)
+        self._busy.append(keep)
 
-        def finish(outcome: Outcome, task=task) -> None:
+        def finish(outcome: Outcome) -> None:
             if sip.isdeleted(self):  # the plugin was unloaded meanwhile
                 return
-            self._busy.remove(task)
+            self._busy.remove(keep)
             on_done(outcome)
 
         task.done.connect(finish)
         QgsApplication.taskManager().addTask(task)
+        return task
 
     def _run_algorithm(self, alg_id: str, params: dict, on_done) -> None:
         """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``."""
@@ -420,6 +478,12 @@ class ReviewDock(QgsDockWidget):
 
         task.executed.connect(finish)
         QgsApplication.taskManager().addTask(task)
+
+    def cancel_tasks(self) -> None:
+        """Stop the work still running (the plugin is being unloaded); the backend then
+        leaves no file."""
+        for task, *_ in self._busy:
+            task.cancel()
 
     def show_status(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #b00;" if error else "")

@@ -65,7 +65,7 @@ def card_html(card: dict[str, Any]) -> str:
     metrics = ", ".join(f"{e(k)} {v:.3f}" for k, v in training.get("metrics", {}).items())
     rows = [("Bands", bands), ("Pixel size", f"{card['pixel_size_m']:g} m"),
             ("Tiles", f"{card['tiling']['tile_size']} px, margin {card['tiling']['margin']} px"),
-            ("Default threshold", f"{card['output']['default_threshold']:.2f}"),
+            ("Default threshold", f"{card['output']['default_threshold']:g}"),
             ("Metrics", metrics or "none reported"), ("Training data", e(training.get("data", ""))),
             ("Licence", e(card.get("license", "")))]
     table = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows)
@@ -80,7 +80,9 @@ def detected_units_text(answer: dict[str, Any]) -> str:
         return "detected: unknown (no metadata, no valid pixel in the sample)"
     source = {"metadata": "from metadata", "values": "from the values"}.get(
         answer.get("units_source") or "", answer.get("units_source") or "")
-    return f"detected: {units} ({source})" if source else f"detected: {units}"
+    text = f"detected: {units} ({source})" if source else f"detected: {units}"
+    # shown, not only in the tooltip: a warning here (VV and VH swapped?) is about this input
+    return "; ".join([text] + [f"warning: {w}" for w in answer.get("warnings", [])])
 
 
 def detected_units_tooltip(answer: dict[str, Any]) -> str:
@@ -88,8 +90,9 @@ def detected_units_tooltip(answer: dict[str, Any]) -> str:
     lines = []
     for name, band in answer.get("bands", {}).items():
         found = answer.get("units", {}).get(name, {})
+        named_by = "your band choice" if band["named_by"] == "--bands" else band["named_by"]
         lines.append(f"{name}: {Path(band['path']).name} band {band['band']} "
-                     f"(named by {band['named_by']}); {found.get('units') or 'unknown'}: "
+                     f"(named by {named_by}); {found.get('units') or 'unknown'}: "
                      f"{found.get('evidence', '')}")
     lines += answer.get("notes", []) + [f"Warning: {w}" for w in answer.get("warnings", [])]
     return "\n".join(lines)
@@ -107,6 +110,7 @@ class RunDialog(QDialog):
         self.setObjectName("SarFloodRunDialog")
         self._queries: list[QueryTask] = []
         self.card: dict[str, Any] | None = None
+        self.backend_problem: str | None = None   # why the backend's Python could not read the card
         self.inspected: dict[str, Any] | None = None   # the backend's inspect answer
         self._inspect_args: list[str] | None = None     # the question it must answer
         self._inspect_timer = QTimer(self)
@@ -323,8 +327,14 @@ class RunDialog(QDialog):
         """The Sentinel-1 input as chosen now; raises InputProblem naming what is wrong."""
         if self.two_layers.isChecked():
             return scene_from_pair(self.vv_layer.currentLayer(), self.vh_layer.currentLayer())
-        bands = (self.vv_band.currentBand(), self.vh_band.currentBand())
-        return scene_from_stack(self.stack_layer.currentLayer(), bands if min(bands) > 0 else None)
+        layer = self.stack_layer.currentLayer()
+        vv, vh = self.vv_band.currentBand(), self.vh_band.currentBand()
+        if (vv > 0) != (vh > 0) and layer is not None and layer.bandCount() >= 2:
+            if layer.bandCount() > 2:
+                raise InputProblem(f"Sentinel-1 input '{layer.name()}': choose both the VV and the VH "
+                                   f"band, or neither (then they are found from the band names)")
+            vv, vh = (vv, 3 - vv) if vv > 0 else (3 - vh, vh)   # of two bands, the other one
+        return scene_from_stack(layer, (vv, vh) if min(vv, vh) > 0 else None)
 
     # --- backend questions --------------------------------------------------------------------
 
@@ -350,8 +360,8 @@ class RunDialog(QDialog):
         if task.python_setting != python_setting():
             return  # an answer about an interpreter the user has since replaced
         interpreter = task.interpreter
-        missing = interpreter is not None and not interpreter.ok
-        self.install_button.setVisible(missing)
+        fixable = interpreter is not None and not interpreter.ok and not interpreter.unusable
+        self.install_button.setVisible(fixable)
         if error:
             self.backend_info.setText(error)
             self.device_info.setText("unknown: the backend did not answer")
@@ -388,19 +398,21 @@ class RunDialog(QDialog):
             self._show_detected("not detected: see the tooltip", error, error=True)
             return
         self.inspected = answer
-        self._show_detected(detected_units_text(answer), detected_units_tooltip(answer))
+        self._show_detected(detected_units_text(answer), detected_units_tooltip(answer),
+                            error=bool(answer.get("warnings")))
         self._show_backend_bands(answer)
 
     def _show_backend_bands(self, answer: dict) -> None:
         """Band combos left to the backend show its choice (by brightness, for unnamed bands);
-        set without signals, so that showing it asks nothing again."""
-        if self.two_layers.isChecked() or min(self.vv_band.currentBand(),
-                                               self.vh_band.currentBand()) > 0:
+        a band the user chose is never replaced. Set without signals, so that showing it asks
+        nothing again."""
+        if self.two_layers.isChecked():
             return
         for combo, name in ((self.vv_band, "VV"), (self.vh_band, "VH")):
-            combo.blockSignals(True)
-            combo.setBand(int(answer["bands"][name]["band"]))
-            combo.blockSignals(False)
+            if combo.currentBand() <= 0:
+                combo.blockSignals(True)
+                combo.setBand(int(answer["bands"][name]["band"]))
+                combo.blockSignals(False)
 
     def _show_detected(self, text: str, tooltip: str, error: bool = False) -> None:
         self.units_detected.setText(text)
@@ -413,17 +425,19 @@ class RunDialog(QDialog):
 
     def refresh_card(self) -> None:
         model = self.model_path()
-        self.card = None
+        self.card = self.backend_problem = None
         if model is None:
             self.card_view.setHtml("<p style='color:#b00'>No model: the plugin ships none; choose a file.</p>")
             return
         self.card_view.setHtml(f"<p>reading the card of {html.escape(str(model))}...</p>")
         self._ask("SAR Flood Mapper: model card", ["card", backend_path(str(model)), "--json"],
-                  lambda answer, error, task, model=model: self._card_answered(model, answer, error))
+                  lambda answer, error, task, model=model: self._card_answered(model, answer, error, task))
 
-    def _card_answered(self, model: Path, answer, error) -> None:
-        if model != self.model_path():
-            return  # the user picked another model meanwhile
+    def _card_answered(self, model: Path, answer, error, task: QueryTask) -> None:
+        if model != self.model_path() or task.python_setting != python_setting():
+            return  # the user picked another model or Python meanwhile
+        if task.interpreter is not None and not task.interpreter.ok:
+            self.backend_problem = error   # the model may be fine: no Python read its card
         if error:
             self.card_view.setHtml(f"<p style='color:#b00'>{html.escape(error)}</p>")
             return
@@ -483,7 +497,8 @@ class RunDialog(QDialog):
         if model is None or not model.is_file():
             raise InputProblem(f"Model: {model or 'no model chosen'} does not exist")
         if self.card is None:
-            raise InputProblem(f"Model: {model} has no valid model card (see the card box)")
+            raise InputProblem(self.backend_problem or
+                               f"Model: {model} has no valid model card (see the card box)")
         extent, extent_crs = self._extent()
         scene = self.current_scene()
         scene_layer = self.vv_layer.currentLayer() if s.two_layers else self.stack_layer.currentLayer()
@@ -491,7 +506,9 @@ class RunDialog(QDialog):
             folder = tempfile.mkdtemp(prefix="sarflood-", dir=QgsProcessingUtils.tempFolder())
         else:
             folder = s.output_dir
-            if not folder or not Path(folder).is_dir():
+            if not folder:
+                raise InputProblem("Output folder: choose a folder, or tick temporary files")
+            if not Path(folder).is_dir():
                 raise InputProblem(f"Output folder: '{folder}' does not exist; choose a folder or "
                                    f"temporary files")
         kinds = ["water_mask", "water_probability"] + (["uncertainty"] if s.tta else [])

@@ -90,6 +90,19 @@ class SceneAlgorithm(SarFloodAlgorithm):
         return path
 
     @staticmethod
+    def keep_empty_outputs_off_the_map(result: dict[str, Any], paths: list[str | None], context,
+                                       feedback) -> None:
+        """An all-no-data result has nothing to show: its files are written, but not loaded
+        into the project (as the run dialog does), and the log says where they are."""
+        if int(result.get("valid_pixels", 1)) != 0:
+            return
+        loading = context.layersToLoadOnCompletion()
+        written = [path for path in paths if path and loading.pop(path, None) is not None]
+        context.setLayersToLoadOnCompletion(loading)
+        if written:
+            feedback.pushWarning("Not added to the map, having no valid pixel: " + ", ".join(written))
+
+    @staticmethod
     def area_results(result: dict[str, Any]) -> dict[str, float | None]:
         """The area outputs; no water share (None, as Otsu's THRESHOLD_DB) without a valid pixel."""
         areas = {name: float(result[key]) for name, key in _RESULT_KEYS.items()}

@@ -93,6 +93,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
             extent=extent, extent_crs=extent_crs,
             overwrite=any(Path(p).exists() for p in outputs))
         result = self.run_backend(params.argv(), feedback)
+        self.keep_empty_outputs_off_the_map(result, outputs, context, feedback)
         for path, renderer in ((mask, styles.mask_renderer), (probability, styles.probability_renderer),
                                (uncertainty, styles.uncertainty_renderer)):
             self.style_output(context, path, renderer)

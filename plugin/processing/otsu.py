@@ -44,6 +44,7 @@ class OtsuAlgorithm(SceneAlgorithm):
         params = OtsuParams(scene=scene, mask=mask, extent=extent, extent_crs=extent_crs,
                             overwrite=Path(mask).exists())
         result = self.run_backend(params.argv(), feedback)
+        self.keep_empty_outputs_off_the_map(result, [mask], context, feedback)
         self.style_output(context, mask, styles.mask_renderer)
         # no threshold when the scene has no valid pixel (all no data, as the backend warns)
         threshold = result.get("threshold_db")

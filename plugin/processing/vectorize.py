@@ -9,8 +9,7 @@ from __future__ import annotations
 from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterVectorDestination, QgsProcessingUtils,
-                       QgsUnitTypes)
+                       QgsProcessingParameterVectorDestination, QgsUnitTypes, QgsVectorLayer)
 
 from .base import SarFloodAlgorithm
 from .masks import check_mask_layer, ellipsoid_of
@@ -65,8 +64,10 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         if feedback.isCanceled():  # the child stops early and returns what it had written
             self.remove_vector_output(destination)
             raise QgsProcessingException("cancelled: the polygons were not written")
-        layer = QgsProcessingUtils.mapLayerFromString(kept, context)
-        if layer is None:
+        # read back from the file: a project layer of the same path (mapLayerFromString's
+        # first pick) still counts the features of the file this run replaced
+        layer = context.temporaryLayerStore().mapLayer(kept) or QgsVectorLayer(kept, "", "ogr")
+        if not layer.isValid():
             raise QgsProcessingException(f"{kept}: the polygons were written but cannot be read back")
         count = layer.featureCount()
         feedback.pushInfo(f"{count} polygons of value {value} kept (>= {min_area:g} m²)")

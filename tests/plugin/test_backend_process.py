@@ -34,3 +34,33 @@ def test_a_killed_run_leaves_no_temporary_file(tmp_path):
     outcome = run.run(kill_once_writing)
     assert outcome.returncode == -signal.SIGKILL and not outcome.ok
     assert sorted(p.name for p in out.iterdir()) == [other_run.name]
+    # it said "exit code -9: no message"
+    assert outcome.error.startswith("the backend was killed (signal 9, SIGKILL), most often by the "
+                                    "system running out of memory")
+
+
+def test_a_failed_run_keeps_its_error_output_for_the_log(qgis_app):
+    """The last stderr lines were kept for the one-line message only, never shown."""
+    from qgis.core import Qgis, QgsApplication
+
+    from sarflood.plugin.backend_env import find_interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+    from sarflood.plugin.task import log_failure
+
+    outcome = BackendProcess(find_interpreter(), ["no-such-command"]).run()
+    assert outcome.returncode == 2 and not outcome.ok
+    assert any("invalid choice: 'no-such-command'" in line for line in outcome.stderr)
+    assert outcome.error.startswith("the backend failed with exit code 2: ")
+    logged = []
+
+    def log(message, tag, level):
+        logged.append((tag, level, message))
+
+    QgsApplication.messageLog().messageReceived.connect(log)
+    try:
+        log_failure("Flood map: scene", outcome)
+    finally:
+        QgsApplication.messageLog().messageReceived.disconnect(log)
+    assert logged == [("SAR Flood Mapper", Qgis.Critical,
+                       f"Flood map: scene failed: {outcome.error}\nThe backend's last error output:\n"
+                       + "\n".join(outcome.stderr))]

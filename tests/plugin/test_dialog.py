@@ -1,4 +1,6 @@
 """The run dialog, driven with qtbot: band guessing, the model card, devices, settings, bad input."""
+import re
+
 import numpy as np
 import pytest
 from qgis.core import QgsProject, QgsRasterLayer, QgsSettings
@@ -83,6 +85,86 @@ def test_bad_input_is_named_and_nothing_runs(plugin, qtbot, models, tmp_path):
     with qtbot.assertNotEmitted(dialog.runRequested):
         qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
     assert "no_such_folder' does not exist" in dialog.status.text()
+    dialog.output_dir.setFilePath("")   # it said "Output folder: '' does not exist"
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    assert dialog.status.text() == "Output folder: choose a folder, or tick temporary files"
+    wait_for_tasks(qtbot)
+
+
+def test_unreadable_and_moved_input_layers_are_named_as_such(plugin, qtbot, models, two_band_scene,
+                                                             tmp_path):
+    """A corrupt file's layer was said to have one band, and a moved file's layer to be
+    something to save as a GeoTIFF."""
+    from sarflood.plugin.inputs import InputProblem, scene_from_pair
+
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_text("not a raster")
+    invalid = QgsRasterLayer(str(corrupt), "corrupt")
+    QgsProject.instance().addMapLayer(invalid)   # as a project keeps an unavailable layer
+    moved = _add(two_band_scene, "moved away")
+    vh = _add(write_raster(tmp_path / "vh.tif", [np.zeros((8, 8), np.float32)]))
+    dialog = plugin.show_dialog()
+    dialog.model.setFilePath(str(models["threshold"]))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    dialog.temporary.setChecked(True)
+    dialog.stack_layer.setLayer(invalid)
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    assert dialog.status.text() == (f"Sentinel-1 input layer 'corrupt' cannot be read as a raster: "
+                                    f"{corrupt} is not a file GDAL can open")
+
+    two_band_scene.rename(tmp_path / "elsewhere.tif")
+    dialog.stack_layer.setLayer(moved)
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    gone = f"layer 'moved away': its file no longer exists: {two_band_scene} (moved, renamed or deleted?)"
+    assert dialog.status.text() == f"Sentinel-1 input {gone}"
+    with pytest.raises(InputProblem, match=re.escape(f"VV {gone}")):
+        scene_from_pair(moved, vh)   # said before its band count
+    wait_for_tasks(qtbot)
+
+
+def test_a_chosen_python_that_does_not_exist_is_named_not_the_model(plugin, qtbot, two_band_scene):
+    """It said the bundled model had no valid card, and offered the installer, which fills
+    the plugin's .venv while the setting keeps naming the missing Python."""
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    dialog.python.setFilePath("/nonexistent/python3")
+    qtbot.waitUntil(lambda: "/nonexistent/python3" in dialog.backend_info.text(), timeout=30000)
+    wait_for_tasks(qtbot)
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    assert dialog.status.text() == (
+        "The SAR Flood Mapper backend cannot run with /nonexistent/python3 (the Python chosen in "
+        "the plugin's settings): interpreter /nonexistent/python3 does not exist. Choose another "
+        "one, or clear the setting to use the plugin's own environment.")
+    assert not dialog.install_button.isVisibleTo(dialog)
+    wait_for_tasks(qtbot)
+
+
+def test_one_band_chosen_of_two_takes_the_other_and_is_never_undone(plugin, qtbot, two_band_scene,
+                                                                    tmp_path):
+    """VV = 2 with VH left to the backend: the choice was dropped (no --bands) and the combos
+    were set back to VV 1, VH 2 when the backend answered."""
+    from sarflood.plugin.inputs import InputProblem
+
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    assert (dialog.vv_band.currentBand(), dialog.vh_band.currentBand()) == (1, 2)
+    dialog.vh_band.setBand(-1)
+    dialog.vv_band.setBand(2)
+    assert dialog.current_scene().bands == (2, 1)
+    qtbot.waitUntil(lambda: dialog.inspected is not None, timeout=30000)
+    assert dialog.inspected["bands"]["VV"]["band"] == 2
+    assert (dialog.vv_band.currentBand(), dialog.vh_band.currentBand()) == (2, 1)
+
+    # of three bands, the other one cannot be told
+    plane = np.zeros((8, 8), np.float32)
+    dialog.stack_layer.setLayer(_add(write_raster(tmp_path / "three.tif", [plane] * 3)))
+    dialog.vv_band.setBand(3)
+    with pytest.raises(InputProblem, match="'three': choose both the VV and the VH band, or neither"):
+        dialog.current_scene()
     wait_for_tasks(qtbot)
 
 
@@ -182,8 +264,8 @@ def test_detected_units_are_shown_beside_the_override(plugin, qtbot, tmp_path, u
     assert meter.stop() < 0.1
     assert dialog.units_detected.text() == f"detected: {units} (from the values)"
     tip = dialog.units_detected.toolTip()
-    assert f"VV: scene_1.tif band 1 (named by --bands); {units}: " in tip and evidence in tip
-    assert f"VH: scene_1.tif band 2 (named by --bands); {units}: " in tip
+    assert f"VV: scene_1.tif band 1 (named by your band choice); {units}: " in tip and evidence in tip
+    assert f"VH: scene_1.tif band 2 (named by your band choice); {units}: " in tip
     # the override box beside it still decides what the run is told
     assert dialog.request().params.units is None
     dialog.units.setCurrentIndex(dialog.units.findData("amplitude"))

@@ -309,3 +309,90 @@ def test_the_final_mask_of_a_temporary_run_defaults_to_a_lasting_folder(qgis_app
         assert lasting_folder(temporary) == Path.home()
     finally:
         project.setFileName(saved)
+
+
+def test_a_run_with_warnings_does_not_end_in_a_green_done(plugin, qgis_iface, qtbot, models,
+                                                          two_band_scene):
+    """VV and VH swapped by the band choice: the backend's warning was in a tooltip before
+    the run and gone behind "Done" and a green Success after it."""
+    layer = QgsRasterLayer(str(two_band_scene), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    dialog = _start_run(plugin, qtbot, layer, models["threshold"], two_band_scene.parent)
+    dialog.temporary.setChecked(True)
+    dialog.vv_band.setBand(2)
+    dialog.vh_band.setBand(1)
+    qtbot.waitUntil(lambda: "swapped" in dialog.units_detected.text(), timeout=30000)
+    assert dialog.units_detected.text().startswith("detected: dB (from the values); warning: ")
+    assert "color: #b00" in dialog.units_detected.styleSheet()
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    assert blocker.args[0] is not None, dialog.status.text()
+    status = dialog.status.text()
+    assert status.startswith("Done: ") and "\nWarning: " in status and "swapped" in status
+    assert "color: #b00" in dialog.status.styleSheet()
+    bar = qgis_iface.messageBar()
+    assert bar.get_messages(Qgis.Success) == []
+    warning = bar.get_messages(Qgis.Warning)[-1]
+    assert "km² of water" in warning and "swapped" in warning
+    wait_for_tasks(qtbot)
+
+
+def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path):
+    """SIGKILL, as the OOM killer sends it, said "exit code -9: no message", and no failed
+    run reached the log panel."""
+    import os
+    import signal
+    import subprocess
+
+    from qgis.core import QgsApplication
+
+    from sarflood.plugin.backend_env import find_interpreter
+    from sarflood.plugin.gui.run_dialog import bundled_model
+    from .conftest import REPO
+
+    scene = tmp_path / "scene.tif"
+    subprocess.run([find_interpreter().path, "-m", "backend", "scene", str(scene), "--size", "1536"],
+                   cwd=REPO, check=True, capture_output=True)
+    layer = QgsRasterLayer(str(scene), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    out = tmp_path / "out"
+    out.mkdir()
+    dialog = _start_run(plugin, qtbot, layer, bundled_model(), out, tta=True)
+
+    def backend_children() -> list[int]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = Path(f"/proc/{pid}/cmdline").read_text()
+            except (OSError, IndexError, ValueError):
+                continue   # gone meanwhile
+            if parent == os.getpid() and "predict" in command:
+                found.append(int(pid))
+        return found
+
+    logged = []
+
+    def log(message, tag, level):
+        logged.append((tag, level, message))
+
+    QgsApplication.messageLog().messageReceived.connect(log)
+    try:
+        with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+            qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+            qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=60000)
+            children = backend_children()
+            assert len(children) == 1
+            os.kill(children[0], signal.SIGKILL)
+    finally:
+        QgsApplication.messageLog().messageReceived.disconnect(log)
+    assert blocker.args[0] is None
+    status = dialog.status.text()
+    assert status.startswith("the backend was killed (signal 9, SIGKILL), most often by the system "
+                             "running out of memory: try a smaller tile size"), status
+    assert qgis_iface.messageBar().get_messages(Qgis.Critical)[-1].endswith(status)
+    assert any(tag == "SAR Flood Mapper" and level == Qgis.Critical and status in message
+               for tag, level, message in logged), logged
+    assert list(out.iterdir()) == []
+    assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: scene") is None
+    wait_for_tasks(qtbot)

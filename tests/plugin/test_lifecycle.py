@@ -48,3 +48,38 @@ def test_qgis_process_mode_registers_the_provider_without_gui(qgis_iface, qgis_p
     assert registry.algorithmById("sarflood:mapwater") is not None
     plugin.unload()
     assert registry.providerById("sarflood") is None
+
+
+def test_unload_stops_an_accept_in_flight(plugin, qtbot, models, two_band_scene, tmp_path):
+    """Unload cancelled the run but not the dock's tasks: the final mask was written after
+    it, with no layer and no message; nor is the corrections file left."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer
+    from qgis.PyQt.QtCore import Qt
+
+    from .conftest import wait_for_tasks
+    from .test_gui_run import _start_run
+
+    layer = QgsRasterLayer(str(two_band_scene), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    dialog = _start_run(plugin, qtbot, layer, models["threshold"], tmp_path)
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    assert blocker.args[0] is not None, dialog.status.text()
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    feature = QgsFeature(fixes.fields())
+    feature.setGeometry(QgsGeometry.fromRect(layer.extent()))
+    feature.setAttributes([1])
+    fixes.addFeature(feature)
+    final = tmp_path / "final.tif"
+    dock.final_path.setFilePath(str(final))
+    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    assert final.with_suffix(".corrections.geojson").exists()   # written before the backend starts
+    plugin.unload()
+    _flush_deletes()
+    wait_for_tasks(qtbot)
+    assert not final.exists() and not final.with_suffix(".corrections.geojson").exists()
+    assert [p.name for p in tmp_path.iterdir() if "final" in p.name] == []
+    assert not any("final" in layer.name() for layer in QgsProject.instance().mapLayers().values())
+    fixes.rollBack()

@@ -181,6 +181,34 @@ def test_mapwater_all_nodata_chip_reports_it(provider, models, real_chips, tmp_p
     assert (read_raster(out["OUTPUT_MASK"]) == 255).all()
 
 
+def test_all_nodata_outputs_are_not_loaded_into_the_project(provider, models, real_chips, tmp_path,
+                                                            qgis_new_project):
+    """As the run dialog does: two empty layers were added to the project, the warnings
+    only in the log."""
+    import processing
+    from qgis.core import QgsProject
+
+    chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
+    messages = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushWarning(self, text):  # noqa: N802
+            messages.append(text)
+            super().pushWarning(text)
+
+    paths = [tmp_path / name for name in ("m.tif", "p.tif", "o.tif")]
+    out = processing.runAndLoadResults("sarflood:mapwater", {
+        "INPUT": str(chip), "MODEL": str(models["threshold"]), "OUTPUT_MASK": str(paths[0]),
+        "OUTPUT_PROBABILITY": str(paths[1])}, feedback=Feedback())
+    assert out["VALID_AREA_KM2"] == 0
+    processing.runAndLoadResults("sarflood:otsu", {"INPUT": str(chip), "OUTPUT_MASK": str(paths[2])},
+                                 feedback=Feedback())
+    assert QgsProject.instance().mapLayers() == {}
+    assert all(path.exists() for path in paths)   # written, as asked
+    assert f"Not added to the map, having no valid pixel: {paths[0]}, {paths[1]}" in messages
+    assert f"Not added to the map, having no valid pixel: {paths[2]}" in messages
+
+
 def test_otsu_on_the_all_nodata_chip_has_no_threshold(provider, real_chips, tmp_path):
     """It crashed on float(None) after the backend had written the (all no data) mask."""
     import processing

@@ -90,6 +90,29 @@ def test_vectorize_keeps_pieces_above_the_mapping_unit(provider, tmp_path):
     assert kept == pytest.approx([_utm_area_m2(4), _utm_area_m2(400)], rel=2e-4)
 
 
+def test_vectorize_counts_the_file_it_wrote_when_the_project_shows_it(provider, qgis_new_project,
+                                                                       tmp_path):
+    """With the project in the context, the count came from the loaded layer of the same
+    path, which still counted the file this run replaced."""
+    import processing
+    from qgis.core import QgsProcessing, QgsProcessingContext, QgsProject
+
+    path, _ = _mask(tmp_path)
+    out = str(tmp_path / "water.gpkg")
+    first = processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0, "OUTPUT": out})
+    assert first["POLYGON_COUNT"] == 2
+    QgsProject.instance().addMapLayer(QgsVectorLayer(out, "water polygons", "ogr"))
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    again = processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 1000, "OUTPUT": out},
+                           context=context)
+    assert again["POLYGON_COUNT"] == 1 == QgsVectorLayer(out, "w", "ogr").featureCount()
+    for destination in ("memory:", QgsProcessing.TEMPORARY_OUTPUT):   # not files: counted all the same
+        kept = processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 1000,
+                                                     "OUTPUT": destination}, context=context)
+        assert kept["POLYGON_COUNT"] == 1
+
+
 def test_vectorize_real_label_chip_matches_pixel_count(provider, real_chips, tmp_path):
     """Sen1Floods11 Spain label (EPSG:4326): summed polygon area = water pixels x pixel area."""
     import processing

@@ -1,0 +1,200 @@
+"""The review dock after a run: the threshold in force, what Accept writes and says, and the
+layers it replaces (qtbot clicks, real backend, tiny exact models)."""
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from osgeo import gdal, ogr
+from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer,
+                       QgsRectangle, QgsSingleBandPseudoColorRenderer)
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QMessageBox
+
+from .conftest import read_raster, wait_for_tasks
+from .test_gui_run import CHIP, _answer_next_question, _start_run
+
+
+def _run(plugin, qtbot, path: Path, model, out_dir, configure=None):
+    """A run from the dialog of the raster at ``path``; the ReviewRun it hands the dock."""
+    layer = QgsRasterLayer(str(path), path.stem)
+    QgsProject.instance().addMapLayer(layer)
+    dialog = _start_run(plugin, qtbot, layer, model, out_dir)
+    if configure is not None:
+        configure(dialog)
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+    assert blocker.args[0] is not None, dialog.status.text()
+    return blocker.args[0]
+
+
+def _accept(dock, qtbot, path: Path, wait_for: str = "Final mask written") -> str:
+    before = dock.status.text()
+    dock.final_path.setFilePath(str(path))
+    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.status.text() != before and wait_for in dock.status.text()
+                    or "failed" in dock.status.text(), timeout=60000)
+    return dock.status.text()
+
+
+def _draw(layer, rect: QgsRectangle, water: int) -> None:
+    feature = QgsFeature(layer.fields())
+    feature.setGeometry(QgsGeometry.fromRect(rect))
+    feature.setAttributes([water])
+    assert layer.addFeature(feature)
+
+
+def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, qtbot, models,
+                                                                       two_band_scene, tmp_path):
+    """The corrections are written first, beside the final mask: into a missing or read-only
+    folder that raised an OSError out of the click (QGIS's Python error dialog)."""
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    missing = tmp_path / "missing" / "final.tif"
+    # root writes through permission bits; sysfs refuses even root
+    read_only = Path("/sys/fs") if os.geteuid() == 0 else tmp_path / "ro"
+    if read_only != Path("/sys/fs"):
+        read_only.mkdir()
+        read_only.chmod(0o555)
+    for target, why in ((missing, f"the folder {missing.parent} does not exist"),
+                        (read_only / "final.tif", f"cannot write in the folder {read_only} (")):
+        dock.final_path.setFilePath(str(target))
+        with qtbot.capture_exceptions() as raised:
+            qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+        assert raised == []
+        status = dock.status.text()
+        assert status.startswith(f"Accept failed: {target.with_suffix('.corrections.geojson')}: {why}")
+        assert ".part" not in status and "color: #b00" in dock.status.styleSheet()
+        assert not target.exists() and dock.accept_button.isEnabled()
+    assert not missing.parent.exists()
+    fixes.rollBack()
+    wait_for_tasks(qtbot)
+
+
+def test_a_card_threshold_off_the_grid_is_reviewed_and_accepted_exactly(plugin, qgis_iface, qtbot,
+                                                                        real_chips, tmp_path):
+    """A calibrated default (0.437) is not on the slider's 0.01 grid: the dock showed 0.44
+    with the area at 0.44, and Accept wrote the mask at 0.44, not the one reviewed."""
+    from training.toy_models import raw_db_card, threshold_model
+
+    from sarflood.plugin.summary import area_text, valid_area, water_area_at
+
+    model = tmp_path / "calibrated.onnx"
+    onnx.save(threshold_model(raw_db_card("calibrated", margin=0, threshold=0.437)), model)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = _run(plugin, qtbot, real_chips / "S1Hand" / CHIP, model, out,
+               configure=lambda dialog: dialog.use_model_threshold.setChecked(True))
+    assert run.result["threshold"] == 0.437
+    dock = plugin.dock
+    run_area = area_text(run.result["water_area_km2"], run.result["valid_area_km2"])
+    assert dock.threshold.value() == pytest.approx(0.437) and "0.437" in dock.threshold.text()
+    assert dock.area.text() == run_area
+    assert run_area in qgis_iface.messageBar().get_messages(Qgis.Success)[-1]
+
+    # on the grid once moved; back at the run's value, exact again
+    dock.slider.setValue(45)
+    hist = run.result["probability_histogram"]
+    assert dock.threshold_value == 0.45
+    assert dock.area.text() == area_text(water_area_at(hist, 0.45), valid_area(hist)) != run_area
+    dock.threshold.setValue(0.437)
+    assert dock.threshold_value == 0.437 and dock.area.text() == run_area
+
+    final = tmp_path / "final.tif"
+    assert "Final mask written" in _accept(dock, qtbot, final)
+    assert gdal.Open(str(final)).GetMetadataItem("SARFLOOD_THRESHOLD") == "0.437"
+    assert "threshold 0.437" in gdal.Open(str(final)).GetMetadataItem("SARFLOOD_REVIEW")
+    np.testing.assert_array_equal(read_raster(final), read_raster(run.params.mask))
+    wait_for_tasks(qtbot)
+
+
+def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qtbot, models, real_chips,
+                                                                tmp_path):
+    """Accept, move the slider, Accept onto the same file (Yes to "Replace files?"): the
+    project kept the first layers beside the new ones, drawing the replaced files, and the
+    polygon count was the old file's."""
+    run = _run(plugin, qtbot, real_chips / "S1Hand" / CHIP, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.polygons.setChecked(True)
+    dock.min_area.setValue(0)
+    final = tmp_path / "final.tif"
+    assert "polygons written" in _accept(dock, qtbot, final, "polygons written")
+    dock.slider.setValue(20)
+    _answer_next_question(QMessageBox.Yes)
+    status = _accept(dock, qtbot, final, "polygons written")
+    wait_for_tasks(qtbot)
+
+    project = QgsProject.instance()
+    masks = project.mapLayersByName("final water mask (final)")
+    polygons = project.mapLayersByName("water polygons (final)")
+    assert len(masks) == 1 and len(polygons) == 1
+    mask = masks[0]
+    block = mask.dataProvider().block(1, mask.extent(), mask.width(), mask.height())
+    shown = np.frombuffer(bytes(block.data()), np.uint8).reshape(mask.height(), mask.width())
+    probability = read_raster(run.params.probability)
+    assert int((shown == 1).sum()) == int((read_raster(final) == 1).sum()) == int((probability > 0.2).sum())
+    ds = ogr.Open(str(final.with_suffix(".gpkg")))
+    in_file = ds.GetLayer(0).GetFeatureCount()
+    ds = None
+    assert f"; {in_file} polygons written" in status and polygons[0].featureCount() == in_file
+
+
+def test_corrections_of_another_scene_are_not_reused_and_accept_warnings_show(
+        plugin, qtbot, models, real_chips, two_band_scene, tmp_path):
+    """Corrections drawn on one scene were burnt into the next run's Accept unasked (changing
+    nothing, yet named in its tags), and the backend's warning that they lie outside the
+    mask was neither shown nor logged; "Show the water layers" stayed unticked."""
+    chip = real_chips / "S1Hand" / CHIP
+    _run(plugin, qtbot, chip, models["threshold"], tmp_path)
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    x0, dx, _, y0, _, dy = gdal.Open(str(chip)).GetGeoTransform()
+    _draw(fixes, QgsRectangle(x0 + 10 * dx, y0 + 60 * dy, x0 + 60 * dx, y0 + 10 * dy), 1)
+    dock.show_water.setChecked(False)
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    assert dock.corrections.currentLayer() is None
+    assert "'Mask corrections' was drawn on the previous scene" in dock.status.text()
+    assert "before corrections" not in dock.area.text()
+    assert dock.show_water.isChecked() and run.layers.group.isVisible()
+
+    # chosen again by the analyst, they are used; the backend's warning is shown and logged
+    logged = []
+
+    def log(message, tag, level):
+        logged.append((tag, level, message))
+
+    QgsApplication.messageLog().messageReceived.connect(log)
+    try:
+        dock.corrections.setLayer(fixes)
+        status = _accept(dock, qtbot, tmp_path / "final.tif")
+    finally:
+        QgsApplication.messageLog().messageReceived.disconnect(log)
+    assert "0 pixels corrected; warning: " in status and "outside the mask" in status
+    assert "color: #b00" in dock.status.styleSheet()
+    assert any(tag == "SAR Flood Mapper" and level == Qgis.Warning and "outside the mask" in message
+               for tag, level, message in logged), logged
+    fixes.rollBack()
+    wait_for_tasks(qtbot)
+
+
+def test_back_at_the_run_threshold_the_probability_style_returns(plugin, qtbot, models, two_band_scene,
+                                                                tmp_path):
+    """The probability layer kept the two-class threshold style after the slider came back."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.opacity.setValue(60)
+    dock.threshold.setValue(0.3)
+    dock.threshold.setValue(0.5)
+    renderer = run.layers.probability.renderer()
+    assert isinstance(renderer, QgsSingleBandPseudoColorRenderer)
+    items = renderer.shader().rasterShaderFunction().colorRampItemList()
+    assert [item.label for item in items] == ["0 (dry)", "0.5", "1 (water)"]
+    assert renderer.opacity() == pytest.approx(0.6)
+    tree = QgsProject.instance().layerTreeRoot()
+    assert tree.findLayer(run.layers.mask.id()).isVisible()
+    wait_for_tasks(qtbot)
