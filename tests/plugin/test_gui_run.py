@@ -248,9 +248,10 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     wait_for_tasks(qtbot)
 
 
-def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_path):
-    from sarflood.plugin.backend_env import find_interpreter
+def _big_scene(tmp_path) -> tuple[QgsRasterLayer, Path]:
+    """A generated 1536 px scene in the project (a run long enough to stop), and an output folder."""
     import subprocess
+    from sarflood.plugin.backend_env import find_interpreter
     from .conftest import REPO
 
     scene = tmp_path / "scene.tif"
@@ -260,7 +261,12 @@ def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_pa
     QgsProject.instance().addMapLayer(layer)
     out = tmp_path / "out"
     out.mkdir()
+    return layer, out
+
+
+def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_path):
     from sarflood.plugin.gui.run_dialog import bundled_model
+    layer, out = _big_scene(tmp_path)
     dialog = _start_run(plugin, qtbot, layer, bundled_model(), out, tta=True)
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
         qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
@@ -342,21 +348,11 @@ def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path
     run reached the log panel."""
     import os
     import signal
-    import subprocess
 
     from qgis.core import QgsApplication
 
-    from sarflood.plugin.backend_env import find_interpreter
     from sarflood.plugin.gui.run_dialog import bundled_model
-    from .conftest import REPO
-
-    scene = tmp_path / "scene.tif"
-    subprocess.run([find_interpreter().path, "-m", "backend", "scene", str(scene), "--size", "1536"],
-                   cwd=REPO, check=True, capture_output=True)
-    layer = QgsRasterLayer(str(scene), "scene")
-    QgsProject.instance().addMapLayer(layer)
-    out = tmp_path / "out"
-    out.mkdir()
+    layer, out = _big_scene(tmp_path)
     dialog = _start_run(plugin, qtbot, layer, bundled_model(), out, tta=True)
 
     def backend_children() -> list[int]:

@@ -12,6 +12,18 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLa
 from .conftest import REPO, read_raster, write_raster
 
 
+
+class WarningsFeedback(QgsProcessingFeedback):
+    """Keeps the warnings a run pushes."""
+
+    def __init__(self):
+        super().__init__()
+        self.warnings: list[str] = []
+
+    def pushWarning(self, text):  # noqa: N802
+        self.warnings.append(text)
+        super().pushWarning(text)
+
 def _scene_arrays(seed: int = 1, size: int = 96):
     rng = np.random.default_rng(seed)
     vv = rng.normal(-12.0, 5.0, (size, size)).astype(np.float32)
@@ -165,16 +177,12 @@ def test_mapwater_all_nodata_chip_reports_it(provider, models, real_chips, tmp_p
     import processing
 
     chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
-    messages = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushWarning(self, text):  # noqa: N802
-            messages.append(text)
-            super().pushWarning(text)
+    feedback = WarningsFeedback()
+    messages = feedback.warnings
 
     out = processing.run("sarflood:mapwater", {
         "INPUT": str(chip), "MODEL": str(models["threshold"]), "OUTPUT_MASK": str(tmp_path / "m.tif")},
-        feedback=Feedback())
+        feedback=feedback)
     assert any("no valid pixel" in m and "Paraguay_34417_S1Hand.tif" in m for m in messages), messages
     assert out["VALID_AREA_KM2"] == 0 and out["WATER_AREA_KM2"] == 0
     assert out["WATER_FRACTION"] is None   # no share of nothing (it said 0.0)
@@ -189,20 +197,16 @@ def test_all_nodata_outputs_are_not_loaded_into_the_project(provider, models, re
     from qgis.core import QgsProject
 
     chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
-    messages = []
-
-    class Feedback(QgsProcessingFeedback):
-        def pushWarning(self, text):  # noqa: N802
-            messages.append(text)
-            super().pushWarning(text)
+    feedback = WarningsFeedback()
+    messages = feedback.warnings
 
     paths = [tmp_path / name for name in ("m.tif", "p.tif", "o.tif")]
     out = processing.runAndLoadResults("sarflood:mapwater", {
         "INPUT": str(chip), "MODEL": str(models["threshold"]), "OUTPUT_MASK": str(paths[0]),
-        "OUTPUT_PROBABILITY": str(paths[1])}, feedback=Feedback())
+        "OUTPUT_PROBABILITY": str(paths[1])}, feedback=feedback)
     assert out["VALID_AREA_KM2"] == 0
     processing.runAndLoadResults("sarflood:otsu", {"INPUT": str(chip), "OUTPUT_MASK": str(paths[2])},
-                                 feedback=Feedback())
+                                 feedback=feedback)
     assert QgsProject.instance().mapLayers() == {}
     assert all(path.exists() for path in paths)   # written, as asked
     assert f"Not added to the map, having no valid pixel: {paths[0]}, {paths[1]}" in messages
