@@ -1,10 +1,12 @@
 """Atomic file writes: write to a hidden temporary file beside the target, then rename.
 
 A reader never sees a half-written file, and a failed or interrupted write leaves
-the target as it was and no temporary file behind.
+the target as it was and no temporary file behind. A killed process (SIGKILL) cannot
+remove its temporary file: :func:`remove_stale` lets the next writer of the target do it.
 """
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +31,29 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale(path: Path) -> None:
+    """Remove the temporary files of ``path`` left by processes no longer running on this
+    machine; the process id in their names (:func:`atomic_path`) keeps a live writer's."""
+    path = Path(path)
+    head, tail = f".{path.stem}.", f".tmp{path.suffix}"
+    for tmp in path.parent.glob(f"{glob.escape(head)}*{glob.escape(tail)}"):
+        pid = tmp.name[len(head):-len(tail)]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
 def write_text_atomic(path: Path, text: str) -> None:
+    remove_stale(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

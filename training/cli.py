@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (CUDA if available), cpu or cuda")
 
 
-def _worker_error(message: str) -> str:
+def worker_error(message: str) -> str:
     """The error's own text where torch's DataLoader re-raised it from a worker process:
     there its message is the worker's whole traceback, ending in ``module.Type: text``."""
     head = re.match(r"Caught (\w+) in DataLoader worker process \d+\.\n", message)
@@ -54,7 +55,7 @@ def fail(message: str) -> int:
     """Report a user error: one line, or a headline and its problems one a line (see
     ``training.data.layout.problems_message``); the exit code for it."""
     lines = (ln[: len(ln) - len(ln.lstrip())] + " ".join(ln.split())
-             for ln in _worker_error(str(message)).strip().splitlines())
+             for ln in worker_error(str(message)).strip().splitlines())
     print("error: " + "\n".join(ln for ln in lines if ln.strip()), file=sys.stderr)
     return 1
 
@@ -71,8 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         if sub == name:  # only the chosen subcommand's module is imported
             importlib.import_module(module).add_arguments(p)
     args = parser.parse_args(argv)
+    # SIGTERM (timeout, Slurm, systemd) stops a command as Ctrl-C does, through its
+    # finally blocks, which remove its temporary files; a training loop stops between
+    # steps on either (training.train.stop_requests)
+    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return importlib.import_module(SUBCOMMANDS[args.command][0]).run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -191,10 +191,13 @@ def make_config(preset: str, overrides: dict[str, Any] | None = None) -> TrainCo
     """The preset's config with ``overrides`` applied (values may be strings)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    known = {f.name: f for f in fields(TrainConfig)}
+    known = [f.name for f in fields(TrainConfig) if f.name != "preset"]
     values = {**PRESETS[preset], "preset": preset}
     for key, raw in (overrides or {}).items():
-        if key not in known or key == "preset":
+        if key == "preset":  # a field, but it names the preset --preset chose
+            raise ConfigError(f"the preset is chosen with --preset ({' or '.join(PRESETS)}), "
+                              f"not --set")
+        if key not in known:
             raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known)}")
         values[key] = _coerce(key, raw)
     cfg = TrainConfig(**values)
@@ -230,6 +233,9 @@ def _check(cfg: TrainConfig) -> None:
             problems.append(f"{name} must not be negative")
     if cfg.width <= 0 or cfg.compact_width <= 0:
         problems.append("widths must be positive")
+    for name in ("rates", "compact_rates"):
+        if not getattr(cfg, name) or min(getattr(cfg, name)) < 1:
+            problems.append(f"{name} takes one or more positive integers")
     if cfg.crop < 32:
         problems.append("crop must be at least 32 (the encoder's stride is 16)")
     if cfg.pixel_size_m <= 0:

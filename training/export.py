@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from backend.card import CARD_KEY, BandSpec, ModelCard
 from backend.model import OnnxModel
 
-from .atomic import atomic_path, unwritable
+from .atomic import atomic_path, remove_stale, unwritable
 from .checkpoint import CheckpointError, load_model
 from .data.conventions import S1_BANDS, S1_WINDOWS
 from .methods import get_method
@@ -105,7 +105,15 @@ def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:
         metrics["iou_valid"] = float(doc["best"]["iou_valid"])
     extra = checkpoint.parent / "metrics.json"
     if extra.is_file():
-        metrics.update({k: float(v) for k, v in json.loads(extra.read_text()).items()
+        try:
+            doc = json.loads(extra.read_text(encoding="utf-8"))
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise ExportError(f"{extra}: not readable JSON ({exc}); rerun the reproduce "
+                              f"that wrote it, or move it away to export without test "
+                              f"metrics") from None
+        if not isinstance(doc, dict):
+            raise ExportError(f"{extra}: not a JSON object of metrics")
+        metrics.update({k: float(v) for k, v in doc.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return metrics
 
@@ -196,6 +204,7 @@ def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any
                           f"validation; export {checkpoint.parent / 'best.pt'}")
     _check_out(out)
     card = build_card(doc, run_metrics(checkpoint, doc), version, model.size_multiple)
+    remove_stale(out)  # what an export killed by SIGKILL left
     with atomic_path(out) as tmp:
         _onnx_export(model, tmp)
         proto = onnx.load(str(tmp))

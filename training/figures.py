@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluate
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale, unwritable
 from .cli import DEVICES
 from .data import s2index
 from .data.io import read_label, read_s1, read_s2
@@ -94,6 +94,7 @@ def draw(rows: list[tuple[ChipFiles, str]], method: evaluate.Method, out: Path) 
               Patch(color=NO_DATA, label="no data")]
     fig.legend(handles=legend, loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
+    remove_stale(out)  # what a figure killed by SIGKILL left
     try:
         with atomic_path(out) as tmp:
             fig.savefig(tmp, dpi=80)
@@ -134,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
     from .cli import fail
 
     out = Path(args.out)
+    # first: a folder or an unwritable place is not fixed by --overwrite
+    problem = unwritable(out)
+    if problem:
+        return fail(problem)
     if out.exists() and not args.overwrite:
         return fail(f"{out}: exists; pass --overwrite to replace it")
     if bool(args.compare_data) != bool(args.compare_split_file):

@@ -45,9 +45,9 @@ class Method:
         return sum({"s1": 2, "s2": 4}[b] for b in self.inputs)
 
     @property
-    def needs_external(self) -> bool:
-        """Trains on the external set (the paper's ED), which is not public."""
-        return any(src.split == EXTERNAL for pool in self.pools for src in pool)
+    def splits(self) -> set[str]:
+        """The splits it trains on."""
+        return {src.split for pool in self.pools for src in pool}
 
 
 _HAND = Source(HAND_TRAIN, "label")

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from . import ddp
+from .atomic import write_text_atomic
 from .checkpoint import CheckpointError, load_model
 from .cli import add_run_arguments, fail
 from .config import ConfigError, TrainConfig, make_config, parse_overrides
@@ -40,7 +41,8 @@ from .evaluate import evaluate, load_split, otsu
 from .export import ExportError, export
 from .losses import distillation_loss, edge_weighted_ce
 from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order
-from .rundata import PIXEL_SIZE_M, describe, has_external, open_run_data, open_split
+from .rundata import (OPTIONAL_SETS, PIXEL_SIZE_M, describe, missing_sets, open_run_data,
+                      open_split)
 from .models import build_model
 from .train import Interrupted, RunError, RunSpec, predict_probability, score, train
 
@@ -76,7 +78,7 @@ def score_run(best: Path, method: Method, eval_sets: dict[str, Any], cfg: TrainC
         iou = score(model, dataset, method.inputs, cfg.eval_batch, device,
                     scale).summary()["iou"]
         metrics[f"iou_{split}"] = iou
-    (best.parent / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_text_atomic(best.parent / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
 
 
@@ -170,7 +172,7 @@ def _fmt(s: dict[str, Any] | None) -> str:
 def write_table(doc: dict[str, Any], results: Path) -> None:
     """table1.json (everything) and table1.md (for people)."""
     results.mkdir(parents=True, exist_ok=True)
-    (results / "table1.json").write_text(json.dumps(doc, indent=1))
+    write_text_atomic(results / "table1.json", json.dumps(doc, indent=1))
     synthetic = doc["data"].startswith("SYNTHETIC")
     lines = [f"# Table 1 of Garg et al., reproduced (preset `{doc['preset']}`, "
              f"{doc['seeds']} seed{'s' if doc['seeds'] > 1 else ''})", ""]
@@ -195,9 +197,11 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
         paper = BY_NAME[row["method"]].paper_iou
         lines.append(f"| {row['title']} | - | not run | not run | "
                      f"{'-' if paper is None else f'{paper:.2f}'} | - | - |")
-    if doc.get("not_run"):
-        lines += ["", f"Not run: {doc['not_run'][0]['why']}. Those rows train on it; "
-                  "paired S1 + S2 chips in the layout of training/README.md bring them back."]
+    for split, (_, source) in OPTIONAL_SETS.items():
+        rows = [r["method"] for r in doc.get("not_run", []) if r["why"] == _without(split)]
+        if rows:
+            lines += ["", f"Not run ({', '.join(rows)}): {_without(split)}. Those rows train "
+                      f"on it; {source} bring them back."]
     lines += ["", "IoU of the water class over all scored pixels of a split "
               "(training/metrics.py); mean ± sample standard deviation over seeds "
               "(no ± with one seed). Paper: Garg et al., Table 1 (mean ± std of 5 runs); "
@@ -232,7 +236,7 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
     lines += ["", "## Runs", "", f"Machine: {doc['machine']}. Wall time of this reproduce "
               f"call: {doc['wall_seconds'] / 60:.1f} min (runs resumed or finished earlier "
               f"keep their own times in table1.json).", ""]
-    (results / "table1.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(results / "table1.md", "\n".join(lines) + "\n")
 
 
 def _machine() -> str:
@@ -246,23 +250,32 @@ def _machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}, torch {torch.__version__}"
 
 
-NO_EXTERNAL = "the data has no external set (the paper's ED is not public)"
+def _without(split: str) -> str:
+    return f"the data has no {OPTIONAL_SETS[split][0]}"
 
 
-def select(names: list[str] | None, data: Path) -> tuple[list[Method], list[Method]]:
+def select(names: list[str] | None, data: Path) -> tuple[list[Method], dict[str, str]]:
     """The methods to run, with the teachers their students need; and the rows of the
-    whole table left out because ``data`` has no external set (the real Sen1Floods11 as
-    published). Rows named in ``names`` are never left out: their data checks fail."""
+    whole table left out, each with why: ``data`` lacks a set they train on (the real
+    Sen1Floods11 as published has no external set). Rows named in ``names`` are never
+    left out: their data checks fail."""
     if not names:
-        if has_external(data):
-            return list(METHODS), []
-        return ([m for m in METHODS if not m.needs_external],
-                [m for m in METHODS if m.needs_external])
+        missing = missing_sets(data)
+        why = {m.name: _without(next(s for s in missing if s in m.splits))
+               for m in METHODS if m.splits & set(missing)}
+        return [m for m in METHODS if m.name not in why], why
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; expected {', '.join(BY_NAME)}")
     wanted = set(names) | {BY_NAME[n].teacher for n in names if BY_NAME[n].teacher}
-    return [m for m in METHODS if m.name in wanted], []
+    return [m for m in METHODS if m.name in wanted], {}
+
+
+def notes(left_out: dict[str, str]) -> list[str]:
+    """A line per reason rows were left out."""
+    return [f"note: {why}; left out of the table: "
+            f"{', '.join(n for n, w in left_out.items() if w == why)}"
+            for why in dict.fromkeys(left_out.values())]
 
 
 def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
@@ -273,9 +286,8 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     chosen, left_out = select(methods, data)
-    if left_out:
-        print(f"note: {NO_EXTERNAL}; left out of the table: "
-              f"{', '.join(m.name for m in left_out)}", flush=True)
+    for line in notes(left_out):
+        print(line, flush=True)
     order = [m for m in training_order() if m in chosen]
     # open and check every dataset before the first step
     run_data = {m.name: open_run_data(data, m, cfg.cache) for m in order}
@@ -335,7 +347,7 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
 
 def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, float]],
               speed: dict[str, dict], data: Path, cfg: TrainConfig, seeds: int,
-              eval_sets: dict[str, Any], wall: float, left_out: list[Method]
+              eval_sets: dict[str, Any], wall: float, left_out: dict[str, str]
               ) -> dict[str, Any]:
     rows, stats = [], {}
     for m in METHODS:
@@ -356,8 +368,8 @@ def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, f
             "data": describe(data), "data_path": str(data),
             "measured_on": f"the hand-labelled splits {sizes} of that data",
             "rows": rows, "checks": checks(stats, speed), "paper_checks": paper_checks(),
-            "not_run": [{"method": m.name, "title": m.title, "why": NO_EXTERNAL}
-                        for m in left_out],
+            "not_run": [{"method": m.name, "title": m.title, "why": left_out[m.name]}
+                        for m in METHODS if m.name in left_out],
             "speed": speed,
             "machine": _machine(), "wall_seconds": round(wall, 1)}
 
@@ -433,7 +445,7 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
     return {"preset": preset, "seeds": seeds, "device": str(dev),
             "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
             "rows": rows, "total_min": round(total / 60, 1),
-            "left_out": [m.name for m in left_out],
+            "left_out": left_out,
             "splits": {"valid": n_valid, "test+bolivia": n_eval}}
 
 
@@ -456,6 +468,10 @@ def run(args: argparse.Namespace) -> int:
     out = (args.out or Path("runs") / f"reproduce-{args.preset}").resolve()
     args.results = args.results.resolve()
     methods = [s.strip() for s in args.methods.split(",")] if args.methods else None
+    # before --estimate too: it projected negative time for --seeds -2
+    for option, value in (("--seeds", args.seeds), ("--bench-size", args.bench_size)):
+        if value < 1:
+            return fail(f"{option} {value}: give at least 1")
     if not args.estimate and (args.set or methods) and args.results == RESULTS.resolve():
         # a smoke run or a subset would replace the committed table of the whole preset
         return fail(f"{RESULTS.relative_to(REPO)} holds the table of whole presets: a run "
@@ -467,8 +483,8 @@ def run(args: argparse.Namespace) -> int:
             for r in est["rows"]:
                 print(f"{r['method']:16} {r['step_s']:.3f} s/step, {r['chip_s']:.3f} s/chip "
                       f"scored, {r['run_min']:.1f} min/run x {r['runs']} runs")
-            if est["left_out"]:
-                print(f"note: {NO_EXTERNAL}; left out: {', '.join(est['left_out'])}")
+            for line in notes(est["left_out"]):
+                print(line)
             print(f"projected: {est['total_min']:.0f} min for {args.seeds} seed(s) on "
                   f"{est['device']} ({est['threads']} threads, load average "
                   f"{est['load_average'][0]:.2f}); chip decoding and export not counted")

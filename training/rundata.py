@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from .data.datasets import external, hand_labeled, weakly_labeled
-from .data.layout import DatasetError, Layout
+from .data.layout import WEAK_KINDS, DatasetError, Layout
 from .methods import EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method
 from .synth.writer import MANIFEST
 from .train import RunData
@@ -62,20 +62,35 @@ def _unpack(v: Any) -> Any:
     return v.long() if v.dtype == torch.int8 else v
 
 
-def has_external(root: Path) -> bool:
-    """Whether the dataset folder holds an external set (``external/``, our layout)."""
-    return Layout.find(root).external.is_dir()
+# the training sets a dataset folder may lack: what each is, and what brings it back
+OPTIONAL_SETS = {
+    S1F11_WEAK: ("weakly labelled set", "Sen1Floods11's weakly labelled chips "
+                 "(v1.1/data/flood_events/WeaklyLabeled)"),
+    EXTERNAL: ("external set (the paper's ED is not public)",
+               "paired S1 + S2 chips with an NDWI weak label in the layout of training/README.md")}
+
+
+def _set_folder(root: Path, split: str) -> Path:
+    layout = Layout.find(root)
+    return layout.weak / WEAK_KINDS.s1 if split == S1F11_WEAK else layout.external
+
+
+def missing_sets(root: Path) -> list[str]:
+    """The sets of :data:`OPTIONAL_SETS` the dataset folder lacks."""
+    return [split for split in OPTIONAL_SETS if not _set_folder(root, split).is_dir()]
 
 
 def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
     """A split as a torch dataset: hand-labelled splits, ``weak`` or ``external``."""
-    if split == EXTERNAL and not has_external(root):
-        needing = ", ".join(m.name for m in METHODS if m.needs_external)
-        raise DatasetError(
-            f"{root}: no external set ({Layout.find(root).external} is missing); the rows "
-            f"{needing} train on it. The paper's external dataset (ED) is not public: give "
-            "paired S1 + S2 chips with an NDWI weak label in the layout of training/README.md, "
-            "or leave those rows out (--methods hand,weak,teacher)")
+    missing = missing_sets(root)
+    if split in missing:
+        what, source = OPTIONAL_SETS[split]
+        needing = ", ".join(m.name for m in METHODS if split in m.splits)
+        runnable = ",".join(m.name for m in METHODS
+                            if m.kind != "otsu" and not m.splits & set(missing))
+        raise DatasetError(f"{_set_folder(root, split)} not found: the data has no {what}; the "
+                           f"rows {needing} train on it: give {source}, or leave those rows "
+                           f"out (--methods {runnable})")
     key = (str(Path(root).resolve()), split, s2)
     if cache:
         # a cached split with S2 also serves runs that do not read S2

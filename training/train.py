@@ -10,19 +10,24 @@ What a run folder holds:
 - ``train.log``: a line per logged step and per validation;
 - ``summary.json``: written once the run is complete.
 
-Rerunning the same command resumes from ``last.pt``. Batches and augmentations are
-a pure function of (seed, step) (see :mod:`training.batches`) and the dropout RNG
-is reseeded from (seed, step, rank) every step, so on CPU a resumed run repeats
-exactly the steps an uninterrupted one would have taken. On CUDA the batches and
-dropout masks are the same, but the steps only up to rounding: the backward of
-bilinear interpolation and of adaptive average pooling, and the NLL loss, have no
-deterministic CUDA kernel.
+Rerunning the same command resumes from ``last.pt``. Once the run is complete,
+``best.pt`` and ``summary.json`` are all it needs: a finished run whose ``last.pt``
+was deleted (the largest file) is still finished, and a folder holding either of
+them without ``last.pt`` is refused rather than trained over. Batches and
+augmentations are a pure function of (seed, step) (see :mod:`training.batches`) and
+the dropout RNG is reseeded from (seed, step, rank) every step, so on CPU a resumed
+run repeats exactly the steps an uninterrupted one would have taken. On CUDA the
+batches and dropout masks are the same, but the steps only up to rounding: the
+backward of bilinear interpolation and of adaptive average pooling, and the NLL
+loss, have no deterministic CUDA kernel.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,9 +40,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import ddp
+from .atomic import remove_stale, write_text_atomic
 from .batches import StepBatches, derive_seed, distill_builder, supervised_builder
 from .checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
+from .cli import worker_error
 from .config import TrainConfig
+from .data.layout import DatasetError
 from .losses import distillation_loss, edge_weighted_ce
 from .methods import Method, get_method
 from .metrics import Scoreboard
@@ -53,9 +61,9 @@ class RunError(ValueError):
 class Interrupted(Exception):
     """The run stopped early on request; ``last.pt`` holds its finished steps."""
 
-    def __init__(self, step: int, out_dir: Path):
-        super().__init__(f"stopped after step {step}; rerun the same command to resume "
-                         f"from {out_dir / 'last.pt'}")
+    def __init__(self, step: int, out_dir: Path, message: str | None = None):
+        super().__init__(message or f"stopped after step {step}; rerun the same command to "
+                         f"resume from {out_dir / 'last.pt'}")
         self.step = step
 
 
@@ -113,6 +121,23 @@ def stop_requests() -> Iterator[dict[str, bool]]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _stops_left_to_the_main_process(worker_id: int) -> None:  # noqa: ARG001 - worker_init_fn
+    """A DataLoader worker ignores SIGINT, and SIGTERM unless its main process sends it.
+    Sent to the whole process group (Ctrl-C, Slurm, systemd), torch's own SIGTERM handler
+    in the worker ended it, and the run with it; the main process stops between steps,
+    then ends its workers, with SIGTERM those that do not stop (at exit, too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):   # POSIX; elsewhere torch's own handling stays
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # a thread below takes it
+        threading.Thread(target=_end_on_sigterm_from_parent, daemon=True).start()
+
+
+def _end_on_sigterm_from_parent() -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != os.getppid():
+        pass
+    os._exit(0)
 
 
 @torch.no_grad()
@@ -182,9 +207,15 @@ def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> n
     return model.to(device).eval()
 
 
-# config fields that only choose a run's lr and weight decay; the run's identity holds
-# those itself, so a run made under another grid or per-row lr still resumes
-_LR_CHOICE = ("lr", "weight_decay", "lr_grid", "wd_grid", "method_lr")
+# config fields a run resumes under other values of: those that only choose a run's lr
+# and weight decay (its identity holds them itself), and those that change neither the
+# batches (a pure function of seed and step) nor the weights. Not eval_batch (precise
+# batch norm averages over batches of that size), nor cache (cached chips are float16)
+_NOT_RESULT = ("lr", "weight_decay", "lr_grid", "wd_grid", "method_lr",
+               "workers", "log_every", "checkpoint_every")
+# a mismatch is named by the most telling setting first; model_spec last, as it
+# follows from the config keys, which name the setting
+_TELLING = ("method", "seed", "lr", "weight_decay")
 
 
 # fields whose default is not how runs behaved before the field existed
@@ -200,24 +231,60 @@ def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
         spec = {"zero_init_residual": _BEFORE_FIELD["zero_init_residual"], **spec}
     # one key per setting, so that a mismatch names the setting, not the whole config
     return {**{k: v for k, v in identity.items() if k != "config"}, "model_spec": spec,
-            **{f"config {k}": v for k, v in config.items() if k not in _LR_CHOICE}}
+            **{f"config {k}": v for k, v in config.items() if k not in _NOT_RESULT}}
 
 
-def _resume_state(run: RunSpec, path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
+def _order(key: str) -> tuple[int, str]:
+    if key in _TELLING:
+        return _TELLING.index(key), key
+    return len(_TELLING) + (key == "model_spec"), key
+
+
+def _of_this_run(run: RunSpec, path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, refused unless it was written by a run with ``run``'s
+    settings (those that change the result)."""
     try:
-        state = load_checkpoint(path)
+        doc = load_checkpoint(path)
     except CheckpointError as exc:
         raise RunError(f"cannot resume: {exc}") from None
-    theirs, ours = _comparable(state.get("run", {})), _comparable(run.identity())
-    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    theirs, ours = _comparable(doc.get("run", {})), _comparable(run.identity())
+    diff = [k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k)]
     if diff:
-        k = diff[0]
+        k = min(diff, key=_order)
         raise RunError(f"{path} belongs to a run with other settings ({k}: "
-                       f"{theirs.get(k)!r} there, {ours.get(k)!r} now); use another "
-                       f"--out folder or delete that one")
-    return state
+                       f"{theirs.get(k)!r} there, {ours.get(k)!r} now); give that setting "
+                       f"as it was to resume it, or use another --out folder")
+    return doc
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    """A finished run's summary; None where it is not readable JSON (cut short by a copy
+    or a full disk: it is written atomically)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _finished_without_last(run: RunSpec, out_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run whose ``last.pt`` was deleted; None where ``out_dir``
+    holds no run. A ``best.pt`` or ``summary.json`` alone is refused: a run from step 0
+    would replace them (its first validation writes ``best.pt``)."""
+    best, summary = out_dir / "best.pt", out_dir / "summary.json"
+    if not best.exists() and not summary.exists():
+        return None
+    if not (best.exists() and summary.exists()):
+        have = best if best.exists() else summary
+        raise RunError(f"{out_dir} holds {have.name} but no last.pt to resume from: a run "
+                       f"there would start over and replace it; use another --out folder, "
+                       f"or move {have.name} away to train the run again")
+    _of_this_run(run, best)
+    doc = _read_summary(summary)
+    if doc is None:
+        raise RunError(f"{summary}: not readable JSON (cut short?), and no last.pt to write "
+                       f"it again from; use another --out folder")
+    return doc
 
 
 def _check_finite(model: nn.Module, step: int) -> None:
@@ -246,22 +313,38 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     network in its last state (``None`` when the folder held a finished run).
 
     ``stop_at`` stops after that step as an interruption would (for job-time
-    limits); every check happens before the first step.
+    limits), at once where the run has reached it; every check happens before the
+    first step.
     """
     d = d or ddp.Dist(0, 1, torch.device("cpu"))
     cfg, method = run.config, run.method
-    summary_path = out_dir / "summary.json"
-    state = _resume_state(run, out_dir / "last.pt")
-    if state is not None and summary_path.exists():
-        return json.loads(summary_path.read_text()), None
+    summary_path, last_path = out_dir / "summary.json", out_dir / "last.pt"
+    state = _of_this_run(run, last_path) if last_path.exists() else None
+    if state is None:
+        finished = _finished_without_last(run, out_dir)
+        if finished is not None:
+            return finished, None
+    elif summary_path.exists():
+        # unreadable, it is written again: the loop below has no step left to run
+        summary = _read_summary(summary_path)
+        if summary is not None:
+            return summary, None
+    start = 0 if state is None else state["step"]
+    if stop_at is not None and stop_at <= start < cfg.steps:
+        raise Interrupted(start, out_dir, f"already at step {start}, at or past --stop-at "
+                                          f"{stop_at}: nothing trained; give a later one, or "
+                                          f"none, to continue from {last_path}")
     teacher_model = _load_teacher(run, teacher, d.device)
     # a student resumed with another teacher would mix two teachers' lessons
     teacher_digest = (hashlib.sha256(teacher.read_bytes()).hexdigest()
                       if teacher_model is not None else None)
     if state is not None and state.get("teacher_sha256", teacher_digest) != teacher_digest:
-        raise RunError(f"{out_dir / 'last.pt'} was trained from another teacher than "
+        raise RunError(f"{last_path} was trained from another teacher than "
                        f"{teacher}; use another --out folder or the same teacher")
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
+    if d.is_main:  # what a save killed by SIGKILL left (summary.json: as it is written)
+        for name in ("last.pt", "best.pt"):
+            remove_stale(out_dir / name)
     scale = data.pixel_size_m / cfg.pixel_size_m  # model pixels per chip pixel
     if method.kind == "distill":
         build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs, scale)
@@ -278,17 +361,17 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     optimiser = torch.optim.SGD(model.parameters(), lr=run.lr, momentum=cfg.momentum,
                                 weight_decay=run.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _poly(cfg.steps, cfg.poly_power))
-    start, best, elapsed = 0, {"step": 0, "iou_valid": None}, 0.0
+    best, elapsed = {"step": 0, "iou_valid": None}, 0.0
     if state is not None:
-        load_weights(model, state["model"], str(out_dir / "last.pt"))
+        load_weights(model, state["model"], str(last_path))
         optimiser.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, best, elapsed = state["step"], state["best"], state["seconds"]
+        best, elapsed = state["best"], state["seconds"]
     net = ddp.wrap(model, d)
 
     def save_last(step: int) -> None:
         _check_finite(model, step)
-        save_checkpoint(out_dir / "last.pt", {
+        save_checkpoint(last_path, {
             "run": run.identity(), "model_spec": run.model_spec, "model": model.state_dict(),
             "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "best": best, "seconds": elapsed + time.perf_counter() - t0,
@@ -304,12 +387,29 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
             f"process(es) on {d.device}; data: {data.description}")
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.steps),
                         num_workers=cfg.workers, generator=torch.Generator(),
+                        worker_init_fn=_stops_left_to_the_main_process,
                         persistent_workers=False)
     t0 = time.perf_counter()
     calib: list[Tensor] = []  # whole training chips for precise batch norm, made once
-    with stop_requests() as stop:
+    with bar, stop_requests() as stop:  # the bar is closed before any message
         net.train()
-        for step, batch in zip(range(start, cfg.steps), loader):
+        batches_in = iter(loader)
+        for step in range(start, cfg.steps):
+            try:
+                batch = next(batches_in)
+            except DatasetError as exc:
+                # a chip bad only in its pixels (label codes, a corrupt block): the steps
+                # done are saved (a multiple of checkpoint_every is already), so that a
+                # rerun once the file is fixed resumes from them
+                reason = worker_error(str(exc)).strip()
+                if not d.is_main:
+                    raise DatasetError(reason) from None
+                if step > start and step % cfg.checkpoint_every:
+                    save_last(step)
+                log(f"stopped after step {step}: {reason}")
+                raise DatasetError(reason + (
+                    f" (steps 1-{step} are saved: once the file is fixed, rerun the same "
+                    f"command to resume from {last_path})" if step else "")) from None
             torch.manual_seed(derive_seed(run.seed, "step", step, d.rank))  # dropout
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
             loss = _loss(net, teacher_model, batch, cfg, d)
@@ -356,12 +456,10 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
             if d.is_main and (done % cfg.checkpoint_every == 0 or done == cfg.steps or halt):
                 save_last(done)
             if halt:
-                bar.close()
                 if d.is_main:
                     log(f"interrupted after step {done}")
                 ddp.barrier(d)
                 raise Interrupted(done, out_dir)
-    bar.close()
     seconds = elapsed + time.perf_counter() - t0
     summary = {"method": method.name, "title": method.title, "seed": run.seed,
                "lr": run.lr, "weight_decay": run.weight_decay, "steps": cfg.steps,
@@ -371,7 +469,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                "device": d.device.type, "data": data.description}
     if d.is_main:
         log(f"done: best valid IoU {best['iou_valid']} at step {best['step']}")
-        summary_path.write_text(json.dumps(summary, indent=1))
+        write_text_atomic(summary_path, json.dumps(summary, indent=1))
     # only rank 0 validated: every rank returns its summary (reproduce picks a grid
     # point from it on every rank, and all must pick the same)
     return ddp.from_main(summary, d), model

@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         spec = RunSpec(method, cfg, args.seed, cfg.lr_for(method.name) if args.lr is None
                        else args.lr, cfg.weight_decay)
         # what needs no data is checked before the data is read (minutes on the real set)
+        if args.stop_at is not None and args.stop_at < 1:
+            return fail(f"--stop-at {args.stop_at}: give a step of at least 1")
         require_teacher(method, args.teacher)
         problem = unwritable(args.out, folder=True)
         if problem:
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary, _ = train(spec, data, args.out, teacher=args.teacher, d=d,
                            progress=not args.no_progress, stop_at=args.stop_at)
-    # a DatasetError here is what shows only in the pixels: label codes, a corrupt block
+    # a DatasetError here is what shows only in the pixels (label codes, a corrupt block);
+    # train() saved the steps done first
     except (RunError, CheckpointError, DatasetError) as exc:
         return fail(str(exc))
     except Interrupted as exc:

@@ -1,7 +1,9 @@
 """Atomic writes: the target appears whole or not at all, and no temporary file is left."""
+import subprocess
+
 import pytest
 
-from training.atomic import atomic_path, write_text_atomic
+from training.atomic import atomic_path, remove_stale, write_text_atomic
 
 
 def test_success_replaces_target(tmp_path):
@@ -22,3 +24,16 @@ def test_failure_keeps_target_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("writer failed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+
+
+def test_the_next_writer_removes_what_a_killed_one_left(tmp_path):
+    """A process killed with SIGKILL cannot remove its temporary file; the process id in
+    the name tells whether its writer still runs."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale, running = f".m.{gone.pid}.tmp.onnx", ".m.1.tmp.onnx"   # pid 1 runs
+    others = [f".n.{gone.pid}.tmp.onnx", f".m.{gone.pid}.tmp.json", ".m.x.tmp.onnx", "m.onnx"]
+    for name in (stale, running, *others):
+        (tmp_path / name).write_text("x")
+    remove_stale(tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running, *others])

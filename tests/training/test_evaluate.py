@@ -1,6 +1,7 @@
 """``python -m training evaluate`` and ``figure``: one scoring path for Otsu, models, masks, S2 rules."""
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import onnx
@@ -172,9 +173,26 @@ def test_a_split_file_names_its_rows_unless_a_split_does(real_chips, tmp_path, c
 
 def test_figure_png(data, tmp_path, capsys):
     out = tmp_path / "fig.png"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / f".fig.{gone.pid}.tmp.png").write_bytes(b"half")   # as a SIGKILL leaves it
     assert main(["figure", "--data", str(data), "--split", "train", "--chips", "2", "--out", str(out)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
     import matplotlib.image
     img = matplotlib.image.imread(out)
     assert img.shape[0] > 300 and img.shape[1] > 1000
     assert main(["figure", "--data", str(data), "--out", str(out)]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+def test_figure_names_an_out_it_cannot_write_at_once(tmp_path, capsys):
+    """A folder as --out said "exists; pass --overwrite", and an unwritable one failed
+    only after the figure was drawn; the data path does not exist, so an answer about it
+    would mean the work was done first."""
+    nowhere = str(tmp_path / "nowhere")
+    for out, extra, text in ((tmp_path, [], f"{tmp_path}: is a folder, not a file"),
+                             (tmp_path, ["--overwrite"], f"{tmp_path}: is a folder, not a file"),
+                             ("/proc/fig.png", [], "/proc/fig.png: cannot write in /proc")):
+        assert main(["figure", "--data", nowhere, "--out", str(out), *extra]) == 1
+        err = capsys.readouterr().err
+        assert text in err and err.count("\n") == 1, err

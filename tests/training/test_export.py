@@ -1,8 +1,11 @@
 """Export to ONNX: parity with torch, the card, the backend's acceptance, refusals."""
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +151,60 @@ def test_card_takes_grid_and_tiling_from_the_run(tmp_path):
     assert (card.pixel_size_m, card.tile_size, card.margin) == (16.0, 320, 32)
     assert card.metrics == {"iou_test": 0.5} and card.version == "2.0.0"
     assert card.name == "sarflood-hand" and "width 0.25" in card.extra["architecture"]
+
+
+def test_sigterm_during_export_leaves_no_temporary_file(runs, tmp_path):
+    """SIGTERM (timeout, Slurm, systemd) killed the export with its half-written model
+    beside --out and its scratch folder left; what a SIGKILL leaves, the next export of
+    that file removes."""
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    out.mkdir()
+    scratch.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (out / f".m.{gone.pid}.tmp.onnx").write_bytes(b"half")   # as a SIGKILL leaves it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training", "export", str(runs / "hand" / "best.pt"),
+         "--out", str(out / "m.onnx")], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)})
+    deadline = time.time() + 300   # until the backend checks run on the written model
+    while (time.time() < deadline and proc.poll() is None
+           and not list(scratch.glob("sarflood-export-*"))):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    assert list(out.iterdir()) == [] and list(scratch.glob("sarflood-export-*")) == []
+
+
+def test_metrics_json_is_written_atomically_and_a_truncated_one_named(runs, tmp_path,
+                                                                      monkeypatch):
+    """reproduce wrote metrics.json in place; a truncated one gave export a traceback."""
+    from training.config import make_config
+    from training.methods import get_method
+    from training.reproduce import score_run
+
+    from .tiny_chips import TinyChips
+
+    best = tmp_path / "best.pt"
+    shutil.copy(runs / "hand" / "best.pt", best)
+    (tmp_path / "metrics.json").write_text('{"iou_test": 0.5}')
+    real_write = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real_write(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError):
+        score_run(best, get_method("hand"), {"test": TinyChips(2)}, make_config("cpu"),
+                  torch.device("cpu"))
+    monkeypatch.undo()
+    assert (tmp_path / "metrics.json").read_text() == '{"iou_test": 0.5}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "metrics.json"]
+
+    (tmp_path / "metrics.json").write_text('{"iou_test": 0.1')
+    proc = cli("training", "export", str(best), "--out", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"{tmp_path / 'metrics.json'}: not readable JSON" in proc.stderr

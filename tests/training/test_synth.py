@@ -8,10 +8,10 @@ import rasterio
 
 from training import reproduce
 from training.cli import main
+from training.config import make_config
 from training.data import s2index
 from training.data.io import read_label, read_s1, read_s2
 from training.data.layout import HAND_SPLITS, DatasetError, Layout
-from training.methods import METHODS
 from training.data.sets import external_chips, hand_chips, weak_chips
 from training.synth import bench, events, noise, sar, scene, writer
 from training.synth.landcover import CROP, FLOODED_VEG, OPEN_WATER, URBAN, make_landcover
@@ -154,8 +154,20 @@ def test_a_set_of_no_chips_is_left_out_as_in_a_dataset_without_it(tmp_path):
     layout = Layout.standard(root)
     assert not layout.external.exists() and not layout.weak.exists()
     assert sorted(p.name for p in layout.truth.iterdir()) == ["HandLabeled"]
-    _, left_out = reproduce.select(None, root)
-    assert left_out and left_out == [m for m in METHODS if m.needs_external]
+    chosen, left_out = reproduce.select(None, root)
+    assert [m.name for m in chosen] == ["otsu", "hand", "teacher"]
+    no_weak, no_ed = ("the data has no weakly labelled set",
+                      "the data has no external set (the paper's ED is not public)")
+    assert left_out == {"weak": no_weak, "weak_ed": no_weak, "student": no_ed,
+                        "student_compact": no_ed}
+    # the table says why, and what brings the rows back
+    doc = reproduce.table_doc({}, {}, {}, root, make_config("cpu"), 1, {"test": [0]}, 0.0,
+                              left_out)
+    reproduce.write_table(doc, tmp_path / "results")
+    md = (tmp_path / "results" / "table1.md").read_text()
+    assert (f"Not run (weak, weak_ed): {no_weak}. Those rows train on it; Sen1Floods11's "
+            "weakly labelled chips (v1.1/data/flood_events/WeaklyLabeled) bring them back") in md
+    assert f"Not run (student, student_compact): {no_ed}." in md
     with pytest.raises(DatasetError, match="S1Weak: weakly labelled folder not found"):
         weak_chips(root)   # as a real dataset without its weak set, not "holds no chips"
 

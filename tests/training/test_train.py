@@ -1,6 +1,9 @@
 """The training loop on small in-memory chips: resume, checkpoints, refusals."""
 import json
 import re
+import subprocess
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,7 +175,12 @@ def test_config_presets_and_overrides():
     assert per_row.grid("hand") == [(0.03, per_row.weight_decay)]
     assert per_row.lr_for("weak") == 0.02 and per_row.lr_for("teacher") == per_row.lr
     for bad, msg in [({"steps": "abc"}, "cannot read 'abc'"), ({"steps": "1.5"}, "cannot read"),
-                     ({"preset": "paper"}, "unknown config key 'preset'"),
+                     # a field, yet it said "unknown config key 'preset'; known keys: preset, ..."
+                     ({"preset": "paper"}, r"the preset is chosen with --preset \(paper or cpu\)"),
+                     # empty or not positive: refused only once the data was read, by the model
+                     ({"rates": ""}, "rates takes one or more positive integers"),
+                     ({"rates": "2,0"}, "rates takes one or more positive integers"),
+                     ({"compact_rates": "-2"}, "compact_rates takes one or more positive"),
                      ({"tile_margin": "300"}, "tile_size must be a multiple of 16"),
                      ({"rates": "1,x"}, "cannot read '1,x'"),
                      ({"precise_bn_chips": "-1"}, "precise_bn_chips must not be negative"),
@@ -182,3 +190,107 @@ def test_config_presets_and_overrides():
                      ({"method_lr": "hand=-1"}, "method_lr entry 'hand=-1'")]:
         with pytest.raises(ConfigError, match=msg):
             make_config("cpu", bad)
+    with pytest.raises(ConfigError) as err:
+        make_config("cpu", {"lrate": "0.1"})
+    assert "known keys: arch, width," in str(err.value) and "preset" not in str(err.value)
+
+
+def test_a_finished_run_without_last_pt_is_finished_and_its_best_pt_kept(tmp_path):
+    """Deleting last.pt (the largest file) from a finished run made a rerun train from
+    step 0 and replace the chosen best.pt, under a summary.json describing the old one."""
+    run = tmp_path / "run"
+    summary, _ = train(tiny_run(), tiny_data(), run, progress=False)
+    chosen = (run / "best.pt").read_bytes()
+    (run / "last.pt").unlink()
+    again, model = train(tiny_run(workers=1), tiny_data(), run, progress=False)
+    assert model is None and again == summary
+    assert (run / "train.log").read_text().count("start hand") == 1
+    with pytest.raises(RunError, match=r"best.pt belongs to a run with other settings "
+                                       r"\(config steps: 6 there, 8 now\)"):
+        train(tiny_run(steps=8), tiny_data(), run, progress=False)
+    # best.pt or summary.json alone: another run there would replace them
+    (run / "summary.json").rename(tmp_path / "summary.json")
+    with pytest.raises(RunError, match="holds best.pt but no last.pt to resume from"):
+        train(tiny_run(), tiny_data(), run, progress=False, stop_at=3)
+    assert (run / "best.pt").read_bytes() == chosen
+    only_summary = tmp_path / "only_summary"
+    only_summary.mkdir()
+    (tmp_path / "summary.json").rename(only_summary / "summary.json")
+    with pytest.raises(RunError, match="holds summary.json but no last.pt"):
+        train(tiny_run(), tiny_data(), only_summary, progress=False)
+
+
+def test_settings_that_change_no_result_do_not_block_resume(tmp_path):
+    """Resuming was refused over workers, log_every or checkpoint_every, with the advice
+    to delete the run; the resumed run is the uninterrupted one."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(tiny_run(), tiny_data(), straight, progress=False)
+    with pytest.raises(Interrupted):
+        train(tiny_run(), tiny_data(), split, progress=False, stop_at=2)
+    train(tiny_run(workers=1, log_every=2, checkpoint_every=4), tiny_data(), split,
+          progress=False)
+    for name in ("last.pt", "best.pt"):
+        a, b = load_checkpoint(straight / name)["model"], load_checkpoint(split / name)["model"]
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), name
+    # the most telling difference is named: the method, not the first config key
+    with pytest.raises(RunError) as err:
+        train(tiny_run("teacher", batch_size=2), tiny_data(), split, progress=False)
+    assert "(method: 'hand' there, 'teacher' now)" in str(err.value)
+    assert "delete" not in str(err.value)
+
+
+def test_stop_at_at_or_below_the_step_reached_stops_at_once(tmp_path):
+    """It was ignored: the run went on to its last step."""
+    with pytest.raises(Interrupted, match="stopped after step 3"):
+        train(tiny_run(), tiny_data(), tmp_path, progress=False, stop_at=3)
+    for stop_at in (2, 3):
+        with pytest.raises(Interrupted, match=f"already at step 3, at or past --stop-at "
+                                              f"{stop_at}: nothing trained"):
+            train(tiny_run(), tiny_data(), tmp_path, progress=False, stop_at=stop_at)
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 3
+    assert sorted(step_losses(tmp_path)) == [1, 2, 3]
+
+
+def test_summary_json_is_written_atomically_and_a_truncated_one_written_again(
+        tmp_path, monkeypatch):
+    """A write cut short (full disk, kill) left a truncated summary.json, which the next
+    run read with a JSON traceback."""
+    real_write = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real_write(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train(tiny_run(), tiny_data(), tmp_path, progress=False)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt", "train.log"]
+
+    summary, _ = train(tiny_run(), tiny_data(), tmp_path, progress=False)
+    text = (tmp_path / "summary.json").read_text()
+    (tmp_path / "summary.json").write_text(text[:50])     # as a copy cut short leaves it
+    again, _ = train(tiny_run(), tiny_data(), tmp_path, progress=False)
+    assert json.loads((tmp_path / "summary.json").read_text()) == again
+    assert {k: v for k, v in again.items() if k != "train_seconds"} == \
+        {k: v for k, v in summary.items() if k != "train_seconds"}
+    assert sorted(step_losses(tmp_path)) == [1, 2, 3, 4, 5, 6]   # no step trained again
+    (tmp_path / "summary.json").write_text(text[:50])
+    (tmp_path / "last.pt").unlink()                        # nothing to write it again from
+    with pytest.raises(RunError, match=r"summary.json: not readable JSON"):
+        train(tiny_run(), tiny_data(), tmp_path, progress=False)
+
+
+def test_a_run_removes_what_a_killed_save_left(tmp_path):
+    """A save killed by SIGKILL leaves its temporary file: the next run of the folder
+    removes those of processes no longer running."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    tmp_path.mkdir(exist_ok=True)
+    names = [f".last.{gone.pid}.tmp.pt", f".best.{gone.pid}.tmp.pt",
+             f".summary.{gone.pid}.tmp.json", ".last.1.tmp.pt"]   # pid 1 is running
+    for name in names:
+        (tmp_path / name).write_bytes(b"half")
+    train(tiny_run(steps=1, eval_every=1), tiny_data(), tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".last.1.tmp.pt", "best.pt", "last.pt", "summary.json", "train.log"]

@@ -15,11 +15,12 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from training.checkpoint import load_checkpoint
 from training.cli import fail
 from training.data.layout import DatasetError
-from training.train import Interrupted, RunError, train
+from training.train import Interrupted, RunData, RunError, train
 
-from .test_train import tiny_data, tiny_run
+from .test_train import step_losses, tiny_data, tiny_run
 
 REPO = Path(__file__).resolve().parents[2]
 # one thread: two OpenMP threads on a shared 2-core machine slow a step down many times
@@ -96,6 +97,13 @@ def test_bad_values_and_missing_inputs_are_refused_before_the_data_is_read(tmp_p
             (["hand", "--set", "poly_power=-1"], "poly_power must be positive"),
             (["hand", "--set", "arch=foo"], "arch 'foo' is not one of"),
             (["hand", "--set", "zoom=2,1"], "zoom takes two positive numbers"),
+            # a traceback from the model, once the data was read, and an empty run folder
+            (["hand", "--set", "rates="], "rates takes one or more positive integers"),
+            (["student_compact", "--set", "compact_rates=0"],
+             "compact_rates takes one or more positive integers"),
+            # ignored: the run went on to its end
+            (["hand", "--stop-at", "0"], "--stop-at 0: give a step of at least 1"),
+            (["hand", "--stop-at", "-3"], "--stop-at -3: give a step of at least 1"),
             (["student"], "method 'student' needs --teacher CHECKPOINT"),
             (["student", "--teacher", tmp_path / "t.pt"], "t.pt: file not found")):
         out = tmp_path / "run"
@@ -161,17 +169,26 @@ def test_checkpoint_of_another_architecture(data, tmp_path):
     one_line_error(proc, "belongs to a run with other settings")
 
 
-def test_sigint_stops_after_a_step_and_the_rerun_continues(data, tmp_path):
+# SIGTERM to the whole process group (Slurm, systemd) with a DataLoader worker: torch's
+# SIGTERM handler in the worker killed it, and the run stopped with a traceback
+@pytest.mark.parametrize("sig,group,workers", [(signal.SIGINT, False, 0),
+                                               (signal.SIGTERM, True, 1)])
+def test_a_stop_signal_stops_after_a_step_and_the_rerun_continues(data, tmp_path, sig, group,
+                                                                  workers):
     run = tmp_path / "run"
     args = ["train", "hand", "--data", data, "--out", run, "--set", "steps=40",
-            "--set", "eval_every=40", *SMALL]
+            "--set", "eval_every=40", "--set", f"workers={workers}", *SMALL]
     proc = subprocess.Popen([sys.executable, "-m", "training", *map(str, args)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=group)
     deadline = time.time() + 120
     while time.time() < deadline and not (
             (run / "train.log").exists() and len(logged_steps(run)) >= 3):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     done = logged_steps(run)
@@ -243,13 +260,57 @@ def test_errors_from_a_dataloader_worker_are_their_own_message(capsys):
     assert capsys.readouterr().err == "error: x.tif: label holds values 2; expected only -1, 0, 1\n"
 
 
-def test_estimate_refuses_data_the_reproduce_would_stop_on(data, tmp_path):
-    """No projected time for a table whose weak rows have no weak set."""
+def test_without_the_weak_set_the_table_leaves_its_rows_out(data, tmp_path):
+    """Sen1Floods11 with only its hand-labelled part (a common partial download): the
+    whole table stopped on the weak folder, with no way forward given."""
     copy = tmp_path / "d"
     shutil.copytree(data, copy)
-    shutil.rmtree(copy / "v1.1/data/flood_events/WeaklyLabeled/S1Weak")
-    proc = cli("reproduce", "--data", copy, "--estimate", "--seeds", 1)
-    one_line_error(proc, "S1Weak: weakly labelled folder not found")
-    ok = cli("reproduce", "--data", copy, "--estimate", "--seeds", 1, "--methods", "hand",
-             "--set", "steps=2")
-    assert ok.returncode == 0 and "projected:" in ok.stdout, ok.stderr
+    weak = copy / "v1.1/data/flood_events/WeaklyLabeled/S1Weak"
+    shutil.rmtree(weak)
+    small = ["--set", "steps=2", "--set", "crop=32", "--set", "batch_size=2",
+             "--set", "width=0.125", "--set", "eval_batch=1"]
+    proc = cli("reproduce", "--data", copy, "--estimate", "--seeds", 1, *small)
+    assert proc.returncode == 0 and "projected:" in proc.stdout, proc.stderr
+    assert "note: the data has no weakly labelled set; left out of the table: weak, weak_ed" \
+        in proc.stdout
+    asked = cli("reproduce", "--data", copy, "--estimate", "--seeds", 1, "--methods", "weak")
+    one_line_error(asked, f"{weak} not found: the data has no weakly labelled set; the rows "
+                          "weak, weak_ed train on it: give Sen1Floods11's weakly labelled chips")
+    assert "or leave those rows out (--methods hand,student,student_compact,teacher)" \
+        in asked.stderr
+
+
+class FailsAfter(Dataset):
+    """Chips whose reads fail from the (n+1)-th on, as a chip bad only in its pixels."""
+
+    def __init__(self, chips, n):
+        self.chips, self.n, self.reads = chips, n, 0
+
+    def __len__(self):
+        return len(self.chips)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads > self.n:
+            raise DatasetError("x_LabelHand.tif: label holds values 2; expected only -1, 0, 1")
+        return self.chips[i]
+
+
+def test_a_chip_bad_in_its_pixels_mid_run_keeps_the_steps_done(tmp_path, capsys):
+    """The steps since the last checkpoint were lost, and the error line followed a
+    progress bar left open."""
+    torch.set_num_threads(1)
+    good = tiny_data()
+    bad = RunData(pools=[FailsAfter(good.pools[0], 8)], valid=good.valid,   # 4 reads a step
+                  description=good.description, pixel_size_m=good.pixel_size_m)
+    split, straight = tmp_path / "split", tmp_path / "straight"
+    with pytest.raises(DatasetError, match=r"values 2; expected only -1, 0, 1 \(steps 1-2 are "
+                                           r"saved: once the file is fixed, rerun"):
+        train(tiny_run(), bad, split)
+    assert capsys.readouterr().err.endswith("\n")   # the bar, closed
+    assert load_checkpoint(split / "last.pt")["step"] == 2
+    train(tiny_run(), tiny_data(), split, progress=False)
+    train(tiny_run(), tiny_data(), straight, progress=False)
+    assert step_losses(split) == step_losses(straight)
+    a, b = (load_checkpoint(run / "last.pt")["model"] for run in (straight, split))
+    assert all(torch.equal(v, b[k]) for k, v in a.items())

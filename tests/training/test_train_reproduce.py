@@ -143,6 +143,8 @@ def test_without_an_external_set_the_table_leaves_out_the_rows_that_need_it(data
     assert [r["method"] for r in doc["not_run"]] == ["weak_ed", "student", "student_compact"]
     md = (results / "table1.md").read_text()
     assert "| Cross modal distillation | - | not run | not run | 71.91 | - | - |" in md
+    assert ("Not run (weak_ed, student, student_compact): the data has no external set "
+            "(the paper's ED is not public). Those rows train on it; paired S1 + S2 chips") in md
 
     asked = cli("reproduce", "--data", copy, "--seeds", 1, "--out", tmp_path / "runs2",
                 "--results", tmp_path / "results_asked", "--methods", "student", *TINY)
@@ -159,6 +161,19 @@ def test_a_smoke_run_cannot_replace_the_committed_table(tmp_path):
         proc = cli("reproduce", "--data", tmp_path / "nowhere", "--out", tmp_path / "runs", *extra)
         assert proc.returncode == 1 and "needs its own --results DIR" in proc.stderr
     assert committed.read_bytes() == before and not (tmp_path / "runs").exists()
+
+
+def test_seeds_and_bench_size_below_1_are_refused_before_the_data_is_read(tmp_path):
+    """--estimate projected negative time for --seeds -2; --bench-size 0 failed only in the
+    bench, after every run was trained."""
+    for extra, text in ((["--seeds", "0", "--estimate"], "--seeds 0: give at least 1"),
+                        (["--seeds", "-2", "--estimate"], "--seeds -2: give at least 1"),
+                        (["--bench-size", "0"], "--bench-size 0: give at least 1")):
+        proc = cli("reproduce", "--data", tmp_path / "nowhere", "--out", tmp_path / "runs",
+                   "--results", tmp_path / "results", *extra)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"error: {text}"), proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unknown_preset_and_device_are_refused_by_their_choices(tmp_path):
