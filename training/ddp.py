@@ -52,6 +52,10 @@ def setup(device: str = "auto") -> Dist:
         return Dist(0, 1, dev)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if dev.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:   # torch would raise a CUDA error with a traceback
+            raise ValueError(f"torchrun started local rank {local_rank}, but this machine has "
+                             f"{gpus} GPU(s) visible: give --nproc_per_node {gpus} or fewer")
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     if not dist.is_initialized():

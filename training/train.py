@@ -388,7 +388,8 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.steps),
                         num_workers=cfg.workers, generator=torch.Generator(),
                         worker_init_fn=_stops_left_to_the_main_process,
-                        persistent_workers=False)
+                        # page-locked batches: what lets the copy below overlap the GPU's work
+                        pin_memory=d.device.type == "cuda", persistent_workers=False)
     t0 = time.perf_counter()
     calib: list[Tensor] = []  # whole training chips for precise batch norm, made once
     with bar, stop_requests() as stop:  # the bar is closed before any message
