@@ -31,6 +31,20 @@ from .backend_env import PLUGIN_ROOT, Interpreter, child_env
 EXIT_CANCELLED = 130
 OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty", "--out")
 _MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+# the backend's messages name its command-line options; in QGIS the same choices are
+# settings of the dialog and of the Processing algorithms, named so here
+_SETTING_NAMES = {"--units": "'Units'", "--bands": "the 'VV band' and 'VH band' choice",
+                  "--extent-crs": "the extent's CRS", "--extent": "'Extent'",
+                  "--tile-size": "'Tile size'", "--overlap": "'Overlap'",
+                  "--batch-size": "'Tiles per batch'", "--device": "'Device'",
+                  "--tta": "test-time augmentation"}
+_OPTION = re.compile("|".join(re.escape(k) for k in _SETTING_NAMES) + r"(?![\w-])")
+
+
+def in_qgis_words(message: str) -> str:
+    """A backend message with its option names given as the QGIS settings they are."""
+    return _OPTION.sub(lambda m: _SETTING_NAMES[m.group(0)], message)
+
 
 
 @dataclass
@@ -137,6 +151,8 @@ class BackendProcess:
 
     def _handle(self, event: dict[str, Any], outcome: Outcome, on_event: EventHandler | None) -> None:
         kind = event.get("event")
+        if "message" in event:
+            event = {**event, "message": in_qgis_words(str(event["message"]))}
         if kind == "result":
             outcome.result = {k: v for k, v in event.items() if k != "event"}
         elif kind == "error":

@@ -64,3 +64,25 @@ def test_a_failed_run_keeps_its_error_output_for_the_log(qgis_app):
     assert logged == [("SAR Flood Mapper", Qgis.Critical,
                        f"Flood map: scene failed: {outcome.error}\nThe backend's last error output:\n"
                        + "\n".join(outcome.stderr))]
+
+
+def test_backend_messages_name_the_qgis_settings_not_the_options(tmp_path):
+    """QGIS showed the backend's "given by --units" and "(band 1, by --bands)": options an
+    analyst in the dialog never sees."""
+    from sarflood.plugin.backend_env import find_interpreter
+    from sarflood.plugin.backend_process import BackendProcess, in_qgis_words
+
+    python = find_interpreter()
+    scene = tmp_path / "scene.tif"
+    subprocess.run([python.path, "-m", "backend", "scene", str(scene), "--size", "256"],
+                   cwd=REPO, check=True, capture_output=True)
+    messages = []
+    outcome = BackendProcess(python, ["predict", str(scene), "--mask", str(tmp_path / "m.tif"),
+                                      "--units", "dB", "--bands", "2,1"]).run(
+        lambda event: messages.append(event.get("message", "")))
+    assert outcome.ok, outcome.error
+    text = "\n".join(messages + outcome.warnings)
+    assert "given by 'Units'" in text and "by the 'VV band' and 'VH band' choice" in text, text
+    assert "--" not in text, text
+    assert in_qgis_words("--extent-crs without --extent; --device cpu, --tile-size") == (
+        "the extent's CRS without 'Extent'; 'Device' cpu, 'Tile size'")
