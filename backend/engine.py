@@ -383,19 +383,23 @@ def _model_grid(out_grid: Grid, src_grid: Grid, target_m: float, stride: int, bl
 
 
 def predict(opts: PredictOptions, reporter: Reporter | None = None,
-            cancel: threading.Event | None = None) -> dict:
-    """Map water on the inputs; write the requested outputs; return the result fields."""
+            cancel: threading.Event | None = None, model: OnnxModel | None = None) -> dict:
+    """Map water on the inputs; write the requested outputs; return the result fields.
+
+    ``model``: one already loaded, for many runs in one process (``opts.model`` and
+    ``opts.device`` are then not read): a CUDA session costs seconds to start.
+    """
     started, cpu_started = time.perf_counter(), time.process_time()
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
     _check_options(opts)
     with gdal_env():
-        model_path = opts.model or default_model_path()
-        model = OnnxModel(model_path, opts.device)
+        if model is None:
+            model = OnnxModel(opts.model or default_model_path(), opts.device)
+            # the tile shape does not depend on the raster: the first call runs while
+            # the inputs are opened and sampled
+            model.warm_up(batch_size_for(model, opts.batch_size), _plan(opts, model, 1, 1).tile)
         card = model.card
-        # the tile shape does not depend on the raster: the first call runs while the
-        # inputs are opened and sampled
-        model.warm_up(batch_size_for(model, opts.batch_size), _plan(opts, model, 1, 1).tile)
         notes = "; ".join(model.provider_notes)
         reporter.info(f"model {card.name} {card.version} on {model.device_name} "
                       f"({model.provider})" + (f"; {notes}" if notes else ""))

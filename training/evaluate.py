@@ -139,16 +139,19 @@ def s2_index(rule: str) -> Method:
 
 def model(path: str | Path, workdir: Path, device: str = "auto",
           threshold: float | None = None) -> Method:
-    """A backend model through ``backend.engine.predict``, one chip at a time."""
+    """A backend model through ``backend.engine.predict``, one chip at a time, on one
+    session (loaded here, so a bad model fails early, with the backend's message)."""
     from backend.engine import PredictOptions, predict as backend_predict
     from backend.model import OnnxModel
 
-    card = OnnxModel(str(path), device).card   # fails early, with the backend's message
+    loaded = OnnxModel(str(path), device)
+    card = loaded.card
 
     def predict(chip: ChipFiles, s1: np.ndarray) -> np.ndarray:
         out = workdir / f"{chip.chip_id}.tif"
         backend_predict(PredictOptions(inputs=[str(chip.s1)], mask=str(out), model=str(path),
-                                       device=device, threshold=threshold, overwrite=True))
+                                       device=device, threshold=threshold, overwrite=True),
+                        model=loaded)
         return read_mask(out)
 
     return Method(f"model {card.name} {card.version}", predict)

@@ -749,3 +749,24 @@ def test_the_no_data_fill_by_strips_is_gdals_fill_of_the_whole(slope):
     engine.fill_near_data(x, valid, engine.FILL_DISTANCE)
     assert np.array_equal(x, whole)
     assert not np.array_equal(x[:, ~valid], 0 * x[:, ~valid])   # it did fill something
+
+
+def test_a_loaded_model_serves_many_runs_without_a_new_session(tmp_path, models, monkeypatch):
+    """`training evaluate --model` ran predict per chip, each starting its own session
+    (seconds on CUDA); given one, predict uses it and its output is a fresh run's."""
+    src = write_raster(tmp_path / "in.tif", random_db((120, 90), seed=2, nan_frac=0.01))
+    fresh = predict(PredictOptions([src], mask=str(tmp_path / "a.tif"),
+                                   probability=str(tmp_path / "pa.tif"), model=models["smoothed"]))
+    loaded = OnnxModel(models["smoothed"], "cpu")
+
+    def no_new_session(*args, **kwargs):
+        raise AssertionError("predict started a session of its own")
+
+    monkeypatch.setattr(engine, "OnnxModel", no_new_session)
+    for name in ("b", "c"):
+        again = predict(PredictOptions([src], mask=str(tmp_path / f"{name}.tif"),
+                                       probability=str(tmp_path / f"p{name}.tif")), model=loaded)
+        assert again["model_path"] == fresh["model_path"]
+        assert np.array_equal(read(tmp_path / f"{name}.tif"), read(tmp_path / "a.tif"))
+        assert np.array_equal(read(tmp_path / f"p{name}.tif"), read(tmp_path / "pa.tif"),
+                              equal_nan=True)
