@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor
 from .cli import DEVICES
 
 T = TypeVar("T")
+RANK_WAIT = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,10 @@ def setup(device: str = "auto") -> Dist:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # ranks wait in a collective while rank 0 alone validates, scores, exports and
+        # benchmarks (reproduce): longer than NCCL's default 10 minutes on the paper's splits
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=RANK_WAIT,
+                                device_id=dev if dev.type == "cuda" else None)
     return Dist(dist.get_rank(), dist.get_world_size(), dev)
 
 
