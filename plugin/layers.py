@@ -50,7 +50,7 @@ def add_run_layers(title: str, outputs: dict[str, str | None], project: QgsProje
         uncertainty = open_raster(outputs["uncertainty"], "uncertainty (TTA spread)")
         uncertainty.setRenderer(styles.uncertainty_renderer(uncertainty.dataProvider()))
 
-    group = project.layerTreeRoot().insertGroup(0, title)
+    group = project.layerTreeRoot().insertGroup(0, unused_group_name(project, title))
     for layer in (mask, probability, uncertainty):
         if layer is not None:
             project.addMapLayer(layer, False)
@@ -61,6 +61,15 @@ def add_run_layers(title: str, outputs: dict[str, str | None], project: QgsProje
         # the mask answers "where is water"; probability is there for review
         group.findLayer(probability.id()).setItemVisibilityChecked(False)
     return RunLayers(group, mask, probability, uncertainty)
+
+
+def unused_group_name(project: QgsProject, title: str) -> str:
+    """``title``, or ``title (2)``, ``(3)``... where a run of the same scene left a group of
+    that name: runs into temporary files have the same file names, so only this tells
+    their groups apart."""
+    taken = {g.name() for g in project.layerTreeRoot().findGroups(True)}
+    return next(name for name in (title, *(f"{title} ({k})" for k in range(2, len(taken) + 3)))
+                if name not in taken)
 
 
 def add_styled_raster(path: str, name: str, renderer_factory, project: QgsProject | None = None) -> QgsRasterLayer:

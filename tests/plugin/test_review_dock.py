@@ -198,3 +198,19 @@ def test_back_at_the_run_threshold_the_probability_style_returns(plugin, qtbot, 
     tree = QgsProject.instance().layerTreeRoot()
     assert tree.findLayer(run.layers.mask.id()).isVisible()
     wait_for_tasks(qtbot)
+
+
+def test_runs_of_one_scene_get_groups_told_apart(qgis_new_project, tmp_path):
+    """Runs into temporary files have the same file names: their groups were all named
+    alike in the legend."""
+    import numpy as np
+    from qgis.core import QgsProject
+
+    from sarflood.plugin.layers import add_run_layers
+    from .conftest import write_raster
+
+    mask = write_raster(tmp_path / "mask.tif", [np.zeros((8, 8), np.uint8)], nodata=255)
+    names = [add_run_layers("Flood map: scene", {"mask": str(mask)}).group.name()
+             for _ in range(3)]
+    assert names == ["Flood map: scene", "Flood map: scene (2)", "Flood map: scene (3)"]
+    assert [g.name() for g in QgsProject.instance().layerTreeRoot().children()] == names[::-1]
