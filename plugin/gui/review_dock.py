@@ -301,17 +301,19 @@ class ReviewDock(QgsDockWidget):
             self.show_status("Statistics: choose a polygon layer (for example admin areas)", error=True)
             return
         self.stats_button.setEnabled(False)
+        threshold = self._threshold_text()   # the slider may move while the mask is made
         self.with_mask_at_threshold(lambda mask: self._run_algorithm(
             "sarflood:zonalwater", {"POLYGONS": zones.id(), "MASK": mask, "OUTPUT": "memory:"},
-            self._statistics_done))
+            lambda *done: self._statistics_done(threshold, *done)))
 
-    def _statistics_done(self, ok: bool, results: dict, context: QgsProcessingContext, error: str) -> None:
+    def _statistics_done(self, threshold: str, ok: bool, results: dict,
+                         context: QgsProcessingContext, error: str) -> None:
         self.stats_button.setEnabled(True)
         if not ok:
             self.show_status(f"Statistics failed: {error}", error=True)
             return
         layer = context.takeResultLayer(results["OUTPUT"])
-        layer.setName(f"water per polygon (threshold {self._threshold_text()})")
+        layer.setName(f"water per polygon (threshold {threshold})")
         QgsProject.instance().addMapLayer(layer)
         before = " (before corrections)" if self.corrections.currentLayer() is not None else ""
         self.show_status(f"Statistics: {layer.featureCount()} polygons, fields valid_px, water_px, "

@@ -130,9 +130,11 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     QgsProject.instance().addMapLayer(halves)
     dock.zones.setLayer(halves)
     qtbot.mouseClick(dock.stats_button, Qt.LeftButton)
+    dock.threshold.setValue(0.45)   # moved while the mask is made: the layer keeps 0.30's name
     qtbot.waitUntil(lambda: bool(QgsProject.instance().mapLayersByName("water per polygon (threshold 0.30)"))
                     or "failed" in dock.status.text(), timeout=60000)
     assert "Statistics: 2 polygons" in dock.status.text(), dock.status.text()
+    dock.threshold.setValue(0.30)
     stats = QgsProject.instance().mapLayersByName("water per polygon (threshold 0.30)")[0]
     probability = read_raster(run.params.probability)
     assert sum(f["water_px"] for f in stats.getFeatures()) == int(np.sum(probability > 0.30))
