@@ -46,7 +46,6 @@ def in_qgis_words(message: str) -> str:
     return _OPTION.sub(lambda m: _SETTING_NAMES[m.group(0)], message)
 
 
-
 @dataclass
 class Outcome:
     """How a backend run ended."""

@@ -1,6 +1,7 @@
 """Put a run's outputs on the map: one layer group, styled, with no broken layer left behind."""
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,9 @@ def unused_group_name(project: QgsProject, title: str) -> str:
     that name: runs into temporary files have the same file names, so only this tells
     their groups apart."""
     taken = {g.name() for g in project.layerTreeRoot().findGroups(True)}
-    return next(name for name in (title, *(f"{title} ({k})" for k in range(2, len(taken) + 3)))
+    if title not in taken:
+        return title
+    return next(name for name in (f"{title} ({k})" for k in itertools.count(2))
                 if name not in taken)
 
 

@@ -58,6 +58,16 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def refused_output(path: Path, overwrite: bool) -> str | None:
+    """Why a command must not write its output ``path``, checked before its work: a
+    place it cannot write (which --overwrite does not fix), or a file there already
+    without ``overwrite``."""
+    problem = unwritable(path)
+    if problem is None and Path(path).exists() and not overwrite:
+        problem = f"{path}: exists; pass --overwrite to replace it"
+    return problem
+
+
 def unwritable(path: Path, folder: bool = False) -> str | None:
     """Why ``path`` (a file, or with ``folder`` a run folder) cannot be written, else None:
     checked before the work that would end in writing it."""

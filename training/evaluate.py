@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from .atomic import unwritable, write_text_atomic
+from .atomic import refused_output, write_text_atomic
 from .cli import DEVICES
 from .data import s2index
 from .data.io import read_label, read_mask, read_s1, read_s2
@@ -218,12 +218,9 @@ def run(args: argparse.Namespace) -> int:
         return fail("--split-file scores one split; give one --split (its name in the table)")
     if not (args.otsu or args.model or args.masks or args.s2_index):
         return fail("nothing to score: give --otsu, --model, --masks or --s2-index")
-    # first: a folder or an unwritable place is not fixed by --overwrite
-    problem = unwritable(Path(args.json)) if args.json else None
+    problem = refused_output(Path(args.json), args.overwrite) if args.json else None
     if problem:
         return fail(problem)
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        return fail(f"{args.json}: exists; pass --overwrite to replace it")
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="sarflood-eval-") as tmp:

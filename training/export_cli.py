@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .atomic import unwritable
+from .atomic import refused_output
 from .cli import fail
 from .export import ExportError, export
 
@@ -19,12 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # first: a folder or an unwritable place is not fixed by --overwrite
-    problem = unwritable(args.out)
+    problem = refused_output(args.out, args.overwrite)
     if problem:
         return fail(problem)
-    if args.out.exists() and not args.overwrite:
-        return fail(f"{args.out}: exists; pass --overwrite to replace it")
     try:
         report = export(args.checkpoint, args.out, version=args.version)
     except ExportError as exc:

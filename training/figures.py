@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluate
-from .atomic import atomic_path, remove_stale, unwritable
+from .atomic import atomic_path, refused_output, remove_stale
 from .cli import DEVICES
 from .data import s2index
 from .data.io import read_label, read_s1, read_s2
@@ -135,12 +135,9 @@ def run(args: argparse.Namespace) -> int:
     from .cli import fail
 
     out = Path(args.out)
-    # first: a folder or an unwritable place is not fixed by --overwrite
-    problem = unwritable(out)
+    problem = refused_output(out, args.overwrite)
     if problem:
         return fail(problem)
-    if out.exists() and not args.overwrite:
-        return fail(f"{out}: exists; pass --overwrite to replace it")
     if bool(args.compare_data) != bool(args.compare_split_file):
         return fail("--compare-data and --compare-split-file go together")
     try:
