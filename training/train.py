@@ -287,6 +287,14 @@ def _finished_without_last(run: RunSpec, out_dir: Path) -> dict[str, Any] | None
     return doc
 
 
+def _read_every_chip(dataset: Dataset) -> None:
+    """Decode every chip once (kept, where the split is cached): a chip bad in its
+    pixels (a corrupt block, label codes) fails now, not at the first validation,
+    which would lose the steps trained since the last checkpoint."""
+    for i in range(len(dataset)):
+        dataset[i]
+
+
 def _check_finite(model: nn.Module, step: int) -> None:
     """No checkpoint holds NaN or infinite weights: a diverged run stops instead."""
     if not all(torch.isfinite(t).all() for t in model.state_dict().values()
@@ -341,6 +349,8 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     if state is not None and state.get("teacher_sha256", teacher_digest) != teacher_digest:
         raise RunError(f"{last_path} was trained from another teacher than "
                        f"{teacher}; use another --out folder or the same teacher")
+    if d.is_main:  # only rank 0 validates
+        _read_every_chip(data.valid)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
     if d.is_main:  # what a save killed by SIGKILL left (summary.json: as it is written)
         for name in ("last.pt", "best.pt"):

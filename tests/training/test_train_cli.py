@@ -314,3 +314,14 @@ def test_a_chip_bad_in_its_pixels_mid_run_keeps_the_steps_done(tmp_path, capsys)
     assert step_losses(split) == step_losses(straight)
     a, b = (load_checkpoint(run / "last.pt")["model"] for run in (straight, split))
     assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_a_validation_chip_bad_in_its_pixels_stops_the_run_before_its_first_step(tmp_path):
+    """It was read at the first validation only, after steps that were then lost."""
+    torch.set_num_threads(1)
+    good = tiny_data()
+    bad = RunData(pools=good.pools, valid=FailsAfter(good.valid, len(good.valid) - 1),
+                  description=good.description, pixel_size_m=good.pixel_size_m)
+    with pytest.raises(DatasetError, match=r"^x_LabelHand.tif: label holds values 2"):
+        train(tiny_run(), bad, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
