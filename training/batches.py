@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import TrainConfig
+from .methods import INPUT_CHANNELS
 from .transforms import ColourJitter, CropDistort, Sample, random_flips
 
 SampleBuilder = Callable[[Sample, torch.Generator], Sample]
@@ -72,13 +73,21 @@ class StepBatches(Dataset):
         return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
-def _stack(sample: Sample, bands: Sequence[str]) -> torch.Tensor:
-    return torch.cat([sample[b] for b in bands], dim=0)
+RGB = [2, 1, 0]   # B4, B3, B2 of the s2 input (B2, B3, B4, B8)
+
+
+def stack_inputs(sample: Sample, bands: Sequence[str], dim: int = 0) -> torch.Tensor:
+    """A model's input: the sample's ``bands`` stacked along the channel axis ``dim``
+    (0 for one chip, 1 for a batch); ``rgb`` is taken from ``s2``."""
+    return torch.cat([sample["s2"].index_select(dim, torch.tensor(RGB)) if b == "rgb"
+                      else sample[b] for b in bands], dim=dim)
+
+
 
 
 def _groups(cfg: TrainConfig, sample: Sample, bands: Sequence[str]) -> list[int]:
     """Channels per colour-jitter draw: per sensor (S1, S2) or per channel."""
-    sizes = [sample[b].shape[0] for b in bands]
+    sizes = [INPUT_CHANNELS[b] for b in bands]
     return sizes if cfg.jitter_groups == "sensor" else [1] * sum(sizes)
 
 
@@ -91,7 +100,7 @@ def supervised_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str,
 
     def build(sample: Sample, g: torch.Generator) -> Sample:
         label = sample[label_key].where(sample["valid"], torch.tensor(-1))
-        maps = random_flips(crop({"x": _stack(sample, inputs), "label": label,
+        maps = random_flips(crop({"x": stack_inputs(sample, inputs), "label": label,
                                   "valid": sample["valid"]}, g), g)
         return {"x": jitter(maps["x"], maps["valid"], g, _groups(cfg, sample, inputs)),
                 "label": maps["label"]}
@@ -109,9 +118,46 @@ def distill_builder(cfg: TrainConfig, student_inputs: Sequence[str],
 
     def build(sample: Sample, g: torch.Generator) -> Sample:
         valid = sample["valid"] & sample["s2_valid"] if "s2" in teacher_inputs else sample["valid"]
-        maps = random_flips(crop({"x": _stack(sample, student_inputs),
-                                  "x_teacher": _stack(sample, teacher_inputs),
+        maps = random_flips(crop({"x": stack_inputs(sample, student_inputs),
+                                  "x_teacher": stack_inputs(sample, teacher_inputs),
                                   "valid": valid}, g), g)
         return {"x": jitter(maps["x"], maps["valid"], g, _groups(cfg, sample, student_inputs)),
                 "x_teacher": maps["x_teacher"], "valid": maps["valid"]}
+    return build
+
+
+def classify_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str,
+                     scale: float = 1.0) -> SampleBuilder:
+    """As :func:`supervised_builder`, the crop's label reduced to whether it holds water
+    (:func:`~training.multitask.holds_water`): the chip-level label of stage 1 (002)."""
+    from .multitask import holds_water
+    crops = supervised_builder(cfg, inputs, label_key, scale)
+
+    def build(sample: Sample, g: torch.Generator) -> Sample:
+        out = crops(sample, g)
+        return {"x": out["x"], "holds_water": holds_water(out["label"])}
+    return build
+
+
+def flora_builder(cfg: TrainConfig, inputs: Sequence[str], optical: Sequence[str],
+                  scale: float = 1.0) -> SampleBuilder:
+    """Student input ``x`` (geometry + colour jitter), its hand label where the chip
+    has one (-1 elsewhere: the unlabelled pool), the teacher's optical input
+    ``x_teacher``, which is also the reconstruction target (same geometry, no jitter),
+    and ``valid_optical``, where both sensors have data."""
+    crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect), scale)
+    jitter = ColourJitter(cfg.brightness, cfg.contrast)
+
+    def build(sample: Sample, g: torch.Generator) -> Sample:
+        label = sample["label"] if "label" in sample else torch.full_like(
+            sample["valid"], -1, dtype=torch.long)
+        maps = random_flips(crop({"x": stack_inputs(sample, inputs),
+                                  "x_teacher": stack_inputs(sample, optical),
+                                  "label": label.where(sample["valid"], torch.tensor(-1)),
+                                  "valid": sample["valid"],
+                                  "valid_optical": sample["valid"] & sample["s2_valid"]},
+                                 g), g)
+        return {"x": jitter(maps["x"], maps["valid"], g, _groups(cfg, sample, inputs)),
+                "x_teacher": maps["x_teacher"], "label": maps["label"],
+                "valid_optical": maps["valid_optical"]}
     return build

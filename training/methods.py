@@ -1,4 +1,6 @@
-"""The rows of Garg et al.'s Table 1, and our compact student, as data.
+"""The rows of Garg et al.'s Table 1, our compact student, and the methods of the two
+other seed papers (two-stage chip-classification pretraining; FLoRA-style feature
+distillation with SAR-to-optical reconstruction), as data.
 
 Each method says which model it trains, on which inputs, from which training
 splits and labels, and with which loss. ``pools`` lists the data sources of a
@@ -13,6 +15,11 @@ Section 4, which gives no Otsu std).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# channels of each model input: Sentinel-1 VV, VH; Sentinel-2 B2, B3, B4, B8; the
+# optical input of FLoRA-style distillation, RGB (B4, B3, B2) and NDVI
+INPUT_CHANNELS = {"s1": 2, "s2": 4, "rgb": 3, "ndvi": 1}
+OPTICAL = ("rgb", "ndvi")
 
 # Split names of the data reader (training/data): hand-labelled chips, the
 # Sen1Floods11-style weakly labelled chips (no S2, as in the real dataset) and the
@@ -32,17 +39,31 @@ class Source:
 class Method:
     name: str                                 # command-line id
     title: str                                # Table 1 row
-    kind: str                                 # "otsu", "supervised" or "distill"
+    kind: str                                 # "otsu", "supervised", "distill",
+    #                                           "classify" (chip-level) or "flora"
     inputs: tuple[str, ...] = ("s1",)         # bands stacked as model input
     pools: tuple[tuple[Source, ...], ...] = ()
     compact: bool = False                     # trains the compact student network
     teacher: str | None = None                # method whose checkpoint teaches
+    init_from: str | None = None              # method whose encoder starts this one
+    paper: str = "001"                        # the seed paper the row comes from
     paper_iou: float | None = None
     paper_std: float | None = None
 
     @property
     def in_channels(self) -> int:
-        return sum({"s1": 2, "s2": 4}[b] for b in self.inputs)
+        return sum(INPUT_CHANNELS[b] for b in self.inputs)
+
+    @property
+    def reads_s2(self) -> bool:
+        """Whether its chips must be read with Sentinel-2 (as input, teacher input or
+        reconstruction target)."""
+        return self.kind in ("distill", "flora") or any(b != "s1" for b in self.inputs)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The methods whose checkpoints it needs: its teacher, its pretraining."""
+        return tuple(m for m in (self.teacher, self.init_from) if m)
 
     @property
     def splits(self) -> set[str]:
@@ -68,6 +89,20 @@ METHODS: tuple[Method, ...] = (
            compact=True, teacher="teacher"),
     Method("teacher", "Teacher: S1 + S2, hand labeled", "supervised", inputs=("s1", "s2"),
            pools=((_HAND,),), paper_iou=79.25, paper_std=1.07),
+    # the other seed papers, on the compact network, against its hand-labelled baseline
+    Method("hand_compact", "Hand labeled supervised, compact network (baseline of 002, 003)",
+           "supervised", pools=((_HAND,),), compact=True, paper="002, 003"),
+    Method("chip_classifier", "Stage 1: does a crop hold water? (weak labels, chip level)",
+           "classify", pools=((Source(S1F11_WEAK, "weak_label"),),), compact=True,
+           paper="002"),
+    Method("pretrained", "Two-stage: chip-classification pretraining, then hand labels",
+           "supervised", pools=((_HAND,),), compact=True, init_from="chip_classifier",
+           paper="002"),
+    Method("optical_teacher", "Optical teacher: RGB + NDVI, hand labeled", "supervised",
+           inputs=OPTICAL, pools=((_HAND,),), compact=True, paper="003"),
+    Method("flora", "FLoRA-style: feature distillation + SAR-to-optical reconstruction",
+           "flora", pools=((_HAND,), (Source(EXTERNAL, None),)), compact=True,
+           teacher="optical_teacher", paper="003"),
 )
 BY_NAME = {m.name: m for m in METHODS}
 
@@ -84,7 +119,7 @@ def training_order() -> list[Method]:
     pending = [m for m in METHODS if m.kind != "otsu"]
     while pending:
         for m in pending:
-            if m.teacher is None or any(d.name == m.teacher for d in done):
+            if all(any(d.name == n for d in done) for n in m.needs):
                 done.append(m)
                 pending.remove(m)
                 break

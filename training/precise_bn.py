@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .batches import derive_seed
+from .batches import derive_seed, stack_inputs
 from .transforms import to_grid
 
 
@@ -84,6 +84,6 @@ def calibration_batches(pools: Sequence[Dataset], inputs: Sequence[str], chips: 
         xs = []
         for i, j in picks[start:start + batch]:
             sample = pools[i][j]
-            xs.append(torch.cat([sample[b] for b in inputs], dim=0))
+            xs.append(stack_inputs(sample, inputs))
         out.append(to_grid(torch.stack(xs).to(device), scale))
     return out

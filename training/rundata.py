@@ -18,7 +18,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from .data.datasets import external, hand_labeled, weakly_labeled
 from .data.layout import WEAK_KINDS, DatasetError, Layout
-from .methods import EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method
+from .methods import BY_NAME, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method
 from .synth.writer import MANIFEST
 from .train import RunData
 
@@ -80,14 +80,20 @@ def missing_sets(root: Path) -> list[str]:
     return [split for split in OPTIONAL_SETS if not _set_folder(root, split).is_dir()]
 
 
+def _trains_on(method: Method, splits: set[str]) -> bool:
+    """Whether the method, or a row it needs (teacher, pretraining), trains on a split."""
+    return bool(method.splits & splits) or any(_trains_on(BY_NAME[n], splits)
+                                               for n in method.needs)
+
+
 def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
     """A split as a torch dataset: hand-labelled splits, ``weak`` or ``external``."""
     missing = missing_sets(root)
     if split in missing:
         what, source = OPTIONAL_SETS[split]
-        needing = ", ".join(m.name for m in METHODS if split in m.splits)
+        needing = ", ".join(m.name for m in METHODS if _trains_on(m, {split}))
         runnable = ",".join(m.name for m in METHODS
-                            if m.kind != "otsu" and not m.splits & set(missing))
+                            if m.kind != "otsu" and not _trains_on(m, set(missing)))
         raise DatasetError(f"{_set_folder(root, split)} not found: the data has no {what}; the "
                            f"rows {needing} train on it: give {source}, or leave those rows "
                            f"out (--methods {runnable})")
@@ -127,13 +133,13 @@ def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
     """The training pools and validation split of ``method``, checked."""
     root = Path(root)
     Layout.find(root)  # a wrong path fails here, with the data reader's message
-    needs_s2 = "s2" in method.inputs or method.kind == "distill"
+    needs_s2 = method.reads_s2
     pools = []
     for pool in method.pools:
         parts = [open_split(root, src.split, needs_s2, cache) for src in pool]
         pools.append(parts[0] if len(parts) == 1 else ConcatDataset(parts))
     # validation scores the network being trained, on its own inputs
-    valid = open_split(root, HAND_VALID, "s2" in method.inputs, cache)
+    valid = open_split(root, HAND_VALID, any(b != "s1" for b in method.inputs), cache)
     return RunData(pools=pools, valid=valid, description=describe(root),
                    pixel_size_m=PIXEL_SIZE_M)
 

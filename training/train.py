@@ -6,7 +6,8 @@ What a run folder holds:
   best-so-far), written every ``checkpoint_every`` steps, at the end, and when the
   run is interrupted (SIGINT/SIGTERM finish the current step, save, then stop);
 - ``best.pt``: the weights with the best validation IoU so far (checkpoint
-  selection on the validation split, Garg et al., Appendix B);
+  selection on the validation split, Garg et al., Appendix B); for the chip
+  classifier (stage 1 of seed paper 002), the best chip-level accuracy;
 - ``train.log``: a line per logged step and per validation;
 - ``summary.json``: written once the run is complete.
 
@@ -35,21 +36,25 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import ddp
 from .atomic import remove_stale, write_text_atomic
-from .batches import StepBatches, derive_seed, distill_builder, supervised_builder
+from .batches import (StepBatches, classify_builder, derive_seed, distill_builder,
+                      flora_builder, stack_inputs, supervised_builder)
 from .checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
 from .cli import worker_error
 from .config import TrainConfig
 from .data.layout import DatasetError
-from .losses import distillation_loss, edge_weighted_ce
-from .methods import Method, get_method
+from .losses import (charbonnier, dice_loss, distillation_loss, edge_weighted_ce,
+                     feature_distillation_loss, fft_magnitude_loss, ssim_loss, weighted_mean)
+from .methods import INPUT_CHANNELS, OPTICAL, Method, get_method
+from .multitask import ChipClassifier, FloraTrainee, holds_water, teacher_pyramid
 from .metrics import Scoreboard
-from .models import DEEPLAB, build_model, display_name
+from .models import DEEPLAB, CompactSegNet, build_model, display_name
 from .precise_bn import calibration_batches, recalibrate
 from .transforms import resize, to_grid
 
@@ -157,7 +162,7 @@ def score(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...], batch: in
     model.eval()
     board = Scoreboard()
     for chips in DataLoader(dataset, batch_size=batch, shuffle=False):
-        x = torch.cat([chips[b] for b in inputs], dim=1).to(device)
+        x = stack_inputs(chips, inputs, dim=1).to(device)
         pred = (predict_probability(model, x, scale) > 0.5).to(torch.int8).cpu().numpy()
         for i, chip_id in enumerate(chips["id"]):
             board.add(chip_id, pred[i], chips["label"][i].numpy(), chips["valid"][i].numpy())
@@ -183,19 +188,22 @@ def _poly(steps: int, power: float):
     return lambda step: max(0.0, 1.0 - step / steps) ** power
 
 
-def require_teacher(method: Method, teacher: Path | None) -> None:
-    """A teacher checkpoint given exists, and a distillation run has one (the CLI checks
-    it before reading the data; :func:`train` again)."""
-    if teacher is not None and not Path(teacher).is_file():
-        raise RunError(f"--teacher {teacher}: file not found")
-    if method.kind == "distill" and teacher is None:
-        raise RunError(f"method {method.name!r} needs --teacher CHECKPOINT "
-                       f"(a best.pt of the {method.teacher!r} method)")
+def require_checkpoints(method: Method, teacher: Path | None, init: Path | None = None) -> None:
+    """The teacher and pretraining checkpoints given exist, and a method that needs
+    one has it (the CLI checks it before reading the data; :func:`train` again)."""
+    for option, path, needed in (("--teacher", teacher, method.teacher),
+                                 ("--init", init, method.init_from)):
+        if path is not None and not Path(path).is_file():
+            raise RunError(f"{option} {path}: file not found")
+        if needed and path is None:
+            raise RunError(f"method {method.name!r} needs {option} CHECKPOINT "
+                           f"(a best.pt of the {needed!r} method)")
+        if path is not None and not needed:
+            raise RunError(f"method {method.name!r} takes no {option}")
 
 
 def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> nn.Module | None:
-    require_teacher(run.method, teacher)
-    if run.method.kind != "distill":
+    if run.method.teacher is None:
         return None
     want = get_method(run.method.teacher).in_channels
     try:
@@ -302,10 +310,41 @@ def _check_finite(model: nn.Module, step: int) -> None:
         raise RunError(f"the weights are no longer finite at step {step}: the run diverged")
 
 
-def _loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tensor],
-          cfg: TrainConfig, d: ddp.Dist) -> Tensor:
-    """Edge-weighted CE on labels, or the distillation loss against the frozen teacher;
-    under DDP, this rank's share of the global batch's loss."""
+def make_trainee(method: Method, model: nn.Module, teacher: nn.Module | None) -> nn.Module:
+    """What trains: the network, or the network inside the method's training heads."""
+    if method.kind == "classify":
+        return ChipClassifier(model)
+    if method.kind == "flora":
+        return FloraTrainee(model, teacher, sum(INPUT_CHANNELS[b] for b in OPTICAL))
+    return model
+
+
+def method_loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tensor],
+                cfg: TrainConfig, d: ddp.Dist | None, kind: str) -> Tensor:
+    """The method's loss; under DDP, this rank's share of the global batch's loss.
+
+    supervised: edge-weighted CE on labels; distill: the distillation loss against the
+    frozen teacher; classify: binary CE of the chip-level label; flora: edge-weighted
+    CE + Dice on the labels there are, Charbonnier + SSIM + FFT magnitude of the
+    reconstructed optical image, and feature distillation, all weighted 1 (the seed
+    paper's summary gives no weights).
+    """
+    if kind == "classify":
+        target = batch["holds_water"]
+        bce = F.binary_cross_entropy_with_logits(net(batch["x"]), target.clamp(min=0),
+                                                 reduction="none")
+        return weighted_mean(bce, (target >= 0).float(), d)
+    if kind == "flora":
+        logits, optical, adapted = net(batch["x"])
+        target, valid = batch["x_teacher"], batch["valid_optical"]
+        with torch.no_grad():
+            taught = teacher_pyramid(teacher, target)
+        label = batch["label"]
+        return (edge_weighted_ce(logits, label, cfg.edge_weight, cfg.edge_radius, d)
+                + dice_loss(logits, label, d)
+                + charbonnier(optical, target, valid, d=d) + ssim_loss(optical, target, valid, d)
+                + fft_magnitude_loss(optical, target, valid, d)
+                + feature_distillation_loss(adapted, taught, valid, d))
     logits = net(batch["x"])
     if teacher is None:
         return edge_weighted_ce(logits, batch["label"], cfg.edge_weight, cfg.edge_radius, d)
@@ -314,11 +353,55 @@ def _loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tensor],
     return distillation_loss(logits, p_t, batch["valid"], d)
 
 
+@torch.no_grad()
+def chip_accuracy(classifier: nn.Module, dataset: Dataset, inputs: tuple[str, ...],
+                  batch: int, device: torch.device, scale: float = 1.0) -> float | None:
+    """Share of whole chips whose "holds water" the classifier gets right (P > 0.5),
+    among the chips with labelled pixels; the chip label from their hand label."""
+    was_training = classifier.training
+    classifier.eval()
+    right = counted = 0
+    for chips in DataLoader(dataset, batch_size=batch, shuffle=False):
+        x = to_grid(stack_inputs(chips, inputs, dim=1).to(device), scale)
+        said = (classifier(x) > 0).cpu()
+        for i, label in enumerate(chips["label"]):
+            truth = holds_water(label)
+            if truth >= 0:
+                right += int(said[i] == bool(truth))
+                counted += 1
+    classifier.train(was_training)
+    return right / counted if counted else None
+
+
+def _pretrained_encoder(init: Path, spec: dict[str, Any]) -> dict[str, Tensor]:
+    """The encoder weights of a stage-1 checkpoint (seed paper 002), checked against the
+    network of ``spec``: they replace its encoder stages; its decoder starts as
+    initialised."""
+    try:
+        doc = load_checkpoint(init)
+    except CheckpointError as exc:
+        raise RunError(f"--init: {exc}") from None
+    shapes = {k: v.shape for k, v in build_model(spec).state_dict().items()}
+    if doc["model_spec"].get("arch") != "compact" or spec["arch"] != "compact":
+        raise RunError(f"--init {init}: not a checkpoint of the compact network's chip "
+                       f"classifier")
+    stages = CompactSegNet.encoder
+    encoder = {k: v for k, v in doc["model"].items() if k.split(".")[0] in stages}
+    if {k for k in shapes if k.split(".")[0] in stages} != set(encoder) or any(
+            v.shape != shapes[k] for k, v in encoder.items()):
+        raise RunError(f"--init {init}: its encoder does not fit this network "
+                       f"(another width or number of input channels)")
+    return encoder
+
+
 def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = None,
           d: ddp.Dist | None = None, progress: bool = True,
-          stop_at: int | None = None) -> tuple[dict[str, Any], nn.Module | None]:
+          stop_at: int | None = None, init: Path | None = None
+          ) -> tuple[dict[str, Any], nn.Module | None]:
     """Train (or resume) one run in ``out_dir``; returns its summary and the trained
     network in its last state (``None`` when the folder held a finished run).
+    ``teacher``: the checkpoint a student learns from; ``init``: the stage-1 chip
+    classifier whose encoder a ``pretrained`` run starts from.
 
     ``stop_at`` stops after that step as an interruption would (for job-time
     limits), at once where the run has reached it; every check happens before the
@@ -326,6 +409,8 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     """
     d = d or ddp.Dist(0, 1, torch.device("cpu"))
     cfg, method = run.config, run.method
+    require_checkpoints(method, teacher, init)
+    metric = "accuracy_valid" if method.kind == "classify" else "iou_valid"
     summary_path, last_path = out_dir / "summary.json", out_dir / "last.pt"
     state = _of_this_run(run, last_path) if last_path.exists() else None
     if state is None:
@@ -346,11 +431,15 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     # a student resumed with another teacher would mix two teachers' lessons
     teacher_digest = (hashlib.sha256(teacher.read_bytes()).hexdigest()
                       if teacher_model is not None else None)
-    if state is not None and state.get("teacher_sha256", teacher_digest) != teacher_digest:
-        raise RunError(f"{last_path} was trained from another teacher than "
-                       f"{teacher}; use another --out folder or the same teacher")
+    init_digest = hashlib.sha256(init.read_bytes()).hexdigest() if init is not None else None
+    for what, path, digest in (("teacher", teacher, teacher_digest),
+                               ("pretraining", init, init_digest)):
+        if state is not None and state.get(f"{what}_sha256", digest) != digest:
+            raise RunError(f"{last_path} was trained from another {what} than "
+                           f"{path}; use another --out folder or the same {what}")
     if d.is_main:  # only rank 0 validates
         _read_every_chip(data.valid)
+    encoder = _pretrained_encoder(init, run.model_spec) if init is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
     if d.is_main:  # what a save killed by SIGKILL left (summary.json: as it is written)
         for name in ("last.pt", "best.pt"):
@@ -358,6 +447,10 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     scale = data.pixel_size_m / cfg.pixel_size_m  # model pixels per chip pixel
     if method.kind == "distill":
         build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs, scale)
+    elif method.kind == "flora":
+        build = flora_builder(cfg, method.inputs, OPTICAL, scale)
+    elif method.kind == "classify":
+        build = classify_builder(cfg, method.inputs, method.pools[0][0].label, scale)
     else:
         build = supervised_builder(cfg, method.inputs, method.pools[0][0].label, scale)
     try:
@@ -368,24 +461,31 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
 
     torch.manual_seed(derive_seed(run.seed, "init"))
     model = build_model(run.model_spec).to(d.device)
-    optimiser = torch.optim.SGD(model.parameters(), lr=run.lr, momentum=cfg.momentum,
+    if encoder is not None and state is None:
+        model.load_state_dict(encoder, strict=False)
+    trainee = make_trainee(method, model, teacher_model).to(d.device)
+    heads = getattr(trainee, "heads", None)
+    optimiser = torch.optim.SGD(trainee.parameters(), lr=run.lr, momentum=cfg.momentum,
                                 weight_decay=run.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _poly(cfg.steps, cfg.poly_power))
-    best, elapsed = {"step": 0, "iou_valid": None}, 0.0
+    best, elapsed = {"step": 0, metric: None}, 0.0
     if state is not None:
         load_weights(model, state["model"], str(last_path))
+        if heads is not None:
+            load_weights(heads, state["heads"], str(last_path))
         optimiser.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         best, elapsed = state["best"], state["seconds"]
-    net = ddp.wrap(model, d)
+    net = ddp.wrap(trainee, d)
 
     def save_last(step: int) -> None:
-        _check_finite(model, step)
+        _check_finite(trainee, step)
         save_checkpoint(last_path, {
             "run": run.identity(), "model_spec": run.model_spec, "model": model.state_dict(),
+            **({"heads": heads.state_dict()} if heads is not None else {}),
             "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "best": best, "seconds": elapsed + time.perf_counter() - t0,
-            "teacher_sha256": teacher_digest})
+            "teacher_sha256": teacher_digest, "pretraining_sha256": init_digest})
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{method.name} seed {run.seed}",
                disable=not (progress and d.is_main), dynamic_ncols=True)
@@ -423,7 +523,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                     f"command to resume from {last_path})" if step else "")) from None
             torch.manual_seed(derive_seed(run.seed, "step", step, d.rank))  # dropout
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            loss = _loss(net, teacher_model, batch, cfg, d)
+            loss = method_loss(net, teacher_model, batch, cfg, d, method.kind)
             if not torch.isfinite(loss):  # before the step: no checkpoint holds NaN weights
                 raise RunError(f"the loss is {loss.item()} at step {step + 1}: the run diverged "
                                f"(is the learning rate {run.lr:g} too high?)")
@@ -450,12 +550,16 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                         run.seed, d.device, scale)
                     recalibrate(model, calib)
                 if d.is_main:
-                    iou = score(model, data.valid, method.inputs, cfg.eval_batch,
-                                d.device, scale).summary()["iou"]
-                    log(f"valid step {done} iou {iou}", show=True)
-                    if best["step"] == 0 or (iou is not None and (best["iou_valid"] is None
-                                                                  or iou > best["iou_valid"])):
-                        best = {"step": done, "iou_valid": iou}
+                    if method.kind == "classify":
+                        value = chip_accuracy(trainee, data.valid, method.inputs,
+                                              cfg.eval_batch, d.device, scale)
+                    else:
+                        value = score(model, data.valid, method.inputs, cfg.eval_batch,
+                                      d.device, scale).summary()["iou"]
+                    log(f"valid step {done} {metric.split('_')[0]} {value}", show=True)
+                    if best["step"] == 0 or (value is not None and (best[metric] is None
+                                                                    or value > best[metric])):
+                        best = {"step": done, metric: value}
                         _check_finite(model, done)
                         save_checkpoint(out_dir / "best.pt", {
                             "run": run.identity(), "model_spec": run.model_spec,
@@ -475,11 +579,12 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     summary = {"method": method.name, "title": method.title, "seed": run.seed,
                "lr": run.lr, "weight_decay": run.weight_decay, "steps": cfg.steps,
                "model": display_name(run.model_spec), "model_spec": run.model_spec,
-               "best_step": best["step"], "iou_valid": best["iou_valid"],
+               "best_step": best["step"], "iou_valid": best.get("iou_valid"),
+               **({metric: best[metric]} if metric != "iou_valid" else {}),
                "train_seconds": round(seconds, 1), "processes": d.world,
                "device": d.device.type, "data": data.description}
     if d.is_main:
-        log(f"done: best valid IoU {best['iou_valid']} at step {best['step']}")
+        log(f"done: best valid {metric.split('_')[0]} {best[metric]} at step {best['step']}")
         write_text_atomic(summary_path, json.dumps(summary, indent=1))
     # only rank 0 validated: every rank returns its summary (reproduce picks a grid
     # point from it on every rank, and all must pick the same)

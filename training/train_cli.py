@@ -18,7 +18,7 @@ from .config import ConfigError, make_config, parse_overrides
 from .data.layout import DatasetError
 from .methods import BY_NAME, get_method
 from .rundata import open_run_data
-from .train import Interrupted, RunError, RunSpec, require_teacher, train
+from .train import Interrupted, RunError, RunSpec, require_checkpoints, train
 
 TRAINED = [m for m in BY_NAME if BY_NAME[m].kind != "otsu"]
 
@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder (resumed if it exists)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", type=Path, help="teacher checkpoint (best.pt) for students")
+    p.add_argument("--init", type=Path, help="stage-1 checkpoint (best.pt of chip_classifier) "
+                   "whose encoder the pretrained method starts from")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     p.add_argument("--weight-decay", type=float, help="weight decay (default: the preset's)")
     p.add_argument("--stop-at", type=int, metavar="STEP",
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         # what needs no data is checked before the data is read (minutes on the real set)
         if args.stop_at is not None and args.stop_at < 1:
             return fail(f"--stop-at {args.stop_at}: give a step of at least 1")
-        require_teacher(method, args.teacher)
+        require_checkpoints(method, args.teacher, args.init)
         problem = unwritable(args.out, folder=True)
         if problem:
             return fail(problem)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     try:
         summary, _ = train(spec, data, args.out, teacher=args.teacher, d=d,
-                           progress=not args.no_progress, stop_at=args.stop_at)
+                           progress=not args.no_progress, stop_at=args.stop_at, init=args.init)
     # a DatasetError here is what shows only in the pixels (label codes, a corrupt block);
     # train() saved the steps done first
     except (RunError, CheckpointError, DatasetError) as exc:
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         ddp.teardown(d)
     if d.is_main:
-        print(f"{summary['method']} seed {summary['seed']}: best valid IoU {summary['iou_valid']} "
-              f"at step {summary['best_step']}; {args.out / 'best.pt'}")
+        metric = "accuracy" if method.kind == "classify" else "IoU"
+        print(f"{summary['method']} seed {summary['seed']}: best valid {metric} "
+              f"{summary[metric.lower() + '_valid']} at step {summary['best_step']}; "
+              f"{args.out / 'best.pt'}")
     return 0

@@ -17,6 +17,7 @@ class TinyChips(Dataset):
         noise = lambda c: 0.08 * torch.randn(n, c, size, size, generator=g)  # noqa: E731
         self.s1 = torch.where(water[:, None], 0.25, 0.6) + noise(2)
         self.s2 = torch.where(water[:, None], 0.1, 0.5) + 0.5 * noise(4)
+        self.ndvi = torch.where(water[:, None], 0.3, 0.7) + noise(1)
         self.valid = torch.ones(n, size, size, dtype=torch.bool)
         self.valid[:, :4, :4] = False
         self.s1[:, :, :4, :4] = 0.0
@@ -28,6 +29,7 @@ class TinyChips(Dataset):
         return self.s1.shape[0]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"id": f"tiny_{i}", "s1": self.s1[i], "s2": self.s2[i], "label": self.label[i],
+        return {"id": f"tiny_{i}", "s1": self.s1[i], "s2": self.s2[i], "ndvi": self.ndvi[i],
+                "label": self.label[i],
                 "weak_label": self.weak_label[i], "valid": self.valid[i],
                 "s2_valid": torch.ones_like(self.valid[i])}

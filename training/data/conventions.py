@@ -56,3 +56,15 @@ def normalise_s2(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out = (np.clip(np.nan_to_num(v), lo, hi) - lo) / (hi - lo)
     out[:, ~valid] = 0.0
     return out.astype(np.float32, copy=False), valid
+
+
+def ndvi01(b4: np.ndarray, b8: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """NDVI = (B8 - B4) / (B8 + B4) of stored S2 values, mapped from [-1, 1] to [0, 1]
+    like the other inputs (the optical input of FLoRA-style distillation: RGB + NDVI);
+    0 where S2 has no data or both bands are 0."""
+    b4, b8 = b4.astype(np.float32), b8.astype(np.float32)
+    total = b8 + b4
+    ndvi = np.divide(b8 - b4, total, out=np.zeros_like(total), where=total > 0)
+    out = (np.clip(ndvi, -1.0, 1.0) + 1.0) / 2.0
+    out[~valid] = 0.0
+    return out[None]

@@ -8,7 +8,8 @@ An item is a dict:
 - ``label`` (hand labels) or ``weak_label`` (the weak and external sets):
   int64 ``(H, W)``, 1 water, 0 dry, -1 ignore (also where S1 is invalid)
 - ``s2``, ``s2_valid``: float32 ``(4, H, W)`` B2, B3, B4, B8 normalised, and its
-  validity, when the dataset was built with Sentinel-2
+  validity, and ``ndvi`` float32 ``(1, H, W)`` in [0, 1]
+  (:func:`~training.data.conventions.ndvi01`), when the dataset was built with Sentinel-2
 
 Augmentation belongs to the training transforms, not here.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .conventions import IGNORE, TEACHER_S2_BANDS, normalise_s1, normalise_s2
+from .conventions import IGNORE, TEACHER_S2_BANDS, ndvi01, normalise_s1, normalise_s2
 from .io import read_label, read_s1, read_s2
 from .layout import ChipFiles, DatasetError
 from .sets import external_chips, hand_chips, weak_chips
@@ -46,9 +47,12 @@ class ChipDataset(Dataset):
         if chip.label is not None:
             item[self.label_key] = torch.from_numpy(_ignore_invalid(read_label(chip.label), valid))
         if self.with_s2:
-            s2, s2_valid = normalise_s2(read_s2(chip.s2, TEACHER_S2_BANDS))
+            raw = read_s2(chip.s2, TEACHER_S2_BANDS)
+            s2, s2_valid = normalise_s2(raw)
             item["s2"] = torch.from_numpy(s2)
             item["s2_valid"] = torch.from_numpy(s2_valid)
+            b4, b8 = (raw[TEACHER_S2_BANDS.index(b)] for b in ("B4", "B8"))
+            item["ndvi"] = torch.from_numpy(ndvi01(b4, b8, s2_valid))
         return item
 
 

@@ -50,13 +50,14 @@ class CompactSegNet(SegmentationModel):
     """
 
     size_multiple = 16
+    encoder = ("stage2", "stage4", "stage8", "stage16")   # what chip-level pretraining trains
 
     def __init__(self, in_channels: int, num_classes: int = 2, width: float = 1.0,
                  rates: tuple[int, ...] = COMPACT_RATES):
         super().__init__()
         self.in_channels = in_channels
         self.num_classes = num_classes
-        c2, c4, c8, c16 = (scaled(n, width) for n in (16, 32, 64, 128))
+        self.channels = c2, c4, c8, c16 = tuple(scaled(n, width) for n in (16, 32, 64, 128))
         self.stage2 = ConvBNReLU(in_channels, c2, stride=2)
         self.stage4 = nn.Sequential(SeparableConv(c2, c4, stride=2), ResidualSeparable(c4))
         self.stage8 = nn.Sequential(SeparableConv(c4, c8, stride=2), ResidualSeparable(c8))
@@ -74,11 +75,20 @@ class CompactSegNet(SegmentationModel):
         return skip + F.interpolate(x, size=skip.shape[-2:], mode="bilinear",
                                     align_corners=False)
 
-    def decode(self, x: Tensor) -> Tensor:
-        """Class logits at stride 2."""
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The encoder's feature pyramid at strides 2, 4, 8 and 16."""
         s2 = self.stage2(x)
         s4 = self.stage4(s2)
-        y = self.stage16(self.stage8(s4))
-        y = self.fuse4(self._up_add(self.project4(y), s4))
+        s8 = self.stage8(s4)
+        return s2, s4, s8, self.stage16(s8)
+
+    def decode_features(self, s2: Tensor, s4: Tensor, s16: Tensor) -> Tensor:
+        """Class logits at stride 2 from the pyramid."""
+        y = self.fuse4(self._up_add(self.project4(s16), s4))
         y = self.fuse2(self._up_add(self.project2(y), s2))
         return self.classifier(y)
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Class logits at stride 2."""
+        s2, s4, _, s16 = self.features(x)
+        return self.decode_features(s2, s4, s16)
