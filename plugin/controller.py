@@ -60,13 +60,13 @@ class RunController(QObject):
         bar = self.iface.messageBar()
         if outcome.cancelled:
             dialog.show_status("Cancelled: the backend stopped and left no output.")
-            bar.pushMessage(TAG, "Run cancelled; no output was written.", level=Qgis.Info, duration=5)
+            bar.pushMessage(TAG, "Run cancelled; no output was written.", level=Qgis.MessageLevel.Info, duration=5)
             self.finished.emit(None)
             return
         if not outcome.ok:
             dialog.show_status(outcome.error or "the backend failed", error=True)
             dialog.install_button.setVisible(outcome.error_kind == "MissingDependency")
-            bar.pushMessage(TAG, outcome.error or "the backend failed", level=Qgis.Critical)
+            bar.pushMessage(TAG, outcome.error or "the backend failed", level=Qgis.MessageLevel.Critical)
             self.finished.emit(None)
             return
         result = outcome.result
@@ -77,14 +77,14 @@ class RunController(QObject):
             text = ("; ".join(outcome.warnings) or "the input has no valid pixel") + (
                 "; not added to the map: " + ", ".join(written) if written else "")
             dialog.show_status(text, error=True)
-            bar.pushMessage(TAG, text, level=Qgis.Warning)
+            bar.pushMessage(TAG, text, level=Qgis.MessageLevel.Warning)
             self.finished.emit(None)
             return
         try:
             layers = add_run_layers(request.title, result["outputs"])
         except LayerError as exc:
             dialog.show_status(str(exc), error=True)
-            bar.pushMessage(TAG, str(exc), level=Qgis.Critical)
+            bar.pushMessage(TAG, str(exc), level=Qgis.MessageLevel.Critical)
             self.finished.emit(None)
             return
         summary = run_summary(result, outcome.seconds)
@@ -95,10 +95,10 @@ class RunController(QObject):
             dialog.show_status("\n".join([done] + [f"Warning: {w}" for w in outcome.warnings]),
                                error=True)
             bar.pushMessage(TAG, f"{summary}. Warning: {' '.join(outcome.warnings)}",
-                            level=Qgis.Warning)
+                            level=Qgis.MessageLevel.Warning)
         else:
             dialog.show_status(done)
-            bar.pushMessage(TAG, summary, level=Qgis.Success, duration=15)
+            bar.pushMessage(TAG, summary, level=Qgis.MessageLevel.Success, duration=15)
         run = ReviewRun(layers, result, request.params, request.scene_layer_id)
         self.dock.set_run(run)
         self.dock.show()

@@ -26,7 +26,7 @@ class CorrectionsProblem(ValueError):
 def _water(value, label: str, number: int, field: str) -> int:
     if isinstance(value, bool) or value in (0, 1):
         return int(value)
-    empty = value is None or (hasattr(value, "isNull") and value.isNull())   # NULL: a QVariant
+    empty = value is None or (hasattr(value, "isNull") and value.isNull())   # NULL: a QVariant (None on QGIS 4)
     word = None if empty else _WORDS.get(str(value).strip().lower())
     if word is None:
         shown = f"no {field} value" if empty else f"{field} = {value!r}"
@@ -47,7 +47,7 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         geometry = feature.geometry()
         if geometry.isEmpty():
             continue   # an unfinished sketch: nothing to burn
-        if geometry.type() != QgsWkbTypes.PolygonGeometry:
+        if geometry.type() != QgsWkbTypes.GeometryType.PolygonGeometry:
             raise CorrectionsProblem(f"{label}: feature {number} is not a polygon")
         geometry.transform(to_wgs84)
         water = _water(feature[field], label, number, field)
@@ -74,6 +74,7 @@ def new_corrections_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
     """An empty polygon layer with the ``water`` field, ready to draw corrections in."""
     layer = QgsVectorLayer("Polygon", "Mask corrections", "memory")
     layer.setCrs(crs)   # any CRS, one without an authority code too
+    # QVariant, not QMetaType: QgsField takes a QMetaType from QGIS 3.38 on; QGIS 4's qgis.PyQt maps QVariant.Int
     layer.dataProvider().addAttributes([QgsField(FIELD, QVariant.Int)])
     layer.updateFields()
     # a polygon drawn without filling the form is water, the commoner correction (not NULL)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+from qgis.PyQt.QtWidgets import QAction  # in QtGui on Qt6; QGIS 4's qgis.PyQt.QtWidgets still has it
 
 from .backend_env import install_steps, system_python
 from .controller import RunController
@@ -47,7 +47,7 @@ class SarFloodPlugin:
         run.setToolTip("Map flood water from Sentinel-1 VV/VH with a learned model")
         run.triggered.connect(self.show_dialog)
         self.dock = ReviewDock(self.iface, window)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
         review = self.dock.toggleViewAction()
         review.setText("Flood review panel")

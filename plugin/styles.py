@@ -50,7 +50,7 @@ def probability_renderer(provider) -> QgsSingleBandPseudoColorRenderer:
     items = [QgsColorRampShader.ColorRampItem(0.0, QColor(255, 255, 255, 0), "0 (dry)"),
              QgsColorRampShader.ColorRampItem(0.5, QColor(120, 200, 240, 170), "0.5"),
              QgsColorRampShader.ColorRampItem(1.0, QColor(0, 40, 160, 255), "1 (water)")]
-    return _pseudocolor(provider, QgsColorRampShader.Interpolated, items, 0.0, 1.0)
+    return _pseudocolor(provider, QgsColorRampShader.Type.Interpolated, items, 0.0, 1.0)
 
 
 def threshold_renderer(provider, threshold: float) -> QgsSingleBandPseudoColorRenderer:
@@ -61,7 +61,7 @@ def threshold_renderer(provider, threshold: float) -> QgsSingleBandPseudoColorRe
     """
     items = [QgsColorRampShader.ColorRampItem(threshold, TRANSPARENT, f"<= {threshold:.2f}"),
              QgsColorRampShader.ColorRampItem(float("inf"), WATER, f"> {threshold:.2f} (water)")]
-    return _pseudocolor(provider, QgsColorRampShader.Discrete, items, 0.0, 1.0)
+    return _pseudocolor(provider, QgsColorRampShader.Type.Discrete, items, 0.0, 1.0)
 
 
 def uncertainty_renderer(provider, high: float = 0.25) -> QgsSingleBandPseudoColorRenderer:
@@ -69,4 +69,4 @@ def uncertainty_renderer(provider, high: float = 0.25) -> QgsSingleBandPseudoCol
     items = [QgsColorRampShader.ColorRampItem(0.0, QColor(255, 170, 0, 0), "0 (agree)"),
              QgsColorRampShader.ColorRampItem(high / 2, QColor(255, 140, 0, 180), f"{high / 2:.2f}"),
              QgsColorRampShader.ColorRampItem(high, QColor(200, 0, 160, 255), f">= {high:.2f}")]
-    return _pseudocolor(provider, QgsColorRampShader.Interpolated, items, 0.0, high)
+    return _pseudocolor(provider, QgsColorRampShader.Type.Interpolated, items, 0.0, high)

@@ -22,7 +22,8 @@ TAG = "SAR Flood Mapper"
 
 def log_line(level: str, text: str) -> None:
     """An ``info`` or ``warning`` line of a backend run."""
-    QgsMessageLog.logMessage(text, TAG, Qgis.Warning if level == "warning" else Qgis.Info)
+    shown_as = Qgis.MessageLevel.Warning if level == "warning" else Qgis.MessageLevel.Info
+    QgsMessageLog.logMessage(text, TAG, shown_as)
 
 
 def log_failure(what: str, outcome: Outcome) -> None:
@@ -30,7 +31,7 @@ def log_failure(what: str, outcome: Outcome) -> None:
     text = f"{what} failed: {outcome.error or 'the backend failed'}"
     if outcome.stderr:
         text += "\nThe backend's last error output:\n" + "\n".join(outcome.stderr)
-    QgsMessageLog.logMessage(text, TAG, Qgis.Critical)
+    QgsMessageLog.logMessage(text, TAG, Qgis.MessageLevel.Critical)
 
 
 class BackendTask(QgsTask):
@@ -40,7 +41,7 @@ class BackendTask(QgsTask):
     done = pyqtSignal(object)       # Outcome
 
     def __init__(self, description: str, args: list[str], python_setting: str | None = None):
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self.args = args
         self.python_setting = python_setting
         self.interpreter: Interpreter | None = None

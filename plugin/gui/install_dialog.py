@@ -68,7 +68,7 @@ class InstallDialog(QDialog):
         self.log.appendPlainText(f"$ {shlex.join(argv)}")
         self.state.setText(f"step {self._next} of {len(self.steps)} running...")
         process = QProcess(self)
-        process.setProcessChannelMode(QProcess.MergedChannels)
+        process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         process.setWorkingDirectory(str(PLUGIN_ROOT))
         env = process.processEnvironment()
         env.clear()
@@ -87,13 +87,13 @@ class InstallDialog(QDialog):
         self.log.ensureCursorVisible()
 
     def _failed_to_start(self, error) -> None:
-        if error == QProcess.FailedToStart:
+        if error == QProcess.ProcessError.FailedToStart:
             self.log.appendPlainText(f"could not start {self._process.program()}: {self._process.errorString()}")
             self._finish(False)
 
     def _step_finished(self, code: int, status) -> None:
         self._read()
-        if status != QProcess.NormalExit or code != 0:
+        if status != QProcess.ExitStatus.NormalExit or code != 0:
             self.log.appendPlainText(f"exit code {code}")
             self._finish(False)
             return

@@ -91,7 +91,7 @@ class ReviewDock(QgsDockWidget):
         layout.addWidget(self._accept_box())
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status)
         layout.addStretch()
         self.setWidget(body)
@@ -103,7 +103,7 @@ class ReviewDock(QgsDockWidget):
         box = QGroupBox("Threshold")
         layout = QVBoxLayout(box)
         row = QHBoxLayout()
-        self.slider = QSlider(Qt.Horizontal)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(1, STEPS - 1)
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.01, 0.99)
@@ -122,7 +122,7 @@ class ReviewDock(QgsDockWidget):
     def _display_box(self) -> QGroupBox:
         box = QGroupBox("Display")
         form = QFormLayout(box)
-        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(100)
         self.opacity.valueChanged.connect(self.set_opacity)
@@ -137,7 +137,7 @@ class ReviewDock(QgsDockWidget):
         box = QGroupBox("Statistics per polygon")
         layout = QHBoxLayout(box)
         self.zones = QgsMapLayerComboBox()
-        self.zones.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.zones.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.stats_button = QPushButton("Compute")
         self.stats_button.clicked.connect(self.compute_statistics)
         layout.addWidget(self.zones, 1)
@@ -148,7 +148,7 @@ class ReviewDock(QgsDockWidget):
         box = QGroupBox("Accept")
         form = QFormLayout(box)
         self.final_path = QgsFileWidget()
-        self.final_path.setStorageMode(QgsFileWidget.SaveFile)
+        self.final_path.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.final_path.setFilter("GeoTIFF (*.tif)")
         self.polygons = QCheckBox("Also write water polygons (.gpkg beside it)")
         self.min_area = QDoubleSpinBox()
@@ -159,7 +159,7 @@ class ReviewDock(QgsDockWidget):
         self.accept_button = QPushButton("Accept: write the final mask")
         self.accept_button.clicked.connect(self.accept_map)
         self.corrections = QgsMapLayerComboBox()
-        self.corrections.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.corrections.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.corrections.setAllowEmptyLayer(True)
         self.corrections.setLayer(None)
         self.corrections.setToolTip(f"Polygons drawn where the mask is wrong; field '{FIELD}': "
@@ -343,7 +343,7 @@ class ReviewDock(QgsDockWidget):
     def confirm_overwrite(self, paths: list[str]) -> bool:
         answer = QMessageBox.question(self, "Replace files?",
                                       "These files exist and will be replaced:\n" + "\n".join(paths))
-        return answer == QMessageBox.Yes
+        return answer == QMessageBox.StandardButton.Yes
 
     def start_corrections(self) -> None:
         """Add an empty corrections layer in the mask's CRS and open it for drawing."""

@@ -138,7 +138,7 @@ class RunDialog(QDialog):
         modes.addWidget(self.two_layers)
         form.addRow(modes)
         self.stack_layer = QgsMapLayerComboBox()
-        self.stack_layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.stack_layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.vv_band = QgsRasterBandComboBox()
         self.vh_band = QgsRasterBandComboBox()
         for combo in (self.vv_band, self.vh_band):   # not set: the backend decides
@@ -146,7 +146,7 @@ class RunDialog(QDialog):
         self.vv_layer = QgsMapLayerComboBox()
         self.vh_layer = QgsMapLayerComboBox()
         for combo in (self.vv_layer, self.vh_layer):
-            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+            combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.units = QComboBox()
         self.units.addItem("As detected", "")
         for units in UNITS:
@@ -208,7 +208,7 @@ class RunDialog(QDialog):
         for key, label in EXTENT_MODES:
             self.extent_mode.addItem(label, key)
         self.extent_layer = QgsMapLayerComboBox()
-        self.extent_layer.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.extent_layer.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.extent_mode.currentIndexChanged.connect(
             lambda _: self.extent_layer.setEnabled(self.extent_mode.currentData() == "polygon"))
         form.addRow("Device", self.device)
@@ -254,7 +254,7 @@ class RunDialog(QDialog):
         form = QFormLayout(box)
         self.temporary = QCheckBox("Temporary files (gone when QGIS closes)")
         self.output_dir = QgsFileWidget()
-        self.output_dir.setStorageMode(QgsFileWidget.GetDirectory)
+        self.output_dir.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.temporary.toggled.connect(lambda on: self.output_dir.setEnabled(not on))
         form.addRow(self.temporary)
         form.addRow("Folder", self.output_dir)
@@ -266,7 +266,7 @@ class RunDialog(QDialog):
         layout.setContentsMargins(0, 0, 0, 0)
         self.backend_info = QLabel("checking the backend...")
         self.backend_info.setWordWrap(True)
-        self.backend_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.backend_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.install_button = QPushButton("Install the backend's dependencies...")
         self.install_button.setVisible(False)
         self.install_button.clicked.connect(self.installRequested)
@@ -274,7 +274,7 @@ class RunDialog(QDialog):
         self.progress.setRange(0, 100)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.setDefault(True)

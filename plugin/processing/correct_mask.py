@@ -33,7 +33,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Water mask"))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "CORRECTIONS", "Correction polygons", [QgsProcessing.TypeVectorPolygon]))
+            "CORRECTIONS", "Correction polygons", [QgsProcessing.SourceType.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterField(
             "FIELD", "Field: 1 water, 0 dry", FIELD, "CORRECTIONS", optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Corrected mask"))

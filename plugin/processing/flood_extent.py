@@ -45,7 +45,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("POST", "Post-event water mask"))
         self.addParameter(QgsProcessingParameterRasterLayer("PRE", "Pre-event water mask", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "PERMANENT", "Permanent water polygons", [QgsProcessing.TypeVectorPolygon], optional=True))
+            "PERMANENT", "Permanent water polygons", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Flood extent"))
         self.addOutput(QgsProcessingOutputNumber("FLOODED_AREA_KM2", "Newly flooded area (km²)"))
         self.addOutput(QgsProcessingOutputNumber("FLOODED_PIXELS", "Newly flooded pixels"))

@@ -36,22 +36,22 @@ class MapWaterAlgorithm(SceneAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             "THRESHOLD", "Water probability threshold (empty: the model's default)",
-            QgsProcessingParameterNumber.Double, None, optional=True, minValue=0.0, maxValue=1.0))
+            QgsProcessingParameterNumber.Type.Double, None, optional=True, minValue=0.0, maxValue=1.0))
         self.add_extent_parameter()
         advanced = [
             QgsProcessingParameterEnum("UNITS", "Input units", list(UNIT_CHOICES), defaultValue=0),
             QgsProcessingParameterNumber("TILE_SIZE", "Tile size in pixels (0: the model's)",
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0,
+                                         QgsProcessingParameterNumber.Type.Integer, 0, minValue=0,
                                          maxValue=4096),
             QgsProcessingParameterNumber("OVERLAP", "Tile overlap in pixels (-1: from the model's margin)",
-                                         QgsProcessingParameterNumber.Integer, -1, minValue=-1),
+                                         QgsProcessingParameterNumber.Type.Integer, -1, minValue=-1),
             QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch (0: 1 on CPU, 4 on CUDA)",
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
+                                         QgsProcessingParameterNumber.Type.Integer, 0, minValue=0),
             QgsProcessingParameterBoolean("TTA", "Test-time augmentation (flips; slower, gives uncertainty)",
                                           False),
         ]
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Water mask"))
         self.addParameter(QgsProcessingParameterRasterDestination(

@@ -6,12 +6,14 @@ import math
 from qgis.core import (Qgis, QgsDistanceArea, QgsGeometry, QgsProcessingException, QgsProject,
                        QgsRasterLayer, QgsRectangle, QgsUnitTypes)
 
-INTEGER_TYPES = (Qgis.Byte, Qgis.UInt16, Qgis.Int16, Qgis.UInt32, Qgis.Int32)
+INTEGER_TYPES = (Qgis.DataType.Byte, Qgis.DataType.UInt16, Qgis.DataType.Int16,
+                 Qgis.DataType.UInt32, Qgis.DataType.Int32)
 # Areas need an ellipsoid; when the caller's context has none (qgis_process, scripts), use WGS 84.
 DEFAULT_ELLIPSOID = "EPSG:7030"
 MASK_SAMPLE = 1_000_000   # pixels read to check a mask's values (the whole of a small one)
 # memoryview formats of the integer types, in the machine's byte order as QgsRasterBlock holds them
-_FORMATS = {Qgis.Byte: "B", Qgis.UInt16: "H", Qgis.Int16: "h", Qgis.UInt32: "I", Qgis.Int32: "i"}
+_FORMATS = {Qgis.DataType.Byte: "B", Qgis.DataType.UInt16: "H", Qgis.DataType.Int16: "h",
+            Qgis.DataType.UInt32: "I", Qgis.DataType.Int32: "i"}
 
 
 def check_mask_layer(layer: QgsRasterLayer | None, role: str) -> QgsRasterLayer:
@@ -81,4 +83,4 @@ def pixel_area_m2(layer: QgsRasterLayer, ellipsoid: str, at=None) -> float:
     measure.setSourceCrs(layer.crs(), QgsProject.instance().transformContext())
     measure.setEllipsoid(ellipsoid)
     area = measure.measureArea(QgsGeometry.fromRect(pixel))
-    return measure.convertAreaMeasurement(area, QgsUnitTypes.AreaSquareMeters)
+    return measure.convertAreaMeasurement(area, QgsUnitTypes.AreaUnit.AreaSquareMeters)

@@ -26,13 +26,13 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Water mask"))
         self.addParameter(QgsProcessingParameterNumber(
-            "VALUE", "Mask value to vectorize (1: water)", QgsProcessingParameterNumber.Integer, 1,
+            "VALUE", "Mask value to vectorize (1: water)", QgsProcessingParameterNumber.Type.Integer, 1,
             minValue=0, maxValue=254))
         self.addParameter(QgsProcessingParameterNumber(
             "MIN_AREA_M2", "Minimum mapping unit (m²); smaller polygons are dropped",
-            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
+            QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterVectorDestination(
-            "OUTPUT", "Water polygons", QgsProcessing.TypeVectorPolygon))
+            "OUTPUT", "Water polygons", QgsProcessing.SourceType.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber("POLYGON_COUNT", "Number of polygons kept"))
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -51,7 +51,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
                                                         "VALUE": value, "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
         saved = (context.ellipsoid(), context.areaUnit())
         context.setEllipsoid(ellipsoid_of(context))
-        context.setAreaUnit(QgsUnitTypes.AreaSquareMeters)
+        context.setAreaUnit(QgsUnitTypes.AreaUnit.AreaSquareMeters)
         try:
             with_area = child(2, "native:fieldcalculator", {
                 "INPUT": chosen, "FIELD_NAME": "area_m2", "FIELD_TYPE": 0, "FIELD_LENGTH": 20,

@@ -16,6 +16,7 @@ from .base import SarFloodAlgorithm
 from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
 
 _PREFIX = "sfz_"
+# QVariant, not QMetaType: QgsField takes a QMetaType from QGIS 3.38 on; QGIS 4's qgis.PyQt maps QVariant.Double
 NEW_FIELDS = (("valid_px", QVariant.Double), ("water_px", QVariant.Double),
               ("water_frac", QVariant.Double), ("water_km2", QVariant.Double))
 
@@ -30,10 +31,10 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "POLYGONS", "Polygons", [QgsProcessing.TypeVectorPolygon]))
+            "POLYGONS", "Polygons", [QgsProcessing.SourceType.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterRasterLayer("MASK", "Water mask"))
         self.addParameter(QgsProcessingParameterFeatureSink(
-            "OUTPUT", "Water per polygon", QgsProcessing.TypeVectorPolygon))
+            "OUTPUT", "Water per polygon", QgsProcessing.SourceType.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context, feedback):
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask")
@@ -76,7 +77,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
                 centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
                 km2 = water * pixel_area_m2(mask, ellipsoid, centre) / 1e6 if water else 0.0
                 out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
-                sink.addFeature(out, QgsFeatureSink.FastInsert)
+                sink.addFeature(out, QgsFeatureSink.Flag.FastInsert)
                 feedback.setProgress(100.0 * (i + 1) / total)
         except BaseException:
             del sink  # closes the file, then removed: a cancelled or failed run leaves no output

@@ -61,7 +61,7 @@ def test_a_failed_run_keeps_its_error_output_for_the_log(qgis_app):
         log_failure("Flood map: scene", outcome)
     finally:
         QgsApplication.messageLog().messageReceived.disconnect(log)
-    assert logged == [("SAR Flood Mapper", Qgis.Critical,
+    assert logged == [("SAR Flood Mapper", Qgis.MessageLevel.Critical,
                        f"Flood map: scene failed: {outcome.error}\nThe backend's last error output:\n"
                        + "\n".join(outcome.stderr))]
 

@@ -75,7 +75,7 @@ def test_bad_input_is_named_and_nothing_runs(plugin, qtbot, models, tmp_path):
     qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
     dialog.stack_layer.setLayer(single)
     with qtbot.assertNotEmitted(dialog.runRequested):
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert "'only_vv' has 1 band" in dialog.status.text()
 
     stack = _add(write_raster(tmp_path / "stack.tif", [np.zeros((8, 8), np.float32)] * 2))
@@ -83,11 +83,11 @@ def test_bad_input_is_named_and_nothing_runs(plugin, qtbot, models, tmp_path):
     dialog.temporary.setChecked(False)
     dialog.output_dir.setFilePath(str(tmp_path / "no_such_folder"))
     with qtbot.assertNotEmitted(dialog.runRequested):
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert "no_such_folder' does not exist" in dialog.status.text()
     dialog.output_dir.setFilePath("")   # it said "Output folder: '' does not exist"
     with qtbot.assertNotEmitted(dialog.runRequested):
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert dialog.status.text() == "Output folder: choose a folder, or tick temporary files"
     wait_for_tasks(qtbot)
 
@@ -110,14 +110,14 @@ def test_unreadable_and_moved_input_layers_are_named_as_such(plugin, qtbot, mode
     dialog.temporary.setChecked(True)
     dialog.stack_layer.setLayer(invalid)
     with qtbot.assertNotEmitted(dialog.runRequested):
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert dialog.status.text() == (f"Sentinel-1 input layer 'corrupt' cannot be read as a raster: "
                                     f"{corrupt} is not a file GDAL can open")
 
     two_band_scene.rename(tmp_path / "elsewhere.tif")
     dialog.stack_layer.setLayer(moved)
     with qtbot.assertNotEmitted(dialog.runRequested):
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     gone = f"layer 'moved away': its file no longer exists: {two_band_scene} (moved, renamed or deleted?)"
     assert dialog.status.text() == f"Sentinel-1 input {gone}"
     with pytest.raises(InputProblem, match=re.escape(f"VV {gone}")):
@@ -134,7 +134,7 @@ def test_a_chosen_python_that_does_not_exist_is_named_not_the_model(plugin, qtbo
     qtbot.waitUntil(lambda: "/nonexistent/python3" in dialog.backend_info.text(), timeout=30000)
     wait_for_tasks(qtbot)
     with qtbot.assertNotEmitted(dialog.runRequested):
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert dialog.status.text() == (
         "The SAR Flood Mapper backend cannot run with /nonexistent/python3 (the Python chosen in "
         "the plugin's settings): interpreter /nonexistent/python3 does not exist. Choose another "

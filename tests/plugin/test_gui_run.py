@@ -75,7 +75,7 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     meter = StallMeter()
     meter.start()
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
         assert dialog.cancel_button.isEnabled() and not dialog.run_button.isEnabled()
     stall = meter.stop()
     print(f"event-loop worst gap during the run: {1000 * stall:.1f} ms")
@@ -94,7 +94,7 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     assert colours[1].blue() > 200 and colours[1].alpha() == 255 and colours[0].alpha() == 0
     assert isinstance(run.layers.probability.renderer(), QgsSingleBandPseudoColorRenderer)
     assert run.layers.uncertainty is not None and (tmp_path / "Spain_7370579_S1Hand_uncertainty.tif").exists()
-    summary = qgis_iface.messageBar().get_messages(Qgis.Success)[-1]
+    summary = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)[-1]
     assert "km² of water" in summary and "% of the" in summary and " s on CPU" in summary
     assert "test-threshold 1.0.0" in summary
 
@@ -129,7 +129,7 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
         halves.dataProvider().addFeatures([f])
     QgsProject.instance().addMapLayer(halves)
     dock.zones.setLayer(halves)
-    qtbot.mouseClick(dock.stats_button, Qt.LeftButton)
+    qtbot.mouseClick(dock.stats_button, Qt.MouseButton.LeftButton)
     dock.threshold.setValue(0.45)   # moved while the mask is made: the layer keeps 0.30's name
     qtbot.waitUntil(lambda: bool(QgsProject.instance().mapLayersByName("water per polygon (threshold 0.30)"))
                     or "failed" in dock.status.text(), timeout=60000)
@@ -145,7 +145,7 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     dock.final_path.setFilePath(str(final))
     dock.polygons.setChecked(True)
     dock.min_area.setValue(0)
-    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "polygons written" in dock.status.text() or "failed" in dock.status.text(),
                     timeout=60000)
     assert "polygons written" in dock.status.text(), dock.status.text()
@@ -162,15 +162,15 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
 
     # accepting again to the same file asks first; "No" writes nothing
     stamp = final.stat().st_mtime_ns
-    _answer_next_question(QMessageBox.No)
-    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    _answer_next_question(QMessageBox.StandardButton.No)
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     assert dock.status.text() == "Accept: nothing written" and final.stat().st_mtime_ns == stamp
 
     # a run whose layers the user removed is not touched any more
     QgsProject.instance().removeMapLayer(run.layers.probability.id())
     dock.slider.setValue(60)
     assert "layers were removed" in dock.status.text()
-    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     assert "layers are gone" in dock.status.text()
 
     # the dialog's choices are remembered for next time
@@ -189,14 +189,14 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     QgsProject.instance().addMapLayer(layer)
     dialog = _start_run(plugin, qtbot, layer, models["threshold"], tmp_path)
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     run = blocker.args[0]
     assert run is not None, dialog.status.text()
     dock = plugin.dock
     from sarflood.plugin.summary import area_text
     run_area = area_text(run.result["water_area_km2"], run.result["valid_area_km2"])
     assert dock.area.text() == run_area
-    qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
     fixes = dock.corrections.currentLayer()
     assert fixes is not None and fixes.isEditable() and "water" in fixes.fields().names()
     # the live area is the mask's without its corrections, and says so
@@ -216,12 +216,12 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     for used in (run.params.mask, str(chip)):
         before_bytes = open(used, "rb").read()
         dock.final_path.setFilePath(used)
-        qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+        qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
         assert "is this run's input or one of its layers" in dock.status.text()
         assert open(used, "rb").read() == before_bytes
     final = tmp_path / "final.tif"
     dock.final_path.setFilePath(str(final))
-    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "Final mask written" in dock.status.text() or "failed" in dock.status.text(),
                     timeout=60000)
     assert "pixels corrected" in dock.status.text(), dock.status.text()
@@ -241,7 +241,7 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     try:
         second = tmp_path / "second.tif"
         dock.final_path.setFilePath(str(second))
-        qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+        qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: "Accept failed" in dock.status.text(), timeout=60000)
         assert not second.exists() and not second.with_suffix(".corrections.geojson").exists()
     finally:
@@ -271,14 +271,14 @@ def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_pa
     layer, out = _big_scene(tmp_path)
     dialog = _start_run(plugin, qtbot, layer, bundled_model(), out, tta=True)
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=60000)
-        qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
     assert blocker.args[0] is None
     assert "Cancelled" in dialog.status.text()
     assert list(out.iterdir()) == []
     assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: scene") is None
-    assert "cancelled" in qgis_iface.messageBar().get_messages(Qgis.Info)[-1]
+    assert "cancelled" in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Info)[-1]
     wait_for_tasks(qtbot)
 
 
@@ -288,7 +288,7 @@ def test_all_nodata_input_adds_no_layer(plugin, qgis_iface, qtbot, models, real_
     QgsProject.instance().addMapLayer(layer)
     dialog = _start_run(plugin, qtbot, layer, models["threshold"], tmp_path)
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert blocker.args[0] is None
     assert "no valid pixel" in dialog.status.text() and "Paraguay_34417_S1Hand.tif" in dialog.status.text()
     written = sorted(str(p) for p in tmp_path.rglob("*.tif"))
@@ -333,14 +333,14 @@ def test_a_run_with_warnings_does_not_end_in_a_green_done(plugin, qgis_iface, qt
     assert dialog.units_detected.text().startswith("detected: dB (from the values); warning: ")
     assert "color: #b00" in dialog.units_detected.styleSheet()
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert blocker.args[0] is not None, dialog.status.text()
     status = dialog.status.text()
     assert status.startswith("Done: ") and "\nWarning: " in status and "swapped" in status
     assert "color: #b00" in dialog.status.styleSheet()
     bar = qgis_iface.messageBar()
-    assert bar.get_messages(Qgis.Success) == []
-    warning = bar.get_messages(Qgis.Warning)[-1]
+    assert bar.get_messages(Qgis.MessageLevel.Success) == []
+    warning = bar.get_messages(Qgis.MessageLevel.Warning)[-1]
     assert "km² of water" in warning and "swapped" in warning
     wait_for_tasks(qtbot)
 
@@ -377,7 +377,7 @@ def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path
     QgsApplication.messageLog().messageReceived.connect(log)
     try:
         with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
-            qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+            qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
             qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=60000)
             children = backend_children()
             assert len(children) == 1
@@ -388,8 +388,8 @@ def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path
     status = dialog.status.text()
     assert status.startswith("the backend was killed (signal 9, SIGKILL), most often by the system "
                              "running out of memory: try a smaller tile size"), status
-    assert qgis_iface.messageBar().get_messages(Qgis.Critical)[-1].endswith(status)
-    assert any(tag == "SAR Flood Mapper" and level == Qgis.Critical and status in message
+    assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)[-1].endswith(status)
+    assert any(tag == "SAR Flood Mapper" and level == Qgis.MessageLevel.Critical and status in message
                for tag, level, message in logged), logged
     assert list(out.iterdir()) == []
     assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: scene") is None

@@ -5,7 +5,7 @@ from qgis.PyQt.QtWidgets import QAction, QDockWidget
 
 
 def _flush_deletes():
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def test_load_and_unload_leave_nothing_behind(qgis_iface, qgis_processing):
@@ -63,10 +63,10 @@ def test_unload_stops_an_accept_in_flight(plugin, qtbot, models, two_band_scene,
     QgsProject.instance().addMapLayer(layer)
     dialog = _start_run(plugin, qtbot, layer, models["threshold"], tmp_path)
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert blocker.args[0] is not None, dialog.status.text()
     dock = plugin.dock
-    qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
     fixes = dock.corrections.currentLayer()
     feature = QgsFeature(fixes.fields())
     feature.setGeometry(QgsGeometry.fromRect(layer.extent()))
@@ -74,7 +74,7 @@ def test_unload_stops_an_accept_in_flight(plugin, qtbot, models, two_band_scene,
     fixes.addFeature(feature)
     final = tmp_path / "final.tif"
     dock.final_path.setFilePath(str(final))
-    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     assert final.with_suffix(".corrections.geojson").exists()   # written before the backend starts
     plugin.unload()
     _flush_deletes()

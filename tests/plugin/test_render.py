@@ -35,7 +35,8 @@ def test_render_sar_with_mask(provider, models, real_chips, tmp_path):
     sar = QgsRasterLayer(str(chip), "SAR VV")
     gray = QgsSingleBandGrayRenderer(sar.dataProvider(), 1)
     stretch = QgsContrastEnhancement(sar.dataProvider().dataType(1))
-    stretch.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+    stretch.setContrastEnhancementAlgorithm(
+        QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
     stretch.setMinimumValue(-25.0)
     stretch.setMaximumValue(0.0)
     gray.setContrastEnhancement(stretch)

@@ -24,7 +24,7 @@ def _run(plugin, qtbot, path: Path, model, out_dir, configure=None):
     if configure is not None:
         configure(dialog)
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
-        qtbot.mouseClick(dialog.run_button, Qt.LeftButton)
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert blocker.args[0] is not None, dialog.status.text()
     return blocker.args[0]
 
@@ -32,7 +32,7 @@ def _run(plugin, qtbot, path: Path, model, out_dir, configure=None):
 def _accept(dock, qtbot, path: Path, wait_for: str = "Final mask written") -> str:
     before = dock.status.text()
     dock.final_path.setFilePath(str(path))
-    qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dock.status.text() != before and wait_for in dock.status.text()
                     or "failed" in dock.status.text(), timeout=60000)
     return dock.status.text()
@@ -51,7 +51,7 @@ def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, q
     folder that raised an OSError out of the click (QGIS's Python error dialog)."""
     _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
     dock = plugin.dock
-    qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
     fixes = dock.corrections.currentLayer()
     missing = tmp_path / "missing" / "final.tif"
     # root writes through permission bits; sysfs refuses even root
@@ -63,7 +63,7 @@ def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, q
                         (read_only / "final.tif", f"cannot write in the folder {read_only} (")):
         dock.final_path.setFilePath(str(target))
         with qtbot.capture_exceptions() as raised:
-            qtbot.mouseClick(dock.accept_button, Qt.LeftButton)
+            qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
         assert raised == []
         status = dock.status.text()
         assert status.startswith(f"Accept failed: {target.with_suffix('.corrections.geojson')}: {why}")
@@ -93,7 +93,7 @@ def test_a_card_threshold_off_the_grid_is_reviewed_and_accepted_exactly(plugin, 
     run_area = area_text(run.result["water_area_km2"], run.result["valid_area_km2"])
     assert dock.threshold.value() == pytest.approx(0.437) and "0.437" in dock.threshold.text()
     assert dock.area.text() == run_area
-    assert run_area in qgis_iface.messageBar().get_messages(Qgis.Success)[-1]
+    assert run_area in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)[-1]
 
     # on the grid once moved; back at the run's value, exact again
     dock.slider.setValue(45)
@@ -123,7 +123,7 @@ def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qtbot, m
     final = tmp_path / "final.tif"
     assert "polygons written" in _accept(dock, qtbot, final, "polygons written")
     dock.slider.setValue(20)
-    _answer_next_question(QMessageBox.Yes)
+    _answer_next_question(QMessageBox.StandardButton.Yes)
     status = _accept(dock, qtbot, final, "polygons written")
     wait_for_tasks(qtbot)
 
@@ -150,7 +150,7 @@ def test_corrections_of_another_scene_are_not_reused_and_accept_warnings_show(
     chip = real_chips / "S1Hand" / CHIP
     _run(plugin, qtbot, chip, models["threshold"], tmp_path)
     dock = plugin.dock
-    qtbot.mouseClick(dock.new_corrections, Qt.LeftButton)
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
     fixes = dock.corrections.currentLayer()
     x0, dx, _, y0, _, dy = gdal.Open(str(chip)).GetGeoTransform()
     _draw(fixes, QgsRectangle(x0 + 10 * dx, y0 + 60 * dy, x0 + 60 * dx, y0 + 10 * dy), 1)
@@ -176,7 +176,7 @@ def test_corrections_of_another_scene_are_not_reused_and_accept_warnings_show(
         QgsApplication.messageLog().messageReceived.disconnect(log)
     assert "0 pixels corrected; warning: " in status and "outside the mask" in status
     assert "color: #b00" in dock.status.styleSheet()
-    assert any(tag == "SAR Flood Mapper" and level == Qgis.Warning and "outside the mask" in message
+    assert any(tag == "SAR Flood Mapper" and level == Qgis.MessageLevel.Warning and "outside the mask" in message
                for tag, level, message in logged), logged
     fixes.rollBack()
     wait_for_tasks(qtbot)
