@@ -403,10 +403,19 @@ def not_whole(path: str, factors: list[int]) -> str | None:
     """
     try:
         with rasterio.open(path) as ds:
-            if ds.overviews(1) != factors:
-                return f"its overviews came out as {ds.overviews(1)}, not {factors}"
+            width, height, levels = ds.width, ds.height, len(ds.overviews(1))
+        if levels != len(factors):
+            return f"it has {levels} overview levels, not {len(factors)}"
         for level in [None, *range(len(factors))]:
             with rasterio.open(path, **({} if level is None else {"overview_level": level})) as ds:
+                if level is not None:
+                    # GDAL's overview of factor f is ceil(size / f) each way (rasterio's
+                    # own factors, width / overview width, do not say so for a narrow one)
+                    f = factors[level]
+                    want = (-(-width // f), -(-height // f))
+                    if (ds.width, ds.height) != want:
+                        return (f"its overview {level + 1} came out {ds.width} x {ds.height} "
+                                f"px, not {want[0]} x {want[1]}")
                 bh, bw = ds.block_shapes[0]
                 rows, cols = -(-ds.height // bh), -(-ds.width // bw)
                 if not all(_written(ds, i, j) for i in range(rows) for j in range(cols)):

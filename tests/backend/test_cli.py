@@ -357,3 +357,19 @@ def test_a_run_on_data_with_no_data_prints_only_its_own_lines(tmp_path, models):
     p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--probability",
                 str(tmp_path / "p.tif"), "--model", models["threshold"], "--progress", "none")
     assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+@pytest.mark.parametrize("shape", [(2048, 100), (300, 1), (1000, 150)])
+def test_outputs_taller_than_wide_are_written(tmp_path, models, shape):
+    """Their overviews were checked against rasterio's factors, which it derives from the
+    width alone (2048 x 100: 14, not 16): every such map failed at its very end."""
+    src = tmp_path / "tall.tif"
+    write_raster(src, random_db(shape, seed=4))
+    mask, prob = tmp_path / "m.tif", tmp_path / "p.tif"
+    p = run_cli("predict", src, "--mask", mask, "--probability", prob, "--model",
+                models["threshold"], "--progress", "none")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("otsu", src, "--mask", tmp_path / "o.tif", "--progress", "none")
+    assert p.returncode == 0, p.stderr
+    with rasterio.open(mask) as ds:
+        assert (ds.height, ds.width) == shape and ds.overviews(1) != []
