@@ -227,7 +227,7 @@ _TELLING = ("method", "seed", "lr", "weight_decay")
 
 
 # fields whose default is not how runs behaved before the field existed
-_BEFORE_FIELD = {"zero_init_residual": False}
+_BEFORE_FIELD = {"zero_init_residual": False, "decay_all": True}
 
 
 def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
@@ -308,6 +308,21 @@ def _check_finite(model: nn.Module, step: int) -> None:
     if not all(torch.isfinite(t).all() for t in model.state_dict().values()
                if t.is_floating_point()):
         raise RunError(f"the weights are no longer finite at step {step}: the run diverged")
+
+
+def decay_groups(net: nn.Module, weight_decay: float, decay_all: bool) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: every parameter decayed, or (``decay_all``
+    false) only the kernels of full convolutions and linear layers, as DeepLab's
+    reference code regularises them (Chen et al., 2018; its batch norm, biases and
+    depthwise kernels go undecayed)."""
+    if decay_all:
+        return [{"params": list(net.parameters()), "weight_decay": weight_decay}]
+    decayed = {id(m.weight) for m in net.modules()
+               if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and (
+                   m.groups == 1 or m.groups != m.in_channels))}
+    params = list(net.parameters())
+    return [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
 
 
 def make_trainee(method: Method, model: nn.Module, teacher: nn.Module | None) -> nn.Module:
@@ -465,8 +480,8 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
         model.load_state_dict(encoder, strict=False)
     trainee = make_trainee(method, model, teacher_model).to(d.device)
     heads = getattr(trainee, "heads", None)
-    optimiser = torch.optim.SGD(trainee.parameters(), lr=run.lr, momentum=cfg.momentum,
-                                weight_decay=run.weight_decay)
+    optimiser = torch.optim.SGD(decay_groups(trainee, run.weight_decay, cfg.decay_all),
+                                lr=run.lr, momentum=cfg.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _poly(cfg.steps, cfg.poly_power))
     best, elapsed = {"step": 0, metric: None}, 0.0
     if state is not None:

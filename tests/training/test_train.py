@@ -294,3 +294,24 @@ def test_a_run_removes_what_a_killed_save_left(tmp_path):
     train(tiny_run(steps=1, eval_every=1), tiny_data(), tmp_path, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".last.1.tmp.pt", "best.pt", "last.pt", "summary.json", "train.log"]
+
+
+def test_the_paper_preset_decays_only_the_kernels_of_full_convolutions_and_linear_layers():
+    """DeepLab's reference code regularises those only; PyTorch's SGD decayed every
+    parameter, batch norm's scales and shifts included."""
+    from training.models import build_model
+    from training.train import decay_groups
+    assert not make_config("paper").decay_all and make_config("cpu").decay_all
+    net = build_model({"arch": "compact", "in_channels": 2, "width": 0.25})
+    names = {id(p): n for n, p in net.named_parameters()}
+    decayed, free = decay_groups(net, 1e-4, decay_all=False)
+    assert (decayed["weight_decay"], free["weight_decay"]) == (1e-4, 0.0)
+    decayed = {names[id(p)] for p in decayed["params"]}
+    free = {names[id(p)] for p in free["params"]}
+    assert "stage2.0.weight" in decayed and "classifier.weight" in decayed
+    assert "stage4.0.pointwise.weight" in decayed
+    assert {"stage2.1.weight", "stage2.1.bias", "classifier.bias",
+            "stage4.0.depthwise.weight"} <= free
+    assert len(decayed) + len(free) == len(names)
+    (every,) = decay_groups(net, 1e-4, decay_all=True)
+    assert len(every["params"]) == len(names) and every["weight_decay"] == 1e-4
