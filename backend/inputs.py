@@ -22,7 +22,7 @@ from rasterio.transform import Affine
 
 from .errors import InputError, UsageError, first_line
 from .grid import Grid, grid_of
-from .raster_io import WindowReader, band_scaling, gdal_masked, sample_grid
+from .raster_io import WindowReader, band_scaling, file_identity, gdal_masked, sample_grid
 
 BAND_NAMES = ("VV", "VH")
 
@@ -271,8 +271,9 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
     notes: list[str] = []
     try:
         for p in paths:
-            if p in datasets:
-                raise InputError(f"{p}: given twice; give VV and VH as two different files")
+            if p in datasets or (len(datasets) and file_identity(p) == file_identity(paths[0])):
+                raise InputError(f"{p}: given twice (the same file as {paths[0]}); give VV "
+                                 f"and VH as two different files")
             datasets[p] = open_raster(p)
         if len(paths) == 1 and bands is not None:
             named = _bands_chosen(paths[0], datasets[paths[0]], bands, notes)

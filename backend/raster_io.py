@@ -248,19 +248,30 @@ def _windows(reader: WindowReader, grid_h: int, grid_w: int, n: int, size: int
 
 # --------------------------------------------------------------------------- outputs
 
+def file_identity(path: str) -> object:
+    """What tells two paths of one file apart from two files: the device and inode of
+    a file that exists (the same file through a bind mount, another letter case on a
+    case-insensitive disk, a UNC path and a mapped drive), else the resolved path."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino)
+
+
 def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: bool,
                   sources: list[str] = ()) -> None:
     """Refuse outputs that would clash or fail, before any work is done. Raises OutputError.
 
     ``sources``: files the inputs read besides themselves (a VRT's).
     """
-    seen: dict[str, str] = {}
-    in_real = {os.path.realpath(p) for p in inputs}
-    read = {os.path.realpath(p) for p in sources}
+    seen: dict[object, str] = {}
+    in_real = {file_identity(p) for p in inputs}
+    read = {file_identity(p) for p in sources}
     for kind, path in outputs.items():
         if not path:
             continue
-        real = os.path.realpath(path)
+        real = file_identity(path)
         if real in in_real:
             raise OutputError(f"{path}: the {kind} output is also an input; choose another path")
         if real in read:

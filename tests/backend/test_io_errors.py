@@ -179,6 +179,28 @@ def test_output_equal_to_input(models, good, tmp_path):
     assert Path(good).read_bytes() == before
 
 
+def test_an_output_reaching_an_input_by_another_path_is_refused(models, good, tmp_path):
+    """A hard link stands for every path realpath does not collapse (a bind mount, another
+    letter case on a case-insensitive disk, a UNC path and its mapped drive): with
+    --overwrite the input was replaced by the mask."""
+    other = tmp_path / "same_file.tif"
+    os.link(good, other)
+    before = Path(good).read_bytes()
+    with pytest.raises(OutputError, match=f"{other}: the mask output is also an input"):
+        predict(PredictOptions([good], mask=str(other), model=models["threshold"],
+                               overwrite=True))
+    assert Path(good).read_bytes() == before
+
+
+def test_one_file_given_as_vv_and_vh_by_two_paths_is_refused(models, tmp_path):
+    vv = write_raster(tmp_path / "vv.tif", random_db((64, 80))[:1], descriptions=("VV",))
+    os.link(vv, tmp_path / "vh.tif")
+    with pytest.raises(InputError, match="vh.tif: given twice \\(the same file as "):
+        predict(PredictOptions([vv, str(tmp_path / "vh.tif")], mask=str(tmp_path / "m.tif"),
+                               model=models["threshold"]))
+    assert not (tmp_path / "m.tif").exists()
+
+
 def test_an_output_may_not_replace_a_vrts_source(models, tmp_path):
     vv = write_raster(tmp_path / "vv.tif", random_db((64, 80))[:1], descriptions=("VV",))
     vh = write_raster(tmp_path / "vh.tif", random_db((64, 80), seed=1)[:1], descriptions=("VH",))
