@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from . import __version__
 from .errors import BackendError, Cancelled, UsageError, first_line
-from .pipeline import keep_freed_memory
+from .pipeline import is_cleaning_up, keep_freed_memory
 from .progress import Reporter, make_reporter, readable_json
 
 EXIT_ERROR, EXIT_CANCELLED = 1, 130
@@ -310,9 +310,12 @@ def _demo(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
 
 
 def _install_signals(cancel: threading.Event, reporter: Reporter) -> None:
-    """First SIGINT/SIGTERM: stop at the next batch and clean up. A second: stop now."""
+    """First SIGINT/SIGTERM: stop at the next batch and clean up. A second: stop now,
+    unless the run is removing its partial outputs already."""
     def handler(signum: int, frame: object) -> None:
         if cancel.is_set():
+            if is_cleaning_up():
+                return
             raise KeyboardInterrupt
         cancel.set()
         reporter.info(f"{signal.Signals(signum).name}: cancelling, removing partial outputs")
@@ -343,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable = args.func
     try:
         result = func(args, reporter, cancel)
+        if cancel.is_set():   # it came after the outputs were in place
+            reporter.warning("the cancel came after the outputs were complete: they are kept")
         if result is not None:
             reporter.result(**result)
         return 0

@@ -46,7 +46,7 @@ from .errors import Cancelled, CardError, OutputError, UsageError
 from .grid import Grid, check_extent_options, run_window
 from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
-from .pipeline import StageClock, Worker, peak_rss_mb, prefetch
+from .pipeline import StageClock, Worker, cleaning_up, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_masked,
                         sample_grid, temporary_path, why_write_failed)
@@ -549,8 +549,9 @@ def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threadin
         sink.commit(cancel)  # overviews, then rename
         reporter.progress(1.0, "overviews")
     except BaseException:
-        writer.abandon()
-        sink.abort()
+        with cleaning_up():
+            writer.abandon()
+            sink.abort()
         raise
 
 
@@ -631,7 +632,8 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                     run_grid(job, writer.put, reporter, cancel, (0.0, 0.85))
                     writer.close()
                 except BaseException:
-                    writer.abandon()
+                    with cleaning_up():
+                        writer.abandon()
                     raise
         except (RasterioError, OSError) as exc:   # input read errors are InputError by now
             raise OutputError(f"{tmp}: the model-grid file of the resampling pass cannot be "

@@ -22,6 +22,26 @@ _POLL_S = 0.1
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
 
 
+_cleaning = 0   # how many clean-up blocks the process is in (see cleaning_up)
+
+
+@contextmanager
+def cleaning_up() -> Iterator[None]:
+    """A block that removes partial outputs or stops threads: a second Ctrl-C or SIGTERM
+    (which stops a run at once, :func:`backend.cli.main`) waits until it is done, or it
+    would leave hidden partial files behind."""
+    global _cleaning
+    _cleaning += 1
+    try:
+        yield
+    finally:
+        _cleaning -= 1
+
+
+def is_cleaning_up() -> bool:
+    return _cleaning > 0
+
+
 class _Failure:
     def __init__(self, exc: BaseException):
         self.exc = exc
@@ -65,8 +85,9 @@ def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
                 raise item.exc
             yield item
     finally:
-        stop.set()
-        thread.join()
+        with cleaning_up():
+            stop.set()
+            thread.join()
 
 
 class Worker:

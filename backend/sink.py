@@ -21,10 +21,10 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .errors import Cancelled, UsageError
-from .pipeline import StageClock
+from .pipeline import StageClock, cleaning_up
 from .progress import Reporter
 from .grid import Grid
-from .raster_io import GeoTiffOut
+from .raster_io import GeoTiffOut, temporary_path
 
 MASK_NODATA = 255
 PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data
@@ -197,7 +197,8 @@ class OutputSink:
                     tags={**tags, "SARFLOOD_OUTPUT": "uncertainty"},
                     overview_resampling=Resampling.average, **common)
         except BaseException:
-            self.abort()
+            with cleaning_up():
+                self.abort()
             raise
 
     @property
@@ -223,11 +224,13 @@ class OutputSink:
                 out["uncertainty"].write(spread, row, col)
 
     def commit(self, cancel: threading.Event | None = None) -> None:
-        """Finish every output (overviews), then rename them all into place.
-
-        A cancel that arrives while the overviews are built still leaves nothing.
+        """Finish every output (overviews), then rename them all into place: all or
+        nothing. A cancel that arrives while the overviews are built still leaves nothing.
+        A file an output replaces (``--overwrite``) is kept aside, hard-linked, until
+        every output is in place, and put back if one fails (where the disk cannot
+        link, it is replaced: removing the new file then would lose both).
         """
-        published = []
+        published, kept = [], {}
         try:
             with self.clock("overviews"):
                 for o in self.outputs.values():
@@ -235,18 +238,40 @@ class OutputSink:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             for o in self.outputs.values():
+                kept[o.path] = _kept_aside(o.path)
                 o.publish()
                 published.append(o)
         except BaseException:
-            self.abort()
-            for o in published:  # all or nothing
-                if os.path.exists(o.path):
-                    os.unlink(o.path)
+            with cleaning_up():
+                self.abort()
+                for o in published:
+                    if kept[o.path]:
+                        os.replace(kept[o.path], o.path)
+                    elif kept[o.path] is None and os.path.exists(o.path):
+                        os.unlink(o.path)
             raise
+        finally:
+            with cleaning_up():
+                for aside in kept.values():
+                    if aside and os.path.exists(aside):
+                        os.unlink(aside)
 
     def abort(self) -> None:
         for o in self.outputs.values():
             o.abort()
+
+
+def _kept_aside(path: str) -> str | None:
+    """A hard link to the file at ``path`` under a temporary name; None where there is
+    no file, "" where the disk cannot link one."""
+    if not os.path.exists(path):
+        return None
+    aside = temporary_path(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
+    try:
+        os.link(path, aside)
+    except OSError:
+        return ""
+    return aside
 
 
 def utc_stamp() -> str:
@@ -270,5 +295,6 @@ def fill_sink(sink: OutputSink, block: int, read: Callable[[Window], dict[str, n
             reporter.progress(span[0] + (span[1] - span[0]) * (i + 1) / len(rows), stage)
         sink.commit(cancel)
     except BaseException:
-        sink.abort()
+        with cleaning_up():
+            sink.abort()
         raise

@@ -165,3 +165,43 @@ def test_blocks_never_written_are_found(tmp_path):
                        tiled=True, blockxsize=256, blockysize=256, sparse_ok=True) as ds:
         ds.write(np.ones((256, 256), np.uint8), 1, window=Window(0, 0, 256, 256))
     assert not_whole(str(path), []) == "some of its blocks were not written"
+
+
+@pytest.mark.parametrize("failure", ["error", "interrupt"])
+def test_a_failed_publish_puts_back_the_files_already_replaced(tmp_path, failure):
+    """Outputs are published one by one; when a later one failed (a file another program
+    holds open, a second Ctrl-C), those already renamed were deleted, the user's earlier
+    files with them."""
+    from backend.errors import OutputError
+    from backend.sink import OutputSink
+
+    grid = Grid(rasterio.crs.CRS.from_epsg(32633), Affine(10, 0, 500000, 0, -10, 5e6), 300, 200)
+    mask, prob = tmp_path / "m.tif", tmp_path / "p.tif"
+    mask.write_bytes(b"the user's earlier mask")
+    prob.write_bytes(b"the user's earlier probability")
+    sink = OutputSink(grid, 256, 0.5, {}, overwrite=True, mask=str(mask), probability=str(prob))
+    sink.write(0, 0, np.random.default_rng(0).random((200, 300), dtype=np.float32))
+    raised = OutputError("p.tif: cannot be written") if failure == "error" else KeyboardInterrupt()
+
+    def fails():
+        raise raised
+    sink.outputs["probability"].publish = fails
+    with pytest.raises(type(raised)):
+        sink.commit()
+    assert mask.read_bytes() == b"the user's earlier mask"
+    assert prob.read_bytes() == b"the user's earlier probability"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "p.tif"]
+
+
+def test_published_outputs_leave_no_file_aside(tmp_path):
+    from backend.sink import OutputSink
+
+    grid = Grid(rasterio.crs.CRS.from_epsg(32633), Affine(10, 0, 500000, 0, -10, 5e6), 300, 200)
+    mask = tmp_path / "m.tif"
+    mask.write_bytes(b"the user's earlier mask")
+    sink = OutputSink(grid, 256, 0.5, {}, overwrite=True, mask=str(mask))
+    sink.write(0, 0, np.random.default_rng(0).random((200, 300), dtype=np.float32))
+    sink.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]
+    with rasterio.open(mask) as ds:
+        assert ds.read(1).shape == (200, 300)
