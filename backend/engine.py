@@ -440,7 +440,8 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         found = find_units(sources, samples, opts.units, reporter)
     wanted = [b.units for b in card.bands]
     conversions = [(f.units or w, w) for f, w in zip(found, wanted)]
-    check_convertible(sources, found, conversions, samples)
+    check_convertible(sources, found, conversions, samples,
+                      [inputs.datasets[s.path].dtypes[s.index - 1] for s in sources])
     for s, f, (src, dst) in zip(sources, found, conversions):
         if f.units:
             reporter.info(f"{s.name}: {f.units} ({f.source}: {f.evidence})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import re
 import sys
@@ -364,7 +365,13 @@ class OnnxModel:
                 f"{self.path}: ONNX Runtime could not run the graph on a batch of shape "
                 f"{x.shape} ({first_line(exc)}); {advice}") from None
         out = self._water_probability(out, x.shape)
-        lo, hi = float(out.min()), float(out.max())   # NaN compares false: let through
+        lo, hi = float(out.min()), float(out.max())   # NaN if any is
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            # no data is fed as numbers (normalize), so it is the graph: left through,
+            # NaN became no data in the outputs without a word
+            raise ModelError(f"{self.path}: output {self.card.output_name!r} holds NaN or "
+                             f"infinite values on a batch of shape {x.shape}: the graph "
+                             f"cannot be used as it is")
         if lo < -PROBABILITY_SLACK or hi > 1 + PROBABILITY_SLACK:
             raise ModelError(f"{self.path}: output {self.card.output_name!r} holds values from "
                              f"{lo:.4g} to {hi:.4g}, not a probability in 0..1: logits? Say so "

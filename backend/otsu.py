@@ -23,7 +23,7 @@ from .pipeline import peak_rss_mb
 from .progress import Reporter
 from .raster_io import WindowReader, check_outputs, gdal_env, sample_grid
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
-from .units import convert, find_units, zero_is_nodata, zero_note
+from .units import check_convertible, convert, find_units, zero_is_nodata, zero_note
 
 # VV dB values outside this window are clipped into the end bins; water and land
 # modes of Sentinel-1 VV lie well inside it.
@@ -142,9 +142,10 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
     samples = sample_grid(sampler, grid.height, grid.width)
     found = find_units(sampled, samples, opts.units, reporter)[0]
     units = found.units or "dB"
+    ds = inputs.datasets[vv.path]
+    check_convertible([vv], [found], [(units, "dB")], samples[:1], [ds.dtypes[vv.index - 1]])
     if found.units:
         reporter.info(f"VV: {units} ({found.source}: {found.evidence})")
-    ds = inputs.datasets[vv.path]
     nodata = vv.nodata
     if zero_is_nodata(vv, units, ds, samples[0]):
         nodata = 0.0

@@ -230,19 +230,34 @@ def find_units(sources: list[BandSource], samples: np.ndarray, override: str | N
     return found
 
 
+SCALED_SHARE = 0.99   # of an integer band's sampled values lost in conversion: refused
+
+
 def check_convertible(sources: list[BandSource], found: list[UnitsFound],
-                      conversions: list[tuple[str, str]], samples: np.ndarray) -> None:
+                      conversions: list[tuple[str, str]], samples: np.ndarray,
+                      dtypes: list[str]) -> None:
     """Refuse a band whose sampled values all become no data in the units taken for it
     (the whole map would be no data): dB values read as power, say, or a scaled band
-    whose scale GDAL does not know. Raises InputError naming the file."""
+    whose scale GDAL does not know. An integer band is refused when almost all do
+    (:data:`SCALED_SHARE`): dB x 100 stored as int16 without its scale keeps the odd
+    pixel above -1 dB, and mapped only those. Raises InputError naming the file."""
     for k, (s, f, (src, dst)) in enumerate(zip(sources, found, conversions)):
         x = samples[k][np.isfinite(samples[k])].astype(np.float32)
-        if not x.size or np.isfinite(convert(x.copy(), src, dst)).any():
+        if not x.size:
             continue
+        lost = 1.0 - float(np.isfinite(convert(x.copy(), src, dst)).mean())
         why = f" ({f.evidence})" if f.units else ""
-        raise InputError(f"{s.path}: no sampled {s.name} value (from {x.min():g} to "
-                         f"{x.max():g}) is backscatter in {src}{why}; give the right --units, "
-                         "or scale the band (GDAL scale and offset) if it is stored scaled")
+        if lost == 1.0:
+            raise InputError(f"{s.path}: no sampled {s.name} value (from {x.min():g} to "
+                             f"{x.max():g}) is backscatter in {src}{why}; give the right "
+                             "--units, or scale the band (GDAL scale and offset) if it is "
+                             "stored scaled")
+        if lost >= SCALED_SHARE and np.dtype(dtypes[k]).kind in "iu":
+            raise InputError(f"{s.path}: {100 * lost:.1f}% of the sampled {s.name} values "
+                             f"(from {x.min():g} to {x.max():g}) are not backscatter in "
+                             f"{src}{why}; an integer band stored scaled (dB x 100, say) "
+                             "needs its GDAL scale (gdal_edit.py -scale 0.01), or give the "
+                             "right --units")
 
 
 def _median_db(samples: np.ndarray, units: str) -> float | None:

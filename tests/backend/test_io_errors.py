@@ -13,6 +13,7 @@ import rasterio
 
 from backend.card import CARD_KEY
 from backend.engine import PredictOptions, predict
+from backend.otsu import OtsuOptions, otsu_map
 from backend.errors import (BackendError, CardError, InputError, ModelError, OutputError,
                             UsageError)
 from tests.backend.conftest import Collect, listing, random_db, run_cli, write_raster
@@ -106,6 +107,23 @@ def test_a_grd_located_by_control_points_is_sent_to_calibration(out, models, tmp
         ds.gcps = (gcps, rasterio.crs.CRS.from_epsg(4326))
     refused(out, InputError, f"{path}: is located by ground control points only",
             [path], models["threshold"])
+
+
+def test_an_int16_band_of_db_x100_without_its_scale_is_refused(out, models, tmp_path):
+    """Its few pixels above -1 dB were taken as the only data: an all-no-data map, exit 0
+    (predict), and Otsu's threshold drawn from them."""
+    db = random_db((120, 100), seed=3)
+    db[:, :2, :3] = 0.5                              # a few bright pixels survive
+    path = write_raster(tmp_path / "x100.tif", np.round(db * 100).astype(np.int16),
+                        nodata=-32768)
+    message = "of the sampled VV values (from -"
+    refused(out, InputError, message, [path], models["threshold"])
+    with pytest.raises(InputError, match="needs its GDAL scale"):
+        otsu_map(OtsuOptions([path], mask=str(out / "o.tif")))
+    with rasterio.open(path, "r+") as ds:
+        ds.scales = (0.01, 0.01)
+    r = predict(PredictOptions([path], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert r["valid_pixels"] == 120 * 100
 
 
 def test_all_nan_chip_writes_all_nodata_with_a_warning(out, models, real_chips):
@@ -393,6 +411,16 @@ def test_a_model_that_outputs_logits_is_refused(out, good, tmp_path):
     path = tmp_path / "logits.onnx"
     onnx.save(_graph(nodes, initializers=inits), path)
     refused(out, ModelError, "not a probability in 0..1: logits?", [good], str(path))
+
+
+def test_a_model_that_outputs_nan_is_refused(out, good, tmp_path):
+    """NaN turned valid pixels into no data without a word (sqrt of negative dB here)."""
+    nodes, inits = _vv_channel()
+    nodes[0].output[0] = "vv"
+    nodes.append(onnx.helper.make_node("Sqrt", ["vv"], ["water_probability"]))
+    path = tmp_path / "nan.onnx"
+    onnx.save(_graph(nodes, initializers=inits), path)
+    refused(out, ModelError, "holds NaN or infinite values", [good], str(path))
 
 
 @pytest.mark.parametrize("case, expected", [
