@@ -33,6 +33,9 @@ KNOWN_BANDS = ("VV", "VH")
 OUTPUT_KINDS = ("water_probability", "water_logit", "class_probabilities", "class_logits")
 CLASS_KINDS = ("class_probabilities", "class_logits")
 TASKS = ("water_segmentation",)
+# sane bounds: Sentinel-1 products run from 5 m (SLC range) to 100 m+; 1e-300 m crashed
+PIXEL_SIZE_RANGE = (0.1, 10000.0)
+MIN_SCALE = 1e-30   # a band scale below this is 0 in float32 arithmetic
 
 
 @dataclass(frozen=True)
@@ -176,15 +179,17 @@ def _parse_band(p: _Problems, doc: Any, path: str) -> BandSpec | None:
     if units is not None and units not in UNITS:
         p.add(f"{path}units", f"unknown units {units!r}; expected one of {', '.join(UNITS)}")
     if clip is not None:
-        if len(clip) != 2 or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in clip):
-            p.add(f"{path}clip", "expected [low, high] numbers")
+        if len(clip) != 2 or not all(isinstance(v, _NUMBER) and not isinstance(v, bool)
+                                     and math.isfinite(v) for v in clip):
+            p.add(f"{path}clip", "expected [low, high] finite numbers")
             clip = None
         elif not clip[0] < clip[1]:
             p.add(f"{path}clip", f"low {clip[0]} must be below high {clip[1]}")
             clip = None
-    if scale is not None and scale == 0:
-        p.add(f"{path}scale", "must not be zero")
-    if None in (name, units, clip, offset, scale) or scale == 0:
+    # float32 is what the backend scales in: a scale it rounds to 0 divides by zero
+    if scale is not None and abs(scale) < MIN_SCALE:
+        p.add(f"{path}scale", f"must be at least {MIN_SCALE:g} in size")
+    if None in (name, units, clip, offset, scale) or abs(scale) < MIN_SCALE:
         return None
     return BandSpec(name=name, units=units, clip=(float(clip[0]), float(clip[1])),
                     offset=float(offset), scale=float(scale))
@@ -227,8 +232,9 @@ def parse_card(doc: Any) -> ModelCard:
         p.add("inputs.bands", f"duplicate band names {names}")
 
     pixel_size = p.get(doc, "pixel_size_m", "", _NUMBER)
-    if pixel_size is not None and pixel_size <= 0:
-        p.add("pixel_size_m", "must be positive")
+    if pixel_size is not None and not PIXEL_SIZE_RANGE[0] <= pixel_size <= PIXEL_SIZE_RANGE[1]:
+        p.add("pixel_size_m", f"must be from {PIXEL_SIZE_RANGE[0]:g} to "
+                              f"{PIXEL_SIZE_RANGE[1]:g} m")
 
     tiling = p.get(doc, "tiling", "", dict, default={})
     p.only(tiling, "tiling.", ("tile_size", "margin", "size_multiple"))
@@ -273,8 +279,8 @@ def parse_card(doc: Any) -> ModelCard:
     data = p.get(training, "data", "training.", str)
     metrics = p.get(training, "metrics", "training.", dict, default={})
     for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, _NUMBER):
-            p.add(f"training.metrics.{key}", "expected a number")
+        if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
+            p.add(f"training.metrics.{key}", "expected a finite number")
     notes = p.get(training, "notes", "training.", str, required=False, default="")
     licence = p.get(doc, "license", "", str)
     extra = p.get(doc, "extra", "", dict, required=False, default={})

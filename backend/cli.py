@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -35,8 +36,8 @@ def _comma_list(kind: type, count: int, form: str) -> Callable[[str], tuple]:
             values = tuple(kind(v) for v in text.split(","))
         except ValueError:
             values = ()
-        if len(values) != count:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {form}")
+        if len(values) != count or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {form} (finite numbers)")
         return values
     return parse
 
@@ -329,7 +330,7 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
     Greenwich (or at negative eastings) would be refused."""
     out: list[str] = []
     for arg in argv:
-        if out and out[-1] == "--extent" and re.match(r"-[0-9.]", arg):
+        if out and out[-1] == "--extent" and re.match(r"-([0-9.]|inf|nan)", arg, re.I):
             out[-1] = f"--extent={arg}"
         else:
             out.append(arg)

@@ -17,6 +17,7 @@ import rasterio
 from rasterio.windows import Window
 
 from .engine import PredictOptions, predict
+from .errors import UsageError
 from .otsu import OtsuOptions, otsu_map
 from .progress import BarReporter
 from .scene import save_scene
@@ -52,6 +53,8 @@ def iou(mask: str, truth: str, block: int = 1024) -> float:
 
 
 def run_demo(out: str, size: int = 3072, cancel: threading.Event | None = None) -> dict:
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: is a file; give a folder for the demo's outputs")
     os.makedirs(out, exist_ok=True)
     scene, truth = _ensure_scene(out, size)
     paths = {k: os.path.join(out, f"{k}.tif")

@@ -42,7 +42,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .card import ModelCard
-from .errors import Cancelled, CardError, OutputError, UsageError
+from .errors import Cancelled, CardError, InputError, OutputError, UsageError
 from .grid import Grid, check_extent_options, run_window
 from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
@@ -58,6 +58,9 @@ from .units import (UNITS, check_convertible, convert, find_units, one_or_each, 
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
+# input pixels at most this many times the card's are resampled; larger ones are refused
+# (Sentinel-1 IW GRD medium resolution, 40 m, is 4x a 10 m model's)
+MAX_UPSAMPLING = 4.0
 OUTPUT_BLOCK = 512
 PROBABILITY_DTYPES = ("float32", "uint8")
 READ_COLUMNS = 2048  # columns read at a time: about as fast as 4096 and half the memory
@@ -450,7 +453,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
             for k, (s, (src, _)) in enumerate(zip(sources, conversions))]
     if any(zero):
         raw = [(ds, i, 0.0 if z else nodata) for (ds, i, nodata), z in zip(raw, zero)]
-        reporter.info(zero_note(sources, zero, samples))
+        note = zero_note(sources, zero, samples)
+        if note:
+            reporter.info(note)
     # find_units has warned of them; a resampled read must leave them out before averaging
     for k, s in enumerate(sources):
         fill = untagged_fill(s, samples[k], inputs.datasets[s.path])
@@ -462,6 +467,11 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     # the whole input's (at its centre latitude when geographic), so an extent takes the
     # path and the model pixels of a whole-raster run
     in_px = inputs.grid.pixel_size_m()
+    if max(in_px) > MAX_UPSAMPLING * card.pixel_size_m:
+        raise InputError(f"{inputs.paths[0]}: its pixels are {in_px[0]:.1f} x {in_px[1]:.1f} "
+                         f"m, over {MAX_UPSAMPLING:g}x the {card.pixel_size_m:g} m the model "
+                         "was trained at: it would look for detail the data does not hold; "
+                         "give data nearer that pixel size, or a model trained at this one")
     # the model learnt north-up scenes (the radar's look direction, shadows on one side):
     # a flipped grid is read through a north-up view, like one at another pixel size
     resample = (any(abs(v / card.pixel_size_m - 1) > RESAMPLE_TOLERANCE for v in in_px)

@@ -156,10 +156,19 @@ def _check_dataset(path: str, ds) -> None:
     if ds.crs is None or ds.transform == Affine.identity():
         raise InputError(f"{path}: has no georeferencing (CRS and geotransform); the mask "
                          "must lie on a known grid and the pixel size must be known")
+    if not (ds.crs.is_geographic or ds.crs.is_projected):
+        raise InputError(f"{path}: its CRS is neither geographic nor projected (a local or "
+                         "engineering one), so its pixel size in metres is unknown; assign "
+                         "the right CRS (e.g. gdal_edit.py -a_srs)")
     t = ds.transform
     if t.b != 0 or t.d != 0:
         raise InputError(f"{path}: the grid is rotated or sheared; warp it to a north-up "
                          "grid first (e.g. gdalwarp)")
+    if ds.crs.is_geographic:
+        top, bottom = t.f, t.f + t.e * ds.height
+        if max(abs(top), abs(bottom)) > 90 + 1e-6:
+            raise InputError(f"{path}: its rows run from latitude {top:g} to {bottom:g}, "
+                             "beyond the poles: its georeferencing is wrong")
     for dtype in ds.dtypes:
         if np.dtype(dtype).kind == "c":
             raise InputError(f"{path}: complex ({dtype}) bands are not supported; give "

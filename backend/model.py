@@ -166,6 +166,11 @@ class OnnxModel:
             raise ModelError(f"{self.path}: is a folder, not an ONNX model file")
         if not os.path.isfile(self.path):
             raise ModelError(f"{self.path}: model file not found")
+        try:
+            with open(self.path, "rb"):
+                pass
+        except OSError as exc:   # ORT would call it not a loadable model
+            raise ModelError(f"{self.path}: cannot be read ({exc.strerror or exc})") from None
         choice = choose_providers(device)
         options = ort.SessionOptions()
         options.intra_op_num_threads = default_threads()

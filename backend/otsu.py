@@ -149,7 +149,9 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
     nodata = vv.nodata
     if zero_is_nodata(vv, units, ds, samples[0]):
         nodata = 0.0
-        reporter.info(zero_note([vv], [True], samples))
+        note = zero_note([vv], [True], samples)
+        if note:
+            reporter.info(note)
     reader = WindowReader([(ds, vv.index, nodata)], int(window.row_off), int(window.col_off))
     blocks = [(r, c) for r in range(0, grid.height, BLOCK) for c in range(0, grid.width, BLOCK)]
 

@@ -211,7 +211,8 @@ def find_units(sources: list[BandSource], samples: np.ndarray, override: str | N
                              f"{u.doubt}; taken as {u.units}; give --units if that is wrong")
         elif u.units is None and s.name == "VV":
             reporter.warning(f"{s.path}: no valid pixel in the units sample: the values are "
-                             "taken to be in the model's units; give --units if they are not")
+                             "taken to be in the units this run reads (the model's; dB for Otsu); give "
+                             "--units if they are not")
         if u.units:
             problem = contradiction(u.units, samples[k])
             if problem:
@@ -323,10 +324,14 @@ def untagged_fill(source: BandSource, sample: np.ndarray, ds) -> float | None:
     return float(low[0]) if low.size == 1 else None
 
 
-def zero_note(sources: list[BandSource], flags: list[bool], samples: np.ndarray) -> str:
-    """The info line for bands whose exact zeros are read as no data."""
-    parts = [f"{s.name} {100 * float(np.mean(samples[k] == 0)):.1f} %"
-             for k, (s, flag) in enumerate(zip(sources, flags)) if flag]
+def zero_note(sources: list[BandSource], flags: list[bool], samples: np.ndarray) -> str | None:
+    """The info line for bands whose exact zeros are read as no data; None where the units
+    sample holds no zero (the note would only puzzle)."""
+    shares = [(s.name, 100 * float(np.mean(samples[k] == 0)))
+              for k, (s, flag) in enumerate(zip(sources, flags)) if flag]
+    if not any(share for _, share in shares):
+        return None
+    parts = [f"{name} {share:.1f} %" for name, share in shares]
     return (f"{sources[0].path}: exact 0 in a dB band without a nodata value is read as no "
             f"data (Earth Engine writes masked pixels so; of the units sample: "
             f"{', '.join(parts)}); give the file a nodata value if 0 dB is data")

@@ -395,3 +395,18 @@ def test_a_second_signal_waits_for_the_clean_up():
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def test_infinite_extents_and_a_file_as_demo_folder_are_one_line_errors(tmp_path, src, models):
+    """Both were internal errors with a traceback."""
+    for extent in ("-inf,-inf,inf,inf", "0,nan,1,2"):
+        p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--model", models["threshold"],
+                    "--extent", extent)
+        assert p.returncode == 2 and "(finite numbers)" in p.stderr.splitlines()[-1], p.stderr
+        assert "Traceback" not in p.stderr
+    target = tmp_path / "a_file"
+    target.write_text("mine")
+    p = run_cli("demo", "--out", target, "--size", "256")
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        f"error: --out {target}: is a file; give a folder for the demo's outputs"], p.stderr
+    assert target.read_text() == "mine"

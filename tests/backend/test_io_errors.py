@@ -506,3 +506,41 @@ def test_metadata_that_is_not_utf8_is_one_line(tmp_path):
     p = run_cli("card", str(path))
     assert p.returncode == 1 and "metadata is not UTF-8 text" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_impossible_or_unusable_grids_are_refused(out, models, tmp_path):
+    """A review's cases: latitudes past the poles (a 10.9 GB model grid after 10 min),
+    1 km pixels upsampled 100x into 'water' (exit 0), a local CRS (internal error)."""
+    db = random_db((60, 50), seed=5)
+    past_pole = write_raster(tmp_path / "pole.tif", db, crs="EPSG:4326", pixel=0.5,
+                             origin=(10.0, 100.0))
+    refused(out, InputError, "beyond the poles", [past_pole], models["threshold"])
+    coarse = write_raster(tmp_path / "coarse.tif", db, pixel=1000.0)
+    refused(out, InputError, "over 4x the 10 m the model was trained at", [coarse],
+            models["threshold"])
+    local = 'LOCAL_CS["engineering",UNIT["metre",1]]'
+    local_path = write_raster(tmp_path / "local.tif", db, crs=local)
+    refused(out, InputError, "neither geographic nor projected", [local_path],
+            models["threshold"])
+    forty = write_raster(tmp_path / "forty.tif", db, pixel=40.0)   # GRD medium resolution
+    r = predict(PredictOptions([forty], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert r["valid_pixels"] == 60 * 50
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda c: c.update(pixel_size_m=1e-300), "pixel_size_m: must be from 0.1 to 10000 m"),
+    (lambda c: c["inputs"]["bands"][0].update(scale=1e-320), "must be at least 1e-30 in size"),
+    (lambda c: c["inputs"]["bands"][0].update(clip=[float("-inf"), 0]), "finite numbers"),
+    (lambda c: c["training"]["metrics"].update(iou=float("nan")), "expected a finite number"),
+])
+def test_card_numbers_that_cannot_work_are_refused(tmp_path, edit, expected):
+    """1e-300 m crashed the resampler; NaN metrics made `card --json` print invalid JSON."""
+    import json as _json
+    card = _json.loads(raw_db_card("byo", margin=1).to_json())
+    card.setdefault("training", {}).setdefault("metrics", {})
+    edit(card)
+    model = threshold_model()
+    onnx.helper.set_model_props(model, {CARD_KEY: _json.dumps(card)})
+    onnx.save(model, tmp_path / "m.onnx")
+    p = run_cli("card", str(tmp_path / "m.onnx"))
+    assert p.returncode == 1 and expected in p.stderr, p.stderr

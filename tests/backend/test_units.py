@@ -271,3 +271,14 @@ def test_uncalibrated_numbers_are_refused_naming_the_file(tmp_path, models):
     p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model", models["threshold"])
     assert p.returncode == 1 and f"error: {src}: the VV median is" in p.stderr, p.stderr
     assert "not calibrated backscatter" in p.stderr and not (tmp_path / "m.tif").exists()
+
+
+def test_the_zero_note_is_left_out_where_the_sample_holds_no_zero(tmp_path, models):
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import Collect, random_db, write_raster
+    """Every untagged float dB file got it, with 'VV 0.0 %, VH 0.0 %'."""
+    path = write_raster(tmp_path / "untagged.tif", random_db((80, 90), seed=2), nodata=None)
+    reporter = Collect()
+    predict(PredictOptions([path], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+            reporter)
+    assert not any("exact 0 in a dB band" in m for m in reporter.infos), reporter.infos
