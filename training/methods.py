@@ -9,8 +9,8 @@ samples the hand-labelled chips and the external set equally, Section 3.2); the
 datasets inside one pool are simply concatenated.
 
 Published numbers are IoU (%) of the water class on the Sen1Floods11 hand-labelled
-test split, mean +/- std over 5 runs (Garg et al., Table 1; the teacher's from
-Section 4, which gives no Otsu std).
+test split, mean +/- std over 5 runs (Garg et al., Table 1, which gives no Otsu std;
+the teacher's from Section 4).
 """
 from __future__ import annotations
 

@@ -8,8 +8,10 @@ Definitions (counts over *scored* pixels only):
   credit for abstaining.
 - **IoU** (the headline number) = TP / (TP + FP + FN) of the water class, with
   TP, FP, FN summed over *all* scored pixels of the split: one IoU of the whole
-  split, so large chips of water weigh more than small ones. This is the
-  "pixel-wise IoU of the water class" of Garg et al. (2023), Section 4.
+  split, so large chips of water weigh more than small ones. This is our reading
+  of the "pixel-wise mean intersection over union (IoU) of the water class" of Garg
+  et al. (2023), Section 4: "mean" there could also be a mean over chips or batches,
+  which the paper does not say (the mean chip IoU below is the former).
 - **mean chip IoU**: the IoU of each chip, averaged over the chips where it is
   defined (TP + FP + FN > 0); chips with no water in label or prediction are
   left out and counted.
