@@ -199,6 +199,9 @@ def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any
         raise ExportError(f"{checkpoint}: {display_name(doc['model_spec'])} takes "
                           f"{model.in_channels} input channels; the plugin feeds Sentinel-1 "
                           f"VV and VH only (2), so export a Sentinel-1 model, not the teacher")
+    if doc.get("run", {}).get("method") == "chip_classifier":
+        raise ExportError(f"{checkpoint}: is a chip classifier (stage 1 of the two-stage "
+                          f"method), which maps no water: export its stage 2 (pretrained)")
     if "optimizer" in doc:  # last.pt: its card would give best.pt's step and metrics
         raise ExportError(f"{checkpoint}: is a run's last state, not the checkpoint chosen on "
                           f"validation; export {checkpoint.parent / 'best.pt'}")

@@ -68,7 +68,7 @@ COMPACT_MIN_SPEEDUP = 5.0
 
 def _valid_score(summary: dict[str, Any]) -> float | None:
     """What a row's grid point is chosen by: validation IoU, or a chip classifier's
-    validation accuracy."""
+    balanced validation accuracy on tiles."""
     return summary.get("accuracy_valid", summary["iou_valid"])
 
 
@@ -180,11 +180,12 @@ def _fmt(s: dict[str, Any] | None) -> str:
 
 
 def write_table(doc: dict[str, Any], results: Path) -> None:
-    """table1.json (everything) and table1.md (for people)."""
+    """NAME.json (everything) and NAME.md (for people), NAME from :func:`table_name`."""
     results.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(results / "table1.json", json.dumps(doc, indent=1))
+    name = table_name(doc)
+    write_text_atomic(results / f"{name}.json", json.dumps(doc, indent=1))
     synthetic = doc["data"].startswith("SYNTHETIC")
-    garg = any(BY_NAME[r["method"]].paper == "001" for r in doc["rows"])
+    garg = name == "table1"
     what = ("Table 1 of Garg et al." if garg else
             "The methods of seed papers 002 (chip-classification pretraining) and 003 "
             "(FLoRA-style distillation)")
@@ -205,7 +206,7 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
             f"{row['paper']['mean']:.2f}" + (f" ± {row['paper']['std']:.2f}"
                                              if row["paper"]["std"] is not None else ""))
         hp = "-" if row.get("lr") is None else f"{row['lr']:g}, {row['weight_decay']:g}"
-        valid = _fmt(row.get("valid")) + (" (chip accuracy)" if BY_NAME[row["method"]].kind
+        valid = _fmt(row.get("valid")) + (" (balanced tile accuracy)" if BY_NAME[row["method"]].kind
                                            == "classify" and row.get("valid") else "")
         lines.append(f"| {row['title']} | {row['network']} | {_fmt(row['test'])} | "
                      f"{_fmt(row['bolivia'])} | {paper} | {valid} | {hp} |")
@@ -253,7 +254,14 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
     lines += ["", "## Runs", "", f"Machine: {doc['machine']}. Wall time of this reproduce "
               f"call: {doc['wall_seconds'] / 60:.1f} min (runs resumed or finished earlier "
               f"keep their own times in table1.json).", ""]
-    write_text_atomic(results / "table1.md", "\n".join(lines) + "\n")
+    write_text_atomic(results / f"{name}.md", "\n".join(lines) + "\n")
+
+
+def table_name(doc: dict[str, Any]) -> str:
+    """``seed_papers`` for a table holding rows of the other seed papers (beside the
+    Table 1 rows they are compared with), else ``table1``."""
+    return ("seed_papers" if any(BY_NAME[r["method"]].paper != "001" for r in doc["rows"])
+            else "table1")
 
 
 def _machine() -> str:
@@ -525,5 +533,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted: {exc}", file=sys.stderr)
         return 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the table
-        print((args.results / "table1.md").read_text())
+        print((args.results / f"{table_name(doc)}.md").read_text())
     return 0 if doc["rows"] else 1

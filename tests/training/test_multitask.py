@@ -98,11 +98,18 @@ def stage1(tmp_path_factory):
     return out, summary
 
 
-def test_the_chip_classifier_is_selected_on_chip_accuracy(stage1):
+def test_the_chip_classifier_is_selected_on_its_tile_accuracy(stage1):
     out, summary = stage1
     assert summary["iou_valid"] is None and 0.0 <= summary["accuracy_valid"] <= 1.0
     assert load_checkpoint(out / "best.pt")["best"]["accuracy_valid"] == summary["accuracy_valid"]
     assert "valid step 3 accuracy" in (out / "train.log").read_text()
+
+
+def test_the_chip_classifier_is_not_exported(stage1, tmp_path):
+    out, _ = stage1
+    proc = cli("training", "export", str(out / "best.pt"), "--out", str(tmp_path / "c.onnx"))
+    assert proc.returncode == 1 and "maps no water: export its stage 2" in proc.stderr
+    assert not (tmp_path / "c.onnx").exists()
 
 
 def test_stage_two_starts_from_the_stage_one_encoder_only(stage1, tmp_path):
@@ -156,3 +163,24 @@ def test_flora_resumes_with_its_heads_and_exports_the_s1_network(optical_teacher
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["max_abs_diff"] < 1e-4 and report["backend_predict"]["event"] == "result"
+
+
+def test_chip_accuracy_is_the_balanced_accuracy_over_tiles():
+    """Whole chips nearly all hold water: 'always yes' scored 0.99 on them."""
+    from torch import nn
+
+    from training.train import chip_accuracy
+    label = torch.zeros(64, 64, dtype=torch.long)
+    label[:32, :32] = 1                      # one tile of four holds water
+    chip = {"id": "c", "s1": torch.stack([label.float(), label.float()]), "label": label}
+
+    class Oracle(nn.Module):                 # "yes" where a quarter of the tile is water
+        def forward(self, x):
+            return x[:, 0].mean(dim=(1, 2)) - 0.25
+
+    class AlwaysYes(nn.Module):
+        def forward(self, x):
+            return torch.ones(len(x))
+    args = ([chip, chip], ("s1",), 2, torch.device("cpu"), 1.0, 32)
+    assert chip_accuracy(Oracle(), *args) == 1.0            # both recalls 1
+    assert chip_accuracy(AlwaysYes(), *args) == 0.5          # yes recall 1, no recall 0

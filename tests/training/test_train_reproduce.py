@@ -68,6 +68,30 @@ def test_reproduce_writes_the_table_from_real_runs(data, tmp_path):  # noqa: F81
     assert "hand" in est.stdout and "projected:" in est.stdout
 
 
+def test_reproduce_runs_the_other_seed_papers_rows_with_what_they_need(data, tmp_path):  # noqa: F811
+    results = tmp_path / "results"
+    proc = cli("reproduce", "--data", data, "--seeds", 1, "--out", tmp_path / "runs",
+               "--results", results, "--methods", "pretrained,flora", *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((results / "seed_papers.json").read_text())
+    rows = {r["method"]: r for r in doc["rows"]}
+    assert set(rows) == {"chip_classifier", "pretrained", "optical_teacher", "flora"}
+    assert rows["chip_classifier"]["test"]["mean"] is None             # it maps no water
+    assert 0 <= rows["chip_classifier"]["valid"]["mean"] <= 100        # tile accuracy
+    for name in ("pretrained", "optical_teacher", "flora"):
+        assert 0 <= rows[name]["test"]["mean"] <= 100
+    pretrained = tmp_path / "runs" / "pretrained" / "seed0_lr0.05_wd0.0001" / "last.pt"
+    assert pretrained.is_file()
+    md = (results / "seed_papers.md").read_text()
+    assert md.startswith("# The methods of seed papers 002") and "## Comparisons" in md
+    assert "(balanced tile accuracy)" in md and not (results / "table1.md").exists()
+    # the estimate times every kind of row with its own loss
+    est = cli("reproduce", "--data", data, "--seeds", 1, "--estimate", "--methods",
+              "pretrained,flora", *TINY)
+    assert est.returncode == 0 and "flora" in est.stdout and "chip_classifier" in est.stdout, \
+        est.stderr
+
+
 def test_reproduce_picks_the_same_grid_point_on_every_rank(data, tmp_path):  # noqa: F811
     """Under torchrun (two CPU processes): only rank 0 validates, yet every rank must
     choose the grid point, and later the teacher, that rank 0 chose."""
