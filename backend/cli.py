@@ -24,7 +24,7 @@ from collections.abc import Callable
 from . import __version__
 from .errors import BackendError, Cancelled, UsageError, first_line
 from .pipeline import is_cleaning_up, keep_freed_memory
-from .progress import Reporter, make_reporter, readable_json
+from .progress import JsonReporter, Reporter, make_reporter, readable_json
 
 EXIT_ERROR, EXIT_CANCELLED = 1, 130
 
@@ -85,9 +85,24 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
                    help="bar on stderr (default), JSON lines on stdout, or nothing")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals go out as the protocol's start and error events
+    too when the command line asks for ``--progress json`` (a parent reads stdout)."""
+    json_errors = False
+
+    def error(self, message: str):
+        if _Parser.json_errors:
+            JsonReporter().error(f"{self.prog}: {message}", kind="UsageError")
+        super().error(message)   # the usage and the message on stderr, exit 2
+
+
+def _asks_for_json(argv: list[str]) -> bool:
+    return any(a == "--progress=json" or (a == "--progress" and b == "json")
+               for a, b in zip(argv, [*argv[1:], ""]))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m backend",
-                                     description="SAR Flood Mapper inference backend")
+    parser = _Parser(prog="python -m backend", description="SAR Flood Mapper inference backend")
     parser.add_argument("--version", action="version", version=f"sarflood backend {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -339,6 +354,7 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _Parser.json_errors = _asks_for_json(argv)
     args = build_parser().parse_args(_attach_negative_values(argv))
     keep_freed_memory()
     reporter = make_reporter(args.progress)

@@ -410,3 +410,17 @@ def test_infinite_extents_and_a_file_as_demo_folder_are_one_line_errors(tmp_path
     assert p.returncode == 1 and p.stderr.strip().splitlines() == [
         f"error: --out {target}: is a file; give a folder for the demo's outputs"], p.stderr
     assert target.read_text() == "mine"
+
+
+def test_a_refused_command_line_is_an_error_event_with_progress_json(tmp_path, src, models):
+    """argparse printed its usage on stderr and nothing on stdout, where the protocol
+    promises a start event first and an error event last."""
+    for bad in (["--threshold", "x"], ["--no-such-option"]):
+        p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--model", models["threshold"],
+                    "--progress", "json", *bad)
+        assert p.returncode == 2
+        lines = events(p.stdout)
+        assert [e["event"] for e in lines] == ["start", "error"], p.stdout
+        assert lines[1]["kind"] == "UsageError" and "python -m backend" in lines[1]["message"]
+    p = run_cli("predict", src, "--threshold", "x")           # without json: argparse's own
+    assert p.returncode == 2 and p.stdout == "" and "invalid" in p.stderr
