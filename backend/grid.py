@@ -165,17 +165,18 @@ def check_extent_options(extent: tuple | None, extent_crs: str | None) -> None:
 
 
 def run_window(grid: Grid, extent: tuple[float, float, float, float] | None,
-               extent_crs: str | None, path: str) -> Window:
+               extent_crs: str | None, path: str, notes: list[str] | None = None) -> Window:
     """The window a run covers: the extent's (:func:`extent_window`), or the whole grid.
     The options were checked before any work (:func:`check_extent_options`)."""
     if extent is None:
         return Window(0, 0, grid.width, grid.height)
-    return extent_window(grid, extent, extent_crs, path)
+    return extent_window(grid, extent, extent_crs, path, notes)
 
 
 def extent_window(grid: Grid, extent: tuple[float, float, float, float],
-                  extent_crs: str | None, path: str) -> Window:
-    """The input-grid window covering an extent, snapped outward to whole pixels."""
+                  extent_crs: str | None, path: str, notes: list[str] | None = None) -> Window:
+    """The input-grid window covering an extent, snapped outward to whole pixels; where
+    the extent reaches past the raster, clipped to it, with a line in ``notes``."""
     xmin, ymin, xmax, ymax = extent
     given = _rounded(extent)
     if not (xmin < xmax and ymin < ymax):
@@ -197,12 +198,17 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
     cols, rows = ~grid.transform @ (np.array([xmin, xmax]), np.array([ymax, ymin]))
     col0, row0 = math.floor(cols.min() + 1e-9), math.floor(rows.min() + 1e-9)
     col1, row1 = math.ceil(cols.max() - 1e-9), math.ceil(rows.max() - 1e-9)
+    whole = (col0, row0, col1, row1)
     col0, row0 = max(col0, 0), max(row0, 0)
     col1, row1 = min(col1, grid.width), min(row1, grid.height)
+    bounds = grid.bounds()  # XMIN,YMIN,XMAX,YMAX, like --extent
     if col1 <= col0 or row1 <= row0:
-        bounds = grid.bounds()  # XMIN,YMIN,XMAX,YMAX, like --extent
         raise InputError(f"{path}: the extent {given} does not overlap the raster "
                          f"(bounds {_rounded(bounds)} in {grid.crs.to_string()})")
+    if notes is not None and (col0, row0, col1, row1) != whole:
+        notes.append(f"the extent {given} reaches past the raster: the outputs cover only "
+                     f"its part inside ({col1 - col0} x {row1 - row0} pixels; the raster's "
+                     f"bounds {_rounded(bounds)} in {grid.crs.to_string()})")
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 

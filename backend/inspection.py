@@ -53,7 +53,8 @@ def _describe(inputs: InputSet) -> dict:
     found = find_units(sources, samples, None, warnings)
     zero = [zero_is_nodata(s, f.units or "dB", inputs.datasets[s.path], samples[k])
             for k, (s, f) in enumerate(zip(sources, found))]
-    notes = inputs.notes + ([zero_note(sources, zero, samples)] if any(zero) else [])
+    zeros = zero_note(sources, zero, samples) if any(zero) else None
+    notes = inputs.notes + ([zeros] if zeros else [])
     files = []
     for path in inputs.paths:
         ds = inputs.datasets[path]

@@ -128,3 +128,13 @@ def test_strip_files_give_the_same_sample_read_row_by_row(tmp_path, monkeypatch)
         by_windows = raster_io.sample_grid(reader, 680, 630)
     assert by_rows.shape == (2, 25 * 128 * 128)
     np.testing.assert_array_equal(by_rows, by_windows)
+
+
+def test_notes_are_text_when_the_zero_rule_applies_to_a_sample_without_zeros(tmp_path):
+    """zero_note has nothing to say then; a None among the notes broke the plugin's
+    tooltip (TypeError in the run dialog)."""
+    from backend.inspection import inspect_inputs
+    from tests.backend.conftest import random_db, write_raster
+    path = write_raster(tmp_path / "untagged.tif", random_db((80, 90), seed=2), nodata=None)
+    answer = inspect_inputs([path])
+    assert all(isinstance(n, str) for n in answer["notes"]), answer["notes"]

@@ -285,6 +285,24 @@ def test_extent_outside_the_raster(out, models, good):
             [good], models["threshold"], extent=(45.1, 3.0, 45.2, 3.1), extent_crs="EPSG:4326")
 
 
+def test_an_extent_partly_outside_the_raster_is_clipped_with_a_note(out, models, good):
+    """The outputs came out smaller than asked, and nothing said so."""
+    rep = Collect()
+    r = predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"],
+                               extent=(500400.0, 4999000.0, 501000.0, 5000000.0)), rep)
+    assert (r["width"], r["height"]) == (40, 64)
+    assert any("reaches past the raster: the outputs cover only its part inside (40 x 64 "
+               "pixels" in m for m in rep.infos), rep.infos
+    rep = Collect()
+    otsu_map(OtsuOptions([good], mask=str(out / "o.tif"),
+                         extent=(500400.0, 4999000.0, 501000.0, 5000000.0)), rep)
+    assert any("reaches past the raster" in m for m in rep.infos)
+    rep = Collect()
+    predict(PredictOptions([good], mask=str(out / "m2.tif"), model=models["threshold"],
+                           extent=(500100.0, 4999500.0, 500300.0, 4999900.0)), rep)
+    assert not any("reaches past" in m for m in rep.infos)
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(threshold=1.5), "threshold 1.5: must lie strictly between 0 and 1"),
     (dict(tile_size=100), "tile size 100 must be a positive multiple of 16"),
