@@ -50,7 +50,8 @@ def test_a_failed_run_keeps_its_error_output_for_the_log(qgis_app):
     outcome = BackendProcess(find_interpreter(), ["no-such-command"]).run()
     assert outcome.returncode == 2 and not outcome.ok
     assert any("invalid choice: 'no-such-command'" in line for line in outcome.stderr)
-    assert outcome.error.startswith("the backend failed with exit code 2: ")
+    # argparse's refusal comes as the protocol's error event, not as a bare exit code
+    assert outcome.error.startswith("python -m backend: argument COMMAND: invalid choice")
     logged = []
 
     def log(message, tag, level):
