@@ -221,12 +221,34 @@ def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
 
     Where data covers a small part of the grid (a scene clipped to an area of interest
     inside a wide no-data border) the windows can miss it: with under ``SPARSE_SAMPLE``
-    valid pixels, 32 x 32 windows of 16 x 16 are added, spread the same way.
+    valid pixels, 32 x 32 windows of 16 x 16 are added, spread the same way; with none
+    at all, the valid pixels of strips read from the top until some are found.
     """
     sample = _windows(reader, grid_h, grid_w, n, size)
     if n < 32 and np.isfinite(sample).all(axis=0).sum() < SPARSE_SAMPLE:
         sample = np.concatenate([sample, _windows(reader, grid_h, grid_w, 32, 16)], axis=1)
+    if not np.isfinite(sample).all(axis=0).any():
+        # still nothing: a patch smaller than the lattice's gaps, or no data at all; the
+        # run reads every pixel anyway, so reading strips until some data shows is cheap
+        found = _strips_with_data(reader, grid_h, grid_w, size)
+        sample = np.concatenate([sample, found], axis=1) if found.size else sample
     return sample
+
+
+def _strips_with_data(reader: WindowReader, grid_h: int, grid_w: int, rows: int) -> np.ndarray:
+    """The valid pixels of the grid's strips of ``rows`` rows, from the top, until
+    ``SPARSE_SAMPLE`` are found: (bands, pixels), possibly empty."""
+    found, count = [], 0
+    for r in range(0, grid_h, rows):
+        strip = reader.read(r, min(r + rows, grid_h), 0, grid_w).reshape(len(reader.sources), -1)
+        valid = np.isfinite(strip).all(axis=0)
+        if valid.any():
+            found.append(strip[:, valid])
+            count += int(valid.sum())
+            if count >= SPARSE_SAMPLE:
+                break
+    return (np.concatenate(found, axis=1) if found
+            else np.empty((len(reader.sources), 0), np.float32))
 
 
 def _windows(reader: WindowReader, grid_h: int, grid_w: int, n: int, size: int

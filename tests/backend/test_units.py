@@ -282,3 +282,19 @@ def test_the_zero_note_is_left_out_where_the_sample_holds_no_zero(tmp_path, mode
     predict(PredictOptions([path], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
             reporter)
     assert not any("exact 0 in a dB band" in m for m in reporter.infos), reporter.infos
+
+
+def test_units_are_found_on_a_data_patch_the_sample_lattice_misses(tmp_path, models):
+    """A 44 x 44 px clip in a 2048 px no-data frame fell between the sample's windows:
+    linear power was read as dB ('no valid pixel in the units sample') and mapped dry."""
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import Collect, random_db, write_raster
+    bands = np.full((2, 2048, 2048), np.nan, np.float32)
+    patch = random_db((44, 44), seed=6)
+    bands[:, 215:259, 215:259] = 10 ** (patch / 10)       # linear power
+    path = write_raster(tmp_path / "clip.tif", bands, descriptions=None)
+    rep = Collect()
+    r = predict(PredictOptions([path], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+                rep)
+    assert r["units_detected"] == "linear", rep.warnings
+    assert not any("no valid pixel in the units sample" in w for w in rep.warnings)
