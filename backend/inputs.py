@@ -134,6 +134,11 @@ def open_raster(path: str):
             raise InputError(f"{path}: is a folder, not a raster file")
         if not os.access(path, os.R_OK):
             raise InputError(f"{path}: cannot be read (permission denied)")
+        if os.path.getsize(path) == 0:
+            raise InputError(f"{path}: is empty (0 bytes)")
+        if path.lower().endswith(".zip"):
+            raise InputError(f"{path}: is a zip archive; give the raster inside it as "
+                             f"/vsizip/{os.path.abspath(path)}/NAME.tif (or unzip it)")
     try:
         with warnings.catch_warnings():  # a missing grid gets our own one-line error below
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
