@@ -431,7 +431,8 @@ class ReviewDock(QgsDockWidget):
         if polygons:
             params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}
             self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
-                                self._polygons_done(ok, results, text, warned, error))
+                                self._polygons_done(ok, results, text, warned, error),
+                                project=False)   # the mask's layer is on the map already
 
     def _polygons_done(self, ok: bool, results: dict, text: str, warned: bool, error: str) -> None:
         if not ok:
@@ -461,11 +462,20 @@ class ReviewDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
         return task
 
-    def _run_algorithm(self, alg_id: str, params: dict, on_done) -> None:
-        """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``."""
+    def _run_algorithm(self, alg_id: str, params: dict, on_done, project: bool = True) -> None:
+        """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``.
+
+        Without ``project`` the context holds only the project's ellipsoid and transform
+        context: an input given as a file path is then opened anew in the task's thread.
+        With the project, a path that a project layer shows resolves to that very layer,
+        which the main thread draws meanwhile (a segfault in a test run)."""
         algorithm = QgsApplication.processingRegistry().algorithmById(alg_id)
         context = QgsProcessingContext()
-        context.setProject(QgsProject.instance())
+        if project:
+            context.setProject(QgsProject.instance())
+        else:
+            context.setEllipsoid(QgsProject.instance().ellipsoid())
+            context.setTransformContext(QgsProject.instance().transformContext())
         feedback = QgsProcessingFeedback()
         task = QgsProcessingAlgRunnerTask(algorithm, params, context, feedback)
         keep = (task, context, feedback)
