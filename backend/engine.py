@@ -432,10 +432,8 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     tta = opts.tta or bool(opts.uncertainty)
     if opts.uncertainty and not opts.tta:
         reporter.info("--uncertainty needs test-time augmentation: running with --tta")
-    clipped: list[str] = []
-    window = run_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0], clipped)
-    for note in clipped:
-        reporter.info(note)
+    window = run_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0],
+                        reporter.info)
     out_grid = inputs.grid.window_grid(window)
     raw = [(inputs.datasets[s.path], s.index, s.nodata) for s in sources]
     direct = WindowReader(raw, int(window.row_off), int(window.col_off))

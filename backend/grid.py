@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,18 +166,20 @@ def check_extent_options(extent: tuple | None, extent_crs: str | None) -> None:
 
 
 def run_window(grid: Grid, extent: tuple[float, float, float, float] | None,
-               extent_crs: str | None, path: str, notes: list[str] | None = None) -> Window:
+               extent_crs: str | None, path: str,
+               note: Callable[[str], None] | None = None) -> Window:
     """The window a run covers: the extent's (:func:`extent_window`), or the whole grid.
     The options were checked before any work (:func:`check_extent_options`)."""
     if extent is None:
         return Window(0, 0, grid.width, grid.height)
-    return extent_window(grid, extent, extent_crs, path, notes)
+    return extent_window(grid, extent, extent_crs, path, note)
 
 
 def extent_window(grid: Grid, extent: tuple[float, float, float, float],
-                  extent_crs: str | None, path: str, notes: list[str] | None = None) -> Window:
+                  extent_crs: str | None, path: str,
+                  note: Callable[[str], None] | None = None) -> Window:
     """The input-grid window covering an extent, snapped outward to whole pixels; where
-    the extent reaches past the raster, clipped to it, with a line in ``notes``."""
+    the extent reaches past the raster, clipped to it, and ``note`` told so."""
     xmin, ymin, xmax, ymax = extent
     given = _rounded(extent)
     if not (xmin < xmax and ymin < ymax):
@@ -205,8 +208,8 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
     if col1 <= col0 or row1 <= row0:
         raise InputError(f"{path}: the extent {given} does not overlap the raster "
                          f"(bounds {_rounded(bounds)} in {grid.crs.to_string()})")
-    if notes is not None and (col0, row0, col1, row1) != whole:
-        notes.append(f"the extent {given} reaches past the raster: the outputs cover only "
+    if note is not None and (col0, row0, col1, row1) != whole:
+        note(f"the extent {given} reaches past the raster: the outputs cover only "
                      f"its part inside ({col1 - col0} x {row1 - row0} pixels; the raster's "
                      f"bounds {_rounded(bounds)} in {grid.crs.to_string()})")
     return Window(col0, row0, col1 - col0, row1 - row0)

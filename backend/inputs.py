@@ -285,7 +285,7 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
     notes: list[str] = []
     try:
         for p in paths:
-            if p in datasets or (len(datasets) and file_identity(p) == file_identity(paths[0])):
+            if datasets and file_identity(p) == file_identity(paths[0]):
                 raise InputError(f"{p}: given twice (the same file as {paths[0]}); give VV "
                                  f"and VH as two different files")
             datasets[p] = open_raster(p)

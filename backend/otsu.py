@@ -132,10 +132,8 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
         reporter.info(note)
     vv = inputs.bands["VV"]
     check_outputs({"mask": opts.mask}, inputs.paths, opts.overwrite, inputs.sources())
-    clipped: list[str] = []
-    window = run_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0], clipped)
-    for note in clipped:
-        reporter.info(note)
+    window = run_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0],
+                        reporter.info)
     grid = inputs.grid.window_grid(window)
     # VH, where there is one, only joins the units sample: its level helps tell the units,
     # and a VH brighter than VV says the bands are swapped

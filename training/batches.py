@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from .config import TrainConfig
 from .methods import INPUT_CHANNELS
+from .multitask import holds_water
 from .transforms import ColourJitter, CropDistort, Sample, random_flips
 
 SampleBuilder = Callable[[Sample, torch.Generator], Sample]
@@ -130,7 +131,6 @@ def classify_builder(cfg: TrainConfig, inputs: Sequence[str], label_key: str,
                      scale: float = 1.0) -> SampleBuilder:
     """As :func:`supervised_builder`, the crop's label reduced to whether it holds water
     (:func:`~training.multitask.holds_water`): the chip-level label of stage 1 (002)."""
-    from .multitask import holds_water
     crops = supervised_builder(cfg, inputs, label_key, scale)
 
     def build(sample: Sample, g: torch.Generator) -> Sample:

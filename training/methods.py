@@ -58,7 +58,12 @@ class Method:
     def reads_s2(self) -> bool:
         """Whether its chips must be read with Sentinel-2 (as input, teacher input or
         reconstruction target)."""
-        return self.kind in ("distill", "flora") or any(b != "s1" for b in self.inputs)
+        return self.kind in ("distill", "flora") or self.inputs_need_s2
+
+    @property
+    def inputs_need_s2(self) -> bool:
+        """Whether its own network reads Sentinel-2 (its validation chips need it too)."""
+        return any(b != "s1" for b in self.inputs)
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -111,6 +116,17 @@ def get_method(name: str) -> Method:
     if name not in BY_NAME:
         raise ValueError(f"unknown method {name!r}; expected one of {', '.join(BY_NAME)}")
     return BY_NAME[name]
+
+
+def with_needs(names: list[str]) -> set[str]:
+    """The methods named and, transitively, those whose checkpoints they need."""
+    wanted, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo += BY_NAME[name].needs
+    return wanted
 
 
 def training_order() -> list[Method]:

@@ -39,7 +39,7 @@ from .config import ConfigError, TrainConfig, make_config, parse_overrides
 from .data.layout import DatasetError
 from .evaluate import evaluate, load_split, otsu
 from .export import ExportError, export
-from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order
+from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order, with_needs
 from .rundata import (OPTIONAL_SETS, PIXEL_SIZE_M, describe, missing_sets, open_run_data,
                       open_split)
 from .models import build_model
@@ -295,12 +295,7 @@ def select(names: list[str] | None, data: Path) -> tuple[list[Method], dict[str,
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; expected {', '.join(BY_NAME)}")
-    wanted, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name not in wanted:
-            wanted.add(name)
-            todo += BY_NAME[name].needs
+    wanted = with_needs(names)
     return [m for m in METHODS if m.name in wanted], {}
 
 

@@ -18,7 +18,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from .data.datasets import external, hand_labeled, weakly_labeled
 from .data.layout import WEAK_KINDS, DatasetError, Layout
-from .methods import BY_NAME, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method
+from .methods import BY_NAME, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method, with_needs
 from .synth.writer import MANIFEST
 from .train import RunData
 
@@ -82,8 +82,7 @@ def missing_sets(root: Path) -> list[str]:
 
 def _trains_on(method: Method, splits: set[str]) -> bool:
     """Whether the method, or a row it needs (teacher, pretraining), trains on a split."""
-    return bool(method.splits & splits) or any(_trains_on(BY_NAME[n], splits)
-                                               for n in method.needs)
+    return any(BY_NAME[n].splits & splits for n in with_needs([method.name]))
 
 
 def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
@@ -139,7 +138,7 @@ def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
         parts = [open_split(root, src.split, needs_s2, cache) for src in pool]
         pools.append(parts[0] if len(parts) == 1 else ConcatDataset(parts))
     # validation scores the network being trained, on its own inputs
-    valid = open_split(root, HAND_VALID, any(b != "s1" for b in method.inputs), cache)
+    valid = open_split(root, HAND_VALID, method.inputs_need_s2, cache)
     return RunData(pools=pools, valid=valid, description=describe(root),
                    pixel_size_m=PIXEL_SIZE_M)
 

@@ -396,25 +396,22 @@ def chip_accuracy(classifier: nn.Module, dataset: Dataset, inputs: tuple[str, ..
     return sum(recalls) / len(recalls) if recalls else None
 
 
-def _pretrained_encoder(init: Path, spec: dict[str, Any]) -> dict[str, Tensor]:
-    """The encoder weights of a stage-1 checkpoint (seed paper 002), checked against the
-    network of ``spec``: they replace its encoder stages; its decoder starts as
-    initialised."""
+def _start_encoder_from(model: nn.Module, init: Path) -> None:
+    """Replace the network's encoder stages with those of a stage-1 checkpoint (seed
+    paper 002), checked to fit; its decoder stays as initialised."""
     try:
         doc = load_checkpoint(init)
     except CheckpointError as exc:
         raise RunError(f"--init: {exc}") from None
-    shapes = {k: v.shape for k, v in build_model(spec).state_dict().items()}
-    if doc["model_spec"].get("arch") != "compact" or spec["arch"] != "compact":
+    if doc["model_spec"].get("arch") != "compact" or not isinstance(model, CompactSegNet):
         raise RunError(f"--init {init}: not a checkpoint of the compact network's chip "
                        f"classifier")
-    stages = CompactSegNet.encoder
-    encoder = {k: v for k, v in doc["model"].items() if k.split(".")[0] in stages}
-    if {k for k in shapes if k.split(".")[0] in stages} != set(encoder) or any(
-            v.shape != shapes[k] for k, v in encoder.items()):
+    ours = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in model.encoder}
+    encoder = {k: v for k, v in doc["model"].items() if k.split(".")[0] in model.encoder}
+    if set(ours) != set(encoder) or any(v.shape != ours[k].shape for k, v in encoder.items()):
         raise RunError(f"--init {init}: its encoder does not fit this network "
                        f"(another width or number of input channels)")
-    return encoder
+    model.load_state_dict(encoder, strict=False)
 
 
 def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = None,
@@ -462,7 +459,10 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                            f"{path}; use another --out folder or the same {what}")
     if d.is_main:  # only rank 0 validates
         _read_every_chip(data.valid)
-    encoder = _pretrained_encoder(init, run.model_spec) if init is not None else None
+    torch.manual_seed(derive_seed(run.seed, "init"))
+    model = build_model(run.model_spec).to(d.device)
+    if init is not None and state is None:
+        _start_encoder_from(model, init)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
     if d.is_main:  # what a save killed by SIGKILL left (summary.json: as it is written)
         for name in ("last.pt", "best.pt"):
@@ -482,10 +482,6 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     except ValueError as exc:
         raise RunError(str(exc)) from None
 
-    torch.manual_seed(derive_seed(run.seed, "init"))
-    model = build_model(run.model_spec).to(d.device)
-    if encoder is not None and state is None:
-        model.load_state_dict(encoder, strict=False)
     trainee = make_trainee(method, model, teacher_model).to(d.device)
     heads = getattr(trainee, "heads", None)
     optimiser = torch.optim.SGD(decay_groups(trainee, run.weight_decay, cfg.decay_all),
