@@ -4,6 +4,9 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from backend.engine import PredictOptions, predict
 from backend.otsu import OtsuOptions, otsu_map
 from backend.errors import (BackendError, CardError, InputError, ModelError, OutputError,
                             UsageError)
-from tests.backend.conftest import Collect, listing, random_db, run_cli, write_raster
+from tests.backend.conftest import REPO, Collect, listing, random_db, run_cli, write_raster
 from tests.conftest import write_netcdf_bands
 from training.toy_models import raw_db_card, threshold_model
 
@@ -568,3 +571,22 @@ def test_card_numbers_that_cannot_work_are_refused(tmp_path, edit, expected):
     onnx.save(model, tmp_path / "m.onnx")
     p = run_cli("card", str(tmp_path / "m.onnx"))
     assert p.returncode == 1 and expected in p.stderr, p.stderr
+
+
+def test_an_unreadable_model_is_named_as_unreadable(models):
+    """ONNX Runtime called it 'not a loadable ONNX model'. Root reads any file, so as
+    root the command runs as user nobody (setpriv, util-linux)."""
+    folder = tempfile.mkdtemp()   # not under pytest's root-only tmp folder
+    try:
+        os.chmod(folder, 0o755)
+        locked = os.path.join(folder, "locked.onnx")
+        shutil.copy(models["threshold"], locked)
+        os.chmod(locked, 0)
+        as_user = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+                   if os.geteuid() == 0 else [])
+        p = subprocess.run([*as_user, sys.executable, "-m", "backend", "card", locked],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1
+        assert f"error: {locked}: cannot be read (Permission denied)" in p.stderr, p.stderr
+    finally:
+        shutil.rmtree(folder)
