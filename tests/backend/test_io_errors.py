@@ -576,7 +576,8 @@ def test_card_numbers_that_cannot_work_are_refused(tmp_path, edit, expected):
 def test_an_unreadable_model_is_named_as_unreadable(models):
     """ONNX Runtime called it 'not a loadable ONNX model'. Root reads any file, so as
     root the command runs as user nobody (setpriv, util-linux)."""
-    folder = tempfile.mkdtemp()   # not under pytest's root-only tmp folder
+    # /tmp itself: pytest's folder and `make test`'s TMPDIR are closed to other users
+    folder = tempfile.mkdtemp(dir="/tmp")
     try:
         os.chmod(folder, 0o755)
         locked = os.path.join(folder, "locked.onnx")
