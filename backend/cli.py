@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="map a generated scene with the default model and Otsu")
     p.add_argument("--out", default="demo_output", metavar="DIR")
     p.add_argument("--size", type=int, default=3072, metavar="N")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of the demo's names in a folder the demo did not write")
     p.set_defaults(func=_demo, progress="none")
     return parser
 
@@ -322,7 +324,7 @@ def _bench(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -
 
 def _demo(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
     from .demo import run_demo
-    run_demo(a.out, a.size, cancel)
+    run_demo(a.out, a.size, cancel, a.overwrite)
 
 
 def _install_signals(cancel: threading.Event, reporter: Reporter) -> None:

@@ -2,9 +2,13 @@
 
 Writes into OUT (default ``demo_output/``): ``scene.tif`` (VV/VH, dB) and
 ``truth.tif`` (its true water mask), generated once; then, on every run,
-``model_mask.tif`` + ``model_probability.tif`` and ``otsu_mask.tif`` (replaced: they
-are the demo's own outputs), and ``summary.json``. Prints a short summary with
-the water areas, their agreement with the truth (IoU), times and the device.
+``model_mask.tif`` + ``model_probability.tif``, ``otsu_mask.tif`` and ``summary.json``.
+Prints a short summary with the water areas, their agreement with the truth (IoU),
+times and the device.
+
+A rerun replaces these files only in a folder the demo wrote before (its tagged
+scene or its summary is there): a folder of the user's that happens to hold a
+``scene.tif`` or ``model_mask.tif`` is refused unless ``overwrite``.
 """
 from __future__ import annotations
 
@@ -20,23 +24,64 @@ from .engine import PredictOptions, predict
 from .errors import UsageError
 from .otsu import OtsuOptions, otsu_map
 from .progress import BarReporter
+from .raster_io import temporary_path
 from .scene import save_scene
 
 SEED = 0
+FILES = ("scene.tif", "truth.tif", "model_mask.tif", "model_probability.tif", "otsu_mask.tif",
+         "summary.json")
+SCENE_TAG = f"generated, seed {SEED}"
+
+
+def _is_demo_folder(out: str) -> bool:
+    """Whether ``out`` holds the demo's scene (by its tag) or the demo's summary."""
+    try:
+        with rasterio.open(os.path.join(out, "scene.tif")) as ds:
+            if ds.tags().get("SARFLOOD_SCENE") == SCENE_TAG:
+                return True
+    except rasterio.errors.RasterioError:
+        pass
+    try:
+        with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        return (isinstance(summary, dict) and {"scene", "model", "otsu"} <= summary.keys()
+                and os.path.basename(str(summary["scene"])) == "scene.tif")
+    except (OSError, ValueError):
+        return False
+
+
+def _check_folder(out: str, overwrite: bool) -> None:
+    """UsageError before anything is written when ``out`` cannot take the demo's files."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out}: is a file; give a folder for the demo's outputs")
+    there = [f for f in FILES if os.path.lexists(os.path.join(out, f))]
+    if there and not overwrite and not _is_demo_folder(out):
+        raise UsageError(f"--out {out}: holds {', '.join(there)}, not written by the demo; "
+                         f"give another folder, or --overwrite to replace them")
 
 
 def _ensure_scene(out: str, size: int) -> tuple[str, str]:
     scene, truth = os.path.join(out, "scene.tif"), os.path.join(out, "truth.tif")
     try:
         with rasterio.open(scene) as ds, rasterio.open(truth):
-            if ds.width == ds.height == size and ds.tags().get("SARFLOOD_SCENE", "").endswith(
-                    f"seed {SEED}"):
+            if ds.width == ds.height == size and ds.tags().get("SARFLOOD_SCENE") == SCENE_TAG:
                 return scene, truth
     except rasterio.errors.RasterioError:
         pass  # missing or unreadable: (re)generate
     print(f"generating a {size} x {size} scene (seed {SEED}) ...", flush=True)
     save_scene(scene, size, seed=SEED, truth=truth, overwrite=True)
     return scene, truth
+
+
+def _write_summary(path: str, summary: dict) -> None:
+    temp = temporary_path(os.path.dirname(path), os.path.basename(path))
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
 
 
 def iou(mask: str, truth: str, block: int = 1024) -> float:
@@ -52,9 +97,11 @@ def iou(mask: str, truth: str, block: int = 1024) -> float:
     return inter / union if union else float("nan")
 
 
-def run_demo(out: str, size: int = 3072, cancel: threading.Event | None = None) -> dict:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out}: is a file; give a folder for the demo's outputs")
+def run_demo(out: str, size: int = 3072, cancel: threading.Event | None = None,
+             overwrite: bool = False) -> dict:
+    if size < 1:
+        raise UsageError(f"--size {size}: give at least 1 pixel")
+    _check_folder(out, overwrite)
     os.makedirs(out, exist_ok=True)
     scene, truth = _ensure_scene(out, size)
     paths = {k: os.path.join(out, f"{k}.tif")
@@ -83,8 +130,7 @@ def run_demo(out: str, size: int = 3072, cancel: threading.Event | None = None) 
                  "iou": round(iou(paths["otsu_mask"], truth), 4), "seconds": otsu["seconds"],
                  "outputs": otsu["outputs"]},
     }
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    _write_summary(os.path.join(out, "summary.json"), summary)
     m, o = summary["model"], summary["otsu"]
     print(f"\nscene {scene}: {size} x {size} pixels of 10 m, {summary['valid_area_km2']:.1f} km2 "
           f"valid, {summary['truth_water_km2']:.2f} km2 of it water (truth.tif)")

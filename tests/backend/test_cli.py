@@ -350,6 +350,27 @@ def test_demo_runs_twice(tmp_path):
                             "scene.tif", "summary.json", "truth.tif"]
 
 
+def test_demo_leaves_a_folder_it_did_not_write_alone(tmp_path):
+    """A user's folder with files of the demo's names is refused, unchanged, and replaced
+    only with --overwrite; a --size refused leaves no folder behind."""
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "model_mask.tif").write_text("the user's mask")
+    (out / "notes.txt").write_text("kept")
+    p = run_cli("demo", "--out", str(out), "--size", "256")
+    assert p.returncode == 1 and p.stderr.strip().endswith(
+        f"error: --out {out}: holds model_mask.tif, not written by the demo; give another "
+        f"folder, or --overwrite to replace them"), p.stderr
+    assert (out / "model_mask.tif").read_text() == "the user's mask"
+    assert listing(out) == ["model_mask.tif", "notes.txt"]
+    assert run_cli("demo", "--out", str(out), "--size", "256", "--overwrite").returncode == 0
+    with rasterio.open(out / "model_mask.tif") as ds:
+        assert ds.shape == (256, 256)
+    assert run_cli("demo", "--out", str(out), "--size", "256").returncode == 0  # now the demo's
+    p = run_cli("demo", "--out", str(tmp_path / "new"), "--size", "0")
+    assert p.returncode == 1 and not (tmp_path / "new").exists()
+
+
 def test_a_run_on_data_with_no_data_prints_only_its_own_lines(tmp_path, models):
     """`--progress none` promises only warnings and errors: numpy's RuntimeWarnings (a NaN
     cast in the area histogram) must not leak onto stderr."""
