@@ -20,6 +20,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from . import __version__
 from .errors import BackendError, Cancelled, UsageError, first_line
@@ -327,18 +328,20 @@ def _demo(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
     run_demo(a.out, a.size, cancel, a.overwrite)
 
 
-def _install_signals(cancel: threading.Event, reporter: Reporter) -> None:
+def _install_signals(cancel: threading.Event, reporter: Callable[[], Reporter]
+                     ) -> dict[int, Any]:
     """First SIGINT/SIGTERM: stop at the next batch and clean up. A second: stop now,
-    unless the run is removing its partial outputs already."""
+    unless the run is removing its partial outputs already. ``reporter`` gives the one
+    in use when the signal comes. Returns the handlers replaced."""
     def handler(signum: int, frame: object) -> None:
         if cancel.is_set():
             if is_cleaning_up():
                 return
             raise KeyboardInterrupt
         cancel.set()
-        reporter.info(f"{signal.Signals(signum).name}: cancelling, removing partial outputs")
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+        reporter().info_from_signal(f"{signal.Signals(signum).name}: cancelling, removing "
+                                    f"partial outputs")
+    return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _attach_negative_values(argv: list[str]) -> list[str]:
@@ -359,9 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     _Parser.json_errors = _asks_for_json(argv)
     args = build_parser().parse_args(_attach_negative_values(argv))
     keep_freed_memory()
-    reporter = make_reporter(args.progress)
     cancel = threading.Event()
-    _install_signals(cancel, reporter)
+    # the handlers come first: a signal right after the start line would otherwise end
+    # the run with a bare traceback and no error line (one before it: a silent cancel)
+    reporter: Reporter = Reporter()
+    replaced = _install_signals(cancel, lambda: reporter)
+    reporter = make_reporter(args.progress)
     func: Callable = args.func
     try:
         result = func(args, reporter, cancel)
@@ -390,3 +396,5 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         reporter.close()
+        for signum, previous in replaced.items():   # main may run in a longer process
+            signal.signal(signum, previous)

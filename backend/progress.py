@@ -18,13 +18,40 @@ import json
 import re
 import sys
 import time
-from typing import Any, TextIO
+from contextlib import contextmanager
+from typing import Any, Iterator, TextIO
 
 PROTOCOL_VERSION = 1
 
 
 class Reporter:
     """Base reporter: silent. Subclasses choose how to show things."""
+
+    _writing = False   # inside a write of the stream (see _output)
+
+    def __init__(self) -> None:
+        self._held: list[str] = []
+
+    def info_from_signal(self, message: str) -> None:
+        """An info line from a signal handler. Python runs the handler in the main thread,
+        possibly inside this reporter's own write (one blocked on a full pipe runs it when
+        the signal interrupts it), where writing again is a reentrant write Python
+        refuses: the line then waits until that write is done."""
+        if self._writing:
+            self._held.append(message)
+        else:
+            self.info(message)
+
+    @contextmanager
+    def _output(self) -> Iterator[None]:
+        """Around every write to the stream: lines held by info_from_signal follow it."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        while self._held:
+            self.info(self._held.pop(0))
 
     def progress(self, fraction: float, stage: str = "") -> None:
         pass
@@ -49,14 +76,16 @@ class JsonReporter(Reporter):
     """One JSON object per line, flushed at once so a parent process sees it live."""
 
     def __init__(self, stream: TextIO | None = None, min_interval_s: float = 0.1):
+        super().__init__()
         self.stream = stream or sys.stdout
         self.min_interval_s = min_interval_s
         self._last = -1.0
         self._emit({"event": "start", "protocol": PROTOCOL_VERSION})
 
     def _emit(self, doc: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(doc, default=str) + "\n")
-        self.stream.flush()
+        with self._output():
+            self.stream.write(json.dumps(doc, default=str) + "\n")
+            self.stream.flush()
 
     def progress(self, fraction: float, stage: str = "") -> None:
         now = time.monotonic()
@@ -83,6 +112,7 @@ class BarReporter(Reporter):
     not printed: the commands sum them up in an info line (``--progress json`` has them all)."""
 
     def __init__(self, stream: TextIO | None = None, width: int = 30):
+        super().__init__()
         self.stream = stream or sys.stderr
         self.width = width
         self._start = time.monotonic()
@@ -98,19 +128,21 @@ class BarReporter(Reporter):
         filled = int(self.width * min(max(fraction, 0.0), 1.0))
         bar = "#" * filled + "-" * (self.width - filled)
         line = f"{stage:>8} [{bar}] {100 * fraction:5.1f}% {now - self._start:6.1f}s"
-        if self._tty:
-            self.stream.write("\r" + line)
-            self._open = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        with self._output():
+            if self._tty:
+                self.stream.write("\r" + line)
+                self._open = True
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
 
     def _line(self, text: str) -> None:
-        if self._open:
-            self.stream.write("\n")
-            self._open = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        with self._output():
+            if self._open:
+                self.stream.write("\n")
+                self._open = False
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def info(self, message: str) -> None:
         self._line(message)
@@ -126,9 +158,10 @@ class BarReporter(Reporter):
 
     def close(self) -> None:
         if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
+            with self._output():
+                self.stream.write("\n")
+                self.stream.flush()
+                self._open = False
 
 
 class QuietReporter(BarReporter):

@@ -406,7 +406,8 @@ def test_a_second_signal_waits_for_the_clean_up():
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     cancel = threading.Event()
     try:
-        cli._install_signals(cancel, JsonReporter(stream=open(os.devnull, "w")))
+        reporter = JsonReporter(stream=open(os.devnull, "w"))
+        cli._install_signals(cancel, lambda: reporter)
         os.kill(os.getpid(), signal.SIGTERM)        # the first: cancel
         assert cancel.is_set()
         with cleaning_up():
@@ -416,6 +417,77 @@ def test_a_second_signal_waits_for_the_clean_up():
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def test_a_signal_inside_a_blocked_write_cancels_cleanly():
+    """Ctrl-C while stdout is a full pipe (a parent busy elsewhere): the handler ran inside
+    the blocked write and wrote its line into it, which Python refuses ("reentrant call"),
+    so the run ended with an internal error instead of a cancel."""
+    import fcntl
+    import io
+    import threading
+    import time
+
+    from backend.progress import JsonReporter
+    before = signal.getsignal(signal.SIGINT)
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)   # F_SETPIPE_SZ: a one-page pipe fills at once
+    stream = io.open(w, "w")
+    reporter, cancel, read = JsonReporter(stream, min_interval_s=0), threading.Event(), []
+
+    def parent():   # waits until the pipe is full and the writer blocked, signals, reads
+        while int.from_bytes(fcntl.ioctl(r, 0x541B, b"\0" * 4), "little") < 4000:  # FIONREAD
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+        while chunk := os.read(r, 65536):
+            read.append(chunk)
+
+    reader = threading.Thread(target=parent)
+    try:
+        cli._install_signals(cancel, lambda: reporter)
+        reader.start()
+        step = 0
+        while not cancel.is_set():
+            reporter.progress(step / 1e6, "predict")
+            step += 1
+        reporter.error("cancelled", kind="Cancelled")
+    finally:
+        signal.signal(signal.SIGINT, before)
+        stream.close()   # the parent reads to the end
+        reader.join()
+    lines = events(b"".join(read).decode())
+    assert {"event": "info", "message": "SIGINT: cancelling, removing partial outputs"} in lines
+    assert lines[-1]["kind"] == "Cancelled"
+
+
+def test_a_signal_just_after_the_start_line_is_a_cancel(tmp_path, src, models, monkeypatch,
+                                                       capsys):
+    """A Ctrl-C between the start line and the handlers' install ended the run with a bare
+    KeyboardInterrupt traceback and no error line after the start. The handlers main
+    replaced are put back when it returns."""
+    made = cli.make_reporter
+
+    def reporter_then_signal(mode):
+        reporter = made(mode)   # the start line is out
+        os.kill(os.getpid(), signal.SIGINT)
+        return reporter
+
+    monkeypatch.setattr(cli, "make_reporter", reporter_then_signal)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rc = cli.main(["predict", src, "--mask", str(tmp_path / "m.tif"), "--model",
+                       models["threshold"], "--progress", "json"])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    except KeyboardInterrupt:
+        pytest.fail("the signal escaped as a bare KeyboardInterrupt")
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+    lines = events(capsys.readouterr().out)
+    assert rc == cli.EXIT_CANCELLED and lines[0]["event"] == "start"
+    assert lines[-1]["kind"] == "Cancelled" and listing(tmp_path) == ["in.tif"]
 
 
 def test_infinite_extents_and_a_file_as_demo_folder_are_one_line_errors(tmp_path, src, models):
