@@ -298,13 +298,15 @@ def zero_is_nodata(source: BandSource, units: str, ds, sample: np.ndarray) -> bo
 
     Earth Engine writes masked pixels (beyond the swath, say) as 0 and tags no nodata
     unless the exporter asks; read as 0 dB they would be bright land and count as observed
-    area. Calibrated backscatter is exactly 0 dB (power exactly 1) next to never, and
-    integer bands (0 can be a rounded dB value there) are left alone.
+    area. Calibrated backscatter is exactly 0 dB (power exactly 1) next to never. Integer
+    bands (0 can be a rounded dB value there) are left alone unless their whole sample is
+    0: a blank export, not a scene at 0 dB (it was mapped as dry land).
     """
-    return (units == "dB" and source.nodata is None
-            and np.dtype(ds.dtypes[source.index - 1]).kind == "f"
-            and not gdal_masked(ds, source.index)
-            and not (np.isnan(sample).any() and not (sample == 0).any()))
+    if units != "dB" or source.nodata is not None or gdal_masked(ds, source.index):
+        return False
+    if np.dtype(ds.dtypes[source.index - 1]).kind != "f":
+        return sample.size > 0 and not sample.any()
+    return not (np.isnan(sample).any() and not (sample == 0).any())
 
 
 def untagged_fill(source: BandSource, sample: np.ndarray, ds) -> float | None:

@@ -298,3 +298,22 @@ def test_units_are_found_on_a_data_patch_the_sample_lattice_misses(tmp_path, mod
                 rep)
     assert r["units_detected"] == "linear", rep.warnings
     assert not any("no valid pixel in the units sample" in w for w in rep.warnings)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
+def test_a_blank_export_without_nodata_maps_no_area(tmp_path, models, dtype):
+    """All zeros and no nodata tag: integer files were read as 0 dB, bright land, and
+    mapped as 9 km2 of valid dry land (floats were already no data)."""
+    from backend.engine import PredictOptions, predict
+    from backend.otsu import OtsuOptions, otsu_map
+    from tests.backend.conftest import Collect, write_raster
+    path = write_raster(tmp_path / "blank.tif", np.zeros((2, 300, 300), dtype), nodata=None)
+    rep = Collect()
+    r = predict(PredictOptions([path], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+                rep)
+    o = otsu_map(OtsuOptions([path], mask=str(tmp_path / "o.tif")))
+    assert r["valid_pixels"] == o["valid_pixels"] == 0
+    assert any("the outputs are all no data" in w for w in rep.warnings), rep.warnings
+    for mask in ("m.tif", "o.tif"):
+        with rasterio.open(tmp_path / mask) as ds:
+            assert (ds.read(1) == 255).all()
