@@ -81,7 +81,7 @@ def _add_compress(p: argparse.ArgumentParser) -> None:
                         "it) or deflate (for software without ZSTD)")
 
 
-def _add_progress(p: argparse.ArgumentParser) -> None:
+def _add_progress(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
     p.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
                    help="bar on stderr (default), JSON lines on stdout, or nothing")
 
@@ -165,9 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="valid and water area of a water mask (0/1/255)")
     p.add_argument("mask", metavar="MASK.tif")
-    _add_progress(p)
-    p.add_argument("--json", dest="progress", action="store_const", const="result",
-                   help="only the result, as one JSON document on stdout")
+    output = p.add_mutually_exclusive_group()   # --json is a fourth --progress: one or other
+    _add_progress(output)
+    output.add_argument("--json", dest="progress", action="store_const", const="result",
+                        help="only the result, as one JSON document on stdout")
     p.set_defaults(func=_stats)
 
     p = sub.add_parser("card", help="print (and validate) a model's card")

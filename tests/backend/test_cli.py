@@ -168,6 +168,14 @@ def test_bar_and_none_print_no_result_document_and_stats_json_does(tmp_path, src
     assert doc["valid_pixels"] > 0
 
 
+def test_stats_takes_json_or_a_progress_mode_not_both(tmp_path):
+    """--json is --progress result: given with --progress, the last one won silently
+    (--json --progress none printed nothing, exit 0)."""
+    p = run_cli("stats", str(tmp_path / "m.tif"), "--json", "--progress", "none")
+    assert p.returncode == 2 and p.stdout == ""
+    assert "argument --progress: not allowed with argument --json" in p.stderr
+
+
 def test_an_unforeseen_error_is_still_one_error_event(monkeypatch, capsys, tmp_path):
     """A bug inside a command: the JSON stream still ends in one error, exit 1, and the
     traceback goes to stderr for a report."""
