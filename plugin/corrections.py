@@ -11,7 +11,8 @@ import json
 import os
 from collections.abc import Iterable
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsDefaultValue,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform,
+                       QgsCoordinateTransformContext, QgsDefaultValue,
                        QgsFeature, QgsField, QgsProject, QgsVectorLayer, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
@@ -35,10 +36,16 @@ def _water(value, label: str, number: int, field: str) -> int:
 
 
 def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
-                  field: str, label: str, path: str) -> int:
-    """Write the polygons with their water/dry value to GeoJSON at ``path``; their count."""
+                  field: str, label: str, path: str,
+                  transform_context: QgsCoordinateTransformContext | None = None) -> int:
+    """Write the polygons with their water/dry value to GeoJSON at ``path``; their count.
+
+    ``transform_context``: the caller's on a worker thread (a Processing run's context),
+    where the project's, read by default, may be changing."""
+    if transform_context is None:
+        transform_context = QgsProject.instance().transformContext()
     to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
-                                      QgsProject.instance())
+                                      transform_context)
     out = []
     # counted from 1 in drawing order: an unsaved feature's id is a negative internal number
     for number, feature in enumerate(features, start=1):

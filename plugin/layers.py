@@ -1,4 +1,5 @@
-"""Put a run's outputs on the map: one layer group, styled, with no broken layer left behind."""
+"""Put a run's outputs on the map: one layer group, styled, with no broken layer left behind;
+and copies of layers for work on a worker thread (:func:`private_copy`)."""
 from __future__ import annotations
 
 import itertools
@@ -6,7 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import QgsLayerTreeGroup, QgsProject, QgsRasterLayer
+from qgis.core import (QgsFeatureRequest, QgsLayerTreeGroup, QgsMapLayer, QgsProject,
+                       QgsRasterLayer, QgsVectorLayer)
+from qgis.PyQt.QtCore import QThread
 
 from . import styles
 
@@ -92,3 +95,44 @@ def remove_layers_of(path: str, project: QgsProject | None = None) -> None:
     real = os.path.realpath(path)
     project.removeMapLayers([layer.id() for layer in project.mapLayers().values()
                              if os.path.realpath(layer.source().split("|")[0]) == real])
+
+
+def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None) -> QgsMapLayer:
+    """A layer object of the caller's own showing what ``layer`` shows; call it in the thread
+    that owns ``layer`` (the main thread for a project layer).
+
+    A project layer belongs to the main thread: it draws the layer, the user edits it,
+    restyles it, changes its source, and removing it from the project deletes it. A worker
+    thread that read it meanwhile would read a half-changed or freed object (a segfault, or
+    the wrong pixels). So what a task or a Processing algorithm run as a task needs of a
+    project layer is made in the main thread before it starts: a layer nothing else touches.
+
+    A raster layer, and a vector layer whose features are all in its source, is cloned: the
+    clone opens its own data provider (its own file handle), with the layer's CRS, subset
+    and name. A vector layer whose features live in this process only (a memory or scratch
+    layer, unsaved edits, joined, expression or auxiliary fields), or of which ``request``
+    takes a part (selected features), is copied feature by feature into a memory layer,
+    since reopening its source would not give what the user sees."""
+    if isinstance(layer, QgsVectorLayer):
+        provider = layer.dataProvider()
+        in_process = (layer.providerType() == "memory" or layer.isModified()
+                      or provider is None or provider.fields().count() != layer.fields().count())
+        if in_process or request is not None:
+            copy = layer.materialize(request or QgsFeatureRequest())
+            copy.setName(layer.name())
+        else:
+            copy = layer.clone()
+    else:
+        copy = layer.clone()
+    # of no thread until its user takes it (take_copies), as QGIS's own algorithms do
+    copy.moveToThread(None)
+    return copy
+
+
+def take_copies(values) -> None:
+    """Make the layers among ``values`` that :func:`private_copy` made (of no thread) the
+    current thread's: call it in the thread that reads them."""
+    here = QThread.currentThread()
+    for value in values:
+        if isinstance(value, QgsMapLayer) and value.thread() is None:
+            value.moveToThread(here)

@@ -27,7 +27,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 from .. import styles
 from ..backend_process import Outcome
 from ..corrections import FIELD, CorrectionsProblem, new_corrections_layer, write_geojson
-from ..layers import RunLayers, add_styled_raster, remove_layers_of
+from ..layers import RunLayers, add_styled_raster, private_copy, remove_layers_of
 from ..params import FinalizeParams, PredictParams, free_output_paths
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
@@ -302,8 +302,11 @@ class ReviewDock(QgsDockWidget):
             return
         self.stats_button.setEnabled(False)
         threshold = self._threshold_text()   # the slider may move while the mask is made
+        # the polygons as they are now, in a layer of the task's own (see _run_algorithm): the
+        # analyst may edit or remove the zones layer while the mask is made and counted
+        polygons = private_copy(zones)
         self.with_mask_at_threshold(lambda mask: self._run_algorithm(
-            "sarflood:zonalwater", {"POLYGONS": zones.id(), "MASK": mask, "OUTPUT": "memory:"},
+            "sarflood:zonalwater", {"POLYGONS": polygons, "MASK": mask, "OUTPUT": "memory:"},
             lambda *done: self._statistics_done(threshold, *done)))
 
     def _statistics_done(self, threshold: str, ok: bool, results: dict,
@@ -431,8 +434,7 @@ class ReviewDock(QgsDockWidget):
         if polygons:
             params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}
             self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
-                                self._polygons_done(ok, results, text, warned, error),
-                                project=False)   # the mask's layer is on the map already
+                                self._polygons_done(ok, results, text, warned, error))
 
     def _polygons_done(self, ok: bool, results: dict, text: str, warned: bool, error: str) -> None:
         if not ok:
@@ -462,23 +464,23 @@ class ReviewDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
         return task
 
-    def _run_algorithm(self, alg_id: str, params: dict, on_done, project: bool = True) -> None:
-        """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``.
+    def _run_algorithm(self, alg_id: str, params: dict, on_done) -> QgsProcessingAlgRunnerTask:
+        """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``
+        on the main thread.
 
-        Without ``project`` the context holds only the project's ellipsoid and transform
-        context: an input given as a file path is then opened anew in the task's thread.
-        With the project, a path that a project layer shows resolves to that very layer,
-        which the main thread draws meanwhile (a segfault in a test run)."""
+        The algorithm runs on a worker thread, so nothing in ``params`` may be a project
+        layer, which the main thread draws, edits and deletes meanwhile: inputs are files,
+        or layers of the task's own made in the main thread (:func:`private_copy`). The
+        context has no project, only its ellipsoid and transform context: with the project,
+        a path that a project layer shows resolves to that very layer (a segfault in a test
+        run, when the mask just added to the map was vectorized)."""
         algorithm = QgsApplication.processingRegistry().algorithmById(alg_id)
         context = QgsProcessingContext()
-        if project:
-            context.setProject(QgsProject.instance())
-        else:
-            context.setEllipsoid(QgsProject.instance().ellipsoid())
-            context.setTransformContext(QgsProject.instance().transformContext())
+        context.setEllipsoid(QgsProject.instance().ellipsoid())
+        context.setTransformContext(QgsProject.instance().transformContext())
         feedback = QgsProcessingFeedback()
         task = QgsProcessingAlgRunnerTask(algorithm, params, context, feedback)
-        keep = (task, context, feedback)
+        keep = (task, context, feedback, params)   # params: the task's own layers, freed after it
         self._busy.append(keep)
 
         def finish(ok: bool, results: dict) -> None:
@@ -490,6 +492,7 @@ class ReviewDock(QgsDockWidget):
 
         task.executed.connect(finish)
         QgsApplication.taskManager().addTask(task)
+        return task
 
     def cancel_tasks(self) -> None:
         """Stop the work still running (the plugin is being unloaded); the backend then

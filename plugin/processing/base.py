@@ -7,15 +7,74 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingLayerPostProcessorInterface, QgsRasterLayer,
+from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
+                       QgsProcessingException, QgsProcessingFeatureSourceDefinition,
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingParameterExtent,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
+                       QgsProcessingUtils, QgsProperty, QgsRasterLayer, QgsReferencedRectangle,
                        QgsVectorFileWriter)
 
 from ..backend_env import find_interpreter
 from ..backend_process import BackendProcess
 from ..settings import python_setting
+from ..layers import private_copy, take_copies
 
 GROUPS = {"mapping": "Water mapping", "analysis": "Flood analysis"}
+_HINTS = ((QgsProcessingParameterRasterLayer, QgsProcessingUtils.LayerHint.Raster),
+          (QgsProcessingParameterFeatureSource, QgsProcessingUtils.LayerHint.Vector),
+          (QgsProcessingParameterVectorLayer, QgsProcessingUtils.LayerHint.Vector),
+          (QgsProcessingParameterMapLayer, QgsProcessingUtils.LayerHint.UnknownType))
+
+
+def project_layer(value, context, hint=QgsProcessingUtils.LayerHint.UnknownType) -> QgsMapLayer | None:
+    """The project layer a parameter value names (an id, a path, a name, a layer object or
+    a feature source definition of one), as Processing resolves it; None for anything else
+    (a file no project layer shows, a layer of the caller's own). Nothing is opened."""
+    if isinstance(value, QgsProcessingFeatureSourceDefinition):
+        value = value.source
+    if isinstance(value, QgsProperty):
+        value = value.valueAsString(context.expressionContext(), "")
+        value = value[0] if isinstance(value, tuple) else value   # (text, ok) in PyQGIS
+    if isinstance(value, str) and value:
+        value = QgsProcessingUtils.mapLayerFromString(value, context, False, hint)
+    if isinstance(value, QgsMapLayer) and value.project() is not None:
+        return value
+    return None
+
+
+def own_inputs(algorithm: QgsProcessingAlgorithm, parameters: dict, context) -> dict[str, Any]:
+    """For each input of ``algorithm`` that names a project layer, a value naming what the
+    algorithm may read on a worker thread instead: a private copy of the layer (one per
+    layer, so that two inputs naming one layer still name one layer), or for an extent
+    taken from a layer, that extent. Call it in the main thread."""
+    own: dict[str, Any] = {}
+    copies: dict[tuple, QgsMapLayer] = {}
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        value = parameters.get(name)
+        if isinstance(definition, QgsProcessingParameterExtent):
+            layer = project_layer(value, context)
+            if layer is not None:
+                own[name] = QgsReferencedRectangle(layer.extent(), layer.crs())
+            continue
+        hint = next((h for kind, h in _HINTS if isinstance(definition, kind)), None)
+        layer = None if hint is None else project_layer(value, context, hint)
+        if layer is None:
+            continue
+        request, key = None, (layer.id(),)
+        if isinstance(value, QgsProcessingFeatureSourceDefinition) and (
+                value.selectedFeaturesOnly or value.featureLimit >= 0):
+            request = QgsFeatureRequest()
+            if value.selectedFeaturesOnly:
+                request.setFilterFids(layer.selectedFeatureIds())
+            if value.featureLimit >= 0:
+                request.setLimit(value.featureLimit)
+            key = (layer.id(), value.selectedFeaturesOnly, value.featureLimit)
+        if key not in copies:
+            copies[key] = private_copy(layer, request)
+        own[name] = copies[key]
+    return own
 
 
 class RendererPostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -57,6 +116,31 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):
         return type(self)()
+
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS's name)
+        """Runs in the thread of ``context``, before ``processAlgorithm``: in the main thread
+        when the Processing toolbox or the review dock runs the algorithm as a task, whose
+        ``processAlgorithm`` then runs in a worker thread with the project on its context.
+        There a layer id or path would resolve to the project's own layer object, which the
+        main thread draws, edits and deletes meanwhile; so the project layers named by the
+        inputs are copied here (:func:`own_inputs`), and ``processAlgorithm`` reads its
+        parameters through :meth:`inputs`. Inputs are checked by ``processAlgorithm``, whose
+        messages reach the caller as they are (Processing words failures of this step its own way)."""
+        self._own_inputs = own_inputs(self, parameters, context)
+        return True
+
+    def inputs(self, parameters: dict) -> dict:
+        """``parameters`` with each project layer replaced by the copy ``prepareAlgorithm``
+        made: what ``processAlgorithm`` reads, and hands its child algorithms. Copies are
+        taken into the calling thread."""
+        own = {**parameters, **getattr(self, "_own_inputs", {})}
+        take_copies(own.values())
+        return own
+
+    def postProcessAlgorithm(self, context, feedback) -> dict:  # noqa: N802 (QGIS's name)
+        """Back in the main thread after a successful run: the copies are freed here."""
+        self._own_inputs = {}
+        return {}
 
     @staticmethod
     def run_child(label: str, alg: str, params: dict, context, feedback) -> dict:

@@ -44,7 +44,7 @@ class SceneAlgorithm(SarFloodAlgorithm):
         for name, description in AREA_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(name, description))
 
-    def prepare(self, parameters, context, feedback) -> tuple[str, SceneInput, Extent | None, str | None]:
+    def scene_inputs(self, parameters, context, feedback) -> tuple[str, SceneInput, Extent | None, str | None]:
         """The mask destination, the checked scene and the extent (with its CRS) of a run."""
         mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
         scene = self.scene(parameters, context)

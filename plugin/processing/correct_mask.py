@@ -41,6 +41,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("CORRECTED_PIXELS", "Pixels changed"))
 
     def processAlgorithm(self, parameters, context, feedback):
+        parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "INPUT", context),
                                 "Water mask")
         check_binary_mask(mask, "Water mask")
@@ -60,7 +61,8 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         previous = geojson.read_bytes() if geojson.is_file() else None
         try:
             count = write_geojson(source.getFeatures(), source.sourceCrs(), field,
-                                  f"Correction polygons '{source.sourceName()}'", str(geojson))
+                                  f"Correction polygons '{source.sourceName()}'", str(geojson),
+                                  context.transformContext())
             feedback.pushInfo(f"{count} correction polygons, kept in {geojson}")
             params = CorrectParams(mask=mask_file, corrections=str(geojson), out=out,
                                    overwrite=Path(out).exists())

@@ -51,6 +51,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("FLOODED_PIXELS", "Newly flooded pixels"))
 
     def processAlgorithm(self, parameters, context, feedback):
+        parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         post = check_mask_layer(self.parameterAsRasterLayer(parameters, "POST", context), "Post-event mask")
         pre = self.parameterAsRasterLayer(parameters, "PRE", context)
         permanent = self.parameterAsSource(parameters, "PERMANENT", context)

@@ -65,7 +65,8 @@ class MapWaterAlgorithm(SceneAlgorithm):
         self.addOutput(QgsProcessingOutputString("MODEL_USED", "Model used"))
 
     def processAlgorithm(self, parameters, context, feedback):
-        mask, scene, extent, extent_crs = self.prepare(parameters, context, feedback)
+        parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
+        mask, scene, extent, extent_crs = self.scene_inputs(parameters, context, feedback)
         model = self.parameterAsFile(parameters, "MODEL", context) or None
         if model is not None and not Path(model).is_file():
             raise QgsProcessingException(f"Model: {model} does not exist")

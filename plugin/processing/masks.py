@@ -70,8 +70,11 @@ def ellipsoid_of(context) -> str:
     return DEFAULT_ELLIPSOID if ellipsoid in ("", "NONE") else ellipsoid
 
 
-def pixel_area_m2(layer: QgsRasterLayer, ellipsoid: str, at=None) -> float:
+def pixel_area_m2(layer: QgsRasterLayer, ellipsoid: str, at=None, transform_context=None) -> float:
     """Ellipsoidal area of one pixel of ``layer``, at point ``at`` (layer CRS) or the centre.
+
+    ``transform_context``: the run's (its context's) on a worker thread, where the
+    project's, read by default, may be changing.
 
     Exact on a projected grid; on a geographic grid (EPSG:4326) pixel area shrinks with
     latitude, so a measure at one latitude is within about 1 % over 100 km north-south at mid-latitudes.
@@ -80,7 +83,9 @@ def pixel_area_m2(layer: QgsRasterLayer, ellipsoid: str, at=None) -> float:
     dx, dy = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
     pixel = QgsRectangle(centre.x() - dx / 2, centre.y() - dy / 2, centre.x() + dx / 2, centre.y() + dy / 2)
     measure = QgsDistanceArea()
-    measure.setSourceCrs(layer.crs(), QgsProject.instance().transformContext())
+    if transform_context is None:
+        transform_context = QgsProject.instance().transformContext()
+    measure.setSourceCrs(layer.crs(), transform_context)
     measure.setEllipsoid(ellipsoid)
     area = measure.measureArea(QgsGeometry.fromRect(pixel))
     return measure.convertAreaMeasurement(area, QgsUnitTypes.AreaUnit.AreaSquareMeters)

@@ -40,7 +40,8 @@ class OtsuAlgorithm(SceneAlgorithm):
         return super().scene(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):
-        mask, scene, extent, extent_crs = self.prepare(parameters, context, feedback)
+        parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
+        mask, scene, extent, extent_crs = self.scene_inputs(parameters, context, feedback)
         params = OtsuParams(scene=scene, mask=mask, extent=extent, extent_crs=extent_crs,
                             overwrite=Path(mask).exists())
         result = self.run_backend(params.argv(), feedback)

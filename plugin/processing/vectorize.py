@@ -36,6 +36,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("POLYGON_COUNT", "Number of polygons kept"))
 
     def processAlgorithm(self, parameters, context, feedback):
+        parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = self.parameterAsRasterLayer(parameters, "INPUT", context)
         check_mask_layer(mask, "Water mask")
         value = self.parameterAsInt(parameters, "VALUE", context)

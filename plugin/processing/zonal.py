@@ -37,6 +37,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             "OUTPUT", "Water per polygon", QgsProcessing.SourceType.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context, feedback):
+        parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask")
         check_binary_mask(mask, "Water mask")   # water_px is the sum of its values
         source = self.parameterAsSource(parameters, "POLYGONS", context)
@@ -64,6 +65,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
                                           source.sourceCrs())
         to_raster = QgsCoordinateTransform(counted.crs(), mask.crs(), context.transformContext())
         ellipsoid = ellipsoid_of(context)
+        transforms = context.transformContext()
         total = max(1, counted.featureCount())
         try:
             for i, feature in enumerate(counted.getFeatures()):
@@ -75,7 +77,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
                 out.setGeometry(feature.geometry())
                 attributes = [feature[f.name()] for f in kept]
                 centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
-                km2 = water * pixel_area_m2(mask, ellipsoid, centre) / 1e6 if water else 0.0
+                km2 = water * pixel_area_m2(mask, ellipsoid, centre, transforms) / 1e6 if water else 0.0
                 out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
                 sink.addFeature(out, QgsFeatureSink.Flag.FastInsert)
                 feedback.setProgress(100.0 * (i + 1) / total)
