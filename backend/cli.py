@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--probability", action="store_true",
                    help="also write the float32 probability in the end-to-end run")
-    p.add_argument("--workdir", metavar="DIR", help="where the scene and outputs go (temporary)")
+    p.add_argument("--workdir", metavar="DIR", help="an existing folder to hold the run's temporary folder of scene and "
+                        "outputs (default: the system's temporary folder)")
     p.add_argument("--raw-seconds", type=float, default=3.0, metavar="S",
                    help="how long to time the session alone (default 3)")
     p.add_argument("--repeat", type=int, default=3, metavar="K",

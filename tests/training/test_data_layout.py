@@ -89,6 +89,16 @@ def test_split_problems_are_all_listed_with_line_numbers(tmp_path):
     assert "chip C_3: label grid differs from s1 (origin" in msg
 
 
+def test_chip_ids_need_not_be_event_and_number(tmp_path):
+    """An analyst's own chip 'myscene_S1Hand.tif' was refused: ids had to hold an
+    underscore, as Sen1Floods11's Event_Chip do, and no document said so."""
+    hand_chip(tmp_path, "myscene")
+    hand_chip(tmp_path, "Spain_7370579")
+    split(tmp_path, "test", ["myscene_S1Hand.tif,myscene_LabelHand.tif",
+                             "Spain_7370579_S1Hand.tif,Spain_7370579_LabelHand.tif"])
+    assert [c.chip_id for c in hand_chips(tmp_path, "test")] == ["myscene", "Spain_7370579"]
+
+
 def test_many_problems_show_the_first_few_and_the_count(tmp_path):
     hand_chip(tmp_path, "A_1")
     split(tmp_path, "train", [f"X_{i}_S1Hand.tif,X_{i}_LabelHand.tif" for i in range(30)])

@@ -55,7 +55,8 @@ MAX_LISTED = 10
 _HAND = Path("v1.1/data/flood_events/HandLabeled")
 _WEAK = Path("v1.1/data/flood_events/WeaklyLabeled")
 _SPLITS = Path("v1.1/splits/flood_handlabeled")
-_CHIP_ID = re.compile(r"^[^\s/\\,]+_[^\s/\\,_]+$")
+# Sen1Floods11's ids are Event_Chip (Spain_7370579); a user's own chips may be named freely
+_CHIP_ID = re.compile(r"^[^\s/\\,]+$")
 
 
 class DatasetError(ValueError):
