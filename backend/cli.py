@@ -346,6 +346,21 @@ def _install_signals(cancel: threading.Event, reporter: Callable[[], Reporter]
     return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """UsageError for a file name that is not UTF-8 (Latin-1 bytes from an old archive,
+    say): GDAL takes UTF-8 names only, and it failed deep inside rasterio."""
+    for key, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    raise UsageError(f"{shown}: the name is not UTF-8 (shown with \ufffd for the "
+                                     f"bytes that are not), and GDAL opens UTF-8 names only; "
+                                     f"rename the file or folder") from None
+
+
 def _attach_negative_values(argv: list[str]) -> list[str]:
     """``--extent -0.77,38.1,...`` as ``--extent=-0.77,38.1,...``: argparse reads a value
     that starts with '-' as an option unless it is a lone number, so an extent west of
@@ -372,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter = make_reporter(args.progress)
     func: Callable = args.func
     try:
+        _check_names(args)
         result = func(args, reporter, cancel)
         if cancel.is_set():   # it came after the outputs were in place
             reporter.warning("the cancel came after the outputs were complete: they are kept")

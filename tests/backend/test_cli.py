@@ -176,6 +176,19 @@ def test_stats_takes_json_or_a_progress_mode_not_both(tmp_path):
     assert "argument --progress: not allowed with argument --json" in p.stderr
 
 
+def test_a_file_name_that_is_not_utf8_is_named(tmp_path, src, capsys):
+    """Latin-1 bytes in a name (Python holds them as surrogates) failed inside rasterio as
+    an internal error with a traceback, for an input or an output."""
+    bad = str(tmp_path / "lat\udce9.tif")
+    for argv in (["predict", bad, "--mask", str(tmp_path / "m.tif")],
+                 ["predict", src, "--mask", bad]):
+        assert cli.main([*argv, "--progress", "json"]) == 1
+        last = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert last["kind"] == "UsageError" and last["message"].startswith(
+            f"{tmp_path}/lat\ufffd.tif: the name is not UTF-8"), last
+    assert listing(tmp_path) == ["in.tif"]
+
+
 def test_an_unforeseen_error_is_still_one_error_event(monkeypatch, capsys, tmp_path):
     """A bug inside a command: the JSON stream still ends in one error, exit 1, and the
     traceback goes to stderr for a report."""
