@@ -273,9 +273,14 @@ def _summary(reporter: Reporter, r: dict) -> None:
     written = [f"{kind} {path}" for kind, path in r.get("outputs", {}).items() if path]
     if written:
         reporter.info(f"wrote {', '.join(written)}")
-    reporter.info(f"water {r['water_area_km2']:.3f} km2 of {r['valid_area_km2']:.3f} km2 valid "
+    reporter.info(f"water {_area(r['water_area_km2'])} of {_area(r['valid_area_km2'])} valid "
                   f"({100 * r['water_fraction']:.2f}%) in {r.get('seconds', 0):.1f} s"
                   + (f" on {r['device']}" if "device" in r else ""))
+
+
+def _area(km2: float) -> str:
+    """km2 to 3 decimals; an area under 0.1 km2 (a small --extent) in m2, not as 0.000."""
+    return f"{km2 * 1e6:,.0f} m2" if 0 < km2 < 0.1 else f"{km2:.3f} km2"
 
 
 def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:

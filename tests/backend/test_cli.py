@@ -189,6 +189,13 @@ def test_a_file_name_that_is_not_utf8_is_named(tmp_path, src, capsys):
     assert listing(tmp_path) == ["in.tif"]
 
 
+def test_a_small_area_is_summed_up_in_square_metres(tmp_path, src, models):
+    """A 3 x 3 px --extent was summed up as 'water 0.000 km2 of 0.000 km2 valid'."""
+    p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--model", models["threshold"],
+                "--extent", "500000,4999970,500030,5000000")
+    assert p.returncode == 0 and " of 900 m2 valid (" in p.stderr, p.stderr
+
+
 def test_an_unforeseen_error_is_still_one_error_event(monkeypatch, capsys, tmp_path):
     """A bug inside a command: the JSON stream still ends in one error, exit 1, and the
     traceback goes to stderr for a report."""
