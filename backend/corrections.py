@@ -115,10 +115,13 @@ def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
                              "corrections are polygons")
         value = _value(feature.get("properties"), where)
         try:
+            _check_degrees(geometry, source, where)
             local = transform_geom(source, grid.crs, geometry)
             shapes.append((local, value))
             bounds.append(geometry_bounds(local))
-        except (RasterioError, ValueError, KeyError, IndexError, TypeError) as exc:
+        except InputError:
+            raise
+        except Exception as exc:  # PROJ's failures come as rasterio's private CPLE_* classes
             raise InputError(f"{where}: not a valid polygon in {_crs_name(source)} "
                              f"({first_line(exc, 'bad coordinates')})") from None
     on_grid = grid.bounds()
@@ -127,6 +130,19 @@ def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
         reporter.warning(f"{path}: {off} of {len(shapes)} polygons lie outside the mask and "
                          f"correct nothing (their coordinates are read in {_crs_name(source)})")
     return Corrections(path, shapes, bounds)
+
+
+def _check_degrees(geometry: dict, source, where: str) -> None:
+    """InputError for longitudes/latitudes out of range: metres in a file that says (or,
+    saying nothing, is taken to be) WGS 84, as a layer whose CRS was lost writes them."""
+    if not CRS.from_user_input(source).is_geographic:
+        return
+    west, south, east, north = geometry_bounds(geometry)
+    if west < -180 or east > 180 or south < -90 or north > 90:
+        raise InputError(f"{where}: coordinates ({west:.6g}, {south:.6g}, {east:.6g}, "
+                         f"{north:.6g}) lie outside longitude -180..180 and latitude -90..90, "
+                         f"as {_crs_name(source)} wants: are the polygons in a projected CRS "
+                         f"that the file does not name? (check the layer's CRS)")
 
 
 def _crs_name(crs) -> str:

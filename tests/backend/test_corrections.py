@@ -141,6 +141,12 @@ def test_polygons_off_the_mask_are_warned_about(geo_mask, tmp_path):
     ({"type": "Point", "coordinates": [10.0, 45.0]}, "{fix}: feature 1 is a Point; corrections are polygons"),
     ({"water": "yes"}, "{fix}: feature 1: property 'water' is 'yes'; expected true or 1"),
     ({}, "{fix}: feature 1: property 'water' is None"),
+    # UTM metres in a file taken as WGS 84 (a layer whose CRS was lost): was PROJ's
+    # "utm: Invalid latitude" as an internal error
+    ({"type": "Polygon", "coordinates": [[[500000, 4649776], [500100, 4649776],
+                                          [500100, 4649876], [500000, 4649776]]]},
+     "{fix}: feature 1: coordinates (500000, 4.64978e+06, 500100, 4.64988e+06) lie outside "
+     "longitude -180..180 and latitude -90..90"),
 ])
 def test_bad_corrections_are_one_line_and_no_output(geo_mask, tmp_path, content, message):
     path, _ = geo_mask
