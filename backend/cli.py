@@ -20,7 +20,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
 
 from . import __version__
 from .errors import BackendError, Cancelled, UsageError, first_line
@@ -335,11 +334,10 @@ def _demo(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
     run_demo(a.out, a.size, cancel, a.overwrite)
 
 
-def _install_signals(cancel: threading.Event, reporter: Callable[[], Reporter]
-                     ) -> dict[int, Any]:
+def _install_signals(cancel: threading.Event, reporter: Callable[[], Reporter]) -> None:
     """First SIGINT/SIGTERM: stop at the next batch and clean up. A second: stop now,
     unless the run is removing its partial outputs already. ``reporter`` gives the one
-    in use when the signal comes. Returns the handlers replaced."""
+    in use when the signal comes."""
     def handler(signum: int, frame: object) -> None:
         if cancel.is_set():
             if is_cleaning_up():
@@ -348,7 +346,8 @@ def _install_signals(cancel: threading.Event, reporter: Callable[[], Reporter]
         cancel.set()
         reporter().info_from_signal(f"{signal.Signals(signum).name}: cancelling, removing "
                                     f"partial outputs")
-    return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _check_names(args: argparse.Namespace) -> None:
@@ -388,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     # the handlers come first: a signal right after the start line would otherwise end
     # the run with a bare traceback and no error line (one before it: a silent cancel)
     reporter: Reporter = Reporter()
-    replaced = _install_signals(cancel, lambda: reporter)
+    _install_signals(cancel, lambda: reporter)   # kept to the end: a late signal is a warning
     reporter = make_reporter(args.progress)
     func: Callable = args.func
     try:
@@ -419,5 +418,3 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     finally:
         reporter.close()
-        for signum, previous in replaced.items():   # main may run in a longer process
-            signal.signal(signum, previous)
