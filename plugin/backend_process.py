@@ -10,6 +10,9 @@ Two reader threads drain stdout (JSON events) and stderr (kept for error
 messages), so the child never stalls on a full pipe. Cancel sends SIGTERM, on
 which the backend removes its temporary files and exits with 130; a child that
 does not stop within the grace period is killed, and what it left is removed here.
+A cancel that comes after the outputs are complete changes nothing: the backend keeps
+them, says so and exits 0 with its result, and the run is a success
+(``Outcome.cancel_came_late``).
 """
 from __future__ import annotations
 
@@ -38,11 +41,30 @@ _SETTING_NAMES = {"--units": "'Units'", "--bands": "the 'VV band' and 'VH band' 
                   "--tile-size": "'Tile size'", "--overlap": "'Overlap'",
                   "--batch-size": "'Tiles per batch'", "--device": "'Device'",
                   "--tta": "test-time augmentation"}
+_LATE_CANCEL_WARNING = "the cancel came after the outputs were complete"
 _OPTION = re.compile("|".join(re.escape(k) for k in _SETTING_NAMES) + r"(?![\w-])")
 
 
+# advice to add --overwrite, an option a QGIS user cannot give (the plugin gives it itself
+# for the files that exist when a run starts): what to do in QGIS instead
+_OVERWRITE_ADVICE = (
+    ("appeared while running; use --overwrite to replace it",
+     "was written by another run or program while this run was running (two runs to one "
+     "file?); it is kept: choose another output file, or remove that one and run again"),
+    ("exists; use --overwrite to replace it",
+     "exists (made after this run was set up); it is kept: choose another output file, or "
+     "remove that one and run again"),
+    ("use --overwrite to replace it", "choose another output file, or remove that one and run again"),
+)
+
+
 def in_qgis_words(message: str) -> str:
-    """A backend message with its option names given as the QGIS settings they are."""
+    """A backend message with its option names given as the QGIS settings they are, and
+    advice to use ``--overwrite`` as what a QGIS user can do."""
+    for cli, qgis in _OVERWRITE_ADVICE:
+        if cli in message:
+            message = message.replace(cli, qgis)
+            break
     return _OPTION.sub(lambda m: _SETTING_NAMES[m.group(0)], message)
 
 
@@ -54,13 +76,17 @@ class Outcome:
     error: str | None = None               # one-line message for the user
     error_kind: str | None = None
     cancelled: bool = False
+    # a cancel came after the backend had written its outputs: it kept them, and the run
+    # is a success (ok), not a cancelled one
+    cancel_came_late: bool = False
     warnings: list[str] = field(default_factory=list)
     stderr: list[str] = field(default_factory=list)   # its last lines, for the log panel
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.result is not None and not self.cancelled and self.returncode == 0
+        return (self.result is not None and not self.cancelled
+                and (self.returncode == 0 or self.cancel_came_late))
 
 
 EventHandler = Callable[[dict[str, Any]], None]
@@ -196,6 +222,17 @@ class BackendProcess:
         """Turn an exit without a clear message into one the user can act on."""
         if outcome.returncode == EXIT_CANCELLED:
             outcome.cancelled = True
+        if (outcome.cancelled and outcome.result is not None and outcome.error is None
+                and outcome.returncode != EXIT_CANCELLED):
+            # the cancel came after the outputs were complete: the backend prints its result
+            # only once every output is in place, and then keeps them (exit 0), or the SIGTERM
+            # found it past its handlers, exiting (-15), or it had ended already. What the run
+            # made is shown as for any run; the backend's own warning about it (when it got
+            # the cancel in time to give one) is said by the caller in its words.
+            outcome.cancelled = False
+            outcome.cancel_came_late = True
+            outcome.warnings = [w for w in outcome.warnings if not w.startswith(_LATE_CANCEL_WARNING)]
+            return
         if outcome.cancelled:
             outcome.result = None
             return

@@ -3,18 +3,22 @@
 The controller starts a :class:`~.task.BackendTask` in QGIS's task manager (so
 progress shows in the task bar and QGIS stays responsive), mirrors progress and
 messages into the dialog, and when the task ends: adds the outputs as a layer
-group, puts a summary in the message bar and hands the run to the review dock.
+group, puts a summary in the message bar and hands the run to the review dock; unless
+the project was closed or another opened meanwhile: then nothing goes into the project
+open now, and the message says where the files are.
 """
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsApplication
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication, QgsProcessingUtils
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .backend_process import Outcome
 from .gui.review_dock import ReviewDock, ReviewRun
 from .gui.run_dialog import RunDialog, RunRequest
-from .layers import LayerError, add_run_layers
+from .layers import LayerError, ProjectWatch, add_run_layers
 from .settings import python_setting
 from .summary import run_summary
 from .task import TAG, BackendTask
@@ -30,6 +34,11 @@ class RunController(QObject):
         self.iface = iface
         self.dock = dock
         self.task: BackendTask | None = None
+        self.project_watch = ProjectWatch()
+
+    def close(self) -> None:
+        """Stop following the project (the plugin is being unloaded)."""
+        self.project_watch.close()
 
     def start(self, request: RunRequest, dialog: RunDialog) -> None:
         if self.task is not None:
@@ -38,7 +47,8 @@ class RunController(QObject):
         task = BackendTask(f"{TAG}: {request.title}", request.params.argv(), python_setting())
         task.progressChanged.connect(lambda percent: sip.isdeleted(dialog) or dialog.set_progress(percent))
         task.message.connect(lambda level, text: self._message(dialog, level, text))
-        task.done.connect(lambda outcome: self._done(request, dialog, outcome))
+        started = self.project_watch.count
+        task.done.connect(lambda outcome: self._done(request, dialog, outcome, started))
         self.task = task
         dialog.set_running(True)
         dialog.show_status("Running in the background; QGIS stays usable.")
@@ -52,7 +62,7 @@ class RunController(QObject):
         if level == "warning" and not sip.isdeleted(dialog):
             dialog.show_status(f"Warning: {text}")
 
-    def _done(self, request: RunRequest, dialog: RunDialog, outcome: Outcome) -> None:
+    def _done(self, request: RunRequest, dialog: RunDialog, outcome: Outcome, started: int) -> None:
         self.task = None
         if sip.isdeleted(dialog) or sip.isdeleted(self.dock):
             return  # the plugin was unloaded during the run (which unload cancelled)
@@ -70,6 +80,13 @@ class RunController(QObject):
             self.finished.emit(None)
             return
         result = outcome.result
+        if started != self.project_watch.count:
+            # its layers and message belong to the project the run started in, which is gone
+            text = project_changed_text(result["outputs"])
+            dialog.show_status(text, error=True)
+            bar.pushMessage(TAG, text, level=Qgis.MessageLevel.Warning)
+            self.finished.emit(None)
+            return
         if int(result["valid_pixels"]) == 0:
             # an all-no-data map has nothing to review: say why instead of adding empty
             # layers, and where the (all no data) files went, so they are not left unknown
@@ -90,6 +107,9 @@ class RunController(QObject):
         summary = run_summary(result, outcome.seconds)
         dialog.set_progress(100)
         done = f"Done: {summary}; input units {result['units_detected']} (from {result['units_source']})"
+        if outcome.cancel_came_late:
+            summary = f"{LATE_CANCEL} {summary}"
+            done = f"{LATE_CANCEL}\n{done}"
         if outcome.warnings:
             # a map made with warnings (VV and VH swapped?) must not look like a clean one
             dialog.show_status("\n".join([done] + [f"Warning: {w}" for w in outcome.warnings]),
@@ -103,3 +123,18 @@ class RunController(QObject):
         self.dock.set_run(run)
         self.dock.show()
         self.finished.emit(run)
+
+
+LATE_CANCEL = "The cancel came too late: the run had finished, so its outputs are kept and added."
+
+
+def project_changed_text(outputs: dict[str, str | None]) -> str:
+    """What a run that ended after its project was closed (or another opened) says: nothing
+    was added to the project open now, and where its files are."""
+    written = [path for path in outputs.values() if path]
+    text = ("The project was closed or another one opened during the run: its layers were not "
+            "added to this project. Its files: " + ", ".join(written))
+    temporary = Path(QgsProcessingUtils.tempFolder()).resolve()
+    if any(temporary in Path(path).resolve().parents for path in written):
+        text += " (in QGIS's temporary folder, deleted when QGIS closes)"
+    return text

@@ -1,5 +1,6 @@
 """Put a run's outputs on the map: one layer group, styled, with no broken layer left behind;
-and copies of layers for work on a worker thread (:func:`private_copy`)."""
+copies of layers for work on a worker thread (:func:`private_copy`); and whether the project
+is still the one a run started in (:class:`ProjectWatch`)."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from qgis.core import (QgsFeatureRequest, QgsLayerTreeGroup, QgsMapLayer, QgsProject,
                        QgsRasterLayer, QgsVectorLayer)
-from qgis.PyQt.QtCore import QThread
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QObject, QThread, pyqtSignal
 
 from . import styles
 
@@ -65,6 +67,47 @@ def add_run_layers(title: str, outputs: dict[str, str | None], project: QgsProje
         # the mask answers "where is water"; probability is there for review
         group.findLayer(probability.id()).setItemVisibilityChecked(False)
     return RunLayers(group, mask, probability, uncertainty)
+
+
+def run_layer_nodes(layers: RunLayers, project: QgsProject | None = None) -> list:
+    """The legend nodes (QgsLayerTreeLayer) of a run's layers still in the project, found by
+    layer id wherever they are: the analyst may have moved them out of the run's group, or
+    deleted that group (whose stored object is then a dead wrapper)."""
+    root = (project or QgsProject.instance()).layerTreeRoot()
+    nodes = []
+    for layer in (layers.mask, layers.probability, layers.uncertainty):
+        if layer is not None and not sip.isdeleted(layer):
+            node = root.findLayer(layer.id())
+            if node is not None:
+                nodes.append(node)
+    return nodes
+
+
+class ProjectWatch(QObject):
+    """Counts the times the project was cleared (New, Close) or another one read (Open,
+    Revert): work started under one count that ends under another belongs to a project that
+    is gone, and must add nothing to the one open now. ``changed`` follows each."""
+
+    changed = pyqtSignal()
+
+    def __init__(self, project: QgsProject | None = None):
+        super().__init__()
+        self.project = project or QgsProject.instance()
+        self.count = 0
+        self.project.cleared.connect(self._bump)
+        self.project.readProject.connect(self._bump)
+
+    def _bump(self, *_args) -> None:
+        self.count += 1
+        self.changed.emit()
+
+    def close(self) -> None:
+        """Stop watching (the plugin is unloaded)."""
+        for signal in (self.project.cleared, self.project.readProject):
+            try:
+                signal.disconnect(self._bump)
+            except TypeError:   # not connected (closed twice)
+                pass
 
 
 def unused_group_name(project: QgsProject, title: str) -> str:

@@ -80,8 +80,10 @@ class SarFloodPlugin:
     def unload(self) -> None:
         if self.controller is not None:
             self.controller.cancel()
+            self.controller.close()
         if self.dock is not None:   # an Accept in flight would write its file unseen
             self.dock.cancel_tasks()
+            self.dock.detach()
         run = self.actions[0] if self.actions else None
         if run is not None:
             self.iface.removeToolBarIcon(run)

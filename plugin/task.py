@@ -66,7 +66,11 @@ class BackendTask(QgsTask):
             self.message.emit(kind, str(event.get("message", "")))
 
     def finished(self, result: bool) -> None:  # GUI thread
-        if self.isCanceled():
+        # a cancel that came after the backend had written its outputs (or had ended) leaves
+        # a complete, successful run: only one that stopped it counts as cancelled
+        if self.isCanceled() and self.outcome.ok:
+            self.outcome.cancel_came_late = True
+        elif self.isCanceled():
             self.outcome.cancelled = True
             self.outcome.result = None
         elif not self.outcome.ok:

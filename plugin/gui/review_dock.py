@@ -27,13 +27,21 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 from .. import styles
 from ..backend_process import Outcome
 from ..corrections import FIELD, CorrectionsProblem, new_corrections_layer, write_geojson
-from ..layers import RunLayers, add_styled_raster, private_copy, remove_layers_of
+from ..layers import (ProjectWatch, RunLayers, add_styled_raster, private_copy, remove_layers_of,
+                      run_layer_nodes)
 from ..params import FinalizeParams, PredictParams, free_output_paths
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
 from ..task import BackendTask
 
 STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
+REMOVED = "The run's layers were removed from the project: map again to review"
+# what the dock knows of a run (its result, histogram, parameters) lives in this session only
+REOPENED = ("The review does not survive closing or reopening a project: the run's layers "
+            "stay as they are, but the dock no longer knows them. To review, map again, or use "
+            "the SAR Flood Mapper Processing algorithms on the layers (correct a mask, water "
+            "statistics per polygon, mask to polygons)")
+PROJECT_CHANGED = "the project was closed or another one opened meanwhile"
 
 
 def decimals_of(threshold: float) -> int:
@@ -80,6 +88,12 @@ class ReviewDock(QgsDockWidget):
         # the threshold in force: the run's own, exactly, until the analyst moves the slider
         self.threshold_value = 0.5
         self._busy: list[tuple] = []  # (task, and what it needs alive), until each finishes
+        # while "Show the water layers" is unticked: each run layer's own tick, put back after
+        self._hidden: dict[str, bool] = {}
+        self._dropped = False   # the run under review went with the project (closed, reopened)
+        self.project_watch = ProjectWatch()
+        self.project_watch.changed.connect(self._project_changed)
+        QgsProject.instance().layersRemoved.connect(self._layers_removed)
         body = QWidget()
         layout = QVBoxLayout(body)
         self.title = QLabel("No run yet: map flood water first.")
@@ -183,10 +197,24 @@ class ReviewDock(QgsDockWidget):
                        self.accept_button, self.new_corrections):
             widget.setEnabled(on)
 
+    def _reviewable(self) -> bool:
+        """Whether the threshold, statistics and Accept can work on the run under review."""
+        return self._alive() and self.run.layers.probability is not None
+
+    def detach(self) -> None:
+        """Stop following the project (the plugin is being unloaded)."""
+        self.project_watch.close()
+        try:
+            QgsProject.instance().layersRemoved.disconnect(self._layers_removed)
+        except TypeError:
+            pass
+
     # --- the run under review -----------------------------------------------------------------
 
     def set_run(self, run: ReviewRun) -> None:
         previous, self.run = self.run, run
+        self._hidden = {}
+        self._dropped = False
         self._set_enabled(run.layers.probability is not None)
         self.show_water.setEnabled(True)
         self.opacity.setEnabled(True)
@@ -224,14 +252,43 @@ class ReviewDock(QgsDockWidget):
         return all(not sip.isdeleted(layer) and QgsProject.instance().mapLayer(layer.id()) is not None
                    for layer in layers if layer is not None)
 
+    def _gone(self) -> str:
+        """Why there is no run to work on."""
+        if self._dropped:
+            return REOPENED
+        if self.run is None:
+            return "No run yet: map flood water first"
+        return REMOVED
+
+    def _layers_removed(self, _ids) -> None:
+        """The analyst removed layers: if the run's were among them, nothing can be reviewed
+        any more, and the controls say so."""
+        if sip.isdeleted(self) or self.run is None or self._alive():
+            return
+        self._set_enabled(False)
+        self.show_status(self._gone(), error=True)
+
+    def _project_changed(self) -> None:
+        """The project was cleared or another one read: the run under review went with it.
+        A project read back holds its layers, but not the run's result, histogram and
+        parameters, which the dock needs."""
+        if sip.isdeleted(self) or self.run is None:
+            return
+        self.run = None
+        self._hidden = {}
+        self._dropped = True
+        self._set_enabled(False)
+        self.title.setText("No run under review")
+        self.area.setText("")
+        self.show_status(REOPENED)
+
     def set_threshold(self, shown: float) -> None:
         """Restyle the probability layer at the threshold shown and update the area; no re-run.
 
         The run's own threshold, shown rounded, stays exact; any other is put on the 0.01
         grid of the backend's histogram, from which its area is read."""
-        if not self._alive() or self.run.layers.probability is None:
-            self.show_status("The run's layers were removed from the project: map again to review",
-                             error=True)
+        if not self._reviewable():
+            self.show_status(self._gone(), error=True)
             return
         run_value = float(self.run.result["threshold"])
         if abs(shown - round(run_value, self.threshold.decimals())) < 1e-9:
@@ -253,10 +310,19 @@ class ReviewDock(QgsDockWidget):
         renderer.setOpacity(self.opacity.value() / 100)
         probability.setRenderer(renderer)
         probability.triggerRepaint()
-        tree = QgsProject.instance().layerTreeRoot()  # the user may have moved them out of the group
-        tree.findLayer(layers.mask.id()).setItemVisibilityChecked(at_run)
-        tree.findLayer(probability.id()).setItemVisibilityChecked(not at_run)
+        self._tick(layers.mask, at_run)
+        self._tick(probability, not at_run)
         self._show_area()
+
+    def _tick(self, layer, on: bool) -> None:
+        """Tick or untick a run layer in the legend, wherever the analyst moved it; while the
+        water layers are hidden, what it gets when they are shown again."""
+        if not self.show_water.isChecked():
+            self._hidden[layer.id()] = on
+            return
+        node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())
+        if node is not None:
+            node.setItemVisibilityChecked(on)
 
     def _at_run_threshold(self) -> bool:
         """Whether the threshold in force is the one the run's own mask was made at."""
@@ -290,28 +356,49 @@ class ReviewDock(QgsDockWidget):
                 layer.triggerRepaint()
 
     def set_water_visible(self, visible: bool) -> None:
-        if self._alive():
-            self.run.layers.group.setItemVisibilityChecked(visible)
+        """Hide the run's layers (the radar image shows), or show them again as they were.
+
+        The layers themselves, found by id wherever they are in the legend: the analyst may
+        have moved them out of the run's group, or deleted it."""
+        if self.run is None:
+            return
+        for node in run_layer_nodes(self.run.layers):
+            if visible:
+                if self._hidden.pop(node.layerId(), False):
+                    # as ticking it in the legend does: its groups too, or it stays unseen
+                    node.setItemVisibilityCheckedParentRecursive(True)
+            else:
+                self._hidden.setdefault(node.layerId(), node.itemVisibilityChecked())
+                node.setItemVisibilityChecked(False)
+        if visible:
+            self._hidden = {}
 
     # --- statistics per polygon ---------------------------------------------------------------
 
     def compute_statistics(self) -> None:
         zones = self.zones.currentLayer()
-        if zones is None or not self._alive():
+        if not self._reviewable():
+            self.show_status(f"Statistics: {self._gone()}", error=True)
+            return
+        if zones is None:
             self.show_status("Statistics: choose a polygon layer (for example admin areas)", error=True)
             return
         self.stats_button.setEnabled(False)
         threshold = self._threshold_text()   # the slider may move while the mask is made
+        started = self.project_watch.count
         # the polygons as they are now, in a layer of the task's own (see _run_algorithm): the
         # analyst may edit or remove the zones layer while the mask is made and counted
         polygons = private_copy(zones)
         self.with_mask_at_threshold(lambda mask: self._run_algorithm(
             "sarflood:zonalwater", {"POLYGONS": polygons, "MASK": mask, "OUTPUT": "memory:"},
-            lambda *done: self._statistics_done(threshold, *done)))
+            lambda *done: self._statistics_done(threshold, started, *done)))
 
-    def _statistics_done(self, threshold: str, ok: bool, results: dict,
+    def _statistics_done(self, threshold: str, started: int, ok: bool, results: dict,
                          context: QgsProcessingContext, error: str) -> None:
-        self.stats_button.setEnabled(True)
+        self.stats_button.setEnabled(self._reviewable())
+        if started != self.project_watch.count:
+            self.show_status(f"Statistics: not added, {PROJECT_CHANGED}", error=True)
+            return
         if not ok:
             self.show_status(f"Statistics failed: {error}", error=True)
             return
@@ -336,7 +423,7 @@ class ReviewDock(QgsDockWidget):
             if outcome.ok:
                 then(mask)
             else:
-                self.stats_button.setEnabled(True)
+                self.stats_button.setEnabled(self._reviewable())
                 self.show_status(f"Mask at {text} failed: {outcome.error}", error=True)
 
         self._start_backend("SAR Flood Mapper: mask at threshold", params.argv(), done)
@@ -351,7 +438,7 @@ class ReviewDock(QgsDockWidget):
     def start_corrections(self) -> None:
         """Add an empty corrections layer in the mask's CRS and open it for drawing."""
         if not self._alive():
-            self.show_status("Corrections: the run's layers are gone from the project", error=True)
+            self.show_status(f"Corrections: {self._gone()}", error=True)
             return
         layer = new_corrections_layer(self.run.layers.mask.crs())
         QgsProject.instance().addMapLayer(layer)
@@ -364,8 +451,8 @@ class ReviewDock(QgsDockWidget):
     def accept_map(self) -> None:
         """Write the mask at the chosen threshold with provenance tags and the analyst's
         corrections, then optional polygons."""
-        if not self._alive():
-            self.show_status("Accept: the run's layers are gone from the project", error=True)
+        if not self._reviewable():
+            self.show_status(f"Accept: {self._gone()}", error=True)
             return
         path = self.final_path.filePath().strip()
         if not path:
@@ -407,8 +494,9 @@ class ReviewDock(QgsDockWidget):
         params = FinalizeParams(self.run.params.probability, self.threshold_value, path, tags,
                                 corrections=fixes, overwrite=bool(existing))
         self.accept_button.setEnabled(False)
+        started = self.project_watch.count
         task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
-                                   lambda outcome: self._accepted(outcome, path, polygons))
+                                   lambda outcome: self._accepted(outcome, path, polygons, started))
         if fixes:
             def undo(outcome: Outcome) -> None:   # apart from the dock: it runs after an unload too
                 if not outcome.ok:
@@ -416,15 +504,19 @@ class ReviewDock(QgsDockWidget):
 
             task.done.connect(undo)
 
-    def _accepted(self, outcome: Outcome, path: str, polygons: str | None) -> None:
-        self.accept_button.setEnabled(True)
+    def _accepted(self, outcome: Outcome, path: str, polygons: str | None, started: int) -> None:
+        self.accept_button.setEnabled(self._reviewable())
         if not outcome.ok:
             self.show_status(f"Accept failed: {outcome.error}", error=True)
             return
-        remove_layers_of(path)   # they would draw the replaced file, under the same name
-        layer = add_styled_raster(path, f"final water mask ({Path(path).stem})", styles.mask_renderer)
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
         text = f"Final mask written: {path} ({area})"
+        if started != self.project_watch.count:   # not into another project
+            self.show_status(f"{text}; not added to the map: {PROJECT_CHANGED}"
+                             + ("; no polygons written" if polygons else ""), error=True)
+            return
+        remove_layers_of(path)   # they would draw the replaced file, under the same name
+        layer = add_styled_raster(path, f"final water mask ({Path(path).stem})", styles.mask_renderer)
         if "corrected_pixels" in outcome.result:
             text += f"; {outcome.result['corrected_pixels']} pixels corrected"
         # corrections that change nothing (drawn elsewhere, in another CRS) say so here
@@ -434,11 +526,16 @@ class ReviewDock(QgsDockWidget):
         if polygons:
             params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}
             self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
-                                self._polygons_done(ok, results, text, warned, error))
+                                self._polygons_done(ok, results, text, warned, error, started))
 
-    def _polygons_done(self, ok: bool, results: dict, text: str, warned: bool, error: str) -> None:
+    def _polygons_done(self, ok: bool, results: dict, text: str, warned: bool, error: str,
+                       started: int) -> None:
         if not ok:
             self.show_status(f"{text}; writing polygons failed: {error}", error=True)
+            return
+        if started != self.project_watch.count:
+            self.show_status(f"{text}; {results['POLYGON_COUNT']} polygons written to "
+                             f"{results['OUTPUT']}, not added to the map: {PROJECT_CHANGED}", error=True)
             return
         remove_layers_of(results["OUTPUT"])
         layer = QgsVectorLayer(results["OUTPUT"], f"water polygons ({Path(results['OUTPUT']).stem})", "ogr")

@@ -186,7 +186,15 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         if outcome.cancelled:
             raise QgsProcessingException("cancelled: the backend was stopped and wrote no output")
         if not outcome.ok:
+            if outcome.stderr:   # an internal error's traceback, which its message asks for
+                feedback.reportError("The backend's last error output:\n"
+                                     + "\n".join(outcome.stderr), False)
             raise QgsProcessingException(outcome.error or "the backend failed")
+        if outcome.cancel_came_late:
+            written = [path for path in (outcome.result.get("outputs") or {}).values() if path]
+            feedback.pushWarning("The cancel came too late: the backend had finished, and its "
+                                 "outputs are complete and kept" +
+                                 (": " + ", ".join(written) if written else ""))
         return outcome.result
 
     @staticmethod

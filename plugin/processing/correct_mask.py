@@ -43,7 +43,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "INPUT", context),
-                                "Water mask")
+                                "Water mask", parameters.get("INPUT"))
         check_binary_mask(mask, "Water mask")
         try:
             mask_file = layer_file(mask, "Water mask")

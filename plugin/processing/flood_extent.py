@@ -52,8 +52,11 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
-        post = check_mask_layer(self.parameterAsRasterLayer(parameters, "POST", context), "Post-event mask")
+        post = check_mask_layer(self.parameterAsRasterLayer(parameters, "POST", context), "Post-event mask",
+                                parameters.get("POST"))
         pre = self.parameterAsRasterLayer(parameters, "PRE", context)
+        if pre is None and parameters.get("PRE") not in (None, ""):   # given, but opens nothing
+            check_mask_layer(None, "Pre-event mask", parameters.get("PRE"))
         permanent = self.parameterAsSource(parameters, "PERMANENT", context)
         if pre is None and permanent is None:
             raise QgsProcessingException("Give a pre-event water mask, a permanent-water layer, or both: "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 from qgis.core import (Qgis, QgsDistanceArea, QgsGeometry, QgsProcessingException, QgsProject,
                        QgsRasterLayer, QgsRectangle, QgsUnitTypes)
@@ -16,10 +17,13 @@ _FORMATS = {Qgis.DataType.Byte: "B", Qgis.DataType.UInt16: "H", Qgis.DataType.In
             Qgis.DataType.UInt32: "I", Qgis.DataType.Int32: "i"}
 
 
-def check_mask_layer(layer: QgsRasterLayer | None, role: str) -> QgsRasterLayer:
-    """A mask is one integer band (0 dry, 1 water, 255 no data); say what is wrong otherwise."""
+def check_mask_layer(layer: QgsRasterLayer | None, role: str, given=None) -> QgsRasterLayer:
+    """A mask is one integer band (0 dry, 1 water, 255 no data); say what is wrong otherwise.
+
+    ``given``: the parameter's value, which names the file when it opened no layer (one
+    deleted since it was chosen, as a run's mask the analyst removed from disk)."""
     if layer is None:
-        raise QgsProcessingException(f"{role}: no raster layer given")
+        raise QgsProcessingException(f"{role}: {unopened(given)}")
     if layer.bandCount() != 1:
         raise QgsProcessingException(f"{role} '{layer.name()}' has {layer.bandCount()} bands; "
                                      f"a water mask has one")
@@ -28,6 +32,16 @@ def check_mask_layer(layer: QgsRasterLayer | None, role: str) -> QgsRasterLayer:
             f"{role} '{layer.name()}' holds non-integer values; it looks like a probability raster, "
             f"not a water mask (0 dry, 1 water): give the mask output")
     return layer
+
+
+def unopened(given) -> str:
+    """Why a raster parameter's value ``given`` opened no layer, naming it."""
+    if not isinstance(given, str) or not given.strip():
+        return "no raster layer given"
+    path = given.split("|")[0]
+    if not os.path.exists(path):
+        return f"{path}: file not found"
+    return f"{given}: cannot be opened as a raster layer"
 
 
 def check_binary_mask(layer: QgsRasterLayer, role: str) -> None:

@@ -32,6 +32,15 @@ class SarFloodProvider(QgsProcessingProvider):
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (QGIS's name)
+        """GeoTIFF only: the backend writes nothing else. Processing's own default raster
+        format (a setting, e.g. gpkg) would otherwise name every TEMPORARY_OUTPUT, which the
+        algorithms then refuse; the file dialogs offer .tif alone."""
+        return ["tif"]
+
+    def defaultRasterFileExtension(self) -> str:  # noqa: N802 (QGIS's name)
+        return "tif"
+
     def loadAlgorithms(self) -> None:
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())

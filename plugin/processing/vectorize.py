@@ -38,7 +38,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        check_mask_layer(mask, "Water mask")
+        check_mask_layer(mask, "Water mask", parameters.get("INPUT"))
         value = self.parameterAsInt(parameters, "VALUE", context)
         min_area = self.parameterAsDouble(parameters, "MIN_AREA_M2", context)
         destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)

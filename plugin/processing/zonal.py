@@ -38,7 +38,8 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
-        mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask")
+        mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask",
+                                parameters.get("MASK"))
         check_binary_mask(mask, "Water mask")   # water_px is the sum of its values
         source = self.parameterAsSource(parameters, "POLYGONS", context)
         if source is None:

@@ -87,3 +87,37 @@ def test_backend_messages_name_the_qgis_settings_not_the_options(tmp_path):
     assert "--" not in text, text
     assert in_qgis_words("--extent-crs without --extent; --device cpu, --tile-size") == (
         "the extent's CRS without 'Extent'; 'Device' cpu, 'Tile size'")
+
+
+def test_a_cancel_after_the_outputs_are_in_place_keeps_the_run(models, two_band_scene, tmp_path):
+    """A cancel after the backend had written its outputs (it printed them and its result)
+    ended as "cancelled", the complete files left unmentioned. The SIGTERM finds the backend
+    before its exit (it keeps the outputs, says so, exits 0) or past its signal handlers,
+    exiting (-15): either way a success."""
+    import pytest
+
+    from sarflood.plugin.backend_env import find_interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+
+    for when in ("wrote", "result"):   # mostly exit 0, and -15
+        out = tmp_path / f"{when}_{len(list(tmp_path.iterdir()))}"
+        out.mkdir()
+        mask = out / "mask.tif"
+        seen = []
+
+        def record(event):
+            seen.append(event)
+
+        def cancel_now():   # polled by the run loop between events
+            if when == "result":
+                return any(e.get("event") == "result" for e in seen)
+            return any(str(e.get("message", "")).startswith("wrote ") for e in seen)
+
+        outcome = BackendProcess(find_interpreter(), ["predict", str(two_band_scene), "--model",
+                                                      str(models["threshold"]), "--mask", str(mask)]
+                                 ).run(record, cancel_now)
+        assert outcome.ok and outcome.cancel_came_late and not outcome.cancelled, (when, outcome)
+        assert outcome.error is None and outcome.result["outputs"]["mask"] == str(mask)
+        assert outcome.result["water_area_km2"] == pytest.approx(0.2048)
+        assert not any("cancel came after" in w for w in outcome.warnings)
+        assert [p.name for p in out.iterdir()] == ["mask.tif"]

@@ -113,9 +113,10 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     assert not group.findLayer(run.layers.mask.id()).isVisible()
     dock.opacity.setValue(40)
     assert run.layers.mask.renderer().opacity() == pytest.approx(0.4)
-    dock.show_water.setChecked(False)
-    assert not group.isVisible()
-    dock.show_water.setChecked(True)
+    dock.show_water.setChecked(False)   # the run's layers themselves, wherever they are
+    assert not any(node.isVisible() for node in group.findLayers())
+    dock.show_water.setChecked(True)    # back as they were: at 0.30, the probability layer alone
+    assert [node.layerId() for node in group.findLayers() if node.isVisible()] == [run.layers.probability.id()]
 
     # statistics per polygon, at the dock's threshold (a temporary mask at 0.30 is made first)
     extent = layer.extent()
@@ -166,12 +167,14 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     assert dock.status.text() == "Accept: nothing written" and final.stat().st_mtime_ns == stamp
 
-    # a run whose layers the user removed is not touched any more
+    # a run whose layers the user removed is not touched any more, and the controls say so
     QgsProject.instance().removeMapLayer(run.layers.probability.id())
-    dock.slider.setValue(60)
     assert "layers were removed" in dock.status.text()
-    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
-    assert "layers are gone" in dock.status.text()
+    assert not dock.accept_button.isEnabled() and not dock.stats_button.isEnabled()
+    dock.slider.setValue(60)   # as a script could
+    assert "layers were removed" in dock.status.text()
+    dock.accept_map()
+    assert dock.status.text().startswith("Accept: The run's layers were removed")
 
     # the dialog's choices are remembered for next time
     from sarflood.plugin.settings import RunSettings
@@ -393,4 +396,66 @@ def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path
                for tag, level, message in logged), logged
     assert list(out.iterdir()) == []
     assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: scene") is None
+    wait_for_tasks(qtbot)
+
+
+def test_a_cancel_after_the_outputs_were_written_keeps_the_run(plugin, qgis_iface, qtbot, tmp_path):
+    """A Cancel that reached the backend after it had written its outputs (it keeps them and
+    exits 0 with its result) was shown as "Cancelled: the backend stopped and left no output",
+    while the complete files stayed in the folder off the map, and the next run got _2 names."""
+    from sarflood.plugin.gui.run_dialog import bundled_model
+    layer, out = _big_scene(tmp_path)
+    dialog = _start_run(plugin, qtbot, layer, bundled_model(), out)
+
+    def cancel_once_written(level, text):
+        if text.startswith("wrote "):
+            plugin.controller.cancel()
+
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+        plugin.controller.task.message.connect(cancel_once_written)
+    run = blocker.args[0]
+    assert run is not None, dialog.status.text()
+    status = dialog.status.text()
+    assert status.startswith("The cancel came too late: the run had finished") and "Cancelled" not in status
+    assert "\nDone: " in status and "color: #b00" not in dialog.status.styleSheet()
+    project = QgsProject.instance()
+    shown = {Path(project.mapLayer(layer_id).source()).name for layer_id in
+             (run.layers.mask.id(), run.layers.probability.id())}
+    assert shown == {p.name for p in out.iterdir()} == {"scene_water_mask.tif", "scene_water_probability.tif"}
+    bar = qgis_iface.messageBar()
+    assert "too late" in bar.get_messages(Qgis.MessageLevel.Success)[-1]
+    assert not any("cancelled" in m.lower() for m in bar.get_messages(Qgis.MessageLevel.Info))
+    assert plugin.dock.run is run
+    wait_for_tasks(qtbot)
+
+
+@pytest.mark.parametrize("change", ["cleared", "another opened"])
+def test_a_run_that_ends_in_another_project_adds_nothing_to_it(plugin, qgis_iface, qtbot, tmp_path, change):
+    """A run that ended after the project was cleared (New, Close) or another one opened added
+    its group and a success message to the project open then."""
+    from sarflood.plugin.gui.run_dialog import bundled_model
+    other = tmp_path / "other.qgz"
+    assert QgsProject().write(str(other))   # an empty project to open during the run
+    layer, out = _big_scene(tmp_path)
+    dialog = _start_run(plugin, qtbot, layer, bundled_model(), out)
+    project = QgsProject.instance()
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=60000)
+        if change == "cleared":
+            project.clear()
+        else:
+            assert project.read(str(other))
+    assert blocker.args[0] is None
+    assert project.mapLayers() == {} and project.layerTreeRoot().children() == []
+    status = dialog.status.text()
+    assert status.startswith("The project was closed or another one opened during the run: its "
+                             "layers were not added to this project"), status
+    written = sorted(str(p) for p in out.iterdir())
+    assert len(written) == 2 and all(p in status for p in written)   # where they are
+    bar = qgis_iface.messageBar()
+    assert bar.get_messages(Qgis.MessageLevel.Success) == []
+    assert bar.get_messages(Qgis.MessageLevel.Warning)[-1].endswith(status)
+    assert plugin.dock.run is None
     wait_for_tasks(qtbot)

@@ -393,3 +393,52 @@ def test_flood_extent_on_real_chip_masks(provider, models, real_chips, tmp_path)
     expected[(a == 255) | (b == 255)] = 255
     np.testing.assert_array_equal(read_raster(out["OUTPUT"]), expected)
     assert out["FLOODED_PIXELS"] == int((expected == 1).sum()) > 0
+
+
+def test_a_cancel_after_the_outputs_were_written_keeps_them(provider, models, two_band_scene, tmp_path):
+    """A cancel that came after the backend had written its outputs (it keeps them and exits
+    0 with its result) raised "cancelled: the backend was stopped and wrote no output" while
+    the complete files stayed."""
+    import processing
+
+    class CancelOnceWritten(WarningsFeedback):
+        def pushInfo(self, text):  # noqa: N802
+            super().pushInfo(text)
+            if text.startswith("wrote "):
+                self.cancel()
+
+    feedback = CancelOnceWritten()
+    mask = tmp_path / "mask.tif"
+    out = processing.run("sarflood:mapwater", {"INPUT": str(two_band_scene), "MODEL": str(models["threshold"]),
+                                               "OUTPUT_MASK": str(mask)}, feedback=feedback)
+    assert feedback.isCanceled()
+    assert out["OUTPUT_MASK"] == str(mask) and out["WATER_AREA_KM2"] == pytest.approx(0.2048)
+    assert (read_raster(mask)[:, :32] == 1).all()
+    assert any(w.startswith("The cancel came too late") and str(mask) in w for w in feedback.warnings)
+
+
+def test_an_output_another_run_wrote_meanwhile_is_told_in_qgis_words(provider, models, tmp_path):
+    """Two runs to one output: the later said "mask.tif: appeared while running; use
+    --overwrite to replace it", an option no QGIS user can give."""
+    import processing
+
+    vv = np.full((1024, 1024), -8.0, np.float32)
+    vv[:, :512] = -22.0
+    scene = write_raster(tmp_path / "scene.tif", [vv, vv - 7.0], descriptions=["VV", "VH"])
+    mask = tmp_path / "mask.tif"
+
+    class AnotherRunWrites(QgsProcessingFeedback):
+        def pushInfo(self, text):  # noqa: N802
+            super().pushInfo(text)
+            # the units lines come after the backend checked its outputs: free, then
+            if text.startswith("VH:") and not mask.exists():
+                mask.write_bytes(b"the other run's mask")
+
+    with pytest.raises(QgsProcessingException) as caught:
+        processing.run("sarflood:mapwater", {"INPUT": str(scene), "MODEL": str(models["threshold"]),
+                                             "OUTPUT_MASK": str(mask)}, feedback=AnotherRunWrites())
+    text = str(caught.value)
+    assert "--overwrite" not in text
+    assert f"{mask}: was written by another run or program while this run was running" in text
+    assert "choose another output file, or remove that one and run again" in text
+    assert mask.read_bytes() == b"the other run's mask"

@@ -214,3 +214,100 @@ def test_runs_of_one_scene_get_groups_told_apart(qgis_new_project, tmp_path):
              for _ in range(3)]
     assert names == ["Flood map: scene", "Flood map: scene (2)", "Flood map: scene (3)"]
     assert [g.name() for g in QgsProject.instance().layerTreeRoot().children()] == names[::-1]
+
+
+@pytest.mark.parametrize("group_kept", [False, True], ids=["group deleted", "group kept"])
+def test_show_water_acts_on_the_run_layers_wherever_they_are(plugin, qtbot, models, two_band_scene,
+                                                            tmp_path, group_kept):
+    """With the run's layers moved out of its group and the group deleted, "Show the water
+    layers" raised "wrapped C/C++ object of type QgsLayerTreeGroup has been deleted"; with
+    the (empty) group kept, it silently did nothing."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    root = QgsProject.instance().layerTreeRoot()
+    group = run.layers.group
+    for layer in (run.layers.mask, run.layers.probability):   # dragged out to the top
+        node = root.findLayer(layer.id())
+        root.insertChildNode(0, node.clone())
+        group.removeChildNode(node)
+    if not group_kept:
+        root.removeChildNode(group)
+
+    def shown():
+        return [root.findLayer(layer.id()).isVisible() for layer in (run.layers.mask, run.layers.probability)]
+
+    dock = plugin.dock
+    assert shown() == [True, False]
+    dock.show_water.setChecked(False)
+    assert shown() == [False, False]
+    dock.threshold.setValue(0.3)        # restyled while hidden: stays hidden
+    assert shown() == [False, False]
+    dock.show_water.setChecked(True)    # shown as the threshold now has it: the probability layer
+    assert shown() == [False, True]
+    dock.threshold.setValue(0.5)
+    assert shown() == [True, False]
+    wait_for_tasks(qtbot)
+
+
+def test_the_review_ends_with_its_project(plugin, qtbot, models, two_band_scene, tmp_path):
+    """After the project was saved and opened again, moving the threshold said "The run's
+    layers were removed from the project" although they were there, and Accept and the
+    statistics stayed enabled."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    names = {run.layers.mask.name(), run.layers.probability.name()}
+    project = QgsProject.instance()
+    saved = tmp_path / "flood.qgz"
+    assert project.write(str(saved))
+    assert project.read(str(saved))
+    assert names <= {layer.name() for layer in project.mapLayers().values()}
+    dock = plugin.dock
+    status = dock.status.text()
+    assert status.startswith("The review does not survive closing or reopening a project"), status
+    assert "map again" in status and "Processing algorithms on the layers" in status
+    for widget in (dock.slider, dock.threshold, dock.opacity, dock.show_water, dock.stats_button,
+                   dock.accept_button, dock.new_corrections):
+        assert not widget.isEnabled(), widget
+    dock.threshold.setValue(0.4)   # as a script could
+    assert dock.status.text() == status and dock.area.text() == ""
+    wait_for_tasks(qtbot)
+
+
+def test_statistics_of_a_deleted_mask_name_the_file(plugin, qtbot, models, two_band_scene, tmp_path):
+    """With the run's mask deleted from disk, the statistics said "Water mask: no raster layer
+    given", naming no file."""
+    from qgis.core import QgsVectorLayer
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    zones = QgsVectorLayer(f"Polygon?crs={run.layers.mask.crs().authid()}", "zones", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(run.layers.mask.extent()))
+    zones.dataProvider().addFeatures([feature])
+    QgsProject.instance().addMapLayer(zones)
+    mask = Path(run.params.mask)
+    mask.unlink()
+    dock = plugin.dock
+    dock.zones.setLayer(zones)
+    dock.show_status("")
+    qtbot.mouseClick(dock.stats_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dock.status.text() != "", timeout=60000)
+    assert dock.status.text() == f"Statistics failed: Water mask: {mask}: file not found"
+    assert dock.stats_button.isEnabled()
+    wait_for_tasks(qtbot)
+
+
+def test_an_accept_that_ends_in_another_project_adds_nothing_to_it(plugin, qtbot, models, two_band_scene,
+                                                                  tmp_path):
+    """An Accept that ended after the project was cleared added its final mask to the next one."""
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    final = tmp_path / "final.tif"
+    dock.final_path.setFilePath(str(final))
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    QgsProject.instance().clear()   # before the Accept's end, which the event loop delivers
+    qtbot.waitUntil(lambda: "Final mask written" in dock.status.text() or "failed" in dock.status.text(),
+                    timeout=60000)
+    assert dock.status.text().startswith(f"Final mask written: {final} (")
+    assert dock.status.text().endswith("; not added to the map: the project was closed or another one "
+                                       "opened meanwhile")
+    assert final.exists() and QgsProject.instance().mapLayers() == {}
+    assert not dock.accept_button.isEnabled()
+    wait_for_tasks(qtbot)
