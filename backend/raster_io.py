@@ -456,7 +456,11 @@ def not_whole(path: str, factors: list[int]) -> str | None:
                 ds.read(1, window=Window((cols - 1) * bw, (rows - 1) * bh,
                                          ds.width - (cols - 1) * bw, ds.height - (rows - 1) * bh))
     except (RasterioError, OSError) as exc:
-        return f"the written file does not read back: {first_line(exc.__cause__ or exc)}"
+        # GDAL names the hidden temporary file, which is removed before the user reads this
+        why = first_line(exc.__cause__ or exc)
+        for name in (path, os.path.basename(path)):
+            why = why.replace(f"{name}: ", "")
+        return f"the written file does not read back: {why}"
     return None
 
 

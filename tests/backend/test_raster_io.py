@@ -167,6 +167,20 @@ def test_blocks_never_written_are_found(tmp_path):
     assert not_whole(str(path), []) == "some of its blocks were not written"
 
 
+def test_a_cut_file_is_described_without_its_temporary_name(tmp_path):
+    """A file cut short (a full disk) was described as '.m.tif.<pid>-<hex>.sarflood-tmp:
+    TIFFReadDirectory...', naming a hidden file removed before the user reads it."""
+    from backend.raster_io import not_whole
+    path = tmp_path / ".m.tif.123-abcd.sarflood-tmp"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1,
+                       dtype="uint8") as ds:
+        ds.write(np.ones((64, 64), np.uint8), 1)
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    why = not_whole(str(path), [])
+    assert why.startswith("the written file does not read back: ") and "sarflood-tmp" not in why
+
+
 @pytest.mark.parametrize("failure", ["error", "interrupt"])
 def test_a_failed_publish_puts_back_the_files_already_replaced(tmp_path, failure):
     """Outputs are published one by one; when a later one failed (a file another program
