@@ -10,6 +10,7 @@ Layout, from the outside in:
   as a child process and read its JSON lines; find the Python that runs it.
 - ``params.py``: what a run needs, as dataclasses that become backend arguments.
 - ``styles.py``, ``layers.py``: renderers and the layer group for outputs.
+- ``review_run.py``: the run under review, kept in the project so its review survives reopening.
 
 No numerics live here: rasters are read and written by the backend or by QGIS's
 own algorithms.

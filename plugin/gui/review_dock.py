@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingAlgRunnerTask,
                        QgsProcessingContext, QgsProcessingFeedback, QgsProcessingUtils, QgsProject,
@@ -27,20 +26,21 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 from .. import styles
 from ..backend_process import Outcome
 from ..corrections import FIELD, CorrectionsProblem, new_corrections_layer, write_geojson
-from ..layers import (ProjectWatch, RunLayers, add_styled_raster, private_copy, remove_layers_of,
-                      run_layer_nodes)
-from ..params import FinalizeParams, PredictParams, free_output_paths
+from ..layers import ProjectWatch, add_styled_raster, private_copy, remove_layers_of, run_layer_nodes
+from ..params import FinalizeParams, free_output_paths
+from ..review_run import ReviewRun, save, save_threshold, saved_review, saved_threshold
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
 from ..task import BackendTask
 
 STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
 REMOVED = "The run's layers were removed from the project: map again to review"
-# what the dock knows of a run (its result, histogram, parameters) lives in this session only
-REOPENED = ("The review does not survive closing or reopening a project: the run's layers "
-            "stay as they are, but the dock no longer knows them. To review, map again, or use "
-            "the SAR Flood Mapper Processing algorithms on the layers (correct a mask, water "
-            "statistics per polygon, mask to polygons)")
+# what the dock knows of a run (its result, histogram, parameters) is kept in the project
+# (review_run.py): a project saved and opened again takes the review up where it was
+ENDED = ("The review ended with its project (closed, or another one opened); opening that "
+         "project again, once saved, takes it up again")
+ELSEWHERE = ("To review, map again, or use the SAR Flood Mapper Processing algorithms on the "
+             "layers (correct a mask, water statistics per polygon, mask to polygons)")
 PROJECT_CHANGED = "the project was closed or another one opened meanwhile"
 
 
@@ -69,15 +69,6 @@ def put_back(path: str, previous: bytes | None) -> None:
         Path(path).write_bytes(previous)
 
 
-@dataclass
-class ReviewRun:
-    """One finished run under review."""
-    layers: RunLayers
-    result: dict[str, Any]
-    params: PredictParams
-    scene_layer_id: str
-
-
 class ReviewDock(QgsDockWidget):
 
     def __init__(self, iface, parent: QWidget | None = None):
@@ -90,10 +81,12 @@ class ReviewDock(QgsDockWidget):
         self._busy: list[tuple] = []  # (task, and what it needs alive), until each finishes
         # while "Show the water layers" is unticked: each run layer's own tick, put back after
         self._hidden: dict[str, bool] = {}
-        self._dropped = False   # the run under review went with the project (closed, reopened)
+        self._dropped = ""   # why there is no run, when it went with its project (closed, reopened)
         self.project_watch = ProjectWatch()
         self.project_watch.changed.connect(self._project_changed)
         QgsProject.instance().layersRemoved.connect(self._layers_removed)
+        # after project_watch's: a project read ends the review of the one before it first
+        QgsProject.instance().readProject.connect(self._project_read)
         body = QWidget()
         layout = QVBoxLayout(body)
         self.title = QLabel("No run yet: map flood water first.")
@@ -110,6 +103,7 @@ class ReviewDock(QgsDockWidget):
         layout.addStretch()
         self.setWidget(body)
         self._set_enabled(False)
+        self.take_up_saved_review()   # the plugin loaded with a project open
 
     # --- building -------------------------------------------------------------------------
 
@@ -204,21 +198,26 @@ class ReviewDock(QgsDockWidget):
     def detach(self) -> None:
         """Stop following the project (the plugin is being unloaded)."""
         self.project_watch.close()
-        try:
-            QgsProject.instance().layersRemoved.disconnect(self._layers_removed)
-        except TypeError:
-            pass
+        project = QgsProject.instance()
+        for signal, slot in ((project.layersRemoved, self._layers_removed),
+                             (project.readProject, self._project_read)):
+            try:
+                signal.disconnect(slot)
+            except TypeError:
+                pass
 
     # --- the run under review -----------------------------------------------------------------
 
     def set_run(self, run: ReviewRun) -> None:
         previous, self.run = self.run, run
         self._hidden = {}
-        self._dropped = False
+        self._dropped = ""
         self._set_enabled(run.layers.probability is not None)
         self.show_water.setEnabled(True)
         self.opacity.setEnabled(True)
-        self.title.setText(run.layers.group.name())
+        title = run.layers.group.name() or run.layers.mask.name()
+        self.title.setText(title)
+        save(run, title)   # in the project, for when it is saved and opened again
         mask = Path(run.params.mask)
         folder = lasting_folder(mask)
         self.final_path.setFilePath(free_output_paths(str(folder), mask.stem, ["accepted"])["accepted"])
@@ -255,7 +254,7 @@ class ReviewDock(QgsDockWidget):
     def _gone(self) -> str:
         """Why there is no run to work on."""
         if self._dropped:
-            return REOPENED
+            return self._dropped
         if self.run is None:
             return "No run yet: map flood water first"
         return REMOVED
@@ -269,18 +268,50 @@ class ReviewDock(QgsDockWidget):
         self.show_status(self._gone(), error=True)
 
     def _project_changed(self) -> None:
-        """The project was cleared or another one read: the run under review went with it.
-        A project read back holds its layers, but not the run's result, histogram and
-        parameters, which the dock needs."""
+        """The project was cleared or another one read: the run under review went with it
+        (a project read then takes up the review it holds: :meth:`_project_read`)."""
         if sip.isdeleted(self) or self.run is None:
             return
+        self._drop(ENDED)
+
+    def _drop(self, why: str) -> None:
         self.run = None
         self._hidden = {}
-        self._dropped = True
+        self._dropped = why
         self._set_enabled(False)
         self.title.setText("No run under review")
         self.area.setText("")
-        self.show_status(REOPENED)
+        self.show_status(why, error=why != ENDED)
+
+    def _project_read(self, *_args) -> None:
+        if not sip.isdeleted(self):
+            self.take_up_saved_review()
+
+    def take_up_saved_review(self) -> None:
+        """Review the run the project keeps (the most recent one whose layers and files are
+        there), as it was when the project was saved; or say why none can be."""
+        saved = saved_review()
+        if saved is None:
+            return
+        if saved.run is None:
+            whose = (f"The review of '{saved.title}'" if len(saved.problems) == 1 else
+                     "None of the reviews saved in it")
+            self._drop(f"{whose} cannot be taken up in this project: {saved.why_not()}. {ELSEWHERE}")
+            return
+        run = saved.run
+        self.set_run(run)
+        # the dock as the project's layers were saved: the threshold in force, the opacity
+        opacity = round(run.layers.mask.renderer().opacity() * 100) if run.layers.mask.renderer() else 100
+        self.opacity.blockSignals(True)
+        self.opacity.setValue(opacity)
+        self.opacity.blockSignals(False)
+        threshold = saved_threshold(run)
+        if threshold is not None and run.layers.probability is not None:
+            self.threshold.setValue(threshold)
+        text = f"Review taken up from the project: {saved.title}"
+        if saved.problems:   # more recent ones that could not be
+            text += f"; not taken up: {saved.why_not()}"
+        self.show_status(text, error=bool(saved.problems))
 
     def set_threshold(self, shown: float) -> None:
         """Restyle the probability layer at the threshold shown and update the area; no re-run.
@@ -296,6 +327,7 @@ class ReviewDock(QgsDockWidget):
         else:
             value = round(shown * STEPS) / STEPS
         self.threshold_value = value
+        save_threshold(self.run, value)
         for widget, position in ((self.slider, round(value * STEPS)), (self.threshold, value)):
             widget.blockSignals(True)
             widget.setValue(position)

@@ -249,25 +249,167 @@ def test_show_water_acts_on_the_run_layers_wherever_they_are(plugin, qtbot, mode
 
 
 def test_the_review_ends_with_its_project(plugin, qtbot, models, two_band_scene, tmp_path):
-    """After the project was saved and opened again, moving the threshold said "The run's
-    layers were removed from the project" although they were there, and Accept and the
-    statistics stayed enabled."""
-    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
-    names = {run.layers.mask.name(), run.layers.probability.name()}
-    project = QgsProject.instance()
-    saved = tmp_path / "flood.qgz"
-    assert project.write(str(saved))
-    assert project.read(str(saved))
-    assert names <= {layer.name() for layer in project.mapLayers().values()}
+    """After the project was closed, moving the threshold said "The run's layers were removed
+    from the project", and Accept and the statistics stayed enabled."""
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    QgsProject.instance().clear()
     dock = plugin.dock
     status = dock.status.text()
-    assert status.startswith("The review does not survive closing or reopening a project"), status
-    assert "map again" in status and "Processing algorithms on the layers" in status
+    assert status.startswith("The review ended with its project (closed, or another one opened)"), status
+    assert "opening that project again, once saved, takes it up again" in status
+    _assert_disabled(dock)
+    dock.threshold.setValue(0.4)   # as a script could
+    assert dock.status.text() == status and dock.area.text() == ""
+    wait_for_tasks(qtbot)
+
+
+def _assert_disabled(dock) -> None:
     for widget in (dock.slider, dock.threshold, dock.opacity, dock.show_water, dock.stats_button,
                    dock.accept_button, dock.new_corrections):
         assert not widget.isEnabled(), widget
-    dock.threshold.setValue(0.4)   # as a script could
-    assert dock.status.text() == status and dock.area.text() == ""
+
+
+def _save_and_reopen(tmp_path, between=None) -> Path:
+    """Save the project, close it (as QGIS does before opening one), then open it again."""
+    project = QgsProject.instance()
+    saved = tmp_path / "flood.qgz"
+    assert project.write(str(saved))
+    project.clear()
+    if between is not None:
+        between()
+    assert project.read(str(saved))
+    return saved
+
+
+def test_the_review_is_taken_up_again_in_the_reopened_project(plugin, qtbot, models, real_chips,
+                                                              tmp_path):
+    """A saved project opened again (the next day) had the run's layers, but the dock said
+    the review did not survive and stayed disabled: no threshold, area, corrections or Accept."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from sarflood.plugin.gui.review_dock import ReviewDock
+    from sarflood.plugin.summary import area_text
+
+    run = _run(plugin, qtbot, real_chips / "S1Hand" / CHIP, models["threshold"], tmp_path)
+    dock = plugin.dock
+    at_run = dock.area.text()
+    dock.slider.setValue(45)
+    at_45 = dock.area.text()
+    dock.opacity.setValue(60)
+    dock.slider.setValue(30)   # the threshold in force when the project is saved
+    at_30 = dock.area.text()
+    assert len({at_run, at_45, at_30}) == 3
+    title, mask_id, probability_file = dock.title.text(), run.layers.mask.id(), run.params.probability
+
+    _save_and_reopen(tmp_path)
+    project = QgsProject.instance()
+    assert dock.run.layers.mask is project.mapLayer(mask_id)
+    assert dock.run is not None and dock.run is not run
+    assert dock.status.text() == f"Review taken up from the project: {title}"
+    assert dock.title.text() == title
+    for widget in (dock.slider, dock.threshold, dock.opacity, dock.show_water, dock.stats_button,
+                   dock.accept_button, dock.new_corrections):
+        assert widget.isEnabled(), widget
+    # as it was saved: at 0.3, with the probability layer styled at 0.3 and shown, opacity 60 %
+    assert dock.threshold_value == 0.3 and dock.slider.value() == 30 and dock.area.text() == at_30
+    assert dock.opacity.value() == 60
+    probability = dock.run.layers.probability
+    items = probability.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert [item.label for item in items] == ["<= 0.30", "> 0.30 (water)"]
+    tree = project.layerTreeRoot()
+    assert tree.findLayer(probability.id()).isVisible()
+    assert not tree.findLayer(dock.run.layers.mask.id()).isVisible()
+    dock.slider.setValue(45)
+    assert dock.area.text() == at_45
+    dock.threshold.setValue(0.5)
+    assert dock.threshold_value == 0.5 and dock.area.text() == at_run
+    assert tree.findLayer(dock.run.layers.mask.id()).isVisible()
+
+    dock.slider.setValue(30)
+    final = tmp_path / "final.tif"
+    status = _accept(dock, qtbot, final)
+    stats = json.loads(subprocess.run([sys.executable, "-m", "backend", "stats", "--json", str(final)],
+                                      cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    assert status == f"Final mask written: {final} " \
+        f"({area_text(stats['water_area_km2'], stats['valid_area_km2'])})"
+    assert stats["water_pixels"] == int((read_raster(probability_file) > 0.3).sum()) > 0
+    assert gdal.Open(str(final)).GetMetadataItem("SARFLOOD_THRESHOLD") == "0.3"
+    wait_for_tasks(qtbot)
+
+    # the plugin loaded (enabled, reloaded, QGIS started) with the project already open
+    another = ReviewDock(plugin.iface)
+    try:
+        assert another.run is not None and another.accept_button.isEnabled()
+        assert another.threshold_value == 0.3 and another.area.text() == at_30
+    finally:
+        another.detach()
+        another.deleteLater()
+
+
+def test_a_reopened_project_without_the_probability_file_says_so(plugin, qtbot, models,
+                                                                 two_band_scene, tmp_path):
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    title = plugin.dock.title.text()
+    probability = Path(run.params.probability)
+    _save_and_reopen(tmp_path, between=probability.unlink)
+    dock = plugin.dock
+    assert dock.run is None
+    _assert_disabled(dock)
+    status = dock.status.text()
+    assert status.startswith(f"The review of '{title}' cannot be taken up in this project: "
+                             f"its probability file is missing: {probability}. "), status
+    assert "map again" in status and "color: #b00" in dock.status.styleSheet()
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)   # disabled: nothing
+    dock.accept_map()                                                  # as a script could
+    assert dock.status.text() == f"Accept: {status}"
+    wait_for_tasks(qtbot)
+
+
+def test_of_several_saved_runs_the_most_recent_that_can_be_is_taken_up(plugin, qtbot, models,
+                                                                        two_band_scene, tmp_path):
+    first = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    first_title = plugin.dock.title.text()
+    second = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    second_title = plugin.dock.title.text()
+    assert first_title != second_title
+    first_mask, second_probability = first.layers.mask.id(), Path(second.params.probability)
+    dock = plugin.dock
+    _save_and_reopen(tmp_path)
+    assert dock.title.text() == second_title and dock.status.text().endswith(second_title)
+    _save_and_reopen(tmp_path, between=second_probability.unlink)
+    assert dock.title.text() == first_title and dock.run.layers.mask.id() == first_mask
+    assert dock.accept_button.isEnabled()
+    assert dock.status.text() == (f"Review taken up from the project: {first_title}; not taken up: "
+                                  f"'{second_title}': its probability file is missing: "
+                                  f"{second_probability}")
+    wait_for_tasks(qtbot)
+
+
+def test_a_saved_review_of_another_format_is_not_taken_up(plugin, qtbot, models, two_band_scene,
+                                                          tmp_path):
+    """A project saved by a newer plugin, or whose saved review was damaged, is not half
+    read: the dock says why and stays disabled."""
+    key = "sarflood/review"   # the mask layer's custom property (plugin/review_run.py)
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    name, mask_id = run.layers.mask.name(), run.layers.mask.id()
+    saved = run.layers.mask.customProperty(key)
+    dock = plugin.dock
+    for text, why in (
+            ('{"version": 2, "result": {"threshold": 0.5}}',
+             "it was saved by a newer SAR Flood Mapper (review format 2; this version reads format 1)"),
+            ('{"version": 1, "result": {"thresh', "its saved review is not readable JSON (")):
+        QgsProject.instance().mapLayer(mask_id).setCustomProperty(key, text)
+        _save_and_reopen(tmp_path)
+        assert dock.run is None
+        _assert_disabled(dock)
+        assert dock.status.text().startswith(
+            f"The review of '{name}' cannot be taken up in this project: {why}"), dock.status.text()
+    QgsProject.instance().mapLayer(mask_id).setCustomProperty(key, saved)
+    _save_and_reopen(tmp_path)
+    assert dock.run is not None and dock.accept_button.isEnabled()
     wait_for_tasks(qtbot)
 
 
