@@ -52,6 +52,9 @@ def document(run: ReviewRun, title: str) -> str:
         "version": VERSION,
         "title": title,
         "finished": run.finished,
+        # the property travels with the layer's style (Paste Style, a default .qml): a copy
+        # on another layer names a layer that is not its own, and is not a run
+        "mask_layer": layers.mask.id(),
         "probability_layer": layers.probability.id() if layers.probability is not None else None,
         "uncertainty_layer": layers.uncertainty.id() if layers.uncertainty is not None else None,
         "scene_layer": run.scene_layer_id,
@@ -62,11 +65,20 @@ def document(run: ReviewRun, title: str) -> str:
 
 def save(run: ReviewRun, title: str) -> None:
     """Keep ``run`` in its mask layer, so that the project saves it."""
-    run.layers.mask.setCustomProperty(KEY, document(run, title))
+    _keep(run.layers.mask, KEY, document(run, title))
 
 
 def save_threshold(run: ReviewRun, threshold: float) -> None:
-    run.layers.mask.setCustomProperty(THRESHOLD_KEY, repr(float(threshold)))
+    _keep(run.layers.mask, THRESHOLD_KEY, repr(float(threshold)))
+
+
+def _keep(layer: QgsRasterLayer, key: str, text: str) -> None:
+    """A custom property set, and the project marked changed where it is new (setting one
+    does not mark it: QGIS would close without asking to save the review)."""
+    if layer.customProperty(key) != text:
+        layer.setCustomProperty(key, text)
+        if layer.project() is not None:
+            layer.project().setDirty(True)
 
 
 def saved_threshold(run: ReviewRun) -> float | None:
@@ -148,7 +160,7 @@ def parse(text: Any) -> dict[str, Any]:
     _check_result(doc.get("result"))
     doc["params"] = _params(doc.get("params"))
     doc["finished"] = _number(doc.get("finished"), "save time")
-    for key in ("probability_layer", "uncertainty_layer", "scene_layer"):
+    for key in ("probability_layer", "uncertainty_layer", "scene_layer", "title"):
         if doc.get(key) is not None and not isinstance(doc[key], str):
             raise SavedReviewProblem(f"its {key.replace('_', ' ')} is malformed")
     return doc
@@ -166,6 +178,9 @@ def _rebuild(mask: QgsRasterLayer, doc: dict[str, Any], project: QgsProject) -> 
     params = doc["params"]
     # the files as the project read them, which may have moved with it
     params.mask = layer_file(mask)
+    scene = project.mapLayer(doc.get("scene_layer") or "")   # the VV/VH file, or the VV one
+    if isinstance(scene, QgsRasterLayer):   # (Accept must not write over it where it is now)
+        params.scene.vv = layer_file(scene)
     for kind in ("probability", "uncertainty"):
         if found[kind] is not None:
             setattr(params, kind, layer_file(found[kind]))
@@ -212,6 +227,8 @@ def saved_review(project: QgsProject | None = None) -> SavedReview | None:
             continue
         try:
             doc = parse(text)
+            if doc.get("mask_layer") != layer.id():
+                continue   # a copy that came with a pasted style: another layer's run
             candidates.append((doc["finished"], doc.get("title") or layer.name(), layer, doc, None))
         except SavedReviewProblem as problem:   # no trusted time: reported whatever is reviewed
             candidates.append((math.inf, layer.name(), layer, None, str(problem)))

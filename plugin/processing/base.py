@@ -125,7 +125,9 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         main thread draws, edits and deletes meanwhile; so the project layers named by the
         inputs are copied here (:func:`own_inputs`), and ``processAlgorithm`` reads its
         parameters through :meth:`inputs`. Inputs are checked by ``processAlgorithm``, whose
-        messages reach the caller as they are (Processing words failures of this step its own way)."""
+        messages reach the caller as they are (Processing words failures of this step its own way).
+        Not covered: as a child of a Graphical Modeler model this runs on the model's worker
+        thread too (QGIS prepares children there), so the copy is made there."""
         self._own_inputs = own_inputs(self, parameters, context)
         return True
 

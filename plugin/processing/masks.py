@@ -24,6 +24,8 @@ def check_mask_layer(layer: QgsRasterLayer | None, role: str, given=None) -> Qgs
     deleted since it was chosen, as a run's mask the analyst removed from disk)."""
     if layer is None:
         raise QgsProcessingException(f"{role}: {unopened(given)}")
+    if not layer.isValid():   # a map layer whose file went away (a copy of it: no layer is None)
+        raise QgsProcessingException(f"{role} '{layer.name()}': {unopened(layer.source())}")
     if layer.bandCount() != 1:
         raise QgsProcessingException(f"{role} '{layer.name()}' has {layer.bandCount()} bands; "
                                      f"a water mask has one")

@@ -413,6 +413,62 @@ def test_a_saved_review_of_another_format_is_not_taken_up(plugin, qtbot, models,
     wait_for_tasks(qtbot)
 
 
+def test_a_review_copied_with_a_pasted_style_is_not_a_run(plugin, qtbot, models, two_band_scene,
+                                                          tmp_path):
+    """The saved review is a custom property, part of the layer's style: Paste Style put it
+    on the accepted mask too, and the reopened project reviewed that layer as the run's
+    mask (its statistics, its ticks; Accept refused it as 'this run's input')."""
+    from qgis.core import QgsMapLayer, QgsReadWriteContext
+    from qgis.PyQt.QtXml import QDomDocument
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    _accept(dock, qtbot, tmp_path / "final.tif")
+    final = QgsProject.instance().mapLayersByName("final water mask (final)")[0]
+    style = QDomDocument()
+    run.layers.mask.exportNamedStyle(style, QgsReadWriteContext(),
+                                     QgsMapLayer.StyleCategory.AllStyleCategories)
+    final.importNamedStyle(style, QgsMapLayer.StyleCategory.AllStyleCategories)
+    assert final.customProperty("sarflood/review") is not None   # what QGIS does
+    mask_id = run.layers.mask.id()
+    _save_and_reopen(tmp_path)
+    assert dock.run is not None and dock.run.layers.mask.id() == mask_id
+    assert Path(dock.run.params.mask).name == Path(run.params.mask).name
+    wait_for_tasks(qtbot)
+
+
+def test_a_threshold_moved_marks_the_project_changed(plugin, qtbot, models, two_band_scene,
+                                                     tmp_path):
+    """Setting a custom property does not mark the project changed: QGIS could close it
+    without asking to save the threshold in force; the saved review names its scene as the
+    project reads it (a foreign title is refused, not raised on)."""
+    import json
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    project = QgsProject.instance()
+    mask_id = run.layers.mask.id()
+    _save_and_reopen(tmp_path)
+    assert not project.isDirty()   # taking the review up changes nothing
+    dock.slider.setValue(40)
+    assert project.isDirty()
+    project.setDirty(False)
+    dock.slider.setValue(40)       # the same threshold again: nothing new to save
+    assert not project.isDirty()
+    mask = project.mapLayer(mask_id)
+    doc = json.loads(mask.customProperty("sarflood/review"))
+    doc["params"]["scene"]["vv"] = "/where/it/was/before.tif"   # the project moved since
+    doc["title"] = 7
+    mask.setCustomProperty("sarflood/review", json.dumps(doc))
+    _save_and_reopen(tmp_path)
+    assert dock.run is None and "its title is malformed" in dock.status.text()
+    doc["title"] = "Flood map"
+    project.mapLayer(mask_id).setCustomProperty("sarflood/review", json.dumps(doc))
+    _save_and_reopen(tmp_path)
+    assert dock.run is not None and dock.run.params.scene.vv == str(two_band_scene)
+    wait_for_tasks(qtbot)
+
+
 def test_statistics_of_a_deleted_mask_name_the_file(plugin, qtbot, models, two_band_scene, tmp_path):
     """With the run's mask deleted from disk, the statistics said "Water mask: no raster layer
     given", naming no file."""

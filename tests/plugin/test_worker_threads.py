@@ -229,3 +229,25 @@ def test_dock_statistics_count_the_zones_as_they_were_when_asked(plugin, qtbot, 
     assert (rows["east"]["valid_px"], rows["east"]["water_px"]) == (2048, 0)
     del stats, rows
     wait_for_tasks(qtbot)
+
+
+def test_a_map_layer_whose_file_was_deleted_is_named(provider, qgis_new_project, qtbot, tmp_path):
+    """The mask picked from the map (by id) after its file was deleted: the copy is an
+    invalid layer, which was checked as a mask and called 'non-integer values; it looks
+    like a probability raster'."""
+    path, _ = _mask(tmp_path)
+    mask = _added(path)
+    path.unlink()
+    feedback = QgsProcessingFeedback()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    algorithm = QgsApplication.processingRegistry().algorithmById("sarflood:vectorize")
+    task = QgsProcessingAlgRunnerTask(algorithm, {"INPUT": mask.id(), "MIN_AREA_M2": 0,
+                                                  "OUTPUT": str(tmp_path / "w.gpkg")},
+                                      context, feedback)
+    done = []
+    task.executed.connect(lambda ok, results: done.append(ok))
+    QgsApplication.taskManager().addTask(task)
+    qtbot.waitUntil(lambda: bool(done), timeout=60000)
+    assert done == [False]
+    assert f"'post': {path}: file not found" in feedback.textLog(), feedback.textLog()
