@@ -12,11 +12,14 @@ import os
 from collections.abc import Iterable
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform,
-                       QgsCoordinateTransformContext, QgsDefaultValue,
-                       QgsFeature, QgsField, QgsProject, QgsVectorLayer, QgsWkbTypes)
+                       QgsCoordinateTransformContext, QgsDefaultValue, QgsEditorWidgetSetup,
+                       QgsFeature, QgsField, QgsProject, QgsVectorFileWriter, QgsVectorLayer,
+                       QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
 FIELD = "water"
+NAME = "Mask corrections"   # the layer's name in the legend
+LAYER = "corrections"       # the table in a corrections GeoPackage
 _WORDS = {"1": 1, "true": 1, "water": 1, "wet": 1, "0": 0, "false": 0, "dry": 0, "land": 0}
 
 
@@ -79,11 +82,46 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
 
 def new_corrections_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
     """An empty polygon layer with the ``water`` field, ready to draw corrections in."""
-    layer = QgsVectorLayer("Polygon", "Mask corrections", "memory")
+    layer = QgsVectorLayer("Polygon", NAME, "memory")
     layer.setCrs(crs)   # any CRS, one without an authority code too
     # QVariant, not QMetaType: QgsField takes a QMetaType from QGIS 3.38 on; QGIS 4's qgis.PyQt maps QVariant.Int
     layer.dataProvider().addAttributes([QgsField(FIELD, QVariant.Int)])
     layer.updateFields()
+    _set_up(layer)
+    return layer
+
+
+def _set_up(layer: QgsVectorLayer) -> None:
+    """What a corrections layer is drawn with (kept in the project with a file's layer)."""
     # a polygon drawn without filling the form is water, the commoner correction (not NULL)
     layer.setDefaultValueDefinition(layer.fields().indexOf(FIELD), QgsDefaultValue("1"))
+    fid = layer.fields().indexOf("fid")   # a GeoPackage's own feature id: not the analyst's to fill
+    if fid >= 0:
+        layer.setEditorWidgetSetup(fid, QgsEditorWidgetSetup("Hidden", {}))
+
+
+def new_corrections_file(path: str, crs: QgsCoordinateReferenceSystem,
+                         transform_context: QgsCoordinateTransformContext | None = None) -> QgsVectorLayer:
+    """:func:`new_corrections_layer` as a new GeoPackage at ``path`` (whose polygons the
+    project keeps, as it does not a memory layer's); :class:`CorrectionsProblem` says why
+    it cannot be written."""
+    if os.path.exists(path):   # never replaces a file: the caller picks a free name
+        raise CorrectionsProblem(f"{path}: exists already")
+    if transform_context is None:
+        transform_context = QgsProject.instance().transformContext()
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = LAYER
+    error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        new_corrections_layer(crs), path, transform_context, options)
+    layer = QgsVectorLayer(f"{path}|layername={LAYER}", NAME, "ogr")
+    if error != QgsVectorFileWriter.WriterError.NoError or not layer.isValid():
+        if os.path.exists(path):
+            os.remove(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise CorrectionsProblem(f"{path}: the folder {folder} does not exist")
+        raise CorrectionsProblem(f"{path}: cannot write in the folder {folder}"
+                                 + (f" ({message})" if message else ""))
+    _set_up(layer)
     return layer

@@ -170,8 +170,8 @@ class CorrectParams:
         return args + (["--overwrite"] if self.overwrite else [])
 
 
-def free_output_paths(folder: str, stem: str, kinds: list[str]) -> dict[str, str]:
-    """``{kind: <folder>/<stem>_<kind>.tif}`` with a numeric suffix where any name is taken.
+def free_output_paths(folder: str, stem: str, kinds: list[str], suffix: str = ".tif") -> dict[str, str]:
+    """``{kind: <folder>/<stem>_<kind><suffix>}`` with a numeric suffix where any name is taken.
 
     A run never replaces a file the user already has: all kinds share one suffix
     so the outputs of a run stay together (``scene_2_mask.tif``, ``scene_2_probability.tif``).
@@ -180,7 +180,7 @@ def free_output_paths(folder: str, stem: str, kinds: list[str]) -> dict[str, str
     n = 1
     while True:
         tag = stem if n == 1 else f"{stem}_{n}"
-        paths = {kind: str(base / f"{tag}_{kind}.tif") for kind in kinds}
+        paths = {kind: str(base / f"{tag}_{kind}{suffix}") for kind in kinds}
         if not any(Path(p).exists() for p in paths.values()):
             return paths
         n += 1

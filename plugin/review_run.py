@@ -39,6 +39,8 @@ class ReviewRun:
     params: PredictParams
     scene_layer_id: str
     finished: float = field(default_factory=time.time)   # the most recent saved run is reviewed
+    # the corrections layer chosen in the dock, by id (a field format 1 may lack: none)
+    corrections_layer: str | None = None
 
 
 class SavedReviewProblem(ValueError):
@@ -58,6 +60,7 @@ def document(run: ReviewRun, title: str) -> str:
         "probability_layer": layers.probability.id() if layers.probability is not None else None,
         "uncertainty_layer": layers.uncertainty.id() if layers.uncertainty is not None else None,
         "scene_layer": run.scene_layer_id,
+        "corrections_layer": run.corrections_layer,
         "result": {key: run.result[key] for key in RESULT_KEYS if key in run.result},
         "params": asdict(run.params),
     }, separators=(",", ":"))
@@ -160,7 +163,7 @@ def parse(text: Any) -> dict[str, Any]:
     _check_result(doc.get("result"))
     doc["params"] = _params(doc.get("params"))
     doc["finished"] = _number(doc.get("finished"), "save time")
-    for key in ("probability_layer", "uncertainty_layer", "scene_layer", "title"):
+    for key in ("probability_layer", "uncertainty_layer", "scene_layer", "corrections_layer", "title"):
         if doc.get(key) is not None and not isinstance(doc[key], str):
             raise SavedReviewProblem(f"its {key.replace('_', ' ')} is malformed")
     return doc
@@ -199,7 +202,8 @@ def _rebuild(mask: QgsRasterLayer, doc: dict[str, Any], project: QgsProject) -> 
     if group is None:
         group = root.findGroup(doc.get("title") or "") or root
     layers = RunLayers(group, mask, found["probability"], found["uncertainty"])
-    return ReviewRun(layers, dict(doc["result"]), params, doc.get("scene_layer") or "", doc["finished"])
+    return ReviewRun(layers, dict(doc["result"]), params, doc.get("scene_layer") or "", doc["finished"],
+                     doc.get("corrections_layer") or None)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Callable
 
 from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingAlgRunnerTask,
                        QgsProcessingContext, QgsProcessingFeedback, QgsProcessingUtils, QgsProject,
-                       QgsVectorLayer)
+                       QgsVectorLayer, QgsWkbTypes)
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -25,7 +25,8 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 
 from .. import styles
 from ..backend_process import Outcome
-from ..corrections import FIELD, CorrectionsProblem, new_corrections_layer, write_geojson
+from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_corrections_layer,
+                           write_geojson)
 from ..layers import ProjectWatch, add_styled_raster, private_copy, remove_layers_of, run_layer_nodes
 from ..params import FinalizeParams, free_output_paths
 from ..review_run import ReviewRun, save, save_threshold, saved_review, saved_threshold
@@ -76,6 +77,7 @@ class ReviewDock(QgsDockWidget):
         self.setObjectName("SarFloodReviewDock")
         self.iface = iface
         self.run: ReviewRun | None = None
+        self._run_title = ""   # the run's title, as its saved review has it
         # the threshold in force: the run's own, exactly, until the analyst moves the slider
         self.threshold_value = 0.5
         self._busy: list[tuple] = []  # (task, and what it needs alive), until each finishes
@@ -172,7 +174,7 @@ class ReviewDock(QgsDockWidget):
         self.corrections.setLayer(None)
         self.corrections.setToolTip(f"Polygons drawn where the mask is wrong; field '{FIELD}': "
                                     "1 water, 0 dry. Burnt into the final mask.")
-        self.corrections.layerChanged.connect(lambda _layer: self._show_area())
+        self.corrections.layerChanged.connect(self._corrections_changed)
         self.new_corrections = QPushButton("New")
         self.new_corrections.setToolTip("A new polygon layer to draw corrections in")
         self.new_corrections.clicked.connect(self.start_corrections)
@@ -217,7 +219,7 @@ class ReviewDock(QgsDockWidget):
         self.opacity.setEnabled(True)
         title = run.layers.group.name() or run.layers.mask.name()
         self.title.setText(title)
-        save(run, title)   # in the project, for when it is saved and opened again
+        self._run_title = title
         mask = Path(run.params.mask)
         folder = lasting_folder(mask)
         self.final_path.setFilePath(free_output_paths(str(folder), mask.stem, ["accepted"])["accepted"])
@@ -242,6 +244,16 @@ class ReviewDock(QgsDockWidget):
             self.corrections.setLayer(None)   # (and the area label says so no more)
             self.show_status(f"Corrections: '{fixes.name()}' was drawn on the previous scene; "
                              f"choose it again if it applies to this one")
+        fixes = self.corrections.currentLayer()
+        run.corrections_layer = fixes.id() if fixes is not None else None
+        save(run, title)   # in the project, for when it is saved and opened again
+
+    def _corrections_changed(self, layer) -> None:
+        """The corrections layer chosen: said by the area, and kept in the saved review."""
+        self._show_area()
+        if self._alive():
+            self.run.corrections_layer = layer.id() if layer is not None else None
+            save(self.run, self._run_title)
 
     def _alive(self) -> bool:
         """False once any of the run's layers was removed from the project."""
@@ -299,6 +311,15 @@ class ReviewDock(QgsDockWidget):
             self._drop(f"{whose} cannot be taken up in this project: {saved.why_not()}. {ELSEWHERE}")
             return
         run = saved.run
+        # the corrections layer chosen when it was saved, if the project has it still (set_run
+        # keeps it: there is no previous run, and the review saved again is the same)
+        fixes = QgsProject.instance().mapLayer(run.corrections_layer or "")
+        if not isinstance(fixes, QgsVectorLayer) or \
+                fixes.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
+            fixes = None
+        self.corrections.blockSignals(True)
+        self.corrections.setLayer(fixes)
+        self.corrections.blockSignals(False)
         self.set_run(run)
         # the dock as the project's layers were saved: the threshold in force, the opacity
         opacity = round(run.layers.mask.renderer().opacity() * 100) if run.layers.mask.renderer() else 100
@@ -468,17 +489,36 @@ class ReviewDock(QgsDockWidget):
         return answer == QMessageBox.StandardButton.Yes
 
     def start_corrections(self) -> None:
-        """Add an empty corrections layer in the mask's CRS and open it for drawing."""
+        """Add an empty corrections layer in the mask's CRS, in the run's group, and open it
+        for drawing: a new GeoPackage beside the mask, which the project keeps; where that
+        folder cannot be written, a temporary layer, as the status says."""
         if not self._alive():
             self.show_status(f"Corrections: {self._gone()}", error=True)
             return
-        layer = new_corrections_layer(self.run.layers.mask.crs())
-        QgsProject.instance().addMapLayer(layer)
+        crs = self.run.layers.mask.crs()
+        mask = Path(self.run.params.mask)
+        path = free_output_paths(str(lasting_folder(mask)), mask.stem, ["corrections"], ".gpkg")["corrections"]
+        try:
+            layer = new_corrections_file(path, crs)
+            kept = f"Corrections: new layer in {path} (save its edits to keep them). "
+            temporary = False
+        except CorrectionsProblem as problem:
+            layer = new_corrections_layer(crs)
+            kept = (f"Corrections: a temporary layer, not saved with the project (Make Permanent "
+                    f"keeps it): {problem}. ")
+            temporary = True
+        project = QgsProject.instance()
+        project.addMapLayer(layer, False)
+        # beside the mask, in the run's group (or where the analyst moved the mask)
+        node = project.layerTreeRoot().findLayer(self.run.layers.mask.id())
+        parent = node.parent() if node is not None and node.parent() is not None else project.layerTreeRoot()
+        parent.insertLayer(0, layer)
         layer.startEditing()
         self.corrections.setLayer(layer)
         self.iface.setActiveLayer(layer)
-        self.show_status(f"Draw polygons where the mask is wrong and set '{FIELD}' to 1 (water) or "
-                         "0 (dry) for each; Accept burns them into the final mask.")
+        self.show_status(kept + f"Draw polygons where the mask is wrong and set '{FIELD}' to 1 "
+                         "(water) or 0 (dry) for each; Accept burns them into the final mask.",
+                         error=temporary)
 
     def accept_map(self) -> None:
         """Write the mask at the chosen threshold with provenance tags and the analyst's

@@ -213,7 +213,7 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     for water, rect in ((1, box(100, 100, 140, 130)), (0, box(120, 110, 160, 150))):
         f = QgsFeature(fixes.fields())
         f.setGeometry(QgsGeometry.fromRect(rect))
-        f.setAttributes([water])
+        f["water"] = water   # by name: the GeoPackage's fid field comes first
         assert fixes.addFeature(f)
     # the run's own layers and its scene are not for replacing (it asked, then did)
     for used in (run.params.mask, str(chip)):

@@ -70,7 +70,7 @@ def test_unload_stops_an_accept_in_flight(plugin, qtbot, models, two_band_scene,
     fixes = dock.corrections.currentLayer()
     feature = QgsFeature(fixes.fields())
     feature.setGeometry(QgsGeometry.fromRect(layer.extent()))
-    feature.setAttributes([1])
+    feature["water"] = 1
     fixes.addFeature(feature)
     final = tmp_path / "final.tif"
     dock.final_path.setFilePath(str(final))

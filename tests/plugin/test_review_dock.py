@@ -41,7 +41,7 @@ def _accept(dock, qtbot, path: Path, wait_for: str = "Final mask written") -> st
 def _draw(layer, rect: QgsRectangle, water: int) -> None:
     feature = QgsFeature(layer.fields())
     feature.setGeometry(QgsGeometry.fromRect(rect))
-    feature.setAttributes([water])
+    feature["water"] = water   # by name: a GeoPackage's layer has its fid field first
     assert layer.addFeature(feature)
 
 
@@ -508,4 +508,97 @@ def test_an_accept_that_ends_in_another_project_adds_nothing_to_it(plugin, qtbot
                                        "opened meanwhile")
     assert final.exists() and QgsProject.instance().mapLayers() == {}
     assert not dock.accept_button.isEnabled()
+    wait_for_tasks(qtbot)
+
+
+def test_new_corrections_are_a_geopackage_kept_with_the_project(plugin, qtbot, models, two_band_scene,
+                                                                tmp_path):
+    """*New* made a memory layer: a project saved and opened again had lost the polygons
+    drawn in it, and the dock had no corrections layer chosen."""
+    import json
+
+    from qgis.core import QgsVectorLayerUtils
+    from sarflood.plugin.review_run import KEY
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    mask = Path(run.params.mask)
+    taken = mask.with_name(f"{mask.stem}_corrections.gpkg")
+    taken.write_bytes(b"the analyst's own")   # never replaced: a free name instead
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    path = mask.with_name(f"{mask.stem}_2_corrections.gpkg")
+    assert fixes.providerType() == "ogr" and fixes.source().split("|")[0] == str(path)
+    assert taken.read_bytes() == b"the analyst's own"
+    assert f"Corrections: new layer in {path}" in dock.status.text()
+    assert "color: #b00" not in dock.status.styleSheet()
+    assert fixes.isEditable() and fixes.name() == "Mask corrections" and fixes.crs() == run.layers.mask.crs()
+    assert run.layers.group.findLayer(fixes.id()) is not None
+    drawn = QgsGeometry.fromRect(QgsRectangle(500000, 4199000, 500100, 4199100))
+    assert QgsVectorLayerUtils.createFeature(fixes, drawn)["water"] == 1
+    # 100 pixels of the water half dry, 200 of the land half water
+    _draw(fixes, QgsRectangle(500000, 4199900, 500100, 4200000), 0)
+    _draw(fixes, QgsRectangle(500400, 4199800, 500500, 4200000), 1)
+    assert fixes.commitChanges()
+    before = _accept(dock, qtbot, tmp_path / "before.tif")
+    assert "pixels corrected" in before, before
+    corrected = read_raster(tmp_path / "before.tif")
+    assert int((corrected == 1).sum()) == 32 * 64 - 100 + 200
+    wait_for_tasks(qtbot)
+    fixes_id = fixes.id()
+
+    _save_and_reopen(tmp_path)
+    project = QgsProject.instance()
+    assert dock.status.text().startswith("Review taken up from the project")
+    reopened = dock.corrections.currentLayer()
+    assert reopened is project.mapLayer(fixes_id) and reopened.featureCount() == 2
+    assert not project.isDirty()
+    status = _accept(dock, qtbot, tmp_path / "after.tif")
+    assert status.replace("after.tif", "before.tif") == before
+    assert (read_raster(tmp_path / "after.tif") == corrected).all()
+    wait_for_tasks(qtbot)
+
+    # a review saved before the field was written (format 1 all the same): none chosen
+    doc = json.loads(dock.run.layers.mask.customProperty(KEY))
+    assert doc["corrections_layer"] == fixes_id
+    del doc["corrections_layer"]
+    dock.run.layers.mask.setCustomProperty(KEY, json.dumps(doc))
+    dock.take_up_saved_review()
+    assert dock.run is not None and dock.corrections.currentLayer() is None
+    assert dock.status.text().startswith("Review taken up from the project")
+
+
+def test_new_corrections_where_the_mask_folder_cannot_be_written_are_temporary(plugin, qtbot, models,
+                                                                               two_band_scene, tmp_path):
+    """A run whose folder cannot be written (read-only, or gone since) still gets a layer to
+    draw corrections in: a temporary one, and the status says so."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    # root writes through permission bits; sysfs refuses even root
+    read_only = Path("/sys/fs") if os.geteuid() == 0 else tmp_path / "ro"
+    if read_only != Path("/sys/fs"):
+        read_only.mkdir()
+        read_only.chmod(0o555)
+    gone = tmp_path / "gone"
+    try:
+        for folder, why in ((read_only, f"cannot write in the folder {read_only}"),
+                            (gone, f"the folder {gone} does not exist")):
+            run.params.mask = str(folder / "scene_mask.tif")
+            with qtbot.capture_exceptions() as raised:
+                qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+            assert raised == []
+            fixes = dock.corrections.currentLayer()
+            assert fixes.providerType() == "memory" and fixes.isEditable()
+            assert fixes.fields().names() == ["water"] and fixes.crs() == run.layers.mask.crs()
+            assert run.layers.group.findLayer(fixes.id()) is not None
+            status = dock.status.text()
+            assert status.startswith("Corrections: a temporary layer, not saved with the project "
+                                     "(Make Permanent keeps it): ") and why in status, status
+            assert "color: #b00" in dock.status.styleSheet()
+            assert not (folder / "scene_mask_corrections.gpkg").exists()
+            fixes.rollBack()
+        assert not gone.exists()
+    finally:
+        if read_only != Path("/sys/fs"):
+            read_only.chmod(0o755)
     wait_for_tasks(qtbot)
