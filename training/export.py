@@ -80,13 +80,13 @@ def build_card(doc: dict[str, Any], metrics: dict[str, float], version: str,
         name=f"sarflood-{method.name.replace('_', '-')}", version=version,
         task="water_segmentation",
         description=(f"{method.title}: {display_name(spec)} on Sentinel-1 VV and VH (dB), "
-                     f"after Garg et al., 'Cross Modal Distillation for Flood Extent Mapping'. "
-                     f"Outputs the probability of water."),
+                     f"after {_SOURCES.get(method.paper, _BASELINE)}. Outputs the probability "
+                     f"of water."),
         bands=bands, input_name=INPUT, output_name=OUTPUT, output_kind="water_probability",
         default_threshold=0.5, pixel_size_m=float(cfg.get("pixel_size_m", 10.0)),
         tile_size=int(cfg.get("tile_size", 512)), margin=int(cfg.get("tile_margin", 64)),
         size_multiple=size_multiple,
-        training_data=str(data.get("description", "unknown")),
+        training_data=str(data.get("description", "unknown")) + _LEARNT_FROM.get(method.name, ""),
         metrics={k: round(float(v), 4) for k, v in metrics.items()},
         notes=(f"preset {cfg.get('preset', '?')}, seed {run.get('seed')}, lr {run.get('lr')}, "
                f"weight decay {run.get('weight_decay')}, {cfg.get('steps')} steps of batch "
@@ -95,6 +95,24 @@ def build_card(doc: dict[str, Any], metrics: dict[str, float], version: str,
         license="MIT",
         extra={"method": method.name, "architecture": display_name(spec), "model_spec": spec,
                "seed": run.get("seed"), "config": cfg})
+
+
+# the seed papers a row comes from (training/methods.py Method.paper)
+_SOURCES = {
+    "001": "Garg et al., 'Cross Modal Distillation for Flood Extent Mapping'",
+    "002": "the seed paper 'SAR-based landslide classification pretraining leads to better "
+           "segmentation' (two-stage chip-classification pretraining)",
+    "003": "FLoRA (cross-modal distillation of optical priors into a SAR network, with "
+           "SAR-to-optical reconstruction)",
+}
+_BASELINE = "the seed papers 002 and 003 (the baseline of their comparisons)"
+# what else a row learnt from besides its hand labels, where the data line does not say it
+_LEARNT_FROM = {
+    "pretrained": "; encoder first trained to tell water chips from the weak set's labels "
+                  "(stage 1, chip_classifier)",
+    "flora": "; also the external set's paired chips, with the features and the "
+             "reconstruction targets of an RGB + NDVI optical teacher",
+}
 
 
 def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:

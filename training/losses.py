@@ -89,7 +89,8 @@ def distillation_loss(student_logits: Tensor, teacher_prob: Tensor, valid: Tenso
 
 def dice_loss(logits: Tensor, label: Tensor, d: ddp.Dist | None = None) -> Tensor:
     """``1 - 2 sum(p y) / (sum(p) + sum(y))`` of the water probability over labelled
-    pixels (sums over the global batch under DDP); 0 where nothing is labelled."""
+    pixels (sums over the global batch under DDP); 1, with no gradient, where nothing is
+    labelled."""
     p = torch.softmax(logits, dim=1)[:, 1]
     known = (label != IGNORE).float()
     y = (label == 1).float()

@@ -295,6 +295,20 @@ def _finished_without_last(run: RunSpec, out_dir: Path) -> dict[str, Any] | None
     return doc
 
 
+def _digest(path: Path | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path is not None else None
+
+
+def _same_checkpoints(doc: dict[str, Any] | None, digests: dict[str, str | None], where: Path,
+                      teacher: Path | None, init: Path | None) -> None:
+    """RunError where ``doc`` (a run's last.pt or summary) was trained from another teacher
+    or stage-1 checkpoint than those given; one that names none (older) is not checked."""
+    for what, path in (("teacher", teacher), ("pretraining", init)):
+        if doc is not None and doc.get(f"{what}_sha256", digests[what]) != digests[what]:
+            raise RunError(f"{where} was trained from another {what} than {path}; use "
+                           f"another --out folder or the same {what}")
+
+
 def _read_every_chip(dataset: Dataset) -> None:
     """Decode every chip once (kept, where the split is cached): a chip bad in its
     pixels (a corrupt block, label codes) fails now, not at the first validation,
@@ -375,14 +389,16 @@ def chip_accuracy(classifier: nn.Module, dataset: Dataset, inputs: tuple[str, ..
     tiles of the validation chips, each cut into tiles of ``tile`` model pixels (the
     training crop), a tile's label from its hand labels (:func:`holds_water`). Whole
     chips would not do: nearly every Sen1Floods11 chip holds some water, so "always yes"
-    scored 0.99 on the synthetic validation split."""
+    scored 0.99 on the synthetic validation split. A tile is at most half a chip each way
+    (the paper preset's crop, 321 px at 16 m, is a whole 512 px chip at 10 m: no tile fit,
+    and no checkpoint was ever chosen)."""
     was_training = classifier.training
     classifier.eval()
-    side = max(1, round(tile / scale))   # chip pixels per tile
     right, seen = [0, 0], [0, 0]         # per true answer: no, yes
     for chips in DataLoader(dataset, batch_size=batch, shuffle=False):
         x, label = stack_inputs(chips, inputs, dim=1), chips["label"]
         h, w = label.shape[-2:]
+        side = max(1, min(round(tile / scale), h // 2, w // 2))   # chip pixels per tile
         for r in range(0, h - side + 1, side):
             for c in range(0, w - side + 1, side):
                 said = classifier(to_grid(x[..., r:r + side, c:c + side].to(device), scale)) > 0
@@ -396,14 +412,21 @@ def chip_accuracy(classifier: nn.Module, dataset: Dataset, inputs: tuple[str, ..
     return sum(recalls) / len(recalls) if recalls else None
 
 
-def _start_encoder_from(model: nn.Module, init: Path) -> None:
+def _start_encoder_from(model: nn.Module, init: Path, stage_one: str) -> None:
     """Replace the network's encoder stages with those of a stage-1 checkpoint (seed
     paper 002), checked to fit; its decoder stays as initialised."""
+    if not isinstance(model, CompactSegNet):
+        raise RunError(f"method pretrained starts the compact network from a stage-1 encoder; "
+                       f"this run builds {type(model).__name__} (the setting compact_arch)")
     try:
         doc = load_checkpoint(init)
     except CheckpointError as exc:
         raise RunError(f"--init: {exc}") from None
-    if doc["model_spec"].get("arch") != "compact" or not isinstance(model, CompactSegNet):
+    made_by = (doc.get("run") or {}).get("method")
+    if made_by != stage_one:
+        raise RunError(f"--init {init}: a checkpoint of a {made_by or 'unnamed'} run; give the "
+                       f"best.pt of a {stage_one} run (stage 1)")
+    if doc["model_spec"].get("arch") != "compact":
         raise RunError(f"--init {init}: not a checkpoint of the compact network's chip "
                        f"classifier")
     ours = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in model.encoder}
@@ -432,10 +455,15 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     require_checkpoints(method, teacher, init)
     metric = "accuracy_valid" if method.kind == "classify" else "iou_valid"
     summary_path, last_path = out_dir / "summary.json", out_dir / "last.pt"
+    # a student resumed with another teacher would mix two teachers' lessons, and a
+    # finished one asked for with another would pass for its student
+    digests = {"teacher": _digest(teacher), "pretraining": _digest(init)}
     state = _of_this_run(run, last_path) if last_path.exists() else None
+    _same_checkpoints(state, digests, last_path, teacher, init)
     if state is None:
         finished = _finished_without_last(run, out_dir)
         if finished is not None:
+            _same_checkpoints(finished, digests, summary_path, teacher, init)
             return finished, None
     elif summary_path.exists():
         # unreadable, it is written again: the loop below has no step left to run
@@ -448,21 +476,16 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                                           f"{stop_at}: nothing trained; give a later one, or "
                                           f"none, to continue from {last_path}")
     teacher_model = _load_teacher(run, teacher, d.device)
-    # a student resumed with another teacher would mix two teachers' lessons
-    teacher_digest = (hashlib.sha256(teacher.read_bytes()).hexdigest()
-                      if teacher_model is not None else None)
-    init_digest = hashlib.sha256(init.read_bytes()).hexdigest() if init is not None else None
-    for what, path, digest in (("teacher", teacher, teacher_digest),
-                               ("pretraining", init, init_digest)):
-        if state is not None and state.get(f"{what}_sha256", digest) != digest:
-            raise RunError(f"{last_path} was trained from another {what} than "
-                           f"{path}; use another --out folder or the same {what}")
-    if d.is_main:  # only rank 0 validates
-        _read_every_chip(data.valid)
     torch.manual_seed(derive_seed(run.seed, "init"))
     model = build_model(run.model_spec).to(d.device)
     if init is not None and state is None:
-        _start_encoder_from(model, init)
+        _start_encoder_from(model, init, method.init_from)
+    try:   # a trainee of another network than its method trains (compact_arch): one line
+        trainee = make_trainee(method, model, teacher_model).to(d.device)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    if d.is_main:  # only rank 0 validates
+        _read_every_chip(data.valid)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
     if d.is_main:  # what a save killed by SIGKILL left (summary.json: as it is written)
         for name in ("last.pt", "best.pt"):
@@ -482,7 +505,6 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     except ValueError as exc:
         raise RunError(str(exc)) from None
 
-    trainee = make_trainee(method, model, teacher_model).to(d.device)
     heads = getattr(trainee, "heads", None)
     optimiser = torch.optim.SGD(decay_groups(trainee, run.weight_decay, cfg.decay_all),
                                 lr=run.lr, momentum=cfg.momentum)
@@ -504,7 +526,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
             **({"heads": heads.state_dict()} if heads is not None else {}),
             "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "best": best, "seconds": elapsed + time.perf_counter() - t0,
-            "teacher_sha256": teacher_digest, "pretraining_sha256": init_digest})
+            **{f"{what}_sha256": digest for what, digest in digests.items()}})
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{method.name} seed {run.seed}",
                disable=not (progress and d.is_main), dynamic_ncols=True)
@@ -601,7 +623,8 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                "best_step": best["step"], "iou_valid": best.get("iou_valid"),
                **({metric: best[metric]} if metric != "iou_valid" else {}),
                "train_seconds": round(seconds, 1), "processes": d.world,
-               "device": d.device.type, "data": data.description}
+               "device": d.device.type, "data": data.description,
+               **{f"{what}_sha256": digest for what, digest in digests.items() if digest}}
     if d.is_main:
         log(f"done: best valid {metric.split('_')[0]} {best[metric]} at step {best['step']}")
         write_text_atomic(summary_path, json.dumps(summary, indent=1))

@@ -184,3 +184,60 @@ def test_chip_accuracy_is_the_balanced_accuracy_over_tiles():
     args = ([chip, chip], ("s1",), 2, torch.device("cpu"), 1.0, 32)
     assert chip_accuracy(Oracle(), *args) == 1.0            # both recalls 1
     assert chip_accuracy(AlwaysYes(), *args) == 0.5          # yes recall 1, no recall 0
+    # the paper preset's crop (321 px at 16 m) is more than a 64 px chip: no tile was
+    # scored and no checkpoint chosen; tiles are now at most half a chip
+    assert chip_accuracy(Oracle(), *args[:-1], 200) == 1.0
+
+
+def test_init_takes_only_a_stage_one_checkpoint(stage1, tmp_path):
+    """Any compact S1 checkpoint (a hand_compact or flora run's) started a pretrained run."""
+    other = tmp_path / "hand"
+    train(tiny_run("hand_compact"), tiny_data(), other, progress=False)
+    with pytest.raises(RunError, match="a checkpoint of a hand_compact run; give the best.pt "
+                                       "of a chip_classifier run"):
+        train(tiny_run("pretrained"), tiny_data(), tmp_path / "pre", progress=False,
+              init=other / "best.pt")
+    assert not (tmp_path / "pre").exists()
+
+
+def test_a_method_of_the_compact_network_on_deeplab_is_one_line(stage1, tmp_path):
+    """--set compact_arch=deeplab... ended chip_classifier and flora runs in a traceback
+    (a ValueError from the trainee) and left an empty run folder; pretrained blamed its
+    valid --init."""
+    from dataclasses import replace
+
+    from training.models import DEEPLAB
+    for method, init in (("chip_classifier", None), ("pretrained", stage1[0] / "best.pt")):
+        run = tiny_run(method)
+        run = replace(run, config=replace(run.config, compact_arch=DEEPLAB))
+        with pytest.raises(RunError, match="compact"):
+            train(run, tiny_data(), tmp_path / method, progress=False, init=init)
+        assert not (tmp_path / method).exists()
+
+
+def test_a_finished_student_asked_for_with_another_teacher_is_refused(optical_teacher, tmp_path):
+    """It returned the old result, trained from another teacher, as if it were asked for."""
+    out = tmp_path / "flora"
+    train(tiny_run("flora"), tiny_data(2), out, teacher=optical_teacher, progress=False)
+    other = tmp_path / "other.pt"
+    doc = load_checkpoint(optical_teacher)
+    doc["best"] = {"step": -1}   # another file: other bytes
+    save_checkpoint(other, doc)
+    for gone in (None, "last.pt"):   # finished with and without its resume checkpoint
+        if gone:
+            (out / gone).unlink()
+        with pytest.raises(RunError, match="was trained from another teacher than"):
+            train(tiny_run("flora"), tiny_data(2), out, teacher=other, progress=False)
+    summary, _ = train(tiny_run("flora"), tiny_data(2), out, teacher=optical_teacher,
+                       progress=False)
+    assert summary["teacher_sha256"]
+
+
+def test_the_card_of_a_seed_paper_run_names_its_paper_and_data(stage1, tmp_path):
+    from training.export import build_card
+
+    train(tiny_run("pretrained"), tiny_data(), tmp_path / "pre", progress=False,
+          init=stage1[0] / "best.pt")
+    card = build_card(load_checkpoint(tmp_path / "pre" / "best.pt"), {}, "0.0.1", 8)
+    assert "landslide classification pretraining" in card.description
+    assert "Garg" not in card.description and "stage 1, chip_classifier" in card.training_data
