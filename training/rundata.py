@@ -95,7 +95,7 @@ def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
                             if m.kind != "otsu" and not _trains_on(m, set(missing)))
         raise DatasetError(f"{_set_folder(root, split)} not found: the data has no {what}; the "
                            f"rows {needing} train on it: give {source}, or leave those rows "
-                           f"out (--methods {runnable})")
+                           f"out (reproduce --methods {runnable})")
     key = (str(Path(root).resolve()), split, s2)
     if cache:
         # a cached split with S2 also serves runs that do not read S2

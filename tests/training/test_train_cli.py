@@ -277,7 +277,7 @@ def test_without_the_weak_set_the_table_leaves_its_rows_out(data, tmp_path):
     one_line_error(asked, f"{weak} not found: the data has no weakly labelled set; the rows "
                           "weak, weak_ed, chip_classifier, pretrained train on it: give "
                           "Sen1Floods11's weakly labelled chips")
-    assert ("or leave those rows out (--methods hand,student,student_compact,teacher,"
+    assert ("or leave those rows out (reproduce --methods hand,student,student_compact,teacher,"
             "hand_compact,optical_teacher,flora)") in asked.stderr
 
 
