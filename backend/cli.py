@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--probability", action="store_true",
                    help="also write the float32 probability in the end-to-end run")
-    p.add_argument("--workdir", metavar="DIR", help="an existing folder to hold the run's temporary folder of scene and "
+    p.add_argument("--workdir", metavar="DIR",
+                   help="an existing folder to hold the run's temporary folder of scene and "
                         "outputs (default: the system's temporary folder)")
     p.add_argument("--raw-seconds", type=float, default=3.0, metavar="S",
                    help="how long to time the session alone (default 3)")
@@ -353,7 +354,7 @@ def _install_signals(cancel: threading.Event, reporter: Callable[[], Reporter]) 
 def _check_names(args: argparse.Namespace) -> None:
     """UsageError for a file name that is not UTF-8 (Latin-1 bytes from an old archive,
     say): GDAL takes UTF-8 names only, and it failed deep inside rasterio."""
-    for key, value in vars(args).items():
+    for value in vars(args).values():
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str):
                 try:

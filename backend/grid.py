@@ -209,9 +209,9 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
         raise InputError(f"{path}: the extent {given} does not overlap the raster "
                          f"(bounds {_rounded(bounds)} in {grid.crs.to_string()})")
     if note is not None and (col0, row0, col1, row1) != whole:
-        note(f"the extent {given} reaches past the raster: the outputs cover only "
-                     f"its part inside ({col1 - col0} x {row1 - row0} pixels; the raster's "
-                     f"bounds {_rounded(bounds)} in {grid.crs.to_string()})")
+        note(f"the extent {given} reaches past the raster: the outputs cover only its part "
+             f"inside ({col1 - col0} x {row1 - row0} pixels; the raster's bounds "
+             f"{_rounded(bounds)} in {grid.crs.to_string()})")
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 

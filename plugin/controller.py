@@ -9,16 +9,14 @@ open now, and the message says where the files are.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from qgis.core import Qgis, QgsApplication, QgsProcessingUtils
+from qgis.core import Qgis, QgsApplication
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .backend_process import Outcome
 from .gui.review_dock import ReviewDock, ReviewRun
 from .gui.run_dialog import RunDialog, RunRequest
-from .layers import LayerError, ProjectWatch, add_run_layers
+from .layers import LayerError, ProjectWatch, add_run_layers, in_qgis_temporary_folder
 from .settings import python_setting
 from .summary import run_summary
 from .task import TAG, BackendTask
@@ -134,7 +132,6 @@ def project_changed_text(outputs: dict[str, str | None]) -> str:
     written = [path for path in outputs.values() if path]
     text = ("The project was closed or another one opened during the run: its layers were not "
             "added to this project. Its files: " + ", ".join(written))
-    temporary = Path(QgsProcessingUtils.tempFolder()).resolve()
-    if any(temporary in Path(path).resolve().parents for path in written):
+    if any(in_qgis_temporary_folder(path) for path in written):
         text += " (in QGIS's temporary folder, deleted when QGIS closes)"
     return text

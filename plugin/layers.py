@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import (QgsFeatureRequest, QgsLayerTreeGroup, QgsMapLayer, QgsProject,
-                       QgsRasterLayer, QgsVectorLayer)
+from qgis.core import (QgsFeatureRequest, QgsLayerTreeGroup, QgsMapLayer, QgsProcessingUtils,
+                       QgsProject, QgsRasterLayer, QgsVectorLayer)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QThread, pyqtSignal
 
@@ -67,6 +67,12 @@ def add_run_layers(title: str, outputs: dict[str, str | None], project: QgsProje
         # the mask answers "where is water"; probability is there for review
         group.findLayer(probability.id()).setItemVisibilityChecked(False)
     return RunLayers(group, mask, probability, uncertainty)
+
+
+def in_qgis_temporary_folder(path: str | Path) -> bool:
+    """Whether ``path`` lies in QGIS's temporary folder, which QGIS deletes on exit (a run
+    into temporary files writes there)."""
+    return Path(QgsProcessingUtils.tempFolder()).resolve() in Path(path).resolve().parents
 
 
 def run_layer_nodes(layers: RunLayers, project: QgsProject | None = None) -> list:

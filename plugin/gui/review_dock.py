@@ -27,7 +27,8 @@ from .. import styles
 from ..backend_process import Outcome
 from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_corrections_layer,
                            write_geojson)
-from ..layers import ProjectWatch, add_styled_raster, private_copy, remove_layers_of, run_layer_nodes
+from ..layers import (ProjectWatch, add_styled_raster, in_qgis_temporary_folder, private_copy,
+                      remove_layers_of, run_layer_nodes)
 from ..params import FinalizeParams, free_output_paths
 from ..review_run import ReviewRun, save, save_threshold, saved_review, saved_threshold
 from ..settings import python_setting
@@ -55,8 +56,7 @@ def lasting_folder(mask: Path) -> Path:
     """Where the final mask goes unless the analyst chooses: beside the run's mask, except
     when that lies in QGIS's temporary folder (a run with temporary files), which QGIS
     deletes on exit: then the project's folder, or the home folder for an unsaved project."""
-    temporary = Path(QgsProcessingUtils.tempFolder()).resolve()
-    if temporary not in mask.resolve().parents:
+    if not in_qgis_temporary_folder(mask):
         return mask.parent
     home = QgsProject.instance().homePath()
     return Path(home) if home else Path.home()
@@ -633,7 +633,7 @@ class ReviewDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
         return task
 
-    def _run_algorithm(self, alg_id: str, params: dict, on_done) -> QgsProcessingAlgRunnerTask:
+    def _run_algorithm(self, alg_id: str, params: dict, on_done) -> None:
         """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``
         on the main thread.
 
@@ -661,7 +661,6 @@ class ReviewDock(QgsDockWidget):
 
         task.executed.connect(finish)
         QgsApplication.taskManager().addTask(task)
-        return task
 
     def cancel_tasks(self) -> None:
         """Stop the work still running (the plugin is being unloaded); the backend then
