@@ -158,6 +158,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class _NotFinite(ValueError):
+    """A number was read, but it is nan or infinite."""
+
+
 def _scalar(kind: type, raw: Any) -> Any:
     if kind is bool:
         if str(raw).lower() in ("1", "true", "yes", "on"):
@@ -168,7 +172,7 @@ def _scalar(kind: type, raw: Any) -> Any:
     if kind in (int, float):
         value = float(raw)
         if not math.isfinite(value):   # nan or inf: no setting takes one
-            raise ValueError
+            raise _NotFinite(f"{raw} is not a finite number")
         if kind is float:
             return value
         if value != int(value):
@@ -186,6 +190,8 @@ def _coerce(name: str, raw: Any) -> Any:
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(_scalar(get_args(hint)[0], s) for s in items if str(s).strip() != "")
         return _scalar(hint, raw)
+    except _NotFinite as exc:
+        raise ConfigError(f"config key {name!r}: {exc}") from None
     except (TypeError, ValueError):
         raise ConfigError(f"config key {name!r}: cannot read {raw!r} as "
                           f"{TrainConfig.__dataclass_fields__[name].type}") from None

@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from .atomic import refused_output
 from .cli import fail
 from .export import ExportError, export
 
+# MAJOR.MINOR.PATCH with an optional pre-release or build part (Semantic Versioning 2.0.0)
+_VERSION = re.compile(r"\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]+)?")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="a run's best.pt (a Sentinel-1 model)")
     p.add_argument("--out", type=Path, required=True, help="the ONNX file to write")
-    p.add_argument("--version", default="1.0.0", help="model version for the card")
+    p.add_argument("--version", default="1.0.0",
+                   help="model version for the card, MAJOR.MINOR.PATCH (default 1.0.0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -22,6 +27,11 @@ def run(args: argparse.Namespace) -> int:
     problem = refused_output(args.out, args.overwrite)
     if problem:
         return fail(problem)
+    # the plugin and the backend look for models by this suffix
+    if args.out.suffix.lower() != ".onnx":
+        return fail(f"--out {args.out}: an ONNX model file must end in .onnx")
+    if not _VERSION.fullmatch(args.version):
+        return fail(f"--version {args.version!r}: give MAJOR.MINOR.PATCH, such as 1.2.0")
     try:
         report = export(args.checkpoint, args.out, version=args.version)
     except ExportError as exc:

@@ -116,8 +116,9 @@ def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
 
 
 def describe(root: Path) -> str:
-    """One line on what the data is; says plainly when it is synthetic."""
-    manifest = Path(root) / MANIFEST
+    """One line on what the data is; says plainly when it is synthetic (the generator's
+    manifest lies beside ``v1.1/``, which ``root`` may name itself)."""
+    manifest = Layout.find(root).root / MANIFEST
     if manifest.is_file():
         doc = json.loads(manifest.read_text())
         counts = doc.get("counts", {})

@@ -64,12 +64,15 @@ class RunError(ValueError):
 
 
 class Interrupted(Exception):
-    """The run stopped early on request; ``last.pt`` holds its finished steps."""
+    """The run stopped early on request; ``last.pt`` holds its finished steps.
+    ``at_stop_step``: it stopped where ``stop_at`` asked, not on a signal."""
 
-    def __init__(self, step: int, out_dir: Path, message: str | None = None):
+    def __init__(self, step: int, out_dir: Path, message: str | None = None,
+                 at_stop_step: bool = False):
         super().__init__(message or f"stopped after step {step}; rerun the same command to "
                          f"resume from {out_dir / 'last.pt'}")
         self.step = step
+        self.at_stop_step = at_stop_step
 
 
 @dataclass(frozen=True)
@@ -474,7 +477,8 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     if stop_at is not None and stop_at <= start < cfg.steps:
         raise Interrupted(start, out_dir, f"already at step {start}, at or past --stop-at "
                                           f"{stop_at}: nothing trained; give a later one, or "
-                                          f"none, to continue from {last_path}")
+                                          f"none, to continue from {last_path}",
+                          at_stop_step=True)
     teacher_model = _load_teacher(run, teacher, d.device)
     torch.manual_seed(derive_seed(run.seed, "init"))
     model = build_model(run.model_spec).to(d.device)
@@ -615,7 +619,8 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                 if d.is_main:
                     log(f"interrupted after step {done}")
                 ddp.barrier(d)
-                raise Interrupted(done, out_dir)
+                raise Interrupted(done, out_dir,
+                                  at_stop_step=done == stop_at and not stop["stop"])
     seconds = elapsed + time.perf_counter() - t0
     summary = {"method": method.name, "title": method.title, "seed": run.seed,
                "lr": run.lr, "weight_decay": run.weight_decay, "steps": cfg.steps,

@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     except (RunError, CheckpointError, DatasetError) as exc:
         return fail(str(exc))
     except Interrupted as exc:
+        if exc.at_stop_step:   # asked for: a job script's `train --stop-at N && ...` goes on
+            print(f"--stop-at {args.stop_at}: {exc}")
+            return 0
         print(f"interrupted: {exc}", file=sys.stderr)
         return 130
     finally:

@@ -135,6 +135,16 @@ def test_last_state_and_unwritable_outputs_are_refused_before_any_work(runs, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_an_out_without_onnx_suffix_and_a_version_not_semver_are_refused(runs, tmp_path):
+    for extra, msg in ((["--out", str(tmp_path / "model.tif")], "must end in .onnx"),
+                       (["--out", str(tmp_path / "m.onnx"), "--version", "not a version"],
+                        "--version 'not a version': give MAJOR.MINOR.PATCH")):
+        proc = cli("training", "export", str(runs / "hand" / "best.pt"), *extra)
+        assert proc.returncode == 1 and msg in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_as_out_is_named_at_once(runs, tmp_path):
     """It said "exists; pass --overwrite", and only then "is a folder, not a file"."""
     proc = cli("training", "export", str(runs / "hand" / "best.pt"), "--out", str(tmp_path))

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from training.checkpoint import load_checkpoint
 from training.cli import fail
 from training.data.layout import DatasetError
+from training.rundata import describe
 from training.train import Interrupted, RunData, RunError, train
 
 from .test_train import step_losses, tiny_data, tiny_run
@@ -90,8 +91,8 @@ def test_bad_values_and_missing_inputs_are_refused_before_the_data_is_read(tmp_p
     nowhere = tmp_path / "nowhere"
     (tmp_path / "afile").write_text("x")
     for args, text in (
-            (["hand", "--set", "steps=inf"], "config key 'steps': cannot read 'inf'"),
-            (["hand", "--set", "lr=nan"], "config key 'lr': cannot read 'nan'"),
+            (["hand", "--set", "steps=inf"], "config key 'steps': inf is not a finite number"),
+            (["hand", "--set", "lr=nan"], "config key 'lr': nan is not a finite number"),
             (["hand", "--lr", "-1"], "learning rates must be positive"),
             (["hand", "--set", "weight_decay=-1"], "weight decays must not be negative"),
             (["hand", "--set", "poly_power=-1"], "poly_power must be positive"),
@@ -326,3 +327,22 @@ def test_a_validation_chip_bad_in_its_pixels_stops_the_run_before_its_first_step
     with pytest.raises(DatasetError, match=r"^x_LabelHand.tif: label holds values 2"):
         train(tiny_run(), bad, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_stop_at_is_a_success_that_a_job_script_can_chain(data, tmp_path):
+    run = ["train", "hand_compact", "--data", data, "--out", tmp_path / "run",
+           "--set", "steps=4", *SMALL]
+    first = cli(*run, "--stop-at", 2)
+    assert first.returncode == 0 and "--stop-at 2: stopped after step 2" in first.stdout, \
+        first.stdout + first.stderr
+    assert logged_steps(tmp_path / "run") == [1, 2]
+    again = cli(*run, "--stop-at", 2)
+    assert again.returncode == 0 and "already at step 2" in again.stdout, again.stderr
+    rest = cli(*run)
+    assert rest.returncode == 0, rest.stderr
+    assert logged_steps(tmp_path / "run") == [1, 2, 3, 4]
+
+
+def test_synthetic_data_is_called_synthetic_when_named_by_its_v1_1_folder(data):
+    assert describe(data).startswith("SYNTHETIC data")
+    assert describe(data / "v1.1") == describe(data)
