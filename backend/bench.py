@@ -48,7 +48,7 @@ from .errors import UsageError
 from .model import OnnxModel, default_threads
 from .inputs import open_inputs
 from .raster_io import WindowReader
-from .scene import PIXEL_DEG, write_scene
+from .scene import PIXEL_DEG, check_latitude, check_room, write_scene
 from .tiling import plan_tiles
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
@@ -172,6 +172,9 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
             raise UsageError(f"--workdir {workdir}: not an existing folder")
     if any(n < 1 for n in sizes):
         raise UsageError(f"--size {min(sizes)}: give at least 1 pixel")
+    for n in sizes:   # before any scene is written, in a folder deleted after its run
+        check_latitude(latitude, n)
+        check_room(workdir or tempfile.gettempdir(), n, n)
     report = {"machine": machine(), "model_path": model_path, "device": device,
               "outputs": "mask + float32 probability" if probability else "mask",
               "scene": ("10 m UTM grid" if latitude is None else

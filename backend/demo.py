@@ -30,7 +30,8 @@ from .scene import save_scene
 SEED = 0
 FILES = ("scene.tif", "truth.tif", "model_mask.tif", "model_probability.tif", "otsu_mask.tif",
          "summary.json")
-SCENE_TAG = f"generated, seed {SEED}"
+# not `backend scene`'s own tag, so a scene that command wrote is not taken for the demo's
+SCENE_TAG = f"demo scene, seed {SEED}"
 
 
 def _is_demo_folder(out: str) -> bool:
@@ -69,7 +70,7 @@ def _ensure_scene(out: str, size: int) -> tuple[str, str]:
     except rasterio.errors.RasterioError:
         pass  # missing or unreadable: (re)generate
     print(f"generating a {size} x {size} scene (seed {SEED}) ...", flush=True)
-    save_scene(scene, size, seed=SEED, truth=truth, overwrite=True)
+    save_scene(scene, size, seed=SEED, truth=truth, overwrite=True, tag=SCENE_TAG)
     return scene, truth
 
 
@@ -102,8 +103,14 @@ def run_demo(out: str, size: int = 3072, cancel: threading.Event | None = None,
     if size < 1:
         raise UsageError(f"--size {size}: give at least 1 pixel")
     _check_folder(out, overwrite)
+    made = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
-    scene, truth = _ensure_scene(out, size)
+    try:
+        scene, truth = _ensure_scene(out, size)
+    except BaseException:
+        if made and not os.listdir(out):   # a folder of ours with nothing in it
+            os.rmdir(out)
+        raise
     paths = {k: os.path.join(out, f"{k}.tif")
              for k in ("model_mask", "model_probability", "otsu_mask")}
     reporter = BarReporter()

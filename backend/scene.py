@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from .errors import UsageError
-from .raster_io import check_outputs, temporary_path
+from .errors import OutputError, UsageError
+from .raster_io import check_outputs, temporary_path, why_write_failed
 from .units import convert
 
 BLOCK = 512
@@ -99,19 +101,52 @@ class Scene:
         return bands, water & ~edge
 
 
+def check_latitude(latitude: float | None, height: int) -> None:
+    """UsageError unless a geographic scene ``height`` rows high fits between the poles."""
+    if latitude is not None and not (latitude <= 90 and latitude - height * PIXEL_DEG >= -90):
+        raise UsageError(f"--latitude {latitude:g}: a scene {height} rows high would run from "
+                         f"latitude {latitude:g} to {latitude - height * PIXEL_DEG:.3f}, "
+                         f"beyond the poles")
+
+
+def check_room(folder: str, height: int, width: int) -> None:
+    """OutputError before writing when ``folder``'s disk cannot hold the scene
+    (uncompressed float32 VV and VH)."""
+    need = height * width * 2 * 4
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise OutputError(f"{folder}: a {width} x {height} scene takes {need / 1e9:.2f} GB, "
+                          f"and {free / 1e9:.2f} GB are free there; give a smaller --size")
+
+
 def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: str = "dB",
-                truth: str | None = None, latitude: float | None = None) -> None:
+                truth: str | None = None, latitude: float | None = None,
+                tag: str | None = None) -> None:
     """Write the scene as a tiled 2-band GeoTIFF (VV, VH), block by block.
 
     ``truth`` also writes the true water mask (uint8: 0 dry, 1 water, 255 no data).
     ``latitude`` tags the same pixels as a geographic grid of Sen1Floods11's degree
     pixels whose top edge lies at that latitude, as an Earth Engine export is: away from
-    the equator they are narrower than 10 m, so ``predict`` resamples them.
+    the equator they are narrower than 10 m, so ``predict`` resamples them. ``tag`` is
+    the file's SARFLOOD_SCENE tag (default: "generated, seed N").
     """
     height, width = (size, size) if isinstance(size, int) else size
     if min(height, width) < 1:
         raise UsageError(f"--size {size}: give at least 1 pixel")
-    scene = Scene(height, width, seed)
+    check_latitude(latitude, height)
+    folder = os.path.dirname(os.path.abspath(path))
+    check_room(folder, height, width)
+    try:
+        _write_blocks(path, Scene(height, width, seed), units, truth, latitude,
+                      tag or f"generated, seed {seed}")
+    except (RasterioError, OSError) as exc:   # a disk filled by something else meanwhile
+        raise OutputError(f"{folder}: writing the scene failed "
+                          f"({why_write_failed(exc, path)})") from None
+
+
+def _write_blocks(path: str, scene: Scene, units: str, truth: str | None,
+                  latitude: float | None, tag: str) -> None:
+    height, width = scene.height, scene.width
     crs, transform = (CRS, from_origin(*ORIGIN, PIXEL_M, PIXEL_M)) if latitude is None else (
         "EPSG:4326", from_origin(GEOGRAPHIC_LON, latitude, PIXEL_DEG, PIXEL_DEG))
     profile = dict(driver="GTiff", width=width, height=height, crs=crs, transform=transform,
@@ -120,7 +155,7 @@ def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: st
                        **profile) as dst:
         dst.descriptions = ("VV", "VH")
         dst.units = (units, units)
-        dst.update_tags(SARFLOOD_SCENE=f"generated, seed {seed}")
+        dst.update_tags(SARFLOOD_SCENE=tag)
         mask = (rasterio.open(truth, "w", count=1, dtype="uint8", nodata=255, compress="deflate",
                               **profile) if truth else None)
         try:
@@ -142,7 +177,7 @@ def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: st
 
 
 def save_scene(out: str, size: int, seed: int = 0, units: str = "dB",
-               truth: str | None = None, overwrite: bool = False) -> None:
+               truth: str | None = None, overwrite: bool = False, tag: str | None = None) -> None:
     """``python -m backend scene``: :func:`write_scene` to temporary files, then renamed
     into place; existing files are replaced only with ``overwrite``."""
     check_outputs({"scene": out, "truth": truth}, [], overwrite)
@@ -150,7 +185,7 @@ def save_scene(out: str, size: int, seed: int = 0, units: str = "dB",
     temps = {p: temporary_path(os.path.dirname(os.path.abspath(p)), os.path.basename(p))
              for p in paths}
     try:
-        write_scene(temps[out], size, seed=seed, units=units, truth=temps.get(truth))
+        write_scene(temps[out], size, seed=seed, units=units, truth=temps.get(truth), tag=tag)
         for path in paths:
             os.replace(temps[path], path)
     finally:

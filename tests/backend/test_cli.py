@@ -399,6 +399,36 @@ def test_demo_leaves_a_folder_it_did_not_write_alone(tmp_path):
     assert p.returncode == 1 and not (tmp_path / "new").exists()
 
 
+def test_a_scene_the_scene_command_wrote_is_not_taken_for_the_demos(tmp_path):
+    out = tmp_path / "project"
+    out.mkdir()
+    assert run_cli("scene", str(out / "scene.tif"), "--size", "64").returncode == 0
+    before = (out / "scene.tif").read_bytes()
+    p = run_cli("demo", "--out", str(out), "--size", "128")
+    assert p.returncode == 1 and "holds scene.tif, not written by the demo" in p.stderr, p.stderr
+    assert (out / "scene.tif").read_bytes() == before and listing(out) == ["scene.tif"]
+
+
+def test_a_scene_larger_than_the_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """It wrote until the disk was full, then gave a traceback (and an empty demo folder)."""
+    huge = str(10 ** 6)   # 8 TB of float32 VV and VH
+    for args, folder in ((("scene", str(tmp_path / "s.tif"), "--size", huge), tmp_path),
+                         (("demo", "--out", str(tmp_path / "demo"), "--size", huge), None),
+                         (("bench", "--workdir", str(tmp_path), "--size", huge), tmp_path)):
+        p = run_cli(*args)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "GB are free there" in lines[0], p.stderr
+        assert listing(tmp_path) == [], args
+
+
+def test_bench_refuses_a_latitude_beyond_the_poles_before_writing(tmp_path):
+    p = run_cli("bench", "--workdir", str(tmp_path), "--size", "64", "--latitude", "95")
+    assert p.returncode == 1 and p.stderr.strip().endswith(
+        "error: --latitude 95: a scene 64 rows high would run from latitude 95 to 94.994, "
+        "beyond the poles"), p.stderr
+    assert listing(tmp_path) == []
+
+
 def test_a_run_on_data_with_no_data_prints_only_its_own_lines(tmp_path, models):
     """`--progress none` promises only warnings and errors: numpy's RuntimeWarnings (a NaN
     cast in the area histogram) must not leak onto stderr."""
