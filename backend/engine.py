@@ -436,11 +436,12 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
                         reporter.info)
     out_grid = inputs.grid.window_grid(window)
     raw = [(inputs.datasets[s.path], s.index, s.nodata) for s in sources]
-    direct = WindowReader(raw, int(window.row_off), int(window.col_off))
-
     clock = StageClock()
     with clock("units"):
-        samples = sample_grid(direct, out_grid.height, out_grid.width)
+        # judged on the whole input, so an extent reads it as a whole-raster run does (an
+        # extent clear of a NaN edge took exact 0 for the no-data value, and the resampled
+        # read then spread the NaN: probabilities 0.08 off)
+        samples = sample_grid(WindowReader(raw, 0, 0), inputs.grid.height, inputs.grid.width)
         found = find_units(sources, samples, opts.units, reporter)
     wanted = [b.units for b in card.bands]
     conversions = [(f.units or w, w) for f, w in zip(found, wanted)]

@@ -18,7 +18,7 @@ from backend.resample import read_scaled
 from backend.scene import write_scene
 from backend.tiling import plan_tiles
 from backend.units import convert
-from tests.backend.conftest import (Collect, listing, random_db, reference_smoothed, sigmoid,
+from tests.backend.conftest import (UTM, Collect, listing, random_db, reference_smoothed, sigmoid,
                                     write_raster)
 from tests.conftest import REPO
 
@@ -226,6 +226,32 @@ def test_an_extent_of_a_resampled_input_keeps_the_whole_scenes_model_grid(tmp_pa
         assert np.array_equal(m != 255, valid)
         assert np.count_nonzero((m != whole_m[rows, cols]) & valid) / valid.sum() < 0.0005
         assert np.nanmean(np.abs(p - whole_p[rows, cols])) < 1e-3   # measured 1.6e-4
+
+
+def test_an_extent_of_an_untagged_input_reads_its_no_data_as_the_whole_run(tmp_path,
+                                                                           scene_1024):
+    """A NaN-edged scene with no nodata tag, at 5 m: the no-data value is judged on the
+    whole input. Judged on an extent clear of the edge, exact 0 was taken for it, the
+    warper then averaged NaN in, and probabilities moved by up to 0.08. At twice the
+    model's pixel size every model pixel averages the same four input pixels whatever
+    the window, so the pixels agree exactly."""
+    with rasterio.open(scene_1024) as ds:
+        bands, t = ds.read(), ds.transform
+    src = str(tmp_path / "fine.tif")
+    with rasterio.open(src, "w", driver="GTiff", width=1024, height=1024, count=2,
+                       dtype="float32", crs=UTM, transform=Affine(5, 0, t.c, 0, -5, t.f)) as d:
+        d.write(bands)
+    predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
+                           probability=str(tmp_path / "p.tif")))
+    whole_m, whole_p = read(tmp_path / "m.tif"), read(tmp_path / "p.tif")
+    x0, y0 = t.c + 5 * 200, t.f - 5 * 600
+    r = predict(PredictOptions([src], mask=str(tmp_path / "em.tif"),
+                               probability=str(tmp_path / "ep.tif"),
+                               extent=(x0, y0 - 2000, x0 + 2000, y0), overwrite=True))
+    assert r["resampled"] and r["window"] == {"col_off": 200, "row_off": 600, "width": 400,
+                                              "height": 400}
+    assert np.array_equal(read(tmp_path / "em.tif"), whole_m[600:1000, 200:600])
+    assert np.array_equal(read(tmp_path / "ep.tif"), whole_p[600:1000, 200:600], equal_nan=True)
 
 
 def test_an_extent_with_tta_gives_the_whole_scenes_spread(tmp_path, models):
