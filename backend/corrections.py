@@ -10,7 +10,9 @@ there to correct.
 
 ``python -m backend correct MASK --corrections FILE --out OUT.tif`` applies them to
 a mask on disk; ``finalize --corrections FILE`` applies them to the mask it writes.
-Either way the blocks are corrected as they stream, so memory stays bounded.
+Either way the blocks are corrected as they stream, so memory stays bounded. ``correct``
+refuses a probability or uncertainty that ``predict`` wrote (its SARFLOOD_OUTPUT tag):
+finalize it into a mask first.
 """
 from __future__ import annotations
 

@@ -4,7 +4,11 @@ The plugin lets a user move the threshold while looking at the probability
 layer; ``finalize`` then writes the mask at that threshold without running the
 model again. The probability raster's SARFLOOD_* tags (model, version, inputs)
 are carried over, SARFLOOD_THRESHOLD is set to the one used, and extra
-``--tag KEY=VALUE`` pairs are added.
+``--tag KEY=VALUE`` pairs are added (not the tags finalize sets itself).
+
+A uint8 probability holds round(250 p): finalized at the run's threshold it gives the
+run's mask except where p lay within half a code (0.002) of the threshold, where the
+code cannot tell which side p was on.
 """
 from __future__ import annotations
 
@@ -22,11 +26,15 @@ from .errors import InputError, UsageError
 from .grid import grid_of
 from .progress import Reporter
 from .raster_io import check_outputs, gdal_env
-from .sink import (OutputSink, check_threshold, fill_sink, mask_from_probability,
+from .inputs import check_output_kind
+from .sink import (PROB_U8_SCALE, OutputSink, check_threshold, fill_sink, mask_from_probability,
                    u8_to_probability, utc_stamp)
 
 BLOCK = 512
 _TAG_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+# what finalize and its sink write of the mask itself: a --tag must not contradict them
+OWN_TAGS = ("SARFLOOD_OUTPUT", "SARFLOOD_MASK_CODES", "SARFLOOD_THRESHOLD",
+            "SARFLOOD_FINALIZED", "SARFLOOD_CORRECTIONS")
 
 
 def parse_tags(pairs: list[str]) -> dict[str, str]:
@@ -50,6 +58,10 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
     check_threshold(threshold)
+    for key in OWN_TAGS:
+        if key in (tags or {}):
+            raise UsageError(f"tag {key}: finalize sets it itself (from --threshold, "
+                             f"--corrections, the time and the mask's codes); choose another key")
     if not os.path.isfile(probability):
         raise InputError(f"{probability}: file not found")
     with gdal_env():
@@ -58,16 +70,19 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
         except RasterioError as exc:
             raise InputError(f"{probability}: not a raster GDAL can read ({exc})") from None
         with src:
+            check_output_kind(probability, src.tags(), "probability")
             if src.count != 1 or src.dtypes[0] not in ("float32", "float64", "uint8"):
                 raise InputError(f"{probability}: expected one probability band (float32 0..1 "
                                  f"or uint8 0..250), found {src.count} band(s) of {src.dtypes[0]}")
-            kept = {k: v for k, v in src.tags().items() if k.startswith("SARFLOOD_")}
-            made_as = kept.pop("SARFLOOD_OUTPUT", "probability")
-            if made_as != "probability":
-                raise InputError(f"{probability}: is a {made_as} written by SAR Flood Mapper, "
-                                 f"not a water probability")
+            # the scale describes the probability's codes, not the mask's
+            kept = {k: v for k, v in src.tags().items() if k.startswith("SARFLOOD_")
+                    and k not in ("SARFLOOD_OUTPUT", "SARFLOOD_PROBABILITY_SCALE")}
             check_outputs({"mask": mask}, [probability], overwrite)
             as_u8 = src.dtypes[0] == "uint8"
+            if as_u8:
+                reporter.info(f"{probability}: uint8, steps of 1/{PROB_U8_SCALE}: the mask matches "
+                              f"predict's at {threshold:g} except where the probability lay "
+                              f"within half a step ({0.5 / PROB_U8_SCALE:g}) of it")
             out_tags = {**kept, "SARFLOOD_THRESHOLD": f"{threshold:g}",
                         "SARFLOOD_FINALIZED": utc_stamp(),
                         **(tags or {})}

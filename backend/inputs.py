@@ -91,9 +91,38 @@ def _refuse_hh_hv(labels: list[tuple[str, str]], where: str, how: str) -> None:
                          "them as VV and VH all the same")
 
 
+# what to do with a file of one kind (SARFLOOD_OUTPUT) where another is wanted
+_KIND_ADVICE = {
+    ("probability", "mask"): "finalize it into a mask first (python -m backend finalize "
+                             "{path} --threshold T --mask OUT.tif), or use predict --mask",
+    ("uncertainty", "mask"): "use the run's mask (predict --mask)",
+    ("mask", "probability"): "finalize needs the run's probability (predict --probability)",
+    ("uncertainty", "probability"): "finalize needs the run's probability (predict --probability)",
+}
+
+
+def check_output_kind(path: str, tags: dict[str, str], wanted: str) -> None:
+    """InputError where the file's SARFLOOD_OUTPUT tag names another kind than ``wanted``
+    (a uint8 probability's codes 0..250 would pass for mask codes). Untagged files, as
+    other tools write them, are taken for what is wanted."""
+    kind = tags.get("SARFLOOD_OUTPUT", wanted)
+    if kind != wanted:
+        advice = _KIND_ADVICE.get((kind, wanted), f"give a {wanted}").format(path=path)
+        article = "an" if kind[:1] in tuple("aeiou") else "a"
+        raise InputError(f"{path}: is {article} {kind} written by SAR Flood Mapper, not a water "
+                         f"{wanted}; {advice}")
+
+
 def open_mask(path: str):
-    """Open a water mask (one uint8 band: 0 dry, 1 water, 255 no data); InputError if not."""
+    """Open a water mask (one uint8 band: 0 dry, 1 water, 255 no data); InputError if not,
+    or if it is another output of ours (checked first: a float32 probability is named as
+    one, not as a wrong data type)."""
     ds = open_raster(path)
+    try:
+        check_output_kind(path, ds.tags(), "mask")
+    except InputError:
+        ds.close()
+        raise
     if ds.count != 1 or ds.dtypes[0] != "uint8":
         found = f"{ds.count} band(s) of {ds.dtypes[0]}"
         ds.close()

@@ -7,6 +7,8 @@ flooded area. The counting is the one every output of ``predict`` gets
 (:class:`~backend.sink.AreaStats` with :meth:`~backend.grid.Grid.row_area_m2`):
 each row's pixels weigh their true area, which on a geographic grid shrinks with
 latitude. The mask is read in strips of whole rows, so memory stays bounded.
+A probability or uncertainty that ``predict`` wrote (its SARFLOOD_OUTPUT tag) is refused:
+a uint8 probability's codes would pass for mask values.
 """
 from __future__ import annotations
 

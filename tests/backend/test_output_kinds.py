@@ -1,6 +1,10 @@
 """Output kinds of the card: a water logit and class scores (logits or probabilities, the
-water class in any channel) give the exact probability their numbers mean."""
+water class in any channel) give the exact probability their numbers mean; and each kind
+of file the backend writes is taken only where that kind is wanted."""
 import dataclasses
+import json
+import os
+import re
 
 import numpy as np
 import onnx
@@ -8,9 +12,12 @@ import pytest
 import rasterio
 from onnx import TensorProto, helper, numpy_helper
 
+from backend.corrections import correct_mask
 from backend.engine import PredictOptions, predict
-from backend.errors import CardError
-from tests.backend.conftest import random_db, run_cli, sigmoid, write_raster
+from backend.errors import CardError, InputError, UsageError
+from backend.finalize import finalize
+from backend.stats import mask_stats
+from tests.backend.conftest import UTM, Collect, random_db, run_cli, sigmoid, write_raster
 from training.toy_models import RAW_DB_CLIP, raw_db_card
 
 SCALE = numpy_helper.from_array(np.array([-1.0, 0.0], np.float32).reshape(1, 2, 1, 1), "w")
@@ -93,3 +100,98 @@ def test_card_prints_the_water_channel(tmp_path):
     p = run_cli("card", str(path))
     assert p.returncode == 0, p.stderr
     assert "(class_logits, water channel 0)" in p.stdout
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory, models) -> dict[str, str]:
+    """A run's mask, uint8 and float32 probability and uncertainty, of a scene whose
+    probabilities crowd around 0.5 (the threshold model: p = sigmoid(-(VV + 15)))."""
+    d = tmp_path_factory.mktemp("outputs")
+    x = random_db((40, 50), seed=5, nan_frac=0.02)
+    p = np.linspace(0.47, 0.53, x[0].size).reshape(x[0].shape)
+    x[0] = np.where(np.isnan(x[0]), np.nan, -15 - np.log(p / (1 - p)))
+    src = write_raster(d / "s1.tif", x)
+    out = {k: str(d / f"{k}.tif") for k in ("mask", "p8", "pf", "uncertainty")}
+    predict(PredictOptions([src], mask=out["mask"], probability=out["p8"],
+                           probability_dtype="uint8", model=models["threshold"]))
+    predict(PredictOptions([src], mask=None, probability=out["pf"],
+                           uncertainty=out["uncertainty"], model=models["threshold"]))
+    corrections = d / "fix.geojson"
+    ring = [[500100, 4999700], [500300, 4999700], [500300, 4999900], [500100, 4999700]]
+    corrections.write_text(json.dumps({
+        "type": "FeatureCollection", "crs": {"properties": {"name": UTM}},
+        "features": [{"type": "Feature", "properties": {"water": 1},
+                      "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    return {**out, "corrections": str(corrections)}
+
+
+@pytest.mark.parametrize("given, kind, advice", [
+    ("p8", "a probability", "finalize it into a mask first"),
+    ("pf", "a probability", "finalize it into a mask first"),
+    ("uncertainty", "an uncertainty", "use the run's mask"),
+])
+def test_correct_and_stats_refuse_a_probability_or_an_uncertainty(tmp_path, outputs, given,
+                                                                   kind, advice):
+    """A uint8 probability's codes 0..250 once passed for mask codes: corrected into a
+    'mask' of values 0..250, and counted with code 1 as water."""
+    path = outputs[given]
+    expected = re.escape(f"{path}: is {kind} written by SAR Flood Mapper, not a water mask; "
+                         f"{advice}")
+    with pytest.raises(InputError, match=expected):
+        correct_mask(path, outputs["corrections"], str(tmp_path / "c.tif"))
+    with pytest.raises(InputError, match=expected):
+        mask_stats(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_correct_refuses_a_uint8_probability_in_one_line(tmp_path, outputs):
+    p = run_cli("correct", outputs["p8"], "--corrections", outputs["corrections"],
+                "--out", str(tmp_path / "c.tif"))
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert p.returncode == 1 and len(errors) == 1, p.stderr
+    assert f"{outputs['p8']}: is a probability written by SAR Flood Mapper" in errors[0]
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_untagged_mask_of_another_tool_is_still_corrected_and_counted(tmp_path, outputs):
+    m = np.zeros((40, 50), np.uint8)
+    m[:, :10], m[:5] = 1, 255
+    other = write_raster(tmp_path / "other.tif", m, nodata=255, descriptions=None)
+    r = correct_mask(other, outputs["corrections"], str(tmp_path / "c.tif"))
+    assert r["corrected_pixels"] > 0
+    assert mask_stats(other)["water_pixels"] == 35 * 10
+
+
+@pytest.mark.parametrize("key", ["SARFLOOD_THRESHOLD", "SARFLOOD_FINALIZED", "SARFLOOD_OUTPUT",
+                                 "SARFLOOD_MASK_CODES", "SARFLOOD_CORRECTIONS"])
+def test_finalize_refuses_a_tag_it_sets_itself(tmp_path, outputs, key):
+    with pytest.raises(UsageError, match=f"tag {key}: finalize sets it itself"):
+        finalize(outputs["pf"], 0.5, str(tmp_path / "f.tif"), tags={key: "0.9"})
+    assert os.listdir(tmp_path) == []
+
+
+def test_finalize_refuses_a_threshold_tag_in_one_line(tmp_path, outputs):
+    p = run_cli("finalize", outputs["pf"], "--threshold", "0.5", "--mask",
+                str(tmp_path / "f.tif"), "--tag", "SARFLOOD_THRESHOLD=0.9")
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert p.returncode == 1 and len(errors) == 1, p.stderr
+    assert "tag SARFLOOD_THRESHOLD: finalize sets it itself" in errors[0]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_finalized_uint8_probability_matches_the_run_but_within_half_a_code(tmp_path,
+                                                                              outputs):
+    """round(250 p) cannot tell 0.4985 from 0.5015: the pixels whose code lies on the
+    other side of the threshold differ from the run's mask, and finalize says so."""
+    said = Collect()
+    finalize(outputs["p8"], 0.5, str(tmp_path / "f.tif"), reporter=said)
+    with rasterio.open(outputs["pf"]) as ds:
+        p = ds.read(1)
+    with rasterio.open(outputs["mask"]) as run, rasterio.open(tmp_path / "f.tif") as ds:
+        differ = run.read(1) != ds.read(1)
+        tags = ds.tags()
+    assert differ.any() and np.abs(p[differ] - 0.5).max() < 0.5 / 250
+    assert any("except where the probability lay within half a step (0.002)" in line
+               for line in said.infos), said.infos
+    # a mask's tags describe the mask: the probability's code scale is not one of them
+    assert "SARFLOOD_PROBABILITY_SCALE" not in tags and tags["SARFLOOD_OUTPUT"] == "mask"
