@@ -37,7 +37,8 @@ def _comma_list(kind: type, count: int, form: str) -> Callable[[str], tuple]:
         except ValueError:
             values = ()
         if len(values) != count or not all(math.isfinite(v) for v in values):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {form} (finite numbers)")
+            what = "whole numbers" if kind is int else "finite numbers"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {form} ({what})")
         return values
     return parse
 
@@ -159,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="bands, grid and detected units of inputs (no model)")
     _add_inputs(p)
+    p.add_argument("--units", type=_units, choices=UNIT_NAMES,
+                   help="preview a run's --units: the units taken, and any warning on them")
     p.add_argument("--json", action="store_true", help="the answer as JSON")
     p.set_defaults(func=_inspect, progress="none")
 
@@ -258,7 +261,7 @@ def _correct(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event)
 
 def _inspect(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
     from .inspection import describe_text, inspect_inputs
-    answer = inspect_inputs(a.inputs, a.bands)
+    answer = inspect_inputs(a.inputs, a.bands, a.units)
     print(readable_json(answer) if a.json else describe_text(answer))
 
 

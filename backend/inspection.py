@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+from .card import UNITS
+from .errors import UsageError
 from .grid import grid_of
 from .inputs import BAND_NAMES, InputSet, open_inputs
 from .progress import Reporter
@@ -34,23 +36,27 @@ def _number(value: float | None) -> float | str | None:
     return value if value is None or math.isfinite(value) else str(value)
 
 
-def inspect_inputs(paths: list[str], bands: tuple[int, int] | None = None) -> dict:
-    """Bands, grid, VV/VH mapping and detected units of the inputs. Raises BackendError."""
+def inspect_inputs(paths: list[str], bands: tuple[int, int] | None = None,
+                   units: str | None = None) -> dict:
+    """Bands, grid, VV/VH mapping and detected units of the inputs; ``units`` previews a
+    run's ``--units`` (its warnings included). Raises BackendError."""
+    if units is not None and units not in UNITS:
+        raise UsageError(f"units {units!r}: expected one of {', '.join(UNITS)}")
     with gdal_env():
         inputs = open_inputs(paths, BAND_NAMES, bands)
         try:
-            return _describe(inputs)
+            return _describe(inputs, units)
         finally:
             inputs.close()
 
 
-def _describe(inputs: InputSet) -> dict:
+def _describe(inputs: InputSet, units: str | None) -> dict:
     sources = [inputs.bands[n] for n in BAND_NAMES]
     grid = inputs.grid
     reader = WindowReader([(inputs.datasets[s.path], s.index, s.nodata) for s in sources], 0, 0)
     warnings = _Warnings()
     samples = sample_grid(reader, grid.height, grid.width)
-    found = find_units(sources, samples, None, warnings)
+    found = find_units(sources, samples, units, warnings)
     zero = [zero_is_nodata(s, f.units or "dB", inputs.datasets[s.path], samples[k])
             for k, (s, f) in enumerate(zip(sources, found))]
     zeros = zero_note(sources, zero, samples) if any(zero) else None

@@ -21,6 +21,9 @@ Detection, per band, in this order:
    forest's is high, so the level can mislead where the ratio does not: when the two
    disagree the ratio decides and the run warns. This is a heuristic: the run reports
    it, and ``--units`` overrides it.
+An override that the metadata, the sign of the values or the VV/VH ratio contradict is
+obeyed with a warning (the VV level alone is left out: it misleads on the very scenes,
+floods and forests, that an override is given for).
 """
 from __future__ import annotations
 
@@ -68,8 +71,10 @@ def units_from_text(text: str) -> tuple[str, str] | None:
 
 
 def units_from_values(samples: dict[str, np.ndarray]) -> UnitsFound:
-    """Guess units from sampled values of the VV (and VH) band."""
-    finite = {k: v[np.isfinite(v) & (v >= FILL_BELOW)] for k, v in samples.items()}
+    """Guess units from sampled values of the VV (and VH) band. Exact 0 is left out: a fill
+    (Earth Engine's, or an integer band's) or a rounded value in any units, it tells none
+    of them, and zeros in plenty hid the negatives of dB x 100 stored as int16."""
+    finite = {k: v[np.isfinite(v) & (v >= FILL_BELOW) & (v != 0)] for k, v in samples.items()}
     values = np.concatenate([v for v in finite.values()]) if finite else np.array([])
     if values.size == 0:
         return UnitsFound(None, "none", "no valid pixel to read the units from")
@@ -118,15 +123,28 @@ def detect_units(text: str, override: str | None) -> UnitsFound | None:
     return None
 
 
-def contradiction(units: str, samples: np.ndarray) -> str | None:
+def contradiction(units: str, samples: np.ndarray, tagged: bool = False) -> str | None:
     """A warning when values cannot be in these units: fill values (read as no data),
-    or negative power or amplitude."""
+    or negative power or amplitude. ``tagged``: the band has a nodata value."""
+    return fill_problem(samples, tagged) or _units_problem(units, samples)
+
+
+def fill_problem(samples: np.ndarray, tagged: bool) -> str | None:
+    """A warning when sampled values lie below ``FILL_BELOW`` (read as no data), with the
+    likely why: most of them, a band stored scaled; a few, a fill value."""
     v = samples[np.isfinite(samples)]
     fill = v < FILL_BELOW
-    if fill.any():
-        return (f"{100 * np.mean(fill):.1f}% of the sampled values are below {FILL_BELOW:g} "
-                f"(lowest {v.min():g}), which no backscatter is: read as no data (a fill "
-                "value without a nodata tag?)")
+    if not fill.any():
+        return None
+    why = ("a band stored scaled, dB x 100 say, without its GDAL scale?" if fill.mean() > 0.5
+           else "a fill value besides the nodata value?" if tagged
+           else "a fill value without a nodata tag?")
+    return (f"{100 * np.mean(fill):.1f}% of the sampled values are below {FILL_BELOW:g} "
+            f"(lowest {v.min():g}), which no backscatter is: read as no data ({why})")
+
+
+def _units_problem(units: str, samples: np.ndarray) -> str | None:
+    v = samples[np.isfinite(samples)]
     if units != "dB" and v.size and np.mean(v < 0) > NEGATIVE_SHARE_DB:
         return (f"{100 * np.mean(v < 0):.0f}% of the values are negative, which {units} "
                 "values cannot be; check --units")
@@ -194,27 +212,67 @@ def one_or_each(names: list[str], values: list[str | None]) -> str | None:
     return ", ".join(f"{n}: {v}" for n, v in zip(names, values))
 
 
+def override_doubt(sources: list[BandSource], samples: dict[str, np.ndarray],
+                   override: str) -> str | None:
+    """A warning when the metadata or the values say other units than ``--units``: the
+    first band's metadata that does, and the values where their sign or the VV/VH ratio
+    decides (the VV level alone misleads on floods and forests, when --units is given)."""
+    said = []
+    named = [(s, detect_units(s.text, None)) for s in sources]
+    named = [(s, u) for s, u in named if u and u.units != override]
+    if named:
+        s, u = named[0]
+        said.append(f"the metadata of {s.name} says {u.units} ({u.evidence})")
+    values = units_from_values(samples)
+    if values.units not in (None, override) and (values.units == "dB"
+                                                 or _median_ratio_db(samples) is not None):
+        said.append(f"the values say {values.units} ({values.evidence})")
+    if not said:
+        return None
+    return (f"{sources[0].path}: --units {override} given, but {'; '.join(said)}; read as "
+            f"{override} all the same")
+
+
+NO_PIXEL = "the band holds no valid pixel"
+
+
 def find_units(sources: list[BandSource], samples: np.ndarray, override: str | None,
                reporter: Reporter) -> list[UnitsFound]:
-    """Units of each band, from override, metadata, or values; warnings on contradictions."""
+    """Units of each band, from override, metadata, or values; warnings on contradictions.
+
+    A band with no valid pixel in the sample has none in the input (sample_grid reads on
+    until it finds data): it is named, unless no band has one (the run says that)."""
     by_name = {s.name: samples[k] for k, s in enumerate(sources)}
+    empty = [not np.isfinite(samples[k]).any() for k in range(len(sources))]
+    for s, none in zip(sources, empty):
+        if none and not all(empty):
+            reporter.warning(f"{s.path}: band {s.index} ({s.name}) holds no valid pixel (all "
+                             "NaN or no data)")
+    overridden = override and override_doubt(sources, by_name, override)
+    if overridden:
+        reporter.warning(overridden)
     from_values = None
     found = []
     for k, s in enumerate(sources):
         u = detect_units(s.text, override)
-        if u is None:
+        if u is None and empty[k]:
+            u = UnitsFound(None, "none", NO_PIXEL)
+        elif u is None:
             from_values = from_values or units_from_values(by_name)
             u = from_values
         found.append(u)
         if u.doubt and found.count(u) == 1:   # bands judged together: said once
             reporter.warning(f"{s.path}: {s.name} units read from the values are uncertain: "
                              f"{u.doubt}; taken as {u.units}; give --units if that is wrong")
-        elif u.units is None and s.name == "VV":
-            reporter.warning(f"{s.path}: no valid pixel in the units sample: the values are "
-                             "taken to be in the units this run reads (the model's; dB for Otsu); give "
-                             "--units if they are not")
+        elif u.units is None and s.name == "VV" and not empty[k]:
+            reporter.warning(f"{s.path}: the units sample cannot tell the units ({u.evidence}): "
+                             "the values are taken to be in the units this run reads (the "
+                             "model's; dB for Otsu); give --units if they are not")
         if u.units:
-            problem = contradiction(u.units, samples[k])
+            tagged = s.nodata is not None
+            # an override's contradiction is said once, above: only fills are left to say
+            problem = (fill_problem(samples[k], tagged) if overridden
+                       else contradiction(u.units, samples[k], tagged))
             if problem:
                 reporter.warning(f"{s.path}: {s.name} read as {u.units} ({u.evidence}), but "
                                  f"{problem}")
@@ -244,21 +302,29 @@ def check_convertible(sources: list[BandSource], found: list[UnitsFound],
     pixel above -1 dB, and mapped only those. Raises InputError naming the file."""
     for k, (s, f, (src, dst)) in enumerate(zip(sources, found, conversions)):
         x = samples[k][np.isfinite(samples[k])].astype(np.float32)
+        integer = np.dtype(dtypes[k]).kind in "iu"
+        # an integer 0 survives any reading (a fill, or a rounded value): as a fill of a
+        # dB x 100 band it kept the share lost under SCALED_SHARE, and that band was mapped
+        zeros = integer and not x.all()
+        if zeros:
+            x = x[x != 0]
         if not x.size:
             continue
         lost = 1.0 - float(np.isfinite(convert(x.copy(), src, dst)).mean())
         why = f" ({f.evidence})" if f.units else ""
+        other = " other than 0" if zeros else ""
         if lost == 1.0:
-            raise InputError(f"{s.path}: no sampled {s.name} value (from {x.min():g} to "
+            raise InputError(f"{s.path}: no sampled {s.name} value{other} (from {x.min():g} to "
                              f"{x.max():g}) is backscatter in {src}{why}; give the right "
                              "--units, or scale the band (GDAL scale and offset) if it is "
                              "stored scaled")
-        if lost >= SCALED_SHARE and np.dtype(dtypes[k]).kind in "iu":
-            raise InputError(f"{s.path}: {100 * lost:.1f}% of the sampled {s.name} values "
+        if lost >= SCALED_SHARE and integer:
+            fill = " and its fill as nodata (-a_nodata 0)" if zeros else ""
+            raise InputError(f"{s.path}: {100 * lost:.1f}% of the sampled {s.name} values{other} "
                              f"(from {x.min():g} to {x.max():g}) are not backscatter in "
                              f"{src}{why}; an integer band stored scaled (dB x 100, say) "
-                             "needs its GDAL scale (gdal_edit.py -scale 0.01), or give the "
-                             "right --units")
+                             f"needs its GDAL scale (gdal_edit.py -scale 0.01){fill}, or "
+                             "give the right --units")
 
 
 def _median_db(samples: np.ndarray, units: str) -> float | None:

@@ -546,6 +546,15 @@ def test_a_signal_just_after_the_start_line_is_a_cancel(tmp_path, src, models, m
     assert lines[-1]["kind"] == "Cancelled" and listing(tmp_path) == ["in.tif"]
 
 
+def test_bands_ask_for_whole_numbers_and_inspect_previews_units(tmp_path, src):
+    p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--bands", "2")
+    assert p.returncode == 2 and p.stderr.splitlines()[-1].endswith(
+        "'2': expected VV_INDEX,VH_INDEX, e.g. 2,1 (whole numbers)"), p.stderr
+    p = run_cli("inspect", src, "--units", "linear")
+    assert p.returncode == 0 and "units linear (override: given by --units)" in p.stdout, p.stderr
+    assert "--units linear given, but the values say dB" in p.stdout
+
+
 def test_infinite_extents_and_a_file_as_demo_folder_are_one_line_errors(tmp_path, src, models):
     """Both were internal errors with a traceback."""
     for extent in ("-inf,-inf,inf,inf", "0,nan,1,2"):

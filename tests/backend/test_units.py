@@ -242,9 +242,8 @@ def test_units_are_read_from_data_in_a_small_part_of_the_grid(tmp_path, models):
     assert result["units_detected"] == "linear" and result["units_source"] == "values"
 
 
-def test_the_run_warns_when_the_units_are_uncertain_or_unsampled(tmp_path, models, real_chips):
-    """The doubt is said once for both bands; a units sample with no valid pixel is said
-    (dB was assumed silently)."""
+def test_the_run_warns_when_the_units_are_uncertain(tmp_path, models):
+    """The doubt is said once for both bands."""
     from backend.engine import PredictOptions, predict
     from tests.backend.conftest import Collect, write_raster
 
@@ -257,10 +256,6 @@ def test_the_run_warns_when_the_units_are_uncertain_or_unsampled(tmp_path, model
     assert r["units_detected"] == "amplitude"
     doubts = [w for w in reporter.warnings if "units read from the values are uncertain" in w]
     assert len(doubts) == 1 and "the level says linear" in doubts[0], reporter.warnings + reporter.infos
-    reporter = Collect()
-    predict(PredictOptions([str(real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif")],
-                           mask=str(tmp_path / "p.tif"), model=models["threshold"]), reporter)
-    assert any("no valid pixel in the units sample" in w for w in reporter.warnings)
 
 
 def test_uncalibrated_numbers_are_refused_naming_the_file(tmp_path, models):
@@ -297,7 +292,7 @@ def test_units_are_found_on_a_data_patch_the_sample_lattice_misses(tmp_path, mod
     r = predict(PredictOptions([path], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
                 rep)
     assert r["units_detected"] == "linear", rep.warnings
-    assert not any("no valid pixel in the units sample" in w for w in rep.warnings)
+    assert not any("the units sample cannot tell the units" in w for w in rep.warnings)
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
@@ -317,3 +312,101 @@ def test_a_blank_export_without_nodata_maps_no_area(tmp_path, models, dtype):
     for mask in ("m.tif", "o.tif"):
         with rasterio.open(tmp_path / mask) as ds:
             assert (ds.read(1) == 255).all()
+
+
+def _int16_x100(tmp_path, name, fill, nodata=None):
+    """dB x 100 stored as int16 with no GDAL scale; NaN pixels written as ``fill``."""
+    from tests.backend.conftest import random_db, write_raster
+    db = random_db((120, 100), seed=3, nan_frac=0.1)
+    return write_raster(tmp_path / name, np.round(np.nan_to_num(db, nan=fill) * 100)
+                        .astype(np.int16), nodata=nodata, descriptions=None)
+
+
+@pytest.mark.parametrize("fill", [0, -327.68])
+def test_int16_db_x100_is_refused_whatever_its_fill(tmp_path, models, fill):
+    """With 0 as fill the zeros were the only values above -100: the units went unknown
+    ('no valid pixel in the units sample'), the zeros mapped as dry land and every real
+    pixel as no data, exit 0. With -32768 it was refused: so it is with 0."""
+    from tests.backend.conftest import run_cli
+    src = _int16_x100(tmp_path, "x100.tif", fill)
+    for command in ("predict", "otsu"):
+        model = ["--model", models["threshold"]] if command == "predict" else []
+        p = run_cli(command, src, "--mask", str(tmp_path / "m.tif"), *model)
+        assert p.returncode == 1 and f"error: {src}: " in p.stderr, p.stderr
+        assert "needs its GDAL scale" in p.stderr and not (tmp_path / "m.tif").exists()
+        assert "no valid pixel" not in p.stderr
+
+
+def test_a_fill_warning_asks_for_no_tag_the_band_has(tmp_path):
+    """int16 dB x 100 tagged -32768 was asked 'a fill value without a nodata tag?'."""
+    from backend.inspection import inspect_inputs
+    tagged = inspect_inputs([_int16_x100(tmp_path, "tagged.tif", -327.68, nodata=-32768)])
+    assert tagged["warnings"] and not any("nodata tag" in w for w in tagged["warnings"])
+    assert all("stored scaled" in w for w in tagged["warnings"]), tagged["warnings"]
+    from tests.backend.conftest import random_db, write_raster
+    db = random_db((120, 100), seed=3)
+    db[:, :10] = -9999.0                                   # a fill in a few columns
+    untagged = inspect_inputs([write_raster(tmp_path / "fill.tif", db, nodata=None)])
+    assert any("a fill value without a nodata tag?" in w for w in untagged["warnings"])
+
+
+@pytest.mark.parametrize("truth, given", [("linear", "amplitude"), ("amplitude", "linear")])
+def test_an_override_the_values_contradict_is_warned_of_and_obeyed(tmp_path, models, truth,
+                                                                    given):
+    """Linear read as amplitude mapped 99 % water, amplitude read as linear 0 %: silently."""
+    from backend.engine import PredictOptions, predict
+    from backend.inspection import inspect_inputs
+    from tests.backend.conftest import Collect, random_db, write_raster
+    src = write_raster(tmp_path / "s.tif", convert(random_db((120, 100), seed=4), "dB", truth))
+    rep = Collect()
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"],
+                               units=given), rep)
+    assert r["units_detected"] == given and r["units_source"] == "override"
+    said = [w for w in rep.warnings if "--units" in w]
+    assert len(said) == 1 and said[0].startswith(f"{src}: --units {given} ")
+    assert f"the values say {truth}" in said[0] and "VV/VH" in said[0]
+    rep = Collect()
+    predict(PredictOptions([src], mask=str(tmp_path / "m2.tif"), model=models["threshold"],
+                           units=truth), rep)
+    assert not rep.warnings, rep.warnings
+    # inspect previews an override as a run takes it
+    answer = inspect_inputs([src], units=given)
+    assert answer["units_detected"] == given and answer["units_source"] == "override"
+    assert answer["warnings"] == said
+
+
+def test_an_override_the_metadata_contradicts_is_warned_of(tmp_path):
+    from backend.inspection import inspect_inputs
+    from tests.backend.conftest import random_db, write_raster
+    power = convert(random_db((120, 100), seed=4), "dB", "linear")
+    src = write_raster(tmp_path / "s.tif", power, descriptions=("Amplitude_VV", "Amplitude_VH"))
+    answer = inspect_inputs([src], units="linear")
+    assert answer["units_detected"] == "linear"
+    assert any("the metadata of VV says amplitude ('Amplitude'" in w
+               for w in answer["warnings"]), answer["warnings"]
+
+
+def test_a_band_with_no_valid_pixel_is_named(tmp_path, models, real_chips):
+    """An all-NaN VH beside a full VV: inspect said 'VH: units dB (100% of the values are
+    negative)' (VV's values) and predict's one warning named no band."""
+    from backend.engine import PredictOptions, predict
+    from backend.inspection import inspect_inputs
+    from tests.backend.conftest import Collect, random_db, write_raster
+    bands = random_db((120, 100), seed=5)
+    bands[1] = np.nan
+    src = write_raster(tmp_path / "vh_nan.tif", bands, descriptions=None)
+    answer = inspect_inputs([src])
+    assert answer["units"]["VH"]["units"] is None
+    assert answer["units"]["VH"]["evidence"] == "the band holds no valid pixel"
+    assert answer["units"]["VV"]["units"] == "dB"
+    named = f"{src}: band 2 (VH) holds no valid pixel (all NaN or no data)"
+    assert named in answer["warnings"]
+    rep = Collect()
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+                rep)
+    assert r["valid_pixels"] == 0 and named in rep.warnings, rep.warnings
+    # a wholly empty input is said once, by the run (it was said twice)
+    rep = Collect()
+    predict(PredictOptions([str(real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif")],
+                           mask=str(tmp_path / "p.tif"), model=models["threshold"]), rep)
+    assert len([w for w in rep.warnings if "no valid pixel" in w]) == 1, rep.warnings
