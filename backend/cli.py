@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile overlap (default: 2 x margin + a blend zone)")
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="tiles per model call (default: 1 on CPU, 4 on CUDA)")
-    p.add_argument("--probability-dtype", choices=("float32", "uint8"), default="float32")
+    p.add_argument("--probability-dtype", choices=("float32", "uint8"),
+                   help="the --probability file's type (default float32)")
     _add_compress(p)
     _add_progress(p)
     p.set_defaults(func=_predict)
@@ -222,11 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _predict(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> dict:
     from .engine import PredictOptions, predict
+    if a.probability_dtype and not a.probability:
+        raise UsageError(f"--probability-dtype {a.probability_dtype} sets the type of the "
+                         "--probability file: give --probability too")
     opts = PredictOptions(
         inputs=a.inputs, mask=a.mask, probability=a.probability, uncertainty=a.uncertainty,
         model=a.model, device=a.device, threshold=a.threshold, extent=a.extent,
         extent_crs=a.extent_crs, tta=a.tta, units=a.units, tile_size=a.tile_size,
-        overlap=a.overlap, batch_size=a.batch_size, probability_dtype=a.probability_dtype,
+        overlap=a.overlap, batch_size=a.batch_size,
+        probability_dtype=a.probability_dtype or "float32",
         compress=a.compress, overwrite=a.overwrite, bands=a.bands)
     result = predict(opts, reporter, cancel)
     _summary(reporter, result)
@@ -276,14 +281,15 @@ def _summary(reporter: Reporter, r: dict) -> None:
     written = [f"{kind} {path}" for kind, path in r.get("outputs", {}).items() if path]
     if written:
         reporter.info(f"wrote {', '.join(written)}")
-    reporter.info(f"water {_area(r['water_area_km2'])} of {_area(r['valid_area_km2'])} valid "
+    m2 = 0 < r["valid_area_km2"] < 0.1   # both in one unit, the valid area's
+    reporter.info(f"water {_area(r['water_area_km2'], m2)} of {_area(r['valid_area_km2'], m2)} valid "
                   f"({100 * r['water_fraction']:.2f}%) in {r.get('seconds', 0):.1f} s"
                   + (f" on {r['device']}" if "device" in r else ""))
 
 
-def _area(km2: float) -> str:
-    """km2 to 3 decimals; an area under 0.1 km2 (a small --extent) in m2, not as 0.000."""
-    return f"{km2 * 1e6:,.0f} m2" if 0 < km2 < 0.1 else f"{km2:.3f} km2"
+def _area(km2: float, m2: bool) -> str:
+    """km2 to 3 decimals, or m2 (for an area under 0.1 km2, a small --extent: not 0.000)."""
+    return f"{km2 * 1e6:,.0f} m2" if m2 else f"{km2:.3f} km2"
 
 
 def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:

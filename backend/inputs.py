@@ -297,11 +297,12 @@ def _bands_chosen(path: str, ds, bands: tuple[int, int], notes: list[str]
 
 
 def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
-                bands: tuple[int, int] | None = None) -> InputSet:
+                bands: tuple[int, int] | None = None, user: str = "the model") -> InputSet:
     """Open and check the inputs; name their bands. Raises InputError.
 
     ``bands`` (VV, VH), 1-based, chooses the bands of a single multi-band input
-    instead of naming them from their descriptions.
+    instead of naming them from their descriptions. ``user`` is what ``needed`` the
+    bands, as messages name it.
     """
     if not 1 <= len(paths) <= 2:
         raise InputError(f"expected one 2-band raster or two single-band rasters, got "
@@ -324,9 +325,10 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
             p = paths[0]
             named = _bands_of_one(p, datasets[p], notes)
             if len(named) == 1 and set(needed) - set(named):
-                raise InputError(f"{p}: has 1 band ({next(iter(named))}); the model needs "
-                                 f"{', '.join(needed)}: give a 2-band raster or two "
-                                 "single-band rasters")
+                give = ("a 2-band raster or two single-band rasters" if len(needed) > 1
+                        else f"its {needed[0]} band")
+                raise InputError(f"{p}: has 1 band ({next(iter(named))}); {user} needs "
+                                 f"{', '.join(needed)}: give {give}")
         else:
             named = _bands_of_two(paths, datasets, notes)
         # the bands of one file have no order anyone chose; two files were given in an order

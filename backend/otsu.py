@@ -116,7 +116,7 @@ def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
     cancel = cancel or threading.Event()
     check_extent_options(opts.extent, opts.extent_crs)
     with gdal_env():
-        inputs = open_inputs(opts.inputs, needed=("VV",), bands=opts.bands)
+        inputs = open_inputs(opts.inputs, needed=("VV",), bands=opts.bands, user="Otsu")
         try:
             result = _otsu_map(opts, inputs, reporter, cancel)
         finally:

@@ -173,11 +173,14 @@ def _pct(x: float | None) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'method':34} {'split':8} {'IoU %':>7} {'chip-mean %':>11} {'precision %':>11} {'recall %':>8} {'chips':>5}"
+    w = max([34, *(len(r["method"]) for r in rows)])   # whole names: a version cut is another
+    head = (f"{'method':{w}} {'split':8} {'IoU %':>7} {'chip-mean %':>11} {'precision %':>11} "
+            f"{'recall %':>8} {'chips':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['method'][:34]:34} {r['split']:8} {_pct(r['iou']):>7} {_pct(r['mean_chip_iou']):>11} "
-                     f"{_pct(r['precision']):>11} {_pct(r['recall']):>8} {r['chips']:>5}")
+        lines.append(f"{r['method']:{w}} {r['split']:8} {_pct(r['iou']):>7} "
+                     f"{_pct(r['mean_chip_iou']):>11} {_pct(r['precision']):>11} "
+                     f"{_pct(r['recall']):>8} {r['chips']:>5}")
     return "\n".join(lines)
 
 
@@ -218,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         return fail("--split-file scores one split; give one --split (its name in the table)")
     if not (args.otsu or args.model or args.masks or args.s2_index):
         return fail("nothing to score: give --otsu, --model, --masks or --s2-index")
+    if args.threshold is not None and not args.model:
+        return fail("--threshold is a model's probability threshold: give --model too")
     problem = refused_output(Path(args.json), args.overwrite) if args.json else None
     if problem:
         return fail(problem)

@@ -148,10 +148,13 @@ def run(args: argparse.Namespace) -> int:
                 method = evaluate.masks(args.masks)
             else:
                 method = evaluate.otsu("VV")
-            chips, _ = evaluate.load_split(args.data, args.split, args.split_file, s2=True)
+            # a split file's chips are named after the file, as evaluate names them
+            name = Path(args.split_file).stem if args.split_file else args.split
+            chips, _ = evaluate.load_split(args.data, name, args.split_file, s2=True)
             rows = [(c, c.chip_id) for c in pick(chips, args.chip, args.chips)]
             if args.compare_data:
-                extra, _ = evaluate.load_split(args.compare_data, args.split, args.compare_split_file, s2=True)
+                extra, _ = evaluate.load_split(args.compare_data, Path(args.compare_split_file).stem,
+                                               args.compare_split_file, s2=True)
                 rows += [(c, f"{c.chip_id} (compare)") for c in extra]
             method.prepare([c for c, _ in rows])
             draw(rows, method, out)

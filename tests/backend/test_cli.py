@@ -1,6 +1,7 @@
 """``python -m backend`` as the plugin and a user run it: real child processes."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,8 @@ from backend import cli
 from backend.card import UNITS
 from backend.cli import build_parser
 from backend.sink import CODECS
-from tests.backend.conftest import REPO, listing, random_db, run_cli, sigmoid, write_raster
+from tests.backend.conftest import (REPO, Collect, listing, random_db, run_cli, sigmoid,
+                                    write_raster)
 
 RESULT_FIELDS = {
     "outputs", "model", "model_path", "device", "provider", "provider_notes", "threshold",
@@ -190,10 +192,15 @@ def test_a_file_name_that_is_not_utf8_is_named(tmp_path, src, capsys):
 
 
 def test_a_small_area_is_summed_up_in_square_metres(tmp_path, src, models):
-    """A 3 x 3 px --extent was summed up as 'water 0.000 km2 of 0.000 km2 valid'."""
+    """A 3 x 3 px --extent was summed up as 'water 0.000 km2 of 0.000 km2 valid', then
+    as 'water 0.000 km2 of 900 m2 valid' where it held no water."""
     p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--model", models["threshold"],
                 "--extent", "500000,4999970,500030,5000000")
-    assert p.returncode == 0 and " of 900 m2 valid (" in p.stderr, p.stderr
+    assert p.returncode == 0 and re.search(r"water [\d,]+ m2 of 900 m2 valid \(", p.stderr), \
+        p.stderr
+    dry = Collect()   # the unit is the valid area's, whatever the water
+    cli._summary(dry, {"water_area_km2": 0.0, "valid_area_km2": 0.0009, "water_fraction": 0.0})
+    assert dry.infos == ["water 0 m2 of 900 m2 valid (0.00%) in 0.0 s"]
 
 
 def test_an_unforeseen_error_is_still_one_error_event(monkeypatch, capsys, tmp_path):
@@ -236,6 +243,22 @@ def test_demo_and_bench_refuse_an_empty_scene(tmp_path, command):
                                            else ["--out", str(tmp_path)]))
     assert p.returncode == 1 and p.stderr.strip().endswith("error: --size 0: give at least 1 pixel")
     assert "Traceback" not in p.stderr and listing(tmp_path) == []
+
+
+def test_a_probability_type_without_a_probability_file_is_refused(tmp_path, src):
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--probability-dtype", "uint8")
+    assert p.returncode == 1 and p.stderr.strip().endswith(
+        "error: --probability-dtype uint8 sets the type of the --probability file: give "
+        "--probability too"), p.stderr
+    assert not (tmp_path / "m.tif").exists()
+
+
+def test_otsu_given_a_vh_file_asks_for_vv_not_for_a_model(tmp_path):
+    vh = write_raster(tmp_path / "vh.tif", random_db((32, 32))[1:], descriptions=("VH",))
+    p = run_cli("otsu", vh, "--mask", str(tmp_path / "o.tif"))
+    assert p.returncode == 1 and p.stderr.strip().endswith(
+        f"{vh}: has 1 band (VH); Otsu needs VV: give its VV band"), p.stderr
+    assert listing(tmp_path) == ["vh.tif"]
 
 
 def test_otsu_refuses_an_extent_crs_without_an_extent(tmp_path, src):

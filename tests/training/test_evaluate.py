@@ -171,6 +171,18 @@ def test_a_split_file_names_its_rows_unless_a_split_does(real_chips, tmp_path, c
     capsys.readouterr()
 
 
+def test_a_threshold_without_a_model_is_refused(data, capsys):
+    assert main(["evaluate", "--data", str(data), "--otsu", "--threshold", "0.3"]) == 1
+    assert "--threshold is a model's probability threshold: give --model too" in \
+        capsys.readouterr().err
+
+
+def test_the_table_keeps_a_long_method_name_whole():
+    row = {"method": "model sarflood-student-compact 1.2.0", "split": "test", "iou": 0.5,
+           "mean_chip_iou": 0.5, "precision": 0.5, "recall": 0.5, "chips": 3}
+    assert "model sarflood-student-compact 1.2.0 test" in evaluate.format_table([row])
+
+
 def test_figure_png(data, tmp_path, capsys):
     out = tmp_path / "fig.png"
     gone = subprocess.Popen(["true"])
