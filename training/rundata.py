@@ -9,12 +9,13 @@ of the ``cpu`` preset, and ``reproduce`` reads the same chips for every row.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .data.datasets import external, hand_labeled, weakly_labeled
 from .data.layout import WEAK_KINDS, DatasetError, Layout
@@ -71,8 +72,13 @@ OPTIONAL_SETS = {
 
 
 def _set_folder(root: Path, split: str) -> Path:
+    """The set's folder, or the first of its layer folders missing (a partial download:
+    S1Weak without S2IndexLabelWeak, say)."""
     layout = Layout.find(root)
-    return layout.weak / WEAK_KINDS.s1 if split == S1F11_WEAK else layout.external
+    if split != S1F11_WEAK:
+        return layout.external
+    folders = [layout.weak / WEAK_KINDS.s1, layout.weak / WEAK_KINDS.label]
+    return next((f for f in folders if not f.is_dir()), folders[0])
 
 
 def missing_sets(root: Path) -> list[str]:
@@ -129,6 +135,29 @@ def describe(root: Path) -> str:
     return f"Sen1Floods11 v1.1 (Bonafilia et al., 2020) at {Path(root).resolve()}"
 
 
+def _chip_ids(ds: Dataset) -> list[str]:
+    """The chip ids of a split's dataset, through the wrappers put around it here."""
+    if isinstance(ds, ConcatDataset):
+        return [i for part in ds.datasets for i in _chip_ids(part)]
+    if isinstance(ds, ChipCache):
+        return _chip_ids(ds.dataset)
+    if isinstance(ds, Subset):
+        ids = _chip_ids(ds.dataset)
+        return [ids[i] for i in ds.indices]
+    return [c.chip_id for c in ds.chips]
+
+
+def fingerprint(root: Path, pools: list[Dataset], valid: Dataset) -> str:
+    """What the run learns from, as a hash: synthetic (the generator's version and seed)
+    or not, and the chip ids of each pool and of validation. Not the folder's path, so a
+    dataset moved elsewhere still resumes its runs."""
+    manifest = Layout.find(root).root / MANIFEST
+    doc = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    kind = f"synthetic v{doc.get('generator_version')} seed {doc.get('seed')}" if doc else "real"
+    parts = [kind, *(",".join(_chip_ids(ds)) for ds in (*pools, valid))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
     """The training pools and validation split of ``method``, checked."""
     root = Path(root)
@@ -141,5 +170,5 @@ def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
     # validation scores the network being trained, on its own inputs
     valid = open_split(root, HAND_VALID, method.inputs_need_s2, cache)
     return RunData(pools=pools, valid=valid, description=describe(root),
-                   pixel_size_m=PIXEL_SIZE_M)
+                   pixel_size_m=PIXEL_SIZE_M, fingerprint=fingerprint(root, pools, valid))
 

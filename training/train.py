@@ -113,6 +113,9 @@ class RunData:
     valid: Dataset
     description: str
     pixel_size_m: float
+    # which chips the pools and validation hold (training.rundata.fingerprint); a run
+    # resumes, or is taken as done, only on the same; "" is not checked
+    fingerprint: str = ""
 
 
 @contextmanager
@@ -312,6 +315,16 @@ def _same_checkpoints(doc: dict[str, Any] | None, digests: dict[str, str | None]
                            f"another --out folder or the same {what}")
 
 
+def _same_data(doc: dict[str, Any] | None, data: RunData, where: Path) -> None:
+    """RunError where ``doc`` (a run's last.pt or summary) was trained on other chips than
+    ``data``'s: a run folder of the synthetic set reused on the real one kept the synthetic
+    model and named the real data. One that names no fingerprint (older) is not checked."""
+    theirs = (doc or {}).get("data_fingerprint")
+    if theirs and data.fingerprint and theirs != data.fingerprint:
+        raise RunError(f"{where} was trained on other data ({doc.get('data', 'not named')}) "
+                       f"than {data.description}; use another --out folder")
+
+
 def _read_every_chip(dataset: Dataset) -> None:
     """Decode every chip once (kept, where the split is cached): a chip bad in its
     pixels (a corrupt block, label codes) fails now, not at the first validation,
@@ -463,10 +476,12 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     digests = {"teacher": _digest(teacher), "pretraining": _digest(init)}
     state = _of_this_run(run, last_path) if last_path.exists() else None
     _same_checkpoints(state, digests, last_path, teacher, init)
+    _same_data(state, data, last_path)
     if state is None:
         finished = _finished_without_last(run, out_dir)
         if finished is not None:
             _same_checkpoints(finished, digests, summary_path, teacher, init)
+            _same_data(finished, data, summary_path)
             return finished, None
     elif summary_path.exists():
         # unreadable, it is written again: the loop below has no step left to run
@@ -530,6 +545,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
             **({"heads": heads.state_dict()} if heads is not None else {}),
             "optimizer": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
             "step": step, "best": best, "seconds": elapsed + time.perf_counter() - t0,
+            "data": data.description, "data_fingerprint": data.fingerprint,
             **{f"{what}_sha256": digest for what, digest in digests.items()}})
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{method.name} seed {run.seed}",
@@ -629,6 +645,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                **({metric: best[metric]} if metric != "iou_valid" else {}),
                "train_seconds": round(seconds, 1), "processes": d.world,
                "device": d.device.type, "data": data.description,
+               "data_fingerprint": data.fingerprint,
                **{f"{what}_sha256": digest for what, digest in digests.items() if digest}}
     if d.is_main:
         log(f"done: best valid {metric.split('_')[0]} {best[metric]} at step {best['step']}")

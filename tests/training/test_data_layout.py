@@ -211,6 +211,9 @@ def test_weak_and_external_sets_report_missing_parts(tmp_path):
         weak_chips(root)
     weak = root / "v1.1/data/flood_events/WeaklyLabeled"
     tif(weak / "S1Weak" / "A_1_S1Weak.tif", np.zeros((2, 4, 4), np.float32), descriptions=("VV", "VH"))
+    with pytest.raises(DatasetError, match="S2IndexLabelWeak: folder not found"):
+        weak_chips(root)
+    (weak / "S2IndexLabelWeak").mkdir()
     with pytest.raises(DatasetError, match="chip A_1: label file missing: .*A_1_S2IndexLabelWeak.tif"):
         weak_chips(root)
     with pytest.raises(DatasetError, match="external_train_data.csv"):

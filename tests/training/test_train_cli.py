@@ -261,12 +261,14 @@ def test_errors_from_a_dataloader_worker_are_their_own_message(capsys):
     assert capsys.readouterr().err == "error: x.tif: label holds values 2; expected only -1, 0, 1\n"
 
 
-def test_without_the_weak_set_the_table_leaves_its_rows_out(data, tmp_path):
+@pytest.mark.parametrize("layer", ["S1Weak", "S2IndexLabelWeak"])
+def test_without_the_weak_set_the_table_leaves_its_rows_out(data, tmp_path, layer):
     """Sen1Floods11 with only its hand-labelled part (a common partial download): the
-    whole table stopped on the weak folder, with no way forward given."""
+    whole table stopped on the weak folder, with no way forward given. Without the weak
+    labels alone it listed every chip's missing label and stopped the table too."""
     copy = tmp_path / "d"
     shutil.copytree(data, copy)
-    weak = copy / "v1.1/data/flood_events/WeaklyLabeled/S1Weak"
+    weak = copy / "v1.1/data/flood_events/WeaklyLabeled" / layer
     shutil.rmtree(weak)
     small = ["--set", "steps=2", "--set", "crop=32", "--set", "batch_size=2",
              "--set", "width=0.125", "--set", "eval_batch=1"]
@@ -346,3 +348,31 @@ def test_stop_at_is_a_success_that_a_job_script_can_chain(data, tmp_path):
 def test_synthetic_data_is_called_synthetic_when_named_by_its_v1_1_folder(data):
     assert describe(data).startswith("SYNTHETIC data")
     assert describe(data / "v1.1") == describe(data)
+
+
+def test_a_run_folder_of_other_data_is_neither_resumed_nor_taken_as_done(data, tmp_path):
+    """It resumed the synthetic set's steps on another dataset, and a finished run was
+    returned as the other dataset's (summary and card naming the new data)."""
+    other = tmp_path / "other"
+    assert cli("synth", "--out", other, "--chips", 8, "--weak-chips", 0, "--external-chips", 0,
+               "--seed", 4).returncode == 0
+    run = ["train", "hand_compact", "--out", tmp_path / "run", "--set", "steps=4", *SMALL]
+    assert cli(*run, "--data", data, "--stop-at", 2).returncode == 0
+    for _ in ("at step 2", "finished"):
+        proc = cli(*run, "--data", other)
+        one_line_error(proc, "was trained on other data (SYNTHETIC data (training.synth "
+                             "generator v3, seed 3")
+        assert "than SYNTHETIC data (training.synth generator v3, seed 4" in proc.stderr
+        assert cli(*run, "--data", data).returncode == 0   # its own data: goes on, or is done
+    assert logged_steps(tmp_path / "run") == [1, 2, 3, 4]
+
+
+def test_a_missing_layer_folder_is_named_once_not_chip_by_chip(data, tmp_path):
+    copy = tmp_path / "d"
+    shutil.copytree(data, copy)
+    s2 = copy / "v1.1/data/flood_events/HandLabeled/S2Hand"
+    shutil.rmtree(s2)
+    proc = cli("train", "teacher", "--data", copy, "--out", tmp_path / "run", *SMALL)
+    assert proc.returncode == 1 and f"{s2}: folder not found (no chip has its file there)" \
+        in proc.stderr, proc.stderr
+    assert "file missing" not in proc.stderr and not (tmp_path / "run").exists()

@@ -26,10 +26,15 @@ def check_chips(chips: list[ChipFiles], what: str, problems: list[str] | None = 
     """Raise :class:`DatasetError` listing every missing file, refused header and grid
     mismatch."""
     problems = list(problems or [])
+    # a layer's whole folder missing (a partial download) is one line, not one per chip
+    folders = {getattr(c, layer).parent for c in chips for layer in _LAYERS if getattr(c, layer)}
+    absent = sorted(f for f in folders if not f.is_dir())
+    problems += [f"{f}: folder not found (no chip has its file there)" for f in absent]
     for chip in chips:
         present = [(layer, getattr(chip, layer)) for layer in _LAYERS if getattr(chip, layer)]
         missing = [(layer, p) for layer, p in present if not p.is_file()]
-        problems += [f"chip {chip.chip_id}: {layer} file missing: {p}" for layer, p in missing]
+        problems += [f"chip {chip.chip_id}: {layer} file missing: {p}" for layer, p in missing
+                     if p.parent not in absent]
         if missing:
             continue
         grids = {}
