@@ -236,3 +236,12 @@ def test_parse_split_reads_csv_and_txt(tmp_path):
     txt = tmp_path / "s.txt"
     txt.write_text("Sri-Lanka_1\nUSA_2_S1Hand.tif\n")
     assert parse_split(txt, "S1Hand", "LabelHand") == (["Sri-Lanka_1", "USA_2"], [])
+
+
+def test_a_v1_1_download_under_another_name_is_told_to_be_renamed(tmp_path):
+    root = tmp_path / "sen1floods11"
+    (root / "data/flood_events").mkdir(parents=True)
+    (root / "splits").mkdir()
+    with pytest.raises(DatasetError, match="holds v1.1's data/ and splits/ under another name; "
+                                           "rename it v1.1"):
+        Layout.find(root)

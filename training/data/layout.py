@@ -120,6 +120,10 @@ class Layout:
         if (root / "S1Hand").is_dir():
             return cls(root=root, hand=root, weak=root, splits=root, external=root / "external",
                        truth=root / "synthetic_truth")
+        if (root / "data" / "flood_events").is_dir() and (root / "splits").is_dir():
+            # gsutil rsync of gs://sen1floods11/v1.1 into a folder of another name
+            raise DatasetError(f"{root}: holds v1.1's data/ and splits/ under another name; "
+                               f"rename it v1.1 (then give it, or the folder holding it)")
         raise DatasetError(f"{root}: not a Sen1Floods11 folder (expected v1.1/ or S1Hand/ in it)")
 
     def hand_split_file(self, split: str) -> Path:
