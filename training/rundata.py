@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import rasterio
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .data.datasets import external, hand_labeled, weakly_labeled
-from .data.layout import WEAK_KINDS, DatasetError, Layout
+from .data.layout import HAND_KINDS, WEAK_KINDS, DatasetError, Layout
 from .methods import BY_NAME, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method, with_needs
 from .synth.writer import MANIFEST
 from .train import RunData
@@ -121,10 +122,22 @@ def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
     return ds
 
 
+def _synthetic_tag(layout: Layout) -> str | None:
+    """The generator's tag on the first hand-labelled S1 chip: synthetic chips copied
+    without the manifest beside ``v1.1/`` (sets written before the tag have none)."""
+    first = min((layout.hand / HAND_KINDS.s1).glob(f"*_{HAND_KINDS.s1}.tif"), default=None)
+    if first is None:
+        return None
+    with rasterio.open(first) as ds:
+        return ds.tags().get("SARFLOOD_SYNTHETIC")
+
+
 def describe(root: Path) -> str:
     """One line on what the data is; says plainly when it is synthetic (the generator's
-    manifest lies beside ``v1.1/``, which ``root`` may name itself)."""
-    manifest = Layout.find(root).root / MANIFEST
+    manifest lies beside ``v1.1/``, which ``root`` may name itself; failing that, its
+    files' tag)."""
+    layout = Layout.find(root)
+    manifest = layout.root / MANIFEST
     if manifest.is_file():
         doc = json.loads(manifest.read_text())
         counts = doc.get("counts", {})
@@ -132,6 +145,10 @@ def describe(root: Path) -> str:
                 f"seed {doc.get('seed')}: {counts.get('hand')} hand-labelled, "
                 f"{counts.get('weak')} weak, {counts.get('external')} external chips) in the "
                 f"Sen1Floods11 v1.1 layout, 10 m; not real Sentinel data")
+    tag = _synthetic_tag(layout)
+    if tag:
+        return (f"SYNTHETIC data ({tag}; its {MANIFEST} is not beside v1.1/) in the "
+                f"Sen1Floods11 v1.1 layout at {Path(root).resolve()}; not real Sentinel data")
     return f"Sen1Floods11 v1.1 (Bonafilia et al., 2020) at {Path(root).resolve()}"
 
 
@@ -151,9 +168,11 @@ def fingerprint(root: Path, pools: list[Dataset], valid: Dataset) -> str:
     """What the run learns from, as a hash: synthetic (the generator's version and seed)
     or not, and the chip ids of each pool and of validation. Not the folder's path, so a
     dataset moved elsewhere still resumes its runs."""
-    manifest = Layout.find(root).root / MANIFEST
+    layout = Layout.find(root)
+    manifest = layout.root / MANIFEST
     doc = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    kind = f"synthetic v{doc.get('generator_version')} seed {doc.get('seed')}" if doc else "real"
+    kind = (f"synthetic v{doc.get('generator_version')} seed {doc.get('seed')}" if doc
+            else _synthetic_tag(layout) or "real")
     parts = [kind, *(",".join(_chip_ids(ds)) for ds in (*pools, valid))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 

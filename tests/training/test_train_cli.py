@@ -345,9 +345,12 @@ def test_stop_at_is_a_success_that_a_job_script_can_chain(data, tmp_path):
     assert logged_steps(tmp_path / "run") == [1, 2, 3, 4]
 
 
-def test_synthetic_data_is_called_synthetic_when_named_by_its_v1_1_folder(data):
+def test_synthetic_data_is_called_synthetic_when_named_by_its_v1_1_folder(data, tmp_path):
     assert describe(data).startswith("SYNTHETIC data")
     assert describe(data / "v1.1") == describe(data)
+    shutil.copytree(data / "v1.1", tmp_path / "copy" / "v1.1")   # without the manifest
+    assert describe(tmp_path / "copy").startswith(
+        "SYNTHETIC data (training.synth generator v3; its synth_manifest.json is not beside v1.1/)")
 
 
 def test_a_run_folder_of_other_data_is_neither_resumed_nor_taken_as_done(data, tmp_path):

@@ -94,6 +94,8 @@ def write_tif(path: Path, data: np.ndarray, transform, *, nodata: float | None =
         with rasterio.open(tmp, "w", **_GTIFF, **COMPRESSION[compress], count=data.shape[0], dtype=data.dtype,
                            transform=transform, nodata=nodata) as ds:
             ds.write(data)
+            # every file says what it is, should it travel without the manifest
+            ds.update_tags(SARFLOOD_SYNTHETIC=f"training.synth generator v{GENERATOR_VERSION}")
             for i, d in enumerate(descriptions, start=1):
                 ds.set_band_description(i, d)
 
