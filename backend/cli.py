@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, metavar="N",
                    help="tile overlap (default: 2 x margin + a blend zone)")
     p.add_argument("--batch-size", type=int, metavar="N",
-                   help="tiles per model call (default: 1 on CPU, 4 on CUDA)")
+                   help="tiles per model call, at most a row's (default: 1 on CPU, 4 on CUDA; "
+                        "memory grows with it)")
     p.add_argument("--probability-dtype", choices=("float32", "uint8"),
                    help="the --probability file's type (default float32)")
     _add_compress(p)
