@@ -58,14 +58,29 @@ _OVERWRITE_ADVICE = (
 )
 
 
-def in_qgis_words(message: str) -> str:
-    """A backend message with its option names given as the QGIS settings they are, and
-    advice to use ``--overwrite`` as what a QGIS user can do."""
+# "--bands VV_INDEX,VH_INDEX" (its placeholder too): the dialog's band choice, or the
+# Processing algorithms' parameters
+_BANDS_ADVICE = "--bands VV_INDEX,VH_INDEX"
+_BANDS_IN_QGIS = {False: "setting 'VV band' and 'VH band'", True: "setting VV_BAND and VH_BAND"}
+# the backend writes extents XMIN,YMIN,XMAX,YMAX (as --extent takes them); QGIS writes and
+# reads them XMIN,XMAX,YMIN,YMAX (as in "10,11,50,51 [EPSG:4326]")
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_EXTENT = re.compile(rf"(the extent |bounds |; (?=\S+ in the raster's))"
+                     rf"({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})(?=[ )]|$)")
+
+
+def in_qgis_words(message: str, processing: bool = False) -> str:
+    """A backend message with its option names given as the QGIS settings they are (the
+    Processing parameters' names for ``processing``), extents in QGIS's order, and advice
+    to use ``--overwrite`` as what a QGIS user can do."""
     for cli, qgis in _OVERWRITE_ADVICE:
         if cli in message:
             message = message.replace(cli, qgis)
             break
-    return _OPTION.sub(lambda m: _SETTING_NAMES[m.group(0)], message)
+    message = message.replace(_BANDS_ADVICE, _BANDS_IN_QGIS[processing])
+    message = _EXTENT.sub(lambda m: f"{m[1]}{m[2]},{m[4]},{m[3]},{m[5]}", message)
+    names = {**_SETTING_NAMES, "--bands": "VV_BAND and VH_BAND"} if processing else _SETTING_NAMES
+    return _OPTION.sub(lambda m: names[m.group(0)], message)
 
 
 @dataclass
@@ -95,8 +110,10 @@ EventHandler = Callable[[dict[str, Any]], None]
 class BackendProcess:
     """One run of the backend CLI. Not reusable: create one per run."""
 
-    def __init__(self, interpreter: Interpreter, args: list[str], grace_s: float = 10.0):
+    def __init__(self, interpreter: Interpreter, args: list[str], grace_s: float = 10.0,
+                 processing: bool = False):
         self.interpreter = interpreter
+        self.processing = processing   # messages name the Processing parameters (in_qgis_words)
         self.argv = [interpreter.path, "-m", "backend", *args]
         if "--progress" not in args:
             self.argv += ["--progress", "json"]
@@ -177,7 +194,7 @@ class BackendProcess:
     def _handle(self, event: dict[str, Any], outcome: Outcome, on_event: EventHandler | None) -> None:
         kind = event.get("event")
         if "message" in event:
-            event = {**event, "message": in_qgis_words(str(event["message"]))}
+            event = {**event, "message": in_qgis_words(str(event["message"]), self.processing)}
         if kind == "result":
             outcome.result = {k: v for k, v in event.items() if k != "event"}
         elif kind == "error":

@@ -17,9 +17,13 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform,
                        QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
+from .processing.outputs import hidden_path
+
 FIELD = "water"
 NAME = "Mask corrections"   # the layer's name in the legend
 LAYER = "corrections"       # the table in a corrections GeoPackage
+# a GeoJSON foreign member (RFC 7946, 6.1) telling the files this plugin wrote from the user's
+_MARK = {"sarflood": "correction polygons written by SAR Flood Mapper"}
 _WORDS = {"1": 1, "true": 1, "water": 1, "wet": 1, "0": 0, "false": 0, "dry": 0, "land": 0}
 
 
@@ -63,10 +67,12 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         water = _water(feature[field], label, number, field)
         out.append({"type": "Feature", "properties": {"water": water},
                     "geometry": json.loads(geometry.asJson(9))})
-    partial = f"{path}.{os.getpid()}.part"   # a file the user keeps is replaced whole or not at all
+    # a file the user keeps is replaced whole or not at all; a killed run's hidden file is
+    # removed by the next run to the same path (processing.outputs.remove_stale)
+    partial = hidden_path(path)
     try:
         with open(partial, "w", encoding="utf-8") as f:
-            json.dump({"type": "FeatureCollection", "features": out}, f)
+            json.dump({"type": "FeatureCollection", **_MARK, "features": out}, f)
         os.replace(partial, path)
     except OSError as exc:   # said as the backend says it of its outputs, without the .part name
         folder = os.path.dirname(os.path.abspath(path))
@@ -78,6 +84,18 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         if os.path.exists(partial):
             os.remove(partial)
     return len(out)
+
+
+def written_by_plugin(path: str) -> bool:
+    """Whether ``path`` is a corrections file :func:`write_geojson` wrote (and may replace)."""
+    try:
+        if os.path.getsize(path) > 100_000_000:   # not read whole to find out
+            return False
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and all(doc.get(k) == v for k, v in _MARK.items())
 
 
 def new_corrections_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:

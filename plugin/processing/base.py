@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
@@ -13,12 +12,13 @@ from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
                        QgsProcessingUtils, QgsProperty, QgsRasterLayer, QgsReferencedRectangle,
-                       QgsVectorFileWriter)
+                       QgsWkbTypes)
 
 from ..backend_env import find_interpreter
 from ..backend_process import BackendProcess
 from ..settings import python_setting
 from ..layers import private_copy, take_copies
+from .outputs import is_plain_file, remove_stale
 
 GROUPS = {"mapping": "Water mapping", "analysis": "Flood analysis"}
 _HINTS = ((QgsProcessingParameterRasterLayer, QgsProcessingUtils.LayerHint.Raster),
@@ -75,6 +75,41 @@ def own_inputs(algorithm: QgsProcessingAlgorithm, parameters: dict, context) -> 
             copies[key] = private_copy(layer, request)
         own[name] = copies[key]
     return own
+
+
+def source_file(value, context) -> str | None:
+    """The file behind a vector input's value (a project layer, a path, a layer object),
+    to tell a destination that would replace it; None when there is none. Call it in the
+    main thread: a project layer is read."""
+    layer = project_layer(value, context, QgsProcessingUtils.LayerHint.Vector)
+    if layer is None and isinstance(value, QgsProcessingFeatureSourceDefinition):
+        value = value.source.staticValue()
+    if layer is None and isinstance(value, QgsMapLayer):
+        layer = value
+    path = layer.source() if layer is not None else value
+    if not isinstance(path, str) or not path:
+        return None
+    path = path.split("|")[0]
+    return path if os.path.isfile(path) else None
+
+
+def check_polygons(source, label: str) -> None:
+    """Refuse a feature source of lines or points where polygons are wanted (qgis_process
+    and scripts pass any layer; only the Processing dialog filters them)."""
+    kinds = {QgsWkbTypes.GeometryType.LineGeometry: "lines", QgsWkbTypes.GeometryType.PointGeometry: "points",
+             QgsWkbTypes.GeometryType.NullGeometry: "no geometries"}
+    kind = QgsWkbTypes.geometryType(source.wkbType())
+    if kind == QgsWkbTypes.GeometryType.UnknownGeometry:   # mixed (a GeoJSON file): each feature
+        request = QgsFeatureRequest().setNoAttributes()
+        for number, feature in enumerate(source.getFeatures(request), start=1):
+            kind = feature.geometry().type()
+            if kind in kinds and not feature.geometry().isNull():
+                raise QgsProcessingException(f"{label} '{source.sourceName()}': feature {number} "
+                                             f"is not a polygon; polygons are needed")
+        return
+    if kind in kinds:
+        raise QgsProcessingException(f"{label} '{source.sourceName()}' holds {kinds[kind]}; "
+                                     f"polygons are needed")
 
 
 class RendererPostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -184,7 +219,7 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
             elif kind == "warning":
                 feedback.pushWarning(str(event.get("message", "")))
 
-        outcome = BackendProcess(interpreter, args).run(on_event, feedback.isCanceled)
+        outcome = BackendProcess(interpreter, args, processing=True).run(on_event, feedback.isCanceled)
         if outcome.cancelled:
             raise QgsProcessingException("cancelled: the backend was stopped and wrote no output")
         if not outcome.ok:
@@ -200,37 +235,42 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         return outcome.result
 
     @staticmethod
-    def check_destination(path: str, name: str, inputs: list) -> None:
-        """Refuse, before any work, a raster destination that is not a GeoTIFF, that is one
-        of the ``inputs`` (layers; replacing one would lose it), or that cannot be written."""
-        if not path.lower().endswith((".tif", ".tiff")):
+    def check_destination(path: str, name: str, inputs: list, feedback, raster: bool = True,
+                          probe: bool = True) -> None:
+        """Before any work: refuse a destination that is not a GeoTIFF (``raster``), that is
+        one of the ``inputs`` (layers, or file paths; replacing one would lose it), or
+        (``probe``) that cannot be written; then remove what killed runs left beside it,
+        and say that a file there will be replaced. A vector destination that is no plain
+        file (``memory:``, a table of a database) is left to Processing."""
+        if not raster and not is_plain_file(path):
+            return
+        if raster and not path.lower().endswith((".tif", ".tiff")):
             raise QgsProcessingException(f"{name}: {path} must be a GeoTIFF (.tif)")
         real = os.path.realpath(path)
-        for layer in inputs:
-            if layer is not None and os.path.realpath(layer.source().split("|")[0]) == real:
-                raise QgsProcessingException(f"{name}: {path} is the input '{layer.name()}'; "
-                                             f"choose another path")
-        folder = os.path.dirname(real)
-        try:  # os.access is no proof (root, read-only mounts): try it
-            fd, probe = tempfile.mkstemp(prefix=".sarflood-probe-", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            raise QgsProcessingException(f"{name}: cannot write {path} "
-                                         f"({exc.strerror or exc})") from None
+        for given in inputs:
+            if isinstance(given, QgsMapLayer):
+                source, label = given.source().split("|")[0], f"the input '{given.name()}'"
+            else:
+                source, label = given, f"the input '{os.path.splitext(os.path.basename(given or ''))[0]}'"
+            if source and os.path.realpath(source) == real:
+                raise QgsProcessingException(f"{name}: {path} is {label}; choose another path")
+        if probe:
+            try:  # os.access is no proof (root, read-only mounts): try it
+                fd, tried = tempfile.mkstemp(prefix=".sarflood-probe-", dir=os.path.dirname(real))
+                os.close(fd)
+                os.unlink(tried)
+            except OSError as exc:
+                raise QgsProcessingException(f"{name}: cannot write {path} "
+                                             f"({exc.strerror or exc})") from None
+        SarFloodAlgorithm.remove_leftovers(path, feedback)
+        if os.path.exists(path):
+            feedback.pushInfo(f"{path} exists and will be replaced")
 
     @staticmethod
-    def remove_vector_output(destination: str) -> None:
-        """Delete what a cancelled run wrote to a vector destination that is a plain file
-        path (Processing replaces such a file whole). A destination inside a data source
-        (``ogr:dbname=... table=...``, a memory layer) is left alone: it may hold other layers."""
-        if not destination or not os.path.isfile(destination):
-            return
-        if destination.lower().endswith(".shp"):
-            QgsVectorFileWriter.deleteShapeFile(destination)  # with its .dbf, .shx, .prj...
-            return
-        for suffix in ("", "-wal", "-shm", "-journal"):   # a GeoPackage's SQLite files
-            Path(destination + suffix).unlink(missing_ok=True)
+    def remove_leftovers(path: str, feedback) -> None:
+        """Remove the hidden files that killed runs writing ``path`` left beside it."""
+        for leftover in remove_stale(path):
+            feedback.pushInfo(f"removed {leftover}, left by an interrupted run")
 
     @staticmethod
     def style_output(context, path: str, renderer_factory) -> None:

@@ -1,7 +1,6 @@
 """What the algorithms that map a Sentinel-1 scene share: input parameters and checks, area outputs."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
@@ -46,8 +45,8 @@ class SceneAlgorithm(SarFloodAlgorithm):
 
     def scene_inputs(self, parameters, context, feedback) -> tuple[str, SceneInput, Extent | None, str | None]:
         """The mask destination, the checked scene and the extent (with its CRS) of a run."""
-        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
         scene = self.scene(parameters, context)
+        mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
         reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
         return (mask, scene, *self.extent(parameters, context, reference))
 
@@ -81,12 +80,14 @@ class SceneAlgorithm(SarFloodAlgorithm):
         return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), ident
 
     def output_path(self, parameters, name: str, context, feedback) -> str:
-        """A destination path; an existing file is replaced, as Processing does, and said so."""
+        """A destination path, checked against the scene's layers (the backend checks that
+        it can write it); an existing file is replaced, as Processing does, and said so."""
         path = self.parameterAsOutputLayer(parameters, name, context)
-        if path and not path.lower().endswith((".tif", ".tiff")):
-            raise QgsProcessingException(f"{name}: {path} must be a GeoTIFF (.tif)")
-        if path and Path(path).exists():
-            feedback.pushInfo(f"{path} exists and will be replaced")
+        if path:
+            inputs = [self.parameterAsRasterLayer(parameters, layer, context)
+                      for layer in ("INPUT", "INPUT_VH")]
+            self.check_destination(path, name, [layer for layer in inputs if layer is not None],
+                                   feedback, probe=False)
         return path
 
     @staticmethod

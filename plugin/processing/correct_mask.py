@@ -6,6 +6,7 @@ tags and counts the areas again.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
@@ -13,11 +14,13 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
 from .. import styles
-from ..corrections import FIELD, CorrectionsProblem, write_geojson
+from ..corrections import FIELD, CorrectionsProblem, write_geojson, written_by_plugin
 from ..inputs import InputProblem, layer_file
 from ..params import CorrectParams
+from .base import source_file
 from .common import SceneAlgorithm
 from .masks import check_binary_mask, check_mask_layer
+from .outputs import replace_atomically
 
 
 class CorrectMaskAlgorithm(SceneAlgorithm):
@@ -40,6 +43,31 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         self.add_area_outputs()
         self.addOutput(QgsProcessingOutputNumber("CORRECTED_PIXELS", "Pixels changed"))
 
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS's name)
+        # the polygons' own file, before prepareAlgorithm swaps a project layer for a copy
+        self._corrections_file = source_file(parameters.get("CORRECTIONS"), context)
+        return super().prepareAlgorithm(parameters, context, feedback)
+
+    @staticmethod
+    def corrections_path(out: str, given: str | None, feedback) -> Path:
+        """Where the polygons go: ``<mask>.corrections.geojson``, or the first free or
+        replaceable of ``-2``, ``-3``... A file there is replaced only when this plugin
+        wrote it (it describes the mask being replaced), never when it is the polygons
+        given (``given``) or a file of the user's: that one is kept, and said so."""
+        first = Path(out).with_suffix(".corrections.geojson")
+        path, number = first, 1
+        while path.exists():
+            same = given is not None and os.path.realpath(given) == os.path.realpath(path)
+            if not same and written_by_plugin(str(path)):
+                feedback.pushInfo(f"{path} exists and will be replaced")
+                break
+            if path == first:
+                why = "the correction polygons given" if same else "a file this plugin did not write"
+                feedback.pushWarning(f"{path} is {why}: it is kept")
+            number += 1
+            path = first.with_name(f"{Path(out).stem}.corrections-{number}.geojson")
+        return path
+
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "INPUT", context),
@@ -53,11 +81,12 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         if source is None:
             raise QgsProcessingException("Correction polygons: no layer given")
         field = self.parameterAsString(parameters, "FIELD", context) or FIELD
-        out = self.output_path(parameters, "OUTPUT", context, feedback)
-        self.check_destination(out, "OUTPUT", [mask])  # before the polygons are written beside it
+        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        self.check_destination(out, "OUTPUT", [mask], feedback)  # before the polygons are written beside it
         # kept beside the corrected mask, whose SARFLOOD_CORRECTIONS tag names it (as the
         # review dock does); a failed run puts back what was there
-        geojson = Path(out).with_suffix(".corrections.geojson")
+        geojson = self.corrections_path(out, getattr(self, "_corrections_file", None), feedback)
+        self.remove_leftovers(str(geojson), feedback)
         previous = geojson.read_bytes() if geojson.is_file() else None
         try:
             count = write_geojson(source.getFeatures(), source.sourceCrs(), field,
@@ -71,7 +100,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
             if previous is None:
                 geojson.unlink(missing_ok=True)
             else:
-                geojson.write_bytes(previous)
+                replace_atomically(str(geojson), previous)
             if isinstance(exc, CorrectionsProblem):
                 raise QgsProcessingException(str(exc)) from None
             raise

@@ -12,7 +12,6 @@ Output classes: 0 not flooded, 1 newly flooded, 2 water before and after,
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingException,
@@ -22,8 +21,9 @@ from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingExcep
 
 from .. import styles
 from ..params import backend_path
-from .base import SarFloodAlgorithm
+from .base import SarFloodAlgorithm, check_polygons
 from .masks import check_binary_mask, check_mask_layer
+from .outputs import hidden_path
 
 NODATA = 255
 CANCELLED = "cancelled: no flood extent was written (a file already at OUTPUT is kept)"
@@ -39,7 +39,9 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
             "flooded, 2 water before and after, 255 no data (also where the pre-event mask has "
             "no data, since nothing is known there). Returns the newly flooded area in km²: on "
             "geographic grids such as EPSG:4326 from each row's true pixel area on the WGS 84 "
-            "ellipsoid, on projected grids from the pixel size in map units (as Map water).")
+            "ellipsoid; on projected grids from the pixel size in map units, unless the "
+            "projection's scale strays over 1 % across the grid (Web Mercator, EPSG:3857), "
+            "where each row's true area is used instead.")
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("POST", "Post-event water mask"))
@@ -61,9 +63,11 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         if pre is None and permanent is None:
             raise QgsProcessingException("Give a pre-event water mask, a permanent-water layer, or both: "
                                          "the flood extent is post-event water minus water before")
+        if permanent is not None:   # a line layer would be burnt in as permanent water
+            check_polygons(permanent, "Permanent water polygons")
         check_binary_mask(post, "Post-event mask")
         destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        self.check_destination(destination, "OUTPUT", [post, pre])
+        self.check_destination(destination, "OUTPUT", [post, pre], feedback)
         self.backend_interpreter()  # its last step: found missing only after the others ran
         extent, crs = post.extent(), post.crs()
         if pre is not None:
@@ -105,9 +109,9 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
             before.append("(C==1)")
         was_water = before[0] if len(before) == 1 else f"logical_or({before[0]},{before[1]})"
         # written beside the destination and renamed into place once measured: an existing
-        # extent there survives a cancelled or failed run
-        folder, name = os.path.split(os.path.abspath(destination))
-        temporary = os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.sarflood-tmp.tif")
+        # extent there survives a cancelled or failed run (and a killed one, whose hidden
+        # file the next run removes: check_destination)
+        temporary = hidden_path(destination, ".tif")
         try:
             child(2, "gdal:rastercalculator", {
                 **inputs, "FORMULA": f"(A==1)*(1+1*{was_water})", "NO_DATA": NODATA, "RTYPE": 0,

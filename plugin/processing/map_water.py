@@ -34,9 +34,11 @@ class MapWaterAlgorithm(SceneAlgorithm):
             "MODEL", "Model (.onnx with a model card; empty: the bundled model)",
             extension="onnx", optional=True))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICES), defaultValue=0))
+        # no declared limits: QGIS would refuse 1.5 without saying the range, and 0 and 1
+        # are refused too; processAlgorithm says so with the value given
         self.addParameter(QgsProcessingParameterNumber(
-            "THRESHOLD", "Water probability threshold (empty: the model's default)",
-            QgsProcessingParameterNumber.Type.Double, None, optional=True, minValue=0.0, maxValue=1.0))
+            "THRESHOLD", "Water probability threshold, strictly between 0 and 1 (empty: the model's default)",
+            QgsProcessingParameterNumber.Type.Double, None, optional=True))
         self.add_extent_parameter()
         advanced = [
             QgsProcessingParameterEnum("UNITS", "Input units", list(UNIT_CHOICES), defaultValue=0),
@@ -81,7 +83,14 @@ class MapWaterAlgorithm(SceneAlgorithm):
         tile = self.parameterAsInt(parameters, "TILE_SIZE", context)
         overlap = self.parameterAsInt(parameters, "OVERLAP", context)
         threshold = None
-        if parameters.get("THRESHOLD") not in (None, ""):
+        given = parameters.get("THRESHOLD")
+        if given not in (None, ""):
+            if isinstance(given, str):   # QGIS reads text that is not a number as 0
+                try:
+                    float(given)
+                except ValueError:
+                    raise QgsProcessingException(f"Threshold: {given!r} is not a number; give one strictly "
+                                                 f"between 0 and 1, or none for the model's default") from None
             threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
             if not 0.0 < threshold < 1.0:
                 raise QgsProcessingException(f"Threshold: {threshold} must lie strictly between 0 and 1")

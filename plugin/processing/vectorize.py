@@ -6,6 +6,8 @@ run as child algorithms.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
@@ -13,6 +15,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
 
 from .base import SarFloodAlgorithm
 from .masks import check_mask_layer, ellipsoid_of
+from .outputs import is_plain_file, written_beside
 
 
 class VectorizeAlgorithm(SarFloodAlgorithm):
@@ -42,6 +45,10 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         value = self.parameterAsInt(parameters, "VALUE", context)
         min_area = self.parameterAsDouble(parameters, "MIN_AREA_M2", context)
         destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        self.check_destination(destination, "OUTPUT", [], feedback, raster=False)
+        # a file is written beside the destination and renamed into place at the end: a
+        # cancelled, failed or killed run leaves the file that was there
+        to_file = is_plain_file(destination)
 
         def child(step: int, alg: str, params: dict) -> str:
             return self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)["OUTPUT"]
@@ -60,11 +67,13 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         finally:
             context.setEllipsoid(saved[0])
             context.setAreaUnit(saved[1])
-        kept = child(3, "native:extractbyexpression", {
-            "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": destination})
-        if feedback.isCanceled():  # the child stops early and returns what it had written
-            self.remove_vector_output(destination)
-            raise QgsProcessingException("cancelled: the polygons were not written")
+        with written_beside(destination) if to_file else nullcontext(destination) as target:
+            kept = child(3, "native:extractbyexpression", {
+                "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": target})
+            if feedback.isCanceled():  # the child stops early and returns what it had written
+                raise QgsProcessingException("cancelled: the polygons were not written")
+        if to_file:
+            kept = destination
         # read back from the file: a project layer of the same path (mapLayerFromString's
         # first pick) still counts the features of the file this run replaced
         layer = context.temporaryLayerStore().mapLayer(kept) or QgsVectorLayer(kept, "", "ogr")

@@ -5,15 +5,18 @@ this algorithm turns the counts into water share and km² per polygon.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from qgis.core import (QgsCoordinateTransform, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
-                       QgsProcessing, QgsProcessingException,
+                       QgsProcessing, QgsProcessingContext, QgsProcessingException,
                        QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterLayer,
                        QgsProcessingUtils)
 from qgis.PyQt.QtCore import QVariant
 
-from .base import SarFloodAlgorithm
+from .base import SarFloodAlgorithm, check_polygons, source_file
 from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
+from .outputs import is_plain_file, written_beside
 
 _PREFIX = "sfz_"
 # QVariant, not QMetaType: QgsField takes a QMetaType from QGIS 3.38 on; QGIS 4's qgis.PyQt maps QVariant.Double
@@ -36,6 +39,11 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink(
             "OUTPUT", "Water per polygon", QgsProcessing.SourceType.TypeVectorPolygon))
 
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS's name)
+        # the polygons' own file, before prepareAlgorithm swaps a project layer for a copy
+        self._polygons_file = source_file(parameters.get("POLYGONS"), context)
+        return super().prepareAlgorithm(parameters, context, feedback)
+
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask",
@@ -44,6 +52,15 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         source = self.parameterAsSource(parameters, "POLYGONS", context)
         if source is None:
             raise QgsProcessingException("Polygons: no polygon layer given")
+        check_polygons(source, "Polygons")
+        # asked of a context of its own first: for a memory layer, the run's context would be
+        # told to load a layer that parameterAsSink makes under another name
+        destination = self.parameterAsOutputLayer(parameters, "OUTPUT", QgsProcessingContext())
+        to_file = is_plain_file(destination)
+        if to_file:
+            destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        self.check_destination(destination, "OUTPUT", [getattr(self, "_polygons_file", None)],
+                               feedback, raster=False)
         zonal = self.run_child("counting pixels per polygon", "native:zonalstatisticsfb", {
             "INPUT": parameters["POLYGONS"], "INPUT_RASTER": mask, "RASTER_BAND": 1,
             "COLUMN_PREFIX": _PREFIX, "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT},
@@ -62,28 +79,37 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             fields.append(field)
         for name, kind in NEW_FIELDS:
             fields.append(QgsField(name, kind))
-        sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
-                                          source.sourceCrs())
+        # a file is written beside the destination and renamed into place at the end: a
+        # cancelled, failed or killed run leaves the file that was there
+        with written_beside(destination) if to_file else nullcontext() as target:
+            if to_file:
+                sink, dest = QgsProcessingUtils.createFeatureSink(target, context, fields, source.wkbType(),
+                                                                  source.sourceCrs())
+            else:
+                sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
+                                                  source.sourceCrs())
+            try:
+                self.write_features(sink, counted, fields, kept, mask, context, feedback)
+            finally:
+                del sink   # closes the file before it is moved or removed
+        return {"OUTPUT": destination if to_file else dest}
+
+    @staticmethod
+    def write_features(sink, counted, fields, kept, mask, context, feedback) -> None:
         to_raster = QgsCoordinateTransform(counted.crs(), mask.crs(), context.transformContext())
         ellipsoid = ellipsoid_of(context)
         transforms = context.transformContext()
         total = max(1, counted.featureCount())
-        try:
-            for i, feature in enumerate(counted.getFeatures()):
-                if feedback.isCanceled():
-                    raise QgsProcessingException("cancelled: the statistics are incomplete")
-                valid = float(feature[f"{_PREFIX}count"] or 0)
-                water = float(feature[f"{_PREFIX}sum"] or 0)
-                out = QgsFeature(fields)
-                out.setGeometry(feature.geometry())
-                attributes = [feature[f.name()] for f in kept]
-                centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
-                km2 = water * pixel_area_m2(mask, ellipsoid, centre, transforms) / 1e6 if water else 0.0
-                out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
-                sink.addFeature(out, QgsFeatureSink.Flag.FastInsert)
-                feedback.setProgress(100.0 * (i + 1) / total)
-        except BaseException:
-            del sink  # closes the file, then removed: a cancelled or failed run leaves no output
-            self.remove_vector_output(self.parameterAsOutputLayer(parameters, "OUTPUT", context))
-            raise
-        return {"OUTPUT": dest}
+        for i, feature in enumerate(counted.getFeatures()):
+            if feedback.isCanceled():
+                raise QgsProcessingException("cancelled: the statistics are incomplete")
+            valid = float(feature[f"{_PREFIX}count"] or 0)
+            water = float(feature[f"{_PREFIX}sum"] or 0)
+            out = QgsFeature(fields)
+            out.setGeometry(feature.geometry())
+            attributes = [feature[f.name()] for f in kept]
+            centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
+            km2 = water * pixel_area_m2(mask, ellipsoid, centre, transforms) / 1e6 if water else 0.0
+            out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
+            sink.addFeature(out, QgsFeatureSink.Flag.FastInsert)
+            feedback.setProgress(100.0 * (i + 1) / total)

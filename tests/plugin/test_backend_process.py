@@ -121,3 +121,28 @@ def test_a_cancel_after_the_outputs_are_in_place_keeps_the_run(models, two_band_
         assert outcome.result["water_area_km2"] == pytest.approx(0.2048)
         assert not any("cancel came after" in w for w in outcome.warnings)
         assert [p.name for p in out.iterdir()] == ["mask.tif"]
+
+
+def test_extents_and_band_advice_in_qgis_words():
+    """An extent typed in QGIS's order (xmin,xmax,ymin,ymax) came back in the backend's
+    (xmin,ymin,xmax,ymax); band advice showed the command line's VV_INDEX,VH_INDEX."""
+    from sarflood.plugin.backend_process import in_qgis_words
+
+    said = in_qgis_words("/d/s.tif: the extent 10,50,11,51 (in EPSG:4326; 1410521,5620113,1501521,"
+                         "5743737 in the raster's) does not overlap the raster (bounds 500000,"
+                         "4289760,510240,4300000 in EPSG:32630)")
+    assert said == ("/d/s.tif: the extent 10,11,50,51 (in EPSG:4326; 1410521,1501521,5620113,5743737 "
+                    "in the raster's) does not overlap the raster (bounds 500000,510240,4289760,"
+                    "4300000 in EPSG:32630)")
+    assert in_qgis_words("the extent -1.5,2,3.25,4 reaches past the raster: (3 x 4 pixels; the "
+                         "raster's bounds 0,1,2,3 in EPSG:4326)") == (
+        "the extent -1.5,3.25,2,4 reaches past the raster: (3 x 4 pixels; the raster's bounds "
+        "0,2,1,3 in EPSG:4326)")
+    swapped = ("(band 1, by --bands) ... are VV and VH swapped? (--bands VV_INDEX,VH_INDEX chooses "
+               "the bands of one file; two files go in the order VV, VH)")
+    assert in_qgis_words(swapped, processing=True) == (
+        "(band 1, by VV_BAND and VH_BAND) ... are VV and VH swapped? (setting VV_BAND and VH_BAND "
+        "chooses the bands of one file; two files go in the order VV, VH)")
+    assert in_qgis_words(swapped) == (
+        "(band 1, by the 'VV band' and 'VH band' choice) ... are VV and VH swapped? (setting "
+        "'VV band' and 'VH band' chooses the bands of one file; two files go in the order VV, VH)")

@@ -442,3 +442,56 @@ def test_an_output_another_run_wrote_meanwhile_is_told_in_qgis_words(provider, m
     assert f"{mask}: was written by another run or program while this run was running" in text
     assert "choose another output file, or remove that one and run again" in text
     assert mask.read_bytes() == b"the other run's mask"
+
+
+def test_threshold_messages_say_what_was_typed_and_the_range(provider, models, two_band_scene, tmp_path):
+    """THRESHOLD=abc said "Threshold: 0.0 must lie strictly between 0 and 1"; 1.5 got QGIS's
+    bare "Incorrect parameter value", under declared limits (0 and 1) that are refused."""
+    import processing
+    from qgis.core import QgsApplication
+
+    params = {"INPUT": str(two_band_scene), "MODEL": str(models["threshold"]),
+              "OUTPUT_MASK": str(tmp_path / "mask.tif")}
+    for given, said in (("abc", r"Threshold: 'abc' is not a number; give one strictly between 0 and 1"),
+                        ("0,5", r"Threshold: '0,5' is not a number"),
+                        ("1.5", r"Threshold: 1.5 must lie strictly between 0 and 1"),
+                        (1.0, r"Threshold: 1.0 must lie strictly between 0 and 1")):
+        with pytest.raises(QgsProcessingException, match=f"^{said}"):
+            processing.run("sarflood:mapwater", {**params, "THRESHOLD": given})
+    assert not (tmp_path / "mask.tif").exists()
+    definition = QgsApplication.processingRegistry().algorithmById("sarflood:mapwater").parameterDefinition(
+        "THRESHOLD")
+    assert "strictly between 0 and 1" in definition.description()
+
+
+def test_an_output_that_is_the_input_is_refused_before_it_is_called_replaced(provider, two_band_scene):
+    """mapwater OUTPUT_MASK = INPUT said "exists and will be replaced", then refused it."""
+    import processing
+
+    lines = []
+
+    class Log(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            lines.append(info)
+            super().pushInfo(info)
+
+    before = two_band_scene.read_bytes()
+    for alg in ("sarflood:mapwater", "sarflood:otsu"):
+        with pytest.raises(QgsProcessingException, match=r"^OUTPUT_MASK: .*scene.tif is the input 'scene'"):
+            processing.run(alg, {"INPUT": str(two_band_scene), "OUTPUT_MASK": str(two_band_scene)},
+                           feedback=Log())
+    assert not any("will be replaced" in line for line in lines), lines
+    assert two_band_scene.read_bytes() == before
+
+
+def test_a_band_swap_warning_names_the_algorithms_parameters(provider, models, two_band_scene, tmp_path):
+    """It showed the command line's "--bands VV_INDEX,VH_INDEX" placeholder."""
+    import processing
+
+    feedback = WarningsFeedback()
+    processing.run("sarflood:mapwater", {"INPUT": str(two_band_scene), "VV_BAND": 2, "VH_BAND": 1,
+                                         "MODEL": str(models["threshold"]),
+                                         "OUTPUT_MASK": str(tmp_path / "mask.tif")}, feedback=feedback)
+    swapped = [w for w in feedback.warnings if "swapped" in w]
+    assert swapped and "(setting VV_BAND and VH_BAND chooses the bands of one file" in swapped[0], swapped
+    assert "by VV_BAND and VH_BAND)" in swapped[0] and "INDEX" not in swapped[0]

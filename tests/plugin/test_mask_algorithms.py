@@ -422,14 +422,19 @@ def test_vectorize_cancelled_in_its_last_step_leaves_no_polygons(provider, tmp_p
     assert done["POLYGON_COUNT"] > 100
 
 
+def _north_south_zones():
+    """Two zones over the mask of :func:`_mask`, one above the other."""
+    x0, y0 = ORIGIN
+    return _rect_layer("EPSG:32630", [("north", (x0, y0 - 400, x0 + 1000, y0)),
+                                      ("south", (x0, y0 - 1000, x0 + 1000, y0 - 400))])
+
+
 def test_a_cancelled_zonal_run_leaves_no_output_file(provider, tmp_path):
     """The sink was made (and left) even when the child had been cancelled."""
     import processing
 
     path, _ = _mask(tmp_path)
-    x0, y0 = ORIGIN
-    zones = _rect_layer("EPSG:32630", [("north", (x0, y0 - 400, x0 + 1000, y0)),
-                                       ("south", (x0, y0 - 1000, x0 + 1000, y0 - 400))])
+    zones = _north_south_zones()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     # in the child (native:zonalstatisticsfb), then in the loop over polygons after it
@@ -536,3 +541,226 @@ def test_correct_mask_checks_its_output_before_writing(provider, tmp_path):
                                                 "OUTPUT": str(mask_path)})
     assert mask_path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["post.tif"]
+
+
+
+class _Log:
+    """A feedback that keeps what the run said (info, warnings, step texts), in order."""
+
+    def __new__(cls):
+        from qgis.core import QgsProcessingFeedback
+
+        class Feedback(QgsProcessingFeedback):
+            def __init__(self):
+                super().__init__()
+                self.lines = []
+
+            def pushInfo(self, info):  # noqa: N802 (QGIS's name)
+                super().pushInfo(info)
+                self.lines.append(info)
+
+            def pushWarning(self, warning):  # noqa: N802 (QGIS's name)
+                super().pushWarning(warning)
+                self.lines.append(warning)
+
+            def setProgressText(self, text):  # noqa: N802 (QGIS's name)
+                super().setProgressText(text)
+                self.lines.append(text)
+
+        return Feedback()
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def _features(path) -> list:
+    layer = QgsVectorLayer(str(path), "v", "ogr")
+    assert layer.isValid(), path
+    return sorted(tuple(f.attributes()[1:]) for f in layer.getFeatures())
+
+
+def test_correct_mask_never_rewrites_the_polygons_it_reads_nor_a_users_file(provider, tmp_path):
+    """CORRECTIONS given as <output>.corrections.geojson, the file the algorithm writes
+    beside its output: the user's GeoJSON was rewritten in WGS 84 with the water field
+    only (its other fields and CRS lost); any file of that name was replaced unsaid."""
+    import processing
+
+    mask_path, _ = _mask(tmp_path)
+    users = tmp_path / "fixed.corrections.geojson"
+    users.write_text(json.dumps({
+        "type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32630"}},
+        "features": [{"type": "Feature", "properties": {"water": 1, "note": "checked"},
+                      "geometry": {"type": "Polygon", "coordinates": [[
+                          [500100, 4199600], [500200, 4199600], [500200, 4199700],
+                          [500100, 4199700], [500100, 4199600]]]}}]}))   # 10 x 10 dry pixels
+    before = users.read_bytes()
+    params = {"INPUT": str(mask_path), "CORRECTIONS": str(users), "OUTPUT": str(tmp_path / "fixed.tif")}
+    log = _Log()
+    out = processing.run("sarflood:correctmask", params, feedback=log)
+    assert users.read_bytes() == before
+    second = tmp_path / "fixed.corrections-2.geojson"
+    assert f"{users} is the correction polygons given: it is kept" in log.lines
+    from osgeo import gdal
+    assert str(second) in gdal.Open(out["OUTPUT"]).GetMetadataItem("SARFLOOD_CORRECTIONS")
+    assert out["CORRECTED_PIXELS"] == 100
+
+    # run again: its own file (-2) is replaced, and said so; the user's is kept
+    log = _Log()
+    processing.run("sarflood:correctmask", params, feedback=log)
+    assert f"{second} exists and will be replaced" in log.lines
+    assert users.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.glob("fixed.corrections*")) == [
+        "fixed.corrections-2.geojson", "fixed.corrections.geojson"]
+
+    # what a run killed while writing its polygons left (its process gone) is removed
+    left = tmp_path / f".{second.name}.{_dead_pid()}-0123abcd.sarflood-tmp"
+    left.write_text("{")
+    log = _Log()
+    processing.run("sarflood:correctmask", params, feedback=log)
+    assert f"removed {left}, left by an interrupted run" in log.lines and not left.exists()
+
+    # a user's file of that name, not the input: kept too
+    layer = _rect_layer("EPSG:32630", [(1, (500100, 4199700, 500200, 4199800))], "water:integer")
+    log = _Log()
+    processing.run("sarflood:correctmask", {**params, "CORRECTIONS": layer}, feedback=log)
+    assert f"{users} is a file this plugin did not write: it is kept" in log.lines
+    assert users.read_bytes() == before
+
+
+def test_a_flood_extent_killed_run_leaves_its_hidden_file_to_the_next_run(provider, tmp_path):
+    """A killed run's hidden file stayed for good, one more per run. (The kill itself is in
+    test_qgis_process.py.) Files of live processes are another run's, still writing."""
+    import os
+    import processing
+
+    post_path, _ = _mask(tmp_path)
+    pre_path, _ = _mask(tmp_path, "pre.tif")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dead, alive = _dead_pid(), os.getpid()
+    left = [out_dir / f".fe.tif.{dead}-0123abcd.sarflood-tmp.tif",
+            out_dir / f".fe.tif.{dead}-0123abcd.sarflood-tmp.tif.aux.xml"]
+    kept = [out_dir / f".fe.tif.{alive}-4567abcd.sarflood-tmp.tif",    # running now
+            out_dir / f".other.tif.{dead}-0123abcd.sarflood-tmp.tif"]  # another output's
+    for path in left + kept:
+        path.write_bytes(b"partial")
+    log = _Log()
+    processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(pre_path),
+                                            "OUTPUT": str(out_dir / "fe.tif")}, feedback=log)
+    assert [p.exists() for p in left + kept] == [False, False, True, True]
+    assert f"removed {left[0]}, left by an interrupted run" in log.lines
+
+
+def test_outputs_replaced_are_said_as_by_the_other_algorithms(provider, tmp_path):
+    """floodextent, vectorize and zonalwater replaced an existing output without a word,
+    where mapwater, otsu and correctmask say so."""
+    import processing
+
+    path, _ = _mask(tmp_path)
+    pre_path, _ = _mask(tmp_path, "pre.tif")
+    x0, y0 = ORIGIN
+    zones = _rect_layer("EPSG:32630", [("all", (x0, y0 - 1000, x0 + 1000, y0))])
+    runs = (("sarflood:floodextent", {"POST": str(path), "PRE": str(pre_path)}, "fe.tif"),
+            ("sarflood:vectorize", {"INPUT": str(path)}, "water.gpkg"),
+            ("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(path)}, "zones.gpkg"))
+    for alg, params, name in runs:
+        out = str(tmp_path / name)
+        first = _Log()
+        processing.run(alg, {**params, "OUTPUT": out}, feedback=first)
+        assert not any("will be replaced" in line for line in first.lines), alg
+        again = _Log()
+        processing.run(alg, {**params, "OUTPUT": out}, feedback=again)
+        assert f"{out} exists and will be replaced" in again.lines, alg
+
+
+def test_line_layers_are_refused_where_polygons_are_needed(provider, tmp_path):
+    """A LineString layer passed by path (qgis_process, scripts) ran: its lines were burnt
+    in as permanent water, or counted as zones."""
+    import processing
+
+    path, _ = _mask(tmp_path)
+    lines = tmp_path / "rivers.geojson"
+    lines.write_text(json.dumps({
+        "type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32630"}},
+        "features": [{"type": "Feature", "properties": {"water": 1}, "geometry": {
+            "type": "LineString", "coordinates": [[500000, 4199500], [501000, 4199900]]}}]}))
+    with pytest.raises(QgsProcessingException, match=r"^Polygons 'rivers' holds lines; polygons are needed"):
+        processing.run("sarflood:zonalwater", {"POLYGONS": str(lines), "MASK": str(path),
+                                               "OUTPUT": str(tmp_path / "z.gpkg")})
+    with pytest.raises(QgsProcessingException,
+                       match=r"^Permanent water polygons 'rivers' holds lines; polygons are needed"):
+        processing.run("sarflood:floodextent", {"POST": str(path), "PERMANENT": str(lines),
+                                                "OUTPUT": str(tmp_path / "fe.tif")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["post.tif", "rivers.geojson"]
+
+
+def test_vectorize_checks_its_output_folder_before_the_work(provider, tmp_path):
+    """A folder it cannot write was found after all four steps had run."""
+    import processing
+
+    path, _ = _mask(tmp_path)
+    missing = tmp_path / "nope" / "water.gpkg"
+    log = _Log()
+    with pytest.raises(QgsProcessingException,
+                       match=rf"^OUTPUT: cannot write {missing} \(No such file or directory\)"):
+        processing.run("sarflood:vectorize", {"INPUT": str(path), "OUTPUT": str(missing)}, feedback=log)
+    assert not any(line.startswith("step") for line in log.lines), log.lines
+
+
+def test_vector_outputs_are_replaced_only_when_complete(provider, tmp_path):
+    """vectorize and zonalwater wrote into the destination: a cancel removed it (the
+    user's file lost) and a kill left a GeoPackage with no layer. Now a hidden copy is
+    renamed into place at the end: a cancel keeps the old file, and what a killed run
+    left (its process gone) is removed by the next run (the kill itself: test_qgis_process.py)."""
+    import processing
+
+    path, _ = _mask(tmp_path)
+    zones = _north_south_zones()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    runs = (("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0}, "water.gpkg", "step 4 of 4"),
+            ("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0}, "water.shp", "step 4 of 4"),
+            ("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(path)}, "zones.gpkg", "water share"))
+    for alg, params, name, step in runs:
+        out = out_dir / name
+        processing.run(alg, {**params, "OUTPUT": str(out)})
+        before = _features(out)
+        files = sorted(p.name for p in out_dir.iterdir())
+        with pytest.raises(QgsProcessingException, match="cancelled"):
+            processing.run(alg, {**params, "OUTPUT": str(out)}, feedback=_CancelAt(step))
+        assert sorted(p.name for p in out_dir.iterdir()) == files, alg
+        assert _features(out) == before, name
+        # a killed run's hidden folder, with the part it wrote
+        left = out_dir / f".{name}.{_dead_pid()}-0123abcd.sarflood-tmp"
+        left.mkdir()
+        (left / name).write_bytes(b"partial")
+        (left / (name + "-journal")).write_bytes(b"partial")
+        log = _Log()
+        processing.run(alg, {**params, "OUTPUT": str(out)}, feedback=log)
+        assert f"removed {left}, left by an interrupted run" in log.lines
+        assert sorted(p.name for p in out_dir.iterdir()) == files, alg
+        assert _features(out) == before, name
+    # the GeoPackage's layer is named after the file, as when Processing writes it itself
+    from osgeo import ogr
+    assert [layer.GetName() for layer in ogr.Open(str(out_dir / "water.gpkg"))] == ["water"]
+
+
+def test_zonal_water_refuses_to_write_over_its_polygons(provider, tmp_path):
+    import processing
+
+    path, _ = _mask(tmp_path)
+    x0, y0 = ORIGIN
+    zones = tmp_path / "zones.gpkg"
+    processing.run("sarflood:zonalwater", {"POLYGONS": _rect_layer("EPSG:32630", [
+        ("all", (x0, y0 - 1000, x0 + 1000, y0))]), "MASK": str(path), "OUTPUT": str(zones)})
+    before = zones.read_bytes()
+    with pytest.raises(QgsProcessingException, match=r"^OUTPUT: .*zones.gpkg is the input 'zones'"):
+        processing.run("sarflood:zonalwater", {"POLYGONS": str(zones), "MASK": str(path),
+                                               "OUTPUT": str(zones)})
+    assert zones.read_bytes() == before

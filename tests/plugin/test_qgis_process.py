@@ -1,7 +1,9 @@
 """qgis_process, exactly as a user runs it: the plugin on QGIS_PLUGINPATH, enabled in a fresh profile."""
 import json
 import os
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -76,3 +78,96 @@ def test_relative_paths_mean_the_callers_folder(qgis_process_env, models, tmp_pa
         "INPUT": "scene.tif", "OUTPUT_MASK": "out/otsu.tif"}, cwd=tmp_path)
     assert otsu.returncode == 0, otsu.stdout[-2000:] + otsu.stderr[-2000:]
     assert (tmp_path / "out" / "otsu.tif").is_file()
+
+
+def _terminate_when(env, alg: str, params: dict, ready, cwd, timeout: float = 120.0) -> int:
+    """Run qgis_process and send it SIGTERM (as `kill` does) as soon as ``ready()``; its exit
+    status. What it started and left running (gdal_calc) is stopped afterwards, so that
+    nothing writes while the test looks."""
+    args = [QGIS_PROCESS, "run", alg, "--"] + [f"{k}={v}" for k, v in params.items()]
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{alg} ended (or hung) before the moment to kill it came")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_killed_flood_extent_keeps_the_old_one_and_the_next_run_tidies(qgis_process_env, provider, tmp_path):
+    """kill -TERM of qgis_process mid-run left a hidden .fe.tif.<pid>-<hex>.sarflood-tmp.tif in
+    the output folder, a new one per run; now the next run to that output removes it."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    rng = np.random.default_rng(1)
+    post = write_raster(tmp_path / "post.tif", [(rng.random((2000, 2000)) < 0.3).astype(np.uint8)], nodata=255)
+    pre = write_raster(tmp_path / "pre.tif", [(rng.random((2000, 2000)) < 0.1).astype(np.uint8)], nodata=255)
+    out = tmp_path / "out"
+    out.mkdir()
+    old = write_raster(out / "fe.tif", [np.ones((4, 4), np.uint8)]).read_bytes()   # an earlier extent
+
+    def hidden():
+        return [p for p in out.iterdir() if p.name.endswith(".sarflood-tmp.tif")]
+
+    status = _terminate_when(qgis_process_env, "sarflood:floodextent",
+                             {"POST": post, "PRE": pre, "OUTPUT": out / "fe.tif"}, hidden, tmp_path)
+    assert status == -signal.SIGTERM
+    assert (out / "fe.tif").read_bytes() == old
+    left = hidden()
+    assert left   # a kill leaves it: nothing runs in a process that is gone
+
+    lines = []
+
+    class Log(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            lines.append(info)
+            super().pushInfo(info)
+
+    small = write_raster(tmp_path / "small.tif", [np.ones((8, 8), np.uint8)], nodata=255)
+    processing.run("sarflood:floodextent", {"POST": str(small), "PRE": str(small),
+                                            "OUTPUT": str(out / "fe.tif")}, feedback=Log())
+    assert f"removed {left[0]}, left by an interrupted run" in lines
+    assert sorted(p.name for p in out.iterdir()) == ["fe.tif"]
+
+
+def test_a_killed_vectorize_keeps_the_geopackage_it_would_replace(qgis_process_env, provider, tmp_path):
+    """kill -TERM of qgis_process while vectorize wrote an existing GeoPackage left a 65 KB
+    GeoPackage without a layer and a -journal file: the user's polygons were gone."""
+    import processing
+
+    from .test_mask_algorithms import _features
+
+    rng = np.random.default_rng(5)
+    speckle = write_raster(tmp_path / "speckle.tif", [(rng.random((600, 600)) < 0.3).astype(np.uint8)],
+                           nodata=255)
+    few = np.zeros((50, 50), np.uint8)
+    few[5:10, 5:10] = few[20:30, 20:40] = 1
+    out = tmp_path / "out"
+    out.mkdir()
+    gpkg = out / "water.gpkg"
+    processing.run("sarflood:vectorize", {"INPUT": str(write_raster(tmp_path / "few.tif", [few], nodata=255)),
+                                          "OUTPUT": str(gpkg)})
+    before, mtime = _features(gpkg), gpkg.stat().st_mtime_ns
+    assert len(before) == 2
+
+    def writing():   # the last step has begun: into a hidden folder, or (before) into the file
+        hidden = [p for p in out.iterdir() if p.is_dir() and p.name.startswith(".water.gpkg.")]
+        return (any(any(p.iterdir()) for p in hidden)
+                or gpkg.stat().st_mtime_ns != mtime or (out / "water.gpkg-journal").exists())
+
+    status = _terminate_when(qgis_process_env, "sarflood:vectorize",
+                             {"INPUT": speckle, "OUTPUT": gpkg}, writing, tmp_path)
+    assert status == -signal.SIGTERM
+    assert _features(gpkg) == before
+    assert not (out / "water.gpkg-journal").exists()
+    processing.run("sarflood:vectorize", {"INPUT": str(tmp_path / "few.tif"), "OUTPUT": str(gpkg)})
+    assert sorted(p.name for p in out.iterdir()) == ["water.gpkg"]

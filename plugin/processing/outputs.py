@@ -1,0 +1,115 @@
+"""Output files of the algorithms: written beside the destination under a hidden name and
+renamed into place at the end, so that a cancel, a failure or a kill leaves the file
+that was there; what a killed run left is removed by the next run to the same file.
+
+Hidden names are ``.<name>.<pid>-<hex>.sarflood-tmp...``, the backend's own pattern
+(``backend.raster_io.temporary_path``): the process id tells whose they are.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+_HIDDEN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]+\.sarflood-tmp")
+_SQLITE_FILES = ("-journal", "-wal", "-shm")   # a GeoPackage's, while it is open or was killed
+# a shapefile's files that may not be written again: stale ones would describe the old file
+_SHAPEFILE_EXTRAS = (".qix", ".sbn", ".sbx", ".cpg", ".prj", ".qpj")
+
+
+def hidden_path(path: str, suffix: str = "") -> str:
+    """A hidden name beside ``path`` for what this process writes in its place."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.sarflood-tmp{suffix}")
+
+
+def is_plain_file(destination: str) -> bool:
+    """Whether a vector destination is a file path, not a data source URI
+    (``memory:``, ``ogr:dbname=...``, ``postgres:...``) or a layer of a file."""
+    if not destination or "|" in destination:
+        return False
+    scheme = re.match(r"^([A-Za-z][\w+.-]*):", destination)
+    return scheme is None or len(scheme.group(1)) == 1   # C: is a Windows drive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # EPERM: another user's process
+        return True
+    return True
+
+
+def remove_stale(path: str) -> list[str]:
+    """Remove the hidden files and folders that runs killed while writing ``path`` left
+    beside it (their process is gone); what was removed.
+
+    Not on Windows, where os.kill(pid, 0) would end the process. A process of the same
+    number on another machine writing to a shared folder is not told apart."""
+    if os.name == "nt":
+        return []
+    folder, name = os.path.split(os.path.abspath(path))
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        match = _HIDDEN.match(entry.name)
+        if match is None or match["name"] != name or _alive(int(match["pid"])):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(entry.path)
+    return removed
+
+
+def replace_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a hidden file renamed over it: never half written."""
+    hidden = hidden_path(path)
+    try:
+        Path(hidden).write_bytes(data)
+        os.replace(hidden, path)
+    finally:
+        Path(hidden).unlink(missing_ok=True)
+
+
+@contextmanager
+def written_beside(destination: str):
+    """Yields the path to write ``destination`` to instead: the same file name in a hidden
+    folder beside it (so a GeoPackage's layer keeps its name). When the block ends without
+    an error, the files written there are renamed into place; otherwise removed. A file
+    already at ``destination`` stays whole until then."""
+    folder, name = os.path.split(os.path.abspath(destination))
+    hidden = hidden_path(destination)
+    os.mkdir(hidden)
+    try:
+        yield os.path.join(hidden, name)
+        _move_into_place(hidden, folder, name)
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _move_into_place(hidden: str, folder: str, name: str) -> None:
+    target = os.path.join(folder, name)
+    # SQLite would apply a killed run's journal of the old file to the new one
+    for suffix in _SQLITE_FILES:
+        Path(target + suffix).unlink(missing_ok=True)
+    written = sorted(os.listdir(hidden), key=lambda n: n == name)   # the main file last
+    if name.lower().endswith(".shp"):
+        stem = name[:-4]
+        for extra in _SHAPEFILE_EXTRAS:
+            if stem + extra not in written:
+                Path(folder, stem + extra).unlink(missing_ok=True)
+    for file in written:
+        os.replace(os.path.join(hidden, file), os.path.join(folder, file))
