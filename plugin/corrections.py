@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform,
                        QgsCoordinateTransformContext, QgsDefaultValue, QgsEditorWidgetSetup,
@@ -96,6 +97,26 @@ def written_by_plugin(path: str) -> bool:
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(doc, dict) and all(doc.get(k) == v for k, v in _MARK.items())
+
+
+def sidecar_path(mask: str, given: str | None) -> tuple[Path, bool, str | None]:
+    """Where the polygons burnt into ``mask`` are kept: ``<mask>.corrections.geojson``, or
+    the first of ``-2``, ``-3``... that is free or replaceable; whether a file there is
+    replaced; and a note when the first name is kept. A file is replaced only when this
+    plugin wrote it, never when it is the polygons given (``given``, their file) or the
+    user's own."""
+    first = Path(mask).with_suffix(".corrections.geojson")
+    path, number, note = first, 1, None
+    while path.exists():
+        same = given is not None and os.path.realpath(given) == os.path.realpath(path)
+        if not same and written_by_plugin(str(path)):
+            return path, True, note
+        if path == first:
+            why = "the correction polygons given" if same else "a file this plugin did not write"
+            note = f"{path} is {why}: it is kept"
+        number += 1
+        path = first.with_name(f"{Path(mask).stem}.corrections-{number}.geojson")
+    return path, False, note
 
 
 def new_corrections_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:

@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 from .. import styles
 from ..backend_process import Outcome
 from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_corrections_layer,
-                           write_geojson)
+                           sidecar_path, write_geojson)
 from ..layers import (ProjectWatch, add_styled_raster, in_qgis_temporary_folder, private_copy,
                       remove_layers_of, run_layer_nodes)
 from ..params import FinalizeParams, free_output_paths
@@ -542,8 +542,13 @@ class ReviewDock(QgsDockWidget):
             return
         polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None
         fixes_layer = self.corrections.currentLayer()
-        # kept beside the mask, which names it in its SARFLOOD_CORRECTIONS tag
-        fixes = str(Path(path).with_suffix(".corrections.geojson")) if fixes_layer else None
+        # kept beside the mask, which names it in its SARFLOOD_CORRECTIONS tag; never over
+        # the chosen layer's own file or a user's file of that name
+        fixes, kept = None, None
+        if fixes_layer is not None:
+            sidecar, _, kept = sidecar_path(path, fixes_layer.source().split("|")[0])
+            fixes = str(sidecar)
+            kept = kept and f"{kept}; the corrections went to {fixes}"
         existing = [p for p in (path, polygons, fixes) if p and Path(p).exists()]
         if existing and not self.confirm_overwrite(existing):
             self.show_status("Accept: nothing written")
@@ -568,7 +573,8 @@ class ReviewDock(QgsDockWidget):
         self.accept_button.setEnabled(False)
         started = self.project_watch.count
         task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
-                                   lambda outcome: self._accepted(outcome, path, polygons, started))
+                                   lambda outcome: self._accepted(outcome, path, polygons, started,
+                                                                  kept))
         if fixes:
             def undo(outcome: Outcome) -> None:   # apart from the dock: it runs after an unload too
                 if not outcome.ok:
@@ -576,7 +582,8 @@ class ReviewDock(QgsDockWidget):
 
             task.done.connect(undo)
 
-    def _accepted(self, outcome: Outcome, path: str, polygons: str | None, started: int) -> None:
+    def _accepted(self, outcome: Outcome, path: str, polygons: str | None, started: int,
+                  note: str | None = None) -> None:
         self.accept_button.setEnabled(self._reviewable())
         if not outcome.ok:
             self.show_status(f"Accept failed: {outcome.error}", error=True)
@@ -592,8 +599,8 @@ class ReviewDock(QgsDockWidget):
         if "corrected_pixels" in outcome.result:
             text += f"; {outcome.result['corrected_pixels']} pixels corrected"
         # corrections that change nothing (drawn elsewhere, in another CRS) say so here
-        text += "".join(f"; warning: {w}" for w in outcome.warnings)
-        warned = bool(outcome.warnings)
+        text += "".join(f"; warning: {w}" for w in [*outcome.warnings, *([note] if note else [])])
+        warned = bool(outcome.warnings) or bool(note)
         self.show_status(text, error=warned)
         if polygons:
             params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}

@@ -6,7 +6,6 @@ tags and counts the areas again.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
@@ -14,7 +13,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer)
 
 from .. import styles
-from ..corrections import FIELD, CorrectionsProblem, write_geojson, written_by_plugin
+from ..corrections import FIELD, CorrectionsProblem, sidecar_path, write_geojson
 from ..inputs import InputProblem, layer_file
 from ..params import CorrectParams
 from .base import source_file
@@ -50,22 +49,12 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
 
     @staticmethod
     def corrections_path(out: str, given: str | None, feedback) -> Path:
-        """Where the polygons go: ``<mask>.corrections.geojson``, or the first free or
-        replaceable of ``-2``, ``-3``... A file there is replaced only when this plugin
-        wrote it (it describes the mask being replaced), never when it is the polygons
-        given (``given``) or a file of the user's: that one is kept, and said so."""
-        first = Path(out).with_suffix(".corrections.geojson")
-        path, number = first, 1
-        while path.exists():
-            same = given is not None and os.path.realpath(given) == os.path.realpath(path)
-            if not same and written_by_plugin(str(path)):
-                feedback.pushInfo(f"{path} exists and will be replaced")
-                break
-            if path == first:
-                why = "the correction polygons given" if same else "a file this plugin did not write"
-                feedback.pushWarning(f"{path} is {why}: it is kept")
-            number += 1
-            path = first.with_name(f"{Path(out).stem}.corrections-{number}.geojson")
+        """Where the polygons go (:func:`~plugin.corrections.sidecar_path`), said in the log."""
+        path, replaced, note = sidecar_path(out, given)
+        if note:
+            feedback.pushWarning(note)
+        if replaced:
+            feedback.pushInfo(f"{path} exists and will be replaced")
         return path
 
     def processAlgorithm(self, parameters, context, feedback):

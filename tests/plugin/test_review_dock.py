@@ -1,5 +1,6 @@
 """The review dock after a run: the threshold in force, what Accept writes and says, and the
 layers it replaces (qtbot clicks, real backend, tiny exact models)."""
+import json
 import os
 from pathlib import Path
 
@@ -8,9 +9,9 @@ import onnx
 import pytest
 from osgeo import gdal, ogr
 from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer,
-                       QgsRectangle, QgsSingleBandPseudoColorRenderer)
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QMessageBox
+                       QgsRectangle, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
 from .conftest import read_raster, wait_for_tasks
 from .test_gui_run import CHIP, _answer_next_question, _start_run
@@ -180,6 +181,46 @@ def test_corrections_of_another_scene_are_not_reused_and_accept_warnings_show(
                for tag, level, message in logged), logged
     fixes.rollBack()
     wait_for_tasks(qtbot)
+
+
+def test_accept_keeps_the_chosen_corrections_file_that_has_the_sidecars_name(
+        plugin, qtbot, models, real_chips, tmp_path):
+    """Corrections loaded from <final>.corrections.geojson itself: Accept rewrote that file
+    with the water field alone in WGS 84 (the user's other fields lost). Now it is kept,
+    and the polygons burnt in go beside it under the next free name."""
+    chip = real_chips / "S1Hand" / CHIP
+    _run(plugin, qtbot, chip, models["threshold"], tmp_path)
+    dock = plugin.dock
+    x0, dx, _, y0, _, dy = gdal.Open(str(chip)).GetGeoTransform()
+    ring = [[x0 + 10 * dx, y0 + 10 * dy], [x0 + 60 * dx, y0 + 10 * dy], [x0 + 60 * dx, y0 + 60 * dy],
+            [x0 + 10 * dx, y0 + 60 * dy], [x0 + 10 * dx, y0 + 10 * dy]]
+    users = tmp_path / "final.corrections.geojson"
+    users.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"water": 1, "note": "checked in the field"},
+        "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    before = users.read_bytes()
+    layer = QgsVectorLayer(str(users), "field corrections", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    dock.corrections.setLayer(layer)
+    asked = []
+
+    def refuse_a_question(tries=250):   # nothing is replaced, so nothing should be asked
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            asked.append(box.text())
+            box.button(QMessageBox.StandardButton.No).click()
+        elif tries:
+            QTimer.singleShot(20, lambda: refuse_a_question(tries - 1))
+
+    refuse_a_question()
+    status = _accept(dock, qtbot, tmp_path / "final.tif")
+    wait_for_tasks(qtbot)
+    assert asked == [] and users.read_bytes() == before
+    second = tmp_path / "final.corrections-2.geojson"
+    assert f"{users} is the correction polygons given: it is kept; the corrections went to " \
+           f"{second}" in status, status
+    assert json.loads(second.read_text())["features"][0]["properties"] == {"water": 1}
+    assert "pixels corrected" in status
 
 
 def test_back_at_the_run_threshold_the_probability_style_returns(plugin, qtbot, models, two_band_scene,
