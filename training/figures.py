@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ from .atomic import atomic_path, refused_output, remove_stale
 from .cli import DEVICES
 from .data import s2index
 from .data.io import read_label, read_s1, read_s2
-from .data.layout import ChipFiles, DatasetError
+from .data.layout import HAND_KINDS, ChipFiles, DatasetError, Layout, chip_file
+from .data.sets import check_chips
 from .metrics import confusion
 
 DRY, WATER, UNLABELLED, NO_DATA = (0.20, 0.60, 0.25), (0.10, 0.35, 0.90), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
@@ -114,6 +116,15 @@ def pick(chips: list[ChipFiles], ids: list[str], n: int) -> list[ChipFiles]:
     return [chips[i] for i in dict.fromkeys(idx)]
 
 
+def with_s2(data: str | Path, chips: list[ChipFiles]) -> list[ChipFiles]:
+    """The chips drawn, with their S2Hand files, checked: the split's other chips may
+    have none (a partial download)."""
+    folder = Layout.find(data).hand
+    chips = [replace(c, s2=chip_file(folder, c.chip_id, HAND_KINDS.s2)) for c in chips]
+    check_chips(chips, "chips to draw")
+    return chips
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="test", choices=evaluate.SPLITS[:4])
@@ -150,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
                 method = evaluate.otsu("VV")
             # a split file's chips are named after the file, as evaluate names them
             name = Path(args.split_file).stem if args.split_file else args.split
-            chips, _ = evaluate.load_split(args.data, name, args.split_file, s2=True)
-            rows = [(c, c.chip_id) for c in pick(chips, args.chip, args.chips)]
+            chips, _ = evaluate.load_split(args.data, name, args.split_file)
+            rows = [(c, c.chip_id) for c in with_s2(args.data, pick(chips, args.chip, args.chips))]
             if args.compare_data:
                 extra, _ = evaluate.load_split(args.compare_data, Path(args.compare_split_file).stem,
                                                args.compare_split_file, s2=True)

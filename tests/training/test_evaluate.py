@@ -197,6 +197,19 @@ def test_figure_png(data, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
 
 
+def test_figure_needs_sentinel_2_only_of_the_chips_it_draws(real_chips, tmp_path, capsys):
+    """It refused a chip asked for by --chip because other chips of the split had no S2Hand
+    file (in ../shared only Spain has one)."""
+    split = tmp_path / "two.csv"
+    split.write_text("".join(f"{c}_S1Hand.tif,{c}_LabelHand.tif\n" for c in (SPAIN, "Ghana_83483")))
+    out = tmp_path / "fig.png"
+    assert main(["figure", "--data", str(real_chips), "--split-file", str(split), "--chip", SPAIN,
+                 "--out", str(out)]) == 0 and out.is_file()
+    assert main(["figure", "--data", str(real_chips), "--split-file", str(split), "--chips", "2",
+                 "--out", str(tmp_path / "both.png")]) == 1
+    assert "chip Ghana_83483: s2 file missing" in capsys.readouterr().err
+
+
 def test_figure_names_an_out_it_cannot_write_at_once(tmp_path, capsys):
     """A folder as --out said "exists; pass --overwrite", and an unwritable one failed
     only after the figure was drawn; the data path does not exist, so an answer about it
