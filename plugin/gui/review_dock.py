@@ -30,6 +30,7 @@ from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_
 from ..layers import (ProjectWatch, add_styled_raster, in_qgis_temporary_folder, private_copy,
                       remove_layers_of, run_layer_nodes)
 from ..params import FinalizeParams, free_output_paths
+from ..processing.outputs import put_back
 from ..review_run import ReviewRun, save, save_threshold, saved_review, saved_threshold
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
@@ -60,14 +61,6 @@ def lasting_folder(mask: Path) -> Path:
         return mask.parent
     home = QgsProject.instance().homePath()
     return Path(home) if home else Path.home()
-
-
-def put_back(path: str, previous: bytes | None) -> None:
-    """Undo what a failed Accept wrote at ``path``: its earlier bytes again, or no file."""
-    if previous is None:
-        Path(path).unlink(missing_ok=True)
-    else:
-        Path(path).write_bytes(previous)
 
 
 class ReviewDock(QgsDockWidget):

@@ -19,7 +19,7 @@ from ..params import CorrectParams
 from .base import source_file
 from .common import SceneAlgorithm
 from .masks import check_binary_mask, check_mask_layer
-from .outputs import replace_atomically
+from .outputs import put_back
 
 
 class CorrectMaskAlgorithm(SceneAlgorithm):
@@ -86,10 +86,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
                                    overwrite=Path(out).exists())
             result = self.run_backend(params.argv(), feedback)
         except BaseException as exc:
-            if previous is None:
-                geojson.unlink(missing_ok=True)
-            else:
-                replace_atomically(str(geojson), previous)
+            put_back(str(geojson), previous)
             if isinstance(exc, CorrectionsProblem):
                 raise QgsProcessingException(str(exc)) from None
             raise

@@ -84,6 +84,15 @@ def replace_atomically(path: str, data: bytes) -> None:
         Path(hidden).unlink(missing_ok=True)
 
 
+def put_back(path: str, previous: bytes | None) -> None:
+    """Undo what a failed run wrote at ``path``: its earlier bytes again (whole, through
+    :func:`replace_atomically`), or no file where there was none."""
+    if previous is None:
+        Path(path).unlink(missing_ok=True)
+    else:
+        replace_atomically(path, previous)
+
+
 @contextmanager
 def written_beside(destination: str):
     """Yields the path to write ``destination`` to instead: the same file name in a hidden
