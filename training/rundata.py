@@ -132,20 +132,26 @@ def _synthetic_tag(layout: Layout) -> str | None:
         return ds.tags().get("SARFLOOD_SYNTHETIC")
 
 
-def describe(root: Path) -> str:
+def _origin(layout: Layout) -> tuple[dict[str, Any], str | None]:
+    """Where the chips come from: the generator's manifest beside ``v1.1/`` ({} where there
+    is none) and, without one, the generator's tag on the files (None: real data, or a
+    synthetic set written before the tag)."""
+    manifest = layout.root / MANIFEST
+    doc = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    return doc, (None if doc else _synthetic_tag(layout))
+
+
+def describe(root: Path, origin: tuple[dict[str, Any], str | None] | None = None) -> str:
     """One line on what the data is; says plainly when it is synthetic (the generator's
     manifest lies beside ``v1.1/``, which ``root`` may name itself; failing that, its
-    files' tag)."""
-    layout = Layout.find(root)
-    manifest = layout.root / MANIFEST
-    if manifest.is_file():
-        doc = json.loads(manifest.read_text())
+    files' tag). ``origin``: :func:`_origin`'s answer, where the caller has it."""
+    doc, tag = origin or _origin(Layout.find(root))
+    if doc:
         counts = doc.get("counts", {})
         return (f"SYNTHETIC data (training.synth generator v{doc.get('generator_version')}, "
                 f"seed {doc.get('seed')}: {counts.get('hand')} hand-labelled, "
                 f"{counts.get('weak')} weak, {counts.get('external')} external chips) in the "
                 f"Sen1Floods11 v1.1 layout, 10 m; not real Sentinel data")
-    tag = _synthetic_tag(layout)
     if tag:
         return (f"SYNTHETIC data ({tag}; its {MANIFEST} is not beside v1.1/) in the "
                 f"Sen1Floods11 v1.1 layout at {Path(root).resolve()}; not real Sentinel data")
@@ -164,15 +170,14 @@ def _chip_ids(ds: Dataset) -> list[str]:
     return [c.chip_id for c in ds.chips]
 
 
-def fingerprint(root: Path, pools: list[Dataset], valid: Dataset) -> str:
-    """What the run learns from, as a hash: synthetic (the generator's version and seed)
-    or not, and the chip ids of each pool and of validation. Not the folder's path, so a
-    dataset moved elsewhere still resumes its runs."""
-    layout = Layout.find(root)
-    manifest = layout.root / MANIFEST
-    doc = json.loads(manifest.read_text()) if manifest.is_file() else {}
+def fingerprint(origin: tuple[dict[str, Any], str | None], pools: list[Dataset],
+                valid: Dataset) -> str:
+    """What the run learns from, as a hash: synthetic (the generator's version and seed,
+    from :func:`_origin`) or not, and the chip ids of each pool and of validation. Not the
+    folder's path, so a dataset moved elsewhere still resumes its runs."""
+    doc, tag = origin
     kind = (f"synthetic v{doc.get('generator_version')} seed {doc.get('seed')}" if doc
-            else _synthetic_tag(layout) or "real")
+            else tag or "real")
     parts = [kind, *(",".join(_chip_ids(ds)) for ds in (*pools, valid))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -180,7 +185,7 @@ def fingerprint(root: Path, pools: list[Dataset], valid: Dataset) -> str:
 def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
     """The training pools and validation split of ``method``, checked."""
     root = Path(root)
-    Layout.find(root)  # a wrong path fails here, with the data reader's message
+    layout = Layout.find(root)  # a wrong path fails here, with the data reader's message
     needs_s2 = method.reads_s2
     pools = []
     for pool in method.pools:
@@ -188,6 +193,7 @@ def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
         pools.append(parts[0] if len(parts) == 1 else ConcatDataset(parts))
     # validation scores the network being trained, on its own inputs
     valid = open_split(root, HAND_VALID, method.inputs_need_s2, cache)
-    return RunData(pools=pools, valid=valid, description=describe(root),
-                   pixel_size_m=PIXEL_SIZE_M, fingerprint=fingerprint(root, pools, valid))
+    origin = _origin(layout)   # read once: the manifest, or the files' tag
+    return RunData(pools=pools, valid=valid, description=describe(root, origin),
+                   pixel_size_m=PIXEL_SIZE_M, fingerprint=fingerprint(origin, pools, valid))
 
