@@ -210,6 +210,15 @@ def test_figure_needs_sentinel_2_only_of_the_chips_it_draws(real_chips, tmp_path
     assert "chip Ghana_83483: s2 file missing" in capsys.readouterr().err
 
 
+def test_figure_names_a_split_files_chips_after_the_file(real_chips, tmp_path, capsys):
+    """It called them split 'test' (the --split default), where evaluate says the file's name."""
+    split = tmp_path / "my_chips.csv"
+    split.write_text("Nope_1_S1Hand.tif,Nope_1_LabelHand.tif\n")
+    assert main(["figure", "--data", str(real_chips), "--split-file", str(split),
+                 "--out", str(tmp_path / "f.png")]) == 1
+    assert f"split 'my_chips' ({split})" in capsys.readouterr().err
+
+
 def test_figure_names_an_out_it_cannot_write_at_once(tmp_path, capsys):
     """A folder as --out said "exists; pass --overwrite", and an unwritable one failed
     only after the figure was drawn; the data path does not exist, so an answer about it
