@@ -178,20 +178,27 @@ def tile_batches(job: GridJob, cancel: threading.Event) -> Iterator[Batch]:
     and normalised once. Tiles are then copied out into the contiguous batch ONNX
     Runtime wants. The reader gives a grid position the same value however the
     grid is cut into windows, so the tiles are exactly those read one by one.
-    The first window of a row is one batch wide, so the model gets its first batch
-    after one batch's read, not a whole window's (the others are read while it runs).
-    A window with no data is read again with ``FILL_DISTANCE`` more pixels on every
-    side, so that its no data is filled (:func:`fill_near_data`) from every pixel a
-    whole-raster fill uses; below it the window is read that wide at once (a scene's
-    no-data border runs down every tile row).
+    The first window of a row is one batch wide and the next ones double up to
+    ``READ_COLUMNS``, so the model gets its first batch after one batch's read and
+    each window is read while the model runs on the one before (with a whole window
+    second, the model waited for it at the start of a run).
+    A window with no data is read with ``FILL_DISTANCE`` more pixels on every side,
+    so that its no data is filled (:func:`fill_near_data`) from every pixel a
+    whole-raster fill uses. Not knowing yet, the first tile row reads every window
+    that wide; a window found without no data is read at its size in the next row,
+    and one found with no data first at its size is read again wider (a scene's no-data
+    border runs down every tile row, so the window below is read wide at once).
     """
     plan = job.plan
     s, m, t, o = plan.stride, plan.margin, plan.tile, plan.overlap
     f = FILL_DISTANCE
     per_read = max(1, READ_COLUMNS // s) // job.batch * job.batch or job.batch
-    starts = [0, *range(job.batch, plan.cols, per_read)]  # every row: the same windows
+    starts, width = [0], job.batch  # every row: the same windows, the first ones narrower
+    while starts[-1] + width < plan.cols:
+        starts.append(starts[-1] + width)
+        width = min(2 * width, per_read)
     kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # window -> (x, valid) of its last o rows
-    wide: set[int] = set()  # windows that held no data in the tile row above: read wide at once
+    wide = set(starts)  # read wide at once: the first row's, and those that held no data above
     for r in range(plan.rows):
         for w0, w1 in zip(starts, [*starts[1:], plan.cols]):
             if cancel.is_set():

@@ -683,6 +683,41 @@ def test_tile_batches_equal_tiles_read_one_by_one(tmp_path, monkeypatch, stride,
     assert job.clock.fields().keys() >= {"read", "normalise", "batch"}
 
 
+def test_windows_widen_from_one_batch_and_the_first_row_is_read_once(tmp_path, monkeypatch):
+    """A tile row's windows are 1, 2, 4 ... batches wide up to READ_COLUMNS, so the
+    model's first batch waits for one batch's read only; the first row, whose no data
+    is not known yet, reads each window once, wide enough for the fill (it read a
+    window with no data twice); the row below a clean window reads it at its size."""
+    monkeypatch.setattr(engine, "READ_COLUMNS", 640)   # 4 tiles of stride 160
+    bands = random_db((530, 2600), seed=3)
+    bands[:, :, :40] = np.nan                             # a no-data edge down every row
+    src = write_raster(tmp_path / "in.tif", bands)
+    model = OnnxModel(str(REPO / "resources" / "models" / "sarflood-student-compact.onnx"), "cpu")
+    card = model.card
+    plan = plan_tiles(530, 2600, card.margin, 160, 144, card.tile_size, card.size_multiple,
+                      model.fixed_tile)
+    with rasterio.open(src) as ds:
+        reader = WindowReader([(ds, 1, None), (ds, 2, None)], 0, 0)
+        reads = []
+        read = reader.read
+        monkeypatch.setattr(reader, "read", lambda r0, r1, c0, c1: reads.append(
+            (r0, r1, c0, c1)) or read(r0, r1, c0, c1))
+        job = GridJob(model=model, reader=reader, conversions=[("dB", "dB")] * 2, plan=plan,
+                      batch=1, tta=False)
+        for _ in engine.tile_batches(job, threading.Event()):
+            pass
+    s, m, t, f = plan.stride, plan.margin, plan.tile, engine.FILL_DISTANCE
+    starts = [0, 1, 3, 7, 11, 15]
+    assert plan.cols == 17
+    ends = [*starts[1:], plan.cols]
+    assert reads[:len(starts)] == [(-m - f, t - m + f, w0 * s - m - f, (w1 - 1) * s - m + t + f)
+                                   for w0, w1 in zip(starts, ends)]
+    row1 = [r for r in reads if r[0] in (s - m + plan.overlap - f, s - m + plan.overlap)]
+    assert row1[0][2] == -m - f                     # the no-data edge: wide at once
+    assert row1[1][2] == 1 * s - m                  # a clean window: at its size
+    assert len(row1) == len(starts)
+
+
 def test_the_warm_up_call_changes_nothing_and_never_outlives_predict(tmp_path, models):
     """predict starts the model's first call on zeros while it opens the inputs."""
     x = np.random.default_rng(0).random((2, 2, 40, 40), dtype=np.float32)
