@@ -113,6 +113,17 @@ def check_output_kind(path: str, tags: dict[str, str], wanted: str) -> None:
                          f"{wanted}; {advice}")
 
 
+def check_not_output(path: str, tags: dict[str, str]) -> None:
+    """InputError where the file is one of our outputs (its SARFLOOD_OUTPUT tag): a mask's
+    0/1 codes or a probability read as backscatter map nonsense without an error (a run's
+    VV-named mask was taken for the VV band of the next one)."""
+    kind = tags.get("SARFLOOD_OUTPUT")
+    if kind:
+        article = "an" if kind[:1] in tuple("aeiou") else "a"
+        raise InputError(f"{path}: is {article} {kind} written by SAR Flood Mapper, not "
+                         "Sentinel-1 backscatter; give the VV and VH scene")
+
+
 def open_mask(path: str):
     """Open a water mask (one uint8 band: 0 dry, 1 water, 255 no data); InputError if not,
     or if it is another output of ours (checked first: a float32 probability is named as
@@ -187,9 +198,13 @@ def _check_dataset(path: str, ds) -> None:
         raise InputError(f"{path}: is located by ground control points only, as a Sentinel-1 "
                          "GRD is as delivered: calibrate it to sigma0 and terrain-correct it "
                          "onto a map grid first (e.g. SNAP: Calibration, then Terrain-Correction)")
-    if ds.crs is None or ds.transform == Affine.identity():
-        raise InputError(f"{path}: has no georeferencing (CRS and geotransform); the mask "
-                         "must lie on a known grid and the pixel size must be known")
+    if ds.transform == Affine.identity():
+        raise InputError(f"{path}: has no georeferencing (no geotransform); the mask must "
+                         "lie on a known grid and the pixel size must be known")
+    if ds.crs is None:
+        raise InputError(f"{path}: has a grid but no CRS; write the right one into the file "
+                         "(gdal_edit.py -a_srs EPSG:CODE, or in QGIS Raster > Projections > "
+                         "Assign Projection): a CRS set on a QGIS layer stays in QGIS")
     if not (ds.crs.is_geographic or ds.crs.is_projected):
         raise InputError(f"{path}: its CRS is neither geographic nor projected (a local or "
                          "engineering one), so its pixel size in metres is unknown; assign "
@@ -319,6 +334,7 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
                 raise InputError(f"{p}: given twice (the same file as {paths[0]}); give VV "
                                  f"and VH as two different files")
             datasets[p] = open_raster(p)
+            check_not_output(p, datasets[p].tags())
         if len(paths) == 1 and bands is not None:
             named = _bands_chosen(paths[0], datasets[paths[0]], bands, notes)
         elif len(paths) == 1:

@@ -80,7 +80,9 @@ def units_from_values(samples: dict[str, np.ndarray]) -> UnitsFound:
         return UnitsFound(None, "none", "no valid pixel to read the units from")
     negative = float(np.mean(values < 0))
     if negative > NEGATIVE_SHARE_DB:
-        return UnitsFound("dB", "values", f"{100 * negative:.0f}% of the values are negative")
+        pooled = " and ".join(k for k, v in finite.items() if v.size)
+        return UnitsFound("dB", "values",
+                          f"{100 * negative:.0f}% of the {pooled} values are negative")
     band = "VH" if finite.get("VH") is not None and finite["VH"].size else "VV"
     positive = finite[band][finite[band] > 0]
     if positive.size == 0:
@@ -146,10 +148,10 @@ def fill_problem(samples: np.ndarray, tagged: bool) -> str | None:
 def _units_problem(units: str, samples: np.ndarray) -> str | None:
     v = samples[np.isfinite(samples)]
     if units != "dB" and v.size and np.mean(v < 0) > NEGATIVE_SHARE_DB:
-        return (f"{100 * np.mean(v < 0):.0f}% of the values are negative, which {units} "
+        return (f"{100 * np.mean(v < 0):.0f}% of its values are negative, which {units} "
                 "values cannot be; check --units")
     if units == "dB" and v.size and np.mean(v < 0) < 0.5:
-        return (f"only {100 * np.mean(v < 0):.0f}% of the values are negative, where nearly "
+        return (f"only {100 * np.mean(v < 0):.0f}% of its values are negative, where nearly "
                 "all of a scene's backscatter in dB is; are they linear power or amplitude? "
                 "check --units")
     return None

@@ -32,7 +32,21 @@ def layer_file(layer: QgsRasterLayer, role: str) -> str:
     if layer.providerType() != "gdal" or not readable:
         raise InputProblem(f"{role} layer '{layer.name()}' is not a raster file the backend can read "
                            f"(source: {layer.source()}); save it as a GeoTIFF first (Export > Save As)")
+    file_crs = layer.dataProvider().crs()
+    if layer.crs() != file_crs:
+        # the backend reads the file: the map would land where the file's CRS puts it
+        said = f"says {file_crs.userFriendlyIdentifier()}" if file_crs.isValid() else "has none"
+        raise InputProblem(f"{role} layer '{layer.name()}': its CRS was set in QGIS to "
+                           f"{layer.crs().userFriendlyIdentifier()}, but its file {said}, and the "
+                           f"backend reads the file; write the CRS into it (Raster > Projections > "
+                           f"Assign Projection) or save a copy with it (Export > Save As)")
     return path
+
+
+def is_sarflood_output(layer: QgsRasterLayer) -> bool:
+    """Whether the layer's file is a mask, probability or uncertainty this plugin's backend
+    wrote (its SARFLOOD_OUTPUT tag, which QGIS lists among the GDAL metadata)."""
+    return layer.providerType() == "gdal" and "SARFLOOD_OUTPUT=" in layer.htmlMetadata()
 
 
 def band_names(layer: QgsRasterLayer) -> list[str]:

@@ -27,7 +27,8 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, 
 
 from ..backend_env import PLUGIN_ROOT
 from ..bands import guess_bands, polarisation
-from ..inputs import InputProblem, band_names, scene_from_pair, scene_from_stack
+from ..inputs import (InputProblem, band_names, is_sarflood_output, scene_from_pair,
+                      scene_from_stack)
 from ..params import (DEVICES, UNITS, PredictParams, SceneInput, backend_path, free_output_paths,
                       output_stem)
 from ..settings import PYTHON_KEY, RunSettings, python_setting
@@ -311,16 +312,18 @@ class RunDialog(QDialog):
             self.vh_band.setBand(guess[1])
 
     def _guess_pair(self) -> None:
-        """Preselect single-band layers named VV and VH (HyP3 files: ..._VV.tif, ..._VH.tif)."""
+        """Preselect single-band layers named VV and VH (HyP3 files: ..._VV.tif, ..._VH.tif);
+        never a run's outputs, whose files carry the scene's name (..._VV_water_mask.tif)."""
         named: dict[str, QgsRasterLayer] = {}
         for layer in QgsProject.instance().mapLayers().values():
             if isinstance(layer, QgsRasterLayer) and layer.bandCount() == 1:
                 pol = polarisation(layer.name()) or polarisation(Path(layer.source()).name)
-                if pol:
-                    named.setdefault(pol, layer)
+                if pol and pol not in named and not is_sarflood_output(layer):
+                    named[pol] = layer
         for combo, pol in ((self.vv_layer, "VV"), (self.vh_layer, "VH")):
             current = combo.currentLayer()
-            if pol in named and (current is None or polarisation(current.name()) != pol):
+            if pol in named and (current is None or polarisation(current.name()) != pol
+                                 or is_sarflood_output(current)):
                 combo.setLayer(named[pol])
 
     def current_scene(self) -> SceneInput:

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
+from rasterio.transform import from_origin
 
 from backend.card import CARD_KEY
 from backend.engine import PredictOptions, predict
@@ -96,6 +97,34 @@ def test_two_inputs_must_each_hold_one_band(out, models, good, tmp_path):
 def test_raster_without_georeferencing(out, models, tmp_path):
     plain = write_raster(tmp_path / "plain.tif", random_db((16, 16)), crs=None)
     refused(out, InputError, f"{plain}: has no georeferencing", [plain], models["threshold"])
+
+
+def test_a_grid_without_a_crs_is_told_how_to_give_it_one(out, models, tmp_path):
+    """It was said to have no georeferencing, though it has a geotransform (as a file
+    whose CRS an analyst set on its QGIS layer only)."""
+    path = str(tmp_path / "no_crs.tif")
+    with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=2,
+                       dtype="float32", transform=from_origin(500000, 5000000, 10, 10)) as ds:
+        ds.write(random_db((16, 16)))
+    msg = refused(out, InputError, f"{path}: has a grid but no CRS", [path], models["threshold"])
+    assert "Assign Projection" in msg and "gdal_edit.py -a_srs" in msg
+
+
+@pytest.mark.parametrize("kind", ["mask", "probability"])
+def test_an_output_of_ours_is_refused_as_radar_input(out, models, tmp_path, kind):
+    """A run's mask of a scene named ..._VV.tif carries _VV_ in its name: the plugin took
+    it for the VV input of the next run, which mapped its 0/1 codes as backscatter."""
+    first = tmp_path / "first"
+    first.mkdir()
+    scene = write_raster(tmp_path / "scene.tif", random_db((32, 32)))
+    predict(PredictOptions([scene], mask=str(first / "mask.tif"),
+                           probability=str(first / "probability.tif"), model=models["threshold"]))
+    vh = write_raster(tmp_path / "vh.tif", random_db((32, 32))[1], descriptions=("VH",))
+    made = str(first / f"{kind}.tif")
+    msg = refused(out, InputError, f"{made}: is a {kind} written by SAR Flood Mapper, not "
+                  "Sentinel-1 backscatter; give the VV and VH scene", [made, vh],
+                  models["threshold"])
+    assert vh not in msg
 
 
 def test_a_grd_located_by_control_points_is_sent_to_calibration(out, models, tmp_path):

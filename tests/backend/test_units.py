@@ -210,7 +210,7 @@ def test_the_ratio_and_the_level_agree_on_ordinary_scenes():
 
 
 def test_db_named_values_with_no_negative_value_are_questioned():
-    assert "only 0% of the values are negative" in contradiction("dB", _power_scene(0.2)["VV"])
+    assert "only 0% of its values are negative" in contradiction("dB", _power_scene(0.2)["VV"])
 
 
 def test_values_that_all_become_no_data_are_refused(tmp_path, models):

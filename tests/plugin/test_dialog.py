@@ -16,6 +16,22 @@ def _add(path, name=None) -> QgsRasterLayer:
     return layer
 
 
+def _ready(plugin, qtbot, model):
+    """The run dialog with ``model``'s card loaded, writing temporary outputs."""
+    dialog = plugin.show_dialog()
+    dialog.model.setFilePath(str(model))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    dialog.temporary.setChecked(True)
+    return dialog
+
+
+def _run_is_refused(dialog, qtbot) -> str:
+    """Click Run, which must start nothing; the status line that says why."""
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    return dialog.status.text()
+
+
 def test_bands_are_guessed_from_names(plugin, qtbot, tmp_path):
     plane = np.zeros((16, 16), np.float32)
     swapped = _add(write_raster(tmp_path / "ee_export.tif", [plane, plane, plane],
@@ -104,22 +120,15 @@ def test_unreadable_and_moved_input_layers_are_named_as_such(plugin, qtbot, mode
     QgsProject.instance().addMapLayer(invalid)   # as a project keeps an unavailable layer
     moved = _add(two_band_scene, "moved away")
     vh = _add(write_raster(tmp_path / "vh.tif", [np.zeros((8, 8), np.float32)]))
-    dialog = plugin.show_dialog()
-    dialog.model.setFilePath(str(models["threshold"]))
-    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
-    dialog.temporary.setChecked(True)
+    dialog = _ready(plugin, qtbot, models["threshold"])
     dialog.stack_layer.setLayer(invalid)
-    with qtbot.assertNotEmitted(dialog.runRequested):
-        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
-    assert dialog.status.text() == (f"Sentinel-1 input layer 'corrupt' cannot be read as a raster: "
-                                    f"{corrupt} is not a file GDAL can open")
+    assert _run_is_refused(dialog, qtbot) == (f"Sentinel-1 input layer 'corrupt' cannot be read as "
+                                              f"a raster: {corrupt} is not a file GDAL can open")
 
     two_band_scene.rename(tmp_path / "elsewhere.tif")
     dialog.stack_layer.setLayer(moved)
-    with qtbot.assertNotEmitted(dialog.runRequested):
-        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     gone = f"layer 'moved away': its file no longer exists: {two_band_scene} (moved, renamed or deleted?)"
-    assert dialog.status.text() == f"Sentinel-1 input {gone}"
+    assert _run_is_refused(dialog, qtbot) == f"Sentinel-1 input {gone}"
     with pytest.raises(InputProblem, match=re.escape(f"VV {gone}")):
         scene_from_pair(moved, vh)   # said before its band count
     wait_for_tasks(qtbot)
@@ -246,7 +255,7 @@ def _scene(vv_db: np.ndarray, units: str) -> list[np.ndarray]:
     return bands if units == "dB" else [np.power(10.0, b / 10.0).astype(np.float32) for b in bands]
 
 
-@pytest.mark.parametrize("units, evidence", [("dB", "of the values are negative"),
+@pytest.mark.parametrize("units, evidence", [("dB", "of the VV and VH values are negative"),
                                              ("linear", "no negative values; median VV/VH 7.0 dB if power")])
 def test_detected_units_are_shown_beside_the_override(plugin, qtbot, tmp_path, units, evidence):
     from .test_gui_run import StallMeter
@@ -266,7 +275,9 @@ def test_detected_units_are_shown_beside_the_override(plugin, qtbot, tmp_path, u
     tip = dialog.units_detected.toolTip()
     assert f"VV: scene_1.tif band 1 (named by your band choice); {units}: " in tip and evidence in tip
     assert f"VH: scene_1.tif band 2 (named by your band choice); {units}: " in tip
-    # the override box beside it still decides what the run is told
+    # the override box beside it still decides what the run is told (once the card, asked
+    # for beside the inspect, has come: under load it came after it)
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
     assert dialog.request().params.units is None
     dialog.units.setCurrentIndex(dialog.units.findData("amplitude"))
     assert dialog.request().params.units == "amplitude"
@@ -313,4 +324,66 @@ def test_band_override_reaches_the_backend_and_stale_answers_are_dropped(plugin,
     dialog.vh_band.setBand(2)
     qtbot.waitUntil(lambda: "both band 2" in dialog.units_detected.toolTip(), timeout=30000)
     assert dialog.inspected is None
+    wait_for_tasks(qtbot)
+
+
+def test_a_crs_set_on_the_layer_only_is_refused_naming_both(plugin, qtbot, models, two_band_scene,
+                                                           tmp_path):
+    """The backend reads the file: a CRS an analyst set on the layer (Set Layer CRS) was
+    ignored, and the map was written and added 500 km from the scene, without a word."""
+    from osgeo import gdal
+    from qgis.core import QgsCoordinateReferenceSystem
+
+    layer = _add(two_band_scene)
+    layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32631"))
+    dialog = _ready(plugin, qtbot, models["threshold"])
+    dialog.stack_layer.setLayer(layer)
+    assert _run_is_refused(dialog, qtbot) == (
+        "Sentinel-1 input layer 'scene': its CRS was set in QGIS to EPSG:32631 - WGS 84 / UTM zone "
+        "31N, but its file says EPSG:32630 - WGS 84 / UTM zone 30N, and the backend reads the "
+        "file; write the CRS into it (Raster > Projections > Assign Projection) or save a copy "
+        "with it (Export > Save As)")
+
+    # a file without a CRS, given one in QGIS
+    bare = tmp_path / "bare.tif"
+    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(bare), gdal.Open(str(two_band_scene)))
+    ds.SetProjection("")
+    ds = None
+    no_crs = _add(bare)
+    no_crs.setCrs(QgsCoordinateReferenceSystem("EPSG:32630"))
+    dialog.stack_layer.setLayer(no_crs)
+    status = _run_is_refused(dialog, qtbot)
+    assert "'bare': its CRS was set in QGIS to EPSG:32630" in status
+    assert "but its file has none" in status
+    wait_for_tasks(qtbot)
+
+
+def test_a_runs_outputs_are_never_guessed_as_vv_or_vh(plugin, qtbot, tmp_path):
+    """A pair run's outputs carry the scene's name (zaragoza_VV_water_mask.tif): the dialog
+    kept one chosen as VV (its name has the VV token) and the next run mapped its 0/1 codes
+    as backscatter. Now the real VV is chosen, and an output given all the same is refused
+    by the backend's inspect, before any run."""
+    from osgeo import gdal
+
+    plane = np.full((16, 16), -12.0, np.float32)
+    vv = _add(write_raster(tmp_path / "zaragoza_VV.tif", [plane]))
+    vh = _add(write_raster(tmp_path / "zaragoza_VH.tif", [plane - 7]))
+    mask_path = write_raster(tmp_path / "zaragoza_VV_water_mask.tif",
+                             [np.ones((16, 16), np.uint8)], nodata=255)
+    ds = gdal.Open(str(mask_path), gdal.GA_Update)
+    ds.SetMetadataItem("SARFLOOD_OUTPUT", "mask")
+    ds = None
+    mask = _add(mask_path, "water mask (zaragoza_VV_water_mask)")
+    dialog = plugin.show_dialog()
+    dialog.vv_layer.setLayer(mask)
+    dialog.two_layers.setChecked(True)
+    assert dialog.vv_layer.currentLayer().id() == vv.id()
+    assert dialog.vh_layer.currentLayer().id() == vh.id()
+
+    QgsProject.instance().removeMapLayer(vv.id())   # the scene gone: the mask stays chosen
+    dialog.vv_layer.setLayer(mask)
+    qtbot.waitUntil(lambda: "written by SAR Flood Mapper" in dialog.units_detected.toolTip(),
+                    timeout=30000)
+    assert f"{mask_path}: is a mask written by SAR Flood Mapper, not Sentinel-1 backscatter" \
+        in dialog.units_detected.toolTip()
     wait_for_tasks(qtbot)

@@ -495,3 +495,23 @@ def test_a_band_swap_warning_names_the_algorithms_parameters(provider, models, t
     swapped = [w for w in feedback.warnings if "swapped" in w]
     assert swapped and "(setting VV_BAND and VH_BAND chooses the bands of one file" in swapped[0], swapped
     assert "by VV_BAND and VH_BAND)" in swapped[0] and "INDEX" not in swapped[0]
+
+
+def test_mapwater_refuses_a_layer_whose_crs_was_set_in_qgis_only(provider, models, two_band_scene,
+                                                                  tmp_path):
+    """The backend reads the file, so a CRS set on the project layer alone would place the
+    map by the file's; the algorithm says so (it ran, into the file's CRS)."""
+    import processing
+    from qgis.core import QgsCoordinateReferenceSystem, QgsProject
+
+    layer = QgsRasterLayer(str(two_band_scene), "scene")
+    layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32631"))
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        with pytest.raises(QgsProcessingException, match=r"'scene': its CRS was set in QGIS to "
+                           r"EPSG:32631 .* but its file says EPSG:32630"):
+            processing.run("sarflood:mapwater", {"INPUT": layer.id(), "MODEL": str(models["threshold"]),
+                                                 "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
+    assert list(tmp_path.glob("m*")) == []
