@@ -2,8 +2,10 @@
 output styles."""
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+import traceback
 from typing import Any
 
 from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
@@ -25,6 +27,28 @@ _HINTS = ((QgsProcessingParameterRasterLayer, QgsProcessingUtils.LayerHint.Raste
           (QgsProcessingParameterFeatureSource, QgsProcessingUtils.LayerHint.Vector),
           (QgsProcessingParameterVectorLayer, QgsProcessingUtils.LayerHint.Vector),
           (QgsProcessingParameterMapLayer, QgsProcessingUtils.LayerHint.UnknownType))
+
+
+def frees_inputs_on_failure(process_algorithm):
+    """For ``processAlgorithm``: when it fails, the locals of its frames (and of the frames of
+    the errors it chained) are cleared before the error leaves it. An error's traceback
+    holds its frames, their locals the layer copies, in a cycle with the frames of
+    Processing's own Python that only the cyclic collector breaks, whenever it next runs:
+    a copy freed then (possibly at QGIS's exit, after the data providers) crashed the
+    process (a segfault when the tests' interpreter exited). Cleared, the copies go at once,
+    in the thread that read them."""
+    @functools.wraps(process_algorithm)
+    def run(self, parameters, context, feedback):
+        try:
+            return process_algorithm(self, parameters, context, feedback)
+        except BaseException as error:
+            seen = set()
+            while error is not None and id(error) not in seen:
+                seen.add(id(error))
+                traceback.clear_frames(error.__traceback__)   # skips this running frame
+                error = error.__cause__ or error.__context__
+            raise
+    return run
 
 
 def project_layer(value, context, hint=QgsProcessingUtils.LayerHint.UnknownType) -> QgsMapLayer | None:
@@ -169,15 +193,13 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
     def inputs(self, parameters: dict) -> dict:
         """``parameters`` with each project layer replaced by the copy ``prepareAlgorithm``
         made: what ``processAlgorithm`` reads, and hands its child algorithms. Copies are
-        taken into the calling thread."""
+        taken into the calling thread and handed over: they live as long as what this
+        returns, so a run that fails frees them too, in the thread that read them (kept on
+        the algorithm, they outlived QGIS's providers, and Python's exit crashed)."""
         own = {**parameters, **getattr(self, "_own_inputs", {})}
+        self._own_inputs = {}
         take_copies(own.values())
         return own
-
-    def postProcessAlgorithm(self, context, feedback) -> dict:  # noqa: N802 (QGIS's name)
-        """Back in the main thread after a successful run: the copies are freed here."""
-        self._own_inputs = {}
-        return {}
 
     @staticmethod
     def run_child(label: str, alg: str, params: dict, context, feedback) -> dict:

@@ -16,7 +16,7 @@ from .. import styles
 from ..corrections import FIELD, CorrectionsProblem, sidecar_path, write_geojson
 from ..inputs import InputProblem, layer_file
 from ..params import CorrectParams
-from .base import source_file
+from .base import frees_inputs_on_failure, source_file
 from .common import SceneAlgorithm
 from .masks import check_binary_mask, check_mask_layer
 from .outputs import put_back
@@ -57,6 +57,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
             feedback.pushInfo(f"{path} exists and will be replaced")
         return path
 
+    @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "INPUT", context),

@@ -21,7 +21,7 @@ from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingExcep
 
 from .. import styles
 from ..params import backend_path
-from .base import SarFloodAlgorithm, check_polygons
+from .base import SarFloodAlgorithm, check_polygons, frees_inputs_on_failure
 from .masks import check_binary_mask, check_mask_layer
 from .outputs import hidden_path
 
@@ -52,6 +52,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("FLOODED_AREA_KM2", "Newly flooded area (km²)"))
         self.addOutput(QgsProcessingOutputNumber("FLOODED_PIXELS", "Newly flooded pixels"))
 
+    @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         post = check_mask_layer(self.parameterAsRasterLayer(parameters, "POST", context), "Post-event mask",

@@ -12,6 +12,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
 from .. import styles
 from ..params import DEVICES, UNITS, PredictParams
 from ..summary import model_label
+from .base import frees_inputs_on_failure
 from .common import SceneAlgorithm
 
 UNIT_CHOICES = ("detect from the data", *UNITS)
@@ -67,6 +68,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
         self.addOutput(QgsProcessingOutputString("MODEL_USED", "Model used"))
 
+    @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask, scene, extent, extent_crs = self.scene_inputs(parameters, context, feedback)

@@ -9,6 +9,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
 from .. import styles
 from ..inputs import InputProblem, layer_file
 from ..params import OtsuParams, SceneInput
+from .base import frees_inputs_on_failure
 from .common import SceneAlgorithm
 
 
@@ -39,6 +40,7 @@ class OtsuAlgorithm(SceneAlgorithm):
                 raise QgsProcessingException(str(problem)) from None
         return super().scene(parameters, context)
 
+    @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask, scene, extent, extent_crs = self.scene_inputs(parameters, context, feedback)

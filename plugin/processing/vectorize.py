@@ -13,7 +13,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination, QgsUnitTypes, QgsVectorLayer)
 
-from .base import SarFloodAlgorithm
+from .base import SarFloodAlgorithm, frees_inputs_on_failure
 from .masks import check_mask_layer, ellipsoid_of
 from .outputs import is_plain_file, written_beside
 
@@ -38,6 +38,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
             "OUTPUT", "Water polygons", QgsProcessing.SourceType.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber("POLYGON_COUNT", "Number of polygons kept"))
 
+    @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = self.parameterAsRasterLayer(parameters, "INPUT", context)

@@ -14,7 +14,7 @@ from qgis.core import (QgsCoordinateTransform, QgsFeature, QgsFeatureSink, QgsFi
                        QgsProcessingUtils)
 from qgis.PyQt.QtCore import QVariant
 
-from .base import SarFloodAlgorithm, check_polygons, source_file
+from .base import SarFloodAlgorithm, check_polygons, frees_inputs_on_failure, source_file
 from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
 from .outputs import is_plain_file, written_beside
 
@@ -44,6 +44,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         self._polygons_file = source_file(parameters.get("POLYGONS"), context)
         return super().prepareAlgorithm(parameters, context, feedback)
 
+    @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask",

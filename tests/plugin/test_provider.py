@@ -1,4 +1,8 @@
 """The Processing provider: registered algorithms, and inputs refused before any backend run."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from qgis.core import QgsProcessingException
@@ -20,6 +24,47 @@ def test_single_band_input_is_refused_with_its_name(provider, tmp_path):
     path = write_raster(tmp_path / "only_vv.tif", [np.zeros((8, 8), np.float32)])
     with pytest.raises(QgsProcessingException, match=r"only_vv.*has 1 band.*VV and VH"):
         processing.run("sarflood:mapwater", {"INPUT": str(path), "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    assert not (tmp_path / "m.tif").exists()
+
+
+# a standalone PyQGIS script: a run on a project layer that fails, then QGIS's exit
+_FAIL_THEN_EXIT = """
+import sys
+plugins, raster, out = sys.argv[1:4]
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsProcessingException
+app = QgsApplication([], False)
+app.initQgis()
+sys.path.insert(0, QgsApplication.pkgDataPath() + "/python/plugins")
+from processing.core.Processing import Processing
+Processing.initialize()
+sys.path.insert(0, plugins)
+from sarflood.plugin.processing.provider import SarFloodProvider
+provider = SarFloodProvider()
+QgsApplication.processingRegistry().addProvider(provider)
+import processing
+layer = QgsRasterLayer(raster, "vv only")
+QgsProject.instance().addMapLayer(layer)
+try:
+    processing.run("sarflood:mapwater", {"INPUT": layer.id(), "OUTPUT_MASK": out})
+except QgsProcessingException as error:
+    print("refused:", error)
+QgsProject.instance().clear()
+app.exitQgis()
+"""
+
+
+def test_a_failed_run_on_a_project_layer_lets_qgis_exit_cleanly(plugins_dir, tmp_path):
+    """The failed run's traceback kept its frames, and so the copy of the project layer it
+    read, in a reference cycle: freed after exitQgis, the copy crashed the interpreter's
+    exit (a segfault, after every test had passed)."""
+    script = tmp_path / "fail_then_exit.py"
+    script.write_text(_FAIL_THEN_EXIT)
+    path = write_raster(tmp_path / "only_vv.tif", [np.zeros((8, 8), np.float32)])
+    done = subprocess.run([sys.executable, str(script), str(plugins_dir), str(path),
+                           str(tmp_path / "m.tif")], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    assert "refused: Sentinel-1 input 'vv only' has 1 band" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert not (tmp_path / "m.tif").exists()
 
 
