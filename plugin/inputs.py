@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from qgis.core import QgsRasterLayer
+from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer
 
 from .bands import guess_bands
 from .params import SceneInput, is_gdal_name
@@ -33,7 +33,7 @@ def layer_file(layer: QgsRasterLayer, role: str) -> str:
         raise InputProblem(f"{role} layer '{layer.name()}' is not a raster file the backend can read "
                            f"(source: {layer.source()}); save it as a GeoTIFF first (Export > Save As)")
     file_crs = layer.dataProvider().crs()
-    if layer.crs() != file_crs:
+    if not _same_crs(layer.crs(), file_crs):
         # the backend reads the file: the map would land where the file's CRS puts it
         said = f"says {file_crs.userFriendlyIdentifier()}" if file_crs.isValid() else "has none"
         raise InputProblem(f"{role} layer '{layer.name()}': its CRS was set in QGIS to "
@@ -41,6 +41,14 @@ def layer_file(layer: QgsRasterLayer, role: str) -> str:
                            f"backend reads the file; write the CRS into it (Raster > Projections > "
                            f"Assign Projection) or save a copy with it (Export > Save As)")
     return path
+
+
+def _same_crs(a: QgsCoordinateReferenceSystem, b: QgsCoordinateReferenceSystem) -> bool:
+    """Equal, or the same by code or PROJ definition (a project written by another QGIS or
+    PROJ keeps the layer's CRS in its own words)."""
+    return a == b or (a.isValid() and b.isValid()
+                      and ((bool(a.authid()) and a.authid() == b.authid())
+                           or a.toProj() == b.toProj()))
 
 
 def is_sarflood_output(layer: QgsRasterLayer) -> bool:

@@ -344,6 +344,22 @@ def test_a_crs_set_on_the_layer_only_is_refused_naming_both(plugin, qtbot, model
         "file; write the CRS into it (Raster > Projections > Assign Projection) or save a copy "
         "with it (Export > Save As)")
 
+    # a file's own CRS in other words (a project written elsewhere keeps it so) is its CRS
+    tm = ('PROJCS["local TM",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,'
+          '298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION['
+          '"Transverse_Mercator"],PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",'
+          '-3.1],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],PARAMETER['
+          '"false_northing",0],UNIT["metre",1]]')
+    local = tmp_path / "local_tm.tif"
+    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(local), gdal.Open(str(two_band_scene)))
+    ds.SetProjection(tm)
+    ds = None
+    renamed = _add(local)
+    renamed.setCrs(QgsCoordinateReferenceSystem.fromWkt(tm.replace("local TM", "renamed")))
+    assert renamed.crs() != renamed.dataProvider().crs()
+    dialog.stack_layer.setLayer(renamed)
+    assert dialog.current_scene().vv == str(local)   # taken, not refused
+
     # a file without a CRS, given one in QGIS
     bare = tmp_path / "bare.tif"
     ds = gdal.GetDriverByName("GTiff").CreateCopy(str(bare), gdal.Open(str(two_band_scene)))
