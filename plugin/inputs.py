@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsCsException,
+                       QgsPointXY, QgsProject, QgsRasterLayer)
 
 from .bands import guess_bands
 from .params import SceneInput, is_gdal_name
@@ -33,7 +34,7 @@ def layer_file(layer: QgsRasterLayer, role: str) -> str:
         raise InputProblem(f"{role} layer '{layer.name()}' is not a raster file the backend can read "
                            f"(source: {layer.source()}); save it as a GeoTIFF first (Export > Save As)")
     file_crs = layer.dataProvider().crs()
-    if not _same_crs(layer.crs(), file_crs):
+    if not _same_crs(layer, file_crs):
         # the backend reads the file: the map would land where the file's CRS puts it
         said = f"says {file_crs.userFriendlyIdentifier()}" if file_crs.isValid() else "has none"
         raise InputProblem(f"{role} layer '{layer.name()}': its CRS was set in QGIS to "
@@ -43,12 +44,22 @@ def layer_file(layer: QgsRasterLayer, role: str) -> str:
     return path
 
 
-def _same_crs(a: QgsCoordinateReferenceSystem, b: QgsCoordinateReferenceSystem) -> bool:
-    """Equal, or the same by code or PROJ definition (a project written by another QGIS or
-    PROJ keeps the layer's CRS in its own words)."""
-    return a == b or (a.isValid() and b.isValid()
-                      and ((bool(a.authid()) and a.authid() == b.authid())
-                           or a.toProj() == b.toProj()))
+def _same_crs(layer: QgsRasterLayer, file_crs: QgsCoordinateReferenceSystem) -> bool:
+    """Whether the file's CRS puts the layer's pixels where the layer's CRS does: equal, or
+    the same in other words (a project written by another QGIS or PROJ keeps a layer's
+    CRS in its own words), so that the layer's corners move by under 1% of a pixel."""
+    crs = layer.crs()
+    if crs == file_crs:
+        return True
+    if not (crs.isValid() and file_crs.isValid()):
+        return False
+    move = QgsCoordinateTransform(file_crs, crs, QgsProject.instance())
+    e, tolerance = layer.extent(), 0.01 * layer.rasterUnitsPerPixelX()
+    try:
+        return all(move.transform(QgsPointXY(x, y)).distance(QgsPointXY(x, y)) < tolerance
+                   for x in (e.xMinimum(), e.xMaximum()) for y in (e.yMinimum(), e.yMaximum()))
+    except QgsCsException:   # not even defined at the layer's corners: not the same
+        return False
 
 
 def is_sarflood_output(layer: QgsRasterLayer) -> bool:
