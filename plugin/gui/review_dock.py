@@ -27,8 +27,8 @@ from .. import styles
 from ..backend_process import Outcome
 from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_corrections_layer,
                            sidecar_path, write_geojson)
-from ..layers import (ProjectWatch, add_styled_raster, in_qgis_temporary_folder, private_copy,
-                      remove_layers_of, run_layer_nodes)
+from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
+                      private_copy, remove_layers_of, run_layer_nodes)
 from ..params import FinalizeParams, free_output_paths
 from ..processing.outputs import put_back
 from ..review_run import ReviewRun, save, save_threshold, saved_review, saved_threshold
@@ -61,6 +61,11 @@ def lasting_folder(mask: Path) -> Path:
         return mask.parent
     home = QgsProject.instance().homePath()
     return Path(home) if home else Path.home()
+
+
+def _failed(outcome: Outcome) -> str:
+    """'failed: why', or 'cancelled' (a child stopped before it could say why has no error)."""
+    return "cancelled" if outcome.cancelled else f"failed: {outcome.error or 'no reason given'}"
 
 
 class ReviewDock(QgsDockWidget):
@@ -307,7 +312,8 @@ class ReviewDock(QgsDockWidget):
         # the corrections layer chosen when it was saved, if the project has it still (set_run
         # keeps it: there is no previous run, and the review saved again is the same)
         fixes = QgsProject.instance().mapLayer(run.corrections_layer or "")
-        if not isinstance(fixes, QgsVectorLayer) or \
+        unreadable = isinstance(fixes, QgsVectorLayer) and not fixes.isValid()
+        if unreadable or not isinstance(fixes, QgsVectorLayer) or \
                 fixes.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
             fixes = None
         self.corrections.blockSignals(True)
@@ -323,9 +329,12 @@ class ReviewDock(QgsDockWidget):
         if threshold is not None and run.layers.probability is not None:
             self.threshold.setValue(threshold)
         text = f"Review taken up from the project: {saved.title}"
+        if unreadable:   # Accept would have burnt no corrections, without a word
+            text += (f"; its corrections layer cannot be read ({run.corrections_layer}: its "
+                     "file moved or deleted?): repair its source and choose it again")
         if saved.problems:   # more recent ones that could not be
             text += f"; not taken up: {saved.why_not()}"
-        self.show_status(text, error=bool(saved.problems))
+        self.show_status(text, error=bool(saved.problems) or unreadable)
 
     def set_threshold(self, shown: float) -> None:
         """Restyle the probability layer at the threshold shown and update the area; no re-run.
@@ -470,7 +479,7 @@ class ReviewDock(QgsDockWidget):
                 then(mask)
             else:
                 self.stats_button.setEnabled(self._reviewable())
-                self.show_status(f"Mask at {text} failed: {outcome.error}", error=True)
+                self.show_status(f"Mask at {text} {_failed(outcome)}", error=True)
 
         self._start_backend("SAR Flood Mapper: mask at threshold", params.argv(), done)
 
@@ -525,7 +534,8 @@ class ReviewDock(QgsDockWidget):
             return
         if not path.lower().endswith((".tif", ".tiff")):
             path += ".tif"
-        p = self.run.params
+        run, threshold, threshold_text = self.run, self.threshold_value, self._threshold_text()
+        p = run.params
         # replacing one of these would lose the scene, or a layer under review
         in_use = {os.path.realpath(f) for f in (p.scene.vv, p.scene.vh, p.mask, p.probability,
                                                  p.uncertainty) if f}
@@ -535,6 +545,11 @@ class ReviewDock(QgsDockWidget):
             return
         polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None
         fixes_layer = self.corrections.currentLayer()
+        if fixes_layer is not None and not fixes_layer.isValid():   # its file moved or deleted
+            self.show_status(f"Accept: the corrections layer '{fixes_layer.name()}' cannot be read "
+                             f"({fixes_layer.source()}); repair its source, or choose no "
+                             f"corrections layer", error=True)
+            return
         # kept beside the mask, which names it in its SARFLOOD_CORRECTIONS tag; never over
         # the chosen layer's own file or a user's file of that name
         fixes, kept = None, None
@@ -545,6 +560,11 @@ class ReviewDock(QgsDockWidget):
         existing = [p for p in (path, polygons, fixes) if p and Path(p).exists()]
         if existing and not self.confirm_overwrite(existing):
             self.show_status("Accept: nothing written")
+            return
+        # the question waits in its own event loop, where a run can finish and be reviewed
+        if self.run is not run or self.threshold_value != threshold:
+            self.show_status("Accept: nothing written: the review changed while the question was "
+                             "open; check it and accept again", error=True)
             return
         try:
             # a failed Accept puts back the corrections file that was there (or none)
@@ -559,9 +579,9 @@ class ReviewDock(QgsDockWidget):
         except CorrectionsProblem as problem:
             self.show_status(f"Accept failed: {problem}", error=True)
             return
-        review = f"accepted in the QGIS review dock at threshold {self._threshold_text()}"
+        review = f"accepted in the QGIS review dock at threshold {threshold_text}"
         tags = {"SARFLOOD_REVIEW": review}
-        params = FinalizeParams(self.run.params.probability, self.threshold_value, path, tags,
+        params = FinalizeParams(p.probability, threshold, path, tags,
                                 corrections=fixes, overwrite=bool(existing))
         self.accept_button.setEnabled(False)
         started = self.project_watch.count
@@ -579,7 +599,7 @@ class ReviewDock(QgsDockWidget):
                   note: str | None = None) -> None:
         self.accept_button.setEnabled(self._reviewable())
         if not outcome.ok:
-            self.show_status(f"Accept failed: {outcome.error}", error=True)
+            self.show_status(f"Accept {_failed(outcome)}", error=True)
             return
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
         text = f"Final mask written: {path} ({area})"
@@ -588,7 +608,13 @@ class ReviewDock(QgsDockWidget):
                              + ("; no polygons written" if polygons else ""), error=True)
             return
         remove_layers_of(path)   # they would draw the replaced file, under the same name
-        layer = add_styled_raster(path, f"final water mask ({Path(path).stem})", styles.mask_renderer)
+        try:
+            layer = add_styled_raster(path, f"final water mask ({Path(path).stem})",
+                                      styles.mask_renderer)
+        except LayerError as exc:   # moved or deleted since it was written
+            self.show_status(f"{text}; not added to the map: {exc}"
+                             + ("; no polygons written" if polygons else ""), error=True)
+            return
         if "corrected_pixels" in outcome.result:
             text += f"; {outcome.result['corrected_pixels']} pixels corrected"
         # corrections that change nothing (drawn elsewhere, in another CRS) say so here

@@ -643,3 +643,55 @@ def test_new_corrections_where_the_mask_folder_cannot_be_written_are_temporary(p
         if read_only != Path("/sys/fs"):
             read_only.chmod(0o755)
     wait_for_tasks(qtbot)
+
+
+def test_an_accept_whose_review_changed_during_the_question_writes_nothing(plugin, qtbot, models,
+                                                                          two_band_scene, tmp_path,
+                                                                          monkeypatch):
+    """The 'Replace files?' question waits in its own event loop: a run finishing there was
+    handed to the dock, and the answer Yes wrote that run's mask (its scene, its threshold)
+    over the file the analyst meant for the run they had reviewed."""
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    final = tmp_path / "final.tif"
+    final.write_bytes(b"the earlier final mask")
+
+    def yes_after_a_change(paths):
+        dock.threshold.setValue(0.7)   # what a run reviewed meanwhile changes, the threshold too
+        return True
+
+    monkeypatch.setattr(dock, "confirm_overwrite", yes_after_a_change)
+    dock.final_path.setFilePath(str(final))
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    assert dock.status.text() == ("Accept: nothing written: the review changed while the question "
+                                  "was open; check it and accept again")
+    assert final.read_bytes() == b"the earlier final mask"
+    wait_for_tasks(qtbot)
+
+
+def test_corrections_whose_file_is_gone_are_said_and_never_burnt_as_none(plugin, qtbot, models,
+                                                                        two_band_scene, tmp_path):
+    """A saved review's corrections GeoPackage moved away: the dock took up the unreadable
+    layer, and Accept wrote the mask with '0 polygons' of corrections, without a word."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    _draw(fixes, QgsRectangle(500000, 4199900, 500100, 4200000), 0)
+    assert fixes.commitChanges()
+    gpkg, fixes_id = Path(fixes.source().split("|")[0]), fixes.id()
+    wait_for_tasks(qtbot)
+
+    _save_and_reopen(tmp_path, between=lambda: gpkg.rename(tmp_path / "moved.gpkg"))
+    gone = QgsProject.instance().mapLayer(fixes_id)
+    assert gone is not None and not gone.isValid()
+    assert "its corrections layer cannot be read" in dock.status.text()
+    assert dock.corrections.currentLayer() is None
+    dock.corrections.setLayer(gone)   # chosen all the same
+    assert dock.corrections.currentLayer() is gone
+    dock.final_path.setFilePath(str(tmp_path / "final.tif"))
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    assert dock.status.text().startswith(
+        "Accept: the corrections layer 'Mask corrections' cannot be read")
+    assert not (tmp_path / "final.tif").exists() and Path(run.params.mask).exists()
+    wait_for_tasks(qtbot)
