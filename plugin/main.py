@@ -6,9 +6,10 @@ reloaded; ``unload`` removes everything the other two added.
 """
 from __future__ import annotations
 
+import time
 
-from qgis.core import QgsApplication
-from qgis.PyQt.QtCore import Qt
+from qgis.core import QgsApplication, QgsProcessingAlgRunnerTask
+from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction  # in QtGui on Qt6; QGIS 4's qgis.PyQt.QtWidgets still has it
 
@@ -20,6 +21,7 @@ from .gui.run_dialog import RunDialog
 from .processing.provider import ICON, SarFloodProvider
 
 MENU = "&SAR Flood Mapper"
+STOP_WAIT_S = 10.0   # a cancelled run stops its backend child in well under a second
 
 
 class SarFloodPlugin:
@@ -101,5 +103,23 @@ class SarFloodPlugin:
             self.dock.deleteLater()
         self.dialog = self.installer = self.dock = self.controller = None
         if self.provider is not None:
+            self._stop_processing_runs()
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+
+    def _stop_processing_runs(self) -> None:
+        """Cancel the Processing runs of this provider's algorithms (the toolbox runs them as
+        tasks) and wait, up to ``STOP_WAIT_S``, until QGIS has handled their end. QGIS
+        deletes a removed provider at once, while a run's algorithm, and the dialog that
+        handles its results when it ends, still read it: unloaded mid-run, QGIS crashed."""
+        manager = QgsApplication.taskManager()
+        names = [algorithm.displayName() for algorithm in self.provider.algorithms()]
+        ids = [manager.taskId(task) for task in manager.activeTasks()
+               if isinstance(task, QgsProcessingAlgRunnerTask)
+               and any(name in task.description() for name in names)]
+        for task in filter(None, map(manager.task, ids)):
+            task.cancel()
+        deadline = time.monotonic() + STOP_WAIT_S
+        # by id: the manager deletes a task once its end is handled
+        while any(manager.task(i) is not None for i in ids) and time.monotonic() < deadline:
+            QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)

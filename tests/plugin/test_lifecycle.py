@@ -83,3 +83,40 @@ def test_unload_stops_an_accept_in_flight(plugin, qtbot, models, two_band_scene,
     assert [p.name for p in tmp_path.iterdir() if "final" in p.name] == []
     assert not any("final" in layer.name() for layer in QgsProject.instance().mapLayers().values())
     fixes.rollBack()
+
+
+def test_unload_during_a_toolbox_run_lets_its_end_be_handled(plugin, qtbot, tmp_path):
+    """The toolbox runs an algorithm as a task, and its dialog handles the results when the
+    task ends (handleAlgorithmResults, which asks the algorithm its id). Unload removed the
+    provider at once, QGIS deleted it, and that handler crashed QGIS (a segfault). Unload now
+    cancels the provider's runs and waits until their end is handled."""
+    import subprocess
+    import sys
+    import time
+
+    from qgis.core import (QgsProcessingAlgRunnerTask, QgsProcessingContext,
+                           QgsProcessingFeedback, QgsProject)
+
+    from tests.conftest import REPO
+
+    scene = tmp_path / "scene.tif"
+    subprocess.run([sys.executable, "-m", "backend", "scene", str(scene), "--size", "2048"],
+                   cwd=REPO, check=True, capture_output=True)
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("sarflood:mapwater")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = QgsProcessingFeedback()
+    task = QgsProcessingAlgRunnerTask(algorithm, {"INPUT": str(scene), "TTA": True,
+                                                  "OUTPUT_MASK": str(tmp_path / "m.tif")},
+                                      context, feedback)
+    handled = []
+    task.executed.connect(lambda ok, results: handled.append((ok, algorithm.id())))
+    QgsApplication.taskManager().addTask(task)
+    qtbot.waitUntil(lambda: feedback.progress() > 0, timeout=60000)   # the backend runs
+    started = time.monotonic()
+    plugin.unload()
+    assert handled == [(False, "sarflood:mapwater")]   # cancelled, and handled during unload
+    assert time.monotonic() - started < 10
+    assert QgsApplication.processingRegistry().providerById("sarflood") is None
+    assert not (tmp_path / "m.tif").exists()
+    _flush_deletes()
