@@ -63,6 +63,19 @@ def lasting_folder(mask: Path) -> Path:
     return Path(home) if home else Path.home()
 
 
+def _file_states(run: ReviewRun) -> dict[str, tuple[int, int] | None]:
+    """The (modification time, size) of the run's mask and probability files, None if gone:
+    what Accept reads must be what the dock showed."""
+    states = {}
+    for path in (run.params.mask, run.params.probability):
+        try:
+            stat = os.stat(path)
+            states[path] = (stat.st_mtime_ns, stat.st_size)
+        except (OSError, TypeError):   # gone, or no probability
+            states[path] = None
+    return states
+
+
 def _failed(outcome: Outcome) -> str:
     """'failed: why', or 'cancelled' (a child stopped before it could say why has no error)."""
     return "cancelled" if outcome.cancelled else f"failed: {outcome.error or 'no reason given'}"
@@ -75,6 +88,7 @@ class ReviewDock(QgsDockWidget):
         self.setObjectName("SarFloodReviewDock")
         self.iface = iface
         self.run: ReviewRun | None = None
+        self._files_seen: dict[str, tuple[int, int] | None] = {}   # the run's files as reviewed
         self._run_title = ""   # the run's title, as its saved review has it
         # the threshold in force: the run's own, exactly, until the analyst moves the slider
         self.threshold_value = 0.5
@@ -210,6 +224,7 @@ class ReviewDock(QgsDockWidget):
 
     def set_run(self, run: ReviewRun) -> None:
         previous, self.run = self.run, run
+        self._files_seen = _file_states(run)
         self._hidden = {}
         self._dropped = ""
         self._set_enabled(run.layers.probability is not None)
@@ -542,6 +557,13 @@ class ReviewDock(QgsDockWidget):
         if os.path.realpath(path) in in_use:
             self.show_status(f"Accept: {path} is this run's input or one of its layers; choose "
                              f"another file", error=True)
+            return
+        rewritten = [f for f, now in _file_states(run).items()   # a file gone fails below
+                     if now is not None and now != self._files_seen.get(f)]
+        if rewritten:   # by another run (a Processing one, say) into the same files
+            self.show_status(f"Accept: {', '.join(rewritten)} changed since this review began "
+                             f"(written again by another run?): the map and the area no longer "
+                             f"show it; run the scene again to review it", error=True)
             return
         polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None
         fixes_layer = self.corrections.currentLayer()

@@ -695,3 +695,24 @@ def test_corrections_whose_file_is_gone_are_said_and_never_burnt_as_none(plugin,
         "Accept: the corrections layer 'Mask corrections' cannot be read")
     assert not (tmp_path / "final.tif").exists() and Path(run.params.mask).exists()
     wait_for_tasks(qtbot)
+
+
+def test_an_accept_after_another_run_rewrote_the_reviewed_files_writes_nothing(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """A Processing run wrote over the reviewed run's mask and probability (the toolbox
+    does not know the dock): the dock still showed the old area, and Accept burnt the new
+    probability under the old review's name."""
+    import processing
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    processing.run("sarflood:mapwater", {"INPUT": str(two_band_scene), "MODEL": str(models["smoothed"]),
+                                         "OUTPUT_MASK": run.params.mask,
+                                         "OUTPUT_PROBABILITY": run.params.probability})
+    final = tmp_path / "final.tif"
+    dock.final_path.setFilePath(str(final))
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    assert dock.status.text().startswith(f"Accept: {run.params.mask}, {run.params.probability} "
+                                         "changed since this review began")
+    assert not final.exists()
+    wait_for_tasks(qtbot)
