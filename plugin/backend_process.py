@@ -258,7 +258,7 @@ class BackendProcess:
         if outcome.error:
             return
         if outcome.returncode is not None and outcome.returncode < 0:   # POSIX: a signal ended it
-            outcome.error = killed_message(-outcome.returncode)
+            outcome.error = killed_message(-outcome.returncode, self.argv[3] == "predict")
             return
         tail = list(self._stderr)
         text = "\n".join(tail)
@@ -281,16 +281,19 @@ class BackendProcess:
             outcome.error = f"the backend failed with exit code {outcome.returncode}: {last}"
 
 
-def killed_message(number: int) -> str:
-    """Why a backend ended by signal ``number``, and for SIGKILL what usually sends it."""
+def killed_message(number: int, mapping: bool = True) -> str:
+    """Why a backend ended by signal ``number``, and for SIGKILL what usually sends it; the
+    settings that take less memory only for a ``mapping`` run (predict), which has them."""
     try:
         name = signal.Signals(number).name
     except ValueError:
         name = "unknown signal"
     if name == "SIGKILL":   # nothing the backend did: the OOM killer, most often
-        return (f"the backend was killed (signal {number}, SIGKILL), most often by the system "
-                "running out of memory: try a smaller tile size, fewer tiles per batch, no "
-                "test-time augmentation or a smaller extent")
+        text = (f"the backend was killed (signal {number}, SIGKILL), most often by the system "
+                "running out of memory")
+        return text + (": try a smaller tile size, fewer tiles per batch, no test-time "
+                       "augmentation or a smaller extent" if mapping else
+                       "; close other programs and try again")
     return f"the backend was stopped by signal {number} ({name})"
 
 

@@ -36,7 +36,17 @@ def test_a_killed_run_leaves_no_temporary_file(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [other_run.name]
     # it said "exit code -9: no message"
     assert outcome.error.startswith("the backend was killed (signal 9, SIGKILL), most often by the "
-                                    "system running out of memory")
+                                    "system running out of memory: try a smaller tile size")
+
+
+def test_a_killed_command_other_than_predict_is_not_given_predicts_advice():
+    """A killed Accept (finalize) was told to try a smaller tile size and no test-time
+    augmentation, which it does not have."""
+    from sarflood.plugin.backend_process import killed_message
+
+    assert killed_message(9, mapping=False) == (
+        "the backend was killed (signal 9, SIGKILL), most often by the system running out of "
+        "memory; close other programs and try again")
 
 
 def test_a_failed_run_keeps_its_error_output_for_the_log(qgis_app):
