@@ -330,14 +330,18 @@ def write_refused(folder: str) -> str | None:
     return None
 
 
-def temporary_path(folder: str, name: str) -> str:
-    """A hidden file in ``folder`` for one being written: ``.<name>.<pid>-<hex>.sarflood-tmp``.
+def temporary_path(folder: str, name: str, kind: str = "tmp") -> str:
+    """A hidden file in ``folder`` beside ``name``: ``.<name>.<pid>-<hex>.sarflood-<kind>``.
 
-    A run removes its own on every error and on cancel; the process id lets whoever
-    started a run that was killed (the plugin) find and remove what it left, and nothing
-    of another run writing into the same folder.
+    ``tmp``: the file being written. While the outputs are renamed into place (a moment),
+    ``kept``: the file an output replaces, hard-linked; ``new``: an empty marker, for an
+    output that replaces none. A run removes its own on every error and on cancel; the
+    process id lets whoever started a run that was killed (the plugin) find what it left,
+    and nothing of another run writing into the same folder: it removes a ``tmp``, puts a
+    ``kept`` back, and removes a ``new``'s output, so that a run killed between two renames
+    leaves the outputs as they were.
     """
-    return os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.sarflood-tmp")
+    return os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.sarflood-{kind}")
 
 
 class GeoTiffOut:

@@ -230,7 +230,7 @@ class OutputSink:
         every output is in place, and put back if one fails (where the disk cannot
         link, it is replaced: removing the new file then would lose both).
         """
-        published, kept = [], {}
+        published, kept, markers = [], {}, []
         try:
             with self.clock("overviews"):
                 for o in self.outputs.values():
@@ -239,6 +239,8 @@ class OutputSink:
                 raise Cancelled("cancelled")
             for o in self.outputs.values():
                 kept[o.path] = _kept_aside(o.path)
+                if kept[o.path] is None:   # for the plugin, should this process be killed
+                    markers.append(_marked_new(o.path))
                 o.publish()
                 published.append(o)
         except BaseException:
@@ -252,7 +254,7 @@ class OutputSink:
             raise
         finally:
             with cleaning_up():
-                for aside in kept.values():
+                for aside in [*kept.values(), *markers]:
                     if aside and os.path.exists(aside):
                         os.unlink(aside)
 
@@ -266,12 +268,21 @@ def _kept_aside(path: str) -> str | None:
     no file, "" where the disk cannot link one."""
     if not os.path.exists(path):
         return None
-    aside = temporary_path(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
+    aside = temporary_path(os.path.dirname(os.path.abspath(path)), os.path.basename(path),
+                           "kept")
     try:
         os.link(path, aside)
     except OSError:
         return ""
     return aside
+
+
+def _marked_new(path: str) -> str:
+    """An empty marker saying that the output at ``path`` replaces no file (see
+    :func:`~backend.raster_io.temporary_path`)."""
+    marker = temporary_path(os.path.dirname(os.path.abspath(path)), os.path.basename(path), "new")
+    open(marker, "w").close()
+    return marker
 
 
 def utc_stamp() -> str:

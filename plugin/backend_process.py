@@ -33,6 +33,8 @@ from .backend_env import PLUGIN_ROOT, Interpreter, child_env
 
 EXIT_CANCELLED = 130
 OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty", "--out")
+# a killed backend's hidden file (backend.raster_io.temporary_path), and what GDAL added to it
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.\d+-[0-9a-f]+\.sarflood-(?P<kind>tmp|kept|new)(?P<extra>.*)$")
 _MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 # the backend's messages name its command-line options; in QGIS the same choices are
 # settings of the dialog and of the Processing algorithms, named so here
@@ -206,20 +208,31 @@ class BackendProcess:
             on_event(event)
 
     def _remove_leftovers(self, pid: int) -> None:
-        """Temporary files of a child that was killed (it removes its own otherwise): the
+        """What a child that was killed left (it cleans up after itself otherwise): the
         grace period ran out, the OOM killer struck, or on Windows, where terminate() is
         TerminateProcess, any cancel.
 
-        The backend names them ``.<name>.<pid>-<hex>.sarflood-tmp`` in each output's
-        folder (``backend.raster_io.temporary_path``); the process id keeps those of
-        other runs into the same folder out of reach.
+        The backend names them ``.<name>.<pid>-<hex>.sarflood-<kind>`` in each output's
+        folder (``backend.raster_io.temporary_path``); the process id keeps those of other
+        runs into the same folder out of reach. A ``tmp`` (half-written) is removed; killed
+        while renaming its outputs into place, a ``kept`` (the file an output replaced) is
+        put back, and the output a ``new`` marks (it replaced none) removed: the outputs
+        are as they were before the run.
         """
         folders = {os.path.dirname(os.path.abspath(value))
                    for flag, value in zip(self.argv, self.argv[1:]) if flag in OUTPUT_FLAGS}
-        pattern = f".*.{pid}-*.sarflood-tmp*"
         for folder in folders:
-            for leftover in glob.glob(os.path.join(glob.escape(folder), pattern)):
+            for leftover in glob.glob(os.path.join(glob.escape(folder), f".*.{pid}-*.sarflood-*")):
+                found = _LEFTOVER.match(os.path.basename(leftover))
+                if found is None:
+                    continue
+                output = os.path.join(folder, found["name"])
                 try:
+                    if found["kind"] == "kept" and not found["extra"]:
+                        os.replace(leftover, output)
+                        continue
+                    if found["kind"] == "new" and not found["extra"] and os.path.exists(output):
+                        os.unlink(output)
                     os.unlink(leftover)
                 except OSError:
                     pass  # gone already, or not ours to remove

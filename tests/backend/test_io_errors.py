@@ -620,3 +620,27 @@ def test_an_unreadable_model_is_named_as_unreadable(models):
         assert f"error: {locked}: cannot be read (Permission denied)" in p.stderr, p.stderr
     finally:
         shutil.rmtree(folder)
+
+
+def test_while_renaming_outputs_a_killed_run_could_be_undone(tmp_path, models, monkeypatch):
+    """As each output is renamed into place, the file it replaces is kept aside (kind
+    ``kept``) and one that replaces none is marked (``new``), so that whoever started a run
+    killed between two renames can put the outputs back as they were; none stays after."""
+    from backend import sink
+    scene = write_raster(tmp_path / "scene.tif", random_db((40, 40)))
+    (tmp_path / "m.tif").write_bytes(b"an earlier mask")
+    seen = []
+    publish = sink.GeoTiffOut.publish
+
+    def look_then_publish(self):
+        seen.append((os.path.basename(self.path), sorted(
+            p.name.split(".sarflood-")[1] for p in tmp_path.iterdir()
+            if p.name.startswith(f".{os.path.basename(self.path)}.") and ".sarflood-" in p.name)))
+        publish(self)
+
+    monkeypatch.setattr(sink.GeoTiffOut, "publish", look_then_publish)
+    predict(PredictOptions([scene], mask=str(tmp_path / "m.tif"),
+                           probability=str(tmp_path / "p.tif"), model=models["threshold"],
+                           overwrite=True))
+    assert sorted(seen) == [("m.tif", ["kept", "tmp"]), ("p.tif", ["new", "tmp"])]
+    assert not [p for p in tmp_path.iterdir() if ".sarflood-" in p.name]

@@ -156,3 +156,32 @@ def test_extents_and_band_advice_in_qgis_words():
     assert in_qgis_words(swapped) == (
         "(band 1, by the 'VV band' and 'VH band' choice) ... are VV and VH swapped? (setting "
         "'VV band' and 'VH band' chooses the bands of one file; two files go in the order VV, VH)")
+
+
+def test_a_run_killed_between_its_renames_leaves_the_outputs_as_they_were(tmp_path):
+    """Killed while renaming its outputs into place (the OOM killer, say), a run had put its
+    new mask where the old one was and not yet its probability: the old mask, kept aside by
+    the backend, was deleted as a leftover, and a new output stayed without its partners.
+    Here what the backend leaves at that moment (raster_io.temporary_path), for a dead pid."""
+    from sarflood.plugin.backend_env import find_interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+
+    out = tmp_path / "out"
+    out.mkdir()
+    pid = 999999
+    (out / "m.tif").write_text("the killed run's new mask")           # renamed in
+    (out / f".m.tif.{pid}-aaaa1111.sarflood-kept").write_text("the mask before")
+    (out / "p.tif").write_text("the probability before")            # not reached yet
+    (out / f".p.tif.{pid}-bbbb2222.sarflood-tmp").write_text("its new probability")
+    (out / "u.tif").write_text("the killed run's uncertainty")      # renamed in, replaced none
+    (out / f".u.tif.{pid}-cccc3333.sarflood-new").write_text("")
+    (out / f".u.tif.{pid}-dddd4444.sarflood-tmp.aux.xml").write_text("GDAL's")
+    other = out / ".m.tif.1-eeee5555.sarflood-kept"                  # another run's, alive
+    other.write_text("not ours")
+    run = BackendProcess(find_interpreter(), ["predict", "scene.tif", "--mask", str(out / "m.tif"),
+                                              "--probability", str(out / "p.tif"),
+                                              "--uncertainty", str(out / "u.tif")])
+    run._remove_leftovers(pid)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["m.tif", "p.tif", other.name])
+    assert (out / "m.tif").read_text() == "the mask before"
+    assert (out / "p.tif").read_text() == "the probability before"
