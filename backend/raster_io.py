@@ -390,13 +390,20 @@ class GeoTiffOut:
             self.ds.close()
         except (RasterioError, OSError) as exc:
             self.abort()
-            raise OutputError(f"{self.path}: cannot be written "
-                              f"({why_write_failed(exc, self.tmp)})") from None
+            why = self._folder_gone() or why_write_failed(exc, self.tmp)
+            raise OutputError(f"{self.path}: cannot be written ({why})") from None
         problem = not_whole(self.tmp, factors)
         if problem:
             self.abort()
-            raise OutputError(f"{self.path}: cannot be written ({problem}"
+            raise OutputError(f"{self.path}: cannot be written ({self._folder_gone() or problem}"
                               f"{disk_full_note(self.tmp)})")
+
+    def _folder_gone(self) -> str | None:
+        """Said instead of GDAL's 'No such file or directory' on the file it was writing."""
+        folder = os.path.dirname(os.path.abspath(self.tmp))
+        if os.path.isdir(folder):
+            return None
+        return f"its folder {folder} was removed or renamed during the run"
 
     def publish(self) -> None:
         """Rename the finished temporary file into place."""
@@ -411,7 +418,8 @@ class GeoTiffOut:
                 os.unlink(self.path + ".aux.xml")
         except OSError as exc:
             self.abort()
-            raise OutputError(f"{self.path}: cannot be written ({exc.strerror or exc})") from None
+            raise OutputError(f"{self.path}: cannot be written "
+                              f"({self._folder_gone() or exc.strerror or exc})") from None
         except BaseException:
             self.abort()
             raise

@@ -644,3 +644,23 @@ def test_while_renaming_outputs_a_killed_run_could_be_undone(tmp_path, models, m
                            overwrite=True))
     assert sorted(seen) == [("m.tif", ["kept", "tmp"]), ("p.tif", ["new", "tmp"])]
     assert not [p for p in tmp_path.iterdir() if ".sarflood-" in p.name]
+
+
+def test_an_output_folder_removed_during_the_run_is_said_so(tmp_path, models, monkeypatch):
+    """It said 'the written file does not read back: No such file or directory'."""
+    from backend import raster_io
+    scene = write_raster(tmp_path / "scene.tif", random_db((40, 40)))
+    out = tmp_path / "out"
+    out.mkdir()
+    finish = raster_io.GeoTiffOut.finish
+
+    def remove_the_folder_then_finish(self):
+        if out.exists():
+            shutil.rmtree(out)   # what the analyst did meanwhile
+        finish(self)
+
+    monkeypatch.setattr(raster_io.GeoTiffOut, "finish", remove_the_folder_then_finish)
+    with pytest.raises(OutputError) as err:
+        predict(PredictOptions([scene], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert str(err.value).startswith(f"{out / 'm.tif'}: cannot be written (its folder {out} was "
+                                     "removed or renamed during the run")
