@@ -359,6 +359,9 @@ class GeoTiffOut:
         self.overview_resampling = overview_resampling
         folder, base = os.path.split(os.path.abspath(path))
         self.tmp = temporary_path(folder, base)
+        # the folder itself, not its name: what a failed run leaves is removed from it even
+        # if the analyst renamed it meanwhile (POSIX; elsewhere by name only)
+        self._folder = _open_folder(folder)
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1,
                        dtype=dtype, crs=grid.crs, transform=grid.transform, nodata=nodata,
                        tiled=True, blockxsize=block, blockysize=block, bigtiff="IF_SAFER",
@@ -416,6 +419,7 @@ class GeoTiffOut:
             # not the new one
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path + ".aux.xml")
+            self._close_folder()
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: cannot be written "
@@ -434,8 +438,29 @@ class GeoTiffOut:
 
     def _remove(self) -> None:
         for p in (self.tmp, self.tmp + ".aux.xml"):
-            if os.path.exists(p):
-                os.unlink(p)
+            if self._folder is None:
+                if os.path.exists(p):
+                    os.unlink(p)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.basename(p), dir_fd=self._folder)
+        self._close_folder()
+
+    def _close_folder(self) -> None:
+        if self._folder is not None:
+            os.close(self._folder)
+            self._folder = None
+
+
+def _open_folder(folder: str) -> int | None:
+    """A descriptor of ``folder`` to remove files from by name within it, or None where
+    the system cannot (no ``dir_fd``) or the folder cannot be read (write-only)."""
+    if os.unlink not in os.supports_dir_fd:
+        return None
+    try:
+        return os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 def not_whole(path: str, factors: list[int]) -> str | None:

@@ -646,21 +646,28 @@ def test_while_renaming_outputs_a_killed_run_could_be_undone(tmp_path, models, m
     assert not [p for p in tmp_path.iterdir() if ".sarflood-" in p.name]
 
 
-def test_an_output_folder_removed_during_the_run_is_said_so(tmp_path, models, monkeypatch):
-    """It said 'the written file does not read back: No such file or directory'."""
+
+@pytest.mark.parametrize("change", ["removed", "renamed"])
+def test_an_output_folder_changed_during_the_run_is_said_and_keeps_nothing(tmp_path, models,
+                                                                          monkeypatch, change):
+    """It said 'the written file does not read back: No such file or directory'; and the
+    temporary files were removed by their path, which a rename had changed: about 60 MB of
+    hidden files stayed in the renamed folder of a 3072 px run."""
     from backend import raster_io
     scene = write_raster(tmp_path / "scene.tif", random_db((40, 40)))
-    out = tmp_path / "out"
+    out, renamed = tmp_path / "out", tmp_path / "renamed"
     out.mkdir()
     finish = raster_io.GeoTiffOut.finish
 
-    def remove_the_folder_then_finish(self):
+    def change_the_folder_then_finish(self):   # what the analyst did meanwhile
         if out.exists():
-            shutil.rmtree(out)   # what the analyst did meanwhile
+            shutil.rmtree(out) if change == "removed" else out.rename(renamed)
         finish(self)
 
-    monkeypatch.setattr(raster_io.GeoTiffOut, "finish", remove_the_folder_then_finish)
+    monkeypatch.setattr(raster_io.GeoTiffOut, "finish", change_the_folder_then_finish)
     with pytest.raises(OutputError) as err:
-        predict(PredictOptions([scene], mask=str(out / "m.tif"), model=models["threshold"]))
+        predict(PredictOptions([scene], mask=str(out / "m.tif"), probability=str(out / "p.tif"),
+                               model=models["threshold"]))
     assert str(err.value).startswith(f"{out / 'm.tif'}: cannot be written (its folder {out} was "
                                      "removed or renamed during the run")
+    assert not out.exists() and (change == "removed" or listing(renamed) == [])
