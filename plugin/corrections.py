@@ -18,7 +18,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform,
                        QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
-from .processing.outputs import hidden_path
+from .outputs import hidden_path
 
 FIELD = "water"
 NAME = "Mask corrections"   # the layer's name in the legend
@@ -69,7 +69,7 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         out.append({"type": "Feature", "properties": {"water": water},
                     "geometry": json.loads(geometry.asJson(9))})
     # a file the user keeps is replaced whole or not at all; a killed run's hidden file is
-    # removed by the next run to the same path (processing.outputs.remove_stale)
+    # removed by the next run to the same path (outputs.remove_stale)
     partial = hidden_path(path)
     try:
         with open(partial, "w", encoding="utf-8") as f:

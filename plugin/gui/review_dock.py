@@ -29,8 +29,8 @@ from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_
                            sidecar_path, write_geojson)
 from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
                       private_copy, remove_layers_of, run_layer_nodes)
+from ..outputs import put_back
 from ..params import FinalizeParams, free_output_paths
-from ..processing.outputs import put_back
 from ..review_run import ReviewRun, save, save_threshold, saved_review, saved_threshold
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at

@@ -20,7 +20,7 @@ from ..backend_env import find_interpreter
 from ..backend_process import BackendProcess
 from ..settings import python_setting
 from ..layers import private_copy, take_copies
-from .outputs import is_plain_file, remove_stale
+from ..outputs import is_plain_file, remove_stale
 
 GROUPS = {"mapping": "Water mapping", "analysis": "Flood analysis"}
 _HINTS = ((QgsProcessingParameterRasterLayer, QgsProcessingUtils.LayerHint.Raster),

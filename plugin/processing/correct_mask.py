@@ -15,11 +15,11 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 from .. import styles
 from ..corrections import FIELD, CorrectionsProblem, sidecar_path, write_geojson
 from ..inputs import InputProblem, layer_file
+from ..outputs import put_back
 from ..params import CorrectParams
 from .base import frees_inputs_on_failure, source_file
 from .common import SceneAlgorithm
 from .masks import check_binary_mask, check_mask_layer
-from .outputs import put_back
 
 
 class CorrectMaskAlgorithm(SceneAlgorithm):

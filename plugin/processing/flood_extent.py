@@ -20,10 +20,10 @@ from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingExcep
                        QgsProcessingParameterRasterLayer)
 
 from .. import styles
+from ..outputs import hidden_path
 from ..params import backend_path
 from .base import SarFloodAlgorithm, check_polygons, frees_inputs_on_failure
 from .masks import check_binary_mask, check_mask_layer
-from .outputs import hidden_path
 
 NODATA = 255
 CANCELLED = "cancelled: no flood extent was written (a file already at OUTPUT is kept)"

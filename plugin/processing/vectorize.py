@@ -13,9 +13,9 @@ from qgis.core import (QgsProcessing, QgsProcessingException,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination, QgsUnitTypes, QgsVectorLayer)
 
+from ..outputs import is_plain_file, written_beside
 from .base import SarFloodAlgorithm, frees_inputs_on_failure
 from .masks import check_mask_layer, ellipsoid_of
-from .outputs import is_plain_file, written_beside
 
 
 class VectorizeAlgorithm(SarFloodAlgorithm):

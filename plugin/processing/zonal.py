@@ -14,9 +14,9 @@ from qgis.core import (QgsCoordinateTransform, QgsFeature, QgsFeatureSink, QgsFi
                        QgsProcessingUtils)
 from qgis.PyQt.QtCore import QVariant
 
+from ..outputs import is_plain_file, written_beside
 from .base import SarFloodAlgorithm, check_polygons, frees_inputs_on_failure, source_file
 from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
-from .outputs import is_plain_file, written_beside
 
 _PREFIX = "sfz_"
 # QVariant, not QMetaType: QgsField takes a QMetaType from QGIS 3.38 on; QGIS 4's qgis.PyQt maps QVariant.Double

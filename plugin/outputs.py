@@ -1,6 +1,7 @@
-"""Output files of the algorithms: written beside the destination under a hidden name and
-renamed into place at the end, so that a cancel, a failure or a kill leaves the file
-that was there; what a killed run left is removed by the next run to the same file.
+"""Files the plugin writes itself (the Processing algorithms' outputs, the review dock's
+corrections): written beside the destination under a hidden name and renamed into place
+at the end, so that a cancel, a failure or a kill leaves the file that was there; what a
+killed run left is removed by the next run to the same file.
 
 Hidden names are ``.<name>.<pid>-<hex>.sarflood-tmp...``, the backend's own pattern
 (``backend.raster_io.temporary_path``): the process id tells whose they are.
