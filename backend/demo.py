@@ -24,7 +24,7 @@ from .engine import PredictOptions, predict
 from .errors import UsageError
 from .otsu import OtsuOptions, otsu_map
 from .progress import BarReporter
-from .raster_io import temporary_path
+from .raster_io import temporary_beside
 from .scene import save_scene
 
 SEED = 0
@@ -75,7 +75,7 @@ def _ensure_scene(out: str, size: int) -> tuple[str, str]:
 
 
 def _write_summary(path: str, summary: dict) -> None:
-    temp = temporary_path(os.path.dirname(path), os.path.basename(path))
+    temp = temporary_beside(path)
     try:
         with open(temp, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)

@@ -108,9 +108,7 @@ def check_output_kind(path: str, tags: dict[str, str], wanted: str) -> None:
     kind = tags.get("SARFLOOD_OUTPUT", wanted)
     if kind != wanted:
         advice = _KIND_ADVICE.get((kind, wanted), f"give a {wanted}").format(path=path)
-        article = "an" if kind[:1] in tuple("aeiou") else "a"
-        raise InputError(f"{path}: is {article} {kind} written by SAR Flood Mapper, not a water "
-                         f"{wanted}; {advice}")
+        raise InputError(f"{path}: is {_our(kind)}, not a water {wanted}; {advice}")
 
 
 def check_not_output(path: str, tags: dict[str, str]) -> None:
@@ -119,9 +117,13 @@ def check_not_output(path: str, tags: dict[str, str]) -> None:
     VV-named mask was taken for the VV band of the next one)."""
     kind = tags.get("SARFLOOD_OUTPUT")
     if kind:
-        article = "an" if kind[:1] in tuple("aeiou") else "a"
-        raise InputError(f"{path}: is {article} {kind} written by SAR Flood Mapper, not "
-                         "Sentinel-1 backscatter; give the VV and VH scene")
+        raise InputError(f"{path}: is {_our(kind)}, not Sentinel-1 backscatter; give the VV "
+                         "and VH scene")
+
+
+def _our(kind: str) -> str:
+    """'a mask written by SAR Flood Mapper', 'an uncertainty ...': an output named in a message."""
+    return f"{'an' if kind[:1] in tuple('aeiou') else 'a'} {kind} written by SAR Flood Mapper"
 
 
 def open_mask(path: str):

@@ -344,6 +344,12 @@ def temporary_path(folder: str, name: str, kind: str = "tmp") -> str:
     return os.path.join(folder, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.sarflood-{kind}")
 
 
+def temporary_beside(path: str, kind: str = "tmp") -> str:
+    """:func:`temporary_path` for the file at ``path``, in its folder."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return temporary_path(folder, name, kind)
+
+
 class GeoTiffOut:
     """One single-band output GeoTIFF: tiled, compressed (``options``), internal overviews.
 
@@ -357,11 +363,10 @@ class GeoTiffOut:
         self.path = path
         self.overwrite = overwrite
         self.overview_resampling = overview_resampling
-        folder, base = os.path.split(os.path.abspath(path))
-        self.tmp = temporary_path(folder, base)
+        self.tmp = temporary_beside(path)
         # the folder itself, not its name: what a failed run leaves is removed from it even
         # if the analyst renamed it meanwhile (POSIX; elsewhere by name only)
-        self._folder = _open_folder(folder)
+        self._folder = _open_folder(os.path.dirname(self.tmp))
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1,
                        dtype=dtype, crs=grid.crs, transform=grid.transform, nodata=nodata,
                        tiled=True, blockxsize=block, blockysize=block, bigtiff="IF_SAFER",
@@ -403,7 +408,7 @@ class GeoTiffOut:
 
     def _folder_gone(self) -> str | None:
         """Said instead of GDAL's 'No such file or directory' on the file it was writing."""
-        folder = os.path.dirname(os.path.abspath(self.tmp))
+        folder = os.path.dirname(self.tmp)
         if os.path.isdir(folder):
             return None
         return f"its folder {folder} was removed or renamed during the run"

@@ -28,7 +28,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from .errors import OutputError, UsageError
-from .raster_io import check_outputs, temporary_path, why_write_failed
+from .raster_io import check_outputs, temporary_beside, why_write_failed
 from .units import convert
 
 BLOCK = 512
@@ -182,8 +182,7 @@ def save_scene(out: str, size: int, seed: int = 0, units: str = "dB",
     into place; existing files are replaced only with ``overwrite``."""
     check_outputs({"scene": out, "truth": truth}, [], overwrite)
     paths = [p for p in (out, truth) if p]
-    temps = {p: temporary_path(os.path.dirname(os.path.abspath(p)), os.path.basename(p))
-             for p in paths}
+    temps = {p: temporary_beside(p) for p in paths}
     try:
         write_scene(temps[out], size, seed=seed, units=units, truth=temps.get(truth), tag=tag)
         for path in paths:

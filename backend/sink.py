@@ -24,7 +24,7 @@ from .errors import Cancelled, UsageError
 from .pipeline import StageClock, cleaning_up
 from .progress import Reporter
 from .grid import Grid
-from .raster_io import GeoTiffOut, temporary_path
+from .raster_io import GeoTiffOut, temporary_beside
 
 MASK_NODATA = 255
 PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data
@@ -268,8 +268,7 @@ def _kept_aside(path: str) -> str | None:
     no file, "" where the disk cannot link one."""
     if not os.path.exists(path):
         return None
-    aside = temporary_path(os.path.dirname(os.path.abspath(path)), os.path.basename(path),
-                           "kept")
+    aside = temporary_beside(path, "kept")
     try:
         os.link(path, aside)
     except OSError:
@@ -280,7 +279,7 @@ def _kept_aside(path: str) -> str | None:
 def _marked_new(path: str) -> str:
     """An empty marker saying that the output at ``path`` replaces no file (see
     :func:`~backend.raster_io.temporary_path`)."""
-    marker = temporary_path(os.path.dirname(os.path.abspath(path)), os.path.basename(path), "new")
+    marker = temporary_beside(path, "new")
     open(marker, "w").close()
     return marker
 
