@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .backend_env import PLUGIN_ROOT, Interpreter, child_env
+from .outputs import HIDDEN_NAME
 
 EXIT_CANCELLED = 130
 OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty", "--out")
-# a killed backend's hidden file (backend.raster_io.temporary_path), and what GDAL added to it
-_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.\d+-[0-9a-f]+\.sarflood-(?P<kind>tmp|kept|new)(?P<extra>.*)$")
 _MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 # the backend's messages name its command-line options; in QGIS the same choices are
 # settings of the dialog and of the Processing algorithms, named so here
@@ -223,7 +222,7 @@ class BackendProcess:
                    for flag, value in zip(self.argv, self.argv[1:]) if flag in OUTPUT_FLAGS}
         for folder in folders:
             for leftover in glob.glob(os.path.join(glob.escape(folder), f".*.{pid}-*.sarflood-*")):
-                found = _LEFTOVER.match(os.path.basename(leftover))
+                found = HIDDEN_NAME.match(os.path.basename(leftover))
                 if found is None:
                     continue
                 output = os.path.join(folder, found["name"])

@@ -4,7 +4,8 @@ at the end, so that a cancel, a failure or a kill leaves the file that was there
 killed run left is removed by the next run to the same file.
 
 Hidden names are ``.<name>.<pid>-<hex>.sarflood-tmp...``, the backend's own pattern
-(``backend.raster_io.temporary_path``): the process id tells whose they are.
+(``backend.raster_io.temporary_path``, whose other kinds, ``kept`` and ``new``, mark its
+outputs while it renames them): the process id tells whose they are.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-_HIDDEN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]+\.sarflood-tmp")
+# and what GDAL or a driver added after it (``extra``: .aux.xml, -journal, ...)
+HIDDEN_NAME = re.compile(
+    r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]+\.sarflood-(?P<kind>tmp|kept|new)(?P<extra>.*)$")
 _SQLITE_FILES = ("-journal", "-wal", "-shm")   # a GeoPackage's, while it is open or was killed
 # a shapefile's files that may not be written again: stale ones would describe the old file
 _SHAPEFILE_EXTRAS = (".qix", ".sbn", ".sbx", ".cpg", ".prj", ".qpj")
@@ -61,8 +64,9 @@ def remove_stale(path: str) -> list[str]:
     except OSError:
         return []
     for entry in entries:
-        match = _HIDDEN.match(entry.name)
-        if match is None or match["name"] != name or _alive(int(match["pid"])):
+        match = HIDDEN_NAME.match(entry.name)
+        if (match is None or match["kind"] != "tmp" or match["name"] != name
+                or _alive(int(match["pid"]))):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
