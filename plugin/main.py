@@ -18,6 +18,7 @@ from .controller import RunController
 from .gui.install_dialog import InstallDialog
 from .gui.review_dock import ReviewDock
 from .gui.run_dialog import RunDialog
+from .processing import review as processing_review
 from .processing.provider import ICON, SarFloodProvider
 
 MENU = "&SAR Flood Mapper"
@@ -55,6 +56,7 @@ class SarFloodPlugin:
         review.setText("Flood review panel")
         review.setObjectName("SarFloodReviewAction")
         self.controller = RunController(self.iface, self.dock)
+        processing_review.reviewer = self.dock.review_processing_run   # the Toolbox's runs too
         self.iface.addToolBarIcon(run)
         for action in (run, review):
             self.iface.addPluginToRasterMenu(MENU, action)
@@ -83,6 +85,7 @@ class SarFloodPlugin:
         if self.controller is not None:
             self.controller.cancel()
             self.controller.close()
+        processing_review.reviewer = None
         if self.dock is not None:   # an Accept in flight would write its file unseen
             self.dock.cancel_tasks()
             self.dock.detach()

@@ -261,6 +261,16 @@ class ReviewDock(QgsDockWidget):
         run.corrections_layer = fixes.id() if fixes is not None else None
         save(run, title)   # in the project, for when it is saved and opened again
 
+    def review_processing_run(self, run: ReviewRun) -> None:
+        """A sarflood:mapwater run that Processing loaded into the project (the Toolbox, batch
+        mode, a model): reviewed as a run of the dialog is."""
+        if sip.isdeleted(self):
+            return
+        self.set_run(run)
+        self.show()
+        if not self.status.text():   # set_run's word on the corrections layer stays
+            self.show_status(f"Processing run under review: {self._run_title}")
+
     def _corrections_changed(self, layer) -> None:
         """The corrections layer chosen: said by the area, and kept in the saved review."""
         self._show_area()

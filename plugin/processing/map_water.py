@@ -14,6 +14,7 @@ from ..params import DEVICES, UNITS, PredictParams
 from ..summary import model_label
 from .base import frees_inputs_on_failure
 from .common import SceneAlgorithm
+from .review import ReviewHandoff
 
 UNIT_CHOICES = ("detect from the data", *UNITS)
 
@@ -27,7 +28,9 @@ class MapWaterAlgorithm(SceneAlgorithm):
             "(0-1, NaN where there is no data) and the water mask (0 dry, 1 water, 255 no data). "
             "The model's card fixes bands, scaling, pixel size and tiling; leave the threshold "
             "empty to use the card's default. Returns the water area in km² and its share of "
-            "the valid area.")
+            "the valid area. The mask and probability loaded into the project open in the SAR "
+            "Flood Mapper review panel (threshold, area, corrections, Accept), as a run of the "
+            "plugin's dialog does, and the review is saved with the project.")
 
     def initAlgorithm(self, config=None) -> None:
         self.add_scene_parameters()
@@ -70,6 +73,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
 
     @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):
+        given_input = parameters.get("INPUT")
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask, scene, extent, extent_crs = self.scene_inputs(parameters, context, feedback)
         model = self.parameterAsFile(parameters, "MODEL", context) or None
@@ -107,10 +111,26 @@ class MapWaterAlgorithm(SceneAlgorithm):
             overwrite=any(Path(p).exists() for p in outputs))
         result = self.run_backend(params.argv(), feedback)
         self.keep_empty_outputs_off_the_map(result, outputs, context, feedback)
-        for path, renderer in ((mask, styles.mask_renderer), (probability, styles.probability_renderer),
-                               (uncertainty, styles.uncertainty_renderer)):
-            self.style_output(context, path, renderer)
+        self.hand_over_for_review(result, params, given_input, context)
         return {"OUTPUT_MASK": mask, "OUTPUT_PROBABILITY": probability,
                 "OUTPUT_UNCERTAINTY": uncertainty, **self.area_results(result),
                 "THRESHOLD_USED": float(result["threshold"]), "DEVICE_USED": str(result["device"]),
                 "MODEL_USED": model_label(result)}
+
+    @staticmethod
+    def hand_over_for_review(result: dict, params: PredictParams, given_input, context) -> None:
+        """Style the outputs Processing will load when the run ends, and make the run
+        reviewable once they are in (:mod:`.review`); none if the mask is not loaded."""
+        outputs = {"mask": (params.mask, styles.mask_renderer),
+                   "probability": (params.probability, styles.probability_renderer),
+                   "uncertainty": (params.uncertainty, styles.uncertainty_renderer)}
+        loading = {kind: (path, style) for kind, (path, style) in outputs.items()
+                   if path and context.willLoadLayerOnCompletion(path)}
+        if "mask" not in loading:
+            for path, style in loading.values():
+                MapWaterAlgorithm.style_output(context, path, style)
+            return
+        handoff = ReviewHandoff(result, params, given_input, list(loading))
+        for kind, (path, style) in loading.items():
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(
+                handoff.post_processor(kind, style))

@@ -716,3 +716,58 @@ def test_an_accept_after_another_run_rewrote_the_reviewed_files_writes_nothing(
                                          "changed since this review began")
     assert not final.exists()
     wait_for_tasks(qtbot)
+
+
+def _toolbox_run(model, scene: Path, tmp_path, probability: bool = True) -> dict:
+    """sarflood:mapwater as the Toolbox runs it: outputs loaded into the project at the end."""
+    import processing
+
+    params = {"INPUT": str(scene), "MODEL": str(model), "OUTPUT_MASK": str(tmp_path / "tm.tif")}
+    if probability:
+        params["OUTPUT_PROBABILITY"] = str(tmp_path / "tp.tif")
+    return processing.runAndLoadResults("sarflood:mapwater", params)
+
+
+def test_a_toolbox_run_is_reviewed_and_accepted_in_the_dock(plugin, qtbot, models, real_chips, tmp_path):
+    """Runs from the Processing Toolbox (batch mode, models) only loaded their layers: the
+    review dock never saw them, so their threshold, area, corrections and Accept were out of
+    reach, and the probability layer lay over the mask."""
+    out = _toolbox_run(models["threshold"], real_chips / "S1Hand" / CHIP, tmp_path)
+    dock = plugin.dock
+    run = dock.run
+    assert run is not None
+    assert run.layers.mask.source() == out["OUTPUT_MASK"]
+    assert run.layers.probability.source() == out["OUTPUT_PROBABILITY"]
+    assert dock.status.text() == f"Processing run under review: {dock.title.text()}"
+    tree = QgsProject.instance().layerTreeRoot()
+    assert tree.findLayer(run.layers.mask.id()).isVisible()
+    assert not tree.findLayer(run.layers.probability.id()).isVisible()
+    for widget in (dock.slider, dock.threshold, dock.opacity, dock.show_water, dock.stats_button,
+                   dock.accept_button, dock.new_corrections):
+        assert widget.isEnabled(), widget
+    at_run = dock.area.text()
+    dock.slider.setValue(30)
+    assert dock.area.text() != at_run
+    final = tmp_path / "final.tif"
+    assert _accept(dock, qtbot, final).startswith(f"Final mask written: {final} ")
+    probability = read_raster(out["OUTPUT_PROBABILITY"])
+    expected = np.where(probability > 0.3, 1, 0)
+    expected[np.isnan(probability)] = 255
+    np.testing.assert_array_equal(read_raster(final), expected)
+    wait_for_tasks(qtbot)
+
+
+def test_a_toolbox_run_is_saved_for_review_without_the_desktop(provider, models, two_band_scene,
+                                                               tmp_path, qgis_new_project):
+    """qgis_process and scripts have no review dock: the run is kept on its mask layer, and
+    the project, opened in the desktop, takes it up."""
+    from sarflood.plugin.processing import review
+    from sarflood.plugin.review_run import saved_review
+
+    assert review.reviewer is None
+    out = _toolbox_run(models["threshold"], two_band_scene, tmp_path, probability=False)
+    saved = saved_review()
+    assert saved is not None and saved.run is not None, saved and saved.why_not()
+    assert saved.run.layers.mask.source() == out["OUTPUT_MASK"]
+    assert saved.run.layers.probability is None
+    assert saved.run.result["water_area_km2"] == pytest.approx(out["WATER_AREA_KM2"])

@@ -1,0 +1,86 @@
+"""A sarflood:mapwater run that Processing loads into the project (the Toolbox, batch mode,
+a model's final outputs), made reviewable as a run of the dialog is: its layers styled, the
+probability and uncertainty hidden under the mask, the run kept on its mask layer
+(:func:`..review_run.save`: the review dock takes it up when the project is opened again),
+and, in the desktop, handed to the review dock at once.
+
+Processing loads a run's layers one at a time, in the main thread and in no set order, and
+calls each one's post-processor after adding it to the project; so each output's
+post-processor reports its layer to one :class:`ReviewHandoff`, which acts once the mask and
+every other output to be loaded are in.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsRasterLayer
+
+from ..layers import RunLayers
+from ..params import PredictParams
+from ..review_run import ReviewRun, save
+from .base import RendererPostProcessor
+
+# the review dock's intake in the desktop (SarFloodPlugin.initGui; unload clears it);
+# qgis_process and scripts have none, and the run is only kept on its mask layer
+reviewer: Callable[[ReviewRun], None] | None = None
+
+
+class ReviewHandoff:
+    """The layers of one run as Processing loads them; the run, once they are all in."""
+
+    def __init__(self, result: dict[str, Any], params: PredictParams, scene_input: Any,
+                 expected: list[str]):
+        self.result = result
+        self.params = params
+        # the INPUT parameter as given: a project layer's id makes the review find the scene
+        # layer (a layer object is not read here, off the main thread)
+        self.scene_input = scene_input if isinstance(scene_input, str) else ""
+        self.expected = set(expected)
+        self.layers: dict[str, QgsRasterLayer] = {}
+
+    def post_processor(self, kind: str, style) -> RendererPostProcessor:
+        processor = _Loaded(self, kind, style)
+        RendererPostProcessor.alive.append(processor)
+        return processor
+
+    def loaded(self, kind: str, layer) -> None:
+        if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+            return
+        self.layers[kind] = layer
+        if set(self.layers) != self.expected:
+            return
+        project = QgsProject.instance()
+        if any(project.mapLayer(layer.id()) is not layer for layer in self.layers.values()):
+            return   # loaded into another project (a script's): nothing of ours to review
+        root = project.layerTreeRoot()
+        node = root.findLayer(self.layers["mask"].id())
+        parent = node.parent() if node is not None else None
+        group = parent if parent is not None and parent is not root and parent.name() else root
+        for kind in ("probability", "uncertainty"):   # the mask answers "where is water"
+            hidden = root.findLayer(self.layers[kind].id()) if kind in self.layers else None
+            if hidden is not None:
+                hidden.setItemVisibilityChecked(False)
+        scene = project.mapLayer(self.scene_input) if self.scene_input else None
+        run = ReviewRun(RunLayers(group, self.layers["mask"], self.layers.get("probability"),
+                                  self.layers.get("uncertainty")),
+                        self.result, self.params, scene.id() if scene is not None else "")
+        save(run, group.name() or self.layers["mask"].name())
+        if reviewer is not None:
+            try:
+                reviewer(run)
+            except Exception as exc:   # noqa: BLE001 - Processing would call the layer broken
+                QgsMessageLog.logMessage(f"The run could not be handed to the review panel: {exc!r}",
+                                         "SAR Flood Mapper", Qgis.MessageLevel.Warning)
+
+
+class _Loaded(RendererPostProcessor):
+    """Styles one output layer and reports it to its run's handoff."""
+
+    def __init__(self, handoff: ReviewHandoff, kind: str, style):
+        super().__init__(style)
+        self.handoff = handoff
+        self.kind = kind
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS's name)
+        super().postProcessLayer(layer, context, feedback)
+        self.handoff.loaded(self.kind, layer)
