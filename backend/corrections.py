@@ -76,6 +76,8 @@ def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 def _value(props: dict | None, where: str) -> int:
+    if props is not None and not isinstance(props, dict):
+        raise InputError(f"{where}: its properties are not a JSON object")
     value = (props or {}).get("water")
     if isinstance(value, bool) or value in (0, 1):
         return int(value)
@@ -86,9 +88,14 @@ def _value(props: dict | None, where: str) -> int:
 def _declared_crs(doc: dict, path: str):
     """WGS 84 (RFC 7946), unless the file names another CRS the pre-RFC way, as GDAL and
     QGIS write GeoJSON in a projected CRS: ``"crs": {"properties": {"name": ...}}``."""
-    name = ((doc.get("crs") or {}).get("properties") or {}).get("name")
-    if not name:
+    crs = doc.get("crs")
+    if crs is None:
         return "EPSG:4326"
+    name = crs.get("properties") if isinstance(crs, dict) else None
+    name = name.get("name") if isinstance(name, dict) else None
+    if not isinstance(name, str) or not name:
+        raise InputError(f'{path}: its crs member is not of the form {{"type": "name", '
+                         f'"properties": {{"name": "EPSG:..."}}}}; remove it for longitude, latitude')
     try:
         return CRS.from_user_input(name)
     except CRSError:
@@ -99,7 +106,7 @@ def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
     """Read a corrections file and bring its polygons into the grid's CRS; warn about those
     that lie off the grid. Raises InputError."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:   # a byte-order mark, as Notepad writes, too
             doc = json.load(f)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
@@ -108,14 +115,23 @@ def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise InputError(f"{path}: expected a GeoJSON FeatureCollection of polygons")
     source = _declared_crs(doc, path)
+    features = doc.get("features") or []
+    if not isinstance(features, list):
+        raise InputError(f"{path}: its features member is not an array")
     shapes, bounds = [], []
-    for i, feature in enumerate(doc.get("features") or [], start=1):
+    for i, feature in enumerate(features, start=1):
         where = f"{path}: feature {i}"
-        geometry = (feature or {}).get("geometry") or {}
-        if geometry.get("type") not in _POLYGONS:
-            raise InputError(f"{where} is a {geometry.get('type') or 'feature without geometry'}; "
+        if not isinstance(feature, dict):
+            raise InputError(f"{where} is not a GeoJSON object")
+        geometry = feature.get("geometry") or {}
+        if not isinstance(geometry, dict) or geometry.get("type") not in _POLYGONS:
+            kind = geometry.get("type") if isinstance(geometry, dict) else None
+            raise InputError(f"{where} is a {kind or 'feature without a GeoJSON geometry'}; "
                              "corrections are polygons")
         value = _value(feature.get("properties"), where)
+        if not _has_area(geometry, where):
+            reporter.warning(f"{where}: its polygon has no area, and corrects nothing")
+            continue
         try:
             _check_degrees(geometry, source, where)
             local = transform_geom(source, grid.crs, geometry)
@@ -132,6 +148,30 @@ def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
         reporter.warning(f"{path}: {off} of {len(shapes)} polygons lie outside the mask and "
                          f"correct nothing (their coordinates are read in {_crs_name(source)})")
     return Corrections(path, shapes, bounds)
+
+
+def _has_area(geometry: dict, where: str) -> bool:
+    """Whether a Polygon or MultiPolygon encloses any area; InputError if its coordinates are
+    not rings of number positions (strings there crashed GDAL)."""
+    coordinates = geometry.get("coordinates")
+    polygons = [coordinates] if geometry["type"] == "Polygon" else coordinates
+    if not isinstance(polygons, list) or not all(isinstance(p, list) for p in polygons):
+        raise InputError(f"{where}: its coordinates are not a {geometry['type']}'s arrays")
+    area = 0.0
+    for polygon in polygons:
+        for k, ring in enumerate(polygon):
+            if not isinstance(ring, list) or len(ring) < 4 or not all(_position(p) for p in ring):
+                raise InputError(f"{where}: its coordinates are not rings of four or more "
+                                 "[x, y] number positions (RFC 7946)")
+            if k == 0:   # the outer ring (shoelace); holes never make a polygon of no area
+                x, y = np.array([p[0] for p in ring]), np.array([p[1] for p in ring])
+                area += abs(float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])))
+    return area > 0
+
+
+def _position(p) -> bool:
+    return isinstance(p, list) and len(p) >= 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in p)
 
 
 def _check_degrees(geometry: dict, source, where: str) -> None:

@@ -147,6 +147,21 @@ def test_polygons_off_the_mask_are_warned_about(geo_mask, tmp_path):
                                           [500100, 4649876], [500000, 4649776]]]},
      "{fix}: feature 1: coordinates (500000, 4.64978e+06, 500100, 4.64988e+06) lie outside "
      "longitude -180..180 and latitude -90..90"),
+    # JSON of the wrong shape: tracebacks (AttributeError), or for strings as coordinates a
+    # segmentation fault in GDAL
+    ('{"type": "FeatureCollection", "crs": "EPSG:4326", "features": []}',
+     '{fix}: its crs member is not of the form {{"type": "name"'),
+    ('{"type": "FeatureCollection", "features": {"0": {}}}', "{fix}: its features member is not an array"),
+    ('{"type": "FeatureCollection", "features": [1]}', "{fix}: feature 1 is not a GeoJSON object"),
+    ('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"water": 1}, '
+     '"geometry": "POLYGON ((10 45, 10.001 45, 10.001 44.999, 10 45))"}]}',
+     "{fix}: feature 1 is a feature without a GeoJSON geometry"),
+    ({"type": "Polygon", "coordinates": [[["10.0", "45.0"], ["10.002", "45.0"], ["10.002", "44.998"],
+                                          ["10.0", "45.0"]]]},
+     "{fix}: feature 1: its coordinates are not rings of four or more [x, y] number positions"),
+    ({"type": "Polygon", "coordinates": [[[10.0, 45.0], [10.002, 45.0], [10.0, 45.0]]]},
+     "{fix}: feature 1: its coordinates are not rings of four or more"),
+    ({"type": "MultiPolygon", "coordinates": "x"}, "{fix}: feature 1: its coordinates are not a MultiPolygon's"),
 ])
 def test_bad_corrections_are_one_line_and_no_output(geo_mask, tmp_path, content, message):
     path, _ = geo_mask
@@ -162,6 +177,32 @@ def test_bad_corrections_are_one_line_and_no_output(geo_mask, tmp_path, content,
         correct_mask(path, str(fix), str(tmp_path / "fixed.tif"))
     assert message.format(fix=fix) in str(info.value)
     assert listing(tmp_path) == before
+
+
+def test_properties_that_are_not_an_object_are_refused(geo_mask, tmp_path):
+    path, _ = geo_mask
+    fix = _geojson(tmp_path / "fix.geojson", (_columns_rows(0, 0, 2, 2), [True]))
+    with pytest.raises(InputError, match="feature 1: its properties are not a JSON object"):
+        correct_mask(path, fix, str(tmp_path / "fixed.tif"))
+
+
+def test_a_byte_order_mark_is_read_and_a_polygon_of_no_area_is_skipped_with_a_warning(geo_mask, tmp_path):
+    """Notepad's UTF-8 byte-order mark made the file 'not a GeoJSON file' (GDAL and QGIS read
+    it); a polygon of no area printed rasterio's own warning, naming none of ours."""
+    path, mask = geo_mask
+    flat = {"type": "Polygon", "coordinates": [[[10.0, 45.0], [10.002, 45.0], [10.0, 45.0], [10.0, 45.0]]]}
+    plain = tmp_path / "plain.geojson"
+    _geojson(plain, (flat, {"water": 0}), (_columns_rows(2, 3, 7, 9), {"water": 1}))
+    marked = tmp_path / "marked.geojson"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    reporter = Collect()
+    r = correct_mask(path, str(marked), str(tmp_path / "fixed.tif"), reporter=reporter)
+    expected = mask.copy()
+    expected[3:9, 2:7][expected[3:9, 2:7] != 255] = 1
+    with rasterio.open(tmp_path / "fixed.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), expected)
+    assert r["corrected_pixels"] == int(((mask[3:9, 2:7] != 255) & (mask[3:9, 2:7] != 1)).sum())
+    assert reporter.warnings == [f"{marked}: feature 1: its polygon has no area, and corrects nothing"]
 
 
 def test_cli_correct_reports_and_refuses_to_overwrite(geo_mask, tmp_path):
