@@ -57,9 +57,22 @@ class InputSet:
                 for n, s in self.bands.items()}
 
     def sources(self) -> list[str]:
-        """Files the inputs read besides themselves (a VRT's sources): no output may
-        replace one either."""
-        return [f for ds in self.datasets.values() for f in ds.files[1:]]
+        """Files the inputs read besides themselves (a VRT's sources, and theirs: GDAL lists
+        one level): no output may replace one either."""
+        found: list[str] = []
+        pending = [f for ds in self.datasets.values() for f in ds.files[1:]]
+        while pending:
+            path = pending.pop()
+            if path in found:
+                continue
+            found.append(path)
+            if path.lower().endswith(".vrt"):
+                try:
+                    with rasterio.open(path) as ds:
+                        pending += ds.files[1:]
+                except RasterioError:
+                    pass   # the input read it; if it cannot be opened alone, it is listed still
+        return found
 
     def close(self) -> None:
         for ds in self.datasets.values():

@@ -251,20 +251,30 @@ def test_one_file_given_as_vv_and_vh_by_two_paths_is_refused(models, tmp_path):
     assert not (tmp_path / "m.tif").exists()
 
 
-def test_an_output_may_not_replace_a_vrts_source(models, tmp_path):
-    vv = write_raster(tmp_path / "vv.tif", random_db((64, 80))[:1], descriptions=("VV",))
-    vh = write_raster(tmp_path / "vh.tif", random_db((64, 80), seed=1)[:1], descriptions=("VH",))
-    vrt = tmp_path / "stack.vrt"
-    with rasterio.open(vv) as a:
+def _stack_vrt(path: Path, like: str, sources: tuple[tuple[str, int], ...]) -> Path:
+    """A VRT of ``like``'s grid with bands VV and VH: (file beside it, band) each."""
+    with rasterio.open(like) as a:
         blocks = "".join(
             f'<VRTRasterBand dataType="Float32" band="{k}"><Description>{name}</Description>'
-            f'<SimpleSource><SourceFilename relativeToVRT="1">{name.lower()}.tif'
-            f'</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>'
-            for k, name in ((1, "VV"), (2, "VH")))
-        vrt.write_text(f'<VRTDataset rasterXSize="{a.width}" rasterYSize="{a.height}">'
-                       f'<SRS>{a.crs.to_wkt()}</SRS><GeoTransform>'
-                       f'{", ".join(map(str, a.transform.to_gdal()))}</GeoTransform>'
-                       f'{blocks}</VRTDataset>')
+            f'<SimpleSource><SourceFilename relativeToVRT="1">{file}'
+            f'</SourceFilename><SourceBand>{band}</SourceBand></SimpleSource></VRTRasterBand>'
+            for k, name, (file, band) in zip((1, 2), ("VV", "VH"), sources))
+        path.write_text(f'<VRTDataset rasterXSize="{a.width}" rasterYSize="{a.height}">'
+                        f'<SRS>{a.crs.to_wkt()}</SRS><GeoTransform>'
+                        f'{", ".join(map(str, a.transform.to_gdal()))}</GeoTransform>'
+                        f'{blocks}</VRTDataset>')
+    return path
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_an_output_may_not_replace_a_vrts_source(models, tmp_path, nested):
+    """Nested: a VRT over a VRT (mosaics are built so); GDAL lists one level of sources, and
+    --overwrite replaced the radar file under the inner VRT with the mask."""
+    vv = write_raster(tmp_path / "vv.tif", random_db((64, 80))[:1], descriptions=("VV",))
+    vh = write_raster(tmp_path / "vh.tif", random_db((64, 80), seed=1)[:1], descriptions=("VH",))
+    vrt = _stack_vrt(tmp_path / "stack.vrt", vv, (("vv.tif", 1), ("vh.tif", 1)))
+    if nested:
+        vrt = _stack_vrt(tmp_path / "mosaic.vrt", vv, (("stack.vrt", 1), ("stack.vrt", 2)))
     before = Path(vh).read_bytes()
     with pytest.raises(OutputError, match=f"{vh}: the mask output is a file an input reads"):
         predict(PredictOptions([str(vrt)], mask=vh, model=models["threshold"], overwrite=True))
