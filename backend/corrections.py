@@ -208,6 +208,11 @@ def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
             tags.update(SARFLOOD_CORRECTIONS=fixes.describe(), SARFLOOD_CORRECTED=utc_stamp())
             sink = OutputSink(grid, BLOCK, None, tags, overwrite, mask=out, compress=compress)
             changed = 0
+            # another tool's mask may mark no data otherwise: it stays no data, written as ours
+            other_nodata = src.nodata if src.nodata not in (None, MASK_NODATA) else None
+            if other_nodata is not None:
+                reporter.info(f"{mask}: its no-data value {other_nodata:g} is written as "
+                              f"{MASK_NODATA}, as SAR Flood Mapper's masks mark no data")
 
             def read(win: Window) -> dict:
                 nonlocal changed
@@ -216,6 +221,8 @@ def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
                 except RasterioError as exc:
                     raise unreadable_rows(mask, win.row_off, win.row_off + win.height,
                                           exc) from None
+                if other_nodata is not None:
+                    block[block == other_nodata] = MASK_NODATA
                 changed += fixes.apply(block, src.window_transform(win))
                 return {"mask": block}
             fill_sink(sink, BLOCK, read, reporter, cancel, "correct")

@@ -12,13 +12,10 @@ code cannot tell which side p was on.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import numpy as np
-import rasterio
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from .corrections import load_corrections
@@ -26,7 +23,7 @@ from .errors import InputError, UsageError
 from .grid import grid_of
 from .progress import Reporter
 from .raster_io import check_outputs, gdal_env
-from .inputs import check_output_kind
+from .inputs import check_output_kind, open_raster
 from .sink import (PROB_U8_SCALE, OutputSink, check_threshold, fill_sink, mask_from_probability,
                    u8_to_probability, utc_stamp)
 
@@ -62,14 +59,8 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
         if key in (tags or {}):
             raise UsageError(f"tag {key}: finalize sets it itself (from --threshold, "
                              f"--corrections, the time and the mask's codes); choose another key")
-    if not os.path.isfile(probability):
-        raise InputError(f"{probability}: file not found")
     with gdal_env():
-        try:
-            src = rasterio.open(probability)
-        except RasterioError as exc:
-            raise InputError(f"{probability}: not a raster GDAL can read ({exc})") from None
-        with src:
+        with open_raster(probability) as src:   # its grid checked as an input's is
             check_output_kind(probability, src.tags(), "probability")
             if src.count != 1 or src.dtypes[0] not in ("float32", "float64", "uint8"):
                 raise InputError(f"{probability}: expected one probability band (float32 0..1 "

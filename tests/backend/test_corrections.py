@@ -1,5 +1,6 @@
 """``correct`` and ``finalize --corrections``: an analyst's polygons burnt into a mask, exactly."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -215,3 +216,42 @@ def test_cli_correct_reports_and_refuses_to_overwrite(geo_mask, tmp_path):
     assert events[-1]["event"] == "result" and events[-1]["corrected_pixels"] > 0
     again = run_cli("correct", path, "--corrections", fixes, "--out", str(out))
     assert again.returncode == 1 and "exists; use --overwrite" in again.stderr
+
+
+def test_another_tools_no_data_value_stays_no_data(tmp_path):
+    """A mask whose no data is 2, not 255: the pixels under a water polygon became water, and
+    the rest were written under the tag 255 as 2, which stats then counted as dry land."""
+    mask = np.zeros((20, 30), np.uint8)
+    mask[:, :10] = 2
+    mask[5:10, 12:20] = 1
+    path = write_raster(tmp_path / "other.tif", mask, crs="EPSG:4326", pixel=DEG, origin=(10.0, 45.0),
+                        nodata=2, descriptions=None)
+    fixes = _geojson(tmp_path / "fix.geojson", (_columns_rows(0, 0, 16, 20), {"water": 1}))
+    reporter = Collect()
+    r = correct_mask(path, fixes, str(tmp_path / "fixed.tif"), reporter=reporter)
+    expected = mask.copy()
+    expected[:, :10] = 255
+    expected[:, 10:16] = 1
+    with rasterio.open(tmp_path / "fixed.tif") as ds:
+        assert ds.nodata == 255
+        np.testing.assert_array_equal(ds.read(1), expected)
+    assert r["valid_pixels"] == 20 * 20 and r["corrected_pixels"] == 20 * 6 - 5 * 4
+    assert f"{path}: its no-data value 2 is written as 255" in reporter.infos[0]
+
+
+@pytest.mark.parametrize("crs, message", [
+    (None, "has no georeferencing (no geotransform)"),
+    ("none", "has a grid but no CRS"),
+])
+def test_finalize_refuses_a_probability_off_any_known_grid(tmp_path, crs, message):
+    """It failed mid-run with an internal error (AttributeError in the area of a row)."""
+    prob = np.full((8, 8), 0.7, np.float32)
+    path = str(tmp_path / "p.tif")
+    grid = {"transform": rasterio.transform.from_origin(500000, 5000000, 10, 10)} if crs else {}
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="float32",
+                       **grid) as ds:
+        ds.write(prob, 1)
+    before = listing(tmp_path)
+    with pytest.raises(InputError, match=re.escape(f"{path}: {message}")):
+        finalize(path, 0.5, str(tmp_path / "m.tif"))
+    assert listing(tmp_path) == before
