@@ -350,6 +350,10 @@ def temporary_beside(path: str, kind: str = "tmp") -> str:
     return temporary_path(folder, name, kind)
 
 
+# files GDAL attaches to X.tif as X.tif<suffix>
+REPLACED_SIDECARS = (".aux.xml", ".ovr", ".OVR", ".ovr.aux.xml", ".aux", ".AUX", ".msk", ".MSK")
+
+
 class GeoTiffOut:
     """One single-band output GeoTIFF: tiled, compressed (``options``), internal overviews.
 
@@ -420,10 +424,12 @@ class GeoTiffOut:
                 raise OutputError(f"{self.path}: appeared while running; use --overwrite to "
                                   "replace it")
             os.replace(self.tmp, self.path)
-            # statistics and histograms GDAL (QGIS) kept beside the replaced file describe it,
-            # not the new one
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path + ".aux.xml")
+            # what GDAL (QGIS) kept beside the replaced file describes it, not the new one,
+            # and GDAL would read it for the new one: statistics and histograms, external
+            # overviews (a small output has no internal ones) and an external mask
+            for sidecar in REPLACED_SIDECARS:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path + sidecar)
             self._close_folder()
         except OSError as exc:
             self.abort()

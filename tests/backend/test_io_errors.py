@@ -297,13 +297,24 @@ def test_existing_output_needs_overwrite(out, models, good):
     with pytest.raises(OutputError, match="m.tif: exists; use --overwrite to replace it"):
         predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"]))
     assert (out / "m.tif").read_text() == "keep me"
-    # statistics QGIS kept beside the old file would be shown for the new one
+    # what QGIS (GDAL) kept beside the old file would be read for the new one: statistics,
+    # external overviews (QGIS's pyramids; an output this small has no internal ones) and an
+    # external mask
+    old = write_raster(out / "m.tif", np.full((64, 80), 7, np.uint8), nodata=None, descriptions=None)
+    from osgeo import gdal   # (rasterio builds overviews inside the file only)
+    gdal.Open(old).BuildOverviews("NEAREST", [2, 4])   # opened read-only: external, as QGIS's
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False), rasterio.open(old, "r+") as ds:
+        ds.write_mask(np.zeros((64, 80), np.uint8))
     (out / "m.tif.aux.xml").write_text("<PAMDataset>stale statistics</PAMDataset>")
+    assert listing(out) == ["m.tif", "m.tif.aux.xml", "m.tif.msk", "m.tif.ovr"]
     predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"],
                            overwrite=True))
+    assert listing(out) == ["m.tif"]
     with rasterio.open(out / "m.tif") as m:
         assert m.shape == (64, 80)
-    assert listing(out) == ["m.tif"]
+        full = m.read(1)
+        assert set(np.unique(full)) <= {0, 1, 255} and (m.read_masks(1) > 0).any()
+        assert set(np.unique(m.read(1, out_shape=(32, 40)))) <= {0, 1, 255}
 
 
 def test_cuda_asked_where_there_is_none(out, models, good):
