@@ -53,8 +53,8 @@ from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_
 from .resample import read_scaled
 from .sink import OutputSink, check_codec, check_threshold, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
-from .units import (UNITS, check_convertible, convert, find_units, one_or_each, untagged_fill,
-                    zero_is_nodata, zero_note)
+from .units import (UNITS, check_convertible, convert, find_units, floor_note, floor_zero_power,
+                    one_or_each, untagged_fill, zero_is_nodata, zero_note)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
@@ -286,7 +286,9 @@ def fill_near_data(x: np.ndarray, valid: np.ndarray, distance: int) -> None:
 
 def _to_card_units(x: np.ndarray, conversions: list[tuple[str, str]]) -> np.ndarray:
     """Bands (band, rows, cols) converted in place from the input's units to the card's
-    (fill values and power or amplitude <= 0 become NaN: no data); returns ``x``."""
+    (fill values and power or amplitude <= 0 become NaN: no data, except a 0 below the
+    noise floor, :func:`~backend.units.floor_zero_power`); returns ``x``."""
+    floor_zero_power(x, [src for src, _ in conversions])
     for band, (src, dst) in zip(x, conversions):
         convert(band, src, dst)
     return x
@@ -463,6 +465,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         if f.units:
             reporter.info(f"{s.name}: {f.units} ({f.source}: {f.evidence})"
                           + (f", converted to {dst}" if src != dst else ""))
+    note = floor_note(sources, [src for src, _ in conversions], samples)
+    if note:
+        reporter.info(note)
     zero = [zero_is_nodata(s, src, inputs.datasets[s.path], samples[k])
             for k, (s, (src, _)) in enumerate(zip(sources, conversions))]
     if any(zero):

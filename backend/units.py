@@ -207,6 +207,41 @@ def convert(x: np.ndarray, src: str, dst: str) -> np.ndarray:
     return x
 
 
+def floor_zero_power(x: np.ndarray, units: list[str]) -> np.ndarray:
+    """In place: a power or amplitude of exactly 0 in a band (``x``: band first) where
+    another band has a positive value gets the smallest positive float32, the darkest
+    backscatter there is; returns ``x``.
+
+    Sentinel-1 thermal-noise removal leaves 0 where the noise estimate exceeds the signal
+    (SNAP writes it so), mostly in VH over calm water: below the noise floor, not
+    unobserved. As no data (0 has no dB value) it cut holes in the water and its area.
+    Where every band is 0 the pixel is a fill (beyond the swath) and stays no data.
+    """
+    if len(x) < 2:
+        return x
+    for k, band in enumerate(x):
+        if units[k] == "dB":
+            continue
+        zero = band == 0
+        if zero.any():
+            zero &= (np.delete(x, k, axis=0) > 0).any(axis=0)
+            band[zero] = np.finfo(np.float32).tiny
+    return x
+
+
+def floor_note(sources: list[BandSource], units: list[str], samples: np.ndarray) -> str | None:
+    """The info line for :func:`floor_zero_power`, from the units sample; None where it
+    changes nothing there."""
+    floored = (samples == 0) & (floor_zero_power(samples.astype(np.float32), units) > 0)
+    shares = [f"{s.name} {100 * float(np.mean(f)):.1f} %" for s, f in zip(sources, floored)
+              if f.any()]
+    if not shares:
+        return None
+    return (f"{sources[0].path}: exact 0 power where the other band has a value is read as "
+            f"below the noise floor (the darkest backscatter: thermal-noise removal leaves it "
+            f"over calm water), not as no data; of the units sample: {', '.join(shares)}")
+
+
 def one_or_each(names: list[str], values: list[str | None]) -> str | None:
     """One value if all bands agree, else 'VV: dB, VH: linear' (the result field's form)."""
     if len(set(values)) == 1:

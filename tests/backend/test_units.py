@@ -410,3 +410,38 @@ def test_a_band_with_no_valid_pixel_is_named(tmp_path, models, real_chips):
     predict(PredictOptions([str(real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif")],
                            mask=str(tmp_path / "p.tif"), model=models["threshold"]), rep)
     assert len([w for w in rep.warnings if "no valid pixel" in w]) == 1, rep.warnings
+
+
+@pytest.mark.parametrize("grid", ["utm", "geographic"])
+def test_zero_power_under_the_noise_floor_is_dark_not_no_data(tmp_path, models, grid):
+    """Thermal-noise removal leaves VH at exactly 0 over calm water (SNAP writes it so): read
+    as no data, 30 % of this water became holes in the mask and its area. A border where both
+    bands are 0 is a fill, and stays no data."""
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import Collect, write_raster
+
+    vv_db = np.full((96, 96), -8.0, np.float32)
+    vv_db[10:60, 10:50] = -25.0
+    vv, vh = 10 ** (vv_db / 10), 10 ** ((vv_db - 7) / 10)
+    holes = np.zeros(vv.shape, bool)
+    holes[10:60, 10:50] = np.random.default_rng(3).random((50, 40)) < 0.3
+    vh[holes] = 0.0
+    vv[:, :4] = vh[:, :4] = 0.0   # beyond the swath
+    kw = {} if grid == "utm" else dict(crs="EPSG:4326", pixel=1 / 8000, origin=(10.0, 45.0))
+    path = write_raster(tmp_path / "tnr.tif", np.stack([vv, vh]), nodata=None,
+                        descriptions=("Sigma0_VV", "Sigma0_VH"), **kw)
+    reporter = Collect()
+    r = predict(PredictOptions([path], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+                reporter)
+    assert r["resampled"] == (grid != "utm")
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        got = ds.read(1)
+    if grid == "utm":
+        expected = np.where(vv_db < -15, 1, 0).astype(np.uint8)
+        expected[:, :4] = 255
+        np.testing.assert_array_equal(got, expected)
+    else:   # resampled there and back: the water's inside, and the fill
+        assert (got[12:58, 12:48] == 1).all()
+        assert (got[:, :3] == 255).all() and (got[:, 6:] != 255).all()
+    assert any("exact 0 power where the other band has a value is read as below the noise "
+               "floor" in m and "VH " in m for m in reporter.infos), reporter.infos
