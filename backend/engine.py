@@ -50,7 +50,7 @@ from .pipeline import StageClock, Worker, cleaning_up, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_masked,
                         sample_grid, temporary_path, why_write_failed)
-from .resample import read_scaled
+from .resample import nearest_with_data, read_scaled
 from .sink import OutputSink, check_codec, check_threshold, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
 from .units import (UNITS, check_convertible, convert, find_units, floor_note, floor_zero_power,
@@ -683,14 +683,21 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
             def read(win: Window) -> dict:
                 r0 = out_grid.height - win.row_off - win.height if flip_rows else win.row_off
                 c0 = out_grid.width - win.col_off - win.width if flip_cols else win.col_off
+                flip = (slice(None), slice(None, None, -1 if flip_rows else 1),
+                        slice(None, None, -1 if flip_cols else 1))
+                at = Window(c0, r0, win.width, win.height)
                 with job.clock("resample back"):
-                    cell = read_scaled(mid, to_mid, Window(c0, r0, win.width, win.height))
-                cell = cell[:, ::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
+                    cell = read_scaled(mid, to_mid, at)
                 with job.clock("input no data"):   # as the tile loop decides it
                     x = _to_card_units(on_input.read(win.row_off, win.row_off + win.height,
                                                      win.col_off, win.col_off + win.width),
                                        common["conversions"])
-                    cell[:, ~np.isfinite(x).all(axis=0)] = np.nan
+                    valid = np.isfinite(x).all(axis=0)
+                    # an input pixel with data gets a probability, whatever lay nearest
+                    nearest_with_data(mid, to_mid, at, cell,
+                                      valid[flip[1:]] & np.isnan(cell).any(axis=0))
+                    cell = cell[flip]
+                    cell[:, ~valid] = np.nan
                 return {"prob": cell[0], "spread": cell[1] if len(cell) > 1 else None}
             fill_sink(sink, OUTPUT_BLOCK, read, reporter, cancel, "resample", (0.85, 1.0))
         return model_grid, job, sink
