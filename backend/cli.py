@@ -52,6 +52,17 @@ def _units(text: str) -> str:
     return next((u for u in UNIT_NAMES if u.lower() == text.lower()), text)
 
 
+def _nodata(text: str) -> float:
+    """A no-data value: a number, or nan."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number (or nan)") from None
+    if value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number (or nan)")
+    return value
+
+
 _extent = _comma_list(float, 4, "XMIN,YMIN,XMAX,YMAX")
 _band_pair = _comma_list(int, 2, "VV_INDEX,VH_INDEX, e.g. 2,1")
 
@@ -62,6 +73,10 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bands", type=_band_pair, metavar="VV_INDEX,VH_INDEX",
                    help="the VV and VH band numbers (from 1) of a single multi-band input "
                         "(default: from band descriptions)")
+    p.add_argument("--nodata", type=_nodata, metavar="VALUE",
+                   help="the inputs' no-data value, for every band, in place of the files' own "
+                        "(a stored value, as gdal_translate -a_nodata sets it): e.g. 0 for a "
+                        "border an export wrote as 0 without saying so")
 
 
 def _add_io(p: argparse.ArgumentParser) -> None:
@@ -233,7 +248,7 @@ def _predict(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event)
         extent_crs=a.extent_crs, tta=a.tta, units=a.units, tile_size=a.tile_size,
         overlap=a.overlap, batch_size=a.batch_size,
         probability_dtype=a.probability_dtype or "float32",
-        compress=a.compress, overwrite=a.overwrite, bands=a.bands)
+        compress=a.compress, overwrite=a.overwrite, bands=a.bands, nodata=a.nodata)
     result = predict(opts, reporter, cancel)
     _summary(reporter, result)
     return result
@@ -243,7 +258,8 @@ def _otsu(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
     from .otsu import OtsuOptions, otsu_map
     result = otsu_map(OtsuOptions(inputs=a.inputs, mask=a.mask, extent=a.extent,
                                   extent_crs=a.extent_crs, units=a.units,
-                                  overwrite=a.overwrite, bands=a.bands, compress=a.compress),
+                                  overwrite=a.overwrite, bands=a.bands, compress=a.compress,
+                                  nodata=a.nodata),
                       reporter, cancel)
     _summary(reporter, result)
     return result
@@ -267,7 +283,7 @@ def _correct(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event)
 
 def _inspect(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
     from .inspection import describe_text, inspect_inputs
-    answer = inspect_inputs(a.inputs, a.bands, a.units)
+    answer = inspect_inputs(a.inputs, a.bands, a.units, a.nodata)
     print(readable_json(answer) if a.json else describe_text(answer))
 
 

@@ -94,6 +94,7 @@ class PredictOptions:
     compress: str = "zstd"            # zstd|deflate (backend.sink.CODECS)
     overwrite: bool = False
     bands: tuple[int, int] | None = None   # (VV, VH) band numbers, 1-based, of a single input
+    nodata: float | None = None       # every input band's no-data value, in place of the files'
 
 
 def default_model_path() -> str:
@@ -421,7 +422,7 @@ def predict(opts: PredictOptions, reporter: Reporter | None = None,
         reporter.info(f"model {card.name} {card.version} on {model.device_name} "
                       f"({model.provider})" + (f"; {notes}" if notes else ""))
         try:
-            inputs = open_inputs(opts.inputs, card.band_names, opts.bands)
+            inputs = open_inputs(opts.inputs, card.band_names, opts.bands, nodata=opts.nodata)
             try:
                 result = _predict(opts, model, inputs, reporter, cancel)
             finally:

@@ -327,12 +327,14 @@ def _bands_chosen(path: str, ds, bands: tuple[int, int], notes: list[str]
 
 
 def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
-                bands: tuple[int, int] | None = None, user: str = "the model") -> InputSet:
+                bands: tuple[int, int] | None = None, user: str = "the model",
+                nodata: float | None = None) -> InputSet:
     """Open and check the inputs; name their bands. Raises InputError.
 
     ``bands`` (VV, VH), 1-based, chooses the bands of a single multi-band input
     instead of naming them from their descriptions. ``user`` is what ``needed`` the
-    bands, as messages name it.
+    bands, as messages name it. ``nodata`` (``--nodata``) is every band's no-data value
+    in place of the files' own.
     """
     if not 1 <= len(paths) <= 2:
         raise InputError(f"expected one 2-band raster or two single-band rasters, got "
@@ -371,6 +373,12 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
         for ds in datasets.values():
             ds.close()
         raise
+    if nodata is not None:
+        for name, src in named.items():
+            own = "none" if src.nodata is None else f"{src.nodata:g}"
+            notes.append(f"{src.path}: band {src.index} ({name}): no data is {nodata:g} "
+                         f"(--nodata; the file's nodata value: {own})")
+        named = {name: replace(src, nodata=nodata) for name, src in named.items()}
     for name, src in named.items():
         ds = datasets[src.path]
         scale, offset = band_scaling(ds, src.index)

@@ -37,13 +37,13 @@ def _number(value: float | None) -> float | str | None:
 
 
 def inspect_inputs(paths: list[str], bands: tuple[int, int] | None = None,
-                   units: str | None = None) -> dict:
+                   units: str | None = None, nodata: float | None = None) -> dict:
     """Bands, grid, VV/VH mapping and detected units of the inputs; ``units`` previews a
     run's ``--units`` (its warnings included). Raises BackendError."""
     if units is not None and units not in UNITS:
         raise UsageError(f"units {units!r}: expected one of {', '.join(UNITS)}")
     with gdal_env():
-        inputs = open_inputs(paths, BAND_NAMES, bands)
+        inputs = open_inputs(paths, BAND_NAMES, bands, nodata=nodata)
         try:
             return _describe(inputs, units)
         finally:

@@ -103,6 +103,7 @@ class OtsuOptions:
     overwrite: bool = False
     bands: tuple[int, int] | None = None   # (VV, VH) band numbers, 1-based, of a single input
     compress: str = "zstd"                 # zstd|deflate (backend.sink.CODECS)
+    nodata: float | None = None            # every input band's no-data value, in place of the files'
 
 
 def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
@@ -116,7 +117,8 @@ def otsu_map(opts: OtsuOptions, reporter: Reporter | None = None,
     cancel = cancel or threading.Event()
     check_extent_options(opts.extent, opts.extent_crs)
     with gdal_env():
-        inputs = open_inputs(opts.inputs, needed=("VV",), bands=opts.bands, user="Otsu")
+        inputs = open_inputs(opts.inputs, needed=("VV",), bands=opts.bands, user="Otsu",
+                             nodata=opts.nodata)
         try:
             result = _otsu_map(opts, inputs, reporter, cancel)
         finally:

@@ -72,6 +72,27 @@ def band_names(layer: QgsRasterLayer) -> list[str]:
     return [layer.bandName(i) for i in range(1, layer.bandCount() + 1)]
 
 
+def user_nodata(layers: list[QgsRasterLayer]) -> float | None:
+    """The no-data value set on the layers in QGIS (Properties > Transparency: Additional
+    no data value), which the backend, reading the files, would not know; None if none.
+    The backend takes one value for every band: several, or a range, are refused."""
+    values = set()
+    for layer in layers:
+        provider = layer.dataProvider()
+        for band in range(1, layer.bandCount() + 1):
+            for limits in provider.userNoDataValues(band):
+                if limits.min() != limits.max():
+                    raise InputProblem(f"layer '{layer.name()}': its no-data range {limits.min():g} "
+                                       f"to {limits.max():g} (set in QGIS) cannot be passed on: the "
+                                       f"backend takes one no-data value; set one, or none")
+                values.add(limits.min())
+    if len(values) > 1:
+        listed = ", ".join(f"{v:g}" for v in sorted(values))
+        raise InputProblem(f"{', '.join(repr(layer.name()) for layer in layers)}: no-data values "
+                           f"{listed} are set in QGIS; the backend takes one for every band: keep one")
+    return values.pop() if values else None
+
+
 def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None = None) -> SceneInput:
     """One multi-band layer; ``bands`` (VV, VH), 1-based, or None to guess from band names.
 
@@ -89,13 +110,13 @@ def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None
         if guess_bands(band_names(layer)) is None and layer.bandCount() != 2:
             raise InputProblem(f"Sentinel-1 input '{layer.name()}': cannot tell VV from VH by band names "
                                f"({', '.join(band_names(layer))}); choose the VV and VH bands")
-        return SceneInput(path)
+        return SceneInput(path, nodata=user_nodata([layer]))
     for band in bands:
         if not 1 <= band <= layer.bandCount():
             raise InputProblem(f"Sentinel-1 input '{layer.name()}' has no band {band}")
     if bands[0] == bands[1]:
         raise InputProblem(f"Sentinel-1 input '{layer.name()}': VV and VH are both band {bands[0]}")
-    return SceneInput(path, bands=tuple(bands))
+    return SceneInput(path, bands=tuple(bands), nodata=user_nodata([layer]))
 
 
 def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None) -> SceneInput:
@@ -109,4 +130,4 @@ def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None) -> Sce
         if layer.bandCount() != 1:
             raise InputProblem(f"{role} layer '{layer.name()}' has {layer.bandCount()} bands; with "
                                f"separate VV and VH layers each must have exactly one band")
-    return SceneInput(*files)
+    return SceneInput(*files, nodata=user_nodata([vv, vh]))

@@ -173,6 +173,11 @@ def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None) -
             copy = layer.clone()
     else:
         copy = layer.clone()
+    if isinstance(layer, QgsRasterLayer):   # clone() drops a no-data value set in QGIS
+        source, copied = layer.dataProvider(), copy.dataProvider()
+        for band in range(1, layer.bandCount() + 1):
+            copied.setUserNoDataValue(band, source.userNoDataValues(band))
+            copied.setUseSourceNoDataValue(band, source.useSourceNoDataValue(band))
     # of no thread until its user takes it (take_copies), as QGIS's own algorithms do
     copy.moveToThread(None)
     return copy

@@ -64,16 +64,20 @@ class SceneInput:
     """The Sentinel-1 input: one file with VV and VH bands, or one VV and one VH file.
 
     ``bands`` (VV, VH), 1-based, are the bands of the one file the user chose; None
-    lets the backend name them from their descriptions.
+    lets the backend name them from their descriptions. ``nodata`` is a no-data value set
+    on the layers in QGIS, which the files do not hold (``--nodata``).
     """
     vv: str
     vh: str | None = None
     bands: tuple[int, int] | None = None
+    nodata: float | None = None
 
     def args(self) -> list[str]:
+        nodata = [] if self.nodata is None else [f"--nodata={self.nodata!r}"]
         if self.vh is not None:
-            return [backend_path(self.vv), backend_path(self.vh)]
-        return [backend_path(self.vv)] + ([f"--bands={self.bands[0]},{self.bands[1]}"] if self.bands else [])
+            return [backend_path(self.vv), backend_path(self.vh), *nodata]
+        return [backend_path(self.vv), *nodata] + (
+            [f"--bands={self.bands[0]},{self.bands[1]}"] if self.bands else [])
 
 
 @dataclass

@@ -445,3 +445,40 @@ def test_zero_power_under_the_noise_floor_is_dark_not_no_data(tmp_path, models, 
         assert (got[:, :3] == 255).all() and (got[:, 6:] != 255).all()
     assert any("exact 0 power where the other band has a value is read as below the noise "
                "floor" in m and "VH " in m for m in reporter.infos), reporter.infos
+
+
+def test_nodata_given_on_the_command_line_replaces_the_files(tmp_path, models):
+    """An int16 dB x 100 export warped without -dstnodata: its border is 0, read as 0 dB
+    land and counted as observed; --nodata 0 says what the file does not."""
+    from backend.engine import PredictOptions, predict
+    from backend.otsu import OtsuOptions, otsu_map
+    from tests.backend.conftest import Collect, write_raster
+
+    db = np.full((2, 64, 64), -800, np.int16)
+    db[:, 20:40, 10:30] = -2400
+    db[:, :, :8] = 0
+    path = write_raster(tmp_path / "i16.tif", db, nodata=None)
+    with rasterio.open(path, "r+") as ds:
+        ds.scales, ds.offsets = (0.01, 0.01), (0.0, 0.0)
+    border = np.zeros((64, 64), bool)
+    border[:, :8] = True
+    for nodata, no_data_where in ((None, np.zeros_like(border)), (0.0, border)):
+        reporter = Collect()
+        r = predict(PredictOptions([path], mask=str(tmp_path / f"m{nodata}.tif"),
+                                   model=models["threshold"], nodata=nodata), reporter)
+        o = otsu_map(OtsuOptions([path], mask=str(tmp_path / f"o{nodata}.tif"), nodata=nodata))
+        for out in (f"m{nodata}.tif", f"o{nodata}.tif"):
+            with rasterio.open(tmp_path / out) as ds:
+                np.testing.assert_array_equal(ds.read(1) == 255, no_data_where)
+        assert r["valid_pixels"] == o["valid_pixels"] == int((~no_data_where).sum())
+        said = [m for m in reporter.infos if "(--nodata" in m]
+        assert said == ([] if nodata is None else
+                        [f"{path}: band {k} ({n}): no data is 0 (--nodata; the file's nodata value: "
+                         f"none)" for k, n in ((1, "VV"), (2, "VH"))])
+
+
+def test_a_nodata_that_is_no_number_is_a_usage_error(tmp_path):
+    from tests.backend.conftest import run_cli
+
+    r = run_cli("inspect", str(tmp_path / "x.tif"), "--nodata", "zero")
+    assert r.returncode == 2 and "--nodata: 'zero': expected a number (or nan)" in r.stderr

@@ -515,3 +515,33 @@ def test_mapwater_refuses_a_layer_whose_crs_was_set_in_qgis_only(provider, model
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
     assert list(tmp_path.glob("m*")) == []
+
+
+def test_a_no_data_value_set_in_qgis_reaches_the_backend(provider, models, tmp_path, qgis_new_project):
+    """The backend reads the file, which does not hold a no-data value set on the layer in
+    QGIS (Transparency: Additional no data value): the border it marks was mapped as water."""
+    import processing
+    from qgis.core import QgsProject, QgsRasterRange
+
+    vv, vh = _scene_arrays(seed=3)
+    vv[:, :6], vh[:, :6] = -40.0, -47.0   # an export's border, dark: water to the model
+    scene = write_raster(tmp_path / "stack.tif", [vv, vh], descriptions=["VV", "VH"])
+    layer = QgsRasterLayer(str(scene), "stack")
+    for band in (1, 2):
+        layer.dataProvider().setUserNoDataValue(band, [QgsRasterRange(-40.0, -40.0)])
+    QgsProject.instance().addMapLayer(layer)
+    border = np.zeros(vv.shape, bool)
+    border[:, :6] = True
+    out = processing.run("sarflood:mapwater", {"INPUT": layer.id(), "MODEL": str(models["threshold"]),
+                                               "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    _, expected = _expect(np.where(border, np.nan, vv))
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), expected)
+
+    layer.dataProvider().setUserNoDataValue(2, [QgsRasterRange(-47.0, -47.0)])
+    with pytest.raises(QgsProcessingException, match="no-data values -47, -40 are set in QGIS"):
+        processing.run("sarflood:mapwater", {"INPUT": layer.id(), "MODEL": str(models["threshold"]),
+                                             "OUTPUT_MASK": str(tmp_path / "m2.tif")})
+    layer.dataProvider().setUserNoDataValue(2, [QgsRasterRange(-50.0, -45.0)])
+    with pytest.raises(QgsProcessingException, match="its no-data range -50 to -45"):
+        processing.run("sarflood:mapwater", {"INPUT": layer.id(), "MODEL": str(models["threshold"]),
+                                             "OUTPUT_MASK": str(tmp_path / "m3.tif")})
