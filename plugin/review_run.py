@@ -41,6 +41,8 @@ class ReviewRun:
     finished: float = field(default_factory=time.time)   # the most recent saved run is reviewed
     # the corrections layer chosen in the dock, by id (a field format 1 may lack: none)
     corrections_layer: str | None = None
+    # what the dock calls it; None: its group's name (a dialog run's group is its own)
+    title: str | None = None
 
 
 class SavedReviewProblem(ValueError):
@@ -69,6 +71,12 @@ def document(run: ReviewRun, title: str) -> str:
 def save(run: ReviewRun, title: str) -> None:
     """Keep ``run`` in its mask layer, so that the project saves it."""
     _keep(run.layers.mask, KEY, document(run, title))
+
+
+def forget_threshold(layer: QgsRasterLayer) -> None:
+    """Drop the threshold an earlier run reviewed on this layer left (a layer Processing
+    reuses for the same file): a new run starts at its own."""
+    layer.removeCustomProperty(THRESHOLD_KEY)
 
 
 def save_threshold(run: ReviewRun, threshold: float) -> None:
@@ -203,7 +211,7 @@ def _rebuild(mask: QgsRasterLayer, doc: dict[str, Any], project: QgsProject) -> 
         group = root.findGroup(doc.get("title") or "") or root
     layers = RunLayers(group, mask, found["probability"], found["uncertainty"])
     return ReviewRun(layers, dict(doc["result"]), params, doc.get("scene_layer") or "", doc["finished"],
-                     doc.get("corrections_layer") or None)
+                     doc.get("corrections_layer") or None, doc.get("title") or None)
 
 
 @dataclass

@@ -230,7 +230,7 @@ class ReviewDock(QgsDockWidget):
         self._set_enabled(run.layers.probability is not None)
         self.show_water.setEnabled(True)
         self.opacity.setEnabled(True)
-        title = run.layers.group.name() or run.layers.mask.name()
+        title = run.title or run.layers.group.name() or run.layers.mask.name()
         self.title.setText(title)
         self._run_title = title
         mask = Path(run.params.mask)

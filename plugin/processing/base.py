@@ -147,6 +147,9 @@ class RendererPostProcessor(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS's name)
         if isinstance(layer, QgsRasterLayer) and layer.isValid():
+            # a run into a file the project has a layer of is loaded as that layer, which
+            # still reads the replaced file (GDAL keeps it open): the map showed the old run
+            layer.reload()
             layer.setRenderer(self.factory(layer.dataProvider()))
             layer.triggerRepaint()
 

@@ -17,6 +17,9 @@ from .common import SceneAlgorithm
 from .review import ReviewHandoff
 
 UNIT_CHOICES = ("detect from the data", *UNITS)
+# the outputs' descriptions, which Processing names their layers after
+OUTPUT_NAMES = {"mask": "Water mask", "probability": "Water probability",
+                "uncertainty": "Uncertainty (needs test-time augmentation)"}
 
 
 class MapWaterAlgorithm(SceneAlgorithm):
@@ -28,7 +31,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
             "(0-1, NaN where there is no data) and the water mask (0 dry, 1 water, 255 no data). "
             "The model's card fixes bands, scaling, pixel size and tiling; leave the threshold "
             "empty to use the card's default. Returns the water area in km² and its share of "
-            "the valid area. The mask and probability loaded into the project open in the SAR "
+            "the valid area. Loaded into the project, the mask and probability open in the SAR "
             "Flood Mapper review panel (threshold, area, corrections, Accept), as a run of the "
             "plugin's dialog does, and the review is saved with the project.")
 
@@ -60,11 +63,11 @@ class MapWaterAlgorithm(SceneAlgorithm):
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Water mask"))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", OUTPUT_NAMES["mask"]))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            "OUTPUT_PROBABILITY", "Water probability", optional=True))
+            "OUTPUT_PROBABILITY", OUTPUT_NAMES["probability"], optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            "OUTPUT_UNCERTAINTY", "Uncertainty (needs test-time augmentation)", optional=True,
+            "OUTPUT_UNCERTAINTY", OUTPUT_NAMES["uncertainty"], optional=True,
             createByDefault=False))
         self.add_area_outputs()
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", "Threshold used"))
@@ -120,17 +123,18 @@ class MapWaterAlgorithm(SceneAlgorithm):
     @staticmethod
     def hand_over_for_review(result: dict, params: PredictParams, given_input, context) -> None:
         """Style the outputs Processing will load when the run ends, and make the run
-        reviewable once they are in (:mod:`.review`); none if the mask is not loaded."""
+        reviewable once they are in (:mod:`.review`) if the mask and probability are."""
         outputs = {"mask": (params.mask, styles.mask_renderer),
                    "probability": (params.probability, styles.probability_renderer),
                    "uncertainty": (params.uncertainty, styles.uncertainty_renderer)}
         loading = {kind: (path, style) for kind, (path, style) in outputs.items()
                    if path and context.willLoadLayerOnCompletion(path)}
-        if "mask" not in loading:
+        if "mask" not in loading or "probability" not in loading:   # nothing to review
             for path, style in loading.values():
                 MapWaterAlgorithm.style_output(context, path, style)
             return
-        handoff = ReviewHandoff(result, params, given_input, list(loading))
+        handoff = ReviewHandoff(result, params, given_input,
+                                {kind: OUTPUT_NAMES[kind] for kind in loading})
         for kind, (path, style) in loading.items():
             context.layerToLoadOnCompletionDetails(path).setPostProcessor(
                 handoff.post_processor(kind, style))

@@ -765,9 +765,77 @@ def test_a_toolbox_run_is_saved_for_review_without_the_desktop(provider, models,
     from sarflood.plugin.review_run import saved_review
 
     assert review.reviewer is None
-    out = _toolbox_run(models["threshold"], two_band_scene, tmp_path, probability=False)
+    out = _toolbox_run(models["threshold"], two_band_scene, tmp_path)
     saved = saved_review()
     assert saved is not None and saved.run is not None, saved and saved.why_not()
     assert saved.run.layers.mask.source() == out["OUTPUT_MASK"]
-    assert saved.run.layers.probability is None
+    assert saved.run.layers.probability.source() == out["OUTPUT_PROBABILITY"]
     assert saved.run.result["water_area_km2"] == pytest.approx(out["WATER_AREA_KM2"])
+    assert saved.title == saved.run.title == "water mask (tm)"
+
+
+def test_a_toolbox_run_without_its_probability_is_styled_not_reviewed(plugin, models, two_band_scene,
+                                                                     tmp_path):
+    """The review works on the probability: without it the dock said 'under review' with
+    every control disabled."""
+    from qgis.core import QgsPalettedRasterRenderer
+
+    out = _toolbox_run(models["threshold"], two_band_scene, tmp_path, probability=False)
+    assert plugin.dock.run is None
+    mask = next(layer for layer in QgsProject.instance().mapLayers().values()
+                if layer.source() == out["OUTPUT_MASK"])
+    assert isinstance(mask.renderer(), QgsPalettedRasterRenderer)
+
+
+def _pixels(layer) -> np.ndarray:
+    """What the layer draws: its provider's band 1."""
+    block = layer.dataProvider().block(1, layer.extent(), layer.width(), layer.height())
+    return np.array([[block.value(r, c) for c in range(layer.width())] for r in range(layer.height())])
+
+
+def test_a_toolbox_run_into_the_same_files_is_reviewed_on_its_own_pixels(plugin, models, real_chips,
+                                                                         tmp_path):
+    """Processing loads a run into files the project has layers of as those layers, which still
+    read the replaced files (GDAL keeps them open): the dock reviewed run 2 over run 1's mask;
+    run 1's slider had unticked that mask, and its threshold came back with run 2 when the
+    project was opened again."""
+    import processing
+
+    base = {"INPUT": str(real_chips / "S1Hand" / CHIP), "MODEL": str(models["threshold"]),
+            "OUTPUT_MASK": str(tmp_path / "m.tif"), "OUTPUT_PROBABILITY": str(tmp_path / "p.tif")}
+    processing.runAndLoadResults("sarflood:mapwater", {**base, "THRESHOLD": 0.5})
+    dock = plugin.dock
+    dock.slider.setValue(30)
+    second = processing.runAndLoadResults("sarflood:mapwater", {**base, "THRESHOLD": 0.2})
+    run = dock.run
+    assert dock.threshold.text() == "0.20"
+    np.testing.assert_array_equal(_pixels(run.layers.mask), read_raster(second["OUTPUT_MASK"]))
+    tree = QgsProject.instance().layerTreeRoot()
+    assert tree.findLayer(run.layers.mask.id()).isVisible()
+    _save_and_reopen(tmp_path)
+    assert dock.run.params.mask == second["OUTPUT_MASK"] and dock.threshold.text() == "0.20"
+
+
+@pytest.fixture
+def results_group():
+    """Processing's setting that loads every run's layers into one group."""
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    before = ProcessingConfig.getSetting(ProcessingConfig.RESULTS_GROUP_NAME)
+    ProcessingConfig.setSettingValue(ProcessingConfig.RESULTS_GROUP_NAME, "Processing results")
+    yield "Processing results"
+    ProcessingConfig.setSettingValue(ProcessingConfig.RESULTS_GROUP_NAME, before or "")
+
+
+def test_toolbox_runs_into_a_results_group_show_the_one_under_review(plugin, models, two_band_scene,
+                                                                     tmp_path, results_group):
+    """Processing adds each run below the earlier ones in its group, whose masks hid the run
+    under review; the dock called every run by the group's name."""
+    first = _toolbox_run(models["threshold"], two_band_scene, tmp_path)
+    (tmp_path / "again").mkdir()
+    second = _toolbox_run(models["threshold"], two_band_scene, tmp_path / "again")
+    drawn = [layer.source() for layer in QgsProject.instance().layerTreeRoot().checkedLayers()]
+    assert drawn.index(second["OUTPUT_MASK"]) < drawn.index(first["OUTPUT_MASK"])
+    assert second["OUTPUT_PROBABILITY"] not in drawn
+    assert plugin.dock.title.text() == "water mask (tm)"
+    assert plugin.dock.run.layers.group.name() == results_group
