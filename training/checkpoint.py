@@ -46,6 +46,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         first = first.split(". ")[0].rstrip(".")
         if isinstance(exc, (KeyError, IndexError)):  # the unpickler lost in a text file
             first = f"{type(exc).__name__} while unpickling"
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"   # torch.save writes a zip archive
+        if zipped:   # an interrupted copy: torch words it by where the cut fell
+            raise CheckpointError(f"{path}: a PyTorch checkpoint cut short or corrupt "
+                                  f"({path.stat().st_size} bytes; {first}): restore it from a "
+                                  f"copy, or train again in another --out folder") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a sarflood training checkpoint "

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from . import ddp
-from .atomic import write_text_atomic
+from .atomic import unwritable, write_text_atomic
 from .checkpoint import CheckpointError, load_model
 from .cli import add_run_arguments, fail
 from .config import ConfigError, TrainConfig, make_config, parse_overrides
@@ -502,6 +502,11 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--seeds", args.seeds), ("--bench-size", args.bench_size)):
         if value < 1:
             return fail(f"{option} {value}: give at least 1")
+    if not args.estimate:   # before hours of training that would end there
+        for option, folder in (("--out", out), ("--results", args.results)):
+            problem = unwritable(folder, folder=True)
+            if problem:
+                return fail(f"{option} {problem}")
     if not args.estimate and (args.set or methods) and args.results == RESULTS.resolve():
         # a smoke run or a subset would replace the committed table of the whole preset
         return fail(f"{RESULTS.relative_to(REPO)} holds the table of whole presets: a run "

@@ -48,6 +48,7 @@ from .batches import (StepBatches, classify_builder, derive_seed, distill_builde
 from .checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
 from .cli import worker_error
 from .config import TrainConfig
+from .data.conventions import IGNORE
 from .data.layout import DatasetError
 from .losses import (charbonnier, dice_loss, distillation_loss, edge_weighted_ce,
                      feature_distillation_loss, fft_magnitude_loss, ssim_loss, weighted_mean)
@@ -229,7 +230,7 @@ _NOT_RESULT = ("lr", "weight_decay", "lr_grid", "wd_grid", "method_lr",
                "workers", "log_every", "checkpoint_every")
 # a mismatch is named by the most telling setting first; model_spec last, as it
 # follows from the config keys, which name the setting
-_TELLING = ("method", "seed", "lr", "weight_decay")
+_TELLING = ("method", "config preset", "seed", "lr", "weight_decay")
 
 
 # fields whose default is not how runs behaved before the field existed
@@ -321,16 +322,51 @@ def _same_data(doc: dict[str, Any] | None, data: RunData, where: Path) -> None:
     model and named the real data. One that names no fingerprint (older) is not checked."""
     theirs = (doc or {}).get("data_fingerprint")
     if theirs and data.fingerprint and theirs != data.fingerprint:
-        raise RunError(f"{where} was trained on other data ({doc.get('data', 'not named')}) "
-                       f"than {data.description}; use another --out folder")
+        named = doc.get("data", "not named")
+        what = (f"other data ({named}) than {data.description}" if named != data.description
+                else f"other chips of {data.description} (a split's chip list or files changed)")
+        raise RunError(f"{where} was trained on {what}; use another --out folder")
 
 
-def _read_every_chip(dataset: Dataset) -> None:
+def _read_every_chip(dataset: Dataset) -> bool:
     """Decode every chip once (kept, where the split is cached): a chip bad in its
     pixels (a corrupt block, label codes) fails now, not at the first validation,
-    which would lose the steps trained since the last checkpoint."""
+    which would lose the steps trained since the last checkpoint. Whether any pixel
+    can be scored (a label that is not -1, with S1 data)."""
+    scored = False
     for i in range(len(dataset)):
-        dataset[i]
+        scored = bool((dataset[i]["label"] != IGNORE).any()) or scored
+    return scored
+
+
+def _has_label(dataset: Dataset, key: str) -> bool:
+    """Whether any chip has a pixel labelled (not -1, with S1 data); stops at the first."""
+    return any(bool((dataset[i][key] != IGNORE).any()) for i in range(len(dataset)))
+
+
+@contextmanager
+def folder_lock(out_dir: Path, hold: bool) -> Iterator[None]:
+    """Hold ``out_dir`` for this run (``hold``: the process that writes it): a second run
+    started on the same folder is refused, instead of both training and each overwriting
+    the other's checkpoints. An advisory lock on the folder itself (no file is left),
+    dropped when the process ends, however it ends; none where fcntl is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if not hold or fcntl is None:
+        yield
+        return
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{out_dir}: another run is training in this folder; wait for it "
+                           f"to end, or give another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _check_finite(model: nn.Module, step: int) -> None:
@@ -487,6 +523,10 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
         # unreadable, it is written again: the loop below has no step left to run
         summary = _read_summary(summary_path)
         if summary is not None:
+            if not (out_dir / "best.pt").exists():
+                raise RunError(f"{out_dir} holds a finished run (summary.json, last.pt) but no "
+                               f"best.pt: its best checkpoint is lost; use another --out folder "
+                               f"to train the run again")
             return summary, None
     start = 0 if state is None else state["step"]
     if stop_at is not None and stop_at <= start < cfg.steps:
@@ -503,9 +543,29 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
         trainee = make_trainee(method, model, teacher_model).to(d.device)
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    if d.is_main:  # only rank 0 validates
-        _read_every_chip(data.valid)
+    if d.is_main and not _read_every_chip(data.valid):   # only rank 0 validates
+        raise RunError("the validation split has no pixel to score (every label is -1, or "
+                       "S1 has no data under it): the best checkpoint could not be chosen")
+    if method.kind in ("supervised", "classify"):
+        for sources, pool in zip(method.pools, data.pools):
+            if not _has_label(pool, sources[0].label):
+                raise RunError(f"the training split {'+'.join(src.split for src in sources)} "
+                               "has no labelled pixel (every label is -1, or S1 has no data "
+                               "under it): there is nothing to learn from")
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
+    with folder_lock(out_dir, d.is_main):
+        return _train_steps(run, data, out_dir, d, progress, stop_at, start, state, digests,
+                            teacher_model, model, trainee, metric)
+
+
+def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progress: bool,
+                 stop_at: int | None, start: int, state: dict[str, Any] | None,
+                 digests: dict[str, str | None], teacher_model: nn.Module | None,
+                 model: nn.Module, trainee: nn.Module, metric: str
+                 ) -> tuple[dict[str, Any], nn.Module | None]:
+    """The steps of :func:`train` from ``start``, its checks passed and its folder held."""
+    cfg, method = run.config, run.method
+    summary_path, last_path = out_dir / "summary.json", out_dir / "last.pt"
     if d.is_main:  # what a save killed by SIGKILL left (summary.json: as it is written)
         for name in ("last.pt", "best.pt"):
             remove_stale(out_dir / name)

@@ -315,3 +315,69 @@ def test_the_paper_preset_decays_only_the_kernels_of_full_convolutions_and_linea
     assert len(decayed) + len(free) == len(names)
     (every,) = decay_groups(net, 1e-4, decay_all=True)
     assert len(every["params"]) == len(names) and every["weight_decay"] == 1e-4
+
+
+def _unlabelled(n: int, seed: int) -> TinyChips:
+    chips = TinyChips(n, seed=seed)
+    chips.label[:] = -1
+    return chips
+
+
+@pytest.mark.parametrize("where, message", [
+    ("valid", "the validation split has no pixel to score"),
+    ("train", "the training split train has no labelled pixel"),
+])
+def test_a_split_with_no_labelled_pixel_is_refused_before_training(tmp_path, where, message):
+    """Every validation scored None and best.pt kept the first one's weights; a training
+    split of -1 labels trained every step at loss 0: both ended 'done', exit 0."""
+    data = tiny_data()
+    if where == "valid":
+        data.valid = _unlabelled(3, 9)
+    else:
+        data.pools = [_unlabelled(6, 1)]
+    with pytest.raises(RunError, match=message):
+        train(tiny_run(), data, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_second_run_on_a_held_folder_is_refused(tmp_path):
+    """Two runs started on one --out both trained, each overwriting the other's checkpoints."""
+    from training.train import folder_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with folder_lock(out, True):
+        with pytest.raises(RunError, match=f"{out}: another run is training in this folder"):
+            train(tiny_run(), tiny_data(), out, progress=False)
+        assert not (out / "last.pt").exists()
+    summary, _ = train(tiny_run(), tiny_data(), out, progress=False)   # free again
+    assert summary["best_step"] > 0
+
+
+def test_resume_refusals_say_what_differs(tmp_path):
+    """Another preset was named by lr, then batch_size, ... one at a time; a changed chip
+    list read 'other data (X) than X'; a cut last.pt '[Errno 22] Invalid argument'."""
+    data = tiny_data()
+    data.fingerprint = "a chip list"
+    with pytest.raises(Interrupted):
+        train(tiny_run(), data, tmp_path, progress=False, stop_at=1)
+    paper = make_config("paper", TINY)
+    with pytest.raises(RunError, match=r"other settings \(config preset: 'cpu' there, 'paper' now\)"):
+        train(RunSpec(get_method("hand"), paper, 0, paper.lr, paper.weight_decay), tiny_data(),
+              tmp_path, progress=False)
+    changed = tiny_data()
+    changed.fingerprint = "another chip list"
+    with pytest.raises(RunError, match=r"trained on other chips of in-memory test chips \(a split's"):
+        train(tiny_run(), changed, tmp_path, progress=False)
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[:5000])
+    with pytest.raises(RunError, match=rf"{last}: a PyTorch checkpoint cut short or corrupt \(5000 bytes"):
+        train(tiny_run(), data, tmp_path, progress=False)
+
+
+def test_a_finished_run_without_its_best_checkpoint_is_not_finished(tmp_path):
+    """It said 'best valid IoU ... ; RUN/best.pt' and exit 0, naming a file that was gone."""
+    train(tiny_run(), tiny_data(), tmp_path, progress=False)
+    (tmp_path / "best.pt").unlink()
+    with pytest.raises(RunError, match="holds a finished run .* but no best.pt"):
+        train(tiny_run(), tiny_data(), tmp_path, progress=False)

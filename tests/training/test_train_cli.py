@@ -305,7 +305,8 @@ def test_a_chip_bad_in_its_pixels_mid_run_keeps_the_steps_done(tmp_path, capsys)
     progress bar left open."""
     torch.set_num_threads(1)
     good = tiny_data()
-    bad = RunData(pools=[FailsAfter(good.pools[0], 8)], valid=good.valid,   # 4 reads a step
+    # 4 reads a step, after the one that finds a labelled pixel before the first step
+    bad = RunData(pools=[FailsAfter(good.pools[0], 1 + 8)], valid=good.valid,
                   description=good.description, pixel_size_m=good.pixel_size_m)
     split, straight = tmp_path / "split", tmp_path / "straight"
     with pytest.raises(DatasetError, match=r"values 2; expected only -1, 0, 1 \(steps 1-2 are "

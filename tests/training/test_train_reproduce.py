@@ -217,3 +217,17 @@ def test_the_students_bench_takes_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     figures = bench(Path("m.onnx"), Path("."), size=256)
     assert figures["raw_raster_mpx_s"] > 0 and figures["predict_mpx_s"] > 0
+
+
+def test_an_out_or_results_that_is_a_file_is_refused_before_the_data_is_read(tmp_path):
+    """--results FILE ended in a FileExistsError traceback after every row had trained, and
+    --out FILE in a NotADirectoryError traceback."""
+    taken = tmp_path / "a_file"
+    taken.write_text("keep me")
+    for option in ("--out", "--results"):
+        given = {"--out": tmp_path / "runs", "--results": tmp_path / "results", option: taken}
+        proc = cli("reproduce", "--data", tmp_path / "nowhere", "--out", given["--out"],
+                   "--results", given["--results"], "--methods", "hand", *TINY)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"error: {option} {taken}: is a file, not a folder"), proc.stderr
+    assert taken.read_text() == "keep me"
