@@ -771,7 +771,9 @@ def test_a_toolbox_run_is_saved_for_review_without_the_desktop(provider, models,
     assert saved.run.layers.mask.source() == out["OUTPUT_MASK"]
     assert saved.run.layers.probability.source() == out["OUTPUT_PROBABILITY"]
     assert saved.run.result["water_area_km2"] == pytest.approx(out["WATER_AREA_KM2"])
-    assert saved.title == saved.run.title == "water mask (tm)"
+    # Processing names a layer after its file, or its output's description (a setting, and
+    # always for files in the temporary folder), which becomes the dialog's naming
+    assert saved.title == saved.run.title == saved.run.layers.mask.name() in ("tm", "water mask (tm)")
 
 
 def test_a_toolbox_run_without_its_probability_is_styled_not_reviewed(plugin, models, two_band_scene,
@@ -818,13 +820,22 @@ def test_a_toolbox_run_into_the_same_files_is_reviewed_on_its_own_pixels(plugin,
 
 @pytest.fixture
 def results_group():
-    """Processing's setting that loads every run's layers into one group."""
+    """Processing's settings that load every run's layers into one group and name them
+    after their outputs' descriptions (not their files)."""
     from processing.core.ProcessingConfig import ProcessingConfig
+    from qgis.core import QgsSettings
 
+    by_file = "Processing/Configuration/PREFER_FILENAME_AS_LAYER_NAME"
     before = ProcessingConfig.getSetting(ProcessingConfig.RESULTS_GROUP_NAME)
+    named = QgsSettings().value(by_file)
     ProcessingConfig.setSettingValue(ProcessingConfig.RESULTS_GROUP_NAME, "Processing results")
+    QgsSettings().setValue(by_file, False)
     yield "Processing results"
     ProcessingConfig.setSettingValue(ProcessingConfig.RESULTS_GROUP_NAME, before or "")
+    if named is None:
+        QgsSettings().remove(by_file)
+    else:
+        QgsSettings().setValue(by_file, named)
 
 
 def test_toolbox_runs_into_a_results_group_show_the_one_under_review(plugin, models, two_band_scene,
