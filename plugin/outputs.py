@@ -1,7 +1,7 @@
 """Files the plugin writes itself (the Processing algorithms' outputs, the review dock's
 corrections): written beside the destination under a hidden name and renamed into place
 at the end, so that a cancel, a failure or a kill leaves the file that was there; what a
-killed run left is removed by the next run to the same file.
+killed run left is undone by the next run to the same file (:func:`remove_stale`).
 
 Hidden names are ``.<name>.<pid>-<hex>.sarflood-tmp...``, the backend's own pattern
 (``backend.raster_io.temporary_path``, whose other kinds, ``kept`` and ``new``, mark its
@@ -50,33 +50,42 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale(path: str) -> list[str]:
-    """Remove the hidden files and folders that runs killed while writing ``path`` left
-    beside it (their process is gone); what was removed.
+    """Undo what runs killed while writing ``path`` left beside it (their process is gone):
+    hidden files and folders are removed, and where one was killed while renaming its
+    outputs into place, the file it replaced (``kept``) is put back, and an output it added
+    (marked ``new``) removed, as the plugin does for its own killed child
+    (``BackendProcess._remove_leftovers``). What was done, in words.
 
     Not on Windows, where os.kill(pid, 0) would end the process. A process of the same
     number on another machine writing to a shared folder is not told apart."""
     if os.name == "nt":
         return []
     folder, name = os.path.split(os.path.abspath(path))
-    removed = []
+    done = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return []
     for entry in entries:
         match = HIDDEN_NAME.match(entry.name)
-        if (match is None or match["kind"] != "tmp" or match["name"] != name
-                or _alive(int(match["pid"]))):
+        if match is None or match["name"] != name or _alive(int(match["pid"])):
             continue
         try:
+            if match["kind"] == "kept" and not match["extra"]:
+                os.replace(entry.path, path)
+                done.append(f"put back {path}, which an interrupted run had replaced")
+                continue
+            if match["kind"] == "new" and not match["extra"] and os.path.exists(path):
+                os.unlink(path)
+                done.append(f"removed {path}, written by an interrupted run")
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
             else:
                 os.unlink(entry.path)
         except OSError:
             continue
-        removed.append(entry.path)
-    return removed
+        done.append(f"removed {entry.path}, left by an interrupted run")
+    return done
 
 
 def replace_atomically(path: str, data: bytes) -> None:

@@ -294,8 +294,8 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
     @staticmethod
     def remove_leftovers(path: str, feedback) -> None:
         """Remove the hidden files that killed runs writing ``path`` left beside it."""
-        for leftover in remove_stale(path):
-            feedback.pushInfo(f"removed {leftover}, left by an interrupted run")
+        for what in remove_stale(path):
+            feedback.pushInfo(what)
 
     @staticmethod
     def style_output(context, path: str, renderer_factory) -> None:

@@ -764,3 +764,28 @@ def test_zonal_water_refuses_to_write_over_its_polygons(provider, tmp_path):
         processing.run("sarflood:zonalwater", {"POLYGONS": str(zones), "MASK": str(path),
                                                "OUTPUT": str(zones)})
     assert zones.read_bytes() == before
+
+
+def test_a_run_killed_while_renaming_its_outputs_is_undone_by_the_next(tmp_path):
+    """QGIS gone with its backend child mid-renames left the file an output replaced hidden
+    (.sarflood-kept: a full copy on disk) and the other output half-swapped; the next run to
+    those files removed only the -tmp files."""
+    import os
+
+    from sarflood.plugin.outputs import remove_stale
+
+    dead = _dead_pid()
+    mask, probability = tmp_path / "m.tif", tmp_path / "p.tif"
+    mask.write_text("the killed run's mask")
+    (tmp_path / f".m.tif.{dead}-0123abcd.sarflood-kept").write_text("the mask before it")
+    probability.write_text("the killed run's probability")
+    (tmp_path / f".p.tif.{dead}-0123abcd.sarflood-new").write_text("")
+    live = tmp_path / f".m.tif.{os.getpid()}-4567abcd.sarflood-kept"   # a run renaming now
+    live.write_text("its")
+    said = remove_stale(str(mask)) + remove_stale(str(probability))
+    assert mask.read_text() == "the mask before it" and not probability.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "m.tif"]
+    assert said == [f"put back {mask}, which an interrupted run had replaced",
+                    f"removed {probability}, written by an interrupted run",
+                    f"removed {tmp_path / f'.p.tif.{dead}-0123abcd.sarflood-new'}, left by an "
+                    "interrupted run"]
