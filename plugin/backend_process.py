@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .backend_env import PLUGIN_ROOT, Interpreter, child_env
-from .outputs import HIDDEN_NAME
+from .outputs import HIDDEN_NAME, undo_leftover
 
 EXIT_CANCELLED = 130
 OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty", "--out")
@@ -225,14 +225,8 @@ class BackendProcess:
                 found = HIDDEN_NAME.match(os.path.basename(leftover))
                 if found is None:
                     continue
-                output = os.path.join(folder, found["name"])
                 try:
-                    if found["kind"] == "kept" and not found["extra"]:
-                        os.replace(leftover, output)
-                        continue
-                    if found["kind"] == "new" and not found["extra"] and os.path.exists(output):
-                        os.unlink(output)
-                    os.unlink(leftover)
+                    undo_leftover(leftover, os.path.join(folder, found["name"]), found)
                 except OSError:
                     pass  # gone already, or not ours to remove
 

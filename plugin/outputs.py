@@ -71,21 +71,28 @@ def remove_stale(path: str) -> list[str]:
         if match is None or match["name"] != name or _alive(int(match["pid"])):
             continue
         try:
-            if match["kind"] == "kept" and not match["extra"]:
-                os.replace(entry.path, path)
-                done.append(f"put back {path}, which an interrupted run had replaced")
-                continue
-            if match["kind"] == "new" and not match["extra"] and os.path.exists(path):
-                os.unlink(path)
-                done.append(f"removed {path}, written by an interrupted run")
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
+            done += undo_leftover(entry.path, path, match)
         except OSError:
             continue
-        done.append(f"removed {entry.path}, left by an interrupted run")
     return done
+
+
+def undo_leftover(leftover: str, output: str, match: re.Match) -> list[str]:
+    """Undo one hidden file (``match``: its :data:`HIDDEN_NAME`) that a killed run left
+    beside ``output``: a ``kept`` is put back, a ``new``'s output removed with it, anything
+    else removed; what was done. Raises OSError."""
+    if match["kind"] == "kept" and not match["extra"]:
+        os.replace(leftover, output)
+        return [f"put back {output}, which an interrupted run had replaced"]
+    done = []
+    if match["kind"] == "new" and not match["extra"] and os.path.exists(output):
+        os.unlink(output)
+        done.append(f"removed {output}, written by an interrupted run")
+    if os.path.isdir(leftover) and not os.path.islink(leftover):
+        shutil.rmtree(leftover)
+    else:
+        os.unlink(leftover)
+    return done + [f"removed {leftover}, left by an interrupted run"]
 
 
 def replace_atomically(path: str, data: bytes) -> None:
