@@ -229,8 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench, progress="none")
 
     p = sub.add_parser("demo", help="map a generated scene with the default model and Otsu")
-    p.add_argument("--out", default="demo_output", metavar="DIR")
-    p.add_argument("--size", type=int, default=3072, metavar="N")
+    p.add_argument("--out", default="demo_output", metavar="DIR",
+                   help="folder of the scene and the outputs (default demo_output)")
+    p.add_argument("--size", type=int, default=3072, metavar="N",
+                   help="scene edge in pixels (default 3072; the README's IoU is at that size)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace files of the demo's names in a folder the demo did not write")
     p.set_defaults(func=_demo, progress="none")
