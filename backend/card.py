@@ -36,6 +36,7 @@ TASKS = ("water_segmentation",)
 # sane bounds: Sentinel-1 products run from 5 m (SLC range) to 100 m+; 1e-300 m crashed
 PIXEL_SIZE_RANGE = (0.1, 10000.0)
 MIN_SCALE = 1e-30   # a band scale below this is 0 in float32 arithmetic
+FLOAT32_MAX = 3.4e38  # a number beyond this is infinite in float32
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ class _Problems:
         if isinstance(value, float) and not math.isfinite(value):
             self.add(f"{path}{key}", "must be finite")
             return default
+        if isinstance(value, _NUMBER) and not _finite(value):   # a huge integer, say
+            self.add(f"{path}{key}", "beyond float32's range, in which the backend computes")
+            return default
         return value
 
 
@@ -162,6 +166,12 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 _NUMBER = (int, float)
+
+
+def _finite(value: Any) -> bool:
+    """A number that float32, in which the backend computes, holds: no boolean, NaN,
+    infinity or integer beyond its range (float() of a huge integer overflows)."""
+    return isinstance(value, _NUMBER) and not isinstance(value, bool) and abs(value) <= FLOAT32_MAX
 
 
 def _parse_band(p: _Problems, doc: Any, path: str) -> BandSpec | None:
@@ -179,14 +189,14 @@ def _parse_band(p: _Problems, doc: Any, path: str) -> BandSpec | None:
     if units is not None and units not in UNITS:
         p.add(f"{path}units", f"unknown units {units!r}; expected one of {', '.join(UNITS)}")
     if clip is not None:
-        if len(clip) != 2 or not all(isinstance(v, _NUMBER) and not isinstance(v, bool)
-                                     and math.isfinite(v) for v in clip):
+        if len(clip) != 2 or not all(_finite(v) for v in clip):
             p.add(f"{path}clip", "expected [low, high] finite numbers")
             clip = None
         elif not clip[0] < clip[1]:
             p.add(f"{path}clip", f"low {clip[0]} must be below high {clip[1]}")
             clip = None
-    # float32 is what the backend scales in: a scale it rounds to 0 divides by zero
+    # float32 is what the backend scales in: a scale it rounds to 0 divides by zero, and
+    # beyond float32's range offset and scale are infinite there
     if scale is not None and abs(scale) < MIN_SCALE:
         p.add(f"{path}scale", f"must be at least {MIN_SCALE:g} in size")
     if None in (name, units, clip, offset, scale) or abs(scale) < MIN_SCALE:
@@ -279,7 +289,7 @@ def parse_card(doc: Any) -> ModelCard:
     data = p.get(training, "data", "training.", str)
     metrics = p.get(training, "metrics", "training.", dict, default={})
     for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
+        if not _finite(value):
             p.add(f"training.metrics.{key}", "expected a finite number")
     notes = p.get(training, "notes", "training.", str, required=False, default="")
     licence = p.get(doc, "license", "", str)
@@ -296,6 +306,11 @@ def parse_card(doc: Any) -> ModelCard:
         metrics={k: float(v) for k, v in metrics.items()}, notes=notes,
         license=licence, extra=extra,
     )
+
+
+def _no_constant(name: str) -> None:
+    """NaN and Infinity, which Python's json reads and JSON has not."""
+    raise CardError(f"{name} is not a JSON number")
 
 
 def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -315,9 +330,11 @@ def card_from_metadata(metadata: dict[str, str], source: str) -> ModelCard:
         raise CardError(f"{source}: no model card (metadata key {CARD_KEY!r} missing; "
                         f"metadata keys present: {keys})")
     try:
-        doc = json.loads(metadata[CARD_KEY], object_pairs_hook=_one_value_per_key)
-    except json.JSONDecodeError as exc:
-        raise CardError(f"{source}: model card is not valid JSON ({exc})") from None
+        doc = json.loads(metadata[CARD_KEY], object_pairs_hook=_one_value_per_key,
+                         parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError; digits past Python's limit
+        raise CardError(f"{source}: model card is not valid JSON "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     except CardError as exc:
         raise CardError(f"{source}: model card is invalid: {exc}") from None
     try:

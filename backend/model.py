@@ -285,6 +285,10 @@ class OnnxModel:
                 elif isinstance(channels, int) and not card.water_channel < channels:
                     problems.append(f"output {card.output_name!r} has {channels} channels; "
                                     f"the card's output.water_channel is {card.water_channel}")
+                elif channels == 1:   # a softmax over one class is 1 everywhere: all water
+                    problems.append(f"output {card.output_name!r} has 1 channel; kind "
+                                    f"{card.output_kind} needs two classes or more (one water "
+                                    "score: kind water_probability or water_logit)")
             elif len(out.shape) not in (3, 4) or (isinstance(channels, int) and channels != 1):
                 problems.append(f"output {card.output_name!r} has shape {out.shape}; expected "
                                 f"(N, 1, H, W) or (N, H, W) for kind {card.output_kind} (class "
@@ -390,9 +394,10 @@ class OnnxModel:
         n, _, h, w = shape
         if card.output_kind in CLASS_KINDS:
             k = card.water_channel
-            if out.ndim != 4 or out.shape[0] != n or out.shape[2:] != (h, w) or out.shape[1] <= k:
+            if (out.ndim != 4 or out.shape[0] != n or out.shape[2:] != (h, w)
+                    or out.shape[1] <= max(k, 1)):
                 raise ModelError(f"{self.path}: output {card.output_name!r} has shape "
-                                 f"{out.shape}, expected ({n}, classes > {k}, {h}, {w})")
+                                 f"{out.shape}, expected ({n}, classes > {max(k, 1)}, {h}, {w})")
             if card.output_kind == "class_probabilities":
                 return out[:, k]
             # softmax's water channel, exp(l_k - logsumexp(l)), without overflow

@@ -1,5 +1,6 @@
 """The model card: round trip, and every kind of invalid card is refused with its path named."""
 import json
+from dataclasses import replace
 
 import onnx
 import pytest
@@ -38,6 +39,12 @@ def test_round_trip():
     (lambda d: d["output"].update(default_threshold=1.5), "strictly between 0 and 1"),
     (lambda d: d["training"]["metrics"].update(iou="high"), "training.metrics.iou: expected a finite number"),
     (lambda d: d.update(tiling={"tile_size": True, "margin": 1}), "tiling.tile_size: expected an integer, got a boolean"),
+    # beyond float32, in which the backend normalises (float() of 10**400 overflowed: a
+    # traceback; 1e39 made inf - inf = NaN, blamed on the graph)
+    (lambda d: d["inputs"]["bands"][0].update(scale=10 ** 400), "inputs.bands[0].scale: beyond float32's range"),
+    (lambda d: d["inputs"]["bands"][0].update(offset=1e39), "inputs.bands[0].offset: beyond float32's range"),
+    (lambda d: d["inputs"]["bands"][0].update(clip=[-10 ** 400, 0]), "inputs.bands[0].clip: expected [low, high] finite"),
+    (lambda d: d["training"]["metrics"].update(iou=10 ** 400), "training.metrics.iou: expected a finite number"),
 ])
 def test_invalid_cards_name_the_field(mutate, expected):
     doc = _doc()
@@ -60,6 +67,31 @@ def test_future_schema_refused():
     doc["schema_version"] = 2
     with pytest.raises(CardError, match="schema_version 2 is not supported"):
         parse_card(doc)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"extra": {"x": NaN}}', "NaN is not a JSON number"),
+    ('{"extra": {"x": -Infinity}}', "-Infinity is not a JSON number"),
+    ('{"extra": ' + "[" * 100000 + "]" * 100000 + "}", "model card is not valid JSON (maximum recursion"),
+    ('{"pixel_size_m": 1' + "0" * 5000 + "}", "model card is not valid JSON (Exceeds the limit"),
+])
+def test_card_text_that_is_not_json_is_refused_in_one_line(text, expected):
+    """Python's json reads NaN and Infinity (which `card --json` then printed as invalid
+    JSON); very deep nesting and very long integers raised tracebacks."""
+    with pytest.raises(CardError, match=r"m\.onnx: ") as err:
+        card_from_metadata({CARD_KEY: text}, "m.onnx")
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_class_scores_of_one_class_are_refused(tmp_path):
+    """A softmax over one class is 1 everywhere: every valid pixel was mapped as water."""
+    card = replace(raw_db_card("one class", margin=0), output_kind="class_logits", water_channel=0)
+    model = threshold_model()
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    path = tmp_path / "one_class.onnx"
+    onnx.save(model, path)
+    with pytest.raises(CardError, match="has 1 channel; kind class_logits needs two classes or more"):
+        OnnxModel(str(path), device="cpu")
 
 
 def test_missing_card_names_file_and_key():
