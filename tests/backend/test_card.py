@@ -86,12 +86,8 @@ def test_card_text_that_is_not_json_is_refused_in_one_line(text, expected):
 def test_class_scores_of_one_class_are_refused(tmp_path):
     """A softmax over one class is 1 everywhere: every valid pixel was mapped as water."""
     card = replace(raw_db_card("one class", margin=0), output_kind="class_logits", water_channel=0)
-    model = threshold_model()
-    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
-    path = tmp_path / "one_class.onnx"
-    onnx.save(model, path)
     with pytest.raises(CardError, match="has 1 channel; kind class_logits needs two classes or more"):
-        OnnxModel(str(path), device="cpu")
+        OnnxModel(_threshold_graph_with(card, tmp_path / "one_class.onnx"), device="cpu")
 
 
 def test_missing_card_names_file_and_key():
@@ -108,14 +104,18 @@ def test_model_without_card_is_refused(tmp_path):
         OnnxModel(str(path), device="cpu")
 
 
-def test_card_not_matching_graph_is_refused(tmp_path):
-    card = raw_db_card("mismatch", margin=0, bands=("VV",))  # graph below has 2 channels
+def _threshold_graph_with(card, path) -> str:
+    """The 2-band threshold model's graph under another card, saved at ``path``."""
     model = threshold_model()
     onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
-    path = tmp_path / "mismatch.onnx"
     onnx.save(model, path)
+    return str(path)
+
+
+def test_card_not_matching_graph_is_refused(tmp_path):
+    card = raw_db_card("mismatch", margin=0, bands=("VV",))  # the graph has 2 channels
     with pytest.raises(CardError, match="has 2 channels but the card lists 1 bands"):
-        OnnxModel(str(path), device="cpu")
+        OnnxModel(_threshold_graph_with(card, tmp_path / "mismatch.onnx"), device="cpu")
 
 
 def test_bundled_demo_model_is_reproducible(tmp_path):

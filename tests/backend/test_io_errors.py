@@ -607,8 +607,8 @@ def test_impossible_or_unusable_grids_are_refused(out, models, tmp_path):
 @pytest.mark.parametrize("edit, expected", [
     (lambda c: c.update(pixel_size_m=1e-300), "pixel_size_m: must be from 0.1 to 10000 m"),
     (lambda c: c["inputs"]["bands"][0].update(scale=1e-320), "must be at least 1e-30 in size"),
-    (lambda c: c["inputs"]["bands"][0].update(clip=[float("-inf"), 0]), "finite numbers"),
-    (lambda c: c["training"]["metrics"].update(iou=float("nan")), "expected a finite number"),
+    (lambda c: c["inputs"]["bands"][0].update(clip=[float("-inf"), 0]), "-Infinity is not a JSON number"),
+    (lambda c: c["training"]["metrics"].update(iou=float("nan")), "NaN is not a JSON number"),
 ])
 def test_card_numbers_that_cannot_work_are_refused(tmp_path, edit, expected):
     """1e-300 m crashed the resampler; NaN metrics made `card --json` print invalid JSON."""
