@@ -38,9 +38,12 @@ MAX_TILE = 4096       # bigger tiles only cost memory: the bundled model's run p
                       # with 4096 tiles against 0.2 GB with its 512
 
 
+MIN_DEFAULT_BLEND = 8
+
+
 def default_blend(margin: int) -> int:
     """Width of the zone where two tiles are mixed: enough to hide a step, small to save work."""
-    return min(16, max(8, margin))
+    return min(16, max(MIN_DEFAULT_BLEND, margin))
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
 
     By default the stride is the card's ``tile_size`` and the overlap is
     ``2*margin + default_blend(margin)``, grown until the tile is a multiple of
-    ``size_multiple``. A graph with a fixed input size fixes the tile instead: the
+    ``size_multiple`` (where that makes the blend wider than the stride, the narrowest
+    blend of ``MIN_DEFAULT_BLEND`` or more that gives a multiple, else the narrowest). A graph with a fixed input size fixes the tile instead: the
     stride is then what is left after the overlap, rounded down to a multiple of 16.
     """
     min_overlap = 2 * margin
@@ -115,9 +119,23 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
         raise UsageError(f"tile size {s} is above {MAX_TILE}: bigger tiles are no faster, "
                          f"and the model's working memory grows with them")
     _checked(TilePlan(height, width, s, o, margin))  # the overlap asked for, before rounding
-    while (s + o) % size_multiple:
-        o += 1
-    return _checked(TilePlan(height, width, s, o, margin))
+    if overlap is None:
+        # the default blend grown to the multiple can outgrow the stride (tile 128, margin 60,
+        # multiple 128: 136 -> 256); then the narrowest blend of 8 px or more that fits, or
+        # failing that the narrowest (the margin still holds the model's reach)
+        for start in (o, min_overlap + MIN_DEFAULT_BLEND, min_overlap):
+            grown = start + (-(s + start)) % size_multiple
+            if grown - min_overlap <= s:
+                return _checked(TilePlan(height, width, s, grown, margin))
+    grown = o + (-(s + o)) % size_multiple
+    if grown != o and grown - min_overlap > s:   # asked for, and no longer fits once grown
+        fits = [v for v in range(min_overlap, s + min_overlap + 1) if (s + v) % size_multiple == 0]
+        raise UsageError(f"overlap {o} grows to {grown} to make the tiles a multiple of "
+                         f"{size_multiple} (the model's size_multiple), leaving a blend zone "
+                         f"wider than the tile size {s}; "
+                         + (f"give an overlap of {', '.join(map(str, fits))}" if fits else
+                            "give another tile size"))
+    return _checked(TilePlan(height, width, s, grown, margin))
 
 
 def _checked(plan: TilePlan) -> TilePlan:

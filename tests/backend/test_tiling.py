@@ -16,6 +16,24 @@ def test_size_multiple_grows_the_overlap():
     assert p.tile % 32 == 0 and p.overlap >= 2 * 32 + 16
 
 
+@pytest.mark.parametrize("tile, margin, multiple, blend", [(128, 60, 128, 8), (64, 28, 64, 8),
+                                                           (32, 15, 32, 2)])
+def test_a_size_multiple_that_outgrows_the_default_blend_takes_a_narrower_one(tile, margin, multiple,
+                                                                              blend):
+    """The default overlap grown to the multiple (tile 128, margin 60: 136 -> 256) left a
+    blend wider than the stride: a valid card was refused, and no --overlap could help.
+    The narrowest blend of 8 px or more that fits, else the narrowest that does."""
+    p = plan_tiles(1000, 1000, margin=margin, stride=None, overlap=None, card_tile=tile,
+                   size_multiple=multiple)
+    assert p.tile % multiple == 0 and p.stride == tile and p.blend == blend
+
+
+def test_an_overlap_asked_for_that_outgrows_the_tile_names_the_ones_that_fit():
+    with pytest.raises(UsageError, match="overlap 248 grows to 256 to make the tiles a multiple of 128 "
+                                         r"\(the model's size_multiple\).*; give an overlap of 128$"):
+        plan_tiles(1000, 1000, margin=60, stride=None, overlap=248, card_tile=128, size_multiple=128)
+
+
 def test_fixed_tile_fixes_the_stride():
     p = plan_tiles(1000, 1000, margin=4, stride=None, overlap=None, card_tile=96, fixed_tile=96)
     assert p.tile == 96 and p.stride % 16 == 0 and p.overlap >= 16
