@@ -370,6 +370,11 @@ class OnnxModel:
                       "--device cpu" if self.provider == _CUDA else
                       "a graph that takes only some tile sizes must say so in its card "
                       "(tiling.size_multiple) or take a fixed size")
+            channels = self.session.get_inputs()[0].shape[1]
+            if not isinstance(channels, int):   # not checked against the card at load
+                advice = (f"its input does not fix its channel count: does the graph take "
+                          f"the card's {len(self.card.bands)} band(s), "
+                          f"{', '.join(self.card.band_names)}? Else {advice}")
             raise ModelError(
                 f"{self.path}: ONNX Runtime could not run the graph on a batch of shape "
                 f"{x.shape} ({first_line(exc)}); {advice}") from None

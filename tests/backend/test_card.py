@@ -6,6 +6,7 @@ import onnx
 import pytest
 
 from backend.card import CARD_KEY, CardError, card_from_metadata, parse_card
+from backend.errors import ModelError
 from backend.model import OnnxModel
 from training.toy_models import demo_model, raw_db_card, threshold_model
 
@@ -136,3 +137,18 @@ def test_the_documented_example_is_the_bundled_models_card():
     bundled = OnnxModel(default_model_path(), "cpu").card
     assert json.loads(documented.to_json()) == {
         k: v for k, v in json.loads(bundled.to_json()).items() if k != "extra"}
+
+
+def test_a_graph_without_a_fixed_channel_count_that_does_not_take_the_cards_bands_says_so(tmp_path):
+    """Its channel count cannot be checked at load; the run failed with advice about tile
+    sizes."""
+    import numpy as np
+
+    model = threshold_model()   # takes VV and VH
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "C"
+    onnx.helper.set_model_props(model, {CARD_KEY: raw_db_card("vv only", margin=0, bands=("VV",)).to_json()})
+    onnx.save(model, tmp_path / "c.onnx")
+    loaded = OnnxModel(str(tmp_path / "c.onnx"), device="cpu")
+    with pytest.raises(ModelError, match="its input does not fix its channel count: does the graph "
+                                         "take the card's 1 band"):
+        loaded.infer(np.zeros((1, 1, 32, 32), np.float32))
