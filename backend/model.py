@@ -391,7 +391,10 @@ class OnnxModel:
                              f"{lo:.4g} to {hi:.4g}, not a probability in 0..1: logits? Say so "
                              f"in the card (output.kind water_logit or class_logits), not "
                              f"{self.card.output_kind}")
-        return out.astype(np.float32, copy=False)
+        out = out.astype(np.float32, copy=False)
+        if lo < 0 or hi > 1:   # the slack excuses a graph's rounding; the outputs hold 0..1
+            np.clip(out, 0, 1, out=out)
+        return out
 
     def _water_probability(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """(N, H, W) P(water) from the graph's output, as the card's ``output.kind`` says."""

@@ -152,3 +152,27 @@ def test_a_graph_without_a_fixed_channel_count_that_does_not_take_the_cards_band
     with pytest.raises(ModelError, match="its input does not fix its channel count: does the graph "
                                          "take the card's 1 band"):
         loaded.infer(np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_probabilities_within_the_rounding_slack_come_out_in_0_to_1(tmp_path):
+    """A graph's rounding just outside 0..1 is accepted, and was written as it was: a
+    probability raster with values below 0."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    card = raw_db_card("vv as probability", margin=0)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, (1, 2, 1, 1), [1.0, 0.0])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["s1", "w"], [card.output_name])], "vv",
+        [helper.make_tensor_value_info("s1", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_tensor_value_info(card.output_name, TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    onnx.save(model, tmp_path / "vv.onnx")
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    x[0, 0] = [[-5e-6, 0.0, 0.5, 1.0], [1 + 5e-6, 0.25, 0.75, 1.0], [0.1] * 4, [0.9] * 4]
+    p = OnnxModel(str(tmp_path / "vv.onnx"), device="cpu").infer(x)
+    assert p.min() == 0.0 and p.max() == 1.0
+    np.testing.assert_array_equal(p[0], np.clip(x[0, 0], 0, 1))
