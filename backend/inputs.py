@@ -360,7 +360,11 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
             if len(named) == 1 and set(needed) - set(named):
                 give = ("a 2-band raster or two single-band rasters" if len(needed) > 1
                         else f"its {needed[0]} band")
-                raise InputError(f"{p}: has 1 band ({next(iter(named))}); {user} needs "
+                band = next(iter(named.values()))
+                how = ("" if band.named_by != "position" else
+                       f", taken as {band.name} for want of a name: a band description or "
+                       f"file name with {'VH' if band.name == 'VV' else 'VV'} says otherwise")
+                raise InputError(f"{p}: has 1 band ({band.name}{how}); {user} needs "
                                  f"{', '.join(needed)}: give {give}")
         else:
             named = _bands_of_two(paths, datasets, notes)

@@ -75,6 +75,13 @@ def test_single_band_raster_for_a_two_band_model(out, models, tmp_path):
     refused(out, InputError, "has 1 band (VV); the model needs VV, VH", [vv], models["threshold"])
 
 
+def test_a_single_unnamed_band_says_it_was_named_by_position(out, models, tmp_path):
+    """'has 1 band (VV)' read as a fact about the file; for a VH-only model it was a guess."""
+    one = write_raster(tmp_path / "scene.tif", random_db((32, 32))[:1], descriptions=None)
+    refused(out, InputError, "has 1 band (VV, taken as VV for want of a name: a band description "
+            "or file name with VH says otherwise); the model needs VV, VH", [one], models["threshold"])
+
+
 def test_vv_and_vh_on_different_grids(out, models, tmp_path):
     b = random_db((50, 60))
     vv = write_raster(tmp_path / "s1_vv.tif", b[:1], descriptions=None)
