@@ -410,8 +410,13 @@ class OnnxModel:
                 return out[:, k]
             # softmax's water channel, exp(l_k - logsumexp(l)), without overflow
             top = out.max(axis=1)
-            total = np.exp(out - top[:, None]).sum(axis=1)
-            return np.exp(out[:, k] - top - np.log(total))
+            if np.isinf(top).any():   # an infinite logit: its limit, 0 or 1 (inf - inf is NaN)
+                big = np.finfo(np.float32).max
+                out = np.nan_to_num(out, nan=np.nan, posinf=big, neginf=-big)
+                top = out.max(axis=1)
+            with np.errstate(over="ignore"):   # -big - big: -inf, whose exp is 0
+                total = np.exp(out - top[:, None]).sum(axis=1)
+                return np.exp(out[:, k] - top - np.log(total))
         if out.ndim == 4 and out.shape[1] == 1:
             out = out[:, 0]
         if out.shape != (n, h, w):

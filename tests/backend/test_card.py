@@ -176,3 +176,24 @@ def test_probabilities_within_the_rounding_slack_come_out_in_0_to_1(tmp_path):
     p = OnnxModel(str(tmp_path / "vv.onnx"), device="cpu").infer(x)
     assert p.min() == 0.0 and p.max() == 1.0
     np.testing.assert_array_equal(p[0], np.clip(x[0, 0], 0, 1))
+
+
+def test_infinite_class_logits_give_their_limit(tmp_path):
+    """[dry 0, water +-inf] stopped the run as 'NaN or infinite values': the softmax made
+    inf - inf; as one water_logit the same values ran."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    card = replace(raw_db_card("two classes", margin=0), output_kind="class_logits", water_channel=1)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s1"], [card.output_name])], "identity",
+        [helper.make_tensor_value_info("s1", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_tensor_value_info(card.output_name, TensorProto.FLOAT, ["N", 2, "H", "W"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    onnx.save(model, tmp_path / "c.onnx")
+    x = np.zeros((1, 2, 2, 2), np.float32)
+    x[0, 1] = [[np.inf, -np.inf], [0.0, np.log(3.0)]]
+    p = OnnxModel(str(tmp_path / "c.onnx"), device="cpu").infer(x)
+    np.testing.assert_allclose(p[0], [[1.0, 0.0], [0.5, 0.75]], rtol=1e-6)
