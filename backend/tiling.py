@@ -108,10 +108,16 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
             raise UsageError(f"the model only takes {fixed_tile} x {fixed_tile} tiles; "
                              f"tile size {stride} + overlap {o} does not fit")
         s = (fixed_tile - o) // BLOCK_MULTIPLE * BLOCK_MULTIPLE if stride is None else stride
-        if s < BLOCK_MULTIPLE:
-            raise UsageError(f"the model's fixed {fixed_tile}-pixel tiles leave no room for "
-                             f"an overlap of {o}")
-        return _checked(TilePlan(height, width, s, fixed_tile - s, margin))
+        plan = TilePlan(height, width, s, fixed_tile - s, margin)
+        if s < BLOCK_MULTIPLE or plan.blend > s:
+            # the stride is rounded down to a block multiple, which widens the overlap
+            fits = [v for v in range(min_overlap, fixed_tile)
+                    if (fixed_tile - v) % BLOCK_MULTIPLE == 0
+                    and TilePlan(height, width, fixed_tile - v, v, margin).blend <= fixed_tile - v]
+            raise UsageError(f"the model's fixed {fixed_tile}-pixel tiles leave no room for an "
+                             f"overlap of {o}" + (f"; give an overlap of at most {fits[-1]}"
+                                                  if fits else ""))
+        return plan
     s = card_tile if stride is None else stride
     if s < BLOCK_MULTIPLE or s % BLOCK_MULTIPLE:
         raise UsageError(f"tile size {s} must be a positive multiple of {BLOCK_MULTIPLE}")

@@ -34,6 +34,16 @@ def test_an_overlap_asked_for_that_outgrows_the_tile_names_the_ones_that_fit():
         plan_tiles(1000, 1000, margin=60, stride=None, overlap=248, card_tile=128, size_multiple=128)
 
 
+def test_an_overlap_too_wide_for_a_fixed_tile_names_the_widest_that_fits():
+    """Asked for 100 on 128-pixel tiles, it quoted an overlap of 112 (the stride rounded down
+    to 16 widens it) and a bound of 16, though 64 runs."""
+    with pytest.raises(UsageError, match="fixed 128-pixel tiles leave no room for an overlap of 100; "
+                                         "give an overlap of at most 64$"):
+        plan_tiles(500, 500, margin=0, stride=None, overlap=100, card_tile=128, fixed_tile=128)
+    assert plan_tiles(500, 500, margin=0, stride=None, overlap=64, card_tile=128,
+                      fixed_tile=128).stride == 64
+
+
 def test_fixed_tile_fixes_the_stride():
     p = plan_tiles(1000, 1000, margin=4, stride=None, overlap=None, card_tile=96, fixed_tile=96)
     assert p.tile == 96 and p.stride % 16 == 0 and p.overlap >= 16
