@@ -92,8 +92,9 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
     By default the stride is the card's ``tile_size`` and the overlap is
     ``2*margin + default_blend(margin)``, grown until the tile is a multiple of
     ``size_multiple`` (where that makes the blend wider than the stride, the narrowest
-    blend of ``MIN_DEFAULT_BLEND`` or more that gives a multiple, else the narrowest). A graph with a fixed input size fixes the tile instead: the
-    stride is then what is left after the overlap, rounded down to a multiple of 16.
+    blend of ``MIN_DEFAULT_BLEND`` or more that gives a multiple, else the narrowest).
+    A graph with a fixed input size fixes the tile instead: the stride is then what is
+    left after the overlap, rounded down to a multiple of 16.
     """
     min_overlap = 2 * margin
     if overlap is not None:
@@ -130,10 +131,10 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
         # multiple 128: 136 -> 256); then the narrowest blend of 8 px or more that fits, or
         # failing that the narrowest (the margin still holds the model's reach)
         for start in (o, min_overlap + MIN_DEFAULT_BLEND, min_overlap):
-            grown = start + (-(s + start)) % size_multiple
+            grown = _grown(s, start, size_multiple)
             if grown - min_overlap <= s:
                 return _checked(TilePlan(height, width, s, grown, margin))
-    grown = o + (-(s + o)) % size_multiple
+    grown = _grown(s, o, size_multiple)
     if grown != o and grown - min_overlap > s:   # asked for, and no longer fits once grown
         fits = [v for v in range(min_overlap, s + min_overlap + 1) if (s + v) % size_multiple == 0]
         raise UsageError(f"overlap {o} grows to {grown} to make the tiles a multiple of "
@@ -142,6 +143,11 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
                          + (f"give an overlap of {', '.join(map(str, fits))}" if fits else
                             "give another tile size"))
     return _checked(TilePlan(height, width, s, grown, margin))
+
+
+def _grown(stride: int, overlap: int, multiple: int) -> int:
+    """The least overlap from ``overlap`` up that makes the tile a multiple of ``multiple``."""
+    return overlap + (-(stride + overlap)) % multiple
 
 
 def _checked(plan: TilePlan) -> TilePlan:

@@ -335,13 +335,18 @@ def _read_every_chip(dataset: Dataset) -> bool:
     can be scored (a label that is not -1, with S1 data)."""
     scored = False
     for i in range(len(dataset)):
-        scored = bool((dataset[i]["label"] != IGNORE).any()) or scored
+        scored = _labelled(dataset[i], "label") or scored
     return scored
 
 
 def _has_label(dataset: Dataset, key: str) -> bool:
-    """Whether any chip has a pixel labelled (not -1, with S1 data); stops at the first."""
-    return any(bool((dataset[i][key] != IGNORE).any()) for i in range(len(dataset)))
+    """Whether any chip has a labelled pixel; stops at the first."""
+    return any(_labelled(dataset[i], key) for i in range(len(dataset)))
+
+
+def _labelled(chip: dict[str, Any], key: str) -> bool:
+    """Whether the chip has a pixel labelled under ``key`` (not -1: labelled, with S1 data)."""
+    return bool((chip[key] != IGNORE).any())
 
 
 @contextmanager

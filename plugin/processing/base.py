@@ -144,6 +144,7 @@ class RendererPostProcessor(QgsProcessingLayerPostProcessorInterface):
     def __init__(self, factory):
         super().__init__()
         self.factory = factory
+        RendererPostProcessor.alive.append(self)
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS's name)
         if isinstance(layer, QgsRasterLayer) and layer.isValid():
@@ -301,6 +302,5 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
     def style_output(context, path: str, renderer_factory) -> None:
         """Give ``path`` the plugin's style if Processing will load it when the run ends."""
         if path and context.willLoadLayerOnCompletion(path):
-            processor = RendererPostProcessor(renderer_factory)
-            RendererPostProcessor.alive.append(processor)
-            context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(
+                RendererPostProcessor(renderer_factory))

@@ -40,9 +40,7 @@ class ReviewHandoff:
         self.layers: dict[str, QgsRasterLayer] = {}
 
     def post_processor(self, kind: str, style) -> RendererPostProcessor:
-        processor = _Loaded(self, kind, style)
-        RendererPostProcessor.alive.append(processor)
-        return processor
+        return _Loaded(self, kind, style)
 
     def loaded(self, kind: str, layer) -> None:
         if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
