@@ -405,6 +405,21 @@ def make_trainee(method: Method, model: nn.Module, teacher: nn.Module | None) ->
     return model
 
 
+def _forward(net: nn.Module, x: Tensor, cfg: TrainConfig) -> Any:
+    """``net(x)``, under bfloat16 autocast where ``cfg.precision`` asks for it; its
+    outputs float32 either way, so that every loss (FFT and SSIM among them) sees float32."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16,
+                        enabled=cfg.precision == "bfloat16"):
+        out = net(x)
+    return _float32(out)
+
+
+def _float32(out: Any) -> Any:
+    if isinstance(out, (tuple, list)):
+        return type(out)(_float32(o) for o in out)
+    return out.float()
+
+
 def method_loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tensor],
                 cfg: TrainConfig, d: ddp.Dist | None, kind: str) -> Tensor:
     """The method's loss; under DDP, this rank's share of the global batch's loss.
@@ -417,11 +432,11 @@ def method_loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tens
     """
     if kind == "classify":
         target = batch["holds_water"]
-        bce = F.binary_cross_entropy_with_logits(net(batch["x"]), target.clamp(min=0),
-                                                 reduction="none")
+        bce = F.binary_cross_entropy_with_logits(_forward(net, batch["x"], cfg),
+                                                 target.clamp(min=0), reduction="none")
         return weighted_mean(bce, (target >= 0).float(), d)
     if kind == "flora":
-        logits, optical, adapted = net(batch["x"])
+        logits, optical, adapted = _forward(net, batch["x"], cfg)
         target, valid = batch["x_teacher"], batch["valid_optical"]
         with torch.no_grad():
             taught = teacher_pyramid(teacher, target)
@@ -431,11 +446,11 @@ def method_loss(net: nn.Module, teacher: nn.Module | None, batch: dict[str, Tens
                 + charbonnier(optical, target, valid, d=d) + ssim_loss(optical, target, valid, d)
                 + fft_magnitude_loss(optical, target, valid, d)
                 + feature_distillation_loss(adapted, taught, valid, d))
-    logits = net(batch["x"])
+    logits = _forward(net, batch["x"], cfg)
     if teacher is None:
         return edge_weighted_ce(logits, batch["label"], cfg.edge_weight, cfg.edge_radius, d)
     with torch.no_grad():
-        p_t = torch.softmax(teacher(batch["x_teacher"]), dim=1)
+        p_t = torch.softmax(_forward(teacher, batch["x_teacher"], cfg), dim=1)
     return distillation_loss(logits, p_t, batch["valid"], d)
 
 

@@ -241,3 +241,10 @@ def test_the_card_of_a_seed_paper_run_names_its_paper_and_data(stage1, tmp_path)
     card = build_card(load_checkpoint(tmp_path / "pre" / "best.pt"), {}, "0.0.1", 8)
     assert "landslide classification pretraining" in card.description
     assert "Garg" not in card.description and "stage 1, chip_classifier" in card.training_data
+
+
+def test_flora_trains_in_bfloat16_with_its_losses_in_float32(optical_teacher, tmp_path):
+    # FFT and SSIM of a bf16 reconstruction: the forward pass hands them float32
+    summary, _ = train(tiny_run("flora", precision="bfloat16"), tiny_data(2), tmp_path,
+                       teacher=optical_teacher, progress=False)
+    assert summary["steps"] == 6 and all(math.isfinite(v) for v in step_losses(tmp_path).values())

@@ -381,3 +381,27 @@ def test_a_finished_run_without_its_best_checkpoint_is_not_finished(tmp_path):
     (tmp_path / "best.pt").unlink()
     with pytest.raises(RunError, match="holds a finished run .* but no best.pt"):
         train(tiny_run(), tiny_data(), tmp_path, progress=False)
+
+
+def test_bfloat16_precision_runs_the_forward_passes_under_autocast(tmp_path):
+    """--set precision=bfloat16: the loss is that of bf16 forward passes (near the float32
+    one, not equal to it), weights and checkpoints stay float32, and a run trains."""
+    from training.models import build_model
+    from training.train import method_loss
+    torch.manual_seed(0)
+    student, teacher = (build_model(tiny_run(m).model_spec).eval() for m in ("student", "teacher"))
+    batch = {"x": torch.randn(2, 2, 32, 32), "x_teacher": torch.randn(2, 6, 32, 32),
+             "label": torch.randint(-1, 2, (2, 32, 32)), "valid": torch.ones(2, 32, 32, dtype=bool)}
+    for kind, net, teacher_net in (("supervised", student, None), ("distill", student, teacher)):
+        full, half = (method_loss(net, teacher_net, batch, tiny_run(precision=p).config, None, kind)
+                      for p in ("float32", "bfloat16"))
+        assert full.dtype == half.dtype == torch.float32
+        assert full != half and abs(half - full) < 0.05 * full, (kind, full, half)
+
+    summary, _ = train(tiny_run(precision="bfloat16"), tiny_data(), tmp_path, progress=False)
+    assert summary["steps"] == 6 and 0 <= summary["iou_valid"] <= 1
+    weights = load_checkpoint(tmp_path / "best.pt")["model"].values()
+    assert all(w.dtype in (torch.float32, torch.int64) for w in weights)
+    from training.config import ConfigError
+    with pytest.raises(ConfigError, match="precision must be one of float32, bfloat16"):
+        make_config("cpu", {"precision": "fp16"})

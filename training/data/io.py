@@ -163,6 +163,8 @@ def _read_coded(path: Path, what: str, extra_nodata: tuple[int, ...] = ()) -> np
         nodata = ds.nodata
     if np.issubdtype(data.dtype, np.floating):
         data = np.where(np.isfinite(data), data, IGNORE)
+    else:  # signed and wide: numpy 2 refuses -1 beside a uint8 array
+        data = data.astype(np.int64)
     for value in ((nodata,) if nodata is not None and not math.isnan(nodata) else ()) + extra_nodata:
         data = np.where(data == value, IGNORE, data)
     _check_codes(path, data, (-1, 0, 1), what)
