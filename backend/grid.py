@@ -179,24 +179,33 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
                   extent_crs: str | None, path: str,
                   note: Callable[[str], None] | None = None) -> Window:
     """The input-grid window covering an extent, snapped outward to whole pixels; where
-    the extent reaches past the raster, clipped to it, and ``note`` told so."""
+    the extent reaches past the raster, clipped to it, and ``note`` told so. A box in
+    longitude and latitude may cross the antimeridian (XMIN > XMAX, as GeoJSON and STAC
+    write it), and on a geographic raster is matched to the raster's turn of longitude."""
     xmin, ymin, xmax, ymax = extent
     given = _rounded(extent)
-    if not (xmin < xmax and ymin < ymax):
-        raise UsageError(f"extent {extent}: expected XMIN,YMIN,XMAX,YMAX with XMIN < XMAX "
-                         "and YMIN < YMAX")
+    src = grid.crs
     if extent_crs:
         try:
             src = CRS.from_user_input(extent_crs)
         except Exception:  # rasterio raises CRSError, pyproj-style strings vary
             raise UsageError(f"extent CRS {extent_crs!r} is not a CRS rasterio "
                              "understands") from None
-        if src != grid.crs:
-            xmin, ymin, xmax, ymax = transform_bounds(src, grid.crs, xmin, ymin, xmax, ymax,
-                                                      densify_pts=21)
-            name = src.to_string()
-            given = (f"{_rounded(extent)} (in {name if len(name) <= 40 else 'the given CRS'}; "
-                     f"{_rounded((xmin, ymin, xmax, ymax))} in the raster's)")
+    across = _full_turn(src) is not None and xmin > xmax
+    if not ((xmin < xmax or across) and ymin < ymax):
+        raise UsageError(f"extent {extent}: expected XMIN,YMIN,XMAX,YMAX with XMIN < XMAX "
+                         "and YMIN < YMAX")
+    if src != grid.crs:
+        xmin, ymin, xmax, ymax = transform_bounds(src, grid.crs, xmin, ymin, xmax, ymax,
+                                                  densify_pts=21)
+        name = src.to_string()
+        given = (f"{_rounded(extent)} (in {name if len(name) <= 40 else 'the given CRS'}; "
+                 f"{_rounded((xmin, ymin, xmax, ymax))} in the raster's)")
+    turn = _full_turn(grid.crs)
+    if turn is not None:
+        if xmin > xmax:  # across the antimeridian: one box, its east edge a turn further
+            xmax += turn
+        xmin, xmax = _same_turn(xmin, xmax, grid.bounds(), turn)
     # the extent's corners in pixel coordinates: any axis-aligned grid, flipped ones too
     cols, rows = ~grid.transform @ (np.array([xmin, xmax]), np.array([ymax, ymin]))
     col0, row0 = math.floor(cols.min() + 1e-9), math.floor(rows.min() + 1e-9)
@@ -213,6 +222,21 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
              f"inside ({col1 - col0} x {row1 - row0} pixels; the raster's bounds "
              f"{_rounded(bounds)} in {grid.crs.to_string()})")
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _full_turn(crs: CRS) -> float | None:
+    """360 degrees in a geographic CRS's angular unit; None for a projected CRS."""
+    return 2 * math.pi / crs.units_factor[1] if crs.is_geographic else None
+
+
+def _same_turn(xmin: float, xmax: float, bounds: tuple[float, ...],
+               turn: float) -> tuple[float, float]:
+    """Longitudes ``xmin..xmax`` moved by a whole turn where that overlaps the raster's
+    more (a raster written at 179..181 and an extent at -179.5..-179.2)."""
+    def overlap(k: int) -> float:
+        return min(xmax + k * turn, bounds[2]) - max(xmin + k * turn, bounds[0])
+    k = max((0, -1, 1), key=overlap)  # ties keep the extent as given
+    return xmin + k * turn, xmax + k * turn
 
 
 def _rounded(values) -> str:

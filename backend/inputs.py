@@ -224,8 +224,13 @@ def _check_dataset(path: str, ds) -> None:
         raise InputError(f"{path}: its CRS is neither geographic nor projected (a local or "
                          "engineering one), so its pixel size in metres is unknown; assign "
                          "the right CRS (e.g. gdal_edit.py -a_srs)")
+    if ds.crs.is_geographic and ds.crs.units_factor[0] not in ("degree", "degrees"):
+        raise InputError(f"{path}: its geographic CRS counts angles in "
+                         f"{ds.crs.units_factor[0]}, not degrees; warp it to one in degrees "
+                         "or to a projected CRS first (e.g. gdalwarp -t_srs EPSG:4326)")
     t = ds.transform
-    if t.b != 0 or t.d != 0:
+    # rotation terms far below a pixel over the whole raster are a writer's rounding
+    if max(abs(t.b) * ds.height, abs(t.d) * ds.width) > 1e-9 * min(abs(t.a), abs(t.e)):
         raise InputError(f"{path}: the grid is rotated or sheared; warp it to a north-up "
                          "grid first (e.g. gdalwarp)")
     if ds.crs.is_geographic:
