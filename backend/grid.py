@@ -215,8 +215,10 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
     col1, row1 = min(col1, grid.width), min(row1, grid.height)
     bounds = grid.bounds()  # XMIN,YMIN,XMAX,YMAX, like --extent
     if col1 <= col0 or row1 <= row0:
+        hint = ("; an extent in longitude and latitude is west,south,east,north"
+                if src.is_geographic else "")
         raise InputError(f"{path}: the extent {given} does not overlap the raster "
-                         f"(bounds {_rounded(bounds)} in {grid.crs.to_string()})")
+                         f"(bounds {_rounded(bounds)} in {grid.crs.to_string()}){hint}")
     if note is not None and (col0, row0, col1, row1) != whole:
         note(f"the extent {given} reaches past the raster: the outputs cover only its part "
              f"inside ({col1 - col0} x {row1 - row0} pixels; the raster's bounds "

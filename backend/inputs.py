@@ -213,6 +213,10 @@ def _check_dataset(path: str, ds) -> None:
         raise InputError(f"{path}: is located by ground control points only, as a Sentinel-1 "
                          "GRD is as delivered: calibrate it to sigma0 and terrain-correct it "
                          "onto a map grid first (e.g. SNAP: Calibration, then Terrain-Correction)")
+    if ds.rpcs and ds.transform == Affine.identity():
+        raise InputError(f"{path}: is located by rational polynomial coefficients (RPCs) "
+                         "only, not on a map grid: orthorectify it first (e.g. gdalwarp -rpc "
+                         "-t_srs EPSG:CODE)")
     if ds.transform == Affine.identity():
         raise InputError(f"{path}: has no georeferencing (no geotransform); the mask must "
                          "lie on a known grid and the pixel size must be known")

@@ -82,3 +82,29 @@ def test_rotation_terms_of_float_noise_are_taken_as_north_up(tmp_path):
     path = write_raster(tmp_path / "rotated.tif", random_db((8, 8)), transform=rotated)
     with pytest.raises(InputError, match="rotated or sheared"):
         open_inputs([path])
+
+
+def test_an_extent_in_latitude_and_longitude_order_is_told_the_order():
+    grid = Grid(CRS.from_epsg(32633), Affine(10, 0, 500000, 0, -10, 5000000), 100, 100)
+    lon, lat = transform("EPSG:32633", WGS84, [500500], [4999500])
+    swapped = (lat[0] - 0.001, lon[0] - 0.001, lat[0] + 0.001, lon[0] + 0.001)
+    with pytest.raises(InputError, match="does not overlap.*in longitude and latitude is "
+                                         "west,south,east,north"):
+        extent_window(grid, swapped, "EPSG:4326", "s1.tif")
+
+
+def test_a_raster_located_by_rpcs_only_is_told_to_orthorectify(tmp_path):
+    import rasterio
+    from rasterio.rpc import RPC
+    unit = [1.0] + [0.0] * 19
+    rpcs = RPC(height_off=0, height_scale=500, lat_off=45.0, lat_scale=0.05, long_off=12.0,
+               long_scale=0.05, line_off=100, line_scale=100, samp_off=150, samp_scale=150,
+               line_num_coeff=[0, 0, -1] + [0.0] * 17, line_den_coeff=unit,
+               samp_num_coeff=[0, 1] + [0.0] * 18, samp_den_coeff=unit)
+    path = tmp_path / "rpc.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=2,
+                       dtype="float32", rpcs=rpcs) as ds:
+        ds.write(random_db((8, 8)))
+    with pytest.raises(InputError, match="rpc.tif: is located by rational polynomial "
+                                         "coefficients"):
+        open_inputs([str(path)])
