@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -65,7 +66,20 @@ def document(run: ReviewRun, title: str) -> str:
         "corrections_layer": run.corrections_layer,
         "result": {key: run.result[key] for key in RESULT_KEYS if key in run.result},
         "params": asdict(run.params),
+        # another run into the same files changes them (compressed: their size too) while
+        # the project is closed; a copied or moved folder keeps sizes, not times
+        "file_sizes": {kind: _size(getattr(run.params, kind)) for kind in REVIEWED_FILES},
     }, separators=(",", ":"))
+
+
+REVIEWED_FILES = ("mask", "probability")
+
+
+def _size(path: str | None) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except (OSError, TypeError):   # gone, or no probability
+        return None
 
 
 def save(run: ReviewRun, title: str) -> None:
@@ -174,6 +188,10 @@ def parse(text: Any) -> dict[str, Any]:
     for key in ("probability_layer", "uncertainty_layer", "scene_layer", "corrections_layer", "title"):
         if doc.get(key) is not None and not isinstance(doc[key], str):
             raise SavedReviewProblem(f"its {key.replace('_', ' ')} is malformed")
+    sizes = doc.setdefault("file_sizes", {})   # saved before sizes were kept: none to compare
+    if not isinstance(sizes, dict) or any(
+            v is not None and (isinstance(v, bool) or not isinstance(v, int)) for v in sizes.values()):
+        raise SavedReviewProblem("its file sizes are malformed")
     return doc
 
 
@@ -203,6 +221,11 @@ def _rebuild(mask: QgsRasterLayer, doc: dict[str, Any], project: QgsProject) -> 
             raise SavedReviewProblem(f"its {kind} file is missing: {path}")
         if not layer.isValid():
             raise SavedReviewProblem(f"its {kind} file cannot be read: {path}")
+        saved = doc["file_sizes"].get(kind)
+        if saved is not None and _size(path) != saved:
+            raise SavedReviewProblem(f"its {kind} file changed since the review was saved "
+                                     f"(written again by another run?): {path}; run the "
+                                     f"scene again to review it")
     root = project.layerTreeRoot()
     node = root.findLayer(mask.id())
     parent = node.parent() if node is not None else None

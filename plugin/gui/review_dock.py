@@ -93,6 +93,7 @@ class ReviewDock(QgsDockWidget):
         # the threshold in force: the run's own, exactly, until the analyst moves the slider
         self.threshold_value = 0.5
         self._busy: list[tuple] = []  # (task, and what it needs alive), until each finishes
+        self._unloading = False  # set by cancel_tasks: finished work starts no next step
         # while "Show the water layers" is unticked: each run layer's own tick, put back after
         self._hidden: dict[str, bool] = {}
         self._dropped = ""   # why there is no run, when it went with its project (closed, reopened)
@@ -243,6 +244,10 @@ class ReviewDock(QgsDockWidget):
         for widget in widgets:
             widget.blockSignals(True)
         self.threshold.setDecimals(decimals_of(self.threshold_value))
+        # a run's own threshold may lie past the slider's 0.01 .. 0.99 (Processing's
+        # THRESHOLD, a card's default): shown as it is, not clamped to what it is not
+        self.threshold.setRange(min(1 / STEPS, self.threshold_value),
+                                max(1 - 1 / STEPS, self.threshold_value))
         self.threshold.setValue(self.threshold_value)
         self.slider.setValue(round(self.threshold_value * STEPS))
         self.opacity.setValue(100)
@@ -455,10 +460,23 @@ class ReviewDock(QgsDockWidget):
 
     # --- statistics per polygon ---------------------------------------------------------------
 
+    def _rewritten(self, what: str) -> bool:
+        """Whether another run (a Processing one, say) wrote the reviewed files again since
+        the review began; if so the status says so, starting with ``what``."""
+        rewritten = [f for f, now in _file_states(self.run).items()   # a file gone fails later
+                     if now is not None and now != self._files_seen.get(f)]
+        if rewritten:
+            self.show_status(f"{what}: {', '.join(rewritten)} changed since this review began "
+                             f"(written again by another run?): the map and the area no longer "
+                             f"show it; run the scene again to review it", error=True)
+        return bool(rewritten)
+
     def compute_statistics(self) -> None:
         zones = self.zones.currentLayer()
         if not self._reviewable():
             self.show_status(f"Statistics: {self._gone()}", error=True)
+            return
+        if self._rewritten("Statistics"):
             return
         if zones is None:
             self.show_status("Statistics: choose a polygon layer (for example admin areas)", error=True)
@@ -568,12 +586,7 @@ class ReviewDock(QgsDockWidget):
             self.show_status(f"Accept: {path} is this run's input or one of its layers; choose "
                              f"another file", error=True)
             return
-        rewritten = [f for f, now in _file_states(run).items()   # a file gone fails below
-                     if now is not None and now != self._files_seen.get(f)]
-        if rewritten:   # by another run (a Processing one, say) into the same files
-            self.show_status(f"Accept: {', '.join(rewritten)} changed since this review began "
-                             f"(written again by another run?): the map and the area no longer "
-                             f"show it; run the scene again to review it", error=True)
+        if self._rewritten("Accept"):
             return
         polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None
         fixes_layer = self.corrections.currentLayer()
@@ -682,7 +695,7 @@ class ReviewDock(QgsDockWidget):
         self._busy.append(keep)
 
         def finish(outcome: Outcome) -> None:
-            if sip.isdeleted(self):  # the plugin was unloaded meanwhile
+            if sip.isdeleted(self) or self._unloading:  # the plugin was unloaded meanwhile
                 return
             self._busy.remove(keep)
             on_done(outcome)
@@ -702,6 +715,10 @@ class ReviewDock(QgsDockWidget):
         a path that a project layer shows resolves to that very layer (a segfault in a test
         run, when the mask just added to the map was vectorized)."""
         algorithm = QgsApplication.processingRegistry().algorithmById(alg_id)
+        if algorithm is None:  # a task of None crashes QGIS; the provider is gone
+            self.show_status(f"cannot run {alg_id}: the plugin's Processing provider is not "
+                             "loaded", error=True)
+            return
         context = QgsProcessingContext()
         context.setEllipsoid(QgsProject.instance().ellipsoid())
         context.setTransformContext(QgsProject.instance().transformContext())
@@ -711,7 +728,7 @@ class ReviewDock(QgsDockWidget):
         self._busy.append(keep)
 
         def finish(ok: bool, results: dict) -> None:
-            if sip.isdeleted(self):
+            if sip.isdeleted(self) or self._unloading:
                 return
             self._busy.remove(keep)
             lines = [line for line in feedback.textLog().splitlines() if line.strip()]
@@ -722,7 +739,8 @@ class ReviewDock(QgsDockWidget):
 
     def cancel_tasks(self) -> None:
         """Stop the work still running (the plugin is being unloaded); the backend then
-        leaves no file."""
+        leaves no file, and work that ended meanwhile starts no next step."""
+        self._unloading = True
         for task, *_ in self._busy:
             task.cancel()
 

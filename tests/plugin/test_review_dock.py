@@ -850,3 +850,80 @@ def test_toolbox_runs_into_a_results_group_show_the_one_under_review(plugin, mod
     assert second["OUTPUT_PROBABILITY"] not in drawn
     assert plugin.dock.title.text() == "water mask (tm)"
     assert plugin.dock.run.layers.group.name() == results_group
+
+
+def test_a_step_after_unload_starts_no_algorithm(plugin, qtbot, models, two_band_scene, tmp_path):
+    """Statistics at a moved threshold and Accept with polygons run a backend child, then a
+    Processing algorithm. A child that ended just as the plugin was unloaded went on to
+    QgsProcessingAlgRunnerTask(None, ...), the provider being gone: a segfault."""
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    plugin.unload()
+    started = []
+    dock._run_algorithm("sarflood:zonalwater", {}, lambda *done: started.append(done))
+    assert "provider is not loaded" in dock.status.text()
+    wait_for_tasks(qtbot)
+    assert started == [] and QgsApplication.taskManager().count() == 0
+
+
+def _write_again(run, model, tmp_path) -> None:
+    """Another run (the command line, qgis_process) into the run's mask and probability
+    files: another scene, so that both files hold other pixels."""
+    import subprocess
+    import sys
+    from .conftest import write_raster
+    vv = np.full((64, 64), -22.0, np.float32)
+    vv[:, 48:] = -8.0
+    other = write_raster(tmp_path / "other.tif", [vv, vv - 7.0], descriptions=["VV", "VH"])
+    done = subprocess.run([sys.executable, "-m", "backend", "predict", str(other), "--model",
+                           str(model), "--mask", run.params.mask, "--probability",
+                           run.params.probability, "--overwrite", "--progress", "none"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_reopened_project_whose_files_were_written_again_is_not_reviewed(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """A review saved with the project was taken up over files another run had written
+    since: the dock showed the old run's areas and Accept burnt the new pixels."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    _save_and_reopen(tmp_path, between=lambda: _write_again(run, models["threshold"], tmp_path))
+    assert dock.run is None
+    assert "file changed since the review was saved (written again by another run?)" \
+        in dock.status.text()
+    wait_for_tasks(qtbot)
+
+
+def test_statistics_refuse_files_written_again_during_the_review(plugin, qtbot, models,
+                                                                 two_band_scene, tmp_path):
+    """Accept refused files another run wrote again during the review; Statistics counted them."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    zones = QgsVectorLayer(f"Polygon?crs={run.layers.mask.crs().authid()}", "zones", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(run.layers.mask.extent()))
+    zones.dataProvider().addFeatures([feature])
+    QgsProject.instance().addMapLayer(zones)
+    _write_again(run, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.zones.setLayer(zones)
+    qtbot.mouseClick(dock.stats_button, Qt.MouseButton.LeftButton)
+    assert dock.status.text().startswith("Statistics: ") and "changed since this review began" \
+        in dock.status.text()
+    wait_for_tasks(qtbot)
+    assert not [layer for layer in QgsProject.instance().mapLayers().values()
+                if layer.name().startswith("water per polygon")]
+
+
+def test_a_run_threshold_past_the_slider_is_shown_as_it_is(plugin, qtbot, models,
+                                                          two_band_scene, tmp_path):
+    """A run at 0.995 (Processing's THRESHOLD, a card's default) was shown as 0.990, its
+    area and Accept at 0.995."""
+    import dataclasses
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    for value in (0.995, 0.004):
+        dock.set_run(dataclasses.replace(run, result={**run.result, "threshold": value}))
+        assert dock.threshold.value() == value and dock.threshold_value == value
+        assert dock.threshold.text().replace(",", ".") == f"{value:.3f}"
+    wait_for_tasks(qtbot)
