@@ -46,6 +46,16 @@ def _draw(layer, rect: QgsRectangle, water: int) -> None:
     assert layer.addFeature(feature)
 
 
+def _zones_over(run) -> QgsVectorLayer:
+    """A polygon layer in the project: one polygon over the run's whole mask."""
+    zones = QgsVectorLayer(f"Polygon?crs={run.layers.mask.crs().authid()}", "zones", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(run.layers.mask.extent()))
+    zones.dataProvider().addFeatures([feature])
+    QgsProject.instance().addMapLayer(zones)
+    return zones
+
+
 def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, qtbot, models,
                                                                        two_band_scene, tmp_path):
     """The corrections are written first, beside the final mask: into a missing or read-only
@@ -513,14 +523,8 @@ def test_a_threshold_moved_marks_the_project_changed(plugin, qtbot, models, two_
 def test_statistics_of_a_deleted_mask_name_the_file(plugin, qtbot, models, two_band_scene, tmp_path):
     """With the run's mask deleted from disk, the statistics said "Water mask: no raster layer
     given", naming no file."""
-    from qgis.core import QgsVectorLayer
-
     run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
-    zones = QgsVectorLayer(f"Polygon?crs={run.layers.mask.crs().authid()}", "zones", "memory")
-    feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromRect(run.layers.mask.extent()))
-    zones.dataProvider().addFeatures([feature])
-    QgsProject.instance().addMapLayer(zones)
+    zones = _zones_over(run)
     mask = Path(run.params.mask)
     mask.unlink()
     dock = plugin.dock
@@ -899,11 +903,7 @@ def test_statistics_refuse_files_written_again_during_the_review(plugin, qtbot, 
                                                                  two_band_scene, tmp_path):
     """Accept refused files another run wrote again during the review; Statistics counted them."""
     run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
-    zones = QgsVectorLayer(f"Polygon?crs={run.layers.mask.crs().authid()}", "zones", "memory")
-    feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromRect(run.layers.mask.extent()))
-    zones.dataProvider().addFeatures([feature])
-    QgsProject.instance().addMapLayer(zones)
+    zones = _zones_over(run)
     _write_again(run, models["threshold"], tmp_path)
     dock = plugin.dock
     dock.zones.setLayer(zones)
