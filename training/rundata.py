@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .data.datasets import external, hand_labeled, weakly_labeled
-from .data.layout import HAND_KINDS, WEAK_KINDS, DatasetError, Layout
+from .data.layout import HAND_KINDS, WEAK_KINDS, DatasetError, Layout, parse_split
 from .methods import BY_NAME, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method, with_needs
 from .synth.writer import MANIFEST
 from .train import RunData
@@ -182,18 +182,59 @@ def fingerprint(origin: tuple[dict[str, Any], str | None], pools: list[Dataset],
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+HELD_OUT_SPLIT = "bolivia"   # Sen1Floods11's test of an event no training set may show
+
+
+def _event(chip_id: str) -> str:
+    return chip_id.rsplit("_", 1)[0]   # Sen1Floods11 chip ids are Event_Chip
+
+
+def held_out_events(layout: Layout) -> set[str]:
+    """The events of the held-out split's chips ({} without its split file)."""
+    path = layout.hand_split_file(HELD_OUT_SPLIT)
+    if not path.is_file():
+        return set()
+    ids, _problems = parse_split(path, HAND_KINDS.s1, HAND_KINDS.label)  # reported when scored
+    return {_event(c) for c in ids}
+
+
+def _without_events(ds: Dataset, events: set[str]) -> tuple[Dataset, int]:
+    """``ds`` without the chips of ``events``, and how many were left out."""
+    ids = _chip_ids(ds)
+    kept = [i for i, c in enumerate(ids) if _event(c) not in events]
+    if len(kept) == len(ids):
+        return ds, 0
+    if not kept:
+        raise DatasetError(f"every chip of a training set belongs to a held-out event "
+                           f"({', '.join(sorted(events))}): nothing is left to train on")
+    return Subset(ds, kept), len(ids) - len(kept)
+
+
 def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
-    """The training pools and validation split of ``method``, checked."""
+    """The training pools and validation split of ``method``, checked. Weak and external
+    chips of the held-out split's events are left out: Sen1Floods11's weakly labelled set
+    holds chips of Bolivia's flood, whose 15 hand-labelled chips are the held-out test."""
     root = Path(root)
     layout = Layout.find(root)  # a wrong path fails here, with the data reader's message
     needs_s2 = method.reads_s2
-    pools = []
+    held_out = held_out_events(layout)
+    pools, left_out = [], 0
     for pool in method.pools:
-        parts = [open_split(root, src.split, needs_s2, cache) for src in pool]
+        parts = []
+        for src in pool:
+            part = open_split(root, src.split, needs_s2, cache)
+            if src.split in OPTIONAL_SETS:
+                part, n = _without_events(part, held_out)
+                left_out += n
+            parts.append(part)
         pools.append(parts[0] if len(parts) == 1 else ConcatDataset(parts))
     # validation scores the network being trained, on its own inputs
     valid = open_split(root, HAND_VALID, method.inputs_need_s2, cache)
     origin = _origin(layout)   # read once: the manifest, or the files' tag
-    return RunData(pools=pools, valid=valid, description=describe(root, origin),
+    description = describe(root, origin)
+    if left_out:
+        description += (f"; {left_out} weak or external chips of the held-out event(s) "
+                        f"{', '.join(sorted(held_out))} left out of training")
+    return RunData(pools=pools, valid=valid, description=description,
                    pixel_size_m=PIXEL_SIZE_M, fingerprint=fingerprint(origin, pools, valid))
 

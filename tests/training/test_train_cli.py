@@ -380,3 +380,27 @@ def test_a_missing_layer_folder_is_named_once_not_chip_by_chip(data, tmp_path):
     assert proc.returncode == 1 and f"{s2}: folder not found (no chip has its file there)" \
         in proc.stderr, proc.stderr
     assert "file missing" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_weak_chips_of_the_held_out_event_are_left_out_of_training(data, tmp_path):
+    """Sen1Floods11's weak set holds chips of Bolivia's flood, whose hand-labelled chips are
+    the held-out test: trained on, the Bolivia column would not be held out."""
+    import shutil
+    from training.methods import BY_NAME
+    from training.rundata import _chip_ids, open_run_data
+    root = tmp_path / "d"
+    shutil.copytree(data, root)
+    bolivia = (root / "v1.1/splits/flood_handlabeled/flood_bolivia_data.csv").read_text()
+    event = bolivia.split(",")[0].rsplit("_", 2)[0]
+    weak = root / "v1.1/data/flood_events/WeaklyLabeled"
+    first = sorted((weak / "S1Weak").glob("*_S1Weak.tif"))[0].name[:-len("_S1Weak.tif")]
+    for kind in ("S1Weak", "S2IndexLabelWeak"):
+        (weak / kind / f"{first}_{kind}.tif").rename(weak / kind / f"{event}_999_{kind}.tif")
+
+    run_data = open_run_data(root, BY_NAME["weak"], cache=False)
+    ids = _chip_ids(run_data.pools[0])
+    assert len(ids) == 3 and not any(c.startswith(event) for c in ids)
+    assert f"1 weak or external chips of the held-out event(s) {event} left out" \
+        in run_data.description
+    untouched = open_run_data(data, BY_NAME["weak"], cache=False)
+    assert len(_chip_ids(untouched.pools[0])) == 4 and "left out" not in untouched.description
