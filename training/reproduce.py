@@ -319,7 +319,7 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
     order = [m for m in training_order() if m in chosen]
     # open and check every dataset before the first step
     run_data = {m.name: open_run_data(data, m, cfg.cache) for m in order}
-    eval_sets = {s: open_split(data, s, True, cfg.cache) for s in EVAL_SPLITS}
+    eval_sets = {s: open_split(data, s, _scored_on_s2(chosen), cfg.cache) for s in EVAL_SPLITS}
     d = ddp.setup(device)
     t0 = time.perf_counter()
     per_seed: dict[str, list[dict[str, Any]]] = {}
@@ -446,6 +446,13 @@ def _time_step(method: Method, cfg: TrainConfig, device: torch.device,
     return statistics.median(times[1:]), (time.perf_counter() - t) / cfg.eval_batch
 
 
+def _scored_on_s2(rows: list[Method]) -> bool:
+    """Whether a row's network reads S2 (the teacher), so that test and Bolivia are opened
+    with it: a download without S2Hand (Sen1Floods11's own notebook fetches S1Hand and
+    LabelHand alone) scores the S1 rows."""
+    return any(m.inputs_need_s2 for m in rows)
+
+
 def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
              device: str = "auto", methods: list[str] | None = None) -> dict[str, Any]:
     """Projected wall time of ``reproduce`` on this machine, from a few timed steps
@@ -457,7 +464,7 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
         if m.kind != "otsu":  # that would stop at its first row for want of data
             open_run_data(data, m, False)
     n_valid = len(open_split(data, "valid", False, False))
-    n_eval = sum(len(open_split(data, s, False, False)) for s in EVAL_SPLITS)
+    n_eval = sum(len(open_split(data, s, _scored_on_s2(chosen), False)) for s in EVAL_SPLITS)
     runs_per_row = seeds + len(cfg.grid()) - 1  # grid points beyond seed 0's
     rows, total = [], 0.0
     for m in training_order():

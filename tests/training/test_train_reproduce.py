@@ -231,3 +231,17 @@ def test_an_out_or_results_that_is_a_file_is_refused_before_the_data_is_read(tmp
         assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith(f"error: {option} {taken}: is a file, not a folder"), proc.stderr
     assert taken.read_text() == "keep me"
+
+
+def test_the_s1_rows_reproduce_on_a_download_without_s2(data, tmp_path):  # noqa: F811
+    """Sen1Floods11's own notebook downloads S1Hand and LabelHand alone: test and Bolivia
+    were opened with S2 for every row, so even `--methods hand` stopped at once."""
+    copy = tmp_path / "s1_only"
+    shutil.copytree(data, copy)
+    shutil.rmtree(copy / "v1.1/data/flood_events/HandLabeled/S2Hand")
+    results = tmp_path / "results"
+    proc = cli("reproduce", "--data", copy, "--seeds", 1, "--out", tmp_path / "runs",
+               "--results", results, "--methods", "hand", *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((results / "table1.json").read_text())
+    assert [r["method"] for r in doc["rows"]] == ["hand"]
