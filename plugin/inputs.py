@@ -23,6 +23,10 @@ def layer_file(layer: QgsRasterLayer, role: str) -> str:
     """The file behind a layer: the backend reads files and GDAL dataset names
     (/vsizip/ paths, NetCDF subdatasets), not QGIS layers."""
     path = layer.source().split("|")[0]
+    if path.startswith("/vsimem/"):   # QGIS's own memory: the backend child cannot see it
+        raise InputProblem(f"{role} layer '{layer.name()}' lies in QGIS's memory ({path}), "
+                           f"which the backend, another process, cannot read; save it as a "
+                           f"GeoTIFF first (Export > Save As)")
     if layer.providerType() == "gdal" and not is_gdal_name(path) and not os.path.exists(path):
         raise InputProblem(f"{role} layer '{layer.name()}': its file no longer exists: {path} "
                            f"(moved, renamed or deleted?)")

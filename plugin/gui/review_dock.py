@@ -575,6 +575,12 @@ class ReviewDock(QgsDockWidget):
         if not path:
             self.show_status("Accept: choose where to write the final mask", error=True)
             return
+        if path.endswith(("/", os.sep)) or Path(path).is_dir():
+            self.show_status(f"Accept: {path} is a folder; give the final mask a file name",
+                             error=True)
+            return
+        if not Path(path).is_absolute():   # QGIS's working folder is nothing the analyst sees
+            path = str(lasting_folder(Path(self.run.params.mask)) / path)
         if not path.lower().endswith((".tif", ".tiff")):
             path += ".tif"
         run, threshold, threshold_text = self.run, self.threshold_value, self._threshold_text()

@@ -92,8 +92,11 @@ def pixel_area_m2(layer: QgsRasterLayer, ellipsoid: str, at=None, transform_cont
     ``transform_context``: the run's (its context's) on a worker thread, where the
     project's, read by default, may be changing.
 
-    Exact on a projected grid; on a geographic grid (EPSG:4326) pixel area shrinks with
-    latitude, so a measure at one latitude is within about 1 % over 100 km north-south at mid-latitudes.
+    On a projected grid, the ground area of the pixel at that point (UTM's scale factor
+    makes it up to about 0.1 % more than the nominal 10 x 10 m that the backend's areas, and
+    the review dock's, count within 1 % of true scale); on a geographic grid (EPSG:4326)
+    pixel area shrinks with latitude, so a measure at one latitude is within about 1 % over
+    100 km north-south at mid-latitudes.
     """
     centre = at if at is not None else layer.extent().center()
     dx, dy = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()

@@ -403,3 +403,23 @@ def test_a_runs_outputs_are_never_guessed_as_vv_or_vh(plugin, qtbot, tmp_path):
     assert f"{mask_path}: is a mask written by SAR Flood Mapper, not Sentinel-1 backscatter" \
         in dialog.units_detected.toolTip()
     wait_for_tasks(qtbot)
+
+
+def test_a_layer_in_qgis_memory_is_refused_naming_why(plugin, qtbot, models, two_band_scene):
+    """A /vsimem/ layer (QGIS draws it) passed the dialog's checks, and the backend, another
+    process, said "not a raster GDAL can read (No such file or directory)"."""
+    from osgeo import gdal
+    gdal.Translate("/vsimem/scene.tif", str(two_band_scene))
+    try:
+        layer = QgsRasterLayer("/vsimem/scene.tif", "in memory")
+        assert layer.isValid()
+        QgsProject.instance().addMapLayer(layer)
+        dialog = _ready(plugin, qtbot, models["threshold"])
+        dialog.stack_layer.setLayer(layer)
+        assert _run_is_refused(dialog, qtbot) == (
+            "Sentinel-1 input layer 'in memory' lies in QGIS's memory (/vsimem/scene.tif), which "
+            "the backend, another process, cannot read; save it as a GeoTIFF first (Export > Save As)")
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+        gdal.Unlink("/vsimem/scene.tif")
+    wait_for_tasks(qtbot)

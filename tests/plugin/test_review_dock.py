@@ -927,3 +927,19 @@ def test_a_run_threshold_past_the_slider_is_shown_as_it_is(plugin, qtbot, models
         assert dock.threshold.value() == value and dock.threshold_value == value
         assert dock.threshold.text().replace(",", ".") == f"{value:.3f}"
     wait_for_tasks(qtbot)
+
+
+def test_a_final_mask_named_without_a_folder_goes_beside_the_run(plugin, qtbot, models,
+                                                                 two_band_scene, tmp_path):
+    """A bare file name went to QGIS's working folder ("Final mask written: final.tif"), and a
+    folder ending in a slash gave a hidden file named '.tif'."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    beside = Path(run.params.mask).parent / "final_bare.tif"
+    assert _accept(dock, qtbot, Path("final_bare")).startswith(f"Final mask written: {beside} (")
+    assert beside.is_file()
+    dock.final_path.setFilePath(str(tmp_path) + "/")
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    assert dock.status.text() == f"Accept: {tmp_path}/ is a folder; give the final mask a file name"
+    assert not (tmp_path / ".tif").exists()
+    wait_for_tasks(qtbot)
