@@ -93,6 +93,12 @@ def test_vv_and_vh_on_different_grids(out, models, tmp_path):
         vh = write_raster(tmp_path / f"s1_vh_{name}.tif", descriptions=None, **kw)
         msg = refused(out, InputError, "are on different grids", [vv, vh], models["threshold"])
         assert vv in msg and vh in msg and what in msg
+    # 0.004 pixel off, as a geotransform one export rounded to float32: the same grid
+    rounded = write_raster(tmp_path / "s1_vh_float32.tif", b[1:], descriptions=None,
+                           origin=(500000.04, 5000000.0))
+    predict(PredictOptions(inputs=[vv, rounded], mask=str(out / "m.tif"),
+                           model=models["threshold"]))
+    assert listing(out) == ["m.tif"]
 
 
 def test_two_inputs_must_each_hold_one_band(out, models, good, tmp_path):
