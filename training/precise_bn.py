@@ -79,11 +79,13 @@ def calibration_batches(pools: Sequence[Dataset], inputs: Sequence[str], chips: 
     # round robin over the pools; a pool that runs out leaves its turns to the others
     picks = [(i, order[j]) for j in range(max(len(o) for o in orders))
              for i, order in enumerate(orders) if j < len(order)][:chips]
-    out = []
-    for start in range(0, len(picks), batch):
-        xs = []
-        for i, j in picks[start:start + batch]:
-            sample = pools[i][j]
-            xs.append(stack_inputs(sample, inputs))
+    out, xs = [], []
+    for i, j in picks:
+        x = stack_inputs(pools[i][j], inputs)
+        if xs and (len(xs) == batch or x.shape != xs[0].shape):  # chips of another ground grid
+            out.append(to_grid(torch.stack(xs).to(device), scale))
+            xs = []
+        xs.append(x)
+    if xs:
         out.append(to_grid(torch.stack(xs).to(device), scale))
     return out

@@ -18,16 +18,17 @@ import rasterio
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from .data.conventions import CHIP_PIXEL_M
 from .data.datasets import external, hand_labeled, weakly_labeled
 from .data.layout import HAND_KINDS, WEAK_KINDS, DatasetError, Layout, parse_split
 from .methods import BY_NAME, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method, with_needs
 from .synth.writer import MANIFEST
 from .train import RunData
 
-# Sen1Floods11 chips are 512 x 512 at 10 m (Bonafilia et al., 2020); the
-# synthetic generator writes the same grid. A run resamples its crops from it to the
-# preset's pixel_size_m (cpu 10 m, paper 16 m as Garg et al. did).
-PIXEL_SIZE_M = 10.0
+# chips are read at 10 m ground pixels (training.data.datasets; the synthetic generator
+# writes 10 m near the equator); a run resamples its crops from them to the preset's
+# pixel_size_m (cpu 10 m, paper 16 m as Garg et al. did)
+PIXEL_SIZE_M = CHIP_PIXEL_M
 
 _OPENED: dict[tuple, Dataset] = {}
 

@@ -38,7 +38,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from . import ddp
@@ -160,6 +160,23 @@ def predict_probability(model: nn.Module, x: Tensor, scale: float = 1.0) -> Tens
     return resize(model.water_probability(to_grid(x, scale)), tuple(x.shape[-2:]))[:, 0]
 
 
+def chip_batches(dataset: Dataset, batch: int) -> Iterator[dict[str, Any]]:
+    """Whole chips in order, collated up to ``batch`` at a time; a chip of another size
+    (read on another ground grid: :mod:`training.data.datasets`) starts a new batch."""
+    def size(item: dict[str, Any]) -> tuple[int, ...]:
+        return next(tuple(v.shape[-2:]) for v in item.values() if torch.is_tensor(v))
+
+    group: list[dict[str, Any]] = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if group and (len(group) == batch or size(item) != size(group[0])):
+            yield default_collate(group)
+            group = []
+        group.append(item)
+    if group:
+        yield default_collate(group)
+
+
 @torch.no_grad()
 def score(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...], batch: int,
           device: torch.device, scale: float = 1.0) -> Scoreboard:
@@ -168,7 +185,7 @@ def score(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...], batch: in
     was_training = model.training
     model.eval()
     board = Scoreboard()
-    for chips in DataLoader(dataset, batch_size=batch, shuffle=False):
+    for chips in chip_batches(dataset, batch):
         x = stack_inputs(chips, inputs, dim=1).to(device)
         pred = (predict_probability(model, x, scale) > 0.5).to(torch.int8).cpu().numpy()
         for i, chip_id in enumerate(chips["id"]):
@@ -467,7 +484,7 @@ def chip_accuracy(classifier: nn.Module, dataset: Dataset, inputs: tuple[str, ..
     was_training = classifier.training
     classifier.eval()
     right, seen = [0, 0], [0, 0]         # per true answer: no, yes
-    for chips in DataLoader(dataset, batch_size=batch, shuffle=False):
+    for chips in chip_batches(dataset, batch):
         x, label = stack_inputs(chips, inputs, dim=1), chips["label"]
         h, w = label.shape[-2:]
         side = max(1, min(round(tile / scale), h // 2, w // 2))   # chip pixels per tile

@@ -86,3 +86,11 @@ def test_the_best_checkpoint_holds_statistics_recomputed_for_its_weights(tmp_pat
     for k, v in model.state_dict().items():
         if k in stale:
             torch.testing.assert_close(v, stale[k])
+
+
+def test_calibration_chips_of_other_ground_grids_start_a_new_batch():
+    # a chip read on another grid (training.data.datasets) has another size: it was stacked
+    pools = [TinyChips(3, size=48, seed=1), TinyChips(3, size=40, seed=2)]
+    batches = calibration_batches(pools, ("s1",), chips=6, batch=4, seed=3,
+                                  device=torch.device("cpu"))
+    assert [tuple(b.shape[-2:]) for b in batches] == [(48, 48), (40, 40)] * 3

@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 S1_BANDS = ("VV", "VH")
+# Sen1Floods11 chips are 512 x 512 at 10 m (Bonafilia et al., 2020), stored in EPSG:4326
+# at 8.983e-5 degree pixels: 10 m only near the equator (7.9 m wide in Spain)
+CHIP_PIXEL_M = 10.0
 S2_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 S2_SCALE = 10000.0          # stored value = reflectance x 10000
 S2_NODATA = 0

@@ -11,6 +11,11 @@ An item is a dict:
   validity, and ``ndvi`` float32 ``(1, H, W)`` in [0, 1]
   (:func:`~training.data.conventions.ndvi01`), when the dataset was built with Sentinel-2
 
+Items lie on a grid of ``CHIP_PIXEL_M`` ground pixels: a chip whose pixels are more than
+the backend's tolerance away from it either way (Sen1Floods11's EPSG:4326 chips away from
+the equator: 7.9 x 10.0 m in Spain) is resampled to it, as the backend resamples such an
+input for a model, so that a network learns and is scored on the ground it will be shown.
+
 Augmentation belongs to the training transforms, not here.
 """
 from __future__ import annotations
@@ -21,8 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .conventions import IGNORE, TEACHER_S2_BANDS, ndvi01, normalise_s1, normalise_s2
-from .io import read_label, read_s1, read_s2
+from .conventions import (CHIP_PIXEL_M, IGNORE, TEACHER_S2_BANDS, ndvi01, normalise_s1,
+                          normalise_s2)
+from ..transforms import resize
+from .io import ground_pixel_m, read_label, read_s1, read_s2
 from .layout import ChipFiles, DatasetError
 from .sets import external_chips, hand_chips, weak_chips
 
@@ -53,7 +60,21 @@ class ChipDataset(Dataset):
             item["s2_valid"] = torch.from_numpy(s2_valid)
             b4, b8 = (raw[TEACHER_S2_BANDS.index(b)] for b in ("B4", "B8"))
             item["ndvi"] = torch.from_numpy(ndvi01(b4, b8, s2_valid))
+        return on_ground_grid(item, ground_pixel_m(chip.s1))
+
+
+def on_ground_grid(item: dict, pixel_m: tuple[float, float] | None) -> dict:
+    """``item`` resampled to ``CHIP_PIXEL_M`` ground pixels where its own, (height, width)
+    ``pixel_m``, differ from them by more than the backend's tolerance either way (the rule
+    by which the backend resamples an input to a model's pixel size)."""
+    from backend.engine import RESAMPLE_TOLERANCE   # here: onnxruntime only when asked
+    if pixel_m is None or all(abs(v / CHIP_PIXEL_M - 1) <= RESAMPLE_TOLERANCE for v in pixel_m):
         return item
+    h, w = item["valid"].shape
+    size = (max(1, round(h * pixel_m[0] / CHIP_PIXEL_M)), max(1, round(w * pixel_m[1] / CHIP_PIXEL_M)))
+    # the float maps are normalised to 0..1; resampling's rounding strays past by 1e-7
+    return {k: v if k == "id" else resize(v, size).clamp(0, 1) if v.is_floating_point()
+            else resize(v, size) for k, v in item.items()}
 
 
 def _ignore_invalid(label: np.ndarray, valid: np.ndarray) -> np.ndarray:

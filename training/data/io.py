@@ -114,6 +114,18 @@ _HEADER_CHECKS = {"s1": _s1_bands, "s2": lambda path, ds: _s2_bands(path, ds, TE
                   "truth": lambda path, ds: _one_band(path, ds, "label")}
 
 
+def ground_pixel_m(path: Path) -> tuple[float, float] | None:
+    """(height, width) of a raster's pixels in ground metres, measured as the backend
+    measures an input grid (:meth:`backend.grid.Grid.pixel_size_m`: for EPSG:4326, WGS 84
+    lengths of a degree at the centre latitude); None without a CRS."""
+    from backend.grid import Grid as GroundGrid
+    with _open(path) as ds:
+        if ds.crs is None:
+            return None
+        width, height = GroundGrid(ds.crs, ds.transform, ds.width, ds.height).pixel_size_m()
+    return height, width
+
+
 def check_layer(path: Path, layer: str) -> Grid:
     """The grid of a chip's ``s1``, ``s2``, ``label`` or ``truth`` file, once its header
     passes the checks its reader makes (bands, their names, the S1 dtype); no pixel is
