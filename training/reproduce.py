@@ -36,7 +36,7 @@ from .atomic import unwritable, write_text_atomic
 from .checkpoint import CheckpointError, load_model
 from .cli import add_run_arguments, fail
 from .config import ConfigError, TrainConfig, make_config, parse_overrides
-from .data.layout import DatasetError
+from .data.layout import HAND_KINDS, DatasetError, Layout
 from .evaluate import evaluate, load_split, otsu
 from .export import ExportError, export
 from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order, with_needs
@@ -214,11 +214,10 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
         paper = BY_NAME[row["method"]].paper_iou
         lines.append(f"| {row['title']} | - | not run | not run | "
                      f"{'-' if paper is None else f'{paper:.2f}'} | - | - |")
-    for split, (_, source) in OPTIONAL_SETS.items():
-        rows = [r["method"] for r in doc.get("not_run", []) if r["why"] == _without(split)]
+    for why, back in _left_out_notes().items():
+        rows = [r["method"] for r in doc.get("not_run", []) if r["why"] == why]
         if rows:
-            lines += ["", f"Not run ({', '.join(rows)}): {_without(split)}. Those rows train "
-                      f"on it; {source} bring them back."]
+            lines += ["", f"Not run ({', '.join(rows)}): {why}. {back}."]
     lines += ["", "IoU of the water class over all scored pixels of a split "
               "(training/metrics.py); mean ± sample standard deviation over seeds "
               "(no ± with one seed). Paper: Garg et al., Table 1 (mean ± std of 5 runs); "
@@ -279,6 +278,19 @@ def _without(split: str) -> str:
     return f"the data has no {OPTIONAL_SETS[split][0]}"
 
 
+# Sen1Floods11's own notebook downloads S1Hand and LabelHand alone
+NO_S2 = "the data has no Sentinel-2 of the hand-labelled chips"
+
+
+def _left_out_notes() -> dict[str, str]:
+    """Why rows were left out -> what brings them back, as the table says it."""
+    notes = {_without(split): f"Those rows train on it; {source} bring them back"
+             for split, (_, source) in OPTIONAL_SETS.items()}
+    notes[NO_S2] = ("Those rows read it; Sen1Floods11's S2Hand chips "
+                    "(v1.1/data/flood_events/HandLabeled/S2Hand) bring them back")
+    return notes
+
+
 def select(names: list[str] | None, data: Path) -> tuple[list[Method], dict[str, str]]:
     """The methods to run, with the teachers and pretraining their rows need; and the
     rows of the whole table left out, each with why: ``data`` lacks a set they train
@@ -291,6 +303,9 @@ def select(names: list[str] | None, data: Path) -> tuple[list[Method], dict[str,
         missing = missing_sets(data)
         why = {m.name: _without(next(s for s in missing if s in m.splits))
                for m in table1 if m.splits & set(missing)}
+        if not (Layout.find(data).hand / HAND_KINDS.s2).is_dir():
+            why.update({m.name: NO_S2 for m in table1 if m.name not in why
+                        and any(BY_NAME[n].reads_s2 for n in with_needs([m.name]))})
         return [m for m in table1 if m.name not in why], why
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:

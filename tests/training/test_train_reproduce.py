@@ -235,13 +235,18 @@ def test_an_out_or_results_that_is_a_file_is_refused_before_the_data_is_read(tmp
 
 def test_the_s1_rows_reproduce_on_a_download_without_s2(data, tmp_path):  # noqa: F811
     """Sen1Floods11's own notebook downloads S1Hand and LabelHand alone: test and Bolivia
-    were opened with S2 for every row, so even `--methods hand` stopped at once."""
+    were opened with S2 for every row, so even `--methods hand` stopped at once; the whole
+    table now leaves out the rows that read S2, as it does those of a missing set."""
     copy = tmp_path / "s1_only"
     shutil.copytree(data, copy)
     shutil.rmtree(copy / "v1.1/data/flood_events/HandLabeled/S2Hand")
     results = tmp_path / "results"
     proc = cli("reproduce", "--data", copy, "--seeds", 1, "--out", tmp_path / "runs",
-               "--results", results, "--methods", "hand", *TINY)
+               "--results", results, *TINY)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((results / "table1.json").read_text())
-    assert [r["method"] for r in doc["rows"]] == ["hand"]
+    assert [r["method"] for r in doc["rows"]] == ["otsu", "hand", "weak", "weak_ed"]
+    assert [r["method"] for r in doc["not_run"]] == ["student", "student_compact", "teacher"]
+    assert ("Not run (student, student_compact, teacher): the data has no Sentinel-2 of the "
+            "hand-labelled chips. Those rows read it; Sen1Floods11's S2Hand chips") \
+        in (results / "table1.md").read_text()
