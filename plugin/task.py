@@ -108,3 +108,33 @@ class QueryTask(QgsTask):
 
     def finished(self, result: bool) -> None:  # GUI thread
         self.done.emit(self.answer, self.error)
+
+
+class CorrectionsTask(QgsTask):
+    """Writes an analyst's correction polygons to GeoJSON off the GUI thread: a layer of
+    tens of thousands of polygons (a permanent-water layer chosen as corrections) held
+    QGIS for seconds. ``layer`` must be the task's own (:func:`~.layers.private_copy`).
+
+    Emits ``done(error)``: None once written, or the message.
+    """
+
+    done = pyqtSignal(object)
+
+    def __init__(self, layer, label: str, path: str, transform_context):
+        super().__init__("SAR Flood Mapper: corrections", QgsTask.Flags())
+        self.layer, self.label, self.path = layer, label, path
+        self.transform_context = transform_context
+        self.error: str | None = None
+
+    def run(self) -> bool:  # worker thread
+        from .corrections import FIELD, CorrectionsProblem, write_geojson
+        try:
+            write_geojson(self.layer.getFeatures(), self.layer.crs(), FIELD, self.label,
+                          self.path, self.transform_context)
+        except CorrectionsProblem as problem:
+            self.error = str(problem)
+            return False
+        return True
+
+    def finished(self, result: bool) -> None:  # GUI thread
+        self.done.emit(None if result else self.error or f"{self.label}: could not be written")

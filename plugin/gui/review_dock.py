@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 from .. import styles
 from ..backend_process import Outcome
 from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_corrections_layer,
-                           sidecar_path, write_geojson)
+                           sidecar_path)
 from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
                       private_copy, remove_layers_of, run_layer_nodes)
 from ..outputs import put_back
@@ -34,7 +34,7 @@ from ..params import FinalizeParams, free_output_paths
 from ..review_run import ReviewRun, save, save_threshold, saved_review, saved_threshold
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
-from ..task import BackendTask
+from ..task import BackendTask, CorrectionsTask
 
 STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
 REMOVED = "The run's layers were removed from the project: map again to review"
@@ -620,15 +620,9 @@ class ReviewDock(QgsDockWidget):
         try:
             # a failed Accept puts back the corrections file that was there (or none)
             previous = Path(fixes).read_bytes() if fixes and Path(fixes).is_file() else None
-            if fixes_layer is not None:
-                write_geojson(fixes_layer.getFeatures(), fixes_layer.crs(), FIELD,
-                              f"Corrections layer '{fixes_layer.name()}'", fixes)
         except OSError as exc:   # the corrections file there, kept to put back
             self.show_status(f"Accept failed: {fixes}: cannot be read ({exc.strerror or exc})",
                              error=True)
-            return
-        except CorrectionsProblem as problem:
-            self.show_status(f"Accept failed: {problem}", error=True)
             return
         review = f"accepted in the QGIS review dock at threshold {threshold_text}"
         tags = {"SARFLOOD_REVIEW": review}
@@ -636,15 +630,40 @@ class ReviewDock(QgsDockWidget):
                                 corrections=fixes, overwrite=bool(existing))
         self.accept_button.setEnabled(False)
         started = self.project_watch.count
-        task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
-                                   lambda outcome: self._accepted(outcome, path, polygons, started,
-                                                                  kept))
-        if fixes:
-            def undo(outcome: Outcome) -> None:   # apart from the dock: it runs after an unload too
-                if not outcome.ok:
-                    put_back(fixes, previous)
 
-            task.done.connect(undo)
+        def finalize() -> None:
+            task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
+                                       lambda outcome: self._accepted(outcome, path, polygons,
+                                                                      started, kept))
+            if fixes:
+                def undo(outcome: Outcome) -> None:   # apart from the dock: after an unload too
+                    if not outcome.ok:
+                        put_back(fixes, previous)
+
+                task.done.connect(undo)
+
+        if fixes_layer is None:
+            finalize()
+            return
+
+        def written(error: str | None) -> None:
+            if error is not None:   # (written whole or not at all: the file there is kept)
+                self.accept_button.setEnabled(self._reviewable())
+                self.show_status(f"Accept failed: {error}", error=True)
+                return
+            finalize()
+
+        # the polygons as they are now, in a layer of the task's own (see _run_algorithm)
+        task = CorrectionsTask(private_copy(fixes_layer), f"Corrections layer "
+                               f"'{fixes_layer.name()}'", fixes,
+                               QgsProject.instance().transformContext())
+
+        def abandoned(error: str | None) -> None:   # unloaded meanwhile: no Accept follows
+            if error is None and (sip.isdeleted(self) or self._unloading):
+                put_back(fixes, previous)
+
+        task.done.connect(abandoned)
+        self._start_task(task, written)
 
     def _accepted(self, outcome: Outcome, path: str, polygons: str | None, started: int,
                   note: str | None = None) -> None:
@@ -709,6 +728,21 @@ class ReviewDock(QgsDockWidget):
         task.done.connect(finish)
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def _start_task(self, task, on_done: Callable[[str | None], None]) -> None:
+        """Run a task with a ``done(error)`` signal; ``on_done(error)`` on the main thread,
+        unless the plugin was unloaded meanwhile."""
+        keep = (task,)
+        self._busy.append(keep)
+
+        def finish(error: str | None) -> None:
+            if sip.isdeleted(self) or self._unloading:
+                return
+            self._busy.remove(keep)
+            on_done(error)
+
+        task.done.connect(finish)
+        QgsApplication.taskManager().addTask(task)
 
     def _run_algorithm(self, alg_id: str, params: dict, on_done) -> None:
         """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``

@@ -73,8 +73,10 @@ def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, q
     for target, why in ((missing, f"the folder {missing.parent} does not exist"),
                         (read_only / "final.tif", f"cannot write in the folder {read_only} (")):
         dock.final_path.setFilePath(str(target))
+        dock.show_status("")
         with qtbot.capture_exceptions() as raised:
             qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(lambda: dock.status.text() != "", timeout=60000)  # written in a task
         assert raised == []
         status = dock.status.text()
         assert status.startswith(f"Accept failed: {target.with_suffix('.corrections.geojson')}: {why}")
@@ -942,4 +944,25 @@ def test_a_final_mask_named_without_a_folder_goes_beside_the_run(plugin, qtbot, 
     qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     assert dock.status.text() == f"Accept: {tmp_path}/ is a folder; give the final mask a file name"
     assert not (tmp_path / ".tif").exists()
+    wait_for_tasks(qtbot)
+
+
+def test_corrections_are_written_off_the_gui_thread(plugin, qtbot, models, two_band_scene, tmp_path):
+    """A layer of 40 000 polygons (a permanent-water layer chosen as corrections) was written
+    to GeoJSON in the click: QGIS froze for 8.6 s. A task writes them; the mask has them."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    extent = run.layers.mask.extent()
+    _draw(fixes, QgsRectangle(extent.xMinimum(), extent.yMinimum(), extent.center().x(),
+                              extent.yMaximum()), 0)   # the water half, marked dry
+    assert fixes.commitChanges()
+    seen = []
+    QgsApplication.taskManager().taskAdded.connect(
+        lambda task_id: seen.append(QgsApplication.taskManager().task(task_id).description()))
+    text = _accept(dock, qtbot, tmp_path / "final.tif")
+    assert seen[:2] == ["SAR Flood Mapper: corrections", "SAR Flood Mapper: accept"], seen
+    assert text.startswith(f"Final mask written: {tmp_path / 'final.tif'}")
+    assert (read_raster(tmp_path / "final.tif") == 1).sum() == 0
     wait_for_tasks(qtbot)
