@@ -18,6 +18,7 @@ from .controller import RunController
 from .gui.install_dialog import InstallDialog
 from .gui.review_dock import ReviewDock
 from .gui.run_dialog import RunDialog
+from .processing import base as processing_base
 from .processing import review as processing_review
 from .processing.provider import ICON, SarFloodProvider
 
@@ -106,6 +107,7 @@ class SarFloodPlugin:
             self.dock.deleteLater()
         self.dialog = self.installer = self.dock = self.controller = None
         if self.provider is not None:
+            processing_base.STOPPING.set()
             self._stop_processing_runs()
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

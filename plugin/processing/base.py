@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import threading
 import traceback
 from typing import Any
 
@@ -21,6 +22,11 @@ from ..backend_process import BackendProcess
 from ..settings import python_setting
 from ..layers import private_copy, take_copies
 from ..outputs import is_plain_file, remove_stale
+
+# set when the plugin unloads, cleared by a new provider: a run inside a Graphical Modeler
+# model, whose task is named after the model (unload cannot tell it from another plugin's),
+# stops its backend too
+STOPPING = threading.Event()
 
 GROUPS = {"mapping": "Water mapping", "analysis": "Flood analysis"}
 _HINTS = ((QgsProcessingParameterRasterLayer, QgsProcessingUtils.LayerHint.Raster),
@@ -245,9 +251,11 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
             elif kind == "warning":
                 feedback.pushWarning(str(event.get("message", "")))
 
-        outcome = BackendProcess(interpreter, args, processing=True).run(on_event, feedback.isCanceled)
+        outcome = BackendProcess(interpreter, args, processing=True).run(
+            on_event, lambda: feedback.isCanceled() or STOPPING.is_set())
         if outcome.cancelled:
-            raise QgsProcessingException("cancelled: the backend was stopped and wrote no output")
+            why = "the plugin was unloaded" if STOPPING.is_set() else "cancelled"
+            raise QgsProcessingException(f"{why}: the backend was stopped and wrote no output")
         if not outcome.ok:
             if outcome.stderr:   # an internal error's traceback, which its message asks for
                 feedback.reportError("The backend's last error output:\n"

@@ -6,6 +6,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .base import STOPPING
 from .correct_mask import CorrectMaskAlgorithm
 from .flood_extent import FloodExtentAlgorithm
 from .map_water import MapWaterAlgorithm
@@ -19,6 +20,10 @@ ALGORITHMS = (MapWaterAlgorithm, OtsuAlgorithm, FloodExtentAlgorithm, CorrectMas
 
 
 class SarFloodProvider(QgsProcessingProvider):
+
+    def __init__(self) -> None:
+        super().__init__()
+        STOPPING.clear()   # registered again after an unload: its runs may run
 
     def id(self) -> str:
         return "sarflood"

@@ -120,3 +120,43 @@ def test_unload_during_a_toolbox_run_lets_its_end_be_handled(plugin, qtbot, tmp_
     assert QgsApplication.processingRegistry().providerById("sarflood") is None
     assert not (tmp_path / "m.tif").exists()
     _flush_deletes()
+
+
+def test_unload_stops_a_modeler_run_of_mapwater(plugin, qtbot, models, two_band_scene, tmp_path):
+    """A Graphical Modeler model's task is named after the model, so unload did not know
+    it ran sarflood:mapwater: its backend child ran on and wrote the mask after the plugin
+    was gone, and the model ended "OK"."""
+    import subprocess
+
+    from qgis.core import (QgsProcessingAlgRunnerTask, QgsProcessingContext,
+                           QgsProcessingFeedback, QgsProcessingModelAlgorithm,
+                           QgsProcessingModelChildAlgorithm,
+                           QgsProcessingModelChildParameterSource, QgsProject)
+
+    from .conftest import wait_for_tasks
+    mask = tmp_path / "model_mask.tif"
+    model = QgsProcessingModelAlgorithm("flood model", "tests")
+    step = QgsProcessingModelChildAlgorithm("sarflood:mapwater")
+    step.setChildId("map")
+    for name, value in (("INPUT", str(two_band_scene)), ("MODEL", str(models["threshold"])),
+                        ("OUTPUT_MASK", str(mask))):
+        step.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
+    model.addChildAlgorithm(step)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = QgsProcessingFeedback()
+    task = QgsProcessingAlgRunnerTask(model, {}, context, feedback)
+    ended = []
+    task.executed.connect(lambda ok, results: ended.append(ok))
+    QgsApplication.taskManager().addTask(task)
+
+    def child_started() -> bool:   # still importing its modules when seen
+        found = subprocess.run(["pgrep", "-f", f"backend predict.*{mask}"], capture_output=True)
+        return found.returncode == 0
+    qtbot.waitUntil(child_started, timeout=60000)
+    plugin.unload()
+    _flush_deletes()
+    qtbot.waitUntil(lambda: bool(ended), timeout=60000)
+    assert ended == [False] and not mask.exists()
+    assert "the plugin was unloaded: the backend was stopped" in feedback.textLog()
+    wait_for_tasks(qtbot)
