@@ -306,6 +306,10 @@ class ReviewDock(QgsDockWidget):
             return
         self._set_enabled(False)
         self.show_status(self._gone(), error=True)
+        mask = self.run.layers.mask   # hidden while the probability drew a moved threshold
+        if (not sip.isdeleted(mask) and QgsProject.instance().mapLayer(mask.id()) is not None
+                and not self._at_run_threshold()):
+            self._tick(mask, True)   # the run's own mask is what the map can still show
 
     def _project_changed(self) -> None:
         """The project was cleared or another one read: the run under review went with it

@@ -966,3 +966,19 @@ def test_corrections_are_written_off_the_gui_thread(plugin, qtbot, models, two_b
     assert text.startswith(f"Final mask written: {tmp_path / 'final.tif'}")
     assert (read_raster(tmp_path / "final.tif") == 1).sum() == 0
     wait_for_tasks(qtbot)
+
+
+def test_removing_the_probability_at_a_moved_threshold_shows_the_mask_again(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """At a moved threshold the probability layer draws the water and the mask is unticked;
+    with the probability removed, the dock stopped and left the mask hidden: no water on
+    the map, and nothing said why."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.slider.setValue(30)
+    root = QgsProject.instance().layerTreeRoot()
+    assert not root.findLayer(run.layers.mask.id()).itemVisibilityChecked()
+    QgsProject.instance().removeMapLayer(run.layers.probability.id())
+    assert root.findLayer(run.layers.mask.id()).itemVisibilityChecked()
+    assert not dock.accept_button.isEnabled() and "removed" in dock.status.text()
+    wait_for_tasks(qtbot)
