@@ -60,6 +60,10 @@ def load_split(data: str | Path, split: str, split_file: str | Path | None = Non
         raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     chips = weak_chips(data, s2=s2) if split == "weak" else external_chips(data, s2=s2)
     no_truth = [c.chip_id for c in chips if c.truth is None]
+    if len(no_truth) == len(chips):   # the real dataset: its weak labels are all there is
+        raise DatasetError(f"split {split!r} can be scored only on synthetic data, against its "
+                           f"synthetic_truth files, and {data} has none; score the "
+                           f"hand-labelled splits ({', '.join(HAND_SPLITS)})")
     if no_truth:
         raise DatasetError(problems_message(
             f"split {split!r} has no hand labels and is scored against synthetic truth",

@@ -230,3 +230,16 @@ def test_figure_names_an_out_it_cannot_write_at_once(tmp_path, capsys):
         assert main(["figure", "--data", nowhere, "--out", str(out), *extra]) == 1
         err = capsys.readouterr().err
         assert text in err and err.count("\n") == 1, err
+
+
+def test_weak_chips_without_any_truth_are_refused_in_one_line(data, tmp_path):
+    """The real dataset has no synthetic truth: its 4385 weak chips were each listed as a
+    problem (the first ten and the count) instead of saying what can be scored."""
+    copy = tmp_path / "real_like"
+    shutil.copytree(data, copy)
+    shutil.rmtree(copy / "synthetic_truth" / "WeaklyLabeled")
+    with pytest.raises(DatasetError) as err:
+        evaluate.load_split(copy, "weak")
+    assert str(err.value) == (f"split 'weak' can be scored only on synthetic data, against its "
+                              f"synthetic_truth files, and {copy} has none; score the "
+                              f"hand-labelled splits (train, valid, test, bolivia)")
