@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,19 @@ def describe(root: Path, origin: tuple[dict[str, Any], str | None] | None = None
     return f"Sen1Floods11 v1.1 (Bonafilia et al., 2020) at {Path(root).resolve()}"
 
 
+def _parts(datasets: list[Dataset]) -> list[Dataset]:
+    """The datasets under the pools' concatenations and held-out subsets."""
+    out = []
+    for ds in datasets:
+        if isinstance(ds, ConcatDataset):
+            out += _parts(list(ds.datasets))
+        elif isinstance(ds, Subset):
+            out += _parts([ds.dataset])
+        else:
+            out.append(ds)
+    return out
+
+
 def _chip_ids(ds: Dataset) -> list[str]:
     """The chip ids of a split's dataset, through the wrappers put around it here."""
     if isinstance(ds, ConcatDataset):
@@ -211,6 +226,30 @@ def _without_events(ds: Dataset, events: set[str]) -> tuple[Dataset, int]:
     return Subset(ds, kept), len(ids) - len(kept)
 
 
+def cache_note(datasets: list[Dataset], memory_bytes: int) -> str | None:
+    """A warning when the chips ``datasets`` keep in memory (:class:`ChipCache`, measured
+    on each one's first chip) would take over half of ``memory_bytes``: Sen1Floods11's
+    4385 weak chips and its hand-labelled ones with S2 come to about 8.6 GiB."""
+    caches = [ds for ds in {id(d): d for d in datasets}.values() if isinstance(ds, ChipCache)]
+    if not caches:
+        return None
+    def chip_bytes(ds: ChipCache) -> int:
+        ds[0]   # decoded and kept, as training would
+        return sum(v.element_size() * v.nelement() for v in ds.items[0].values()
+                   if torch.is_tensor(v))
+    total = sum(len(ds) * chip_bytes(ds) for ds in caches)
+    if total <= memory_bytes / 2:
+        return None
+    return (f"note: the preset keeps decoded chips in memory (cache=true): about "
+            f"{total / 2 ** 30:.1f} GiB for these {sum(len(ds) for ds in caches)} chips, of this "
+            f"machine's {memory_bytes / 2 ** 30:.1f} GiB; --set cache=false reads them from "
+            f"disk at every step instead")
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
     """The training pools and validation split of ``method``, checked. Weak and external
     chips of the held-out split's events are left out: Sen1Floods11's weakly labelled set
@@ -231,6 +270,9 @@ def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
         pools.append(parts[0] if len(parts) == 1 else ConcatDataset(parts))
     # validation scores the network being trained, on its own inputs
     valid = open_split(root, HAND_VALID, method.inputs_need_s2, cache)
+    note = cache_note([*_parts(pools), valid], _memory_bytes()) if cache else None
+    if note is not None:
+        print(note, file=sys.stderr, flush=True)
     origin = _origin(layout)   # read once: the manifest, or the files' tag
     description = describe(root, origin)
     if left_out:

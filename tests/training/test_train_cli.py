@@ -404,3 +404,18 @@ def test_weak_chips_of_the_held_out_event_are_left_out_of_training(data, tmp_pat
         in run_data.description
     untouched = open_run_data(data, BY_NAME["weak"], cache=False)
     assert len(_chip_ids(untouched.pools[0])) == 4 and "left out" not in untouched.description
+
+
+def test_a_chip_cache_over_half_the_memory_is_warned(data):
+    """The cpu preset keeps decoded chips in memory: about 8.6 GiB on the real Sen1Floods11,
+    with no word of it before a run ran out of memory."""
+    from training.rundata import cache_note, open_split
+    cached = open_split(data, "valid", False, cache=True)
+    chip = 2 * 512 * 512 * 2 + 512 * 512 + 512 * 512   # s1 float16, valid, label int8
+    note = cache_note([cached, cached], memory_bytes=len(cached) * chip)
+    assert note == (f"note: the preset keeps decoded chips in memory (cache=true): about "
+                    f"{len(cached) * chip / 2 ** 30:.1f} GiB for these {len(cached)} chips, of "
+                    f"this machine's {len(cached) * chip / 2 ** 30:.1f} GiB; --set cache=false "
+                    f"reads them from disk at every step instead")
+    assert cache_note([cached], memory_bytes=2 * len(cached) * chip) is None
+    assert cache_note([open_split(data, "valid", False, cache=False)], memory_bytes=1) is None
