@@ -2,7 +2,7 @@
 
 For each N, one run measures:
 - raw model throughput: the ONNX session alone, on one in-memory batch of the
-  engine's tiles (its tile size, batch size and device), called repeatedly in
+  engine's tiles (its tile size, batch size, device and concurrent calls), called repeatedly in
   slices timed before, between and after the end-to-end runs, so that a change in
   the machine's load during the runs weighs on both figures alike.
   Reported in tile pixels per second, and in raster pixels per second: how fast
@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -107,18 +108,29 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int,
         inputs.close()
     if len(x) < batch:  # a raster narrower than a batch: repeat its tiles
         x = np.concatenate([x] * -(-batch // len(x)))[:batch]
-    model.infer(x)  # warm-up: first call allocates
+    def calls_for(slice_s: float) -> int:
+        """Calls made in ``slice_s`` seconds (at least 2 a stream) by as many concurrent
+        callers as the engine runs."""
+        start = time.perf_counter()
+
+        def call_until_time_is_up(_: int) -> int:
+            k = 0
+            while time.perf_counter() - start < slice_s or k < 2:
+                model.infer(x)
+                k += 1
+            return k
+        return sum(pool.map(call_until_time_is_up, range(model.streams)))
+
     calls, wall, cpu, middle = 0, 0.0, 0.0, []
-    for part in range(rounds + 1):
-        k, start, cpu0 = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds / (rounds + 1) or k < 2:
-            model.infer(x)
-            k += 1
-        calls += k
-        wall += time.perf_counter() - start
-        cpu += time.process_time() - cpu0
-        if part < rounds and between is not None:
-            middle.append(between())
+    with ThreadPoolExecutor(model.streams) as pool:
+        list(pool.map(lambda _: model.infer(x), range(model.streams)))  # first calls allocate
+        for part in range(rounds + 1):
+            start, cpu0 = time.perf_counter(), time.process_time()
+            calls += calls_for(seconds / (rounds + 1))
+            wall += time.perf_counter() - start
+            cpu += time.process_time() - cpu0
+            if part < rounds and between is not None:
+                middle.append(between())
     tiles_per_s = calls * len(x) / wall
     return {"device": model.device_name, "provider": model.provider,
             "tile": plan.tile, "stride": plan.stride, "overlap": plan.overlap, "batch": len(x),

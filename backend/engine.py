@@ -10,7 +10,8 @@ The run, in order:
 4. walk the tile grid row by row (:mod:`~backend.tiling`): a reader thread reads a
    window of several tiles of one row, converts units, normalises it and cuts it
    into batches (the rows it shares with the next tile row are kept for it); the
-   model runs each batch (optionally under 8 flips/rotations) and hands each tile's
+   model runs each batch (optionally under 8 flips/rotations; on the CPU several
+   batches at once, one per core) and hands each tile's
    output to a writer thread, which blends it with its neighbours into a cell and
    writes finished GeoTIFF blocks. Only one row of overlap and of blend strips is kept
    between tile rows, so memory does not grow with the raster's height;
@@ -29,7 +30,9 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -307,8 +310,9 @@ def _undo_dihedral(y: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(y, -(k % 4), axes=(-2, -1))
 
 
-def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(b, k, T, T): probability, and with TTA its spread over the 8 transforms."""
+def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float]:
+    """(b, k, T, T): probability, and with TTA its spread over the 8 transforms; and the
+    seconds the model took."""
     model = job.model
     n = len(x)
     fixed = model.fixed_batch
@@ -321,26 +325,47 @@ def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> np.ndarray:
         out = np.stack([preds.mean(axis=0), preds.std(axis=0)], axis=1)
     else:
         out = model.infer(x)[:n, None]
-    job.stats["model_s"] += time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
     if not valid.all():
         np.copyto(out, np.nan, where=~valid[:, None])
-    return out
+    return out, seconds
 
 
 def run_grid(job: GridJob, emit: Callable[[int, int, np.ndarray], None], reporter: Reporter,
              cancel: threading.Event, span: tuple[float, float] = (0.0, 1.0)) -> None:
     """Run every tile of the plan; emit(r, c, out) each tile's output (k, T, T), in
-    row-major order (a :class:`~backend.tiling.TileBlender` makes cells of them)."""
+    row-major order (a :class:`~backend.tiling.TileBlender` makes cells of them).
+
+    Batches run on the model's ``streams`` threads at once, each started as soon as one
+    finishes, and are emitted in the order they were read.
+    """
     plan = job.plan
-    for r, c0, c1, x, valid in prefetch(tile_batches(job, cancel)):
-        if cancel.is_set():
-            break
-        out = _infer(job, x, valid)
+    streams = job.model.streams
+    running: deque = deque()   # (r, c0, c1, future), oldest first
+
+    def finish_oldest() -> None:
+        r, c0, c1, future = running.popleft()
+        out, seconds = future.result()
+        job.stats["model_s"] += seconds
         for i, c in enumerate(range(c0, c1)):
             emit(r, c, out[i])
         job.stats["tiles"] += c1 - c0
         reporter.progress(span[0] + (span[1] - span[0]) * job.stats["tiles"] / plan.tiles,
                           "predict")
+
+    with ThreadPoolExecutor(streams, thread_name_prefix="sarflood-model") as pool:
+        try:
+            for r, c0, c1, x, valid in prefetch(tile_batches(job, cancel), depth=streams + 1):
+                if cancel.is_set():
+                    break
+                running.append((r, c0, c1, pool.submit(_infer, job, x, valid)))
+                if len(running) == streams:
+                    finish_oldest()
+            while running and not cancel.is_set():
+                finish_oldest()
+        finally:   # leave no call queued behind an error or a cancel
+            for *_, future in running:
+                future.cancel()
     if cancel.is_set():
         raise Cancelled("cancelled")
 

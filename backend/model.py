@@ -28,6 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
 PROBABILITY_SLACK = 1e-5   # float rounding of a sigmoid or softmax output beyond 0..1
 _CPU = "CPUExecutionProvider"
+MAX_STREAMS = 8   # concurrent CPU calls at most: each holds a tile's activations
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def device_report(model_path: str) -> dict:
 
 
 def default_threads() -> int:
-    """Intra-op threads: every core this process may use."""
+    """Every core this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -160,7 +161,9 @@ class OnnxModel:
     water probability (the engine sets NaN where a pixel was not valid).
     """
 
-    def __init__(self, path: str, device: str = "auto"):
+    def __init__(self, path: str, device: str = "auto", streams: int | None = None):
+        """``streams``: concurrent calls on the CPU (by default one per core, at most
+        ``MAX_STREAMS``); CUDA runs one call at a time."""
         self.path = str(path)
         if os.path.isdir(self.path):
             raise ModelError(f"{self.path}: is a folder, not an ONNX model file")
@@ -172,13 +175,21 @@ class OnnxModel:
         except OSError as exc:   # ORT would call it not a loadable model
             raise ModelError(f"{self.path}: cannot be read ({exc.strerror or exc})") from None
         choice = choose_providers(device)
+        cuda = _CUDA in choice.providers
+        threads = default_threads()
+        # On many cores, tiles run as concurrent calls of two threads each (the engine's
+        # model pool): at batch 1 the bundled model's operators do not spread over many
+        # threads (16 cores of the GPU machine ran it no faster than 2; BENCHMARKS.md).
+        # Two cores keep one call at a time: two calls of one thread made the model alone
+        # 18 % faster there but predict no faster, its reader and writer needing the
+        # slack, for 50 MB more (each call holds its own activations).
+        self.streams = 1 if cuda else streams or max(1, min(threads // 2, MAX_STREAMS))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = default_threads()
+        options.intra_op_num_threads = max(1, threads // self.streams)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
         # idle pool threads must not spin: the reader and writer threads need those cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        cuda = _CUDA in choice.providers
         # on the CPU a recorded memory pattern only makes the second call allocate (and
         # page in) one more big block: measured 35 ms against 16 for the bundled model's
         # tile, with no steady-state difference; CUDA keeps ORT's default
@@ -335,29 +346,40 @@ class OnnxModel:
         return out, valid
 
     def warm_up(self, batch: int, tile: int) -> None:
-        """Start one call on zeros of the run's batch shape, on a background thread.
+        """Start a call on zeros of the run's batch shape on each of ``streams`` threads.
 
-        ONNX Runtime's first call on a shape sets up its buffers and kernels: on 2 CPU
-        cores about twice a steady call for the bundled model (35 against 16 ms), and on
-        CUDA cuDNN chooses its algorithms then. Started before the inputs are opened, it
-        runs while they are read. :meth:`infer` waits for it. Its errors are not kept:
-        the first real call meets them again and raises them.
+        ONNX Runtime's first call on a shape sets up its buffers and kernels, and each
+        call running beside others allocates its own: for the bundled model on 2 CPU
+        cores the first call and a first pair of concurrent calls each cost about twice a
+        steady call (35-38 against 17-22 ms), and on CUDA cuDNN chooses its algorithms
+        then. Started before the inputs are opened, they run while the inputs are read.
+        :meth:`infer` waits for them. Their errors are not kept: the first real call
+        meets them again and raises them.
         """
         x = np.zeros((batch, len(self.card.bands), tile, tile), np.float32)
 
-        def run() -> None:
+        def call() -> None:
             try:
                 self.session.run([self.card.output_name], {self.card.input_name: x})
             except Exception:  # noqa: BLE001 - raised again by the first real call
                 pass
+
+        def run() -> None:
+            calls = [threading.Thread(target=call) for _ in range(self.streams - 1)]
+            for thread in calls:
+                thread.start()
+            call()
+            for thread in calls:
+                thread.join()
         self._warming = threading.Thread(target=run, name="sarflood-warm-up", daemon=True)
         self._warming.start()
 
     def finish_warm_up(self) -> None:
         """Wait for :meth:`warm_up`'s call, if one is running (before the first real call,
         and before the process may exit: a thread must not be inside ORT then)."""
-        if self._warming is not None:
-            self._warming.join()
+        warming = self._warming   # read once: the model pool's threads all call this
+        if warming is not None:
+            warming.join()
             self._warming = None
 
     def infer(self, x: np.ndarray) -> np.ndarray:

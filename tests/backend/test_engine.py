@@ -118,6 +118,29 @@ def test_one_tile_or_many_give_identical_output(tmp_path, models, model, tilings
         assert np.nanmax(np.abs(p - p1)) <= 1e-6
 
 
+@pytest.mark.parametrize("tta", [False, True])
+def test_concurrent_model_calls_give_the_output_of_one_call_at_a_time(tmp_path, models, tta):
+    """Batches run several at once on the CPU (OnnxModel.streams); they must come back
+    to the blender in reading order, so an exact model's probability is bit for bit
+    that of one call at a time."""
+    bands = random_db((700, 650), seed=5)
+    bands[:, 300:340, 0:90] = np.nan
+    src = write_raster(tmp_path / "in.tif", bands)
+    out = {}
+    for streams in (1, 4):
+        model = OnnxModel(models["smoothed"], "cpu", streams=streams)
+        assert model.streams == streams
+        r = predict(PredictOptions([src], mask=str(tmp_path / f"m{streams}.tif"),
+                                   probability=str(tmp_path / f"p{streams}.tif"),
+                                   tile_size=64, overlap=20, batch_size=1, tta=tta),
+                    model=model)
+        assert r["tiles"]["count"] > 100
+        out[streams] = read(tmp_path / f"p{streams}.tif"), read(tmp_path / f"m{streams}.tif")
+    (p1, m1), (p4, m4) = out[1], out[4]
+    assert np.array_equal(m1, m4)
+    assert np.array_equal(p1, p4, equal_nan=True)
+
+
 def test_the_bundled_model_barely_depends_on_the_tiling(tmp_path, scene_1024):
     """The trained default reaches beyond its margin and pools over the whole tile, so
     it cannot be bit-identical across tilings (README); it must stay close to it.
