@@ -15,7 +15,9 @@ Two labellers, both run on the stored 13-band S2 stack (TOA reflectance x 10000)
 
 They are wrong exactly where the indices are: thin cloud and haze, cloud
 shadow (the path radiance that shadows do not dim lifts green over SWIR),
-shallow or vegetated water, built-up land. Pixels with S2 nodata get -1.
+shallow or vegetated water, built-up land. Pixels where a band the rule reads holds
+S2's nodata (0) get -1; the other bands do not count (a real Sen1Floods11 stack has
+exact zeros in B10, the cirrus band, over clear land and water).
 """
 from __future__ import annotations
 
@@ -38,8 +40,9 @@ def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a - b) / (a + b)
 
 
-def _valid(s2: np.ndarray) -> np.ndarray:
-    return (s2 != S2_NODATA).all(axis=0)
+def _valid(s2: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Where none of the bands ``names`` holds the nodata value."""
+    return (s2[[S2_BANDS.index(n) for n in names]] != S2_NODATA).all(axis=0)
 
 
 def ndvi(s2: np.ndarray) -> np.ndarray:
@@ -59,14 +62,14 @@ def s1f11_weak(s2: np.ndarray) -> np.ndarray:
     water = (mndwi(s2) > MNDWI_MIN) & (ndvi(s2) < NDVI_MAX)
     out = np.where(water, WATER, DRY).astype(np.int16)
     out[_band(s2, "B2") >= CLOUD_BLUE_MIN] = IGNORE
-    out[~_valid(s2)] = IGNORE
+    out[~_valid(s2, ("B2", "B3", "B4", "B8", "B11"))] = IGNORE
     return out
 
 
 def ndwi_weak(s2: np.ndarray) -> np.ndarray:
     """int16 label from a ``(13, H, W)`` S2 stack: NDWI > 0."""
     out = np.where(ndwi(s2) > NDWI_MIN, WATER, DRY).astype(np.int16)
-    out[~_valid(s2)] = IGNORE
+    out[~_valid(s2, ("B3", "B8"))] = IGNORE
     return out
 
 
