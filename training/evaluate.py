@@ -178,11 +178,12 @@ def _pct(x: float | None) -> str:
 
 def format_table(rows: list[dict]) -> str:
     w = max([34, *(len(r["method"]) for r in rows)])   # whole names: a version cut is another
-    head = (f"{'method':{w}} {'split':8} {'IoU %':>7} {'chip-mean %':>11} {'precision %':>11} "
+    ws = max([8, *(len(r["split"]) for r in rows)])    # a --split-file's name, whole too
+    head = (f"{'method':{w}} {'split':{ws}} {'IoU %':>7} {'chip-mean %':>11} {'precision %':>11} "
             f"{'recall %':>8} {'chips':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['method']:{w}} {r['split']:8} {_pct(r['iou']):>7} "
+        lines.append(f"{r['method']:{w}} {r['split']:{ws}} {_pct(r['iou']):>7} "
                      f"{_pct(r['mean_chip_iou']):>11} {_pct(r['precision']):>11} "
                      f"{_pct(r['recall']):>8} {r['chips']:>5}")
     return "\n".join(lines)

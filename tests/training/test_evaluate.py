@@ -183,6 +183,15 @@ def test_the_table_keeps_a_long_method_name_whole():
     assert "model sarflood-student-compact 1.2.0 test" in evaluate.format_table([row])
 
 
+def test_the_table_keeps_a_long_split_name_in_its_column():
+    """A --split-file's split is named by the user: its column widens to hold it."""
+    row = {"method": "otsu", "split": "ghana_holdout_2019", "iou": 0.5,
+           "mean_chip_iou": 0.5, "precision": 0.5, "recall": 0.5, "chips": 3}
+    head, _, line = evaluate.format_table([row]).splitlines()
+    assert line.index("ghana_holdout_2019") == head.index("split")
+    assert line.index("50.00") + len("50.00") == head.index("IoU %") + len("IoU %")
+
+
 def test_figure_png(data, tmp_path, capsys):
     out = tmp_path / "fig.png"
     gone = subprocess.Popen(["true"])
