@@ -24,6 +24,7 @@ from .params import PredictParams, SceneInput
 
 KEY = "sarflood/review"                      # the run, on its mask layer
 THRESHOLD_KEY = "sarflood/review_threshold"  # the threshold in force in the dock
+HIDDEN_KEY = "sarflood/review_hidden"  # while the dock hides the water layers: their own ticks
 VERSION = 1
 # the backend result's fields the dock (and the analyst's messages) use; nothing large
 RESULT_KEYS = ("threshold", "water_area_km2", "valid_area_km2", "water_fraction", "valid_pixels",
@@ -88,9 +89,10 @@ def save(run: ReviewRun, title: str) -> None:
 
 
 def forget_threshold(layer: QgsRasterLayer) -> None:
-    """Drop the threshold an earlier run reviewed on this layer left (a layer Processing
-    reuses for the same file): a new run starts at its own."""
+    """Drop the threshold (and hidden water layers) an earlier run reviewed on this layer
+    left (a layer Processing reuses for the same file): a new run starts at its own, shown."""
     layer.removeCustomProperty(THRESHOLD_KEY)
+    layer.removeCustomProperty(HIDDEN_KEY)
 
 
 def save_threshold(run: ReviewRun, threshold: float) -> None:
@@ -104,6 +106,32 @@ def _keep(layer: QgsRasterLayer, key: str, text: str) -> None:
         layer.setCustomProperty(key, text)
         if layer.project() is not None:
             layer.project().setDirty(True)
+
+
+def save_hidden(run: ReviewRun, ticks: dict[str, bool] | None) -> None:
+    """Keep which run layers were ticked while the dock hides the water layers (``ticks``:
+    layer id -> tick), or (None) that they are shown: a project saved with them hidden has
+    them unticked, and reopened the dock must know what to give back."""
+    mask = run.layers.mask
+    if ticks is not None:
+        _keep(mask, HIDDEN_KEY, json.dumps(ticks, sort_keys=True))
+    elif mask.customProperty(HIDDEN_KEY) is not None:
+        mask.removeCustomProperty(HIDDEN_KEY)
+        if mask.project() is not None:
+            mask.project().setDirty(True)
+
+
+def saved_hidden(run: ReviewRun) -> dict[str, bool] | None:
+    """The run layers' ticks kept while the water layers were hidden; None when they were
+    shown (or the property is not one we wrote)."""
+    try:
+        ticks = json.loads(run.layers.mask.customProperty(HIDDEN_KEY) or "null")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(ticks, dict) or not all(isinstance(k, str) and isinstance(v, bool)
+                                              for k, v in ticks.items()):
+        return None
+    return ticks
 
 
 def saved_threshold(run: ReviewRun) -> float | None:

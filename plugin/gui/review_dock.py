@@ -31,7 +31,8 @@ from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_tempo
                       private_copy, remove_layers_of, run_layer_nodes)
 from ..outputs import put_back
 from ..params import FinalizeParams, free_output_paths
-from ..review_run import ReviewRun, save, save_threshold, saved_review, saved_threshold
+from ..review_run import (ReviewRun, save, save_hidden, save_threshold, saved_hidden, saved_review,
+                          saved_threshold)
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
 from ..task import BackendTask, CorrectionsTask
@@ -359,6 +360,12 @@ class ReviewDock(QgsDockWidget):
         self.opacity.blockSignals(True)
         self.opacity.setValue(opacity)
         self.opacity.blockSignals(False)
+        hidden = saved_hidden(run)
+        if hidden is not None:   # saved with the water layers hidden: their ticks to give back
+            self.show_water.blockSignals(True)
+            self.show_water.setChecked(False)
+            self.show_water.blockSignals(False)
+            self._hidden = hidden
         threshold = saved_threshold(run)
         if threshold is not None and run.layers.probability is not None:
             self.threshold.setValue(threshold)
@@ -408,6 +415,7 @@ class ReviewDock(QgsDockWidget):
         water layers are hidden, what it gets when they are shown again."""
         if not self.show_water.isChecked():
             self._hidden[layer.id()] = on
+            save_hidden(self.run, self._hidden)
             return
         node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())
         if node is not None:
@@ -461,6 +469,7 @@ class ReviewDock(QgsDockWidget):
                 node.setItemVisibilityChecked(False)
         if visible:
             self._hidden = {}
+        save_hidden(self.run, None if visible else self._hidden)
 
     # --- statistics per polygon ---------------------------------------------------------------
 

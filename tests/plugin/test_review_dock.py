@@ -402,6 +402,31 @@ def test_the_review_is_taken_up_again_in_the_reopened_project(plugin, qtbot, mod
         another.deleteLater()
 
 
+def test_water_layers_hidden_when_saved_stay_hidden_and_come_back_reopened(plugin, qtbot, models,
+                                                                          two_band_scene, tmp_path):
+    """Saved with "Show the water layers" unticked, the project kept the run's layers
+    unticked but the reopened dock showed the box ticked and knew no layer to give back:
+    the water could be brought back only layer by layer in the legend."""
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.threshold.setValue(0.3)        # the probability layer draws the threshold, the mask is off
+    dock.show_water.setChecked(False)
+    _save_and_reopen(tmp_path)
+    run, tree = dock.run, QgsProject.instance().layerTreeRoot()
+
+    def shown():
+        return [tree.findLayer(layer.id()).isVisible() for layer in (run.layers.mask, run.layers.probability)]
+
+    assert dock.threshold_value == 0.3
+    assert not dock.show_water.isChecked() and shown() == [False, False]
+    dock.show_water.setChecked(True)
+    assert shown() == [False, True]
+    _save_and_reopen(tmp_path)   # saved shown: reopened shown
+    run = dock.run
+    assert dock.show_water.isChecked() and shown() == [False, True]
+    wait_for_tasks(qtbot)
+
+
 def test_a_reopened_project_without_the_probability_file_says_so(plugin, qtbot, models,
                                                                  two_band_scene, tmp_path):
     run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
