@@ -46,7 +46,7 @@ from rasterio.windows import Window
 
 from .card import ModelCard
 from .errors import Cancelled, CardError, InputError, OutputError, UsageError
-from .grid import Grid, check_extent_options, run_window
+from .grid import Grid, check_extent_options, metres_per_degree, run_window
 from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, cleaning_up, peak_rss_mb, prefetch
@@ -522,6 +522,11 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     resample = (any(abs(v / card.pixel_size_m - 1) > RESAMPLE_TOLERANCE for v in in_px)
                 or not out_grid.north_up)
 
+    note = latitude_note(inputs.grid, card.pixel_size_m if resample else in_px[0],
+                         card.pixel_size_m, inputs.paths[0])
+    if note:
+        reporter.warning(note)
+
     common = dict(model=model, conversions=conversions, tta=tta, clock=clock,
                   batch=batch_size_for(model, opts.batch_size))
     if not resample:
@@ -577,6 +582,29 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         # CPU seconds of each stage outside the model, on its own thread
         "stage_cpu_seconds": clock.fields(),
     }
+
+
+def latitude_note(grid: Grid, centre_width_m: float, target_m: float, path: str) -> str | None:
+    """The warning for a geographic grid so tall that its pixels' ground width at the top
+    or bottom row lies over ``RESAMPLE_TOLERANCE`` from the model's, though the run's
+    pixels (``centre_width_m`` wide at the centre latitude) are sized for its centre: a
+    degree of longitude shrinks with latitude (a 250 km tall scene: 3 % at 60 N, 7 % at
+    75 N). None for a projected grid, or one short enough."""
+    if not grid.geographic:
+        return None
+    _, south, _, north = grid.bounds()
+    half = abs(grid.transform.e) / 2
+    at_centre = metres_per_degree(grid.centre_latitude())[0]
+    widths = [centre_width_m * metres_per_degree(lat)[0] / at_centre
+              for lat in (north - half, south + half)]   # the top and bottom rows' centres
+    if all(abs(w / target_m - 1) <= RESAMPLE_TOLERANCE for w in widths):
+        return None
+    return (f"{path}: the scene spans latitudes {south:.2f} to {north:.2f} on a geographic "
+            f"grid, where a pixel's ground width changes with latitude: the model sees pixels "
+            f"{widths[0]:.1f} m wide at the top and {widths[1]:.1f} m at the bottom, against "
+            f"the {target_m:g} m it was trained at (over {RESAMPLE_TOLERANCE:.0%} off); "
+            "reproject the scene to a projected CRS (UTM) for pixels of one size, or map it "
+            "in parts (--extent)")
 
 
 def _plan(opts: PredictOptions, model: OnnxModel, height: int, width: int) -> TilePlan:

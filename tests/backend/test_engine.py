@@ -372,6 +372,35 @@ def test_geographic_grid_area_follows_latitude(tmp_path, models):
     assert r["resampled"]
 
 
+@pytest.mark.parametrize("rows", [2000, 200])
+def test_a_tall_geographic_scene_is_warned_of_its_pixel_widths(tmp_path, models, rows):
+    """The run's pixels are sized at the scene's centre latitude; 2000 rows of 10 m at
+    88.5 N run from about 6 % narrower to 6 % wider than that, and the analyst is told.
+    200 rows stay within 1 %: no warning."""
+    dy = 8.983e-5
+    dx = 10.0 / metres_per_degree(88.5)[0]          # 10 m wide at the centre
+    bands = np.full((2, rows, 40), -25.0, np.float32)
+    transform = Affine(dx, 0, 10.0, 0, -dy, 88.5 + rows / 2 * dy)
+    src = write_raster(tmp_path / "in.tif", bands, crs="EPSG:4326", transform=transform)
+    reporter = Collect()
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=models["threshold"]),
+                reporter)
+    assert not r["resampled"]
+    about = [w for w in reporter.warnings if "spans latitudes" in w]
+    if rows == 200:
+        assert about == []
+        return
+    top, bottom = (10.0 * metres_per_degree(88.5 + k * (rows - 1) / 2 * dy)[0]
+                   / metres_per_degree(88.5)[0] for k in (1, -1))
+    assert top < 9.5 and bottom > 10.5
+    assert about == [f"{src}: the scene spans latitudes 88.41 to 88.59 on a geographic grid, "
+                     f"where a pixel's ground width changes with latitude: the model sees "
+                     f"pixels {top:.1f} m wide at the top and {bottom:.1f} m at the bottom, "
+                     "against the 10 m it was trained at (over 5% off); reproject the scene "
+                     "to a projected CRS (UTM) for pixels of one size, or map it in parts "
+                     "(--extent)"]
+
+
 def test_web_mercator_pixels_are_measured_on_the_ground(tmp_path, models):
     """EPSG:3857 at 50 N: a '10 m' pixel is 6.4 m on the ground. Its areas must be the
     ground's (they were 2.4x too large), and the model must see 10 m ground pixels."""
