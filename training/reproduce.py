@@ -41,7 +41,7 @@ from .evaluate import evaluate, load_split, otsu
 from .export import ExportError, export
 from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order, with_needs
 from .rundata import (OPTIONAL_SETS, PIXEL_SIZE_M, describe, missing_sets, open_run_data,
-                      open_split)
+                      open_split, scored_splits)
 from .models import build_model
 from .train import (Interrupted, RunError, RunSpec, make_trainee, method_loss,
                     predict_probability, score, train)
@@ -92,10 +92,10 @@ def score_run(best: Path, method: Method, eval_sets: dict[str, Any], cfg: TrainC
     return metrics
 
 
-def otsu_row(data: Path) -> dict[str, float | None]:
+def otsu_row(data: Path, splits: list[str]) -> dict[str, float | None]:
     """Otsu on VV per chip, through the data issue's evaluation."""
     out = {}
-    for split in EVAL_SPLITS:
+    for split in splits:
         chips, _ = load_split(data, split)
         out[f"iou_{split}"] = evaluate(chips, otsu("VV")).summary()["iou"]
     return out
@@ -198,6 +198,7 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
                   "column, which is measured on the real Sen1Floods11 test split.", ""]
     lines += [f"Data: {doc['data']}.", "",
               f"Measured on: {doc['measured_on']}.", "",
+              *([f"Not scored: {doc['not_scored']}.", ""] if doc.get("not_scored") else []),
               "| Method | Network | Test IoU % (ours) | Bolivia IoU % (ours) | "
               "Test IoU % (paper) | Valid IoU % | lr, wd |",
               "|---|---|---|---|---|---|---|"]
@@ -334,13 +335,16 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
     order = [m for m in training_order() if m in chosen]
     # open and check every dataset before the first step
     run_data = {m.name: open_run_data(data, m, cfg.cache) for m in order}
-    eval_sets = {s: open_split(data, s, _scored_on_s2(chosen), cfg.cache) for s in EVAL_SPLITS}
+    splits, not_scored = scored_splits(data)
+    if not_scored:
+        print(not_scored, flush=True)
+    eval_sets = {s: open_split(data, s, _scored_on_s2(chosen), cfg.cache) for s in splits}
     d = ddp.setup(device)
     t0 = time.perf_counter()
     per_seed: dict[str, list[dict[str, Any]]] = {}
     hparams: dict[str, tuple[float, float]] = {}
     if any(m.kind == "otsu" for m in chosen) and d.is_main:
-        per_seed["otsu"] = [otsu_row(data)]
+        per_seed["otsu"] = [otsu_row(data, splits)]
 
     def best_of(name: str | None, seed: int) -> Path | None:
         """The checkpoint of row ``name`` that a row of this seed learns from."""
@@ -382,6 +386,8 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
             speed[name] = bench(onnx_path, export_dir, bench_size)
     doc = table_doc(per_seed, hparams, speed, data, cfg, seeds, eval_sets,
                     time.perf_counter() - t0, left_out)
+    if not_scored:
+        doc["not_scored"] = not_scored
     if d.is_main:
         write_table(doc, results)
     # rank 0 alone scored the runs: every rank returns its table, once it is written
@@ -479,7 +485,8 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
         if m.kind != "otsu":  # that would stop at its first row for want of data
             open_run_data(data, m, False)
     n_valid = len(open_split(data, "valid", False, False))
-    n_eval = sum(len(open_split(data, s, _scored_on_s2(chosen), False)) for s in EVAL_SPLITS)
+    n_eval = sum(len(open_split(data, s, _scored_on_s2(chosen), False))
+                 for s in scored_splits(data)[0])
     runs_per_row = seeds + len(cfg.grid()) - 1  # grid points beyond seed 0's
     rows, total = [], 0.0
     for m in training_order():
@@ -495,7 +502,7 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
             "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
             "rows": rows, "total_min": round(total / 60, 1),
             "left_out": left_out,
-            "splits": {"valid": n_valid, "test+bolivia": n_eval}}
+            "splits": {"valid": n_valid, "+".join(scored_splits(data)[0]): n_eval}}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

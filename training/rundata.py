@@ -23,7 +23,8 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from .data.conventions import CHIP_PIXEL_M
 from .data.datasets import external, hand_labeled, weakly_labeled
 from .data.layout import HAND_KINDS, WEAK_KINDS, DatasetError, Layout, parse_split
-from .methods import BY_NAME, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method, with_needs
+from .methods import (BY_NAME, EVAL_SPLITS, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method,
+                      with_needs)
 from .synth.writer import MANIFEST
 from .train import RunData
 
@@ -203,6 +204,18 @@ HELD_OUT_SPLIT = "bolivia"   # Sen1Floods11's test of an event no training set m
 
 def _event(chip_id: str) -> str:
     return chip_id.rsplit("_", 1)[0]   # Sen1Floods11 chip ids are Event_Chip
+
+
+def scored_splits(root: Path) -> tuple[list[str], str | None]:
+    """The hand-labelled splits every row is scored on (:data:`EVAL_SPLITS`), and a note
+    where the held-out split's file is missing (some repackagings of Sen1Floods11 keep
+    train, valid and test alone): the rows are then scored on the others."""
+    path = Layout.find(root).hand_split_file(HELD_OUT_SPLIT)
+    if path.is_file():
+        return list(EVAL_SPLITS), None
+    return ([s for s in EVAL_SPLITS if s != HELD_OUT_SPLIT],
+            f"{path} not found: the rows are scored without the {HELD_OUT_SPLIT} split, whose "
+            f"column stays empty (Sen1Floods11 v1.1 keeps it in splits/flood_handlabeled)")
 
 
 def held_out_events(layout: Layout) -> set[str]:

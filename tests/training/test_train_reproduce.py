@@ -250,3 +250,23 @@ def test_the_s1_rows_reproduce_on_a_download_without_s2(data, tmp_path):  # noqa
     assert ("Not run (student, student_compact, teacher): the data has no Sentinel-2 of the "
             "hand-labelled chips. Those rows read it; Sen1Floods11's S2Hand chips") \
         in (results / "table1.md").read_text()
+
+
+def test_a_download_without_the_bolivia_split_is_scored_on_test(data, tmp_path):  # noqa: F811
+    """Some repackagings keep train, valid and test alone: reproduce stopped before its
+    first step, even for `--methods hand`, asking for the Bolivia split file."""
+    copy = tmp_path / "no_bolivia"
+    shutil.copytree(data, copy)
+    (copy / "v1.1/splits/flood_handlabeled/flood_bolivia_data.csv").unlink()
+    results = tmp_path / "results"
+    proc = cli("reproduce", "--data", copy, "--seeds", 1, "--methods", "otsu,hand",
+               "--out", tmp_path / "runs", "--results", results, *TINY)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "flood_bolivia_data.csv not found: the rows are scored without the bolivia split" \
+        in proc.stdout
+    doc = json.loads((results / "table1.json").read_text())
+    for row in doc["rows"]:
+        assert row["test"]["mean"] is not None and row["bolivia"]["mean"] is None, row["method"]
+    assert "bolivia" not in doc["measured_on"]
+    table = (results / "table1.md").read_text()
+    assert "Not scored: " in table and "| Hand labeled supervised |" in table
