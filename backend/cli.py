@@ -407,8 +407,24 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _find_wheel_proj_data() -> None:
+    """Point PROJ at the database rasterio's wheel carries, unless the user chose one.
+
+    rasterio gives it to the PROJ contexts it sets up, but GDAL's GeoTIFF driver reading a
+    CRS in other units than metres (km) asked PROJ elsewhere and printed "Cannot find
+    proj.db" on stderr, several times a run. A rasterio built on the system's GDAL has no
+    wheel data and its PROJ finds its own."""
+    if "PROJ_DATA" in os.environ or "PROJ_LIB" in os.environ:
+        return
+    from rasterio.env import PROJDataFinder
+    path = PROJDataFinder().search_wheel()
+    if path:
+        os.environ["PROJ_DATA"] = path
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _find_wheel_proj_data()
     _Parser.json_errors = _asks_for_json(argv)
     args = build_parser().parse_args(_attach_negative_values(argv))
     keep_freed_memory()

@@ -620,3 +620,21 @@ def test_a_refused_command_line_is_an_error_event_with_progress_json(tmp_path, s
         assert lines[1]["kind"] == "UsageError" and "python -m backend" in lines[1]["message"]
     p = run_cli("predict", src, "--threshold", "x")           # without json: argparse's own
     assert p.returncode == 2 and p.stdout == "" and "invalid" in p.stderr
+
+
+def test_a_crs_in_kilometres_prints_no_proj_noise(tmp_path, models, monkeypatch):
+    """rasterio's wheel carries PROJ's database; GDAL's GeoTIFF driver did not find it for
+    a CRS in km and printed "Cannot find proj.db" on stderr, four times a run."""
+    for name in ("PROJ_DATA", "PROJ_LIB"):   # as on a machine that sets neither
+        monkeypatch.delenv(name, raising=False)
+    src = str(tmp_path / "km.tif")
+    crs = rasterio.crs.CRS.from_proj4("+proj=utm +zone=33 +datum=WGS84 +units=km +no_defs")
+    with rasterio.open(src, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32",
+                       crs=crs, transform=rasterio.transform.from_origin(500, 5000, 0.01, 0.01)) as ds:
+        ds.write(random_db((64, 64)))
+        ds.descriptions = ("VV", "VH")
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model", models["threshold"])
+    assert p.returncode == 0, p.stderr
+    assert "proj.db" not in p.stderr
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert ds.crs.linear_units_factor == ("kilometre", 1000.0)
