@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("correct", help="burn an analyst's water/dry polygons into a mask")
     p.add_argument("mask", metavar="MASK.tif")
     p.add_argument("--corrections", metavar="FILE.geojson", required=True,
-                   help="GeoJSON polygons (WGS 84) with property water: true/false")
+                   help="GeoJSON polygons (WGS 84, or the CRS a 'crs' member names) with "
+                        "property water: true/false")
     p.add_argument("--out", metavar="OUT.tif", required=True)
     p.add_argument("--overwrite", action="store_true")
     _add_compress(p)

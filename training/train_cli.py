@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.method not in BY_NAME:   # the trained ones: otsu gets its own answer below
+            trained = ", ".join(n for n, m in BY_NAME.items() if m.kind != "otsu")
+            return fail(f"unknown method {args.method!r}; expected one of {trained}")
         method = get_method(args.method)
         if method.kind == "otsu":
             return fail("otsu is not trained; score it with: python -m training evaluate --otsu")

@@ -11,8 +11,9 @@ Some repackagings use a ``.txt`` split with one chip id a line (``Spain_7370579`
 both are read. The weakly labelled set has no split file: its chips are the
 ``S1Weak`` files. We assume the weak files are named ``Event_Chip_S1Weak.tif``
 and ``Event_Chip_S2IndexLabelWeak.tif``, the scheme of the dataset's other
-layers and of public loaders of it. An ``S2Weak`` folder (our synthetic sets write
-one) is read only by ``evaluate --split weak`` with a Sentinel-2 method.
+layers and of public loaders of it. The weak set has no Sentinel-2 (nor do our
+synthetic sets): only ``evaluate --split weak`` with a Sentinel-2 method looks for an
+``S2Weak`` folder.
 
 Two additions that are not part of Sen1Floods11:
 
