@@ -134,6 +134,7 @@ def raw_throughput(model_path: str, device: str, scene: str, n: int,
     tiles_per_s = calls * len(x) / wall
     return {"device": model.device_name, "provider": model.provider,
             "tile": plan.tile, "stride": plan.stride, "overlap": plan.overlap, "batch": len(x),
+            "streams": model.streams,
             "tile_mpx_s": round(tiles_per_s * plan.tile ** 2 / 1e6, 2),
             "tiles_per_s": tiles_per_s, "cpu_s_per_tile": cpu / (calls * len(x)),
             "model": f"{card.name} {card.version}"}, middle
@@ -245,7 +246,7 @@ def format_table(report: dict) -> str:
         f"{m['onnxruntime']}, load average {m['load_average'][0]} at start",
         f"model {head.get('model')} on {head.get('device')} ({head.get('provider')}); tiles "
         f"{head.get('tile')} px = stride {head.get('stride')} + overlap {head.get('overlap')}, "
-        f"batch {head.get('batch')}; outputs: {report['outputs']}; scene: {report['scene']}"
+        f"batch {head.get('batch')}, {head.get('streams')} call(s) at a time; outputs: {report['outputs']}; scene: {report['scene']}"
         + ("; predict resamples it to the model's pixels and back"
            if runs and runs[0]["predict"]["resampled"] else ""),
         "",

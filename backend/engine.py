@@ -10,8 +10,8 @@ The run, in order:
 4. walk the tile grid row by row (:mod:`~backend.tiling`): a reader thread reads a
    window of several tiles of one row, converts units, normalises it and cuts it
    into batches (the rows it shares with the next tile row are kept for it); the
-   model runs each batch (optionally under 8 flips/rotations; on the CPU several
-   batches at once, one per core) and hands each tile's
+   model runs each batch (optionally under 8 flips/rotations; on 4 or more CPU cores
+   several batches at once) and hands each tile's
    output to a writer thread, which blends it with its neighbours into a cell and
    writes finished GeoTIFF blocks. Only one row of overlap and of blend strips is kept
    between tile rows, so memory does not grow with the raster's height;
@@ -310,9 +310,9 @@ def _undo_dihedral(y: np.ndarray, k: int) -> np.ndarray:
     return np.rot90(y, -(k % 4), axes=(-2, -1))
 
 
-def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float]:
-    """(b, k, T, T): probability, and with TTA its spread over the 8 transforms; and the
-    seconds the model took."""
+def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(b, k, T, T): probability, and with TTA its spread over the 8 transforms; and when
+    the model calls began and ended (``time.perf_counter``)."""
     model = job.model
     n = len(x)
     fixed = model.fixed_batch
@@ -325,10 +325,10 @@ def _infer(job: GridJob, x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, 
         out = np.stack([preds.mean(axis=0), preds.std(axis=0)], axis=1)
     else:
         out = model.infer(x)[:n, None]
-    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
     if not valid.all():
         np.copyto(out, np.nan, where=~valid[:, None])
-    return out, seconds
+    return out, t0, t1
 
 
 def run_grid(job: GridJob, emit: Callable[[int, int, np.ndarray], None], reporter: Reporter,
@@ -336,17 +336,23 @@ def run_grid(job: GridJob, emit: Callable[[int, int, np.ndarray], None], reporte
     """Run every tile of the plan; emit(r, c, out) each tile's output (k, T, T), in
     row-major order (a :class:`~backend.tiling.TileBlender` makes cells of them).
 
-    Batches run on the model's ``streams`` threads at once, each started as soon as one
-    finishes, and are emitted in the order they were read.
+    Up to ``streams`` batches run on the model's threads at once; when the oldest is done
+    it is emitted and the next one starts, so outputs come in the order they were read.
+    ``job.stats["model_s"]``: the time during which at least one call ran.
     """
     plan = job.plan
     streams = job.model.streams
     running: deque = deque()   # (r, c0, c1, future), oldest first
+    busy_until = 0.0           # the end of the last call counted in model_s
 
     def finish_oldest() -> None:
+        nonlocal busy_until
         r, c0, c1, future = running.popleft()
-        out, seconds = future.result()
-        job.stats["model_s"] += seconds
+        out, t0, t1 = future.result()
+        # calls start in the order they are submitted: counting each from the end of
+        # those before it counts overlapping calls once
+        job.stats["model_s"] += max(0.0, t1 - max(t0, busy_until))
+        busy_until = max(busy_until, t1)
         for i, c in enumerate(range(c0, c1)):
             emit(r, c, out[i])
         job.stats["tiles"] += c1 - c0

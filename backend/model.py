@@ -152,6 +152,21 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _session_options(cuda: bool, threads: int) -> ort.SessionOptions:
+    """A session's options: ``threads`` per call (on the CPU)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
+    # idle pool threads must not spin: the reader and writer threads need those cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # on the CPU a recorded memory pattern only makes the second call allocate (and
+    # page in) one more big block: measured 35 ms against 16 for the bundled model's
+    # tile, with no steady-state difference; CUDA keeps ORT's default
+    options.enable_mem_pattern = cuda
+    return options
+
+
 class OnnxModel:
     """A validated ONNX model and its card, ready to run on batches of tiles.
 
@@ -162,7 +177,7 @@ class OnnxModel:
     """
 
     def __init__(self, path: str, device: str = "auto", streams: int | None = None):
-        """``streams``: concurrent calls on the CPU (by default one per core, at most
+        """``streams``: concurrent calls on the CPU (by default half the cores, at most
         ``MAX_STREAMS``); CUDA runs one call at a time."""
         self.path = str(path)
         if os.path.isdir(self.path):
@@ -177,23 +192,15 @@ class OnnxModel:
         choice = choose_providers(device)
         cuda = _CUDA in choice.providers
         threads = default_threads()
-        # On many cores, tiles run as concurrent calls of two threads each (the engine's
-        # model pool): at batch 1 the bundled model's operators do not spread over many
-        # threads (16 cores of the GPU machine ran it no faster than 2; BENCHMARKS.md).
-        # Two cores keep one call at a time: two calls of one thread made the model alone
-        # 18 % faster there but predict no faster, its reader and writer needing the
-        # slack, for 50 MB more (each call holds its own activations).
-        self.streams = 1 if cuda else streams or max(1, min(threads // 2, MAX_STREAMS))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads // self.streams)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
-        # idle pool threads must not spin: the reader and writer threads need those cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # on the CPU a recorded memory pattern only makes the second call allocate (and
-        # page in) one more big block: measured 35 ms against 16 for the bundled model's
-        # tile, with no steady-state difference; CUDA keeps ORT's default
-        options.enable_mem_pattern = cuda
+        # On many cores the CPU runs tiles as concurrent calls (the engine's model pool), of
+        # cores / streams threads each: at batch 1 the bundled model's operators do not
+        # spread over many threads (16 cores of the GPU machine ran it no faster than 2;
+        # BENCHMARKS.md). Two cores keep one call at a time: two calls of one thread made
+        # the model alone 18 % faster there but predict no faster, its reader and writer
+        # needing the slack, for 50 MB more (each call holds its own activations).
+        cpu_streams = streams or max(1, min(threads // 2, MAX_STREAMS))
+        self.streams = 1 if cuda else cpu_streams
+        options = _session_options(cuda, threads // self.streams)
         ort_log: list[str] = []
         printed = io.StringIO()   # a CUDA provider that raises as it starts: ORT print()s
         try:                      # why, then retries on the CPU; stdout is our JSON channel
@@ -231,6 +238,10 @@ class OnnxModel:
                                  f"could not start its CUDA provider ({why})")
             self.provider_notes.append(f"CUDA not used: ONNX Runtime could not start its CUDA "
                                        f"provider ({why})")
+            if cpu_streams > 1:   # the CPU's concurrent calls, not CUDA's one over every core
+                self.streams = cpu_streams
+                self.session = ort.InferenceSession(
+                    self.path, _session_options(False, threads // cpu_streams), providers=[_CPU])
         self._check_tensors()
         self._warming: threading.Thread | None = None
         bands = self.card.bands
@@ -346,31 +357,23 @@ class OnnxModel:
         return out, valid
 
     def warm_up(self, batch: int, tile: int) -> None:
-        """Start a call on zeros of the run's batch shape on each of ``streams`` threads.
+        """Start one call on zeros of the run's batch shape, on a background thread.
 
-        ONNX Runtime's first call on a shape sets up its buffers and kernels, and each
-        call running beside others allocates its own: for the bundled model on 2 CPU
-        cores the first call and a first pair of concurrent calls each cost about twice a
-        steady call (35-38 against 17-22 ms), and on CUDA cuDNN chooses its algorithms
-        then. Started before the inputs are opened, they run while the inputs are read.
-        :meth:`infer` waits for them. Their errors are not kept: the first real call
-        meets them again and raises them.
+        ONNX Runtime's first call on a shape sets up its buffers and kernels: on 2 CPU
+        cores about twice a steady call for the bundled model (35 against 16 ms), and on
+        CUDA cuDNN chooses its algorithms then. Started before the inputs are opened, it
+        runs while they are read. :meth:`infer` waits for it. Its errors are not kept:
+        the first real call meets them again and raises them. One call, whatever
+        ``streams``: each concurrent call keeps its own buffers, so warming them all made
+        a one-tile run (--batch-size 4) with 8 concurrent calls peak at 1.1 GB instead of 0.3.
         """
         x = np.zeros((batch, len(self.card.bands), tile, tile), np.float32)
 
-        def call() -> None:
+        def run() -> None:
             try:
                 self.session.run([self.card.output_name], {self.card.input_name: x})
             except Exception:  # noqa: BLE001 - raised again by the first real call
                 pass
-
-        def run() -> None:
-            calls = [threading.Thread(target=call) for _ in range(self.streams - 1)]
-            for thread in calls:
-                thread.start()
-            call()
-            for thread in calls:
-                thread.join()
         self._warming = threading.Thread(target=run, name="sarflood-warm-up", daemon=True)
         self._warming.start()
 

@@ -100,3 +100,17 @@ def test_a_cuda_provider_that_cannot_start_keeps_stdout_json_and_says_why(
                                          "not start its CUDA provider \\(CUDA failure 100"):
         OnnxModel(models["threshold"], "cuda")
     assert capfd.readouterr().out == ""
+
+
+def test_a_cuda_fallback_runs_the_cpus_concurrent_calls(cuda_that_cannot_start, models,
+                                                        monkeypatch):
+    """`--device auto` where CUDA cannot start: the session ORT fell back to had CUDA's
+    settings (one call over every core), which concurrent calls beat on many cores."""
+    from backend import model as model_module
+    monkeypatch.setattr(model_module, "default_threads", lambda: 16)
+    fell_back = model_module.OnnxModel(models["threshold"], "auto")
+    cpu = model_module.OnnxModel(models["threshold"], "cpu")
+    assert fell_back.provider == cpu.provider == "CPUExecutionProvider"
+    assert fell_back.streams == cpu.streams == 8
+    for m in (fell_back, cpu):
+        assert m.session.get_session_options().intra_op_num_threads == 2

@@ -135,6 +135,7 @@ def test_concurrent_model_calls_give_the_output_of_one_call_at_a_time(tmp_path, 
                                    tile_size=64, overlap=20, batch_size=1, tta=tta),
                     model=model)
         assert r["tiles"]["count"] > 100
+        assert 0 < r["model_seconds"] <= r["seconds"]   # overlapping calls counted once
         out[streams] = read(tmp_path / f"p{streams}.tif"), read(tmp_path / f"m{streams}.tif")
     (p1, m1), (p4, m4) = out[1], out[4]
     assert np.array_equal(m1, m4)
