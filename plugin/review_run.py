@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import QgsProject, QgsProviderRegistry, QgsRasterLayer
+from qgis.PyQt import sip
 
 from .layers import RunLayers
 from .params import PredictParams, SceneInput
@@ -61,8 +62,8 @@ def document(run: ReviewRun, title: str) -> str:
         # the property travels with the layer's style (Paste Style, a default .qml): a copy
         # on another layer names a layer that is not its own, and is not a run
         "mask_layer": layers.mask.id(),
-        "probability_layer": layers.probability.id() if layers.probability is not None else None,
-        "uncertainty_layer": layers.uncertainty.id() if layers.uncertainty is not None else None,
+        "probability_layer": _id(layers.probability),
+        "uncertainty_layer": _id(layers.uncertainty),
         "scene_layer": run.scene_layer_id,
         "corrections_layer": run.corrections_layer,
         "result": {key: run.result[key] for key in RESULT_KEYS if key in run.result},
@@ -81,6 +82,12 @@ def _size(path: str | None) -> int | None:
         return os.stat(path).st_size
     except (OSError, TypeError):   # gone, or no probability
         return None
+
+
+def _id(layer: QgsRasterLayer | None) -> str | None:
+    """A run layer's id; None where it has none or the analyst removed it (the uncertainty
+    layer, say: the review goes on without it)."""
+    return None if layer is None or sip.isdeleted(layer) else layer.id()
 
 
 def save(run: ReviewRun, title: str) -> None:

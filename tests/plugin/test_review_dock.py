@@ -427,6 +427,25 @@ def test_water_layers_hidden_when_saved_stay_hidden_and_come_back_reopened(plugi
     wait_for_tasks(qtbot)
 
 
+def test_the_review_goes_on_without_the_uncertainty_layer(plugin, qtbot, models, two_band_scene,
+                                                         tmp_path):
+    """A TTA run whose uncertainty layer the analyst removed: choosing a corrections layer
+    saved the review, which asked the dead layer for its id and raised in the slot (a
+    Python error dialog, and the choice not kept in the project)."""
+    from sarflood.plugin.review_run import saved_review
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path,
+               configure=lambda dialog: dialog.tta.setChecked(True))
+    assert run.layers.uncertainty is not None
+    QgsProject.instance().removeMapLayer(run.layers.uncertainty.id())
+    fixes = QgsVectorLayer("Polygon?crs=EPSG:4326&field=water:integer", "my fixes", "memory")
+    QgsProject.instance().addMapLayer(fixes)
+    plugin.dock.corrections.setLayer(fixes)
+    assert saved_review().run.corrections_layer == fixes.id()
+    assert plugin.dock.accept_button.isEnabled()
+    wait_for_tasks(qtbot)
+
+
 def test_a_reopened_project_without_the_probability_file_says_so(plugin, qtbot, models,
                                                                  two_band_scene, tmp_path):
     run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
