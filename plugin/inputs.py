@@ -48,6 +48,16 @@ def layer_file(layer: QgsRasterLayer, role: str) -> str:
     return path
 
 
+def crs_for_backend(crs: QgsCoordinateReferenceSystem) -> str:
+    """How the backend is told a CRS: its authority id (EPSG:3857), or its WKT for one that
+    only QGIS knows by id: a custom CRS (Settings > Custom Projections) is USER:n, which
+    no other software can look up, and the run failed on it."""
+    ident = crs.authid()
+    if ident and not ident.upper().startswith("USER:"):
+        return ident
+    return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
+
+
 def _same_crs(layer: QgsRasterLayer, file_crs: QgsCoordinateReferenceSystem) -> bool:
     """Whether the file's CRS puts the layer's pixels where the layer's CRS does: equal, or
     the same in other words (a project written by another QGIS or PROJ keeps a layer's

@@ -27,8 +27,8 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, 
 
 from ..backend_env import PLUGIN_ROOT
 from ..bands import guess_bands, polarisation
-from ..inputs import (InputProblem, band_names, is_sarflood_output, scene_from_pair,
-                      scene_from_stack)
+from ..inputs import (InputProblem, band_names, crs_for_backend, is_sarflood_output,
+                      scene_from_pair, scene_from_stack)
 from ..params import (DEVICES, UNITS, PredictParams, SceneInput, backend_path, free_output_paths,
                       output_stem)
 from ..settings import PYTHON_KEY, RunSettings, python_setting
@@ -491,7 +491,7 @@ class RunDialog(QDialog):
         if rect.isEmpty():
             raise InputProblem("Extent: the chosen extent is empty")
         return ((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
-                crs.authid() or crs.toWkt())
+                crs_for_backend(crs))
 
     def request(self) -> RunRequest:
         """Build the run from the widgets; raises InputProblem naming what is wrong."""

@@ -7,7 +7,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterBand, QgsProcessingParameterExtent,
                        QgsProcessingParameterRasterLayer, QgsRasterLayer)
 
-from ..inputs import InputProblem, scene_from_pair, scene_from_stack
+from ..inputs import InputProblem, crs_for_backend, scene_from_pair, scene_from_stack
 from ..params import Extent, SceneInput
 from .base import SarFloodAlgorithm
 
@@ -76,8 +76,8 @@ class SceneAlgorithm(SarFloodAlgorithm):
             crs = reference.crs()
         if rect.isEmpty():
             raise QgsProcessingException("Extent: the rectangle is empty")
-        ident = crs.authid() or crs.toWkt()
-        return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), ident
+        return ((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+                crs_for_backend(crs))
 
     def output_path(self, parameters, name: str, context, feedback) -> str:
         """A destination path, checked against the scene's layers (the backend checks that

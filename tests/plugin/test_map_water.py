@@ -3,7 +3,9 @@
 The threshold model computes p = sigmoid(-(VV_dB + 15)) per pixel, so on a 10 m UTM
 grid (no resampling) the expected mask is exactly VV < -15 dB, computed here in numpy.
 """
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -363,6 +365,34 @@ def test_mapwater_extent_in_another_crs(provider, models, tmp_path):
     full = _expect(vv)[1]
     assert 19 <= r0 <= 20 and 9 <= c0 <= 10, (r0, c0)
     np.testing.assert_array_equal(got, full[r0:r0 + got.shape[0], c0:c0 + got.shape[1]])
+
+
+def test_mapwater_extent_in_a_custom_crs(provider, models, tmp_path):
+    """A custom CRS (Settings > Custom Projections) is USER:n, an id only QGIS knows: the
+    backend was handed it and every run with such an extent failed."""
+    import processing
+    from qgis.core import (QgsApplication, QgsCoordinateReferenceSystem, QgsCoordinateTransform,
+                           QgsProject, QgsRectangle)
+
+    db = Path(QgsApplication.qgisUserDatabaseFilePath())
+    if not db.is_file() or db.stat().st_size == 0:   # a fresh profile's user database
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(QgsApplication.srsDatabaseFilePath()).with_name("qgis.db"), db)
+    laea = QgsCoordinateReferenceSystem.fromProj(
+        "+proj=laea +lat_0=38 +lon_0=-4 +x_0=0 +y_0=0 +ellps=GRS80 +units=m +no_defs")
+    srsid = QgsApplication.coordinateReferenceSystemRegistry().addUserCrs(laea, "flood area")
+    custom = QgsCoordinateReferenceSystem(f"USER:{srsid}")
+    assert srsid > 0 and custom.isValid() and custom.authid().startswith("USER:")
+    vv, vh = _scene_arrays(seed=6)
+    scene = write_raster(tmp_path / "scene.tif", [vv, vh])
+    utm = QgsRectangle(500100.0, 4199500.0, 500300.0, 4199800.0)  # cols 10-29, rows 20-49
+    box = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32630"), custom,
+                                 QgsProject.instance()).transformBoundingBox(utm.buffered(-2.0))
+    extent = f"{box.xMinimum()},{box.xMaximum()},{box.yMinimum()},{box.yMaximum()} [{custom.authid()}]"
+    out = processing.run("sarflood:mapwater", {"INPUT": str(scene), "MODEL": str(models["threshold"]),
+                                               "EXTENT": extent, "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    got = read_raster(out["OUTPUT_MASK"])
+    assert 30 <= got.shape[0] <= 33 and 20 <= got.shape[1] <= 23, got.shape
 
 
 def test_otsu_on_a_generated_bimodal_scene(provider, tmp_path):
