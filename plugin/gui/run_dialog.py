@@ -36,6 +36,7 @@ from ..task import QueryTask
 
 DEFAULT_MODEL_FILE = PLUGIN_ROOT / "resources" / "models" / "DEFAULT"
 INSPECT_DELAY_MS = 150  # one inspect for a burst of changes (a new layer moves both band boxes)
+CARD_DELAY_MS = 400     # one card query for a model path typed in, not one a keystroke
 EXTENT_MODES = (("layer", "Whole input layer"), ("canvas", "Current map canvas extent"),
                 ("polygon", "Extent of a polygon layer"))
 
@@ -54,6 +55,17 @@ def bundled_model() -> Path | None:
         return None
     path = DEFAULT_MODEL_FILE.parent / DEFAULT_MODEL_FILE.read_text().strip()
     return path if path.is_file() else None
+
+
+def _file_state(path: Path | None) -> tuple | None:
+    """A file as far as a change to it shows: its path, time and size (None: missing)."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_mtime_ns, st.st_size)
 
 
 def card_html(card: dict[str, Any]) -> str:
@@ -118,6 +130,12 @@ class RunDialog(QDialog):
         self._inspect_timer.setSingleShot(True)
         self._inspect_timer.setInterval(INSPECT_DELAY_MS)
         self._inspect_timer.timeout.connect(self.refresh_inspect)
+        self._card_of: tuple | None = None   # the model file as the card was asked of it
+        self._card_reading = False           # a card query is under way
+        self._card_timer = QTimer(self)
+        self._card_timer.setSingleShot(True)
+        self._card_timer.setInterval(CARD_DELAY_MS)
+        self._card_timer.timeout.connect(self.refresh_card)
         layout = QVBoxLayout(self)
         for box in (self._input_box(), self._model_box(), self._run_box(), self._advanced_box(),
                     self._output_box()):
@@ -185,7 +203,7 @@ class RunDialog(QDialog):
         self.card_view.setMaximumHeight(150)
         layout.addWidget(self.model)
         layout.addWidget(self.card_view)
-        self.model.fileChanged.connect(lambda _: self.refresh_card())
+        self.model.fileChanged.connect(self._model_changed)
         return box
 
     def _run_box(self) -> QGroupBox:
@@ -427,8 +445,11 @@ class RunDialog(QDialog):
         return Path(text) if text else bundled_model()
 
     def refresh_card(self) -> None:
+        self._card_timer.stop()
         model = self.model_path()
         self.card = self.backend_problem = None
+        self._card_of = _file_state(model)
+        self._card_reading = model is not None
         if model is None:
             self.card_view.setHtml("<p style='color:#b00'>No model: the plugin ships none; choose a file.</p>")
             return
@@ -436,9 +457,28 @@ class RunDialog(QDialog):
         self._ask("SAR Flood Mapper: model card", ["card", backend_path(str(model)), "--json"],
                   lambda answer, error, task, model=model: self._card_answered(model, answer, error, task))
 
+    def _model_changed(self, _path: str) -> None:
+        """The card shown is no longer the model's; it is asked for once typing pauses."""
+        self.card = self.backend_problem = None
+        self._card_reading = True
+        self.card_view.setHtml("<p>reading the model card...</p>")
+        self._card_timer.start()
+
+    def _card_is_stale(self) -> bool:
+        """Whether the model path, or the file behind it, changed since its card was asked
+        for: a model that failed to load, copied again to the same path, stayed refused."""
+        return _file_state(self.model_path()) != self._card_of
+
+    def showEvent(self, event) -> None:   # noqa: N802 - Qt's name
+        """Reopened: a model file replaced while the dialog was closed is read again."""
+        super().showEvent(event)
+        if self._card_is_stale():
+            self.refresh_card()
+
     def _card_answered(self, model: Path, answer, error, task: QueryTask) -> None:
         if model != self.model_path() or task.python_setting != python_setting():
             return  # the user picked another model or Python meanwhile
+        self._card_reading = False
         if task.interpreter is not None and not task.interpreter.ok:
             self.backend_problem = error   # the model may be fine: no Python read its card
         if error:
@@ -499,6 +539,13 @@ class RunDialog(QDialog):
         model = self.model_path()
         if model is None or not model.is_file():
             raise InputProblem(f"Model: {model or 'no model chosen'} does not exist")
+        if self._card_is_stale():
+            self.refresh_card()
+            raise InputProblem(f"Model: {model} changed since its card was read; reading it "
+                               "again (see the card box): run once it shows")
+        if self.card is None and self._card_reading:
+            raise InputProblem(f"Model: reading the card of {model} (see the card box): run "
+                               "once it shows")
         if self.card is None:
             raise InputProblem(self.backend_problem or
                                f"Model: {model} has no valid model card (see the card box)")
