@@ -19,6 +19,12 @@ from .conftest import read_raster, wait_for_tasks
 CHIP = "Spain_7370579_S1Hand.tif"
 
 
+# What counts as QGIS freezing: the shortest synchronous backend call (an interpreter
+# start and imports: 0.32-0.35 s for `inspect` on the 2-core machine) blocks far longer;
+# 0.1 s failed once when three other jobs loaded the 2 cores (0.108 s, a scheduling gap)
+STALL_LIMIT_S = 0.25
+
+
 class StallMeter:
     """Largest gap between ticks of a 10 ms timer: how long the event loop was blocked."""
 
@@ -81,7 +87,7 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     print(f"event-loop worst gap during the run: {1000 * stall:.1f} ms")
     run = blocker.args[0]
     assert run is not None, dialog.status.text()
-    assert stall < 0.1, f"event loop blocked for {1000 * stall:.0f} ms"
+    assert stall < STALL_LIMIT_S, f"event loop blocked for {1000 * stall:.0f} ms"
 
     # outputs as a styled group: paletted mask, pseudocolour probability, hidden uncertainty
     group = QgsProject.instance().layerTreeRoot().findGroup("Flood map: Spain chip")
