@@ -72,6 +72,11 @@ class SceneInput:
     bands: tuple[int, int] | None = None
     nodata: float | None = None
 
+    def files(self) -> tuple[str, ...]:
+        """The files read, resolved: one scene run again, from the dialog (its band boxes
+        set) or the Toolbox (bands left to the backend), is the same scene."""
+        return tuple(os.path.realpath(p) for p in (self.vv, self.vh) if p is not None)
+
     def args(self) -> list[str]:
         nodata = [] if self.nodata is None else [f"--nodata={self.nodata!r}"]
         if self.vh is not None:

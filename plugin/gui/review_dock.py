@@ -258,7 +258,8 @@ class ReviewDock(QgsDockWidget):
         self._show_area()
         self.show_status("")
         fixes = self.corrections.currentLayer()
-        if fixes is not None and previous is not None and previous.params.scene != run.params.scene:
+        if (fixes is not None and previous is not None
+                and previous.params.scene.files() != run.params.scene.files()):
             # drawn on another scene: burnt into this one only if the analyst chooses it again
             self.corrections.setLayer(None)   # (and the area label says so no more)
             self.show_status(f"Corrections: '{fixes.name()}' was drawn on the previous scene; "

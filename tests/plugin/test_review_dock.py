@@ -778,6 +778,24 @@ def _toolbox_run(model, scene: Path, tmp_path, probability: bool = True) -> dict
     return processing.runAndLoadResults("sarflood:mapwater", params)
 
 
+def test_corrections_stay_for_the_same_scene_mapped_from_the_toolbox(plugin, qtbot, models,
+                                                                      two_band_scene, tmp_path):
+    """The dialog's run names the bands it guessed, the Toolbox's leaves them to the
+    backend: the same file mapped again counted as another scene, and the corrections
+    layer chosen for it was dropped."""
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    assert dock.run.params.scene.bands is not None
+    fixes = QgsVectorLayer("Polygon?crs=EPSG:4326&field=water:integer", "my fixes", "memory")
+    QgsProject.instance().addMapLayer(fixes)
+    dock.corrections.setLayer(fixes)
+    (tmp_path / "toolbox").mkdir()
+    _toolbox_run(models["threshold"], two_band_scene, tmp_path / "toolbox")
+    assert dock.run.params.scene.bands is None
+    assert dock.corrections.currentLayer() is fixes, dock.status.text()
+    wait_for_tasks(qtbot)
+
+
 def test_a_toolbox_run_is_reviewed_and_accepted_in_the_dock(plugin, qtbot, models, real_chips, tmp_path):
     """Runs from the Processing Toolbox (batch mode, models) only loaded their layers: the
     review dock never saw them, so their threshold, area, corrections and Accept were out of
