@@ -55,7 +55,7 @@ def crs_for_backend(crs: QgsCoordinateReferenceSystem) -> str:
     ident = crs.authid()
     if ident and not ident.upper().startswith("USER:"):
         return ident
-    return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
+    return crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED)
 
 
 def _same_crs(layer: QgsRasterLayer, file_crs: QgsCoordinateReferenceSystem) -> bool:

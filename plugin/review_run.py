@@ -20,8 +20,8 @@ from typing import Any
 from qgis.core import QgsProject, QgsProviderRegistry, QgsRasterLayer
 from qgis.PyQt import sip
 
-from .layers import RunLayers
-from .params import PredictParams, SceneInput
+from .layers import RunLayers, in_qgis_temporary_folder
+from .params import PredictParams, SceneInput, output_stem
 
 KEY = "sarflood/review"                      # the run, on its mask layer
 THRESHOLD_KEY = "sarflood/review_threshold"  # the threshold in force in the dock
@@ -82,6 +82,16 @@ def _size(path: str | None) -> int | None:
         return os.stat(path).st_size
     except (OSError, TypeError):   # gone, or no probability
         return None
+
+
+def run_stem(params: PredictParams) -> str:
+    """The name a run's layers and derived files (accepted mask, corrections) take: its
+    mask's file stem; for a Toolbox run into temporary outputs, which Processing names
+    after the parameter (OUTPUT_MASK) whatever the scene, the scene's, as a dialog run's."""
+    mask = Path(params.mask)
+    if mask.stem == "OUTPUT_MASK" and in_qgis_temporary_folder(mask):
+        return f"{output_stem(params.scene.vv)}_water_mask"
+    return mask.stem
 
 
 def _id(layer: QgsRasterLayer | None) -> str | None:

@@ -31,8 +31,8 @@ from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_tempo
                       private_copy, remove_layers_of, run_layer_nodes)
 from ..outputs import put_back
 from ..params import FinalizeParams, free_output_paths
-from ..review_run import (ReviewRun, save, save_hidden, save_threshold, saved_hidden, saved_review,
-                          saved_threshold)
+from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold, saved_hidden,
+                          saved_review, saved_threshold)
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
 from ..task import BackendTask, CorrectionsTask
@@ -235,9 +235,9 @@ class ReviewDock(QgsDockWidget):
         title = run.title or run.layers.group.name() or run.layers.mask.name()
         self.title.setText(title)
         self._run_title = title
-        mask = Path(run.params.mask)
-        folder = lasting_folder(mask)
-        self.final_path.setFilePath(free_output_paths(str(folder), mask.stem, ["accepted"])["accepted"])
+        folder = lasting_folder(Path(run.params.mask))
+        self.final_path.setFilePath(free_output_paths(str(folder), run_stem(run.params),
+                                                      ["accepted"])["accepted"])
         self.threshold_value = float(run.result["threshold"])
         # as the new layers are: at the run's threshold, opaque, shown; set without the
         # signals that would restyle them
@@ -555,8 +555,8 @@ class ReviewDock(QgsDockWidget):
             self.show_status(f"Corrections: {self._gone()}", error=True)
             return
         crs = self.run.layers.mask.crs()
-        mask = Path(self.run.params.mask)
-        path = free_output_paths(str(lasting_folder(mask)), mask.stem, ["corrections"], ".gpkg")["corrections"]
+        path = free_output_paths(str(lasting_folder(Path(self.run.params.mask))),
+                                 run_stem(self.run.params), ["corrections"], ".gpkg")["corrections"]
         try:
             layer = new_corrections_file(path, crs)
             kept = f"Corrections: new layer in {path} (save its edits to keep them). "

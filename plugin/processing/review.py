@@ -11,14 +11,13 @@ probability (the review works on it) and the uncertainty, if loaded, are in.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 from qgis.core import Qgis, QgsMessageLog, QgsProject, QgsRasterLayer
 
 from ..layers import RunLayers
 from ..params import PredictParams
-from ..review_run import ReviewRun, forget_threshold, save
+from ..review_run import ReviewRun, forget_threshold, run_stem, save
 from .base import RendererPostProcessor
 
 # the review dock's intake in the desktop (SarFloodPlugin.initGui; unload clears it);
@@ -52,7 +51,7 @@ class ReviewHandoff:
         if any(project.mapLayer(layer.id()) is not layer for layer in self.layers.values()):
             return   # loaded into another project (a script's): nothing of ours to review
         mask = self.layers["mask"]
-        stem = Path(self.params.mask).stem
+        stem = run_stem(self.params)
         for kind, name in (("mask", f"water mask ({stem})"), ("probability", "water probability"),
                            ("uncertainty", "uncertainty (TTA spread)")):
             # named after the output's description (not the file, a setting): as a dialog run's

@@ -796,6 +796,26 @@ def test_corrections_stay_for_the_same_scene_mapped_from_the_toolbox(plugin, qtb
     wait_for_tasks(qtbot)
 
 
+def test_toolbox_runs_into_temporary_outputs_are_named_after_their_scene(plugin, qtbot, models,
+                                                                         two_band_scene, tmp_path):
+    """Processing names a temporary output after its parameter: every such run's mask
+    layer, dock title and proposed files were 'OUTPUT_MASK', whatever the scene."""
+    import processing
+
+    QgsProject.instance().setFileName(str(tmp_path / "flood.qgz"))   # its folder, not ~, gets them
+    processing.runAndLoadResults("sarflood:mapwater", {
+        "INPUT": str(two_band_scene), "MODEL": str(models["threshold"]),
+        "OUTPUT_MASK": "TEMPORARY_OUTPUT", "OUTPUT_PROBABILITY": "TEMPORARY_OUTPUT"})
+    dock = plugin.dock
+    assert Path(dock.run.params.mask).stem == "OUTPUT_MASK"
+    assert dock.run.layers.mask.name() == "water mask (scene_water_mask)" == dock.title.text()
+    assert Path(dock.final_path.filePath()) == tmp_path / "scene_water_mask_accepted.tif"
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    assert Path(dock.corrections.currentLayer().source().split("|")[0]) == \
+        tmp_path / "scene_water_mask_corrections.gpkg"
+    wait_for_tasks(qtbot)
+
+
 def test_a_toolbox_run_is_reviewed_and_accepted_in_the_dock(plugin, qtbot, models, real_chips, tmp_path):
     """Runs from the Processing Toolbox (batch mode, models) only loaded their layers: the
     review dock never saw them, so their threshold, area, corrections and Accept were out of
