@@ -439,6 +439,13 @@ def _bands_of_two(paths: list[str], datasets: dict, notes: list[str]) -> dict[st
     return {n: _source(p, datasets[p], 1, n, h) for p, n, h in zip(paths, order, hows)}
 
 
+def observed_in_both(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pixels with a finite, non-zero value in both bands: where they are compared.
+    Exact 0 is mostly an untagged fill beyond the swath (an Earth Engine export's): with
+    half a scene of it both medians were 0, and the tie kept a VH-first stack's order."""
+    return np.isfinite(a) & np.isfinite(b) & (a != 0) & (b != 0)
+
+
 def _brighter_is_vv(named: dict[str, BandSource], datasets: dict, notes: list[str]
                     ) -> dict[str, BandSource]:
     """Two bands of one file that nothing names: the brighter is VV.
@@ -453,14 +460,14 @@ def _brighter_is_vv(named: dict[str, BandSource], datasets: dict, notes: list[st
     ds = datasets[first.path]
     reader = WindowReader([(ds, s.index, s.nodata) for s in (first, second)], 0, 0)
     sample = sample_grid(reader, ds.height, ds.width)
-    finite = [v[np.isfinite(v)] for v in sample]
+    both = observed_in_both(*sample)
     label = [f"band {first.index}", f"band {second.index}"]
     where = f"{first.path}: bands"
-    if not all(v.size for v in finite):
+    if not both.any():
         notes.append(f"{where} are not named VV/VH and have no valid pixel to tell them apart "
                      f"by: taking {label[0]} as VV and {label[1]} as VH")
         return named
-    m = [float(np.median(v)) for v in finite]
+    m = [float(np.median(v[both])) for v in sample]
     vv = 0 if m[0] >= m[1] else 1
     notes.append(f"{where} are not named VV/VH; {label[vv]} is the brighter (median "
                  f"{m[vv]:.4g} against {m[1 - vv]:.4g}), as co-polarised VV is: taking "

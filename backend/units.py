@@ -34,7 +34,7 @@ import numpy as np
 
 from .card import UNITS
 from .errors import InputError
-from .inputs import BandSource
+from .inputs import BandSource, observed_in_both
 from .progress import Reporter
 from .raster_io import band_scaling, gdal_masked
 
@@ -381,7 +381,8 @@ def looks_swapped(sources: list[BandSource], found: list[UnitsFound], samples: n
     k = {s.name: i for i, s in enumerate(sources)}
     if set(k) != {"VV", "VH"} or not all(f.units for f in found):
         return None
-    vv, vh = (_median_db(samples[k[n]], found[k[n]].units) for n in ("VV", "VH"))
+    both = observed_in_both(samples[k["VV"]], samples[k["VH"]])
+    vv, vh = (_median_db(samples[k[n]][both], found[k[n]].units) for n in ("VV", "VH"))
     if vv is None or vh is None or vh <= vv:
         return None
     a, b = sources[k["VV"]], sources[k["VH"]]

@@ -140,6 +140,25 @@ def test_unnamed_bands_vh_first_are_ordered_by_brightness(tmp_path, mixing_model
                for m in reporter.infos), reporter.infos
 
 
+def test_unnamed_bands_vh_first_with_a_wide_zero_fill_are_still_ordered(tmp_path, mixing_model):
+    """Earth Engine exports write the area beyond the swath as an untagged 0: with 60 % of
+    it, both bands' medians were 0 and the tie kept VH as VV, silently (a gdalbuildvrt
+    -separate of S1_VH.tif, S1_VV.tif in name order). Bands are compared where both have
+    a non-zero value."""
+    vv, vh = random_db((90, 110), seed=9)
+    vv[:, :66] = vh[:, :66] = 0.0
+    src = write_raster(tmp_path / "vh_vv.tif", np.stack([vh, vv]), descriptions=None, nodata=None)
+    reporter = Collect()
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"),
+                               probability=str(tmp_path / "p.tif"), model=mixing_model),
+                reporter)
+    assert r["bands"]["VV"]["band"] == 2
+    got = _probability(tmp_path / "p.tif")
+    assert np.isnan(got[:, :66]).all()   # the fill is no data (backend/README.md, No data)
+    assert np.abs(got[:, 66:] - expected(vv, vh)[:, 66:]).max() < 1e-6
+    assert not [m for m in reporter.warnings if "swapped" in m]
+
+
 def test_two_unnamed_files_keep_the_order_given_and_a_swap_is_warned_about(tmp_path,
                                                                              mixing_model):
     """Two files are given in an order (VV, VH): it is kept, but a VH brighter than VV is said."""
@@ -153,6 +172,17 @@ def test_two_unnamed_files_keep_the_order_given_and_a_swap_is_warned_about(tmp_p
     (warning,) = [m for m in reporter.warnings if "swapped" in m]
     assert warning.startswith(f"{inputs[1]}: the band taken as VH (band 1, by position) is "
                               f"brighter than the one taken as VV ({inputs[0]} band 1)")
+
+
+def test_a_swap_is_warned_about_beside_a_wide_zero_fill(tmp_path, mixing_model):
+    """The swap warning compared the same zero-laden samples, and stayed quiet."""
+    vv, vh = random_db((60, 70), seed=13)
+    vv[:, :42] = vh[:, :42] = 0.0
+    inputs = [write_raster(tmp_path / "a.tif", vh, descriptions=None, nodata=None),
+              write_raster(tmp_path / "b.tif", vv, descriptions=None, nodata=None)]
+    reporter = Collect()
+    predict(PredictOptions(inputs, mask=str(tmp_path / "m.tif"), model=mixing_model), reporter)
+    assert [m for m in reporter.warnings if "are VV and VH swapped?" in m]
 
 
 def test_unnamed_bands_in_order_stay_and_all_nan_keeps_the_file_order(tmp_path, mixing_model):
