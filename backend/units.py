@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from rasterio.enums import ColorInterp
 
 from .card import UNITS
 from .errors import InputError
@@ -404,12 +405,15 @@ def zero_is_nodata(source: BandSource, units: str, ds, sample: np.ndarray) -> bo
     unless the exporter asks; read as 0 dB they would be bright land and count as observed
     area. Calibrated backscatter is exactly 0 dB (power exactly 1) next to never. Integer
     bands (0 can be a rounded dB value there) are left alone unless their whole sample is
-    0: a blank export, not a scene at 0 dB (it was mapped as dry land).
+    0 (a blank export, not a scene at 0 dB: it was mapped as dry land), or the file has
+    an alpha band that GDAL does not read as their mask (``gdalwarp -dstalpha`` writes
+    gray, undefined, alpha and 0 under alpha 0: int16 hundredths of a dB counted the area
+    beyond the scene as dry land).
     """
     if units != "dB" or source.nodata is not None or gdal_masked(ds, source.index):
         return False
     if np.dtype(ds.dtypes[source.index - 1]).kind != "f":
-        return sample.size > 0 and not sample.any()
+        return ColorInterp.alpha in ds.colorinterp or (sample.size > 0 and not sample.any())
     return not (np.isnan(sample).any() and not (sample == 0).any())
 
 
@@ -439,5 +443,6 @@ def zero_note(sources: list[BandSource], flags: list[bool], samples: np.ndarray)
         return None
     parts = [f"{name} {share:.1f} %" for name, share in shares]
     return (f"{sources[0].path}: exact 0 in a dB band without a nodata value is read as no "
-            f"data (Earth Engine writes masked pixels so; of the units sample: "
+            f"data (Earth Engine writes masked pixels so, gdalwarp the pixels under its alpha "
+            f"band; of the units sample: "
             f"{', '.join(parts)}); give the file a nodata value if 0 dB is data")

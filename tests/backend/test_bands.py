@@ -217,6 +217,33 @@ def test_bands_named_the_wrong_way_round_are_warned_about(tmp_path, mixing_model
     assert not [m for m in reporter.warnings if "swapped" in m]
 
 
+def test_an_alpha_band_marks_the_no_data_of_integer_db_bands(tmp_path, models):
+    """gdalwarp -dstalpha on int16 hundredths of a dB (GDAL scale 0.01): 0 under alpha 0,
+    which GDAL does not read as the bands' mask in a gray, undefined, alpha file; the area
+    beyond the scene was valid, dry land. Read unresampled and resampled (7 m)."""
+    vv, vh = random_db((60, 80), seed=4)
+    stored = np.round(np.stack([vv, vh]) * 100).astype(np.int16)
+    stored[:, :, :11] = 0
+    alpha = np.where(np.arange(80) < 11, 0, 255).astype(np.int16) * np.ones((60, 1), np.int16)
+    for pixel in (10.0, 7.0):
+        src = write_raster(tmp_path / f"warped_{pixel:g}.tif", np.concatenate([stored, alpha[None]]),
+                           nodata=None, descriptions=None, pixel=pixel)
+        with rasterio.open(src, "r+") as ds:
+            ds.colorinterp = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.alpha]
+            ds.scales = (0.01, 0.01, 1.0)
+        out = tmp_path / f"m_{pixel:g}.tif"
+        r = predict(PredictOptions([src], mask=str(out), model=models["threshold"]))
+        assert r["resampled"] == (pixel == 7.0)
+        with rasterio.open(out) as ds:
+            mask = ds.read(1)
+        assert (mask[:, :11] == 255).all(), pixel
+        if pixel == 10.0:   # the threshold model: water where VV < -15 dB, exactly
+            want = (stored[0, :, 11:] / 100 < -15).astype(np.uint8)
+            np.testing.assert_array_equal(mask[:, 11:], want)
+        else:               # warped back: the columns at the edge mix both sides
+            assert (mask[:, 13:] != 255).all()
+
+
 def test_hh_hv_bands_run_only_when_chosen(tmp_path, mixing_model):
     """HH/HV (polar and sea-ice scenes) are refused by name; --bands takes them, and says so."""
     vv, vh = random_db((60, 70), seed=12)
