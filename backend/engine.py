@@ -645,6 +645,13 @@ def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threadin
         raise
 
 
+def _same_value(a: float | None, b: float | None) -> bool:
+    """Two no-data values that mark the same pixels (NaN marks NaN)."""
+    if a is None or b is None:
+        return a is b
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
 def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int, vh: int
                        ) -> tuple[dict, list[tuple]]:
     """The inputs seen at the model's pixels: a view per dataset, and the reader's sources.
@@ -671,9 +678,12 @@ def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int
             view = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
                              resampling=Resampling.average if shrinking else Resampling.bilinear,
                              src_nodata=src_nodata, nodata=float("nan"), dtype="float32")
-            # the file's own tag (0 is read as no data only in bands without one)
+            # the file's own tag (0 is read as no data only in bands without one), and the
+            # value the run reads as no data (--nodata 0 on a NaN-tagged file: GDAL's read-time
+            # average left out the NaN and mixed the 0 border into the edge pixels)
             own = all(np.dtype(ds.dtypes[k - 1]).kind == "f" and ds.nodatavals[k - 1] is not None
-                      and not gdal_masked(ds, k) for d, k, _ in raw if d is ds)
+                      and not gdal_masked(ds, k) and _same_value(n, ds.nodatavals[k - 1])
+                      for d, k, n in raw if d is ds)
             if shrinking and src_grid.north_up and own:
                 view = ShrunkView(ds, view, view_t.a / src_t.a, view_t.e / src_t.e)
             views[id(ds)] = view

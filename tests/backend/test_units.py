@@ -477,6 +477,29 @@ def test_nodata_given_on_the_command_line_replaces_the_files(tmp_path, models):
                          f"none)" for k, n in ((1, "VV"), (2, "VH"))])
 
 
+def test_nodata_given_on_the_command_line_holds_on_a_resampled_grid(tmp_path, models):
+    """A float file tagged NaN with a 0 border, run with --nodata 0 on a 7 m grid: the
+    fast resampled read went by the file's tag, and the 0 border was averaged into the
+    first column of data (water along the edge became dry). It must give what the same
+    file tagged 0 gives."""
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import write_raster
+
+    db = np.full((2, 60, 160), -22.0, np.float32)   # water right from the border
+    db[1] -= 7
+    db[:, :, :102] = 0.0   # 714 m: the edge falls 4 m into a 10 m model pixel
+    masks = {}
+    for tag, given in ((float("nan"), 0.0), (0.0, None)):
+        path = write_raster(tmp_path / f"t{tag}.tif", db, nodata=tag, pixel=7.0)
+        out = tmp_path / f"m{tag}.tif"
+        r = predict(PredictOptions([path], mask=str(out), model=models["threshold"], nodata=given))
+        assert r["resampled"]
+        with rasterio.open(out) as ds:
+            masks[given] = ds.read(1)
+    np.testing.assert_array_equal(masks[0.0], masks[None])
+    assert (masks[0.0][:, :102] == 255).all() and (masks[0.0][:, 102:] == 1).all()
+
+
 def test_a_nodata_that_is_no_number_is_a_usage_error(tmp_path):
     from tests.backend.conftest import run_cli
 
