@@ -57,7 +57,7 @@ from .resample import nearest_with_data, read_scaled
 from .sink import OutputSink, check_codec, check_threshold, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
 from .units import (UNITS, check_convertible, convert, find_units, floor_note, floor_zero_power,
-                    one_or_each, untagged_fill, zero_is_nodata, zero_note)
+                    one_or_each, untagged_fill, zero_data_warning, zero_is_nodata, zero_note)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
@@ -507,6 +507,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         note = zero_note(sources, zero, samples)
         if note:
             reporter.info(note)
+    note = zero_data_warning(sources, [src for src, _ in conversions], zero, samples)
+    if note and opts.nodata is None:
+        reporter.warning(note)
     # find_units has warned of them; a resampled read must leave them out before averaging
     for k, s in enumerate(sources):
         fill = untagged_fill(s, samples[k], inputs.datasets[s.path])

@@ -417,6 +417,25 @@ def zero_is_nodata(source: BandSource, units: str, ds, sample: np.ndarray) -> bo
     return not (np.isnan(sample).any() and not (sample == 0).any())
 
 
+ZERO_DATA_WARN = 0.01   # share of the units sample at exactly 0 dB in every band
+
+
+def zero_data_warning(sources: list[BandSource], units: list[str], zero: list[bool],
+                      samples: np.ndarray) -> str | None:
+    """A warning where dB bands that keep 0 as data (a nodata tag of their own, or integer
+    bands) are exactly 0 together in over ``ZERO_DATA_WARN`` of the units sample: a fill
+    beyond the swath, not backscatter (an Earth Engine export warped with -dstnodata nan
+    kept a quarter of its pixels at 0 dB, all counted as dry land)."""
+    if any(zero) or not all(u == "dB" for u in units):
+        return None
+    share = float(np.mean((samples == 0).all(axis=0))) if samples.size else 0.0
+    if share <= ZERO_DATA_WARN:
+        return None
+    return (f"{sources[0].path}: {100 * share:.0f} % of the units sample is exactly 0 dB in "
+            f"every band, read as data (backscatter that bright is rare): if it is a fill "
+            f"beyond the swath, run with --nodata 0")
+
+
 def untagged_fill(source: BandSource, sample: np.ndarray, ds) -> float | None:
     """The fill value of a float band with no no-data marking: the one value below
     ``FILL_BELOW`` in its sample (such as -9999), else None.

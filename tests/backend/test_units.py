@@ -500,6 +500,26 @@ def test_nodata_given_on_the_command_line_holds_on_a_resampled_grid(tmp_path, mo
     assert (masks[0.0][:, :102] == 255).all() and (masks[0.0][:, 102:] == 1).all()
 
 
+def test_a_quarter_of_exact_0_db_read_as_data_is_warned_of(tmp_path, models):
+    """An Earth Engine export (0 fill, untagged) warped with -dstnodata nan: the NaN tag
+    makes its 0 data, and a quarter of the scene became dry land without a word."""
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import Collect, random_db, write_raster
+
+    db = random_db((80, 80), seed=5)
+    db[:, :, :20] = 0.0
+    path = write_raster(tmp_path / "warped.tif", db, nodata=float("nan"))
+    said = {}
+    for nodata in (None, 0.0):
+        reporter = Collect()
+        predict(PredictOptions([path], mask=str(tmp_path / f"m{nodata}.tif"),
+                               model=models["threshold"], nodata=nodata), reporter)
+        said[nodata] = [w for w in reporter.warnings if "exactly 0 dB in every band" in w]
+    (warning,) = said[None]
+    assert warning.startswith(f"{path}: 2") and warning.endswith("run with --nodata 0")
+    assert said[0.0] == []   # given: nothing to say
+
+
 def test_a_nodata_that_is_no_number_is_a_usage_error(tmp_path):
     from tests.backend.conftest import run_cli
 
