@@ -50,6 +50,9 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
 
     ``transform_context``: the caller's on a worker thread (a Processing run's context),
     where the project's, read by default, may be changing."""
+    if not crs.isValid():   # the transform would do nothing, and the backend name our file
+        raise CorrectionsProblem(f"{label}: has no CRS; set the one its polygons were drawn in "
+                                 "(Layer Properties > Source)")
     if transform_context is None:
         transform_context = QgsProject.instance().transformContext()
     to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),

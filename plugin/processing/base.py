@@ -14,8 +14,8 @@ from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
                        QgsProcessingLayerPostProcessorInterface, QgsProcessingParameterExtent,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
-                       QgsProcessingUtils, QgsProperty, QgsRasterLayer, QgsReferencedRectangle,
-                       QgsWkbTypes)
+                       QgsProcessingUtils, QgsProperty, QgsProviderRegistry, QgsRasterLayer,
+                       QgsReferencedRectangle, QgsVectorFileWriter, QgsWkbTypes)
 
 from ..backend_env import find_interpreter
 from ..backend_process import BackendProcess
@@ -280,10 +280,19 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
             return
         if raster and not path.lower().endswith((".tif", ".tiff")):
             raise QgsProcessingException(f"{name}: {path} must be a GeoTIFF (.tif)")
+        extension = os.path.splitext(path)[1].lower().lstrip(".")
+        if not raster and extension not in QgsVectorFileWriter.supportedFormatExtensions():
+            # QGIS would write PATH.gpkg beside it, and the run report a file never written
+            raise QgsProcessingException(f"{name}: {path} is no vector format's file name; "
+                                         "end it with .gpkg, .shp or .geojson")
         real = os.path.realpath(path)
         for given in inputs:
             if isinstance(given, QgsMapLayer):
-                source, label = given.source().split("|")[0], f"the input '{given.name()}'"
+                # the layer's file, also where its source is a GDAL name (GPKG:file:table)
+                source = (QgsProviderRegistry.instance().decodeUri(
+                    given.providerType(), given.source()).get("path")
+                    or given.source().split("|")[0])
+                label = f"the input '{given.name()}'"
             else:
                 source, label = given, f"the input '{os.path.splitext(os.path.basename(given or ''))[0]}'"
             if source and os.path.realpath(source) == real:

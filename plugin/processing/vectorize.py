@@ -46,7 +46,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         value = self.parameterAsInt(parameters, "VALUE", context)
         min_area = self.parameterAsDouble(parameters, "MIN_AREA_M2", context)
         destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        self.check_destination(destination, "OUTPUT", [], feedback, raster=False)
+        self.check_destination(destination, "OUTPUT", [mask], feedback, raster=False)
         # a file is written beside the destination and renamed into place at the end: a
         # cancelled, failed or killed run leaves the file that was there
         to_file = is_plain_file(destination)

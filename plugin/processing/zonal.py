@@ -60,7 +60,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         to_file = is_plain_file(destination)
         if to_file:
             destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        self.check_destination(destination, "OUTPUT", [getattr(self, "_polygons_file", None)],
+        self.check_destination(destination, "OUTPUT", [getattr(self, "_polygons_file", None), mask],
                                feedback, raster=False)
         zonal = self.run_child("counting pixels per polygon", "native:zonalstatisticsfb", {
             "INPUT": parameters["POLYGONS"], "INPUT_RASTER": mask, "RASTER_BAND": 1,

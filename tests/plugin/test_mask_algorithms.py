@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qgis.core import (QgsFeature, QgsGeometry, QgsProcessingException, QgsRectangle, QgsVectorLayer)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsProcessingException,
+                       QgsRectangle, QgsVectorLayer)
 
 from .conftest import read_raster, write_raster
 
@@ -401,6 +402,26 @@ def test_correct_mask_says_which_feature_is_wrong(provider, tmp_path):
     assert not (tmp_path / "fixed.tif").exists()
 
 
+def test_correct_mask_names_a_polygon_layer_without_crs(provider, tmp_path):
+    """Polygons of a layer with no CRS were left where they were and handed to the backend
+    as longitudes: its error named the GeoJSON the run had written and deleted, not the layer."""
+    import processing
+
+    mask_path, _ = _mask(tmp_path)
+    layer = QgsVectorLayer("Polygon?field=water:integer", "nocrs", "memory")
+    f = QgsFeature(layer.fields())
+    f.setGeometry(QgsGeometry.fromRect(QgsRectangle(500100, 4199700, 500200, 4199800)))
+    f.setAttributes([1])
+    layer.dataProvider().addFeatures([f])
+    layer.setCrs(QgsCoordinateReferenceSystem())   # as a shapefile without its .prj
+    assert not layer.crs().isValid()
+    with pytest.raises(QgsProcessingException,
+                       match=r"^Correction polygons 'nocrs': has no CRS; set the one its polygons"):
+        processing.run("sarflood:correctmask", {"INPUT": str(mask_path), "CORRECTIONS": layer,
+                                                "OUTPUT": str(tmp_path / "fixed.tif")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["post.tif"]
+
+
 def test_vectorize_cancelled_in_its_last_step_leaves_no_polygons(provider, tmp_path):
     """native:extractbyexpression stops at a cancel and returns what it had written: the run
     reported success with a truncated layer."""
@@ -764,6 +785,37 @@ def test_zonal_water_refuses_to_write_over_its_polygons(provider, tmp_path):
         processing.run("sarflood:zonalwater", {"POLYGONS": str(zones), "MASK": str(path),
                                                "OUTPUT": str(zones)})
     assert zones.read_bytes() == before
+
+
+def test_vector_outputs_refuse_the_masks_geopackage_and_raster_names(provider, tmp_path,
+                                                                     qgis_new_project):
+    """A mask kept in a GeoPackage, and OUTPUT that same file: vectorize and zonalwater
+    replaced the whole GeoPackage, the mask with it. An OUTPUT ending in .tif: QGIS wrote
+    NAME.tif.gpkg, and zonalwater reported the .tif it never wrote."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    path, _ = _mask(tmp_path)
+    flood = tmp_path / "flood.gpkg"
+    gdal.Translate(str(flood), str(path), format="GPKG", creationOptions=["RASTER_TABLE=mask"])
+    layer = QgsRasterLayer(f"GPKG:{flood}:mask", "mask")
+    assert layer.isValid()
+    # the project owns it, and removes it before QGIS exits (a layer of Python's own,
+    # deleted after QGIS, crashed the interpreter at exit)
+    QgsProject.instance().addMapLayer(layer)
+    layer = layer.id()
+    before = flood.read_bytes()
+    zones = _north_south_zones()
+    for alg, params in (("sarflood:vectorize", {"INPUT": layer}),
+                        ("sarflood:zonalwater", {"POLYGONS": zones, "MASK": layer})):
+        with pytest.raises(QgsProcessingException, match=rf"^OUTPUT: {flood} is the input 'mask'"):
+            processing.run(alg, {**params, "OUTPUT": str(flood)})
+        assert flood.read_bytes() == before, alg
+        wrong = tmp_path / "polygons.tif"
+        with pytest.raises(QgsProcessingException, match=rf"^OUTPUT: {wrong} is no vector format"):
+            processing.run(alg, {**params, "OUTPUT": str(wrong)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flood.gpkg", "post.tif"]
 
 
 def test_a_run_killed_while_renaming_its_outputs_is_undone_by_the_next(tmp_path):
