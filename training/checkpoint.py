@@ -27,9 +27,15 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (with the format tag) atomically."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+    """Write ``payload`` (with the format tag) atomically; a write that fails (a full disk:
+    torch says "unexpected pos ...") is a :class:`CheckpointError` naming the file."""
+    try:
+        with atomic_path(Path(path)) as tmp:
+            torch.save({"format": FORMAT, **payload}, tmp)
+    except (OSError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: cannot be written ({first}); is the disk full? The "
+                              f"checkpoint before it is kept") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -301,10 +301,15 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
 
 def _finished_without_last(run: RunSpec, out_dir: Path) -> dict[str, Any] | None:
     """The summary of a finished run whose ``last.pt`` was deleted; None where ``out_dir``
-    holds no run. A ``best.pt`` or ``summary.json`` alone is refused: a run from step 0
-    would replace them (its first validation writes ``best.pt``)."""
+    holds no run, or this run's ``best.pt`` alone: it was stopped between its first
+    validation and its first ``last.pt`` (a validation more often than checkpoints), and
+    runs again from step 0, seeded, to the same ``best.pt``. Another ``best.pt``, or a
+    ``summary.json`` alone, is refused: a run from step 0 would replace them."""
     best, summary = out_dir / "best.pt", out_dir / "summary.json"
     if not best.exists() and not summary.exists():
+        return None
+    if best.exists() and not summary.exists():
+        _of_this_run(run, best)   # another run's is refused, naming the setting
         return None
     if not (best.exists() and summary.exists()):
         have = best if best.exists() else summary
@@ -364,6 +369,20 @@ def _has_label(dataset: Dataset, key: str) -> bool:
 def _labelled(chip: dict[str, Any], key: str) -> bool:
     """Whether the chip has a pixel labelled under ``key`` (not -1: labelled, with S1 data)."""
     return bool((chip[key] != IGNORE).any())
+
+
+def _files_state(out_dir: Path) -> list:
+    """What a run's checks read in ``out_dir``: its checkpoints' and summary's sizes and
+    times. Taken before the folder lock and again under it: a run that ended meanwhile
+    (its lock gone) must not be trained over unchecked."""
+    state = []
+    for name in ("last.pt", "best.pt", "summary.json"):
+        try:
+            st = (out_dir / name).stat()
+            state.append((name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            state.append((name, None, None))
+    return state
 
 
 @contextmanager
@@ -590,7 +609,11 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                                "has no labelled pixel (every label is -1, or S1 has no data "
                                "under it): there is nothing to learn from")
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
+    checked = _files_state(out_dir)
     with folder_lock(out_dir, d.is_main):
+        if d.is_main and _files_state(out_dir) != checked:   # the checks above are stale
+            raise RunError(f"{out_dir}: another run wrote this folder while this one "
+                           f"started; give the command again to check it anew")
         return _train_steps(run, data, out_dir, d, progress, stop_at, start, state, digests,
                             teacher_model, model, trainee, metric)
 

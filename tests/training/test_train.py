@@ -2,6 +2,7 @@
 import json
 import re
 import subprocess
+from contextlib import contextmanager
 
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def test_a_finished_run_without_last_pt_is_finished_and_its_best_pt_kept(tmp_pat
     step 0 and replace the chosen best.pt, under a summary.json describing the old one."""
     run = tmp_path / "run"
     summary, _ = train(tiny_run(), tiny_data(), run, progress=False)
-    chosen = (run / "best.pt").read_bytes()
+    (tmp_path / "chosen.pt").write_bytes((run / "best.pt").read_bytes())
     (run / "last.pt").unlink()
     again, model = train(tiny_run(workers=1), tiny_data(), run, progress=False)
     assert model is None and again == summary
@@ -208,16 +209,39 @@ def test_a_finished_run_without_last_pt_is_finished_and_its_best_pt_kept(tmp_pat
     with pytest.raises(RunError, match=r"best.pt belongs to a run with other settings "
                                        r"\(config steps: 6 there, 8 now\)"):
         train(tiny_run(steps=8), tiny_data(), run, progress=False)
-    # best.pt or summary.json alone: another run there would replace them
+    # this run's best.pt alone: a run stopped between its first validation and its first
+    # last.pt (validating more often than it checkpoints) was refused for good; it runs
+    # again from step 0, seeded, to the same best.pt
     (run / "summary.json").rename(tmp_path / "summary.json")
-    with pytest.raises(RunError, match="holds best.pt but no last.pt to resume from"):
-        train(tiny_run(), tiny_data(), run, progress=False, stop_at=3)
-    assert (run / "best.pt").read_bytes() == chosen
+    again, _ = train(tiny_run(), tiny_data(), run, progress=False)
+    assert again["iou_valid"] == summary["iou_valid"]
+    a, b = load_checkpoint(run / "best.pt")["model"], load_checkpoint(tmp_path / "chosen.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    # summary.json alone: another run there would replace it
     only_summary = tmp_path / "only_summary"
     only_summary.mkdir()
     (tmp_path / "summary.json").rename(only_summary / "summary.json")
     with pytest.raises(RunError, match="holds summary.json but no last.pt"):
         train(tiny_run(), tiny_data(), only_summary, progress=False)
+
+
+def test_a_run_that_finished_while_another_started_is_not_trained_over(tmp_path, monkeypatch):
+    """The folder lock was taken after the folder's checks: a run started while another
+    (other settings) was training there checked the empty folder, took the lock once the
+    other ended, and trained over its finished run."""
+    from training import train as train_module
+
+    real_lock = train_module.folder_lock
+
+    @contextmanager
+    def lock_after_the_other_finished(out_dir, hold):
+        (out_dir / "summary.json").write_text("{}")   # the other run, done meanwhile
+        with real_lock(out_dir, hold):
+            yield
+    monkeypatch.setattr(train_module, "folder_lock", lock_after_the_other_finished)
+    with pytest.raises(RunError, match="another run wrote this folder while this one started"):
+        train(tiny_run(), tiny_data(), tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["summary.json"]
 
 
 def test_settings_that_change_no_result_do_not_block_resume(tmp_path):
@@ -405,3 +429,23 @@ def test_bfloat16_precision_runs_the_forward_passes_under_autocast(tmp_path):
     from training.config import ConfigError
     with pytest.raises(ConfigError, match="precision must be one of float32, bfloat16"):
         make_config("cpu", {"precision": "fp16"})
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_message(tmp_path, monkeypatch):
+    """A full disk during a save ended the run with torch's 35-line traceback ("unexpected
+    pos ..."); the previous checkpoint stays and no temporary file is left."""
+    from training import checkpoint
+    from training.checkpoint import CheckpointError, save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1})
+    before = path.read_bytes()
+
+    def full_disk(obj, f):
+        open(f, "wb").write(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 10 vs 2")
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=rf"^{path}: cannot be written \(\[enforce fail"):
+        save_checkpoint(path, {"step": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
