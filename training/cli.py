@@ -61,6 +61,14 @@ def fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:   # also while a subcommand's module (torch) is imported
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="SAR Flood Mapper training: Garg et al.'s cross-modal distillation, its "
@@ -78,8 +86,5 @@ def main(argv: list[str] | None = None) -> int:
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return importlib.import_module(SUBCOMMANDS[args.command][0]).run(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     finally:
         signal.signal(signal.SIGTERM, old)

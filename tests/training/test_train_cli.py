@@ -419,3 +419,14 @@ def test_a_chip_cache_over_half_the_memory_is_warned(data):
                     f"reads them from disk at every step instead")
     assert cache_note([cached], memory_bytes=2 * len(cached) * chip) is None
     assert cache_note([open_split(data, "valid", False, cache=False)], memory_bytes=1) is None
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(capsys, monkeypatch):
+    """Ctrl-C in the first second (torch being imported) printed a 53-line traceback."""
+    from training import cli as training_cli
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training_cli.importlib, "import_module", interrupted)
+    assert training_cli.main(["train", "hand"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
