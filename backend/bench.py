@@ -246,7 +246,8 @@ def format_table(report: dict) -> str:
         f"{m['onnxruntime']}, load average {m['load_average'][0]} at start",
         f"model {head.get('model')} on {head.get('device')} ({head.get('provider')}); tiles "
         f"{head.get('tile')} px = stride {head.get('stride')} + overlap {head.get('overlap')}, "
-        f"batch {head.get('batch')}, {head.get('streams')} call(s) at a time; outputs: {report['outputs']}; scene: {report['scene']}"
+        f"batch {head.get('batch')}, {head.get('streams')} call(s) at a time; "
+        f"outputs: {report['outputs']}; scene: {report['scene']}"
         + ("; predict resamples it to the model's pixels and back"
            if runs and runs[0]["predict"]["resampled"] else ""),
         "",

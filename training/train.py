@@ -566,6 +566,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     # a student resumed with another teacher would mix two teachers' lessons, and a
     # finished one asked for with another would pass for its student
     digests = {"teacher": _digest(teacher), "pretraining": _digest(init)}
+    checked = _files_state(out_dir)   # what the checks below read, to compare under the lock
     state = _of_this_run(run, last_path) if last_path.exists() else None
     _same_checkpoints(state, digests, last_path, teacher, init)
     _same_data(state, data, last_path)
@@ -609,7 +610,6 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                                "has no labelled pixel (every label is -1, or S1 has no data "
                                "under it): there is nothing to learn from")
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
-    checked = _files_state(out_dir)
     with folder_lock(out_dir, d.is_main):
         if d.is_main and _files_state(out_dir) != checked:   # the checks above are stale
             raise RunError(f"{out_dir}: another run wrote this folder while this one "

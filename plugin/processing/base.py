@@ -14,14 +14,15 @@ from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
                        QgsProcessingLayerPostProcessorInterface, QgsProcessingParameterExtent,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
-                       QgsProcessingUtils, QgsProperty, QgsProviderRegistry, QgsRasterLayer,
-                       QgsReferencedRectangle, QgsVectorFileWriter, QgsWkbTypes)
+                       QgsProcessingUtils, QgsProperty, QgsRasterLayer, QgsReferencedRectangle,
+                       QgsVectorFileWriter, QgsWkbTypes)
 
 from ..backend_env import find_interpreter
 from ..backend_process import BackendProcess
 from ..settings import python_setting
 from ..layers import private_copy, take_copies
 from ..outputs import is_plain_file, remove_stale
+from ..review_run import layer_file
 
 # set when the plugin unloads, cleared by a new provider: a run inside a Graphical Modeler
 # model, whose task is named after the model (unload cannot tell it from another plugin's),
@@ -289,9 +290,7 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         for given in inputs:
             if isinstance(given, QgsMapLayer):
                 # the layer's file, also where its source is a GDAL name (GPKG:file:table)
-                source = (QgsProviderRegistry.instance().decodeUri(
-                    given.providerType(), given.source()).get("path")
-                    or given.source().split("|")[0])
+                source = layer_file(given)
                 label = f"the input '{given.name()}'"
             else:
                 source, label = given, f"the input '{os.path.splitext(os.path.basename(given or ''))[0]}'"
