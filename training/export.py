@@ -36,7 +36,7 @@ from backend.card import CARD_KEY, BandSpec, ModelCard
 from backend.model import OnnxModel
 
 from .atomic import atomic_path, remove_stale, unwritable
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data.conventions import S1_BANDS, S1_WINDOWS
 from .methods import get_method
 from .models import display_name
@@ -66,8 +66,9 @@ class _Probability(nn.Module):
 
 
 def build_card(doc: dict[str, Any], metrics: dict[str, float], version: str,
-               size_multiple: int) -> ModelCard:
-    """The model card of a checkpoint (``doc``) with the given measured metrics."""
+               size_multiple: int, reached_step: int | None = None) -> ModelCard:
+    """The model card of a checkpoint (``doc``) with the given measured metrics;
+    ``reached_step``: the step an unfinished run had reached (None: finished or unknown)."""
     run = doc.get("run", {})
     method = get_method(run.get("method", "hand"))
     spec = doc["model_spec"]
@@ -91,7 +92,9 @@ def build_card(doc: dict[str, Any], metrics: dict[str, float], version: str,
         notes=(f"preset {cfg.get('preset', '?')}, seed {run.get('seed')}, lr {run.get('lr')}, "
                f"weight decay {run.get('weight_decay')}, {cfg.get('steps')} steps of batch "
                f"{cfg.get('batch_size')} x {cfg.get('crop')} px; checkpoint of step "
-               f"{best.get('step')} chosen on validation IoU."),
+               f"{best.get('step')} chosen on validation IoU"
+               + (f", from an UNFINISHED run (stopped at step {reached_step} of "
+                  f"{cfg.get('steps')})." if reached_step is not None else ".")),
         license="MIT",
         extra={"method": method.name, "architecture": display_name(spec), "model_spec": spec,
                "seed": run.get("seed"), "config": cfg})
@@ -113,6 +116,21 @@ _LEARNT_FROM = {
     "flora": "; also the external set's paired chips, with the features and the "
              "reconstruction targets of an RGB + NDVI optical teacher",
 }
+
+
+def unfinished_at(checkpoint: Path, doc: dict[str, Any]) -> int | None:
+    """The step the run of ``checkpoint`` had reached when it is still in its run folder
+    and that run is unfinished (no summary.json, but the run's last.pt or train.log
+    beside it); None for a finished run or a checkpoint copied away from its folder."""
+    folder = checkpoint.parent
+    if (folder / "summary.json").exists():
+        return None
+    try:
+        return int(load_checkpoint(folder / "last.pt")["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        pass
+    # stopped before its first last.pt: its best.pt is all it saved
+    return int(doc.get("best", {}).get("step", 0)) if (folder / "train.log").exists() else None
 
 
 def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:
@@ -224,7 +242,8 @@ def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any
         raise ExportError(f"{checkpoint}: is a run's last state, not the checkpoint chosen on "
                           f"validation; export {checkpoint.parent / 'best.pt'}")
     _check_out(out)
-    card = build_card(doc, run_metrics(checkpoint, doc), version, model.size_multiple)
+    reached = unfinished_at(checkpoint, doc)
+    card = build_card(doc, run_metrics(checkpoint, doc), version, model.size_multiple, reached)
     remove_stale(out)  # what an export killed by SIGKILL left
     with atomic_path(out) as tmp:
         _onnx_export(model, tmp)
@@ -237,4 +256,4 @@ def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any
             raise ExportError(f"ONNX and torch differ by {diff:.2e} (> {PARITY_TOL:g})")
         result = backend_accepts(tmp)
     return {"out": str(out), "max_abs_diff": diff, "card": json.loads(card.to_json()),
-            "backend_predict": result, "bytes": out.stat().st_size}
+            "backend_predict": result, "bytes": out.stat().st_size, "unfinished_at_step": reached}

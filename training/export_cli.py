@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 from .atomic import refused_output
@@ -36,6 +37,12 @@ def run(args: argparse.Namespace) -> int:
         report = export(args.checkpoint, args.out, version=args.version)
     except ExportError as exc:
         return fail(str(exc))
+    reached = report["unfinished_at_step"]
+    if reached is not None:
+        steps = report["card"]["extra"]["config"].get("steps")
+        print(f"warning: {args.checkpoint}: its run is unfinished (no summary.json; stopped at "
+              f"step {reached} of {steps}): exported its best validation so far, and the "
+              f"card's notes say so", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

@@ -152,6 +152,28 @@ def test_a_folder_as_out_is_named_at_once(runs, tmp_path):
     assert proc.stderr.count("\n") == 1
 
 
+def test_an_unfinished_run_is_exported_with_a_warning_and_says_so_in_its_card(runs, tmp_path):
+    """An export during training (or of a killed run) gave a card no different from a
+    finished run's."""
+    run = tmp_path / "run"
+    shutil.copytree(runs / "hand", run)
+    (run / "summary.json").unlink()   # as a run still training, or killed
+    proc = cli("training", "export", str(run / "best.pt"), "--out", str(tmp_path / "m.onnx"),
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "its run is unfinished (no summary.json; stopped at step 2 of 2)" in proc.stderr
+    assert json.loads(proc.stdout)["unfinished_at_step"] == 2
+    notes = OnnxModel(str(tmp_path / "m.onnx"), device="cpu").card.notes
+    assert notes.endswith("from an UNFINISHED run (stopped at step 2 of 2).")
+
+    alone = tmp_path / "alone"   # a best.pt copied away from its run folder: nothing known
+    alone.mkdir()
+    shutil.copy(runs / "hand" / "best.pt", alone)
+    proc = cli("training", "export", str(alone / "best.pt"), "--out", str(alone / "m.onnx"))
+    assert proc.returncode == 0 and "unfinished" not in proc.stderr, proc.stderr
+    assert "UNFINISHED" not in OnnxModel(str(alone / "m.onnx"), device="cpu").card.notes
+
+
 def test_card_takes_grid_and_tiling_from_the_run(tmp_path):
     from training.export import build_card
     train(tiny_run("hand", steps=1, eval_every=1, pixel_size_m=16.0, tile_size=320,
