@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backend.raster_io import write_refused
-
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -52,10 +50,20 @@ def _running(pid: int) -> bool:
     return True
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, a quota): one line naming it."""
+
+
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically; a write that fails is a :class:`WriteError`
+    naming the file, which is left as it was."""
     remove_stale(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise WriteError(f"{path}: cannot be written ({exc.strerror or exc}); the file there "
+                         f"before, if any, is kept") from None
 
 
 def refused_output(path: Path, overwrite: bool) -> str | None:
@@ -81,6 +89,7 @@ def unwritable(path: Path, folder: bool = False) -> str | None:
     if not where.is_dir():
         return f"{path}: the folder {where} does not exist" if not where.exists() else \
             f"{path}: {where} is a file, not a folder"
+    from backend.raster_io import write_refused   # rasterio: loaded when a command checks
     refused = write_refused(str(where))
     return f"{path}: cannot write in {where} ({refused})" if refused else None
 

@@ -14,6 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
+from .atomic import WriteError
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train_cli", "train one method (one seed) on a data folder"),
@@ -63,6 +65,8 @@ def fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
+    except WriteError as exc:   # a full disk at a summary, a table or a manifest
+        return fail(str(exc))
     except KeyboardInterrupt:   # also while a subcommand's module (torch) is imported
         print("interrupted", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -252,3 +253,28 @@ def test_weak_chips_without_any_truth_are_refused_in_one_line(data, tmp_path):
     assert str(err.value) == (f"split 'weak' can be scored only on synthetic data, against its "
                               f"synthetic_truth files, and {copy} has none; score the "
                               f"hand-labelled splits (train, valid, test, bolivia)")
+
+
+def test_a_json_that_cannot_be_written_is_one_line_and_the_old_file_is_kept(real_chips, tmp_path):
+    """A full disk at the last write was a traceback. A file-size limit (EFBIG, with
+    SIGXFSZ ignored) fails the write as a full disk (ENOSPC) would."""
+    split = tmp_path / "s.csv"
+    split.write_text(f"{SPAIN}_S1Hand.tif,{SPAIN}_LabelHand.tif\n")
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+
+    def small_files():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    proc = subprocess.run([sys.executable, "-m", "training", "evaluate", "--data",
+                           str(real_chips), "--split-file", str(split), "--otsu", "--json",
+                           str(out), "--overwrite"], capture_output=True, text=True,
+                          preexec_fn=small_files, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == (f"error: {out}: cannot be written (File too large); the file "
+                           f"there before, if any, is kept\n")
+    assert out.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "s.csv"]
