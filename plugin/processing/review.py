@@ -52,9 +52,12 @@ class ReviewHandoff:
             return   # loaded into another project (a script's): nothing of ours to review
         mask = self.layers["mask"]
         stem = run_stem(self.params)
-        for kind, name in (("mask", f"water mask ({stem})"), ("probability", "water probability"),
-                           ("uncertainty", "uncertainty (TTA spread)")):
-            # named after the output's description (not the file, a setting): as a dialog run's
+        # a dialog run's names, with the run's stem on each: Processing puts every run's
+        # layers in one results group (or none), where a bare "water probability" could be any
+        for kind, name in (("mask", f"water mask ({stem})"),
+                           ("probability", f"water probability ({stem})"),
+                           ("uncertainty", f"uncertainty, TTA spread ({stem})")):
+            # named after the output's description (not the file, a setting)
             if kind in self.layers and self.layers[kind].name() == self.expected[kind]:
                 self.layers[kind].setName(name)
         group = self._on_top(project)

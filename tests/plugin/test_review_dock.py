@@ -809,6 +809,8 @@ def test_toolbox_runs_into_temporary_outputs_are_named_after_their_scene(plugin,
     dock = plugin.dock
     assert Path(dock.run.params.mask).stem == "OUTPUT_MASK"
     assert dock.run.layers.mask.name() == "water mask (scene_water_mask)" == dock.title.text()
+    # every Toolbox run's probability was 'water probability' in one results group
+    assert dock.run.layers.probability.name() == "water probability (scene_water_mask)"
     assert Path(dock.final_path.filePath()) == tmp_path / "scene_water_mask_accepted.tif"
     qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
     assert Path(dock.corrections.currentLayer().source().split("|")[0]) == \
