@@ -226,6 +226,22 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float],
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
+def same_crs(a: CRS, b: CRS) -> bool:
+    """Whether rasters in CRS ``a`` and ``b`` with the same geotransform lie in the same place.
+
+    rasterio's ``==`` also weighs the axis order a geographic CRS declares: EPSG:4326 is
+    latitude first, OGC:CRS84 and the ESRI WKT of ENVI headers (GCS_WGS_1984) longitude
+    first. GDAL's geotransforms are longitude first whatever the CRS says, so for rasters
+    two geographic CRSs of the same datum, prime meridian and units are one.
+    """
+    if a == b:
+        return True
+    if not (a.is_geographic and b.is_geographic):
+        return False
+    described = a.to_dict()
+    return bool(described) and described == b.to_dict()
+
+
 def _full_turn(crs: CRS) -> float | None:
     """360 degrees in a geographic CRS's angular unit; None for a projected CRS."""
     return 2 * math.pi / crs.units_factor[1] if crs.is_geographic else None

@@ -9,6 +9,7 @@ the file.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -21,7 +22,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 
 from .errors import InputError, UsageError, first_line
-from .grid import Grid, grid_of
+from .grid import Grid, grid_of, same_crs
 from .raster_io import WindowReader, band_scaling, file_identity, gdal_masked, sample_grid
 
 BAND_NAMES = ("VV", "VH")
@@ -228,7 +229,9 @@ def _check_dataset(path: str, ds) -> None:
         raise InputError(f"{path}: its CRS is neither geographic nor projected (a local or "
                          "engineering one), so its pixel size in metres is unknown; assign "
                          "the right CRS (e.g. gdal_edit.py -a_srs)")
-    if ds.crs.is_geographic and ds.crs.units_factor[0] not in ("degree", "degrees"):
+    # by the unit's size, not its name: "degree", "Degree" (ESRI, OGC:CRS84), ...
+    if ds.crs.is_geographic and not math.isclose(ds.crs.units_factor[1], math.pi / 180,
+                                                 rel_tol=1e-9):
         raise InputError(f"{path}: its geographic CRS counts angles in "
                          f"{ds.crs.units_factor[0]}, not degrees; warp it to one in degrees "
                          "or to a projected CRS first (e.g. gdalwarp -t_srs EPSG:4326)")
@@ -307,7 +310,7 @@ def _same_grid(a: str, da, b: str, db) -> None:
     if (da.width, da.height) != (db.width, db.height):
         raise InputError(f"{a} and {b} are on different grids: {da.width}x{da.height} "
                          f"vs {db.width}x{db.height} pixels")
-    if da.crs != db.crs:
+    if not same_crs(da.crs, db.crs):
         raise InputError(f"{a} and {b} are on different grids: CRS {da.crs.to_string()} "
                          f"vs {db.crs.to_string()}")
     # a hundredth of a pixel: a geotransform written in float32 by one export (0.004 px

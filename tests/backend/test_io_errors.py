@@ -101,6 +101,32 @@ def test_vv_and_vh_on_different_grids(out, models, tmp_path):
     assert listing(out) == ["m.tif"]
 
 
+def test_a_lon_first_wgs84_is_the_same_grid_as_epsg_4326(out, models, tmp_path):
+    """An ENVI file in OGC:CRS84 (WGS 84, longitude first; GeoPackage rasters read the
+    same) beside an EPSG:4326 GeoTIFF (latitude first) on the same grid was refused as
+    'different grids'; a NAD83 one still is."""
+    b = random_db((40, 50))
+    transform = from_origin(-57.5, -6.0, 8.983e-05, 8.983e-05)
+    vv = str(tmp_path / "s1_vv.tif")
+    profile = dict(width=50, height=40, count=1, dtype="float32", transform=transform)
+    with rasterio.open(vv, "w", driver="GTiff", crs="EPSG:4326", **profile) as ds:
+        ds.write(b[:1])
+    for name, crs in (("nad83", "EPSG:4269"), ("crs84", "OGC:CRS84")):
+        vh = str(tmp_path / f"s1_vh_{name}.img")
+        with rasterio.open(vh, "w", driver="ENVI", crs=crs, **profile) as ds:
+            ds.write(b[1:])
+        with rasterio.open(vh) as ds:
+            assert ds.crs.to_string() == crs   # what the check compares with EPSG:4326
+        if name == "nad83":
+            msg = refused(out, InputError, "are on different grids", [vv, vh], models["threshold"])
+            assert "CRS EPSG:4326 vs EPSG:4269" in msg
+            continue
+        predict(PredictOptions(inputs=[vv, vh], mask=str(out / f"{name}.tif"),
+                               model=models["threshold"]))
+        with rasterio.open(out / f"{name}.tif") as mask:
+            assert mask.crs == rasterio.crs.CRS.from_epsg(4326) and mask.transform == transform
+
+
 def test_two_inputs_must_each_hold_one_band(out, models, good, tmp_path):
     other = shutil.copy(good, tmp_path / "other.tif")
     refused(out, InputError, "has 2 bands; with two inputs each must hold one band",
