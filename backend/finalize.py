@@ -55,10 +55,14 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
     reporter = reporter or Reporter()
     cancel = cancel or threading.Event()
     check_threshold(threshold)
-    for key in OWN_TAGS:
-        if key in (tags or {}):
-            raise UsageError(f"tag {key}: finalize sets it itself (from --threshold, "
+    for key in tags or {}:
+        # GDAL's metadata keys ignore case: sarflood_threshold replaces SARFLOOD_THRESHOLD
+        if key.upper() in OWN_TAGS:
+            raise UsageError(f"tag {key}: finalize sets {key.upper()} itself (from --threshold, "
                              f"--corrections, the time and the mask's codes); choose another key")
+        if key.upper().startswith("SARFLOOD_") and key != key.upper():
+            raise UsageError(f"tag {key}: GDAL reads tag keys without case, so it would replace "
+                             f"the run's {key.upper()}; write SARFLOOD_ tags in capitals")
     with gdal_env():
         with open_raster(probability) as src:   # its grid checked as an input's is
             check_output_kind(probability, src.tags(), "probability")

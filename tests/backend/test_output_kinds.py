@@ -163,11 +163,22 @@ def test_an_untagged_mask_of_another_tool_is_still_corrected_and_counted(tmp_pat
 
 
 @pytest.mark.parametrize("key", ["SARFLOOD_THRESHOLD", "SARFLOOD_FINALIZED", "SARFLOOD_OUTPUT",
-                                 "SARFLOOD_MASK_CODES", "SARFLOOD_CORRECTIONS"])
+                                 "SARFLOOD_MASK_CODES", "SARFLOOD_CORRECTIONS",
+                                 "sarflood_threshold", "Sarflood_Output"])
 def test_finalize_refuses_a_tag_it_sets_itself(tmp_path, outputs, key):
-    with pytest.raises(UsageError, match=f"tag {key}: finalize sets it itself"):
+    """GDAL's tag keys ignore case: sarflood_threshold=0.3 replaced the mask's
+    SARFLOOD_THRESHOLD, and a later correct dropped the threshold altogether."""
+    with pytest.raises(UsageError, match=f"tag {key}: finalize sets {key.upper()} itself"):
         finalize(outputs["pf"], 0.5, str(tmp_path / "f.tif"), tags={key: "0.9"})
     assert os.listdir(tmp_path) == []
+
+
+def test_finalize_refuses_a_lower_case_spelling_of_an_inherited_run_tag(tmp_path, outputs):
+    with pytest.raises(UsageError, match="tag sarflood_model: GDAL reads tag keys without case"):
+        finalize(outputs["pf"], 0.5, str(tmp_path / "f.tif"), tags={"sarflood_model": "x"})
+    assert os.listdir(tmp_path) == []
+    finalize(outputs["pf"], 0.5, str(tmp_path / "f.tif"), tags={"SARFLOOD_REVIEW": "ok",
+                                                               "analyst": "me"})
 
 
 def test_finalize_refuses_a_threshold_tag_in_one_line(tmp_path, outputs):
@@ -175,7 +186,7 @@ def test_finalize_refuses_a_threshold_tag_in_one_line(tmp_path, outputs):
                 str(tmp_path / "f.tif"), "--tag", "SARFLOOD_THRESHOLD=0.9")
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert p.returncode == 1 and len(errors) == 1, p.stderr
-    assert "tag SARFLOOD_THRESHOLD: finalize sets it itself" in errors[0]
+    assert "tag SARFLOOD_THRESHOLD: finalize sets SARFLOOD_THRESHOLD itself" in errors[0]
     assert os.listdir(tmp_path) == []
 
 
