@@ -45,7 +45,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .engine import GridJob, batch_size_for, default_model_path, tile_batches
-from .errors import UsageError
+from .errors import EXIT_CANCELLED, BackendError, Cancelled, UsageError
 from .model import OnnxModel, default_threads
 from .inputs import open_inputs
 from .raster_io import WindowReader
@@ -150,23 +150,33 @@ def for_the_raster(raw: dict, n: int, tiles: int) -> dict:
             "cpu_s_for_raster": round(raw["cpu_s_per_tile"] * tiles, 3)}
 
 
-def run_child(args: list[str]) -> dict:
+def run_child(args: list[str], cancel: threading.Event) -> dict:
     """``python -m backend ARGS --progress json`` in a fresh process: result, peak RSS, wall.
 
     The peak RSS is the one the child reports (VmHWM): ``ru_maxrss`` from ``wait4``
-    would include this (bigger) process, which the child was forked from.
+    would include this (bigger) process, which the child was forked from. ``cancel``
+    (a SIGTERM to this process alone) stops the child; a child stopped by Ctrl-C (the
+    terminal sends it to both) is a cancel too.
     """
     with tempfile.TemporaryFile("w+") as out:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "backend", *args, "--progress", "json"],
                                 stdout=out, stderr=subprocess.DEVNULL, cwd=PACKAGE_PARENT)
-        proc.wait()
+        while True:
+            try:
+                proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel.is_set():
+                    proc.terminate()   # the child removes its partial outputs
         wall = time.perf_counter() - start
         out.seek(0)
         events = [json.loads(line) for line in out if line.strip()]
     last = events[-1] if events else {"event": "error", "message": "no output"}
+    if cancel.is_set() or proc.returncode == EXIT_CANCELLED:
+        raise Cancelled("cancelled")
     if last["event"] != "result":
-        raise RuntimeError(f"backend {args[0]} failed (exit {proc.returncode}): "
+        raise BackendError(f"bench: backend {args[0]} failed (exit {proc.returncode}): "
                            f"{last.get('message')}")
     return {"result": last, "peak_rss_mb": last["peak_rss_mb"], "process_seconds": round(wall, 3)}
 
@@ -174,7 +184,7 @@ def run_child(args: list[str]) -> dict:
 def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
               probability: bool = False, workdir: str | None = None,
               raw_seconds: float = RAW_SECONDS, repeat: int = 1, latitude: float | None = None,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, cancel: threading.Event | None = None) -> dict:
     # absolute: the end-to-end runs are child processes started in the package's folder
     model_path = os.path.abspath(model) if model else default_model_path()
     if not os.path.isfile(model_path):
@@ -193,24 +203,25 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
               "scene": ("10 m UTM grid" if latitude is None else
                         f"EPSG:4326 at {latitude:g} N, {PIXEL_DEG:g} degree pixels"),
               "runs": []}
+    cancel = cancel or threading.Event()
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="sarflood-bench-", dir=workdir) as d:
             scene = os.path.join(d, "scene.tif")
             t = time.perf_counter()
-            write_scene(scene, n, seed=0, latitude=latitude)
+            write_scene(scene, n, seed=0, latitude=latitude, cancel=cancel)
             log(f"N={n}: scene written in {time.perf_counter() - t:.1f} s; raw model and predict ...")
             args = ["predict", scene, "--mask", os.path.join(d, "mask.tif"),
                     "--model", model_path, "--device", device, "--overwrite"]  # runs repeat
             if probability:
                 args += ["--probability", os.path.join(d, "probability.tif")]
             raw, preds = raw_throughput(model_path, device, scene, n, seconds=raw_seconds,
-                                        between=lambda: run_child(args), rounds=repeat)
+                                        between=lambda: run_child(args, cancel), rounds=repeat)
             every = [p["result"]["seconds"] for p in preds]
             pred = preds[sorted(range(len(preds)), key=every.__getitem__)[len(preds) // 2]]
             raw = for_the_raster(raw, n, pred["result"]["tiles"]["count"])
             log(f"N={n}: raw {raw['raster_mpx_s']} Mpx/s (raster), predict "
                 f"{', '.join(map(str, every))} s; otsu ...")
-            otsu = run_child(["otsu", scene, "--mask", os.path.join(d, "otsu.tif")])
+            otsu = run_child(["otsu", scene, "--mask", os.path.join(d, "otsu.tif")], cancel)
         e2e = n * n / pred["result"]["seconds"] / 1e6
         report["runs"].append({
             "size": n, "raw": raw,

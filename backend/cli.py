@@ -22,11 +22,10 @@ import traceback
 from collections.abc import Callable
 
 from . import __version__
-from .errors import BackendError, Cancelled, UsageError, first_line
+from .errors import (EXIT_CANCELLED, EXIT_ERROR, BackendError, Cancelled, UsageError,
+                     first_line)
 from .pipeline import is_cleaning_up, keep_freed_memory
 from .progress import JsonReporter, Reporter, make_reporter, readable_json
-
-EXIT_ERROR, EXIT_CANCELLED = 1, 130
 
 
 def _comma_list(kind: type, count: int, form: str) -> Callable[[str], tuple]:
@@ -345,7 +344,8 @@ def _devices(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event)
 
 def _scene(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
     from .scene import save_scene
-    save_scene(a.out, a.size, seed=a.seed, units=a.units, truth=a.truth, overwrite=a.overwrite)
+    save_scene(a.out, a.size, seed=a.seed, units=a.units, truth=a.truth, overwrite=a.overwrite,
+               cancel=cancel)
 
 
 def _bench(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
@@ -355,7 +355,7 @@ def _bench(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -
     results = run_bench(a.size or [4096], model=a.model, device=a.device,
                         probability=a.probability, workdir=a.workdir, raw_seconds=a.raw_seconds,
                         repeat=a.repeat, latitude=a.latitude,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
+                        log=lambda m: print(m, file=sys.stderr, flush=True), cancel=cancel)
     print(json.dumps(results, indent=1) if a.json else format_table(results))
 
 

@@ -61,7 +61,7 @@ def _check_folder(out: str, overwrite: bool) -> None:
                          f"give another folder, or --overwrite to replace them")
 
 
-def _ensure_scene(out: str, size: int) -> tuple[str, str]:
+def _ensure_scene(out: str, size: int, cancel: threading.Event) -> tuple[str, str]:
     scene, truth = os.path.join(out, "scene.tif"), os.path.join(out, "truth.tif")
     try:
         with rasterio.open(scene) as ds, rasterio.open(truth):
@@ -70,7 +70,7 @@ def _ensure_scene(out: str, size: int) -> tuple[str, str]:
     except rasterio.errors.RasterioError:
         pass  # missing or unreadable: (re)generate
     print(f"generating a {size} x {size} scene (seed {SEED}) ...", flush=True)
-    save_scene(scene, size, seed=SEED, truth=truth, overwrite=True, tag=SCENE_TAG)
+    save_scene(scene, size, seed=SEED, truth=truth, overwrite=True, tag=SCENE_TAG, cancel=cancel)
     return scene, truth
 
 
@@ -106,7 +106,7 @@ def run_demo(out: str, size: int = 3072, cancel: threading.Event | None = None,
     made = not os.path.isdir(out)
     os.makedirs(out, exist_ok=True)
     try:
-        scene, truth = _ensure_scene(out, size)
+        scene, truth = _ensure_scene(out, size, cancel)
     except BaseException:
         if made and not os.listdir(out):   # a folder of ours with nothing in it
             os.rmdir(out)

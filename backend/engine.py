@@ -538,6 +538,12 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
 
     common = dict(model=model, conversions=conversions, tta=tta, clock=clock,
                   batch=batch_size_for(model, opts.batch_size))
+    shape = _plan(opts, model, 1, 1)
+    if opts.overlap is not None and shape.overlap != opts.overlap:
+        fits = ("its fixed size" if model.fixed_tile else
+                f"a multiple of {model.card.size_multiple}, the card's size_multiple")
+        reporter.info(f"overlap {opts.overlap} grown to {shape.overlap}: the model takes "
+                      f"tiles of {shape.tile} px ({fits})")
     if not resample:
         plan = _plan(opts, model, out_grid.height, out_grid.width)
         # an extent's tiles are the whole raster's, so it gets the same pixels

@@ -36,6 +36,10 @@ class ModelError(BackendError, RuntimeError):
     """The model file cannot be used (unreadable, corrupt, wrong tensors, no device)."""
 
 
+# the command line's exit codes for a one-line error and for a cancel (Ctrl-C, SIGTERM)
+EXIT_ERROR, EXIT_CANCELLED = 1, 130
+
+
 class Cancelled(BackendError):
     """The run was cancelled (Ctrl-C, SIGTERM, or the caller's cancel event)."""
 

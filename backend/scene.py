@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import threading
 
 import numpy as np
 import rasterio
@@ -27,7 +28,7 @@ from rasterio.errors import RasterioError
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from .errors import OutputError, UsageError
+from .errors import Cancelled, OutputError, UsageError
 from .raster_io import check_outputs, temporary_beside, why_write_failed
 from .units import convert
 
@@ -121,14 +122,15 @@ def check_room(folder: str, height: int, width: int) -> None:
 
 def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: str = "dB",
                 truth: str | None = None, latitude: float | None = None,
-                tag: str | None = None) -> None:
+                tag: str | None = None, cancel: threading.Event | None = None) -> None:
     """Write the scene as a tiled 2-band GeoTIFF (VV, VH), block by block.
 
     ``truth`` also writes the true water mask (uint8: 0 dry, 1 water, 255 no data).
     ``latitude`` tags the same pixels as a geographic grid of Sen1Floods11's degree
     pixels whose top edge lies at that latitude, as an Earth Engine export is: away from
     the equator they are narrower than 10 m, so ``predict`` resamples them. ``tag`` is
-    the file's SARFLOOD_SCENE tag (default: "generated, seed N").
+    the file's SARFLOOD_SCENE tag (default: "generated, seed N"). ``cancel`` set stops
+    it at the next row of blocks (:class:`Cancelled`), the files left half-written.
     """
     height, width = (size, size) if isinstance(size, int) else size
     if min(height, width) < 1:
@@ -138,14 +140,14 @@ def write_scene(path: str, size: int | tuple[int, int], seed: int = 0, units: st
     check_room(folder, height, width)
     try:
         _write_blocks(path, Scene(height, width, seed), units, truth, latitude,
-                      tag or f"generated, seed {seed}")
+                      tag or f"generated, seed {seed}", cancel or threading.Event())
     except (RasterioError, OSError) as exc:   # a disk filled by something else meanwhile
         raise OutputError(f"{folder}: writing the scene failed "
                           f"({why_write_failed(exc, path)})") from None
 
 
 def _write_blocks(path: str, scene: Scene, units: str, truth: str | None,
-                  latitude: float | None, tag: str) -> None:
+                  latitude: float | None, tag: str, cancel: threading.Event) -> None:
     height, width = scene.height, scene.width
     crs, transform = (CRS, from_origin(*ORIGIN, PIXEL_M, PIXEL_M)) if latitude is None else (
         "EPSG:4326", from_origin(GEOGRAPHIC_LON, latitude, PIXEL_DEG, PIXEL_DEG))
@@ -160,6 +162,8 @@ def _write_blocks(path: str, scene: Scene, units: str, truth: str | None,
                               **profile) if truth else None)
         try:
             for row in range(0, height, BLOCK):
+                if cancel.is_set():
+                    raise Cancelled("cancelled")
                 for col in range(0, width, BLOCK):
                     h, w = min(BLOCK, height - row), min(BLOCK, width - col)
                     bands, water = scene.block(row, col, h, w)
@@ -177,14 +181,17 @@ def _write_blocks(path: str, scene: Scene, units: str, truth: str | None,
 
 
 def save_scene(out: str, size: int, seed: int = 0, units: str = "dB",
-               truth: str | None = None, overwrite: bool = False, tag: str | None = None) -> None:
+               truth: str | None = None, overwrite: bool = False, tag: str | None = None,
+               cancel: threading.Event | None = None) -> None:
     """``python -m backend scene``: :func:`write_scene` to temporary files, then renamed
-    into place; existing files are replaced only with ``overwrite``."""
+    into place; existing files are replaced only with ``overwrite``. Cancelled, it leaves
+    none."""
     check_outputs({"scene": out, "truth": truth}, [], overwrite)
     paths = [p for p in (out, truth) if p]
     temps = {p: temporary_beside(p) for p in paths}
     try:
-        write_scene(temps[out], size, seed=seed, units=units, truth=temps.get(truth), tag=tag)
+        write_scene(temps[out], size, seed=seed, units=units, truth=temps.get(truth), tag=tag,
+                    cancel=cancel)
         for path in paths:
             os.replace(temps[path], path)
     finally:

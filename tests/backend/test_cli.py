@@ -638,3 +638,66 @@ def test_a_crs_in_kilometres_prints_no_proj_noise(tmp_path, models, monkeypatch)
     assert "proj.db" not in p.stderr
     with rasterio.open(tmp_path / "m.tif") as ds:
         assert ds.crs.linear_units_factor == ("kilometre", 1000.0)
+
+
+def _signal_when(args: list[str], line_has: str | None, signum: int, delay: float,
+                 group: bool = False) -> subprocess.CompletedProcess:
+    """``python -m backend ARGS`` signalled ``delay`` s after a stderr line holding
+    ``line_has`` (None: after its start); ``group``: the whole process group, as a
+    terminal's Ctrl-C."""
+    import time
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "backend", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
+    err = []
+    for line in proc.stderr if line_has else ():
+        err.append(line)
+        if line_has in line:
+            break
+    time.sleep(delay)
+    assert proc.poll() is None, "the command ended before the signal"
+    (os.killpg if group else os.kill)(proc.pid, signum)
+    out, rest = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(err) + rest)
+
+
+def test_scene_and_demo_stop_on_sigterm_and_leave_nothing(tmp_path):
+    """Both wrote the whole scene after the signal; scene then exited 0 saying the cancel
+    came after its outputs were complete, demo 130 saying no output was written."""
+    p = _signal_when(["scene", str(tmp_path / "s.tif"), "--truth", str(tmp_path / "t.tif"),
+                      "--size", "8192"], None, signal.SIGTERM, 2.5)   # imports take ~1 s
+    assert p.returncode == cli.EXIT_CANCELLED, p.stderr
+    assert p.stderr.splitlines()[-1] == "error: cancelled; no output was written"
+    assert listing(tmp_path) == []
+    out = tmp_path / "demo"
+    p = _signal_when(["demo", "--out", str(out), "--size", "8192"], None, signal.SIGTERM, 2.5)
+    assert p.returncode == cli.EXIT_CANCELLED, p.stderr
+    assert p.stderr.splitlines()[-1] == "error: cancelled; no output was written"
+    assert not out.exists()
+
+
+def test_ctrl_c_during_bench_is_a_cancel_not_an_internal_error(tmp_path):
+    """The terminal's Ctrl-C stopped bench's predict child (exit 130), which bench
+    reported as a bug with a traceback, exit 1."""
+    p = _signal_when(["bench", "--size", "2048", "--raw-seconds", "1", "--repeat", "5",
+                      "--workdir", str(tmp_path)], "raw model and predict", signal.SIGINT,
+                     2.0, group=True)
+    assert p.returncode == cli.EXIT_CANCELLED, p.stderr
+    assert p.stderr.splitlines()[-1] == "error: cancelled; no output was written", p.stderr
+    assert "Traceback" not in p.stderr and listing(tmp_path) == []
+
+
+def test_an_overlap_grown_to_fit_the_model_is_said(tmp_path, src):
+    """--overlap 130 ran at 144 (the bundled model's tiles are multiples of 16), and only
+    the result's tiles field showed it."""
+    p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--overlap", "130",
+                "--progress", "json")
+    assert p.returncode == 0, p.stderr
+    lines = events(p.stdout)
+    assert {"event": "info", "message": "overlap 130 grown to 144: the model takes tiles of "
+            "656 px (a multiple of 16, the card's size_multiple)"} in lines
+    assert lines[-1]["tiles"]["overlap"] == 144
+    p = run_cli("predict", src, "--mask", tmp_path / "m2.tif", "--overlap", "144",
+                "--progress", "json")
+    assert not [e for e in events(p.stdout) if "grown to" in e.get("message", "")]
