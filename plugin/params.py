@@ -28,6 +28,13 @@ def is_gdal_name(path: str) -> bool:
     return path.startswith("/vsi") or (bool(_SUBDATASET.match(path)) and not os.path.exists(path))
 
 
+def dataset_file(path: str) -> str:
+    """The file behind a dataset name: ``GPKG:/data/scene.gpkg:vv`` is /data/scene.gpkg;
+    a file path or a virtual path is itself."""
+    found = _SUBDATASET.match(path) if is_gdal_name(path) else None
+    return found["file"] if found else path
+
+
 def backend_path(path: str) -> str:
     """``path`` as QGIS means it, for the backend child.
 

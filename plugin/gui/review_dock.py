@@ -30,7 +30,7 @@ from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_
 from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
                       private_copy, remove_layers_of, run_layer_nodes)
 from ..outputs import put_back
-from ..params import FinalizeParams, free_output_paths
+from ..params import FinalizeParams, dataset_file, free_output_paths
 from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold, saved_hidden,
                           saved_review, saved_threshold)
 from ..settings import python_setting
@@ -599,17 +599,20 @@ class ReviewDock(QgsDockWidget):
             path += ".tif"
         run, threshold, threshold_text = self.run, self.threshold_value, self._threshold_text()
         p = run.params
-        # replacing one of these would lose the scene, or a layer under review
-        in_use = {os.path.realpath(f) for f in (p.scene.vv, p.scene.vh, p.mask, p.probability,
-                                                 p.uncertainty) if f}
-        if os.path.realpath(path) in in_use:
-            self.show_status(f"Accept: {path} is this run's input or one of its layers; choose "
-                             f"another file", error=True)
-            return
-        if self._rewritten("Accept"):
-            return
         polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None
         fixes_layer = self.corrections.currentLayer()
+        # replacing one of these would lose the scene (a GeoPackage's tables too), a layer
+        # under review or the analyst's corrections
+        in_use = {os.path.realpath(dataset_file(f)) for f in (
+            p.scene.vv, p.scene.vh, p.mask, p.probability, p.uncertainty,
+            fixes_layer.source().split("|")[0] if fixes_layer is not None else None) if f}
+        for written in (path, polygons):
+            if written and os.path.realpath(written) in in_use:
+                self.show_status(f"Accept: {written} is this run's input, one of its layers or "
+                                 f"its corrections; choose another file", error=True)
+                return
+        if self._rewritten("Accept"):
+            return
         if fixes_layer is not None and not fixes_layer.isValid():   # its file moved or deleted
             self.show_status(f"Accept: the corrections layer '{fixes_layer.name()}' cannot be read "
                              f"({fixes_layer.source()}); repair its source, or choose no "

@@ -226,8 +226,19 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
         before_bytes = open(used, "rb").read()
         dock.final_path.setFilePath(used)
         qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
-        assert "is this run's input or one of its layers" in dock.status.text()
+        assert "is this run's input, one of its layers or its corrections" in dock.status.text()
         assert open(used, "rb").read() == before_bytes
+    # nor the corrections' GeoPackage, where a final mask of its name puts its polygons (the
+    # analyst's corrections were replaced by the water polygons)
+    fixes_file = Path(fixes.source().split("|")[0])
+    before_bytes = fixes_file.read_bytes()
+    dock.polygons.setChecked(True)
+    dock.final_path.setFilePath(str(fixes_file.with_suffix(".tif")))
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    assert f"{fixes_file} is this run's input, one of its layers or its corrections" in \
+        dock.status.text(), dock.status.text()
+    assert fixes_file.read_bytes() == before_bytes
+    dock.polygons.setChecked(False)
     final = tmp_path / "final.tif"
     dock.final_path.setFilePath(str(final))
     qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
