@@ -15,7 +15,7 @@ from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
                        QgsProcessingUtils, QgsProperty, QgsRasterLayer, QgsReferencedRectangle,
-                       QgsVectorFileWriter, QgsWkbTypes)
+                       QgsVectorFileWriter, QgsVectorLayer, QgsWkbTypes)
 
 from ..backend_env import find_interpreter
 from ..backend_process import BackendProcess
@@ -159,6 +159,24 @@ class RendererPostProcessor(QgsProcessingLayerPostProcessorInterface):
             # still reads the replaced file (GDAL keeps it open): the map showed the old run
             layer.reload()
             layer.setRenderer(self.factory(layer.dataProvider()))
+            layer.triggerRepaint()
+
+
+class VectorReloadPostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Makes a vector output loaded into the project show the file this run wrote."""
+
+    alive: list["VectorReloadPostProcessor"] = []  # as RendererPostProcessor.alive
+
+    def __init__(self):
+        super().__init__()
+        VectorReloadPostProcessor.alive.append(self)
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS's name)
+        if isinstance(layer, QgsVectorLayer) and layer.isValid():
+            # as for rasters: a run into a file the project has a layer of is loaded as
+            # that layer, whose provider kept the replaced file's features
+            layer.dataProvider().reloadData()
+            layer.updateExtents()
             layer.triggerRepaint()
 
 
@@ -313,6 +331,12 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         """Remove the hidden files that killed runs writing ``path`` left beside it."""
         for what in remove_stale(path):
             feedback.pushInfo(what)
+
+    @staticmethod
+    def reload_output(context, path: str) -> None:
+        """Reload the vector layer of ``path`` if Processing will load it when the run ends."""
+        if path and context.willLoadLayerOnCompletion(path):
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(VectorReloadPostProcessor())
 
     @staticmethod
     def style_output(context, path: str, renderer_factory) -> None:

@@ -82,4 +82,6 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
             raise QgsProcessingException(f"{kept}: the polygons were written but cannot be read back")
         count = layer.featureCount()
         feedback.pushInfo(f"{count} polygons of value {value} kept (>= {min_area:g} m²)")
+        if to_file:
+            self.reload_output(context, kept)
         return {"OUTPUT": kept, "POLYGON_COUNT": count}

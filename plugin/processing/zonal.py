@@ -93,6 +93,8 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
                 self.write_features(sink, counted, fields, kept, mask, context, feedback)
             finally:
                 del sink   # closes the file before it is moved or removed
+        if to_file:
+            self.reload_output(context, destination)
         return {"OUTPUT": destination if to_file else dest}
 
     @staticmethod

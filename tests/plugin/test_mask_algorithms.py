@@ -841,3 +841,38 @@ def test_a_run_killed_while_renaming_its_outputs_is_undone_by_the_next(tmp_path)
                     f"removed {probability}, written by an interrupted run",
                     f"removed {tmp_path / f'.p.tif.{dead}-0123abcd.sarflood-new'}, left by an "
                     "interrupted run"]
+
+
+def test_a_run_into_a_file_the_project_shows_shows_this_runs_features(provider, qgis_new_project,
+                                                                     tmp_path):
+    """Loaded on completion, a zonalwater (or vectorize) output the project already had a
+    layer of came back as that layer, which still showed the replaced file's numbers."""
+    import processing
+    from qgis.core import QgsProject
+
+    path, a = _mask(tmp_path)
+    dry = write_raster(tmp_path / "dry.tif", [np.where(a == 255, 255, 0).astype(np.uint8)],
+                       nodata=255)
+    x0, y0 = ORIGIN
+    zones = _rect_layer("EPSG:32630", [("all", (x0, y0 - 1000, x0 + 1000, y0))])
+    out = str(tmp_path / "zones.gpkg")
+    water = []
+    for mask in (str(path), str(dry)):
+        processing.runAndLoadResults("sarflood:zonalwater", {"POLYGONS": zones, "MASK": mask,
+                                                             "OUTPUT": out})
+        shown = [layer for layer in QgsProject.instance().mapLayers().values()
+                 if layer.source().split("|")[0] == out]
+        assert len(shown) == 1
+        water.append([f["water_px"] for f in shown[0].getFeatures()])
+    assert water == [[int((a == 1).sum())], [0]]
+
+    polygons = str(tmp_path / "polygons.gpkg")
+    counts = []
+    for min_area in (0, 1000):
+        processing.runAndLoadResults("sarflood:vectorize", {"INPUT": str(path),
+                                                            "MIN_AREA_M2": min_area,
+                                                            "OUTPUT": polygons})
+        shown = [layer for layer in QgsProject.instance().mapLayers().values()
+                 if layer.source().split("|")[0] == polygons]
+        counts.append([layer.featureCount() for layer in shown])
+    assert counts == [[2], [1]]
