@@ -80,6 +80,8 @@ def in_qgis_words(message: str, processing: bool = False) -> str:
             break
     message = message.replace(_BANDS_ADVICE, _BANDS_IN_QGIS[processing])
     message = _EXTENT.sub(lambda m: f"{m[1]}{m[2]},{m[4]},{m[3]},{m[5]}", message)
+    message = message.replace("is west,south,east,north", "is west,east,south,north in "
+                              "QGIS's order")
     names = {**_SETTING_NAMES, "--bands": "VV_BAND and VH_BAND"} if processing else _SETTING_NAMES
     return _OPTION.sub(lambda m: names[m.group(0)], message)
 

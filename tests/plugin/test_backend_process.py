@@ -144,6 +144,13 @@ def test_extents_and_band_advice_in_qgis_words():
     assert said == ("/d/s.tif: the extent 10,11,50,51 (in EPSG:4326; 1410521,1501521,5620113,5743737 "
                     "in the raster's) does not overlap the raster (bounds 500000,510240,4289760,"
                     "4300000 in EPSG:32630)")
+    # the advice too: following the command line's order, the analyst typed it wrong again
+    assert in_qgis_words("/d/s.tif: the extent 0,1,2,3 does not overlap the raster (bounds "
+                         "0,1,2,3 in EPSG:4326); an extent in longitude and latitude is "
+                         "west,south,east,north") == (
+        "/d/s.tif: the extent 0,2,1,3 does not overlap the raster (bounds 0,2,1,3 in "
+        "EPSG:4326); an extent in longitude and latitude is west,east,south,north in QGIS's "
+        "order")
     assert in_qgis_words("the extent -1.5,2,3.25,4 reaches past the raster: (3 x 4 pixels; the "
                          "raster's bounds 0,1,2,3 in EPSG:4326)") == (
         "the extent -1.5,3.25,2,4 reaches past the raster: (3 x 4 pixels; the raster's bounds "
