@@ -56,8 +56,7 @@ from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_
 from .resample import nearest_with_data, read_scaled
 from .sink import OutputSink, check_codec, check_threshold, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
-from .units import (UNITS, check_convertible, convert, find_units, floor_note, floor_zero_power,
-                    one_or_each, untagged_fill, zero_data_warning, zero_is_nodata, zero_note)
+from .units import UNITS, one_or_each, prepare_bands, to_units
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "resources" / "models"
 RESAMPLE_TOLERANCE = 0.05   # pixel sizes within 5% of the card's are used as they are
@@ -239,7 +238,7 @@ def _prepared(job: GridJob, box: tuple[int, int, int, int], halo: int
     with job.clock("read"):
         x = job.reader.read(r0 - halo, r1 + halo, c0 - halo, c1 + halo)
     with job.clock("normalise"):
-        _to_card_units(x, job.conversions)
+        to_units(x, job.conversions)
         valid = job.model.normalize(x[None], out=x[None])[1][0]
         h, w = valid.shape
         inner = valid[halo:h - halo, halo:w - halo]
@@ -286,16 +285,6 @@ def fill_near_data(x: np.ndarray, valid: np.ndarray, distance: int) -> None:
             filled = fillnodata(band[r0:r1, c0:c1].copy(), mask=mask,
                                 max_search_distance=distance, smoothing_iterations=0)
             band[a:b, c0:c1] = filled[a - r0:b - r0]
-
-
-def _to_card_units(x: np.ndarray, conversions: list[tuple[str, str]]) -> np.ndarray:
-    """Bands (band, rows, cols) converted in place from the input's units to the card's
-    (fill values and power or amplitude <= 0 become NaN: no data, except a 0 below the
-    noise floor, :func:`~backend.units.floor_zero_power`); returns ``x``."""
-    floor_zero_power(x, [src for src, _ in conversions])
-    for band, (src, dst) in zip(x, conversions):
-        convert(band, src, dst)
-    return x
 
 
 def _dihedral(x: np.ndarray, k: int) -> np.ndarray:
@@ -481,40 +470,17 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
     window = run_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0],
                         reporter.info)
     out_grid = inputs.grid.window_grid(window)
-    raw = [(inputs.datasets[s.path], s.index, s.nodata) for s in sources]
     clock = StageClock()
     with clock("units"):
         # judged on the whole input, so an extent reads it as a whole-raster run does (an
         # extent clear of a NaN edge took exact 0 for the no-data value, and the resampled
         # read then spread the NaN: probabilities 0.08 off)
-        samples = sample_grid(WindowReader(raw, 0, 0), inputs.grid.height, inputs.grid.width)
-        found = find_units(sources, samples, opts.units, reporter)
-    wanted = [b.units for b in card.bands]
-    conversions = [(f.units or w, w) for f, w in zip(found, wanted)]
-    check_convertible(sources, found, conversions, samples,
-                      [inputs.datasets[s.path].dtypes[s.index - 1] for s in sources])
-    for s, f, (src, dst) in zip(sources, found, conversions):
-        if f.units:
-            reporter.info(f"{s.name}: {f.units} ({f.source}: {f.evidence})"
-                          + (f", converted to {dst}" if src != dst else ""))
-    note = floor_note(sources, [src for src, _ in conversions], samples)
-    if note:
-        reporter.info(note)
-    zero = [zero_is_nodata(s, src, inputs.datasets[s.path], samples[k])
-            for k, (s, (src, _)) in enumerate(zip(sources, conversions))]
-    if any(zero):
-        raw = [(ds, i, 0.0 if z else nodata) for (ds, i, nodata), z in zip(raw, zero)]
-        note = zero_note(sources, zero, samples)
-        if note:
-            reporter.info(note)
-    note = zero_data_warning(sources, [src for src, _ in conversions], zero, samples)
-    if note and opts.nodata is None:
-        reporter.warning(note)
-    # find_units has warned of them; a resampled read must leave them out before averaging
-    for k, s in enumerate(sources):
-        fill = untagged_fill(s, samples[k], inputs.datasets[s.path])
-        if fill is not None:
-            raw[k] = (raw[k][0], raw[k][1], fill)
+        samples = sample_grid(WindowReader([(inputs.datasets[s.path], s.index, s.nodata)
+                                            for s in sources], 0, 0),
+                              inputs.grid.height, inputs.grid.width)
+        prepared = prepare_bands(sources, inputs.datasets, samples, opts.units,
+                                 [b.units for b in card.bands], opts.nodata is not None, reporter)
+    raw, conversions = prepared.raw, prepared.conversions
 
     threshold = card.default_threshold if opts.threshold is None else float(opts.threshold)
     tags = provenance_tags(card, inputs.paths, threshold, tta)
@@ -578,9 +544,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         "threshold": threshold,
         "tta": tta,
         "bands": inputs.mapping(),
-        "units_detected": one_or_each(card.band_names, [f.units for f in found]),
-        "units_source": one_or_each(card.band_names, [f.source for f in found]),
-        "units_used": one_or_each(card.band_names, wanted),
+        "units_detected": one_or_each(card.band_names, [f.units for f in prepared.found]),
+        "units_source": one_or_each(card.band_names, [f.source for f in prepared.found]),
+        "units_used": one_or_each(card.band_names, [dst for _, dst in conversions]),
         "input_pixel_size_m": [round(v, 3) for v in in_px],
         "model_pixel_size_m": card.pixel_size_m,
         "resampled": resample,
@@ -768,7 +734,7 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                 with job.clock("resample back"):
                     cell = read_scaled(mid, to_mid, at)
                 with job.clock("input no data"):   # as the tile loop decides it
-                    x = _to_card_units(on_input.read(win.row_off, win.row_off + win.height,
+                    x = to_units(on_input.read(win.row_off, win.row_off + win.height,
                                                      win.col_off, win.col_off + win.width),
                                        common["conversions"])
                     valid = np.isfinite(x).all(axis=0)

@@ -23,7 +23,7 @@ from .pipeline import peak_rss_mb
 from .progress import Reporter
 from .raster_io import WindowReader, check_outputs, gdal_env, sample_grid
 from .sink import MASK_NODATA, OutputSink, fill_sink, utc_stamp
-from .units import check_convertible, convert, find_units, zero_is_nodata, zero_note
+from .units import prepare_bands, to_units
 
 # VV dB values outside this window are clipped into the end bins; water and land
 # modes of Sentinel-1 VV lie well inside it.
@@ -95,7 +95,7 @@ def water_mask(vv_db: np.ndarray, threshold: float) -> np.ndarray:
 
 @dataclass
 class OtsuOptions:
-    inputs: list[str]                 # the same inputs as predict; only VV is used
+    inputs: list[str]                 # the same inputs as predict; VV is thresholded
     mask: str
     extent: tuple[float, float, float, float] | None = None
     extent_crs: str | None = None
@@ -137,32 +137,28 @@ def _otsu_map(opts: OtsuOptions, inputs: InputSet, reporter: Reporter,
     window = run_window(inputs.grid, opts.extent, opts.extent_crs, inputs.paths[0],
                         reporter.info)
     grid = inputs.grid.window_grid(window)
-    # VH, where there is one, only joins the units sample: its level helps tell the units,
-    # and a VH brighter than VV says the bands are swapped
-    sampled = [vv] + ([inputs.bands["VH"]] if "VH" in inputs.bands else [])
-    sampler = WindowReader([(inputs.datasets[s.path], s.index, s.nodata) for s in sampled],
-                           int(window.row_off), int(window.col_off))
-    samples = sample_grid(sampler, grid.height, grid.width)
-    found = find_units(sampled, samples, opts.units, reporter)[0]
-    units = found.units or "dB"
-    ds = inputs.datasets[vv.path]
-    check_convertible([vv], [found], [(units, "dB")], samples[:1], [ds.dtypes[vv.index - 1]])
-    if found.units:
-        reporter.info(f"VV: {units} ({found.source}: {found.evidence})")
-    nodata = vv.nodata
-    if zero_is_nodata(vv, units, ds, samples[0]):
-        nodata = 0.0
-        note = zero_note([vv], [True], samples)
-        if note:
-            reporter.info(note)
-    reader = WindowReader([(ds, vv.index, nodata)], int(window.row_off), int(window.col_off))
+    # VH, where there is one, is read too: its level helps tell the units, a VH brighter
+    # than VV says the bands are swapped, and a pixel without VH is no data, as in predict
+    sources = [vv] + ([inputs.bands["VH"]] if "VH" in inputs.bands else [])
+    # sampled over the whole input, as predict does, so both judge its no data alike
+    samples = sample_grid(WindowReader([(inputs.datasets[s.path], s.index, s.nodata)
+                                        for s in sources], 0, 0),
+                          inputs.grid.height, inputs.grid.width)
+    prepared = prepare_bands(sources, inputs.datasets, samples, opts.units,
+                             ["dB"] * len(sources), opts.nodata is not None, reporter)
+    found = prepared.found[0]
+    reader = WindowReader(prepared.raw, int(window.row_off), int(window.col_off))
     blocks = [(r, c) for r in range(0, grid.height, BLOCK) for c in range(0, grid.width, BLOCK)]
 
     def vv_db(row: int, col: int) -> np.ndarray:
+        """VV in dB, NaN where VV or VH has no data."""
         if cancel.is_set():
             raise Cancelled("cancelled")
-        x = reader.read(row, min(row + BLOCK, grid.height), col, min(col + BLOCK, grid.width))
-        return convert(x[0], units, "dB")
+        x = to_units(reader.read(row, min(row + BLOCK, grid.height), col,
+                                 min(col + BLOCK, grid.width)), prepared.conversions)
+        if len(x) > 1:
+            x[0][~np.isfinite(x[1])] = np.nan
+        return x[0]
 
     hist = Histogram()
     for i, (row, col) in enumerate(blocks):

@@ -465,3 +465,58 @@ def zero_note(sources: list[BandSource], flags: list[bool], samples: np.ndarray)
             f"data (Earth Engine writes masked pixels so, gdalwarp the pixels under its alpha "
             f"band; of the units sample: "
             f"{', '.join(parts)}); give the file a nodata value if 0 dB is data")
+
+
+@dataclass
+class PreparedBands:
+    """How a run reads its bands: the reader's sources with the no-data value each is read
+    with, and each band's units as found and as converted to."""
+    raw: list[tuple[object, int, float | None]]   # (dataset, band, no-data) for WindowReader
+    found: list[UnitsFound]
+    conversions: list[tuple[str, str]]            # per band: (input units, wanted units)
+
+
+def prepare_bands(sources: list[BandSource], datasets: dict, samples: np.ndarray,
+                  override: str | None, wanted: list[str], nodata_given: bool,
+                  reporter: Reporter) -> PreparedBands:
+    """Units found and checked, and the no-data values to read with, for the bands
+    ``sources`` sampled as ``samples``; what was decided is reported. ``predict`` and
+    ``otsu`` both read their input so, and so see the same pixels as no data."""
+    found = find_units(sources, samples, override, reporter)
+    conversions = [(f.units or w, w) for f, w in zip(found, wanted)]
+    check_convertible(sources, found, conversions, samples,
+                      [datasets[s.path].dtypes[s.index - 1] for s in sources])
+    for s, f, (src, dst) in zip(sources, found, conversions):
+        if f.units:
+            reporter.info(f"{s.name}: {f.units} ({f.source}: {f.evidence})"
+                          + (f", converted to {dst}" if src != dst else ""))
+    note = floor_note(sources, [src for src, _ in conversions], samples)
+    if note:
+        reporter.info(note)
+    raw = [(datasets[s.path], s.index, s.nodata) for s in sources]
+    zero = [zero_is_nodata(s, src, datasets[s.path], samples[k])
+            for k, (s, (src, _)) in enumerate(zip(sources, conversions))]
+    if any(zero):
+        raw = [(ds, i, 0.0 if z else nodata) for (ds, i, nodata), z in zip(raw, zero)]
+        note = zero_note(sources, zero, samples)
+        if note:
+            reporter.info(note)
+    note = zero_data_warning(sources, [src for src, _ in conversions], zero, samples)
+    if note and not nodata_given:
+        reporter.warning(note)
+    # find_units has warned of them; a resampled read must leave them out before averaging
+    for k, s in enumerate(sources):
+        fill = untagged_fill(s, samples[k], datasets[s.path])
+        if fill is not None:
+            raw[k] = (raw[k][0], raw[k][1], fill)
+    return PreparedBands(raw, found, conversions)
+
+
+def to_units(x: np.ndarray, conversions: list[tuple[str, str]]) -> np.ndarray:
+    """Bands (band, rows, cols) converted in place from the input's units to the wanted
+    ones (fill values and power or amplitude <= 0 become NaN: no data, except a 0 below
+    the noise floor, :func:`floor_zero_power`); returns ``x``."""
+    floor_zero_power(x, [src for src, _ in conversions])
+    for band, (src, dst) in zip(x, conversions):
+        convert(band, src, dst)
+    return x

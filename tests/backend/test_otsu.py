@@ -33,3 +33,25 @@ def test_undefined_cases_return_none():
 def test_mask_codes():
     m = water_mask(np.array([-20.0, -5.0, np.nan]), -15.0)
     assert m.tolist() == [1, 0, 255]
+
+
+def test_otsu_and_predict_count_the_same_pixels_as_no_data(tmp_path, models):
+    """A pixel with VV but no VH was no data to predict and valid (dry or water) to otsu:
+    the baseline and the model covered different areas. Also a VH of linear power 0 where
+    VV has data (below the noise floor) is data to both."""
+    from backend.engine import PredictOptions, predict
+    from backend.otsu import OtsuOptions, otsu_map
+    from tests.backend.conftest import write_raster
+
+    rng = np.random.default_rng(3)
+    vv = np.where(rng.random((96, 128)) < 0.3, 10 ** -2.2, 10 ** -0.8).astype(np.float32)
+    vh = (vv / 5).astype(np.float32)
+    vh[:, :40] = np.nan          # VH missing over a third
+    vh[50:60, 60:70] = 0.0       # below the noise floor
+    vv[:10] = np.nan
+    scene = write_raster(tmp_path / "s1_linear.tif", np.stack([vv, vh]), units="linear")
+    m = predict(PredictOptions(inputs=[scene], mask=str(tmp_path / "m.tif"),
+                               model=models["threshold"]))
+    o = otsu_map(OtsuOptions(inputs=[scene], mask=str(tmp_path / "o.tif")))
+    expected = int((np.isfinite(vv) & np.isfinite(vh)).sum())
+    assert m["valid_pixels"] == o["valid_pixels"] == expected
