@@ -40,6 +40,11 @@ def metres_per_degree(lat_deg: float) -> tuple[float, float]:
 # within this of 1 over the grid (UTM: 0.9996-1.001 in its zone); beyond (Web Mercator
 # away from the equator: 1 / cos(latitude)) the true ground size is computed.
 SCALE_TOLERANCE = 0.01
+# areas are held to a closer bound: a projected grid's pixel area is its units squared
+# only where the areal scale stays within this of 1 over the grid (UTM inside its zone:
+# 0.9992-1.002); elsewhere each pixel's area is measured (1 % in length is 2 % in area)
+AREA_TOLERANCE = 0.002
+AREA_COLUMNS = 9   # columns of every row where a pixel's area is measured; linear between
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,43 @@ class Grid:
         return bool(max(np.abs(gx / unit - 1).max(), np.abs(gy / unit - 1).max())
                     > SCALE_TOLERANCE)
 
+    @functools.cached_property
+    def _area_scaled(self) -> bool:
+        """A projected grid whose areal scale strays from 1 by more than AREA_TOLERANCE."""
+        if self.geographic:
+            return False
+        rows = np.repeat(np.linspace(0, self.height - 1, 5), 5)
+        cols = np.tile(np.linspace(0, self.width - 1, 5), 5)
+        try:
+            gx, gy = self._ground_per_unit(rows, cols)
+        except Exception:  # a local CRS with no way to the ellipsoid: its units as they are
+            return False
+        return bool(np.abs(gx * gy / self._unit_m() ** 2 - 1).max() > AREA_TOLERANCE)
+
     @property
     def row_areas_vary(self) -> bool:
-        """Pixels of different rows cover different ground areas (see :meth:`row_area_m2`)."""
-        return self.geographic or self._scaled
+        """Pixels of different rows cover different ground areas, and on a projected grid
+        far from true scale pixels along a row too (see :meth:`row_area_m2`)."""
+        return self.geographic or self._area_scaled
+
+    @property
+    def column_areas_vary(self) -> bool:
+        """A projected grid far from true scale: :meth:`row_area_m2` gives each row's areas
+        at :meth:`area_columns`, and :meth:`column_weights` spreads them along the row."""
+        return self._area_scaled
+
+    def area_columns(self) -> np.ndarray:
+        """The columns where :meth:`row_area_m2` measures a projected grid far from true scale."""
+        return np.linspace(0, self.width - 1, min(AREA_COLUMNS, self.width))
+
+    def column_weights(self, col0: int, cols: int) -> np.ndarray:
+        """(k, cols) weights that interpolate areas at :meth:`area_columns` linearly to the
+        columns [col0, col0 + cols)."""
+        at = self.area_columns()
+        target = np.arange(col0, col0 + cols, dtype=np.float64)
+        if len(at) == 1:
+            return np.ones((1, cols))
+        return np.stack([np.interp(target, at, np.eye(len(at))[k]) for k in range(len(at))])
 
     def pixel_size_m(self) -> tuple[float, float]:
         """Pixel (width, height) in ground metres at the grid's centre; for a projected grid
@@ -119,16 +157,18 @@ class Grid:
 
     def row_area_m2(self, row0: int, rows: int) -> np.ndarray:
         """Area in m^2 of one pixel in each of ``rows`` rows from ``row0`` (float64): by
-        latitude on a geographic grid; on a projected grid far from true scale, measured at
-        each row's middle column (Web Mercator's scale varies with latitude only)."""
+        latitude on a geographic grid; on a projected grid far from true scale, (rows, k)
+        areas measured at the k :meth:`area_columns` of each row (polar stereographic,
+        Lambert conic or UTM outside its zone change scale along a row too)."""
         a, e = abs(self.transform.a), abs(self.transform.e)
         r = np.arange(row0, row0 + rows, dtype=np.float64)
         if self.geographic:
             mx, my = metres_per_degree(self.transform.f + self.transform.e * (r + 0.5))
             return a * mx * e * my
-        if self._scaled:
-            gx, gy = self._ground_per_unit(r, np.full(rows, self.width / 2))
-            return a * gx * e * gy
+        if self._area_scaled:
+            at = self.area_columns()
+            gx, gy = self._ground_per_unit(np.repeat(r, len(at)), np.tile(at, rows))
+            return (a * gx * e * gy).reshape(rows, len(at))
         unit = self._unit_m()
         return np.full(rows, a * e * unit * unit)
 

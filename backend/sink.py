@@ -91,6 +91,18 @@ def small_counts(q: np.ndarray, bins: int) -> np.ndarray:
     return pairs.sum(axis=0)[:bins] + pairs.sum(axis=1)
 
 
+def _hist_bins(prob: np.ndarray, mask: np.ndarray, has_nodata: bool) -> np.ndarray:
+    """uint8 bins 0..HIST_BINS-1 of the probability, HIST_BINS where the mask has no data
+    (NaN's cast is undefined: set after)."""
+    with np.errstate(invalid="ignore"):   # NaN -> uint8 warns
+        q = np.multiply(prob, np.float32(HIST_BINS), out=np.empty(prob.shape, np.uint8),
+                        casting="unsafe")
+    np.minimum(q, HIST_BINS - 1, out=q)
+    if has_nodata:
+        np.copyto(q, HIST_BINS, where=mask == MASK_NODATA)
+    return q
+
+
 @dataclass
 class AreaStats:
     """Pixel counts and areas (m^2) of valid and water pixels, and a probability histogram."""
@@ -108,12 +120,16 @@ class AreaStats:
             self._rows = (row, h, self.grid.row_area_m2(row, h))
         return self._rows[2]
 
-    def add(self, row: int, mask: np.ndarray, prob: np.ndarray | None) -> None:
-        h = mask.shape[0]
+    def add(self, row: int, col: int, mask: np.ndarray, prob: np.ndarray | None) -> None:
+        h, w = mask.shape
         area = self._row_areas(row, h)
+        if self.grid.column_areas_vary:   # a projected grid far from true scale: per pixel
+            area = area @ self.grid.column_weights(col, w)
+            self._add_weighted(mask, prob, area)
+            return
         per_row = self.grid.row_areas_vary
-        # rows differ in area on geographic grids (and projected ones far from true scale);
-        # elsewhere whole-block counts (several times cheaper than per row) x one pixel area
+        # rows differ in area on geographic grids; elsewhere whole-block counts (several
+        # times cheaper than per row) x one pixel area
         axis = 1 if per_row else None
         water = np.count_nonzero(mask == 1, axis=axis)
         valid = np.count_nonzero(mask != MASK_NODATA, axis=axis)
@@ -124,14 +140,8 @@ class AreaStats:
         self.water_area_m2 += float(water @ area if per_row else water * area[0])
         if prob is None:
             return
-        # bins 0..99 for probability, 100 for no data (NaN's cast is undefined: set after);
+        q = _hist_bins(prob, mask, valid_pixels < mask.size)
         # one histogram per row where rows differ in area, so each row's area weighs it
-        with np.errstate(invalid="ignore"):   # NaN -> uint8 warns
-            q = np.multiply(prob, np.float32(HIST_BINS), out=np.empty(prob.shape, np.uint8),
-                            casting="unsafe")
-        np.minimum(q, HIST_BINS - 1, out=q)
-        if valid_pixels < mask.size:
-            np.copyto(q, HIST_BINS, where=mask == MASK_NODATA)
         if per_row:
             idx = q.astype(np.intp)
             idx += (np.arange(h) * (HIST_BINS + 1))[:, None]
@@ -139,6 +149,19 @@ class AreaStats:
             self.hist_area_m2 += area @ counts.reshape(h, HIST_BINS + 1)[:, :HIST_BINS]
         else:
             self.hist_area_m2 += small_counts(q, HIST_BINS + 1)[:HIST_BINS] * area[0]
+
+    def _add_weighted(self, mask: np.ndarray, prob: np.ndarray | None, area: np.ndarray) -> None:
+        """:meth:`add` with an area for every pixel."""
+        water, valid = mask == 1, mask != MASK_NODATA
+        valid_pixels = int(np.count_nonzero(valid))
+        self.valid_pixels += valid_pixels
+        self.water_pixels += int(np.count_nonzero(water))
+        self.valid_area_m2 += float(area[valid].sum())
+        self.water_area_m2 += float(area[water].sum())
+        if prob is not None:
+            q = _hist_bins(prob, mask, valid_pixels < mask.size)
+            self.hist_area_m2 += np.bincount(q.ravel(), weights=area.ravel(),
+                                             minlength=HIST_BINS + 1)[:HIST_BINS]
 
     def fields(self) -> dict:
         valid_km2 = self.valid_area_m2 / 1e6
@@ -212,7 +235,7 @@ class OutputSink:
         with self.clock("mask and area"):
             if mask is None:
                 mask = mask_from_probability(prob, self.threshold)
-            self.stats.add(row, mask, prob)
+            self.stats.add(row, col, mask, prob)
         out = self.outputs
         with self.clock("encode"):
             if "mask" in out:

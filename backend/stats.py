@@ -58,7 +58,7 @@ def mask_stats(path: str, reporter: Reporter | None = None,
                 counts += small_counts(strip, 256)   # bincount alone copies it as int64
                 if other_nodata:
                     strip[strip == int(nodata)] = MASK_NODATA
-                stats.add(r, strip, None)
+                stats.add(r, 0, strip, None)
                 reporter.progress((r + h) / grid.height, "stats")
     return {"path": path, "crs": grid.crs.to_string(), "width": grid.width,
             "height": grid.height, "pixel_size_m": [round(v, 3) for v in grid.pixel_size_m()],

@@ -39,3 +39,19 @@ def metres_per_degree_exact(lat_deg: float) -> tuple[float, float]:
     n = A / np.sqrt(w)
     m = A * (1 - E2) / w ** 1.5
     return float(np.radians(1) * n * np.cos(phi)), float(np.radians(1) * m)
+
+
+def pixel_areas_m2(crs: str, transform, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """True area of the pixels (rows[i], cols[j]) of a projected grid, (len(rows), len(cols)):
+    each pixel's corners are taken to longitude and latitude and the quadrilateral measured
+    in (longitude, b^2 q(latitude) / 2), a map that keeps the ellipsoid's areas (the
+    closed form of :func:`band_area_m2`). Pixels are small enough for straight sides."""
+    from rasterio.warp import transform as warp
+
+    r = np.repeat(rows, len(cols))[:, None] + np.array([0, 0, 1, 1])
+    c = np.tile(cols, len(rows))[:, None] + np.array([0, 1, 1, 0])
+    x, y = transform * (c.ravel().astype(float), r.ravel().astype(float))
+    lon, lat = (np.reshape(v, c.shape) for v in warp(crs, "EPSG:4326", x, y))
+    u, v = np.radians(np.asarray(lon)), B2 / 2 * _q(np.radians(np.asarray(lat)))
+    shoelace = (u * np.roll(v, -1, axis=1) - np.roll(u, -1, axis=1) * v).sum(axis=1)
+    return (np.abs(shoelace) / 2).reshape(len(rows), len(cols))

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 
 from backend import stats
 from backend.stats import mask_stats
@@ -110,7 +111,7 @@ def test_probability_histogram_bins_every_value(shape):
     p.flat[:4] = [0.0, 1.0, 0.995, np.nan]
     grid = Grid(CRS.from_epsg(32630), Affine(10, 0, 500000, 0, -10, 4e6), shape[1], shape[0])
     area = AreaStats(grid)
-    area.add(0, mask_from_probability(p, 0.5), p)
+    area.add(0, 0, mask_from_probability(p, 0.5), p)
     valid = p[np.isfinite(p)]
     expected = np.bincount(np.minimum((valid * HIST_BINS).astype(int), HIST_BINS - 1),
                            minlength=HIST_BINS) * 100.0
@@ -118,3 +119,30 @@ def test_probability_histogram_bins_every_value(shape):
     assert expected[-1] >= 200   # 1.0 and 0.995
     q = rng.integers(0, HIST_BINS + 1, shape).astype(np.uint8)
     assert np.array_equal(small_counts(q, HIST_BINS + 1), np.bincount(q.ravel(), minlength=101))
+
+
+@pytest.mark.parametrize("crs, origin", [
+    ("EPSG:3413", (-2500000.0, 0.0)),          # NSIDC polar stereographic at 67 N: scale 1.009
+    ("EPSG:3413", (-3700000.0, 150000.0)),     # the same at 55-59 N: 1.06-1.08, across rows too
+    ("EPSG:32633", (-150000.0, 5500000.0)),    # UTM 33N used 12 degrees west of its meridian
+])
+def test_areas_on_projected_grids_off_true_scale(tmp_path, crs, origin):
+    """Within 1 % of true scale in length a projected grid's units were taken as metres (up
+    to 2 % off in area), and beyond it areas were measured at each row's middle column
+    (scale also changes along a row): 0.8-1.8 % off."""
+    from rasterio.transform import from_origin
+    from tests.backend.areas import pixel_areas_m2
+
+    h, w, pixel = 400, 600, 500.0
+    transform = from_origin(*origin, pixel, pixel)
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, : w // 3] = 1          # water in the western third
+    mask[h - 40:] = 255
+    path = tmp_path / "mask.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8",
+                       nodata=255, crs=crs, transform=transform) as ds:
+        ds.write(mask, 1)
+    areas = pixel_areas_m2(crs, transform, np.arange(h), np.arange(w))
+    got = mask_stats(str(path))
+    assert got["water_area_km2"] == pytest.approx(areas[mask == 1].sum() / 1e6, rel=1e-3)
+    assert got["valid_area_km2"] == pytest.approx(areas[mask != 255].sum() / 1e6, rel=1e-3)
