@@ -30,16 +30,21 @@ REQUIREMENTS_FILE = PLUGIN_ROOT / "requirements.txt"
 BACKEND_MODULES = ("numpy", "onnxruntime", "rasterio")
 _RUNTIME_PACKAGES = ("numpy", "onnxruntime", "rasterio", "attrs")
 
+# Run from stdin ("python -"): a program that is not Python then quotes "-" in its error, not this.
 _CHECK_SNIPPET = (
-    "import importlib, json\n"
+    "import importlib, json, os, sys, sysconfig\n"
     "bad = {}\n"
     f"for m in {BACKEND_MODULES!r}:\n"
     "    try:\n"
     "        importlib.import_module(m)\n"
     "    except Exception as e:\n"
     "        bad[m] = type(e).__name__ + ': ' + str(e)\n"
-    "print(json.dumps(bad))\n"
+    # PEP 668, as pip tells it: the marker in the stdlib folder, outside a venv
+    "managed = sys.prefix == sys.base_prefix and os.path.isfile(\n"
+    "    os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED'))\n"
+    "print(json.dumps({'missing': bad, 'externally_managed': managed}))\n"
 )
+_TAIL_CHARS = 200   # of a failed check's error output, in the message
 
 
 def child_env() -> dict[str, str]:
@@ -79,40 +84,61 @@ def runtime_requirements() -> list[str]:
     return [pins.get(name, name) for name in _RUNTIME_PACKAGES]
 
 
-_checked: dict[str, dict[str, str]] = {}
+@dataclass(frozen=True)
+class Check:
+    """What a Python lacks of the backend's dependencies (module -> error), and whether pip
+    refuses to install into it (PEP 668: Debian's and Ubuntu's own Python)."""
+    missing: dict[str, str]
+    externally_managed: bool = False
+
+
+_passed: dict[str, Check] = {}
 _lock = threading.Lock()
 
 
-def missing_modules(python: str, timeout_s: float = 120.0) -> dict[str, str]:
-    """Import the backend's dependencies in ``python``; module -> error for each that fails.
+def check_python(python: str, timeout_s: float = 120.0) -> Check:
+    """Import the backend's dependencies in ``python``.
 
     Blocking (about a second): call it from a worker thread, never the GUI thread.
-    The answer is cached per interpreter; :func:`forget_checks` clears it.
+    A Python that has them all is remembered (:func:`forget_checks` clears it); one that
+    fails is asked again each time, so that packages installed in a terminal count at once.
     """
     with _lock:
-        if python in _checked:
-            return dict(_checked[python])
-    if not Path(python).is_file():
-        return {m: f"interpreter {python} does not exist" for m in BACKEND_MODULES}
+        if python in _passed:
+            return _passed[python]
+    path = Path(python)
+    if path.is_dir():
+        return _all_fail(f"{python} is a folder, not a Python interpreter")
+    if not path.is_file():
+        return _all_fail(f"interpreter {python} does not exist")
     try:
-        done = subprocess.run([python, "-c", _CHECK_SNIPPET], capture_output=True, text=True,
-                              timeout=timeout_s, env=child_env(), cwd=str(PLUGIN_ROOT))
+        done = subprocess.run([python, "-"], input=_CHECK_SNIPPET, capture_output=True, text=True,
+                              errors="replace", timeout=timeout_s, env=child_env(),
+                              cwd=str(PLUGIN_ROOT))
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return {m: f"{python} could not be run ({exc})" for m in BACKEND_MODULES}
+        return _all_fail(f"{python} could not be run ({exc})")
     try:
-        bad = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        bad = {m: f"{python} failed: {tail}" for m in BACKEND_MODULES}
-    with _lock:
-        _checked[python] = dict(bad)
-    return bad
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+        found = Check(dict(answer["missing"]), bool(answer["externally_managed"]))
+    except (IndexError, KeyError, TypeError, ValueError):
+        tail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}, no error output"])[-1]
+        if len(tail) > _TAIL_CHARS:
+            tail = "..." + tail[-_TAIL_CHARS:]
+        return _all_fail(f"{python} did not run as Python ({tail})")
+    if not found.missing:
+        with _lock:
+            _passed[python] = found
+    return found
+
+
+def _all_fail(why: str) -> Check:
+    return Check({m: why for m in BACKEND_MODULES})
 
 
 def forget_checks() -> None:
     """Drop cached checks (after installing packages)."""
     with _lock:
-        _checked.clear()
+        _passed.clear()
 
 
 @dataclass(frozen=True)
@@ -121,6 +147,7 @@ class Interpreter:
     path: str
     source: str  # "setting", "venv" or "system"
     missing: dict[str, str] = field(default_factory=dict)
+    externally_managed: bool = False   # pip refuses to install into it (PEP 668)
 
     @property
     def ok(self) -> bool:
@@ -133,35 +160,49 @@ class Interpreter:
         return (self.source == "setting" and len(self.missing) > 1
                 and len(set(self.missing.values())) == 1)
 
-    def fix_command(self) -> str:
-        """The exact shell command that installs the missing packages."""
-        install = [*map(str, (self._pip_python(), "-m", "pip", "install")), *runtime_requirements()]
-        command = shlex.join(install)
-        if self.source == "setting":
-            return command
-        if venv_python(VENV_DIR).is_file():
-            return command
-        base = system_python() or "python3"
-        return f"{shlex.join([base, '-m', 'venv', str(VENV_DIR)])} && {command}"
+    @property
+    def installer_can_fix(self) -> bool:
+        """The installer fills the plugin's .venv: that fixes a Python found automatically,
+        never one chosen in the settings, which the .venv does not replace."""
+        return not self.ok and self.source != "setting"
 
-    def _pip_python(self) -> Path | str:
-        return self.path if self.source == "setting" else venv_python(VENV_DIR)
+    def fix_command(self) -> str:
+        """The exact shell command that installs the missing packages: into this Python, or,
+        where pip refuses to (PEP 668) or none was chosen, into the plugin's .venv, made first
+        with this Python if absent."""
+        into_this = self.source == "setting" and not self.externally_managed
+        pip_python = self.path if into_this else str(venv_python(VENV_DIR))
+        command = shlex.join([pip_python, "-m", "pip", "install", *runtime_requirements()])
+        if into_this or venv_python(VENV_DIR).is_file():
+            return command
+        return f"{shlex.join([self.path, '-m', 'venv', str(VENV_DIR)])} && {command}"
 
     def problem(self) -> str:
         """One paragraph for the user: what is missing, and the command that fixes it."""
+        chosen = f"{self.path} (the Python chosen in the plugin's settings)"
         if self.unusable:
-            return (f"The SAR Flood Mapper backend cannot run with {self.path} (the Python "
-                    f"chosen in the plugin's settings): {next(iter(self.missing.values()))}. "
+            return (f"The SAR Flood Mapper backend cannot run with {chosen}: "
+                    f"{next(iter(self.missing.values()))}. "
                     f"Choose another one, or clear the setting to use the plugin's own environment.")
         what = "; ".join(f"{m} ({err})" for m, err in self.missing.items())
-        return (f"The SAR Flood Mapper backend cannot run with {self.path} ({self.source} "
-                f"Python): missing or broken {what}. Fix it with:\n{self.fix_command()}")
+        if self.source != "setting":
+            return (f"The SAR Flood Mapper backend cannot run with {self.path} ({self.source} "
+                    f"Python): missing or broken {what}. Fix it with:\n{self.fix_command()}")
+        if self.externally_managed:
+            advice = (f"pip does not install into {self.path}, which the system manages (PEP 668): "
+                      f"install them into the plugin's own environment, then clear the setting "
+                      f"so that it is used")
+        else:
+            advice = ("Install them into that Python, or clear the setting to use the plugin's "
+                      "own environment (its installer sets it up)")
+        return (f"The SAR Flood Mapper backend cannot run with {chosen}: missing or broken "
+                f"{what}. {advice}. Fix it with:\n{self.fix_command()}")
 
 
 def find_interpreter(setting: str | None = None) -> Interpreter:
     """Pick the backend's interpreter (see the module docstring). Blocking; worker threads only."""
     if setting:
-        return Interpreter(setting, "setting", missing_modules(setting))
+        return _interpreter(setting, "setting")
     candidates: list[tuple[str, str]] = []
     venv = venv_python(VENV_DIR)
     if venv.is_file():
@@ -173,11 +214,16 @@ def find_interpreter(setting: str | None = None) -> Interpreter:
         return Interpreter("python3", "system", {m: "no Python interpreter found" for m in BACKEND_MODULES})
     first: Interpreter | None = None
     for path, source in candidates:
-        found = Interpreter(path, source, missing_modules(path))
+        found = _interpreter(path, source)
         if found.ok:
             return found
         first = first or found
     return first
+
+
+def _interpreter(path: str, source: str) -> Interpreter:
+    check = check_python(path)
+    return Interpreter(path, source, check.missing, check.externally_managed)
 
 
 def install_steps(base_python: str, venv_dir: Path | None = None) -> list[list[str]]:

@@ -73,7 +73,9 @@ class RunController(QObject):
             return
         if not outcome.ok:
             dialog.show_status(outcome.error or "the backend failed", error=True)
-            dialog.install_button.setVisible(outcome.error_kind == "MissingDependency")
+            # the installer fills the plugin's .venv, which a Python chosen in the settings bypasses
+            dialog.install_button.setVisible(outcome.error_kind == "MissingDependency"
+                                             and python_setting() is None)
             bar.pushMessage(TAG, outcome.error or "the backend failed", level=Qgis.MessageLevel.Critical)
             self.finished.emit(None)
             return

@@ -95,18 +95,24 @@ class QueryTask(QgsTask):
         self.interpreter: Interpreter | None = None
 
     def run(self) -> bool:  # worker thread
-        self.interpreter = find_interpreter(self.python_setting)
-        if not self.interpreter.ok:
-            self.error = self.interpreter.problem()
-            return False
         try:
+            self.interpreter = find_interpreter(self.python_setting)
+            if not self.interpreter.ok:
+                self.error = self.interpreter.problem()
+                return False
             self.answer = query_json(self.interpreter, self.args)
         except QueryError as exc:
             self.error = str(exc)
             return False
+        except Exception as exc:  # noqa: BLE001 - raised here, it left the dialog waiting for an answer
+            self.error = f"{self.description()} failed: {type(exc).__name__}: {exc}"
+            return False
         return True
 
     def finished(self, result: bool) -> None:  # GUI thread
+        # the answerers read an answer or an error: never leave them with neither
+        if self.answer is None and self.error is None:
+            self.error = f"{self.description()}: the backend gave no answer"
         self.done.emit(self.answer, self.error)
 
 

@@ -124,6 +124,7 @@ class RunDialog(QDialog):
         self._queries: list[QueryTask] = []
         self.card: dict[str, Any] | None = None
         self.backend_problem: str | None = None   # why the backend's Python could not read the card
+        self._backend_failing = False   # the last devices query failed: the backend could not run
         self.inspected: dict[str, Any] | None = None   # the backend's inspect answer
         self._inspect_args: list[str] | None = None     # the question it must answer
         self._inspect_timer = QTimer(self)
@@ -190,7 +191,6 @@ class RunDialog(QDialog):
         self._show_input_mode()
         self._stack_changed(self.stack_layer.currentLayer())
         self._guess_pair()
-        self._inspect_timer.start()
         return box
 
     def _model_box(self) -> QGroupBox:
@@ -266,7 +266,6 @@ class RunDialog(QDialog):
         """Remember the interpreter (QgsSettings ``sarflood/python``) and check it again."""
         QgsSettings().setValue(PYTHON_KEY, path.strip())
         self.refresh_backend()
-        self._inspect_timer.start()
 
     def _output_box(self) -> QGroupBox:
         box = QGroupBox("Outputs")
@@ -373,16 +372,18 @@ class RunDialog(QDialog):
         QgsApplication.taskManager().addTask(task)
 
     def refresh_backend(self) -> None:
-        """Ask which interpreter runs the backend and which devices it has; show the model card."""
+        """Ask which interpreter runs the backend and which devices it has; show the model card
+        and what it makes of the input (each said the backend could not run, if it could not)."""
         self._ask("SAR Flood Mapper: devices", ["devices"], self._devices_answered)
         self.refresh_card()
+        self._inspect_timer.start()
 
     def _devices_answered(self, answer, error, task: QueryTask) -> None:
         if task.python_setting != python_setting():
             return  # an answer about an interpreter the user has since replaced
         interpreter = task.interpreter
-        fixable = interpreter is not None and not interpreter.ok and not interpreter.unusable
-        self.install_button.setVisible(fixable)
+        self.install_button.setVisible(interpreter is not None and interpreter.installer_can_fix)
+        self._backend_failing = bool(error)
         if error:
             self.backend_info.setText(error)
             self.device_info.setText("unknown: the backend did not answer")
@@ -470,9 +471,12 @@ class RunDialog(QDialog):
         return _file_state(self.model_path()) != self._card_of
 
     def showEvent(self, event) -> None:   # noqa: N802 - Qt's name
-        """Reopened: a model file replaced while the dialog was closed is read again."""
+        """Reopened: a model file replaced while the dialog was closed is read again, and a
+        backend that could not run is checked again (the advised command may have been run)."""
         super().showEvent(event)
-        if self._card_is_stale():
+        if self._backend_failing:
+            self.refresh_backend()
+        elif self._card_is_stale():
             self.refresh_card()
 
     def _card_answered(self, model: Path, answer, error, task: QueryTask) -> None:
@@ -537,6 +541,8 @@ class RunDialog(QDialog):
         """Build the run from the widgets; raises InputProblem naming what is wrong."""
         s = self.current_settings()
         model = self.model_path()
+        if model is not None and model.is_dir():
+            raise InputProblem(f"Model: {model} is a folder, not a model file")
         if model is None or not model.is_file():
             raise InputProblem(f"Model: {model or 'no model chosen'} does not exist")
         if self._card_is_stale():
@@ -558,6 +564,9 @@ class RunDialog(QDialog):
             folder = s.output_dir
             if not folder:
                 raise InputProblem("Output folder: choose a folder, or tick temporary files")
+            if Path(folder).is_file():
+                raise InputProblem(f"Output folder: '{folder}' is a file, not a folder; choose a "
+                                   f"folder or temporary files")
             if not Path(folder).is_dir():
                 raise InputProblem(f"Output folder: '{folder}' does not exist; choose a folder or "
                                    f"temporary files")

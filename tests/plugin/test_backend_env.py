@@ -1,4 +1,10 @@
 """Finding the backend's Python, and the exact command that fixes a missing dependency."""
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+
 from sarflood.plugin import backend_env
 
 
@@ -27,6 +33,39 @@ def test_a_chosen_interpreter_is_used_even_when_broken(tmp_path):
     assert "does not exist" in found.problem() and str(tmp_path / "missing-python") in found.problem()
     # said once, with what to do: pip install with a Python that is not there was the advice
     assert found.problem().count("does not exist") == 1 and "pip install" not in found.problem()
+
+
+@pytest.mark.skipif(not (Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").is_file(),
+                    reason="this system's Python is not externally managed (PEP 668)")
+def test_an_externally_managed_python_is_advised_a_venv(monkeypatch, tmp_path):
+    """"/usr/bin/python3 -m pip install ..." was the advice: pip refuses it on Debian and Ubuntu."""
+    found = backend_env.find_interpreter("/usr/bin/python3")
+    assert found.externally_managed and not found.installer_can_fix
+    absent = tmp_path / "no-venv"
+    monkeypatch.setattr(backend_env, "VENV_DIR", absent)
+    pins = " ".join(backend_env.runtime_requirements())
+    assert found.fix_command() == (f"/usr/bin/python3 -m venv {absent} && "
+                                   f"{absent}/bin/python -m pip install {pins}")
+    assert "(PEP 668)" in found.problem()
+    # a venv made from it is not: pip installs there
+    plugin_venv = backend_env.venv_python(backend_env.PLUGIN_ROOT / ".venv")
+    assert not backend_env.find_interpreter(str(plugin_venv)).externally_managed
+
+
+def test_a_failed_check_is_made_again_a_passed_one_is_not(tmp_path):
+    """A failed check was remembered until QGIS restarted: packages installed meanwhile (the
+    advised command, run in a terminal) did not count."""
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(backend_env.venv_python(venv))
+    assert set(backend_env.find_interpreter(python).missing) == set(backend_env.BACKEND_MODULES)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "fix.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    assert backend_env.find_interpreter(python).ok
+    (site / "fix.pth").unlink()
+    assert backend_env.find_interpreter(python).ok   # remembered: a second saved a check
+    backend_env.forget_checks()
+    assert not backend_env.find_interpreter(python).ok
 
 
 def test_child_environment_drops_the_parents_python_paths(monkeypatch):

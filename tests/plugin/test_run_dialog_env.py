@@ -1,0 +1,199 @@
+"""The run dialog and the backend's Python: checks seen again, the installer's target, honest
+messages."""
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
+
+from .conftest import wait_for_tasks
+
+PACKAGES = sysconfig.get_paths()["purelib"]   # this .venv's: numpy, onnxruntime, rasterio
+
+
+def _add(path) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), Path(path).stem)
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+@pytest.fixture
+def bare_venv(tmp_path, monkeypatch):
+    """The plugin's .venv without the backend's packages, and no other Python to fall back on;
+    ``fix()`` stands in for the advised pip command (a .pth to this .venv's packages)."""
+    from sarflood.plugin import backend_env
+
+    venv = tmp_path / "plugin venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(backend_env.venv_python(venv))
+    monkeypatch.setattr(backend_env, "VENV_DIR", venv)
+    monkeypatch.setattr(backend_env, "system_python", lambda: python)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    yield python, lambda: (site / "fix.pth").write_text(PACKAGES + "\n"), site / "fix.pth"
+    backend_env.forget_checks()
+
+
+def test_a_fix_run_in_a_terminal_counts_once_the_dialog_is_reopened(plugin, qtbot, models,
+                                                                    two_band_scene, bare_venv):
+    """A failed check was cached: after the advised pip command, the dialog (and Processing)
+    kept refusing until QGIS restarted."""
+    from sarflood.plugin import backend_env
+
+    python, fix, _ = bare_venv
+    assert not backend_env.find_interpreter().ok
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    dialog.model.setFilePath(str(models["threshold"]))
+    qtbot.waitUntil(lambda: "pip install" in dialog.backend_info.text(), timeout=30000)
+    wait_for_tasks(qtbot)
+    fix()
+    assert backend_env.find_interpreter().ok   # what the Processing algorithms ask
+    dialog.close()
+    dialog = plugin.show_dialog()
+    qtbot.waitUntil(lambda: dialog.backend_info.text() == f"Backend: {python} (venv Python)",
+                    timeout=30000)
+    qtbot.waitUntil(lambda: dialog.card is not None and dialog.inspected is not None, timeout=30000)
+    wait_for_tasks(qtbot)
+
+
+def test_the_installer_is_offered_for_the_plugins_venv_and_units_are_detected_after_it(
+        plugin, qtbot, two_band_scene, bare_venv):
+    """After a successful install the units line kept saying the backend could not run."""
+    python, fix, pth = bare_venv
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    qtbot.waitUntil(lambda: dialog.install_button.isVisibleTo(dialog), timeout=30000)
+    qtbot.waitUntil(lambda: dialog.units_detected.text() == "not detected: see the tooltip",
+                    timeout=30000)
+    wait_for_tasks(qtbot)
+    installer = plugin.show_installer()
+    assert installer.commands.toPlainText().startswith(f"'{python}' -m pip install")
+    installer.steps = [["/bin/sh", "-c", f"echo '{PACKAGES}' > '{pth}'"]]   # the pip run
+    with qtbot.waitSignal(installer.installed, timeout=30000):
+        qtbot.mouseClick(installer.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dialog.units_detected.text().startswith("detected: dB"), timeout=30000)
+    assert dialog.backend_info.text() == f"Backend: {python} (venv Python)"
+    assert not dialog.install_button.isVisibleTo(dialog)
+    wait_for_tasks(qtbot)
+
+
+def test_a_python_chosen_in_the_settings_is_not_offered_the_installer(plugin, qtbot, tmp_path):
+    """The installer fills the plugin's .venv, which the setting bypasses: it said "Done" while
+    the chosen Python still lacked everything."""
+    from sarflood.plugin.backend_env import runtime_requirements
+
+    chosen = tmp_path / "chosen"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(chosen)], check=True)
+    dialog = plugin.show_dialog()
+    dialog.python.setFilePath(str(chosen / "bin" / "python"))
+    qtbot.waitUntil(lambda: str(chosen) in dialog.backend_info.text(), timeout=30000)
+    wait_for_tasks(qtbot)
+    text = dialog.backend_info.text()
+    assert "clear the setting to use the plugin's own environment" in text
+    assert text.endswith(f"Fix it with:\n{chosen}/bin/python -m pip install "
+                         + " ".join(runtime_requirements()))
+    assert not dialog.install_button.isVisibleTo(dialog)
+
+
+def test_a_run_that_lacks_a_module_of_a_chosen_python_is_not_offered_the_installer(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """A chosen Python that passes the check, whose run then misses a module."""
+    from sarflood.plugin.backend_env import PLUGIN_ROOT, venv_python
+
+    chosen = tmp_path / "python"
+    chosen.write_text(f'#!/bin/sh\nif [ "$3" = predict ]; then echo "ModuleNotFoundError: No module '
+                      f"named 'scipy'\" >&2; exit 1; fi\nexec '{venv_python(PLUGIN_ROOT / '.venv')}' \"$@\"\n")
+    chosen.chmod(0o755)
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    dialog.temporary.setChecked(True)
+    dialog.python.setFilePath(str(chosen))
+    dialog.model.setFilePath(str(models["threshold"]))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: plugin.controller.task is None, timeout=60000)
+    assert "missing or broken scipy" in dialog.status.text()
+    assert not dialog.install_button.isVisibleTo(dialog)
+    wait_for_tasks(qtbot)
+
+
+def test_a_python_that_writes_no_utf8_is_named_and_nothing_raises(plugin, qtbot, two_band_scene,
+                                                                   tmp_path):
+    """UnicodeDecodeError out of the query task, then tracebacks in the dialog's answerers,
+    and "checking devices..." for ever."""
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nprintf '\\377\\376 binary' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    dialog.temporary.setChecked(True)
+    dialog.python.setFilePath(str(fake))
+    qtbot.waitUntil(lambda: "did not run as Python" in dialog.backend_info.text(), timeout=30000)
+    wait_for_tasks(qtbot)
+    assert dialog.backend_info.text().endswith(f"{fake} did not run as Python (\ufffd\ufffd binary). "
+                                               "Choose another one, or clear the setting to use "
+                                               "the plugin's own environment.")
+    assert dialog.device_info.text() == "unknown: the backend did not answer"
+    assert dialog.units_detected.text() == "not detected: see the tooltip"
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert dialog.status.text() == dialog.backend_info.text()
+
+
+@pytest.mark.parametrize("raised, said", [(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+                                           "UnicodeDecodeError: 'utf-8' codec can't decode"),
+                                          (None, "the backend gave no answer")])
+def test_a_query_that_fails_unexpectedly_answers_with_an_error(qtbot, monkeypatch, raised, said):
+    from sarflood.plugin import task as task_module
+
+    def query_json(interpreter, args):
+        if raised:
+            raise raised
+    monkeypatch.setattr(task_module, "query_json", query_json)
+    query = task_module.QueryTask("SAR Flood Mapper: devices", ["devices"])
+    with qtbot.waitSignal(query.done, timeout=30000) as blocker:
+        QgsApplication.taskManager().addTask(query)
+    answer, error = blocker.args
+    assert answer is None and error.startswith("SAR Flood Mapper: devices") and said in error
+    wait_for_tasks(qtbot)
+
+
+def test_things_of_the_wrong_kind_are_named_as_such(plugin, qtbot, models, two_band_scene, tmp_path):
+    """Each was said not to exist; /bin/ls as the Python quoted the whole check script."""
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    folder = tmp_path / "models.onnx"
+    folder.mkdir()
+    dialog.model.setFilePath(str(folder))
+    dialog.temporary.setChecked(True)
+    qtbot.waitUntil(lambda: "is a folder" in dialog.card_view.toPlainText(), timeout=30000)
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert dialog.status.text() == f"Model: {folder} is a folder, not a model file"
+
+    dialog.model.setFilePath(str(models["threshold"]))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    dialog.temporary.setChecked(False)
+    dialog.output_dir.setFilePath(str(notes))
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert dialog.status.text() == (f"Output folder: '{notes}' is a file, not a folder; choose a "
+                                    f"folder or temporary files")
+    wait_for_tasks(qtbot)
+
+    chosen = "the Python chosen in the plugin's settings"
+    for python, why in ((str(tmp_path), f"{tmp_path} is a folder, not a Python interpreter"),
+                        ("/bin/ls", "/bin/ls did not run as Python (/bin/ls: cannot access '-': "
+                                    "No such file or directory)")):
+        dialog.python.setFilePath(python)
+        qtbot.waitUntil(lambda: dialog.backend_info.text().startswith(
+            f"The SAR Flood Mapper backend cannot run with {python} ({chosen})"), timeout=30000)
+        assert dialog.backend_info.text() == (
+            f"The SAR Flood Mapper backend cannot run with {python} ({chosen}): {why}. Choose "
+            f"another one, or clear the setting to use the plugin's own environment.")
+        wait_for_tasks(qtbot)
