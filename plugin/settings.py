@@ -23,6 +23,8 @@ class RunSettings:
     temporary: bool = True
     output_dir: str = ""
     extent_mode: str = "layer"      # layer | canvas | polygon
+    extent_layer: str = ""          # the polygon layer's id; its source if the id is gone
+    extent_layer_source: str = ""
     two_layers: bool = False
 
     @classmethod

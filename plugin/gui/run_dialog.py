@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils, QgsProject,
-                       QgsRasterLayer, QgsSettings)
+                       QgsRasterLayer, QgsSettings, QgsVectorLayer, QgsWkbTypes)
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
@@ -109,6 +109,21 @@ def detected_units_tooltip(answer: dict[str, Any]) -> str:
                      f"{found.get('evidence', '')}")
     lines += answer.get("notes", []) + [f"Warning: {w}" for w in answer.get("warnings", [])]
     return "\n".join(lines)
+
+
+def remembered_layer(layer_id: str, source: str) -> QgsVectorLayer | None:
+    """The polygon layer a run used: by its id, or else (a project loaded again gives new ids
+    to layers added anew) by its source where exactly one polygon layer has it; None if gone."""
+    def polygons(layer) -> bool:
+        return (isinstance(layer, QgsVectorLayer)
+                and layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry)
+
+    project = QgsProject.instance()
+    if polygons(project.mapLayer(layer_id)):
+        return project.mapLayer(layer_id)
+    same = [layer for layer in project.mapLayers().values()
+            if polygons(layer) and layer.source() == source]
+    return same[0] if len(same) == 1 else None
 
 
 class RunDialog(QDialog):
@@ -228,6 +243,7 @@ class RunDialog(QDialog):
             self.extent_mode.addItem(label, key)
         self.extent_layer = QgsMapLayerComboBox()
         self.extent_layer.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.extent_layer.setAllowEmptyLayer(True)   # a remembered layer not in the project: none
         self.extent_mode.currentIndexChanged.connect(
             lambda _: self.extent_layer.setEnabled(self.extent_mode.currentData() == "polygon"))
         form.addRow("Device", self.device)
@@ -509,15 +525,20 @@ class RunDialog(QDialog):
         self.output_dir.setEnabled(not s.temporary)
         self.extent_mode.setCurrentIndex(max(0, self.extent_mode.findData(s.extent_mode)))
         self.extent_layer.setEnabled(s.extent_mode == "polygon")
+        if s.extent_layer:
+            self.extent_layer.setLayer(remembered_layer(s.extent_layer, s.extent_layer_source))
         self.two_layers.setChecked(s.two_layers)
 
     def current_settings(self) -> RunSettings:
+        extent_layer = self.extent_layer.currentLayer()
         return RunSettings(
             model=self.model.filePath().strip(), device=self.device.currentData(),
             use_model_threshold=self.use_model_threshold.isChecked(), threshold=self.threshold.value(),
             units=self.units.currentData(), tile_size=self.tile_size.value(), overlap=self.overlap.value(),
             batch_size=self.batch_size.value(), tta=self.tta.isChecked(), temporary=self.temporary.isChecked(),
             output_dir=self.output_dir.filePath().strip(), extent_mode=self.extent_mode.currentData(),
+            extent_layer=extent_layer.id() if extent_layer else "",
+            extent_layer_source=extent_layer.source() if extent_layer else "",
             two_layers=self.two_layers.isChecked())
 
     def _extent(self) -> tuple[tuple | None, str | None]:

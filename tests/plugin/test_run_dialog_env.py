@@ -1,11 +1,12 @@
 """The run dialog and the backend's Python: checks seen again, the installer's target, honest
-messages."""
+messages, the remembered extent layer."""
+import json
 import subprocess
 import sysconfig
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 
 from .conftest import wait_for_tasks
@@ -197,3 +198,48 @@ def test_things_of_the_wrong_kind_are_named_as_such(plugin, qtbot, models, two_b
             f"The SAR Flood Mapper backend cannot run with {python} ({chosen}): {why}. Choose "
             f"another one, or clear the setting to use the plugin's own environment.")
         wait_for_tasks(qtbot)
+
+
+def _polygons(path: Path, name: str) -> QgsVectorLayer:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {}, "geometry": {
+            "type": "Polygon", "coordinates": [[[-3, 37.9], [-2.99, 37.9], [-2.99, 37.91], [-3, 37.9]]]}}]}))
+    layer = QgsVectorLayer(str(path), name, "ogr")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def test_the_extents_polygon_layer_is_remembered(plugin, qgis_iface, qtbot, tmp_path):
+    """The dialog came back with the project's first polygon layer, not the one chosen."""
+    import sarflood
+
+    _polygons(tmp_path / "a_first.geojson", "a_first")
+    zones = _polygons(tmp_path / "zones.geojson", "zones")
+
+    def reloaded():
+        plugin.unload()
+        again = sarflood.classFactory(qgis_iface)
+        again.initProcessing()
+        again.initGui()
+        dialog = again.show_dialog()
+        chosen = dialog.extent_layer.currentLayer()
+        wait_for_tasks(qtbot)
+        again.unload()
+        plugin.initProcessing()
+        plugin.initGui()   # for the fixture's unload
+        return chosen
+
+    dialog = plugin.show_dialog()
+    dialog.extent_mode.setCurrentIndex(dialog.extent_mode.findData("polygon"))
+    dialog.extent_layer.setLayer(zones)
+    dialog.current_settings().save()   # as Run does
+    wait_for_tasks(qtbot)
+    assert reloaded() is zones
+    # the project loaded again: the same file under a new layer id
+    QgsProject.instance().removeMapLayer(zones.id())
+    zones_again = _polygons(tmp_path / "zones.geojson", "zones")
+    assert reloaded() is zones_again
+    # gone: none, not another layer
+    QgsProject.instance().removeMapLayer(zones_again.id())
+    assert reloaded() is None
