@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 
 from qgis.PyQt.QtCore import QProcess, pyqtSignal
-from qgis.PyQt.QtGui import QFont
+from qgis.PyQt.QtGui import QFont, QTextCursor
 from qgis.PyQt.QtWidgets import (QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
                                  QVBoxLayout, QWidget)
 
@@ -65,7 +65,7 @@ class InstallDialog(QDialog):
             return
         argv = self.steps[self._next]
         self._next += 1
-        self.log.appendPlainText(f"$ {shlex.join(argv)}")
+        self.log.appendPlainText(f"$ {shlex.join(argv)}\n")   # its output starts on a line of its own
         self.state.setText(f"step {self._next} of {len(self.steps)} running...")
         process = QProcess(self)
         process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
@@ -83,6 +83,7 @@ class InstallDialog(QDialog):
 
     def _read(self) -> None:
         text = bytes(self._process.readAllStandardOutput()).decode(errors="replace")
+        self.log.moveCursor(QTextCursor.MoveOperation.End)   # not where the user clicked
         self.log.insertPlainText(text)
         self.log.ensureCursorVisible()
 

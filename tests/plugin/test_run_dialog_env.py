@@ -1,5 +1,5 @@
 """The run dialog and the backend's Python: checks seen again, the installer's target, honest
-messages, the remembered extent layer."""
+messages, the remembered extent layer, the installer's log."""
 import json
 import subprocess
 import sysconfig
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import QPoint, Qt
 
 from .conftest import wait_for_tasks
 
@@ -243,3 +243,19 @@ def test_the_extents_polygon_layer_is_remembered(plugin, qgis_iface, qtbot, tmp_
     # gone: none, not another layer
     QgsProject.instance().removeMapLayer(zones_again.id())
     assert reloaded() is None
+
+
+def test_the_installers_output_goes_to_the_end_of_its_log_wherever_the_user_clicked(qtbot):
+    from sarflood.plugin.gui.install_dialog import InstallDialog
+
+    dialog = InstallDialog([["/bin/sh", "-c", "for i in 1 2 3 4; do echo line$i; sleep 0.3; done"]])
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.start()
+    qtbot.waitUntil(lambda: "line1" in dialog.log.toPlainText(), timeout=10000)
+    qtbot.mouseClick(dialog.log.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(3, 3))
+    assert dialog.log.textCursor().position() == 0
+    with qtbot.waitSignal(dialog.installed, timeout=20000):
+        pass
+    assert dialog.log.toPlainText().split("\n")[1:5] == ["line1", "line2", "line3", "line4"]
+
