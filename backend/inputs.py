@@ -203,10 +203,39 @@ def open_raster(path: str):
         raise InputError(f"{path}: not a raster GDAL can read ({first_line(exc)})") from None
     try:
         _check_dataset(path, ds)
+        if not is_gdal_name(path):
+            _check_complete(path, ds)
     except InputError:
         ds.close()
         raise
     return ds
+
+
+# formats whose pixels are stored as they are: GDAL reads zeros past the end of such a file
+# cut short (GeoTIFF with GTIFF_DIRECT_IO, which gdal_env sets, and raw formats), no error
+_UNCOMPRESSED = ("GTiff", "ENVI", "EHdr", "ISCE", "GenBin")
+
+
+def _check_complete(path: str, ds) -> None:
+    """Refuse an uncompressed raster cut short (an interrupted copy or download): it
+    would be mapped with its missing part read as 0, the darkest backscatter."""
+    if ds.driver not in _UNCOMPRESSED or (ds.driver == "GTiff" and ds.compression is not None):
+        return
+    size = os.path.getsize(path)
+    need = ds.width * ds.height * sum(np.dtype(t).itemsize for t in ds.dtypes)
+    ends = [need]
+    if ds.driver == "GTiff":   # where the last block of each band ends in the file
+        bw, bh = ds.block_shapes[0]
+        last = f"{(ds.width - 1) // bw}_{(ds.height - 1) // bh}"
+        for band in range(1, ds.count + 1):
+            offset = ds.get_tag_item(f"BLOCK_OFFSET_{last}", "TIFF", bidx=band)
+            length = ds.get_tag_item(f"BLOCK_SIZE_{last}", "TIFF", bidx=band)
+            if offset and length:
+                ends.append(int(offset) + int(length))
+    if size < max(ends):
+        raise InputError(f"{path}: is cut short ({size} bytes where its {ds.width} x "
+                         f"{ds.height} uncompressed pixels reach byte {max(ends)}): an "
+                         "interrupted copy or download? Copy it again")
 
 
 def _check_dataset(path: str, ds) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
+import rasterio.shutil
 from rasterio.transform import from_origin
 
 from backend.card import CARD_KEY
@@ -731,3 +732,24 @@ def test_an_output_folder_changed_during_the_run_is_said_and_keeps_nothing(tmp_p
     assert str(err.value).startswith(f"{out / 'm.tif'}: cannot be written (its folder {out} was "
                                      "removed or renamed during the run")
     assert not out.exists() and (change == "removed" or listing(renamed) == [])
+
+
+@pytest.mark.parametrize("driver, name, kw", [("GTiff", "cut.tif", {}),
+                                               ("GTiff", "cut_tiled.tif", {"tiled": True}),
+                                               ("ENVI", "cut.img", {})])
+def test_an_uncompressed_raster_cut_short_is_refused(out, models, tmp_path, driver, name, kw):
+    """GDAL reads zeros past the end of an uncompressed file cut short (a GeoTIFF read with
+    GTIFF_DIRECT_IO, a raw ENVI file): the missing 40 % was mapped as 0 power, exit 0."""
+    path, first = tmp_path / name, tmp_path / f"first_{name}"
+    with rasterio.open(first, "w", driver=driver, width=300, height=200, count=2,
+                       dtype="float32", crs="EPSG:32633",
+                       transform=rasterio.transform.from_origin(0, 2000, 10, 10)) as ds:
+        ds.write(random_db((200, 300)))
+        ds.descriptions = ("VV", "VH")
+    # copied as SNAP and GDAL's CreateCopy write a GeoTIFF: header first, then the pixels
+    rasterio.shutil.copy(first, path, driver=driver, **kw)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: int(len(whole) * 0.6)])
+    refused(out, InputError, f"{path}: is cut short", [path], models["threshold"])
+    path.write_bytes(whole)   # the file whole is read
+    predict(PredictOptions(inputs=[str(path)], mask=str(out / "m.tif"), model=models["threshold"]))
