@@ -22,7 +22,8 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .data.conventions import CHIP_PIXEL_M
 from .data.datasets import external, hand_labeled, weakly_labeled
-from .data.layout import HAND_KINDS, WEAK_KINDS, DatasetError, Layout, parse_split
+from .data.layout import (HAND_KINDS, HAND_SPLITS, WEAK_KINDS, DatasetError, Layout,
+                          parse_split)
 from .methods import (BY_NAME, EVAL_SPLITS, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method,
                       with_needs)
 from .synth.writer import MANIFEST
@@ -263,12 +264,32 @@ def _memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def check_disjoint_splits(layout: Layout) -> None:
+    """Refuse hand-labelled split files that list a chip twice: a chip trained on (or used
+    to choose the checkpoint) and then scored would raise its split's IoU unseen."""
+    first: dict[str, str] = {}
+    shared = []
+    for split in HAND_SPLITS:
+        ids, _problems = parse_split(layout.hand_split_file(split), HAND_KINDS.s1,
+                                     HAND_KINDS.label)   # problems: reported when read
+        for chip in ids:
+            if chip in first:
+                shared.append(f"{chip} ({first[chip]} and {split})")
+            else:
+                first[chip] = split
+    if shared:
+        raise DatasetError(f"{layout.splits}: the hand-labelled splits share {len(shared)} "
+                           f"chip(s): {', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''}"
+                           "; list each chip in one split")
+
+
 def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
     """The training pools and validation split of ``method``, checked. Weak and external
     chips of the held-out split's events are left out: Sen1Floods11's weakly labelled set
     holds chips of Bolivia's flood, whose 15 hand-labelled chips are the held-out test."""
     root = Path(root)
     layout = Layout.find(root)  # a wrong path fails here, with the data reader's message
+    check_disjoint_splits(layout)
     needs_s2 = method.reads_s2
     held_out = held_out_events(layout)
     pools, left_out = [], 0

@@ -245,3 +245,21 @@ def test_a_v1_1_download_under_another_name_is_told_to_be_renamed(tmp_path):
     with pytest.raises(DatasetError, match="holds v1.1's data/ and splits/ under another name; "
                                            "rename it v1.1"):
         Layout.find(root)
+
+
+def test_hand_splits_that_share_a_chip_are_refused_before_training(tmp_path):
+    """A valid or test split listing train chips trained and scored without a word: the
+    table's test IoU then counted chips the network had learnt."""
+    from training.methods import get_method
+    from training.rundata import open_run_data
+    from training.synth import writer
+
+    root = tmp_path / "ds"
+    writer.generate(root, chips=8, weak=0, external=0, seed=5)
+    splits = root / "v1.1/splits/flood_handlabeled"
+    train = (splits / "flood_train_data.csv").read_text().splitlines()
+    with open(splits / "flood_test_data.csv", "a") as f:
+        f.write(train[0] + "\n")
+    chip = train[0].split("_S1Hand")[0]
+    with pytest.raises(DatasetError, match=rf"share 1 chip\(s\): {chip} \(train and test\)"):
+        open_run_data(root, get_method("hand"), cache=False)
