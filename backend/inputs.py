@@ -176,12 +176,12 @@ def input_name(path: str) -> str:
     return path if is_gdal_name(path) else os.path.abspath(path)
 
 
-def open_raster(path: str):
+def open_raster(path: str, notes: list[str] | None = None):
     """Open a georeferenced, non-complex raster on a grid without rotation or shear (a
     flipped one is resampled by predict); InputError naming the file if not.
 
     GDAL dataset names (:func:`is_gdal_name`) go straight to GDAL, which says if they do
-    not exist.
+    not exist. What was assumed in opening it is added to ``notes``.
     """
     if not is_gdal_name(path):
         if not os.path.exists(path):
@@ -195,13 +195,15 @@ def open_raster(path: str):
         if path.lower().endswith(".zip"):
             raise InputError(f"{path}: is a zip archive; give the raster inside it as "
                              f"/vsizip/{os.path.abspath(path)}/NAME.tif (or unzip it)")
+    ds = _open(path)
     try:
-        with warnings.catch_warnings():  # a missing grid gets our own one-line error below
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(path)
-    except RasterioError as exc:
-        raise InputError(f"{path}: not a raster GDAL can read ({first_line(exc)})") from None
-    try:
+        if _longitude_latitude(ds):
+            ds.close()
+            ds = _open(path, ASSUME_LONGLAT="YES")
+            if ds.crs is not None and notes is not None:
+                notes.append(f"{path}: has no CRS (no grid_mapping variable, as SNAP's NetCDF "
+                             "export writes none), but its CF metadata gives the coordinates "
+                             "as latitude and longitude in degrees: read as WGS 84 (EPSG:4326)")
         _check_dataset(path, ds)
         if not is_gdal_name(path):
             _check_complete(path, ds)
@@ -209,6 +211,37 @@ def open_raster(path: str):
         ds.close()
         raise
     return ds
+
+
+def _open(path: str, **options):
+    try:
+        with warnings.catch_warnings():  # a missing grid gets our own one-line error
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path, **options)
+    except RasterioError as exc:
+        raise InputError(f"{path}: not a raster GDAL can read ({first_line(exc)})") from None
+
+
+# CF's units for latitude and longitude: degrees_north, degree_N, degreesE, ...
+_CF_DEGREES = re.compile(r"degrees?_?(north|east|n|e)", re.IGNORECASE)
+
+
+def _longitude_latitude(ds) -> bool:
+    """A NetCDF grid without a CRS whose coordinate variables CF metadata plainly calls
+    latitude and longitude (units or standard_name): GDAL gives the geotransform of 1-D
+    lat/lon coordinates but no CRS without a grid_mapping variable, which SNAP's NetCDF4-CF
+    export leaves out."""
+    if ds.driver != "netCDF" or ds.crs is not None or ds.transform == Affine.identity():
+        return False
+    axes = set()
+    for key, value in ds.tags().items():
+        attribute, value = key.partition("#")[2], value.strip().lower()
+        unit = _CF_DEGREES.fullmatch(value)
+        if attribute == "units" and unit:
+            axes.add("latitude" if unit[1].lower() in ("north", "n") else "longitude")
+        elif attribute == "standard_name" and value in ("latitude", "longitude"):
+            axes.add(value)
+    return axes == {"latitude", "longitude"}
 
 
 # formats whose pixels are stored as they are: GDAL reads zeros past the end of such a file
@@ -393,7 +426,7 @@ def open_inputs(paths: list[str], needed: tuple[str, ...] = BAND_NAMES,
             if datasets and file_identity(p) == file_identity(paths[0]):
                 raise InputError(f"{p}: given twice (the same file as {paths[0]}); give VV "
                                  f"and VH as two different files")
-            datasets[p] = open_raster(p)
+            datasets[p] = open_raster(p, notes)
             check_not_output(p, datasets[p].tags())
         if len(paths) == 1 and bands is not None:
             named = _bands_chosen(paths[0], datasets[paths[0]], bands, notes)

@@ -1,0 +1,79 @@
+"""Input formats analysts bring: SNAP's NetCDF and BEAM-DIMAP exports, HyP3 zips, scaled
+integers. Each is read, or refused with one line that says what to pass instead."""
+import numpy as np
+import pytest
+import rasterio
+
+from backend.engine import PredictOptions, predict
+from backend.errors import InputError
+from tests.backend.conftest import Collect, listing
+
+
+@pytest.fixture
+def out(tmp_path):
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
+
+
+LAT_LON = (("lat", {"units": "degrees_north"}), ("lon", {"units": "degrees_east"}))
+
+
+def write_cf_netcdf(path, bands: dict, axes=LAT_LON, start=(0.3, 10.0), step=9e-5) -> None:
+    """A NetCDF4-CF file as SNAP exports one on a geographic grid: each band a variable on
+    1-D coordinate variables (``axes``: name and attributes, rows first), no grid_mapping."""
+    from osgeo import gdal
+    ds = gdal.GetDriverByName("netCDF").CreateMultiDimensional(str(path))
+    root = ds.GetRootGroup()
+    shape = next(iter(bands.values())).shape
+    dims = []
+    for (name, attributes), n, first, sign in zip(axes, shape, start, (-1, 1)):
+        dim = root.CreateDimension(name, None, None, n)
+        axis = root.CreateMDArray(name, [dim], gdal.ExtendedDataType.Create(gdal.GDT_Float64))
+        axis.Write(first + sign * step * np.arange(n))
+        for key, value in attributes.items():
+            axis.CreateAttribute(key, [], gdal.ExtendedDataType.CreateString()).Write(value)
+        dims.append(dim)
+    for name, band in bands.items():
+        var = root.CreateMDArray(name, dims, gdal.ExtendedDataType.Create(gdal.GDT_Float32))
+        var.Write(band.astype(np.float32))
+    del ds
+
+
+def _db_scene(shape=(60, 70), seed=3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vv = (-12 + 3 * rng.standard_normal(shape)).astype(np.float32)
+    vv[20:40, 20:50] = -22
+    return vv
+
+
+@pytest.mark.parametrize("axes", [LAT_LON, (("lat", {"standard_name": "latitude"}),
+                                             ("lon", {"standard_name": "longitude"}))])
+def test_snap_netcdf_on_lat_lon_coordinates_is_read_as_wgs84(out, models, tmp_path, axes):
+    """GDAL gives a geotransform but no CRS for 1-D lat/lon coordinates without a
+    grid_mapping variable (SNAP's NetCDF4-CF export): in degrees by CF, that is WGS 84."""
+    vv = _db_scene()
+    nc = tmp_path / "snap.nc"
+    write_cf_netcdf(nc, {"Sigma0_VV_db": vv, "Sigma0_VH_db": vv - 7}, axes)
+    with rasterio.open(f'NETCDF:"{nc}":Sigma0_VV_db') as ds:
+        assert ds.crs is None and not ds.transform.is_identity   # what GDAL makes of it
+        transform = ds.transform
+    names = [f'NETCDF:"{nc}":Sigma0_VV_db', f'NETCDF:"{nc}":Sigma0_VH_db']
+    rep = Collect()
+    predict(PredictOptions(names, mask=str(out / "m.tif"), model=models["threshold"]), rep)
+    with rasterio.open(out / "m.tif") as m:
+        assert m.crs.to_epsg() == 4326
+        assert m.transform.almost_equals(transform)
+        np.testing.assert_array_equal(m.read(1), (vv < -15).astype(np.uint8))
+    assert any(f"{names[0]}: has no CRS" in i and "read as WGS 84 (EPSG:4326)" in i
+               for i in rep.infos), rep.infos
+
+
+def test_netcdf_without_crs_in_other_units_is_refused(out, models, tmp_path):
+    """Coordinates that CF does not call degrees (metres here) say nothing of the CRS."""
+    nc = tmp_path / "local.nc"
+    axes = [(n, {"units": "m", "standard_name": f"projection_{n}_coordinate"}) for n in "yx"]
+    write_cf_netcdf(nc, {"Sigma0_VV_db": _db_scene()}, axes, start=(5e6, 5e5), step=10.0)
+    with pytest.raises(InputError, match=f"{nc}: has a grid but no CRS"):
+        predict(PredictOptions([str(nc)], mask=str(out / "m.tif"), model=models["vv_only"]))
+    assert listing(out) == []
