@@ -272,6 +272,8 @@ def _check_complete(path: str, ds) -> None:
 
 
 def _check_dataset(path: str, ds) -> None:
+    if ds.count == 0 and ds.subdatasets:
+        raise InputError(f"{path}: {_subdatasets(ds)}")
     if ds.gcps[0] and ds.transform == Affine.identity():
         raise InputError(f"{path}: is located by ground control points only, as a Sentinel-1 "
                          "GRD is as delivered: calibrate it to sigma0 and terrain-correct it "
@@ -311,6 +313,22 @@ def _check_dataset(path: str, ds) -> None:
         if np.dtype(dtype).kind == "c":
             raise InputError(f"{path}: complex ({dtype}) bands are not supported; give "
                              "calibrated backscatter (GRD), not SLC data")
+
+
+SUBDATASETS_LISTED = 10
+
+
+def _subdatasets(ds) -> str:
+    """What to pass instead of a container of subdatasets (a NetCDF file of several
+    variables): their names as GDAL gives them, quoted for a shell."""
+    tags = ds.tags(ns="SUBDATASETS")
+    names = [tags[f"SUBDATASET_{k}_NAME"] for k in range(1, len(tags) + 1)
+             if f"SUBDATASET_{k}_NAME" in tags]
+    listed = " ".join(f"'{n}'" for n in names[:SUBDATASETS_LISTED])
+    more = (f" and {len(names) - SUBDATASETS_LISTED} more (gdalinfo lists them)"
+            if len(names) > SUBDATASETS_LISTED else "")
+    return (f"holds {len(names)} subdatasets (one per variable), not one raster; give the VV "
+            f"and VH ones as two inputs, named as GDAL names them: {listed}{more}")
 
 
 def _band_text(ds, i: int) -> str:

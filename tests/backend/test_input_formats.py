@@ -77,3 +77,19 @@ def test_netcdf_without_crs_in_other_units_is_refused(out, models, tmp_path):
     with pytest.raises(InputError, match=f"{nc}: has a grid but no CRS"):
         predict(PredictOptions([str(nc)], mask=str(out / "m.tif"), model=models["vv_only"]))
     assert listing(out) == []
+
+
+def test_netcdf_of_several_variables_lists_its_subdatasets(out, models, tmp_path):
+    """A NetCDF file of several variables is no raster itself: the message names each
+    variable as a subdataset that can be passed (it said 'no geotransform')."""
+    vv = _db_scene()
+    nc = tmp_path / "snap.nc"
+    write_cf_netcdf(nc, {"Sigma0_VV_db": vv, "Sigma0_VH_db": vv - 7, "incidence": vv * 0 + 35})
+    names = [f'NETCDF:"{nc}":{v}' for v in ("Sigma0_VV_db", "Sigma0_VH_db", "incidence")]
+    with pytest.raises(InputError) as err:
+        predict(PredictOptions([str(nc)], mask=str(out / "m.tif"), model=models["threshold"]))
+    message = str(err.value)
+    assert message.startswith(f"{nc}: holds 3 subdatasets") and "\n" not in message
+    assert message.endswith(" ".join(f"'{n}'" for n in names)), message
+    assert listing(out) == []
+    predict(PredictOptions(names[:2], mask=str(out / "m.tif"), model=models["threshold"]))
