@@ -107,3 +107,18 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
         raise CheckpointError(f"{source}: weights are of another architecture than "
                               f"{type(model).__name__}: " + ", ".join(parts))
     model.load_state_dict(state)
+
+
+def unfinished_at(checkpoint: Path, doc: dict[str, Any]) -> int | None:
+    """The step the run of ``checkpoint`` had reached when it is still in its run folder
+    and that run is unfinished (no summary.json, but the run's last.pt or train.log
+    beside it); None for a finished run or a checkpoint copied away from its folder."""
+    folder = checkpoint.parent
+    if (folder / "summary.json").exists():
+        return None
+    try:
+        return int(load_checkpoint(folder / "last.pt")["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        pass
+    # stopped before its first last.pt: its best.pt is all it saved
+    return int(doc.get("best", {}).get("step", 0)) if (folder / "train.log").exists() else None

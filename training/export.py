@@ -36,7 +36,7 @@ from backend.card import CARD_KEY, BandSpec, ModelCard
 from backend.model import OnnxModel
 
 from .atomic import atomic_path, remove_stale, unwritable
-from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .checkpoint import CheckpointError, load_model, unfinished_at
 from .data.conventions import S1_BANDS, S1_WINDOWS
 from .methods import get_method
 from .models import display_name
@@ -116,21 +116,6 @@ _LEARNT_FROM = {
     "flora": "; also the external set's paired chips, with the features and the "
              "reconstruction targets of an RGB + NDVI optical teacher",
 }
-
-
-def unfinished_at(checkpoint: Path, doc: dict[str, Any]) -> int | None:
-    """The step the run of ``checkpoint`` had reached when it is still in its run folder
-    and that run is unfinished (no summary.json, but the run's last.pt or train.log
-    beside it); None for a finished run or a checkpoint copied away from its folder."""
-    folder = checkpoint.parent
-    if (folder / "summary.json").exists():
-        return None
-    try:
-        return int(load_checkpoint(folder / "last.pt")["step"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        pass
-    # stopped before its first last.pt: its best.pt is all it saved
-    return int(doc.get("best", {}).get("step", 0)) if (folder / "train.log").exists() else None
 
 
 def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:

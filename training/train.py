@@ -45,7 +45,8 @@ from . import ddp
 from .atomic import remove_stale, write_text_atomic
 from .batches import (StepBatches, classify_builder, derive_seed, distill_builder,
                       flora_builder, stack_inputs, supervised_builder)
-from .checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
+from .checkpoint import (CheckpointError, load_checkpoint, load_model, load_weights,
+                         save_checkpoint, unfinished_at)
 from .cli import worker_error
 from .config import TrainConfig
 from .data.conventions import IGNORE
@@ -213,8 +214,9 @@ def _poly(steps: int, power: float):
 
 
 def require_checkpoints(method: Method, teacher: Path | None, init: Path | None = None) -> None:
-    """The teacher and pretraining checkpoints given exist, and a method that needs
-    one has it (the CLI checks it before reading the data; :func:`train` again)."""
+    """The teacher and pretraining checkpoints given exist, are each the best.pt of a
+    finished run, and a method that needs one has it (the CLI checks it before reading
+    the data; :func:`train` again)."""
     for option, path, needed in (("--teacher", teacher, method.teacher),
                                  ("--init", init, method.init_from)):
         if path is not None and not Path(path).is_file():
@@ -224,6 +226,28 @@ def require_checkpoints(method: Method, teacher: Path | None, init: Path | None 
                            f"(a best.pt of the {needed!r} method)")
         if path is not None and not needed:
             raise RunError(f"method {method.name!r} takes no {option}")
+        if path is not None:
+            _of_a_finished_run(option, Path(path))
+
+
+def _of_a_finished_run(option: str, path: Path) -> None:
+    """Refuse the checkpoint at ``path`` where it is a run's last state or the best.pt
+    of a run that has not finished: a student learnt from a half-trained teacher without a
+    word. (``export`` only warns: a model from a long run's progress is worth a look.)"""
+    try:
+        doc = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise RunError(f"{option}: {exc}") from None
+    if "optimizer" in doc:
+        raise RunError(f"{option} {path}: is a run's last state, not its checkpoint chosen "
+                       f"on validation; give {path.parent / 'best.pt'}")
+    reached = unfinished_at(path, doc)
+    if reached is not None:
+        steps = doc.get("run", {}).get("config", {}).get("steps")
+        raise RunError(f"{option} {path}: its run is unfinished (no summary.json; stopped at "
+                       f"step {reached} of {steps}): finish it by rerunning its train "
+                       f"command, or copy this best.pt out of its run folder to learn from "
+                       f"it as it is")
 
 
 def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> nn.Module | None:

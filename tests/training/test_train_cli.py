@@ -430,3 +430,26 @@ def test_ctrl_c_while_the_command_loads_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(training_cli.importlib, "import_module", interrupted)
     assert training_cli.main(["train", "hand"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_teacher_must_be_the_best_checkpoint_of_a_finished_run(tmp_path):
+    """A run's last.pt, or the best.pt of a run still training or stopped, taught a
+    student without a word; the data path does not exist: refused before it is read."""
+    torch.set_num_threads(1)
+    train(tiny_run("teacher", steps=2, eval_every=1), tiny_data(), tmp_path / "done",
+          progress=False)
+    with pytest.raises(Interrupted):
+        train(tiny_run("teacher", steps=2, eval_every=1), tiny_data(), tmp_path / "half",
+              progress=False, stop_at=1)
+    student = ["student", "--data", tmp_path / "nowhere", "--out", tmp_path / "run"]
+    one_line_error(cli("train", *student, "--teacher", tmp_path / "done" / "last.pt"),
+                   f"done/last.pt: is a run's last state, not its checkpoint chosen on "
+                   f"validation; give {tmp_path / 'done' / 'best.pt'}")
+    one_line_error(cli("train", *student, "--teacher", tmp_path / "half" / "best.pt"),
+                   "half/best.pt: its run is unfinished (no summary.json; stopped at step 1 "
+                   "of 2): finish it")
+    assert not (tmp_path / "run").exists()
+    # a best.pt copied out of its run folder is taken as it is, as export takes one
+    shutil.copy(tmp_path / "half" / "best.pt", tmp_path / "early.pt")
+    one_line_error(cli("train", *student, "--teacher", tmp_path / "early.pt"),
+                   "nowhere: dataset folder not found")
