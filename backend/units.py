@@ -167,6 +167,16 @@ def implausible(units: str, vv: np.ndarray) -> str | None:
     if median is None:
         return None
     if median > UNCALIBRATED_DB:
+        scaled = _scaled_median_db(vv)
+        if scaled is not None:
+            raise InputError(
+                f"the VV median is {median:.1f} dB when read as {units}: these are not "
+                f"calibrated backscatter as stored; if they are linear sigma0 x "
+                f"{STORED_SCALE} as integers (a common SNAP or Earth Engine export; the median "
+                f"would be {scaled:.1f} dB), give the bands that scale: gdal_translate -a_scale "
+                f"{1 / STORED_SCALE:g} IN.tif OUT.tif (or gdal_edit.py -scale "
+                f"{1 / STORED_SCALE:g} IN.tif, in place); if they are uncalibrated digital "
+                "numbers, calibrate to sigma0 first (SNAP: Radar > Radiometric > Calibrate)")
         raise InputError(f"the VV median is {median:.1f} dB when read as {units}: these are "
                          "not calibrated backscatter (uncalibrated digital numbers?); calibrate "
                          "to sigma0 first (SNAP: Radar > Radiometric > Calibrate), or give the "
@@ -176,6 +186,22 @@ def implausible(units: str, vv: np.ndarray) -> str | None:
         return None
     return (f"the VV median is {median:.1f} dB when read as {units}, outside {lo:g} to {hi:g} dB: "
             "are the values calibrated backscatter (sigma0), and are the units right (--units)?")
+
+
+# linear sigma0 exported as integers without a scale tag (SNAP, Earth Engine) is x 10000
+STORED_SCALE = 10000
+
+
+def _scaled_median_db(vv: np.ndarray) -> float | None:
+    """The VV median in dB if the values are whole numbers of linear backscatter x
+    STORED_SCALE and that reading is plausible; else None. (Uncalibrated digital numbers
+    can read so too: the message offers both.)"""
+    v = vv[np.isfinite(vv) & (vv > 0)]
+    if not v.size or not np.array_equal(v, np.round(v)):
+        return None
+    median = 10 * np.log10(float(np.median(v)) / STORED_SCALE)
+    lo, hi = PLAUSIBLE_VV_DB
+    return median if lo <= median <= hi else None
 
 
 def convert(x: np.ndarray, src: str, dst: str) -> np.ndarray:

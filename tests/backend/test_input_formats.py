@@ -93,3 +93,28 @@ def test_netcdf_of_several_variables_lists_its_subdatasets(out, models, tmp_path
     assert message.endswith(" ".join(f"'{n}'" for n in names)), message
     assert listing(out) == []
     predict(PredictOptions(names[:2], mask=str(out / "m.tif"), model=models["threshold"]))
+
+
+def test_backscatter_stored_as_integers_x_10000_is_refused_with_its_scale(out, models, tmp_path):
+    """Linear sigma0 x 10000 in uint16 with no scale tag (a SNAP or Earth Engine export)
+    reads as uncalibrated numbers: refused, saying which scale makes them backscatter;
+    with that scale set (gdal_edit.py -scale 0.0001) the file is mapped."""
+    from backend.units import convert
+    from tests.backend.conftest import random_db, write_raster
+    stored = np.round(convert(random_db((64, 80), seed=4), "dB", "linear") * 10000)
+    src = write_raster(tmp_path / "x10000.tif", stored.astype(np.uint16), nodata=None)
+    with pytest.raises(InputError) as err:
+        predict(PredictOptions([src], mask=str(out / "m.tif"), model=models["threshold"]))
+    message = str(err.value)
+    assert message.startswith(f"{src}: the VV median is ") and "\n" not in message
+    vv_db = 10 * np.log10(np.median(stored[0]) / 10000)
+    assert f"linear sigma0 x 10000 as integers (a common SNAP or Earth Engine export; the " \
+           f"median would be {vv_db:.1f} dB)" in message, message
+    assert "gdal_translate -a_scale 0.0001 IN.tif OUT.tif" in message
+    assert listing(out) == []
+    with rasterio.open(src, "r+") as ds:
+        ds.scales = (1e-4, 1e-4)
+    predict(PredictOptions([src], mask=str(out / "m.tif"), model=models["threshold"]))
+    with rasterio.open(out / "m.tif") as m:
+        expected = 10 * np.log10(stored[0] * 1e-4) < -15
+        np.testing.assert_array_equal(m.read(1), expected.astype(np.uint8))
