@@ -13,6 +13,7 @@ import math
 import os
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -30,6 +31,7 @@ BAND_NAMES = ("VV", "VH")
 _BAND_RE = re.compile(r"(?<![a-z])(vv|vh)(?![a-z])", re.IGNORECASE)
 # Sentinel-1's other dual polarisation (HH + HV, over polar regions and sea ice)
 _OTHER_POL_RE = re.compile(r"(?<![a-z])(hh|hv)(?![a-z])", re.IGNORECASE)
+LISTED_AT_MOST = 10   # names a message lists (a file's subdatasets, a zip's GeoTIFFs)
 
 
 @dataclass(frozen=True)
@@ -193,8 +195,7 @@ def open_raster(path: str, notes: list[str] | None = None):
         if os.path.getsize(path) == 0:
             raise InputError(f"{path}: is empty (0 bytes)")
         if path.lower().endswith(".zip"):
-            raise InputError(f"{path}: is a zip archive; give the raster inside it as "
-                             f"/vsizip/{os.path.abspath(path)}/NAME.tif (or unzip it)")
+            raise InputError(f"{path}: is a zip archive; {_zip_advice(path)} (or unzip it)")
     ds = _open(path)
     try:
         if _longitude_latitude(ds):
@@ -211,6 +212,29 @@ def open_raster(path: str, notes: list[str] | None = None):
         ds.close()
         raise
     return ds
+
+
+def _zip_advice(path: str) -> str:
+    """Which /vsizip/ paths to give for a zip: its VV and VH GeoTIFFs where their names say
+    so (an ASF HyP3 product holds them in a folder named like the zip, with its DEM and
+    maps beside them), else its GeoTIFFs."""
+    archive = os.path.abspath(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            tifs = [n for n in z.namelist() if n.lower().endswith((".tif", ".tiff"))]
+    except (zipfile.BadZipFile, OSError):   # GDAL may read it still; say how to name a file
+        return (f"give the raster inside it as /vsizip/{archive}/FOLDER/NAME.tif (a HyP3 zip "
+                "holds a folder named like it)")
+    if not tifs:
+        return "it holds no GeoTIFF"
+    named = {band_name_in(os.path.basename(n)): n for n in tifs}
+    polarised = [b for b in BAND_NAMES if b in named]
+    if polarised:
+        return (f"give its {' and '.join(polarised)} rasters as "
+                + " ".join(f"/vsizip/{archive}/{named[b]}" for b in polarised))
+    more = (f" and {len(tifs) - LISTED_AT_MOST} more" if len(tifs) > LISTED_AT_MOST else "")
+    return ("give the raster inside it as one of "
+            + " ".join(f"/vsizip/{archive}/{n}" for n in tifs[:LISTED_AT_MOST]) + more)
 
 
 def _open(path: str, **options):
@@ -315,18 +339,15 @@ def _check_dataset(path: str, ds) -> None:
                              "calibrated backscatter (GRD), not SLC data")
 
 
-SUBDATASETS_LISTED = 10
-
-
 def _subdatasets(ds) -> str:
     """What to pass instead of a container of subdatasets (a NetCDF file of several
     variables): their names as GDAL gives them, quoted for a shell."""
     tags = ds.tags(ns="SUBDATASETS")
     names = [tags[f"SUBDATASET_{k}_NAME"] for k in range(1, len(tags) + 1)
              if f"SUBDATASET_{k}_NAME" in tags]
-    listed = " ".join(f"'{n}'" for n in names[:SUBDATASETS_LISTED])
-    more = (f" and {len(names) - SUBDATASETS_LISTED} more (gdalinfo lists them)"
-            if len(names) > SUBDATASETS_LISTED else "")
+    listed = " ".join(f"'{n}'" for n in names[:LISTED_AT_MOST])
+    more = (f" and {len(names) - LISTED_AT_MOST} more (gdalinfo lists them)"
+            if len(names) > LISTED_AT_MOST else "")
     return (f"holds {len(names)} subdatasets (one per variable), not one raster; give the VV "
             f"and VH ones as two inputs, named as GDAL names them: {listed}{more}")
 

@@ -118,3 +118,28 @@ def test_backscatter_stored_as_integers_x_10000_is_refused_with_its_scale(out, m
     with rasterio.open(out / "m.tif") as m:
         expected = 10 * np.log10(stored[0] * 1e-4) < -15
         np.testing.assert_array_equal(m.read(1), expected.astype(np.uint8))
+
+
+def test_a_hyp3_zip_is_refused_naming_its_vv_and_vh_inside_its_folder(out, models, tmp_path):
+    """An ASF HyP3 zip holds a folder named like the product with ..._VV.tif and ..._VH.tif
+    (and DEM and maps): the advice names those /vsizip/ paths (it gave ZIP/NAME.tif, with no
+    folder), and they are read."""
+    import zipfile
+    from tests.backend.conftest import random_db, write_raster
+    product = "S1A_IW_20230301T053516_DVP_RTC30_G_gpuned_5F2A"
+    bands = random_db((64, 80), seed=5)
+    files = {"VV": bands[0], "VH": bands[1], "dem": bands[0] * 0 + 120, "ls_map": bands[0] * 0}
+    archive = tmp_path / f"{product}.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for suffix, band in files.items():
+            tif = write_raster(tmp_path / f"{suffix}.tif", band, descriptions=None)
+            z.write(tif, f"{product}/{product}_{suffix}.tif")
+        z.writestr(f"{product}/{product}.README.md.txt", "HyP3 RTC product")
+    inside = [f"/vsizip/{archive}/{product}/{product}_{b}.tif" for b in ("VV", "VH")]
+    with pytest.raises(InputError) as err:
+        predict(PredictOptions([str(archive)], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert str(err.value) == (f"{archive}: is a zip archive; give its VV and VH rasters as "
+                              f"{inside[0]} {inside[1]} (or unzip it)")
+    assert listing(out) == []
+    r = predict(PredictOptions(inside, mask=str(out / "m.tif"), model=models["threshold"]))
+    assert r["bands"]["VV"]["path"] == inside[0] and r["bands"]["VH"]["path"] == inside[1]
