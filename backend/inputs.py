@@ -196,7 +196,13 @@ def open_raster(path: str, notes: list[str] | None = None):
             raise InputError(f"{path}: is empty (0 bytes)")
         if path.lower().endswith(".zip"):
             raise InputError(f"{path}: is a zip archive; {_zip_advice(path)} (or unzip it)")
-    ds = _open(path)
+    try:
+        ds = _open(path)
+    except InputError:
+        if _beam_dimap(path):
+            raise InputError(f"{path}: is the header of SNAP's BEAM-DIMAP format (.dim), which "
+                             f"GDAL does not read as a raster; {_dimap_advice(path)}") from None
+        raise
     try:
         if _longitude_latitude(ds):
             ds.close()
@@ -227,14 +233,43 @@ def _zip_advice(path: str) -> str:
                 "holds a folder named like it)")
     if not tifs:
         return "it holds no GeoTIFF"
-    named = {band_name_in(os.path.basename(n)): n for n in tifs}
-    polarised = [b for b in BAND_NAMES if b in named]
-    if polarised:
-        return (f"give its {' and '.join(polarised)} rasters as "
-                + " ".join(f"/vsizip/{archive}/{named[b]}" for b in polarised))
-    more = (f" and {len(tifs) - LISTED_AT_MOST} more" if len(tifs) > LISTED_AT_MOST else "")
-    return ("give the raster inside it as one of "
-            + " ".join(f"/vsizip/{archive}/{n}" for n in tifs[:LISTED_AT_MOST]) + more)
+    return f"give the rasters inside it: {_listed([f'/vsizip/{archive}/{n}' for n in tifs])}"
+
+
+def _listed(paths: list[str]) -> str:
+    """Paths for a message: those whose file names say VV or VH (VV first) where any do,
+    else all; at most LISTED_AT_MOST."""
+    band = {p: band_name_in(os.path.basename(p)) for p in paths}
+    chosen = sorted((p for p in paths if band[p]), key=lambda p: BAND_NAMES.index(band[p]))
+    chosen = chosen or paths
+    more = (f" and {len(chosen) - LISTED_AT_MOST} more" if len(chosen) > LISTED_AT_MOST
+            else "")
+    return " ".join(chosen[:LISTED_AT_MOST]) + more
+
+
+def _beam_dimap(path: str) -> bool:
+    """SNAP's BEAM-DIMAP header (its profile says BEAM, or its .data folder lies beside it),
+    not a SPOT DIMAP one, which GDAL reads."""
+    if not path.lower().endswith(".dim") or is_gdal_name(path):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return b"BEAM" in head or os.path.isdir(os.path.splitext(path)[0] + ".data")
+
+
+def _dimap_advice(path: str) -> str:
+    """What to give for SNAP's BEAM-DIMAP header: the ENVI .img files of its .data folder,
+    which GDAL reads (it does not read the .dim as one raster), or a GeoTIFF export."""
+    data = os.path.splitext(path)[0] + ".data"
+    export = "or export GeoTIFF from SNAP (File > Export > GeoTIFF)"
+    if not os.path.isdir(data):
+        return (f"its bands are in the folder {data}, which is missing (copy it with the "
+                f".dim and give its .img files), {export}")
+    images = sorted(os.path.join(data, n) for n in os.listdir(data)
+                    if n.lower().endswith(".img"))
+    if not images:
+        return f"its folder {data} holds no .img file; {export}"
+    return f"give the .img files of its .data folder: {_listed(images)}; {export}"
 
 
 def _open(path: str, **options):

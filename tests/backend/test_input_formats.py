@@ -40,6 +40,14 @@ def write_cf_netcdf(path, bands: dict, axes=LAT_LON, start=(0.3, 10.0), step=9e-
     del ds
 
 
+def refusal(out, model: str, inputs) -> str:
+    """The one-line InputError a run on ``inputs`` fails with; it leaves no output."""
+    with pytest.raises(InputError) as err:
+        predict(PredictOptions([str(i) for i in inputs], mask=str(out / "m.tif"), model=model))
+    assert "\n" not in str(err.value) and listing(out) == []
+    return str(err.value)
+
+
 def _db_scene(shape=(60, 70), seed=3) -> np.ndarray:
     rng = np.random.default_rng(seed)
     vv = (-12 + 3 * rng.standard_normal(shape)).astype(np.float32)
@@ -74,9 +82,7 @@ def test_netcdf_without_crs_in_other_units_is_refused(out, models, tmp_path):
     nc = tmp_path / "local.nc"
     axes = [(n, {"units": "m", "standard_name": f"projection_{n}_coordinate"}) for n in "yx"]
     write_cf_netcdf(nc, {"Sigma0_VV_db": _db_scene()}, axes, start=(5e6, 5e5), step=10.0)
-    with pytest.raises(InputError, match=f"{nc}: has a grid but no CRS"):
-        predict(PredictOptions([str(nc)], mask=str(out / "m.tif"), model=models["vv_only"]))
-    assert listing(out) == []
+    assert refusal(out, models["vv_only"], [nc]).startswith(f"{nc}: has a grid but no CRS")
 
 
 def test_netcdf_of_several_variables_lists_its_subdatasets(out, models, tmp_path):
@@ -86,12 +92,9 @@ def test_netcdf_of_several_variables_lists_its_subdatasets(out, models, tmp_path
     nc = tmp_path / "snap.nc"
     write_cf_netcdf(nc, {"Sigma0_VV_db": vv, "Sigma0_VH_db": vv - 7, "incidence": vv * 0 + 35})
     names = [f'NETCDF:"{nc}":{v}' for v in ("Sigma0_VV_db", "Sigma0_VH_db", "incidence")]
-    with pytest.raises(InputError) as err:
-        predict(PredictOptions([str(nc)], mask=str(out / "m.tif"), model=models["threshold"]))
-    message = str(err.value)
-    assert message.startswith(f"{nc}: holds 3 subdatasets") and "\n" not in message
+    message = refusal(out, models["threshold"], [nc])
+    assert message.startswith(f"{nc}: holds 3 subdatasets")
     assert message.endswith(" ".join(f"'{n}'" for n in names)), message
-    assert listing(out) == []
     predict(PredictOptions(names[:2], mask=str(out / "m.tif"), model=models["threshold"]))
 
 
@@ -103,15 +106,12 @@ def test_backscatter_stored_as_integers_x_10000_is_refused_with_its_scale(out, m
     from tests.backend.conftest import random_db, write_raster
     stored = np.round(convert(random_db((64, 80), seed=4), "dB", "linear") * 10000)
     src = write_raster(tmp_path / "x10000.tif", stored.astype(np.uint16), nodata=None)
-    with pytest.raises(InputError) as err:
-        predict(PredictOptions([src], mask=str(out / "m.tif"), model=models["threshold"]))
-    message = str(err.value)
-    assert message.startswith(f"{src}: the VV median is ") and "\n" not in message
+    message = refusal(out, models["threshold"], [src])
+    assert message.startswith(f"{src}: the VV median is ")
     vv_db = 10 * np.log10(np.median(stored[0]) / 10000)
     assert f"linear sigma0 x 10000 as integers (a common SNAP or Earth Engine export; the " \
            f"median would be {vv_db:.1f} dB)" in message, message
     assert "gdal_translate -a_scale 0.0001 IN.tif OUT.tif" in message
-    assert listing(out) == []
     with rasterio.open(src, "r+") as ds:
         ds.scales = (1e-4, 1e-4)
     predict(PredictOptions([src], mask=str(out / "m.tif"), model=models["threshold"]))
@@ -136,10 +136,60 @@ def test_a_hyp3_zip_is_refused_naming_its_vv_and_vh_inside_its_folder(out, model
             z.write(tif, f"{product}/{product}_{suffix}.tif")
         z.writestr(f"{product}/{product}.README.md.txt", "HyP3 RTC product")
     inside = [f"/vsizip/{archive}/{product}/{product}_{b}.tif" for b in ("VV", "VH")]
-    with pytest.raises(InputError) as err:
-        predict(PredictOptions([str(archive)], mask=str(out / "m.tif"), model=models["threshold"]))
-    assert str(err.value) == (f"{archive}: is a zip archive; give its VV and VH rasters as "
-                              f"{inside[0]} {inside[1]} (or unzip it)")
-    assert listing(out) == []
+    assert refusal(out, models["threshold"], [archive]) == (
+        f"{archive}: is a zip archive; give the rasters inside it: {inside[0]} {inside[1]} "
+        "(or unzip it)")
     r = predict(PredictOptions(inside, mask=str(out / "m.tif"), model=models["threshold"]))
     assert r["bands"]["VV"]["path"] == inside[0] and r["bands"]["VH"]["path"] == inside[1]
+
+
+DIM = """<?xml version="1.0" encoding="ISO-8859-1"?>
+<Dimap_Document name="{name}.dim">
+    <Metadata_Id>
+        <METADATA_FORMAT version="2.12.1">DIMAP</METADATA_FORMAT>
+        <METADATA_PROFILE>BEAM-DATAMODEL-V1</METADATA_PROFILE>
+    </Metadata_Id>
+    <Raster_Dimensions><NCOLS>80</NCOLS><NROWS>64</NROWS><NBANDS>2</NBANDS></Raster_Dimensions>
+    <Data_Access>
+        <DATA_FILE_FORMAT>ENVI</DATA_FILE_FORMAT>
+        <Data_File>
+            <DATA_FILE_PATH href="{name}.data/Sigma0_VH.hdr" /><BAND_INDEX>0</BAND_INDEX>
+        </Data_File>
+        <Data_File>
+            <DATA_FILE_PATH href="{name}.data/Sigma0_VV.hdr" /><BAND_INDEX>1</BAND_INDEX>
+        </Data_File>
+    </Data_Access>
+</Dimap_Document>
+"""
+
+
+def test_a_beam_dimap_header_is_refused_naming_the_img_files_to_give(out, models, tmp_path):
+    """SNAP's .dim is an XML header; GDAL's DIMAP driver fails on it (with a message about
+    ENVI headers, or a missing file): the message names the .data folder's .img files,
+    which are read, or says the folder is missing."""
+    from backend.units import convert
+    from tests.backend.conftest import random_db
+    name = "S1A_IW_GRDH_Orb_Cal_TC"
+    dim = tmp_path / f"{name}.dim"
+    dim.write_text(DIM.format(name=name))
+    data = tmp_path / f"{name}.data"
+    expected = ("is the header of SNAP's BEAM-DIMAP format (.dim), which GDAL does not read "
+                "as a raster; ")
+    export = "or export GeoTIFF from SNAP (File > Export > GeoTIFF)"
+    assert refusal(out, models["threshold"], [dim]) == (
+        f"{dim}: {expected}its bands are in the folder {data}, which is missing (copy it with "
+        f"the .dim and give its .img files), {export}")
+    data.mkdir()
+    bands = convert(random_db((64, 80), seed=6), "dB", "linear")
+    for band, pol in zip(bands, ("VV", "VH")):   # as SNAP writes them: ENVI, a .hdr beside
+        with rasterio.open(data / f"Sigma0_{pol}.img", "w", driver="ENVI", width=80, height=64,
+                           count=1, dtype="float32", crs="EPSG:32633",
+                           transform=rasterio.transform.from_origin(5e5, 5e6, 10, 10)) as ds:
+            ds.write(band, 1)
+    (data / "vector_data").mkdir()
+    images = [str(data / f"Sigma0_{pol}.img") for pol in ("VV", "VH")]
+    assert refusal(out, models["threshold"], [dim]) == (
+        f"{dim}: {expected}give the .img files of its .data folder: {images[0]} {images[1]}; "
+        f"{export}")
+    r = predict(PredictOptions(images, mask=str(out / "m.tif"), model=models["threshold"]))
+    assert r["units_detected"] == "linear"

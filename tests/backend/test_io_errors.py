@@ -473,8 +473,8 @@ def test_a_geotiff_inside_a_zip_is_read_in_place(out, models, good, tmp_path):
     refused(out, InputError, f"/vsizip/{archive}/scene/other.tif: not a raster GDAL can read",
             [f"/vsizip/{archive}/scene/other.tif"], models["threshold"])
     # the archive itself, and an empty file: GDAL's generic 'not recognized' said neither
-    refused(out, InputError, f"{archive}: is a zip archive; give the raster inside it as one "
-            f"of /vsizip/{archive}/scene/good.tif (or unzip it)", [archive], models["threshold"])
+    refused(out, InputError, f"{archive}: is a zip archive; give the rasters inside it: "
+            f"/vsizip/{archive}/scene/good.tif (or unzip it)", [archive], models["threshold"])
     empty = tmp_path / "empty.tif"
     empty.write_bytes(b"")
     refused(out, InputError, f"{empty}: is empty (0 bytes)", [empty], models["threshold"])
