@@ -38,7 +38,7 @@ from backend.model import OnnxModel
 from .atomic import atomic_path, remove_stale, unwritable
 from .checkpoint import CheckpointError, load_model, unfinished_at
 from .data.conventions import S1_BANDS, S1_WINDOWS
-from .methods import get_method
+from .methods import EXTERNAL, HAND_TRAIN, S1F11_WEAK, Method, get_method
 from .models import display_name
 
 INPUT, OUTPUT = "s1", "water_probability"
@@ -87,7 +87,7 @@ def build_card(doc: dict[str, Any], metrics: dict[str, float], version: str,
         default_threshold=0.5, pixel_size_m=float(cfg.get("pixel_size_m", 10.0)),
         tile_size=int(cfg.get("tile_size", 512)), margin=int(cfg.get("tile_margin", 64)),
         size_multiple=size_multiple,
-        training_data=str(data.get("description", "unknown")) + _LEARNT_FROM.get(method.name, ""),
+        training_data=f"{data.get('description', 'unknown')}; {learnt_from(method, data)}",
         metrics={k: round(float(v), 4) for k, v in metrics.items()},
         notes=(f"preset {cfg.get('preset', '?')}, seed {run.get('seed')}, lr {run.get('lr')}, "
                f"weight decay {run.get('weight_decay')}, {cfg.get('steps')} steps of batch "
@@ -109,13 +109,45 @@ _SOURCES = {
            "SAR-to-optical reconstruction)",
 }
 _BASELINE = "the seed papers 002 and 003 (the baseline of their comparisons)"
-# what else a row learnt from besides its hand labels, where the data line does not say it
-_LEARNT_FROM = {
-    "pretrained": "; encoder first trained to tell water chips from the weak set's labels "
-                  "(stage 1, chip_classifier)",
-    "flora": "; also the external set's paired chips, with the features and the "
-             "reconstruction targets of an RGB + NDVI optical teacher",
+# what a row learns from each of its sources (training/methods.py Method.pools): the data
+# line names the dataset, not which of its sets a row read (the external set is no part
+# of Sen1Floods11) nor with which labels
+_SOURCE_TEXT = {
+    (HAND_TRAIN, "label"): "the train split's hand labels",
+    (HAND_TRAIN, None): "the train split's chips (unlabelled)",
+    (S1F11_WEAK, "weak_label"): "the weakly labelled set's weak labels",
+    (EXTERNAL, "weak_label"): "the external set's NDWI weak labels",
+    (EXTERNAL, None): "the external set's paired S1 + S2 chips (unlabelled)",
 }
+_FROM_TEACHER = {"distill": "its teacher's soft labels",
+                 "flora": "its optical teacher's features, and the chips' RGB + NDVI to "
+                          "reconstruct"}
+
+
+def _sources(method: Method) -> str:
+    return " and ".join(_SOURCE_TEXT[(src.split, src.label)]
+                        for pool in method.pools for src in pool)
+
+
+def learnt_from(method: Method, data: dict[str, Any]) -> str:
+    """Every source a run learnt from, for its card: its sets and labels, and those of
+    its teacher and stage-1 runs with the data they were trained on (as ``data``, the
+    run's best.pt record, names it by role): a student of a teacher trained on synthetic
+    data learnt from synthetic data, whatever its own data."""
+    def of(role: str) -> str:
+        theirs = data.get(role)
+        if theirs is None:   # a checkpoint from before best.pt recorded it
+            return "data its checkpoint does not name"
+        return "the same data" if theirs == data.get("description") else theirs
+
+    text = f"learnt from {_sources(method)}"
+    if method.teacher:
+        text += (f", with {_FROM_TEACHER[method.kind]}; its teacher ({method.teacher} run) "
+                 f"learnt from {_sources(get_method(method.teacher))} of {of('teacher')}")
+    if method.init_from:
+        text += (f"; its encoder first learnt from {_sources(get_method(method.init_from))} "
+                 f"(stage 1, {method.init_from}) of {of('pretraining')}")
+    return text
 
 
 def run_metrics(checkpoint: Path, doc: dict[str, Any]) -> dict[str, float]:

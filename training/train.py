@@ -8,6 +8,7 @@ What a run folder holds:
 - ``best.pt``: the weights with the best validation IoU so far (checkpoint
   selection on the validation split, Garg et al., Appendix B); for the chip
   classifier (stage 1 of seed paper 002), the best balanced accuracy on tiles;
+  with what the run learnt from, and what its teacher or stage-1 run learnt from;
 - ``train.log``: a line per logged step and per validation;
 - ``summary.json``: written once the run is complete.
 
@@ -213,12 +214,15 @@ def _poly(steps: int, power: float):
     return lambda step: max(0.0, 1.0 - step / steps) ** power
 
 
-def require_checkpoints(method: Method, teacher: Path | None, init: Path | None = None) -> None:
+def require_checkpoints(method: Method, teacher: Path | None, init: Path | None = None
+                        ) -> dict[str, dict[str, Any]]:
     """The teacher and pretraining checkpoints given exist, are each the best.pt of a
     finished run, and a method that needs one has it (the CLI checks it before reading
-    the data; :func:`train` again)."""
-    for option, path, needed in (("--teacher", teacher, method.teacher),
-                                 ("--init", init, method.init_from)):
+    the data; :func:`train` again). Returns those given, read, by role ("teacher",
+    "pretraining")."""
+    docs = {}
+    for option, role, path, needed in (("--teacher", "teacher", teacher, method.teacher),
+                                       ("--init", "pretraining", init, method.init_from)):
         if path is not None and not Path(path).is_file():
             raise RunError(f"{option} {path}: file not found")
         if needed and path is None:
@@ -227,11 +231,12 @@ def require_checkpoints(method: Method, teacher: Path | None, init: Path | None 
         if path is not None and not needed:
             raise RunError(f"method {method.name!r} takes no {option}")
         if path is not None:
-            _of_a_finished_run(option, Path(path))
+            docs[role] = _of_a_finished_run(option, Path(path))
+    return docs
 
 
-def _of_a_finished_run(option: str, path: Path) -> None:
-    """Refuse the checkpoint at ``path`` where it is a run's last state or the best.pt
+def _of_a_finished_run(option: str, path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, refused where it is a run's last state or the best.pt
     of a run that has not finished: a student learnt from a half-trained teacher without a
     word. (``export`` only warns: a model from a long run's progress is worth a look.)"""
     try:
@@ -248,6 +253,17 @@ def _of_a_finished_run(option: str, path: Path) -> None:
                        f"step {reached} of {steps}): finish it by rerunning its train "
                        f"command, or copy this best.pt out of its run folder to learn from "
                        f"it as it is")
+    return doc
+
+
+def _data_record(data: RunData, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What best.pt records of the data: its line and grid, and by role the lines of the
+    data its teacher's and stage-1 runs learnt from (``upstream``: their checkpoints),
+    which the model card names: a student of a teacher trained on synthetic data has
+    learnt from synthetic data too."""
+    return {"description": data.description, "chip_pixel_size_m": data.pixel_size_m,
+            **{role: doc["data"]["description"] for role, doc in upstream.items()
+               if "description" in doc.get("data", {})}}
 
 
 def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> nn.Module | None:
@@ -584,7 +600,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     """
     d = d or ddp.Dist(0, 1, torch.device("cpu"))
     cfg, method = run.config, run.method
-    require_checkpoints(method, teacher, init)
+    upstream = require_checkpoints(method, teacher, init)
     metric = "accuracy_valid" if method.kind == "classify" else "iou_valid"
     summary_path, last_path = out_dir / "summary.json", out_dir / "last.pt"
     # a student resumed with another teacher would mix two teachers' lessons, and a
@@ -639,14 +655,15 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
             raise RunError(f"{out_dir}: another run wrote this folder while this one "
                            f"started; give the command again to check it anew")
         return _train_steps(run, data, out_dir, d, progress, stop_at, start, state, digests,
-                            teacher_model, model, trainee, metric)
+                            _data_record(data, upstream), teacher_model, model, trainee,
+                            metric)
 
 
 def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progress: bool,
                  stop_at: int | None, start: int, state: dict[str, Any] | None,
-                 digests: dict[str, str | None], teacher_model: nn.Module | None,
-                 model: nn.Module, trainee: nn.Module, metric: str
-                 ) -> tuple[dict[str, Any], nn.Module | None]:
+                 digests: dict[str, str | None], data_record: dict[str, Any],
+                 teacher_model: nn.Module | None, model: nn.Module, trainee: nn.Module,
+                 metric: str) -> tuple[dict[str, Any], nn.Module | None]:
     """The steps of :func:`train` from ``start``, its checks passed and its folder held."""
     cfg, method = run.config, run.method
     summary_path, last_path = out_dir / "summary.json", out_dir / "last.pt"
@@ -769,8 +786,7 @@ def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progre
                         save_checkpoint(out_dir / "best.pt", {
                             "run": run.identity(), "model_spec": run.model_spec,
                             "model": model.state_dict(), "best": best,
-                            "data": {"description": data.description,
-                                     "chip_pixel_size_m": data.pixel_size_m}})
+                            "data": data_record})
                 ddp.barrier(d)
             halt = ddp.any_rank(stop["stop"] or done == stop_at, d) and done < cfg.steps
             if d.is_main and (done % cfg.checkpoint_every == 0 or done == cfg.steps or halt):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,8 @@ def test_export_writes_one_file_that_matches_torch_and_the_backend_runs(runs, tm
     model, doc = load_model(runs / "hand" / "best.pt")
     onnx_model = OnnxModel(str(out), device="cpu")
     assert onnx_model.card.metrics["iou_valid"] == round(doc["best"]["iou_valid"], 4)
-    assert onnx_model.card.training_data == "in-memory test chips"
+    assert onnx_model.card.training_data == ("in-memory test chips; learnt from the train "
+                                             "split's hand labels")
     rng = np.random.default_rng(0)
     db = np.stack([rng.uniform(-25, 5, (1, 96, 160)), rng.uniform(-35, 5, (1, 96, 160))],
                   axis=1).astype(np.float32)
@@ -172,6 +174,33 @@ def test_an_unfinished_run_is_exported_with_a_warning_and_says_so_in_its_card(ru
     proc = cli("training", "export", str(alone / "best.pt"), "--out", str(alone / "m.onnx"))
     assert proc.returncode == 0 and "unfinished" not in proc.stderr, proc.stderr
     assert "UNFINISHED" not in OnnxModel(str(alone / "m.onnx"), device="cpu").card.notes
+
+
+def test_a_students_card_names_its_teachers_data_and_the_external_set(runs, tmp_path):
+    """A student's card gave its own data line alone: not that its teacher learnt from
+    synthetic data, nor that it read the external set (nor weak_ed's card that it did)."""
+    from training.export import build_card
+    synthetic = replace(tiny_data(), description="SYNTHETIC chips; not real Sentinel data")
+    train(tiny_run("teacher", steps=1, eval_every=1), synthetic, tmp_path / "teacher",
+          progress=False)
+    train(tiny_run("student", steps=1, eval_every=1), tiny_data(pools=2), tmp_path / "student",
+          teacher=tmp_path / "teacher" / "best.pt", progress=False)
+    out = tmp_path / "student.onnx"
+    proc = cli("training", "export", str(tmp_path / "student" / "best.pt"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    card = cli("backend", "card", str(out)).stdout
+    assert ("training data: in-memory test chips; learnt from the train split's chips "
+            "(unlabelled) and the external set's paired S1 + S2 chips (unlabelled), with its "
+            "teacher's soft labels; its teacher (teacher run) learnt from the train split's "
+            "hand labels of SYNTHETIC chips; not real Sentinel data\n") in card, card
+
+    doc = load_checkpoint(tmp_path / "student" / "best.pt")
+    doc["data"]["teacher"] = doc["data"]["description"]
+    assert build_card(doc, {}, "1.0.0", 16).training_data.endswith("hand labels of the same data")
+    doc["run"]["method"] = "weak_ed"
+    assert build_card(doc, {}, "1.0.0", 16).training_data == (
+        "in-memory test chips; learnt from the weakly labelled set's weak labels and the "
+        "external set's NDWI weak labels")
 
 
 def test_card_takes_grid_and_tiling_from_the_run(tmp_path):
