@@ -125,6 +125,12 @@ def with_s2(data: str | Path, chips: list[ChipFiles]) -> list[ChipFiles]:
     return chips
 
 
+def image_formats() -> list[str]:
+    """The suffixes matplotlib writes an image for: it picks the format from --out's."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="test", choices=evaluate.SPLITS[:4])
@@ -136,7 +142,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="ONNX model for the prediction column (default: Otsu on VV)")
     p.add_argument("--masks", help="mask folder for the prediction column")
     p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--out", required=True,
+                   help="image to write: .png, or another suffix matplotlib writes (.pdf, .svg)")
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -149,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
     problem = refused_output(out, args.overwrite)
     if problem:
         return fail(problem)
+    formats = image_formats()
+    if out.suffix.lower().lstrip(".") not in formats:
+        return fail(f"--out {out}: name an image file, ending in .png or another suffix "
+                    f"matplotlib writes ({', '.join(formats)})")
+    if args.chips < 1:
+        return fail(f"--chips {args.chips}: give at least 1")
     if bool(args.compare_data) != bool(args.compare_split_file):
         return fail("--compare-data and --compare-split-file go together")
     try:

@@ -242,6 +242,21 @@ def test_figure_names_an_out_it_cannot_write_at_once(tmp_path, capsys):
         assert text in err and err.count("\n") == 1, err
 
 
+def test_figure_refuses_an_out_without_an_image_suffix_and_no_chips_at_once(tmp_path, capsys):
+    """Each ended in a matplotlib traceback ("Format 'tmp' is not supported", "Number of
+    rows must be a positive integer"), the first after the figure was drawn; the data
+    path does not exist, so an answer about it would mean the work was done first."""
+    nowhere = str(tmp_path / "nowhere")
+    for args, text in (([f"--out={tmp_path / 'fig'}"], f"--out {tmp_path / 'fig'}: name an "
+                        "image file, ending in .png or another suffix matplotlib writes ("),
+                       ([f"--out={tmp_path / 'fig.png'}", "--chips", "0"],
+                        "--chips 0: give at least 1")):
+        assert main(["figure", "--data", nowhere, *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {text}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_weak_chips_without_any_truth_are_refused_in_one_line(data, tmp_path):
     """The real dataset has no synthetic truth: its 4385 weak chips were each listed as a
     problem (the first ten and the count) instead of saying what can be scored."""
