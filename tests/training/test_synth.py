@@ -307,6 +307,25 @@ def test_bench_reports_speed_and_determinism():
     assert result["hand"]["chips"] == 1 and result["all"]["chips_per_s"] > 0
 
 
+def test_bench_json_is_not_overwritten_and_bad_values_are_one_line(tmp_path, capsys):
+    """--json replaced an existing file silently, and one in a missing folder ended in a
+    traceback after the whole bench; --chips -1 and --seed -1 went on to tracebacks."""
+    out = tmp_path / "bench.json"
+    out.write_text("mine")
+    for args, text in ((["--json", out], f"{out}: exists; pass --overwrite to replace it"),
+                       (["--json", tmp_path / "no" / "b.json"],
+                        f"{tmp_path / 'no' / 'b.json'}: the folder {tmp_path / 'no'} does not "
+                        f"exist"),
+                       (["--chips", "-1"], "--chips -1: give at least 1"),
+                       (["--chips", "0"], "--chips 0: give at least 1"),
+                       (["--seed", "-1"], "--seed -1: give 0 or more")):
+        assert main(["bench-synth", *map(str, args)]) == 1
+        assert capsys.readouterr().err == f"error: {text}\n"
+    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    assert main(["bench-synth", "--chips", "1", "--json", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["hand"]["chips"] == 1
+
+
 def test_manifest_records_every_chip(dataset):
     root, manifest = dataset
     saved = json.loads((root / writer.MANIFEST).read_text())

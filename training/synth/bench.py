@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from ..atomic import refused_output, write_text_atomic
 from . import writer
 
 
@@ -82,10 +83,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chips", type=int, default=20, help="chips of each set to time (default 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compress", choices=sorted(writer.COMPRESSION), default="deflate")
-    p.add_argument("--json", help="also write the result here")
+    p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cli import fail
+
+    # each checked before the minutes of work
+    if args.chips < 1:
+        return fail(f"--chips {args.chips}: give at least 1")
+    if args.seed < 0:   # numpy's seed sequences take none
+        return fail(f"--seed {args.seed}: give 0 or more")
+    problem = refused_output(args.json, args.overwrite) if args.json else None
+    if problem:
+        return fail(problem)
     result = bench(args.chips, args.seed, args.compress)
     for kind in ("hand", "weak", "external", "all"):
         r = result[kind]
@@ -94,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"same seed, 1 vs 2 workers, identical: {result['deterministic']}; "
           f"another seed differs: {result['other_seed_differs']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
+        write_text_atomic(args.json, json.dumps(result, indent=1))
     return 0 if result["deterministic"] and result["other_seed_differs"] else 1
