@@ -51,8 +51,8 @@ from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, cleaning_up, peak_rss_mb, prefetch
 from .progress import Reporter
-from .raster_io import (ShrunkView, WindowReader, check_outputs, gdal_env, gdal_masked,
-                        sample_grid, temporary_path, why_write_failed)
+from .raster_io import (GapFilledView, ShrunkView, WindowReader, check_outputs, gdal_env,
+                        gdal_masked, sample_grid, temporary_path, why_write_failed)
 from .resample import nearest_with_data, read_scaled
 from .sink import OutputSink, check_codec, check_threshold, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
@@ -634,7 +634,9 @@ def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int
     Model pixels no smaller than the input's both ways (within ``RESAMPLE_TOLERANCE``)
     take the average of the input pixels under them, weighted by overlap (bilinear, which
     GDAL's warper widens to the footprint when shrinking, cost twice as much, and made no
-    data of model pixels mostly outside the data); larger input pixels are bilinear.
+    data of model pixels mostly outside the data); larger input pixels are bilinear, and a
+    model pixel that the bilinear warper leaves without data takes the average too
+    (:class:`~backend.raster_io.GapFilledView`).
     GDAL's warper makes the view; where a float band's nodata tag marks its no data,
     GDAL's read-time average does most of it (:class:`~backend.raster_io.ShrunkView`;
     it averages an integer band in its own type, rounding to the stored unit).
@@ -650,9 +652,13 @@ def _model_pixel_views(raw: list[tuple], src_grid: Grid, view_t: Affine, vw: int
         if id(ds) not in views:
             src_nodata = nodata if nodata is not None else (
                 float("nan") if np.dtype(ds.dtypes[0]).kind == "f" else None)
-            view = WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
-                             resampling=Resampling.average if shrinking else Resampling.bilinear,
-                             src_nodata=src_nodata, nodata=float("nan"), dtype="float32")
+            def warped(resampling: Resampling) -> WarpedVRT:
+                return WarpedVRT(ds, crs=ds.crs, transform=view_t, width=vw, height=vh,
+                                 resampling=resampling, src_nodata=src_nodata,
+                                 nodata=float("nan"), dtype="float32")
+            # the bilinear warper drops model pixels with little data in their kernel
+            view = (warped(Resampling.average) if shrinking else
+                    GapFilledView(warped(Resampling.bilinear), warped(Resampling.average)))
             # the file's own tag (0 is read as no data only in bands without one), and the
             # value the run reads as no data (--nodata 0 on a NaN-tagged file: GDAL's read-time
             # average left out the NaN and mixed the 0 border into the edge pixels)

@@ -203,6 +203,38 @@ class ShrunkView:
         self.warped.close()
 
 
+class GapFilledView:
+    """A bilinear warped view whose pixels left without data take the overlap-weighted
+    average of the input pixels under them (``average``: a warped view on the same grid),
+    where any have data; what a :class:`WindowReader` reads in place of ``bilinear``.
+
+    GDAL's bilinear warper leaves a pixel no data when too little of its kernel has data,
+    though input pixels with data lie under it: on a 5 x 20 m grid seen at 10 m it dropped
+    every other isolated valid column, and a pixel that reaches past the input's edge it
+    leaves without data too. The input pixels under them then had no model pixel with data
+    to take a probability from.
+    """
+
+    def __init__(self, bilinear, average):
+        self.bilinear, self.average = bilinear, average
+        self.width, self.height, self.name = bilinear.width, bilinear.height, bilinear.name
+        self.scales, self.offsets = bilinear.scales, bilinear.offsets
+        self.mask_flag_enums = bilinear.mask_flag_enums
+
+    def read(self, indexes: list[int], window: Window, out: np.ndarray | None = None,
+             out_dtype=np.float32) -> np.ndarray:
+        out = self.bilinear.read(indexes, window=window, out=out, out_dtype=out_dtype)
+        gaps = np.isnan(out)
+        if gaps.any():
+            np.copyto(out, self.average.read(indexes, window=window, out_dtype=out_dtype),
+                      where=gaps)
+        return out
+
+    def close(self) -> None:
+        self.bilinear.close()
+        self.average.close()
+
+
 STRIP_SAMPLE_BYTES = 64 << 20   # whole-row reads for the sample up to this size
 SPARSE_SAMPLE = 1000            # fewer valid pixels than this in the sample: look closer
 
