@@ -133,6 +133,10 @@ class ReviewDock(QgsDockWidget):
         self.threshold.setRange(0.01, 0.99)
         self.threshold.setSingleStep(0.01)
         self.threshold.setDecimals(2)
+        # a typed value is taken when Enter or leaving the box ends it: set_threshold writes
+        # the value back, which per keystroke turned the '0.3' of 0.35 into '0.30' and
+        # refused the '5'
+        self.threshold.setKeyboardTracking(False)
         row.addWidget(self.slider)
         row.addWidget(self.threshold)
         layout.addLayout(row)
@@ -391,6 +395,9 @@ class ReviewDock(QgsDockWidget):
             value = run_value
         else:
             value = round(shown * STEPS) / STEPS
+            if abs(value - shown) > 1e-9:   # typed into a box with the run's finer decimals
+                self.show_status(f"Threshold: {shown:g} lies between the 0.01 steps the area "
+                                 f"is read from; {value:g} is used")
         self.threshold_value = value
         save_threshold(self.run, value)
         for widget, position in ((self.slider, round(value * STEPS)), (self.threshold, value)):

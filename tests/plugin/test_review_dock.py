@@ -87,10 +87,36 @@ def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, q
     wait_for_tasks(qtbot)
 
 
+def _type_threshold(qtbot, dock, text: str) -> None:
+    """Type ``text`` over the dock's threshold box, then Enter, as the analyst does."""
+    edit = dock.threshold.lineEdit()
+    dock.threshold.setFocus()
+    dock.threshold.selectAll()
+    qtbot.keyClicks(edit, text)
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+
+
+def test_a_threshold_typed_in_is_the_one_in_force(plugin, qtbot, models, two_band_scene, tmp_path):
+    """Each keystroke restyled the map and wrote the value back into the box: '0.3' of 0.35
+    became '0.30', the '5' was refused, and 0.30 was in force."""
+    from sarflood.plugin.summary import area_text, valid_area, water_area_at
+
+    run = _run(plugin, qtbot, two_band_scene, models["smoothed"], tmp_path)
+    dock = plugin.dock
+    hist = run.result["probability_histogram"]
+    for typed, value in (("0.35", 0.35), ("0.7", 0.7), ("0.42", 0.42)):
+        _type_threshold(qtbot, dock, typed)
+        assert dock.threshold.text().replace(",", ".") == f"{value:.2f}"
+        assert dock.threshold_value == value and dock.slider.value() == round(value * 100)
+        assert dock.area.text() == area_text(water_area_at(hist, value), valid_area(hist))
+    wait_for_tasks(qtbot)
+
+
 def test_a_card_threshold_off_the_grid_is_reviewed_and_accepted_exactly(plugin, qgis_iface, qtbot,
                                                                         real_chips, tmp_path):
     """A calibrated default (0.437) is not on the slider's 0.01 grid: the dock showed 0.44
-    with the area at 0.44, and Accept wrote the mask at 0.44, not the one reviewed."""
+    with the area at 0.44, and Accept wrote the mask at 0.44, not the one reviewed. Typed
+    back after the slider moved, it became 0.400: '0.4' was written back as '0.400'."""
     from training.toy_models import raw_db_card, threshold_model
 
     from sarflood.plugin.summary import area_text, valid_area, water_area_at
@@ -113,8 +139,13 @@ def test_a_card_threshold_off_the_grid_is_reviewed_and_accepted_exactly(plugin, 
     hist = run.result["probability_histogram"]
     assert dock.threshold_value == 0.45
     assert dock.area.text() == area_text(water_area_at(hist, 0.45), valid_area(hist)) != run_area
-    dock.threshold.setValue(0.437)
+    _type_threshold(qtbot, dock, "0.425")   # between the steps: the area is read off them
+    assert dock.threshold_value == 0.42 and dock.threshold.text().replace(",", ".") == "0.420"
+    assert dock.status.text() == ("Threshold: 0.425 lies between the 0.01 steps the area is "
+                                  "read from; 0.42 is used")
+    _type_threshold(qtbot, dock, "0.437")
     assert dock.threshold_value == 0.437 and dock.area.text() == run_area
+    assert dock.threshold.text().replace(",", ".") == "0.437"
 
     final = tmp_path / "final.tif"
     assert "Final mask written" in _accept(dock, qtbot, final)
