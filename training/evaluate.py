@@ -10,7 +10,7 @@ Methods (any number in one run; Otsu first, as the first row of the results tabl
 - ``--model M.onnx``: a backend model, run through ``backend.engine.predict``
   exactly as a user would, its masks then scored;
 - ``--masks DIR``: ready mask GeoTIFFs, ``DIR/<chip>.tif`` or ``DIR/<chip>_*.tif``
-  (backend masks 0/1/255, or Sen1Floods11-style -1/0/1);
+  (backend masks 0/1/255, or Sen1Floods11-style -1/0/1), each on its chip's S1 grid;
 - ``--s2-index s1f11|ndwi``: a Sentinel-2 index rule (``training.data.s2index``)
   applied to the chip's S2 (what the weak labels are made of).
 
@@ -32,7 +32,7 @@ import numpy as np
 from .atomic import refused_output, write_text_atomic
 from .cli import DEVICES
 from .data import s2index
-from .data.io import read_label, read_mask, read_s1, read_s2
+from .data.io import grid_of, read_label, read_mask, read_s1, read_s2
 from .data.layout import HAND_SPLITS, ChipFiles, DatasetError, problems_message
 from .data.sets import external_chips, hand_chips, weak_chips
 from .metrics import Scoreboard
@@ -116,20 +116,26 @@ def masks(folder: str | Path) -> Method:
     folder = Path(folder)
 
     def check(chips: list[ChipFiles]) -> None:
+        """Every chip has its mask, on its S1's grid: a mask of the chip's size on another
+        grid (another transform or CRS) would be scored as if it lay on the chip."""
         if not folder.is_dir():
             raise DatasetError(f"{folder}: mask folder not found")
-        missing = [f"chip {c.chip_id}: no mask {folder}/{c.chip_id}.tif (or a single "
-                   f"{c.chip_id}_*.tif)" for c in chips if mask_path(folder, c.chip_id) is None]
-        if missing:
-            raise DatasetError(problems_message(f"masks in {folder}", missing))
+        problems = []
+        for c in chips:
+            path = mask_path(folder, c.chip_id)
+            if path is None:
+                problems.append(f"chip {c.chip_id}: no mask {folder}/{c.chip_id}.tif (or a "
+                                f"single {c.chip_id}_*.tif)")
+                continue
+            why = grid_of(c.s1).mismatch(grid_of(path))
+            if why:
+                problems.append(f"chip {c.chip_id}: {path} lies on another grid than its S1 "
+                                f"{c.s1.name} (S1 vs mask: {why})")
+        if problems:
+            raise DatasetError(problems_message(f"masks in {folder}", problems))
 
     def predict(chip: ChipFiles, s1: np.ndarray) -> np.ndarray:
-        path = mask_path(folder, chip.chip_id)
-        mask = read_mask(path)
-        if mask.shape != s1.shape[1:]:
-            raise DatasetError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, chip "
-                               f"{chip.chip_id} is {s1.shape[2]}x{s1.shape[1]}")
-        return mask
+        return read_mask(mask_path(folder, chip.chip_id))
 
     return Method(f"masks ({folder.name})", predict, check)
 

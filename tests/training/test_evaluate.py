@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import onnx
 import pytest
+import rasterio
+from affine import Affine
 
 from training import evaluate
 from training.cli import main
@@ -128,6 +130,32 @@ def test_missing_masks_are_listed(data, tmp_path):
     chips, _ = evaluate.load_split(data, "train")
     with pytest.raises(DatasetError, match=r"masks in .*: 3 problems"):
         evaluate.evaluate(chips, evaluate.masks(tmp_path))
+
+
+def test_masks_on_another_grid_than_their_chip_are_refused(data, tmp_path, capsys):
+    """A mask of the chip's size but shifted, or in another CRS, was scored as if it lay
+    on the chip."""
+    chips, _ = evaluate.load_split(data, "train")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for chip in chips:
+        shutil.copy(chip.label, masks / f"{chip.chip_id}.tif")
+    shifted, other_crs = (masks / f"{c.chip_id}.tif" for c in chips[:2])
+    with rasterio.open(shifted, "r+") as ds:
+        ds.transform = ds.transform * Affine.translation(3, 0)   # 3 pixels east
+    with rasterio.open(other_crs, "r+") as ds:
+        ds.crs = "EPSG:32630"
+    assert main(["evaluate", "--data", str(data), "--split", "train", "--masks", str(masks)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: masks in {masks}: 2 problems"
+    assert err[1].startswith(f"  - chip {chips[0].chip_id}: {shifted} lies on another grid than "
+                             f"its S1 {chips[0].s1.name} (S1 vs mask: origin (")
+    assert err[2] == (f"  - chip {chips[1].chip_id}: {other_crs} lies on another grid than its "
+                      f"S1 {chips[1].s1.name} (S1 vs mask: different CRS)") and len(err) == 3
+    # the same masks back on their grids score perfectly
+    for chip in chips[:2]:
+        shutil.copy(chip.label, masks / f"{chip.chip_id}.tif")
+    assert evaluate.evaluate(chips, evaluate.masks(masks)).summary()["iou"] == 1.0
 
 
 def test_cli_table_json_and_no_overwrite(data, tmp_path, capsys):
