@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 from .atomic import WriteError
@@ -58,8 +61,24 @@ def fail(message: str) -> int:
     ``training.data.layout.problems_message``); the exit code for it."""
     lines = (ln[: len(ln) - len(ln.lstrip())] + " ".join(ln.split())
              for ln in worker_error(str(message)).strip().splitlines())
-    print("error: " + "\n".join(ln for ln in lines if ln.strip()), file=sys.stderr)
+    text = "error: " + "\n".join(ln for ln in lines if ln.strip())
+    print(text, file=sys.stderr)
+    tell_torchrun(text)
     return 1
+
+
+def tell_torchrun(text: str) -> None:
+    """Under torchrun, hand the error to the launcher too, in the file it reads a failed
+    worker's error from: its report, printed last, below its own traceback, names the
+    root cause with this line (without it: "To enable traceback see: ..."), where the
+    line the worker printed is buried above that traceback."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    try:   # torch's ErrorHandler format; the earliest timestamp is the root cause
+        Path(path).write_text(json.dumps({"message": text, "timestamp": int(time.time())}))
+    except OSError:
+        pass   # the line is printed all the same
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 ``torchrun --nproc_per_node N -m training train ...`` sets RANK, WORLD_SIZE and
 LOCAL_RANK; without them a run is a single process. The backend is NCCL on GPUs
-and gloo on CPU (which is how the tests run two processes here).
+and gloo on CPU (which is how the tests run two processes here). A worker's error
+line (``training.cli.fail``) also goes to torchrun, whose failure report, printed
+last, names it as the root cause.
 """
 from __future__ import annotations
 

@@ -72,3 +72,18 @@ def test_the_ranks_averaged_gradient_is_the_one_process_gradient(ranks):
         for k, v in one.items():
             torch.testing.assert_close(r["grads"][k], v, msg=k)
 
+
+
+def test_torchrun_names_a_workers_error_as_the_root_cause(tmp_path):
+    """A worker's one-line error (here a wrong --data) was printed above torchrun's own
+    traceback and failure report, whose root cause said only "To enable traceback see"."""
+    nowhere = tmp_path / "nowhere"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         "-m", "training", "train", "hand", "--data", str(nowhere), "--out", str(tmp_path / "run"),
+         "--device", "cpu"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"error: {nowhere}: dataset folder not found\n" in proc.stderr
+    root_cause = proc.stderr.split("Root Cause")[-1]
+    assert f"traceback : error: {nowhere}: dataset folder not found\n" in root_cause, proc.stderr
+    assert not (tmp_path / "run").exists()
