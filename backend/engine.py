@@ -392,18 +392,21 @@ def _model_grid(out_grid: Grid, src_grid: Grid, target_m: float, stride: int, bl
     pixels beyond the window, past the input's right and bottom edges too, so that warping
     back has its full kernel at its edges.
 
-    The view holds the model pixels whose centres lie inside the input: GDAL leaves one
-    whose centre is outside as no data, and the input's last column can fall in it (an
-    input finer than the model, 7.7 m x 398 px = 306.46 model pixels: its last centre is
-    at 306.42). Beyond the view, the reader mirrors it.
+    The view holds every model pixel that reaches into the input (by more than a
+    millionth of a pixel): one that reaches past its edge is the average of the input
+    pixels under its part inside (GDAL's average warper gives it that, and
+    :class:`~backend.raster_io.GapFilledView` a bilinear view). The input's last column
+    can lie wholly in such a pixel (5 m x 101 px = 50.5 model pixels of 10 m): a view
+    that ended before it mirrored the pixel before, and the column's data never reached
+    the model. Beyond the view, the reader mirrors it.
     """
     px, py = src_grid.pixel_size_m()
     dx = abs(src_grid.transform.a) * target_m / px
     dy = abs(src_grid.transform.e) * target_m / py
     left, bottom, right, top = src_grid.bounds()
     x0, y1, x1, y0 = out_grid.bounds()
-    vw = max(1, math.floor((right - left) / dx + 0.5 - 1e-9))
-    vh = max(1, math.floor((top - bottom) / dy + 0.5 - 1e-9))
+    vw = max(1, math.ceil((right - left) / dx - 1e-6))
+    vh = max(1, math.ceil((top - bottom) / dy - 1e-6))
     pad = 2 * math.ceil(max(px, py, target_m) / target_m) + 1
     c0 = max(math.floor((x0 - left) / dx + 1e-9) - pad, 0)
     r0 = max(math.floor((top - y0) / dy + 1e-9) - pad, 0)

@@ -1,5 +1,7 @@
 """Sparse data on a resampled input: every input pixel with data gets its probability,
 whatever the grid's pixel shape, and however little data lies around it."""
+import math
+
 import numpy as np
 import pytest
 import rasterio
@@ -40,3 +42,44 @@ def test_sparse_columns_on_a_grid_finer_one_way_and_coarser_the_other(tmp_path, 
     assert not np.isnan(p[valid]).any(), f"{np.isnan(p[valid]).sum()} pixels with data lost"
     assert np.isnan(p[~valid]).all()
     np.testing.assert_allclose(p[valid], sigmoid(-(vv[valid] + 15.0)), atol=1e-5)
+
+
+def _model_pixel_means(line: np.ndarray, scale: float) -> np.ndarray:
+    """The mean of ``line`` over each model pixel ``scale`` input pixels long, weighted by
+    overlap. The last one reaches past the line, where GDAL's warper takes the last
+    pixel's value."""
+    n = math.ceil(len(line) / scale - 1e-6)
+    padded = np.concatenate([line, np.full(math.ceil(n * scale) - len(line) + 1, line[-1])])
+    pixels = np.arange(len(padded))
+    means = []
+    for k in range(n):
+        weight = np.clip(np.minimum(pixels + 1, (k + 1) * scale) - np.maximum(pixels, k * scale),
+                         0, 1)
+        means.append(float(np.sum(weight * padded) / np.sum(weight)))
+    return np.array(means)
+
+
+@pytest.mark.parametrize("pixel, width, height", [(5.0, 101, 57), (3.0, 101, 81)])
+@pytest.mark.parametrize("last", ["column", "row"])
+def test_data_in_the_last_column_or_row_alone_is_mapped(tmp_path, models, pixel, width, height,
+                                                        last):
+    """An input finer than the model whose only data is its last column, or its last row:
+    at 5 m x 101 px the view ended after 50 model pixels of 10 m, and the last column,
+    lying wholly in the 51st (whose centre is on the input's edge), was replaced by a
+    mirror of the 50th: all no data, and a warning that the input had no valid pixel.
+    Each of its pixels now takes the model pixel holding it (its 2 x 2 taps touch no
+    data: the line's centres lie in the first half of those model pixels), the average
+    of the line's pixels under that model pixel."""
+    n = height if last == "column" else width
+    line = (-15 + 5 * np.sin(np.arange(n) / 9)).astype(np.float32)
+    bands = np.full((2, height, width), np.nan, np.float32)
+    edge = (slice(None), slice(None), -1) if last == "column" else (slice(None), -1)
+    bands[edge] = np.stack([line, line - 7])
+    p, rep = _run(tmp_path, models, bands, pixel, pixel)
+    assert not any("no valid pixel" in w for w in rep.warnings), rep.warnings
+    valid = np.isfinite(bands[0])
+    assert np.isnan(p[~valid]).all()
+    scale = 10.0 / pixel
+    means = _model_pixel_means(line.astype(np.float64), scale)
+    expected = sigmoid(-(means[np.floor((np.arange(n) + 0.5) / scale).astype(int)] + 15))
+    np.testing.assert_allclose(p[valid], expected, atol=1e-5)
