@@ -148,6 +148,7 @@ class RunDialog(QDialog):
         self._inspect_timer.timeout.connect(self.refresh_inspect)
         self._card_of: tuple | None = None   # the model file as the card was asked of it
         self._card_reading = False           # a card query is under way
+        self._run_asked_recheck = False      # Run asked the backend again: its answer is said
         self._card_timer = QTimer(self)
         self._card_timer.setSingleShot(True)
         self._card_timer.setInterval(CARD_DELAY_MS)
@@ -501,6 +502,9 @@ class RunDialog(QDialog):
         self._card_reading = False
         if task.interpreter is not None and not task.interpreter.ok:
             self.backend_problem = error   # the model may be fine: no Python read its card
+        if self._run_asked_recheck:
+            self._run_asked_recheck = False
+            self.show_status(error or "The backend runs now: press Run", error=bool(error))
         if error:
             self.card_view.setHtml(f"<p style='color:#b00'>{html.escape(error)}</p>")
             return
@@ -573,9 +577,14 @@ class RunDialog(QDialog):
         if self.card is None and self._card_reading:
             raise InputProblem(f"Model: reading the card of {model} (see the card box): run "
                                "once it shows")
+        if self.card is None and self.backend_problem:
+            # the advised command may have been run since: asked again, off the GUI thread
+            self._run_asked_recheck = True
+            self.refresh_backend()
+            raise InputProblem("Checking the backend again, as it could not run: press Run once "
+                               "it answers")
         if self.card is None:
-            raise InputProblem(self.backend_problem or
-                               f"Model: {model} has no valid model card (see the card box)")
+            raise InputProblem(f"Model: {model} has no valid model card (see the card box)")
         extent, extent_crs = self._extent()
         scene = self.current_scene()
         scene_layer = self.vv_layer.currentLayer() if s.two_layers else self.stack_layer.currentLayer()

@@ -60,6 +60,36 @@ def test_a_fix_run_in_a_terminal_counts_once_the_dialog_is_reopened(plugin, qtbo
     wait_for_tasks(qtbot)
 
 
+def test_run_checks_again_a_backend_that_could_not_run(plugin, qtbot, models, two_band_scene,
+                                                      bare_venv):
+    """After the advised pip command, run with the dialog still open, Run kept refusing with
+    the failure it had cached; only closing and reopening the dialog checked again."""
+    python, fix, _ = bare_venv
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    dialog.model.setFilePath(str(models["threshold"]))
+    dialog.temporary.setChecked(True)
+    qtbot.waitUntil(lambda: "pip install" in dialog.card_view.toPlainText(), timeout=30000)
+    wait_for_tasks(qtbot)
+    problem = dialog.backend_info.text()
+    with qtbot.assertNotEmitted(dialog.runRequested):   # still missing: said again once checked
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert dialog.status.text() == ("Checking the backend again, as it could not run: press Run "
+                                    "once it answers")
+    qtbot.waitUntil(lambda: dialog.status.text() == problem, timeout=30000)
+    wait_for_tasks(qtbot)
+    fix()
+    with qtbot.assertNotEmitted(dialog.runRequested):
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dialog.status.text() == "The backend runs now: press Run", timeout=30000)
+    qtbot.waitUntil(lambda: dialog.backend_info.text() == f"Backend: {python} (venv Python)",
+                    timeout=30000)   # the devices query, asked beside the card
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert blocker.args[0] is not None, dialog.status.text()
+    wait_for_tasks(qtbot)
+
+
 def test_the_installer_is_offered_for_the_plugins_venv_and_units_are_detected_after_it(
         plugin, qtbot, two_band_scene, bare_venv):
     """After a successful install the units line kept saying the backend could not run."""
@@ -141,7 +171,8 @@ def test_a_python_that_writes_no_utf8_is_named_and_nothing_raises(plugin, qtbot,
     assert dialog.units_detected.text() == "not detected: see the tooltip"
     with qtbot.assertNotEmitted(dialog.runRequested):
         qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
-    assert dialog.status.text() == dialog.backend_info.text()
+        qtbot.waitUntil(lambda: dialog.status.text() == dialog.backend_info.text(), timeout=30000)
+    wait_for_tasks(qtbot)
 
 
 @pytest.mark.parametrize("raised, said", [(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
