@@ -37,6 +37,7 @@ from ..task import QueryTask
 DEFAULT_MODEL_FILE = PLUGIN_ROOT / "resources" / "models" / "DEFAULT"
 INSPECT_DELAY_MS = 150  # one inspect for a burst of changes (a new layer moves both band boxes)
 CARD_DELAY_MS = 400     # one card query for a model path typed in, not one a keystroke
+BACKEND_DELAY_MS = 400  # one backend check for a Python path typed in, likewise
 EXTENT_MODES = (("layer", "Whole input layer"), ("canvas", "Current map canvas extent"),
                 ("polygon", "Extent of a polygon layer"))
 
@@ -153,6 +154,10 @@ class RunDialog(QDialog):
         self._card_timer.setSingleShot(True)
         self._card_timer.setInterval(CARD_DELAY_MS)
         self._card_timer.timeout.connect(self.refresh_card)
+        self._backend_timer = QTimer(self)
+        self._backend_timer.setSingleShot(True)
+        self._backend_timer.setInterval(BACKEND_DELAY_MS)
+        self._backend_timer.timeout.connect(self.refresh_backend)
         layout = QVBoxLayout(self)
         for box in (self._input_box(), self._model_box(), self._run_box(), self._advanced_box(),
                     self._output_box()):
@@ -280,9 +285,13 @@ class RunDialog(QDialog):
         return box
 
     def _python_changed(self, path: str) -> None:
-        """Remember the interpreter (QgsSettings ``sarflood/python``) and check it again."""
+        """Remember the interpreter (QgsSettings ``sarflood/python``); it is checked once typing
+        pauses, and the card read by the one before is no longer in force."""
         QgsSettings().setValue(PYTHON_KEY, path.strip())
-        self.refresh_backend()
+        self.backend_info.setText("checking the backend...")
+        self._card_pending()
+        self._card_timer.stop()   # refresh_backend reads the card too
+        self._backend_timer.start()
 
     def _output_box(self) -> QGroupBox:
         box = QGroupBox("Outputs")
@@ -391,6 +400,7 @@ class RunDialog(QDialog):
     def refresh_backend(self) -> None:
         """Ask which interpreter runs the backend and which devices it has; show the model card
         and what it makes of the input (each said the backend could not run, if it could not)."""
+        self._backend_timer.stop()
         self._ask("SAR Flood Mapper: devices", ["devices"], self._devices_answered)
         self.refresh_card()
         self._inspect_timer.start()
@@ -475,11 +485,15 @@ class RunDialog(QDialog):
         self._ask("SAR Flood Mapper: model card", ["card", backend_path(str(model)), "--json"],
                   lambda answer, error, task, model=model: self._card_answered(model, answer, error, task))
 
-    def _model_changed(self, _path: str) -> None:
-        """The card shown is no longer the model's; it is asked for once typing pauses."""
+    def _card_pending(self) -> None:
+        """The card shown is no longer in force: another will be asked for."""
         self.card = self.backend_problem = None
         self._card_reading = True
         self.card_view.setHtml("<p>reading the model card...</p>")
+
+    def _model_changed(self, _path: str) -> None:
+        """The card shown is no longer the model's; it is asked for once typing pauses."""
+        self._card_pending()
         self._card_timer.start()
 
     def _card_is_stale(self) -> bool:

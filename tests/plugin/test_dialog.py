@@ -101,6 +101,27 @@ def test_a_model_typed_in_is_read_once_typing_pauses(plugin, qtbot, models, monk
     wait_for_tasks(qtbot)
 
 
+def test_a_python_typed_in_is_checked_once_typing_pauses(plugin, qtbot, models, monkeypatch):
+    """Every keystroke in the Backend Python path started two backend processes, the devices
+    and the card queries: 32 for '/usr/bin/python3'."""
+    dialog = plugin.show_dialog()
+    dialog.model.setFilePath(str(models["threshold"]))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    wait_for_tasks(qtbot)
+    asked = []
+    ask = dialog._ask
+    monkeypatch.setattr(dialog, "_ask", lambda what, args, done: (asked.append(args[0]),
+                                                                  ask(what, args, done)))
+    dialog.python.lineEdit().setFocus()
+    qtbot.keyClicks(dialog.python.lineEdit(), "/usr/bin/python3")   # Debian's: no onnxruntime
+    assert QgsSettings().value("sarflood/python") == "/usr/bin/python3"
+    assert asked == [] and dialog.card is None   # the card of the Python before is not in force
+    qtbot.waitUntil(lambda: "onnxruntime" in dialog.backend_info.text(), timeout=30000)
+    qtbot.waitUntil(lambda: "onnxruntime" in dialog.card_view.toPlainText(), timeout=30000)
+    assert sorted(asked) == ["card", "devices"]
+    wait_for_tasks(qtbot)
+
+
 def test_a_model_file_replaced_at_its_path_is_read_again(plugin, qtbot, models, two_band_scene,
                                                         tmp_path):
     """A model that failed to load stayed refused after the analyst copied a good one to
