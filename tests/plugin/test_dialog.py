@@ -84,15 +84,21 @@ def test_card_and_devices_are_shown(plugin, qtbot, models):
     wait_for_tasks(qtbot)
 
 
+def _questions_asked(dialog, monkeypatch) -> list[str]:
+    """From now on, the backend command of each question the dialog asks (card, devices...)."""
+    asked = []
+    ask = dialog._ask
+    monkeypatch.setattr(dialog, "_ask", lambda what, args, done: (asked.append(args[0]),
+                                                                  ask(what, args, done)))
+    return asked
+
+
 def test_a_model_typed_in_is_read_once_typing_pauses(plugin, qtbot, models, monkeypatch):
     """Every keystroke in the model path started a backend process for its card: 53 for
     a 53-character path, the card showing 18 s later on 2 cores."""
     dialog = plugin.show_dialog()
     wait_for_tasks(qtbot)
-    asked = []
-    ask = dialog._ask
-    monkeypatch.setattr(dialog, "_ask", lambda what, args, done: (asked.append(args[0]),
-                                                                  ask(what, args, done)))
+    asked = _questions_asked(dialog, monkeypatch)
     dialog.model.lineEdit().clear()
     qtbot.keyClicks(dialog.model.lineEdit(), str(models["smoothed"]))
     qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
@@ -108,10 +114,7 @@ def test_a_python_typed_in_is_checked_once_typing_pauses(plugin, qtbot, models, 
     dialog.model.setFilePath(str(models["threshold"]))
     qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
     wait_for_tasks(qtbot)
-    asked = []
-    ask = dialog._ask
-    monkeypatch.setattr(dialog, "_ask", lambda what, args, done: (asked.append(args[0]),
-                                                                  ask(what, args, done)))
+    asked = _questions_asked(dialog, monkeypatch)
     dialog.python.lineEdit().setFocus()
     qtbot.keyClicks(dialog.python.lineEdit(), "/usr/bin/python3")   # Debian's: no onnxruntime
     assert QgsSettings().value("sarflood/python") == "/usr/bin/python3"
