@@ -213,12 +213,12 @@ def test_a_chosen_python_that_does_not_exist_is_named_not_the_model(plugin, qtbo
     dialog.python.setFilePath("/nonexistent/python3")
     qtbot.waitUntil(lambda: "/nonexistent/python3" in dialog.backend_info.text(), timeout=30000)
     wait_for_tasks(qtbot)
-    with qtbot.assertNotEmitted(dialog.runRequested):
+    with qtbot.assertNotEmitted(dialog.runRequested):   # checked again, then said
         qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
-    assert dialog.status.text() == (
-        "The SAR Flood Mapper backend cannot run with /nonexistent/python3 (the Python chosen in "
-        "the plugin's settings): interpreter /nonexistent/python3 does not exist. Choose another "
-        "one, or clear the setting to use the plugin's own environment.")
+        qtbot.waitUntil(lambda: dialog.status.text() == (
+            "The SAR Flood Mapper backend cannot run with /nonexistent/python3 (the Python chosen "
+            "in the plugin's settings): interpreter /nonexistent/python3 does not exist. Choose "
+            "another one, or clear the setting to use the plugin's own environment."), timeout=30000)
     assert not dialog.install_button.isVisibleTo(dialog)
     wait_for_tasks(qtbot)
 
