@@ -584,13 +584,18 @@ class RunDialog(QDialog):
             raise InputProblem(f"Model: {model} is a folder, not a model file")
         if model is None or not model.is_file():
             raise InputProblem(f"Model: {model or 'no model chosen'} does not exist")
+        if self.card is None and self._card_reading:
+            # chosen a moment ago, the question waiting for typing to pause: asked now
+            if self._backend_timer.isActive():
+                self.refresh_backend()
+            elif self._card_timer.isActive():
+                self.refresh_card()
+            raise InputProblem(f"Model: reading the card of {model} (see the card box): run "
+                               "once it shows")
         if self._card_is_stale():
             self.refresh_card()
             raise InputProblem(f"Model: {model} changed since its card was read; reading it "
                                "again (see the card box): run once it shows")
-        if self.card is None and self._card_reading:
-            raise InputProblem(f"Model: reading the card of {model} (see the card box): run "
-                               "once it shows")
         if self.card is None and self.backend_problem:
             # the advised command may have been run since: asked again, off the GUI thread
             self._run_asked_recheck = True

@@ -125,6 +125,29 @@ def test_a_python_typed_in_is_checked_once_typing_pauses(plugin, qtbot, models, 
     wait_for_tasks(qtbot)
 
 
+def test_run_pressed_right_after_choosing_a_model_says_its_card_is_being_read(
+        plugin, qtbot, models, two_band_scene, monkeypatch):
+    """Within the 400 ms the card query waits for typing to pause, Run said the model had
+    "changed since its card was read", which nothing on disk had; the card is read at once."""
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    dialog.temporary.setChecked(True)
+    dialog.model.setFilePath(str(models["smoothed"]))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    wait_for_tasks(qtbot)
+    asked = _questions_asked(dialog, monkeypatch)
+    dialog.model.lineEdit().clear()
+    qtbot.keyClicks(dialog.model.lineEdit(), str(models["threshold"]))
+    assert _run_is_refused(dialog, qtbot) == (f"Model: reading the card of {models['threshold']} "
+                                              f"(see the card box): run once it shows")
+    assert asked == ["card"]
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    assert dialog.card["name"] != "test-smoothed-3"
+    with qtbot.waitSignal(dialog.runRequested, timeout=5000):
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    wait_for_tasks(qtbot)
+
+
 def test_a_model_file_replaced_at_its_path_is_read_again(plugin, qtbot, models, two_band_scene,
                                                         tmp_path):
     """A model that failed to load stayed refused after the analyst copied a good one to
