@@ -229,6 +229,8 @@ class ReviewDock(QgsDockWidget):
     # --- the run under review -----------------------------------------------------------------
 
     def set_run(self, run: ReviewRun) -> None:
+        if not self.show_water.isChecked():   # the run before gets its hidden layers' ticks back
+            self.set_water_visible(True)
         previous, self.run = self.run, run
         self._files_seen = _file_states(run)
         self._hidden = {}
@@ -477,7 +479,8 @@ class ReviewDock(QgsDockWidget):
                 node.setItemVisibilityChecked(False)
         if visible:
             self._hidden = {}
-        save_hidden(self.run, None if visible else self._hidden)
+        if not sip.isdeleted(self.run.layers.mask):   # (removed from the project: nothing to keep)
+            save_hidden(self.run, None if visible else self._hidden)
 
     # --- statistics per polygon ---------------------------------------------------------------
 

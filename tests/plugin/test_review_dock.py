@@ -332,6 +332,38 @@ def test_show_water_acts_on_the_run_layers_wherever_they_are(plugin, qtbot, mode
     wait_for_tasks(qtbot)
 
 
+def test_water_layers_hidden_get_their_ticks_back_when_the_next_run_comes(plugin, qtbot, models,
+                                                                          two_band_scene, tmp_path):
+    """With "Show the water layers" unticked, the next run's review forgot the ticks of the
+    hidden layers: the run before kept its layers unticked for good, and its saved review
+    said them hidden."""
+    from sarflood.plugin.review_run import saved_hidden
+
+    first = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.slider.setValue(30)   # the probability layer draws the water, the mask is unticked
+    root = QgsProject.instance().layerTreeRoot()
+
+    def ticks(run):
+        return [root.findLayer(layer.id()).itemVisibilityChecked()
+                for layer in (run.layers.mask, run.layers.probability)]
+
+    assert ticks(first) == [False, True]
+    qtbot.mouseClick(dock.show_water, Qt.MouseButton.LeftButton)
+    assert not dock.show_water.isChecked() and ticks(first) == [False, False]
+    second = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    assert dock.run is second and dock.show_water.isChecked()
+    assert ticks(first) == [False, True] and saved_hidden(first) is None
+    assert ticks(second) == [True, False]
+    # hidden, then removed from the project: nothing to give back, and nothing raises
+    qtbot.mouseClick(dock.show_water, Qt.MouseButton.LeftButton)
+    QgsProject.instance().removeMapLayer(second.layers.mask.id())
+    with qtbot.capture_exceptions() as raised:
+        third = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    assert raised == [] and dock.run is third and ticks(third) == [True, False]
+    wait_for_tasks(qtbot)
+
+
 def test_the_review_ends_with_its_project(plugin, qtbot, models, two_band_scene, tmp_path):
     """After the project was closed, moving the threshold said "The run's layers were removed
     from the project", and Accept and the statistics stayed enabled."""
