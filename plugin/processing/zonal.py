@@ -1,17 +1,23 @@
 """sarflood:zonalwater: water statistics per polygon (admin areas, catchments...).
 
 native:zonalstatisticsfb counts valid and water pixels of the mask in each polygon;
-this algorithm turns the counts into water share and km² per polygon.
+this algorithm turns the counts into water share and km² per polygon. A pixel's ground
+area changes from row to row of a geographic (EPSG:4326) or Web Mercator mask, so each
+polygon is cut, in the mask's CRS, at the edges of strips of pixel rows over which that
+area varies by less than STRIP_SPREAD, and each piece's water is measured at its own rows.
+On a projected grid near true scale the mask is one strip and the polygons stay whole.
 """
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from contextlib import nullcontext
 
-from qgis.core import (QgsCoordinateTransform, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
-                       QgsProcessing, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingParameterFeatureSink,
+from qgis.core import (QgsFeature, QgsFeatureRequest, QgsFeatureSink, QgsField, QgsFields, QgsGeometry,
+                       QgsMemoryProviderUtils, QgsPointXY, QgsProcessing, QgsProcessingContext,
+                       QgsProcessingException, QgsProcessingParameterFeatureSink,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterLayer,
-                       QgsProcessingUtils)
+                       QgsProcessingUtils, QgsRectangle, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
 from ..outputs import is_plain_file, written_beside
@@ -22,6 +28,9 @@ _PREFIX = "sfz_"
 # QVariant, not QMetaType: QgsField takes a QMetaType from QGIS 3.38 on; QGIS 4's qgis.PyQt maps QVariant.Double
 NEW_FIELDS = (("valid_px", QVariant.Double), ("water_px", QVariant.Double),
               ("water_frac", QVariant.Double), ("water_km2", QVariant.Double))
+# most and least pixel area within one strip differ by at most this share: the backend's
+# AREA_TOLERANCE (backend/grid.py); measured at a strip's middle, a pixel is within half of it
+STRIP_SPREAD = 0.002
 
 
 class ZonalWaterAlgorithm(SarFloodAlgorithm):
@@ -30,7 +39,10 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
     GROUP_ID = "analysis"
     HELP = ("For each polygon (for example admin areas): valid_px, the mask pixels with data; "
             "water_px, the water pixels; water_frac, their share of the valid pixels; water_km2, "
-            "the water area (pixel area measured on the ellipsoid at the polygon's centroid).")
+            "the water area, each pixel at its own ground area on the ellipsoid: on a mask whose "
+            "pixel area changes from row to row (EPSG:4326, Web Mercator) the polygons are cut "
+            "at pixel-row edges into strips over which it varies by under 0.2 %, and each "
+            "strip's pixels are measured at its middle.")
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterFeatureSource(
@@ -62,14 +74,8 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_destination(destination, "OUTPUT", [getattr(self, "_polygons_file", None), mask],
                                feedback, raster=False)
-        zonal = self.run_child("counting pixels per polygon", "native:zonalstatisticsfb", {
-            "INPUT": parameters["POLYGONS"], "INPUT_RASTER": mask, "RASTER_BAND": 1,
-            "COLUMN_PREFIX": _PREFIX, "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT},
-            context, feedback)["OUTPUT"]
-        if feedback.isCanceled():  # the child stops early and returns what it had counted
-            raise QgsProcessingException("cancelled: the statistics are incomplete")
+        totals = self.water_per_polygon(source, mask, context, feedback)
         feedback.setProgressText("water share and area per polygon")
-        counted = QgsProcessingUtils.mapLayerFromString(zonal, context)
 
         # the polygons may hold these fields already (a layer this algorithm wrote): they
         # are replaced, since QgsFields.append silently refuses a second field of a name
@@ -90,29 +96,208 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
                 sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
                                                   source.sourceCrs())
             try:
-                self.write_features(sink, counted, fields, kept, mask, context, feedback)
+                self.write_features(sink, source, totals, fields, kept, feedback)
             finally:
                 del sink   # closes the file before it is moved or removed
         if to_file:
             self.reload_output(context, destination)
         return {"OUTPUT": destination if to_file else dest}
 
+    def water_per_polygon(self, source, mask, context, feedback) -> dict[int, tuple[float, float, float]]:
+        """valid_px, water_px and water km² of each polygon of ``source`` with pixels, by feature id."""
+        pieces = cut_polygons(source, MaskRows(mask, ellipsoid_of(context), context.transformContext()),
+                              context, feedback)
+        counts = self.count("counting pixels per polygon", pieces.layer(), mask, context, feedback)
+        doubtful = pieces.doubtful(counts)
+        recounted = self.count(f"counting the pixels of {len(doubtful)} polygon(s) whole",
+                               pieces.whole_layer(doubtful), mask, context, feedback) if doubtful else {}
+        return pieces.totals(counts, recounted)
+
+    def count(self, label, layer, mask, context, feedback) -> dict[int, tuple[float, float]]:
+        """The valid and water pixels of each feature of ``layer``, by its key."""
+        zonal = self.run_child(label, "native:zonalstatisticsfb", {
+            "INPUT": layer, "INPUT_RASTER": mask, "RASTER_BAND": 1, "COLUMN_PREFIX": _PREFIX,
+            "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT}, context, feedback)["OUTPUT"]
+        if feedback.isCanceled():  # the child stops early and returns what it had counted
+            raise QgsProcessingException("cancelled: the statistics are incomplete")
+        counted = QgsProcessingUtils.mapLayerFromString(zonal, context)
+        return {f["key"]: (float(f[f"{_PREFIX}count"] or 0), float(f[f"{_PREFIX}sum"] or 0))
+                for f in counted.getFeatures()}
+
     @staticmethod
-    def write_features(sink, counted, fields, kept, mask, context, feedback) -> None:
-        to_raster = QgsCoordinateTransform(counted.crs(), mask.crs(), context.transformContext())
-        ellipsoid = ellipsoid_of(context)
-        transforms = context.transformContext()
-        total = max(1, counted.featureCount())
-        for i, feature in enumerate(counted.getFeatures()):
+    def write_features(sink, source, totals, fields, kept, feedback) -> None:
+        total = max(1, source.featureCount())
+        for i, feature in enumerate(source.getFeatures()):
             if feedback.isCanceled():
                 raise QgsProcessingException("cancelled: the statistics are incomplete")
-            valid = float(feature[f"{_PREFIX}count"] or 0)
-            water = float(feature[f"{_PREFIX}sum"] or 0)
+            valid, water, km2 = totals.get(feature.id(), (0.0, 0.0, 0.0))
             out = QgsFeature(fields)
             out.setGeometry(feature.geometry())
             attributes = [feature[f.name()] for f in kept]
-            centre = to_raster.transform(feature.geometry().centroid().asPoint()) if water else None
-            km2 = water * pixel_area_m2(mask, ellipsoid, centre, transforms) / 1e6 if water else 0.0
             out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
             sink.addFeature(out, QgsFeatureSink.Flag.FastInsert)
             feedback.setProgress(100.0 * (i + 1) / total)
+
+
+class MaskRows:
+    """The pixel rows of a mask, the ground area of its pixels, and the strips of rows
+    over which that area varies by less than STRIP_SPREAD."""
+
+    def __init__(self, mask, ellipsoid: str, transform_context):
+        self.mask, self.ellipsoid, self.transform_context = mask, ellipsoid, transform_context
+        self.extent = mask.extent()
+        self.step = mask.rasterUnitsPerPixelY()
+        self.edges = self.strip_edges(mask.height())
+
+    def y(self, row: float) -> float:
+        """The y of the top edge of ``row``; of its centre for row + 0.5."""
+        return self.extent.yMaximum() - row * self.step
+
+    def area_m2(self, x: float, y: float) -> float:
+        """The ground area of the pixel around (x, y)."""
+        return pixel_area_m2(self.mask, self.ellipsoid, QgsPointXY(x, y), self.transform_context)
+
+    def even(self, top: int, end: int) -> bool:
+        """Whether rows ``top`` to ``end`` - 1 hold pixels of one area, within STRIP_SPREAD
+        (measured on the top, middle and bottom rows: the area may peak between, at the equator)."""
+        x = self.extent.center().x()
+        areas = [self.area_m2(x, self.y(row + 0.5)) for row in (top, (top + end - 1) // 2, end - 1)]
+        return max(areas) <= min(areas) * (1 + STRIP_SPREAD)
+
+    def strip_edges(self, height: int) -> list[int]:
+        """The first row of each strip, then ``height``: strips as tall as STRIP_SPREAD allows
+        (one on a projected grid near true scale), found by doubling, then halving, a
+        strip's height."""
+        edges = [0]
+        while edges[-1] < height:
+            top, rest = edges[-1], height - edges[-1]
+            fits, too_many = 1, rest + 1   # rows known to fit in the strip, and not to
+            while fits < rest:
+                trial = min(2 * fits, rest)
+                if not self.even(top, top + trial):
+                    too_many = trial
+                    break
+                fits = trial
+            while too_many - fits > 1:
+                middle = (fits + too_many) // 2
+                fits, too_many = (middle, too_many) if self.even(top, top + middle) else (fits, middle)
+            edges.append(top + fits)
+        return edges
+
+    def strips(self, box: QgsRectangle) -> list[QgsRectangle]:
+        """The strips, across the mask, holding the pixel rows whose centres lie inside ``box``
+        (a centre on its edge is on the polygon's, and QGIS does not count it)."""
+        top = self.extent.yMaximum()
+        first = max(math.floor((top - box.yMaximum()) / self.step - 0.5) + 1, 0)
+        last = min(math.ceil((top - box.yMinimum()) / self.step - 0.5) - 1, self.edges[-1] - 1)
+        return [QgsRectangle(self.extent.xMinimum(), self.y(self.edges[k + 1]),
+                             self.extent.xMaximum(), self.y(self.edges[k]))
+                for k in range(bisect_right(self.edges, first) - 1, bisect_right(self.edges, last))]
+
+
+class Pieces:
+    """The polygons cut at the strips' edges, in the mask's CRS: a layer of pieces, each
+    keyed by its number in ``owners``, which holds its polygon's feature id and the pixel
+    area at its middle."""
+
+    def __init__(self, name: str, crs):
+        fields = QgsFields()
+        fields.append(QgsField("key", QVariant.LongLong))
+        self.name, self.fields, self.crs = name, fields, crs   # the polygons' name, for QGIS's messages
+        self.features: list[QgsFeature] = []
+        self.owners: list[tuple[int, float]] = []
+        # the polygons cut into several pieces, by feature id: their whole geometries
+        self.cut: dict[int, QgsGeometry] = {}
+        # polygons GEOS found invalid: pieces of their repaired geometries give the areas
+        # their pixels are measured at; their own geometries, counted whole, the pixels
+        self.invalid: set[int] = set()
+
+    def add(self, fid: int, piece: QgsGeometry, area_m2: float) -> None:
+        self.features.append(self._keyed(len(self.owners), piece))
+        self.owners.append((fid, area_m2))
+
+    def _keyed(self, key: int, geometry: QgsGeometry) -> QgsFeature:
+        feature = QgsFeature(self.fields)
+        feature.setGeometry(geometry)
+        feature.setAttributes([key])
+        return feature
+
+    def _layer(self, features):
+        layer = QgsMemoryProviderUtils.createMemoryLayer(self.name, self.fields, QgsWkbTypes.Type.MultiPolygon,
+                                                         self.crs)
+        layer.dataProvider().addFeatures(features)
+        return layer
+
+    def layer(self):
+        return self._layer(self.features)
+
+    def doubtful(self, counts) -> set[int]:
+        """The cut polygons to count whole: where QGIS finds at most one pixel centre in a
+        piece, it counts the pixels the piece touches by the share it covers (a fraction, or
+        a pixel the whole polygon would not count); and the invalid ones."""
+        return self.invalid | {self.owners[key][0] for key, (valid, _) in counts.items()
+                               if self.owners[key][0] in self.cut and (valid % 1 or 0 < valid < 2)}
+
+    def whole_layer(self, fids):
+        return self._layer([self._keyed(fid, self.cut[fid]) for fid in fids])
+
+    def totals(self, counts, recounted) -> dict[int, tuple[float, float, float]]:
+        """valid_px, water_px and water km² by feature id: each piece's water at its own pixel area."""
+        by_polygon: dict[int, list[tuple[float, float, float]]] = {}
+        for key, (valid, water) in counts.items():
+            fid, area_m2 = self.owners[key]
+            by_polygon.setdefault(fid, []).append((valid, water, area_m2))
+        result = {}
+        for fid, pieces in by_polygon.items():
+            valid, water = sum(p[0] for p in pieces), sum(p[1] for p in pieces)
+            # counted whole, a polygon's water takes the mean area of its pieces' water (of
+            # its pieces if they hold none: an invalid one's repaired shape may miss a pixel)
+            mean_m2 = (sum(p[1] * p[2] for p in pieces) / water if water
+                       else sum(p[2] for p in pieces) / len(pieces))
+            valid, water = recounted.get(fid, (valid, water))
+            result[fid] = (valid, water, water * mean_m2 / 1e6)
+        return result
+
+
+def cut_polygons(source, rows: MaskRows, context, feedback) -> Pieces:
+    """The polygons of ``source`` in the mask's CRS, cut at the edges of the strips of rows
+    they cross; one in a single strip stays whole. Parts outside the mask are dropped."""
+    feedback.setProgressText("cutting the polygons at the mask's pixel rows")
+    pieces = Pieces(source.sourceName(), rows.mask.crs())
+    total = max(1, source.featureCount())
+    # moved as native:zonalstatisticsfb moves them (a transform error reported as it would be)
+    request = QgsFeatureRequest().setNoAttributes().setDestinationCrs(rows.mask.crs(), context.transformContext())
+    for number, feature in enumerate(source.getFeatures(request), start=1):
+        if feedback.isCanceled():
+            raise QgsProcessingException("cancelled: the statistics are incomplete")
+        feedback.setProgress(100.0 * number / total)
+        if not feature.hasGeometry():
+            continue
+        geometry = feature.geometry()
+        box = geometry.boundingBox().intersect(rows.extent)
+        if box.isEmpty():
+            continue
+        strips = rows.strips(box)
+        if len(strips) <= 1:
+            centre = box.center()
+            pieces.add(feature.id(), geometry, rows.area_m2(centre.x(), centre.y()))
+            continue
+        pieces.cut[feature.id()] = geometry
+        if not geometry.isGeosValid():
+            pieces.invalid.add(feature.id())
+            geometry = geometry.makeValid()
+        for strip in strips:
+            piece = polygon_parts(geometry.intersection(QgsGeometry.fromRect(strip)))
+            if piece is not None:
+                centre = piece.boundingBox().center()
+                pieces.add(feature.id(), piece, rows.area_m2(centre.x(), centre.y()))
+    return pieces
+
+
+def polygon_parts(geometry: QgsGeometry) -> QgsGeometry | None:
+    """The polygons of an intersection, without the lines and points where it only touches;
+    None when there are none."""
+    if geometry.type() != QgsWkbTypes.GeometryType.PolygonGeometry and \
+            not geometry.convertGeometryCollectionToSubclass(QgsWkbTypes.GeometryType.PolygonGeometry):
+        return None
+    return None if geometry.isEmpty() else geometry
