@@ -46,15 +46,17 @@ $(STAMP): requirements.txt constraints.txt | system
 on-path: $(STAMP)
 	@$(PY) -c 'import os, sysconfig; open(os.path.join(sysconfig.get_paths()["purelib"], "sarflood-repo.pth"), "w").write(os.getcwd() + "\n")'
 
-# The installable plugin zip: the folder QGIS expects (sarflood/), tracked files only:
-# no tests, no training, no venv. Python's zipfile, so no zip program is needed.
+# The installable plugin zip: the folder QGIS expects (sarflood/), from the last commit
+# (git archive), so that a zip with a version number holds what that commit holds and no
+# edit in progress: no tests, no training, no venv. Uncommitted changes to its files are
+# named, not packed.
 PACKAGE_PATHS := __init__.py metadata.txt README.md LICENSE requirements.txt plugin backend resources
 PACKAGE_ZIP ?= dist/sarflood.zip
 package:
-	@mkdir -p $(dir $(PACKAGE_ZIP)) && rm -f $(PACKAGE_ZIP)
-	git ls-files -- $(PACKAGE_PATHS) | grep -v -e '__pycache__' -e '\.pyc$$' | /usr/bin/python3 -c \
-		'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED); \
-		[z.write(p, "sarflood/" + p) for p in sys.stdin.read().split()]; z.close()' $(PACKAGE_ZIP)
+	@mkdir -p $(dir $(PACKAGE_ZIP))
+	git archive --format=zip --prefix=sarflood/ -o $(PACKAGE_ZIP).tmp HEAD -- $(PACKAGE_PATHS)
+	@mv $(PACKAGE_ZIP).tmp $(PACKAGE_ZIP)
+	@git diff --quiet HEAD -- $(PACKAGE_PATHS) || echo "note: uncommitted changes left out of $(PACKAGE_ZIP) (it holds HEAD): $$(git diff --name-only HEAD -- $(PACKAGE_PATHS) | tr '\n' ' ')"
 	@echo "$(PACKAGE_ZIP): install it with Plugins > Manage and Install Plugins > Install from ZIP"
 
 clean:

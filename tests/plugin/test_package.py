@@ -47,3 +47,18 @@ def test_package_zip_installs_and_loads(tmp_path):
     for alg in ("sarflood:mapwater", "sarflood:otsu", "sarflood:floodextent", "sarflood:vectorize",
                 "sarflood:zonalwater"):
         assert alg in listed.stdout, alg
+
+
+def test_package_holds_the_commit_not_edits_in_progress(tmp_path):
+    """A zip under a release's version number held whatever was on disk: an edit in
+    progress shipped as that version. It holds HEAD, and names what it left out."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    edited = clone / "plugin" / "main.py"
+    committed = edited.read_bytes()
+    edited.write_bytes(committed + b"\n# an edit in progress\n")
+    archive = tmp_path / "sarflood.zip"
+    made = subprocess.run(["make", "-s", "package", f"PACKAGE_ZIP={archive}"], cwd=clone,
+                          check=True, capture_output=True, text=True, timeout=120)
+    assert zipfile.ZipFile(archive).read("sarflood/plugin/main.py") == committed
+    assert "uncommitted changes left out" in made.stdout and "plugin/main.py" in made.stdout
