@@ -31,6 +31,8 @@ def test_package_zip_installs_and_loads(tmp_path):
     assert missing == []
     assert f"sarflood/{general['icon']}" in names
     assert general["hasProcessingProvider"] == "yes"
+    # without them QGIS 4's plugin manager calls the plugin incompatible ("3.99" at most)
+    assert general["qgisMaximumVersion"] == "4.99" and general["supportsQt6"] == "True"
 
     # install it as QGIS does (unzip into a plugins folder) and let qgis_process load it
     plugins = tmp_path / "plugins"
