@@ -77,10 +77,15 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         totals = self.water_per_polygon(source, mask, context, feedback)
         feedback.setProgressText("water share and area per polygon")
 
-        # the polygons may hold these fields already (a layer this algorithm wrote): they
-        # are replaced, since QgsFields.append silently refuses a second field of a name
+        # the polygons may hold these fields already (a layer this algorithm wrote), in any
+        # case: they are replaced, since QgsFields.append silently refuses a second field of
+        # a name, a GeoPackage a second column, and a shapefile renames the new one
         ours = {name for name, _ in NEW_FIELDS}
-        kept = [f for f in source.fields() if f.name() not in ours]
+        if to_file and destination.lower().endswith(".gpkg") and unusable_fid(source):
+            ours.add("fid")
+            feedback.pushInfo("the polygons' field fid holds no distinct whole numbers (as after "
+                              "Merge vector layers); the GeoPackage gives the features ids of its own")
+        kept = [f for f in source.fields() if f.name().lower() not in ours]
         fields = QgsFields()
         for field in kept:
             fields.append(field)
@@ -96,7 +101,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
                 sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
                                                   source.sourceCrs())
             try:
-                self.write_features(sink, source, totals, fields, kept, feedback)
+                self.write_features(sink, source, totals, fields, kept, destination, feedback)
             finally:
                 del sink   # closes the file before it is moved or removed
         if to_file:
@@ -125,7 +130,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
                 for f in counted.getFeatures()}
 
     @staticmethod
-    def write_features(sink, source, totals, fields, kept, feedback) -> None:
+    def write_features(sink, source, totals, fields, kept, destination, feedback) -> None:
         total = max(1, source.featureCount())
         for i, feature in enumerate(source.getFeatures()):
             if feedback.isCanceled():
@@ -135,8 +140,29 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             out.setGeometry(feature.geometry())
             attributes = [feature[f.name()] for f in kept]
             out.setAttributes(attributes + [valid, water, water / valid if valid else None, km2])
-            sink.addFeature(out, QgsFeatureSink.Flag.FastInsert)
+            if not sink.addFeature(out, QgsFeatureSink.Flag.FastInsert):
+                raise QgsProcessingException(f"OUTPUT: polygon {feature.id()} could not be written to "
+                                             f"{destination}: {sink.lastError()}")
             feedback.setProgress(100.0 * (i + 1) / total)
+
+
+def unusable_fid(source) -> bool:
+    """Whether the polygons' field fid (in any case), which a GeoPackage takes for its
+    features' ids, cannot be those: not whole numbers, empty, or repeated (as after Merge
+    vector layers, which keeps each layer's own)."""
+    index = next((i for i, f in enumerate(source.fields()) if f.name().lower() == "fid"), None)
+    if index is None:
+        return False
+    if source.fields().at(index).type() not in (QVariant.Int, QVariant.LongLong):
+        return True
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.Flag.NoGeometry).setSubsetOfAttributes([index])
+    seen = set()
+    for feature in source.getFeatures(request):
+        value = feature[index]
+        if not isinstance(value, int) or value in seen:   # NULL is no int
+            return True
+        seen.add(value)
+    return False
 
 
 class MaskRows:

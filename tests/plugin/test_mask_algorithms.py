@@ -332,6 +332,70 @@ def test_zonal_water_per_polygon(provider, tmp_path):
                                                "OUTPUT": "memory:"})
 
 
+def _features_layer(spec: str, rows) -> QgsVectorLayer:
+    """A memory layer of ``spec`` ("Polygon?crs=...&field=...") holding (attributes, rect) rows."""
+    layer = QgsVectorLayer(spec, "polygons", "memory")
+    features = []
+    for attributes, rect in rows:
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*rect)))
+        feature.setAttributes(attributes)
+        features.append(feature)
+    assert layer.dataProvider().addFeatures(features)[0]
+    return layer
+
+
+def test_zonal_water_replaces_its_fields_in_any_case_and_writes_every_polygon(provider, tmp_path):
+    """Polygons holding WATER_KM2 and VALID_PX (upper case, as in a shapefile): into a
+    GeoPackage the run failed on a duplicate column yet said OK with an empty layer; into a
+    shapefile the new fields were renamed valid_px_1 and water_km_1, and water_km2 found the
+    old value. Polygons merged from two layers (Merge vector layers keeps each one's fid:
+    1, 2, 1, 2) lost half their features in a GeoPackage, the run said OK."""
+    import processing
+
+    path, a = _mask(tmp_path)
+    x0, y0 = ORIGIN
+    whole = (x0, y0 - 1000, x0 + 1000, y0)
+    old = _features_layer("Polygon?crs=EPSG:32630&field=NAME:string&field=WATER_KM2:double"
+                          "&field=VALID_PX:double", [(["A", 99.0, 1.0], whole)])
+    admin = processing.run("native:savefeatures", {"INPUT": old,
+                                                   "OUTPUT": str(tmp_path / "admin.shp")})["OUTPUT"]
+    valid, water = int((a != 255).sum()), int((a == 1).sum())
+    for name in ("zones.gpkg", "zones.shp"):
+        out = processing.run("sarflood:zonalwater", {"POLYGONS": admin, "MASK": str(path),
+                                                     "OUTPUT": str(tmp_path / name)})["OUTPUT"]
+        layer = QgsVectorLayer(out, "zones", "ogr")
+        assert [n for n in layer.fields().names() if n != "fid"] == [
+            "NAME", "valid_px", "water_px", "water_frac", "water_km2"], name
+        [row] = list(layer.getFeatures())
+        assert (row["valid_px"], row["water_px"]) == (valid, water), name
+        assert row["water_km2"] == pytest.approx(_utm_area_m2(water) / 1e6, rel=1e-3), name
+
+    merged = _features_layer("Polygon?crs=EPSG:32630&field=fid:long&field=name:string", [
+        ([fid, f"{name}{fid}"], (x0 + 500 * k, y0 - 500 * fid, x0 + 500 * (k + 1), y0 - 500 * (fid - 1)))
+        for k, name in enumerate("ab") for fid in (1, 2)])
+    out = processing.run("sarflood:zonalwater", {"POLYGONS": merged, "MASK": str(path),
+                                                 "OUTPUT": str(tmp_path / "merged.gpkg")})["OUTPUT"]
+    rows = {f["name"]: f["water_px"] for f in QgsVectorLayer(out, "merged", "ogr").getFeatures()}
+    assert rows == {"a1": int((a[:50, :50] == 1).sum()), "a2": int((a[50:, :50] == 1).sum()),
+                    "b1": int((a[:50, 50:] == 1).sum()), "b2": int((a[50:, 50:] == 1).sum())}
+
+
+def test_zonal_water_says_when_a_polygon_cannot_be_written(provider, tmp_path):
+    """A field the GeoPackage cannot take (named as its geometry column): the run said OK,
+    its output empty."""
+    import processing
+
+    path, _ = _mask(tmp_path)
+    x0, y0 = ORIGIN
+    geom = _rect_layer("EPSG:32630", [("x", (x0, y0 - 1000, x0 + 1000, y0))], field="geom:string")
+    with pytest.raises(QgsProcessingException, match=r"^OUTPUT: polygon 1 could not be written to "
+                                                     r".*/bad\.gpkg: .*duplicate column name: geom"):
+        processing.run("sarflood:zonalwater", {"POLYGONS": geom, "MASK": str(path),
+                                               "OUTPUT": str(tmp_path / "bad.gpkg")})
+    assert not (tmp_path / "bad.gpkg").exists()
+
+
 def test_a_cancelled_zonal_run_is_not_reported_as_done(provider, tmp_path):
     import processing
     from qgis.core import QgsProcessingFeedback
