@@ -18,7 +18,8 @@ _FORMATS = {Qgis.DataType.Byte: "B", Qgis.DataType.UInt16: "H", Qgis.DataType.In
 
 
 def check_mask_layer(layer: QgsRasterLayer | None, role: str, given=None) -> QgsRasterLayer:
-    """A mask is one integer band (0 dry, 1 water, 255 no data); say what is wrong otherwise.
+    """A mask is one integer band (0 dry, 1 water, 255 no data) of a file with a CRS; say what
+    is wrong otherwise.
 
     ``given``: the parameter's value, which names the file when it opened no layer (one
     deleted since it was chosen, as a run's mask the analyst removed from disk)."""
@@ -26,6 +27,7 @@ def check_mask_layer(layer: QgsRasterLayer | None, role: str, given=None) -> Qgs
         raise QgsProcessingException(f"{role}: {unopened(given)}")
     if not layer.isValid():   # a map layer whose file went away (a copy of it: no layer is None)
         raise QgsProcessingException(f"{role} '{layer.name()}': {unopened(layer.source())}")
+    check_file_crs(layer, role)
     if layer.bandCount() != 1:
         raise QgsProcessingException(f"{role} '{layer.name()}' has {layer.bandCount()} bands; "
                                      f"a water mask has one")
@@ -34,6 +36,21 @@ def check_mask_layer(layer: QgsRasterLayer | None, role: str, given=None) -> Qgs
             f"{role} '{layer.name()}' holds non-integer values; it looks like a probability raster, "
             f"not a water mask (0 dry, 1 water): give the mask output")
     return layer
+
+
+def check_file_crs(layer: QgsRasterLayer, role: str) -> None:
+    """The algorithms hand the mask's file to GDAL and the backend, which read its CRS
+    from the file: without one the polygons came out with no area and the water with no
+    km², and a CRS set on the layer in QGIS (by hand, or as QGIS's default for layers
+    without one) stays in QGIS."""
+    if layer.dataProvider().crs().isValid():
+        return
+    set_in_qgis = (f" (its layer's, {layer.crs().userFriendlyIdentifier()}, is set in QGIS only, and "
+                   f"GDAL and the backend read the file)" if layer.crs().isValid() else "")
+    raise QgsProcessingException(
+        f"{role} '{layer.name()}': its file {layer.source().split('|')[0]} has no CRS{set_in_qgis}; "
+        f"write the right one into the file (Raster > Projections > Assign Projection, or "
+        f"gdal_edit.py -a_srs EPSG:CODE)")
 
 
 def unopened(given) -> str:

@@ -486,6 +486,47 @@ def test_correct_mask_names_a_polygon_layer_without_crs(provider, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["post.tif"]
 
 
+def test_a_mask_whose_file_has_no_crs_is_refused_before_any_work(provider, qgis_new_project, tmp_path):
+    """A mask file without a CRS: vectorize said OK with 0 polygons (no area), zonalwater
+    gave water_km2 NaN, floodextent failed at its last step naming a hidden file. A CRS set
+    on its layer in QGIS only did not reach GDAL and the backend, which read the file."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    path, _ = _mask(tmp_path, "nocrs.tif")
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    ds.SetProjection("")
+    ds = None
+    pre, _ = _mask(tmp_path, "pre.tif")
+    x0, y0 = ORIGIN
+    water = _rect_layer("EPSG:32630", [(1, (x0, y0 - 100, x0 + 100, y0))], field="water:integer")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def refused(mask, said):
+        for alg, params, role in (
+                ("vectorize", {"INPUT": mask, "OUTPUT": str(out / "v.gpkg")}, "Water mask"),
+                ("zonalwater", {"POLYGONS": water, "MASK": mask, "OUTPUT": str(out / "z.gpkg")}, "Water mask"),
+                ("floodextent", {"POST": mask, "PRE": str(pre), "OUTPUT": str(out / "f.tif")},
+                 "Post-event mask"),
+                ("floodextent", {"POST": str(pre), "PRE": mask, "OUTPUT": str(out / "f.tif")},
+                 "Pre-event mask"),
+                ("correctmask", {"INPUT": mask, "CORRECTIONS": water, "OUTPUT": str(out / "c.tif")},
+                 "Water mask")):
+            with pytest.raises(QgsProcessingException, match=rf"^{role} 'nocrs': its file {path} {said}"):
+                processing.run(f"sarflood:{alg}", params)
+            assert list(out.iterdir()) == [], alg
+
+    refused(str(path), r"has no CRS; write the right one into the file \(Raster > Projections")
+    # (before the project shows it: Processing would take the path for the project's layer)
+    set_in_qgis = QgsRasterLayer(str(path), "nocrs")
+    set_in_qgis.setCrs(QgsCoordinateReferenceSystem("EPSG:32630"))
+    QgsProject.instance().addMapLayer(set_in_qgis)
+    refused(set_in_qgis.id(), r"has no CRS \(its layer's, EPSG:32630 - WGS 84 / UTM zone 30N, is set "
+                              r"in QGIS only, and GDAL and the backend read the file\); write")
+
+
 def test_vectorize_cancelled_in_its_last_step_leaves_no_polygons(provider, tmp_path):
     """native:extractbyexpression stops at a cancel and returns what it had written: the run
     reported success with a truncated layer."""
