@@ -45,6 +45,15 @@ _CHECK_SNIPPET = (
     "print(json.dumps({'missing': bad, 'externally_managed': managed}))\n"
 )
 _TAIL_CHARS = 200   # of a failed check's error output, in the message
+# What a venv needs: pip in the venv, ensurepip in the Python that makes it (Debian moves
+# ensurepip to python3.X-venv, whose venv then makes bin/python and fails at pip). Isolated (-I):
+# no pip folder of the working directory counts.
+_PROBE_SNIPPET = (
+    "import importlib.util, json, sys\n"
+    "print(json.dumps({'version': '%d.%d' % sys.version_info[:2],\n"
+    "                  'pip': bool(importlib.util.find_spec('pip')),\n"
+    "                  'ensurepip': bool(importlib.util.find_spec('ensurepip'))}))\n"
+)
 
 
 def child_env() -> dict[str, str]:
@@ -168,14 +177,14 @@ class Interpreter:
 
     def fix_command(self) -> str:
         """The exact shell command that installs the missing packages: into this Python, or,
-        where pip refuses to (PEP 668) or none was chosen, into the plugin's .venv, made first
-        with this Python if absent."""
-        into_this = self.source == "setting" and not self.externally_managed
-        pip_python = self.path if into_this else str(venv_python(VENV_DIR))
-        command = shlex.join([pip_python, "-m", "pip", "install", *runtime_requirements()])
-        if into_this or venv_python(VENV_DIR).is_file():
-            return command
-        return f"{shlex.join([self.path, '-m', 'venv', str(VENV_DIR)])} && {command}"
+        where pip refuses to (PEP 668) or none was chosen, into the plugin's .venv, made (again)
+        first where it has no pip. Blocking (it asks the Pythons involved): worker threads only."""
+        if self.source == "setting" and not self.externally_managed:
+            return shlex.join(_pip_install(self.path))
+        # a venv's own Python cannot make it again: the Python it was made from does
+        plan = install_plan(self.path if self.source != "venv" else system_python() or "python3")
+        command = " && ".join(shlex.join(step) for step in plan.steps)
+        return f"{plan.blocker}, then:\n{command}" if plan.blocker else command
 
     def problem(self) -> str:
         """One paragraph for the user: what is missing, and the command that fixes it."""
@@ -226,13 +235,52 @@ def _interpreter(path: str, source: str) -> Interpreter:
     return Interpreter(path, source, check.missing, check.externally_managed)
 
 
-def install_steps(base_python: str, venv_dir: Path | None = None) -> list[list[str]]:
-    """Commands that create ``venv_dir`` (default: the plugin's .venv), if absent, and install
-    the runtime packages in it."""
+@dataclass(frozen=True)
+class Probe:
+    """A Python's version ("3.11"), whether it has pip, and whether it can make a venv with pip."""
+    version: str
+    pip: bool
+    ensurepip: bool
+
+
+def probe(python: str) -> Probe | None:
+    """Ask ``python`` what it is; None where it does not run. Blocking (well under a second)."""
+    if not Path(python).is_file():
+        return None
+    try:
+        done = subprocess.run([python, "-I", "-c", _PROBE_SNIPPET], capture_output=True, text=True,
+                              errors="replace", timeout=60, env=child_env())
+        return Probe(**json.loads(done.stdout))
+    except (OSError, subprocess.TimeoutExpired, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """The commands that fill a venv with the backend's packages, and, where they cannot work
+    yet, what the user must do first (``blocker``)."""
+    steps: list[list[str]]
+    blocker: str = ""
+
+
+def install_plan(base_python: str, venv_dir: Path | None = None) -> InstallPlan:
+    """Install the runtime packages into ``venv_dir`` (default: the plugin's .venv), made first
+    with ``base_python`` unless it has pip. A venv without pip (its making was interrupted, or
+    Debian's python3-venv was missing) is made again: pip in it would fail for ever."""
     venv_dir = venv_dir or VENV_DIR
-    steps = []
-    if not venv_python(venv_dir).is_file():
-        steps.append([base_python, "-m", "venv", str(venv_dir)])
-    steps.append([str(venv_python(venv_dir)), "-m", "pip", "install", "--disable-pip-version-check",
-                  *runtime_requirements()])
-    return steps
+    python = str(venv_python(venv_dir))
+    install = _pip_install(python)
+    found = probe(python)
+    if found is not None and found.pip:
+        return InstallPlan([install])
+    steps = [[base_python, "-m", "venv", "--clear", str(venv_dir)], install]
+    base = probe(base_python)
+    if base is None or base.ensurepip:
+        return InstallPlan(steps)
+    return InstallPlan(steps, f"{base_python} cannot make a venv with pip, as it has no ensurepip "
+                              f"module: on Debian and Ubuntu, install it first with "
+                              f"`sudo apt install python{base.version}-venv` (or python3-venv)")
+
+
+def _pip_install(python: str) -> list[str]:
+    return [python, "-m", "pip", "install", *runtime_requirements()]

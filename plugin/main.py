@@ -13,7 +13,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction  # in QtGui on Qt6; QGIS 4's qgis.PyQt.QtWidgets still has it
 
-from .backend_env import install_steps, system_python
+from . import backend_env
 from .controller import RunController
 from .gui.install_dialog import InstallDialog
 from .gui.review_dock import ReviewDock
@@ -75,10 +75,12 @@ class SarFloodPlugin:
 
     def show_installer(self) -> InstallDialog:
         if self.installer is None:
-            steps = install_steps(system_python() or "python3")
-            self.installer = InstallDialog(steps, self.iface.mainWindow())
+            self.installer = InstallDialog([], self.iface.mainWindow())
             if self.dialog is not None:
                 self.installer.installed.connect(lambda ok: ok and self.dialog.refresh_backend())
+        if not self.installer.running:   # planned again: the venv, or the system, may have changed
+            plan = backend_env.install_plan(backend_env.system_python() or "python3")
+            self.installer.set_plan(plan.steps, plan.blocker)
         self.installer.show()
         return self.installer
 

@@ -26,20 +26,19 @@ class InstallDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("SAR Flood Mapper: install the backend's dependencies")
         self.setObjectName("SarFloodInstallDialog")
-        self.steps = steps
         self._next = 0
         self._process: QProcess | None = None
         self.succeeded: bool | None = None
         layout = QVBoxLayout(self)
-        commands = "\n".join(shlex.join(step) for step in steps)
         intro = QLabel("These commands will run (you can also run them in a terminal):")
-        self.commands = QPlainTextEdit(commands)
+        self.commands = QPlainTextEdit()
         self.commands.setReadOnly(True)
         self.commands.setMaximumHeight(70)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setFont(QFont("monospace"))
         self.state = QLabel("")
+        self.state.setWordWrap(True)
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Install")
         self.close_button = QPushButton("Close")
@@ -52,6 +51,19 @@ class InstallDialog(QDialog):
         self.start_button.clicked.connect(self.start)
         self.close_button.clicked.connect(self.close)
         self.resize(720, 420)
+        self.set_plan(steps)
+
+    def set_plan(self, steps: list[list[str]], blocker: str = "") -> None:
+        """Show ``steps``; with a ``blocker`` (what the user must do first, e.g. install Debian's
+        python3-venv) they cannot start."""
+        self.steps = steps
+        self.commands.setPlainText("\n".join(shlex.join(step) for step in steps))
+        self.state.setText(blocker)
+        self.start_button.setEnabled(not blocker)
+
+    @property
+    def running(self) -> bool:
+        return self._next > 0 and self.succeeded is None
 
     def start(self) -> None:
         self.start_button.setEnabled(False)

@@ -6,7 +6,10 @@ QGIS_PLUGINPATH) makes ``import sarflood`` load the plugin as QGIS would.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -123,6 +126,21 @@ def plugin(qgis_iface, qgis_processing, qgis_new_project, clean_settings):
     qgis_iface.messageBar().clear_messages()
     yield loaded
     loaded.unload()
+
+
+@pytest.fixture
+def python_without_ensurepip(tmp_path) -> str:
+    """This Python as Debian has it without python3-venv: its stdlib lacks ensurepip (a copy of
+    the interpreter beside links to every stdlib entry but that one)."""
+    base = tmp_path / "debian-python"
+    stdlib = Path(sysconfig.get_path("stdlib"))
+    (base / "lib" / stdlib.name).mkdir(parents=True)
+    for entry in stdlib.iterdir():
+        if entry.name != "ensurepip":
+            (base / "lib" / stdlib.name / entry.name).symlink_to(entry)
+    (base / "bin").mkdir()
+    shutil.copy2(os.path.realpath(sys._base_executable), base / "bin" / "python3")
+    return str(base / "bin" / "python3")
 
 
 def wait_for_tasks(qtbot, timeout_ms: int = 60000) -> None:

@@ -1,5 +1,7 @@
 """Finding the backend's Python, and the exact command that fixes a missing dependency."""
+import shlex
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -20,11 +22,11 @@ def test_venv_first_then_qgis_python_with_the_fix_command(monkeypatch, tmp_path)
     assert set(found.missing) == {"onnxruntime", "rasterio"}
     pins = " ".join(backend_env.runtime_requirements())
     assert pins.startswith("numpy==") and "onnxruntime==" in pins and "rasterio==" in pins
-    assert found.fix_command() == (f"/usr/bin/python3 -m venv {absent} && "
+    assert found.fix_command() == (f"/usr/bin/python3 -m venv --clear {absent} && "
                                    f"{absent}/bin/python -m pip install {pins}")
-    assert backend_env.install_steps("/usr/bin/python3") == [
-        ["/usr/bin/python3", "-m", "venv", str(absent)],
-        [f"{absent}/bin/python", "-m", "pip", "install", "--disable-pip-version-check", *pins.split()]]
+    assert backend_env.install_plan("/usr/bin/python3") == backend_env.InstallPlan([
+        ["/usr/bin/python3", "-m", "venv", "--clear", str(absent)],
+        [f"{absent}/bin/python", "-m", "pip", "install", *pins.split()]])
 
 
 def test_a_chosen_interpreter_is_used_even_when_broken(tmp_path):
@@ -44,12 +46,50 @@ def test_an_externally_managed_python_is_advised_a_venv(monkeypatch, tmp_path):
     absent = tmp_path / "no-venv"
     monkeypatch.setattr(backend_env, "VENV_DIR", absent)
     pins = " ".join(backend_env.runtime_requirements())
-    assert found.fix_command() == (f"/usr/bin/python3 -m venv {absent} && "
+    assert found.fix_command() == (f"/usr/bin/python3 -m venv --clear {absent} && "
                                    f"{absent}/bin/python -m pip install {pins}")
     assert "(PEP 668)" in found.problem()
     # a venv made from it is not: pip installs there
     plugin_venv = backend_env.venv_python(backend_env.PLUGIN_ROOT / ".venv")
     assert not backend_env.find_interpreter(str(plugin_venv)).externally_managed
+
+
+def test_a_venv_left_without_pip_is_made_again(monkeypatch, tmp_path, python_without_ensurepip):
+    """Debian's venv without python3-venv makes bin/python, then fails at ensurepip; the advice
+    and the installer then skipped making the venv, as bin/python was there, and ran
+    "<venv>/bin/python -m pip install", which failed for ever with "No module named pip"."""
+    half = tmp_path / "half made"
+    made = subprocess.run([python_without_ensurepip, "-m", "venv", str(half)], capture_output=True,
+                          text=True)
+    assert made.returncode != 0 and backend_env.venv_python(half).is_file()
+
+    # the plugin's venv found half made: the advice makes it again with QGIS's Python
+    monkeypatch.setattr(backend_env, "VENV_DIR", half)
+    monkeypatch.setattr(backend_env, "system_python", lambda: "/usr/bin/python3")
+    found = backend_env.find_interpreter()
+    python = str(backend_env.venv_python(half))
+    assert (found.path, found.source) == (python, "venv")
+    remake = ["/usr/bin/python3", "-m", "venv", "--clear", str(half)]
+    pip = [python, "-m", "pip", "install", *backend_env.runtime_requirements()]
+    assert found.fix_command() == f"{shlex.join(remake)} && {shlex.join(pip)}"
+    assert backend_env.install_plan("/usr/bin/python3") == backend_env.InstallPlan([remake, pip])
+    subprocess.run(remake, check=True)
+    assert backend_env.probe(python).pip
+    assert backend_env.install_plan("/usr/bin/python3") == backend_env.InstallPlan([pip])
+
+    # where the Python that makes it has no ensurepip, the advice says what to install first
+    fresh = tmp_path / "new venv"
+    plan = backend_env.install_plan(python_without_ensurepip, fresh)
+    assert plan.steps[0] == [python_without_ensurepip, "-m", "venv", "--clear", str(fresh)]
+    version = "%d.%d" % sys.version_info[:2]
+    assert plan.blocker == (f"{python_without_ensurepip} cannot make a venv with pip, as it has no "
+                            f"ensurepip module: on Debian and Ubuntu, install it first with "
+                            f"`sudo apt install python{version}-venv` (or python3-venv)")
+    monkeypatch.setattr(backend_env, "VENV_DIR", fresh)
+    monkeypatch.setattr(backend_env, "system_python", lambda: python_without_ensurepip)
+    found = backend_env.find_interpreter()
+    assert found.source == "system" and found.problem().endswith(
+        f"Fix it with:\n{plan.blocker}, then:\n{' && '.join(map(shlex.join, plan.steps))}")
 
 
 def test_a_failed_check_is_made_again_a_passed_one_is_not(tmp_path):

@@ -1,6 +1,7 @@
 """The run dialog and the backend's Python: checks seen again, the installer's target, honest
 messages, the remembered extent layer, the installer's log."""
 import json
+import shlex
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -101,7 +102,10 @@ def test_the_installer_is_offered_for_the_plugins_venv_and_units_are_detected_af
                     timeout=30000)
     wait_for_tasks(qtbot)
     installer = plugin.show_installer()
-    assert installer.commands.toPlainText().startswith(f"'{python}' -m pip install")
+    # made --without-pip: the venv is made again before pip runs in it
+    venv = Path(python).parents[1]
+    assert installer.commands.toPlainText().startswith(
+        f"{shlex.join([python, '-m', 'venv', '--clear', str(venv)])}\n'{python}' -m pip install")
     installer.steps = [["/bin/sh", "-c", f"echo '{PACKAGES}' > '{pth}'"]]   # the pip run
     with qtbot.waitSignal(installer.installed, timeout=30000):
         qtbot.mouseClick(installer.start_button, Qt.MouseButton.LeftButton)
@@ -109,6 +113,25 @@ def test_the_installer_is_offered_for_the_plugins_venv_and_units_are_detected_af
     assert dialog.backend_info.text() == f"Backend: {python} (venv Python)"
     assert not dialog.install_button.isVisibleTo(dialog)
     wait_for_tasks(qtbot)
+
+
+def test_the_installer_says_what_debian_lacks_and_plans_again_when_reopened(
+        plugin, qtbot, monkeypatch, tmp_path, python_without_ensurepip):
+    """Without python3-venv the installer's venv step made bin/python, failed at ensurepip, and
+    the next try ran pip in that venv, which had none; the commands were planned once."""
+    from sarflood.plugin import backend_env
+
+    venv = tmp_path / "venv"
+    monkeypatch.setattr(backend_env, "VENV_DIR", venv)
+    monkeypatch.setattr(backend_env, "system_python", lambda: python_without_ensurepip)
+    installer = plugin.show_installer()
+    assert "sudo apt install python3" in installer.state.text()
+    assert not installer.start_button.isEnabled()
+    installer.close()
+    monkeypatch.setattr(backend_env, "system_python", lambda: "/usr/bin/python3")  # installed
+    assert plugin.show_installer() is installer
+    assert installer.state.text() == "" and installer.start_button.isEnabled()
+    assert installer.commands.toPlainText().startswith(f"/usr/bin/python3 -m venv --clear {venv}\n")
 
 
 def test_a_python_chosen_in_the_settings_is_not_offered_the_installer(plugin, qtbot, tmp_path):
