@@ -23,7 +23,7 @@ from .. import styles
 from ..outputs import hidden_path
 from ..params import backend_path
 from .base import SarFloodAlgorithm, check_polygons, frees_inputs_on_failure
-from .masks import check_binary_mask, check_mask_layer
+from .masks import check_binary_mask, check_mask_layer, check_nodata_in_file
 
 NODATA = 255
 CANCELLED = "cancelled: no flood extent was written (a file already at OUTPUT is kept)"
@@ -67,6 +67,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         if permanent is not None:   # a line layer would be burnt in as permanent water
             check_polygons(permanent, "Permanent water polygons")
         check_binary_mask(post, "Post-event mask")
+        check_nodata_in_file(post, "Post-event mask")
         destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_destination(destination, "OUTPUT", [post, pre], feedback)
         self.backend_interpreter()  # its last step: found missing only after the others ran
@@ -74,6 +75,8 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         if pre is not None:
             check_mask_layer(pre, "Pre-event mask")
             check_binary_mask(pre, "Pre-event mask")
+            # warped onto the post-event grid with NODATA as its no data, which a NODATA pixel stays
+            check_nodata_in_file(pre, "Pre-event mask", made_nodata=(NODATA,))
             covered = QgsCoordinateTransform(pre.crs(), crs, context.transformContext()
                                              ).transformBoundingBox(pre.extent())
             if not covered.intersects(extent):

@@ -80,9 +80,28 @@ def check_binary_mask(layer: QgsRasterLayer, role: str) -> None:
             f"with 255 declared as no data")
 
 
-def sample_values(layer: QgsRasterLayer) -> set[int]:
+def check_nodata_in_file(layer: QgsRasterLayer, role: str, made_nodata=()) -> None:
+    """For a mask whose file GDAL reads (floodextent's gdal steps), which knows only the
+    file's no data: pixels of a no-data value set in QGIS only (Layer Properties >
+    Transparency) would be taken there for dry land. ``made_nodata``: values the GDAL step
+    makes no data itself."""
+    ranges = layer.dataProvider().userNoDataValues(1)
+    if not ranges:
+        return
+    hidden = sorted(v for v in sample_values(layer, in_qgis=False)
+                    if v not in made_nodata and any(r.contains(v) for r in ranges))
+    if hidden:
+        raise QgsProcessingException(
+            f"{role} '{layer.name()}': {', '.join(map(str, hidden))} is no data in QGIS only "
+            f"(Layer Properties > Transparency), and GDAL reads the file, where those pixels "
+            f"would be taken for dry land; write the no-data value into the file (gdal_edit.py "
+            f"-a_nodata {hidden[0]} {layer.source().split('|')[0]}), or clear it in QGIS")
+
+
+def sample_values(layer: QgsRasterLayer, in_qgis: bool = True) -> set[int]:
     """The distinct values, no data left out, of band 1 of an integer raster (as
-    :func:`check_mask_layer` requires), read from at most about MASK_SAMPLE pixels."""
+    :func:`check_mask_layer` requires), read from at most about MASK_SAMPLE pixels.
+    ``in_qgis``: the no data set in QGIS is left out too, not only the file's."""
     provider = layer.dataProvider()
     width, height = layer.width(), layer.height()
     step = max(1, math.ceil(math.sqrt(width * height / MASK_SAMPLE)))
@@ -93,7 +112,7 @@ def sample_values(layer: QgsRasterLayer) -> set[int]:
     values = set(memoryview(bytes(block.data())).cast(kind))
     if provider.sourceHasNoDataValue(1) and provider.useSourceNoDataValue(1):
         values.discard(provider.sourceNoDataValue(1))
-    for excluded in provider.userNoDataValues(1):
+    for excluded in provider.userNoDataValues(1) if in_qgis else []:
         values = {v for v in values if not excluded.contains(v)}
     return values
 

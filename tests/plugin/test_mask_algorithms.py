@@ -257,6 +257,32 @@ def test_flood_extent_keeps_its_inputs_and_says_what_it_cannot_know(provider, tm
     assert not (tmp_path / "f.tif").exists() and not (tmp_path / "f.gpkg").exists()
 
 
+def test_flood_extent_refuses_a_post_event_no_data_set_in_qgis_only(provider, qgis_new_project, tmp_path):
+    """255 set as no data on the post-event mask's layer in QGIS, not in its file: the mask
+    check left it out, but gdal_calc, reading the file, made those pixels 0 (not flooded).
+    On the pre-event mask it works: warped with 255 as no data, a 255 pixel stays no data."""
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer, QgsRasterRange
+
+    _, a = _mask(tmp_path)
+    undeclared = write_raster(tmp_path / "undeclared.tif", [a])   # 255, not declared no data
+    declared, _ = _mask(tmp_path, "declared.tif")
+    layer = QgsRasterLayer(str(undeclared), "undeclared")
+    layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(255, 255)])
+    QgsProject.instance().addMapLayer(layer)
+    with pytest.raises(QgsProcessingException,
+                       match=rf"^Post-event mask 'undeclared': 255 is no data in QGIS only \(Layer Properties "
+                             rf"> Transparency\), and GDAL reads the file, where those pixels would be taken "
+                             rf"for dry land; write the no-data value into the file \(gdal_edit.py -a_nodata "
+                             rf"255 {undeclared}\), or clear it in QGIS"):
+        processing.run("sarflood:floodextent", {"POST": layer.id(), "PRE": str(declared),
+                                                "OUTPUT": str(tmp_path / "f.tif")})
+    assert not (tmp_path / "f.tif").exists()
+    out = processing.run("sarflood:floodextent", {"POST": str(declared), "PRE": layer.id(),
+                                                  "OUTPUT": str(tmp_path / "f.tif")})["OUTPUT"]
+    assert (read_raster(out) == 255).sum() == (a == 255).sum()
+
+
 def test_flood_extent_checks_the_backend_before_its_gdal_steps(provider, tmp_path):
     """The backend measures the area in the last step: a Python without its packages was
     found only after the flood extent had been written."""
