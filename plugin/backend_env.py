@@ -56,6 +56,31 @@ _PROBE_SNIPPET = (
 )
 
 
+# The commands shown run in cmd.exe on Windows: PowerShell takes no quoted program path.
+TERMINAL = "a Command Prompt (cmd.exe)" if os.name == "nt" else "a terminal"
+FIX_WITH = f"Fix it in {TERMINAL} with:" if os.name == "nt" else "Fix it with:"
+_CMD_SPECIAL = frozenset("<>|&^")   # cmd.exe acts on these outside double quotes
+
+
+def shell_join(argv: list[str], windows: bool = os.name == "nt") -> str:
+    """``argv`` as a command line to paste: quoted for sh, or on Windows for cmd.exe, which
+    takes no single quotes."""
+    if not windows:
+        return shlex.join(argv)
+    return " ".join(_cmd_quote(arg) for arg in argv)
+
+
+def _cmd_quote(arg: str) -> str:
+    quoted = subprocess.list2cmdline([arg])   # quotes only for spaces: "numpy>=1.24" would redirect
+    return f'"{quoted}"' if _CMD_SPECIAL & set(arg) and not quoted.startswith('"') else quoted
+
+
+def shell_lines(steps: list[list[str]], windows: bool = os.name == "nt") -> str:
+    """Commands to run one after the other: joined by && for sh, so that none runs after a
+    failure; one per line on Windows (PowerShell 5 has no &&)."""
+    return ("\n" if windows else " && ").join(shell_join(step, windows) for step in steps)
+
+
 def child_env() -> dict[str, str]:
     """The environment for any backend child process.
 
@@ -180,10 +205,10 @@ class Interpreter:
         where pip refuses to (PEP 668) or none was chosen, into the plugin's .venv, made (again)
         first where it has no pip. Blocking (it asks the Pythons involved): worker threads only."""
         if self.source == "setting" and not self.externally_managed:
-            return shlex.join(_pip_install(self.path))
+            return shell_join(_pip_install(self.path))
         # a venv's own Python cannot make it again: the Python it was made from does
         plan = install_plan(self.path if self.source != "venv" else system_python() or "python3")
-        command = " && ".join(shlex.join(step) for step in plan.steps)
+        command = shell_lines(plan.steps)
         return f"{plan.blocker}, then:\n{command}" if plan.blocker else command
 
     def problem(self) -> str:
@@ -196,7 +221,7 @@ class Interpreter:
         what = "; ".join(f"{m} ({err})" for m, err in self.missing.items())
         if self.source != "setting":
             return (f"The SAR Flood Mapper backend cannot run with {self.path} ({self.source} "
-                    f"Python): missing or broken {what}. Fix it with:\n{self.fix_command()}")
+                    f"Python): missing or broken {what}. {FIX_WITH}\n{self.fix_command()}")
         if self.externally_managed:
             advice = (f"pip does not install into {self.path}, which the system manages (PEP 668): "
                       f"install them into the plugin's own environment, then clear the setting "
@@ -205,7 +230,7 @@ class Interpreter:
             advice = ("Install them into that Python, or clear the setting to use the plugin's "
                       "own environment (its installer sets it up)")
         return (f"The SAR Flood Mapper backend cannot run with {chosen}: missing or broken "
-                f"{what}. {advice}. Fix it with:\n{self.fix_command()}")
+                f"{what}. {advice}. {FIX_WITH}\n{self.fix_command()}")
 
 
 def find_interpreter(setting: str | None = None) -> Interpreter:

@@ -7,14 +7,12 @@ in a terminal.
 """
 from __future__ import annotations
 
-import shlex
-
 from qgis.PyQt.QtCore import QProcess, pyqtSignal
 from qgis.PyQt.QtGui import QFont, QTextCursor
 from qgis.PyQt.QtWidgets import (QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
                                  QVBoxLayout, QWidget)
 
-from ..backend_env import PLUGIN_ROOT, child_env, forget_checks
+from ..backend_env import PLUGIN_ROOT, TERMINAL, child_env, forget_checks, shell_join
 
 
 class InstallDialog(QDialog):
@@ -30,7 +28,7 @@ class InstallDialog(QDialog):
         self._process: QProcess | None = None
         self.succeeded: bool | None = None
         layout = QVBoxLayout(self)
-        intro = QLabel("These commands will run (you can also run them in a terminal):")
+        intro = QLabel(f"These commands will run (you can also run them in {TERMINAL}):")
         self.commands = QPlainTextEdit()
         self.commands.setReadOnly(True)
         self.commands.setMaximumHeight(70)
@@ -57,7 +55,7 @@ class InstallDialog(QDialog):
         """Show ``steps``; with a ``blocker`` (what the user must do first, e.g. install Debian's
         python3-venv) they cannot start."""
         self.steps = steps
-        self.commands.setPlainText("\n".join(shlex.join(step) for step in steps))
+        self.commands.setPlainText("\n".join(map(shell_join, steps)))
         self.state.setText(blocker)
         self.start_button.setEnabled(not blocker)
 
@@ -77,7 +75,7 @@ class InstallDialog(QDialog):
             return
         argv = self.steps[self._next]
         self._next += 1
-        self.log.appendPlainText(f"$ {shlex.join(argv)}\n")   # its output starts on a line of its own
+        self.log.appendPlainText(f"$ {shell_join(argv)}\n")   # its output starts on a line of its own
         self.state.setText(f"step {self._next} of {len(self.steps)} running...")
         process = QProcess(self)
         process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)

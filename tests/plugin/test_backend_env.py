@@ -113,3 +113,18 @@ def test_child_environment_drops_the_parents_python_paths(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", "/opt/qgis/python/plugins")
     env = backend_env.child_env()
     assert "PYTHONHOME" not in env and "PYTHONPATH" not in env and env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_commands_are_quoted_for_the_shell_that_runs_them():
+    """On Windows the commands shown were quoted for sh (single quotes) and joined by &&: neither
+    cmd.exe nor PowerShell 5 ran them."""
+    base = r"C:\Program Files\QGIS 3.34\apps\Python312\python.exe"
+    venv = r"C:\Users\Ana Ruiz\AppData\Roaming\QGIS\QGIS3\profiles\default\python\sarflood-venv"
+    steps = [[base, "-m", "venv", "--clear", venv],
+             [venv + r"\Scripts\python.exe", "-m", "pip", "install", "numpy>=1.24", "rasterio"]]
+    assert backend_env.shell_lines(steps, windows=True) == (
+        f'"{base}" -m venv --clear "{venv}"\n'
+        f'"{venv}\\Scripts\\python.exe" -m pip install "numpy>=1.24" rasterio')   # > redirects in cmd
+    posix = backend_env.shell_lines(steps, windows=False)
+    assert posix == " && ".join(map(shlex.join, steps)) and "'numpy>=1.24'" in posix
+    assert [shlex.split(line) for line in posix.split(" && ")] == steps
