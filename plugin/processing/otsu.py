@@ -7,7 +7,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
                        QgsProcessingParameterRasterDestination)
 
 from .. import styles
-from ..inputs import InputProblem, layer_file
+from ..inputs import InputProblem, layer_file, user_nodata
 from ..params import OtsuParams, SceneInput
 from .base import frees_inputs_on_failure
 from .common import SceneAlgorithm
@@ -35,7 +35,7 @@ class OtsuAlgorithm(SceneAlgorithm):
         if (stack is not None and stack.bandCount() == 1
                 and self.parameterAsRasterLayer(parameters, "INPUT_VH", context) is None):
             try:
-                return SceneInput(layer_file(stack, "Sentinel-1 input"))
+                return SceneInput(layer_file(stack, "Sentinel-1 input"), nodata=user_nodata([stack]))
             except InputProblem as problem:
                 raise QgsProcessingException(str(problem)) from None
         return super().scene(parameters, context)

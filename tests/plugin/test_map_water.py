@@ -240,6 +240,24 @@ def test_otsu_takes_a_vv_only_layer(provider, real_chips, tmp_path):
     np.testing.assert_array_equal(read_raster(alone["OUTPUT_MASK"]), read_raster(both["OUTPUT_MASK"]))
 
 
+def test_otsu_takes_the_no_data_set_in_qgis_on_a_vv_only_layer(provider, tmp_path, qgis_new_project):
+    """A no-data value set on a single-band VV layer in QGIS did not reach the backend (a
+    VV/VH stack's did): its pixels were thresholded as backscatter."""
+    import processing
+    from qgis.core import QgsProject, QgsRasterRange
+
+    vv, _ = _scene_arrays(seed=8)
+    vv[:20] = -12.5   # no data to the analyst, between the modes
+    layer = QgsRasterLayer(str(write_raster(tmp_path / "vv.tif", [vv])), "vv")
+    layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(-12.5, -12.5)])
+    QgsProject.instance().addMapLayer(layer)
+    out = processing.run("sarflood:otsu", {"INPUT": layer.id(), "OUTPUT_MASK": str(tmp_path / "o.tif")})
+    t = out["THRESHOLD_DB"]
+    valid = np.isfinite(vv) & (vv != -12.5)
+    expected = np.where(valid, (vv < t).astype(np.uint8), 255)
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), expected)
+
+
 def test_mapwater_refuses_a_model_whose_card_does_not_match(provider, models, two_band_scene, tmp_path):
     import processing
 
