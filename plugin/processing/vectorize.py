@@ -75,6 +75,12 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
                 raise QgsProcessingException("cancelled: the polygons were not written")
         if to_file:
             kept = destination
+        elif context.willLoadLayerOnCompletion(destination):
+            # Processing was told to load the destination asked for (memory:), which names no
+            # layer: it loaded nothing; the layer the child made there is the one to load
+            loads = context.layersToLoadOnCompletion()
+            loads[kept] = loads.pop(destination)
+            context.setLayersToLoadOnCompletion(loads)
         # read back from the file: a project layer of the same path (mapLayerFromString's
         # first pick) still counts the features of the file this run replaced
         layer = context.temporaryLayerStore().mapLayer(kept) or QgsVectorLayer(kept, "", "ogr")

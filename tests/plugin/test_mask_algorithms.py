@@ -1007,3 +1007,18 @@ def test_a_run_into_a_file_the_project_shows_shows_this_runs_features(provider, 
                  if layer.source().split("|")[0] == polygons]
         counts.append([layer.featureCount() for layer in shown])
     assert counts == [[2], [1]]
+
+
+def test_vectorize_into_memory_loads_its_polygons(provider, qgis_new_project, tmp_path):
+    """Run and loaded into a memory layer, vectorize loaded nothing and returned the id of a
+    layer gone with the run's context."""
+    import processing
+    from qgis.core import QgsProject
+
+    path, _ = _mask(tmp_path)
+    out = processing.runAndLoadResults("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0,
+                                                              "OUTPUT": "memory:"})
+    layer = QgsProject.instance().mapLayer(out["OUTPUT"])
+    assert layer is not None and layer.name() == "Water polygons"
+    assert layer.featureCount() == out["POLYGON_COUNT"] == 2
+    assert len(QgsProject.instance().mapLayers()) == 1
