@@ -39,9 +39,9 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
             "flooded, 2 water before and after, 255 no data (also where the pre-event mask has "
             "no data, since nothing is known there). Returns the newly flooded area in km²: on "
             "geographic grids such as EPSG:4326 from each row's true pixel area on the WGS 84 "
-            "ellipsoid; on projected grids from the pixel size in map units, unless the "
-            "projection's scale strays over 1 % across the grid (Web Mercator, EPSG:3857), "
-            "where each row's true area is used instead.")
+            "ellipsoid; on projected grids from the pixel size in map units while the "
+            "projection's areal scale stays within 0.2 % of 1 across the grid (UTM inside its "
+            "zone), else from each pixel's true area (Web Mercator, EPSG:3857).")
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("POST", "Post-event water mask"))
