@@ -74,10 +74,18 @@ def check_binary_mask(layer: QgsRasterLayer, role: str) -> None:
     if values and (max(values) > 1 or min(values) < 0):
         declared = (f"no data {provider.sourceNoDataValue(1):g}"
                     if provider.sourceHasNoDataValue(1) else "no no-data value declared")
-        raise QgsProcessingException(
-            f"{role} '{layer.name()}' holds values from {min(values):g} to "
-            f"{max(values):g} ({declared}); a water mask holds 0 (dry) and 1 (water), "
-            f"with 255 declared as no data")
+        said = f"{role} '{layer.name()}' holds values from {min(values):g} to {max(values):g} ({declared})"
+        if values <= {0, 1, 2}:
+            # the table row's default boundaries are min < value <= max: 1 to 2 takes the 2s
+            raise QgsProcessingException(
+                f"{said}: it looks like a flood extent (floodextent's output: 0 not flooded, 1 newly "
+                f"flooded, 2 water before and after), not a water mask (0 dry, 1 water); reclassify it "
+                f"first with native:reclassifybytable (Reclassify by table), table row minimum 1, "
+                f"maximum 2, value 0 to keep the newly flooded water only (zonalwater then gives the "
+                f"flooded area per polygon) or value 1 for all water after the event, output no data "
+                f"value 255, output data type Byte")
+        raise QgsProcessingException(f"{said}; a water mask holds 0 (dry) and 1 (water), with 255 "
+                                     f"declared as no data")
 
 
 def check_nodata_in_file(layer: QgsRasterLayer, role: str, made_nodata=()) -> None:

@@ -283,6 +283,41 @@ def test_flood_extent_refuses_a_post_event_no_data_set_in_qgis_only(provider, qg
     assert (read_raster(out) == 255).sum() == (a == 255).sum()
 
 
+def test_a_flood_extent_given_as_a_water_mask_is_refused_saying_how_to_count_it(provider, tmp_path):
+    """zonalwater and correctmask refused a flood extent (0, 1, 2) as any raster of wrong
+    values, without a word of what it is or how to get the flooded area per polygon. The
+    way the refusal gives, followed, gives it."""
+    import processing
+
+    post, _ = _mask(tmp_path)
+    before = np.zeros((100, 100), np.uint8)
+    before[10:20, :] = 1   # the top half of the square was water before
+    pre = write_raster(tmp_path / "pre.tif", [before], nodata=255)
+    extent = processing.run("sarflood:floodextent", {"POST": str(post), "PRE": str(pre),
+                                                     "OUTPUT": str(tmp_path / "fe.tif")})["OUTPUT"]
+    zones = _north_south_zones()
+    x0, y0 = ORIGIN
+    water = _rect_layer("EPSG:32630", [(1, (x0, y0 - 100, x0 + 100, y0))], field="water:integer")
+    said = (r"^Water mask 'fe' holds values from 0 to 2 \(no data 255\): it looks like a flood extent "
+            r"\(floodextent's output: 0 not flooded, 1 newly flooded, 2 water before and after\), not a "
+            r"water mask \(0 dry, 1 water\); reclassify it first with native:reclassifybytable \(Reclassify "
+            r"by table\), table row minimum 1, maximum 2, value 0 to keep the newly flooded water only")
+    with pytest.raises(QgsProcessingException, match=said):
+        processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": extent, "OUTPUT": "memory:"})
+    with pytest.raises(QgsProcessingException, match=said):
+        processing.run("sarflood:correctmask", {"INPUT": extent, "CORRECTIONS": water,
+                                                "OUTPUT": str(tmp_path / "c.tif")})
+    flooded = processing.run("native:reclassifybytable", {
+        "INPUT_RASTER": extent, "RASTER_BAND": 1, "TABLE": [1, 2, 0], "NO_DATA": 255, "DATA_TYPE": 0,
+        "OUTPUT": str(tmp_path / "flooded.tif")})["OUTPUT"]
+    out = processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": flooded,
+                                                 "OUTPUT": "memory:"})["OUTPUT"]
+    new = read_raster(extent) == 1
+    assert {f["name"]: f["water_px"] for f in out.getFeatures()} == {
+        "north": int(new[:40].sum()), "south": int(new[40:].sum())}
+    assert new[20:30, 10:30].all() and not new[10:20].any()
+
+
 def test_flood_extent_checks_the_backend_before_its_gdal_steps(provider, tmp_path):
     """The backend measures the area in the last step: a Python without its packages was
     found only after the flood extent had been written."""
