@@ -138,7 +138,8 @@ def pixel_area_m2(layer: QgsRasterLayer, ellipsoid: str, at=None, transform_cont
 
     On a projected grid, the ground area of the pixel at that point (UTM's scale factor
     makes it up to about 0.1 % more than the nominal 10 x 10 m that the backend's areas, and
-    the review dock's, count within 1 % of true scale); on a geographic grid (EPSG:4326)
+    the review dock's, count within 0.2 % of true areal scale, backend/grid.py
+    AREA_TOLERANCE); on a geographic grid (EPSG:4326)
     pixel area shrinks with latitude, so a measure at one latitude is within about 1 % over
     100 km north-south at mid-latitudes.
     """
