@@ -25,10 +25,17 @@ from pathlib import Path
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
 VENV_DIR = PLUGIN_ROOT / ".venv"
-REQUIREMENTS_FILE = PLUGIN_ROOT / "requirements.txt"
-# What `import backend` needs at run time; attrs is pinned because Debian's is too old for affine.
+# What `import backend` needs at run time.
 BACKEND_MODULES = ("numpy", "onnxruntime", "rasterio")
-_RUNTIME_PACKAGES = ("numpy", "onnxruntime", "rasterio", "attrs")
+# What the installer puts in its venv: lower bounds, no exact pins, so that pip takes releases
+# with wheels for the Python QGIS ships (3.9 on QGIS 3.22, 3.13 and later on new ones). `make
+# venv` keeps the exact pins of requirements.txt; its numpy<2 is for QGIS's own process only.
+RUNTIME_REQUIREMENTS = (
+    "numpy>=1.24",         # rasterio 1.4's own floor; the backend needs 1.17 (default_rng)
+    "onnxruntime>=1.18",   # the first to read ONNX IR version 10, the bundled model's
+    "rasterio>=1.4.3",     # the backend's tests fail on 1.4.0 (OGC:CRS84 is another grid than
+                           # EPSG:4326 there) and on 1.3 (RasterioIOError is no RasterioError)
+)
 
 # Run from stdin ("python -"): a program that is not Python then quotes "-" in its error, not this.
 _CHECK_SNIPPET = (
@@ -104,18 +111,6 @@ def system_python() -> str | None:
     if candidate.is_file():
         return str(candidate)
     return shutil.which("python" if os.name == "nt" else "python3")
-
-
-def runtime_requirements() -> list[str]:
-    """The backend's run-time packages, with the pins of requirements.txt where it ships."""
-    pins = {}
-    if REQUIREMENTS_FILE.is_file():
-        for line in REQUIREMENTS_FILE.read_text().splitlines():
-            spec = line.split("#", 1)[0].strip()
-            name = spec.split("==", 1)[0].strip().lower()
-            if name in _RUNTIME_PACKAGES:
-                pins[name] = spec
-    return [pins.get(name, name) for name in _RUNTIME_PACKAGES]
 
 
 @dataclass(frozen=True)
@@ -308,4 +303,5 @@ def install_plan(base_python: str, venv_dir: Path | None = None) -> InstallPlan:
 
 
 def _pip_install(python: str) -> list[str]:
-    return [python, "-m", "pip", "install", *runtime_requirements()]
+    # an older wheel rather than a newer sdist: rasterio's would need GDAL's headers
+    return [python, "-m", "pip", "install", "--prefer-binary", *RUNTIME_REQUIREMENTS]

@@ -20,13 +20,11 @@ def test_venv_first_then_qgis_python_with_the_fix_command(monkeypatch, tmp_path)
     found = backend_env.find_interpreter()
     assert (found.path, found.source) == ("/usr/bin/python3", "system")
     assert set(found.missing) == {"onnxruntime", "rasterio"}
-    pins = " ".join(backend_env.runtime_requirements())
-    assert pins.startswith("numpy==") and "onnxruntime==" in pins and "rasterio==" in pins
-    assert found.fix_command() == (f"/usr/bin/python3 -m venv --clear {absent} && "
-                                   f"{absent}/bin/python -m pip install {pins}")
-    assert backend_env.install_plan("/usr/bin/python3") == backend_env.InstallPlan([
-        ["/usr/bin/python3", "-m", "venv", "--clear", str(absent)],
-        [f"{absent}/bin/python", "-m", "pip", "install", *pins.split()]])
+    remake = ["/usr/bin/python3", "-m", "venv", "--clear", str(absent)]
+    pip = [f"{absent}/bin/python", "-m", "pip", "install", "--prefer-binary",
+           *backend_env.RUNTIME_REQUIREMENTS]
+    assert found.fix_command() == f"{shlex.join(remake)} && {shlex.join(pip)}"
+    assert backend_env.install_plan("/usr/bin/python3") == backend_env.InstallPlan([remake, pip])
 
 
 def test_a_chosen_interpreter_is_used_even_when_broken(tmp_path):
@@ -45,9 +43,10 @@ def test_an_externally_managed_python_is_advised_a_venv(monkeypatch, tmp_path):
     assert found.externally_managed and not found.installer_can_fix
     absent = tmp_path / "no-venv"
     monkeypatch.setattr(backend_env, "VENV_DIR", absent)
-    pins = " ".join(backend_env.runtime_requirements())
-    assert found.fix_command() == (f"/usr/bin/python3 -m venv --clear {absent} && "
-                                   f"{absent}/bin/python -m pip install {pins}")
+    remake = ["/usr/bin/python3", "-m", "venv", "--clear", str(absent)]
+    pip = [f"{absent}/bin/python", "-m", "pip", "install", "--prefer-binary",
+           *backend_env.RUNTIME_REQUIREMENTS]
+    assert found.fix_command() == f"{shlex.join(remake)} && {shlex.join(pip)}"
     assert "(PEP 668)" in found.problem()
     # a venv made from it is not: pip installs there
     plugin_venv = backend_env.venv_python(backend_env.PLUGIN_ROOT / ".venv")
@@ -70,7 +69,7 @@ def test_a_venv_left_without_pip_is_made_again(monkeypatch, tmp_path, python_wit
     python = str(backend_env.venv_python(half))
     assert (found.path, found.source) == (python, "venv")
     remake = ["/usr/bin/python3", "-m", "venv", "--clear", str(half)]
-    pip = [python, "-m", "pip", "install", *backend_env.runtime_requirements()]
+    pip = [python, "-m", "pip", "install", "--prefer-binary", *backend_env.RUNTIME_REQUIREMENTS]
     assert found.fix_command() == f"{shlex.join(remake)} && {shlex.join(pip)}"
     assert backend_env.install_plan("/usr/bin/python3") == backend_env.InstallPlan([remake, pip])
     subprocess.run(remake, check=True)
@@ -90,6 +89,27 @@ def test_a_venv_left_without_pip_is_made_again(monkeypatch, tmp_path, python_wit
     found = backend_env.find_interpreter()
     assert found.source == "system" and found.problem().endswith(
         f"Fix it with:\n{plan.blocker}, then:\n{' && '.join(map(shlex.join, plan.steps))}")
+
+
+# The newest release of each with wheels for these Pythons (pip's choice, the same on Linux
+# x86-64, Windows and macOS arm64, in 2026); 3.11 and 3.12 have requirements.txt's exact pins.
+WHEELS = {"3.9": {"numpy": "2.0.2", "onnxruntime": "1.19.2", "rasterio": "1.4.3"},
+          "3.10": {"numpy": "2.2.6", "onnxruntime": "1.23.2", "rasterio": "1.4.4"},
+          "3.11": {"numpy": "1.26.4", "onnxruntime": "1.31.1", "rasterio": "1.4.4"},
+          "3.13": {"numpy": "2.4.6", "onnxruntime": "1.32.0", "rasterio": "1.4.4"}}
+
+
+@pytest.mark.parametrize("python, released", WHEELS.items())
+def test_the_installer_asks_for_releases_with_wheels_for_qgiss_python(tmp_path, python, released):
+    """It asked for requirements.txt's exact pins: numpy==1.26.4 has no wheel for Python 3.13,
+    onnxruntime==1.31.1 none below 3.11, and QGIS 3.22 to 3.28 ship 3.9 and 3.10."""
+    from packaging.requirements import Requirement
+
+    pip = backend_env.install_plan("/usr/bin/python3", tmp_path / "venv").steps[-1]
+    specs = [arg for arg in pip[pip.index("install") + 1:] if not arg.startswith("-")]
+    wanted = {r.name: r.specifier for r in map(Requirement, specs)}
+    assert {name: version in wanted[name] for name, version in released.items()} == \
+        dict.fromkeys(released, True)
 
 
 def test_a_failed_check_is_made_again_a_passed_one_is_not(tmp_path):

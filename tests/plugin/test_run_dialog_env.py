@@ -137,7 +137,7 @@ def test_the_installer_says_what_debian_lacks_and_plans_again_when_reopened(
 def test_a_python_chosen_in_the_settings_is_not_offered_the_installer(plugin, qtbot, tmp_path):
     """The installer fills the plugin's .venv, which the setting bypasses: it said "Done" while
     the chosen Python still lacked everything."""
-    from sarflood.plugin.backend_env import runtime_requirements
+    from sarflood.plugin.backend_env import RUNTIME_REQUIREMENTS
 
     chosen = tmp_path / "chosen"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(chosen)], check=True)
@@ -147,8 +147,8 @@ def test_a_python_chosen_in_the_settings_is_not_offered_the_installer(plugin, qt
     wait_for_tasks(qtbot)
     text = dialog.backend_info.text()
     assert "clear the setting to use the plugin's own environment" in text
-    assert text.endswith(f"Fix it with:\n{chosen}/bin/python -m pip install "
-                         + " ".join(runtime_requirements()))
+    assert text.endswith("Fix it with:\n" + shlex.join([f"{chosen}/bin/python", "-m", "pip", "install",
+                                                      "--prefer-binary", *RUNTIME_REQUIREMENTS]))
     assert not dialog.install_button.isVisibleTo(dialog)
 
 
