@@ -108,7 +108,7 @@ def demo_model() -> onnx.ModelProto:
         "sarflood-demo-threshold", margin=8, tile_size=512,
         description=("Stand-in demo model, hand-set and NOT trained: 5x5 mean filter of "
                      "VV and VH (dB), then sigmoid(-0.5*(VV+16) - 0.3*(VH+23)). "
-                     "Replaced by the distilled student once it is trained."),
+                     "The default before the distilled student; kept for tests."),
         training_data="none: hand-set weights (SAR water is dark in VV and VH)")
     return smoothed_threshold_model(card, kernel=5, weights=(-0.5, -0.3),
                                     bias=-0.5 * 16.0 - 0.3 * 23.0)
