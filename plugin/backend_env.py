@@ -6,8 +6,9 @@ directory. The interpreter is, in order:
 
 1. the plugin setting ``sarflood/python`` (the user's choice, used even if broken,
    so that the message names the interpreter they picked);
-2. ``<plugin root>/.venv`` (what ``make venv`` or the installer dialog creates);
-3. the system Python QGIS itself was built on, if it can import the dependencies.
+2. ``<QGIS profile>/python/sarflood-venv`` (what the installer dialog creates);
+3. ``<plugin root>/.venv`` (what ``make venv`` creates in a developer's checkout);
+4. the system Python QGIS itself was built on, if it can import the dependencies.
 
 Nothing here imports qgis: the Processing algorithms, the GUI and the tests share it.
 """
@@ -19,12 +20,18 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
-VENV_DIR = PLUGIN_ROOT / ".venv"
+CHECKOUT_VENV_DIR = PLUGIN_ROOT / ".venv"
+VENV_NAME = "sarflood-venv"
+# The installer's venv, <QGIS profile>/python/sarflood-venv (use_profile; None until the plugin
+# names the profile). Never the plugin folder: QGIS deletes it on each upgrade of the plugin,
+# and a system-wide one may not be writable.
+VENV_DIR: Path | None = None
 # What `import backend` needs at run time.
 BACKEND_MODULES = ("numpy", "onnxruntime", "rasterio")
 # What the installer puts in its venv: lower bounds, no exact pins, so that pip takes releases
@@ -98,6 +105,34 @@ def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def use_profile(settings_dir: str) -> None:
+    """Put the installer's venv in the QGIS profile ``settings_dir``
+    (``QgsApplication.qgisSettingsDirPath()``)."""
+    global VENV_DIR
+    VENV_DIR = Path(settings_dir) / "python" / VENV_NAME
+
+
+def install_target() -> Path | None:
+    """The installer's venv where it can be made; None where its folder cannot be written
+    (tried: os.access says yes to root, and on Windows to any folder not marked read-only)."""
+    if VENV_DIR is None:
+        return None
+    there = next(folder for folder in (VENV_DIR, *VENV_DIR.parents) if folder.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=there))
+    except OSError:
+        return None
+    return VENV_DIR
+
+
+def cannot_install() -> str:
+    """Why the installer cannot help, and what can."""
+    where = f"{VENV_DIR} cannot be written" if VENV_DIR else "no QGIS profile is known"
+    return (f"The plugin cannot make its own environment ({where}): choose a Python that has "
+            f"{', '.join(BACKEND_MODULES)} in the run dialog (Advanced > Backend Python, the "
+            f"setting sarflood/python).")
 
 
 def venv_python(venv_dir: Path) -> Path:
@@ -191,15 +226,20 @@ class Interpreter:
 
     @property
     def installer_can_fix(self) -> bool:
-        """The installer fills the plugin's .venv: that fixes a Python found automatically,
-        never one chosen in the settings, which the .venv does not replace."""
-        return not self.ok and self.source != "setting"
+        """The installer fills the plugin's venv, where its folder can be written: that fixes a
+        Python found automatically, never one chosen in the settings, which it does not replace."""
+        return not self.ok and self.source != "setting" and install_target() is not None
+
+    @property
+    def _into_this(self) -> bool:
+        """Fixed by installing into this Python: one chosen in the settings that pip takes."""
+        return self.source == "setting" and not self.externally_managed
 
     def fix_command(self) -> str:
         """The exact shell command that installs the missing packages: into this Python, or,
-        where pip refuses to (PEP 668) or none was chosen, into the plugin's .venv, made (again)
+        where pip refuses to (PEP 668) or none was chosen, into the plugin's venv, made (again)
         first where it has no pip. Blocking (it asks the Pythons involved): worker threads only."""
-        if self.source == "setting" and not self.externally_managed:
+        if self._into_this:
             return shell_join(_pip_install(self.path))
         # a venv's own Python cannot make it again: the Python it was made from does
         plan = install_plan(self.path if self.source != "venv" else system_python() or "python3")
@@ -214,18 +254,18 @@ class Interpreter:
                     f"{next(iter(self.missing.values()))}. "
                     f"Choose another one, or clear the setting to use the plugin's own environment.")
         what = "; ".join(f"{m} ({err})" for m, err in self.missing.items())
-        if self.source != "setting":
-            return (f"The SAR Flood Mapper backend cannot run with {self.path} ({self.source} "
-                    f"Python): missing or broken {what}. {FIX_WITH}\n{self.fix_command()}")
-        if self.externally_managed:
-            advice = (f"pip does not install into {self.path}, which the system manages (PEP 668): "
-                      f"install them into the plugin's own environment, then clear the setting "
-                      f"so that it is used")
-        else:
-            advice = ("Install them into that Python, or clear the setting to use the plugin's "
-                      "own environment (its installer sets it up)")
-        return (f"The SAR Flood Mapper backend cannot run with {chosen}: missing or broken "
-                f"{what}. {advice}. {FIX_WITH}\n{self.fix_command()}")
+        named = chosen if self.source == "setting" else f"{self.path} ({self.source} Python)"
+        said = f"The SAR Flood Mapper backend cannot run with {named}: missing or broken {what}."
+        if not self._into_this and install_target() is None:
+            return f"{said} {cannot_install()}"
+        if self.externally_managed and self.source == "setting":
+            said += (f" pip does not install into {self.path}, which the system manages (PEP 668): "
+                     f"install them into the plugin's own environment, then clear the setting "
+                     f"so that it is used.")
+        elif self.source == "setting":
+            said += (" Install them into that Python, or clear the setting to use the plugin's "
+                     "own environment (its installer sets it up).")
+        return f"{said} {FIX_WITH}\n{self.fix_command()}"
 
 
 def find_interpreter(setting: str | None = None) -> Interpreter:
@@ -233,9 +273,9 @@ def find_interpreter(setting: str | None = None) -> Interpreter:
     if setting:
         return _interpreter(setting, "setting")
     candidates: list[tuple[str, str]] = []
-    venv = venv_python(VENV_DIR)
-    if venv.is_file():
-        candidates.append((str(venv), "venv"))
+    for venv_dir in (VENV_DIR, CHECKOUT_VENV_DIR):
+        if venv_dir is not None and venv_python(venv_dir).is_file():
+            candidates.append((str(venv_python(venv_dir)), "venv"))
     base = system_python()
     if base:
         candidates.append((base, "system"))
@@ -284,10 +324,12 @@ class InstallPlan:
 
 
 def install_plan(base_python: str, venv_dir: Path | None = None) -> InstallPlan:
-    """Install the runtime packages into ``venv_dir`` (default: the plugin's .venv), made first
-    with ``base_python`` unless it has pip. A venv without pip (its making was interrupted, or
-    Debian's python3-venv was missing) is made again: pip in it would fail for ever."""
-    venv_dir = venv_dir or VENV_DIR
+    """Install the runtime packages into ``venv_dir`` (default: the installer's venv), made
+    first with ``base_python`` unless it has pip. A venv without pip (its making was interrupted,
+    or Debian's python3-venv was missing) is made again: pip in it would fail for ever."""
+    venv_dir = venv_dir or install_target()
+    if venv_dir is None:
+        return InstallPlan([], cannot_install())
     python = str(venv_python(venv_dir))
     install = _pip_install(python)
     found = probe(python)

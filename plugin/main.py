@@ -30,6 +30,7 @@ class SarFloodPlugin:
 
     def __init__(self, iface):
         self.iface = iface
+        backend_env.use_profile(QgsApplication.qgisSettingsDirPath())   # the installer's venv
         self.provider: SarFloodProvider | None = None
         self.actions: list[QAction] = []
         self.dock: ReviewDock | None = None

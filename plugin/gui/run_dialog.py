@@ -274,7 +274,8 @@ class RunDialog(QDialog):
         self.batch_size.setSpecialValueText("the backend's (1 on CPU, 4 on CUDA)")
         self.tta = QCheckBox("Test-time augmentation (slower; adds an uncertainty layer)")
         self.python = QgsFileWidget()
-        self.python.lineEdit().setPlaceholderText("found automatically: the plugin's .venv, then QGIS's Python")
+        self.python.lineEdit().setPlaceholderText(
+            "found automatically: the installer's environment, the plugin's .venv, then QGIS's Python")
         self.python.setFilePath(python_setting() or "")
         self.python.fileChanged.connect(self._python_changed)
         form.addRow("Tile size (px)", self.tile_size)

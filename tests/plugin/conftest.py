@@ -37,10 +37,13 @@ _PROVIDERS = []  # keeps the Python side of registered providers alive
 
 @pytest.fixture
 def provider(qgis_processing):
-    """The sarflood provider, registered as initProcessing does (again, if a test removed it)."""
+    """The sarflood provider, registered as initProcessing does (again, if a test removed it),
+    with the installer's venv in the profile, as the plugin names it before."""
     from qgis.core import QgsApplication
+    from sarflood.plugin import backend_env
     from sarflood.plugin.processing.provider import SarFloodProvider
 
+    backend_env.use_profile(QgsApplication.qgisSettingsDirPath())
     registry = QgsApplication.processingRegistry()
     if registry.providerById("sarflood") is None:
         _PROVIDERS.append(SarFloodProvider())

@@ -10,13 +10,26 @@ import pytest
 from sarflood.plugin import backend_env
 
 
-def test_venv_first_then_qgis_python_with_the_fix_command(monkeypatch, tmp_path):
+def test_the_installers_venv_then_the_checkouts_then_qgis_python(monkeypatch, tmp_path):
+    """The installer's venv sits in the QGIS profile, and is tried before <plugin>/.venv."""
+    monkeypatch.setattr(backend_env, "VENV_DIR", tmp_path / "no-venv")
     found = backend_env.find_interpreter()
-    assert found.source == "venv" and found.ok  # this checkout's .venv has everything
+    checkout = str(backend_env.venv_python(backend_env.CHECKOUT_VENV_DIR))
+    assert (found.path, found.source, found.ok) == (checkout, "venv", True)   # make venv's
 
-    # without a .venv, QGIS's own Python is tried; Debian's lacks onnxruntime and rasterio
+    backend_env.use_profile(str(tmp_path / "profile"))
+    installed = tmp_path / "profile" / "python" / "sarflood-venv"
+    assert backend_env.VENV_DIR == installed
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(installed)], check=True)
+    site = next(installed.glob("lib/python3*/site-packages"))
+    (site / "packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")   # as pip would
+    found = backend_env.find_interpreter()
+    assert (found.path, found.source, found.ok) == (str(backend_env.venv_python(installed)), "venv", True)
+
+    # without either, QGIS's own Python is tried; Debian's lacks onnxruntime and rasterio
     absent = tmp_path / "no-venv"
     monkeypatch.setattr(backend_env, "VENV_DIR", absent)
+    monkeypatch.setattr(backend_env, "CHECKOUT_VENV_DIR", absent)
     found = backend_env.find_interpreter()
     assert (found.path, found.source) == ("/usr/bin/python3", "system")
     assert set(found.missing) == {"onnxruntime", "rasterio"}
@@ -25,6 +38,22 @@ def test_venv_first_then_qgis_python_with_the_fix_command(monkeypatch, tmp_path)
            *backend_env.RUNTIME_REQUIREMENTS]
     assert found.fix_command() == f"{shlex.join(remake)} && {shlex.join(pip)}"
     assert backend_env.install_plan("/usr/bin/python3") == backend_env.InstallPlan([remake, pip])
+
+
+def test_a_profile_that_cannot_be_written_is_not_offered_the_installer(monkeypatch, tmp_path):
+    """The installer wrote into the plugin folder, read-only where QGIS's plugins are installed
+    system-wide: it was offered, failed, and the advice named a folder no one could write."""
+    monkeypatch.setattr(backend_env, "VENV_DIR", None)
+    monkeypatch.setattr(backend_env, "CHECKOUT_VENV_DIR", tmp_path / "no-venv")
+    backend_env.use_profile("/sys/kernel/qgis-profile")   # not even root makes a folder there
+    found = backend_env.find_interpreter()
+    assert found.source == "system" and not found.ok and not found.installer_can_fix
+    assert found.problem().endswith(
+        "The plugin cannot make its own environment (/sys/kernel/qgis-profile/python/sarflood-venv "
+        "cannot be written): choose a Python that has numpy, onnxruntime, rasterio in the run "
+        "dialog (Advanced > Backend Python, the setting sarflood/python).")
+    assert backend_env.install_plan("/usr/bin/python3") == backend_env.InstallPlan(
+        [], backend_env.cannot_install())
 
 
 def test_a_chosen_interpreter_is_used_even_when_broken(tmp_path):
@@ -64,6 +93,7 @@ def test_a_venv_left_without_pip_is_made_again(monkeypatch, tmp_path, python_wit
 
     # the plugin's venv found half made: the advice makes it again with QGIS's Python
     monkeypatch.setattr(backend_env, "VENV_DIR", half)
+    monkeypatch.setattr(backend_env, "CHECKOUT_VENV_DIR", tmp_path / "no-venv")
     monkeypatch.setattr(backend_env, "system_python", lambda: "/usr/bin/python3")
     found = backend_env.find_interpreter()
     python = str(backend_env.venv_python(half))

@@ -24,7 +24,7 @@ def _add(path) -> QgsRasterLayer:
 
 @pytest.fixture
 def bare_venv(tmp_path, monkeypatch):
-    """The plugin's .venv without the backend's packages, and no other Python to fall back on;
+    """The installer's venv without the backend's packages, and no other Python to fall back on;
     ``fix()`` stands in for the advised pip command (a .pth to this .venv's packages)."""
     from sarflood.plugin import backend_env
 
@@ -32,6 +32,7 @@ def bare_venv(tmp_path, monkeypatch):
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(backend_env.venv_python(venv))
     monkeypatch.setattr(backend_env, "VENV_DIR", venv)
+    monkeypatch.setattr(backend_env, "CHECKOUT_VENV_DIR", tmp_path / "no-venv")
     monkeypatch.setattr(backend_env, "system_python", lambda: python)
     site = next(venv.glob("lib/python3*/site-packages"))
     yield python, lambda: (site / "fix.pth").write_text(PACKAGES + "\n"), site / "fix.pth"
@@ -132,6 +133,31 @@ def test_the_installer_says_what_debian_lacks_and_plans_again_when_reopened(
     assert plugin.show_installer() is installer
     assert installer.state.text() == "" and installer.start_button.isEnabled()
     assert installer.commands.toPlainText().startswith(f"/usr/bin/python3 -m venv --clear {venv}\n")
+
+
+def test_the_installer_fills_a_venv_in_the_qgis_profile_where_it_can_write(
+        plugin, qtbot, monkeypatch, tmp_path):
+    """It filled <plugin>/.venv: QGIS deletes the plugin folder on each upgrade of the plugin, and
+    where plugins are installed system-wide the folder is read-only, while Install was offered."""
+    from sarflood.plugin import backend_env
+
+    venv = Path(QgsApplication.qgisSettingsDirPath()) / "python" / "sarflood-venv"
+    assert backend_env.VENV_DIR == venv
+    installer = plugin.show_installer()
+    assert installer.steps[-1][:3] == [str(backend_env.venv_python(venv)), "-m", "pip"]
+    installer.close()
+
+    monkeypatch.setattr(backend_env, "VENV_DIR", Path("/sys/kernel/profile/python/sarflood-venv"))
+    monkeypatch.setattr(backend_env, "CHECKOUT_VENV_DIR", tmp_path / "no-venv")
+    dialog = plugin.show_dialog()   # QGIS's Python lacks onnxruntime
+    qtbot.waitUntil(lambda: "cannot make its own environment" in dialog.backend_info.text(),
+                    timeout=30000)
+    wait_for_tasks(qtbot)
+    assert "(Advanced > Backend Python, the setting sarflood/python)" in dialog.backend_info.text()
+    assert not dialog.install_button.isVisibleTo(dialog)
+    installer = plugin.show_installer()   # as a failed run's button still offers it
+    assert installer.state.text() == backend_env.cannot_install()
+    assert not installer.start_button.isEnabled()
 
 
 def test_a_python_chosen_in_the_settings_is_not_offered_the_installer(plugin, qtbot, tmp_path):
