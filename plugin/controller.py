@@ -13,6 +13,7 @@ from qgis.core import Qgis, QgsApplication
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
+from .backend_env import install_target
 from .backend_process import Outcome
 from .gui.review_dock import ReviewDock, ReviewRun
 from .gui.run_dialog import RunDialog, RunRequest
@@ -73,9 +74,11 @@ class RunController(QObject):
             return
         if not outcome.ok:
             dialog.show_status(outcome.error or "the backend failed", error=True)
-            # the installer fills the plugin's .venv, which a Python chosen in the settings bypasses
+            # the installer fills its own venv, where it can write one; a Python chosen in
+            # the settings bypasses it
             dialog.install_button.setVisible(outcome.error_kind == "MissingDependency"
-                                             and python_setting() is None)
+                                             and python_setting() is None
+                                             and install_target() is not None)
             bar.pushMessage(TAG, outcome.error or "the backend failed", level=Qgis.MessageLevel.Critical)
             self.finished.emit(None)
             return

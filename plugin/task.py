@@ -52,7 +52,7 @@ class BackendTask(QgsTask):
         self.interpreter = find_interpreter(self.python_setting)
         if not self.interpreter.ok:
             self.outcome.error = self.interpreter.problem()
-            # the installer fills the plugin's .venv: no help for a chosen Python that fails
+            # the installer fills its own venv: no help for a chosen Python that fails
             self.outcome.error_kind = "BadInterpreter" if self.interpreter.unusable else "MissingDependency"
             return False
         self.outcome = BackendProcess(self.interpreter, self.args).run(self._on_event, self.isCanceled)

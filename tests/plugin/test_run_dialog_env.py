@@ -339,3 +339,25 @@ def test_the_installers_output_goes_to_the_end_of_its_log_wherever_the_user_clic
         pass
     assert dialog.log.toPlainText().split("\n")[1:5] == ["line1", "line2", "line3", "line4"]
 
+
+
+def test_a_failed_run_offers_the_installer_only_where_it_can_write_its_venv(
+        plugin, qtbot, monkeypatch, tmp_path):
+    """A run that failed for a missing package showed Install even where the installer's
+    folder cannot be written (a system-wide QGIS profile), for an install bound to fail."""
+    from sarflood.plugin import backend_env
+    from sarflood.plugin.backend_process import Outcome
+
+    dialog = plugin.show_dialog()
+    wait_for_tasks(qtbot)
+    missing = Outcome(returncode=1, error="the backend needs onnxruntime",
+                      error_kind="MissingDependency")
+    controller = plugin.controller
+    monkeypatch.setattr(backend_env, "VENV_DIR", tmp_path / "profile" / "python" / "sarflood-venv")
+    controller._done(None, dialog, missing, controller.project_watch.count)
+    assert dialog.install_button.isVisibleTo(dialog)
+
+    monkeypatch.setattr(backend_env, "VENV_DIR", Path("/sys/kernel/profile/python/sarflood-venv"))
+    controller._done(None, dialog, missing, controller.project_watch.count)
+    assert not dialog.install_button.isVisibleTo(dialog)
+    assert dialog.status.text() == "the backend needs onnxruntime"
