@@ -42,8 +42,16 @@ def check_file_crs(layer: QgsRasterLayer, role: str) -> None:
     """The algorithms hand the mask's file to GDAL and the backend, which read its CRS
     from the file: without one the polygons came out with no area and the water with no
     km², and a CRS set on the layer in QGIS (by hand, or as QGIS's default for layers
-    without one) stays in QGIS."""
-    if layer.dataProvider().crs().isValid():
+    without one) stays in QGIS. One set on the layer over the file's own split the
+    algorithms: zonalwater placed the polygons by the layer's, the others by the file's."""
+    in_file = layer.dataProvider().crs()
+    if in_file.isValid() and layer.crs() != in_file:
+        raise QgsProcessingException(
+            f"{role} '{layer.name()}': its layer's CRS, {layer.crs().userFriendlyIdentifier()}, "
+            f"is set in QGIS over its file's, {in_file.userFriendlyIdentifier()}, which GDAL and "
+            f"the backend read; set the layer's CRS back to the file's, or write the right one "
+            f"into the file (gdal_edit.py -a_srs EPSG:CODE) and load it again")
+    if in_file.isValid():
         return
     set_in_qgis = (f" (its layer's, {layer.crs().userFriendlyIdentifier()}, is set in QGIS only, and "
                    f"GDAL and the backend read the file)" if layer.crs().isValid() else "")

@@ -588,6 +588,37 @@ def test_a_mask_whose_file_has_no_crs_is_refused_before_any_work(provider, qgis_
                               r"in QGIS only, and GDAL and the backend read the file\); write")
 
 
+def test_a_mask_layer_whose_crs_is_set_over_its_files_is_refused(provider, qgis_new_project,
+                                                                  tmp_path):
+    """A CRS set on the mask's layer over its file's own: zonalwater placed the polygons by
+    the layer's CRS while vectorize, floodextent and correctmask read the file's."""
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    path, _ = _mask(tmp_path, "mask.tif")   # EPSG:32630 in the file
+    pre, _ = _mask(tmp_path, "pre.tif")
+    x0, y0 = ORIGIN
+    water = _rect_layer("EPSG:32630", [(1, (x0, y0 - 100, x0 + 100, y0))], field="water:integer")
+    layer = QgsRasterLayer(str(path), "relabelled")
+    layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32631"))
+    QgsProject.instance().addMapLayer(layer)
+    out = tmp_path / "out"
+    out.mkdir()
+    for alg, params, role in (
+            ("vectorize", {"INPUT": layer.id(), "OUTPUT": str(out / "v.gpkg")}, "Water mask"),
+            ("zonalwater", {"POLYGONS": water, "MASK": layer.id(), "OUTPUT": str(out / "z.gpkg")},
+             "Water mask"),
+            ("floodextent", {"POST": layer.id(), "PRE": str(pre), "OUTPUT": str(out / "f.tif")},
+             "Post-event mask"),
+            ("correctmask", {"INPUT": layer.id(), "CORRECTIONS": water, "OUTPUT": str(out / "c.tif")},
+             "Water mask")):
+        with pytest.raises(QgsProcessingException,
+                           match=rf"^{role} 'relabelled': its layer's CRS, EPSG:32631 - WGS 84 / UTM "
+                                 rf"zone 31N, is set in QGIS over its file's, EPSG:32630"):
+            processing.run(f"sarflood:{alg}", params)
+        assert list(out.iterdir()) == [], alg
+
+
 def test_vectorize_cancelled_in_its_last_step_leaves_no_polygons(provider, tmp_path):
     """native:extractbyexpression stops at a cancel and returns what it had written: the run
     reported success with a truncated layer."""
