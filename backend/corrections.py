@@ -5,7 +5,8 @@ a pre-RFC ``crs`` member names): a FeatureCollection of Polygon or MultiPolygon
 features, each with the property ``water``: true or 1 marks its pixels water, false
 or 0 dry. A pixel is corrected
 when its centre lies inside a polygon (GDAL's rasterize rule); where polygons
-overlap, the later one wins. No-data pixels stay no data: nothing was observed
+overlap, the later one in the file wins (the plugin writes them in the order they
+were drawn). No-data pixels stay no data: nothing was observed
 there to correct.
 
 ``python -m backend correct MASK --corrections FILE --out OUT.tif`` applies them to

@@ -161,13 +161,15 @@ def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None) -
     and name. A vector layer whose features live in this process only (a memory or scratch
     layer, unsaved edits, joined, expression or auxiliary fields), or of which ``request``
     takes a part (selected features), is copied feature by feature into a memory layer,
-    since reopening its source would not give what the user sees."""
+    since reopening its source would not give what the user sees. Its features come in the
+    order they were drawn (:func:`drawing_order`): where correction polygons overlap, the
+    one drawn last wins."""
     if isinstance(layer, QgsVectorLayer):
         provider = layer.dataProvider()
         in_process = (layer.providerType() == "memory" or layer.isModified()
                       or provider is None or provider.fields().count() != layer.fields().count())
         if in_process or request is not None:
-            copy = layer.materialize(request or QgsFeatureRequest())
+            copy = layer.materialize(drawing_order(request))
             copy.setName(layer.name())
         else:
             copy = layer.clone()
@@ -181,6 +183,16 @@ def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None) -
     # of no thread until its user takes it (take_copies), as QGIS's own algorithms do
     copy.moveToThread(None)
     return copy
+
+
+def drawing_order(request: QgsFeatureRequest | None = None) -> QgsFeatureRequest:
+    """``request`` (or all features) in the order they were drawn: saved features by id,
+    then unsaved ones. QGIS gives unsaved features (negative ids, counting down as they are
+    drawn) before saved ones, so a polygon drawn after the last save came before older ones."""
+    ordered = QgsFeatureRequest(request) if request is not None else QgsFeatureRequest()
+    ordered.setOrderBy(QgsFeatureRequest.OrderBy([
+        QgsFeatureRequest.OrderByClause("$id < 0"), QgsFeatureRequest.OrderByClause("abs($id)")]))
+    return ordered
 
 
 def take_copies(values) -> None:

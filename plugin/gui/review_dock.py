@@ -46,6 +46,7 @@ ENDED = ("The review ended with its project (closed, or another one opened); ope
 ELSEWHERE = ("To review, map again, or use the SAR Flood Mapper Processing algorithms on the "
              "layers (correct a mask, water statistics per polygon, mask to polygons)")
 PROJECT_CHANGED = "the project was closed or another one opened meanwhile"
+OVERLAP = "where corrections overlap, the one drawn last wins"
 
 
 def decimals_of(threshold: float) -> int:
@@ -191,7 +192,7 @@ class ReviewDock(QgsDockWidget):
         self.corrections.setAllowEmptyLayer(True)
         self.corrections.setLayer(None)
         self.corrections.setToolTip(f"Polygons drawn where the mask is wrong; field '{FIELD}': "
-                                    "1 water, 0 dry. Burnt into the final mask.")
+                                    f"1 water, 0 dry. Burnt into the final mask; {OVERLAP}.")
         self.corrections.layerChanged.connect(self._corrections_changed)
         self.new_corrections = QPushButton("New")
         self.new_corrections.setToolTip("A new polygon layer to draw corrections in")
@@ -586,7 +587,8 @@ class ReviewDock(QgsDockWidget):
         self.corrections.setLayer(layer)
         self.iface.setActiveLayer(layer)
         self.show_status(kept + f"Draw polygons where the mask is wrong and set '{FIELD}' to 1 "
-                         "(water) or 0 (dry) for each; Accept burns them into the final mask.",
+                         f"(water) or 0 (dry) for each ({OVERLAP}); Accept burns them into the "
+                         "final mask.",
                          error=temporary)
 
     def accept_map(self) -> None:

@@ -1129,3 +1129,27 @@ def test_removing_the_probability_at_a_moved_threshold_shows_the_mask_again(
     assert root.findLayer(run.layers.mask.id()).itemVisibilityChecked()
     assert not dock.accept_button.isEnabled() and "removed" in dock.status.text()
     wait_for_tasks(qtbot)
+
+
+def test_the_correction_drawn_last_wins_over_one_saved_before(plugin, qtbot, models, two_band_scene,
+                                                              tmp_path):
+    """QGIS gives unsaved features before saved ones: a dry polygon drawn after the edits
+    were saved, inside an older water one, was burnt first and lost to it."""
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    assert "the one drawn last wins" in dock.corrections.toolTip()
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    assert "the one drawn last wins" in dock.status.text()
+    fixes = dock.corrections.currentLayer()
+    _draw(fixes, QgsRectangle(500330, 4199680, 500640, 4200000), 1)   # land rows 0-31, cols 33-63
+    assert fixes.commitChanges()
+    fixes.startEditing()
+    _draw(fixes, QgsRectangle(500400, 4199800, 500500, 4199900), 0)   # rows 10-19, cols 40-49
+    _draw(fixes, QgsRectangle(500400, 4199850, 500450, 4199900), 1)   # rows 10-14, cols 40-44
+    status = _accept(dock, qtbot, tmp_path / "final.tif")
+    mask = read_raster(tmp_path / "final.tif")
+    assert (mask[10:15, 40:45] == 1).all() and (mask[15:20, 40:50] == 0).all()
+    assert (mask[10:15, 45:50] == 0).all() and (mask[:32, 33:] == 1).sum() == 31 * 32 - 75
+    assert f"{31 * 32 - 75} pixels corrected" in status, status
+    fixes.rollBack()
+    wait_for_tasks(qtbot)
