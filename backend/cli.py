@@ -24,7 +24,7 @@ from collections.abc import Callable
 from . import __version__
 from .errors import (EXIT_CANCELLED, EXIT_ERROR, BackendError, Cancelled, UsageError,
                      first_line)
-from .pipeline import is_cleaning_up, keep_freed_memory
+from .pipeline import is_cleaning_up, keep_freed_memory, outputs_published, set_published
 from .progress import JsonReporter, Reporter, make_reporter, readable_json
 
 
@@ -366,11 +366,12 @@ def _demo(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
 
 def _install_signals(cancel: threading.Event, reporter: Callable[[], Reporter]) -> None:
     """First SIGINT/SIGTERM: stop at the next batch and clean up. A second: stop now,
-    unless the run is removing its partial outputs already. ``reporter`` gives the one
-    in use when the signal comes."""
+    unless the run is removing its partial outputs already, or has begun to rename its
+    outputs into place (it then ends with its result). ``reporter`` gives the one in use
+    when the signal comes."""
     def handler(signum: int, frame: object) -> None:
         if cancel.is_set():
-            if is_cleaning_up():
+            if is_cleaning_up() or outputs_published():
                 return
             raise KeyboardInterrupt
         cancel.set()
@@ -429,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     _Parser.json_errors = _asks_for_json(argv)
     args = build_parser().parse_args(_attach_negative_values(argv))
     keep_freed_memory()
+    set_published(False)
     cancel = threading.Event()
     # the handlers come first: a signal right after the start line would otherwise end
     # the run with a bare traceback and no error line (one before it: a silent cancel)

@@ -42,6 +42,21 @@ def is_cleaning_up() -> bool:
     return _cleaning > 0
 
 
+_published = False   # the run has begun to rename its outputs into place
+
+
+def set_published(value: bool = True) -> None:
+    """Said by :meth:`backend.sink.OutputSink.commit` as it begins to rename the outputs
+    into place (and cleared by the CLI as a run starts): from then on a second Ctrl-C or
+    SIGTERM does not stop the run, whose report would say that nothing was written."""
+    global _published
+    _published = value
+
+
+def outputs_published() -> bool:
+    return _published
+
+
 class _Failure:
     def __init__(self, exc: BaseException):
         self.exc = exc

@@ -21,7 +21,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .errors import Cancelled, UsageError
-from .pipeline import StageClock, cleaning_up
+from .pipeline import StageClock, cleaning_up, set_published
 from .progress import Reporter
 from .grid import Grid
 from .raster_io import GeoTiffOut, temporary_beside
@@ -260,6 +260,7 @@ class OutputSink:
                     o.finish()
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
+            set_published()
             for o in self.outputs.values():
                 kept[o.path] = _kept_aside(o.path)
                 if kept[o.path] is None:   # for the plugin, should this process be killed

@@ -587,6 +587,36 @@ def test_a_signal_just_after_the_start_line_is_a_cancel(tmp_path, src, models, m
     assert lines[-1]["kind"] == "Cancelled" and listing(tmp_path) == ["in.tif"]
 
 
+def test_a_second_signal_after_the_outputs_are_in_place_keeps_the_result(
+        tmp_path, src, models, monkeypatch, capsys):
+    """Two Ctrl-Cs just after the outputs were renamed into place (over the user's file,
+    --overwrite) ended the run with "cancelled; no output was written" and exit 130."""
+    from backend import sink
+    commit = sink.OutputSink.commit
+
+    def commit_then_two_signals(self, cancel=None):
+        commit(self, cancel)
+        os.kill(os.getpid(), signal.SIGINT)   # the first: a cancel
+        os.kill(os.getpid(), signal.SIGINT)   # the second: stopped the run at once
+
+    monkeypatch.setattr(sink.OutputSink, "commit", commit_then_two_signals)
+    mask = tmp_path / "m.tif"
+    mask.write_bytes(b"the old file")
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = cli.main(["predict", src, "--mask", str(mask), "--model", models["threshold"],
+                       "--overwrite", "--progress", "json"])
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+    lines = events(capsys.readouterr().out)
+    assert rc == 0 and lines[-1]["event"] == "result"
+    assert any(e["event"] == "warning" and "after the outputs were complete" in e["message"]
+               for e in lines)
+    with rasterio.open(mask) as ds:
+        assert ds.read(1).shape == (300, 260)
+
+
 def test_bands_ask_for_whole_numbers_and_inspect_previews_units(tmp_path, src):
     p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--bands", "2")
     assert p.returncode == 2 and p.stderr.splitlines()[-1].endswith(
