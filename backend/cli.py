@@ -25,7 +25,7 @@ from . import __version__
 from .errors import (EXIT_CANCELLED, EXIT_ERROR, BackendError, Cancelled, UsageError,
                      first_line)
 from .pipeline import is_cleaning_up, keep_freed_memory, outputs_published, set_published
-from .progress import JsonReporter, Reporter, make_reporter, readable_json
+from .progress import JsonReporter, Reporter, make_reporter, readable_json, to_devnull
 
 
 def _comma_list(kind: type, count: int, form: str) -> Callable[[str], tuple]:
@@ -452,8 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     except BackendError as exc:
         reporter.error(str(exc), kind=type(exc).__name__)
         return EXIT_ERROR
-    except BrokenPipeError:  # stdout closed early (e.g. piped into `head`): not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # stdout closed early (inspect ... | head): the text is cut short
+        to_devnull(sys.stdout)
         return 0
     except MemoryError:
         reporter.error("not enough memory for this run (a smaller --tile-size or "

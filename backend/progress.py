@@ -15,6 +15,7 @@ on failure, as the last line. Nothing else is written to stdout in this mode.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -44,10 +45,14 @@ class Reporter:
 
     @contextmanager
     def _output(self) -> Iterator[None]:
-        """Around every write to the stream: lines held by info_from_signal follow it."""
+        """Around every write to the stream: lines held by info_from_signal follow it.
+        A reader that has gone (``... | head``) does not stop the run, which goes on to
+        complete its outputs, reporting to nowhere."""
         self._writing = True
         try:
             yield
+        except BrokenPipeError:
+            to_devnull(self.stream)
         finally:
             self._writing = False
         while self._held:
@@ -180,6 +185,14 @@ class ResultReporter(QuietReporter):
     def result(self, **fields: Any) -> None:
         sys.stdout.write(readable_json(fields) + "\n")
         sys.stdout.flush()
+
+
+def to_devnull(stream: TextIO) -> None:
+    """Send what is written to ``stream`` from now on to the null device: its reader has
+    gone (a closed pipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 def readable_json(fields: dict[str, Any]) -> str:

@@ -617,6 +617,23 @@ def test_a_second_signal_after_the_outputs_are_in_place_keeps_the_result(
         assert ds.read(1).shape == (300, 260)
 
 
+def test_a_closed_stdout_does_not_stop_the_run(tmp_path, src, models):
+    """``predict ... --progress json | head -2``: the closed pipe (BrokenPipeError from the
+    reporter) aborted the run, its outputs removed, and the exit code was 0."""
+    read, write = os.pipe()
+    os.close(read)   # the reader has gone before the first line
+    try:
+        p = subprocess.run([sys.executable, "-m", "backend", "predict", src, "--mask",
+                            str(tmp_path / "m.tif"), "--model", models["threshold"],
+                            "--progress", "json"], cwd=REPO, stdout=write,
+                           stderr=subprocess.PIPE, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        os.close(write)
+    assert p.returncode == 0, p.stderr
+    assert listing(tmp_path) == ["in.tif", "m.tif"]
+
+
 def test_bands_ask_for_whole_numbers_and_inspect_previews_units(tmp_path, src):
     p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--bands", "2")
     assert p.returncode == 2 and p.stderr.splitlines()[-1].endswith(
