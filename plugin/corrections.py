@@ -2,8 +2,11 @@
 
 The analyst draws polygons over the map where the mask is wrong, with a field that
 says what each area is (``water``: 1 water, 0 dry). The backend (``correct``,
-``finalize --corrections``) burns them into the mask; here they are only written out
-in longitude/latitude on WGS 84, the coordinates GeoJSON has (RFC 7946).
+``finalize --corrections``) burns them into the mask; here they are only written out,
+in their layer's CRS, which the file names the pre-RFC 7946 way (its ``crs`` member, as
+GDAL writes it): the review dock's copy of the layer is in the mask's CRS already. Written
+in longitude/latitude on WGS 84 instead, they went through two datum transforms, QGIS's
+there and rasterio's back, which PROJ may pick differently (a pixel off on NAD27).
 """
 from __future__ import annotations
 
@@ -12,10 +15,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform,
-                       QgsCoordinateTransformContext, QgsDefaultValue, QgsEditorWidgetSetup,
-                       QgsFeature, QgsField, QgsProject, QgsVectorFileWriter, QgsVectorLayer,
-                       QgsWkbTypes)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransformContext,
+                       QgsDefaultValue, QgsEditorWidgetSetup, QgsFeature, QgsField, QgsProject,
+                       QgsVectorFileWriter, QgsVectorLayer, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 
 from .outputs import hidden_path
@@ -46,17 +48,12 @@ def _water(value, label: str, number: int, field: str) -> int:
 def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
                   field: str, label: str, path: str,
                   transform_context: QgsCoordinateTransformContext | None = None) -> int:
-    """Write the polygons with their water/dry value to GeoJSON at ``path``; their count.
-
-    ``transform_context``: the caller's on a worker thread (a Processing run's context),
-    where the project's, read by default, may be changing."""
-    if not crs.isValid():   # the transform would do nothing, and the backend name our file
+    """Write the polygons with their water/dry value to GeoJSON at ``path``, in ``crs``
+    (theirs), which the file names; their count. ``transform_context`` is unused now that
+    nothing is transformed here; plugin/task.py and the correctmask algorithm still pass it."""
+    if not crs.isValid():   # the backend would read the coordinates as longitude, latitude
         raise CorrectionsProblem(f"{label}: has no CRS; set the one its polygons were drawn in "
                                  "(Layer Properties > Source)")
-    if transform_context is None:
-        transform_context = QgsProject.instance().transformContext()
-    to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"),
-                                      transform_context)
     out = []
     # counted from 1 in drawing order: an unsaved feature's id is a negative internal number
     for number, feature in enumerate(features, start=1):
@@ -67,7 +64,6 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
             continue   # an unfinished sketch: nothing to burn
         if geometry.type() != QgsWkbTypes.GeometryType.PolygonGeometry:
             raise CorrectionsProblem(f"{label}: feature {number} is not a polygon")
-        geometry.transform(to_wgs84)
         water = _water(feature[field], label, number, field)
         out.append({"type": "Feature", "properties": {"water": water},
                     "geometry": json.loads(geometry.asJson(9))})
@@ -76,7 +72,8 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
     partial = hidden_path(path)
     try:
         with open(partial, "w", encoding="utf-8") as f:
-            json.dump({"type": "FeatureCollection", **_MARK, "features": out}, f)
+            json.dump({"type": "FeatureCollection", **_MARK, "crs": _crs_member(crs),
+                       "features": out}, f)
         os.replace(partial, path)
     except OSError as exc:   # said as the backend says it of its outputs, without the .part name
         folder = os.path.dirname(os.path.abspath(path))
@@ -88,6 +85,14 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         if os.path.exists(partial):
             os.remove(partial)
     return len(out)
+
+
+def _crs_member(crs: QgsCoordinateReferenceSystem) -> dict:
+    """The GeoJSON ``crs`` member naming ``crs``: its EPSG (or other PROJ authority) code, or
+    its WKT where it has none (a user-defined CRS)."""
+    code = crs.authid()
+    name = code if code and not code.startswith("USER:") else crs.toWkt()
+    return {"type": "name", "properties": {"name": name}}
 
 
 def written_by_plugin(path: str) -> bool:

@@ -8,8 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import (QgsFeatureRequest, QgsLayerTreeGroup, QgsMapLayer, QgsProcessingUtils,
-                       QgsProject, QgsRasterLayer, QgsVectorLayer)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsLayerTreeGroup,
+                       QgsMapLayer, QgsProcessingUtils, QgsProject, QgsRasterLayer,
+                       QgsVectorLayer)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QThread, pyqtSignal
 
@@ -146,7 +147,8 @@ def remove_layers_of(path: str, project: QgsProject | None = None) -> None:
                              if os.path.realpath(layer.source().split("|")[0]) == real])
 
 
-def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None) -> QgsMapLayer:
+def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None,
+                 crs: QgsCoordinateReferenceSystem | None = None) -> QgsMapLayer:
     """A layer object of the caller's own showing what ``layer`` shows; call it in the thread
     that owns ``layer`` (the main thread for a project layer).
 
@@ -163,13 +165,18 @@ def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None) -
     takes a part (selected features), is copied feature by feature into a memory layer,
     since reopening its source would not give what the user sees. Its features come in the
     order they were drawn (:func:`drawing_order`): where correction polygons overlap, the
-    one drawn last wins."""
+    one drawn last wins. So is a vector layer given a ``crs`` other than its own: its
+    features are transformed into it as the map shows them (the project's transforms)."""
     if isinstance(layer, QgsVectorLayer):
         provider = layer.dataProvider()
         in_process = (layer.providerType() == "memory" or layer.isModified()
                       or provider is None or provider.fields().count() != layer.fields().count())
-        if in_process or request is not None:
-            copy = layer.materialize(drawing_order(request))
+        other_crs = crs is not None and crs != layer.crs()
+        if in_process or request is not None or other_crs:
+            ordered = drawing_order(request)
+            if other_crs:
+                ordered.setDestinationCrs(crs, QgsProject.instance().transformContext())
+            copy = layer.materialize(ordered)
             copy.setName(layer.name())
         else:
             copy = layer.clone()

@@ -683,8 +683,10 @@ class ReviewDock(QgsDockWidget):
             finalize()
 
         # the polygons as they are now, in a layer of the task's own (see _run_algorithm)
-        task = CorrectionsTask(private_copy(fixes_layer), f"Corrections layer "
-                               f"'{fixes_layer.name()}'", fixes,
+        # in the mask's CRS, by QGIS's transform only where the layer's differs, as the map
+        # shows it: the GeoJSON names that CRS, so the backend transforms nothing back
+        task = CorrectionsTask(private_copy(fixes_layer, crs=run.layers.mask.crs()),
+                               f"Corrections layer '{fixes_layer.name()}'", fixes,
                                QgsProject.instance().transformContext())
 
         def abandoned(error: str | None) -> None:   # unloaded meanwhile: no Accept follows

@@ -1153,3 +1153,27 @@ def test_the_correction_drawn_last_wins_over_one_saved_before(plugin, qtbot, mod
     assert f"{31 * 32 - 75} pixels corrected" in status, status
     fixes.rollBack()
     wait_for_tasks(qtbot)
+
+
+@pytest.mark.parametrize("epsg", [26717, 31467])
+def test_corrections_on_a_mask_of_another_datum_burn_where_drawn(plugin, qtbot, models, tmp_path, epsg):
+    """Written in longitude, latitude on WGS 84, the polygons went through QGIS's datum
+    transform there and rasterio's back, which PROJ picks differently: a pixel off."""
+    vv = np.full((64, 64), -8.0, np.float32)   # all land
+    origin = {26717: (500000.0, 4500000.0), 31467: (3500000.0, 5500000.0)}[epsg]
+    from .conftest import write_raster
+    scene = write_raster(tmp_path / "scene.tif", [vv, vv - 7], epsg=epsg, origin=origin,
+                         descriptions=["VV", "VH"])
+    _run(plugin, qtbot, scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    x0, y1 = origin
+    _draw(fixes, QgsRectangle(x0 + 200, y1 - 300, x0 + 300, y1 - 200), 1)   # rows, cols 20-29
+    status = _accept(dock, qtbot, tmp_path / "final.tif")
+    assert "100 pixels corrected" in status, status
+    assert (read_raster(tmp_path / "final.tif")[20:30, 20:30] == 1).all()
+    sidecar = json.loads((tmp_path / "final.corrections.geojson").read_text())
+    assert sidecar["crs"]["properties"]["name"] == f"EPSG:{epsg}"
+    fixes.rollBack()
+    wait_for_tasks(qtbot)
