@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags, Resampling
+from rasterio._err import CPLE_BaseError   # GDAL's errors (rasterio.errors has no name for them)
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -382,6 +383,10 @@ def temporary_beside(path: str, kind: str = "tmp") -> str:
     return temporary_path(folder, name, kind)
 
 
+# what a failed write raises: rasterio's errors, GDAL's own where rasterio passes them on
+# unwrapped (building overviews on a full disk), and the system's
+WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError)
+
 # files GDAL attaches to X.tif as X.tif<suffix>
 REPLACED_SIDECARS = (".aux.xml", ".ovr", ".OVR", ".ovr.aux.xml", ".aux", ".AUX", ".msk", ".MSK")
 
@@ -413,14 +418,14 @@ class GeoTiffOut:
             self.ds.set_band_description(1, description)
             if scale is not None:
                 self.ds.scales = (scale,)
-        except (RasterioError, OSError) as exc:
+        except WRITE_ERRORS as exc:
             self._remove()
             raise OutputError(f"{path}: cannot be written ({exc})") from None
 
     def write(self, data: np.ndarray, row: int, col: int) -> None:
         try:
             self.ds.write(data, 1, window=Window(col, row, data.shape[1], data.shape[0]))
-        except (RasterioError, OSError) as exc:   # a full disk fails here
+        except WRITE_ERRORS as exc:   # a full disk fails here
             raise OutputError(f"{self.path}: cannot be written "
                               f"({why_write_failed(exc, self.tmp)})") from None
 
@@ -432,7 +437,7 @@ class GeoTiffOut:
                 self.ds.build_overviews(factors, self.overview_resampling)
                 self.ds.update_tags(ns="rio_overview", resampling=self.overview_resampling.name)
             self.ds.close()
-        except (RasterioError, OSError) as exc:
+        except WRITE_ERRORS as exc:
             self.abort()
             why = self._folder_gone() or why_write_failed(exc, self.tmp)
             raise OutputError(f"{self.path}: cannot be written ({why})") from None
