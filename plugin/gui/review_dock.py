@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupB
 from .. import styles
 from ..backend_process import Outcome
 from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_corrections_layer,
-                           sidecar_path)
+                           sidecar_path, written_by_plugin)
 from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
                       private_copy, remove_layers_of, run_layer_nodes)
 from ..outputs import put_back
@@ -81,6 +81,38 @@ def _file_states(run: ReviewRun) -> dict[str, tuple[int, int] | None]:
 def _failed(outcome: Outcome) -> str:
     """'failed: why', or 'cancelled' (a child stopped before it could say why has no error)."""
     return "cancelled" if outcome.cancelled else f"failed: {outcome.error or 'no reason given'}"
+
+
+def _stale_companions(path: str, polygons: str | None, fixes: str | None) -> list[str]:
+    """The polygons (.gpkg) and corrections (.corrections.geojson) an earlier Accept wrote
+    beside the mask at ``path`` that this one does not write again: once the mask is
+    replaced they no longer match it."""
+    if not Path(path).exists():
+        return []
+    gpkg, sidecar = (str(Path(path).with_suffix(s)) for s in (".gpkg", ".corrections.geojson"))
+    stale = [gpkg] if polygons is None and Path(gpkg).exists() else []
+    if fixes != sidecar and written_by_plugin(sidecar):
+        stale.append(sidecar)
+    return stale
+
+
+def _remove_stale(stale: list[str]) -> tuple[str, bool]:
+    """Remove the files of the mask replaced and their layers; what the status says of it,
+    and whether that is a warning."""
+    removed, failed = [], []
+    for path in stale:
+        remove_layers_of(path)
+        try:
+            os.remove(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failed.append(f"{path} ({exc.strerror or exc})")
+    text = f"; removed {', '.join(removed)}, of the mask replaced" if removed else ""
+    if failed:
+        text += f"; warning: could not remove {', '.join(failed)}, which no longer match the mask"
+    return text, bool(failed)
 
 
 class ReviewDock(QgsDockWidget):
@@ -638,7 +670,10 @@ class ReviewDock(QgsDockWidget):
             fixes = str(sidecar)
             kept = kept and f"{kept}; the corrections went to {fixes}"
         existing = [p for p in (path, polygons, fixes) if p and Path(p).exists()]
-        if existing and not self.confirm_overwrite(existing):
+        stale = [f for f in _stale_companions(path, polygons, fixes)
+                 if os.path.realpath(f) not in in_use]
+        if existing and not self.confirm_overwrite(
+                existing + [f"{f} (removed: it belongs to the mask replaced)" for f in stale]):
             self.show_status("Accept: nothing written")
             return
         # the question waits in its own event loop, where a run can finish and be reviewed
@@ -663,7 +698,7 @@ class ReviewDock(QgsDockWidget):
         def finalize() -> None:
             task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
                                        lambda outcome: self._accepted(outcome, path, polygons,
-                                                                      started, kept))
+                                                                      started, kept, stale))
             if fixes:
                 def undo(outcome: Outcome) -> None:   # apart from the dock: after an unload too
                     if not outcome.ok:
@@ -697,13 +732,14 @@ class ReviewDock(QgsDockWidget):
         self._start_task(task, written)
 
     def _accepted(self, outcome: Outcome, path: str, polygons: str | None, started: int,
-                  note: str | None = None) -> None:
+                  note: str | None, stale: list[str]) -> None:
         self.accept_button.setEnabled(self._reviewable())
         if not outcome.ok:
             self.show_status(f"Accept {_failed(outcome)}", error=True)
             return
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
-        text = f"Final mask written: {path} ({area})"
+        removal, removal_failed = _remove_stale(stale)
+        text = f"Final mask written: {path} ({area}){removal}"
         if started != self.project_watch.count:   # not into another project
             self.show_status(f"{text}; not added to the map: {PROJECT_CHANGED}"
                              + ("; no polygons written" if polygons else ""), error=True)
@@ -720,7 +756,7 @@ class ReviewDock(QgsDockWidget):
             text += f"; {outcome.result['corrected_pixels']} pixels corrected"
         # corrections that change nothing (drawn elsewhere, in another CRS) say so here
         text += "".join(f"; warning: {w}" for w in [*outcome.warnings, *([note] if note else [])])
-        warned = bool(outcome.warnings) or bool(note)
+        warned = bool(outcome.warnings) or bool(note) or removal_failed
         self.show_status(text, error=warned)
         if polygons:
             params = {"INPUT": layer.source(), "MIN_AREA_M2": self.min_area.value(), "OUTPUT": polygons}

@@ -1177,3 +1177,31 @@ def test_corrections_on_a_mask_of_another_datum_burn_where_drawn(plugin, qtbot, 
     assert sidecar["crs"]["properties"]["name"] == f"EPSG:{epsg}"
     fixes.rollBack()
     wait_for_tasks(qtbot)
+
+
+def test_accepting_again_without_polygons_or_corrections_removes_the_first_ones(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """The first Accept's polygons (file and layer) and corrections stayed beside a mask they
+    no longer matched; they are now named in the question and removed."""
+    _run(plugin, qtbot, two_band_scene, models["smoothed"], tmp_path)
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    _draw(fixes, QgsRectangle(500400, 4199800, 500500, 4199900), 1)
+    dock.polygons.setChecked(True)
+    final = tmp_path / "final.tif"
+    gpkg, sidecar = final.with_suffix(".gpkg"), final.with_suffix(".corrections.geojson")
+    _accept(dock, qtbot, final, "polygons written")
+    assert gpkg.exists() and sidecar.exists()
+    fixes.rollBack()
+    dock.corrections.setLayer(None)
+    dock.polygons.setChecked(False)
+    asked = []
+    dock.confirm_overwrite = lambda paths: asked.append(paths) or True
+    status = _accept(dock, qtbot, final)
+    assert asked == [[str(final), f"{gpkg} (removed: it belongs to the mask replaced)",
+                      f"{sidecar} (removed: it belongs to the mask replaced)"]]
+    assert not gpkg.exists() and not sidecar.exists()
+    assert f"removed {gpkg}, {sidecar}, of the mask replaced" in status, status
+    assert QgsProject.instance().mapLayersByName("water polygons (final)") == []
+    wait_for_tasks(qtbot)
