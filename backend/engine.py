@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -51,8 +50,9 @@ from .inputs import BandSource, InputSet, input_name, open_inputs
 from .model import DEVICES, OnnxModel
 from .pipeline import StageClock, Worker, cleaning_up, peak_rss_mb, prefetch
 from .progress import Reporter
-from .raster_io import (GapFilledView, ShrunkView, WindowReader, check_outputs, gdal_env,
-                        gdal_masked, sample_grid, temporary_path, why_write_failed)
+from .raster_io import (WRITE_ERRORS, GapFilledView, ShrunkView, WindowReader, check_outputs,
+                        disk_full_note, gdal_env, gdal_masked, not_whole, sample_grid,
+                        temporary_path, why_write_failed)
 from .resample import nearest_with_data, read_scaled
 from .sink import OutputSink, check_codec, check_threshold, fill_sink, utc_stamp
 from .tiling import CellsToBlocks, TileBlender, TilePlan, aligned_origin, plan_tiles
@@ -693,9 +693,12 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                    "columns east to west)")
                   + ": resampling on the fly and writing back on the input grid")
     views, sources = _model_pixel_views(raw, inputs.grid, view_t, vw, vh)
-    folder = os.path.dirname(os.path.abspath(next(p for p in (opts.mask, opts.probability,
-                                                               opts.uncertainty) if p)))
-    tmp = temporary_path(folder, "sarflood-model-grid")
+    first = next(p for p in (opts.mask, opts.probability, opts.uncertainty) if p)
+    tmp = temporary_path(os.path.dirname(os.path.abspath(first)), "sarflood-model-grid")
+
+    def unwritten(why: str) -> OutputError:   # named by the user's output, not the hidden file
+        return OutputError(f"{first}: cannot be written (the model-grid file of the "
+                           f"resampling pass, beside it: {why})")
     try:
         reader = WindowReader(sources, int(sub.row_off), int(sub.col_off))
         plan = replace(plan, height=model_grid.height, width=model_grid.width)
@@ -719,9 +722,12 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                     with cleaning_up():
                         writer.abandon()
                     raise
-        except (RasterioError, OSError) as exc:   # input read errors are InputError by now
-            raise OutputError(f"{tmp}: the model-grid file of the resampling pass cannot be "
-                              f"written ({why_write_failed(exc, tmp)})") from None
+        except WRITE_ERRORS as exc:   # input read errors are InputError by now
+            raise unwritten(why_write_failed(exc, tmp)) from None
+        # a full disk may fail its last writes with no error but on stderr (see not_whole)
+        problem = not_whole(tmp, [])
+        if problem:
+            raise unwritten(problem + disk_full_note(tmp))
         sink = OutputSink(out_grid, OUTPUT_BLOCK, threshold, tags, opts.overwrite,
                           probability_dtype=opts.probability_dtype, compress=opts.compress,
                           clock=job.clock,

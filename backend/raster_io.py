@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -544,7 +545,7 @@ def not_whole(path: str, factors: list[int]) -> str | None:
         # GDAL names the hidden temporary file, which is removed before the user reads this
         why = first_line(exc.__cause__ or exc)
         for name in (path, os.path.basename(path)):
-            why = why.replace(f"{name}: ", "")
+            why = re.sub(re.escape(name) + r"(, band \d+)?: ", "", why)
         return f"the written file does not read back: {why}"
     return None
 

@@ -432,8 +432,9 @@ def test_corrupt_geotiff_data_fails_when_read(out, models, tmp_path):
     assert "See previous exception" not in message   # GDAL's own reason, not rasterio's pointer
 
 
-@pytest.mark.parametrize("pixel, failing", [(10.0, "p.tif: cannot be written"),
-                                            (20.0, "the model-grid file of the resampling pass")])
+@pytest.mark.parametrize("pixel, failing", [
+    (10.0, "p.tif: cannot be written"),
+    (20.0, "m.tif: cannot be written (the model-grid file of the resampling pass")])
 def test_a_write_that_fails_midway_gives_one_error_and_no_file(out, models, tmp_path, pixel,
                                                               failing):
     """As a full disk would: the process may write no file beyond 1 MB (RLIMIT_FSIZE), so
@@ -453,6 +454,26 @@ def test_a_write_that_fails_midway_gives_one_error_and_no_file(out, models, tmp_
     assert (last["event"], last["kind"]) == ("error", "OutputError")
     assert failing in last["message"] and "\n" not in last["message"]
     assert listing(out) == [], "a failed write must leave no output"
+
+
+def test_a_model_grid_file_cut_short_without_an_error_names_the_output(out, models, tmp_path):
+    """A disk that fills as the model-grid file of the resampling pass is closed: libtiff
+    says so on stderr only, and the second pass failed reading it, an internal error
+    (RasterioIOError IReadBlock failed) naming the hidden file. The file, 5.2 MB whole,
+    may grow to 5.2e6 bytes here (RLIMIT_FSIZE): its last blocks are lost as it closes."""
+    src = write_raster(tmp_path / "in.tif", random_db((600, 600), seed=11), pixel=20.0)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5_200_000, 5_200_000))
+
+    proc = run_cli("predict", src, "--mask", str(out / "m.tif"), "--model", models["threshold"],
+                   "--progress", "json", preexec_fn=limit_file_size)
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (last["event"], last["kind"]) == ("error", "OutputError"), last
+    assert last["message"].startswith(f"{out / 'm.tif'}: cannot be written (the model-grid")
+    assert "sarflood-tmp" not in last["message"], last["message"]
+    assert listing(out) == []
 
 
 def test_a_geotiff_inside_a_zip_is_read_in_place(out, models, good, tmp_path):

@@ -1,5 +1,4 @@
 """Outputs that cannot be written: one OutputError naming the output, and no file left."""
-import os
 
 import numpy as np
 import pytest
