@@ -49,6 +49,7 @@ class Corrections:
     path: str
     shapes: list[tuple[dict, int]]
     bounds: list[tuple[float, float, float, float]]   # of each shape: xmin, ymin, xmax, ymax
+    nodata_left: int = 0   # pixels under the polygons that were no data, and stay so
 
     def describe(self) -> str:
         water = sum(v for _, v in self.shapes)
@@ -56,7 +57,8 @@ class Corrections:
                 f"from {os.path.abspath(self.path)}")
 
     def apply(self, mask: np.ndarray, transform: Affine) -> int:
-        """Correct a block (uint8 mask codes) in place, ``transform`` its own; pixels changed."""
+        """Correct a block (uint8 mask codes) in place, ``transform`` its own; pixels changed.
+        The no-data pixels under the polygons, left as they are, add to ``nodata_left``."""
         h, w = mask.shape
         left, top = transform @ (0, 0)
         right, bottom = transform @ (w, h)
@@ -66,7 +68,10 @@ class Corrections:
             return 0
         burnt = rasterize(here, out_shape=(h, w), transform=transform, fill=_UNBURNT,
                           dtype="uint8")
-        change = (burnt != _UNBURNT) & (mask != MASK_NODATA) & (burnt != mask)
+        under = burnt != _UNBURNT
+        nodata = mask == MASK_NODATA
+        self.nodata_left += int(np.count_nonzero(under & nodata))
+        change = under & ~nodata & (burnt != mask)
         mask[change] = burnt[change]
         return int(np.count_nonzero(change))
 
@@ -193,6 +198,11 @@ def _crs_name(crs) -> str:
             else f"the file's crs, {crs.to_string()}")
 
 
+def nodata_left_text(pixels: int) -> str:
+    return (f"{pixels} pixels under the corrections are no data and were left so "
+            "(nothing was observed there to correct)")
+
+
 def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
                  reporter: Reporter | None = None, cancel: threading.Event | None = None,
                  compress: str = "zstd") -> dict:
@@ -227,6 +237,9 @@ def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
                 changed += fixes.apply(block, src.window_transform(win))
                 return {"mask": block}
             fill_sink(sink, BLOCK, read, reporter, cancel, "correct")
+    if fixes.nodata_left:
+        reporter.warning(nodata_left_text(fixes.nodata_left))
     return {"outputs": {"mask": out}, "corrections": tags["SARFLOOD_CORRECTIONS"],
-            "corrected_pixels": changed, "width": grid.width, "height": grid.height,
+            "corrected_pixels": changed, "nodata_pixels_left": fixes.nodata_left,
+            "width": grid.width, "height": grid.height,
             **sink.stats.fields(), "seconds": round(time.perf_counter() - started, 3)}

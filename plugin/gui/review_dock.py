@@ -754,6 +754,10 @@ class ReviewDock(QgsDockWidget):
             return
         if "corrected_pixels" in outcome.result:
             text += f"; {outcome.result['corrected_pixels']} pixels corrected"
+        # drawn over no data, corrections change nothing there: said, not a silent 0
+        left = int(outcome.result.get("nodata_pixels_left", 0))
+        if left:
+            text += f"; {left} pixels under the corrections are no data and were left so"
         # corrections that change nothing (drawn elsewhere, in another CRS) say so here
         text += "".join(f"; warning: {w}" for w in [*outcome.warnings, *([note] if note else [])])
         warned = bool(outcome.warnings) or bool(note) or removal_failed

@@ -203,7 +203,9 @@ def test_a_byte_order_mark_is_read_and_a_polygon_of_no_area_is_skipped_with_a_wa
     with rasterio.open(tmp_path / "fixed.tif") as ds:
         np.testing.assert_array_equal(ds.read(1), expected)
     assert r["corrected_pixels"] == int(((mask[3:9, 2:7] != 255) & (mask[3:9, 2:7] != 1)).sum())
-    assert reporter.warnings == [f"{marked}: feature 1: its polygon has no area, and corrects nothing"]
+    assert reporter.warnings == [f"{marked}: feature 1: its polygon has no area, and corrects nothing",
+                                 "1 pixels under the corrections are no data and were left so "
+                                 "(nothing was observed there to correct)"]
 
 
 def test_cli_correct_reports_and_refuses_to_overwrite(geo_mask, tmp_path):
@@ -255,3 +257,14 @@ def test_finalize_refuses_a_probability_off_any_known_grid(tmp_path, crs, messag
     with pytest.raises(InputError, match=re.escape(f"{path}: {message}")):
         finalize(path, 0.5, str(tmp_path / "m.tif"))
     assert listing(tmp_path) == before
+
+
+def test_polygons_over_no_data_say_the_pixels_they_left(geo_mask, tmp_path):
+    """Corrections over no data changed nothing and said only "0 pixels corrected"."""
+    path, mask = geo_mask
+    fixes = _geojson(tmp_path / "fix.geojson", (_columns_rows(2, 6, 5, 9), {"water": 1}))
+    reporter = Collect()
+    r = correct_mask(path, fixes, str(tmp_path / "fixed.tif"), reporter=reporter)
+    assert r["nodata_pixels_left"] == 1 and mask[7, 3] == 255
+    assert r["corrected_pixels"] == int((mask[6:9, 2:5] == 0).sum())
+    assert "1 pixels under the corrections are no data and were left so" in reporter.warnings[-1]
