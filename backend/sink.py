@@ -44,8 +44,13 @@ DEFLATE_OPTIONS = {"mask": {"compress": "deflate"},
 
 
 def check_threshold(threshold: float) -> None:
+    """Probabilities are float32: a threshold that rounds to 0 or 1 there (0.9999999999)
+    maps every valid pixel dry, or water."""
     if not 0 < threshold < 1:
         raise UsageError(f"threshold {threshold}: must lie strictly between 0 and 1")
+    if not 0 < np.float32(threshold) < 1:
+        raise UsageError(f"threshold {threshold}: rounds to {float(np.float32(threshold)):g} in "
+                         f"the float32 probabilities; give one between 1e-7 and 0.9999999")
 
 
 def check_codec(codec: str) -> None:

@@ -398,6 +398,10 @@ def test_an_extent_partly_outside_the_raster_is_clipped_with_a_note(out, models,
 
 @pytest.mark.parametrize("kw, match", [
     (dict(threshold=1.5), "threshold 1.5: must lie strictly between 0 and 1"),
+    # float32 probabilities: it acted as 1 (no water) or 0 (all water), tagged as such
+    (dict(threshold=0.9999999999), r"threshold 0.9999999999: rounds to 1 in the float32 "
+     r"probabilities; give one between 1e-7 and 0.9999999"),
+    (dict(threshold=1e-46), "threshold 1e-46: rounds to 0 in the float32"),
     (dict(tile_size=100), "tile size 100 must be a positive multiple of 16"),
     (dict(overlap=0, model="smoothed"), "overlap 0 is below twice the model's margin"),
     (dict(batch_size=0), "batch size 0: must be at least 1"),
