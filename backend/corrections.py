@@ -124,11 +124,15 @@ def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
     features = doc.get("features") or []
     if not isinstance(features, list):
         raise InputError(f"{path}: its features member is not an array")
-    shapes, bounds = [], []
+    # the layer the file was written from, by the name it has there (GDAL's name member)
+    name = doc.get("name")
+    label = f"{name} ({path})" if isinstance(name, str) and name else path
+    shapes, bounds, numbers = [], [], []
     for i, feature in enumerate(features, start=1):
-        where = f"{path}: feature {i}"
         if not isinstance(feature, dict):
-            raise InputError(f"{where} is not a GeoJSON object")
+            raise InputError(f"{label}: feature {i} is not a GeoJSON object")
+        number = _number(feature, i)
+        where = f"{label}: feature {number}"
         geometry = feature.get("geometry") or {}
         if not isinstance(geometry, dict) or geometry.get("type") not in _POLYGONS:
             kind = geometry.get("type") if isinstance(geometry, dict) else None
@@ -143,17 +147,29 @@ def load_corrections(path: str, grid, reporter: Reporter) -> Corrections:
             local = transform_geom(source, grid.crs, geometry)
             shapes.append((local, value))
             bounds.append(geometry_bounds(local))
+            numbers.append(number)
         except InputError:
             raise
         except Exception as exc:  # PROJ's failures come as rasterio's private CPLE_* classes
             raise InputError(f"{where}: not a valid polygon in {_crs_name(source)} "
                              f"({first_line(exc, 'bad coordinates')})") from None
     on_grid = grid.bounds()
-    off = sum(1 for box in bounds if not _overlap(box, on_grid))
+    off = [n for n, box in zip(numbers, bounds) if not _overlap(box, on_grid)]
     if off:
-        reporter.warning(f"{path}: {off} of {len(shapes)} polygons lie outside the mask and "
-                         f"correct nothing (their coordinates are read in {_crs_name(source)})")
+        shown = ", ".join(str(n) for n in off[:10]) + (", ..." if len(off) > 10 else "")
+        # read as longitude, latitude for want of a crs member: perhaps they are not
+        hint = f"; their coordinates are read in {_crs_name(source)}" if "crs" not in doc else ""
+        reporter.warning(f"{label}: {len(off)} of {len(shapes)} polygons lie outside the mask "
+                         f"and correct nothing (feature{'s' if len(off) > 1 else ''} {shown}"
+                         f"{hint})")
     return Corrections(path, shapes, bounds)
+
+
+def _number(feature: dict, i: int) -> int:
+    """A feature's number as the analyst knows it: its ``id`` (the plugin writes its place
+    in the layer, which skipped empty sketches would shift), else its place in the file."""
+    number = feature.get("id")
+    return number if isinstance(number, int) and not isinstance(number, bool) else i
 
 
 def _has_area(geometry: dict, where: str) -> bool:

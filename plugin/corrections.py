@@ -65,15 +65,16 @@ def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSys
         if geometry.type() != QgsWkbTypes.GeometryType.PolygonGeometry:
             raise CorrectionsProblem(f"{label}: feature {number} is not a polygon")
         water = _water(feature[field], label, number, field)
-        out.append({"type": "Feature", "properties": {"water": water},
+        # the id: its number in the layer, which the backend's messages give
+        out.append({"type": "Feature", "id": number, "properties": {"water": water},
                     "geometry": json.loads(geometry.asJson(9))})
     # a file the user keeps is replaced whole or not at all; a killed run's hidden file is
     # removed by the next run to the same path (outputs.remove_stale)
     partial = hidden_path(path)
     try:
         with open(partial, "w", encoding="utf-8") as f:
-            json.dump({"type": "FeatureCollection", **_MARK, "crs": _crs_member(crs),
-                       "features": out}, f)
+            json.dump({"type": "FeatureCollection", "name": label, **_MARK,
+                       "crs": _crs_member(crs), "features": out}, f)
         os.replace(partial, path)
     except OSError as exc:   # said as the backend says it of its outputs, without the .part name
         folder = os.path.dirname(os.path.abspath(path))

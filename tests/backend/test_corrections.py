@@ -132,7 +132,27 @@ def test_polygons_off_the_mask_are_warned_about(geo_mask, tmp_path):
     reporter = Collect()
     r = correct_mask(path, fixes, str(tmp_path / "fixed.tif"), reporter=reporter)
     assert r["corrected_pixels"] == 0
-    assert any("1 of 1 polygons lie outside the mask" in m for m in reporter.warnings)
+    assert reporter.warnings == [f"{fixes}: 1 of 1 polygons lie outside the mask and correct "
+                                 "nothing (feature 1; their coordinates are read in longitude, "
+                                 "latitude on WGS 84)"]
+
+
+def test_polygons_off_the_mask_are_named_by_layer_and_number_without_a_crs_hint(geo_mask, tmp_path):
+    """The warning named the generated file and said the coordinates were read in longitude,
+    latitude on WGS 84 even of a file that declared its CRS."""
+    path, mask = geo_mask
+    far = {"type": "Feature", "properties": {"water": 1},
+           "geometry": _polygon(1.0e6, 5.0e6, 1.1e6, 5.1e6)}
+    near = {**far, "geometry": _polygon(1113752, 5619160, 1114865, 5620734)}   # on the mask
+    fixes = tmp_path / "final.corrections.geojson"
+    fixes.write_text(json.dumps({
+        "type": "FeatureCollection", "name": "Corrections layer 'fixes'",
+        "crs": {"type": "name", "properties": {"name": "EPSG:3857"}},
+        "features": [{**far, "id": 2}, {**near, "id": 3}, {**far, "id": 5}]}))
+    reporter = Collect()
+    correct_mask(path, str(fixes), str(tmp_path / "fixed.tif"), reporter=reporter)
+    assert reporter.warnings == [f"Corrections layer 'fixes' ({fixes}): 2 of 3 polygons lie outside "
+                                 "the mask and correct nothing (features 2, 5)"]
 
 
 @pytest.mark.parametrize("content, message", [

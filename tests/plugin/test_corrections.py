@@ -65,6 +65,7 @@ def test_polygons_are_written_in_their_crs_which_the_file_names(qgis_app, tmp_pa
         assert write_geojson(layer.getFeatures(), layer.crs(), "water", "'fixes'", str(path)) == 1
         doc = json.loads(path.read_text())
         assert doc["crs"] == {"type": "name", "properties": {"name": name}}
+        assert doc["name"] == "'fixes'" and doc["features"][0]["id"] == 1   # for the backend's words
         assert doc["features"][0]["geometry"]["coordinates"][0][0] == [3500200, 5499700]
         grid = Grid(CRS.from_wkt(crs.toWkt()), Affine(10, 0, 3500000, 0, -10, 5500000), 64, 64)
         (shape, value), = load_corrections(str(path), grid, Reporter()).shapes

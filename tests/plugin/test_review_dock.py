@@ -219,6 +219,9 @@ def test_corrections_of_another_scene_are_not_reused_and_accept_warnings_show(
     finally:
         QgsApplication.messageLog().messageReceived.disconnect(log)
     assert "0 pixels corrected; warning: " in status and "outside the mask" in status
+    # named as the analyst knows them; their CRS was declared, so no word of longitude
+    assert "warning: Corrections layer 'Mask corrections' (" in status
+    assert "correct nothing (feature 1)" in status and "longitude" not in status
     assert "color: #b00" in dock.status.styleSheet()
     assert any(tag == "SAR Flood Mapper" and level == Qgis.MessageLevel.Warning and "outside the mask" in message
                for tag, level, message in logged), logged
