@@ -634,6 +634,23 @@ def test_a_closed_stdout_does_not_stop_the_run(tmp_path, src, models):
     assert listing(tmp_path) == ["in.tif", "m.tif"]
 
 
+def test_a_cancel_after_the_last_line_does_not_kill_the_process(tmp_path, src, models):
+    """Python takes ~50 ms to shut down after the result line: a SIGTERM then killed the
+    process (-15) after a complete run. The handlers in force at exit are checked, as
+    the plugin's cancel racing a finished run is not reproducible on demand."""
+    probe = ("import atexit, runpy, signal, sys; "
+             "atexit.register(lambda: print('ignored at exit:', all(signal.getsignal(s) == "
+             "signal.SIG_IGN for s in (signal.SIGTERM, signal.SIGINT)), file=sys.stderr)); "
+             "runpy.run_module('backend', run_name='__main__')")
+    p = subprocess.run([sys.executable, "-c", probe, "predict", src, "--mask",
+                        str(tmp_path / "m.tif"), "--model", models["threshold"], "--progress",
+                        "json"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[-1])["event"] == "result"
+    assert p.stderr.splitlines()[-1] == "ignored at exit: True", p.stderr
+
+
 def test_bands_ask_for_whole_numbers_and_inspect_previews_units(tmp_path, src):
     p = run_cli("predict", src, "--mask", tmp_path / "m.tif", "--bands", "2")
     assert p.returncode == 2 and p.stderr.splitlines()[-1].endswith(
