@@ -2,6 +2,7 @@
 layers it replaces (qtbot clicks, real backend, tiny exact models)."""
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -1207,4 +1208,27 @@ def test_accepting_again_without_polygons_or_corrections_removes_the_first_ones(
     assert not gpkg.exists() and not sidecar.exists()
     assert f"removed {gpkg}, {sidecar}, of the mask replaced" in status, status
     assert QgsProject.instance().mapLayersByName("water polygons (final)") == []
+    wait_for_tasks(qtbot)
+
+
+def test_polygons_under_the_smallest_area_are_counted_as_dropped(plugin, qtbot, models, tmp_path):
+    """Polygons smaller than "Smallest polygon" were dropped without a word."""
+    from .conftest import write_raster
+    vv = np.full((64, 64), -8.0, np.float32)
+    vv[:, :32] = -22.0
+    vv[5:9, 50:54] = -22.0    # a lake of 16 pixels, 1,600 m²: kept
+    vv[20:22, 50:52] = -22.0  # 4 pixels, 400 m²: under the 1,000 m² default
+    vv[40:42, 50:52] = -22.0  # and another
+    scene = write_raster(tmp_path / "scene.tif", [vv, vv - 7], descriptions=["VV", "VH"])
+    _run(plugin, qtbot, scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.polygons.setChecked(True)
+    final = tmp_path / "final.tif"
+    status = _accept(dock, qtbot, final, "polygons written")
+    assert re.search(r"; 2 polygons written to .*final\.gpkg; 2 polygons smaller than 1,000 m² "
+                     r"\(80\d m²\) dropped$", status), status
+    ds = ogr.Open(str(final.with_suffix(".gpkg")))
+    assert sorted(round(f.GetField("area_m2"), -2) for f in ds.GetLayer(0)) == [1600, 205000]
+    ds = None
+    assert QgsProject.instance().mapLayersByName("water polygons (final)")[0].featureCount() == 2
     wait_for_tasks(qtbot)
