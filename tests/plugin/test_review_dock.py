@@ -1232,3 +1232,14 @@ def test_polygons_under_the_smallest_area_are_counted_as_dropped(plugin, qtbot, 
     ds = None
     assert QgsProject.instance().mapLayersByName("water polygons (final)")[0].featureCount() == 2
     wait_for_tasks(qtbot)
+
+
+def test_small_areas_are_shown_to_three_significant_figures():
+    """Shown to 0.01 km², a correction of 100 pixels of 10 m (0.01 km²) in a small mask
+    hardly showed, and one of fewer pixels not at all."""
+    from sarflood.plugin.summary import area_text
+
+    assert area_text(0.2063, 0.4096) == "0.206 km² of water, 50.4 % of the 0.410 km² valid area"
+    assert area_text(0.0004, 0.4096).startswith("0.000400 km² of water")
+    assert area_text(1234.5678, 5000.0) == "1,234.57 km² of water, 24.7 % of the 5,000.00 km² valid area"
+    assert area_text(0.0, 0.0).startswith("0.00 km² of water")
