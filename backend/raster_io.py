@@ -350,6 +350,25 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: 
         refused = write_refused(folder)
         if refused:
             raise OutputError(f"{path}: cannot write in the folder {folder} ({refused})")
+        _check_name_length(path, folder, kind)
+
+
+# what temporary_path adds to an output's name: ".", ".<pid>-<8 hex>.sarflood-kept", ".aux.xml"
+_HIDDEN_EXTRA = 1 + len(".4194304-00000000.sarflood-kept") + len(".aux.xml")
+
+
+def _check_name_length(path: str, folder: str, kind: str) -> None:
+    """The hidden files written beside an output carry its whole name (the plugin puts a
+    killed run's outputs back by it): a name within the folder's limit but not with them
+    failed mid-run as an internal error."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return
+    longest = limit - _HIDDEN_EXTRA
+    if len(os.fsencode(os.path.basename(path))) > longest:
+        raise OutputError(f"{path}: the {kind} output's name is too long: at most {longest} "
+                          f"bytes here, as the run writes hidden files named after it beside it")
 
 
 def write_refused(folder: str) -> str | None:
@@ -487,11 +506,11 @@ class GeoTiffOut:
 
     def _remove(self) -> None:
         for p in (self.tmp, self.tmp + ".aux.xml"):
-            if self._folder is None:
-                if os.path.exists(p):
+            # a cleanup that fails must not hide the error that called it
+            with contextlib.suppress(OSError):
+                if self._folder is None:
                     os.unlink(p)
-            else:
-                with contextlib.suppress(FileNotFoundError):
+                else:
                     os.unlink(os.path.basename(p), dir_fd=self._folder)
         self._close_folder()
 

@@ -778,3 +778,17 @@ def test_an_uncompressed_raster_cut_short_is_refused(out, models, tmp_path, driv
     refused(out, InputError, f"{path}: is cut short", [path], models["threshold"])
     path.write_bytes(whole)   # the file whole is read
     predict(PredictOptions(inputs=[str(path)], mask=str(out / "m.tif"), model=models["threshold"]))
+
+
+def test_an_output_name_too_long_for_its_hidden_files_is_refused_first(out, models, good):
+    """A 244-byte name is legal, but the hidden files beside it (.NAME.<pid>-<hex>.sarflood-tmp)
+    are not: GDAL's open failed, then the cleanup raised ENAMETOOLONG, an internal error."""
+    limit = os.pathconf(out, "PC_NAME_MAX") - 40
+    too_long = out / ("a" * (limit - 3) + ".tif")
+    with pytest.raises(OutputError, match=rf"the mask output's name is too long: at most {limit} "
+                                          "bytes here"):
+        predict(PredictOptions([good], mask=str(too_long), model=models["threshold"]))
+    assert listing(out) == []
+    longest = out / ("a" * (limit - 4) + ".tif")
+    predict(PredictOptions([good], mask=str(longest), model=models["threshold"]))
+    assert listing(out) == [longest.name]
