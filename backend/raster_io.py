@@ -458,14 +458,16 @@ class GeoTiffOut:
                 self.ds.update_tags(ns="rio_overview", resampling=self.overview_resampling.name)
             self.ds.close()
         except WRITE_ERRORS as exc:
-            self.abort()
+            # the free space is measured before the file is removed: after, it was the
+            # space the file had filled
             why = self._folder_gone() or why_write_failed(exc, self.tmp)
+            self.abort()
             raise OutputError(f"{self.path}: cannot be written ({why})") from None
         problem = not_whole(self.tmp, factors)
         if problem:
+            why = (self._folder_gone() or problem) + disk_full_note(self.tmp)
             self.abort()
-            raise OutputError(f"{self.path}: cannot be written ({self._folder_gone() or problem}"
-                              f"{disk_full_note(self.tmp)})")
+            raise OutputError(f"{self.path}: cannot be written ({why})")
 
     def _folder_gone(self) -> str | None:
         """Said instead of GDAL's 'No such file or directory' on the file it was writing."""

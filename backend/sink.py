@@ -20,7 +20,7 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from .errors import Cancelled, UsageError
+from .errors import Cancelled, OutputError, UsageError
 from .pipeline import StageClock, cleaning_up, set_published
 from .progress import Reporter
 from .grid import Grid
@@ -309,7 +309,11 @@ def _marked_new(path: str) -> str:
     """An empty marker saying that the output at ``path`` replaces no file (see
     :func:`~backend.raster_io.temporary_path`)."""
     marker = temporary_beside(path, "new")
-    open(marker, "w").close()
+    try:
+        open(marker, "w").close()
+    except OSError as exc:   # no inode left: the disk is full
+        raise OutputError(f"{path}: cannot be written (no file can be made beside it: "
+                          f"{exc.strerror or exc})") from None
     return marker
 
 
