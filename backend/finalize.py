@@ -18,7 +18,7 @@ import time
 import numpy as np
 from rasterio.windows import Window
 
-from .corrections import load_corrections
+from .corrections import load_corrections, nodata_left_text
 from .errors import InputError, UsageError
 from .grid import grid_of
 from .progress import Reporter
@@ -101,7 +101,11 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
                 changed += fixes.apply(corrected, src.window_transform(win))
                 return {"prob": prob, "mask": corrected}
             fill_sink(sink, BLOCK, read, reporter, cancel, "finalize")
-    extra = {"corrected_pixels": changed} if fixes is not None else {}
+    extra = {}
+    if fixes is not None:
+        extra = {"corrected_pixels": changed, "nodata_pixels_left": fixes.nodata_left}
+        if fixes.nodata_left:
+            reporter.warning(nodata_left_text(fixes.nodata_left))
     return {"outputs": {"mask": mask}, "threshold": threshold, "tags": out_tags, **extra,
             "width": grid.width, "height": grid.height, **sink.stats.fields(),
             "probability_histogram": sink.stats.histogram(),

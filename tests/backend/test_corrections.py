@@ -123,6 +123,8 @@ def test_finalize_burns_the_corrections_into_the_mask_it_writes(geo_mask, tmp_pa
         np.testing.assert_array_equal(ds.read(1), want)
         assert "1 polygons (0 water, 1 dry)" in ds.tags()["SARFLOOD_CORRECTIONS"]
     assert r["corrected_pixels"] == int(((prob[:4, :4] > 0.5) & np.isfinite(prob[:4, :4])).sum())
+    # the no-data pixel under the polygon was not said (the dock's Accept runs finalize)
+    assert r["nodata_pixels_left"] == 1
 
 
 def test_polygons_off_the_mask_are_warned_about(geo_mask, tmp_path):
