@@ -46,11 +46,9 @@ def _water(value, label: str, number: int, field: str) -> int:
 
 
 def write_geojson(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
-                  field: str, label: str, path: str,
-                  transform_context: QgsCoordinateTransformContext | None = None) -> int:
+                  field: str, label: str, path: str) -> int:
     """Write the polygons with their water/dry value to GeoJSON at ``path``, in ``crs``
-    (theirs), which the file names; their count. ``transform_context`` is unused now that
-    nothing is transformed here; plugin/task.py and the correctmask algorithm still pass it."""
+    (theirs), which the file names; their count."""
     if not crs.isValid():   # the backend would read the coordinates as longitude, latitude
         raise CorrectionsProblem(f"{label}: has no CRS; set the one its polygons were drawn in "
                                  "(Layer Properties > Source)")

@@ -126,17 +126,16 @@ class CorrectionsTask(QgsTask):
 
     done = pyqtSignal(object)
 
-    def __init__(self, layer, label: str, path: str, transform_context):
+    def __init__(self, layer, label: str, path: str):
         super().__init__("SAR Flood Mapper: corrections", QgsTask.Flags())
         self.layer, self.label, self.path = layer, label, path
-        self.transform_context = transform_context
         self.error: str | None = None
 
     def run(self) -> bool:  # worker thread
         from .corrections import FIELD, CorrectionsProblem, write_geojson
         try:
             write_geojson(self.layer.getFeatures(), self.layer.crs(), FIELD, self.label,
-                          self.path, self.transform_context)
+                          self.path)
         except CorrectionsProblem as problem:
             self.error = str(problem)
             return False

@@ -736,8 +736,7 @@ class ReviewDock(QgsDockWidget):
         # in the mask's CRS, by QGIS's transform only where the layer's differs, as the map
         # shows it: the GeoJSON names that CRS, so the backend transforms nothing back
         task = CorrectionsTask(private_copy(fixes_layer, crs=run.layers.mask.crs()),
-                               f"Corrections layer '{fixes_layer.name()}'", fixes,
-                               QgsProject.instance().transformContext())
+                               f"Corrections layer '{fixes_layer.name()}'", fixes)
 
         def abandoned(error: str | None) -> None:   # unloaded meanwhile: no Accept follows
             if error is None and (sip.isdeleted(self) or self._unloading):

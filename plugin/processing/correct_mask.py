@@ -80,8 +80,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         previous = geojson.read_bytes() if geojson.is_file() else None
         try:
             count = write_geojson(source.getFeatures(), source.sourceCrs(), field,
-                                  f"Correction polygons '{source.sourceName()}'", str(geojson),
-                                  context.transformContext())
+                                  f"Correction polygons '{source.sourceName()}'", str(geojson))
             feedback.pushInfo(f"{count} correction polygons, kept in {geojson}")
             params = CorrectParams(mask=mask_file, corrections=str(geojson), out=out,
                                    overwrite=Path(out).exists())
