@@ -54,7 +54,8 @@ def add_run_layers(title: str, outputs: dict[str, str | None], project: QgsProje
         probability = open_raster(outputs["probability"], "water probability")
         probability.setRenderer(styles.probability_renderer(probability.dataProvider()))
     if outputs.get("uncertainty"):
-        uncertainty = open_raster(outputs["uncertainty"], "uncertainty (TTA spread)")
+        uncertainty = open_raster(outputs["uncertainty"],
+                                  "uncertainty (std of water probability over 8 flips and rotations)")
         uncertainty.setRenderer(styles.uncertainty_renderer(uncertainty.dataProvider()))
 
     group = project.layerTreeRoot().insertGroup(0, unused_group_name(project, title))

@@ -65,8 +65,12 @@ def threshold_renderer(provider, threshold: float) -> QgsSingleBandPseudoColorRe
 
 
 def uncertainty_renderer(provider, high: float = 0.25) -> QgsSingleBandPseudoColorRenderer:
-    """Spread of the augmented predictions: transparent at 0, orange to magenta towards ``high``."""
-    items = [QgsColorRampShader.ColorRampItem(0.0, QColor(255, 170, 0, 0), "0 (agree)"),
+    """Spread of the augmented predictions: transparent at 0, orange to magenta towards
+    ``high``. The legend says what the values are: they meant nothing to an analyst who
+    had not read the backend's documentation."""
+    items = [QgsColorRampShader.ColorRampItem(0.0, QColor(255, 170, 0, 0),
+                                              "0: the 8 flips and rotations agree"),
              QgsColorRampShader.ColorRampItem(high / 2, QColor(255, 140, 0, 180), f"{high / 2:.2f}"),
-             QgsColorRampShader.ColorRampItem(high, QColor(200, 0, 160, 255), f">= {high:.2f}")]
+             QgsColorRampShader.ColorRampItem(high, QColor(200, 0, 160, 255),
+                                              f">= {high:.2f}: water probability differs widely")]
     return _pseudocolor(provider, QgsColorRampShader.Type.Interpolated, items, 0.0, high)

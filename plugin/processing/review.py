@@ -56,7 +56,7 @@ class ReviewHandoff:
         # layers in one results group (or none), where a bare "water probability" could be any
         for kind, name in (("mask", f"water mask ({stem})"),
                            ("probability", f"water probability ({stem})"),
-                           ("uncertainty", f"uncertainty, TTA spread ({stem})")):
+                           ("uncertainty", f"uncertainty, std over 8 flips and rotations ({stem})")):
             # named after the output's description (not the file, a setting)
             if kind in self.layers and self.layers[kind].name() == self.expected[kind]:
                 self.layers[kind].setName(name)

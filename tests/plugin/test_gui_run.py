@@ -100,6 +100,11 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     assert colours[1].blue() > 200 and colours[1].alpha() == 255 and colours[0].alpha() == 0
     assert isinstance(run.layers.probability.renderer(), QgsSingleBandPseudoColorRenderer)
     assert run.layers.uncertainty is not None and (tmp_path / "Spain_7370579_S1Hand_uncertainty.tif").exists()
+    # what the spread means, on the map: the legend's ends and the layer's name
+    legend = [label for label, _ in run.layers.uncertainty.legendSymbologyItems()]
+    assert legend[0] == "0: the 8 flips and rotations agree"
+    assert legend[-1] == ">= 0.25: water probability differs widely"
+    assert run.layers.uncertainty.name().startswith("uncertainty (std of water probability over 8 ")
     summary = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)[-1]
     assert "km² of water" in summary and "% of the" in summary and " s on CPU" in summary
     assert "test-threshold 1.0.0" in summary
