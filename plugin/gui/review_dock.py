@@ -362,10 +362,19 @@ class ReviewDock(QgsDockWidget):
             return
         self._set_enabled(False)
         self.show_status(self._gone(), error=True)
+        if self._at_run_threshold():
+            return
         mask = self.run.layers.mask   # hidden while the probability drew a moved threshold
-        if (not sip.isdeleted(mask) and QgsProject.instance().mapLayer(mask.id()) is not None
-                and not self._at_run_threshold()):
+        if not sip.isdeleted(mask) and QgsProject.instance().mapLayer(mask.id()) is not None:
             self._tick(mask, True)   # the run's own mask is what the map can still show
+        probability = self.run.layers.probability
+        # drawn as two classes at a threshold no control can move any more: its own style back
+        if (probability is not None and not sip.isdeleted(probability)
+                and QgsProject.instance().mapLayer(probability.id()) is not None):
+            renderer = styles.probability_renderer(probability.dataProvider())
+            renderer.setOpacity(self.opacity.value() / 100)
+            probability.setRenderer(renderer)
+            probability.triggerRepaint()
 
     def _project_changed(self) -> None:
         """The project was cleared or another one read: the run under review went with it

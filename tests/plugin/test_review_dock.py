@@ -368,6 +368,25 @@ def test_water_layers_hidden_get_their_ticks_back_when_the_next_run_comes(plugin
     wait_for_tasks(qtbot)
 
 
+def test_a_removed_mask_gives_the_probability_layer_its_own_style_back(plugin, qtbot, models,
+                                                                       two_band_scene, tmp_path):
+    """With the threshold moved, removing the mask left the probability drawn in two classes
+    at a threshold no control could move any more, with no way back to its own style."""
+    from qgis.core import QgsColorRampShader
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    plugin.dock.slider.setValue(30)
+
+    def ramp_type():
+        return run.layers.probability.renderer().shader().rasterShaderFunction().colorRampType()
+
+    assert ramp_type() == QgsColorRampShader.Type.Discrete
+    QgsProject.instance().removeMapLayer(run.layers.mask.id())
+    _assert_disabled(plugin.dock)
+    assert ramp_type() == QgsColorRampShader.Type.Interpolated
+    wait_for_tasks(qtbot)
+
+
 def test_the_review_ends_with_its_project(plugin, qtbot, models, two_band_scene, tmp_path):
     """After the project was closed, moving the threshold said "The run's layers were removed
     from the project", and Accept and the statistics stayed enabled."""
