@@ -140,20 +140,25 @@ def test_masks_on_another_grid_than_their_chip_are_refused(data, tmp_path, capsy
     masks.mkdir()
     for chip in chips:
         shutil.copy(chip.label, masks / f"{chip.chip_id}.tif")
-    shifted, other_crs = (masks / f"{c.chip_id}.tif" for c in chips[:2])
+    shifted, other_crs, no_crs = (masks / f"{c.chip_id}.tif" for c in chips[:3])
     with rasterio.open(shifted, "r+") as ds:
         ds.transform = ds.transform * Affine.translation(3, 0)   # 3 pixels east
     with rasterio.open(other_crs, "r+") as ds:
         ds.crs = "EPSG:32630"
+    from osgeo import gdal   # rasterio cannot remove a CRS
+    gdal.Open(str(no_crs), gdal.GA_Update).SetProjection("")
     assert main(["evaluate", "--data", str(data), "--split", "train", "--masks", str(masks)]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == f"error: masks in {masks}: 2 problems"
+    assert err[0] == f"error: masks in {masks}: 3 problems"
     assert err[1].startswith(f"  - chip {chips[0].chip_id}: {shifted} lies on another grid than "
                              f"its S1 {chips[0].s1.name} (S1 vs mask: origin (")
     assert err[2] == (f"  - chip {chips[1].chip_id}: {other_crs} lies on another grid than its "
-                      f"S1 {chips[1].s1.name} (S1 vs mask: different CRS)") and len(err) == 3
+                      f"S1 {chips[1].s1.name} (S1 vs mask: CRS EPSG:4326 vs EPSG:32630)")
+    # a mask without a CRS was said to have "different CRS"
+    assert err[3] == (f"  - chip {chips[2].chip_id}: {no_crs} lies on another grid than its "
+                      f"S1 {chips[2].s1.name} (S1 vs mask: CRS EPSG:4326 vs none)") and len(err) == 4
     # the same masks back on their grids score perfectly
-    for chip in chips[:2]:
+    for chip in chips[:3]:
         shutil.copy(chip.label, masks / f"{chip.chip_id}.tif")
     assert evaluate.evaluate(chips, evaluate.masks(masks)).summary()["iou"] == 1.0
 

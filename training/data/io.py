@@ -36,7 +36,8 @@ class Grid:
         if (self.width, self.height) != (other.width, other.height):
             return f"size {self.width}x{self.height} vs {other.width}x{other.height}"
         if self.crs != other.crs:
-            return "different CRS"
+            # "" is a file without one: said so, not as another CRS
+            return f"CRS {self.crs or 'none'} vs {other.crs or 'none'}"
         a, b = self.transform, other.transform
         for name, x, y in (("pixel width", a.a, b.a), ("pixel height", a.e, b.e)):
             if not math.isclose(x, y, rel_tol=_REL_TOL):
