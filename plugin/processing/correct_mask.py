@@ -19,7 +19,7 @@ from ..outputs import put_back
 from ..params import CorrectParams
 from .base import frees_inputs_on_failure, source_file
 from .common import SceneAlgorithm
-from .masks import check_binary_mask, check_mask_layer
+from .masks import check_binary_mask, check_mask_layer, check_nodata_in_file
 
 
 class CorrectMaskAlgorithm(SceneAlgorithm):
@@ -63,6 +63,8 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "INPUT", context),
                                 "Water mask", parameters.get("INPUT"))
         check_binary_mask(mask, "Water mask")
+        # the backend reads the file; 255 is no data there, declared or not
+        check_nodata_in_file(mask, "Water mask", made_nodata=(255,))
         try:
             mask_file = layer_file(mask, "Water mask")
         except InputProblem as problem:

@@ -97,8 +97,8 @@ def check_binary_mask(layer: QgsRasterLayer, role: str) -> None:
 
 
 def check_nodata_in_file(layer: QgsRasterLayer, role: str, made_nodata=()) -> None:
-    """For a mask whose file GDAL reads (floodextent's gdal steps), which knows only the
-    file's no data: pixels of a no-data value set in QGIS only (Layer Properties >
+    """For a mask whose file GDAL reads (floodextent's gdal steps, correctmask's backend),
+    which knows only the file's no data: pixels of a no-data value set in QGIS only (Layer Properties >
     Transparency) would be taken there for dry land. ``made_nodata``: values the GDAL step
     makes no data itself."""
     ranges = layer.dataProvider().userNoDataValues(1)
@@ -119,6 +119,11 @@ def sample_values(layer: QgsRasterLayer, in_qgis: bool = True) -> set[int]:
     :func:`check_mask_layer` requires), read from at most about MASK_SAMPLE pixels.
     ``in_qgis``: the no data set in QGIS is left out too, not only the file's."""
     provider = layer.dataProvider()
+    if not in_qgis and provider.userNoDataValues(1):
+        # a block read through them holds the file's no data where they are: the file's own
+        # values are read without them
+        provider = provider.clone()
+        provider.setUserNoDataValue(1, [])
     width, height = layer.width(), layer.height()
     step = max(1, math.ceil(math.sqrt(width * height / MASK_SAMPLE)))
     block = provider.block(1, layer.extent(), math.ceil(width / step), math.ceil(height / step))
@@ -128,7 +133,7 @@ def sample_values(layer: QgsRasterLayer, in_qgis: bool = True) -> set[int]:
     values = set(memoryview(bytes(block.data())).cast(kind))
     if provider.sourceHasNoDataValue(1) and provider.useSourceNoDataValue(1):
         values.discard(provider.sourceNoDataValue(1))
-    for excluded in provider.userNoDataValues(1) if in_qgis else []:
+    for excluded in provider.userNoDataValues(1):   # none left on the clone
         values = {v for v in values if not excluded.contains(v)}
     return values
 

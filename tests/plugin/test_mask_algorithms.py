@@ -283,6 +283,25 @@ def test_flood_extent_refuses_a_post_event_no_data_set_in_qgis_only(provider, qg
     assert (read_raster(out) == 255).sum() == (a == 255).sum()
 
 
+def test_correct_mask_refuses_a_no_data_set_in_qgis_only(provider, qgis_new_project, tmp_path):
+    """0 set as no data on the mask's layer in QGIS only: the backend reads the file, and
+    burnt the corrections into those pixels as dry land."""
+    import processing
+    from qgis.core import QgsProject, QgsRasterLayer, QgsRasterRange
+
+    path, _ = _mask(tmp_path)
+    layer = QgsRasterLayer(str(path), "zero hidden")
+    layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(0, 0)])
+    QgsProject.instance().addMapLayer(layer)
+    x0, y0 = ORIGIN
+    fixes = _rect_layer("EPSG:32630", [(1, (x0, y0 - 100, x0 + 100, y0))], field="water:integer")
+    with pytest.raises(QgsProcessingException,
+                       match=r"^Water mask 'zero hidden': 0 is no data in QGIS only"):
+        processing.run("sarflood:correctmask", {"INPUT": layer.id(), "CORRECTIONS": fixes,
+                                                "OUTPUT": str(tmp_path / "c.tif")})
+    assert not (tmp_path / "c.tif").exists()
+
+
 def test_a_flood_extent_given_as_a_water_mask_is_refused_saying_how_to_count_it(provider, tmp_path):
     """zonalwater and correctmask refused a flood extent (0, 1, 2) as any raster of wrong
     values, without a word of what it is or how to get the flooded area per polygon. The
