@@ -746,18 +746,21 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
                 flip = (slice(None), slice(None, None, -1 if flip_rows else 1),
                         slice(None, None, -1 if flip_cols else 1))
                 at = Window(c0, r0, win.width, win.height)
-                with job.clock("resample back"):
-                    cell = read_scaled(mid, to_mid, at)
-                with job.clock("input no data"):   # as the tile loop decides it
-                    x = to_units(on_input.read(win.row_off, win.row_off + win.height,
-                                                     win.col_off, win.col_off + win.width),
-                                       common["conversions"])
-                    valid = np.isfinite(x).all(axis=0)
-                    # an input pixel with data gets a probability, whatever lay nearest
-                    nearest_with_data(mid, to_mid, at, cell,
-                                      valid[flip[1:]] & np.isnan(cell).any(axis=0))
-                    cell = cell[flip]
-                    cell[:, ~valid] = np.nan
+                try:   # the model-grid file: a block not_whole passed may still not read
+                    with job.clock("resample back"):
+                        cell = read_scaled(mid, to_mid, at)
+                    with job.clock("input no data"):   # as the tile loop decides it
+                        x = to_units(on_input.read(win.row_off, win.row_off + win.height,
+                                                         win.col_off, win.col_off + win.width),
+                                           common["conversions"])
+                        valid = np.isfinite(x).all(axis=0)
+                        # an input pixel with data gets a probability, whatever lay nearest
+                        nearest_with_data(mid, to_mid, at, cell,
+                                          valid[flip[1:]] & np.isnan(cell).any(axis=0))
+                except WRITE_ERRORS as exc:   # the input's read errors are InputErrors
+                    raise unwritten(f"it does not read back: {why_write_failed(exc, tmp)}") from None
+                cell = cell[flip]
+                cell[:, ~valid] = np.nan
                 return {"prob": cell[0], "spread": cell[1] if len(cell) > 1 else None}
             fill_sink(sink, OUTPUT_BLOCK, read, reporter, cancel, "resample", (0.85, 1.0))
         return model_grid, job, sink

@@ -480,6 +480,26 @@ def test_a_model_grid_file_cut_short_without_an_error_names_the_output(out, mode
     assert listing(out) == []
 
 
+def test_a_model_grid_block_that_does_not_read_back_names_the_output(out, models, tmp_path,
+                                                                     monkeypatch):
+    """A block of the model-grid file that not_whole passed but GDAL cannot read in the
+    second pass was an internal error (RasterioIOError) naming the hidden file."""
+    from rasterio.errors import RasterioIOError
+
+    from backend import engine
+
+    def unreadable(*_args):
+        raise RasterioIOError("IReadBlock failed at X offset 2, Y offset 3")
+
+    monkeypatch.setattr(engine, "read_scaled", unreadable)
+    src = write_raster(tmp_path / "in.tif", random_db((100, 100), seed=3), pixel=20.0)
+    with pytest.raises(OutputError) as err:
+        predict(PredictOptions([src], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert str(err.value).startswith(f"{out / 'm.tif'}: cannot be written (the model-grid")
+    assert "it does not read back: IReadBlock failed" in str(err.value)
+    assert listing(out) == []
+
+
 def test_a_geotiff_inside_a_zip_is_read_in_place(out, models, good, tmp_path):
     """ASF HyP3 delivers zips: /vsizip/ paths reach GDAL as given, and name the input."""
     import zipfile
