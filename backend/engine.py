@@ -765,7 +765,8 @@ def _predict_resampled(opts: PredictOptions, inputs: InputSet, raw: list[tuple],
             fill_sink(sink, OUTPUT_BLOCK, read, reporter, cancel, "resample", (0.85, 1.0))
         return model_grid, job, sink
     finally:
-        for v in views.values():
-            v.close()
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with cleaning_up():   # a second signal waits: the hidden model-grid file goes first
+            for v in views.values():
+                v.close()
+            if os.path.exists(tmp):
+                os.unlink(tmp)

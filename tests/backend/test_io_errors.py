@@ -500,6 +500,26 @@ def test_a_model_grid_block_that_does_not_read_back_names_the_output(out, models
     assert listing(out) == []
 
 
+def test_the_model_grid_file_is_removed_where_a_second_signal_waits(out, models, tmp_path,
+                                                                     monkeypatch):
+    """Its removal ran outside cleaning_up(): a second Ctrl-C or SIGTERM then (which stops
+    a run at once otherwise) left the hidden model-grid file behind."""
+    from backend import pipeline
+
+    removed = []
+    unlink = os.unlink
+
+    def watched(path, *args, **kw):
+        if "sarflood-model-grid" in str(path):
+            removed.append(pipeline.is_cleaning_up())
+        return unlink(path, *args, **kw)
+
+    monkeypatch.setattr(os, "unlink", watched)
+    src = write_raster(tmp_path / "in.tif", random_db((100, 100), seed=3), pixel=20.0)
+    predict(PredictOptions([src], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert removed == [True]
+
+
 def test_a_geotiff_inside_a_zip_is_read_in_place(out, models, good, tmp_path):
     """ASF HyP3 delivers zips: /vsizip/ paths reach GDAL as given, and name the input."""
     import zipfile
