@@ -31,8 +31,9 @@ def real_chips(tmp_path_factory) -> Path:
 
 def write_netcdf_bands(path, bands: dict) -> None:
     """A NetCDF file on an EPSG:4326 grid of about 10 m holding each of ``bands`` (name ->
-    2-D array) as a variable, as SNAP's NetCDF4-CF export does; GDAL and QGIS open each as
-    a subdataset, NETCDF:"<file>":<name>."""
+    2-D array) as a variable, as SNAP's NetCDF4-CF export does, with a grid_mapping variable
+    besides (SNAP's own has only the lat/lon coordinates: tests/backend/test_input_formats.py);
+    GDAL and QGIS open each as a subdataset, NETCDF:"<file>":<name>."""
     import numpy as np
     from osgeo import gdal, osr
     ds = gdal.GetDriverByName("netCDF").CreateMultiDimensional(str(path))
