@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from qgis.core import (QgsApplication, QgsFeatureRequest, QgsMapLayerProxyModel,
-                       QgsProcessingAlgRunnerTask, QgsProcessingContext, QgsProcessingFeedback,
-                       QgsProcessingUtils, QgsProject, QgsVectorLayer, QgsWkbTypes)
+from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingAlgRunnerTask,
+                       QgsProcessingContext, QgsProcessingFeedback, QgsProcessingUtils, QgsProject,
+                       QgsVectorLayer, QgsWkbTypes)
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
@@ -113,21 +113,6 @@ def _remove_stale(stale: list[str]) -> tuple[str, bool]:
     if failed:
         text += f"; warning: could not remove {', '.join(failed)}, which no longer match the mask"
     return text, bool(failed)
-
-
-def _drop_small(layer: QgsVectorLayer, min_area: float) -> tuple[str, bool]:
-    """Delete the polygons under ``min_area`` m² from the file of ``layer``; what the status
-    says of them (how many, their area), and whether that is a warning."""
-    if min_area <= 0:
-        return "", False
-    request = QgsFeatureRequest().setFilterExpression(f'"area_m2" < {min_area!r}')
-    small = {f.id(): f["area_m2"] for f in layer.getFeatures(request)}
-    if not small:
-        return "", False
-    what = f"{len(small)} polygons smaller than {min_area:,.0f} m² ({sum(small.values()):,.0f} m²)"
-    if not layer.dataProvider().deleteFeatures(list(small)):
-        return f"; warning: {what} could not be dropped from it", True
-    return f"; {what} dropped", False
 
 
 class ReviewDock(QgsDockWidget):
@@ -786,9 +771,8 @@ class ReviewDock(QgsDockWidget):
         warned = bool(outcome.warnings) or bool(note) or removal_failed
         self.show_status(text, error=warned)
         if polygons:
-            # all of them: those under the smallest area are dropped here, counted
             min_area = self.min_area.value()
-            params = {"INPUT": layer.source(), "MIN_AREA_M2": 0, "OUTPUT": polygons}
+            params = {"INPUT": layer.source(), "MIN_AREA_M2": min_area, "OUTPUT": polygons}
             self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
                                 self._polygons_done(ok, results, text, warned, error, started,
                                                     min_area))
@@ -799,15 +783,17 @@ class ReviewDock(QgsDockWidget):
             self.show_status(f"{text}; writing polygons failed: {error}", error=True)
             return
         path = results["OUTPUT"]
-        remove_layers_of(path)
-        layer = QgsVectorLayer(path, f"water polygons ({Path(path).stem})", "ogr")
-        dropped, drop_failed = _drop_small(layer, min_area)
-        written = f"{text}; {layer.featureCount()} polygons written to {path}{dropped}"
+        written = f"{text}; {results['POLYGON_COUNT']} polygons written to {path}"
+        if results["DROPPED_COUNT"]:   # speckle left out by "Smallest polygon": said, counted
+            written += (f"; {results['DROPPED_COUNT']} polygons smaller than {min_area:,.0f} m² "
+                        f"({results['DROPPED_AREA_M2']:,.0f} m²) dropped")
         if started != self.project_watch.count:
             self.show_status(f"{written}, not added to the map: {PROJECT_CHANGED}", error=True)
             return
+        remove_layers_of(path)
+        layer = QgsVectorLayer(path, f"water polygons ({Path(path).stem})", "ogr")
         QgsProject.instance().addMapLayer(layer)
-        self.show_status(written, error=warned or drop_failed)
+        self.show_status(written, error=warned)
 
     # --- background work ------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-from qgis.core import (QgsProcessing, QgsProcessingException,
-                       QgsProcessingOutputNumber,
+from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingException,
+                       QgsProcessingOutputNumber, QgsProcessingUtils,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination, QgsUnitTypes, QgsVectorLayer)
 
@@ -37,6 +37,8 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         self.addParameter(QgsProcessingParameterVectorDestination(
             "OUTPUT", "Water polygons", QgsProcessing.SourceType.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputNumber("POLYGON_COUNT", "Number of polygons kept"))
+        self.addOutput(QgsProcessingOutputNumber("DROPPED_COUNT", "Polygons dropped as too small"))
+        self.addOutput(QgsProcessingOutputNumber("DROPPED_AREA_M2", "Their area (m²)"))
 
     @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):
@@ -68,6 +70,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         finally:
             context.setEllipsoid(saved[0])
             context.setAreaUnit(saved[1])
+        dropped = _too_small(QgsProcessingUtils.mapLayerFromString(with_area, context), min_area)
         with written_beside(destination) if to_file else nullcontext(destination) as target:
             kept = child(3, "native:extractbyexpression", {
                 "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": target})
@@ -87,7 +90,18 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         if not layer.isValid():
             raise QgsProcessingException(f"{kept}: the polygons were written but cannot be read back")
         count = layer.featureCount()
-        feedback.pushInfo(f"{count} polygons of value {value} kept (>= {min_area:g} m²)")
+        feedback.pushInfo(f"{count} polygons of value {value} kept (>= {min_area:g} m²); "
+                          f"{len(dropped)} smaller dropped ({sum(dropped):g} m²)")
         if to_file:
             self.reload_output(context, kept)
-        return {"OUTPUT": kept, "POLYGON_COUNT": count}
+        return {"OUTPUT": kept, "POLYGON_COUNT": count, "DROPPED_COUNT": len(dropped),
+                "DROPPED_AREA_M2": sum(dropped)}
+
+
+def _too_small(layer, min_area: float) -> list[float]:
+    """The areas (m²) of the polygons of ``layer`` under ``min_area``: what the last step
+    leaves out, which a user should hear of."""
+    if min_area <= 0:
+        return []
+    request = QgsFeatureRequest().setFilterExpression(f'"area_m2" < {min_area!r}')
+    return [f["area_m2"] for f in layer.getFeatures(request)]

@@ -84,11 +84,15 @@ def test_vectorize_keeps_pieces_above_the_mapping_unit(provider, tmp_path):
     areas = [f["area_m2"] for f in layer.getFeatures()]
     assert out["POLYGON_COUNT"] == 1 == len(areas)
     assert areas[0] == pytest.approx(_utm_area_m2(400), rel=2e-4)
+    # the 2 x 2 speck left out is counted, not dropped without a word
+    assert out["DROPPED_COUNT"] == 1
+    assert out["DROPPED_AREA_M2"] == pytest.approx(_utm_area_m2(4), rel=2e-4)
 
     everything = processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0,
                                                        "OUTPUT": str(tmp_path / "all.gpkg")})
     kept = sorted(f["area_m2"] for f in QgsVectorLayer(everything["OUTPUT"], "a", "ogr").getFeatures())
     assert kept == pytest.approx([_utm_area_m2(4), _utm_area_m2(400)], rel=2e-4)
+    assert (everything["DROPPED_COUNT"], everything["DROPPED_AREA_M2"]) == (0, 0)
 
 
 def test_vectorize_counts_the_file_it_wrote_when_the_project_shows_it(provider, qgis_new_project,
