@@ -75,6 +75,13 @@ class Corrections:
         mask[change] = burnt[change]
         return int(np.count_nonzero(change))
 
+    def warn_nodata_left(self, reporter: Reporter) -> None:
+        """Once every block is corrected: corrections over no data changed nothing there,
+        which is said rather than left to a silent count."""
+        if self.nodata_left:
+            reporter.warning(f"{self.nodata_left} pixels under the corrections are no data and "
+                             "were left so (nothing was observed there to correct)")
+
 
 def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     """Whether two (xmin, ymin, xmax, ymax) boxes meet."""
@@ -214,11 +221,6 @@ def _crs_name(crs) -> str:
             else f"the file's crs, {crs.to_string()}")
 
 
-def nodata_left_text(pixels: int) -> str:
-    return (f"{pixels} pixels under the corrections are no data and were left so "
-            "(nothing was observed there to correct)")
-
-
 def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
                  reporter: Reporter | None = None, cancel: threading.Event | None = None,
                  compress: str = "zstd") -> dict:
@@ -253,8 +255,7 @@ def correct_mask(mask: str, corrections: str, out: str, overwrite: bool = False,
                 changed += fixes.apply(block, src.window_transform(win))
                 return {"mask": block}
             fill_sink(sink, BLOCK, read, reporter, cancel, "correct")
-    if fixes.nodata_left:
-        reporter.warning(nodata_left_text(fixes.nodata_left))
+    fixes.warn_nodata_left(reporter)
     return {"outputs": {"mask": out}, "corrections": tags["SARFLOOD_CORRECTIONS"],
             "corrected_pixels": changed, "nodata_pixels_left": fixes.nodata_left,
             "width": grid.width, "height": grid.height,

@@ -18,7 +18,7 @@ import time
 import numpy as np
 from rasterio.windows import Window
 
-from .corrections import load_corrections, nodata_left_text
+from .corrections import load_corrections
 from .errors import InputError, UsageError
 from .grid import grid_of
 from .progress import Reporter
@@ -104,8 +104,7 @@ def finalize(probability: str, threshold: float, mask: str, overwrite: bool = Fa
     extra = {}
     if fixes is not None:
         extra = {"corrected_pixels": changed, "nodata_pixels_left": fixes.nodata_left}
-        if fixes.nodata_left:
-            reporter.warning(nodata_left_text(fixes.nodata_left))
+        fixes.warn_nodata_left(reporter)
     return {"outputs": {"mask": mask}, "threshold": threshold, "tags": out_tags, **extra,
             "width": grid.width, "height": grid.height, **sink.stats.fields(),
             "probability_histogram": sink.stats.histogram(),
