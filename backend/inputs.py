@@ -241,10 +241,13 @@ def _listed(paths: list[str]) -> str:
     else all; at most LISTED_AT_MOST."""
     band = {p: band_name_in(os.path.basename(p)) for p in paths}
     chosen = sorted((p for p in paths if band[p]), key=lambda p: BAND_NAMES.index(band[p]))
-    chosen = chosen or paths
-    more = (f" and {len(chosen) - LISTED_AT_MOST} more" if len(chosen) > LISTED_AT_MOST
-            else "")
-    return " ".join(chosen[:LISTED_AT_MOST]) + more
+    return _at_most(chosen or paths)
+
+
+def _at_most(names: list[str]) -> str:
+    """``names`` joined for a message, at most LISTED_AT_MOST of them, and how many more."""
+    more = len(names) - LISTED_AT_MOST
+    return " ".join(names[:LISTED_AT_MOST]) + (f" and {more} more" if more > 0 else "")
 
 
 def _beam_dimap(path: str) -> bool:
@@ -380,9 +383,8 @@ def _subdatasets(ds) -> str:
     tags = ds.tags(ns="SUBDATASETS")
     names = [tags[f"SUBDATASET_{k}_NAME"] for k in range(1, len(tags) + 1)
              if f"SUBDATASET_{k}_NAME" in tags]
-    listed = " ".join(f"'{n}'" for n in names[:LISTED_AT_MOST])
-    more = (f" and {len(names) - LISTED_AT_MOST} more (gdalinfo lists them)"
-            if len(names) > LISTED_AT_MOST else "")
+    listed = _at_most([f"'{n}'" for n in names])
+    more = " (gdalinfo lists them)" if len(names) > LISTED_AT_MOST else ""
     return (f"holds {len(names)} subdatasets (one per variable), not one raster; give the VV "
             f"and VH ones as two inputs, named as GDAL names them: {listed}{more}")
 
