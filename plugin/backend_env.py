@@ -226,7 +226,7 @@ class Interpreter:
 
     @property
     def installer_can_fix(self) -> bool:
-        """The installer fills the plugin's venv, where its folder can be written: that fixes a
+        """The installer fills its venv in the QGIS profile, where its folder can be written: that fixes a
         Python found automatically, never one chosen in the settings, which it does not replace."""
         return not self.ok and self.source != "setting" and install_target() is not None
 
@@ -237,7 +237,7 @@ class Interpreter:
 
     def fix_command(self) -> str:
         """The exact shell command that installs the missing packages: into this Python, or,
-        where pip refuses to (PEP 668) or none was chosen, into the plugin's venv, made (again)
+        where pip refuses to (PEP 668) or none was chosen, into the installer's venv, made (again)
         first where it has no pip. Blocking (it asks the Pythons involved): worker threads only."""
         if self._into_this:
             return shell_join(_pip_install(self.path))
