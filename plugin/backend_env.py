@@ -226,8 +226,9 @@ class Interpreter:
 
     @property
     def installer_can_fix(self) -> bool:
-        """The installer fills its venv in the QGIS profile, where its folder can be written: that fixes a
-        Python found automatically, never one chosen in the settings, which it does not replace."""
+        """The installer fills its venv in the QGIS profile, where its folder can be written:
+        that fixes a Python found automatically, never one chosen in the settings, which it
+        does not replace."""
         return not self.ok and self.source != "setting" and install_target() is not None
 
     @property
