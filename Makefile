@@ -48,9 +48,10 @@ on-path: $(STAMP)
 
 # The installable plugin zip: the folder QGIS expects (sarflood/), from the last commit
 # (git archive), so that a zip with a version number holds what that commit holds and no
-# edit in progress: no tests, no training, no venv. Uncommitted changes to its files are
-# named, not packed.
-PACKAGE_PATHS := __init__.py metadata.txt README.md LICENSE requirements.txt plugin backend resources
+# edit in progress: no tests, no training, no venv, and not requirements.txt (the development
+# pins, torch and pytest included: the plugin installs its own, RUNTIME_REQUIREMENTS in
+# plugin/backend_env.py). Uncommitted changes to its files are named, not packed.
+PACKAGE_PATHS := __init__.py metadata.txt README.md LICENSE plugin backend resources
 PACKAGE_ZIP ?= dist/sarflood.zip
 package:
 	@mkdir -p $(dir $(PACKAGE_ZIP))

@@ -18,11 +18,14 @@ def test_package_zip_installs_and_loads(tmp_path):
     names = zipfile.ZipFile(archive).namelist()
     assert all(n.startswith("sarflood/") for n in names)
     for needed in ("__init__.py", "metadata.txt", "plugin/main.py", "plugin/processing/provider.py",
-                   "backend/__main__.py", "backend/engine.py", "resources/icon.svg", "requirements.txt",
+                   "backend/__main__.py", "backend/engine.py", "resources/icon.svg",
                    "resources/models/DEFAULT"):
         assert f"sarflood/{needed}" in names, needed
     for banned in ("tests/", "training/", ".venv/", ".git/", "__pycache__", ".pyc", "dist/"):
         assert not any(banned in n for n in names), banned
+    # the development pins (torch, pytest) would mislead anyone who pip-installs them into
+    # QGIS's Python; the plugin's installer has its own runtime requirements
+    assert "sarflood/requirements.txt" not in names
 
     metadata = configparser.ConfigParser()
     metadata.read_string(zipfile.ZipFile(archive).read("sarflood/metadata.txt").decode())
