@@ -77,14 +77,30 @@ def card_html(card: dict[str, Any]) -> str:
                       for b in card["inputs"]["bands"])
     training = card.get("training", {})
     metrics = ", ".join(f"{e(k)} {v:.3f}" for k, v in training.get("metrics", {}).items())
-    rows = [("Bands", bands), ("Pixel size", f"{card['pixel_size_m']:g} m"),
-            ("Tiles", f"{card['tiling']['tile_size']} px, margin {card['tiling']['margin']} px"),
+    tiling = card["tiling"]
+    tiles = f"{tiling['tile_size']} px, margin {tiling['margin']} px"
+    if tiling.get("size_multiple", 1) > 1:
+        tiles += f", edges a multiple of {tiling['size_multiple']} px"
+    rows = [("Bands", bands), ("Pixel size", f"{card['pixel_size_m']:g} m"), ("Tiles", tiles),
+            ("Output", output_text(card["output"])),
             ("Default threshold", f"{card['output']['default_threshold']:g}"),
             ("Metrics", metrics or "none reported"), ("Training data", e(training.get("data", ""))),
-            ("Licence", e(card.get("license", "")))]
-    table = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows)
+            ("Training notes", e(training.get("notes", ""))), ("Licence", e(card.get("license", "")))]
+    table = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows if v)
+    description = e(card.get("description", ""))
     return (f"<p><b>{e(card['name'])}</b> {e(card['version'])}</p>"
-            f"<p>{e(card.get('description', ''))}</p><table>{table}</table>")
+            + (f"<p>{description}</p>" if description else "") + f"<table>{table}</table>")
+
+
+def output_text(output: dict[str, Any]) -> str:
+    """How the backend reads water probability from the model's output: for a third-party
+    class model, which channel it takes as water is the first thing to check."""
+    channel = output.get("water_channel")
+    return {"water_probability": "water probability",
+            "water_logit": "water logit (probability = sigmoid)",
+            "class_probabilities": f"class probabilities; water = channel {channel}",
+            "class_logits": f"class logits; water = softmax of channel {channel}",
+            }.get(output.get("kind", "water_probability"), html.escape(str(output.get("kind"))))
 
 
 def detected_units_text(answer: dict[str, Any]) -> str:

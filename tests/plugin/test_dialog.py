@@ -68,6 +68,25 @@ def test_unnamed_bands_are_left_to_the_backend_which_shows_its_choice(plugin, qt
     wait_for_tasks(qtbot)
 
 
+def test_a_third_party_cards_output_and_notes_are_shown():
+    """The card view left out how the output is read: with a two-class network, which
+    channel the backend takes as water could not be checked before a run."""
+    from plugin.gui.run_dialog import card_html
+
+    card = {"name": "their-unet", "version": "2.0", "description": "",
+            "inputs": {"bands": [{"name": "VV", "units": "dB", "clip": [-30, 5]},
+                                 {"name": "VH", "units": "dB", "clip": [-35, 0]}]},
+            "pixel_size_m": 10.0, "tiling": {"tile_size": 512, "margin": 32, "size_multiple": 32},
+            "output": {"tensor": "logits", "kind": "class_logits", "water_channel": 1,
+                       "default_threshold": 0.5},
+            "training": {"data": "their own labels", "metrics": {}, "notes": "fold 3 of 5"},
+            "license": "MIT"}
+    text = card_html(card)
+    assert "class logits; water = softmax of channel 1" in text
+    assert "edges a multiple of 32 px" in text and "fold 3 of 5" in text
+    assert "<p></p>" not in text   # no empty paragraph for a card without a description
+
+
 def test_card_and_devices_are_shown(plugin, qtbot, models):
     dialog = plugin.show_dialog()
     dialog.model.setFilePath(str(models["smoothed"]))
