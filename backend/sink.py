@@ -4,7 +4,9 @@
 output grid, thresholds them into the mask, counts valid and water pixels and
 their area, keeps an area histogram of the probability, and writes each
 requested output through :class:`~backend.raster_io.GeoTiffOut`. ``predict``,
-``finalize`` and ``otsu`` all end here, so their masks and figures agree.
+``finalize`` and ``otsu`` all end here, so their masks and figures agree. The
+histogram gives the water area of the mask ``finalize`` makes from the probability
+written at any threshold k/100 (from the uint8 codes, where those are written).
 
 Mask codes: 0 dry, 1 water (probability above the threshold), 255 no data.
 """
@@ -29,6 +31,10 @@ from .raster_io import GeoTiffOut, temporary_beside
 MASK_NODATA = 255
 PROB_U8_SCALE = 250        # uint8 probability: round(p * 250), 255 no data
 HIST_BINS = 100
+# the histogram's bin edges k/100 as the mask compares a threshold there: in float32
+HIST_EDGES = (np.arange(HIST_BINS + 1) / HIST_BINS).astype(np.float32)
+# each bin's lower edge, bin 0's below 0 so that p = 0 stays in it
+_LOWER_EDGES = np.concatenate([[np.float32(-1)], HIST_EDGES[1:HIST_BINS]])
 # GeoTIFF compression, by the name --compress takes. ZSTD level 1 (GDAL >= 2.3 built
 # with zstd, as rasterio's wheels and Debian's GDAL under QGIS are) encoded the bench's
 # 4096 px mask 5x faster than deflate and built its overviews 2x faster, for a file 7%
@@ -96,21 +102,41 @@ def small_counts(q: np.ndarray, bins: int) -> np.ndarray:
     return pairs.sum(axis=0)[:bins] + pairs.sum(axis=1)
 
 
-def _hist_bins(prob: np.ndarray, mask: np.ndarray, has_nodata: bool) -> np.ndarray:
-    """uint8 bins 0..HIST_BINS-1 of the probability, HIST_BINS where the mask has no data
-    (NaN's cast is undefined: set after)."""
+def probability_bins(p: np.ndarray) -> np.ndarray:
+    """uint8 histogram bins of float probabilities: bin k holds (E[k], E[k+1]] (and bin 0
+    also 0), E = :data:`HIST_EDGES`, so that bins k and up hold exactly the water of the
+    mask at threshold k/100 (P > E[k]). NaN gets any bin.
+
+    float32's 100 p is rounded: for some p at or just below E[k] it is k (p = E[3] gives
+    3.0), while above E[k] it is never below k. Its integer part is thus the bin or the one
+    above, and the one above where p is at most that bin's lower edge (checked over every
+    float32 in 0..1)."""
     with np.errstate(invalid="ignore"):   # NaN -> uint8 warns
-        q = np.multiply(prob, np.float32(HIST_BINS), out=np.empty(prob.shape, np.uint8),
+        q = np.multiply(p, np.float32(HIST_BINS), out=np.empty(p.shape, np.uint8),
                         casting="unsafe")
     np.minimum(q, HIST_BINS - 1, out=q)
+    q -= p <= _LOWER_EDGES[q]
+    return q
+
+
+def _hist_bins(prob: np.ndarray, mask: np.ndarray, has_nodata: bool) -> np.ndarray:
+    """uint8 bins 0..HIST_BINS-1 of the probability, or of its uint8 codes, HIST_BINS where
+    the mask has no data."""
+    q = CODE_BINS[prob] if prob.dtype == np.uint8 else probability_bins(prob)
     if has_nodata:
         np.copyto(q, HIST_BINS, where=mask == MASK_NODATA)
     return q
 
 
+# the bin of each uint8 code as finalize reads it (no data: HIST_BINS)
+CODE_BINS = probability_bins(u8_to_probability(np.arange(256, dtype=np.uint8)))
+CODE_BINS[MASK_NODATA] = HIST_BINS
+
+
 @dataclass
 class AreaStats:
-    """Pixel counts and areas (m^2) of valid and water pixels, and a probability histogram."""
+    """Pixel counts and areas (m^2) of valid and water pixels, and a probability histogram:
+    the area of valid pixels in each bin (k/100, (k+1)/100] of :func:`probability_bins`."""
     grid: Grid
     valid_pixels: int = 0
     water_pixels: int = 0
@@ -126,6 +152,7 @@ class AreaStats:
         return self._rows[2]
 
     def add(self, row: int, col: int, mask: np.ndarray, prob: np.ndarray | None) -> None:
+        """One block's mask, and its float probability or the uint8 codes written of it."""
         h, w = mask.shape
         area = self._row_areas(row, h)
         if self.grid.column_areas_vary:   # a projected grid far from true scale: per pixel
@@ -240,14 +267,15 @@ class OutputSink:
         with self.clock("mask and area"):
             if mask is None:
                 mask = mask_from_probability(prob, self.threshold)
+            if self.prob_u8:   # finalize reads the codes: the histogram bins them too
+                prob = probability_to_u8(prob)
             self.stats.add(row, col, mask, prob)
         out = self.outputs
         with self.clock("encode"):
             if "mask" in out:
                 out["mask"].write(mask, row, col)
             if "probability" in out:
-                out["probability"].write(probability_to_u8(prob) if self.prob_u8 else prob,
-                                         row, col)
+                out["probability"].write(prob, row, col)
             if "uncertainty" in out and spread is not None:
                 out["uncertainty"].write(spread, row, col)
 

@@ -1,8 +1,11 @@
 """Words and figures for the user, from the backend's ``result`` event.
 
 The backend sends ``probability_histogram``: the area (km2) of valid pixels in
-each of 100 probability bins. The review dock reads the water area for any
-threshold off it, without touching the rasters.
+each of 100 probability bins, ``edges`` 0, 0.01, .. 1, bin k holding P in
+(edges[k], edges[k + 1]] (and P = 0 in bin 0). The bins from k on hold exactly the
+water of the mask at threshold edges[k] (P > threshold), as ``finalize`` writes it from
+the run's probability file. The review dock reads the water area for any threshold
+off it, without touching the rasters.
 """
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from typing import Any
 
 
 def water_area_at(histogram: dict[str, list[float]], threshold: float) -> float:
-    """Water area (km2) for ``P > threshold``, exact when the threshold is a bin edge (0.01 steps)."""
+    """Water area (km2) for ``P > threshold``, exact when the threshold is a bin edge (0.01
+    steps); between edges, that of the next edge up."""
     edges = histogram["edges"]
     areas = histogram["area_km2"]
-    # a bin [lo, hi) counts as water when its lower edge is at or above the threshold;
+    # a bin (lo, hi] is water when its lower edge is at or above the threshold;
     # the tolerance absorbs float noise in edges like 0.29000000000000004
     return float(sum(a for lo, a in zip(edges[:-1], areas) if lo >= threshold - 1e-9))
 

@@ -10,6 +10,7 @@ from rasterio.windows import Window
 from backend import engine
 from backend.engine import GridJob, PredictOptions, predict
 from backend.errors import Cancelled, InputError, UsageError
+from backend.finalize import finalize
 from backend.model import OnnxModel
 from backend.progress import Reporter
 from backend.grid import metres_per_degree
@@ -469,8 +470,36 @@ def test_uint8_probability_and_histogram_agree_with_the_mask(tmp_path, models):
     hist = r["probability_histogram"]
     assert len(hist["edges"]) == 101 and len(hist["area_km2"]) == 100
     assert sum(hist["area_km2"]) == pytest.approx(r["valid_area_km2"], rel=1e-6)
+    # of the codes written, as finalize reads them back: at 0.5 it lacks only predict's
+    # water within half a code of 0.5
     above = sum(a for e, a in zip(hist["edges"], hist["area_km2"]) if e >= 0.5)
-    assert above == pytest.approx(r["water_area_km2"], rel=1e-3)
+    assert above == pytest.approx(np.count_nonzero((q > 125) & ~nodata) * 1e-4, abs=5e-5)
+    near = np.count_nonzero(~nodata & (np.abs(expected - 0.5) <= 0.5 / 250 + 1e-6))
+    assert -5e-5 <= r["water_area_km2"] - above <= near * 1e-4 + 5e-5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_finalize_at_a_threshold_gives_the_area_the_histogram_gives(tmp_path, models, dtype):
+    """The review dock reads the area at a threshold off the histogram; Accept writes the
+    mask there with finalize, from the probability file. A probability at the threshold
+    itself is dry in the mask (VV = -15 dB gives 0.5 exactly), and a uint8 file's codes,
+    not the probabilities they were rounded from, are what finalize reads."""
+    from plugin.summary import water_area_at
+
+    bands = random_db((256, 256), seed=2, nan_frac=0.05)
+    bands[0, :64] = -15.0
+    src = write_raster(tmp_path / "in.tif", bands)
+    prob = str(tmp_path / "p.tif")
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), probability=prob,
+                               model=models["threshold"], probability_dtype=dtype))
+    assert np.count_nonzero(read(prob)[:64] == (0.5 if dtype == "float32" else 125)) > 10000
+    hist = r["probability_histogram"]
+    if dtype == "float32":   # at the run's threshold, predict's own mask
+        assert water_area_at(hist, r["threshold"]) == pytest.approx(r["water_area_km2"], abs=5e-5)
+    for t in (0.02, 0.1, 0.3, 0.5, 0.55, 0.9):
+        f = finalize(prob, t, str(tmp_path / f"m_{t}.tif"))
+        # bins are rounded to 1e-6 km2, a pixel is 1e-4 km2: the same pixels
+        assert water_area_at(hist, t) == pytest.approx(f["water_area_km2"], abs=5e-5), t
 
 
 def test_linear_and_amplitude_inputs_give_the_dB_result(tmp_path, models):

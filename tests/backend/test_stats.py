@@ -98,8 +98,10 @@ def test_bad_masks_are_one_line_and_exit_1(tmp_path, case, message):
 
 @pytest.mark.parametrize("shape", [(64, 64), (33, 17)])   # an even and an odd pixel count
 def test_probability_histogram_bins_every_value(shape):
-    """The histogram the plugin's threshold slider reads: bin i holds [i/100, (i+1)/100),
-    1.0 falls in the last bin, and no data in none."""
+    """The histogram the plugin's threshold slider reads: bin i holds (i/100, (i+1)/100] as
+    float32 compares them, so that the bins from k on hold exactly the water of the mask at
+    k/100, with every edge itself (a tie with the threshold: dry) and its float32 neighbours
+    among the values; 0 falls in the first bin, 1.0 in the last, and no data in none."""
     from rasterio.crs import CRS
     from rasterio.transform import Affine
 
@@ -108,17 +110,42 @@ def test_probability_histogram_bins_every_value(shape):
 
     rng = np.random.default_rng(3)
     p = rng.random(shape, dtype=np.float32)
-    p.flat[:4] = [0.0, 1.0, 0.995, np.nan]
+    edges = (np.arange(1, HIST_BINS) / HIST_BINS).astype(np.float32)   # as the mask has them
+    near = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, 1)])
+    p.flat[:4 + near.size] = np.concatenate([[0.0, 1.0, 0.995, np.nan], near])
     grid = Grid(CRS.from_epsg(32630), Affine(10, 0, 500000, 0, -10, 4e6), shape[1], shape[0])
     area = AreaStats(grid)
     area.add(0, 0, mask_from_probability(p, 0.5), p)
     valid = p[np.isfinite(p)]
-    expected = np.bincount(np.minimum((valid * HIST_BINS).astype(int), HIST_BINS - 1),
-                           minlength=HIST_BINS) * 100.0
+    expected = np.bincount(np.searchsorted(edges, valid), minlength=HIST_BINS) * 100.0
     assert np.array_equal(area.hist_area_m2, expected)
-    assert expected[-1] >= 200   # 1.0 and 0.995
+    assert expected[0] >= 100 and expected[-1] >= 200   # 0; 1.0 and 0.995
+    for k in range(1, HIST_BINS):
+        water = np.count_nonzero(mask_from_probability(p, k / HIST_BINS) == 1) * 100.0
+        assert area.hist_area_m2[k:].sum() == water, k
     q = rng.integers(0, HIST_BINS + 1, shape).astype(np.uint8)
     assert np.array_equal(small_counts(q, HIST_BINS + 1), np.bincount(q.ravel(), minlength=101))
+
+
+def test_histogram_of_uint8_codes_is_that_of_the_probability_finalize_reads():
+    """A uint8 probability is binned by its codes as finalize reads them back: code 125 is
+    0.5 exactly, dry at 0.5, though the probability it was rounded from may be above."""
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+
+    from backend.grid import Grid
+    from backend.sink import AreaStats, mask_from_probability, probability_to_u8, u8_to_probability
+
+    p = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    p[0, :8] = [0.5, 0.501, 0.499, 0.02, 0.0201, np.nan, 0.3, 0.3 + 1e-4]
+    codes = probability_to_u8(p)
+    grid = Grid(CRS.from_epsg(32630), Affine(10, 0, 500000, 0, -10, 4e6), 64, 64)
+    from_codes, from_read = AreaStats(grid), AreaStats(grid)
+    mask = mask_from_probability(p, 0.5)
+    from_codes.add(0, 0, mask, codes)
+    from_read.add(0, 0, mask, u8_to_probability(codes))
+    assert np.array_equal(from_codes.hist_area_m2, from_read.hist_area_m2)
+    assert from_codes.hist_area_m2.sum() == 100.0 * (p.size - 1)
 
 
 @pytest.mark.parametrize("crs, origin", [
