@@ -47,8 +47,9 @@ _published = False   # the run has begun to rename its outputs into place
 
 def set_published(value: bool = True) -> None:
     """Said by :meth:`backend.sink.OutputSink.commit` as it begins to rename the outputs
-    into place (and cleared by the CLI as a run starts): from then on a second Ctrl-C or
-    SIGTERM does not stop the run, whose report would say that nothing was written."""
+    into place (and cleared as a command starts and as each run's OutputSink is made): from
+    then on a second Ctrl-C or SIGTERM does not stop the run, whose report would say that
+    nothing was written."""
     global _published
     _published = value
 

@@ -218,6 +218,9 @@ class OutputSink:
                  overwrite: bool, mask: str | None = None, probability: str | None = None,
                  uncertainty: str | None = None, probability_dtype: str = "float32",
                  compress: str = "zstd", clock: StageClock | None = None):
+        # a new run's outputs: a first run's commit (demo: predict, then Otsu) no longer
+        # makes a second Ctrl-C wait
+        set_published(False)
         self.grid = grid
         self.clock = clock or StageClock()
         self.threshold = threshold

@@ -55,3 +55,27 @@ def test_otsu_and_predict_count_the_same_pixels_as_no_data(tmp_path, models):
     o = otsu_map(OtsuOptions(inputs=[scene], mask=str(tmp_path / "o.tif")))
     expected = int((np.isfinite(vv) & np.isfinite(vh)).sum())
     assert m["valid_pixels"] == o["valid_pixels"] == expected
+
+
+def test_a_run_after_a_published_one_can_still_be_stopped_at_once(tmp_path, models, monkeypatch):
+    """The demo runs predict, then Otsu, in one process. predict's commit marked the
+    outputs as being renamed into place, and the mark stayed for Otsu: a second Ctrl-C
+    during Otsu was ignored as if its outputs were already being published."""
+    from backend import pipeline, sink
+    from backend.engine import PredictOptions, predict
+    from backend.otsu import OtsuOptions, otsu_map
+    from tests.backend.conftest import random_db, write_raster
+
+    scene = write_raster(tmp_path / "s1.tif", random_db((64, 64), seed=5))
+    predict(PredictOptions(inputs=[scene], mask=str(tmp_path / "m.tif"), model=models["threshold"]))
+    assert pipeline.outputs_published()
+    seen = []
+    commit = sink.OutputSink.commit
+
+    def record_then_commit(self, *args, **kwargs):
+        seen.append(pipeline.outputs_published())
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(sink.OutputSink, "commit", record_then_commit)
+    otsu_map(OtsuOptions(inputs=[scene], mask=str(tmp_path / "o.tif")))
+    assert seen == [False]
