@@ -8,7 +8,8 @@
 3. fills the card (backend/MODEL_CARD.md) from the run: bands and normalisation
    of Garg et al., Appendix A, pixel size, tiling, metrics, training data;
 4. checks parity with torch on two input shapes (max abs difference printed;
-   above :data:`PARITY_TOL` the export fails);
+   above :data:`PARITY_TOL` the export fails, and says whether torch's own float32
+   rounding, measured against float64, accounts for the difference);
 5. checks that the backend accepts the file: ``python -m backend card`` and
    ``python -m backend predict`` on a generated scene.
 
@@ -17,6 +18,7 @@ The file appears at ``--out`` only when every check passed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -188,20 +190,61 @@ def _onnx_export(model: nn.Module, path: Path) -> None:
 
 
 def parity(model: nn.Module, path: Path) -> float:
-    """Max abs difference of P(water) between ONNX Runtime and torch on two shapes."""
+    """Max abs difference of P(water) between ONNX Runtime and torch on two shapes;
+    above :data:`PARITY_TOL`, or NaN in either, an :class:`ExportError` saying where
+    and why (:func:`_mismatch`)."""
     import onnxruntime as ort
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     g = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for shape in [(1, model.in_channels, 256, 256), (2, model.in_channels, 200, 328)]:
-        x = torch.rand(shape, generator=g)  # normalised inputs lie in [0, 1]
+    # normalised inputs lie in [0, 1]
+    xs = [torch.rand(shape, generator=g)
+          for shape in [(1, model.in_channels, 256, 256), (2, model.in_channels, 200, 328)]]
+    refs, outs = [], []
+    for x in xs:
         with torch.no_grad():
-            ref = model.water_probability(x).numpy()
-        (out,) = session.run([OUTPUT], {INPUT: x.numpy()})
-        if out.shape != ref.shape:
-            raise ExportError(f"{path}: ONNX output shape {out.shape} != torch {ref.shape}")
-        worst = max(worst, float(np.abs(out - ref).max()))
+            refs.append(model.water_probability(x).numpy())
+        outs.append(session.run([OUTPUT], {INPUT: x.numpy()})[0])
+        if outs[-1].shape != refs[-1].shape:
+            raise ExportError(f"{path}: ONNX output shape {outs[-1].shape} != torch "
+                              f"{refs[-1].shape}")
+    # a NaN difference compares below any tolerance: name it instead
+    nan = [name for name, ps in (("torch", refs), ("ONNX Runtime", outs))
+           if any(np.isnan(p).any() for p in ps)]
+    if nan:
+        raise ExportError(f"{path}: P(water) is NaN in {' and '.join(nan)} on the parity "
+                          f"inputs: the network overflows float32")
+    worst = max(float(np.abs(o - r).max()) for o, r in zip(outs, refs))
+    if worst > PARITY_TOL:
+        raise ExportError(_mismatch(model, xs, refs, outs))
     return worst
+
+
+def _mismatch(model: nn.Module, xs: list[Tensor], refs: list[np.ndarray],
+              outs: list[np.ndarray]) -> str:
+    """Where ONNX and torch differ most, and whether torch's own float32 rounding
+    accounts for it: both are measured against the model run in float64. A network
+    that amplifies rounding moves torch as far from float64 as ONNX (measured: 2
+    cpu-preset steps of DeepLab with zero_init_residual=false, 9.5e-3 to 1.8e-2, the
+    float64 export exact to 2e-11); a wrong graph leaves torch close to it."""
+    diffs = [np.abs(o - r) for o, r in zip(outs, refs)]
+    i = max(range(len(xs)), key=lambda k: diffs[k].max())
+    n, _, row, col = np.unravel_index(diffs[i].argmax(), diffs[i].shape)
+    exact_model = copy.deepcopy(model).double()
+    with torch.no_grad():
+        exact = [exact_model.water_probability(x.double()).numpy() for x in xs]
+    onnx_err = max(float(np.abs(o - e).max()) for o, e in zip(outs, exact))
+    torch_err = max(float(np.abs(r - e).max()) for r, e in zip(refs, exact))
+    text = (f"ONNX and torch differ by {diffs[i].max():.2e} in P(water) (> {PARITY_TOL:g}), "
+            f"most at image {n + 1}, row {row}, column {col} of the "
+            f"{' x '.join(map(str, xs[i].shape))} parity input (torch "
+            f"{refs[i][n, 0, row, col]:.4f}, ONNX {outs[i][n, 0, row, col]:.4f}); against "
+            f"torch in float64, ONNX is off by {onnx_err:.2e} and torch in float32 by "
+            f"{torch_err:.2e}")
+    if torch_err >= onnx_err / 10:
+        return (text + ": the network itself amplifies float32 rounding, as a barely "
+                "trained one can (e.g. a few steps with zero_init_residual=false), not an "
+                "export fault; train it further and export again")
+    return text + ": torch is close to exact, so the exported graph computes something else"
 
 
 def _backend(args: list[str]) -> str:
@@ -269,8 +312,6 @@ def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
         diff = parity(model, tmp)
-        if diff > PARITY_TOL:
-            raise ExportError(f"ONNX and torch differ by {diff:.2e} (> {PARITY_TOL:g})")
         result = backend_accepts(tmp)
     return {"out": str(out), "max_abs_diff": diff, "card": json.loads(card.to_json()),
             "backend_predict": result, "bytes": out.stat().st_size, "unfinished_at_step": reached}

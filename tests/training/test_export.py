@@ -15,6 +15,7 @@ import torch
 
 from backend.model import OnnxModel
 from training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from training.export import ExportError, _onnx_export, parity
 from training.train import train
 
 from .test_train import tiny_data, tiny_run
@@ -103,6 +104,46 @@ def test_checkpoint_of_another_architecture_is_refused(runs, tmp_path):
     proc = cli("training", "export", str(tmp_path / "other.pt"), "--out", str(tmp_path / "m.onnx"))
     assert proc.returncode == 1
     assert "weights are of another architecture than DeepLabV3Plus" in proc.stderr
+
+
+def test_a_network_that_amplifies_float32_rounding_fails_parity_and_says_so(tmp_path):
+    """Two steps of DeepLab with zero_init_residual=false: ONNX and torch differ by up to
+    1.0 here (1e-2 on the cpu preset), each as far from torch in float64, the exported
+    graph being right; the export said only "ONNX and torch differ by ...", which reads
+    as an export fault."""
+    train(tiny_run("hand", steps=2, eval_every=2, arch="deeplabv3plus_xception65",
+                   width=0.125, zero_init_residual=False), tiny_data(), tmp_path / "run",
+          progress=False)
+    out = tmp_path / "m.onnx"
+    proc = cli("training", "export", str(tmp_path / "run" / "best.pt"), "--out", str(out))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "ONNX and torch differ by" in proc.stderr and "parity input (torch" in proc.stderr
+    assert "against torch in float64, ONNX is off by" in proc.stderr
+    assert "the network itself amplifies float32 rounding" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_parity_names_a_graph_that_computes_something_else(runs, tmp_path):
+    model, _ = load_model(runs / "hand" / "best.pt")
+    path = tmp_path / "m.onnx"
+    _onnx_export(model, path)
+    assert parity(model, path) < 1e-4
+    with torch.no_grad():
+        model.classifier.bias[1] += 1.0  # torch now computes another P(water) than the file
+    with pytest.raises(ExportError) as exc:
+        parity(model, path)
+    assert "torch is close to exact, so the exported graph computes something else" in str(
+        exc.value)
+
+
+def test_parity_refuses_nan_which_compares_below_any_tolerance(runs, tmp_path):
+    model, _ = load_model(runs / "hand" / "best.pt")
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("inf"))  # the logit difference is inf - inf
+    path = tmp_path / "m.onnx"
+    _onnx_export(model, path)
+    with pytest.raises(ExportError, match=r"P\(water\) is NaN in torch and ONNX Runtime"):
+        parity(model, path)
 
 
 @pytest.mark.parametrize("content,msg", [
