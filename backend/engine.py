@@ -47,7 +47,7 @@ from .card import ModelCard
 from .errors import Cancelled, CardError, InputError, OutputError, UsageError
 from .grid import Grid, check_extent_options, metres_per_degree, run_window
 from .inputs import BandSource, InputSet, input_name, open_inputs
-from .model import DEVICES, OnnxModel
+from .model import DEVICES, OnnxModel, SeenOutputs
 from .pipeline import StageClock, Worker, cleaning_up, peak_rss_mb, prefetch
 from .progress import Reporter
 from .raster_io import (WRITE_ERRORS, GapFilledView, ShrunkView, WindowReader, check_outputs,
@@ -461,6 +461,7 @@ def predict(opts: PredictOptions, reporter: Reporter | None = None,
 def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter: Reporter,
              cancel: threading.Event) -> dict:
     card = model.card
+    model.seen = SeenOutputs()   # a loaded model serves many runs: this run's outputs only
     for note in inputs.notes:
         reporter.info(note)
     sources = match_bands(inputs, card, model.path)
@@ -534,6 +535,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         where = " in the extent" if opts.extent else ""
         reporter.warning(f"{', '.join(inputs.paths)}: no valid pixel (all NaN or no data)"
                          f"{where}; the outputs are all no data")
+    doubt = model.kind_doubt()
+    if doubt:
+        reporter.warning(doubt)
     plan = job.plan
     return {
         "outputs": sink.paths,

@@ -27,8 +27,21 @@ from .tiling import plan_tiles
 DEVICES = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
 PROBABILITY_SLACK = 1e-5   # float rounding of a sigmoid or softmax output beyond 0..1
+# a softmax's classes sum to 1 within float32 rounding (about 1e-7 a class), far inside
+# this; logits never do at every pixel of a run
+SUM_TOLERANCE = 1e-3
+SUM_ROWS = 8   # of a batch's rows, every 8th is summed over the classes: the check's cost
 _CPU = "CPUExecutionProvider"
 MAX_STREAMS = 8   # concurrent CPU calls at most: each holds a tile's activations
+
+
+@dataclass
+class SeenOutputs:
+    """What a run's raw outputs looked like over all its calls (:meth:`OnnxModel.kind_doubt`)."""
+    calls: int = 0
+    low: float = math.inf
+    high: float = -math.inf
+    sum_off: float = 0.0   # the largest |sum over the classes - 1| of the rows summed
 
 
 @dataclass(frozen=True)
@@ -244,6 +257,8 @@ class OnnxModel:
                     self.path, _session_options(False, threads // cpu_streams), providers=[_CPU])
         self._check_tensors()
         self._warming: threading.Thread | None = None
+        self._seen_lock = threading.Lock()   # the model pool's threads call infer at once
+        self.seen = SeenOutputs()
         bands = self.card.bands
         self._lo = np.array([b.clip[0] for b in bands], np.float32).reshape(1, -1, 1, 1)
         self._hi = np.array([b.clip[1] for b in bands], np.float32).reshape(1, -1, 1, 1)
@@ -403,7 +418,8 @@ class OnnxModel:
             raise ModelError(
                 f"{self.path}: ONNX Runtime could not run the graph on a batch of shape "
                 f"{x.shape} ({first_line(exc)}); {advice}") from None
-        out = self._water_probability(out, x.shape)
+        raw, out = out, self._water_probability(out, x.shape)
+        self._remember(raw)
         lo, hi = float(out.min()), float(out.max())   # NaN if any is
         if not (math.isfinite(lo) and math.isfinite(hi)):
             # no data is fed as numbers (normalize), so it is the graph: left through,
@@ -420,6 +436,48 @@ class OnnxModel:
         if lo < 0 or hi > 1:   # the slack excuses a graph's rounding; the outputs hold 0..1
             np.clip(out, 0, 1, out=out)
         return out
+
+    def _remember(self, raw: np.ndarray) -> None:
+        """Keep what :meth:`kind_doubt` needs of a call's raw output: the range of a water
+        logit, how far a sample of class scores' sums lie from 1."""
+        kind = self.card.output_kind
+        lo, hi, off = math.inf, -math.inf, 0.0
+        if kind == "water_logit":
+            lo, hi = float(raw.min()), float(raw.max())
+        elif kind in CLASS_KINDS:
+            off = float(np.abs(raw[:, :, ::SUM_ROWS].sum(axis=1) - 1).max())
+            off = math.inf if math.isnan(off) else off   # infinite logits: inf - inf
+        with self._seen_lock:
+            seen = self.seen
+            seen.calls += 1
+            seen.low, seen.high = min(seen.low, lo), max(seen.high, hi)
+            seen.sum_off = max(seen.sum_off, off)
+
+    def kind_doubt(self) -> str | None:
+        """A warning when the outputs since :attr:`seen` was reset look like another kind
+        than the card's: a logit never leaving 0..1 or class logits summing to 1 (both
+        probabilities: sigmoid or softmax made them 0.5..0.73 or so, all water at 0.5), or
+        class probabilities that do not sum to 1. Judged on a whole run, not a batch: a
+        logit may well stay within 0..1 on one tile."""
+        seen, card = self.seen, self.card
+        name = f"{self.path}: output {card.output_name!r} (kind {card.output_kind})"
+        advice = "its output looks like probabilities: check output.kind in its card"
+        if not seen.calls:
+            return None
+        if (card.output_kind == "water_logit" and seen.low >= -PROBABILITY_SLACK
+                and seen.high <= 1 + PROBABILITY_SLACK):
+            return (f"{name} stayed within 0..1 over the whole run, so its sigmoid made "
+                    f"probabilities of 0.5 to 0.73 only: {advice} (water_probability?)")
+        if card.output_kind == "class_logits" and seen.sum_off <= SUM_TOLERANCE:
+            return (f"{name} summed to 1 over its classes at every pixel checked, so a "
+                    f"softmax again squeezed them towards an even share: {advice} "
+                    "(class_probabilities?)")
+        if card.output_kind == "class_probabilities" and seen.sum_off > SUM_TOLERANCE:
+            return (f"{name} does not sum to 1 over its classes (off by up to "
+                    f"{seen.sum_off:.3g}), as a softmax's probabilities do: check output.kind "
+                    "in its card (class_logits, if these are logits; independent sigmoids per "
+                    "class are read as they are)")
+        return None
 
     def _water_probability(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """(N, H, W) P(water) from the graph's output, as the card's ``output.kind`` says."""

@@ -197,3 +197,82 @@ def test_infinite_class_logits_give_their_limit(tmp_path):
     x[0, 1] = [[np.inf, -np.inf], [0.0, np.log(3.0)]]
     p = OnnxModel(str(tmp_path / "c.onnx"), device="cpu").infer(x)
     np.testing.assert_allclose(p[0], [[1.0, 0.0], [0.5, 0.75]], rtol=1e-6)
+
+
+def _scores_model(kind: str, path) -> OnnxModel:
+    """A graph whose output is its input (classes: VV and VH), or VV alone (water_logit),
+    under a card of ``kind``."""
+    from onnx import TensorProto, helper
+
+    card = replace(raw_db_card(f"scores as {kind}", margin=0), output_kind=kind,
+                   water_channel=None if kind == "water_logit" else 1)
+    channels = 1 if kind == "water_logit" else 2
+    weight = helper.make_tensor("w", TensorProto.FLOAT, (1, 2, 1, 1), [1.0, 0.0])
+    node = (helper.make_node("Conv", ["s1", "w"], [card.output_name]) if channels == 1 else
+            helper.make_node("Identity", ["s1"], [card.output_name]))
+    graph = helper.make_graph(
+        [node], "scores", [helper.make_tensor_value_info("s1", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_tensor_value_info(card.output_name, TensorProto.FLOAT, ["N", channels, "H", "W"])],
+        [weight] if channels == 1 else [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    onnx.save(model, path)
+    return OnnxModel(str(path), device="cpu")
+
+
+def _scores(first, second=None):
+    """(1, 2, 16, 16) float32: ``first`` in channel 0, ``second`` (default 1 - first) in 1."""
+    import numpy as np
+
+    a = np.resize(np.asarray(first, np.float32), (16, 16))
+    b = 1 - a if second is None else np.resize(np.asarray(second, np.float32), (16, 16))
+    return np.stack([a, b])[None]
+
+
+@pytest.mark.parametrize("kind, calls, doubt", [
+    # a sigmoid's output carded as a logit: P = sigmoid(p), 0.5..0.73, all water at 0.5
+    ("water_logit", [_scores([0.0, 0.3, 1.0])], "stayed within 0..1 over the whole run"),
+    ("water_logit", [_scores([0.2, 0.7]), _scores([-3.0, 0.5])], None),   # over the run
+    # a softmax's output carded as logits: softmaxed again, squeezed into 0.27..0.73
+    ("class_logits", [_scores([0.0, 0.1, 0.9, 1.0])], "summed to 1 over its classes"),
+    ("class_logits", [_scores([0.2, 0.7]), _scores([2.0, -1.0], [0.5, 0.5])], None),
+    ("class_probabilities", [_scores([0.0, 0.1, 0.9, 1.0])], None),
+    # independent sigmoids, or logits that happen to lie within 0..1
+    ("class_probabilities", [_scores([0.9, 0.1], [0.8, 0.05])], "does not sum to 1"),
+])
+def test_an_output_that_looks_like_another_kind_is_doubted_after_the_run(tmp_path, kind, calls,
+                                                                         doubt):
+    """Such outputs passed without a word: a 100 % water mask, or probabilities squeezed
+    towards 0.5."""
+    model = _scores_model(kind, tmp_path / "m.onnx")
+    for x in calls:
+        model.infer(x)
+    said = model.kind_doubt()
+    if doubt is None:
+        assert said is None
+    else:
+        assert said.startswith(f"{tmp_path / 'm.onnx'}: output 'water_probability' (kind {kind}) ")
+        assert doubt in said and "check output.kind in its card" in said
+
+
+def test_a_run_of_probabilities_carded_as_a_logit_ends_with_one_warning(tmp_path):
+    import numpy as np
+
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import Collect, random_db, write_raster
+
+    model = _scores_model("water_logit", tmp_path / "m.onnx")   # VV in dB is the logit
+    dark = write_raster(tmp_path / "dark.tif", random_db((60, 50)))
+    unit = random_db((60, 50))
+    unit[0] = np.linspace(0, 1, unit[0].size).reshape(unit[0].shape)
+    unit = write_raster(tmp_path / "unit.tif", unit)
+    warnings = []
+    for src in (dark, unit):   # a loaded model serves both: each run is judged on its own
+        said = Collect()
+        predict(PredictOptions([src], mask=str(tmp_path / "mask.tif"), overwrite=True),
+                said, model=model)
+        warnings.append([w for w in said.warnings if "(kind water_logit)" in w])
+    assert warnings[0] == []
+    assert len(warnings[1]) == 1 and warnings[1][0].startswith(
+        f"{tmp_path / 'm.onnx'}: output 'water_probability' (kind water_logit) stayed within 0..1")
