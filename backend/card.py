@@ -195,6 +195,13 @@ def _parse_band(p: _Problems, doc: Any, path: str) -> BandSpec | None:
         elif not clip[0] < clip[1]:
             p.add(f"{path}clip", f"low {clip[0]} must be below high {clip[1]}")
             clip = None
+        elif units in ("linear", "amplitude") and clip[1] <= 0:
+            # power and amplitude are positive: every pixel would be clipped to the high end
+            p.add(f"{path}clip", f"[{clip[0]:g}, {clip[1]:g}] lies at or below 0, a dB window, "
+                                 f"but the band's units are {units}, whose values are above 0: "
+                                 f"the model would get {clip[1]:g} everywhere; give the window "
+                                 f"in {units}, or units dB")
+            clip = None
     # float32 is what the backend scales in: a scale it rounds to 0 divides by zero, and
     # beyond float32's range offset and scale are infinite there
     if scale is not None and abs(scale) < MIN_SCALE:

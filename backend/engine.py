@@ -485,6 +485,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         prepared = prepare_bands(sources, inputs.datasets, samples, opts.units,
                                  [b.units for b in card.bands], opts.nodata is not None, reporter)
     raw, conversions = prepared.raw, prepared.conversions
+    note = clipped_note(samples, conversions, card, model.path)
+    if note:
+        reporter.warning(note)
 
     threshold = card.default_threshold if opts.threshold is None else float(opts.threshold)
     tags = provenance_tags(card, inputs.paths, threshold, tta)
@@ -570,6 +573,24 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
         # CPU seconds of each stage outside the model, on its own thread
         "stage_cpu_seconds": clock.fields(),
     }
+
+
+def clipped_note(samples: np.ndarray, conversions: list[tuple[str, str]], card: ModelCard,
+                 model_path: str) -> str | None:
+    """The warning for a band whose sampled values, in the card's units, all lie at or
+    beyond one end of the card's clip window: the model would get that end, one constant,
+    everywhere (a window in other units than the card's, say)."""
+    x = to_units(samples.copy(), conversions)
+    for k, (band, spec) in enumerate(zip(x, card.bands)):
+        v = band[np.isfinite(band)]
+        lo, hi = spec.clip
+        if v.size and (v.min() >= hi or v.max() <= lo):
+            return (f"{model_path}: every sampled {spec.name} value ({v.min():.4g} to "
+                    f"{v.max():.4g} {spec.units}) lies {'above' if v.min() >= hi else 'below'} "
+                    f"the card's clip window [{lo:g}, {hi:g}] (inputs.bands[{k}].clip): the "
+                    f"model gets {hi if v.min() >= hi else lo:g} for {spec.name} everywhere; "
+                    f"is the window in {spec.units}?")
+    return None
 
 
 def latitude_note(grid: Grid, centre_width_m: float, target_m: float, path: str) -> str | None:

@@ -46,6 +46,12 @@ def test_round_trip():
     (lambda d: d["inputs"]["bands"][0].update(offset=1e39), "inputs.bands[0].offset: beyond float32's range"),
     (lambda d: d["inputs"]["bands"][0].update(clip=[-10 ** 400, 0]), "inputs.bands[0].clip: expected [low, high] finite"),
     (lambda d: d["training"]["metrics"].update(iou=10 ** 400), "training.metrics.iou: expected a finite number"),
+    # a dB window on power or amplitude, which are positive: the model got one constant
+    (lambda d: d["inputs"]["bands"][1].update(units="linear", clip=[-30, 0]),
+     "inputs.bands[1].clip: [-30, 0] lies at or below 0, a dB window, but the band's units are linear"),
+    (lambda d: d["inputs"]["bands"][0].update(units="amplitude", clip=[-20, -1]),
+     "inputs.bands[0].clip: [-20, -1] lies at or below 0, a dB window, but the band's units are "
+     "amplitude, whose values are above 0: the model would get -1 everywhere"),
 ])
 def test_invalid_cards_name_the_field(mutate, expected):
     doc = _doc()
@@ -276,3 +282,25 @@ def test_a_run_of_probabilities_carded_as_a_logit_ends_with_one_warning(tmp_path
     assert warnings[0] == []
     assert len(warnings[1]) == 1 and warnings[1][0].startswith(
         f"{tmp_path / 'm.onnx'}: output 'water_probability' (kind water_logit) stayed within 0..1")
+
+
+def test_a_band_whose_values_all_lie_beyond_its_clip_window_is_warned_of(tmp_path):
+    """A linear window carded as dB (clip [0, 1] dB) fed the model one constant for
+    every pixel of the band, without a word."""
+    import numpy as np
+
+    from backend.card import BandSpec
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import Collect, random_db, write_raster
+
+    card = raw_db_card("linear window", margin=0)
+    card = replace(card, bands=(card.bands[0], BandSpec("VH", "dB", (0.0, 1.0), 0.0, 1.0)))
+    path = _threshold_graph_with(card, tmp_path / "m.onnx")
+    x = random_db((60, 50))
+    x[1, 0, 0] = -1.0   # VH all at or below the window's low end
+    src = write_raster(tmp_path / "s1.tif", np.minimum(x, -1))
+    said = Collect()
+    predict(PredictOptions([src], mask=str(tmp_path / "mask.tif"), model=path), said)
+    assert [w for w in said.warnings if "clip" in w] == [
+        f"{path}: every sampled VH value ({x[1].min():.4g} to -1 dB) lies below the card's clip window [0, 1] (inputs.bands[1].clip): the model "
+        "gets 0 for VH everywhere; is the window in dB?"]
