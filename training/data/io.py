@@ -144,7 +144,19 @@ def read_s1(path: Path) -> np.ndarray:
     if nodata is not None and not math.isnan(nodata):
         data[data == nodata] = np.nan
     data[~np.isfinite(data)] = np.nan
+    _check_db(path, data[S1_BANDS.index("VV")])
     return data
+
+
+def _check_db(path: Path, vv: np.ndarray) -> None:
+    """Refuse VV in linear power or amplitude (never below 0) read as dB: every pixel would
+    clip to the top of the window. sigma0 of land and water lies well below 0 dB, and only
+    a few bright (urban) pixels of a real dB chip reach 0 dB, never half of them."""
+    finite = vv[np.isfinite(vv)]
+    if finite.size and np.count_nonzero(finite < 0) * 2 < finite.size:
+        raise DatasetError(f"{path}: VV holds {np.count_nonzero(finite < 0)} of {finite.size} "
+                           f"values below 0 dB (median {np.median(finite):.3g}): linear power? "
+                           "Sen1Floods11 S1 chips are in dB; convert with 10*log10")
 
 
 def read_s2(path: Path, bands: tuple[str, ...] = S2_BANDS) -> np.ndarray:
