@@ -313,7 +313,8 @@ def _area(km2: float, m2: bool) -> str:
 
 def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
     from .model import OnnxModel
-    card = OnnxModel(a.model, device="cpu").card
+    model = OnnxModel(a.model, device="cpu")
+    card = model.card
     if a.json:
         print(card.to_json())
         return
@@ -326,6 +327,8 @@ def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
               f"(x - {b['offset']:g}) / {b['scale']:g}")
     print(f"  pixel size {s['pixel_size_m']:g} m; tiles {s['tile_size']} px, margin "
           f"{s['margin']}, size multiple {s['size_multiple']}")
+    for line in _graph_fixes(model):
+        print(f"  {line}")
     channel = "" if s["water_channel"] is None else f", water channel {s['water_channel']}"
     print(f"  input {s['input_name']!r} -> output {s['output_name']!r} ({s['output_kind']}"
           f"{channel}), default threshold {s['default_threshold']:g}")
@@ -334,6 +337,26 @@ def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
     if s["notes"]:
         print(f"  notes: {s['notes']}")
     print(f"  license: {s['license']}")
+
+
+def _graph_fixes(model) -> list[str]:
+    """What the graph fixes in place of the card's tiling and the run's options."""
+    from .tiling import plan_tiles
+    card, lines = model.card, []
+    if model.fixed_tile:
+        fixed = model.fixed_tile
+        try:
+            plan = plan_tiles(1, 1, card.margin, None, None, card.tile_size, card.size_multiple,
+                              fixed)
+            how = f"cells of {plan.stride} px, overlap {plan.overlap}"
+        except UsageError as exc:   # the default overlap, from the margin, is too wide
+            how = f"by default {exc} (--overlap), or a smaller tiling.margin"
+        lines.append(f"the graph fixes tiles at {fixed} x {fixed} px, not the card's tile_size "
+                     f"{card.tile_size} + overlap: {how}")
+    if model.fixed_batch:
+        lines.append(f"the graph fixes the batch size at {model.fixed_batch} (--batch-size is "
+                     "not used)")
+    return lines
 
 
 def _devices(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:

@@ -511,6 +511,9 @@ def _predict(opts: PredictOptions, model: OnnxModel, inputs: InputSet, reporter:
 
     common = dict(model=model, conversions=conversions, tta=tta, clock=clock,
                   batch=batch_size_for(model, opts.batch_size))
+    if opts.batch_size not in (None, common["batch"]):
+        reporter.info(f"batch size {opts.batch_size} taken as {common['batch']}: the graph "
+                      f"fixes its batch at {common['batch']} tiles")
     shape = _plan(opts, model, 1, 1)
     if opts.overlap is not None and shape.overlap != opts.overlap:
         fits = ("its fixed size" if model.fixed_tile else
@@ -618,8 +621,28 @@ def latitude_note(grid: Grid, centre_width_m: float, target_m: float, path: str)
 
 def _plan(opts: PredictOptions, model: OnnxModel, height: int, width: int) -> TilePlan:
     card = model.card
-    return plan_tiles(height, width, card.margin, opts.tile_size, opts.overlap,
-                      card.tile_size, card.size_multiple, model.fixed_tile)
+    try:
+        return plan_tiles(height, width, card.margin, opts.tile_size, opts.overlap,
+                          card.tile_size, card.size_multiple, model.fixed_tile)
+    except UsageError as exc:
+        if not model.fixed_tile:
+            raise
+        # the graph's size is at stake: name it, and the tile size that fits
+        raise UsageError(f"{model.path}: {exc}{_fitting_tile(opts, model)}") from None
+
+
+def _fitting_tile(opts: PredictOptions, model: OnnxModel) -> str:
+    """For a --tile-size that a graph's fixed input size refuses: the largest that fits."""
+    card = model.card
+    if opts.tile_size is None:
+        return ""
+    try:
+        fits = plan_tiles(1, 1, card.margin, None, opts.overlap, card.tile_size,
+                          card.size_multiple, model.fixed_tile)
+    except UsageError:   # the overlap does not fit either, which the message says
+        return ""
+    return (f"; the largest tile size that fits is {fits.stride}, with --overlap "
+            f"{fits.overlap}: give both, or leave --tile-size out")
 
 
 def _stream(job: GridJob, sink: OutputSink, reporter: Reporter, cancel: threading.Event,

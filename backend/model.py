@@ -21,8 +21,8 @@ import numpy as np
 import onnxruntime as ort
 
 from .card import CLASS_KINDS, ModelCard, card_from_metadata
-from .errors import CardError, ModelError, UsageError, first_line
-from .tiling import plan_tiles
+from .errors import CardError, ModelError, first_line
+from .tiling import BLOCK_MULTIPLE
 
 DEVICES = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
@@ -333,11 +333,16 @@ class OnnxModel:
                                 "output.water_channel)")
         if problems:
             raise CardError(f"{self.path}: model does not match its card: " + "; ".join(problems))
-        try:   # a fixed input size must leave room for the card's overlap
-            plan_tiles(1, 1, card.margin, None, None, card.tile_size, card.size_multiple,
-                       self.fixed_tile)
-        except UsageError as exc:
-            raise CardError(f"{self.path}: model does not match its card: {exc}") from None
+        fixed = self.fixed_tile
+        if fixed is not None and fixed - 2 * card.margin < BLOCK_MULTIPLE:
+            # tiles overlap by twice the margin at least, and the rest is the cell, at least
+            # a block; a run's --overlap (the default, wider, too) is checked with the run
+            most = (fixed - BLOCK_MULTIPLE) // 2
+            raise CardError(f"{self.path}: model does not match its card: the graph's fixed "
+                            f"{fixed}-pixel tiles, overlapping by twice tiling.margin "
+                            f"({card.margin}), leave cells under {BLOCK_MULTIPLE} px; "
+                            + (f"give a margin of at most {most}" if most >= 0 else
+                               f"the backend needs tiles of {BLOCK_MULTIPLE} px or more"))
 
     def normalize(self, batch: np.ndarray, out: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from rasterio.windows import Window
 
 from backend import engine
 from backend.engine import GridJob, PredictOptions, predict
-from backend.errors import Cancelled, InputError, UsageError
+from backend.errors import Cancelled, CardError, InputError, UsageError
 from backend.finalize import finalize
 from backend.model import OnnxModel
 from backend.progress import Reporter
@@ -717,6 +717,71 @@ def test_graph_with_fixed_input_size_gets_exactly_that(tmp_path):
                                model=str(tmp_path / "fixed.onnx")))
     assert (r["tiles"]["tile"], r["tiles"]["batch"]) == (96, 1)
     assert np.nanmax(np.abs(read(tmp_path / "p.tif") - reference_smoothed(bands))) < 1e-6
+
+
+def _fixed_graph(path, batch, tile, margin: int = 2) -> str:
+    """The 5 x 5 smoothed threshold model, its graph fixed at batch x 2 x tile x tile."""
+    import onnx
+    from training.toy_models import raw_db_card, smoothed_threshold_model
+    model = smoothed_threshold_model(raw_db_card("fixed", margin=margin), kernel=5)
+    for value_info in (model.graph.input[0], model.graph.output[0]):
+        dims = value_info.type.tensor_type.shape.dim
+        dims[0].dim_value, dims[2].dim_value, dims[3].dim_value = batch, tile, tile
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_a_fixed_tile_is_checked_against_the_runs_overlap_not_only_the_cards(tmp_path):
+    """32 px tiles and margin 8: the default overlap (24) leaves no room, --overlap 16 does;
+    the model was refused at load, by `card` and `predict --overlap 16` alike."""
+    from tests.backend.conftest import run_cli
+    path = _fixed_graph(tmp_path / "fixed32.onnx", 1, 32, margin=8)
+    p = run_cli("card", path)
+    assert p.returncode == 0, p.stderr
+    assert ("the graph fixes tiles at 32 x 32 px, not the card's tile_size 256 + overlap: by "
+            "default the model's fixed 32-pixel tiles leave no room for an overlap of 24; give "
+            "an overlap of at most 16 (--overlap), or a smaller tiling.margin") in p.stdout
+    bands = random_db((70, 50), seed=8)
+    src = write_raster(tmp_path / "in.tif", bands)
+    with pytest.raises(UsageError, match=f"^{tmp_path}/fixed32.onnx: the model's fixed 32-pixel "
+                                         "tiles leave no room for an overlap of 24; give an "
+                                         "overlap of at most 16$"):
+        predict(PredictOptions([src], probability=str(tmp_path / "p.tif"), mask=None, model=path))
+    r = predict(PredictOptions([src], probability=str(tmp_path / "p.tif"), mask=None,
+                               model=path, overlap=16))
+    assert (r["tiles"]["tile"], r["tiles"]["overlap"]) == (32, 16)
+    assert np.nanmax(np.abs(read(tmp_path / "p.tif") - reference_smoothed(bands))) < 1e-6
+
+
+def test_a_margin_no_overlap_can_fit_into_a_fixed_tile_names_the_card_field(tmp_path):
+    path = _fixed_graph(tmp_path / "fixed32.onnx", 1, 32, margin=9)
+    with pytest.raises(CardError, match=r"fixed32\.onnx: model does not match its card: the "
+                                        r"graph's fixed 32-pixel tiles, overlapping by twice "
+                                        r"tiling\.margin \(9\), leave cells under 16 px; give a "
+                                        r"margin of at most 8$"):
+        OnnxModel(path, "cpu")
+
+
+def test_what_a_graph_fixes_is_said_by_card_and_predict(tmp_path):
+    """A fixed batch of 4 ran --batch-size 2 as 4 without a word; `card` printed the card's
+    256 px tiles for a graph fixed at 128; --tile-size 256 named neither the model nor a
+    size that fits."""
+    from tests.backend.conftest import run_cli
+    path = _fixed_graph(tmp_path / "fixed.onnx", 4, 128)
+    p = run_cli("card", path)
+    assert p.returncode == 0, p.stderr
+    assert ("the graph fixes tiles at 128 x 128 px, not the card's tile_size 256 + overlap: "
+            "cells of 112 px, overlap 16\n  the graph fixes the batch size at 4 (--batch-size is "
+            "not used)") in p.stdout
+    src = write_raster(tmp_path / "in.tif", random_db((40, 30)))
+    said = Collect()
+    predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=path, batch_size=2), said)
+    assert "batch size 2 taken as 4: the graph fixes its batch at 4 tiles" in said.infos
+    with pytest.raises(UsageError, match=f"^{tmp_path}/fixed.onnx: the model only takes 128 x 128 "
+                                         "tiles; tile size 256 \\+ overlap 12 does not fit; the "
+                                         "largest tile size that fits is 112, with --overlap 16: "
+                                         "give both, or leave --tile-size out$"):
+        predict(PredictOptions([src], mask=str(tmp_path / "m2.tif"), model=path, tile_size=256))
 
 
 @pytest.mark.parametrize("stride, overlap, batch, read_columns", [

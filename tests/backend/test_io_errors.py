@@ -610,7 +610,9 @@ def test_a_model_that_outputs_nan_is_refused(out, good, tmp_path):
     ("integer output", "is tensor(int64); the backend reads float32"),
     ("float16 input", "is tensor(float16); the backend feeds float32"),
     ("non-square fixed input", "H and W must be equal"),
-    ("fixed tile too small for the margin", "leave no room for an overlap"),
+    ("fixed tile too small for the margin", "fixed 64-pixel tiles, overlapping by twice "
+                                            "tiling.margin (40), leave cells under 16 px; give "
+                                            "a margin of at most 24"),
 ])
 def test_card_and_predict_agree_on_graphs_the_backend_cannot_run(out, good, tmp_path, case,
                                                                  expected):
