@@ -296,8 +296,14 @@ class OnnxModel:
                             f"(graph inputs: {', '.join(inputs)})")
         else:
             shape = inputs[card.input_name].shape
+            bands = len(card.bands)
             if len(shape) != 4:
                 problems.append(f"input {card.input_name!r} must be 4-D NCHW, graph has {shape}")
+            elif shape[3] == bands and shape[1] != bands:
+                problems.append(f"input {card.input_name!r} has shape {shape}: it looks "
+                                f"channels-last (NHWC), {bands} bands last; the backend feeds "
+                                f"channels-first (NCHW) tensors, (N, {bands}, H, W): export it "
+                                "so, or put Transposes around it")
             elif isinstance(shape[1], int) and shape[1] != len(card.bands):
                 problems.append(f"input {card.input_name!r} has {shape[1]} channels but the card "
                                 f"lists {len(card.bands)} bands")
@@ -484,6 +490,24 @@ class OnnxModel:
                     "class are read as they are)")
         return None
 
+    def _shape_error(self, out: np.ndarray, shape: tuple[int, ...], expected: str) -> ModelError:
+        """The error for an output of another shape than the batch's, with the likely cause:
+        a channels-last graph, or one that takes only some tile sizes."""
+        n, c, h, w = shape
+        if out.ndim == 4 and out.shape[1:3] == (c, h):
+            # a channels-last graph reads (N, C, H, W) as N, H = C, W = H, C = W
+            why = ("the graph looks channels-last (NHWC): the backend feeds and reads "
+                   "channels-first (NCHW) tensors; export it so, or put Transposes around it")
+        elif out.shape[-2:] != (h, w):
+            why = ("its height and width differ from the tile's: a graph that takes only "
+                   "some tile sizes (one that pools and upsamples, say) must say so in its "
+                   "card (tiling.size_multiple)")
+        else:
+            why = ""
+        return ModelError(f"{self.path}: output {self.card.output_name!r} has shape "
+                          f"{out.shape} for a batch of shape {shape}, expected {expected}"
+                          + (f"; {why}" if why else ""))
+
     def _water_probability(self, out: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """(N, H, W) P(water) from the graph's output, as the card's ``output.kind`` says."""
         card = self.card
@@ -492,8 +516,7 @@ class OnnxModel:
             k = card.water_channel
             if (out.ndim != 4 or out.shape[0] != n or out.shape[2:] != (h, w)
                     or out.shape[1] <= max(k, 1)):
-                raise ModelError(f"{self.path}: output {card.output_name!r} has shape "
-                                 f"{out.shape}, expected ({n}, classes > {max(k, 1)}, {h}, {w})")
+                raise self._shape_error(out, shape, f"({n}, classes > {max(k, 1)}, {h}, {w})")
             if card.output_kind == "class_probabilities":
                 return out[:, k]
             # softmax's water channel, exp(l_k - logsumexp(l)), without overflow
@@ -505,11 +528,9 @@ class OnnxModel:
             with np.errstate(over="ignore"):   # -big - big: -inf, whose exp is 0
                 total = np.exp(out - top[:, None]).sum(axis=1)
                 return np.exp(out[:, k] - top - np.log(total))
-        if out.ndim == 4 and out.shape[1] == 1:
-            out = out[:, 0]
-        if out.shape != (n, h, w):
-            raise ModelError(f"{self.path}: output {card.output_name!r} has shape "
-                             f"{out.shape}, expected {(n, 1, h, w)}")
+        if out.shape not in ((n, 1, h, w), (n, h, w)):
+            raise self._shape_error(out, shape, f"{(n, 1, h, w)} or {(n, h, w)}")
+        out = out.reshape(n, h, w)
         if card.output_kind == "water_logit":   # sigmoid, exp(-log(1 + exp(-l))) for any l
             return np.exp(-np.logaddexp(np.float32(0), -out))
         return out

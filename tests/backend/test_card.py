@@ -304,3 +304,72 @@ def test_a_band_whose_values_all_lie_beyond_its_clip_window_is_warned_of(tmp_pat
     assert [w for w in said.warnings if "clip" in w] == [
         f"{path}: every sampled VH value ({x[1].min():.4g} to -1 dB) lies below the card's clip window [0, 1] (inputs.bands[1].clip): the model "
         "gets 0 for VH everywhere; is the window in dB?"]
+
+
+def _vv_graph(tmp_path, nodes, in_shape, out_shape, initializers=()) -> str:
+    """A graph from ``s1`` (``in_shape``) to the card's output (``out_shape``) under the raw
+    dB card; ``nodes`` read ``vv``, the input's channel 0 (axis 1) or last axis (NHWC)."""
+    from onnx import TensorProto, helper
+
+    card = raw_db_card("shapes", margin=0)
+    graph = helper.make_graph(
+        nodes, "shapes", [helper.make_tensor_value_info("s1", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info(card.output_name, TensorProto.FLOAT, out_shape)],
+        list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    onnx.save(model, tmp_path / "m.onnx")
+    return str(tmp_path / "m.onnx")
+
+
+def _first(axis: int):
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    return (helper.make_node("Gather", ["s1", "zero"], ["vv"], axis=axis),
+            numpy_helper.from_array(np.array([0], np.int64), "zero"))
+
+
+def test_an_output_smaller_than_the_tile_points_to_size_multiple(tmp_path):
+    """A graph that pools by 8 and upsamples, its card without tiling.size_multiple: the
+    error showed the squeezed shape (1, 32, 32) and no cause."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    gather, zero = _first(1)
+    scales = numpy_helper.from_array(np.array([1, 1, 8, 8], np.float32), "scales")
+    nodes = [gather, helper.make_node("AveragePool", ["vv"], ["pooled"], kernel_shape=[8, 8],
+                                      strides=[8, 8]),
+             helper.make_node("Resize", ["pooled", "", "scales"], ["up"], mode="nearest"),
+             helper.make_node("Sigmoid", ["up"], ["water_probability"])]
+    model = OnnxModel(_vv_graph(tmp_path, nodes, ["N", 2, "H", "W"], ["N", 1, "H2", "W2"],
+                                [zero, scales]), "cpu")
+    with pytest.raises(ModelError, match=r"m\.onnx: output 'water_probability' has shape "
+                                         r"\(1, 1, 32, 32\) for a batch of shape \(1, 2, 36, 36\), "
+                                         r"expected \(1, 1, 36, 36\) or \(1, 36, 36\); its height "
+                                         r"and width differ from the tile's: .* must say so in its "
+                                         r"card \(tiling\.size_multiple\)$"):
+        model.infer(np.zeros((1, 2, 36, 36), np.float32))
+
+
+def test_a_channels_last_graph_is_named_so(tmp_path):
+    """An NHWC graph: of dynamic shape, its output's shape was quoted with no cause; with
+    its channels fixed, it was refused as 'W x 2: the backend feeds square tiles'."""
+    import numpy as np
+    from onnx import helper
+
+    gather, zero = _first(3)
+    nodes = [gather, helper.make_node("Sigmoid", ["vv"], ["water_probability"])]
+    model = OnnxModel(_vv_graph(tmp_path, nodes, ["N", "H", "W", "C"], ["N", "H", "W", "K"],
+                                [zero]), "cpu")
+    with pytest.raises(ModelError, match=r"has shape \(1, 2, 36, 1\) for a batch of shape "
+                                         r"\(1, 2, 36, 36\), expected .*; the graph looks "
+                                         r"channels-last \(NHWC\): the backend feeds and reads "
+                                         r"channels-first \(NCHW\) tensors"):
+        model.infer(np.zeros((1, 2, 36, 36), np.float32))
+    with pytest.raises(CardError, match=r"m\.onnx: model does not match its card: input 's1' has "
+                                        r"shape \['N', 'H', 'W', 2\]: it looks channels-last "
+                                        r"\(NHWC\), 2 bands last; the backend feeds channels-first "
+                                        r"\(NCHW\) tensors, \(N, 2, H, W\)"):
+        OnnxModel(_vv_graph(tmp_path, nodes, ["N", "H", "W", 2], ["N", "H", "W", 1], [zero]), "cpu")
