@@ -315,19 +315,39 @@ def parse_card(doc: Any) -> ModelCard:
     )
 
 
-def _no_constant(name: str) -> None:
-    """NaN and Infinity, which Python's json reads and JSON has not."""
-    raise CardError(f"{name} is not a JSON number")
+class _Constant(str):
+    """NaN, Infinity or -Infinity, which Python's json reads and JSON has not: kept as
+    text to be named with its path (:func:`_not_json`)."""
 
 
-def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object; a key given twice (JSON keeps the last, silently) is refused."""
-    doc: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in doc:
-            raise CardError(f"{key}: given twice")
-        doc[key] = value
+class _Object(dict):
+    """A JSON object, with the keys it gave twice (JSON keeps the last, silently)."""
+    twice: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    doc = _Object(pairs)
+    if len(doc) < len(pairs):
+        seen: set[str] = set()
+        doc.twice = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))
     return doc
+
+
+def _not_json(doc: Any) -> list[str]:
+    """Where the decoded card holds what JSON does not allow, by JSON path (a walk
+    without recursion: json reads nesting deeper than Python recurses)."""
+    found, stack = [], [("", doc)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, _Constant):
+            found.append(f"{path or 'the card'}: {value} is not a JSON number")
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))
+        elif isinstance(value, dict):
+            dot = f"{path}." if path else ""
+            found += [f"{dot}{key}: given twice" for key in getattr(value, "twice", ())]
+            stack.extend(reversed([(f"{dot}{key}", v) for key, v in value.items()]))
+    return found
 
 
 def card_from_metadata(metadata: dict[str, str], source: str) -> ModelCard:
@@ -337,13 +357,13 @@ def card_from_metadata(metadata: dict[str, str], source: str) -> ModelCard:
         raise CardError(f"{source}: no model card (metadata key {CARD_KEY!r} missing; "
                         f"metadata keys present: {keys})")
     try:
-        doc = json.loads(metadata[CARD_KEY], object_pairs_hook=_one_value_per_key,
-                         parse_constant=_no_constant)
+        doc = json.loads(metadata[CARD_KEY], object_pairs_hook=_object, parse_constant=_Constant)
     except (ValueError, RecursionError) as exc:   # JSONDecodeError; digits past Python's limit
         raise CardError(f"{source}: model card is not valid JSON "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    except CardError as exc:
-        raise CardError(f"{source}: model card is invalid: {exc}") from None
+    problems = _not_json(doc)
+    if problems:
+        raise CardError(f"{source}: model card is invalid: " + "; ".join(problems))
     try:
         return parse_card(doc)
     except CardError as exc:

@@ -79,6 +79,12 @@ def test_future_schema_refused():
 @pytest.mark.parametrize("text, expected", [
     ('{"extra": {"x": NaN}}', "NaN is not a JSON number"),
     ('{"extra": {"x": -Infinity}}', "-Infinity is not a JSON number"),
+    # named by their path (a nested key given twice was 'kind: given twice', and the card
+    # called not valid JSON)
+    ('{"inputs": {"bands": [{"offset": 0}, {"offset": NaN}]}}',
+     "model card is invalid: inputs.bands[1].offset: NaN is not a JSON number"),
+    ('{"output": {"kind": "water_logit", "kind": "class_logits"}, "name": "a", "name": "b"}',
+     "model card is invalid: name: given twice; output.kind: given twice"),
     ('{"extra": ' + "[" * 100000 + "]" * 100000 + "}", "model card is not valid JSON (maximum recursion"),
     ('{"pixel_size_m": 1' + "0" * 5000 + "}", "model card is not valid JSON (Exceeds the limit"),
 ])
