@@ -252,10 +252,10 @@ def fill_near_data(x: np.ndarray, valid: np.ndarray, distance: int) -> None:
     ``distance`` px of a valid one, GDAL's inverse-distance fill of the valid pixels
     around it (``rasterio.fill.fillnodata``, no smoothing); farther ones stay as they are.
 
-    ``normalize`` feeds no data as 0, the low end of each band's clip: open water's
-    signature, so the models drew a false-water fringe along every no-data edge (a
-    swath's border, a masked area). The fill continues the scene across the edge
-    instead. It depends only on pixels within ``distance``, so a window read with that
+    ``normalize`` feeds no data as 0 after normalisation, for the bundled models the low
+    end of each band's clip: open water's signature, so they drew a false-water fringe
+    along every no-data edge (a swath's border, a masked area). The fill continues the
+    scene across the edge instead. It depends only on pixels within ``distance``, so a window read with that
     much more on every side is filled as the whole raster would be.
 
     GDAL's cost grows with the area it is given, and most of a window's no data can lie

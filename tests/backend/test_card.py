@@ -142,13 +142,62 @@ def test_the_documented_example_is_the_bundled_models_card():
     """backend/MODEL_CARD.md shows the default model's card (less ``extra``): it must
     parse, and say what the bundled file says."""
     from backend.engine import default_model_path
-    from tests.conftest import REPO
-    text = (REPO / "backend" / "MODEL_CARD.md").read_text()
-    example = json.loads(text.split("```json\n")[-1].split("```")[0])
-    documented = parse_card(example)
+    documented = parse_card(_documented("sarflood-student-compact"))
     bundled = OnnxModel(default_model_path(), "cpu").card
     assert json.loads(documented.to_json()) == {
         k: v for k, v in json.loads(bundled.to_json()).items() if k != "extra"}
+
+
+def _documented(name: str) -> dict:
+    """The card named ``name`` among backend/MODEL_CARD.md's JSON examples."""
+    from tests.conftest import REPO
+    text = (REPO / "backend" / "MODEL_CARD.md").read_text()
+    examples = [json.loads(block.split("```")[0]) for block in text.split("```json\n")[1:]]
+    (example,) = [e for e in examples if e["name"] == name]
+    return example
+
+
+def test_the_documented_two_class_example_runs_as_its_text_says(tmp_path):
+    """The second example: class logits [dry, water], standardised inputs, a graph that
+    takes only multiples of 32 (here: a 32 x 32 pool, upsampled, times 0, added to the
+    water logit, which ONNX Runtime cannot add on other sizes)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from backend.engine import PredictOptions, predict
+    from tests.backend.conftest import random_db, sigmoid, write_raster
+
+    card = parse_card(_documented("acme-s1-unet"))
+    assert (card.output_kind, card.water_channel, card.size_multiple) == ("class_logits", 1, 32)
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "vv_index"),
+             numpy_helper.from_array(np.array([1, 1, 32, 32], np.float32), "scales"),
+             numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
+    nodes = [helper.make_node("Gather", ["input", "vv_index"], ["vv"], axis=1),
+             helper.make_node("AveragePool", ["vv"], ["pooled"], kernel_shape=[32, 32],
+                              strides=[32, 32]),
+             helper.make_node("Resize", ["pooled", "", "scales"], ["up"], mode="nearest"),
+             helper.make_node("Mul", ["up", "zero"], ["nothing"]),
+             helper.make_node("Sub", ["nothing", "vv"], ["water"]),   # -(VV + 10) / 5
+             helper.make_node("Mul", ["vv", "zero"], ["dry"]),
+             helper.make_node("Concat", ["dry", "water"], ["logits"], axis=1)]
+    graph = helper.make_graph(
+        nodes, "two classes",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, "H", "W"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    onnx.save(model, tmp_path / "acme.onnx")
+    bands = random_db((90, 60), seed=4)
+    src = write_raster(tmp_path / "s1.tif", bands)
+    r = predict(PredictOptions([src], mask=None, probability=str(tmp_path / "p.tif"),
+                               model=str(tmp_path / "acme.onnx")))
+    assert (r["tiles"]["stride"], r["tiles"]["overlap"], r["tiles"]["tile"]) == (480, 96, 576)
+    import rasterio
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read(1)
+    expected = sigmoid(-(np.clip(bands[0], -25, 5) + 10) / 5)
+    np.testing.assert_allclose(p, expected, atol=1e-6)
 
 
 def test_a_graph_without_a_fixed_channel_count_that_does_not_take_the_cards_bands_says_so(tmp_path):
