@@ -104,6 +104,9 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
         o = overlap
     else:
         o = min_overlap + default_blend(margin)
+    if stride is not None and (stride < BLOCK_MULTIPLE or stride % BLOCK_MULTIPLE):
+        # the stride is the output GeoTIFF's block, which GDAL wants a multiple of 16
+        raise UsageError(f"tile size {stride} must be a positive multiple of {BLOCK_MULTIPLE}")
     if fixed_tile is not None:
         if stride is not None and stride + o != fixed_tile:
             raise UsageError(f"the model only takes {fixed_tile} x {fixed_tile} tiles; "
@@ -119,9 +122,7 @@ def plan_tiles(height: int, width: int, margin: int, stride: int | None, overlap
                              f"overlap of {o}" + (f"; give an overlap of at most {fits[-1]}"
                                                   if fits else ""))
         return plan
-    s = card_tile if stride is None else stride
-    if s < BLOCK_MULTIPLE or s % BLOCK_MULTIPLE:
-        raise UsageError(f"tile size {s} must be a positive multiple of {BLOCK_MULTIPLE}")
+    s = card_tile if stride is None else stride   # a card's tile_size is a multiple of 16
     if s > MAX_TILE:
         raise UsageError(f"tile size {s} is above {MAX_TILE}: bigger tiles are no faster, "
                          f"and the model's working memory grows with them")

@@ -53,6 +53,8 @@ def test_fixed_tile_fixes_the_stride():
     (dict(stride=100), "multiple of 16"),
     (dict(overlap=7), "below twice the model's margin"),
     (dict(fixed_tile=96, stride=64, overlap=40), "only takes 96 x 96 tiles"),
+    # it fitted the fixed tile, and GDAL then refused the output's 104-pixel blocks
+    (dict(fixed_tile=128, stride=104, overlap=24), "multiple of 16"),
 ])
 def test_bad_plans(kw, match):
     args = dict(height=10, width=10, margin=4, stride=None, overlap=None, card_tile=64)
