@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -54,7 +55,7 @@ from .data.conventions import IGNORE
 from .data.layout import DatasetError
 from .losses import (charbonnier, dice_loss, distillation_loss, edge_weighted_ce,
                      feature_distillation_loss, fft_magnitude_loss, ssim_loss, weighted_mean)
-from .methods import INPUT_CHANNELS, OPTICAL, Method, get_method
+from .methods import HAND_VALID, INPUT_CHANNELS, OPTICAL, Method, get_method
 from .multitask import ChipClassifier, FloraTrainee, holds_water, teacher_pyramid
 from .metrics import Scoreboard
 from .models import DEEPLAB, CompactSegNet, build_model, display_name
@@ -214,12 +215,12 @@ def _poly(steps: int, power: float):
     return lambda step: max(0.0, 1.0 - step / steps) ** power
 
 
-def require_checkpoints(method: Method, teacher: Path | None, init: Path | None = None
-                        ) -> dict[str, dict[str, Any]]:
+def require_checkpoints(method: Method, config: TrainConfig, teacher: Path | None,
+                        init: Path | None = None) -> dict[str, dict[str, Any]]:
     """The teacher and pretraining checkpoints given exist, are each the best.pt of a
-    finished run, and a method that needs one has it (the CLI checks it before reading
-    the data; :func:`train` again). Returns those given, read, by role ("teacher",
-    "pretraining")."""
+    finished run on ``config``'s pixel size, and a method that needs one has it (the CLI
+    checks it before reading the data; :func:`train` again). Returns those given, read,
+    by role ("teacher", "pretraining")."""
     docs = {}
     for option, role, path, needed in (("--teacher", "teacher", teacher, method.teacher),
                                        ("--init", "pretraining", init, method.init_from)):
@@ -232,7 +233,20 @@ def require_checkpoints(method: Method, teacher: Path | None, init: Path | None 
             raise RunError(f"method {method.name!r} takes no {option}")
         if path is not None:
             docs[role] = _of_a_finished_run(option, Path(path))
+            _same_pixel_size(option, Path(path), docs[role], config)
     return docs
+
+
+def _same_pixel_size(option: str, path: Path, doc: dict[str, Any], config: TrainConfig) -> None:
+    """RunError where the checkpoint's run worked on another grid: a frozen teacher (or a
+    stage-1 encoder) fed this run's pixels sees every feature at another scale than it
+    learnt. (Bands and normalisation are fixed by the method, checked by channel count.)"""
+    theirs = doc.get("run", {}).get("config", {}).get("pixel_size_m")
+    if theirs is not None and theirs != config.pixel_size_m:
+        raise RunError(f"{option} {path}: trained on {theirs:g} m pixels, this run works on "
+                       f"{config.pixel_size_m:g} m (the setting pixel_size_m): it would see "
+                       f"its inputs at another scale than it learnt; train it with this "
+                       f"run's preset, or give this run --set pixel_size_m={theirs:g}")
 
 
 def _of_a_finished_run(option: str, path: Path) -> dict[str, Any]:
@@ -256,14 +270,49 @@ def _of_a_finished_run(option: str, path: Path) -> dict[str, Any]:
     return doc
 
 
-def _data_record(data: RunData, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What best.pt records of the data: its line and grid, and by role the lines of the
-    data its teacher's and stage-1 runs learnt from (``upstream``: their checkpoints),
-    which the model card names: a student of a teacher trained on synthetic data has
-    learnt from synthetic data too."""
+def _data_record(data: RunData, splits: dict[str, str], upstream: dict[str, dict[str, Any]]
+                 ) -> dict[str, Any]:
+    """What best.pt records of the data: its line, grid and split digests, and by role the
+    lines of the data its teacher's and stage-1 runs learnt from (``upstream``: their
+    checkpoints), which the model card names: a student of a teacher trained on synthetic
+    data has learnt from synthetic data too."""
     return {"description": data.description, "chip_pixel_size_m": data.pixel_size_m,
+            "splits": splits,
             **{role: doc["data"]["description"] for role, doc in upstream.items()
                if "description" in doc.get("data", {})}}
+
+
+def _split_digests(method: Method, data: RunData) -> dict[str, str]:
+    """A digest of the chip ids of each split the run reads, by split name (a pool of
+    one split, and validation): a teacher's run and its student's read some of the same
+    splits. {} for chips not read from a dataset (no fingerprint)."""
+    if not data.fingerprint:
+        return {}
+    from .rundata import _chip_ids   # rundata imports this module
+    named = {sources[0].split: pool for sources, pool in zip(method.pools, data.pools)
+             if len(sources) == 1}
+    named[HAND_VALID] = data.valid
+    return {split: hashlib.sha256(",".join(_chip_ids(ds)).encode()).hexdigest()[:12]
+            for split, ds in named.items()}
+
+
+def _other_chips(upstream: dict[str, dict[str, Any]], paths: dict[str, Path | None],
+                 splits: dict[str, str], data: RunData) -> list[str]:
+    """A warning per teacher or stage-1 checkpoint whose run read a split of the same name
+    as this run with other chips: other split files (it may have learnt from this run's
+    validation or test chips) or another dataset. Not refused: an outside teacher can be
+    deliberate."""
+    notes = []
+    for role, doc in upstream.items():
+        theirs = doc.get("data", {}).get("splits", {})
+        split = next((k for k in sorted(theirs) if k in splits and theirs[k] != splits[k]), None)
+        if split is not None:
+            notes.append(f"the {role} checkpoint {paths[role]} was trained on other chips: its "
+                         f"{split!r} split's chips differ ({theirs[split]} there, "
+                         f"{splits[split]} here; its data: {doc['data'].get('description')}; "
+                         f"this run's: {data.description}); "
+                         f"it may have seen this run's validation or test chips")
+    return notes
 
 
 def _load_teacher(run: RunSpec, teacher: Path | None, device: torch.device) -> nn.Module | None:
@@ -600,7 +649,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
     """
     d = d or ddp.Dist(0, 1, torch.device("cpu"))
     cfg, method = run.config, run.method
-    upstream = require_checkpoints(method, teacher, init)
+    upstream = require_checkpoints(method, cfg, teacher, init)
     metric = "accuracy_valid" if method.kind == "classify" else "iou_valid"
     summary_path, last_path = out_dir / "summary.json", out_dir / "last.pt"
     # a student resumed with another teacher would mix two teachers' lessons, and a
@@ -649,14 +698,20 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                 raise RunError(f"the training split {'+'.join(src.split for src in sources)} "
                                "has no labelled pixel (every label is -1, or S1 has no data "
                                "under it): there is nothing to learn from")
+    splits = _split_digests(method, data)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
     with folder_lock(out_dir, d.is_main):
         if d.is_main and _files_state(out_dir) != checked:   # the checks above are stale
             raise RunError(f"{out_dir}: another run wrote this folder while this one "
                            f"started; give the command again to check it anew")
+        if d.is_main:
+            for note in _other_chips(upstream, {"teacher": teacher, "pretraining": init},
+                                     splits, data):
+                print(f"warning: {note}", file=sys.stderr, flush=True)
+                _Log(out_dir / "train.log", None)(f"warning: {note}")
         return _train_steps(run, data, out_dir, d, progress, stop_at, start, state, digests,
-                            _data_record(data, upstream), teacher_model, model, trainee,
-                            metric)
+                            _data_record(data, splits, upstream), teacher_model, model,
+                            trainee, metric)
 
 
 def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progress: bool,

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         # what needs no data is checked before the data is read (minutes on the real set)
         if args.stop_at is not None and args.stop_at < 1:
             return fail(f"--stop-at {args.stop_at}: give a step of at least 1")
-        require_checkpoints(method, args.teacher, args.init)
+        require_checkpoints(method, cfg, args.teacher, args.init)
         problem = unwritable(args.out, folder=True)
         if problem:
             return fail(problem)

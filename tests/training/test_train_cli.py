@@ -453,3 +453,49 @@ def test_a_teacher_must_be_the_best_checkpoint_of_a_finished_run(tmp_path):
     shutil.copy(tmp_path / "half" / "best.pt", tmp_path / "early.pt")
     one_line_error(cli("train", *student, "--teacher", tmp_path / "early.pt"),
                    "nowhere: dataset folder not found")
+
+
+def test_a_teacher_or_stage_one_of_another_pixel_size_is_refused(tmp_path):
+    """A teacher trained at 16 m (the paper preset) taught a 10 m student (the cpu preset)
+    without a word: the frozen teacher saw every feature at 1.6 times its scale."""
+    torch.set_num_threads(1)
+    train(tiny_run("teacher", steps=1, eval_every=1, pixel_size_m=16.0), tiny_data(),
+          tmp_path / "teacher", progress=False)
+    train(tiny_run("chip_classifier", steps=1, eval_every=1, pixel_size_m=16.0), tiny_data(),
+          tmp_path / "stage1", progress=False)
+    one_line_error(cli("train", "student", "--data", tmp_path / "nowhere", "--out",
+                       tmp_path / "run", "--teacher", tmp_path / "teacher" / "best.pt"),
+                   "teacher/best.pt: trained on 16 m pixels, this run works on 10 m (the "
+                   "setting pixel_size_m)")
+    with pytest.raises(RunError, match="--init .*stage1/best.pt: trained on 16 m pixels, this "
+                                       "run works on 10 m .*--set pixel_size_m=16$"):
+        train(tiny_run("pretrained"), tiny_data(), tmp_path / "run",
+              init=tmp_path / "stage1" / "best.pt", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_trained_on_other_chips_is_named_at_start(data, tmp_path):
+    """A teacher of another dataset (or of other split files: it may have learnt from the
+    student's validation or test chips) taught a student without a word; warned, not
+    refused (an outside teacher can be deliberate)."""
+    other = tmp_path / "other"
+    assert cli("synth", "--out", other, "--chips", 8, "--weak-chips", 0, "--external-chips", 0,
+               "--seed", 4).returncode == 0
+    one_step = ["--set", "steps=1", "--set", "eval_every=1", "--set", "workers=0", *SMALL]
+    for name, root in (("own", data), ("foreign", other)):
+        proc = cli("train", "teacher", "--data", root, "--out", tmp_path / name, *one_step)
+        assert proc.returncode == 0, proc.stderr
+    for name in ("own", "foreign"):
+        proc = cli("train", "student", "--data", data, "--out", tmp_path / f"student_{name}",
+                   "--teacher", tmp_path / name / "best.pt", *one_step)
+        assert proc.returncode == 0, proc.stderr
+        warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+        logged = re.findall(r"warning: .*", (tmp_path / f"student_{name}" / "train.log").read_text())
+        assert warned == logged, proc.stderr
+        if name == "own":
+            assert warned == []
+        else:
+            assert len(warned) == 1 and warned[0].startswith(
+                f"warning: the teacher checkpoint {tmp_path / 'foreign' / 'best.pt'} was trained "
+                f"on other chips: its 'train' split's chips differ ("), warned
+            assert "seed 4" in warned[0] and "validation or test chips" in warned[0]
