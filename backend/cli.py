@@ -323,8 +323,9 @@ def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) ->
     if s["description"]:
         print(f"  {s['description']}")
     for b in s["bands"]:
+        shift = f"x + {-b['offset']:g}" if b["offset"] < 0 else f"x - {b['offset']:g}"
         print(f"  band {b['name']}: {b['units']}, clip {list(b['clip'])}, "
-              f"(x - {b['offset']:g}) / {b['scale']:g}")
+              f"({shift}) / {b['scale']:g}")
     print(f"  pixel size {s['pixel_size_m']:g} m; tiles {s['tile_size']} px, margin "
           f"{s['margin']}, size multiple {s['size_multiple']}")
     for line in _graph_fixes(model):

@@ -428,3 +428,13 @@ def test_a_channels_last_graph_is_named_so(tmp_path):
                                         r"\(NHWC\), 2 bands last; the backend feeds channels-first "
                                         r"\(NCHW\) tensors, \(N, 2, H, W\)"):
         OnnxModel(_vv_graph(tmp_path, nodes, ["N", "H", "W", 2], ["N", "H", "W", 1], [zero]), "cpu")
+
+
+def test_card_command_writes_a_negative_offset_as_a_sum(capsys):
+    """The bundled model's bands read "(x - -20) / 20"."""
+    from backend.cli import main
+
+    from .conftest import REPO
+    assert main(["card", str(REPO / "resources" / "models" / "sarflood-student-compact.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "(x + 20) / 20" in out and "- -" not in out
