@@ -54,6 +54,17 @@ from .tiling import plan_tiles
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 RAW_SECONDS = 3.0
+# the smallest scene edge benched: Mpx/s are reported to 0.01, and a smaller scene's
+# round to 0 (a 7 x 7 scene's did, and their ratio divided by it)
+MIN_SIZE = 256
+
+
+def check_size(n: int, option: str = "--size") -> None:
+    """UsageError where ``n`` is below :data:`MIN_SIZE` (``reproduce`` checks its
+    --bench-size with it before training)."""
+    if n < MIN_SIZE:
+        raise UsageError(f"{option} {n}: give at least {MIN_SIZE} pixels (a smaller scene's "
+                         f"Mpx/s round to 0)")
 
 
 def machine() -> dict:
@@ -193,9 +204,8 @@ def run_bench(sizes: list[int], model: str | None = None, device: str = "auto",
         workdir = os.path.abspath(workdir)
         if not os.path.isdir(workdir):
             raise UsageError(f"--workdir {workdir}: not an existing folder")
-    if any(n < 1 for n in sizes):
-        raise UsageError(f"--size {min(sizes)}: give at least 1 pixel")
     for n in sizes:   # before any scene is written, in a folder deleted after its run
+        check_size(n)
         check_latitude(latitude, n)
         check_room(workdir or tempfile.gettempdir(), n, n)
     report = {"machine": machine(), "model_path": model_path, "device": device,

@@ -31,6 +31,9 @@ from typing import Any
 
 import torch
 
+from backend.bench import check_size
+from backend.errors import UsageError
+
 from . import ddp
 from .atomic import unwritable, write_text_atomic
 from .checkpoint import CheckpointError, load_model
@@ -528,9 +531,12 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds is None:
         args.seeds = 5 if args.preset == "paper" else 3
     # before --estimate too: it projected negative time for --seeds -2
-    for option, value in (("--seeds", args.seeds), ("--bench-size", args.bench_size)):
-        if value < 1:
-            return fail(f"{option} {value}: give at least 1")
+    if args.seeds < 1:
+        return fail(f"--seeds {args.seeds}: give at least 1")
+    try:   # the bench's own rule: it failed after all the training
+        check_size(args.bench_size, "--bench-size")
+    except UsageError as exc:
+        return fail(str(exc))
     if not args.estimate:   # before hours of training that would end there
         for option, folder in (("--out", out), ("--results", args.results)):
             problem = unwritable(folder, folder=True)

@@ -244,8 +244,19 @@ def test_scene_keeps_existing_files_and_refuses_bad_sizes(tmp_path):
 def test_demo_and_bench_refuse_an_empty_scene(tmp_path, command):
     p = run_cli(command, "--size", "0", *(["--workdir", str(tmp_path)] if command == "bench"
                                            else ["--out", str(tmp_path)]))
-    assert p.returncode == 1 and p.stderr.strip().endswith("error: --size 0: give at least 1 pixel")
+    assert p.returncode == 1 and p.stderr.strip().endswith(
+        "error: --size 0: give at least 1 pixel" if command == "demo" else
+        "error: --size 0: give at least 256 pixels (a smaller scene's Mpx/s round to 0)")
     assert "Traceback" not in p.stderr and listing(tmp_path) == []
+
+
+def test_bench_refuses_a_scene_too_small_to_time_before_writing(tmp_path):
+    """A 7 x 7 scene's Mpx/s rounded to 0, and bench ended in a ZeroDivisionError with no
+    table (reproduce --bench-size 7 after all its training)."""
+    p = run_cli("bench", "--workdir", str(tmp_path), "--size", "512", "--size", "7")
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        "error: --size 7: give at least 256 pixels (a smaller scene's Mpx/s round to 0)"], p.stderr
+    assert listing(tmp_path) == []
 
 
 def test_a_probability_type_without_a_probability_file_is_refused(tmp_path, src):
@@ -463,9 +474,9 @@ def test_a_scene_larger_than_the_disk_is_one_line_and_leaves_nothing(tmp_path):
 
 
 def test_bench_refuses_a_latitude_beyond_the_poles_before_writing(tmp_path):
-    p = run_cli("bench", "--workdir", str(tmp_path), "--size", "64", "--latitude", "95")
+    p = run_cli("bench", "--workdir", str(tmp_path), "--size", "256", "--latitude", "95")
     assert p.returncode == 1 and p.stderr.strip().endswith(
-        "error: --latitude 95: a scene 64 rows high would run from latitude 95 to 94.994, "
+        "error: --latitude 95: a scene 256 rows high would run from latitude 95 to 94.977, "
         "beyond the poles"), p.stderr
     assert listing(tmp_path) == []
 

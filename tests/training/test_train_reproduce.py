@@ -187,12 +187,15 @@ def test_a_smoke_run_cannot_replace_the_committed_table(tmp_path):
     assert committed.read_bytes() == before and not (tmp_path / "runs").exists()
 
 
-def test_seeds_and_bench_size_below_1_are_refused_before_the_data_is_read(tmp_path):
-    """--estimate projected negative time for --seeds -2; --bench-size 0 failed only in the
-    bench, after every run was trained."""
+def test_seeds_below_1_and_a_bench_size_bench_refuses_are_refused_before_the_data_is_read(
+        tmp_path):
+    """--estimate projected negative time for --seeds -2; --bench-size 0, or 7 (its Mpx/s
+    rounded to 0: ZeroDivisionError), failed only in the bench, after every run was trained."""
+    small = "give at least 256 pixels (a smaller scene's Mpx/s round to 0)"
     for extra, text in ((["--seeds", "0", "--estimate"], "--seeds 0: give at least 1"),
                         (["--seeds", "-2", "--estimate"], "--seeds -2: give at least 1"),
-                        (["--bench-size", "0"], "--bench-size 0: give at least 1")):
+                        (["--bench-size", "0"], f"--bench-size 0: {small}"),
+                        (["--bench-size", "7"], f"--bench-size 7: {small}")):
         proc = cli("reproduce", "--data", tmp_path / "nowhere", "--out", tmp_path / "runs",
                    "--results", tmp_path / "results", *extra)
         assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
