@@ -29,13 +29,15 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (with the format tag) atomically; a write that fails (a full disk:
     torch says "unexpected pos ...") is a :class:`CheckpointError` naming the file."""
+    kept = ("The checkpoint before it is kept" if Path(path).exists()
+            else "There was no earlier checkpoint")
     try:
         with atomic_path(Path(path)) as tmp:
             torch.save({"format": FORMAT, **payload}, tmp)
     except (OSError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: cannot be written ({first}); is the disk full? The "
-                              f"checkpoint before it is kept") from None
+        raise CheckpointError(f"{path}: cannot be written ({first}); is the disk full? "
+                              f"{kept}") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

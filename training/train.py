@@ -709,9 +709,23 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                                      splits, data):
                 print(f"warning: {note}", file=sys.stderr, flush=True)
                 _Log(out_dir / "train.log", None)(f"warning: {note}")
-        return _train_steps(run, data, out_dir, d, progress, stop_at, start, state, digests,
-                            _data_record(data, splits, upstream), teacher_model, model,
-                            trainee, metric)
+        try:
+            return _train_steps(run, data, out_dir, d, progress, stop_at, start, state,
+                                digests, _data_record(data, splits, upstream), teacher_model,
+                                model, trainee, metric)
+        except (RunError, CheckpointError) as exc:   # a DatasetError logs its own line
+            if d.is_main:
+                _log_error(out_dir, exc)
+            raise
+
+
+def _log_error(out_dir: Path, exc: Exception) -> None:
+    """The error that ends a run, in its train.log too: a divergence or a full disk is read
+    there after the terminal is gone. On a full disk the line may not fit: stderr has it."""
+    try:
+        _Log(out_dir / "train.log", None)(f"stopped: {exc}")
+    except OSError:
+        pass
 
 
 def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progress: bool,

@@ -2,6 +2,7 @@
 and a run interrupted by SIGINT resumes without losing finished steps."""
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,28 @@ def test_a_diverging_run_stops_with_an_error_and_keeps_no_nan_checkpoint(tmp_pat
             doc = torch.load(tmp_path / name, weights_only=True)
             assert all(torch.isfinite(t).all() for t in doc["model"].values()
                        if t.is_floating_point())
+    # the error was on stderr alone: train.log, read once the terminal is gone, ended
+    # with the last loss line
+    last = (tmp_path / "train.log").read_text().splitlines()[-1]
+    assert re.search(r"stopped: the (loss is nan|weights are no longer finite) at step \d: "
+                     r"the run diverged", last), last
+
+
+def test_a_full_disk_says_whether_a_checkpoint_is_kept_and_is_logged(data, tmp_path):
+    """Files capped at 50 kB (RLIMIT_FSIZE: a full disk for torch.save, no mount needed):
+    the first best.pt cannot be written. The error said "the checkpoint before it is
+    kept", where there was none, and was on stderr alone."""
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # fail the write, not the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    run = tmp_path / "run"
+    proc = cli("train", "hand", "--data", data, "--out", run, "--set", "steps=2",
+               "--set", "eval_every=1", "--set", "workers=0", *SMALL, preexec_fn=small_files)
+    one_line_error(proc, f"{run / 'best.pt'}: cannot be written (")
+    assert proc.stderr.strip().endswith("is the disk full? There was no earlier checkpoint")
+    assert (run / "train.log").read_text().splitlines()[-1].endswith(
+        f" stopped: {proc.stderr.strip()[len('error: '):]}")
 
 
 def test_a_student_resumes_only_with_its_own_teacher(tmp_path):
