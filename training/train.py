@@ -861,11 +861,12 @@ def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progre
             if d.is_main and (done % cfg.checkpoint_every == 0 or done == cfg.steps or halt):
                 save_last(done)
             if halt:
+                asked = done == stop_at and not stop["stop"]   # not a signal
                 if d.is_main:
-                    log(f"interrupted after step {done}")
+                    log(f"stopped after step {done} as --stop-at asked" if asked
+                        else f"interrupted after step {done}")
                 ddp.barrier(d)
-                raise Interrupted(done, out_dir,
-                                  at_stop_step=done == stop_at and not stop["stop"])
+                raise Interrupted(done, out_dir, at_stop_step=asked)
     seconds = elapsed + time.perf_counter() - t0
     summary = {"method": method.name, "title": method.title, "seed": run.seed,
                "lr": run.lr, "weight_decay": run.weight_decay, "steps": cfg.steps,

@@ -18,6 +18,7 @@ from .config import ConfigError, make_config, parse_overrides
 from .data.layout import DatasetError
 from .methods import BY_NAME, get_method
 from .rundata import open_run_data
+from .synth.writer import MANIFEST
 from .train import Interrupted, RunError, RunSpec, require_checkpoints, train
 
 TRAINED = [m for m in BY_NAME if BY_NAME[m].kind != "otsu"]
@@ -38,6 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _a_dataset(out: Path) -> str | None:
+    """Why ``out`` is a dataset's own folder (run files would lie beside its chips)."""
+    for name in ("v1.1", MANIFEST):
+        if (out / name).exists():
+            return (f"--out {out}: holds {name}, a dataset's folder; give a run folder of "
+                    f"its own (e.g. runs/METHOD)")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         if args.method not in BY_NAME:   # the trained ones: otsu gets its own answer below
@@ -56,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
         # what needs no data is checked before the data is read (minutes on the real set)
         if args.stop_at is not None and args.stop_at < 1:
             return fail(f"--stop-at {args.stop_at}: give a step of at least 1")
+        if args.seed < 0:
+            return fail(f"--seed {args.seed}: give 0 or more")
         require_checkpoints(method, cfg, args.teacher, args.init)
-        problem = unwritable(args.out, folder=True)
+        problem = unwritable(args.out, folder=True) or _a_dataset(args.out)
         if problem:
             return fail(problem)
         ddp.pick_device(args.device)

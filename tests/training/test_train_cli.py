@@ -106,6 +106,7 @@ def test_bad_values_and_missing_inputs_are_refused_before_the_data_is_read(tmp_p
             # ignored: the run went on to its end
             (["hand", "--stop-at", "0"], "--stop-at 0: give a step of at least 1"),
             (["hand", "--stop-at", "-3"], "--stop-at -3: give a step of at least 1"),
+            (["hand", "--seed", "-1"], "--seed -1: give 0 or more"),
             (["student"], "method 'student' needs --teacher CHECKPOINT"),
             (["student", "--teacher", tmp_path / "t.pt"], "t.pt: file not found")):
         out = tmp_path / "run"
@@ -362,11 +363,27 @@ def test_stop_at_is_a_success_that_a_job_script_can_chain(data, tmp_path):
     assert first.returncode == 0 and "--stop-at 2: stopped after step 2" in first.stdout, \
         first.stdout + first.stderr
     assert logged_steps(tmp_path / "run") == [1, 2]
+    # logged as asked for, not as an interruption (a signal's line)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert " stopped after step 2 as --stop-at asked\n" in log and "interrupted" not in log
     again = cli(*run, "--stop-at", 2)
     assert again.returncode == 0 and "already at step 2" in again.stdout, again.stderr
     rest = cli(*run)
     assert rest.returncode == 0, rest.stderr
     assert logged_steps(tmp_path / "run") == [1, 2, 3, 4]
+
+
+def test_the_dataset_folder_is_not_a_run_folder(data, tmp_path):
+    """--out DATA wrote train.log, best.pt ... beside v1.1/ and the synthetic manifest."""
+    before = sorted(p.name for p in data.iterdir())
+    one_line_error(cli("train", "hand", "--data", data, "--out", data, *SMALL),
+                   f"--out {data}: holds v1.1, a dataset's folder; give a run folder of its own")
+    assert sorted(p.name for p in data.iterdir()) == before
+    manifest_only = tmp_path / "copy"
+    manifest_only.mkdir()
+    shutil.copy(data / "synth_manifest.json", manifest_only)
+    one_line_error(cli("train", "hand", "--data", data, "--out", manifest_only, *SMALL),
+                   "holds synth_manifest.json, a dataset's folder")
 
 
 def test_synthetic_data_is_called_synthetic_when_named_by_its_v1_1_folder(data, tmp_path):
