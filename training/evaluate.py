@@ -127,10 +127,10 @@ def masks(folder: str | Path) -> Method:
                 problems.append(f"chip {c.chip_id}: no mask {folder}/{c.chip_id}.tif (or a "
                                 f"single {c.chip_id}_*.tif)")
                 continue
-            why = grid_of(c.s1).mismatch(grid_of(path))
+            why = grid_of(c.s1).mismatch(grid_of(path), ("S1", "mask"))
             if why:
                 problems.append(f"chip {c.chip_id}: {path} lies on another grid than its S1 "
-                                f"{c.s1.name} (S1 vs mask: {why})")
+                                f"{c.s1.name} ({why})")
         if problems:
             raise DatasetError(problems_message(f"masks in {folder}", problems))
 

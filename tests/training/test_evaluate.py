@@ -151,12 +151,12 @@ def test_masks_on_another_grid_than_their_chip_are_refused(data, tmp_path, capsy
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"error: masks in {masks}: 3 problems"
     assert err[1].startswith(f"  - chip {chips[0].chip_id}: {shifted} lies on another grid than "
-                             f"its S1 {chips[0].s1.name} (S1 vs mask: origin (")
+                             f"its S1 {chips[0].s1.name} (origin S1 (")
     assert err[2] == (f"  - chip {chips[1].chip_id}: {other_crs} lies on another grid than its "
-                      f"S1 {chips[1].s1.name} (S1 vs mask: CRS EPSG:4326 vs EPSG:32630)")
+                      f"S1 {chips[1].s1.name} (CRS S1 EPSG:4326 vs mask EPSG:32630)")
     # a mask without a CRS was said to have "different CRS"
     assert err[3] == (f"  - chip {chips[2].chip_id}: {no_crs} lies on another grid than its "
-                      f"S1 {chips[2].s1.name} (S1 vs mask: CRS EPSG:4326 vs none)") and len(err) == 4
+                      f"S1 {chips[2].s1.name} (CRS S1 EPSG:4326 vs mask none)") and len(err) == 4
     # the same masks back on their grids score perfectly
     for chip in chips[:3]:
         shutil.copy(chip.label, masks / f"{chip.chip_id}.tif")

@@ -31,21 +31,24 @@ class Grid:
     crs: str
     transform: Affine
 
-    def mismatch(self, other: Grid) -> str | None:
-        """Why two grids differ, or None if they are the same grid."""
+    def mismatch(self, other: Grid, names: tuple[str, str] = ("s1", "the file")) -> str | None:
+        """Why two grids differ, each value labelled by ``names`` (this grid's, then
+        ``other``'s), or None if they are the same grid."""
+        this, that = names
         if (self.width, self.height) != (other.width, other.height):
-            return f"size {self.width}x{self.height} vs {other.width}x{other.height}"
+            return f"size {this} {self.width}x{self.height} vs {that} {other.width}x{other.height}"
         if self.crs != other.crs:
             # "" is a file without one: said so, not as another CRS
-            return f"CRS {self.crs or 'none'} vs {other.crs or 'none'}"
+            return f"CRS {this} {self.crs or 'none'} vs {that} {other.crs or 'none'}"
         a, b = self.transform, other.transform
         for name, x, y in (("pixel width", a.a, b.a), ("pixel height", a.e, b.e)):
             if not math.isclose(x, y, rel_tol=_REL_TOL):
-                return f"{name} {x:.6g} vs {y:.6g}"
+                return f"{name} {this} {x:.6g} vs {that} {y:.6g}"
         if a.b or a.d or b.b or b.d:
             return None if a.almost_equals(b) else "rotated grids differ"
         if abs(a.c - b.c) > _ORIGIN_TOL_PX * abs(a.a) or abs(a.f - b.f) > _ORIGIN_TOL_PX * abs(a.e):
-            return f"origin ({a.c:.8f}, {a.f:.8f}) vs ({b.c:.8f}, {b.f:.8f})"
+            return (f"origin {this} ({a.c:.8f}, {a.f:.8f}) vs {that} ({b.c:.8f}, "
+                    f"{b.f:.8f})")
         return None
 
 
