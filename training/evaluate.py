@@ -228,12 +228,17 @@ def run(args: argparse.Namespace) -> int:
 
     # a split file's chips are named after the file unless --split names them
     splits = args.split or ([Path(args.split_file).stem] if args.split_file else ["test"])
+    splits = list(dict.fromkeys(splits))   # a split given twice is scored once
     if args.split_file and len(splits) > 1:
         return fail("--split-file scores one split; give one --split (its name in the table)")
     if not (args.otsu or args.model or args.masks or args.s2_index):
         return fail("nothing to score: give --otsu, --model, --masks or --s2-index")
     if args.threshold is not None and not args.model:
         return fail("--threshold is a model's probability threshold: give --model too")
+    for m in args.model:   # ONNX Runtime's answer was a protobuf parsing error
+        if Path(m).suffix in (".pt", ".pth"):
+            return fail(f"--model {m}: a PyTorch checkpoint; evaluate runs exported ONNX "
+                        f"models: python -m training export {m} --out MODEL.onnx first")
     problem = refused_output(Path(args.json), args.overwrite) if args.json else None
     if problem:
         return fail(problem)

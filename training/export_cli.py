@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.checkpoint.is_dir():   # was "checkpoint not found"
+        return fail(f"{args.checkpoint}: a folder (a run folder?), not a checkpoint; give its "
+                    f"best.pt: {args.checkpoint / 'best.pt'}")
     problem = refused_output(args.out, args.overwrite)
     if problem:
         return fail(problem)

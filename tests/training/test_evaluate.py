@@ -326,3 +326,20 @@ def test_a_json_that_cannot_be_written_is_one_line_and_the_old_file_is_kept(real
                            f"there before, if any, is kept\n")
     assert out.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "s.csv"]
+
+
+def test_a_split_given_twice_is_scored_once_and_a_checkpoint_is_told_to_be_exported(
+        data, tmp_path, capsys):
+    """--split test --split test printed the rows twice; --model best.pt printed ONNX
+    Runtime's protobuf parsing error."""
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--data", str(data), "--split", "test", "--split", "test",
+                 "--otsu", "--json", str(out)]) == 0
+    capsys.readouterr()
+    assert [r["split"] for r in json.loads(out.read_text())["results"]] == ["test"]
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"PK\x03\x04")
+    assert main(["evaluate", "--data", str(data), "--model", str(best)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: --model {best}: a PyTorch checkpoint; evaluate runs exported ONNX models: "
+        f"python -m training export {best} --out MODEL.onnx first\n")

@@ -310,3 +310,12 @@ def test_metrics_json_is_written_atomically_and_a_truncated_one_named(runs, tmp_
     proc = cli("training", "export", str(best), "--out", str(tmp_path / "m.onnx"))
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"{tmp_path / 'metrics.json'}: not readable JSON" in proc.stderr
+
+
+def test_a_run_folder_is_told_to_name_its_best_pt(runs, tmp_path):
+    """export runs/hand said "checkpoint not found"."""
+    proc = cli("training", "export", str(runs / "hand"), "--out", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 1 and proc.stderr == (
+        f"error: {runs / 'hand'}: a folder (a run folder?), not a checkpoint; give its "
+        f"best.pt: {runs / 'hand' / 'best.pt'}\n"), proc.stderr
+    assert list(tmp_path.iterdir()) == []
