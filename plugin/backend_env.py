@@ -100,10 +100,13 @@ def child_env() -> dict[str, str]:
 
     QGIS may set PYTHONHOME/PYTHONPATH for its embedded Python; another interpreter
     must not inherit them (they would mix two Pythons' packages). Unbuffered output
-    lets the JSON progress lines arrive as they are written.
+    lets the JSON progress lines arrive as they are written. The fault handler prints
+    the Python stack of a crash (a segfault in a native library) to stderr, which goes
+    to the log: without it a crash left nothing to report.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"
     return env
 
 

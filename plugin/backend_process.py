@@ -7,9 +7,13 @@ which already run in worker threads, drive it with the same code:
     outcome = BackendProcess(python, ["predict", ...]).run(on_event, is_canceled)
 
 Two reader threads drain stdout (JSON events) and stderr (kept for error
-messages), so the child never stalls on a full pipe. Cancel sends SIGTERM, on
-which the backend removes its temporary files and exits with 130; a child that
-does not stop within the grace period is killed, and what it left is removed here.
+messages), so the child never stalls on a full pipe; both are read as UTF-8 whatever
+the locale, a byte that is not (GDAL and PROJ print raw paths) replaced. Cancel sends
+SIGTERM, on which the backend removes its temporary files and exits with 130; a child
+that does not stop within the grace period is killed, and what it left is removed here.
+On POSIX the child leads a process group of its own, and the signals go to the group:
+a wrapper script set as the backend's Python that runs it without exec is stopped
+with the backend, not instead of it.
 A cancel that comes after the outputs are complete changes nothing: the backend keeps
 them, says so and exits 0 with its result, and the run is a success
 (``Outcome.cancel_came_late``).
@@ -17,6 +21,7 @@ them, says so and exits 0 with its result, and the run is a success
 from __future__ import annotations
 
 import collections
+import ctypes
 import glob
 import json
 import os
@@ -24,15 +29,19 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .backend_env import PLUGIN_ROOT, Interpreter, child_env
+from .backend_env import PLUGIN_ROOT, Interpreter, child_env, shell_join
 from .outputs import HIDDEN_NAME, undo_leftover
 
 EXIT_CANCELLED = 130
+# the plugin's tab of View > Panels > Log Messages, where a failed run's details go
+TAG = "SAR Flood Mapper"
+LOG_PANEL = f"View > Panels > Log Messages, tab '{TAG}'"
 OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty", "--out")
 _MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
 # the backend's messages name its command-line options; in QGIS the same choices are
@@ -44,6 +53,18 @@ _SETTING_NAMES = {"--units": "'Units'", "--bands": "the 'VV band' and 'VH band' 
                   "--tta": "test-time augmentation"}
 _LATE_CANCEL_WARNING = "the cancel came after the outputs were complete"
 _OPTION = re.compile("|".join(re.escape(k) for k in _SETTING_NAMES) + r"(?![\w-])")
+# the stderr kept for the log: a traceback's start and the end, each line cut (an array
+# printed whole made one line of 199 KB)
+_HEAD_LINES, _TAIL_LINES, _LINE_CHARS = 20, 40, 2000
+_SAID_CHARS = 200   # of a stderr line in a message
+# the lines that say what went wrong, best first: an exception's last line, a C++ one's
+# what(); then a crash's "Fatal Python error: Segmentation fault" (PYTHONFAULTHANDLER)
+_TELLING = (re.compile(r"^[\w.]*(?:Error|Exception)(?::|$)|\bwhat\(\):"),
+            re.compile(r"^Fatal Python error"))
+# stderr says "the traceback printed on stderr": in QGIS that is the Log Messages panel
+# (the Processing log for an algorithm, which prints it there)
+_ON_STDERR = "the traceback printed on stderr"
+_STDERR_IN_QGIS = {False: f"the details in {LOG_PANEL}", True: "the details in this log"}
 
 
 # advice to add --overwrite, an option a QGIS user cannot give (the plugin gives it itself
@@ -70,6 +91,20 @@ _EXTENT = re.compile(rf"(the extent |bounds |; (?=\S+ in the raster's))"
                      rf"({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})(?=[ )]|$)")
 
 
+def _die_with_parent() -> None:   # in the child, before exec
+    """Linux: SIGTERM to the child when the thread that started it ends (QGIS crashed or was
+    killed), on which the backend cancels and removes its partial outputs: in a process
+    group of its own, a terminal's Ctrl-C no longer reaches it."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+# how the child is started: signals go to its process group (BackendProcess._stop)
+_OWN_GROUP = ({} if os.name == "nt" else
+              {"start_new_session": True,
+               "preexec_fn": _die_with_parent if sys.platform.startswith("linux") else None})
+
+
 def in_qgis_words(message: str, processing: bool = False) -> str:
     """A backend message with its option names given as the QGIS settings they are (the
     Processing parameters' names for ``processing``), extents in QGIS's order, and advice
@@ -79,6 +114,7 @@ def in_qgis_words(message: str, processing: bool = False) -> str:
             message = message.replace(cli, qgis)
             break
     message = message.replace(_BANDS_ADVICE, _BANDS_IN_QGIS[processing])
+    message = message.replace(_ON_STDERR, _STDERR_IN_QGIS[processing])
     message = _EXTENT.sub(lambda m: f"{m[1]}{m[2]},{m[4]},{m[3]},{m[5]}", message)
     message = message.replace("is west,south,east,north", "is west,east,south,north in "
                               "QGIS's order")
@@ -98,7 +134,8 @@ class Outcome:
     # is a success (ok), not a cancelled one
     cancel_came_late: bool = False
     warnings: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)   # its last lines, for the log panel
+    stderr: list[str] = field(default_factory=list)   # its first and last lines, for the log panel
+    command: str = ""   # the run as a command line to paste in a terminal, for the log
     seconds: float = 0.0
 
     @property
@@ -122,8 +159,17 @@ class BackendProcess:
             self.argv += ["--progress", "json"]
         self.grace_s = grace_s
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._stderr: collections.deque[str] = collections.deque(maxlen=40)
+        self._stderr_head: list[str] = []
+        self._stderr: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._stderr_count = 0
+        self._stderr_lock = threading.Lock()   # both readers keep lines
         self._proc: subprocess.Popen | None = None
+        self._pids: set[int] = set()   # the processes whose leftovers are this run's
+
+    @property
+    def command(self) -> str:
+        """The run as one line to paste in a terminal (sh, or cmd.exe on Windows)."""
+        return f"cd {shell_join([str(PLUGIN_ROOT)])} && {shell_join(self.argv)}"
 
     @property
     def pid(self) -> int | None:
@@ -131,24 +177,40 @@ class BackendProcess:
         return self._proc.pid if self._proc is not None else None
 
     def _read_stdout(self, stream) -> None:
-        for line in stream:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                # the protocol forbids other stdout; keep it for the error message anyway
-                self._stderr.append(line)
-                continue
-            if isinstance(doc, dict) and "event" in doc:
-                self._events.put(doc)
-        self._events.put(None)  # end of stream
+        try:
+            for line in stream:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    doc = json.loads(line)
+                except json.JSONDecodeError:
+                    # the protocol forbids other stdout; keep it for the error message anyway
+                    self._keep(line)
+                    continue
+                if isinstance(doc, dict) and "event" in doc:
+                    self._events.put(doc)
+        finally:
+            self._events.put(None)  # end of stream, also where reading failed
 
     def _read_stderr(self, stream) -> None:
         for line in stream:
             if line.strip():
-                self._stderr.append(line.rstrip())
+                self._keep(line.rstrip())
+
+    def _keep(self, line: str) -> None:
+        if len(line) > _LINE_CHARS:
+            line = line[:_LINE_CHARS] + " [...]"
+        with self._stderr_lock:
+            self._stderr_count += 1
+            (self._stderr_head if len(self._stderr_head) < _HEAD_LINES else self._stderr).append(line)
+
+    def _kept(self) -> list[str]:
+        """The stderr lines kept: the first ones, and the last ones."""
+        with self._stderr_lock:
+            left_out = self._stderr_count - len(self._stderr_head) - len(self._stderr)
+            gap = [f"[... {left_out} lines left out ...]"] if left_out else []
+            return self._stderr_head + gap + list(self._stderr)
 
     def run(self, on_event: EventHandler | None = None,
             is_canceled: Callable[[], bool] = lambda: False, poll_s: float = 0.05) -> Outcome:
@@ -156,40 +218,49 @@ class BackendProcess:
 
         Blocks the calling thread (a worker thread) until the child exits.
         """
-        outcome = Outcome()
+        outcome = Outcome(command=self.command)
         start = time.monotonic()
         try:
             self._proc = subprocess.Popen(
                 self.argv, cwd=str(PLUGIN_ROOT), env=child_env(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
+                errors="replace", bufsize=1, **_OWN_GROUP)
         except OSError as exc:
             outcome.error = f"could not start the backend with {self.interpreter.path}: {exc}"
             return outcome
+        self._pids.add(self._proc.pid)
         readers = [threading.Thread(target=self._read_stdout, args=(self._proc.stdout,), daemon=True),
                    threading.Thread(target=self._read_stderr, args=(self._proc.stderr,), daemon=True)]
         for reader in readers:
             reader.start()
-        stream_open = True
-        while stream_open:
+        while True:
             if is_canceled() and not outcome.cancelled:
                 outcome.cancelled = True
                 self._stop()
             try:
                 event = self._events.get(timeout=poll_s)
             except queue.Empty:
+                if self._proc.poll() is None:
+                    continue
+                if not any(reader.is_alive() for reader in readers):
+                    break   # the child has exited and all it wrote is read
+                if os.name != "nt":
+                    # the child has exited and what it started holds its output open (the
+                    # backend under a wrapper killed meanwhile): it must not run on, unseen
+                    self._stop()
                 continue
             if event is None:
-                stream_open = False
-                continue
+                break
             self._handle(event, outcome, on_event)
         outcome.returncode = self._proc.wait()
         if outcome.returncode != 0:
-            self._remove_leftovers(self._proc.pid)
+            for pid in self._pids:
+                self._remove_leftovers(pid)
         for reader in readers:
             reader.join(timeout=5)
         for stream in (self._proc.stdout, self._proc.stderr):
             stream.close()
-        outcome.stderr = list(self._stderr)
+        outcome.stderr = self._kept()
         outcome.seconds = time.monotonic() - start
         self._conclude(outcome)
         return outcome
@@ -233,15 +304,53 @@ class BackendProcess:
                     pass  # gone already, or not ours to remove
 
     def _stop(self) -> None:
-        """SIGTERM (the backend cleans up), then kill if it does not exit in time."""
+        """SIGTERM (the backend cleans up), then kill what has not exited in time: on POSIX
+        the child's process group, the backend with a wrapper that started it."""
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if os.name == "nt":
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=self.grace_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
             return
-        proc.terminate()
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        while self._group_alive():
+            if time.monotonic() > deadline:
+                self._pids |= self._group_members()
+                self._signal_group(signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    def _signal_group(self, number: int) -> None:
         try:
-            proc.wait(timeout=self.grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(self._proc.pid, number)
+        except ProcessLookupError:
+            pass   # all gone already
+
+    def _group_alive(self) -> bool:
+        self._proc.poll()   # reaps the child: a zombie would count
+        try:
+            os.killpg(self._proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _group_members(self) -> set[int]:
+        """The processes of the child's group (Linux: /proc; elsewhere none found): a killed
+        one's leftovers carry its own process id."""
+        members = set()
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                with open(stat) as file:
+                    group = int(file.read().rsplit(")", 1)[1].split()[2])
+            except (OSError, IndexError, ValueError):
+                continue   # gone meanwhile
+            if group == self._proc.pid:
+                members.add(int(stat.split("/")[2]))
+        return members
 
     def _conclude(self, outcome: Outcome) -> None:
         """Turn an exit without a clear message into one the user can act on."""
@@ -263,13 +372,18 @@ class BackendProcess:
             return
         if outcome.returncode == 0 and outcome.result is not None:
             return
+        lines = self._kept()
+        # POSIX: a signal ended it; the backend under a wrapper that was killed says it was
+        # cancelled (stopped here after the wrapper), which it was not asked to be
+        if (outcome.returncode is not None and outcome.returncode < 0
+                and outcome.error_kind in (None, "Cancelled")):
+            outcome.error = killed_message(-outcome.returncode, self.argv[3] == "predict",
+                                           telling_line(lines, any_line=False))
+            outcome.error_kind = None
+            return
         if outcome.error:
             return
-        if outcome.returncode is not None and outcome.returncode < 0:   # POSIX: a signal ended it
-            outcome.error = killed_message(-outcome.returncode, self.argv[3] == "predict")
-            return
-        tail = list(self._stderr)
-        text = "\n".join(tail)
+        text = "\n".join(lines)
         missing = _MISSING_MODULE.search(text)
         if missing:
             module = missing.group(1).split(".")[0]
@@ -282,16 +396,31 @@ class BackendProcess:
                 outcome.error = broken.problem()
             outcome.error_kind = "MissingDependency"
             return
-        last = tail[-1] if tail else "no message"
+        last = telling_line(lines) or "no message"
         if outcome.returncode == 0:
             outcome.error = f"the backend ended without a result ({last})"
         else:
             outcome.error = f"the backend failed with exit code {outcome.returncode}: {last}"
 
 
-def killed_message(number: int, mapping: bool = True) -> str:
-    """Why a backend ended by signal ``number``, and for SIGKILL what usually sends it; the
-    settings that take less memory only for a ``mapping`` run (predict), which has them."""
+def telling_line(lines: list[str], any_line: bool = True) -> str | None:
+    """The stderr line that says best what went wrong: the last exception or what() line,
+    else the last "Fatal Python error", else (``any_line``) the last line; cut short."""
+    lines = [" ".join(line.split()) for line in lines if line.strip()]
+    found = next((kept for pattern in _TELLING
+                  for kept in reversed(lines) if pattern.search(kept)), None)
+    if found is None and any_line and lines:
+        found = lines[-1]
+    if found is None or len(found) <= _SAID_CHARS:
+        return found
+    return found[:_SAID_CHARS] + "..."
+
+
+def killed_message(number: int, mapping: bool = True, said: str | None = None) -> str:
+    """Why a backend ended by signal ``number`` (and the error line it ``said`` last), and
+    for SIGKILL what usually sends it; the settings that take less memory only for a
+    ``mapping`` run (predict), which has them. A crash (SIGABRT, SIGSEGV) gets what may
+    avoid it, and where to find what a report needs."""
     try:
         name = signal.Signals(number).name
     except ValueError:
@@ -299,10 +428,16 @@ def killed_message(number: int, mapping: bool = True) -> str:
     if name == "SIGKILL":   # nothing the backend did: the OOM killer, most often
         text = (f"the backend was killed (signal {number}, SIGKILL), most often by the system "
                 "running out of memory")
-        return text + (": try a smaller tile size, fewer tiles per batch, no test-time "
-                       "augmentation or a smaller extent" if mapping else
-                       "; close other programs and try again")
-    return f"the backend was stopped by signal {number} ({name})"
+        text += (": try a smaller tile size, fewer tiles per batch, no test-time "
+                 "augmentation or a smaller extent" if mapping else
+                 "; close other programs and try again")
+        return text + (f" (it said: {said})" if said else "")
+    text = f"the backend was stopped by signal {number} ({name})" + (f": {said.rstrip('; ')}" if said else "")
+    if name in ("SIGABRT", "SIGSEGV"):
+        text += (f"; the backend crashed: try Device 'CPU' or fewer tiles per batch, and "
+                 f"report it with the details in {LOG_PANEL}" if mapping else
+                 f"; the backend crashed: report it with the details in {LOG_PANEL}")
+    return text
 
 
 class QueryError(RuntimeError):

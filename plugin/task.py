@@ -15,9 +15,7 @@ from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .backend_env import Interpreter, find_interpreter
-from .backend_process import BackendProcess, Outcome, QueryError, query_json
-
-TAG = "SAR Flood Mapper"
+from .backend_process import TAG, BackendProcess, Outcome, QueryError, query_json
 
 
 def log_line(level: str, text: str) -> None:
@@ -27,11 +25,20 @@ def log_line(level: str, text: str) -> None:
 
 
 def log_failure(what: str, outcome: Outcome) -> None:
-    """A failed backend run: its message, then the last lines the backend wrote to stderr."""
+    """A failed backend run: its message, then what the backend wrote to stderr and its command."""
     text = f"{what} failed: {outcome.error or 'the backend failed'}"
+    details = failure_details(outcome)
+    QgsMessageLog.logMessage(f"{text}\n{details}" if details else text, TAG, Qgis.MessageLevel.Critical)
+
+
+def failure_details(outcome: Outcome) -> str:
+    """The first and last lines the backend wrote to stderr, and the command that ran it."""
+    parts = []
     if outcome.stderr:
-        text += "\nThe backend's last error output:\n" + "\n".join(outcome.stderr)
-    QgsMessageLog.logMessage(text, TAG, Qgis.MessageLevel.Critical)
+        parts.append("The backend's error output:\n" + "\n".join(outcome.stderr))
+    if outcome.command:
+        parts.append(f"The command:\n{outcome.command}")
+    return "\n".join(parts)
 
 
 class BackendTask(QgsTask):
@@ -55,7 +62,10 @@ class BackendTask(QgsTask):
             # the installer fills its own venv: no help for a chosen Python that fails
             self.outcome.error_kind = "BadInterpreter" if self.interpreter.unusable else "MissingDependency"
             return False
-        self.outcome = BackendProcess(self.interpreter, self.args).run(self._on_event, self.isCanceled)
+        run = BackendProcess(self.interpreter, self.args)
+        # the command a report needs: a run in a terminal, the same run
+        self.message.emit("info", f"{self.description()}, the command:\n{run.command}")
+        self.outcome = run.run(self._on_event, self.isCanceled)
         return self.outcome.ok
 
     def _on_event(self, event: dict[str, Any]) -> None:  # worker thread

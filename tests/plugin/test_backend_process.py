@@ -2,8 +2,12 @@
 import os
 import signal
 import subprocess
+import sys
+import time
 
-from .conftest import REPO
+import pytest
+
+from .conftest import PLUGINS_DIR, REPO
 
 
 def test_a_killed_run_leaves_no_temporary_file(tmp_path):
@@ -73,8 +77,9 @@ def test_a_failed_run_keeps_its_error_output_for_the_log(qgis_app):
     finally:
         QgsApplication.messageLog().messageReceived.disconnect(log)
     assert logged == [("SAR Flood Mapper", Qgis.MessageLevel.Critical,
-                       f"Flood map: scene failed: {outcome.error}\nThe backend's last error output:\n"
-                       + "\n".join(outcome.stderr))]
+                       f"Flood map: scene failed: {outcome.error}\nThe backend's error output:\n"
+                       + "\n".join(outcome.stderr) + f"\nThe command:\n{outcome.command}")]
+    assert outcome.command.endswith(" -m backend no-such-command --progress json")
 
 
 def test_backend_messages_name_the_qgis_settings_not_the_options(tmp_path):
@@ -192,3 +197,206 @@ def test_a_run_killed_between_its_renames_leaves_the_outputs_as_they_were(tmp_pa
     assert sorted(p.name for p in out.iterdir()) == sorted(["m.tif", "p.tif", other.name])
     assert (out / "m.tif").read_text() == "the mask before"
     assert (out / "p.tif").read_text() == "the probability before"
+
+
+def _fake_python(folder, body: str):
+    """An executable standing in for the backend's Python: a Python script, ``body``, that
+    ignores the ``-m backend ...`` it is given; ``emit(**event)`` prints a JSON event."""
+    import stat
+    import sys
+    import textwrap
+
+    from sarflood.plugin.backend_env import Interpreter
+
+    script = folder / "fake_python.py"
+    script.write_text(f"#!{sys.executable}\nimport json, os, signal, sys, time\n"
+                      "def emit(**event):\n"
+                      "    sys.stdout.write(json.dumps(event) + '\\n')\n"
+                      "    sys.stdout.flush()\n" + textwrap.dedent(body))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return Interpreter(str(script), "setting")
+
+
+def _run_in_thread(run, seconds: float = 30.0, *args):
+    """``run.run(*args)`` in a worker thread, as the plugin runs it; None where it never ends."""
+    import threading
+
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("outcome", run.run(*args)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return box.get("outcome")
+
+
+def test_bytes_that_are_not_utf8_neither_hang_the_run_nor_stop_reading_stderr(tmp_path):
+    """GDAL and PROJ print raw paths (a Latin-1 "café"): on stdout the reader thread died
+    of UnicodeDecodeError, the run waited for ever (Cancel did nothing, QGIS could not
+    exit); on stderr the stderr reader died, and the warnings after it filled the pipe
+    and blocked the backend for ever."""
+    from sarflood.plugin.backend_process import BackendProcess
+
+    python = _fake_python(tmp_path, """
+        emit(event="progress", fraction=0.5)
+        sys.stdout.buffer.write(b"caf\\xe9 from GDAL\\n")
+        sys.stdout.flush()
+        sys.stderr.buffer.write(b"ERROR 1: PROJ: proj_create: cannot open caf\\xe9.db\\n")
+        for number in range(20000):   # far more than a pipe holds
+            sys.stderr.write(f"core.py:12: RuntimeWarning: invalid value encountered {number}\\n")
+        emit(event="result", outputs={}, valid_pixels=1)
+    """)
+    outcome = _run_in_thread(BackendProcess(python, ["predict", "scene.tif"]))
+    assert outcome is not None, "the run never ended"
+    assert outcome.ok and outcome.returncode == 0, outcome
+    assert "caf\ufffd from GDAL" in outcome.stderr
+    assert "ERROR 1: PROJ: proj_create: cannot open caf\ufffd.db" in outcome.stderr
+    assert outcome.stderr[-1] == "core.py:12: RuntimeWarning: invalid value encountered 19999"
+
+
+def test_a_crash_says_what_the_backend_said_last(tmp_path):
+    """SIGABRT after ONNX Runtime's "what(): CUDA failure 2: out of memory" said only "stopped
+    by signal 6 (SIGABRT)", a segfault left no error output at all, and a MemoryError
+    followed by thousands of warnings was told as its last warning."""
+    from sarflood.plugin.backend_process import BackendProcess
+
+    crashes = {"abort": """
+        sys.stderr.write("terminate called after throwing an instance of 'Ort::Exception'\\n"
+                         "  what():  CUDA failure 2: out of memory ; GPU=0\\n")
+        sys.stderr.flush()
+        os.abort()
+    """, "segfault": """
+        import ctypes
+        ctypes.string_at(0)
+    """, "warnings after the error": """
+        sys.stderr.write("Traceback (most recent call last):\\n  File 'x.py', line 1\\n"
+                         "MemoryError: Unable to allocate 9.5 GiB\\n")
+        for number in range(5000):
+            sys.stderr.write(f"core.py:12: RuntimeWarning: invalid value encountered {number}\\n")
+        sys.exit(1)
+    """, "a long line": """
+        sys.stderr.write("ValueError: bad tile " + repr(list(range(30000))) + "\\n")
+        sys.exit(1)
+    """}
+    said = {}
+    for name, body in crashes.items():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        outcome = BackendProcess(_fake_python(folder, body), ["predict", "scene.tif"]).run()
+        assert not outcome.ok
+        said[name] = outcome
+    advice = ("; the backend crashed: try Device 'CPU' or fewer tiles per batch, and report it "
+              "with the details in View > Panels > Log Messages, tab 'SAR Flood Mapper'")
+    assert said["abort"].error == ("the backend was stopped by signal 6 (SIGABRT): what(): CUDA "
+                                   "failure 2: out of memory ; GPU=0" + advice)
+    # the fault handler's stack is in the log
+    assert said["segfault"].error == ("the backend was stopped by signal 11 (SIGSEGV): Fatal "
+                                      "Python error: Segmentation fault" + advice)
+    assert any("fake_python.py\", line" in line for line in said["segfault"].stderr)
+    assert said["warnings after the error"].error == (
+        "the backend failed with exit code 1: MemoryError: Unable to allocate 9.5 GiB")
+    # the traceback's start and the end, not 5000 lines
+    kept = said["warnings after the error"].stderr
+    assert kept[:3] == ["Traceback (most recent call last):", "  File 'x.py', line 1",
+                        "MemoryError: Unable to allocate 9.5 GiB"]
+    assert "[... 4943 lines left out ...]" in kept and len(kept) == 61
+    long = said["a long line"]
+    assert long.error.startswith("the backend failed with exit code 1: ValueError: bad tile [0, 1,")
+    assert len(long.error) < 300 and long.error.endswith("...")
+    assert max(len(line) for line in long.stderr) < 2100
+
+
+def _stoppable_backend(folder):
+    """A backend that writes its pid, says it started and works for 15 s; on SIGTERM it
+    notes it and exits 130, as the real one does."""
+    return f"""
+        def cancel(number, frame):
+            open({str(folder / 'terminated')!r}, 'w').close()
+            emit(event="error", message="cancelled; no output was written", kind="Cancelled")
+            sys.exit(130)
+        signal.signal(signal.SIGTERM, cancel)
+        open({str(folder / 'backend.pid')!r}, 'w').write(str(os.getpid()))
+        emit(event="progress", fraction=0.1)
+        time.sleep(15)
+        open({str(folder / 'finished')!r}, 'w').close()
+        emit(event="result", outputs={{}}, valid_pixels=1)
+    """
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(os.name == "nt", reason="process groups: POSIX")
+def test_a_wrapper_that_does_not_exec_is_stopped_with_the_backend(tmp_path):
+    """A backend Python set to a wrapper script that runs Python as its child: Cancel
+    stopped the wrapper only, and the backend ran on to complete outputs ("the cancel came
+    too late"); a wrapper killed (OOM) left the backend running on, its outputs unseen."""
+    from sarflood.plugin.backend_env import Interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+
+    python = _fake_python(tmp_path, _stoppable_backend(tmp_path))
+    wrapper = tmp_path / "wrapper.sh"
+    # "exit" after it: sh does not exec its last command
+    wrapper.write_text(f'#!/bin/sh\nexport OMP_NUM_THREADS=1\n"{python.path}" "$@"\nexit $?\n')
+    wrapper.chmod(0o755)
+    wrapped = Interpreter(str(wrapper), "setting")
+    for how in ("cancel", "kill the wrapper"):
+        for made in tmp_path.glob("terminated"):
+            made.unlink()
+        run = BackendProcess(wrapped, ["predict", "scene.tif"], grace_s=5)
+        started = []
+
+        def on_event(event):
+            if event.get("event") == "progress" and how == "kill the wrapper":
+                os.kill(run.pid, signal.SIGKILL)
+            started.append(event)
+
+        begun = time.monotonic()
+        outcome = _run_in_thread(run, 30, on_event, lambda: how == "cancel" and bool(started))
+        assert outcome is not None and time.monotonic() - begun < 10, how
+        assert (tmp_path / "terminated").exists(), how   # the backend was told to stop
+        assert not _pid_alive(int((tmp_path / "backend.pid").read_text()))
+        assert not (tmp_path / "finished").exists()
+        assert not outcome.ok
+        if how == "cancel":
+            assert outcome.cancelled
+        else:
+            assert outcome.error.startswith("the backend was killed (signal 9, SIGKILL)")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG: Linux")
+def test_the_backend_stops_when_qgis_dies(tmp_path):
+    """QGIS crashed or killed mid-run: the backend ran on, writing outputs nobody saw."""
+    python = _fake_python(tmp_path, _stoppable_backend(tmp_path))
+    qgis = tmp_path / "qgis.py"
+    qgis.write_text(f"""import os, sys
+sys.path.insert(0, {str(PLUGINS_DIR)!r})
+from sarflood.plugin.backend_env import Interpreter
+from sarflood.plugin.backend_process import BackendProcess
+BackendProcess(Interpreter({python.path!r}, "setting"), ["predict", "scene.tif"]).run(
+    lambda event: os._exit(0))   # a crash at the first event
+""")
+    subprocess.run([sys.executable, str(qgis)], check=True, timeout=60)
+    for _ in range(100):
+        if (tmp_path / "terminated").exists():
+            break
+        time.sleep(0.1)
+    assert (tmp_path / "terminated").exists()
+    assert not (tmp_path / "finished").exists()
+
+
+def test_an_internal_error_sends_the_user_to_the_log_panel_not_to_stderr():
+    """A QGIS user has no stderr: "please report it with the traceback printed on stderr"."""
+    from sarflood.plugin.backend_process import in_qgis_words
+
+    said = (REPO / "backend" / "cli.py").read_text()
+    assert '"internal error, please report it with the traceback printed on "\n' in said
+    message = "internal error, please report it with the traceback printed on stderr: ValueError: x"
+    assert in_qgis_words(message) == (
+        "internal error, please report it with the details in View > Panels > Log Messages, "
+        "tab 'SAR Flood Mapper': ValueError: x")
+    assert in_qgis_words(message, processing=True) == (
+        "internal error, please report it with the details in this log: ValueError: x")
