@@ -20,7 +20,7 @@ from .gui.run_dialog import RunDialog, RunRequest
 from .layers import LayerError, ProjectWatch, add_run_layers, in_qgis_temporary_folder
 from .settings import python_setting
 from .summary import run_summary
-from .task import TAG, BackendTask
+from .task import TAG, BackendTask, failure_details
 
 
 class RunController(QObject):
@@ -79,7 +79,11 @@ class RunController(QObject):
             dialog.install_button.setVisible(outcome.error_kind == "MissingDependency"
                                              and python_setting() is None
                                              and install_target() is not None)
-            bar.pushMessage(TAG, outcome.error or "the backend failed", level=Qgis.MessageLevel.Critical)
+            error, details = outcome.error or "the backend failed", failure_details(outcome)
+            if details:   # "Show more": what a report needs, also in the Log Messages panel
+                bar.pushMessage(TAG, error, details, Qgis.MessageLevel.Critical)
+            else:
+                bar.pushMessage(TAG, error, level=Qgis.MessageLevel.Critical)
             self.finished.emit(None)
             return
         result = outcome.result

@@ -258,8 +258,8 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         Processing already runs ``processAlgorithm`` in a worker thread, so the child
         process is driven synchronously here, polling ``feedback.isCanceled()``.
         """
-        interpreter = self.backend_interpreter()
-        feedback.pushInfo(f"backend: {interpreter.path} -m backend {' '.join(args)}")
+        run = BackendProcess(self.backend_interpreter(), args, processing=True)
+        feedback.pushInfo(f"backend: {run.command}")   # for a report: the run in a terminal
 
         def on_event(event: dict[str, Any]) -> None:
             kind = event.get("event")
@@ -270,14 +270,13 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
             elif kind == "warning":
                 feedback.pushWarning(str(event.get("message", "")))
 
-        outcome = BackendProcess(interpreter, args, processing=True).run(
-            on_event, lambda: feedback.isCanceled() or STOPPING.is_set())
+        outcome = run.run(on_event, lambda: feedback.isCanceled() or STOPPING.is_set())
         if outcome.cancelled:
             why = "the plugin was unloaded" if STOPPING.is_set() else "cancelled"
             raise QgsProcessingException(f"{why}: the backend was stopped and wrote no output")
         if not outcome.ok:
             if outcome.stderr:   # an internal error's traceback, which its message asks for
-                feedback.reportError("The backend's last error output:\n"
+                feedback.reportError("The backend's error output:\n"
                                      + "\n".join(outcome.stderr), False)
             raise QgsProcessingException(outcome.error or "the backend failed")
         if outcome.cancel_came_late:

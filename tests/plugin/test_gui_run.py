@@ -3,6 +3,7 @@
 Also measures how long the Qt event loop is blocked during a run: a 10 ms timer must
 never be late by more than the 100 ms target.
 """
+import shlex
 import time
 from pathlib import Path
 
@@ -370,9 +371,9 @@ def test_a_run_with_warnings_does_not_end_in_a_green_done(plugin, qgis_iface, qt
     wait_for_tasks(qtbot)
 
 
-def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path):
+def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path, monkeypatch):
     """SIGKILL, as the OOM killer sends it, said "exit code -9: no message", and no failed
-    run reached the log panel."""
+    run reached the log panel; nor did the command of a run, which a report needs."""
     import os
     import signal
 
@@ -399,6 +400,14 @@ def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path
     def log(message, tag, level):
         logged.append((tag, level, message))
 
+    bar = qgis_iface.messageBar()
+    pushed = []   # the test's bar keeps no "Show more" text
+
+    def push(*args, **kwargs):
+        pushed.append(args)
+        type(bar).pushMessage(bar, *args, **kwargs)
+
+    monkeypatch.setattr(bar, "pushMessage", push)
     QgsApplication.messageLog().messageReceived.connect(log)
     try:
         with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
@@ -416,6 +425,15 @@ def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path
     assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)[-1].endswith(status)
     assert any(tag == "SAR Flood Mapper" and level == Qgis.MessageLevel.Critical and status in message
                for tag, level, message in logged), logged
+    # the command, logged as the run starts: a line to paste in a terminal
+    from sarflood.plugin.backend_env import PLUGIN_ROOT
+    command = f"cd {shlex.quote(str(PLUGIN_ROOT))} && "
+    started = [message for tag, level, message in logged if level == Qgis.MessageLevel.Info
+               and message.startswith("SAR Flood Mapper: Flood map: scene, the command:\n")]
+    assert len(started) == 1 and started[0].splitlines()[1].startswith(command), logged
+    assert " -m backend predict " in started[0] and "--progress json" in started[0]
+    assert pushed[-1][:2] == ("SAR Flood Mapper", status)
+    assert pushed[-1][2].endswith("The command:\n" + started[0].splitlines()[1]), pushed
     assert list(out.iterdir()) == []
     assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: scene") is None
     wait_for_tasks(qtbot)

@@ -601,3 +601,29 @@ def test_a_no_data_value_set_in_qgis_reaches_the_backend(provider, models, tmp_p
     with pytest.raises(QgsProcessingException, match="its no-data range -50 to -45"):
         processing.run("sarflood:mapwater", {"INPUT": layer.id(), "MODEL": str(models["threshold"]),
                                              "OUTPUT_MASK": str(tmp_path / "m3.tif")})
+
+
+def test_the_logged_backend_command_runs_as_pasted(provider, models, two_band_scene, tmp_path):
+    """The log said "backend: <python> -m backend <args joined by spaces>": no working folder
+    (`python -m backend` runs in the plugin's), and a path with a space split in two."""
+    import subprocess
+
+    import processing
+
+    lines = []
+
+    class Log(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            lines.append(info)
+            super().pushInfo(info)
+
+    out = tmp_path / "flood maps" / "it's the mask.tif"
+    out.parent.mkdir()
+    processing.run("sarflood:mapwater", {"INPUT": str(two_band_scene), "MODEL": str(models["threshold"]),
+                                         "OUTPUT_MASK": str(out)}, feedback=Log())
+    made = out.read_bytes()
+    command = next(line.removeprefix("backend: ") for line in lines if line.startswith("backend: "))
+    assert command.startswith("cd ")
+    out.unlink()
+    subprocess.run(["sh", "-c", command], check=True, capture_output=True, cwd=tmp_path)
+    assert out.read_bytes() == made
