@@ -9,7 +9,7 @@ open now, and the message says where the files are.
 """
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsApplication
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
@@ -64,7 +64,9 @@ class RunController(QObject):
     def _done(self, request: RunRequest, dialog: RunDialog, outcome: Outcome, started: int) -> None:
         self.task = None
         if sip.isdeleted(dialog) or sip.isdeleted(self.dock):
-            return  # the plugin was unloaded during the run (which unload cancelled)
+            # the plugin was unloaded during the run (which unload cancelled): only the log is left
+            QgsMessageLog.logMessage(unloaded_text(request.title, outcome), TAG, Qgis.MessageLevel.Warning)
+            return
         dialog.set_running(False)
         bar = self.iface.messageBar()
         if outcome.cancelled:
@@ -130,6 +132,15 @@ class RunController(QObject):
         self.dock.set_run(run)
         self.dock.show()
         self.finished.emit(run)
+
+
+def unloaded_text(title: str, outcome: Outcome) -> str:
+    """What a run that ended after the plugin was unloaded (switched off or reloaded) says."""
+    text = f"{title}: the plugin was unloaded during the run, which "
+    if not outcome.ok:
+        return text + "stopped it; no output was written"
+    written = [path for path in outcome.result["outputs"].values() if path]
+    return text + "had finished; its files were not added to the map: " + ", ".join(written)
 
 
 LATE_CANCEL = "The cancel came too late: the run had finished, so its outputs are kept and added."

@@ -308,6 +308,33 @@ def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_pa
     wait_for_tasks(qtbot)
 
 
+def test_a_run_stopped_by_unloading_the_plugin_says_so_in_the_log(plugin, qtbot, tmp_path):
+    """Switching the plugin off (or reloading it) mid-run cancelled the run in silence."""
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QCoreApplication, QEvent
+
+    from sarflood.plugin.gui.run_dialog import bundled_model
+    layer, out = _big_scene(tmp_path)
+    dialog = _start_run(plugin, qtbot, layer, bundled_model(), out, tta=True)
+    logged = []
+
+    def log(message, tag, level):
+        logged.append((tag, level, message))
+
+    QgsApplication.messageLog().messageReceived.connect(log)
+    try:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=60000)
+        plugin.unload()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        wait_for_tasks(qtbot)
+    finally:
+        QgsApplication.messageLog().messageReceived.disconnect(log)
+    assert ("SAR Flood Mapper", Qgis.MessageLevel.Warning, "Flood map: scene: the plugin was unloaded "
+            "during the run, which stopped it; no output was written") in logged, logged
+    assert list(out.iterdir()) == []
+
+
 def test_all_nodata_input_adds_no_layer(plugin, qgis_iface, qtbot, models, real_chips, tmp_path):
     chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
     layer = QgsRasterLayer(str(chip), "Paraguay chip")
