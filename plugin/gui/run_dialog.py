@@ -226,6 +226,7 @@ class RunDialog(QDialog):
                         self.vh_band.bandChanged, self.vv_layer.layerChanged, self.vh_layer.layerChanged):
             changed.connect(lambda *_: self._inspect_timer.start())
         self._show_input_mode()
+        self._avoid_own_output()
         self._stack_changed(self.stack_layer.currentLayer())
         self._guess_pair()
         return box
@@ -386,6 +387,17 @@ class RunDialog(QDialog):
                                  or is_sarflood_output(current)):
                 combo.setLayer(named[pol])
 
+    def _avoid_own_output(self) -> None:
+        """The input is by default no map this plugin made: where the layer chosen is gone
+        (QGIS takes the next one, often a run's water mask), the first raster that is none."""
+        current = self.stack_layer.currentLayer()
+        if current is None or not is_sarflood_output(current):
+            return
+        layers = (self.stack_layer.layer(row) for row in range(self.stack_layer.count()))
+        scene = next((layer for layer in layers if not is_sarflood_output(layer)), None)
+        if scene is not None:
+            self.stack_layer.setLayer(scene)
+
     def current_scene(self) -> SceneInput:
         """The Sentinel-1 input as chosen now; raises InputProblem naming what is wrong."""
         if self.two_layers.isChecked():
@@ -519,9 +531,11 @@ class RunDialog(QDialog):
         return _file_state(self.model_path()) != self._card_of
 
     def showEvent(self, event) -> None:   # noqa: N802 - Qt's name
-        """Reopened: a model file replaced while the dialog was closed is read again, and a
-        backend that could not run is checked again (the advised command may have been run)."""
+        """Reopened: a model file replaced while the dialog was closed is read again, a
+        backend that could not run is checked again (the advised command may have been run),
+        and an input replaced by a run's output (its layer removed) is replaced."""
         super().showEvent(event)
+        self._avoid_own_output()
         if self._backend_failing:
             self.refresh_backend()
         elif self._card_is_stale():

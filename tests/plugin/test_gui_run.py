@@ -335,6 +335,27 @@ def test_a_run_stopped_by_unloading_the_plugin_says_so_in_the_log(plugin, qtbot,
     assert list(out.iterdir()) == []
 
 
+def test_the_reopened_dialog_does_not_default_to_a_runs_own_output(plugin, qtbot, models, two_band_scene,
+                                                                    tmp_path):
+    """With the input layer removed, the dialog opened again with the run's own "water
+    mask (...)" as its input."""
+    import shutil
+
+    scene = QgsRasterLayer(str(two_band_scene), "scene")
+    other = QgsRasterLayer(str(shutil.copy(two_band_scene, tmp_path / "other.tif")), "zz another scene")
+    QgsProject.instance().addMapLayers([scene, other])
+    out = tmp_path / "out"
+    out.mkdir()
+    dialog = _start_run(plugin, qtbot, scene, models["threshold"], out)
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert blocker.args[0] is not None, dialog.status.text()
+    dialog.close()
+    QgsProject.instance().removeMapLayer(scene.id())
+    assert plugin.show_dialog().stack_layer.currentLayer() is other
+    wait_for_tasks(qtbot)
+
+
 def test_all_nodata_input_adds_no_layer(plugin, qgis_iface, qtbot, models, real_chips, tmp_path):
     chip = real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"
     layer = QgsRasterLayer(str(chip), "Paraguay chip")
