@@ -53,7 +53,10 @@ class BackendTask(QgsTask):
         self.python_setting = python_setting
         self.interpreter: Interpreter | None = None
         self.outcome = Outcome()
-        self.message.connect(log_line)   # connected here: delivered on the GUI thread
+        # connected here: delivered on the GUI thread; each line names its run (two may log
+        # at once, a map and an Accept)
+        run_name = description.removeprefix(f"{TAG}: ")
+        self.message.connect(lambda level, text: log_line(level, f"[{run_name}] {text}"))
 
     def run(self) -> bool:  # worker thread
         self.interpreter = find_interpreter(self.python_setting)
@@ -64,7 +67,7 @@ class BackendTask(QgsTask):
             return False
         run = BackendProcess(self.interpreter, self.args)
         # the command a report needs: a run in a terminal, the same run
-        self.message.emit("info", f"{self.description()}, the command:\n{run.command}")
+        self.message.emit("info", f"the command:\n{run.command}")
         self.outcome = run.run(self._on_event, self.isCanceled)
         return self.outcome.ok
 

@@ -477,9 +477,12 @@ def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path
     from sarflood.plugin.backend_env import PLUGIN_ROOT
     command = f"cd {shlex.quote(str(PLUGIN_ROOT))} && "
     started = [message for tag, level, message in logged if level == Qgis.MessageLevel.Info
-               and message.startswith("SAR Flood Mapper: Flood map: scene, the command:\n")]
+               and message.startswith("[Flood map: scene] the command:\n")]
     assert len(started) == 1 and started[0].splitlines()[1].startswith(command), logged
     assert " -m backend predict " in started[0] and "--progress json" in started[0]
+    # each line of the run names it
+    assert any(level == Qgis.MessageLevel.Info and message.startswith("[Flood map: scene] model ")
+               for tag, level, message in logged), logged
     assert pushed[-1][:2] == ("SAR Flood Mapper", status)
     assert pushed[-1][2].endswith("The command:\n" + started[0].splitlines()[1]), pushed
     assert list(out.iterdir()) == []
