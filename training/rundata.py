@@ -176,14 +176,14 @@ def _parts(datasets: list[Dataset]) -> list[Dataset]:
     return out
 
 
-def _chip_ids(ds: Dataset) -> list[str]:
+def chip_ids(ds: Dataset) -> list[str]:
     """The chip ids of a split's dataset, through the wrappers put around it here."""
     if isinstance(ds, ConcatDataset):
-        return [i for part in ds.datasets for i in _chip_ids(part)]
+        return [i for part in ds.datasets for i in chip_ids(part)]
     if isinstance(ds, ChipCache):
-        return _chip_ids(ds.dataset)
+        return chip_ids(ds.dataset)
     if isinstance(ds, Subset):
-        ids = _chip_ids(ds.dataset)
+        ids = chip_ids(ds.dataset)
         return [ids[i] for i in ds.indices]
     return [c.chip_id for c in ds.chips]
 
@@ -196,7 +196,7 @@ def fingerprint(origin: tuple[dict[str, Any], str | None], pools: list[Dataset],
     doc, tag = origin
     kind = (f"synthetic v{doc.get('generator_version')} seed {doc.get('seed')}" if doc
             else tag or "real")
-    parts = [kind, *(",".join(_chip_ids(ds)) for ds in (*pools, valid))]
+    parts = [kind, *(",".join(chip_ids(ds)) for ds in (*pools, valid))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -230,7 +230,7 @@ def held_out_events(layout: Layout) -> set[str]:
 
 def _without_events(ds: Dataset, events: set[str]) -> tuple[Dataset, int]:
     """``ds`` without the chips of ``events``, and how many were left out."""
-    ids = _chip_ids(ds)
+    ids = chip_ids(ds)
     kept = [i for i, c in enumerate(ids) if _event(c) not in events]
     if len(kept) == len(ids):
         return ds, 0

@@ -288,11 +288,11 @@ def _split_digests(method: Method, data: RunData) -> dict[str, str]:
     splits. {} for chips not read from a dataset (no fingerprint)."""
     if not data.fingerprint:
         return {}
-    from .rundata import _chip_ids   # rundata imports this module
+    from .rundata import chip_ids   # rundata imports this module
     named = {sources[0].split: pool for sources, pool in zip(method.pools, data.pools)
              if len(sources) == 1}
     named[HAND_VALID] = data.valid
-    return {split: hashlib.sha256(",".join(_chip_ids(ds)).encode()).hexdigest()[:12]
+    return {split: hashlib.sha256(",".join(chip_ids(ds)).encode()).hexdigest()[:12]
             for split, ds in named.items()}
 
 

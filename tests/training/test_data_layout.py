@@ -86,9 +86,9 @@ def test_split_problems_are_all_listed_with_line_numbers(tmp_path):
     assert "line 7: cannot read a chip" in msg                      # label name does not match
     assert "chip D_4: s1 file missing" in msg and "chip D_4: label file missing" in msg
     # each value named: "(origin (10, 5) vs (11, 5))" left the reader to guess which was s1's
-    assert "chip B_2: label grid differs from s1 (size s1 16x16 vs the file 8x8)" in msg
-    assert ("chip C_3: label grid differs from s1 (origin s1 (10.00000000, 5.00000000) vs the "
-            "file (11.00000000, 5.00000000)): ") in msg
+    assert "chip B_2: label grid differs from s1 (size s1 16x16 vs label 8x8)" in msg
+    assert ("chip C_3: label grid differs from s1 (origin s1 (10.00000000, 5.00000000) vs "
+            "label (11.00000000, 5.00000000)): ") in msg
 
 
 def test_chip_ids_need_not_be_event_and_number(tmp_path):

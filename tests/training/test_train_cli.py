@@ -427,7 +427,7 @@ def test_weak_chips_of_the_held_out_event_are_left_out_of_training(data, tmp_pat
     the held-out test: trained on, the Bolivia column would not be held out."""
     import shutil
     from training.methods import BY_NAME
-    from training.rundata import _chip_ids, open_run_data
+    from training.rundata import chip_ids, open_run_data
     root = tmp_path / "d"
     shutil.copytree(data, root)
     bolivia = (root / "v1.1/splits/flood_handlabeled/flood_bolivia_data.csv").read_text()
@@ -438,12 +438,12 @@ def test_weak_chips_of_the_held_out_event_are_left_out_of_training(data, tmp_pat
         (weak / kind / f"{first}_{kind}.tif").rename(weak / kind / f"{event}_999_{kind}.tif")
 
     run_data = open_run_data(root, BY_NAME["weak"], cache=False)
-    ids = _chip_ids(run_data.pools[0])
+    ids = chip_ids(run_data.pools[0])
     assert len(ids) == 3 and not any(c.startswith(event) for c in ids)
     assert f"1 weak or external chips of the held-out event(s) {event} left out" \
         in run_data.description
     untouched = open_run_data(data, BY_NAME["weak"], cache=False)
-    assert len(_chip_ids(untouched.pools[0])) == 4 and "left out" not in untouched.description
+    assert len(chip_ids(untouched.pools[0])) == 4 and "left out" not in untouched.description
 
 
 def test_a_chip_cache_over_half_the_memory_is_warned(data):

@@ -44,7 +44,8 @@ def check_chips(chips: list[ChipFiles], what: str, problems: list[str] | None = 
             except DatasetError as exc:
                 problems.append(f"chip {chip.chip_id}: {exc}")
         for layer, path in present[1:]:
-            why = "s1" in grids and layer in grids and grids["s1"].mismatch(grids[layer])
+            why = ("s1" in grids and layer in grids
+                   and grids["s1"].mismatch(grids[layer], ("s1", layer)))
             if why:
                 problems.append(f"chip {chip.chip_id}: {layer} grid differs from s1 ({why}): {path}")
     if problems:
