@@ -449,7 +449,7 @@ def query_json(interpreter: Interpreter, args: list[str], timeout_s: float = 60.
     try:
         done = subprocess.run([interpreter.path, "-m", "backend", *args], cwd=str(PLUGIN_ROOT),
                               env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout_s)
+                              encoding="utf-8", errors="replace", timeout=timeout_s)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise QueryError(f"backend {args[0]}: {exc}") from None
     if done.returncode != 0:

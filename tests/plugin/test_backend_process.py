@@ -400,3 +400,16 @@ def test_an_internal_error_sends_the_user_to_the_log_panel_not_to_stderr():
         "tab 'SAR Flood Mapper': ValueError: x")
     assert in_qgis_words(message, processing=True) == (
         "internal error, please report it with the details in this log: ValueError: x")
+
+
+def test_a_quick_query_reads_bytes_that_are_not_utf8(tmp_path):
+    """The model card and device queries decoded by the locale, strictly: a Latin-1 path in
+    the error raised UnicodeDecodeError instead of the backend's message."""
+    from sarflood.plugin.backend_process import QueryError, query_json
+
+    python = _fake_python(tmp_path, """
+        sys.stderr.buffer.write(b"error: /data/caf\\xe9/model.onnx: not an ONNX model\\n")
+        sys.exit(1)
+    """)
+    with pytest.raises(QueryError, match="^/data/caf\ufffd/model.onnx: not an ONNX model$"):
+        query_json(python, ["card", "model.onnx", "--json"])
