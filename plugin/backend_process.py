@@ -91,18 +91,23 @@ _EXTENT = re.compile(rf"(the extent |bounds |; (?=\S+ in the raster's))"
                      rf"({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})(?=[ )]|$)")
 
 
+_PR_SET_PDEATHSIG = 1
+# looked up here, not in the child: between fork and exec only a plain C call is safe in a
+# process with threads (QGIS has many), not dlopen's locks
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:   # in the child, before exec
     """Linux: SIGTERM to the child when the thread that started it ends (QGIS crashed or was
     killed), on which the backend cancels and removes its partial outputs: in a process
     group of its own, a terminal's Ctrl-C no longer reaches it."""
-    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
-_PR_SET_PDEATHSIG = 1
 # how the child is started: signals go to its process group (BackendProcess._stop)
 _OWN_GROUP = ({} if os.name == "nt" else
               {"start_new_session": True,
-               "preexec_fn": _die_with_parent if sys.platform.startswith("linux") else None})
+               "preexec_fn": _die_with_parent if _PRCTL is not None else None})
 
 
 def in_qgis_words(message: str, processing: bool = False) -> str:
