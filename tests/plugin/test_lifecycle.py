@@ -160,3 +160,26 @@ def test_unload_stops_a_modeler_run_of_mapwater(plugin, qtbot, models, two_band_
     assert ended == [False] and not mask.exists()
     assert "the plugin was unloaded: the backend was stopped" in feedback.textLog()
     wait_for_tasks(qtbot)
+
+
+def test_a_qgis_on_python_3_8_gets_a_message_not_a_traceback(qgis_iface, monkeypatch):
+    """QGIS 3.22 and 3.28 builds on Python 3.8 (Ubuntu 20.04) failed to load the plugin with
+    "TypeError: 'type' object is not subscriptable" at start-up."""
+    import ast
+    import sys
+
+    from qgis.core import Qgis
+
+    import sarflood
+    from tests.conftest import REPO
+
+    monkeypatch.setattr(sys, "version_info", (3, 8, 10, "final", 0))
+    stand_in = sarflood.classFactory(qgis_iface)
+    stand_in.initProcessing()
+    stand_in.initGui()
+    said = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)[-1]
+    assert "needs Python 3.9 or newer" in said
+    stand_in.unload()
+    # what runs there must parse there
+    for path in (REPO / "__init__.py", REPO / "plugin" / "unsupported.py"):
+        ast.parse(path.read_text(), feature_version=(3, 7))
