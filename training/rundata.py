@@ -188,6 +188,16 @@ def chip_ids(ds: Dataset) -> list[str]:
     return [c.chip_id for c in ds.chips]
 
 
+def split_digests(method: Method, pools: list[Dataset], valid: Dataset) -> dict[str, str]:
+    """A digest of the chip ids of each split a run reads, by split name (a pool of one
+    split, and validation), for comparing with its teacher's or stage-1 run's."""
+    named = {sources[0].split: pool for sources, pool in zip(method.pools, pools)
+             if len(sources) == 1}
+    named[HAND_VALID] = valid
+    return {split: hashlib.sha256(",".join(chip_ids(ds)).encode()).hexdigest()[:12]
+            for split, ds in named.items()}
+
+
 def fingerprint(origin: tuple[dict[str, Any], str | None], pools: list[Dataset],
                 valid: Dataset) -> str:
     """What the run learns from, as a hash: synthetic (the generator's version and seed,
@@ -313,5 +323,6 @@ def open_run_data(root: Path, method: Method, cache: bool) -> RunData:
         description += (f"; {left_out} weak or external chips of the held-out event(s) "
                         f"{', '.join(sorted(held_out))} left out of training")
     return RunData(pools=pools, valid=valid, description=description,
-                   pixel_size_m=PIXEL_SIZE_M, fingerprint=fingerprint(origin, pools, valid))
+                   pixel_size_m=PIXEL_SIZE_M, fingerprint=fingerprint(origin, pools, valid),
+                   split_digests=split_digests(method, pools, valid))
 

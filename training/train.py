@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,7 +55,7 @@ from .data.conventions import IGNORE
 from .data.layout import DatasetError
 from .losses import (charbonnier, dice_loss, distillation_loss, edge_weighted_ce,
                      feature_distillation_loss, fft_magnitude_loss, ssim_loss, weighted_mean)
-from .methods import HAND_VALID, INPUT_CHANNELS, OPTICAL, Method, get_method
+from .methods import INPUT_CHANNELS, OPTICAL, Method, get_method
 from .multitask import ChipClassifier, FloraTrainee, holds_water, teacher_pyramid
 from .metrics import Scoreboard
 from .models import DEEPLAB, CompactSegNet, build_model, display_name
@@ -120,6 +120,9 @@ class RunData:
     # which chips the pools and validation hold (training.rundata.fingerprint); a run
     # resumes, or is taken as done, only on the same; "" is not checked
     fingerprint: str = ""
+    # a digest of each split's chip ids by split name (training.rundata.split_digests): a
+    # teacher's run and its student's read some of the same splits; {} is not checked
+    split_digests: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
@@ -280,20 +283,6 @@ def _data_record(data: RunData, splits: dict[str, str], upstream: dict[str, dict
             "splits": splits,
             **{role: doc["data"]["description"] for role, doc in upstream.items()
                if "description" in doc.get("data", {})}}
-
-
-def _split_digests(method: Method, data: RunData) -> dict[str, str]:
-    """A digest of the chip ids of each split the run reads, by split name (a pool of
-    one split, and validation): a teacher's run and its student's read some of the same
-    splits. {} for chips not read from a dataset (no fingerprint)."""
-    if not data.fingerprint:
-        return {}
-    from .rundata import chip_ids   # rundata imports this module
-    named = {sources[0].split: pool for sources, pool in zip(method.pools, data.pools)
-             if len(sources) == 1}
-    named[HAND_VALID] = data.valid
-    return {split: hashlib.sha256(",".join(chip_ids(ds)).encode()).hexdigest()[:12]
-            for split, ds in named.items()}
 
 
 def _other_chips(upstream: dict[str, dict[str, Any]], paths: dict[str, Path | None],
@@ -698,7 +687,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                 raise RunError(f"the training split {'+'.join(src.split for src in sources)} "
                                "has no labelled pixel (every label is -1, or S1 has no data "
                                "under it): there is nothing to learn from")
-    splits = _split_digests(method, data)
+    splits = data.split_digests
     out_dir.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves none
     with folder_lock(out_dir, d.is_main):
         if d.is_main and _files_state(out_dir) != checked:   # the checks above are stale
