@@ -1,14 +1,18 @@
 """sarflood:vectorize: a water mask -> water polygons with their area in m², small pieces dropped.
 
-Built from QGIS's own algorithms (gdal:polygonize, native:extractbyattribute,
-native:fieldcalculator with an ellipsoidal ``$area``, native:extractbyexpression),
-run as child algorithms.
+Built from QGIS's own algorithms, run as child algorithms: native:reclassifybytable keeps
+the chosen value and makes everything else no data, so gdal:polygonize draws only its
+polygons (drawn whole, the dry land of a speckled mask was one polygon with a hole per
+speck); native:fieldcalculator adds an ellipsoidal ``$area``; native:extractbyexpression
+keeps what reaches the minimum mapping unit. Every step writes a file: a full scene's
+specks held in memory layers took gigabytes of QGIS's memory, and freeing them stalled
+the map for seconds.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
 
-from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingException,
+from qgis.core import (QgsAggregateCalculator, QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingUtils,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination, QgsUnitTypes, QgsVectorLayer)
@@ -56,17 +60,21 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         def child(step: int, alg: str, params: dict) -> str:
             return self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)["OUTPUT"]
 
-        polygons = child(0, "gdal:polygonize", {"INPUT": mask, "BAND": 1, "FIELD": "DN",
+        # the chosen value as 1, all else (the mask's no data too) as no data: Byte, 0
+        chosen = child(0, "native:reclassifybytable", {
+            "INPUT_RASTER": mask, "RASTER_BAND": 1, "TABLE": [value, value, 1], "RANGE_BOUNDARIES": 2,
+            "NODATA_FOR_MISSING": True, "NO_DATA": 0, "DATA_TYPE": 0,
+            "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
+        polygons = child(1, "gdal:polygonize", {"INPUT": chosen, "BAND": 1, "FIELD": "DN",
                                                 "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
-        chosen = child(1, "native:extractbyattribute", {"INPUT": polygons, "FIELD": "DN", "OPERATOR": 0,
-                                                        "VALUE": value, "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
         saved = (context.ellipsoid(), context.areaUnit())
         context.setEllipsoid(ellipsoid_of(context))
         context.setAreaUnit(QgsUnitTypes.AreaUnit.AreaSquareMeters)
         try:
             with_area = child(2, "native:fieldcalculator", {
-                "INPUT": chosen, "FIELD_NAME": "area_m2", "FIELD_TYPE": 0, "FIELD_LENGTH": 20,
-                "FIELD_PRECISION": 2, "FORMULA": "$area", "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
+                "INPUT": polygons, "FIELD_NAME": "area_m2", "FIELD_TYPE": 0, "FIELD_LENGTH": 20,
+                "FIELD_PRECISION": 2, "FORMULA": "$area",
+                "OUTPUT": QgsProcessingUtils.generateTempFilename("polygons_with_area.gpkg")})
         finally:
             context.setEllipsoid(saved[0])
             context.setAreaUnit(saved[1])
@@ -91,17 +99,21 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
             raise QgsProcessingException(f"{kept}: the polygons were written but cannot be read back")
         count = layer.featureCount()
         feedback.pushInfo(f"{count} polygons of value {value} kept (>= {min_area:g} m²); "
-                          f"{len(dropped)} smaller dropped ({sum(dropped):g} m²)")
+                          f"{dropped[0]} smaller dropped ({dropped[1]:g} m²)")
         if to_file:
             self.reload_output(context, kept)
-        return {"OUTPUT": kept, "POLYGON_COUNT": count, "DROPPED_COUNT": len(dropped),
-                "DROPPED_AREA_M2": sum(dropped)}
+        return {"OUTPUT": kept, "POLYGON_COUNT": count, "DROPPED_COUNT": dropped[0],
+                "DROPPED_AREA_M2": dropped[1]}
 
 
-def _too_small(layer, min_area: float) -> list[float]:
-    """The areas (m²) of the polygons of ``layer`` under ``min_area``: what the last step
-    leaves out, which a user should hear of."""
+def _too_small(layer, min_area: float) -> tuple[int, float]:
+    """How many polygons of ``layer`` lie under ``min_area``, and their area (m²): what the
+    last step leaves out, which a user should hear of. Counted by the provider, not
+    feature by feature in Python: a speckled scene has millions."""
     if min_area <= 0:
-        return []
-    request = QgsFeatureRequest().setFilterExpression(f'"area_m2" < {min_area!r}')
-    return [f["area_m2"] for f in layer.getFeatures(request)]
+        return 0, 0.0
+    small = QgsAggregateCalculator.AggregateParameters()
+    small.filter = f'"area_m2" < {min_area!r}'
+    count, _ = layer.aggregate(QgsAggregateCalculator.Aggregate.Count, "area_m2", small)
+    area, _ = layer.aggregate(QgsAggregateCalculator.Aggregate.Sum, "area_m2", small)
+    return int(count or 0), float(area or 0.0)
