@@ -10,6 +10,7 @@ QGIS tasks, so the map stays responsive.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -65,17 +66,19 @@ def lasting_folder(mask: Path) -> Path:
     return Path(home) if home else Path.home()
 
 
+def _file_state(path: str | None) -> tuple[int, int] | None:
+    """A file's (modification time, size); None if it is gone (or there is no path)."""
+    try:
+        stat = os.stat(path)
+        return stat.st_mtime_ns, stat.st_size
+    except (OSError, TypeError):
+        return None
+
+
 def _file_states(run: ReviewRun) -> dict[str, tuple[int, int] | None]:
-    """The (modification time, size) of the run's mask and probability files, None if gone:
-    what Accept reads must be what the dock showed."""
-    states = {}
-    for path in (run.params.mask, run.params.probability):
-        try:
-            stat = os.stat(path)
-            states[path] = (stat.st_mtime_ns, stat.st_size)
-        except (OSError, TypeError):   # gone, or no probability
-            states[path] = None
-    return states
+    """The states of the run's mask and probability files (no probability: None): what
+    Accept reads must be what the dock showed."""
+    return {path: _file_state(path) for path in (run.params.mask, run.params.probability)}
 
 
 def _failed(outcome: Outcome) -> str:
@@ -131,6 +134,12 @@ class ReviewDock(QgsDockWidget):
         # while "Show the water layers" is unticked: each run layer's own tick, put back after
         self._hidden: dict[str, bool] = {}
         self._dropped = ""   # why there is no run, when it went with its project (closed, reopened)
+        # masks the dock made for statistics at thresholds other than the run's, in a temporary
+        # folder of its own: reused while the run is reviewed (a full scene's mask is large),
+        # removed when the review moves on, or, if statistics still read one, once they end
+        self._mask_folder: str | None = None
+        self._masks: dict[float, tuple[str, tuple[int, int] | None]] = {}  # threshold: file, state
+        self._reading: list[str | None] = []   # the mask folder of each statistics running
         self.project_watch = ProjectWatch()
         self.project_watch.changed.connect(self._project_changed)
         QgsProject.instance().layersRemoved.connect(self._layers_removed)
@@ -249,7 +258,11 @@ class ReviewDock(QgsDockWidget):
         return self._alive() and self.run.layers.probability is not None
 
     def detach(self) -> None:
-        """Stop following the project (the plugin is being unloaded)."""
+        """Stop following the project (the plugin is being unloaded): the masks the dock made
+        go, the statistics that read them having been cancelled (:meth:`cancel_tasks`)."""
+        for folder in {self._mask_folder, *self._reading} - {None}:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._mask_folder, self._masks, self._reading = None, {}, []
         self.project_watch.close()
         project = QgsProject.instance()
         for signal, slot in ((project.layersRemoved, self._layers_removed),
@@ -265,6 +278,7 @@ class ReviewDock(QgsDockWidget):
         if not self.show_water.isChecked():   # the run before gets its hidden layers' ticks back
             self.set_water_visible(True)
         previous, self.run = self.run, run
+        self._retire_masks()
         self._files_seen = _file_states(run)
         self._hidden = {}
         self._dropped = ""
@@ -345,6 +359,7 @@ class ReviewDock(QgsDockWidget):
         any more, and the controls say so."""
         if sip.isdeleted(self) or self.run is None or self._alive():
             return
+        self._retire_masks()
         self._set_enabled(False)
         self.show_status(self._gone(), error=True)
         if self._at_run_threshold():
@@ -370,6 +385,7 @@ class ReviewDock(QgsDockWidget):
 
     def _drop(self, why: str) -> None:
         self.run = None
+        self._retire_masks()
         self._hidden = {}
         self._dropped = why
         self._set_enabled(False)
@@ -553,12 +569,16 @@ class ReviewDock(QgsDockWidget):
         # the polygons as they are now, in a layer of the task's own (see _run_algorithm): the
         # analyst may edit or remove the zones layer while the mask is made and counted
         polygons = private_copy(zones)
+        # its mask is kept until these statistics end, though the review may move on meanwhile
+        folder = None if self._at_run_threshold() else self._masks_folder()
+        self._reading.append(folder)
         self.with_mask_at_threshold(lambda mask: self._run_algorithm(
             "sarflood:zonalwater", {"POLYGONS": polygons, "MASK": mask, "OUTPUT": "memory:"},
-            lambda *done: self._statistics_done(threshold, started, *done)))
+            lambda *done: self._statistics_done(folder, threshold, started, *done)))
 
-    def _statistics_done(self, threshold: str, started: int, ok: bool, results: dict,
-                         context: QgsProcessingContext, error: str) -> None:
+    def _statistics_done(self, folder: str | None, threshold: str, started: int, ok: bool,
+                         results: dict, context: QgsProcessingContext, error: str) -> None:
+        self._done_reading(folder)
         self.stats_button.setEnabled(self._reviewable())
         if started != self.project_watch.count:
             self.show_status(f"Statistics: not added, {PROJECT_CHANGED}", error=True)
@@ -574,23 +594,52 @@ class ReviewDock(QgsDockWidget):
                          f"water_frac, water_km2{before}")
 
     def with_mask_at_threshold(self, then: Callable[[str], None]) -> None:
-        """Call ``then(mask path)`` with a mask at the current threshold (the run's, or a new one)."""
+        """Call ``then(mask path)`` with a mask at the current threshold: the run's, the one
+        the dock made before at this threshold if it is there as written, or a new one."""
         if self._at_run_threshold():
             then(self.run.params.mask)
             return
-        text = self._threshold_text()
-        folder = tempfile.mkdtemp(prefix="sarflood-review-", dir=QgsProcessingUtils.tempFolder())
+        value, text = self.threshold_value, self._threshold_text()
+        made = self._masks.get(value)
+        if made is not None and _file_state(made[0]) == made[1]:
+            then(made[0])
+            return
+        folder = self._masks_folder()
         mask = str(Path(folder) / f"mask_{text}.tif")
-        params = FinalizeParams(self.run.params.probability, self.threshold_value, mask)
+        # overwrite: a mask made before at this threshold and changed since is made again
+        params = FinalizeParams(self.run.params.probability, value, mask, overwrite=True)
 
         def done(outcome: Outcome) -> None:
             if outcome.ok:
+                if folder == self._mask_folder:   # (else the review moved on: not for reuse)
+                    self._masks[value] = (mask, _file_state(mask))
                 then(mask)
             else:
+                self._done_reading(folder)
                 self.stats_button.setEnabled(self._reviewable())
                 self.show_status(f"Mask at {text} {_failed(outcome)}", error=True)
 
         self._start_backend("SAR Flood Mapper: mask at threshold", params.argv(), done)
+
+    def _masks_folder(self) -> str:
+        """The temporary folder of the masks the dock makes for the run under review."""
+        if self._mask_folder is None:
+            self._mask_folder = tempfile.mkdtemp(prefix="sarflood-review-",
+                                                 dir=QgsProcessingUtils.tempFolder())
+        return self._mask_folder
+
+    def _retire_masks(self) -> None:
+        """The review moved on: the masks the dock made for it are not used again, and go
+        now unless statistics still read them."""
+        folder, self._mask_folder, self._masks = self._mask_folder, None, {}
+        if folder is not None and folder not in self._reading:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _done_reading(self, folder: str | None) -> None:
+        """Statistics that read a mask in ``folder`` ended: a folder of a review gone goes."""
+        self._reading.remove(folder)
+        if folder is not None and folder != self._mask_folder and folder not in self._reading:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # --- accept ---------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import pytest
 from osgeo import gdal, ogr
-from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProject, QgsRasterLayer,
-                       QgsRectangle, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
+from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProcessingUtils, QgsProject,
+                       QgsRasterLayer, QgsRectangle, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
@@ -1262,3 +1262,77 @@ def test_small_areas_are_shown_to_three_significant_figures():
     assert area_text(0.0004, 0.4096).startswith("0.000400 km² of water")
     assert area_text(1234.5678, 5000.0) == "1,234.57 km² of water, 24.7 % of the 5,000.00 km² valid area"
     assert area_text(0.0, 0.0).startswith("0.00 km² of water")
+
+
+def _statistics(dock, qtbot) -> str:
+    dock.show_status("")
+    qtbot.mouseClick(dock.stats_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dock.status.text() != "", timeout=60000)
+    return dock.status.text()
+
+
+def test_masks_for_statistics_are_reused_and_removed_when_the_review_moves_on(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """Statistics at a moved threshold ran finalize into a new temporary folder on each click,
+    never removed until QGIS exited: one full scene's mask more per click."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.zones.setLayer(_zones_over(run))
+    made = []
+    manager = QgsApplication.taskManager()
+
+    def added(task_id: int) -> None:
+        made.append(manager.task(task_id).description())
+
+    def folders() -> list[Path]:
+        return sorted(Path(QgsProcessingUtils.tempFolder()).glob("sarflood-review-*"))
+
+    manager.taskAdded.connect(added)
+    try:
+        dock.slider.setValue(30)
+        for _ in range(2):
+            assert _statistics(dock, qtbot).startswith("Statistics: 1 polygons"), dock.status.text()
+        assert made.count("SAR Flood Mapper: mask at threshold") == 1, made
+        assert len(folders()) == 1 and [p.name for p in folders()[0].glob("*.tif")] == ["mask_0.30.tif"]
+
+        # a mask changed since it was made is made again
+        mask = folders()[0] / "mask_0.30.tif"
+        os.utime(mask, ns=(0, 0))
+        assert _statistics(dock, qtbot).startswith("Statistics: 1 polygons"), dock.status.text()
+        assert made.count("SAR Flood Mapper: mask at threshold") == 2, made
+        assert mask.stat().st_mtime_ns != 0
+
+        # the next run: the masks of the one before go, its own files stay
+        (tmp_path / "second").mkdir()
+        second = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path / "second")
+        assert folders() == [] and Path(run.params.mask).exists()
+        dock.zones.setLayer(_zones_over(second))
+        dock.slider.setValue(40)
+        assert _statistics(dock, qtbot).startswith("Statistics: 1 polygons"), dock.status.text()
+        assert len(folders()) == 1
+        wait_for_tasks(qtbot)
+    finally:
+        manager.taskAdded.disconnect(added)
+    plugin.unload()   # the plugin unloaded: its masks go too, the run's own stay
+    assert folders() == [] and Path(second.params.mask).exists()
+
+
+def test_a_mask_for_statistics_stays_until_they_end_when_the_review_moves_on(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """The masks made for statistics go when the review moves on, but not from under
+    statistics still counting one: those end as they would have, then it goes."""
+    from sarflood.plugin.gui.review_dock import PROJECT_CHANGED
+
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.zones.setLayer(_zones_over(run))
+    dock.slider.setValue(30)
+    dock.show_status("")
+    qtbot.mouseClick(dock.stats_button, Qt.MouseButton.LeftButton)
+    QgsProject.instance().clear()   # the review ends while the mask is made
+    folders = list(Path(QgsProcessingUtils.tempFolder()).glob("sarflood-review-*"))
+    assert len(folders) == 1 and dock.run is None
+    qtbot.waitUntil(lambda: dock.status.text().startswith("Statistics"), timeout=60000)
+    assert dock.status.text() == f"Statistics: not added, {PROJECT_CHANGED}"
+    assert not folders[0].exists() and Path(run.params.mask).exists()
+    wait_for_tasks(qtbot)
