@@ -19,10 +19,10 @@ class UnsupportedPython:
                         "shows the version)").format(needed[0], needed[1], sys.version.split()[0])
 
     def initProcessing(self):  # noqa: N802 (QGIS's name); qgis_process has no message bar
-        QgsMessageLog.logMessage(self.message, "SAR Flood Mapper", Qgis.Critical)
+        QgsMessageLog.logMessage(self.message, "SAR Flood Mapper", Qgis.MessageLevel.Critical)
 
     def initGui(self):  # noqa: N802
-        self.iface.messageBar().pushMessage("SAR Flood Mapper", self.message, Qgis.Critical, 0)
+        self.iface.messageBar().pushMessage("SAR Flood Mapper", self.message, Qgis.MessageLevel.Critical, 0)
 
     def unload(self):
         pass
