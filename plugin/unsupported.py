@@ -22,7 +22,8 @@ class UnsupportedPython:
         QgsMessageLog.logMessage(self.message, "SAR Flood Mapper", Qgis.MessageLevel.Critical)
 
     def initGui(self):  # noqa: N802
-        self.iface.messageBar().pushMessage("SAR Flood Mapper", self.message, Qgis.MessageLevel.Critical, 0)
+        self.iface.messageBar().pushMessage("SAR Flood Mapper", self.message,
+                                            Qgis.MessageLevel.Critical, 0)
 
     def unload(self):
         pass
