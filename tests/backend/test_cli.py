@@ -1,4 +1,6 @@
 """``python -m backend`` as the plugin and a user run it: real child processes."""
+from __future__ import annotations
+
 import json
 import os
 import re

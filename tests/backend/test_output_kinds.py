@@ -1,6 +1,8 @@
 """Output kinds of the card: a water logit and class scores (logits or probabilities, the
 water class in any channel) give the exact probability their numbers mean; and each kind
 of file the backend writes is taken only where that kind is wanted."""
+from __future__ import annotations
+
 import dataclasses
 import json
 import os
