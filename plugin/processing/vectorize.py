@@ -10,7 +10,9 @@ the map for seconds.
 """
 from __future__ import annotations
 
+import shutil
 from contextlib import nullcontext
+from pathlib import Path
 
 from qgis.core import (QgsAggregateCalculator, QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingUtils,
@@ -98,6 +100,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         if not layer.isValid():
             raise QgsProcessingException(f"{kept}: the polygons were written but cannot be read back")
         count = layer.featureCount()
+        _remove_steps(context, [chosen, polygons, with_area])
         feedback.pushInfo(f"{count} polygons of value {value} kept (>= {min_area:g} m²); "
                           f"{dropped[0]} smaller dropped ({dropped[1]:g} m²)")
         if to_file:
@@ -117,3 +120,18 @@ def _too_small(layer, min_area: float) -> tuple[int, float]:
     count, _ = layer.aggregate(QgsAggregateCalculator.Aggregate.Count, "area_m2", small)
     area, _ = layer.aggregate(QgsAggregateCalculator.Aggregate.Sum, "area_m2", small)
     return int(count or 0), float(area or 0.0)
+
+
+def _remove_steps(context, paths: list[str]) -> None:
+    """Free the steps' layers and remove their files: a full scene's no-data-padded raster
+    and GeoPackages of every speck otherwise stayed in QGIS's Processing folder until QGIS
+    exits, one set per run. Each temporary output has a folder of its own in that folder."""
+    store = context.temporaryLayerStore()
+    for layer in list(store.mapLayers().values()):
+        if layer.source().split("|")[0] in paths:
+            store.removeMapLayer(layer.id())
+    temp = Path(QgsProcessingUtils.tempFolder()).resolve()
+    for path in paths:
+        folder = Path(path).resolve().parent
+        if folder.parent == temp:   # never anything but a step's own folder
+            shutil.rmtree(folder, ignore_errors=True)   # Windows: a file still open stays
