@@ -24,6 +24,16 @@ _SQLITE_FILES = ("-journal", "-wal", "-shm")   # a GeoPackage's, while it is ope
 _SHAPEFILE_EXTRAS = (".qix", ".sbn", ".sbx", ".cpg", ".prj", ".qpj")
 
 
+def file_state(path: str | Path | None) -> tuple[int, int] | None:
+    """A file as far as a change to it shows: (modification time, size); None if it is
+    gone (or there is no path)."""
+    try:
+        stat = os.stat(path)
+        return stat.st_mtime_ns, stat.st_size
+    except (OSError, TypeError):
+        return None
+
+
 def hidden_path(path: str, suffix: str = "") -> str:
     """A hidden name beside ``path`` for what this process writes in its place."""
     folder, name = os.path.split(os.path.abspath(path))

@@ -30,7 +30,7 @@ from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_
                            sidecar_path, written_by_plugin)
 from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
                       private_copy, remove_layers_of, run_layer_nodes)
-from ..outputs import put_back
+from ..outputs import file_state, put_back
 from ..params import FinalizeParams, dataset_file, free_output_paths
 from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold, saved_hidden,
                           saved_review, saved_threshold)
@@ -66,19 +66,10 @@ def lasting_folder(mask: Path) -> Path:
     return Path(home) if home else Path.home()
 
 
-def _file_state(path: str | None) -> tuple[int, int] | None:
-    """A file's (modification time, size); None if it is gone (or there is no path)."""
-    try:
-        stat = os.stat(path)
-        return stat.st_mtime_ns, stat.st_size
-    except (OSError, TypeError):
-        return None
-
-
 def _file_states(run: ReviewRun) -> dict[str, tuple[int, int] | None]:
     """The states of the run's mask and probability files (no probability: None): what
     Accept reads must be what the dock showed."""
-    return {path: _file_state(path) for path in (run.params.mask, run.params.probability)}
+    return {path: file_state(path) for path in (run.params.mask, run.params.probability)}
 
 
 def _failed(outcome: Outcome) -> str:
@@ -601,7 +592,7 @@ class ReviewDock(QgsDockWidget):
             return
         value, text = self.threshold_value, self._threshold_text()
         made = self._masks.get(value)
-        if made is not None and _file_state(made[0]) == made[1]:
+        if made is not None and file_state(made[0]) == made[1]:
             then(made[0])
             return
         folder = self._masks_folder()
@@ -612,7 +603,7 @@ class ReviewDock(QgsDockWidget):
         def done(outcome: Outcome) -> None:
             if outcome.ok:
                 if folder == self._mask_folder:   # (else the review moved on: not for reuse)
-                    self._masks[value] = (mask, _file_state(mask))
+                    self._masks[value] = (mask, file_state(mask))
                 then(mask)
             else:
                 self._done_reading(folder)

@@ -29,6 +29,7 @@ from ..backend_env import PLUGIN_ROOT
 from ..bands import guess_bands, polarisation
 from ..inputs import (InputProblem, band_names, crs_for_backend, is_sarflood_output,
                       scene_from_pair, scene_from_stack)
+from ..outputs import file_state
 from ..params import (DEVICES, UNITS, PredictParams, SceneInput, backend_path, free_output_paths,
                       output_stem)
 from ..settings import PYTHON_KEY, RunSettings, python_setting
@@ -58,15 +59,9 @@ def bundled_model() -> Path | None:
     return path if path.is_file() else None
 
 
-def _file_state(path: Path | None) -> tuple | None:
-    """A file as far as a change to it shows: its path, time and size (None: missing)."""
-    if path is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return (str(path), None)
-    return (str(path), st.st_mtime_ns, st.st_size)
+def _model_state(path: Path | None) -> tuple | None:
+    """The model file as far as a change to it shows: its path, time and size."""
+    return None if path is None else (str(path), file_state(path))
 
 
 def card_html(card: dict[str, Any]) -> str:
@@ -505,7 +500,7 @@ class RunDialog(QDialog):
         self._card_timer.stop()
         model = self.model_path()
         self.card = self.backend_problem = None
-        self._card_of = _file_state(model)
+        self._card_of = _model_state(model)
         self._card_reading = model is not None
         if model is None:
             self.card_view.setHtml("<p style='color:#b00'>No model: the plugin ships none; choose a file.</p>")
@@ -528,7 +523,7 @@ class RunDialog(QDialog):
     def _card_is_stale(self) -> bool:
         """Whether the model path, or the file behind it, changed since its card was asked
         for: a model that failed to load, copied again to the same path, stayed refused."""
-        return _file_state(self.model_path()) != self._card_of
+        return _model_state(self.model_path()) != self._card_of
 
     def showEvent(self, event) -> None:   # noqa: N802 - Qt's name
         """Reopened: a model file replaced while the dialog was closed is read again, a
