@@ -155,11 +155,12 @@ def _check_db(path: Path, vv: np.ndarray) -> None:
     """Refuse VV in linear power or amplitude (never below 0) read as dB: every pixel would
     clip to the top of the window. sigma0 of land and water lies well below 0 dB, and only
     a few bright (urban) pixels of a real dB chip reach 0 dB, never half of them."""
-    finite = vv[np.isfinite(vv)]
-    if finite.size and np.count_nonzero(finite < 0) * 2 < finite.size:
-        raise DatasetError(f"{path}: VV holds {np.count_nonzero(finite < 0)} of {finite.size} "
-                           f"values below 0 dB (median {np.median(finite):.3g}): linear power? "
-                           "Sen1Floods11 S1 chips are in dB; convert with 10*log10")
+    # counted in place (NaN compares false): every chip read passes here
+    finite, below = np.count_nonzero(np.isfinite(vv)), np.count_nonzero(vv < 0)
+    if finite and below * 2 < finite:
+        raise DatasetError(f"{path}: VV holds {below} of {finite} values below 0 dB (median "
+                           f"{np.nanmedian(vv):.3g}): linear power? Sen1Floods11 S1 chips are "
+                           "in dB; convert with 10*log10")
 
 
 def read_s2(path: Path, bands: tuple[str, ...] = S2_BANDS) -> np.ndarray:
