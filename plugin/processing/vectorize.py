@@ -59,33 +59,43 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         # cancelled, failed or killed run leaves the file that was there
         to_file = is_plain_file(destination)
 
-        def child(step: int, alg: str, params: dict) -> str:
-            return self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)["OUTPUT"]
+        steps: list[str] = []   # the steps' files, each in a folder of its own
 
-        # the chosen value as 1, all else (the mask's no data too) as no data: Byte, 0
-        chosen = child(0, "native:reclassifybytable", {
-            "INPUT_RASTER": mask, "RASTER_BAND": 1, "TABLE": [value, value, 1], "RANGE_BOUNDARIES": 2,
-            "NODATA_FOR_MISSING": True, "NO_DATA": 0, "DATA_TYPE": 0,
-            "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
-        polygons = child(1, "gdal:polygonize", {"INPUT": chosen, "BAND": 1, "FIELD": "DN",
-                                                "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})
-        saved = (context.ellipsoid(), context.areaUnit())
-        context.setEllipsoid(ellipsoid_of(context))
-        context.setAreaUnit(QgsUnitTypes.AreaUnit.AreaSquareMeters)
-        try:
-            with_area = child(2, "native:fieldcalculator", {
-                "INPUT": polygons, "FIELD_NAME": "area_m2", "FIELD_TYPE": 0, "FIELD_LENGTH": 20,
-                "FIELD_PRECISION": 2, "FORMULA": "$area",
-                "OUTPUT": QgsProcessingUtils.generateTempFilename("polygons_with_area.gpkg")})
-        finally:
-            context.setEllipsoid(saved[0])
-            context.setAreaUnit(saved[1])
-        dropped = _too_small(QgsProcessingUtils.mapLayerFromString(with_area, context), min_area)
-        with written_beside(destination) if to_file else nullcontext(destination) as target:
-            kept = child(3, "native:extractbyexpression", {
-                "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": target})
-            if feedback.isCanceled():  # the child stops early and returns what it had written
+        def step_file(name: str) -> str:
+            # named here, not by the child: a step that fails or is cancelled while
+            # writing has its folder removed too
+            steps.append(QgsProcessingUtils.generateTempFilename(name))
+            return steps[-1]
+
+        def child(step: int, alg: str, params: dict) -> str:
+            output = self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)["OUTPUT"]
+            if feedback.isCanceled():  # a child stops early and returns what it had written
                 raise QgsProcessingException("cancelled: the polygons were not written")
+            return output
+
+        try:
+            # the chosen value as 1, all else (the mask's no data too) as no data: Byte, 0
+            chosen = child(0, "native:reclassifybytable", {
+                "INPUT_RASTER": mask, "RASTER_BAND": 1, "TABLE": [value, value, 1], "RANGE_BOUNDARIES": 2,
+                "NODATA_FOR_MISSING": True, "NO_DATA": 0, "DATA_TYPE": 0, "OUTPUT": step_file("chosen.tif")})
+            polygons = child(1, "gdal:polygonize", {"INPUT": chosen, "BAND": 1, "FIELD": "DN",
+                                                    "OUTPUT": step_file("polygons.gpkg")})
+            saved = (context.ellipsoid(), context.areaUnit())
+            context.setEllipsoid(ellipsoid_of(context))
+            context.setAreaUnit(QgsUnitTypes.AreaUnit.AreaSquareMeters)
+            try:
+                with_area = child(2, "native:fieldcalculator", {
+                    "INPUT": polygons, "FIELD_NAME": "area_m2", "FIELD_TYPE": 0, "FIELD_LENGTH": 20,
+                    "FIELD_PRECISION": 2, "FORMULA": "$area", "OUTPUT": step_file("polygons_with_area.gpkg")})
+            finally:
+                context.setEllipsoid(saved[0])
+                context.setAreaUnit(saved[1])
+            dropped = _too_small(QgsProcessingUtils.mapLayerFromString(with_area, context), min_area)
+            with written_beside(destination) if to_file else nullcontext(destination) as target:
+                kept = child(3, "native:extractbyexpression", {
+                    "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": target})
+        finally:   # a failed or cancelled run's steps too
+            _remove_steps(context, steps)
         if to_file:
             kept = destination
         elif context.willLoadLayerOnCompletion(destination):
@@ -100,7 +110,6 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         if not layer.isValid():
             raise QgsProcessingException(f"{kept}: the polygons were written but cannot be read back")
         count = layer.featureCount()
-        _remove_steps(context, [chosen, polygons, with_area])
         feedback.pushInfo(f"{count} polygons of value {value} kept (>= {min_area:g} m²); "
                           f"{dropped[0]} smaller dropped ({dropped[1]:g} m²)")
         if to_file:

@@ -691,6 +691,27 @@ def test_vectorize_cancelled_in_its_last_step_leaves_no_polygons(provider, tmp_p
     assert done["POLYGON_COUNT"] > 100
 
 
+def test_vectorize_cancelled_part_way_leaves_no_step_behind(provider, tmp_path):
+    """The steps were removed only after a run that succeeded: a cancel (or a failing step)
+    left the ones already written in Processing's folder until QGIS exited, a full scene's
+    reclassified raster and GeoPackages of every speck per run."""
+    import os
+
+    import processing
+    from qgis.core import QgsProcessingUtils
+
+    path, _ = _mask(tmp_path)
+    temp = QgsProcessingUtils.tempFolder()
+    for step in ("step 2 of 4", "step 3 of 4", "step 4 of 4"):
+        before = set(os.listdir(temp))
+        with pytest.raises(QgsProcessingException, match="cancelled"):
+            processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0,
+                                                  "OUTPUT": str(tmp_path / "water.gpkg")},
+                           feedback=_CancelAt(step))
+        assert set(os.listdir(temp)) - before == set(), step
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["post.tif"]
+
+
 def _north_south_zones():
     """Two zones over the mask of :func:`_mask`, one above the other."""
     x0, y0 = ORIGIN
