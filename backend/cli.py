@@ -68,7 +68,8 @@ _band_pair = _comma_list(int, 2, "VV_INDEX,VH_INDEX, e.g. 2,1")
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="one 2-band raster (VV, VH) or two single-band rasters (VV VH)")
+                   help="one 2-band raster (VV, VH) or two single-band rasters (VV VH); a "
+                        "single-band VV raster where VV alone is read (Otsu, a VV-only model)")
     p.add_argument("--bands", type=_band_pair, metavar="VV_INDEX,VH_INDEX",
                    help="the VV and VH band numbers (from 1) of a single multi-band input "
                         "(default: from band descriptions)")

@@ -2,7 +2,8 @@
 
 The inputs are opened and checked exactly as ``predict`` opens them
 (:func:`~backend.inputs.open_inputs`: same band naming, same ``--bands``, same
-errors), and the units are found by the same code on the same pixel sample
+errors; a single-band input is the VV band a VV-only model reads, where a VV and VH
+model refuses it at run time), and the units are found by the same code on the same pixel sample
 (:func:`~backend.units.find_units` over :func:`~backend.raster_io.sample_grid`: at most
 25 windows of 128 x 128 pixels), so the answer is what a run will say. No model is
 loaded and only the sample is read, so it is quick on a raster of any size. The
@@ -43,7 +44,7 @@ def inspect_inputs(paths: list[str], bands: tuple[int, int] | None = None,
     if units is not None and units not in UNITS:
         raise UsageError(f"units {units!r}: expected one of {', '.join(UNITS)}")
     with gdal_env():
-        inputs = open_inputs(paths, BAND_NAMES, bands, nodata=nodata)
+        inputs = open_inputs(paths, ("VV",), bands, user="inspect", nodata=nodata)
         try:
             return _describe(inputs, units)
         finally:
@@ -51,7 +52,7 @@ def inspect_inputs(paths: list[str], bands: tuple[int, int] | None = None,
 
 
 def _describe(inputs: InputSet, units: str | None) -> dict:
-    sources = [inputs.bands[n] for n in BAND_NAMES]
+    sources = [inputs.bands[n] for n in BAND_NAMES if n in inputs.bands]
     grid = inputs.grid
     reader = WindowReader([(inputs.datasets[s.path], s.index, s.nodata) for s in sources], 0, 0)
     warnings = _Warnings()
@@ -75,8 +76,8 @@ def _describe(inputs: InputSet, units: str | None) -> dict:
     return {
         "files": files,
         "bands": inputs.mapping(),
-        "units_detected": one_or_each(list(BAND_NAMES), [f.units for f in found]),
-        "units_source": one_or_each(list(BAND_NAMES), [f.source for f in found]),
+        "units_detected": one_or_each([s.name for s in sources], [f.units for f in found]),
+        "units_source": one_or_each([s.name for s in sources], [f.source for f in found]),
         "units": {s.name: {"units": f.units, "source": f.source, "evidence": f.evidence}
                   for s, f in zip(sources, found)},
         "crs": grid.crs.to_string(), "width": grid.width, "height": grid.height,

@@ -84,6 +84,10 @@ _OVERWRITE_ADVICE = (
 # Processing algorithms' parameters
 _BANDS_ADVICE = "--bands VV_INDEX,VH_INDEX"
 _BANDS_IN_QGIS = {False: "setting 'VV band' and 'VH band'", True: "setting VV_BAND and VH_BAND"}
+# a single-band input to a model that reads VV and VH
+_TWO_BANDS_ADVICE = "give a 2-band raster or two single-band rasters"
+_TWO_BANDS_IN_QGIS = {False: "give one layer with VV and VH bands, or separate VV and VH layers",
+                      True: "give a VV and VH stack as INPUT, or the VH layer as INPUT_VH"}
 # the backend writes extents XMIN,YMIN,XMAX,YMAX (as --extent takes them); QGIS writes and
 # reads them XMIN,XMAX,YMIN,YMAX (as in "10,11,50,51 [EPSG:4326]")
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -119,6 +123,7 @@ def in_qgis_words(message: str, processing: bool = False) -> str:
             message = message.replace(cli, qgis)
             break
     message = message.replace(_BANDS_ADVICE, _BANDS_IN_QGIS[processing])
+    message = message.replace(_TWO_BANDS_ADVICE, _TWO_BANDS_IN_QGIS[processing])
     message = message.replace(_ON_STDERR, _STDERR_IN_QGIS[processing])
     message = _EXTENT.sub(lambda m: f"{m[1]}{m[2]},{m[4]},{m[3]},{m[5]}", message)
     message = message.replace("is west,south,east,north", "is west,east,south,north in "

@@ -107,15 +107,20 @@ def user_nodata(layers: list[QgsRasterLayer]) -> float | None:
     return values.pop() if values else None
 
 
-def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None = None) -> SceneInput:
+def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None = None,
+                     needs_vh: bool = True) -> SceneInput:
     """One multi-band layer; ``bands`` (VV, VH), 1-based, or None to guess from band names.
 
     Chosen bands go to the backend as ``--bands``, so it reads exactly those, whatever
-    the band descriptions say; without a choice the backend names them itself.
+    the band descriptions say; without a choice the backend names them itself. Where
+    VV alone is read (``needs_vh`` False: a VV-only model, Otsu), a single-band layer
+    goes to the backend, which names its band and holds it against what it reads.
     """
     if layer is None:
         raise InputProblem("Sentinel-1 input: no raster layer chosen")
     path = layer_file(layer, "Sentinel-1 input")
+    if layer.bandCount() < 2 and not needs_vh:
+        return SceneInput(path, nodata=user_nodata([layer]))
     if layer.bandCount() < 2:
         raise InputProblem(f"Sentinel-1 input '{layer.name()}' has {layer.bandCount()} band; the model "
                            f"needs VV and VH: give a 2-band VV/VH stack, or separate VV and VH layers")
@@ -133,15 +138,18 @@ def scene_from_stack(layer: QgsRasterLayer | None, bands: tuple[int, int] | None
     return SceneInput(path, bands=tuple(bands), nodata=user_nodata([layer]))
 
 
-def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None) -> SceneInput:
-    """A single-band VV layer and a single-band VH layer."""
-    if vv is None or vh is None:
+def scene_from_pair(vv: QgsRasterLayer | None, vh: QgsRasterLayer | None,
+                    needs_vh: bool = True) -> SceneInput:
+    """A single-band VV layer and a single-band VH layer; the VV layer alone where VV
+    alone is read (``needs_vh`` False)."""
+    if vv is None or (vh is None and needs_vh):
         raise InputProblem("Separate VV and VH input: choose both a VV and a VH layer")
-    if vv.id() == vh.id():
+    if vh is not None and vv.id() == vh.id():
         raise InputProblem(f"Separate VV and VH input: '{vv.name()}' is chosen as both VV and VH")
-    files = [layer_file(layer, role) for layer, role in ((vv, "VV"), (vh, "VH"))]
-    for layer, role in ((vv, "VV"), (vh, "VH")):
+    chosen = [(layer, role) for layer, role in ((vv, "VV"), (vh, "VH")) if layer is not None]
+    files = [layer_file(layer, role) for layer, role in chosen]
+    for layer, role in chosen:
         if layer.bandCount() != 1:
             raise InputProblem(f"{role} layer '{layer.name()}' has {layer.bandCount()} bands; with "
                                f"separate VV and VH layers each must have exactly one band")
-    return SceneInput(*files, nodata=user_nodata([vv, vh]))
+    return SceneInput(*files, nodata=user_nodata([layer for layer, _ in chosen]))

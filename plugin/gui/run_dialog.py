@@ -161,6 +161,7 @@ class RunDialog(QDialog):
         self._card_of: tuple | None = None   # the model file as the card was asked of it
         self._card_reading = False           # a card query is under way
         self._run_asked_recheck = False      # Run asked the backend again: its answer is said
+        self._vh_shown_needed = True         # the VH boxes' labels say the model reads VH
         self._card_timer = QTimer(self)
         self._card_timer.setSingleShot(True)
         self._card_timer.setInterval(CARD_DELAY_MS)
@@ -395,8 +396,10 @@ class RunDialog(QDialog):
 
     def current_scene(self) -> SceneInput:
         """The Sentinel-1 input as chosen now; raises InputProblem naming what is wrong."""
+        needs_vh = self.needs_vh()
         if self.two_layers.isChecked():
-            return scene_from_pair(self.vv_layer.currentLayer(), self.vh_layer.currentLayer())
+            vh = self.vh_layer.currentLayer() if needs_vh else None
+            return scene_from_pair(self.vv_layer.currentLayer(), vh, needs_vh)
         layer = self.stack_layer.currentLayer()
         vv, vh = self.vv_band.currentBand(), self.vh_band.currentBand()
         if (vv > 0) != (vh > 0) and layer is not None and layer.bandCount() >= 2:
@@ -404,7 +407,24 @@ class RunDialog(QDialog):
                 raise InputProblem(f"Sentinel-1 input '{layer.name()}': choose both the VV and the VH "
                                    f"band, or neither (then they are found from the band names)")
             vv, vh = (vv, 3 - vv) if vv > 0 else (3 - vh, vh)   # of two bands, the other one
-        return scene_from_stack(layer, (vv, vh) if min(vv, vh) > 0 else None)
+        return scene_from_stack(layer, (vv, vh) if min(vv, vh) > 0 else None, needs_vh)
+
+    def needs_vh(self) -> bool:
+        """Whether the model reads VH: a VV-only card takes a single-band VV layer, and no VH
+        layer. Until its card is read the model is taken to read both."""
+        return self.card is None or any(b["name"] == "VH" for b in self.card["inputs"]["bands"])
+
+    def _show_vh_use(self) -> None:
+        """Where a new card changes whether VH is read, say so by the VH boxes and ask again
+        what the backend makes of the input (a single-band layer is refused, or not)."""
+        if self.needs_vh() == self._vh_shown_needed:
+            return
+        self._vh_shown_needed = self.needs_vh()
+        unused = "" if self.needs_vh() else " (not read by this model)"
+        for widget, label in ((self.vh_band, "VH band"), (self.vh_layer, "VH layer")):
+            self.input_form.labelForField(widget).setText(label + unused)
+        self.vh_layer.setEnabled(self.needs_vh())   # a stack's VH band still goes to --bands
+        self._inspect_timer.start()
 
     # --- backend questions --------------------------------------------------------------------
 
@@ -482,7 +502,7 @@ class RunDialog(QDialog):
         if self.two_layers.isChecked():
             return
         for combo, name in ((self.vv_band, "VV"), (self.vh_band, "VH")):
-            if combo.currentBand() <= 0:
+            if combo.currentBand() <= 0 and name in answer["bands"]:
                 combo.blockSignals(True)
                 combo.setBand(int(answer["bands"][name]["band"]))
                 combo.blockSignals(False)
@@ -547,9 +567,10 @@ class RunDialog(QDialog):
             self.show_status(error or "The backend runs now: press Run", error=bool(error))
         if error:
             self.card_view.setHtml(f"<p style='color:#b00'>{html.escape(error)}</p>")
-            return
-        self.card = answer
-        self.card_view.setHtml(card_html(answer))
+        else:
+            self.card = answer
+            self.card_view.setHtml(card_html(answer))
+        self._show_vh_use()
 
     # --- settings and the request -------------------------------------------------------------
 

@@ -27,7 +27,8 @@ class SceneAlgorithm(SarFloodAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             "INPUT", "Sentinel-1 input: VV+VH stack, or the VV layer"))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            "INPUT_VH", "VH layer (only when VV and VH are separate files)", optional=True))
+            "INPUT_VH", "VH layer (only when VV and VH are separate files; none for a VV-only "
+            "model or Otsu)", optional=True))
         self.addParameter(QgsProcessingParameterBand(
             "VV_BAND", "VV band of the stack (empty: guessed from band names)", None, "INPUT",
             optional=True))
@@ -51,7 +52,9 @@ class SceneAlgorithm(SarFloodAlgorithm):
         return (mask, scene, *self.extent(parameters, context, reference))
 
     def scene(self, parameters, context) -> SceneInput:
-        """Check the input layers and their bands; every message names the layer."""
+        """Check the input layers and their bands; every message names the layer. A
+        single-band INPUT without INPUT_VH goes to the backend, which holds it against what
+        it reads (the model's card: VV and VH, or VV alone; Otsu: VV)."""
         stack = self.parameterAsRasterLayer(parameters, "INPUT", context)
         vh = self.parameterAsRasterLayer(parameters, "INPUT_VH", context)
         bands = None
@@ -63,7 +66,8 @@ class SceneAlgorithm(SarFloodAlgorithm):
             raise QgsProcessingException("VV_BAND and VH_BAND: give both bands, or neither "
                                          "(then they are found from the band names)")
         try:
-            return scene_from_pair(stack, vh) if vh is not None else scene_from_stack(stack, bands)
+            return (scene_from_pair(stack, vh) if vh is not None
+                    else scene_from_stack(stack, bands, needs_vh=False))
         except InputProblem as problem:
             raise QgsProcessingException(str(problem)) from None
 

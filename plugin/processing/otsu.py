@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
-                       QgsProcessingParameterRasterDestination)
+from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
 
 from .. import styles
-from ..inputs import InputProblem, layer_file, user_nodata
-from ..params import OtsuParams, SceneInput
+from ..params import OtsuParams
 from .base import frees_inputs_on_failure
 from .common import SceneAlgorithm
 
@@ -28,17 +26,6 @@ class OtsuAlgorithm(SceneAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Water mask (Otsu)"))
         self.add_area_outputs()
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD_DB", "Otsu threshold on VV (dB)"))
-
-    def scene(self, parameters, context) -> SceneInput:
-        """Otsu reads VV only: a single-band VV layer will do."""
-        stack = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        if (stack is not None and stack.bandCount() == 1
-                and self.parameterAsRasterLayer(parameters, "INPUT_VH", context) is None):
-            try:
-                return SceneInput(layer_file(stack, "Sentinel-1 input"), nodata=user_nodata([stack]))
-            except InputProblem as problem:
-                raise QgsProcessingException(str(problem)) from None
-        return super().scene(parameters, context)
 
     @frees_inputs_on_failure
     def processAlgorithm(self, parameters, context, feedback):

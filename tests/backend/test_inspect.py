@@ -6,7 +6,7 @@ import pytest
 import rasterio
 
 from backend.engine import PredictOptions, predict
-from backend.inspection import inspect_inputs
+from backend.inspection import describe_text, inspect_inputs
 from backend.raster_io import WindowReader, gdal_env
 from backend import raster_io
 from tests.backend.areas import metres_per_degree_exact
@@ -74,7 +74,7 @@ def test_bands_choose_and_describe(tmp_path):
 
 @pytest.mark.parametrize("case, args, message", [
     ("three", ["{three}"], "{three}: has 3 bands; expected 2 bands (VV, VH)"),
-    ("one", ["{one}"], "{one}: has 1 band (VV); the model needs VV, VH"),
+    ("lone VH", ["{vh}"], "{vh}: has 1 band (VH); inspect needs VV: give its VV band"),
     ("text", ["{text}"], "{text}: not a raster GDAL can read"),
     ("grids", ["{one}", "{shifted}"], "{one} and {shifted} are on different grids"),
     ("range", ["{three}", "--bands", "4,2"], "{three}: has 3 bands; --bands 4,2 names band 4"),
@@ -110,6 +110,17 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, case, args, message):
     if case == "pair":
         assert str(files["one"]) in line and str(files["vh"]) in line
     assert listing(tmp_path) == before
+
+
+def test_a_single_band_is_described_as_the_vv_a_vv_only_model_reads(tmp_path):
+    """The run dialog asks before a run of a VV-only model on a single-band layer; inspect
+    refused the band as the VV/VH models do, and the dialog showed that refusal."""
+    b = random_db((40, 40))
+    vv = write_raster(tmp_path / "scene.tif", b[:1], descriptions=("VV",))
+    answer = inspect_inputs([vv])
+    assert answer["bands"] == {"VV": {"path": vv, "band": 1, "named_by": "description"}}
+    assert answer["units_detected"] == "dB" and set(answer["units"]) == {"VV"}
+    assert "VV: " in describe_text(answer) and "VH" not in describe_text(answer)
 
 
 def test_strip_files_give_the_same_sample_read_row_by_row(tmp_path, monkeypatch):

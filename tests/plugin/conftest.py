@@ -63,13 +63,15 @@ def clean_settings():
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
-    """Tiny exact ONNX models: p = sigmoid(-(VV + 15)) per pixel, and broken ones."""
-    from training.toy_models import smoothed_threshold_model, threshold_model
+    """Tiny exact ONNX models: p = sigmoid(-(VV + 15)) per pixel (one reading VV and VH,
+    one VV alone), and broken ones."""
+    from training.toy_models import raw_db_card, smoothed_threshold_model, threshold_model
 
     folder = tmp_path_factory.mktemp("models")
     paths = {"threshold": folder / "threshold.onnx", "smoothed": folder / "smoothed.onnx",
-             "mismatch": folder / "mismatch.onnx"}
+             "mismatch": folder / "mismatch.onnx", "vv_only": folder / "vv_only.onnx"}
     onnx.save(threshold_model(), paths["threshold"])
+    onnx.save(threshold_model(raw_db_card("test-vv-only", margin=0, bands=("VV",))), paths["vv_only"])
     onnx.save(smoothed_threshold_model(kernel=3), paths["smoothed"])
     # the card names an input tensor the graph does not have
     bad = threshold_model()

@@ -221,6 +221,38 @@ def test_bad_input_is_named_and_nothing_runs(plugin, qtbot, models, tmp_path):
     wait_for_tasks(qtbot)
 
 
+def test_a_vv_only_model_runs_on_a_single_band_layer_and_reads_no_vh_layer(plugin, qtbot, models,
+                                                                            tmp_path):
+    """The dialog asked every model for VV and VH: a VV-only model's user had no way to run it
+    on the VV file they have, from either input mode."""
+    from .conftest import read_raster
+
+    vv = np.random.default_rng(3).normal(-14.0, 6.0, (40, 48)).astype(np.float32)
+    single = _add(write_raster(tmp_path / "scene_VV.tif", [vv], descriptions=["VV"]))
+    dialog = _ready(plugin, qtbot, models["threshold"])
+    dialog.stack_layer.setLayer(single)
+    assert "'scene_VV' has 1 band; the model needs VV and VH" in _run_is_refused(dialog, qtbot)
+    assert dialog.input_form.labelForField(dialog.vh_band).text() == "VH band"
+
+    dialog.model.setFilePath(str(models["vv_only"]))
+    qtbot.waitUntil(lambda: dialog.card is not None and not dialog.needs_vh(), timeout=30000)
+    assert dialog.input_form.labelForField(dialog.vh_band).text() == "VH band (not read by this model)"
+    qtbot.waitUntil(lambda: dialog.inspected is not None, timeout=30000)   # asked again, answered
+    assert dialog.units_detected.text() == "detected: dB (from the values)"
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert blocker.args[0] is not None, dialog.status.text()
+    mask = read_raster(blocker.args[0].params.mask)
+    np.testing.assert_array_equal(mask, np.where(vv < -15.0, 1, 0))
+
+    # separate layers: the VV layer alone, whatever the VH box holds
+    dialog.two_layers.setChecked(True)
+    dialog.vv_layer.setLayer(single)
+    assert not dialog.vh_layer.isEnabled()
+    assert dialog.current_scene().args() == [single.source()]
+    wait_for_tasks(qtbot)
+
+
 def test_unreadable_and_moved_input_layers_are_named_as_such(plugin, qtbot, models, two_band_scene,
                                                              tmp_path):
     """A corrupt file's layer was said to have one band, and a moved file's layer to be

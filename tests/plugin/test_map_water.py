@@ -114,6 +114,24 @@ def test_mapwater_reads_netcdf_subdataset_layers(provider, models, tmp_path):
     assert output_stem(layers["VV"].source()) == "snap_export_Sigma0_VV_db"
 
 
+def test_mapwater_runs_a_vv_only_model_on_a_single_band_layer(provider, models, tmp_path):
+    """A VV-only model's card asks for no VH; the plugin refused a single-band input as if
+    every model read VH (the backend ran it). A VV/VH model still refuses it, by its card."""
+    import processing
+
+    vv, _ = _scene_arrays(seed=5)
+    single = write_raster(tmp_path / "scene.tif", [vv], descriptions=["VV"])
+    out = processing.run("sarflood:mapwater", {
+        "INPUT": str(single), "MODEL": str(models["vv_only"]), "DEVICE": 1,
+        "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), _expect(vv)[1])
+    assert out["MODEL_USED"] == "test-vv-only 1.0.0"
+    with pytest.raises(QgsProcessingException, match=r"scene.tif: has 1 band \(VV\); the model needs VV, VH"):
+        processing.run("sarflood:mapwater", {"INPUT": str(single), "MODEL": str(models["threshold"]),
+                                             "OUTPUT_MASK": str(tmp_path / "refused.tif")})
+    assert not (tmp_path / "refused.tif").exists()
+
+
 def test_mapwater_with_bands_chosen_by_number(provider, models, tmp_path):
     """Three unnamed bands (angle, VH, VV): the user's VV=3, VH=2 reach the backend as --bands."""
     import processing

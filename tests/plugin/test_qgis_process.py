@@ -56,7 +56,7 @@ def test_bad_input_through_qgis_process_fails_with_the_reason(qgis_process_env, 
     single = write_raster(tmp_path / "vv_only.tif", [np.zeros((8, 8), np.float32)])
     done = _run(qgis_process_env, "sarflood:mapwater", {"INPUT": single, "OUTPUT_MASK": tmp_path / "m.tif"})
     assert done.returncode != 0
-    assert "'vv_only' has 1 band" in done.stdout + done.stderr
+    assert "vv_only.tif: has 1 band (VV); the model needs VV, VH" in done.stdout + done.stderr
     assert not (tmp_path / "m.tif").exists()
 
 
