@@ -107,6 +107,24 @@ class SceneAlgorithm(SarFloodAlgorithm):
         if written:
             feedback.pushWarning("Not added to the map, having no valid pixel: " + ", ".join(written))
 
+    def threshold(self, parameters, context, empty: str | None = None) -> float | None:
+        """THRESHOLD strictly between 0 and 1. Left empty it is None where the parameter is
+        optional (``empty`` says what that means), else the parameter's default."""
+        given = parameters.get("THRESHOLD")
+        if given in (None, "") and empty is not None:
+            return None
+        if isinstance(given, str) and given:   # QGIS reads text that is not a number as 0
+            try:
+                float(given)
+            except ValueError:
+                raise QgsProcessingException(
+                    f"Threshold: {given!r} is not a number; give one strictly between 0 and 1"
+                    + (f", or none for {empty}" if empty else "")) from None
+        threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
+        if not 0.0 < threshold < 1.0:
+            raise QgsProcessingException(f"Threshold: {threshold} must lie strictly between 0 and 1")
+        return threshold
+
     @staticmethod
     def area_results(result: dict[str, Any]) -> dict[str, float | None]:
         """The area outputs; no water share (None, as Otsu's THRESHOLD_DB) without a valid pixel."""

@@ -91,18 +91,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
         units = UNIT_CHOICES[self.parameterAsEnum(parameters, "UNITS", context)]
         tile = self.parameterAsInt(parameters, "TILE_SIZE", context)
         overlap = self.parameterAsInt(parameters, "OVERLAP", context)
-        threshold = None
-        given = parameters.get("THRESHOLD")
-        if given not in (None, ""):
-            if isinstance(given, str):   # QGIS reads text that is not a number as 0
-                try:
-                    float(given)
-                except ValueError:
-                    raise QgsProcessingException(f"Threshold: {given!r} is not a number; give one strictly "
-                                                 f"between 0 and 1, or none for the model's default") from None
-            threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
-            if not 0.0 < threshold < 1.0:
-                raise QgsProcessingException(f"Threshold: {threshold} must lie strictly between 0 and 1")
+        threshold = self.threshold(parameters, context, empty="the model's default")
         outputs = [p for p in (mask, probability, uncertainty) if p]
         params = PredictParams(
             scene=scene, mask=mask, probability=probability, uncertainty=uncertainty, model=model,

@@ -11,12 +11,13 @@ from .correct_mask import CorrectMaskAlgorithm
 from .flood_extent import FloodExtentAlgorithm
 from .map_water import MapWaterAlgorithm
 from .otsu import OtsuAlgorithm
+from .threshold import ThresholdAlgorithm
 from .vectorize import VectorizeAlgorithm
 from .zonal import ZonalWaterAlgorithm
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icon.svg"
-ALGORITHMS = (MapWaterAlgorithm, OtsuAlgorithm, FloodExtentAlgorithm, CorrectMaskAlgorithm,
-              VectorizeAlgorithm, ZonalWaterAlgorithm)
+ALGORITHMS = (MapWaterAlgorithm, OtsuAlgorithm, ThresholdAlgorithm, FloodExtentAlgorithm,
+              CorrectMaskAlgorithm, VectorizeAlgorithm, ZonalWaterAlgorithm)
 
 
 class SarFloodProvider(QgsProcessingProvider):

@@ -3,6 +3,7 @@
 The threshold model computes p = sigmoid(-(VV_dB + 15)) per pixel, so on a 10 m UTM
 grid (no resampling) the expected mask is exactly VV < -15 dB, computed here in numpy.
 """
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -130,6 +131,45 @@ def test_mapwater_runs_a_vv_only_model_on_a_single_band_layer(provider, models, 
         processing.run("sarflood:mapwater", {"INPUT": str(single), "MODEL": str(models["threshold"]),
                                              "OUTPUT_MASK": str(tmp_path / "refused.tif")})
     assert not (tmp_path / "refused.tif").exists()
+
+
+def test_threshold_writes_the_mask_mapwater_writes_at_that_threshold(provider, models, tmp_path):
+    """A model, batch row or script can take the probability to a mask at another threshold
+    without running the model again (the review panel's Accept had no Processing step)."""
+    import processing
+    import rasterio
+
+    vv, vh = _scene_arrays(seed=11)
+    scene = write_raster(tmp_path / "stack.tif", [vv, vh], descriptions=["VV", "VH"])
+    run = processing.run("sarflood:mapwater", {
+        "INPUT": str(scene), "MODEL": str(models["threshold"]), "DEVICE": 1,
+        "OUTPUT_MASK": str(tmp_path / "mask.tif"), "OUTPUT_PROBABILITY": str(tmp_path / "prob.tif")})
+    at_03 = processing.run("sarflood:mapwater", {
+        "INPUT": str(scene), "MODEL": str(models["threshold"]), "DEVICE": 1, "THRESHOLD": 0.3,
+        "OUTPUT_MASK": str(tmp_path / "mask_03.tif")})
+    out = processing.run("sarflood:threshold", {"INPUT": run["OUTPUT_PROBABILITY"], "THRESHOLD": 0.3,
+                                                "OUTPUT": str(tmp_path / "final.tif")})
+    prob = 1.0 / (1.0 + np.exp(vv.astype(np.float64) + 15.0))
+    expected = np.where(np.isfinite(vv), (prob > 0.3).astype(np.uint8), 255)
+    np.testing.assert_array_equal(read_raster(out["OUTPUT"]), expected)
+    np.testing.assert_array_equal(read_raster(out["OUTPUT"]), read_raster(at_03["OUTPUT_MASK"]))
+    assert out["THRESHOLD_USED"] == 0.3 and at_03["THRESHOLD_USED"] == 0.3
+    for key in ("WATER_AREA_KM2", "VALID_AREA_KM2", "WATER_FRACTION"):
+        assert out[key] == pytest.approx(at_03[key], rel=1e-12), key
+    with rasterio.open(out["OUTPUT"]) as ds:
+        tags = ds.tags()
+    assert tags["SARFLOOD_THRESHOLD"] == "0.3" and tags["SARFLOOD_MODEL"] == "test-threshold"
+
+    # bad input: named, and nothing written
+    for params, said in (({"INPUT": run["OUTPUT_MASK"]}, "mask.tif"),
+                         ({"INPUT": run["OUTPUT_PROBABILITY"], "THRESHOLD": 1.5},
+                          "Threshold: 1.5 must lie strictly between 0 and 1"),
+                         # refused by QGIS itself, the parameter being a required number
+                         ({"INPUT": run["OUTPUT_PROBABILITY"], "THRESHOLD": "half"},
+                          "Incorrect parameter value for THRESHOLD")):
+        with pytest.raises(QgsProcessingException, match=re.escape(said)):
+            processing.run("sarflood:threshold", {**params, "OUTPUT": str(tmp_path / "refused.tif")})
+        assert not (tmp_path / "refused.tif").exists()
 
 
 def test_mapwater_with_bands_chosen_by_number(provider, models, tmp_path):

@@ -9,9 +9,8 @@ from qgis.core import QgsProcessingException
 
 from .conftest import write_raster
 
-ALGORITHMS = {"sarflood:mapwater", "sarflood:otsu", "sarflood:floodextent", "sarflood:vectorize",
-              "sarflood:correctmask",
-              "sarflood:zonalwater"}
+ALGORITHMS = {"sarflood:mapwater", "sarflood:otsu", "sarflood:threshold", "sarflood:floodextent",
+              "sarflood:vectorize", "sarflood:correctmask", "sarflood:zonalwater"}
 
 
 def test_provider_lists_every_algorithm(provider):
