@@ -38,7 +38,8 @@ class SceneAlgorithm(SarFloodAlgorithm):
 
     def add_extent_parameter(self) -> None:
         self.addParameter(QgsProcessingParameterExtent(
-            "EXTENT", "Extent to map (empty: the whole input)", optional=True))
+            "EXTENT", "Extent to map (empty: the whole input; numbers given without [EPSG:...] are "
+            "in the project's CRS, the input's where there is no project)", optional=True))
 
     def add_area_outputs(self) -> None:
         for name, description in AREA_OUTPUTS.items():
@@ -49,7 +50,7 @@ class SceneAlgorithm(SarFloodAlgorithm):
         scene = self.scene(parameters, context)
         mask = self.output_path(parameters, "OUTPUT_MASK", context, feedback)
         reference = self.parameterAsRasterLayer(parameters, "INPUT", context)
-        return (mask, scene, *self.extent(parameters, context, reference))
+        return (mask, scene, *self.extent(parameters, context, reference, feedback))
 
     def scene(self, parameters, context) -> SceneInput:
         """Check the input layers and their bands; every message names the layer. A
@@ -71,7 +72,10 @@ class SceneAlgorithm(SarFloodAlgorithm):
         except InputProblem as problem:
             raise QgsProcessingException(str(problem)) from None
 
-    def extent(self, parameters, context, reference: QgsRasterLayer) -> tuple[Extent | None, str | None]:
+    def extent(self, parameters, context, reference: QgsRasterLayer,
+               feedback) -> tuple[Extent | None, str | None]:
+        """The extent and its CRS; the log says which CRS, as one given without a CRS is read
+        in the project's in QGIS and in the input's by qgis_process (no project)."""
         if parameters.get("EXTENT") in (None, ""):
             return None, None
         rect = self.parameterAsExtent(parameters, "EXTENT", context)
@@ -80,6 +84,7 @@ class SceneAlgorithm(SarFloodAlgorithm):
             crs = reference.crs()
         if rect.isEmpty():
             raise QgsProcessingException("Extent: the rectangle is empty")
+        feedback.pushInfo(f"Extent: {rect.toString()} in {crs.userFriendlyIdentifier()}")
         return ((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
                 crs_for_backend(crs))
 

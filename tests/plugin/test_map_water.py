@@ -438,8 +438,19 @@ def test_mapwater_extent_in_another_crs(provider, models, tmp_path):
                                       QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
     wgs = to_wgs84.transformBoundingBox(utm.buffered(-2.0))  # well inside the pixel edges
     extent = f"{wgs.xMinimum()},{wgs.xMaximum()},{wgs.yMinimum()},{wgs.yMaximum()} [EPSG:4326]"
+
+    class InfoFeedback(QgsProcessingFeedback):
+        infos = []
+
+        def pushInfo(self, text):  # noqa: N802
+            self.infos.append(text)
+
+    feedback = InfoFeedback()
     out = processing.run("sarflood:mapwater", {"INPUT": str(scene), "MODEL": str(models["threshold"]),
-                                               "EXTENT": extent, "OUTPUT_MASK": str(tmp_path / "m.tif")})
+                                               "EXTENT": extent, "OUTPUT_MASK": str(tmp_path / "m.tif")},
+                         feedback=feedback)
+    # which CRS the numbers were read in is said: one given without a CRS means the project's
+    assert any(i.startswith("Extent: ") and " in EPSG:4326" in i for i in feedback.infos), feedback.infos
     got = read_raster(out["OUTPUT_MASK"])
     # a reprojected box may reach one pixel further on a side: compare on the common core
     assert 30 <= got.shape[0] <= 32 and 20 <= got.shape[1] <= 22, got.shape
