@@ -142,6 +142,35 @@ def test_target_checks_compare_gaps_with_the_seed_spread():
     assert got["compact within 2 IoU points of student"] is True
 
 
+def test_the_compact_student_fails_its_checks_when_too_far_behind_or_too_slow():
+    from training.reproduce import checks
+
+    def compact_gap(compact_mean):
+        rows = {"student": {"test": {"mean": 70.0, "std": 0.5, "n": 3}},
+                "student_compact": {"test": {"mean": compact_mean, "std": 0.4, "n": 3}}}
+        (c,) = checks(rows, {})
+        return c["gap"], c["holds"]
+    assert compact_gap(68.0) == (2.0, True)      # exactly 2 points: within
+    assert compact_gap(67.5) == (2.5, False)
+    # Mpx/s from the backend bench: the compact student must be at least 5x faster
+    speed = {"student": {"raw_raster_mpx_s": 2.0, "predict_mpx_s": 2.0},
+             "student_compact": {"raw_raster_mpx_s": 12.0, "predict_mpx_s": 8.0}}
+    got = {c["check"]: (c["ratio"], c["holds"]) for c in checks({}, speed)}
+    assert got == {"compact >= 5x faster than student (backend bench, model alone)": (6.0, True),
+                   "compact >= 5x faster than student (backend bench, predict end to end)":
+                       (4.0, False)}
+
+
+def test_a_row_is_the_mean_and_sample_std_of_its_seeds_in_points():
+    from training.reproduce import _stats
+    # sample std (n - 1): 2.0; the population std would be 1.63
+    assert _stats([0.80, None, 0.82, 0.84]) == {"mean": 82.0, "std": 2.0, "n": 3,
+                                                "values": [80.0, 82.0, 84.0]}
+    assert _stats([0.80, 0.81, 0.87])["mean"] == 82.67   # the mean, not the median (81)
+    assert _stats([0.5]) == {"mean": 50.0, "std": None, "n": 1, "values": [50.0]}
+    assert _stats([None]) == {"mean": None, "std": None, "n": 0}
+
+
 def test_the_papers_own_numbers_go_through_the_same_checks():
     from training.reproduce import paper_checks
     got = {c["check"]: (c["gap"], c["holds"]) for c in paper_checks()}
