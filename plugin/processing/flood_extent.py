@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from osgeo import gdal
 from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterRasterDestination,
@@ -24,8 +25,13 @@ from ..outputs import hidden_path
 from ..params import backend_path
 from .base import SarFloodAlgorithm, check_polygons, frees_inputs_on_failure
 from .masks import check_binary_mask, check_mask_layer, check_nodata_in_file
+from .steps import Steps
 
 NODATA = 255
+# the progress slots of a run (the pre-event mask warped, the permanent water copied, then
+# rasterized, gdal_calc, the backend's measure) and the step of 4 each is told as: one
+# slot each, as a slot's progress restarts at 0 with its child
+STEP_OF_SLOT = (1, 2, 2, 3, 4)
 CANCELLED = "cancelled: no flood extent was written (a file already at OUTPUT is kept)"
 
 
@@ -87,57 +93,71 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
                 feedback.pushWarning(f"Pre-event mask '{pre.name()}' covers only part of the "
                                      f"post-event mask: the rest is no data in the flood extent")
 
-        def child(step: int, alg: str, params: dict) -> dict:
-            return self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)
+        def child(slot: int, alg: str, params: dict) -> dict:
+            return self.run_child(f"step {STEP_OF_SLOT[slot]} of 4: {alg}", alg, params, context,
+                                  steps.at(slot))
 
         inputs = {"INPUT_A": post, "BAND_A": 1}
         before = []
-        if pre is not None:
-            aligned = child(0, "gdal:warpreproject", {
-                "INPUT": pre, "TARGET_CRS": crs, "RESAMPLING": 0, "NODATA": NODATA, "DATA_TYPE": 1,
-                "TARGET_EXTENT": extent, "TARGET_EXTENT_CRS": crs,
-                "EXTRA": f"-ts {post.width()} {post.height()}",
-                "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})["OUTPUT"]
-            inputs.update(INPUT_B=aligned, BAND_B=1)
-            before.append("(B==1)")
-        if permanent is not None:
-            source = parameters["PERMANENT"]
-            if permanent.sourceCrs() != crs:
-                source = child(1, "native:reprojectlayer", {
-                    "INPUT": source, "TARGET_CRS": crs, "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})["OUTPUT"]
-            burnt = child(1, "gdal:rasterize", {
-                "INPUT": source, "BURN": 1, "UNITS": 0, "WIDTH": post.width(), "HEIGHT": post.height(),
-                "EXTENT": extent, "INIT": 0, "DATA_TYPE": 0,
-                "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT})["OUTPUT"]
-            inputs.update(INPUT_C=burnt, BAND_C=1)
-            before.append("(C==1)")
-        was_water = before[0] if len(before) == 1 else f"logical_or({before[0]},{before[1]})"
         # written beside the destination and renamed into place once measured: an existing
         # extent there survives a cancelled or failed run (and a killed one, whose hidden
         # file the next run removes: check_destination)
         temporary = hidden_path(destination, ".tif")
-        try:
-            child(2, "gdal:rastercalculator", {
-                **inputs, "FORMULA": f"(A==1)*(1+1*{was_water})", "NO_DATA": NODATA, "RTYPE": 0,
-                "OUTPUT": temporary})
-            if feedback.isCanceled():   # gdal_calc was stopped: what it wrote is incomplete
-                raise QgsProcessingException(CANCELLED)
-            feedback.setProgressText("step 4 of 4: newly flooded area (python -m backend stats)")
+        # a failed or cancelled run's steps go too
+        with Steps(len(STEP_OF_SLOT), context, feedback) as steps:
+            if pre is not None:
+                aligned = child(0, "gdal:warpreproject", {
+                    "INPUT": pre, "TARGET_CRS": crs, "RESAMPLING": 0, "NODATA": NODATA, "DATA_TYPE": 1,
+                    "TARGET_EXTENT": extent, "TARGET_EXTENT_CRS": crs,
+                    "EXTRA": f"-ts {post.width()} {post.height()}",
+                    "OUTPUT": steps.file("pre_on_post.tif")})["OUTPUT"]
+                inputs.update(INPUT_B=aligned, BAND_B=1)
+                before.append("(B==1)")
+            if permanent is not None:
+                # into a file of its own, also in the post-event CRS: gdal:rasterize exported
+                # a memory layer into Processing's folder itself, under a name never known here
+                polygons = child(1, "native:reprojectlayer", {
+                    "INPUT": parameters["PERMANENT"], "TARGET_CRS": crs,
+                    "OUTPUT": steps.file("permanent.gpkg")})["OUTPUT"]
+                burnt = child(2, "gdal:rasterize", {
+                    "INPUT": polygons, "BURN": 1, "UNITS": 0, "WIDTH": post.width(), "HEIGHT": post.height(),
+                    "EXTENT": extent, "INIT": 0, "DATA_TYPE": 0,
+                    "OUTPUT": steps.file("permanent.tif")})["OUTPUT"]
+                inputs.update(INPUT_C=burnt, BAND_C=1)
+                before.append("(C==1)")
+            was_water = before[0] if len(before) == 1 else f"logical_or({before[0]},{before[1]})"
             try:
-                stats = self.run_backend(["stats", backend_path(temporary)], feedback)
-            except QgsProcessingException:
-                if feedback.isCanceled():
-                    raise QgsProcessingException(CANCELLED) from None
-                raise
-            # GDAL's statistics (.aux.xml) and overviews (.ovr) of the file replaced describe
-            # it, not the new extent: the mask checks and QGIS's rendering would read them
-            for stale in (destination + ".aux.xml", destination + ".ovr"):
-                Path(stale).unlink(missing_ok=True)
-            os.replace(temporary, destination)
-        finally:
-            for leftover in (temporary, temporary + ".aux.xml"):
-                Path(leftover).unlink(missing_ok=True)
+                child(3, "gdal:rastercalculator", {
+                    **inputs, "FORMULA": f"(A==1)*(1+1*{was_water})", "NO_DATA": NODATA, "RTYPE": 0,
+                    "OPTIONS": creation_options(), "OUTPUT": temporary})
+                if feedback.isCanceled():   # gdal_calc was stopped: what it wrote is incomplete
+                    raise QgsProcessingException(CANCELLED)
+                last = steps.at(4)
+                last.setProgressText("step 4 of 4: newly flooded area (python -m backend stats)")
+                try:
+                    stats = self.run_backend(["stats", backend_path(temporary)], last)
+                except QgsProcessingException:
+                    if feedback.isCanceled():
+                        raise QgsProcessingException(CANCELLED) from None
+                    raise
+                # GDAL's statistics (.aux.xml) and overviews (.ovr) of the file replaced describe
+                # it, not the new extent: the mask checks and QGIS's rendering would read them
+                for stale in (destination + ".aux.xml", destination + ".ovr"):
+                    Path(stale).unlink(missing_ok=True)
+                os.replace(temporary, destination)
+            finally:
+                for leftover in (temporary, temporary + ".aux.xml"):
+                    Path(leftover).unlink(missing_ok=True)
         self.style_output(context, destination, styles.flood_extent_renderer)
         flooded, area_km2 = int(stats["water_pixels"]), float(stats["water_area_km2"])
         feedback.pushInfo(f"newly flooded: {flooded} pixels, {area_km2:.3f} km²")
         return {"OUTPUT": destination, "FLOODED_AREA_KM2": area_km2, "FLOODED_PIXELS": flooded}
+
+
+def creation_options() -> str:
+    """gdal:rastercalculator's creation options: the backend's for a mask (backend.sink),
+    ZSTD level 1 in 512 px tiles, or DEFLATE where this GDAL has no ZSTD. Written without
+    any, the extent took a byte per pixel, every other mask a few percent of that."""
+    codecs = gdal.GetDriverByName("GTiff").GetMetadataItem("DMD_CREATIONOPTIONLIST") or ""
+    codec = "COMPRESS=ZSTD|ZSTD_LEVEL=1" if "ZSTD" in codecs else "COMPRESS=DEFLATE"
+    return f"{codec}|TILED=YES|BLOCKXSIZE=512|BLOCKYSIZE=512|BIGTIFF=IF_SAFER"

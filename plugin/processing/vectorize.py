@@ -10,9 +10,7 @@ the map for seconds.
 """
 from __future__ import annotations
 
-import shutil
 from contextlib import nullcontext
-from pathlib import Path
 
 from qgis.core import (QgsAggregateCalculator, QgsProcessing, QgsProcessingException,
                        QgsProcessingOutputNumber, QgsProcessingUtils,
@@ -22,6 +20,7 @@ from qgis.core import (QgsAggregateCalculator, QgsProcessing, QgsProcessingExcep
 from ..outputs import is_plain_file, written_beside
 from .base import SarFloodAlgorithm, frees_inputs_on_failure
 from .masks import check_mask_layer, ellipsoid_of
+from .steps import Steps
 
 
 class VectorizeAlgorithm(SarFloodAlgorithm):
@@ -59,34 +58,28 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         # cancelled, failed or killed run leaves the file that was there
         to_file = is_plain_file(destination)
 
-        steps: list[str] = []   # the steps' files, each in a folder of its own
-
-        def step_file(name: str) -> str:
-            # named here, not by the child: a step that fails or is cancelled while
-            # writing has its folder removed too
-            steps.append(QgsProcessingUtils.generateTempFilename(name))
-            return steps[-1]
-
         def child(step: int, alg: str, params: dict) -> str:
-            output = self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context, feedback)["OUTPUT"]
+            output = self.run_child(f"step {step + 1} of 4: {alg}", alg, params, context,
+                                    steps.at(step))["OUTPUT"]
             if feedback.isCanceled():  # a child stops early and returns what it had written
                 raise QgsProcessingException("cancelled: the polygons were not written")
             return output
 
-        try:
+        with Steps(4, context, feedback) as steps:   # a failed or cancelled run's steps go too
             # the chosen value as 1, all else (the mask's no data too) as no data: Byte, 0
             chosen = child(0, "native:reclassifybytable", {
                 "INPUT_RASTER": mask, "RASTER_BAND": 1, "TABLE": [value, value, 1], "RANGE_BOUNDARIES": 2,
-                "NODATA_FOR_MISSING": True, "NO_DATA": 0, "DATA_TYPE": 0, "OUTPUT": step_file("chosen.tif")})
+                "NODATA_FOR_MISSING": True, "NO_DATA": 0, "DATA_TYPE": 0, "OUTPUT": steps.file("chosen.tif")})
             polygons = child(1, "gdal:polygonize", {"INPUT": chosen, "BAND": 1, "FIELD": "DN",
-                                                    "OUTPUT": step_file("polygons.gpkg")})
+                                                    "OUTPUT": steps.file("polygons.gpkg")})
             saved = (context.ellipsoid(), context.areaUnit())
             context.setEllipsoid(ellipsoid_of(context))
             context.setAreaUnit(QgsUnitTypes.AreaUnit.AreaSquareMeters)
             try:
                 with_area = child(2, "native:fieldcalculator", {
                     "INPUT": polygons, "FIELD_NAME": "area_m2", "FIELD_TYPE": 0, "FIELD_LENGTH": 20,
-                    "FIELD_PRECISION": 2, "FORMULA": "$area", "OUTPUT": step_file("polygons_with_area.gpkg")})
+                    "FIELD_PRECISION": 2, "FORMULA": "$area",
+                    "OUTPUT": steps.file("polygons_with_area.gpkg")})
             finally:
                 context.setEllipsoid(saved[0])
                 context.setAreaUnit(saved[1])
@@ -94,8 +87,6 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
             with written_beside(destination) if to_file else nullcontext(destination) as target:
                 kept = child(3, "native:extractbyexpression", {
                     "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": target})
-        finally:   # a failed or cancelled run's steps too
-            _remove_steps(context, steps)
         if to_file:
             kept = destination
         elif context.willLoadLayerOnCompletion(destination):
@@ -129,18 +120,3 @@ def _too_small(layer, min_area: float) -> tuple[int, float]:
     count, _ = layer.aggregate(QgsAggregateCalculator.Aggregate.Count, "area_m2", small)
     area, _ = layer.aggregate(QgsAggregateCalculator.Aggregate.Sum, "area_m2", small)
     return int(count or 0), float(area or 0.0)
-
-
-def _remove_steps(context, paths: list[str]) -> None:
-    """Free the steps' layers and remove their files: a full scene's no-data-padded raster
-    and GeoPackages of every speck otherwise stayed in QGIS's Processing folder until QGIS
-    exits, one set per run. Each temporary output has a folder of its own in that folder."""
-    store = context.temporaryLayerStore()
-    for layer in list(store.mapLayers().values()):
-        if layer.source().split("|")[0] in paths:
-            store.removeMapLayer(layer.id())
-    temp = Path(QgsProcessingUtils.tempFolder()).resolve()
-    for path in paths:
-        folder = Path(path).resolve().parent
-        if folder.parent == temp:   # never anything but a step's own folder
-            shutil.rmtree(folder, ignore_errors=True)   # Windows: a file still open stays

@@ -1,0 +1,65 @@
+"""The child steps of an algorithm built from QGIS algorithms: their progress and their files.
+
+The children report to one QgsProcessingMultiStepFeedback over the caller's feedback,
+so the run's progress only rises: given the caller's own, each child restarted it at
+0, and in batch mode the bar ran backwards. Each step's file is named here, before its
+child runs, and removed however the run ends: a full scene's intermediate rasters and
+GeoPackages otherwise stayed in Processing's folder until QGIS exited, one set per run.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from qgis.core import QgsProcessingMultiStepFeedback, QgsProcessingUtils
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QCoreApplication, QEvent
+
+
+class Steps:
+    """``with Steps(count, context, feedback) as steps:`` ``steps.at(i)`` is the feedback
+    to give step ``i`` (of ``count``), ``steps.file(name)`` a file for a step to write."""
+
+    def __init__(self, count: int, context, feedback):
+        self.context = context
+        self.paths: list[str] = []   # each in a folder of its own
+        self.feedback = QgsProcessingMultiStepFeedback(count, feedback)
+        if feedback.isCanceled():   # it follows the caller's cancels from now on only
+            self.feedback.cancel()
+
+    def __enter__(self) -> "Steps":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._remove()
+        finally:
+            # freed now, in the thread that made it, which drops what was queued to it:
+            # kept past the run, it passed a gdal step's queued progress on to the caller's
+            # feedback after the run, which may have freed that feedback by then
+            sip.delete(self.feedback)
+
+    def at(self, step: int) -> QgsProcessingMultiStepFeedback:
+        # on the main thread a gdal step's progress comes queued (from the thread reading
+        # gdal's output), delivered when the main thread next processes events: counted in
+        # the next step's share, it ran past it and then back
+        QCoreApplication.removePostedEvents(self.feedback, QEvent.Type.MetaCall)
+        self.feedback.setCurrentStep(step)
+        return self.feedback
+
+    def file(self, name: str) -> str:
+        # named before the child runs: a step failed or cancelled while writing goes too
+        self.paths.append(QgsProcessingUtils.generateTempFilename(name))
+        return self.paths[-1]
+
+    def _remove(self) -> None:
+        """Free the steps' layers and remove their folders."""
+        store = self.context.temporaryLayerStore()
+        for layer in list(store.mapLayers().values()):
+            if layer.source().split("|")[0] in self.paths:
+                store.removeMapLayer(layer.id())
+        temp = Path(QgsProcessingUtils.tempFolder()).resolve()
+        for path in self.paths:
+            folder = Path(path).resolve().parent
+            if folder.parent == temp:   # never anything but a step's own folder
+                shutil.rmtree(folder, ignore_errors=True)   # Windows: a file still open stays
