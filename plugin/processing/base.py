@@ -10,7 +10,8 @@ import traceback
 from typing import Any
 
 from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
-                       QgsProcessingException, QgsProcessingFeatureSourceDefinition,
+                       QgsProcessingException, QgsProcessingFeatureSource,
+                       QgsProcessingFeatureSourceDefinition,
                        QgsProcessingLayerPostProcessorInterface, QgsProcessingParameterExtent,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
@@ -124,6 +125,25 @@ def source_file(value, context) -> str | None:
     return path if os.path.isfile(path) else None
 
 
+def unchecked_features(source, request: QgsFeatureRequest | None = None):
+    """The features of a Processing feature source without QGIS's geometry validity check,
+    for reads that cope with invalid polygons: that check is Processing's setting, "stop"
+    by default in the Toolbox, batch runs and processing.run, none in qgis_process, so a
+    self-intersecting polygon (a hand-drawn one often is) failed from one and not the other."""
+    return source.getFeatures(request or QgsFeatureRequest(),
+                              QgsProcessingFeatureSource.Flag.FlagSkipGeometryValidityChecks)
+
+
+def unchecked_input(layer, context) -> QgsProcessingFeatureSourceDefinition:
+    """A child algorithm's input reading ``layer`` without the geometry validity check, as
+    :func:`unchecked_features` reads a source. The layer goes to the run's temporary layer
+    store, where the child finds it by its id; the caller removes it from there."""
+    context.temporaryLayerStore().addMapLayer(layer)
+    return QgsProcessingFeatureSourceDefinition(
+        layer.id(), False, -1, QgsProcessingFeatureSourceDefinition.Flag.FlagOverrideDefaultGeometryCheck,
+        QgsFeatureRequest.InvalidGeometryCheck.GeometryNoCheck)
+
+
 def check_polygons(source, label: str) -> None:
     """Refuse a feature source of lines or points where polygons are wanted (qgis_process
     and scripts pass any layer; only the Processing dialog filters them)."""
@@ -132,7 +152,7 @@ def check_polygons(source, label: str) -> None:
     kind = QgsWkbTypes.geometryType(source.wkbType())
     if kind == QgsWkbTypes.GeometryType.UnknownGeometry:   # mixed (a GeoJSON file): each feature
         request = QgsFeatureRequest().setNoAttributes()
-        for number, feature in enumerate(source.getFeatures(request), start=1):
+        for number, feature in enumerate(unchecked_features(source, request), start=1):
             kind = feature.geometry().type()
             if kind in kinds and not feature.geometry().isNull():
                 raise QgsProcessingException(f"{label} '{source.sourceName()}': feature {number} "

@@ -6,6 +6,9 @@ tags and counts the areas again.
 """
 from __future__ import annotations
 
+import os
+import shutil
+from contextlib import suppress
 from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
@@ -15,9 +18,9 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 from .. import styles
 from ..corrections import FIELD, CorrectionsProblem, sidecar_path, write_geojson
 from ..inputs import InputProblem, layer_file
-from ..outputs import put_back
+from ..outputs import HIDDEN_NAME, _alive, file_state, hidden_path, undo_leftover
 from ..params import CorrectParams
-from .base import frees_inputs_on_failure, source_file
+from .base import frees_inputs_on_failure, source_file, unchecked_features
 from .common import SceneAlgorithm
 from .masks import check_binary_mask, check_mask_layer, check_nodata_in_file
 
@@ -76,22 +79,70 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_destination(out, "OUTPUT", [mask], feedback)  # before the polygons are written beside it
         # kept beside the corrected mask, whose SARFLOOD_CORRECTIONS tag names it (as the
-        # review dock does); a failed run puts back what was there
-        geojson = self.corrections_path(out, getattr(self, "_corrections_file", None), feedback)
-        self.remove_leftovers(str(geojson), feedback)
-        previous = geojson.read_bytes() if geojson.is_file() else None
+        # review dock does); the backend reads it there, so what was there is set aside
+        # until the backend has replaced the mask: a failed run puts it back, and after a
+        # kill the next run to this OUTPUT does
+        geojson = str(self.corrections_path(out, getattr(self, "_corrections_file", None), feedback))
+        for what in drop_superseded(geojson, out):
+            feedback.pushInfo(what)
+        self.remove_leftovers(geojson, feedback)
+        aside = set_aside(geojson)
         try:
-            count = write_geojson(source.getFeatures(), source.sourceCrs(), field,
-                                  f"Correction polygons '{source.sourceName()}'", str(geojson))
+            # the backend burns self-intersecting polygons as it burns any other
+            count = write_geojson(unchecked_features(source), source.sourceCrs(), field,
+                                  f"Correction polygons '{source.sourceName()}'", geojson)
             feedback.pushInfo(f"{count} correction polygons, kept in {geojson}")
-            params = CorrectParams(mask=mask_file, corrections=str(geojson), out=out,
+            params = CorrectParams(mask=mask_file, corrections=geojson, out=out,
                                    overwrite=Path(out).exists())
             result = self.run_backend(params.argv(), feedback)
         except BaseException as exc:
-            put_back(str(geojson), previous)
+            with suppress(OSError):
+                undo_leftover(aside, geojson, HIDDEN_NAME.match(os.path.basename(aside)))
             if isinstance(exc, CorrectionsProblem):
                 raise QgsProcessingException(str(exc)) from None
             raise
+        Path(aside).unlink(missing_ok=True)
         self.style_output(context, out, styles.mask_renderer)
         return {"OUTPUT": out, **self.area_results(result),
                 "CORRECTED_PIXELS": int(result["corrected_pixels"])}
+
+
+def set_aside(path: str) -> str:
+    """Before a run writes ``path``: a copy of the file there under a hidden ``kept`` name
+    (:data:`~plugin.outputs.HIDDEN_NAME`), or a hidden ``new`` marker where there is none,
+    for :func:`~plugin.outputs.remove_stale` to put the file back, or remove the new one,
+    after a kill; its path."""
+    hidden = hidden_path(path)   # .<name>.<pid>-<hex>.sarflood-tmp
+    try:
+        if not os.path.exists(path):
+            marker = hidden.removesuffix("tmp") + "new"
+            open(marker, "x").close()
+            return marker
+        shutil.copyfile(path, hidden)   # whole or not at all under the kept name
+        kept = hidden.removesuffix("tmp") + "kept"
+        os.replace(hidden, kept)
+        return kept
+    except OSError as exc:
+        raise QgsProcessingException(f"{path}: cannot keep the file there while the run "
+                                     f"replaces it ({exc.strerror or exc})") from None
+    finally:
+        Path(hidden).unlink(missing_ok=True)
+
+
+def drop_superseded(sidecar: str, mask: str) -> list[str]:
+    """What runs killed after their backend had replaced ``mask`` set aside beside
+    ``sidecar``: the mask, newer than the polygons there, was burnt from them, so the
+    earlier polygons (or the mark that there were none) are removed rather than put back
+    by :func:`~plugin.outputs.remove_stale`. What was done, in words."""
+    written, polygons = file_state(mask), file_state(sidecar)
+    if written is None or polygons is None or written[0] <= polygons[0]:
+        return []
+    folder, name = os.path.split(os.path.abspath(sidecar))
+    done = []
+    for entry in os.scandir(folder):
+        match = HIDDEN_NAME.match(entry.name)
+        if (match and match["name"] == name and match["kind"] in ("kept", "new")
+                and not match["extra"] and not _alive(int(match["pid"]))):
+            os.unlink(entry.path)
+            done.append(f"removed {entry.path}, left by an interrupted run that had written {mask}")
+    return done

@@ -21,7 +21,8 @@ from qgis.core import (QgsFeature, QgsFeatureRequest, QgsFeatureSink, QgsField, 
 from qgis.PyQt.QtCore import QVariant
 
 from ..outputs import is_plain_file, written_beside
-from .base import SarFloodAlgorithm, check_polygons, frees_inputs_on_failure, source_file
+from .base import (SarFloodAlgorithm, check_polygons, frees_inputs_on_failure, source_file,
+                   unchecked_features, unchecked_input)
 from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
 
 _PREFIX = "sfz_"
@@ -119,10 +120,15 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         return pieces.totals(counts, recounted)
 
     def count(self, label, layer, mask, context, feedback) -> dict[int, tuple[float, float]]:
-        """The valid and water pixels of each feature of ``layer``, by its key."""
-        zonal = self.run_child(label, "native:zonalstatisticsfb", {
-            "INPUT": layer, "INPUT_RASTER": mask, "RASTER_BAND": 1, "COLUMN_PREFIX": _PREFIX,
-            "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT}, context, feedback)["OUTPUT"]
+        """The valid and water pixels of each feature of ``layer``, by its key. QGIS counts
+        the pixels of an invalid polygon as of any other: it is read unchecked."""
+        try:
+            zonal = self.run_child(label, "native:zonalstatisticsfb", {
+                "INPUT": unchecked_input(layer, context), "INPUT_RASTER": mask, "RASTER_BAND": 1,
+                "COLUMN_PREFIX": _PREFIX, "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT},
+                context, feedback)["OUTPUT"]
+        finally:
+            context.temporaryLayerStore().removeMapLayer(layer.id())
         if feedback.isCanceled():  # the child stops early and returns what it had counted
             raise QgsProcessingException("cancelled: the statistics are incomplete")
         counted = QgsProcessingUtils.mapLayerFromString(zonal, context)
@@ -132,7 +138,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
     @staticmethod
     def write_features(sink, source, totals, fields, kept, destination, feedback) -> None:
         total = max(1, source.featureCount())
-        for i, feature in enumerate(source.getFeatures()):
+        for i, feature in enumerate(unchecked_features(source)):
             if feedback.isCanceled():
                 raise QgsProcessingException("cancelled: the statistics are incomplete")
             valid, water, km2 = totals.get(feature.id(), (0.0, 0.0, 0.0))
@@ -293,7 +299,8 @@ def cut_polygons(source, rows: MaskRows, context, feedback) -> Pieces:
     total = max(1, source.featureCount())
     # moved as native:zonalstatisticsfb moves them (a transform error reported as it would be)
     request = QgsFeatureRequest().setNoAttributes().setDestinationCrs(rows.mask.crs(), context.transformContext())
-    for number, feature in enumerate(source.getFeatures(request), start=1):
+    # an invalid polygon is counted whole (Pieces.invalid), whatever Processing's setting
+    for number, feature in enumerate(unchecked_features(source, request), start=1):
         if feedback.isCanceled():
             raise QgsProcessingException("cancelled: the statistics are incomplete")
         feedback.setProgress(100.0 * number / total)

@@ -117,9 +117,14 @@ def test_multipolygon_parts_far_apart(provider, tmp_path):
     assert rows["dry"]["valid_px"] == 6000
 
 
-def test_an_invalid_polygon_is_counted_whole(provider, tmp_path):
-    """A bowtie (allowed where Processing is told not to check geometries) cannot be cut:
-    its repaired pieces give the areas, its own shape the pixels, as QGIS counts them."""
+@pytest.mark.parametrize("check", [QgsFeatureRequest.InvalidGeometryCheck.GeometryNoCheck,
+                                   QgsFeatureRequest.InvalidGeometryCheck.GeometrySkipInvalid,
+                                   QgsFeatureRequest.InvalidGeometryCheck.GeometryAbortOnInvalid])
+def test_an_invalid_polygon_is_counted_whole(provider, tmp_path, check):
+    """A bowtie cannot be cut: its repaired pieces give the areas, its own shape the pixels,
+    as QGIS counts them; whatever Processing's geometry setting ("stop" by default in the
+    Toolbox, batch runs and processing.run stopped the run there, where qgis_process, which
+    checks nothing, counted it)."""
     epsg, height, width = 4326, 1990, 40
     a = np.zeros((ROWS, COLS), np.uint8)
     a[:100] = 1
@@ -129,7 +134,7 @@ def test_an_invalid_polygon_is_counted_whole(provider, tmp_path):
     assert not bowtie.isGeosValid()
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
-    context.setInvalidGeometryCheck(QgsFeatureRequest.InvalidGeometryCheck.GeometryNoCheck)
+    context.setInvalidGeometryCheck(check)
     rows = _run(_layer(epsg, [("bowtie", bowtie)]), path, context, QgsProcessingFeedback())
     # pixel centres between the diagonals: the two triangles that meet in the middle
     v, u = np.mgrid[:ROWS, :COLS] + 0.5
