@@ -252,11 +252,10 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def run_child(label: str, alg: str, params: dict, context, feedback) -> dict:
-        """Run a QGIS algorithm as a child, after checking for cancel.
-
-        Children get the caller's own feedback: a QgsProcessingMultiStepFeedback made here
-        would be freed while gdal algorithms still deliver queued output to it (a crash).
-        """
+        """Run a QGIS algorithm as a child, after checking for cancel. ``feedback`` is a
+        step's of :class:`~.steps.Steps`, whose one progress runs over the steps; a
+        QgsProcessingMultiStepFeedback made here would be freed while gdal algorithms still
+        deliver queued output to it (a crash): Steps frees its own as the run ends."""
         import processing  # QGIS's Processing plugin; importable once QGIS has started
 
         if feedback.isCanceled():

@@ -24,6 +24,7 @@ from ..outputs import is_plain_file, written_beside
 from .base import (SarFloodAlgorithm, check_polygons, frees_inputs_on_failure, source_file,
                    unchecked_features, unchecked_input)
 from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
+from .steps import Steps
 
 _PREFIX = "sfz_"
 # QVariant, not QMetaType: QgsField takes a QMetaType from QGIS 3.38 on; QGIS 4's qgis.PyQt maps QVariant.Double
@@ -75,48 +76,51 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_destination(destination, "OUTPUT", [getattr(self, "_polygons_file", None), mask],
                                feedback, raster=False)
-        totals = self.water_per_polygon(source, mask, context, feedback)
-        feedback.setProgressText("water share and area per polygon")
+        # one progress over the steps: each restarted the caller's at 0 (backwards in batch mode)
+        with Steps(4, context, feedback) as steps:
+            totals = self.water_per_polygon(source, mask, context, steps)
+            feedback.setProgressText("water share and area per polygon")
 
-        # the polygons may hold these fields already (a layer this algorithm wrote), in any
-        # case: they are replaced, since QgsFields.append silently refuses a second field of
-        # a name, a GeoPackage a second column, and a shapefile renames the new one
-        ours = {name for name, _ in NEW_FIELDS}
-        if to_file and destination.lower().endswith(".gpkg") and unusable_fid(source):
-            ours.add("fid")
-            feedback.pushInfo("the polygons' field fid holds no distinct whole numbers (as after "
-                              "Merge vector layers); the GeoPackage gives the features ids of its own")
-        kept = [f for f in source.fields() if f.name().lower() not in ours]
-        fields = QgsFields()
-        for field in kept:
-            fields.append(field)
-        for name, kind in NEW_FIELDS:
-            fields.append(QgsField(name, kind))
-        # a file is written beside the destination and renamed into place at the end: a
-        # cancelled, failed or killed run leaves the file that was there
-        with written_beside(destination) if to_file else nullcontext() as target:
-            if to_file:
-                sink, dest = QgsProcessingUtils.createFeatureSink(target, context, fields, source.wkbType(),
-                                                                  source.sourceCrs())
-            else:
-                sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
-                                                  source.sourceCrs())
-            try:
-                self.write_features(sink, source, totals, fields, kept, destination, feedback)
-            finally:
-                del sink   # closes the file before it is moved or removed
+            # the polygons may hold these fields already (a layer this algorithm wrote), in any
+            # case: they are replaced, since QgsFields.append silently refuses a second field of
+            # a name, a GeoPackage a second column, and a shapefile renames the new one
+            ours = {name for name, _ in NEW_FIELDS}
+            if to_file and destination.lower().endswith(".gpkg") and unusable_fid(source):
+                ours.add("fid")
+                feedback.pushInfo("the polygons' field fid holds no distinct whole numbers (as after "
+                                  "Merge vector layers); the GeoPackage gives the features ids of its own")
+            kept = [f for f in source.fields() if f.name().lower() not in ours]
+            fields = QgsFields()
+            for field in kept:
+                fields.append(field)
+            for name, kind in NEW_FIELDS:
+                fields.append(QgsField(name, kind))
+            # a file is written beside the destination and renamed into place at the end: a
+            # cancelled, failed or killed run leaves the file that was there
+            with written_beside(destination) if to_file else nullcontext() as target:
+                if to_file:
+                    sink, dest = QgsProcessingUtils.createFeatureSink(target, context, fields, source.wkbType(),
+                                                                      source.sourceCrs())
+                else:
+                    sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, fields, source.wkbType(),
+                                                      source.sourceCrs())
+                try:
+                    self.write_features(sink, source, totals, fields, kept, destination, steps.at(3))
+                finally:
+                    del sink   # closes the file before it is moved or removed
         if to_file:
             self.reload_output(context, destination)
         return {"OUTPUT": destination if to_file else dest}
 
-    def water_per_polygon(self, source, mask, context, feedback) -> dict[int, tuple[float, float, float]]:
-        """valid_px, water_px and water km² of each polygon of ``source`` with pixels, by feature id."""
+    def water_per_polygon(self, source, mask, context, steps: Steps) -> dict[int, tuple[float, float, float]]:
+        """valid_px, water_px and water km² of each polygon of ``source`` with pixels, by
+        feature id: steps 0 to 2 of ``steps``."""
         pieces = cut_polygons(source, MaskRows(mask, ellipsoid_of(context), context.transformContext()),
-                              context, feedback)
-        counts = self.count("counting pixels per polygon", pieces.layer(), mask, context, feedback)
+                              context, steps.at(0))
+        counts = self.count("counting pixels per polygon", pieces.layer(), mask, context, steps.at(1))
         doubtful = pieces.doubtful(counts)
         recounted = self.count(f"counting the pixels of {len(doubtful)} polygon(s) whole",
-                               pieces.whole_layer(doubtful), mask, context, feedback) if doubtful else {}
+                               pieces.whole_layer(doubtful), mask, context, steps.at(2)) if doubtful else {}
         return pieces.totals(counts, recounted)
 
     def count(self, label, layer, mask, context, feedback) -> dict[int, tuple[float, float]]:

@@ -1,4 +1,4 @@
-"""The child steps of vectorize and floodextent (plugin/processing/steps.py): nothing of theirs
+"""The child steps of vectorize, floodextent and zonalwater (plugin/processing/steps.py): nothing of theirs
 left in Processing's folder however the run ends, progress that only rises, and a compressed
 flood extent."""
 import os
@@ -79,7 +79,7 @@ def test_flood_extent_is_compressed_as_the_other_masks(provider, tmp_path):
     np.testing.assert_array_equal(read_raster(out["OUTPUT"]), expected)
 
 
-@pytest.mark.parametrize("alg", ["sarflood:vectorize", "sarflood:floodextent"])
+@pytest.mark.parametrize("alg", ["sarflood:vectorize", "sarflood:floodextent", "sarflood:zonalwater"])
 def test_progress_only_rises(provider, tmp_path, alg):
     """Every child restarted the run's progress at 0: in batch mode the bar ran backwards.
     Nor may a step's progress come in after the run, or in the next step's share."""
@@ -87,8 +87,13 @@ def test_progress_only_rises(provider, tmp_path, alg):
 
     if alg == "sarflood:vectorize":
         params = {"INPUT": str(_mask(tmp_path)[0]), "MIN_AREA_M2": 0, "OUTPUT": str(tmp_path / "water.gpkg")}
-    else:
+    elif alg == "sarflood:floodextent":
         params = {**_flood_inputs(tmp_path)[0], "OUTPUT": str(tmp_path / "flood.tif")}
+    else:
+        x0, y0 = ORIGIN
+        zones = _rect_layer("EPSG:32630", [("a", (x0, y0 - 300, x0 + 300, y0)),
+                                           ("b", (x0 + 200, y0 - 600, x0 + 600, y0 - 200))])
+        params = {"POLYGONS": zones, "MASK": str(_mask(tmp_path)[0]), "OUTPUT": str(tmp_path / "zones.gpkg")}
     feedback = _Progress()
     processing.run(alg, params, feedback=feedback)
     QCoreApplication.processEvents()
