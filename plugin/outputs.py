@@ -153,3 +153,41 @@ def _move_into_place(hidden: str, folder: str, name: str) -> None:
                 Path(folder, stem + extra).unlink(missing_ok=True)
     for file in written:
         os.replace(os.path.join(hidden, file), os.path.join(folder, file))
+
+
+def set_aside(path: str) -> str:
+    """Before a run writes ``path``: a copy of the file there under a hidden ``kept`` name
+    (:data:`HIDDEN_NAME`), or a hidden ``new`` marker where there is none, for
+    :func:`remove_stale` to put the file back, or remove the new one, after a kill; its
+    path. Raises OSError."""
+    hidden = hidden_path(path)   # .<name>.<pid>-<hex>.sarflood-tmp
+    try:
+        if not os.path.exists(path):
+            marker = hidden.removesuffix("tmp") + "new"
+            open(marker, "x").close()
+            return marker
+        shutil.copyfile(path, hidden)   # whole or not at all under the kept name
+        kept = hidden.removesuffix("tmp") + "kept"
+        os.replace(hidden, kept)
+        return kept
+    finally:
+        Path(hidden).unlink(missing_ok=True)
+
+
+def drop_superseded(sidecar: str, mask: str) -> list[str]:
+    """What runs killed after their backend had replaced ``mask`` set aside beside
+    ``sidecar``: the mask, newer than the polygons there, was burnt from them, so the
+    earlier polygons (or the mark that there were none) are removed rather than put back
+    by :func:`remove_stale`. What was done, in words."""
+    written, polygons = file_state(mask), file_state(sidecar)
+    if written is None or polygons is None or written[0] <= polygons[0]:
+        return []
+    folder, name = os.path.split(os.path.abspath(sidecar))
+    done = []
+    for entry in os.scandir(folder):
+        match = HIDDEN_NAME.match(entry.name)
+        if (match and match["name"] == name and match["kind"] in ("kept", "new")
+                and not match["extra"] and not _alive(int(match["pid"]))):
+            os.unlink(entry.path)
+            done.append(f"removed {entry.path}, left by an interrupted run that had written {mask}")
+    return done

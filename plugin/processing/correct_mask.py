@@ -7,7 +7,6 @@ tags and counts the areas again.
 from __future__ import annotations
 
 import os
-import shutil
 from contextlib import suppress
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 from .. import styles
 from ..corrections import FIELD, CorrectionsProblem, sidecar_path, write_geojson
 from ..inputs import InputProblem, layer_file
-from ..outputs import HIDDEN_NAME, _alive, file_state, hidden_path, undo_leftover
+from ..outputs import HIDDEN_NAME, drop_superseded, set_aside, undo_leftover
 from ..params import CorrectParams
 from .base import frees_inputs_on_failure, source_file, unchecked_features
 from .common import SceneAlgorithm
@@ -86,7 +85,11 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         for what in drop_superseded(geojson, out):
             feedback.pushInfo(what)
         self.remove_leftovers(geojson, feedback)
-        aside = set_aside(geojson)
+        try:
+            aside = set_aside(geojson)
+        except OSError as exc:
+            raise QgsProcessingException(f"{geojson}: cannot keep the file there while the run "
+                                         f"replaces it ({exc.strerror or exc})") from None
         try:
             # the backend burns self-intersecting polygons as it burns any other
             count = write_geojson(unchecked_features(source), source.sourceCrs(), field,
@@ -106,43 +109,3 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         return {"OUTPUT": out, **self.area_results(result),
                 "CORRECTED_PIXELS": int(result["corrected_pixels"])}
 
-
-def set_aside(path: str) -> str:
-    """Before a run writes ``path``: a copy of the file there under a hidden ``kept`` name
-    (:data:`~plugin.outputs.HIDDEN_NAME`), or a hidden ``new`` marker where there is none,
-    for :func:`~plugin.outputs.remove_stale` to put the file back, or remove the new one,
-    after a kill; its path."""
-    hidden = hidden_path(path)   # .<name>.<pid>-<hex>.sarflood-tmp
-    try:
-        if not os.path.exists(path):
-            marker = hidden.removesuffix("tmp") + "new"
-            open(marker, "x").close()
-            return marker
-        shutil.copyfile(path, hidden)   # whole or not at all under the kept name
-        kept = hidden.removesuffix("tmp") + "kept"
-        os.replace(hidden, kept)
-        return kept
-    except OSError as exc:
-        raise QgsProcessingException(f"{path}: cannot keep the file there while the run "
-                                     f"replaces it ({exc.strerror or exc})") from None
-    finally:
-        Path(hidden).unlink(missing_ok=True)
-
-
-def drop_superseded(sidecar: str, mask: str) -> list[str]:
-    """What runs killed after their backend had replaced ``mask`` set aside beside
-    ``sidecar``: the mask, newer than the polygons there, was burnt from them, so the
-    earlier polygons (or the mark that there were none) are removed rather than put back
-    by :func:`~plugin.outputs.remove_stale`. What was done, in words."""
-    written, polygons = file_state(mask), file_state(sidecar)
-    if written is None or polygons is None or written[0] <= polygons[0]:
-        return []
-    folder, name = os.path.split(os.path.abspath(sidecar))
-    done = []
-    for entry in os.scandir(folder):
-        match = HIDDEN_NAME.match(entry.name)
-        if (match and match["name"] == name and match["kind"] in ("kept", "new")
-                and not match["extra"] and not _alive(int(match["pid"]))):
-            os.unlink(entry.path)
-            done.append(f"removed {entry.path}, left by an interrupted run that had written {mask}")
-    return done
