@@ -113,7 +113,9 @@ def distill_builder(cfg: TrainConfig, student_inputs: Sequence[str],
     """Student input ``x`` (geometry + colour jitter), teacher input ``x_teacher``
     (same geometry, no jitter: the teacher sees the data as it was trained on it),
     and ``valid``, where the loss counts: S1 has data and, for a teacher reading
-    S2, so has S2 (elsewhere the teacher's soft label means nothing)."""
+    S2, so has S2 (elsewhere the teacher's soft label means nothing). The student's
+    S1 is jittered with S1's own validity: it sees S1 wherever S1 has data, as at
+    inference, S2's holes taken out of the loss alone."""
     crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect), scale)
     jitter = ColourJitter(cfg.brightness, cfg.contrast)
 
@@ -121,8 +123,9 @@ def distill_builder(cfg: TrainConfig, student_inputs: Sequence[str],
         valid = sample["valid"] & sample["s2_valid"] if "s2" in teacher_inputs else sample["valid"]
         maps = random_flips(crop({"x": stack_inputs(sample, student_inputs),
                                   "x_teacher": stack_inputs(sample, teacher_inputs),
-                                  "valid": valid}, g), g)
-        return {"x": jitter(maps["x"], maps["valid"], g, _groups(cfg, sample, student_inputs)),
+                                  "s1_valid": sample["valid"], "valid": valid}, g), g)
+        return {"x": jitter(maps["x"], maps["s1_valid"], g,
+                            _groups(cfg, sample, student_inputs)),
                 "x_teacher": maps["x_teacher"], "valid": maps["valid"]}
     return build
 

@@ -148,3 +148,25 @@ def test_both_builders_crop_the_same_ground_at_the_models_pixel_size():
     for x in (sup[0], dis["x"][0], dis["x_teacher"][0], dis["x_teacher"][2]):
         span = (x.max() - x.min()).item()
         assert abs(span - 51.2 * 31 / 32) < 1.5, span
+
+
+def test_the_student_sees_s1_wherever_s1_has_data_and_s2_holes_leave_the_loss_alone():
+    """The student's S1 was multiplied by the S1-and-S2 mask in the jitter: wherever S2 had
+    no data it saw S1 as 0 (the teacher the real value), holes it never meets at inference."""
+    chip = TinyChips(1, size=48, seed=2)[0]    # S1 has no data in a corner
+    chip["s2"] = chip["s2"].clamp(min=0.05)
+    chip["s2"][:, :16] = 0.0                   # and S2 none on a band of rows
+    chip["s2_valid"] = torch.ones(48, 48, dtype=torch.bool)
+    chip["s2_valid"][:16] = False
+    cfg = make_config("cpu", {"crop": 48, "zoom": "1,1", "aspect": "1,1"})
+    out = distill_builder(cfg, ("s1",), ("s1", "s2"))(chip, torch.Generator().manual_seed(4))
+    # the reader's no-data fill is 0: where the teacher's un-jittered maps are not, there is data
+    s1, s2 = out["x_teacher"][0] != 0, out["x_teacher"][2] != 0
+    assert s1.sum() == chip["valid"].sum() and (s1 & ~s2).sum() == 16 * 48 - 16
+    assert torch.equal(out["valid"], s1 & s2)  # the loss mask: both sensors have data
+    for c in range(2):   # one gain and bias over all of S1's data, the S2 hole included
+        s, t = out["x"][c][s1], out["x_teacher"][c][s1]
+        a = torch.stack([t, torch.ones_like(t)], 1)
+        coef = torch.linalg.lstsq(a, s[:, None]).solution[:, 0]
+        assert (a @ coef - s).abs().max() < 1e-4
+        assert (out["x"][c][s1 & ~s2] != 0).all()
