@@ -46,8 +46,8 @@ from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order, with
 from .rundata import (OPTIONAL_SETS, PIXEL_SIZE_M, describe, missing_sets, open_run_data,
                       open_split, scored_splits)
 from .models import build_model
-from .train import (Interrupted, RunError, RunSpec, make_trainee, method_loss,
-                    predict_probability, score, train)
+from .train import (Diverged, Interrupted, RunError, RunSpec, make_trainee, method_loss,
+                    predict_probability, same_settings, score, train)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "training" / "results"
@@ -77,6 +77,23 @@ def _valid_score(summary: dict[str, Any]) -> float | None:
 
 def run_dir(out: Path, method: Method, seed: int, lr: float, wd: float) -> Path:
     return out / method.name / f"seed{seed}_lr{lr:g}_wd{wd:g}"
+
+
+def diverged_before(run: RunSpec, folder: Path) -> dict[str, Any] | None:
+    """The summary of a grid point recorded as diverged in ``folder`` by an earlier call
+    (refused where it was another run's), so that a rerun does not train it again."""
+    try:
+        doc = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):   # none (or unreadable: train() says so)
+        return None
+    if not isinstance(doc, dict) or "diverged" not in doc:
+        return None
+    same_settings(run, doc.get("run", {}), folder / "summary.json")
+    return doc
+
+
+def _points(points: list[tuple[float, float]]) -> str:
+    return "; ".join(f"{lr:g}, {wd:g}" for lr, wd in points)
 
 
 def score_run(best: Path, method: Method, eval_sets: dict[str, Any], cfg: TrainConfig,
@@ -209,7 +226,8 @@ def write_table(doc: dict[str, Any], results: Path) -> None:
         paper = "-" if row["paper"]["mean"] is None else (
             f"{row['paper']['mean']:.2f}" + (f" ± {row['paper']['std']:.2f}"
                                              if row["paper"]["std"] is not None else ""))
-        hp = "-" if row.get("lr") is None else f"{row['lr']:g}, {row['weight_decay']:g}"
+        hp = "-" if row.get("lr") is None else f"{row['lr']:g}, {row['weight_decay']:g}" + (
+            f" (diverged: {_points(row['diverged'])})" if row.get("diverged") else "")
         valid = _fmt(row.get("valid")) + (" (balanced tile accuracy)" if BY_NAME[row["method"]].kind
                                            == "classify" and row.get("valid") else "")
         lines.append(f"| {row['title']} | {row['network']} | {_fmt(row['test'])} | "
@@ -346,6 +364,7 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
     t0 = time.perf_counter()
     per_seed: dict[str, list[dict[str, Any]]] = {}
     hparams: dict[str, tuple[float, float]] = {}
+    diverged: dict[str, list[tuple[float, float]]] = {}   # grid points, by row
     if any(m.kind == "otsu" for m in chosen) and d.is_main:
         per_seed["otsu"] = [otsu_row(data, splits)]
 
@@ -356,17 +375,47 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
         return run_dir(out, BY_NAME[name], seed, *hparams[name]) / "best.pt"
 
     def one(m: Method, seed: int, lr: float, wd: float) -> dict[str, Any]:
-        rd = run_dir(out, m, seed, lr, wd)
-        summary, _ = train(RunSpec(m, cfg, seed, lr, wd), run_data[m.name], rd,
+        run, rd = RunSpec(m, cfg, seed, lr, wd), run_dir(out, m, seed, lr, wd)
+        recorded = diverged_before(run, rd)
+        if recorded is not None:   # a point an earlier grid search lost, asked for alone
+            raise Diverged(f"{rd}: {recorded['diverged']} (a grid point of an earlier call; "
+                           f"move its summary.json away to train it again)")
+        summary, _ = train(run, run_data[m.name], rd,
                            teacher=best_of(m.teacher, seed), d=d, progress=progress,
                            init=best_of(m.init_from, seed))
+        return summary
+
+    def grid_point(m: Method, lr: float, wd: float) -> dict[str, Any]:
+        """Seed 0 at one grid point. One that diverges loses the search (the paper picks
+        the best point on validation): its folder's summary says so, with no validation
+        score, and a rerun takes it as done (the seeded run would diverge again)."""
+        run, rd = RunSpec(m, cfg, 0, lr, wd), run_dir(out, m, 0, lr, wd)
+        summary = diverged_before(run, rd)
+        if summary is None:
+            try:
+                return one(m, 0, lr, wd)
+            except Diverged as exc:
+                summary = {"method": m.name, "title": m.title, "seed": 0, "lr": lr,
+                           "weight_decay": wd, "iou_valid": None, "diverged": str(exc),
+                           "run": run.identity()}
+                if d.is_main:
+                    write_text_atomic(rd / "summary.json", json.dumps(summary, indent=1))
+        if d.is_main:
+            print(f"note: {m.name} at lr {lr:g}, wd {wd:g} diverged ({summary['diverged']}); "
+                  f"the grid search goes on without it", flush=True)
         return summary
 
     for m in order:
         grid = cfg.grid(m.name)
         if len(grid) > 1:  # Appendix B: the grid point with the best validation IoU
-            found = [(_valid_score(one(m, 0, lr, wd)), lr, wd) for lr, wd in grid]
-            hparams[m.name] = max(found, key=lambda f: -1.0 if f[0] is None else f[0])[1:]
+            found = [(grid_point(m, lr, wd), lr, wd) for lr, wd in grid]
+            diverged[m.name] = [(lr, wd) for s, lr, wd in found if "diverged" in s]
+            if len(diverged[m.name]) == len(grid):
+                raise RunError(f"every grid point of {m.name} diverged (lr, wd: "
+                               f"{_points(diverged[m.name])}): give lower learning rates "
+                               f"with --set lr_grid=...")
+            scores = [(_valid_score(s), lr, wd) for s, lr, wd in found]
+            hparams[m.name] = max(scores, key=lambda f: -1.0 if f[0] is None else f[0])[1:]
         else:
             hparams[m.name] = grid[0]
         per_seed[m.name] = []
@@ -388,7 +437,7 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
             export(run_dir(out, m, 0, *hparams[name]) / "best.pt", onnx_path)
             speed[name] = bench(onnx_path, export_dir, bench_size)
     doc = table_doc(per_seed, hparams, speed, data, cfg, seeds, eval_sets,
-                    time.perf_counter() - t0, left_out)
+                    time.perf_counter() - t0, left_out, diverged)
     if not_scored:
         doc["not_scored"] = not_scored
     if d.is_main:
@@ -401,8 +450,8 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
 
 def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, float]],
               speed: dict[str, dict], data: Path, cfg: TrainConfig, seeds: int,
-              eval_sets: dict[str, Any], wall: float, left_out: dict[str, str]
-              ) -> dict[str, Any]:
+              eval_sets: dict[str, Any], wall: float, left_out: dict[str, str],
+              diverged: dict[str, list[tuple[float, float]]] | None = None) -> dict[str, Any]:
     rows, stats = [], {}
     for m in METHODS:
         if m.name not in per_seed:
@@ -416,6 +465,8 @@ def table_doc(per_seed: dict[str, list[dict]], hparams: dict[str, tuple[float, f
         if m.kind != "otsu":
             row["valid"] = _stats([_valid_score(r) for r in runs])
             row["lr"], row["weight_decay"] = hparams[m.name]
+            if (diverged or {}).get(m.name):   # grid points (lr, wd) that lost by diverging
+                row["diverged"] = diverged[m.name]
         rows.append(row)
     sizes = ", ".join(f"{s} ({len(ds)} chips)" for s, ds in eval_sets.items())
     return {"preset": cfg.preset, "seeds": seeds, "config": cfg.to_dict(),

@@ -67,6 +67,10 @@ class RunError(ValueError):
     """A run cannot start (or resume) as asked."""
 
 
+class Diverged(RunError):
+    """The loss is no longer finite: the run diverged (raised on every rank at once)."""
+
+
 class Interrupted(Exception):
     """The run stopped early on request; ``last.pt`` holds its finished steps.
     ``at_stop_step``: it stopped where ``stop_at`` asked, not on a signal."""
@@ -357,14 +361,22 @@ def _of_this_run(run: RunSpec, path: Path) -> dict[str, Any]:
         doc = load_checkpoint(path)
     except CheckpointError as exc:
         raise RunError(f"cannot resume: {exc}") from None
-    theirs, ours = _comparable(doc.get("run", {})), _comparable(run.identity())
+    same_settings(run, doc.get("run", {}), path)
+    return doc
+
+
+def same_settings(run: RunSpec, identity: dict[str, Any], path: Path) -> None:
+    """RunError, naming a setting, where ``identity`` (what the run that wrote ``path``
+    was) differs from ``run`` in a setting that changes the result."""
+    # through JSON, as a summary holds it: its lists and the config's tuples compare equal
+    theirs = _comparable(json.loads(json.dumps(identity)))
+    ours = _comparable(json.loads(json.dumps(run.identity())))
     diff = [k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k)]
     if diff:
         k = min(diff, key=_order)
         raise RunError(f"{path} belongs to a run with other settings ({k}: "
                        f"{theirs.get(k)!r} there, {ours.get(k)!r} now); give that setting "
                        f"as it was to resume it, or use another --out folder")
-    return doc
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:
@@ -804,8 +816,10 @@ def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progre
             torch.manual_seed(derive_seed(run.seed, "step", step, d.rank))  # dropout
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
             loss = method_loss(net, teacher_model, batch, cfg, d, method.kind)
-            if not torch.isfinite(loss):  # before the step: no checkpoint holds NaN weights
-                raise RunError(f"the loss is {loss.item()} at step {step + 1}: the run diverged "
+            # before the step: no checkpoint holds NaN weights; on every rank at once, so
+            # that a grid search carries on with all of them
+            if ddp.any_rank(not torch.isfinite(loss), d):
+                raise Diverged(f"the loss is {loss.item()} at step {step + 1}: the run diverged "
                                f"(is the learning rate {run.lr:g} too high?)")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -68,6 +68,49 @@ def test_reproduce_writes_the_table_from_real_runs(data, tmp_path):  # noqa: F81
     assert "hand" in est.stdout and "projected:" in est.stdout
 
 
+def test_a_diverging_grid_point_loses_and_the_search_goes_on(data, tmp_path):  # noqa: F811
+    """One grid point whose loss went NaN stopped the whole reproduce, and every rerun
+    again (the seeded run diverges again); the paper's rule, the best point on
+    validation, lets it lose. Only a grid where every point diverges is refused."""
+    def grid(lrs, results, *more):
+        return cli("reproduce", "--data", data, "--seeds", 1, "--out", tmp_path / "runs",
+                   "--results", tmp_path / results, "--methods", "hand",
+                   "--set", f"lr_grid={lrs}", *TINY, *more)
+    proc = grid("1e30,0.05", "results")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    blown = tmp_path / "runs" / "hand" / "seed0_lr1e+30_wd0.0001"
+    summary = json.loads((blown / "summary.json").read_text())
+    assert summary["iou_valid"] is None and "the run diverged" in summary["diverged"]
+    assert "note: hand at lr 1e+30, wd 0.0001 diverged (the loss is nan" in proc.stdout
+    (row,) = json.loads((tmp_path / "results" / "table1.json").read_text())["rows"]
+    assert row["lr"] == 0.05 and row["diverged"] == [[1e30, 0.0001]]
+    assert "| 0.05, 0.0001 (diverged: 1e+30, 0.0001) |" in \
+        (tmp_path / "results" / "table1.md").read_text()
+    # a rerun takes the diverged point as done: it is not trained again
+    again = grid("1e30,0.05", "results2")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (blown / "train.log").read_text().count("start hand") == 1
+    assert "note: hand at lr 1e+30, wd 0.0001 diverged" in again.stdout
+    # the record is of its run's settings: with others, it is refused, not taken as done
+    other = grid("1e30,0.05", "results3", "--set", "steps=3")
+    assert other.returncode == 1 and "(config steps: 2 there, 3 now)" in other.stderr, \
+        other.stderr[-2000:]
+
+    lost = grid("1e30,1e31", "results4")
+    assert lost.returncode == 1 and lost.stderr.count("\n") == 1, lost.stderr[-2000:]
+    assert lost.stderr.startswith("error: every grid point of hand diverged (lr, wd: "
+                                  "1e+30, 0.0001; 1e+31, 0.0001)"), lost.stderr
+    assert not (tmp_path / "results4").exists()
+    # outside the grid search, a divergence is a failure: the row's own run stops, and a
+    # point the grid lost, asked for alone, says so
+    for lr, said in (("2e30", "the loss is nan at step 2: the run diverged"),
+                     ("1e30", "the run diverged (is the learning rate 1e+30 too high?) "
+                              "(a grid point of an earlier call")):
+        alone = grid(lr, "results5")
+        assert alone.returncode == 1 and alone.stderr.count("\n") == 1, alone.stderr[-2000:]
+        assert said in alone.stderr, alone.stderr
+
+
 def test_reproduce_runs_the_other_seed_papers_rows_with_what_they_need(data, tmp_path):  # noqa: F811
     results = tmp_path / "results"
     proc = cli("reproduce", "--data", data, "--seeds", 1, "--out", tmp_path / "runs",
