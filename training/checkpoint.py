@@ -10,6 +10,7 @@ save leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,11 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
 
 def unfinished_at(checkpoint: Path, doc: dict[str, Any]) -> int | None:
     """The step the run of ``checkpoint`` had reached when it is still in its run folder
-    and that run is unfinished (no summary.json, but the run's last.pt or train.log
-    beside it); None for a finished run or a checkpoint copied away from its folder."""
+    and that run is unfinished (no summary.json, or one saying it diverged, as reproduce's
+    grid search records such runs, but the run's last.pt or train.log beside it); None for
+    a finished run or a checkpoint copied away from its folder."""
     folder = checkpoint.parent
-    if (folder / "summary.json").exists():
+    if (folder / "summary.json").exists() and not run_diverged(folder):
         return None
     try:
         return int(load_checkpoint(folder / "last.pt")["step"])
@@ -124,3 +126,13 @@ def unfinished_at(checkpoint: Path, doc: dict[str, Any]) -> int | None:
         pass
     # stopped before its first last.pt: its best.pt is all it saved
     return int(doc.get("best", {}).get("step", 0)) if (folder / "train.log").exists() else None
+
+
+def run_diverged(folder: Path) -> bool:
+    """Whether the run folder's summary.json records a divergence (reproduce's grid search
+    keeps such a point's folder, best.pt included, as lost)."""
+    try:
+        doc = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "diverged" in doc

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .atomic import refused_output
+from .checkpoint import run_diverged
 from .cli import fail
 from .export import ExportError, export
 
@@ -43,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     reached = report["unfinished_at_step"]
     if reached is not None:
         steps = report["card"]["extra"]["config"].get("steps")
-        print(f"warning: {args.checkpoint}: its run is unfinished (no summary.json; stopped at "
+        how = ("its summary.json says it diverged" if run_diverged(args.checkpoint.parent)
+               else "no summary.json")
+        print(f"warning: {args.checkpoint}: its run is unfinished ({how}; stopped at "
               f"step {reached} of {steps}): exported its best validation so far, and the "
               f"card's notes say so", file=sys.stderr)
     if args.json:

@@ -48,7 +48,7 @@ from .atomic import remove_stale, write_text_atomic
 from .batches import (StepBatches, classify_builder, derive_seed, distill_builder,
                       flora_builder, stack_inputs, supervised_builder)
 from .checkpoint import (CheckpointError, load_checkpoint, load_model, load_weights,
-                         save_checkpoint, unfinished_at)
+                         run_diverged, save_checkpoint, unfinished_at)
 from .cli import worker_error
 from .config import TrainConfig
 from .data.conventions import IGNORE
@@ -270,6 +270,11 @@ def _of_a_finished_run(option: str, path: Path) -> dict[str, Any]:
     reached = unfinished_at(path, doc)
     if reached is not None:
         steps = doc.get("run", {}).get("config", {}).get("steps")
+        if run_diverged(path.parent):
+            raise RunError(f"{option} {path}: its run diverged (its summary.json says so) after "
+                           f"step {reached} of {steps}: this best.pt is from before; train "
+                           f"again at a lower learning rate, or copy it out of its run folder "
+                           f"to learn from it as it is")
         raise RunError(f"{option} {path}: its run is unfinished (no summary.json; stopped at "
                        f"step {reached} of {steps}): finish it by rerunning its train "
                        f"command, or copy this best.pt out of its run folder to learn from "

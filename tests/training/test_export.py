@@ -209,6 +209,13 @@ def test_an_unfinished_run_is_exported_with_a_warning_and_says_so_in_its_card(ru
     notes = OnnxModel(str(tmp_path / "m.onnx"), device="cpu").card.notes
     assert notes.endswith("from an UNFINISHED run (stopped at step 2 of 2).")
 
+    # a grid point reproduce recorded as diverged: its best.pt is from before the divergence
+    (run / "summary.json").write_text(json.dumps({"diverged": "the loss is nan at step 3"}))
+    proc = cli("training", "export", str(run / "best.pt"), "--out", str(tmp_path / "d.onnx"))
+    assert proc.returncode == 0, proc.stderr
+    assert "its run is unfinished (its summary.json says it diverged; stopped at step 2" in proc.stderr
+    assert "UNFINISHED" in OnnxModel(str(tmp_path / "d.onnx"), device="cpu").card.notes
+
     alone = tmp_path / "alone"   # a best.pt copied away from its run folder: nothing known
     alone.mkdir()
     shutil.copy(runs / "hand" / "best.pt", alone)

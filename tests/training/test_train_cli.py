@@ -489,6 +489,10 @@ def test_a_teacher_must_be_the_best_checkpoint_of_a_finished_run(tmp_path):
                    "half/best.pt: its run is unfinished (no summary.json; stopped at step 1 "
                    "of 2): finish it")
     assert not (tmp_path / "run").exists()
+    # a run reproduce's grid search recorded as diverged
+    (tmp_path / "half" / "summary.json").write_text('{"diverged": "the loss is nan at step 2"}')
+    one_line_error(cli("train", *student, "--teacher", tmp_path / "half" / "best.pt"),
+                   "half/best.pt: its run diverged (its summary.json says so) after step 1 of 2")
     # a best.pt copied out of its run folder is taken as it is, as export takes one
     shutil.copy(tmp_path / "half" / "best.pt", tmp_path / "early.pt")
     one_line_error(cli("train", *student, "--teacher", tmp_path / "early.pt"),
