@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .data.conventions import IGNORE
+
 Sample = dict[str, Tensor]
 
 
@@ -59,9 +61,12 @@ class CropDistort:
     """Crop a box of random size and aspect ratio and resample it to ``size`` x ``size``.
 
     The box side is ``size / scale`` times a zoom drawn from ``zoom``, its aspect
-    ratio (w/h) is drawn log-uniformly from ``aspect``; the box is clipped to the
-    sample. ``scale`` is output pixels per source pixel: 10/16 trains a 16 m
-    model on 10 m chips. ``zoom=(1, 1), aspect=(1, 1), scale=1`` is a plain crop.
+    ratio (w/h) is drawn log-uniformly from ``aspect``. A box larger than the sample
+    along an axis covers it there, the part outside filled as no data (images 0,
+    masks False, labels IGNORE), as DeepLab pads its crops: clipping it would turn
+    every zoom out into a zoom in. ``scale`` is output pixels per source pixel: 10/16
+    trains a 16 m model on 10 m chips. ``zoom=(1, 1), aspect=(1, 1), scale=1`` is a
+    plain crop.
     """
     size: int
     zoom: tuple[float, float] = (0.75, 1.25)
@@ -72,12 +77,38 @@ class CropDistort:
         h, w = next(iter(sample.values())).shape[-2:]
         zoom = _uniform(g, *self.zoom) / self.scale
         ratio = math.exp(_uniform(g, math.log(self.aspect[0]), math.log(self.aspect[1])))
-        bh = min(h, max(1, round(self.size * zoom / math.sqrt(ratio))))
-        bw = min(w, max(1, round(self.size * zoom * math.sqrt(ratio))))
-        top = int(torch.randint(0, h - bh + 1, (), generator=g))
-        left = int(torch.randint(0, w - bw + 1, (), generator=g))
-        return {k: resize(v[..., top:top + bh, left:left + bw], (self.size, self.size))
-                for k, v in sample.items()}
+        bh = max(1, round(self.size * zoom / math.sqrt(ratio)))
+        bw = max(1, round(self.size * zoom * math.sqrt(ratio)))
+        top, left = _start(g, h, bh), _start(g, w, bw)
+        if bh <= h and bw <= w:
+            return {k: resize(v[..., top:top + bh, left:left + bw], (self.size, self.size))
+                    for k, v in sample.items()}
+        return _padded_crop(sample, top, left, bh, bw, self.size)
+
+
+def _start(g: torch.Generator, n: int, box: int) -> int:
+    """Where a box of ``box`` px starts on an axis of ``n`` px: inside it when it fits,
+    else covering it; one draw of ``|n - box| + 1`` values either way."""
+    return min(0, n - box) + int(torch.randint(0, abs(n - box) + 1, (), generator=g))
+
+
+def _padded_crop(sample: Sample, top: int, left: int, bh: int, bw: int, size: int) -> Sample:
+    """The box of every map resampled to ``size`` x ``size``, no data where it lies
+    outside the maps: images 0, masks False, labels IGNORE. Images are resampled with
+    their edge pixels repeated outwards, so the fill does not bleed into the data."""
+    h, w = next(iter(sample.values())).shape[-2:]
+    rows, cols = torch.arange(top, top + bh)[:, None], torch.arange(left, left + bw)
+    inside = resize((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w), (size, size))
+    rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
+    return {k: resize(v[..., rows, cols], (size, size)).where(inside, _no_data(v))
+            for k, v in sample.items()}
+
+
+def _no_data(t: Tensor) -> float | bool | int:
+    """The no-data fill of a map: 0 for images, False for masks, IGNORE for labels."""
+    if t.is_floating_point():
+        return 0.0
+    return False if t.dtype == torch.bool else IGNORE
 
 
 def random_flips(sample: Sample, g: torch.Generator) -> Sample:

@@ -1,11 +1,13 @@
 """Augmentations keep every map of a chip pixel-aligned; jitter touches only the
 model's input; the distillation teacher sees the student's geometry un-jittered."""
+import math
+
 import pytest
 import torch
 
-from training.batches import distill_builder, supervised_builder
+from training.batches import distill_builder, flora_builder, supervised_builder
 from training.config import ConfigError, make_config
-from training.transforms import ColourJitter, CropDistort, random_flips
+from training.transforms import ColourJitter, CropDistort, random_flips, resize
 
 from .tiny_chips import TinyChips
 
@@ -40,6 +42,80 @@ def test_scale_sets_the_ground_size_of_a_crop():
     crop = CropDistort(32, zoom=(1, 1), aspect=(1, 1), scale=10 / 16)
     out = crop({"x": ramp}, torch.Generator().manual_seed(0))["x"][0]
     assert abs((out[0, -1] - out[0, 0]).item() - 51.2 * 31 / 32) < 1.5
+
+
+def test_a_box_larger_than_the_chip_is_padded_as_no_data():
+    """A box larger than the chip was clipped to it, so a zoom out became the whole chip
+    at a finer pixel than drawn (the paper preset trained at 10.4-16 m, mean 14.9 m,
+    and inferred at 16 m). Now the box keeps its drawn size, no data outside the chip."""
+    ramp = torch.arange(32).repeat(32, 1)              # the column index
+    sample = {"x": torch.stack([ramp.T, ramp]).float() + 1, "label": ramp,
+              "valid": torch.ones(32, 32, dtype=torch.bool),
+              "mask": torch.ones(32, 32, dtype=torch.bool)}
+    crop = CropDistort(32, zoom=(2, 2), aspect=(1, 1))  # a 64 px box on a 32 px chip
+    for seed in range(8):
+        out = crop(sample, torch.Generator().manual_seed(seed))
+        inside = out["valid"]
+        rows, cols = inside.any(1).nonzero()[:, 0], inside.any(0).nonzero()[:, 0]
+        # the chip is a 16 x 16 block of the crop: 2 chip pixels a crop pixel, as drawn
+        assert inside.sum() == 16 * 16 and len(rows) == len(cols) == 16
+        assert torch.equal(out["mask"], inside) and (out["x"][:, ~inside] == 0).all()
+        assert (out["label"][~inside] == -1).all() and (out["label"][inside] >= 0).all()
+        # inside, the chip resampled at that scale (the fill not blended into its
+        # edge: nothing below the chip's 1), the label still on the image
+        block = out["x"][:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert 1 <= block.min() and block.max() <= 32
+        assert torch.allclose(block[1, 1:-1, 2:-1] - block[1, 1:-1, 1:-2], torch.tensor(2.0))
+        assert torch.allclose(block[0, 2:-1, 1:-1] - block[0, 1:-2, 1:-1], torch.tensor(2.0))
+        label = out["label"][rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert (block[1, :, 1:-1] - 1 - label[:, 1:-1]).abs().max() <= 0.5 + 1e-4
+
+
+def test_every_map_of_the_builders_is_no_data_outside_the_chip():
+    chip = TinyChips(1, size=48, seed=2)[0]
+    chip["s1"], chip["s2"] = chip["s1"].clamp(min=0.05), chip["s2"].clamp(min=0.05)
+    chip["valid"] = torch.ones(48, 48, dtype=torch.bool)   # data everywhere on the chip
+    chip["label"] = chip["label"].clamp(min=0)
+    cfg = make_config("cpu", {"crop": 32, "zoom": "2,2", "aspect": "1,1"})  # 64 px boxes
+    for seed in range(4):
+        def build(builder, *args):
+            return builder(cfg, *args)(chip, torch.Generator().manual_seed(seed))
+        outside = build(supervised_builder, ("s1",), "label")["label"] == -1
+        assert outside.sum() == 32 * 32 - 24 * 24
+        for out in (build(supervised_builder, ("s1", "s2"), "label"),
+                    build(distill_builder, ("s1",), ("s1", "s2")),
+                    build(flora_builder, ("s1",), ("rgb", "ndvi"))):
+            for key in ("x", "x_teacher"):
+                if key in out:
+                    assert (out[key][:, outside] == 0).all() and (out[key][:, ~outside] != 0).all()
+            for key in ("valid", "valid_optical"):
+                if key in out:
+                    assert torch.equal(out[key], ~outside)
+            if "label" in out:
+                assert torch.equal(out["label"] == -1, outside)
+
+
+def test_a_box_inside_the_chip_is_cut_as_before():
+    """The cpu preset's boxes (83-185 px) always fit its 512 px chips: their crops must
+    stay the chip cut at the drawn box and resampled, draw for draw, so that the
+    committed cpu runs can be reproduced."""
+    cfg = make_config("cpu")
+    crop = CropDistort(cfg.crop, tuple(cfg.zoom), tuple(cfg.aspect))
+    chip = TinyChips(1, size=512, seed=3)[0]
+    sample = {"x": chip["s1"], "label": chip["label"], "valid": chip["valid"]}
+    (z0, z1), (a0, a1) = cfg.zoom, (math.log(cfg.aspect[0]), math.log(cfg.aspect[1]))
+    for seed in range(40):
+        out = crop(sample, torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)    # the same draws, in the same order
+        zoom = z0 + (z1 - z0) * float(torch.rand((), generator=g))
+        ratio = math.exp(a0 + (a1 - a0) * float(torch.rand((), generator=g)))
+        bh = round(cfg.crop * zoom / math.sqrt(ratio))
+        bw = round(cfg.crop * zoom * math.sqrt(ratio))
+        top = int(torch.randint(0, 512 - bh + 1, (), generator=g))
+        left = int(torch.randint(0, 512 - bw + 1, (), generator=g))
+        for k, v in sample.items():
+            cut = resize(v[..., top:top + bh, left:left + bw], (cfg.crop, cfg.crop))
+            assert out[k].dtype == v.dtype and torch.equal(out[k], cut), (seed, k)
 
 
 def test_jitter_keeps_no_data_at_zero():
