@@ -206,6 +206,7 @@ class RunDialog(QDialog):
             self.units.addItem(units, units)
         self.units_detected = QLabel("")
         self.units_detected.setWordWrap(True)
+        self.units_detected.setTextFormat(Qt.TextFormat.PlainText)   # file names, backend words
         units_row = QHBoxLayout()
         units_row.addWidget(self.units)
         units_row.addWidget(self.units_detected, 1)
@@ -248,6 +249,7 @@ class RunDialog(QDialog):
             self.device.addItem(device, device)
         self.device_info = QLabel("checking devices...")
         self.device_info.setWordWrap(True)
+        self.device_info.setTextFormat(Qt.TextFormat.PlainText)
         self.use_model_threshold = QCheckBox("the model's default")
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.01, 0.99)
@@ -324,6 +326,7 @@ class RunDialog(QDialog):
         layout.setContentsMargins(0, 0, 0, 0)
         self.backend_info = QLabel("checking the backend...")
         self.backend_info.setWordWrap(True)
+        self.backend_info.setTextFormat(Qt.TextFormat.PlainText)
         self.backend_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.install_button = QPushButton("Install the backend's dependencies...")
         self.install_button.setVisible(False)
@@ -332,6 +335,8 @@ class RunDialog(QDialog):
         self.progress.setRange(0, 100)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # what a model card, a file name or the backend says, never rendered as HTML
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")

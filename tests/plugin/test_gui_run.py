@@ -419,6 +419,31 @@ def test_a_run_with_warnings_does_not_end_in_a_green_done(plugin, qgis_iface, qt
     wait_for_tasks(qtbot)
 
 
+def test_a_model_cards_words_are_shown_as_text_not_as_html(plugin, qgis_iface, qtbot, two_band_scene,
+                                                             tmp_path):
+    """QGIS's message bar renders HTML and opens a link when clicked: a card named with an
+    anchor put a working link to anywhere under every successful run."""
+    import onnx
+
+    from training.toy_models import raw_db_card, threshold_model
+
+    name = "<a href='https://evil.example/fix.sh'>update</a>"
+    model = tmp_path / "hostile.onnx"
+    onnx.save(threshold_model(raw_db_card(name, margin=0)), model)
+    layer = QgsRasterLayer(str(two_band_scene), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    dialog = _start_run(plugin, qtbot, layer, model, tmp_path)
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert blocker.args[0] is not None, dialog.status.text()
+    summary = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)[-1]
+    assert "&lt;a href='https://evil.example/fix.sh'&gt;update&lt;/a&gt;" in summary, summary
+    assert "<a " not in summary
+    assert name in dialog.status.text()
+    assert dialog.status.textFormat() == Qt.TextFormat.PlainText
+    wait_for_tasks(qtbot)
+
+
 def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path, monkeypatch):
     """SIGKILL, as the OOM killer sends it, said "exit code -9: no message", and no failed
     run reached the log panel; nor did the command of a run, which a report needs."""
