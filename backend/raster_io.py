@@ -271,18 +271,25 @@ def sample_grid(reader: WindowReader, grid_h: int, grid_w: int, n: int = 5,
 
 def _strips_with_data(reader: WindowReader, grid_h: int, grid_w: int, rows: int) -> np.ndarray:
     """The valid pixels of the grid's strips of ``rows`` rows, from the top, until
-    ``SPARSE_SAMPLE`` are found: (bands, pixels), possibly empty."""
+    ``SPARSE_SAMPLE`` are found: (bands, pixels), possibly empty.
+
+    A strip over ``STRIP_SAMPLE_BYTES`` is read in parts of as many columns as fit: a
+    sparse GeoTIFF of a few KB can declare millions of columns of no data, and its whole
+    strips took gigabytes (2.2 GB at 1,000,000 columns)."""
+    k = len(reader.sources)
+    cols = max(1, STRIP_SAMPLE_BYTES // (k * rows * 4))
+    parts = ((r, min(r + rows, grid_h), c, min(c + cols, grid_w))
+             for r in range(0, grid_h, rows) for c in range(0, grid_w, cols))
     found, count = [], 0
-    for r in range(0, grid_h, rows):
-        strip = reader.read(r, min(r + rows, grid_h), 0, grid_w).reshape(len(reader.sources), -1)
-        valid = np.isfinite(strip).all(axis=0)
+    for part in parts:
+        values = reader.read(*part).reshape(k, -1)
+        valid = np.isfinite(values).all(axis=0)
         if valid.any():
-            found.append(strip[:, valid])
+            found.append(values[:, valid])
             count += int(valid.sum())
             if count >= SPARSE_SAMPLE:
                 break
-    return (np.concatenate(found, axis=1) if found
-            else np.empty((len(reader.sources), 0), np.float32))
+    return np.concatenate(found, axis=1) if found else np.empty((k, 0), np.float32)
 
 
 def _windows(reader: WindowReader, grid_h: int, grid_w: int, n: int, size: int

@@ -1,5 +1,8 @@
 """``inspect``: bands, mapping, grid and units before a run, as the run itself finds them."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from backend.raster_io import WindowReader, gdal_env
 from backend import raster_io
 from tests.backend.areas import metres_per_degree_exact
 from tests.backend.conftest import listing, random_db, run_cli, write_raster
+from tests.conftest import REPO
 
 
 def _as(values_db: np.ndarray, kind: str) -> np.ndarray:
@@ -139,6 +143,59 @@ def test_strip_files_give_the_same_sample_read_row_by_row(tmp_path, monkeypatch)
         by_windows = raster_io.sample_grid(reader, 680, 630)
     assert by_rows.shape == (2, 25 * 128 * 128)
     np.testing.assert_array_equal(by_rows, by_windows)
+
+
+def test_data_the_windows_miss_is_found_in_strips_read_within_the_budget(tmp_path, monkeypatch):
+    """Strips wider than STRIP_SAMPLE_BYTES are read in parts: the same pixels are found,
+    and a strip that fits is read whole, its pixels in the order they were found before."""
+    bands = np.full((2, 300, 2000), np.nan, np.float32)
+    patches = random_db((20, 40), seed=5)
+    bands[:, 10:14, 1700:1720] = patches[:, :4, :20]   # cols between the sample's windows
+    bands[:, 200:220, 150:190] = patches
+    src = write_raster(tmp_path / "patches.tif", bands)
+    valid = np.isfinite(bands).all(axis=0)
+
+    def found(reader) -> np.ndarray:
+        sample = raster_io.sample_grid(reader, 300, 2000)
+        return sample[:, np.isfinite(sample).all(axis=0)]
+
+    with gdal_env(), rasterio.open(src) as ds:
+        reader = WindowReader([(ds, 1, None), (ds, 2, None)], 0, 0)
+        np.testing.assert_array_equal(found(reader), bands[:, valid])
+        budget = 2 * 128 * 500 * 4   # strips of 128 rows read 500 columns at a time
+        monkeypatch.setattr(raster_io, "STRIP_SAMPLE_BYTES", budget)
+        boxes, read = [], reader.read
+        monkeypatch.setattr(reader, "read", lambda *box: boxes.append(box) or read(*box))
+        parts = found(reader)
+    assert max(2 * (r1 - r0) * (c1 - c0) * 4 for r0, r1, c0, c1 in boxes) <= budget
+    np.testing.assert_array_equal(parts[:, np.lexsort(parts)],
+                                  bands[:, valid][:, np.lexsort(bands[:, valid])])
+
+
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="measures the child's peak memory")
+def test_a_sparse_file_of_no_data_declaring_a_huge_width_is_inspected_in_little_memory(tmp_path):
+    """A sparse GeoTIFF of a few KB, all no data, 400,000 px wide: inspect (which the run
+    dialog runs on every layer) read strips of its whole width looking for data, 0.95 GB
+    at its peak here (2.2 GB at 1,000,000 px); ~0.25 GB now, ~0.09 GB on a small file."""
+    src = tmp_path / "sparse.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=400_000, height=256, count=2,
+                       dtype="float32", nodata=float("nan"), crs="EPSG:32630",
+                       transform=rasterio.transform.from_origin(400000, 5000000, 10, 10),
+                       tiled=True, blockxsize=512, blockysize=512, sparse_ok=True,
+                       compress="deflate", bigtiff="YES") as ds:
+        ds.descriptions = ("VV", "VH")
+    assert src.stat().st_size < 100_000
+    with open(tmp_path / "out.json", "w+") as out:
+        child = subprocess.Popen([sys.executable, "-m", "backend", "inspect", str(src), "--json"],
+                                 cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                 stdout=out, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(child.pid, 0)   # this child's own peak, not the session's
+        out.seek(0)
+        answer = json.load(out)
+    assert os.waitstatus_to_exitcode(status) == 0, child.stderr.read()
+    assert usage.ru_maxrss * 1024 < 400e6, f"peak {usage.ru_maxrss / 1e3:.0f} MB"
+    assert answer["width"] == 400_000 and answer["units_detected"] is None
+    assert {u["evidence"] for u in answer["units"].values()} == {"the band holds no valid pixel"}
 
 
 def test_notes_are_text_when_the_zero_rule_applies_to_a_sample_without_zeros(tmp_path):
