@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +20,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     The temporary name keeps ``path``'s suffix, because some writers (matplotlib,
-    the ONNX exporter) choose the format from it.
+    the ONNX exporter) choose the format from it. The name has a random part, and the
+    file is made here only where nothing has that name: in a folder others can write to,
+    a link planted under a name the writer would use made it overwrite the link's target.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))   # the umask applies
     try:
         yield tmp
         os.replace(tmp, path)
@@ -35,8 +40,9 @@ def remove_stale(path: Path) -> None:
     path = Path(path)
     head, tail = f".{path.stem}.", f".tmp{path.suffix}"
     for tmp in path.parent.glob(f"{glob.escape(head)}*{glob.escape(tail)}"):
-        pid = tmp.name[len(head):-len(tail)]
-        if pid.isdigit() and not _running(int(pid)):
+        # the random part is missing from the names of earlier versions, left in run folders
+        own = re.fullmatch(r"(\d+)(-[0-9a-f]{8})?", tmp.name[len(head):-len(tail)])
+        if own and not _running(int(own[1])):
             tmp.unlink(missing_ok=True)
 
 
