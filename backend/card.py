@@ -37,6 +37,12 @@ TASKS = ("water_segmentation",)
 PIXEL_SIZE_RANGE = (0.1, 10000.0)
 MIN_SCALE = 1e-30   # a band scale below this is 0 in float32 arithmetic
 FLOAT32_MAX = 3.4e38  # a number beyond this is infinite in float32
+# Bounds on a card's text, in characters: the plugin lays the card out whole when a model is
+# chosen, and a 1 MB description froze its dialog for minutes.
+MAX_CARD_CHARS = 1_000_000   # the whole card's JSON
+SHORT_TEXT = 200   # names, version, tensor names, licence, metric names
+LONG_TEXT = 10_000   # description, training data and notes
+MAX_METRICS = 100
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,8 @@ class _Problems:
         if isinstance(doc, dict):
             for key in doc:
                 if key not in known:
-                    self.add(f"{path}{key}", f"unknown field; expected one of {', '.join(known)}")
+                    self.add(f"{path}{_shown(key)}",
+                             f"unknown field; expected one of {', '.join(known)}")
 
     def get(self, doc: Any, key: str, path: str, kind: type | tuple[type, ...],
             required: bool = True, default: Any = None) -> Any:
@@ -153,6 +160,24 @@ class _Problems:
             self.add(f"{path}{key}", "beyond float32's range, in which the backend computes")
             return default
         return value
+
+    def text(self, doc: Any, key: str, path: str, limit: int, required: bool = True,
+             default: Any = None) -> Any:
+        """A string of at most ``limit`` characters."""
+        value = self.get(doc, key, path, str, required, default)
+        if value is not None and len(value) > limit:
+            self.add(f"{path}{key}", _too_long(value, limit))
+            return default
+        return value
+
+
+def _too_long(text: str, limit: int) -> str:
+    return f"{len(text):,} characters long; at most {limit:,}"
+
+
+def _shown(key: str) -> str:
+    """A key of the card as an error names it: the start of one too long to show."""
+    return key if len(key) <= SHORT_TEXT else f"{key[:40]}... ({len(key):,} characters)"
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -179,8 +204,8 @@ def _parse_band(p: _Problems, doc: Any, path: str) -> BandSpec | None:
         p.add(path.rstrip("."), "expected an object")
         return None
     p.only(doc, path, ("name", "units", "clip", "offset", "scale"))
-    name = p.get(doc, "name", path, str)
-    units = p.get(doc, "units", path, str)
+    name = p.text(doc, "name", path, SHORT_TEXT)
+    units = p.text(doc, "units", path, SHORT_TEXT)
     clip = p.get(doc, "clip", path, list)
     offset = p.get(doc, "offset", path, _NUMBER)
     scale = p.get(doc, "scale", path, _NUMBER)
@@ -227,19 +252,19 @@ def parse_card(doc: Any) -> ModelCard:
                         f"(this backend reads version {SCHEMA_VERSION})")
     p.only(doc, "", ("schema_version", "name", "version", "task", "description", "inputs",
                      "pixel_size_m", "tiling", "output", "training", "license", "extra"))
-    name = p.get(doc, "name", "", str)
-    model_version = p.get(doc, "version", "", str)
+    name = p.text(doc, "name", "", SHORT_TEXT)
+    model_version = p.text(doc, "version", "", SHORT_TEXT)
     for key, value in (("name", name), ("version", model_version)):
         if value is not None and not value.strip():
             p.add(key, "must not be empty")
-    task = p.get(doc, "task", "", str)
+    task = p.text(doc, "task", "", SHORT_TEXT)
     if task is not None and task not in TASKS:
         p.add("task", f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    description = p.get(doc, "description", "", str, required=False, default="")
+    description = p.text(doc, "description", "", LONG_TEXT, required=False, default="")
 
     inputs = p.get(doc, "inputs", "", dict, default={})
     p.only(inputs, "inputs.", ("tensor", "bands"))
-    input_name = p.get(inputs, "tensor", "inputs.", str)
+    input_name = p.text(inputs, "tensor", "inputs.", SHORT_TEXT)
     band_docs = p.get(inputs, "bands", "inputs.", list, default=[])
     if "bands" in inputs and not band_docs:
         p.add("inputs.bands", "must list at least one band")
@@ -274,8 +299,8 @@ def parse_card(doc: Any) -> ModelCard:
 
     output = p.get(doc, "output", "", dict, default={})
     p.only(output, "output.", ("tensor", "kind", "water_channel", "default_threshold"))
-    output_name = p.get(output, "tensor", "output.", str)
-    kind = p.get(output, "kind", "output.", str)
+    output_name = p.text(output, "tensor", "output.", SHORT_TEXT)
+    kind = p.text(output, "kind", "output.", SHORT_TEXT)
     if kind is not None and kind not in OUTPUT_KINDS:
         p.add("output.kind", f"unknown kind {kind!r}; expected one of {', '.join(OUTPUT_KINDS)}")
     water_channel = p.get(output, "water_channel", "output.", int, required=False)
@@ -293,13 +318,18 @@ def parse_card(doc: Any) -> ModelCard:
 
     training = p.get(doc, "training", "", dict, default={})
     p.only(training, "training.", ("data", "metrics", "notes"))
-    data = p.get(training, "data", "training.", str)
+    data = p.text(training, "data", "training.", LONG_TEXT)
     metrics = p.get(training, "metrics", "training.", dict, default={})
+    if len(metrics) > MAX_METRICS:
+        p.add("training.metrics", f"{len(metrics):,} metrics; at most {MAX_METRICS}")
+        metrics = {}
     for key, value in metrics.items():
-        if not _finite(value):
+        if len(key) > SHORT_TEXT:
+            p.add(f"training.metrics.{_shown(key)}", f"name {_too_long(key, SHORT_TEXT)}")
+        elif not _finite(value):
             p.add(f"training.metrics.{key}", "expected a finite number")
-    notes = p.get(training, "notes", "training.", str, required=False, default="")
-    licence = p.get(doc, "license", "", str)
+    notes = p.text(training, "notes", "training.", LONG_TEXT, required=False, default="")
+    licence = p.text(doc, "license", "", SHORT_TEXT)
     extra = p.get(doc, "extra", "", dict, required=False, default={})
 
     if p.items:
@@ -345,19 +375,23 @@ def _not_json(doc: Any) -> list[str]:
             stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))
         elif isinstance(value, dict):
             dot = f"{path}." if path else ""
-            found += [f"{dot}{key}: given twice" for key in getattr(value, "twice", ())]
-            stack.extend(reversed([(f"{dot}{key}", v) for key, v in value.items()]))
+            found += [f"{dot}{_shown(key)}: given twice" for key in getattr(value, "twice", ())]
+            stack.extend(reversed([(f"{dot}{_shown(key)}", v) for key, v in value.items()]))
     return found
 
 
 def card_from_metadata(metadata: dict[str, str], source: str) -> ModelCard:
     """Read and validate the card from ONNX ``metadata_props`` (a str -> str map)."""
     if CARD_KEY not in metadata:
-        keys = ", ".join(sorted(metadata)) or "none"
+        keys = ", ".join(sorted(map(_shown, metadata))) or "none"
         raise CardError(f"{source}: no model card (metadata key {CARD_KEY!r} missing; "
                         f"metadata keys present: {keys})")
+    text = metadata[CARD_KEY]
+    if len(text) > MAX_CARD_CHARS:
+        raise CardError(f"{source}: model card is {_too_long(text, MAX_CARD_CHARS)} "
+                        f"(metadata key {CARD_KEY!r})")
     try:
-        doc = json.loads(metadata[CARD_KEY], object_pairs_hook=_object, parse_constant=_Constant)
+        doc = json.loads(text, object_pairs_hook=_object, parse_constant=_Constant)
     except (ValueError, RecursionError) as exc:   # JSONDecodeError; digits past Python's limit
         raise CardError(f"{source}: model card is not valid JSON "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

@@ -96,6 +96,57 @@ def test_card_text_that_is_not_json_is_refused_in_one_line(text, expected):
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d.update(name="n" * 201),
+     "model card is invalid: name: 201 characters long; at most 200"),
+    (lambda d: d.update(version="1" * 300), "version: 300 characters long; at most 200"),
+    (lambda d: d["inputs"].update(tensor="s" * 201),
+     "inputs.tensor: 201 characters long; at most 200"),
+    (lambda d: d["output"].update(tensor="p" * 201),
+     "output.tensor: 201 characters long; at most 200"),
+    (lambda d: d.update(license="MIT " * 51), "license: 204 characters long; at most 200"),
+    (lambda d: d.update(description="A" * (1 << 20)),
+     "description: 1,048,576 characters long; at most 10,000"),
+    (lambda d: d["training"].update(data="d" * 10_001),
+     "training.data: 10,001 characters long; at most 10,000"),
+    (lambda d: d["training"].update(notes="n" * 10_001),
+     "training.notes: 10,001 characters long; at most 10,000"),
+    (lambda d: d["training"].update(metrics={f"iou_{i}": 0.5 for i in range(101)}),
+     "training.metrics: 101 metrics; at most 100"),
+    (lambda d: d["training"].update(metrics={"m" * 201: 0.5}),
+     f"training.metrics.{'m' * 40}... (201 characters): name 201 characters long; at most 200"),
+    # the error does not quote what it refuses: an unknown kind or key is not shown whole
+    (lambda d: d["output"].update(kind="k" * 500_000),
+     "output.kind: 500,000 characters long; at most 200"),
+    (lambda d: d.update({"x" * 500_000: 1}),
+     f"{'x' * 40}... (500,000 characters): unknown field"),
+])
+def test_card_text_beyond_its_bound_is_refused(mutate, expected):
+    """A 1 MB description froze the plugin's run dialog for minutes (it lays the card out when
+    a model is chosen): a card's strings have bounds, and the error names the field, its length
+    and the bound, without the text itself."""
+    doc = _doc()
+    mutate(doc)
+    with pytest.raises(CardError) as err:
+        parse_card(doc)
+    assert expected in str(err.value) and len(str(err.value)) < 500
+
+
+def test_a_card_is_read_up_to_its_bounds_and_refused_over_a_million_characters():
+    doc = _doc()
+    doc.update(name="n" * 200, description="A" * 10_000, license="L" * 200)
+    doc["training"].update(data="d" * 10_000, notes="n" * 10_000,
+                           metrics={f"iou_{i}": 0.5 for i in range(100)})
+    card = parse_card(doc)
+    assert (len(card.name), len(card.description), len(card.metrics)) == (200, 10_000, 100)
+    doc["extra"] = {"weights": [0.5] * 400_000}   # within every field's bound, not as a whole
+    text = json.dumps(doc)
+    with pytest.raises(CardError) as err:
+        card_from_metadata({CARD_KEY: text}, "m.onnx")
+    assert str(err.value) == (f"m.onnx: model card is {len(text):,} characters long; at most "
+                              "1,000,000 (metadata key 'sarflood_card')")
+
+
 def test_class_scores_of_one_class_are_refused(tmp_path):
     """A softmax over one class is 1 everywhere: every valid pixel was mapped as water."""
     card = replace(raw_db_card("one class", margin=0), output_kind="class_logits", water_channel=0)
