@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import mmap
 import os
 import re
 import sys
@@ -33,6 +34,12 @@ SUM_TOLERANCE = 1e-3
 SUM_ROWS = 8   # of a batch's rows, every 8th is summed over the classes: the check's cost
 _CPU = "CPUExecutionProvider"
 MAX_STREAMS = 8   # concurrent CPU calls at most: each holds a tile's activations
+# The first ONNX Runtime that refuses external data outside the model's folder
+# (microsoft/onnxruntime#26776): an older one read /etc/passwd as a crafted model's weights.
+CHECKS_EXTERNAL_DATA = (1, 24)
+# An initializer's external_data entry whose key is "location" (StringStringEntryProto field 1,
+# 8 bytes long): how a tensor names the file that holds its bytes.
+_LOCATION_KEY = b"\x0a\x08location"
 
 
 @dataclass
@@ -134,12 +141,42 @@ def cuda_failure(ort_log: str) -> str:
     return "; ".join(parts)
 
 
+def _major_minor(version: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in re.findall(r"\d+", version)[:2])
+
+
 def cuda_options() -> dict[str, str]:
     """The CUDA provider's options: TF32 off (ONNX Runtime turns it on by default on
     Ampere and newer GPUs since 1.18), so that a GPU's probabilities are the float32 ones
     the export's parity check and the CPU give, not ones with 10-bit mantissas."""
-    version = tuple(int(v) for v in re.findall(r"\d+", ort.__version__)[:2])
-    return {"use_tf32": "0"} if version >= (1, 18) else {}
+    return {"use_tf32": "0"} if _major_minor(ort.__version__) >= (1, 18) else {}
+
+
+def _names_external_data(path: str) -> bool:
+    """Whether the ONNX file holds the bytes of an external data "location" key.
+
+    A scan of the bytes, as the backend has no onnx package to parse the file with, mapped
+    rather than read so that a large model is not held twice. It also finds a metadata key, a
+    node's input or attribute, or a graph's input or output named "location" (the same field 1
+    of 8 bytes): such a model is refused too, with the message that says what to do.
+    """
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:   # mmap refuses an empty file: ORT says the rest
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(_LOCATION_KEY) >= 0
+
+
+def external_data_refusal(path: str, ort_version: str) -> str | None:
+    """Why ONNX Runtime ``ort_version`` must not load the model at ``path``, or None: an
+    ONNX Runtime older than 1.24 reads external data from any path a model names."""
+    if _major_minor(ort_version) >= CHECKS_EXTERNAL_DATA or not _names_external_data(path):
+        return None
+    return (f"{path}: the model keeps weights in external data (files it names, whose bytes "
+            f"ONNX Runtime loads as tensors), and onnxruntime {ort_version} loads them from any "
+            "path, even outside the model's folder: a crafted model could copy a file you can "
+            "read into its output. Use onnxruntime >= 1.24 (Python >= 3.11), which refuses "
+            "paths outside the model's folder, or a model with its weights inside the .onnx file")
 
 
 def device_report(model_path: str) -> dict:
@@ -202,6 +239,9 @@ class OnnxModel:
                 pass
         except OSError as exc:   # ORT would call it not a loadable model
             raise ModelError(f"{self.path}: cannot be read ({exc.strerror or exc})") from None
+        refusal = external_data_refusal(self.path, ort.__version__)
+        if refusal:
+            raise ModelError(refusal)
         choice = choose_providers(device)
         cuda = _CUDA in choice.providers
         threads = default_threads()

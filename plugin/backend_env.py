@@ -39,7 +39,14 @@ BACKEND_MODULES = ("numpy", "onnxruntime", "rasterio")
 # venv` keeps the exact pins of requirements.txt; its numpy<2 is for QGIS's own process only.
 RUNTIME_REQUIREMENTS = (
     "numpy>=1.24",         # rasterio 1.4's own floor; the backend needs 1.17 (default_rng)
-    "onnxruntime>=1.18",   # the first to read ONNX IR version 10, the bundled model's
+    # 1.24 is the first to refuse a model's external data outside its folder (an older one read
+    # /etc/passwd as weights; the backend then refuses external data); it has wheels for Python
+    # 3.11 and later, none for Intel Macs. 1.18 is the first to read ONNX IR version 10, the
+    # bundled model's. pip evaluates the markers: exactly one of the two applies.
+    'onnxruntime>=1.24.1; python_version >= "3.11" and (sys_platform != "darwin" or '
+    'platform_machine != "x86_64")',
+    'onnxruntime>=1.18; python_version < "3.11" or (sys_platform == "darwin" and '
+    'platform_machine == "x86_64")',
     "rasterio>=1.4.3",     # the backend's tests fail on 1.4.0 (OGC:CRS84 is another grid than
                            # EPSG:4326 there) and on 1.3 (RasterioIOError is no RasterioError)
 )

@@ -165,6 +165,26 @@ def test_child_environment_drops_the_parents_python_paths(monkeypatch):
     assert "PYTHONHOME" not in env and "PYTHONPATH" not in env and env["PYTHONUNBUFFERED"] == "1"
 
 
+@pytest.mark.parametrize("python, platform, machine, wanted", [
+    ("3.9", "linux", "x86_64", ">=1.18"),   # QGIS 3.22's Python: no onnxruntime 1.24 wheels
+    ("3.10", "win32", "AMD64", ">=1.18"),
+    ("3.11", "linux", "x86_64", ">=1.24.1"),
+    ("3.12", "darwin", "arm64", ">=1.24.1"),
+    ("3.13", "win32", "AMD64", ">=1.24.1"),
+    ("3.12", "darwin", "x86_64", ">=1.18"),   # onnxruntime 1.24 has no wheels for Intel Macs
+])
+def test_the_installer_asks_for_an_onnxruntime_that_checks_external_data_where_it_can(
+        python, platform, machine, wanted):
+    """onnxruntime before 1.24 loads a model's external data from any path (a crafted model
+    read /etc/passwd as weights); ">=1.18" kept such a version wherever one was installed.
+    The markers (PEP 508) are read by packaging, the library pip evaluates them with."""
+    from packaging.requirements import Requirement
+
+    env = {"python_version": python, "sys_platform": platform, "platform_machine": machine}
+    ort = [Requirement(r) for r in backend_env.RUNTIME_REQUIREMENTS if r.startswith("onnxruntime")]
+    assert [str(r.specifier) for r in ort if r.marker is None or r.marker.evaluate(env)] == [wanted]
+
+
 def test_commands_are_quoted_for_the_shell_that_runs_them():
     """On Windows the commands shown were quoted for sh (single quotes) and joined by &&: neither
     cmd.exe nor PowerShell 5 ran them."""
