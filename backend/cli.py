@@ -314,7 +314,7 @@ def _area(km2: float, m2: bool) -> str:
 
 def _card(a: argparse.Namespace, reporter: Reporter, cancel: threading.Event) -> None:
     from .model import OnnxModel
-    model = OnnxModel(a.model, device="cpu")
+    model = OnnxModel(a.model, device="cpu", card_only=True)
     card = model.card
     if a.json:
         print(card.to_json())

@@ -202,9 +202,11 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _session_options(cuda: bool, threads: int) -> ort.SessionOptions:
+def _session_options(cuda: bool, threads: int, card_only: bool = False) -> ort.SessionOptions:
     """A session's options: ``threads`` per call (on the CPU)."""
     options = ort.SessionOptions()
+    if card_only:   # constant folding computes as the session is made: a 1.7 KB model took 2 GB
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # ORT's own warnings would bypass our JSON protocol
@@ -226,9 +228,11 @@ class OnnxModel:
     water probability (the engine sets NaN where a pixel was not valid).
     """
 
-    def __init__(self, path: str, device: str = "auto", streams: int | None = None):
+    def __init__(self, path: str, device: str = "auto", streams: int | None = None,
+                 card_only: bool = False):
         """``streams``: concurrent calls on the CPU (by default half the cores, at most
-        ``MAX_STREAMS``); CUDA runs one call at a time."""
+        ``MAX_STREAMS``); CUDA runs one call at a time. ``card_only``: for the card and the
+        graph's inputs and outputs, not to run: the graph is not optimised."""
         self.path = str(path)
         if os.path.isdir(self.path):
             raise ModelError(f"{self.path}: is a folder, not an ONNX model file")
@@ -253,7 +257,7 @@ class OnnxModel:
         # needing the slack, for 50 MB more (each call holds its own activations).
         cpu_streams = streams or max(1, min(threads // 2, MAX_STREAMS))
         self.streams = 1 if cuda else cpu_streams
-        options = _session_options(cuda, threads // self.streams)
+        options = _session_options(cuda, threads // self.streams, card_only)
         ort_log: list[str] = []
         printed = io.StringIO()   # a CUDA provider that raises as it starts: ORT print()s
         try:                      # why, then retries on the CPU; stdout is our JSON channel
@@ -294,7 +298,8 @@ class OnnxModel:
             if cpu_streams > 1:   # the CPU's concurrent calls, not CUDA's one over every core
                 self.streams = cpu_streams
                 self.session = ort.InferenceSession(
-                    self.path, _session_options(False, threads // cpu_streams), providers=[_CPU])
+                    self.path, _session_options(False, threads // cpu_streams, card_only),
+                    providers=[_CPU])
         self._check_tensors()
         self._warming: threading.Thread | None = None
         self._seen_lock = threading.Lock()   # the model pool's threads call infer at once
