@@ -1,6 +1,7 @@
 """Helpers for the backend tests: real GeoTIFFs and exact ONNX models on disk."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,6 +116,23 @@ def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProce
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def cli_peak(*args: str, timeout: float = 300) -> tuple[int, str, str, float]:
+    """``python -m backend ARGS``: its exit code, stdout, stderr and peak resident memory in
+    MB. It runs as the child of a fresh Python: Linux keeps a process's high-water mark
+    across fork (or vfork) and exec, so a child of the tests' own process (800 MB late in a
+    whole run) would count that process's memory as its own."""
+    measure = ("import json, resource, subprocess, sys\n"
+               "done = subprocess.run([sys.executable, '-m', 'backend', *sys.argv[1:]],\n"
+               "                      capture_output=True, text=True)\n"
+               "print(json.dumps([done.returncode, done.stdout, done.stderr,\n"
+               "                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n")
+    out = subprocess.run([sys.executable, "-c", measure, *args], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=timeout,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    rc, stdout, stderr, peak_kb = json.loads(out)
+    return rc, stdout, stderr, peak_kb / 1024
 
 
 def reference_smoothed(bands: np.ndarray, kernel: int = 5, pad: int = 64,

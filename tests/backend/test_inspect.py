@@ -1,8 +1,5 @@
 """``inspect``: bands, mapping, grid and units before a run, as the run itself finds them."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +10,7 @@ from backend.inspection import describe_text, inspect_inputs
 from backend.raster_io import WindowReader, gdal_env
 from backend import raster_io
 from tests.backend.areas import metres_per_degree_exact
-from tests.backend.conftest import listing, random_db, run_cli, write_raster
-from tests.conftest import REPO
+from tests.backend.conftest import cli_peak, listing, random_db, run_cli, write_raster
 
 
 def _as(values_db: np.ndarray, kind: str) -> np.ndarray:
@@ -172,7 +168,6 @@ def test_data_the_windows_miss_is_found_in_strips_read_within_the_budget(tmp_pat
                                   bands[:, valid][:, np.lexsort(bands[:, valid])])
 
 
-@pytest.mark.skipif(not hasattr(os, "wait4"), reason="measures the child's peak memory")
 def test_a_sparse_file_of_no_data_declaring_a_huge_width_is_inspected_in_little_memory(tmp_path):
     """A sparse GeoTIFF of a few KB, all no data, 400,000 px wide: inspect (which the run
     dialog runs on every layer) read strips of its whole width looking for data, 0.95 GB
@@ -185,15 +180,10 @@ def test_a_sparse_file_of_no_data_declaring_a_huge_width_is_inspected_in_little_
                        compress="deflate", bigtiff="YES") as ds:
         ds.descriptions = ("VV", "VH")
     assert src.stat().st_size < 100_000
-    with open(tmp_path / "out.json", "w+") as out:
-        child = subprocess.Popen([sys.executable, "-m", "backend", "inspect", str(src), "--json"],
-                                 cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                                 stdout=out, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(child.pid, 0)   # this child's own peak, not the session's
-        out.seek(0)
-        answer = json.load(out)
-    assert os.waitstatus_to_exitcode(status) == 0, child.stderr.read()
-    assert usage.ru_maxrss * 1024 < 400e6, f"peak {usage.ru_maxrss / 1e3:.0f} MB"
+    rc, stdout, stderr, peak = cli_peak("inspect", str(src), "--json")
+    assert rc == 0, stderr
+    assert peak < 400, f"peak {peak:.0f} MB"
+    answer = json.loads(stdout)
     assert answer["width"] == 400_000 and answer["units_detected"] is None
     assert {u["evidence"] for u in answer["units"].values()} == {"the band holds no valid pixel"}
 

@@ -1,9 +1,5 @@
 """Loading a model from a file that is not to be trusted: its external data, and the session
 `backend card` makes."""
-import json
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -13,7 +9,7 @@ from onnx.external_data_helper import convert_model_to_external_data
 
 from backend.errors import ModelError
 from backend.model import OnnxModel, external_data_refusal
-from tests.conftest import REPO
+from tests.backend.conftest import cli_peak
 from training.toy_models import threshold_model
 
 
@@ -103,18 +99,9 @@ def _folding_model(path) -> str:
 
 
 def _card_peak_mb(model: str) -> float:
-    """The peak resident memory of ``python -m backend card MODEL``, in MB (a child of a fresh
-    Python, so that no other child of the tests counts)."""
-    measure = ("import json, resource, subprocess, sys\n"
-               "done = subprocess.run([sys.executable, '-m', 'backend', 'card', sys.argv[1]],\n"
-               "                      capture_output=True, text=True)\n"
-               "print(json.dumps([done.returncode, done.stderr,\n"
-               "                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n")
-    out = subprocess.run([sys.executable, "-c", measure, model], cwd=REPO, capture_output=True,
-                         text=True, check=True, timeout=120).stdout
-    rc, stderr, peak_kb = json.loads(out)
+    rc, _, stderr, peak = cli_peak("card", model)
     assert rc == 0, stderr
-    return peak_kb / 1024
+    return peak
 
 
 def test_the_card_command_does_not_run_the_graphs_constants(tmp_path):
