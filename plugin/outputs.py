@@ -105,25 +105,6 @@ def undo_leftover(leftover: str, output: str, match: re.Match) -> list[str]:
     return done + [f"removed {leftover}, left by an interrupted run"]
 
 
-def replace_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a hidden file renamed over it: never half written."""
-    hidden = hidden_path(path)
-    try:
-        Path(hidden).write_bytes(data)
-        os.replace(hidden, path)
-    finally:
-        Path(hidden).unlink(missing_ok=True)
-
-
-def put_back(path: str, previous: bytes | None) -> None:
-    """Undo what a failed run wrote at ``path``: its earlier bytes again (whole, through
-    :func:`replace_atomically`), or no file where there was none."""
-    if previous is None:
-        Path(path).unlink(missing_ok=True)
-    else:
-        replace_atomically(path, previous)
-
-
 @contextmanager
 def written_beside(destination: str):
     """Yields the path to write ``destination`` to instead: the same file name in a hidden
@@ -172,6 +153,13 @@ def set_aside(path: str) -> str:
         return kept
     finally:
         Path(hidden).unlink(missing_ok=True)
+
+
+def put_back(path: str, aside: str) -> None:
+    """Undo what a failed run wrote at ``path``: the file :func:`set_aside` kept at
+    ``aside`` put back, or where there was none (``aside`` its marker), the one written
+    removed. Raises OSError."""
+    undo_leftover(aside, path, HIDDEN_NAME.match(os.path.basename(aside)))
 
 
 def drop_superseded(sidecar: str, mask: str) -> list[str]:

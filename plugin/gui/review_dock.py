@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +31,7 @@ from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_
                            sidecar_path, written_by_plugin)
 from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
                       private_copy, remove_layers_of, run_layer_nodes)
-from ..outputs import file_state, put_back
+from ..outputs import drop_superseded, file_state, put_back, remove_stale, set_aside
 from ..params import FinalizeParams, dataset_file, free_output_paths
 from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold, saved_hidden,
                           saved_review, saved_threshold)
@@ -88,6 +89,24 @@ def _stale_companions(path: str, polygons: str | None, fixes: str | None) -> lis
     if fixes != sidecar and written_by_plugin(sidecar):
         stale.append(sidecar)
     return stale
+
+
+def _undo_interrupted(path: str, sidecar: str) -> list[str]:
+    """Undo what an Accept to the mask at ``path`` left when QGIS died while its backend
+    ran (the dock's own failure path undoes it otherwise): the backend's hidden files, then
+    the corrections at ``sidecar`` it set aside, put back unless the mask is the one made
+    from the polygons there. What was done, in words."""
+    return remove_stale(path) + drop_superseded(sidecar, path) + remove_stale(sidecar)
+
+
+def _settle(fixes: str, aside: str, ok: bool) -> None:
+    """The corrections set aside at ``aside``: dropped once the backend burnt the ones at
+    ``fixes`` in, put back otherwise."""
+    with suppress(OSError):   # a kept copy left is put back by the next Accept to the mask
+        if ok:
+            os.remove(aside)
+        else:
+            put_back(fixes, aside)
 
 
 def _remove_stale(stale: list[str]) -> tuple[str, bool]:
@@ -718,6 +737,9 @@ class ReviewDock(QgsDockWidget):
             sidecar, _, kept = sidecar_path(path, fixes_layer.source().split("|")[0])
             fixes = str(sidecar)
             kept = kept and f"{kept}; the corrections went to {fixes}"
+        default_sidecar = str(Path(path).with_suffix(".corrections.geojson"))
+        undone = _undo_interrupted(path, fixes or default_sidecar)
+        kept = "; ".join(filter(None, [kept, *undone])) or None
         existing = [p for p in (path, polygons, fixes) if p and Path(p).exists()]
         stale = [f for f in _stale_companions(path, polygons, fixes)
                  if os.path.realpath(f) not in in_use]
@@ -730,13 +752,18 @@ class ReviewDock(QgsDockWidget):
             self.show_status("Accept: nothing written: the review changed while the question was "
                              "open; check it and accept again", error=True)
             return
-        try:
-            # a failed Accept puts back the corrections file that was there (or none)
-            previous = Path(fixes).read_bytes() if fixes and Path(fixes).is_file() else None
-        except OSError as exc:   # the corrections file there, kept to put back
-            self.show_status(f"Accept failed: {fixes}: cannot be read ({exc.strerror or exc})",
-                             error=True)
-            return
+        aside = None
+        if fixes:
+            # the backend reads them at their final name: what is there is kept aside until
+            # it has burnt them in (after a kill, for the next Accept: _undo_interrupted)
+            try:
+                aside = set_aside(fixes)
+            except OSError as exc:
+                if Path(fixes).exists():
+                    self.show_status(f"Accept failed: {fixes}: cannot be kept while the run "
+                                     f"replaces it ({exc.strerror or exc})", error=True)
+                    return
+                # none there to keep, and no marker in that folder: writing them fails, saying why
         review = f"accepted in the QGIS review dock at threshold {threshold_text}"
         tags = {"SARFLOOD_REVIEW": review}
         params = FinalizeParams(p.probability, threshold, path, tags,
@@ -748,12 +775,8 @@ class ReviewDock(QgsDockWidget):
             task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
                                        lambda outcome: self._accepted(outcome, path, polygons,
                                                                       started, kept, stale))
-            if fixes:
-                def undo(outcome: Outcome) -> None:   # apart from the dock: after an unload too
-                    if not outcome.ok:
-                        put_back(fixes, previous)
-
-                task.done.connect(undo)
+            if aside:   # apart from the dock: after an unload too
+                task.done.connect(lambda outcome: _settle(fixes, aside, outcome.ok))
 
         if fixes_layer is None:
             finalize()
@@ -761,6 +784,8 @@ class ReviewDock(QgsDockWidget):
 
         def written(error: str | None) -> None:
             if error is not None:   # (written whole or not at all: the file there is kept)
+                if aside:
+                    _settle(fixes, aside, False)
                 self.accept_button.setEnabled(self._reviewable())
                 self.show_status(f"Accept failed: {error}", error=True)
                 return
@@ -772,9 +797,9 @@ class ReviewDock(QgsDockWidget):
         task = CorrectionsTask(private_copy(fixes_layer, crs=run.layers.mask.crs()),
                                f"Corrections layer '{fixes_layer.name()}'", fixes)
 
-        def abandoned(error: str | None) -> None:   # unloaded meanwhile: no Accept follows
-            if error is None and (sip.isdeleted(self) or self._unloading):
-                put_back(fixes, previous)
+        def abandoned(_error: str | None) -> None:   # unloaded meanwhile: no Accept follows
+            if aside and (sip.isdeleted(self) or self._unloading):
+                _settle(fixes, aside, False)
 
         task.done.connect(abandoned)
         self._start_task(task, written)
