@@ -159,6 +159,8 @@ class ReviewDock(QgsDockWidget):
         layout = QVBoxLayout(body)
         self.title = QLabel("No run yet: map flood water first.")
         self.title.setWordWrap(True)
+        # what a model card, a project or the backend says, never rendered as HTML
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
         layout.addWidget(self.title)
         layout.addWidget(self._threshold_box())
         layout.addWidget(self._display_box())
@@ -166,6 +168,7 @@ class ReviewDock(QgsDockWidget):
         layout.addWidget(self._accept_box())
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status)
         layout.addStretch()

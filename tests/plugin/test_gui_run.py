@@ -441,6 +441,8 @@ def test_a_model_cards_words_are_shown_as_text_not_as_html(plugin, qgis_iface, q
     assert "<a " not in summary
     assert name in dialog.status.text()
     assert dialog.status.textFormat() == Qt.TextFormat.PlainText
+    dock = plugin.controller.dock   # its title comes from the layer's name, or a saved project
+    assert dock.title.textFormat() == dock.status.textFormat() == Qt.TextFormat.PlainText
     wait_for_tasks(qtbot)
 
 
