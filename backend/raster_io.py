@@ -360,6 +360,7 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str], overwrite: 
         _check_name_length(path, folder, kind)
 
 
+_NAME_MAX = 255   # characters of a name on NTFS, where os.pathconf does not exist
 # what temporary_path adds to an output's name: ".", ".<pid>-<8 hex>.sarflood-kept", ".aux.xml"
 _HIDDEN_EXTRA = 1 + len(".4194304-00000000.sarflood-kept") + len(".aux.xml")
 
@@ -368,8 +369,9 @@ def _check_name_length(path: str, folder: str, kind: str) -> None:
     """The hidden files written beside an output carry its whole name (the plugin puts a
     killed run's outputs back by it): a name within the folder's limit but not with them
     failed mid-run as an internal error."""
+    pathconf = getattr(os, "pathconf", None)   # Unix only: Windows runs died on its absence
     try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
+        limit = pathconf(folder, "PC_NAME_MAX") if pathconf else _NAME_MAX
     except (OSError, ValueError):
         return
     longest = limit - _HIDDEN_EXTRA

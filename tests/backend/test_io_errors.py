@@ -834,3 +834,13 @@ def test_an_output_name_too_long_for_its_hidden_files_is_refused_first(out, mode
     longest = out / ("a" * (limit - 4) + ".tif")
     predict(PredictOptions([good], mask=str(longest), model=models["threshold"]))
     assert listing(out) == [longest.name]
+
+
+def test_outputs_are_checked_where_os_has_no_pathconf(out, models, good, monkeypatch):
+    """os.pathconf is Unix only: on Windows every run that writes a file died on its absence
+    (an internal error, AttributeError) before doing anything. NTFS takes 255 characters."""
+    monkeypatch.delattr(os, "pathconf")
+    predict(PredictOptions([good], mask=str(out / "m.tif"), model=models["threshold"]))
+    assert listing(out) == ["m.tif"]
+    with pytest.raises(OutputError, match="the mask output's name is too long: at most 215 bytes"):
+        predict(PredictOptions([good], mask=str(out / ("a" * 250 + ".tif")), model=models["threshold"]))
