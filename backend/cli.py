@@ -11,6 +11,7 @@ partial output left behind).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from . import __version__
 from .errors import (EXIT_CANCELLED, EXIT_ERROR, BackendError, Cancelled, UsageError,
@@ -434,24 +436,33 @@ def _attach_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
-def _find_wheel_proj_data() -> None:
-    """Point PROJ at the database rasterio's wheel carries, unless the user chose one.
+def _use_wheel_data() -> None:
+    """A rasterio wheel carries its own GDAL and PROJ and their data: point them at it,
+    whatever the environment says, before rasterio is imported.
 
-    rasterio gives it to the PROJ contexts it sets up, but GDAL's GeoTIFF driver reading a
+    QGIS on Windows runs with PROJ_LIB/PROJ_DATA, GDAL_DATA and GDAL_DRIVER_PATH of its own
+    GDAL and PROJ, which its children inherit: a wheel's PROJ then read QGIS's older proj.db
+    (here Debian's, PROJ 9.1: "extent CRS 'EPSG:4326' is not a CRS rasterio understands"),
+    and a wheel's GDAL, which has no driver plugins, tried to load QGIS's. And rasterio gives
+    the wheel's proj.db to the PROJ contexts it sets up, but GDAL's GeoTIFF driver reading a
     CRS in other units than metres (km) asked PROJ elsewhere and printed "Cannot find
-    proj.db" on stderr, several times a run. A rasterio built on the system's GDAL has no
-    wheel data and its PROJ finds its own."""
-    if "PROJ_DATA" in os.environ or "PROJ_LIB" in os.environ:
+    proj.db". A rasterio built on the system's GDAL has no wheel data: the environment's
+    stays."""
+    spec = importlib.util.find_spec("rasterio")
+    if spec is None or not spec.submodule_search_locations:
         return
-    from rasterio.env import PROJDataFinder
-    path = PROJDataFinder().search_wheel()
-    if path:
-        os.environ["PROJ_DATA"] = path
+    root = Path(next(iter(spec.submodule_search_locations)))
+    if (root / "proj_data" / "proj.db").is_file():
+        os.environ["PROJ_DATA"] = str(root / "proj_data")
+        os.environ.pop("PROJ_LIB", None)   # older PROJ reads it first
+    if (root / "gdal_data").is_dir():
+        os.environ["GDAL_DATA"] = str(root / "gdal_data")
+        os.environ.pop("GDAL_DRIVER_PATH", None)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    _find_wheel_proj_data()
+    _use_wheel_data()
     _Parser.json_errors = _asks_for_json(argv)
     args = build_parser().parse_args(_attach_negative_values(argv))
     keep_freed_memory()

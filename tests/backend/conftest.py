@@ -111,9 +111,11 @@ def models(tmp_path_factory) -> dict[str, str]:
     return out
 
 
-def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """``python -m backend ARGS`` from the repository root, as the plugin runs it."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
+            **kw) -> subprocess.CompletedProcess:
+    """``python -m backend ARGS`` from the repository root, as the plugin runs it; ``env``
+    adds to the tests' environment."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "backend", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout, **kw)
 

@@ -164,6 +164,24 @@ def test_an_extent_west_of_greenwich_is_given_as_documented(tmp_path, models):
         assert (ds.width, ds.height) == (20, 30)
 
 
+def test_the_wheels_own_proj_and_gdal_data_win_over_an_inherited_environment(tmp_path, models):
+    """QGIS (on Windows) runs with PROJ_LIB/PROJ_DATA and GDAL_DRIVER_PATH of its own PROJ and
+    GDAL, which the backend inherits: the wheel's PROJ read that other proj.db and knew no
+    EPSG code ("extent CRS 'EPSG:4326' is not a CRS rasterio understands")."""
+    other = tmp_path / "qgis_proj"
+    other.mkdir()
+    (other / "proj.db").write_bytes(b"not the wheel's database")
+    bands = random_db((60, 50))
+    src = write_raster(tmp_path / "s.tif", bands)   # UTM 30N
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model", models["threshold"],
+                "--extent=-3.0,45.1,-2.99,45.2", "--extent-crs", "EPSG:4326",
+                env={"PROJ_DATA": str(other), "PROJ_LIB": str(other),
+                     "GDAL_DRIVER_PATH": str(tmp_path / "plugins")})
+    assert "not a CRS rasterio understands" not in p.stderr, p.stderr
+    assert "does not overlap the raster" in p.stderr   # the extent was read in EPSG:4326
+    assert "proj.db" not in p.stderr
+
+
 def test_bar_and_none_print_no_result_document_and_stats_json_does(tmp_path, src, models):
     mask = tmp_path / "m.tif"
     bar = run_cli("predict", src, "--mask", str(mask), "--model", models["threshold"])
