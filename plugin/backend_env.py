@@ -77,6 +77,9 @@ _PROBE_SNIPPET = (
 )
 
 
+# A console program started from QGIS, a GUI program, gets a console window of its own on
+# Windows (closing it ends the program) unless asked not to: QProcess asks, subprocess not.
+NO_WINDOW = {"creationflags": subprocess.CREATE_NO_WINDOW} if os.name == "nt" else {}
 # The commands shown run in cmd.exe on Windows: PowerShell takes no quoted program path.
 TERMINAL = "a Command Prompt (cmd.exe)" if os.name == "nt" else "a terminal"
 FIX_WITH = f"Fix it in {TERMINAL} with:" if os.name == "nt" else "Fix it with:"
@@ -96,6 +99,13 @@ def _cmd_quote(arg: str) -> str:
     return f'"{quoted}"' if _CMD_SPECIAL & set(arg) and not quoted.startswith('"') else quoted
 
 
+def in_folder(folder: str, argv: list[str], windows: bool = os.name == "nt") -> str:
+    """``argv`` run in ``folder``, as one line to paste: cmd.exe's cd changes the drive only
+    with /d (a prompt on D: stayed there, and the run found no backend module)."""
+    cd = ["cd", "/d"] if windows else ["cd"]
+    return f"{' '.join(cd)} {shell_join([folder], windows)} && {shell_join(argv, windows)}"
+
+
 def shell_lines(steps: list[list[str]], windows: bool = os.name == "nt") -> str:
     """Commands to run one after the other: joined by && for sh, so that none runs after a
     failure; one per line on Windows (PowerShell 5 has no &&)."""
@@ -107,12 +117,14 @@ def child_env() -> dict[str, str]:
 
     QGIS may set PYTHONHOME/PYTHONPATH for its embedded Python; another interpreter
     must not inherit them (they would mix two Pythons' packages). Unbuffered output
-    lets the JSON progress lines arrive as they are written. The fault handler prints
+    lets the JSON progress lines arrive as they are written, UTF-8 as they are read. The fault handler prints
     the Python stack of a crash (a segfault in a native library) to stderr, which goes
     to the log: without it a crash left nothing to report.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
     env["PYTHONUNBUFFERED"] = "1"
+    # the pipes are read as UTF-8; on Windows a child writes them in the ANSI code page
+    env["PYTHONIOENCODING"] = "utf-8"
     env["PYTHONFAULTHANDLER"] = "1"
     return env
 
@@ -188,7 +200,7 @@ def check_python(python: str, timeout_s: float = 120.0) -> Check:
     try:
         done = subprocess.run([python, "-"], input=_CHECK_SNIPPET, capture_output=True, text=True,
                               errors="replace", timeout=timeout_s, env=child_env(),
-                              cwd=str(PLUGIN_ROOT))
+                              cwd=str(PLUGIN_ROOT), **NO_WINDOW)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return _all_fail(f"{python} could not be run ({exc})")
     try:
@@ -320,7 +332,7 @@ def probe(python: str) -> Probe | None:
         return None
     try:
         done = subprocess.run([python, "-I", "-c", _PROBE_SNIPPET], capture_output=True, text=True,
-                              errors="replace", timeout=60, env=child_env())
+                              errors="replace", timeout=60, env=child_env(), **NO_WINDOW)
         return Probe(**json.loads(done.stdout))
     except (OSError, subprocess.TimeoutExpired, TypeError, ValueError):
         return None

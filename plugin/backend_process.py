@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .backend_env import PLUGIN_ROOT, Interpreter, child_env, shell_join
+from .backend_env import NO_WINDOW, PLUGIN_ROOT, Interpreter, child_env, in_folder
 from .outputs import HIDDEN_NAME, undo_leftover
 
 EXIT_CANCELLED = 130
@@ -109,7 +109,7 @@ def _die_with_parent() -> None:   # in the child, before exec
 
 
 # how the child is started: signals go to its process group (BackendProcess._stop)
-_OWN_GROUP = ({} if os.name == "nt" else
+_OWN_GROUP = (NO_WINDOW if os.name == "nt" else
               {"start_new_session": True,
                "preexec_fn": _die_with_parent if _PRCTL is not None else None})
 
@@ -179,7 +179,7 @@ class BackendProcess:
     @property
     def command(self) -> str:
         """The run as one line to paste in a terminal (sh, or cmd.exe on Windows)."""
-        return f"cd {shell_join([str(PLUGIN_ROOT)])} && {shell_join(self.argv)}"
+        return in_folder(str(PLUGIN_ROOT), self.argv)
 
     @property
     def pid(self) -> int | None:
@@ -459,7 +459,7 @@ def query_json(interpreter: Interpreter, args: list[str], timeout_s: float = 60.
     try:
         done = subprocess.run([interpreter.path, "-m", "backend", *args], cwd=str(PLUGIN_ROOT),
                               env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                              encoding="utf-8", errors="replace", timeout=timeout_s)
+                              encoding="utf-8", errors="replace", timeout=timeout_s, **NO_WINDOW)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise QueryError(f"backend {args[0]}: {exc}") from None
     if done.returncode != 0:

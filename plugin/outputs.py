@@ -167,6 +167,8 @@ def drop_superseded(sidecar: str, mask: str) -> list[str]:
     ``sidecar``: the mask, newer than the polygons there, was burnt from them, so the
     earlier polygons (or the mark that there were none) are removed rather than put back
     by :func:`remove_stale`. What was done, in words."""
+    if os.name == "nt":   # as remove_stale: os.kill(pid, 0) would end the process there
+        return []
     written, polygons = file_state(mask), file_state(sidecar)
     if written is None or polygons is None or written[0] <= polygons[0]:
         return []

@@ -195,6 +195,11 @@ def test_commands_are_quoted_for_the_shell_that_runs_them():
     assert backend_env.shell_lines(steps, windows=True) == (
         f'"{base}" -m venv --clear "{venv}"\n'
         f'"{venv}\\Scripts\\python.exe" -m pip install "numpy>=1.24" rasterio')   # > redirects in cmd
+    # a run's command, pasted at a prompt on another drive: cmd.exe's cd needs /d for the drive
+    assert backend_env.in_folder(r"C:\plugins\sarflood", [base, "-m", "backend"], windows=True) == (
+        f'cd /d C:\\plugins\\sarflood && "{base}" -m backend')
+    assert backend_env.in_folder("/p/sarflood", ["python3", "-m", "backend"], windows=False) == (
+        "cd /p/sarflood && python3 -m backend")
     posix = backend_env.shell_lines(steps, windows=False)
     assert posix == " && ".join(map(shlex.join, steps)) and "'numpy>=1.24'" in posix
     assert [shlex.split(line) for line in posix.split(" && ")] == steps
