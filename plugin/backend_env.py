@@ -162,11 +162,21 @@ def venv_python(venv_dir: Path) -> Path:
 
 
 def system_python() -> str | None:
-    """The Python QGIS was built on (inside QGIS, sys.executable is QGIS itself)."""
-    exe = "python.exe" if os.name == "nt" else "bin/python3"
-    candidate = Path(sys.base_prefix) / exe
-    if candidate.is_file():
-        return str(candidate)
+    """The Python QGIS was built on (inside QGIS, sys.executable is QGIS itself). QGIS.app
+    (macOS, 3.44 on) keeps it beside the QGIS binary, as Contents/MacOS/bin/python3.12 with
+    no python3, its prefix being Contents/Frameworks; and PATH's python3 of an app started
+    from Finder is /usr/bin/python3, Apple's developer-tools shim, not QGIS's Python."""
+    if os.name == "nt":
+        candidates = [Path(sys.base_prefix) / "python.exe"]
+    else:
+        names = ("python3", f"python3.{sys.version_info.minor}")
+        folders = [Path(sys.base_prefix) / "bin"]
+        if sys.platform == "darwin":
+            folders += [Path(sys.executable).parent, Path(sys.executable).parent / "bin"]
+        candidates = [folder / name for folder in folders for name in names]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
     return shutil.which("python" if os.name == "nt" else "python3")
 
 

@@ -203,3 +203,21 @@ def test_commands_are_quoted_for_the_shell_that_runs_them():
     posix = backend_env.shell_lines(steps, windows=False)
     assert posix == " && ".join(map(shlex.join, steps)) and "'numpy>=1.24'" in posix
     assert [shlex.split(line) for line in posix.split(" && ")] == steps
+
+
+def test_qgis_apps_own_python_is_found_on_macos(tmp_path, monkeypatch):
+    """QGIS.app 3.44+ keeps its Python as Contents/MacOS/bin/python3.N (no python3) with its
+    prefix in Contents/Frameworks: the plugin fell back to PATH's python3, which for an app
+    started from Finder is Apple's developer-tools shim. (macOS's layout, laid out here: no
+    Mac runs these tests.)"""
+    import sys
+
+    contents = tmp_path / "QGIS.app" / "Contents"
+    python = contents / "MacOS" / "bin" / f"python3.{sys.version_info.minor}"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    (contents / "Frameworks" / "lib").mkdir(parents=True)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(sys, "executable", str(contents / "MacOS" / "QGIS"))
+    monkeypatch.setattr(sys, "base_prefix", str(contents / "Frameworks"))
+    assert backend_env.system_python() == str(python)
