@@ -7,6 +7,13 @@ one ``error``. Exit codes: 0 done, 1 an error (one line naming the file and the
 problem; one the backend did not foresee, a bug, also prints its traceback on
 stderr), 2 a usage error from argparse, 130 cancelled (Ctrl-C or SIGTERM, with no
 partial output left behind).
+
+With ``SARFLOOD_PARENT_PIPE=1`` in the environment (the QGIS plugin sets it, and gives a
+pipe as stdin that it never writes), the end of stdin is a cancel, as SIGTERM is: the
+plugin closes the pipe to cancel, and the OS closes it when the plugin's process dies.
+This works on every OS (Windows sends no signal a handler sees, macOS has no death signal)
+and through a launcher between the two (a Windows venv's python.exe). Without it stdin
+is never read: Ctrl-D at a terminal, or a closed stdin, cancels nothing.
 """
 from __future__ import annotations
 
@@ -408,6 +415,27 @@ def _install_signals(cancel: threading.Event, reporter: Callable[[], Reporter]) 
     signal.signal(signal.SIGTERM, handler)
 
 
+PARENT_PIPE = "SARFLOOD_PARENT_PIPE"
+
+
+def _watch_parent_pipe() -> None:
+    """With ``SARFLOOD_PARENT_PIPE=1``: a thread that reads stdin to its end (or a read
+    error: a broken pipe), then cancels the run as a SIGTERM does, through the handler of
+    :func:`_install_signals`, which Python runs in the main thread."""
+    if os.environ.get(PARENT_PIPE) != "1":
+        return
+
+    def wait_for_the_end() -> None:
+        try:
+            while os.read(0, 4096):
+                pass   # the plugin writes nothing; whatever comes is not a cancel
+        except OSError:
+            pass
+        signal.raise_signal(signal.SIGTERM)
+
+    threading.Thread(target=wait_for_the_end, name="parent pipe", daemon=True).start()
+
+
 def _check_names(args: argparse.Namespace) -> None:
     """UsageError for a file name that is not UTF-8 (Latin-1 bytes from an old archive,
     say): GDAL takes UTF-8 names only, and it failed deep inside rasterio."""
@@ -472,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     # the run with a bare traceback and no error line (one before it: a silent cancel)
     reporter: Reporter = Reporter()
     _install_signals(cancel, lambda: reporter)   # kept to the end: a late signal is a warning
+    _watch_parent_pipe()   # after the handlers: before them, its SIGTERM ends the process
     reporter = make_reporter(args.progress)
     func: Callable = args.func
     try:

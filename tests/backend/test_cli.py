@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -346,8 +347,9 @@ def test_the_venvs_python_runs_the_cli_from_any_folder(tmp_path, src):
     assert (tmp_path / "m.tif").exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_run_leaves_no_partial_output(tmp_path, models, sig):
+def _predict_mid_run(tmp_path, models, **popen) -> tuple[subprocess.Popen, Path]:
+    """A ``predict`` of several seconds, running and writing, over the user's old mask in
+    the folder it returns."""
     src = write_raster(tmp_path / "in.tif", random_db((1024, 1024)))
     out = tmp_path / "out"
     out.mkdir()
@@ -357,7 +359,7 @@ def test_signal_mid_run_leaves_no_partial_output(tmp_path, models, sig):
         [sys.executable, "-m", "backend", "predict", src, "--mask", str(out / "m.tif"),
          "--probability", str(out / "p.tif"), "--model", models["threshold"], "--tta",
          "--tile-size", "16", "--batch-size", "1", "--overwrite", "--progress", "json"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     seen = []
     for line in proc.stdout:
         seen.append(json.loads(line))
@@ -365,13 +367,44 @@ def test_signal_mid_run_leaves_no_partial_output(tmp_path, models, sig):
             break
     assert 0 < seen[-1]["fraction"] < 0.5, "the run must be cancelled mid-way"
     assert any(name.endswith("sarflood-tmp") for name in listing(out)), "it is writing"
-    proc.send_signal(sig)
+    return proc, out
+
+
+def _assert_cancelled_cleanly(proc: subprocess.Popen, out: Path) -> None:
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130
     last = events(rest)[-1]
     assert last["event"] == "error" and last["kind"] == "Cancelled"
     assert listing(out) == ["m.tif"]
     assert (out / "m.tif").read_text() == "the user's old mask"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run_leaves_no_partial_output(tmp_path, models, sig):
+    proc, out = _predict_mid_run(tmp_path, models)
+    proc.send_signal(sig)
+    _assert_cancelled_cleanly(proc, out)
+
+
+def test_the_end_of_the_plugins_stdin_is_a_cancel(tmp_path, models):
+    """The plugin cancels by closing the backend's stdin, and the OS closes it when QGIS
+    dies: on Windows cancel was a hard kill that left the partial outputs, and on macOS
+    and Windows a backend whose QGIS had died ran on to the end. Only with
+    SARFLOOD_PARENT_PIPE=1: a closed stdin (Ctrl-D at a terminal) cancels nothing."""
+    read, write = os.pipe()   # communicate() flushes a Popen's stdin, closed or not
+    try:
+        proc, out = _predict_mid_run(tmp_path, models, stdin=read,
+                                     env={**os.environ, "SARFLOOD_PARENT_PIPE": "1"})
+    finally:
+        os.close(read)
+    os.close(write)
+    _assert_cancelled_cleanly(proc, out)
+    p = subprocess.run([sys.executable, "-m", "backend", "predict", tmp_path / "in.tif",
+                        "--mask", tmp_path / "m.tif", "--model", models["threshold"], "--progress",
+                        "json"], cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert events(p.stdout)[-1]["event"] == "result"
 
 
 def test_bench_json(tmp_path):
