@@ -8,9 +8,13 @@ which already run in worker threads, drive it with the same code:
 
 Two reader threads drain stdout (JSON events) and stderr (kept for error
 messages), so the child never stalls on a full pipe; both are read as UTF-8 whatever
-the locale, a byte that is not (GDAL and PROJ print raw paths) replaced. Cancel sends
-SIGTERM, on which the backend removes its temporary files and exits with 130; a child
-that does not stop within the grace period is killed, and what it left is removed here.
+the locale, a byte that is not (GDAL and PROJ print raw paths) replaced. The child's
+stdin is a pipe kept open for the run and never written (``SARFLOOD_PARENT_PIPE=1``):
+Cancel closes it, on which the backend cancels as on SIGTERM, removes its temporary
+files and exits with 130, on every OS and through the launcher of a Windows venv; and
+the OS closes it when QGIS dies, so a backend does not run on unseen. A child that has
+not stopped halfway through the grace period gets SIGTERM (POSIX), one that has not at
+its end is killed, and what it left is removed here.
 On POSIX the child leads a process group of its own, and the signals go to the group:
 a wrapper script set as the backend's Python that runs it without exec is stopped
 with the backend, not instead of it.
@@ -108,6 +112,9 @@ def _die_with_parent() -> None:   # in the child, before exec
     _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
+# the backend cancels at the end of its stdin (backend.cli): Cancel, or QGIS gone; a query
+# (query_json) has none
+_PARENT_PIPE = {"SARFLOOD_PARENT_PIPE": "1"}
 # how the child is started: signals go to its process group (BackendProcess._stop)
 _OWN_GROUP = (NO_WINDOW if os.name == "nt" else
               {"start_new_session": True,
@@ -232,9 +239,9 @@ class BackendProcess:
         start = time.monotonic()
         try:
             self._proc = subprocess.Popen(
-                self.argv, cwd=str(PLUGIN_ROOT), env=child_env(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
-                errors="replace", bufsize=1, **_OWN_GROUP)
+                self.argv, cwd=str(PLUGIN_ROOT), env={**child_env(), **_PARENT_PIPE},
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                encoding="utf-8", errors="replace", bufsize=1, **_OWN_GROUP)
         except OSError as exc:
             outcome.error = f"could not start the backend with {self.interpreter.path}: {exc}"
             return outcome
@@ -268,7 +275,7 @@ class BackendProcess:
                 self._remove_leftovers(pid)
         for reader in readers:
             reader.join(timeout=5)
-        for stream in (self._proc.stdout, self._proc.stderr):
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
             stream.close()
         outcome.stderr = self._kept()
         outcome.seconds = time.monotonic() - start
@@ -291,8 +298,7 @@ class BackendProcess:
 
     def _remove_leftovers(self, pid: int) -> None:
         """What a child that was killed left (it cleans up after itself otherwise): the
-        grace period ran out, the OOM killer struck, or on Windows, where terminate() is
-        TerminateProcess, any cancel.
+        grace period ran out, or the OOM killer struck.
 
         The backend names them ``.<name>.<pid>-<hex>.sarflood-<kind>`` in each output's
         folder (``backend.raster_io.temporary_path``); the process id keeps those of other
@@ -314,24 +320,30 @@ class BackendProcess:
                     pass  # gone already, or not ours to remove
 
     def _stop(self) -> None:
-        """SIGTERM (the backend cleans up), then kill what has not exited in time: on POSIX
-        the child's process group, the backend with a wrapper that started it."""
+        """Close the child's stdin: the backend cancels and cleans up. On POSIX, SIGTERM
+        halfway through the grace period (to the backend a second cancel: it stops at once,
+        still cleaning up), then kill what has not exited at its end: the child's process
+        group, the backend with a wrapper that started it. On Windows, where terminate()
+        is TerminateProcess and no one cleans up, only at the end."""
         proc = self._proc
+        proc.stdin.close()
         if os.name == "nt":
-            if proc.poll() is None:
+            try:
+                proc.wait(timeout=self.grace_s)
+            except subprocess.TimeoutExpired:
                 proc.terminate()
-                try:
-                    proc.wait(timeout=self.grace_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
             return
-        self._signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
+        start = time.monotonic()
+        signalled = False
         while self._group_alive():
-            if time.monotonic() > deadline:
+            waited = time.monotonic() - start
+            if waited > self.grace_s:
                 self._pids |= self._group_members()
                 self._signal_group(signal.SIGKILL)
                 return
+            if waited > self.grace_s / 2 and not signalled:
+                self._signal_group(signal.SIGTERM)
+                signalled = True
             time.sleep(0.05)
 
     def _signal_group(self, number: int) -> None:

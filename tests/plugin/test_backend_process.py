@@ -413,3 +413,74 @@ def test_a_quick_query_reads_bytes_that_are_not_utf8(tmp_path):
     """)
     with pytest.raises(QueryError, match="^/data/caf\ufffd/model.onnx: not an ONNX model$"):
         query_json(python, ["card", "model.onnx", "--json"])
+
+
+def _long_run(folder, models) -> list[str]:
+    """The arguments of a ``predict`` of several seconds (tiny tiles under TTA: thousands
+    of model calls) into ``folder``/out."""
+    import numpy as np
+
+    from .conftest import write_raster
+
+    vv = np.random.default_rng(0).normal(-15, 5, (1024, 1024)).astype(np.float32)
+    scene = write_raster(folder / "scene.tif", [vv, vv - 7], descriptions=["VV", "VH"])
+    out = folder / "out"
+    out.mkdir()
+    return ["predict", str(scene), "--mask", str(out / "m.tif"), "--probability",
+            str(out / "p.tif"), "--model", str(models["threshold"]), "--tta",
+            "--tile-size", "16", "--batch-size", "1"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the launcher's session: POSIX")
+def test_cancel_reaches_the_backend_past_a_launcher(tmp_path, models):
+    """A Windows venv's python.exe is a launcher that runs the real Python as its child, and
+    Cancel was TerminateProcess of the launcher: the backend never cleaned up, and its
+    hidden partial files stayed. Closing stdin reaches the backend past the launcher;
+    here the launcher puts it in a session of its own, which no signal to the launcher's
+    process group reaches."""
+    from sarflood.plugin.backend_env import Interpreter, find_interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(f"#!{sys.executable}\nimport subprocess, sys\nsys.exit(subprocess.call("
+                        f"[{find_interpreter().path!r}, *sys.argv[1:]], start_new_session=True))\n")
+    launcher.chmod(0o755)
+    out = tmp_path / "out"
+    run = BackendProcess(Interpreter(str(launcher), "setting"), _long_run(tmp_path, models),
+                         grace_s=60)
+    seen = []
+
+    def writing():   # polled by the run loop between events
+        return bool(seen) and any(out.glob(".*.sarflood-tmp"))
+
+    outcome = run.run(seen.append, writing)
+    assert outcome.cancelled and outcome.returncode == 130, outcome
+    assert outcome.error_kind == "Cancelled" and outcome.result is None
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGKILL: POSIX")
+def test_the_backend_stops_when_qgis_dies_without_a_death_signal(tmp_path, models):
+    """macOS has no PR_SET_PDEATHSIG, and on Windows nothing ties the backend to QGIS: a
+    backend whose QGIS crashed ran on to the end, writing outputs nobody saw (an Accept
+    replaced the final mask). The OS closes its stdin then; the Linux hook is left out."""
+    out = tmp_path / "out"
+    qgis = tmp_path / "qgis.py"
+    qgis.write_text(f"""import os, signal, sys
+sys.path.insert(0, {str(PLUGINS_DIR)!r})
+from pathlib import Path
+from sarflood.plugin import backend_process
+from sarflood.plugin.backend_env import find_interpreter
+backend_process._OWN_GROUP = {{"start_new_session": True}}   # no PR_SET_PDEATHSIG
+run = backend_process.BackendProcess(find_interpreter(), {_long_run(tmp_path, models)!r})
+def crash_once_writing(event):
+    if event.get("event") == "progress" and any(Path({str(out)!r}).glob(".*.sarflood-tmp")):
+        os.kill(os.getpid(), signal.SIGKILL)
+run.run(crash_once_writing)
+""")
+    assert subprocess.run([sys.executable, str(qgis)], timeout=120).returncode == -signal.SIGKILL
+    for _ in range(1200):   # the hidden files go as the run ends: cancelled, or complete
+        if not list(out.glob(".*")):
+            break
+        time.sleep(0.1)
+    assert list(out.iterdir()) == []
