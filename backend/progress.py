@@ -2,7 +2,7 @@
 
 The JSON-lines protocol (``--progress json``), one object per line on stdout::
 
-    {"event": "start", "protocol": 1}          (always the first line)
+    {"event": "start", "protocol": 1, "pid": 4242}   (always the first line)
     {"event": "progress", "fraction": 0.42, "stage": "predict"}
     {"event": "info", "message": "..."}
     {"event": "warning", "message": "..."}
@@ -10,7 +10,9 @@ The JSON-lines protocol (``--progress json``), one object per line on stdout::
     {"event": "error", "message": "...", "kind": "InputError"}
 
 ``result`` is sent once, on success, as the last line; ``error`` is sent once,
-on failure, as the last line. Nothing else is written to stdout in this mode.
+on failure, as the last line. Nothing else is written to stdout in this mode. ``pid`` is
+the backend's own process id, which names its hidden partial files: behind a launcher (a
+Windows venv's python.exe) it is not the process its parent started.
 """
 from __future__ import annotations
 
@@ -85,7 +87,7 @@ class JsonReporter(Reporter):
         self.stream = stream or sys.stdout
         self.min_interval_s = min_interval_s
         self._last = -1.0
-        self._emit({"event": "start", "protocol": PROTOCOL_VERSION})
+        self._emit({"event": "start", "protocol": PROTOCOL_VERSION, "pid": os.getpid()})
 
     def _emit(self, doc: dict[str, Any]) -> None:
         with self._output():

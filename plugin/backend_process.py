@@ -286,6 +286,8 @@ class BackendProcess:
         kind = event.get("event")
         if "message" in event:
             event = {**event, "message": in_qgis_words(str(event["message"]), self.processing)}
+        if kind == "start" and isinstance(event.get("pid"), int):
+            self._pids.add(event["pid"])   # behind a launcher, not the process started
         if kind == "result":
             outcome.result = {k: v for k, v in event.items() if k != "event"}
         elif kind == "error":

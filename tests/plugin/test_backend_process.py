@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -456,6 +457,34 @@ def test_cancel_reaches_the_backend_past_a_launcher(tmp_path, models):
     outcome = run.run(seen.append, writing)
     assert outcome.cancelled and outcome.returncode == 130, outcome
     assert outcome.error_kind == "Cancelled" and outcome.result is None
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a process's children: /proc")
+def test_a_killed_backends_leftovers_are_found_past_a_launcher(tmp_path, models):
+    """The backend names its hidden partial files by its own pid, and the plugin looked them
+    up by the pid of the process it started: behind a launcher (a Windows venv's python.exe)
+    a backend killed mid-write left them for good. Its start event now gives its pid."""
+    from sarflood.plugin.backend_env import Interpreter, find_interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(f"#!{sys.executable}\nimport subprocess, sys\nsys.exit(subprocess.call("
+                        f"[{find_interpreter().path!r}, *sys.argv[1:]], start_new_session=True))\n")
+    launcher.chmod(0o755)
+    out = tmp_path / "out"
+    run = BackendProcess(Interpreter(str(launcher), "setting"), _long_run(tmp_path, models))
+    killed = []
+
+    def kill_once_writing(event):   # the OOM killer, say
+        if not killed and any(out.glob(".*.sarflood-tmp")):
+            children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+            os.kill(int(children[0]), signal.SIGKILL)   # the backend, the launcher's child
+            killed.append(int(children[0]))
+
+    outcome = run.run(kill_once_writing)
+    assert killed and killed[0] != run.pid
+    assert outcome.returncode != 0 and outcome.result is None, outcome
     assert list(out.iterdir()) == []
 
 
