@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ MAX_CARD_CHARS = 1_000_000   # the whole card's JSON
 SHORT_TEXT = 200   # names, version, tensor names, licence, metric names
 LONG_TEXT = 10_000   # description, training data and notes
 MAX_METRICS = 100
+# control characters but new line and tab: a card's text reaches terminals (`card`, the log
+# lines), GeoTIFF tags and the plugin, and escape sequences in it rewrote a terminal's lines
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,16 @@ class _Problems:
         if value is not None and len(value) > limit:
             self.add(f"{path}{key}", _too_long(value, limit))
             return default
+        if value is not None and _CONTROL.search(value):
+            self.add(f"{path}{key}", _control(value))
+            return default
         return value
+
+
+def _control(text: str) -> str:
+    found = _CONTROL.search(text)
+    return (f"holds the control character {found.group()!r} at {found.start()}; text only "
+            f"(new lines and tabs may stay)")
 
 
 def _too_long(text: str, limit: int) -> str:
@@ -176,7 +189,10 @@ def _too_long(text: str, limit: int) -> str:
 
 
 def _shown(key: str) -> str:
-    """A key of the card as an error names it: the start of one too long to show."""
+    """A key of the card as an error names it: the start of one too long to show, and one
+    with control characters quoted."""
+    if _CONTROL.search(key):
+        key = repr(key)
     return key if len(key) <= SHORT_TEXT else f"{key[:40]}... ({len(key):,} characters)"
 
 
@@ -326,6 +342,8 @@ def parse_card(doc: Any) -> ModelCard:
     for key, value in metrics.items():
         if len(key) > SHORT_TEXT:
             p.add(f"training.metrics.{_shown(key)}", f"name {_too_long(key, SHORT_TEXT)}")
+        elif _CONTROL.search(key):
+            p.add(f"training.metrics.{key!r}", f"name {_control(key)}")
         elif not _finite(value):
             p.add(f"training.metrics.{key}", "expected a finite number")
     notes = p.text(training, "notes", "training.", LONG_TEXT, required=False, default="")

