@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 # and what GDAL or a driver added after it (``extra``: .aux.xml, -journal, ...)
@@ -155,14 +155,26 @@ def set_aside(path: str) -> str:
         Path(hidden).unlink(missing_ok=True)
 
 
-def put_back(path: str, aside: str) -> None:
-    """Undo what a failed run wrote at ``path``: the file :func:`set_aside` kept at
-    ``aside`` put back, or where there was none (``aside`` its marker), the one written
-    removed. Raises OSError."""
-    undo_leftover(aside, path, HIDDEN_NAME.match(os.path.basename(aside)))
+def settle(path: str, aside: str, ok: bool) -> None:
+    """The run that wrote ``path`` ended: what :func:`set_aside` kept at ``aside`` is
+    dropped after a success, and put back after a failure (or, where there was none and
+    ``aside`` is its marker, the file written is removed). What cannot be done now is left
+    for :func:`recover_aside` in the next run to the same output."""
+    with suppress(OSError):
+        if ok:
+            os.remove(aside)
+        else:
+            undo_leftover(aside, path, HIDDEN_NAME.match(os.path.basename(aside)))
 
 
-def drop_superseded(sidecar: str, mask: str) -> list[str]:
+def recover_aside(sidecar: str, mask: str) -> list[str]:
+    """Before a run writes ``mask`` and ``sidecar`` again: what runs killed meanwhile set
+    aside of ``sidecar`` (:func:`set_aside`) is put back, or dropped where their backend had
+    already replaced the mask (:func:`_drop_superseded`). What was done, in words."""
+    return _drop_superseded(sidecar, mask) + remove_stale(sidecar)
+
+
+def _drop_superseded(sidecar: str, mask: str) -> list[str]:
     """What runs killed after their backend had replaced ``mask`` set aside beside
     ``sidecar``: the mask, newer than the polygons there, was burnt from them, so the
     earlier polygons (or the mark that there were none) are removed rather than put back

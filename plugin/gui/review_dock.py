@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +30,7 @@ from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_
                            sidecar_path, written_by_plugin)
 from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
                       private_copy, remove_layers_of, run_layer_nodes)
-from ..outputs import drop_superseded, file_state, put_back, remove_stale, set_aside
+from ..outputs import file_state, recover_aside, remove_stale, set_aside, settle
 from ..params import FinalizeParams, dataset_file, free_output_paths
 from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold, saved_hidden,
                           saved_review, saved_threshold)
@@ -96,17 +95,7 @@ def _undo_interrupted(path: str, sidecar: str) -> list[str]:
     ran (the dock's own failure path undoes it otherwise): the backend's hidden files, then
     the corrections at ``sidecar`` it set aside, put back unless the mask is the one made
     from the polygons there. What was done, in words."""
-    return remove_stale(path) + drop_superseded(sidecar, path) + remove_stale(sidecar)
-
-
-def _settle(fixes: str, aside: str, ok: bool) -> None:
-    """The corrections set aside at ``aside``: dropped once the backend burnt the ones at
-    ``fixes`` in, put back otherwise."""
-    with suppress(OSError):   # a kept copy left is put back by the next Accept to the mask
-        if ok:
-            os.remove(aside)
-        else:
-            put_back(fixes, aside)
+    return remove_stale(path) + recover_aside(sidecar, path)
 
 
 def _remove_stale(stale: list[str]) -> tuple[str, bool]:
@@ -779,7 +768,7 @@ class ReviewDock(QgsDockWidget):
                                        lambda outcome: self._accepted(outcome, path, polygons,
                                                                       started, kept, stale))
             if aside:   # apart from the dock: after an unload too
-                task.done.connect(lambda outcome: _settle(fixes, aside, outcome.ok))
+                task.done.connect(lambda outcome: settle(fixes, aside, outcome.ok))
 
         if fixes_layer is None:
             finalize()
@@ -788,7 +777,7 @@ class ReviewDock(QgsDockWidget):
         def written(error: str | None) -> None:
             if error is not None:   # (written whole or not at all: the file there is kept)
                 if aside:
-                    _settle(fixes, aside, False)
+                    settle(fixes, aside, False)
                 self.accept_button.setEnabled(self._reviewable())
                 self.show_status(f"Accept failed: {error}", error=True)
                 return
@@ -802,7 +791,7 @@ class ReviewDock(QgsDockWidget):
 
         def abandoned(_error: str | None) -> None:   # unloaded meanwhile: no Accept follows
             if aside and (sip.isdeleted(self) or self._unloading):
-                _settle(fixes, aside, False)
+                settle(fixes, aside, False)
 
         task.done.connect(abandoned)
         self._start_task(task, written)

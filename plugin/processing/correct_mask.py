@@ -6,8 +6,6 @@ tags and counts the areas again.
 """
 from __future__ import annotations
 
-import os
-from contextlib import suppress
 from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputNumber,
@@ -17,7 +15,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
 from .. import styles
 from ..corrections import FIELD, CorrectionsProblem, sidecar_path, write_geojson
 from ..inputs import InputProblem, layer_file
-from ..outputs import HIDDEN_NAME, drop_superseded, set_aside, undo_leftover
+from ..outputs import recover_aside, set_aside, settle
 from ..params import CorrectParams
 from .base import frees_inputs_on_failure, source_file, unchecked_features
 from .common import SceneAlgorithm
@@ -82,9 +80,8 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
         # until the backend has replaced the mask: a failed run puts it back, and after a
         # kill the next run to this OUTPUT does
         geojson = str(self.corrections_path(out, getattr(self, "_corrections_file", None), feedback))
-        for what in drop_superseded(geojson, out):
+        for what in recover_aside(geojson, out):
             feedback.pushInfo(what)
-        self.remove_leftovers(geojson, feedback)
         try:
             aside = set_aside(geojson)
         except OSError as exc:
@@ -99,12 +96,11 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
                                    overwrite=Path(out).exists())
             result = self.run_backend(params.argv(), feedback)
         except BaseException as exc:
-            with suppress(OSError):
-                undo_leftover(aside, geojson, HIDDEN_NAME.match(os.path.basename(aside)))
+            settle(geojson, aside, ok=False)
             if isinstance(exc, CorrectionsProblem):
                 raise QgsProcessingException(str(exc)) from None
             raise
-        Path(aside).unlink(missing_ok=True)
+        settle(geojson, aside, ok=True)
         self.style_output(context, out, styles.mask_renderer)
         return {"OUTPUT": out, **self.area_results(result),
                 "CORRECTED_PIXELS": int(result["corrected_pixels"])}
