@@ -343,7 +343,7 @@ def parse_card(doc: Any) -> ModelCard:
         if len(key) > SHORT_TEXT:
             p.add(f"training.metrics.{_shown(key)}", f"name {_too_long(key, SHORT_TEXT)}")
         elif _CONTROL.search(key):
-            p.add(f"training.metrics.{key!r}", f"name {_control(key)}")
+            p.add(f"training.metrics.{_shown(key)}", f"name {_control(key)}")
         elif not _finite(value):
             p.add(f"training.metrics.{key}", "expected a finite number")
     notes = p.text(training, "notes", "training.", LONG_TEXT, required=False, default="")

@@ -117,9 +117,9 @@ def child_env() -> dict[str, str]:
 
     QGIS may set PYTHONHOME/PYTHONPATH for its embedded Python; another interpreter
     must not inherit them (they would mix two Pythons' packages). Unbuffered output
-    lets the JSON progress lines arrive as they are written, UTF-8 as they are read. The fault handler prints
-    the Python stack of a crash (a segfault in a native library) to stderr, which goes
-    to the log: without it a crash left nothing to report.
+    lets the JSON progress lines arrive as they are written, UTF-8 as they are read. The
+    fault handler prints the Python stack of a crash (a segfault in a native library) to
+    stderr, which goes to the log: without it a crash left nothing to report.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
     env["PYTHONUNBUFFERED"] = "1"

@@ -126,7 +126,7 @@ class RunController(QObject):
             dialog.show_status("\n".join([done] + [f"Warning: {w}" for w in outcome.warnings]),
                                error=True)
             _push(bar, f"{summary}. Warning: {' '.join(outcome.warnings)}",
-                            level=Qgis.MessageLevel.Warning)
+                  level=Qgis.MessageLevel.Warning)
         else:
             dialog.show_status(done)
             _push(bar, summary, level=Qgis.MessageLevel.Success, duration=15)

@@ -76,25 +76,24 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
             destination = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         self.check_destination(destination, "OUTPUT", [getattr(self, "_polygons_file", None), mask],
                                feedback, raster=False)
+        # the polygons may hold these fields already (a layer this algorithm wrote), in any
+        # case: they are replaced, since QgsFields.append silently refuses a second field of
+        # a name, a GeoPackage a second column, and a shapefile renames the new one
+        ours = {name for name, _ in NEW_FIELDS}
+        if to_file and destination.lower().endswith(".gpkg") and unusable_fid(source):
+            ours.add("fid")
+            feedback.pushInfo("the polygons' field fid holds no distinct whole numbers (as after "
+                              "Merge vector layers); the GeoPackage gives the features ids of its own")
+        kept = [f for f in source.fields() if f.name().lower() not in ours]
+        fields = QgsFields()
+        for field in kept:
+            fields.append(field)
+        for name, kind in NEW_FIELDS:
+            fields.append(QgsField(name, kind))
         # one progress over the steps: each restarted the caller's at 0 (backwards in batch mode)
         with Steps(4, context, feedback) as steps:
             totals = self.water_per_polygon(source, mask, context, steps)
             feedback.setProgressText("water share and area per polygon")
-
-            # the polygons may hold these fields already (a layer this algorithm wrote), in any
-            # case: they are replaced, since QgsFields.append silently refuses a second field of
-            # a name, a GeoPackage a second column, and a shapefile renames the new one
-            ours = {name for name, _ in NEW_FIELDS}
-            if to_file and destination.lower().endswith(".gpkg") and unusable_fid(source):
-                ours.add("fid")
-                feedback.pushInfo("the polygons' field fid holds no distinct whole numbers (as after "
-                                  "Merge vector layers); the GeoPackage gives the features ids of its own")
-            kept = [f for f in source.fields() if f.name().lower() not in ours]
-            fields = QgsFields()
-            for field in kept:
-                fields.append(field)
-            for name, kind in NEW_FIELDS:
-                fields.append(QgsField(name, kind))
             # a file is written beside the destination and renamed into place at the end: a
             # cancelled, failed or killed run leaves the file that was there
             with written_beside(destination) if to_file else nullcontext() as target:
