@@ -118,7 +118,7 @@ def unfinished_at(checkpoint: Path, doc: dict[str, Any]) -> int | None:
     grid search records such runs, but the run's last.pt or train.log beside it); None for
     a finished run or a checkpoint copied away from its folder."""
     folder = checkpoint.parent
-    if (folder / "summary.json").exists() and not run_diverged(folder):
+    if (folder / "summary.json").exists() and diverged_summary(folder) is None:
         return None
     try:
         return int(load_checkpoint(folder / "last.pt")["step"])
@@ -128,11 +128,12 @@ def unfinished_at(checkpoint: Path, doc: dict[str, Any]) -> int | None:
     return int(doc.get("best", {}).get("step", 0)) if (folder / "train.log").exists() else None
 
 
-def run_diverged(folder: Path) -> bool:
-    """Whether the run folder's summary.json records a divergence (reproduce's grid search
-    keeps such a point's folder, best.pt included, as lost)."""
+def diverged_summary(folder: Path) -> dict[str, Any] | None:
+    """The run folder's summary.json where it records a divergence (reproduce's grid search
+    keeps such a point's folder, best.pt included, as lost), else None (none, or unreadable:
+    whoever reads it for itself says so)."""
     try:
-        doc = json.loads((folder / "summary.json").read_text())
+        doc = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and "diverged" in doc
+        return None
+    return doc if isinstance(doc, dict) and "diverged" in doc else None

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .atomic import refused_output
-from .checkpoint import run_diverged
+from .checkpoint import diverged_summary
 from .cli import fail
 from .export import ExportError, export
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     reached = report["unfinished_at_step"]
     if reached is not None:
         steps = report["card"]["extra"]["config"].get("steps")
-        how = ("its summary.json says it diverged" if run_diverged(args.checkpoint.parent)
+        how = ("its summary.json says it diverged" if diverged_summary(args.checkpoint.parent)
                else "no summary.json")
         print(f"warning: {args.checkpoint}: its run is unfinished ({how}; stopped at "
               f"step {reached} of {steps}): exported its best validation so far, and the "

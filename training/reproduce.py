@@ -36,7 +36,7 @@ from backend.errors import UsageError
 
 from . import ddp
 from .atomic import unwritable, write_text_atomic
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, diverged_summary, load_model
 from .cli import add_run_arguments, fail
 from .config import ConfigError, TrainConfig, make_config, parse_overrides
 from .data.layout import HAND_KINDS, DatasetError, Layout
@@ -82,11 +82,8 @@ def run_dir(out: Path, method: Method, seed: int, lr: float, wd: float) -> Path:
 def diverged_before(run: RunSpec, folder: Path) -> dict[str, Any] | None:
     """The summary of a grid point recorded as diverged in ``folder`` by an earlier call
     (refused where it was another run's), so that a rerun does not train it again."""
-    try:
-        doc = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):   # none (or unreadable: train() says so)
-        return None
-    if not isinstance(doc, dict) or "diverged" not in doc:
+    doc = diverged_summary(folder)
+    if doc is None:
         return None
     same_settings(run, doc.get("run", {}), folder / "summary.json")
     return doc

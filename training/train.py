@@ -47,8 +47,8 @@ from . import ddp
 from .atomic import remove_stale, write_text_atomic
 from .batches import (StepBatches, classify_builder, derive_seed, distill_builder,
                       flora_builder, stack_inputs, supervised_builder)
-from .checkpoint import (CheckpointError, load_checkpoint, load_model, load_weights,
-                         run_diverged, save_checkpoint, unfinished_at)
+from .checkpoint import (CheckpointError, diverged_summary, load_checkpoint, load_model,
+                         load_weights, save_checkpoint, unfinished_at)
 from .cli import worker_error
 from .config import TrainConfig
 from .data.conventions import IGNORE
@@ -270,7 +270,7 @@ def _of_a_finished_run(option: str, path: Path) -> dict[str, Any]:
     reached = unfinished_at(path, doc)
     if reached is not None:
         steps = doc.get("run", {}).get("config", {}).get("steps")
-        if run_diverged(path.parent):
+        if diverged_summary(path.parent) is not None:
             raise RunError(f"{option} {path}: its run diverged (its summary.json says so) after "
                            f"step {reached} of {steps}: this best.pt is from before; train "
                            f"again at a lower learning rate, or copy it out of its run folder "
