@@ -233,23 +233,32 @@ def test_bytes_that_are_not_utf8_neither_hang_the_run_nor_stop_reading_stderr(tm
     """GDAL and PROJ print raw paths (a Latin-1 "café"): on stdout the reader thread died
     of UnicodeDecodeError, the run waited for ever (Cancel did nothing, QGIS could not
     exit); on stderr the stderr reader died, and the warnings after it filled the pipe
-    and blocked the backend for ever."""
+    and blocked the backend for ever. Two runs, as the two readers are not ordered
+    against each other: one stderr flood would push a stdout line out of the lines kept
+    whenever the stderr reader got ahead."""
     from sarflood.plugin.backend_process import BackendProcess
 
-    python = _fake_python(tmp_path, """
+    on_stdout = _fake_python(tmp_path, """
         emit(event="progress", fraction=0.5)
         sys.stdout.buffer.write(b"caf\\xe9 from GDAL\\n")
         sys.stdout.flush()
+        emit(event="result", outputs={}, valid_pixels=1)
+    """)
+    outcome = _run_in_thread(BackendProcess(on_stdout, ["predict", "scene.tif"]))
+    assert outcome is not None, "the run never ended"
+    assert outcome.ok and outcome.returncode == 0, outcome
+    assert outcome.stderr == ["caf\ufffd from GDAL"]
+
+    on_stderr = _fake_python(tmp_path, """
         sys.stderr.buffer.write(b"ERROR 1: PROJ: proj_create: cannot open caf\\xe9.db\\n")
         for number in range(20000):   # far more than a pipe holds
             sys.stderr.write(f"core.py:12: RuntimeWarning: invalid value encountered {number}\\n")
         emit(event="result", outputs={}, valid_pixels=1)
     """)
-    outcome = _run_in_thread(BackendProcess(python, ["predict", "scene.tif"]))
+    outcome = _run_in_thread(BackendProcess(on_stderr, ["predict", "scene.tif"]))
     assert outcome is not None, "the run never ended"
     assert outcome.ok and outcome.returncode == 0, outcome
-    assert "caf\ufffd from GDAL" in outcome.stderr
-    assert "ERROR 1: PROJ: proj_create: cannot open caf\ufffd.db" in outcome.stderr
+    assert outcome.stderr[0] == "ERROR 1: PROJ: proj_create: cannot open caf\ufffd.db"
     assert outcome.stderr[-1] == "core.py:12: RuntimeWarning: invalid value encountered 19999"
 
 
