@@ -11,6 +11,7 @@ import shutil
 import sys
 import sysconfig
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,23 @@ def two_band_scene(tmp_path) -> Path:
     vv[:, :32] = -22.0
     vh = vv - 7.0
     return write_raster(tmp_path / "scene.tif", [vv, vh], descriptions=["VV", "VH"])
+
+
+@pytest.fixture(autouse=True)
+def no_task_of_an_earlier_test():
+    """Each test starts with QGIS's task manager idle: a task an earlier test left running
+    would finish in this one (its signals, its layers) or hold one of the pool's two
+    threads on a 2-core machine. One that does not end within a minute fails here, named."""
+    from qgis.core import QgsApplication
+
+    manager = QgsApplication.taskManager()
+    deadline = time.monotonic() + 60
+    while manager.countActiveTasks() and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+    left = [t.description() for t in manager.activeTasks()]
+    assert not left, f"tasks left running by an earlier test, still running after 60 s: {left}"
+    yield
 
 
 @pytest.fixture
