@@ -80,19 +80,30 @@ def load_model(path: Path, expect_in_channels: int | None = None) -> tuple[nn.Mo
     doc = load_checkpoint(path)
     spec = doc["model_spec"]
     try:
-        model = build_model(spec)
+        # shapes only, on the meta device: a spec of a few bytes (a width of 8) would
+        # otherwise allocate gigabytes before its weights could be found not to fit
+        with torch.device("meta"):
+            shell = build_model(spec)
     except ModelSpecError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     if expect_in_channels is not None and spec["in_channels"] != expect_in_channels:
         raise CheckpointError(
             f"{path}: {display_name(spec)} takes {spec['in_channels']} input channels, "
             f"this run needs {expect_in_channels}")
-    load_weights(model, doc["model"], str(path))
+    check_weights(shell, doc["model"], str(path))
+    model = build_model(spec)
+    model.load_state_dict(doc["model"])
     return model.eval(), doc
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict`` with a one-line message naming what does not fit."""
+    check_weights(model, state, source)
+    model.load_state_dict(state)
+
+
+def check_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming what of ``state`` does not fit ``model``."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -109,7 +120,6 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
                          f"{tuple(state[k].shape)} vs {tuple(own[k].shape)})")
         raise CheckpointError(f"{source}: weights are of another architecture than "
                               f"{type(model).__name__}: " + ", ".join(parts))
-    model.load_state_dict(state)
 
 
 def unfinished_at(checkpoint: Path, doc: dict[str, Any]) -> int | None:

@@ -106,6 +106,31 @@ def test_checkpoint_of_another_architecture_is_refused(runs, tmp_path):
     assert "weights are of another architecture than DeepLabV3Plus" in proc.stderr
 
 
+def test_a_spec_too_big_for_its_weights_is_refused_before_the_model_is_built(runs, tmp_path):
+    """A checkpoint is a file from anywhere: its few-byte model_spec asked for a DeepLab of
+    width 4 (650 M parameters, 2.6 GB), built in full before its weights were found not
+    to fit. The export's peak memory is measured in a fresh Python, whose children start
+    without the tests' own high-water mark."""
+    doc = load_checkpoint(runs / "hand" / "best.pt")
+    doc.pop("format")
+    doc["model_spec"] = {"arch": "deeplabv3plus_xception65", "in_channels": 2, "width": 4.0}
+    save_checkpoint(tmp_path / "huge.pt", doc)
+    measure = ("import json, resource, subprocess, sys\n"
+               "done = subprocess.run([sys.executable, '-m', 'training', *sys.argv[1:]],\n"
+               "                      capture_output=True, text=True)\n"
+               "print(json.dumps([done.returncode, done.stderr,\n"
+               "                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n")
+    out = subprocess.run([sys.executable, "-c", measure, "export", str(tmp_path / "huge.pt"),
+                          "--out", str(tmp_path / "m.onnx")], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    rc, stderr, peak_kb = json.loads(out)
+    assert rc == 1 and stderr.count("\n") == 1, stderr
+    assert "weights are of another architecture than DeepLabV3Plus" in stderr
+    assert peak_kb / 1024 < 1500, f"peak {peak_kb / 1024:.0f} MB"
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_a_network_that_amplifies_float32_rounding_fails_parity_and_says_so(tmp_path):
     """Two steps of DeepLab with zero_init_residual=false: ONNX and torch differ by up to
     1.0 here (1e-2 on the cpu preset), each as far from torch in float64, the exported
