@@ -51,6 +51,12 @@ def band_scaling(ds, index: int) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- reading
 
+def band_type(ds, index: int) -> str:
+    """A band's data type; a resampled view (no ``dtypes``) gives float32."""
+    dtypes = getattr(ds, "dtypes", None)
+    return dtypes[index - 1] if dtypes else "float32"
+
+
 def unreadable_rows(name: str, r0: int, r1: int, exc: BaseException) -> InputError:
     """The error for rows [r0, r1) that a truncated or corrupt file, which opened, fails
     to give. A resampled view (``WarpedVRT(path)``) is named by its file, and its rows,
@@ -93,11 +99,12 @@ class WindowReader:
         self.src_height, self.src_width = ds0.height, ds0.width
         self._scaling = [band_scaling(ds, index) for ds, index, _ in sources]
         self._masked = [gdal_masked(ds, index) for ds, index, _ in sources]
-        # bands of one dataset are read in one call
+        # bands of one dataset are read in one call, but for bands of another type (a VRT
+        # stacking a Float32 and an Int16 file), which rasterio reads in one call only apart
         self._groups: list[tuple[object, list[int], list[int]]] = []
         for pos, (ds, index, _) in enumerate(sources):
             for g in self._groups:
-                if g[0] is ds:
+                if g[0] is ds and band_type(ds, g[1][0]) == band_type(ds, index):
                     g[1].append(index)
                     g[2].append(pos)
                     break
@@ -189,11 +196,14 @@ class ShrunkView:
         if r1 <= r0 or c1 - c0 < 2:
             r1, c1 = r0, c0                         # all of it from the warped view
         else:
-            out[:, :r1 - r0, :c1 - c0] = self.ds.read(
-                indexes, window=Window(c0 * self.sx, r0 * self.sy, (c1 - c0) * self.sx,
-                                       (r1 - r0) * self.sy),
-                out_shape=(len(indexes), r1 - r0, c1 - c0), resampling=Resampling.average,
-                out_dtype=np.float32)
+            src = Window(c0 * self.sx, r0 * self.sy, (c1 - c0) * self.sx, (r1 - r0) * self.sy)
+            # one call for bands of one type; bands of other types each apart
+            together = len({band_type(self.ds, i) for i in indexes}) == 1
+            for k, group in enumerate([indexes] if together else [[i] for i in indexes]):
+                at = slice(None) if together else slice(k, k + 1)
+                out[at, :r1 - r0, :c1 - c0] = self.ds.read(
+                    group, window=src, out_shape=(len(group), r1 - r0, c1 - c0),
+                    resampling=Resampling.average, out_dtype=np.float32)
         if c1 < c0 + w:
             out[:, :, c1 - c0:] = self.warped.read(indexes, window=Window(c1, r0, c0 + w - c1, h))
         if r1 < r0 + h and c1 > c0:

@@ -193,3 +193,34 @@ def test_a_beam_dimap_header_is_refused_naming_the_img_files_to_give(out, models
         f"{export}")
     r = predict(PredictOptions(images, mask=str(out / "m.tif"), model=models["threshold"]))
     assert r["units_detected"] == "linear"
+
+
+# on the model's grid, finer (a float VH with NaN tags: GDAL's read-time average) and coarser
+@pytest.mark.parametrize("vh_type, pixel", [("int16", 10.0), ("int16", 5.0), ("float64", 5.0),
+                                            ("int16", 20.0)])
+def test_a_vrt_stacking_bands_of_two_types_is_read(out, models, tmp_path, vh_type, pixel):
+    """gdalbuildvrt -separate over a Float32 VV and an Int16 or Float64 VH makes one dataset
+    whose bands differ in type; reading both in one call stopped every run with "internal
+    error: more than one 'dtype' found". Its mask is the one of the same bands in one
+    Float32 file, on the model's grid and resampled to it."""
+    from osgeo import gdal
+    from tests.backend.conftest import random_db, write_raster
+    vv = random_db((64, 80), seed=5)[0]
+    vh = np.round(vv - 7).astype(vh_type)
+    nodata = float("nan") if vh_type == "float64" else None
+    vv_file = write_raster(tmp_path / "vv.tif", vv.astype(np.float32), nodata=nodata,
+                           pixel=pixel, descriptions=("VV",))
+    vh_file = write_raster(tmp_path / "vh.tif", vh, nodata=nodata, pixel=pixel,
+                           descriptions=("VH",))
+    vrt = tmp_path / "stack.vrt"
+    gdal.BuildVRT(str(vrt), [str(vv_file), str(vh_file)], separate=True).FlushCache()
+    with rasterio.open(vrt) as ds:
+        assert ds.dtypes == ("float32", vh_type)
+    same = write_raster(tmp_path / "same.tif", np.stack([vv, vh]).astype(np.float32),
+                        nodata=nodata, pixel=pixel)
+    for scene, mask in ((vrt, out / "m.tif"), (same, out / "same.tif")):
+        predict(PredictOptions([scene], mask=str(mask), model=models["threshold"]))
+    with rasterio.open(out / "m.tif") as m, rasterio.open(out / "same.tif") as want:
+        np.testing.assert_array_equal(m.read(1), want.read(1))
+        if pixel == 10.0:
+            np.testing.assert_array_equal(m.read(1), (vv < -15).astype(np.uint8))
