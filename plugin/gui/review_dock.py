@@ -737,7 +737,8 @@ class ReviewDock(QgsDockWidget):
                  if os.path.realpath(f) not in in_use]
         if existing and not self.confirm_overwrite(
                 existing + [f"{f} (removed: it belongs to the mask replaced)" for f in stale]):
-            self.show_status("Accept: nothing written")
+            # what an interrupted Accept left was undone all the same: said
+            self.show_status("; ".join(["Accept: nothing written", *undone]))
             return
         # the question waits in its own event loop, where a run can finish and be reviewed
         if self.run is not run or self.threshold_value != threshold:

@@ -166,6 +166,15 @@ def python_without_ensurepip(tmp_path) -> str:
     return str(base / "bin" / "python3")
 
 
+def dead_pid() -> int:
+    """The id of a process that has ended."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def wait_for_tasks(qtbot, timeout_ms: int = 60000) -> None:
     """Until QGIS's task manager has nothing left to run (queries of the dialog, etc.)."""
     from qgis.core import QgsApplication

@@ -16,7 +16,7 @@ from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsPalette
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
-from .conftest import read_raster, wait_for_tasks
+from .conftest import dead_pid, read_raster, wait_for_tasks
 
 CHIP = "Spain_7370579_S1Hand.tif"
 
@@ -174,11 +174,16 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     polygons = QgsVectorLayer(str(final.with_suffix(".gpkg")), "p", "ogr")
     assert polygons.featureCount() > 0 and "area_m2" in polygons.fields().names()
 
-    # accepting again to the same file asks first; "No" writes nothing
+    # accepting again to the same file asks first; "No" writes nothing, but what an Accept
+    # killed with QGIS left beside it is cleaned up before the question, and said
     stamp = final.stat().st_mtime_ns
+    left = tmp_path / f".{final.name}.{dead_pid()}-0123abcd.sarflood-tmp"
+    left.write_bytes(b"II*")
     _answer_next_question(QMessageBox.StandardButton.No)
     qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
-    assert dock.status.text() == "Accept: nothing written" and final.stat().st_mtime_ns == stamp
+    assert dock.status.text() == (f"Accept: nothing written; removed {left}, left by an "
+                                  f"interrupted run") and final.stat().st_mtime_ns == stamp
+    assert not left.exists()
 
     # a run whose layers the user removed is not touched any more, and the controls say so
     QgsProject.instance().removeMapLayer(run.layers.probability.id())

@@ -12,7 +12,7 @@ import pytest
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsProcessingException,
                        QgsRectangle, QgsVectorLayer)
 
-from .conftest import read_raster, write_raster
+from .conftest import dead_pid, read_raster, write_raster
 
 PIXEL = 10.0
 ORIGIN = (500000.0, 4200000.0)  # UTM 30N, on the central meridian: scale factor 0.9996
@@ -860,15 +860,6 @@ class _Log:
         return Feedback()
 
 
-def _dead_pid() -> int:
-    """The id of a process that has ended."""
-    import subprocess
-
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
-
-
 def _features(path) -> list:
     layer = QgsVectorLayer(str(path), "v", "ogr")
     assert layer.isValid(), path
@@ -909,7 +900,7 @@ def test_correct_mask_never_rewrites_the_polygons_it_reads_nor_a_users_file(prov
         "fixed.corrections-2.geojson", "fixed.corrections.geojson"]
 
     # what a run killed while writing its polygons left (its process gone) is removed
-    left = tmp_path / f".{second.name}.{_dead_pid()}-0123abcd.sarflood-tmp"
+    left = tmp_path / f".{second.name}.{dead_pid()}-0123abcd.sarflood-tmp"
     left.write_text("{")
     log = _Log()
     processing.run("sarflood:correctmask", params, feedback=log)
@@ -933,7 +924,7 @@ def test_a_flood_extent_killed_run_leaves_its_hidden_file_to_the_next_run(provid
     pre_path, _ = _mask(tmp_path, "pre.tif")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    dead, alive = _dead_pid(), os.getpid()
+    dead, alive = dead_pid(), os.getpid()
     left = [out_dir / f".fe.tif.{dead}-0123abcd.sarflood-tmp.tif",
             out_dir / f".fe.tif.{dead}-0123abcd.sarflood-tmp.tif.aux.xml"]
     kept = [out_dir / f".fe.tif.{alive}-4567abcd.sarflood-tmp.tif",    # running now
@@ -1027,7 +1018,7 @@ def test_vector_outputs_are_replaced_only_when_complete(provider, tmp_path):
         assert sorted(p.name for p in out_dir.iterdir()) == files, alg
         assert _features(out) == before, name
         # a killed run's hidden folder, with the part it wrote
-        left = out_dir / f".{name}.{_dead_pid()}-0123abcd.sarflood-tmp"
+        left = out_dir / f".{name}.{dead_pid()}-0123abcd.sarflood-tmp"
         left.mkdir()
         (left / name).write_bytes(b"partial")
         (left / (name + "-journal")).write_bytes(b"partial")
@@ -1095,7 +1086,7 @@ def test_a_run_killed_while_renaming_its_outputs_is_undone_by_the_next(tmp_path)
 
     from sarflood.plugin.outputs import remove_stale
 
-    dead = _dead_pid()
+    dead = dead_pid()
     mask, probability = tmp_path / "m.tif", tmp_path / "p.tif"
     mask.write_text("the killed run's mask")
     (tmp_path / f".m.tif.{dead}-0123abcd.sarflood-kept").write_text("the mask before it")
