@@ -122,24 +122,29 @@ def test_unload_during_a_toolbox_run_lets_its_end_be_handled(plugin, qtbot, tmp_
     _flush_deletes()
 
 
-def test_unload_stops_a_modeler_run_of_mapwater(plugin, qtbot, models, two_band_scene, tmp_path):
+def test_unload_stops_a_modeler_run_of_mapwater(plugin, qtbot, models, tmp_path):
     """A Graphical Modeler model's task is named after the model, so unload did not know
     it ran sarflood:mapwater: its backend child ran on and wrote the mask after the plugin
-    was gone, and the model ended "OK"."""
+    was gone, and the model ended "OK". The run lasts seconds (tiny tiles under TTA), so
+    the unload comes before its end however the threads are scheduled."""
     import subprocess
 
+    import numpy as np
     from qgis.core import (QgsProcessingAlgRunnerTask, QgsProcessingContext,
                            QgsProcessingFeedback, QgsProcessingModelAlgorithm,
                            QgsProcessingModelChildAlgorithm,
                            QgsProcessingModelChildParameterSource, QgsProject)
 
-    from .conftest import wait_for_tasks
+    from .conftest import wait_for_tasks, write_raster
+    vv = np.random.default_rng(0).normal(-15, 5, (1024, 1024)).astype(np.float32)
+    scene = write_raster(tmp_path / "scene.tif", [vv, vv - 7], descriptions=["VV", "VH"])
     mask = tmp_path / "model_mask.tif"
     model = QgsProcessingModelAlgorithm("flood model", "tests")
     step = QgsProcessingModelChildAlgorithm("sarflood:mapwater")
     step.setChildId("map")
-    for name, value in (("INPUT", str(two_band_scene)), ("MODEL", str(models["threshold"])),
-                        ("OUTPUT_MASK", str(mask))):
+    for name, value in (("INPUT", str(scene)), ("MODEL", str(models["threshold"])),
+                        ("OUTPUT_MASK", str(mask)), ("TTA", True), ("TILE_SIZE", 16),
+                        ("BATCH_SIZE", 1)):
         step.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
     model.addChildAlgorithm(step)
     context = QgsProcessingContext()

@@ -35,8 +35,9 @@ def _accept(dock, qtbot, path: Path, wait_for: str = "Final mask written") -> st
     before = dock.status.text()
     dock.final_path.setFilePath(str(path))
     qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: dock.status.text() != before and wait_for in dock.status.text()
-                    or "failed" in dock.status.text(), timeout=60000)
+    # a status of before that said "failed" must not end the wait
+    qtbot.waitUntil(lambda: dock.status.text() != before and (
+        wait_for in dock.status.text() or "failed" in dock.status.text()), timeout=60000)
     return dock.status.text()
 
 
