@@ -287,6 +287,11 @@ def _check_out(out: Path) -> None:
 def export(checkpoint: Path, out: Path, version: str = "1.0.0") -> dict[str, Any]:
     """Export ``checkpoint`` to ``out``; returns a report (parity, card, backend result)."""
     checkpoint, out = Path(checkpoint), Path(out)
+    if checkpoint.name == "best.pt" and not checkpoint.exists() and \
+            (checkpoint.parent / "last.pt").exists():   # a run stopped before it validated
+        raise ExportError(f"{checkpoint}: not written yet: a run writes best.pt at its first "
+                          f"validation (step eval_every), which this one has not reached; "
+                          f"resume it past that step")
     try:
         model, doc = load_model(checkpoint)
     except CheckpointError as exc:

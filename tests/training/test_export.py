@@ -241,6 +241,12 @@ def test_an_unfinished_run_is_exported_with_a_warning_and_says_so_in_its_card(ru
     assert "its run is unfinished (its summary.json says it diverged; stopped at step 2" in proc.stderr
     assert "UNFINISHED" in OnnxModel(str(tmp_path / "d.onnx"), device="cpu").card.notes
 
+    # a run stopped before its first validation has no best.pt yet: said so, not "not found"
+    (run / "best.pt").unlink()
+    proc = cli("training", "export", str(run / "best.pt"), "--out", str(tmp_path / "e.onnx"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "best.pt: not written yet: a run writes best.pt at its first validation" in proc.stderr
+
     alone = tmp_path / "alone"   # a best.pt copied away from its run folder: nothing known
     alone.mkdir()
     shutil.copy(runs / "hand" / "best.pt", alone)
