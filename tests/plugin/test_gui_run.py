@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsPalettedRasterRenderer,
-                       QgsProject, QgsRasterLayer, QgsRectangle, QgsSingleBandPseudoColorRenderer,
-                       QgsVectorLayer)
+from qgis.core import (Qgis, QgsFeature, QgsGeometry, QgsPalettedRasterRenderer, QgsProject,
+                       QgsRasterLayer, QgsRectangle, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
-from .conftest import dead_pid, read_raster, wait_for_tasks
+from .conftest import dead_pid, read_raster, unfinished_tasks, wait_for_tasks
 
 CHIP = "Spain_7370579_S1Hand.tif"
 
@@ -274,8 +273,8 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
         qtbot.waitUntil(lambda: any(word in dock.status.text() for word in
                                     ("Final mask written", "failed", "cancelled")), timeout=60000)
     except qtbot.TimeoutError:   # once in CI: say what was still running, and what the dock said
-        running = [t.description() for t in QgsApplication.taskManager().activeTasks()]
-        raise AssertionError(f"Accept never ended: {dock.status.text()!r}; tasks: {running}")
+        raise AssertionError(f"Accept never ended: {dock.status.text()!r}; "
+                             f"tasks: {unfinished_tasks()}")
     assert "pixels corrected" in dock.status.text(), dock.status.text()
     probability = read_raster(run.params.probability)
     want = np.where(np.isfinite(probability), (probability > 0.5).astype(np.uint8), 255)
