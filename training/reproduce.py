@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -119,17 +120,35 @@ def otsu_row(data: Path, splits: list[str]) -> dict[str, float | None]:
 
 
 def bench(model: Path, workdir: Path, size: int = BENCH_SIZE) -> dict[str, float]:
-    """Throughput of an exported model through ``python -m backend bench`` (CPU)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "backend", "bench", "--model", str(Path(model).resolve()),
-         "--size", str(size), "--device", "cpu", "--workdir", str(Path(workdir).resolve()),
-         "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=1800)
+    """Throughput of an exported model through ``python -m backend bench`` (CPU).
+
+    Its scene goes in a folder of ours, removed however this ends: an interrupt here
+    (SIGTERM to this process alone) never reached the child, which subprocess.run then
+    killed before it could remove its own."""
+    with tempfile.TemporaryDirectory(prefix="sarflood-bench-", dir=workdir) as tmp:
+        proc = _run_to_the_end(
+            [sys.executable, "-m", "backend", "bench", "--model", str(Path(model).resolve()),
+             "--size", str(size), "--device", "cpu", "--workdir", str(Path(tmp).resolve()),
+             "--json"])
     if proc.returncode != 0:
         raise RunError(f"backend bench failed on {model}: {proc.stderr.strip()[-300:]}")
     run = json.loads(proc.stdout)["runs"][0]
     return {"raw_raster_mpx_s": run["raw"]["raster_mpx_s"],
             "predict_mpx_s": run["predict"]["mpx_s"], "size": size}
+
+
+def _run_to_the_end(args: list[str]) -> subprocess.CompletedProcess:
+    """``subprocess.run`` that, interrupted, cancels the child with SIGTERM and waits for it:
+    a killed bench would leave its predict child running on a scene being removed."""
+    with subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=1800)
+        except BaseException:
+            proc.terminate()
+            proc.communicate()   # reading on: a full pipe would hold the child up
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:

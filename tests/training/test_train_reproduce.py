@@ -3,9 +3,14 @@ and its time estimate."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from .test_train_cli import data  # noqa: F401 - the shared synthetic dataset fixture
 from .test_train_cli import invalid_choice
@@ -292,6 +297,46 @@ def test_the_students_bench_takes_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     figures = bench(Path("m.onnx"), Path("."), size=256)
     assert figures["raw_raster_mpx_s"] > 0 and figures["predict_mpx_s"] > 0
+
+
+def _commands_on(folder):
+    """The command lines of this machine's processes that name ``folder`` (Linux)."""
+    out = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:   # a process that ended meanwhile
+            continue
+        if any(str(folder) in a for a in args):
+            out.append(args)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads /proc")
+def test_a_sigterm_during_the_students_bench_leaves_no_scene_and_no_child(tmp_path):
+    """reproduce's SIGTERM (an interrupt: training.cli) reached only reproduce, whose
+    subprocess.run then killed the bench child: its sarflood-bench-* folder and scene
+    stayed in OUT/export for good, and its predict child ran on to its end."""
+    from training.reproduce import bench
+
+    shutil.copy(REPO / "resources" / "models" / "sarflood-demo-threshold.onnx", tmp_path / "m.onnx")
+
+    def interrupt_during_a_predict():
+        deadline = time.monotonic() + 120
+        while (not any("predict" in args for args in _commands_on(tmp_path))
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_during_a_predict, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            bench(tmp_path / "m.onnx", tmp_path, size=256)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert _commands_on(tmp_path) == []
 
 
 def test_an_out_or_results_that_is_a_file_is_refused_before_the_data_is_read(tmp_path):
