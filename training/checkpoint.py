@@ -33,8 +33,10 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     kept = ("The checkpoint before it is kept" if Path(path).exists()
             else "There was no earlier checkpoint")
     try:
-        with atomic_path(Path(path)) as tmp:
-            torch.save({"format": FORMAT, **payload}, tmp)
+        # through a file object: given a path, torch names the archive's root folder after
+        # the (random) temporary name, and identical checkpoints differed in their bytes
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+            torch.save({"format": FORMAT, **payload}, fh)
     except (OSError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: cannot be written ({first}); is the disk full? "

@@ -431,6 +431,19 @@ def test_bfloat16_precision_runs_the_forward_passes_under_autocast(tmp_path):
         make_config("cpu", {"precision": "fp16"})
 
 
+def test_the_same_checkpoint_saved_twice_is_the_same_bytes(tmp_path):
+    """torch.save to a path names the archive's root folder after the file, here a random
+    temporary name: teacher_sha256 differed between identical seeded runs, and a student
+    was refused its resume against a teacher saved again with the same weights."""
+    from training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    doc = {"step": 3, "model": torch.nn.Conv2d(2, 4, 3).state_dict()}
+    save_checkpoint(tmp_path / "a.pt", doc)
+    save_checkpoint(tmp_path / "b.pt", doc)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
 def test_a_checkpoint_that_cannot_be_written_is_one_message(tmp_path, monkeypatch):
     """A full disk during a save ended the run with torch's 35-line traceback ("unexpected
     pos ..."); the previous checkpoint stays and no temporary file is left."""
@@ -442,7 +455,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_message(tmp_path, monkeypatc
     before = path.read_bytes()
 
     def full_disk(obj, f):
-        open(f, "wb").write(b"PK")
+        f.write(b"PK")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 10 vs 2")
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
     with pytest.raises(CheckpointError, match=rf"^{path}: cannot be written \(\[enforce fail"):
