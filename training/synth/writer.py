@@ -27,7 +27,10 @@ so a dataset is identical for a seed whatever the number of workers.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -226,13 +229,29 @@ def prepare(root: Path, overwrite: bool, counts: dict[str, int]) -> Layout:
     return layout
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: end this worker as soon as the synth that started it is gone.
+    A SIGKILLed synth left its workers writing its chips, into the folders that a
+    rerun with --overwrite had just cleared. ``parent_process()`` waits on a pipe the
+    parent holds (its process handle on Windows), so this holds with every start method
+    and OS; ``os.getppid()`` would not: it names the forkserver under forkserver, and
+    on Windows still the dead parent."""
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def _run(tasks: list[Task], seed: int, root: Path, workers: int, compress: str) -> Iterator[dict]:
     if workers <= 1:
         for t in tasks:
             yield make_and_write(t, seed, root, compress)
         return
     n = len(tasks)
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=_die_with_parent) as pool:
         yield from pool.map(make_and_write, tasks, [seed] * n, [root] * n, [compress] * n, chunksize=4)
 
 
