@@ -33,9 +33,10 @@ from .atomic import refused_output, write_text_atomic
 from .cli import DEVICES
 from .data import s2index
 from .data.io import grid_of, read_label, read_mask, read_s1, read_s2
-from .data.layout import HAND_SPLITS, ChipFiles, DatasetError, problems_message
+from .data.layout import HAND_SPLITS, ChipFiles, DatasetError, Layout, problems_message
 from .data.sets import external_chips, hand_chips, weak_chips
 from .metrics import Scoreboard
+from .synth.writer import check_complete
 
 SPLITS = HAND_SPLITS + ("weak", "external")
 # a predictor maps a chip (and its S1 in dB, already read) to 1 water / 0 dry / -1 none
@@ -54,6 +55,7 @@ class Method:
 def load_split(data: str | Path, split: str, split_file: str | Path | None = None,
                s2: bool = False) -> tuple[list[ChipFiles], str]:
     """The split's chips with ``label`` set to the reference they are scored against."""
+    check_complete(Layout.find(data).root)
     if split in HAND_SPLITS or split_file:
         return hand_chips(data, split, split_file=split_file, s2=s2), "LabelHand"
     if split not in SPLITS:

@@ -26,7 +26,7 @@ from .data.layout import (HAND_KINDS, HAND_SPLITS, WEAK_KINDS, DatasetError, Lay
                           parse_split)
 from .methods import (BY_NAME, EVAL_SPLITS, EXTERNAL, HAND_VALID, METHODS, S1F11_WEAK, Method,
                       with_needs)
-from .synth.writer import MANIFEST
+from .synth.writer import MANIFEST, check_complete
 from .train import RunData
 
 # chips are read at 10 m ground pixels (training.data.datasets; the synthetic generator
@@ -99,6 +99,7 @@ def _trains_on(method: Method, splits: set[str]) -> bool:
 
 def open_split(root: Path, split: str, s2: bool, cache: bool) -> Dataset:
     """A split as a torch dataset: hand-labelled splits, ``weak`` or ``external``."""
+    check_complete(Layout.find(root).root)   # train and reproduce open every split first
     missing = missing_sets(root)
     if split in missing:
         what, source = OPTIONAL_SETS[split]

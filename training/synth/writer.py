@@ -198,6 +198,14 @@ def partial(root: Path) -> bool:
         return False
 
 
+def check_complete(root: Path) -> None:
+    """Refuse to read a dataset an interrupted synth left (:func:`partial`): it lacks
+    chips or split files, and a reader would score or train on what is there."""
+    if partial(root):
+        raise DatasetError(f"{root}: a partial synthetic dataset (an interrupted synth); "
+                           "rerun synth with --overwrite to replace it")
+
+
 def prepare(root: Path, overwrite: bool, counts: dict[str, int]) -> Layout:
     """Create the folders of the sets with chips in ``counts`` (hand, weak, external);
     refuse to touch an existing dataset unless asked.
