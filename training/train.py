@@ -679,6 +679,7 @@ def train(run: RunSpec, data: RunData, out_dir: Path, teacher: Path | None = Non
                 raise RunError(f"{out_dir} holds a finished run (summary.json, last.pt) but no "
                                f"best.pt: its best checkpoint is lost; use another --out folder "
                                f"to train the run again")
+            _of_this_run(run, out_dir / "best.pt")   # cut short by a copy, or another run's
             return summary, None
     start = 0 if state is None else state["step"]
     if stop_at is not None and stop_at <= start < cfg.steps:

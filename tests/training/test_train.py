@@ -225,6 +225,16 @@ def test_a_finished_run_without_last_pt_is_finished_and_its_best_pt_kept(tmp_pat
         train(tiny_run(), tiny_data(), only_summary, progress=False)
 
 
+def test_a_finished_run_holding_another_runs_best_pt_is_refused(tmp_path):
+    """Only best.pt's existence was checked: the other run's weights passed for this one's."""
+    train(tiny_run(), tiny_data(), tmp_path / "run", progress=False)
+    train(tiny_run(seed=1), tiny_data(), tmp_path / "other", progress=False)
+    (tmp_path / "other" / "best.pt").replace(tmp_path / "run" / "best.pt")
+    with pytest.raises(RunError, match=r"run/best.pt belongs to a run with other settings "
+                                       r"\(seed: 1 there, 0 now\)"):
+        train(tiny_run(), tiny_data(), tmp_path / "run", progress=False)
+
+
 def test_a_run_that_finished_while_another_started_is_not_trained_over(tmp_path, monkeypatch):
     """The folder lock was taken after the folder's checks: a run started while another
     (other settings) was training there checked the empty folder, took the lock once the

@@ -411,6 +411,19 @@ def test_a_run_folder_of_other_data_is_neither_resumed_nor_taken_as_done(data, t
     assert logged_steps(tmp_path / "run") == [1, 2, 3, 4]
 
 
+def test_a_finished_run_whose_best_pt_is_cut_short_is_not_taken_as_done(data, tmp_path):
+    """A rerun checked only that best.pt existed: exit 0 and "best valid IoU ... at step 2",
+    where export and reproduce's scoring then failed on the file."""
+    run = ["train", "hand_compact", "--data", data, "--set", "steps=2", "--set", "eval_every=2",
+           *SMALL]
+    assert cli(*run, "--out", tmp_path / "done").returncode == 0
+    shutil.copytree(tmp_path / "done", tmp_path / "cut")
+    best = tmp_path / "cut" / "best.pt"
+    best.write_bytes(best.read_bytes()[:20_000])
+    one_line_error(cli(*run, "--out", tmp_path / "cut"),
+                   f"{best}: a PyTorch checkpoint cut short or corrupt (20000 bytes")
+
+
 def test_a_missing_layer_folder_is_named_once_not_chip_by_chip(data, tmp_path):
     copy = tmp_path / "d"
     shutil.copytree(data, copy)
