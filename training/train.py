@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -204,6 +205,9 @@ def score(model: nn.Module, dataset: Dataset, inputs: tuple[str, ...], batch: in
     return board
 
 
+_LOGGED_STEP = re.compile(r"^\S+ \S+ step (\d+) loss ", re.MULTILINE)
+
+
 class _Log:
     """Appends timestamped lines to ``train.log``; validation lines also go above the bar."""
 
@@ -215,6 +219,14 @@ class _Log:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         if show and self.bar is not None:
             self.bar.write(line)
+
+    def last_step(self) -> int:
+        """The last training step the log records (0 for none): past a resume's step, one
+        a kill (SIGKILL, a crash) lost before its checkpoint."""
+        if not self.path.exists():
+            return 0
+        steps = _LOGGED_STEP.findall(self.path.read_text(errors="replace"))
+        return int(steps[-1]) if steps else 0
 
 
 def _poly(steps: int, power: float):
@@ -789,8 +801,12 @@ def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progre
                disable=not (progress and d.is_main), dynamic_ncols=True)
     log = _Log(out_dir / "train.log", None if bar.disable else bar)
     if d.is_main:
+        logged = log.last_step() if start else 0
+        redone = (f" (the log above runs to step {logged}: the steps after {start} were lost "
+                  f"with a killed process, before a checkpoint held them, and run again)"
+                  if logged > start else "")
         log(f"{'resume' if start else 'start'} {method.name} seed {run.seed} at step {start}/"
-            f"{cfg.steps}: {display_name(run.model_spec)}, lr {run.lr:g}, wd "
+            f"{cfg.steps}{redone}: {display_name(run.model_spec)}, lr {run.lr:g}, wd "
             f"{run.weight_decay:g}, batch {cfg.batch_size} x {cfg.crop}px, {d.world} "
             f"process(es) on {d.device}; data: {data.description}")
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.steps),

@@ -285,6 +285,27 @@ def test_stop_at_at_or_below_the_step_reached_stops_at_once(tmp_path):
     assert sorted(step_losses(tmp_path)) == [1, 2, 3]
 
 
+def test_a_resume_says_which_logged_steps_a_kill_lost(tmp_path):
+    """After a SIGKILL the log holds the steps done since the last checkpoint, then the
+    resume's line, then the same steps again, with nothing saying why; the resume now
+    names them. (The kill is stood in for by the log lines it leaves.)"""
+    with pytest.raises(Interrupted):
+        train(tiny_run(), tiny_data(), tmp_path, progress=False, stop_at=2)
+    with (tmp_path / "train.log").open("a") as fh:
+        fh.write("2026-11-24 04:00:00 step 3 loss 0.5 lr 0.01\n"
+                 "2026-11-24 04:00:01 valid step 3 iou 0.5\n")
+    train(tiny_run(), tiny_data(), tmp_path, progress=False)
+    resumes = [line for line in (tmp_path / "train.log").read_text().splitlines()
+               if " resume hand seed 0 at step 2/" in line]
+    assert len(resumes) == 1 and "(the log above runs to step 3: the steps after 2 were " \
+        "lost with a killed process" in resumes[0], resumes
+    # a resume after a stop that saved its step (SIGTERM, --stop-at) has nothing to say
+    with pytest.raises(Interrupted):
+        train(tiny_run(), tiny_data(), tmp_path / "clean", progress=False, stop_at=2)
+    train(tiny_run(), tiny_data(), tmp_path / "clean", progress=False)
+    assert "were lost" not in (tmp_path / "clean" / "train.log").read_text()
+
+
 def test_summary_json_is_written_atomically_and_a_truncated_one_written_again(
         tmp_path, monkeypatch):
     """A write cut short (full disk, kill) left a truncated summary.json, which the next
