@@ -13,16 +13,20 @@ from training.data.layout import WEAK_KINDS, Layout
 REPO = Path(__file__).resolve().parents[2]
 
 
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
-    found = []
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid`` (from /proc): its pool's workers, which are its
+    children with fork and spawn, and the forkserver's (its child's) with forkserver,
+    Python 3.14's default on Linux."""
+    parents = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
         except OSError:   # ended meanwhile
             continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
+    found, level = [], [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        found += level
     return found
 
 
@@ -58,7 +62,7 @@ def test_a_sigkilled_synth_leaves_no_worker_writing_its_chips(tmp_path):
     workers: list[int] = []
     try:
         assert wait_until(lambda: len(list(weak.glob("*.tif"))) >= 3, 120), "no weak chips written"
-        workers = children(proc.pid)
+        workers = descendants(proc.pid)
         assert len(workers) >= 2
         proc.kill()
         proc.wait()
