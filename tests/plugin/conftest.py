@@ -11,7 +11,6 @@ import shutil
 import sys
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -120,18 +119,12 @@ def two_band_scene(tmp_path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def no_task_of_an_earlier_test():
+def no_task_of_an_earlier_test(qtbot):
     """Each test starts with QGIS's task manager idle: a task an earlier test left running
     would finish in this one (its signals, its layers) or hold one of the pool's two
-    threads on a 2-core machine. One that does not end within a minute fails here, named."""
-    from qgis.core import QgsApplication
-
-    deadline = time.monotonic() + 60
-    while unfinished_tasks() and time.monotonic() < deadline:
-        QgsApplication.processEvents()
-        time.sleep(0.02)
-    left = unfinished_tasks()
-    assert not left, f"tasks left running by an earlier test, still running after 60 s: {left}"
+    threads on a 2-core machine. One that does not end within a minute fails the setup,
+    named."""
+    wait_for_tasks(qtbot)
     yield
 
 
@@ -176,8 +169,13 @@ def dead_pid() -> int:
 
 def wait_for_tasks(qtbot, timeout_ms: int = 60000) -> None:
     """Until QGIS's task manager has nothing left to run (queries of the dialog, etc.) and
-    has delivered every task's end (:func:`unfinished_tasks`)."""
-    qtbot.waitUntil(lambda: not unfinished_tasks(), timeout=timeout_ms)
+    has delivered every task's end (:func:`unfinished_tasks`); the tasks still running
+    after ``timeout_ms`` fail the test, named."""
+    try:
+        qtbot.waitUntil(lambda: not unfinished_tasks(), timeout=timeout_ms)
+    except qtbot.TimeoutError:
+        raise AssertionError(f"QGIS tasks still running after {timeout_ms / 1000:g} s: "
+                             f"{unfinished_tasks()}") from None
 
 
 def unfinished_tasks() -> list[str]:
