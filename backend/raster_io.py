@@ -199,11 +199,12 @@ class ShrunkView:
             src = Window(c0 * self.sx, r0 * self.sy, (c1 - c0) * self.sx, (r1 - r0) * self.sy)
             # one call for bands of one type; bands of other types each apart
             together = len({band_type(self.ds, i) for i in indexes}) == 1
-            for k, group in enumerate([indexes] if together else [[i] for i in indexes]):
-                at = slice(None) if together else slice(k, k + 1)
-                out[at, :r1 - r0, :c1 - c0] = self.ds.read(
+            first = 0
+            for group in [indexes] if together else [[i] for i in indexes]:
+                out[first:first + len(group), :r1 - r0, :c1 - c0] = self.ds.read(
                     group, window=src, out_shape=(len(group), r1 - r0, c1 - c0),
                     resampling=Resampling.average, out_dtype=np.float32)
+                first += len(group)
         if c1 < c0 + w:
             out[:, :, c1 - c0:] = self.warped.read(indexes, window=Window(c1, r0, c0 + w - c1, h))
         if r1 < r0 + h and c1 > c0:
