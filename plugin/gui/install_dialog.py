@@ -31,7 +31,6 @@ class InstallDialog(QDialog):
         intro = QLabel(f"These commands will run (you can also run them in {TERMINAL}):")
         self.commands = QPlainTextEdit()
         self.commands.setReadOnly(True)
-        self.commands.setMaximumHeight(70)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setFont(QFont("monospace"))
@@ -43,12 +42,13 @@ class InstallDialog(QDialog):
         buttons.addStretch()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.close_button)
-        for widget in (intro, self.commands, self.log, self.state):
-            layout.addWidget(widget)
+        # the commands whole before Install (a venv path wraps over two lines), the output below
+        for widget, stretch in ((intro, 0), (self.commands, 1), (self.log, 1), (self.state, 0)):
+            layout.addWidget(widget, stretch)
         layout.addLayout(buttons)
         self.start_button.clicked.connect(self.start)
         self.close_button.clicked.connect(self.close)
-        self.resize(720, 420)
+        self.resize(760, 560)
         self.set_plan(steps)
 
     def set_plan(self, steps: list[list[str]], blocker: str = "") -> None:

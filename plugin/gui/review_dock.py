@@ -18,11 +18,12 @@ from typing import Callable
 from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingAlgRunnerTask,
                        QgsProcessingContext, QgsProcessingFeedback, QgsProcessingUtils, QgsProject,
                        QgsVectorLayer, QgsWkbTypes)
-from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsScrollArea
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
-                                 QLabel, QMessageBox, QPushButton, QSlider, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox,
+                                 QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider, QVBoxLayout,
+                                 QWidget)
 
 from .. import styles
 from ..backend_process import Outcome
@@ -161,7 +162,13 @@ class ReviewDock(QgsDockWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status)
         layout.addStretch()
-        self.setWidget(body)
+        # a dock shares the main window's height with the other panels: scrolled, its
+        # content does not set a minimum height of its own on the whole window
+        area = QgsScrollArea()
+        area.setWidget(body)
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        self.setWidget(area)
         self._set_enabled(False)
         self.take_up_saved_review()   # the plugin loaded with a project open
 
@@ -198,7 +205,8 @@ class ReviewDock(QgsDockWidget):
         self.opacity.setRange(0, 100)
         self.opacity.setValue(100)
         self.opacity.valueChanged.connect(self.set_opacity)
-        self.show_water = QCheckBox("Show the water layers (untick to see the radar image)")
+        self.show_water = QCheckBox("Show the water layers")
+        self.show_water.setToolTip("Untick to see the radar image under them")
         self.show_water.setChecked(True)
         self.show_water.toggled.connect(self.set_water_visible)
         form.addRow("Water opacity", self.opacity)
@@ -210,6 +218,8 @@ class ReviewDock(QgsDockWidget):
         layout = QHBoxLayout(box)
         self.zones = QgsMapLayerComboBox()
         self.zones.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.zones.setToolTip("A polygon layer of the project (districts, fields...): water "
+                              "area per polygon at the threshold above")
         self.stats_button = QPushButton("Compute")
         self.stats_button.clicked.connect(self.compute_statistics)
         layout.addWidget(self.zones, 1)
@@ -222,7 +232,8 @@ class ReviewDock(QgsDockWidget):
         self.final_path = QgsFileWidget()
         self.final_path.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.final_path.setFilter("GeoTIFF (*.tif)")
-        self.polygons = QCheckBox("Also write water polygons (.gpkg beside it)")
+        self.polygons = QCheckBox("Also write water polygons")
+        self.polygons.setToolTip("A GeoPackage beside the final mask, of the same name")
         self.min_area = QDoubleSpinBox()
         self.min_area.setRange(0, 1e9)
         self.min_area.setDecimals(0)

@@ -18,12 +18,14 @@ from typing import Any
 
 from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils, QgsProject,
                        QgsRasterLayer, QgsSettings, QgsVectorLayer, QgsWkbTypes)
-from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
+from qgis.gui import (QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox,
+                      QgsScrollArea)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFormLayout,
-                                 QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                                 QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QDoubleSpinBox,
+                                 QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+                                 QPushButton, QRadioButton, QSpinBox, QTextBrowser, QVBoxLayout,
+                                 QWidget)
 
 from ..backend_env import PLUGIN_ROOT
 from ..bands import guess_bands, polarisation
@@ -170,15 +172,40 @@ class RunDialog(QDialog):
         self._backend_timer.setSingleShot(True)
         self._backend_timer.setInterval(BACKEND_DELAY_MS)
         self._backend_timer.timeout.connect(self.refresh_backend)
-        layout = QVBoxLayout(self)
+        # the settings scroll on a small screen (a 768 px laptop: they take 900-1100 px);
+        # the progress, the status and the buttons below them stay in view
+        settings = QWidget()
+        boxes = QVBoxLayout(settings)
+        boxes.setContentsMargins(0, 0, 0, 0)
         for box in (self._input_box(), self._model_box(), self._run_box(), self._advanced_box(),
                     self._output_box()):
-            layout.addWidget(box)
-        layout.addWidget(self._footer())
+            boxes.addWidget(box)
+        boxes.addStretch()
+        self.settings_area = QgsScrollArea()
+        self.settings_area.setWidget(settings)
+        self.settings_area.setWidgetResizable(True)
+        self.settings_area.setFrameShape(QFrame.Shape.NoFrame)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.settings_area, 1)
+        footer = self._footer()
+        layout.addWidget(footer)
+        self._fit_screen(settings, footer)
         self.apply_settings(RunSettings.load())
         self.refresh_backend()
 
     # --- building -------------------------------------------------------------------------
+
+    def _fit_screen(self, settings: QWidget, footer: QWidget) -> None:
+        """Open as tall as the settings need (a scroll area's own size hint stops at about
+        24 lines), but no taller than the screen leaves room for."""
+        screen = QApplication.primaryScreen()
+        room = screen.availableGeometry().height() - 80 if screen is not None else 10 ** 4
+        margins = self.layout().contentsMargins()
+        natural = (settings.sizeHint().height() + footer.sizeHint().height()
+                   + self.layout().spacing() + margins.top() + margins.bottom())
+        width = (settings.sizeHint().width() + margins.left() + margins.right()
+                 + self.settings_area.verticalScrollBar().sizeHint().width())
+        self.resize(width, min(natural, max(room, 300)))
 
     def _input_box(self) -> QGroupBox:
         box = QGroupBox("Sentinel-1 input")
@@ -463,16 +490,20 @@ class RunDialog(QDialog):
         if error:
             self.backend_info.setText(error)
             self.device_info.setText("unknown: the backend did not answer")
+            self.device_info.setToolTip("")
             return
         self.backend_info.setText(f"Backend: {interpreter.path} ({interpreter.source} Python)")
         self.device_info.setText(self._devices_text(answer))
+        self.device_info.setToolTip("" if answer.get("cuda_usable")
+                                    else answer.get("reason", "the backend gave no reason"))
 
     @staticmethod
     def _devices_text(answer: dict[str, Any]) -> str:
-        """From ``python -m backend devices``: what 'auto' will use, and why not CUDA."""
+        """From ``python -m backend devices``: what 'auto' will use (why not CUDA: the
+        label's tooltip; a line, where the reason took four in the form)."""
         if answer.get("cuda_usable"):
             return "auto uses CUDA (GPU); CPU is available too."
-        return f"auto uses the CPU. CUDA: not available ({answer.get('reason', 'no reason given')})."
+        return "auto uses the CPU (no CUDA: see the tooltip)."
 
     def refresh_inspect(self) -> None:
         """Ask the backend what it makes of the input (band mapping, units), off the GUI thread."""

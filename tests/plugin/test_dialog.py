@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from qgis.core import QgsProject, QgsRasterLayer, QgsSettings
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QApplication
 
 from .conftest import wait_for_tasks, write_raster
 
@@ -94,7 +95,8 @@ def test_card_and_devices_are_shown(plugin, qtbot, models):
     text = dialog.card_view.toPlainText()
     assert "test-smoothed-3" in text and "Pixel size" in text and "10 m" in text and "VV (dB" in text
     qtbot.waitUntil(lambda: "CPU" in dialog.device_info.text(), timeout=30000)
-    assert "CUDA: not available" in dialog.device_info.text()
+    assert "no CUDA" in dialog.device_info.text()
+    assert "CUDA cannot be used" in dialog.device_info.toolTip()
     assert ".venv/bin/python" in dialog.backend_info.text()
 
     dialog.model.setFilePath(str(models["mismatch"]))
@@ -572,3 +574,42 @@ def test_a_layer_in_qgis_memory_is_refused_naming_why(plugin, qtbot, models, two
         QgsProject.instance().removeAllMapLayers()
         gdal.Unlink("/vsimem/scene.tif")
     wait_for_tasks(qtbot)
+
+
+def _shown_whole(label) -> bool:
+    """Whether a word-wrapped label has the height its text needs at its width."""
+    return label.height() >= label.heightForWidth(label.width())
+
+
+def test_the_dialog_fits_a_small_screen_with_its_buttons_and_status_in_view(plugin, qtbot, models):
+    # the offscreen platform's screen is 800 x 600: a laptop's 768 px is as tight; the
+    # settings need about 900 px and scroll, the buttons and what the run says do not
+    screen = QApplication.primaryScreen().availableGeometry()
+    dialog = plugin.show_dialog()
+    dialog.model.setFilePath(str(models["smoothed"]))
+    qtbot.waitUntil(lambda: "CPU" in dialog.device_info.text(), timeout=30000)
+    assert dialog.height() <= screen.height()
+    assert dialog.settings_area.verticalScrollBar().maximum() > 0   # scrolled, not squeezed
+    bottom = dialog.run_button.mapTo(dialog, dialog.run_button.rect().bottomLeft()).y()
+    assert bottom < dialog.height()
+    qtbot.waitUntil(lambda: _shown_whole(dialog.device_info), timeout=2000)   # laid out again
+    dialog.show_status("Done: 3.35 km² of water, 16.3 % of the 20.59 km² valid area; 0.5 s on "
+                       "CPU, model sarflood-student-compact 1.2.0; input units dB (from values)")
+    qtbot.waitUntil(lambda: _shown_whole(dialog.status), timeout=2000)
+    assert dialog.run_button.mapTo(dialog, dialog.run_button.rect().bottomLeft()).y() < dialog.height()
+    wait_for_tasks(qtbot)
+
+
+def test_the_review_dock_sets_no_tall_minimum_on_the_main_window(plugin, qtbot):
+    # QGIS stacks docks: one whose content cannot shrink takes the height of the layers panel
+    dock = plugin.dock
+    assert dock.minimumSizeHint().height() < 200
+    assert dock.minimumSizeHint().width() < 400
+
+
+def test_the_installer_shows_its_commands_whole_before_install(plugin, qtbot):
+    # they are what the user agrees to: the venv and the pip line with its markers
+    installer = plugin.show_installer()
+    qtbot.waitUntil(lambda: "pip" in installer.commands.toPlainText(), timeout=10000)
+    QApplication.processEvents()
+    assert installer.commands.verticalScrollBar().maximum() == 0

@@ -11,7 +11,7 @@ import pytest
 from osgeo import gdal, ogr
 from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProcessingUtils, QgsProject,
                        QgsRasterLayer, QgsRectangle, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
 from .conftest import read_raster, wait_for_tasks
@@ -337,6 +337,13 @@ def test_show_water_acts_on_the_run_layers_wherever_they_are(plugin, qtbot, mode
     wait_for_tasks(qtbot)
 
 
+def _click_tick_box(qtbot, box) -> None:
+    """Click a check box on its box, as the user does (its widget's centre can lie past a
+    short label, where a click does nothing)."""
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(box.fontMetrics().height() // 2 + 2,
+                                                                box.height() // 2))
+
+
 def test_water_layers_hidden_get_their_ticks_back_when_the_next_run_comes(plugin, qtbot, models,
                                                                           two_band_scene, tmp_path):
     """With "Show the water layers" unticked, the next run's review forgot the ticks of the
@@ -354,14 +361,14 @@ def test_water_layers_hidden_get_their_ticks_back_when_the_next_run_comes(plugin
                 for layer in (run.layers.mask, run.layers.probability)]
 
     assert ticks(first) == [False, True]
-    qtbot.mouseClick(dock.show_water, Qt.MouseButton.LeftButton)
+    _click_tick_box(qtbot, dock.show_water)
     assert not dock.show_water.isChecked() and ticks(first) == [False, False]
     second = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
     assert dock.run is second and dock.show_water.isChecked()
     assert ticks(first) == [False, True] and saved_hidden(first) is None
     assert ticks(second) == [True, False]
     # hidden, then removed from the project: nothing to give back, and nothing raises
-    qtbot.mouseClick(dock.show_water, Qt.MouseButton.LeftButton)
+    _click_tick_box(qtbot, dock.show_water)
     QgsProject.instance().removeMapLayer(second.layers.mask.id())
     with qtbot.capture_exceptions() as raised:
         third = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
