@@ -12,7 +12,8 @@ from typing import Any
 from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
                        QgsProcessingException, QgsProcessingFeatureSource,
                        QgsProcessingFeatureSourceDefinition,
-                       QgsProcessingLayerPostProcessorInterface, QgsProcessingParameterExtent,
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterExtent,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterMapLayer,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorLayer,
                        QgsProcessingUtils, QgsProperty, QgsRasterLayer, QgsReferencedRectangle,
@@ -224,6 +225,12 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):
         return type(self)()
+
+    def add_described(self, parameter: QgsProcessingParameterDefinition, help_text: str) -> None:
+        """Add a parameter whose label stays short (the dialog's column is about 70
+        characters wide): the rest goes to its tooltip in the dialog."""
+        parameter.setHelp(help_text)
+        self.addParameter(parameter)
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS's name)
         """Runs in the thread of ``context``, before ``processAlgorithm``: in the main thread

@@ -26,9 +26,10 @@ class SceneAlgorithm(SarFloodAlgorithm):
     def add_scene_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(
             "INPUT", "Sentinel-1 input: VV+VH stack, or the VV layer"))
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            "INPUT_VH", "VH layer (only when VV and VH are separate files; none for a VV-only "
-            "model or Otsu)", optional=True))
+        self.add_described(
+            QgsProcessingParameterRasterLayer("INPUT_VH", "VH layer (separate files only)",
+                                              optional=True),
+            "Only when VV and VH are separate files; empty for a stack, a VV-only model or Otsu")
         self.addParameter(QgsProcessingParameterBand(
             "VV_BAND", "VV band of the stack (empty: guessed from band names)", None, "INPUT",
             optional=True))
@@ -37,9 +38,11 @@ class SceneAlgorithm(SarFloodAlgorithm):
             optional=True))
 
     def add_extent_parameter(self) -> None:
-        self.addParameter(QgsProcessingParameterExtent(
-            "EXTENT", "Extent to map (empty: the whole input; numbers given without [EPSG:...] are "
-            "in the project's CRS, the input's where there is no project)", optional=True))
+        self.add_described(
+            QgsProcessingParameterExtent("EXTENT", "Extent to map (empty: the whole input)",
+                                         optional=True),
+            "Numbers given without [EPSG:...] are in the project's CRS, the input's where "
+            "there is no project")
 
     def add_area_outputs(self) -> None:
         for name, description in AREA_OUTPUTS.items():

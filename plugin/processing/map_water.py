@@ -43,9 +43,11 @@ class MapWaterAlgorithm(SceneAlgorithm):
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", list(DEVICES), defaultValue=0))
         # no declared limits: QGIS would refuse 1.5 without saying the range, and 0 and 1
         # are refused too; processAlgorithm says so with the value given
-        self.addParameter(QgsProcessingParameterNumber(
-            "THRESHOLD", "Water probability threshold, strictly between 0 and 1 (empty: the model's default)",
-            QgsProcessingParameterNumber.Type.Double, None, optional=True))
+        self.add_described(
+            QgsProcessingParameterNumber("THRESHOLD", "Threshold, strictly between 0 and 1 (empty: "
+                                         "the model's default)", QgsProcessingParameterNumber.Type.Double,
+                                         None, optional=True),
+            "The water probability above which a pixel is mapped as water")
         self.add_extent_parameter()
         advanced = [
             QgsProcessingParameterEnum("UNITS", "Input units", list(UNIT_CHOICES), defaultValue=0),

@@ -17,6 +17,16 @@ def test_provider_lists_every_algorithm(provider):
     assert {a.id() for a in provider.algorithms()} == ALGORITHMS
 
 
+def test_parameter_labels_fit_the_algorithm_dialog(provider):
+    # the dialog's parameter column shows about 70 characters: longer labels were cut off
+    # (extent, VH layer, threshold); what more there is to say is in the tooltip
+    long = {(a.id(), p.name()): p.description() for a in provider.algorithms()
+            for p in a.parameterDefinitions() if len(p.description()) > 64}
+    assert not long
+    extent = provider.algorithm("mapwater").parameterDefinition("EXTENT")
+    assert "project's CRS" in extent.help()
+
+
 def test_single_band_input_is_refused_with_its_name(provider, tmp_path):
     import processing
 
