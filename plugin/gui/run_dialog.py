@@ -197,15 +197,17 @@ class RunDialog(QDialog):
 
     def _fit_screen(self, settings: QWidget, footer: QWidget) -> None:
         """Open as tall as the settings need (a scroll area's own size hint stops at about
-        24 lines), but no taller than the screen leaves room for."""
+        24 lines), but no taller than the screen leaves room for; as wide as they need."""
         screen = QApplication.primaryScreen()
         room = screen.availableGeometry().height() - 80 if screen is not None else 10 ** 4
         margins = self.layout().contentsMargins()
         natural = (settings.sizeHint().height() + footer.sizeHint().height()
                    + self.layout().spacing() + margins.top() + margins.bottom())
-        width = (settings.sizeHint().width() + margins.left() + margins.right()
+        frame = (margins.left() + margins.right()
                  + self.settings_area.verticalScrollBar().sizeHint().width())
-        self.resize(width, min(natural, max(room, 300)))
+        # never narrower than the settings: they scroll up and down, not sideways
+        self.setMinimumWidth(settings.minimumSizeHint().width() + frame)
+        self.resize(settings.sizeHint().width() + frame, min(natural, max(room, 300)))
 
     def _input_box(self) -> QGroupBox:
         box = QGroupBox("Sentinel-1 input")

@@ -590,6 +590,9 @@ def test_the_dialog_fits_a_small_screen_with_its_buttons_and_status_in_view(plug
     qtbot.waitUntil(lambda: "CPU" in dialog.device_info.text(), timeout=30000)
     assert dialog.height() <= screen.height()
     assert dialog.settings_area.verticalScrollBar().maximum() > 0   # scrolled, not squeezed
+    dialog.resize(100, dialog.height())   # and never sideways: narrowed, it keeps their width
+    QApplication.processEvents()
+    assert dialog.settings_area.horizontalScrollBar().maximum() == 0
     bottom = dialog.run_button.mapTo(dialog, dialog.run_button.rect().bottomLeft()).y()
     assert bottom < dialog.height()
     qtbot.waitUntil(lambda: _shown_whole(dialog.device_info), timeout=2000)   # laid out again
