@@ -194,6 +194,9 @@ class ReviewDock(QgsDockWidget):
         self.area = QLabel("")
         self.area.setWordWrap(True)
         layout.addWidget(self.area)
+        # before any run: the threshold most models default to, not the slider's bottom end
+        self.slider.setValue(round(self.threshold_value * STEPS))
+        self.threshold.setValue(self.threshold_value)
         self.slider.valueChanged.connect(lambda v: self.threshold.setValue(v / STEPS))
         self.threshold.valueChanged.connect(self.set_threshold)
         return box

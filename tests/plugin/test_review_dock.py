@@ -1344,3 +1344,11 @@ def test_a_mask_for_statistics_stays_until_they_end_when_the_review_moves_on(
     assert dock.status.text() == f"Statistics: not added, {PROJECT_CHANGED}"
     assert not folders[0].exists() and Path(run.params.mask).exists()
     wait_for_tasks(qtbot)
+
+
+def test_before_any_run_the_dock_shows_the_usual_threshold_disabled(plugin):
+    # it showed 0.01, the slider's bottom end, as if that were a threshold in force
+    dock = plugin.dock
+    assert dock.run is None and dock.title.text().startswith("No run yet")
+    assert dock.threshold.value() == pytest.approx(0.5) and dock.slider.value() == 50
+    assert not dock.threshold.isEnabled() and not dock.accept_button.isEnabled()
