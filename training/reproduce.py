@@ -367,15 +367,14 @@ def reproduce(data: Path, preset: str, seeds: int, out: Path, results: Path,
     if seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     chosen, left_out = select(methods, data)
-    for line in notes(left_out):
-        print(line, flush=True)
     order = [m for m in training_order() if m in chosen]
-    # open and check every dataset before the first step
+    # open and check every dataset before the first step, and before the notes on what
+    # this data leaves out (which a refusal of the data made moot)
     run_data = {m.name: open_run_data(data, m, cfg.cache) for m in order}
     splits, not_scored = scored_splits(data)
-    if not_scored:
-        print(not_scored, flush=True)
     eval_sets = {s: open_split(data, s, _scored_on_s2(chosen), cfg.cache) for s in splits}
+    for line in notes(left_out) + ([not_scored] if not_scored else []):
+        print(line, flush=True)
     d = ddp.setup(device)
     t0 = time.perf_counter()
     per_seed: dict[str, list[dict[str, Any]]] = {}

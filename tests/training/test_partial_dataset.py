@@ -56,3 +56,16 @@ def test_figure_refuses_a_partial_dataset(partial, tmp_path, capsys):
                  "--out", str(tmp_path / "chips.png")]) == 1
     refused(capsys, partial)
     assert not (tmp_path / "chips.png").exists()
+
+
+def test_reproduce_says_nothing_of_rows_left_out_of_data_it_refuses(partial, tmp_path, capsys):
+    """Before the refusal it printed which rows the data left out of the table: moot."""
+    import shutil
+    copy = tmp_path / "ds"
+    shutil.copytree(partial, copy)
+    shutil.rmtree(next(copy.glob("v1.1/data/flood_events/WeaklyLabeled")))
+    assert main(["reproduce", "--data", str(copy), "--preset", "cpu", "--seeds", "1",
+                 "--set", "steps=2", "--out", str(tmp_path / "runs"),
+                 "--results", str(tmp_path / "results"), "--no-progress"]) == 1
+    said = capsys.readouterr()
+    assert "a partial synthetic dataset" in said.err and "left out of the table" not in said.out
