@@ -297,6 +297,9 @@ def test_the_students_bench_takes_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     figures = bench(Path("m.onnx"), Path("."), size=256)
     assert figures["raw_raster_mpx_s"] > 0 and figures["predict_mpx_s"] > 0
+    # the median of three predicts: one timing flipped the compact student's >= 5x verdict
+    runs = figures["predict_runs_s"]
+    assert len(runs) == 3 and figures["predict_mpx_s"] == round(256 * 256 / 1e6 / sorted(runs)[1], 2)
 
 
 def _commands_on(folder):
