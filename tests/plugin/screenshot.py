@@ -121,6 +121,8 @@ def main() -> int:
     partial.replace(out)
     print(out)
     plugin.unload()
+    QgsProject.instance().removeAllMapLayers()
+    app.exitQgis()
     return 0
 
 

@@ -69,3 +69,24 @@ def test_render_sar_with_mask(provider, models, real_chips, tmp_path):
     grey = round(255 * (vv + 25.0) / 25.0)
     assert dry.red() == dry.green() == dry.blue(), dry.name()
     assert abs(dry.red() - min(255, max(0, grey))) <= 2, (dry.name(), vv)
+
+
+def test_the_readme_picture_is_made_by_its_script(real_chips, tmp_path):
+    """tests/plugin/screenshot.py draws the README's picture from a real run: it must still run."""
+    import os
+    import subprocess
+    import sys
+
+    from qgis.PyQt.QtGui import QImage
+
+    from .conftest import REPO
+
+    out = tmp_path / "picture.png"
+    done = subprocess.run([sys.executable, "-m", "tests.plugin.screenshot", "--out", str(out),
+                           "--chip", str(real_chips / "S1Hand" / "Spain_7370579_S1Hand.tif")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    picture = QImage(str(out))
+    assert picture.width() > 1200 and picture.height() >= 800
+    assert not list(tmp_path.glob(".*partial*"))
