@@ -9,8 +9,8 @@ styling a 4096 x 4096 output costs nothing (no pass over the pixels):
 """
 from __future__ import annotations
 
-from qgis.core import (QgsColorRampShader, QgsPalettedRasterRenderer, QgsRasterShader,
-                       QgsSingleBandPseudoColorRenderer)
+from qgis.core import (QgsColorRampLegendNodeSettings, QgsColorRampShader, QgsPalettedRasterRenderer,
+                       QgsRasterShader, QgsSingleBandPseudoColorRenderer)
 from qgis.PyQt.QtGui import QColor
 
 WATER = QColor(0, 92, 230)
@@ -37,6 +37,11 @@ def _pseudocolor(provider, shader_type, items, lo: float, hi: float) -> QgsSingl
     ramp = QgsColorRampShader(lo, hi)
     ramp.setColorRampType(shader_type)
     ramp.setColorRampItemList(items)
+    # a legend entry per item, with its words: QGIS draws an interpolated ramp's legend as
+    # a gradient with the two end values only ("0.25", "0"), which dropped what they mean
+    legend = QgsColorRampLegendNodeSettings()
+    legend.setUseContinuousLegend(False)
+    ramp.setLegendSettings(legend)
     shader = QgsRasterShader(lo, hi)
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)

@@ -90,3 +90,20 @@ def test_the_readme_picture_is_made_by_its_script(real_chips, tmp_path):
     picture = QImage(str(out))
     assert picture.width() > 1200 and picture.height() >= 800
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_the_layers_panel_shows_what_the_ramps_values_mean(two_band_scene):
+    """QGIS drew the probability and uncertainty ramps' legends as gradients labelled with
+    their end values only ("0.25", "0"): the words saying what they mean never showed."""
+    from qgis.core import QgsLayerTreeLayer
+    from qgis.PyQt.QtCore import Qt
+    from sarflood.plugin.styles import probability_renderer, uncertainty_renderer
+
+    layer = QgsRasterLayer(str(two_band_scene), "any float band")
+    for renderer, words in ((uncertainty_renderer, ["0: the 8 flips and rotations agree", "0.12",
+                                                    ">= 0.25: water probability differs widely"]),
+                            (probability_renderer, ["0 (dry)", "0.5", "1 (water)"])):
+        layer.setRenderer(renderer(layer.dataProvider()))
+        nodes = layer.legend().createLayerTreeModelLegendNodes(QgsLayerTreeLayer(layer))
+        shown = [n.data(Qt.ItemDataRole.DisplayRole) for n in nodes]
+        assert shown[1:] == words, shown   # under the band's name
