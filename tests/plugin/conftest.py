@@ -128,8 +128,16 @@ def no_task_of_an_earlier_test(qtbot):
     yield
 
 
+@pytest.fixture(autouse=True)
+def empty_project(qgis_new_project):
+    """Each test starts with an empty QGIS project, not with the layers of the test run
+    before it (eight tests without the plugin fixture read the project and passed or
+    failed with the order the tests ran in)."""
+    yield
+
+
 @pytest.fixture
-def plugin(qgis_iface, qgis_processing, qgis_new_project, clean_settings):
+def plugin(qgis_iface, qgis_processing, clean_settings):
     """The plugin as QGIS loads it: classFactory, initProcessing, initGui; unloaded afterwards."""
     from qgis.core import QgsApplication
     import sarflood
