@@ -281,7 +281,7 @@ class Interpreter:
 
     def problem(self) -> str:
         """One paragraph for the user: what is missing, and the command that fixes it."""
-        chosen = f"{self.path} (the Python chosen in the plugin's settings)"
+        chosen = f"{self.path} (the Python chosen in the run dialog's Advanced > Backend Python)"
         if self.unusable:
             return (f"The SAR Flood Mapper backend cannot run with {chosen}: "
                     f"{next(iter(self.missing.values()))}. "

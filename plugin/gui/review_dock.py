@@ -38,6 +38,7 @@ from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
 from ..task import BackendTask, CorrectionsTask
+from .message_text import MessageText
 
 STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
 REMOVED = "The run's layers were removed from the project: map again to review"
@@ -147,19 +148,15 @@ class ReviewDock(QgsDockWidget):
         QgsProject.instance().readProject.connect(self._project_read)
         body = QWidget()
         layout = QVBoxLayout(body)
-        self.title = QLabel("No run yet: map flood water first.")
-        self.title.setWordWrap(True)
-        # what a model card, a project or the backend says, never rendered as HTML
-        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        # what a model card, a project or the backend says: plain text, wrapped anywhere (a
+        # Sentinel-1 product name has no space to break at)
+        self.title = MessageText("No run yet: map flood water first.", max_lines=4)
         layout.addWidget(self.title)
         layout.addWidget(self._threshold_box())
         layout.addWidget(self._display_box())
         layout.addWidget(self._stats_box())
         layout.addWidget(self._accept_box())
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextFormat(Qt.TextFormat.PlainText)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = MessageText(max_lines=8)
         layout.addWidget(self.status)
         layout.addStretch()
         # a dock shares the main window's height with the other panels: scrolled, its

@@ -36,6 +36,7 @@ from ..params import (DEVICES, UNITS, PredictParams, SceneInput, backend_path, f
                       output_stem)
 from ..settings import PYTHON_KEY, RunSettings, python_setting
 from ..task import QueryTask
+from .message_text import MessageText
 
 DEFAULT_MODEL_FILE = PLUGIN_ROOT / "resources" / "models" / "DEFAULT"
 INSPECT_DELAY_MS = 150  # one inspect for a burst of changes (a new layer moves both band boxes)
@@ -190,6 +191,15 @@ class RunDialog(QDialog):
         footer = self._footer()
         layout.addWidget(footer)
         self._fit_screen(settings, footer)
+        # an error said of the choices before no longer holds once one changes (it stayed,
+        # red, under Run after the analyst had fixed what it named)
+        self._status_error = False
+        for changed in (self.one_layer.toggled, self.stack_layer.layerChanged, self.vv_band.bandChanged,
+                        self.vh_band.bandChanged, self.vv_layer.layerChanged, self.vh_layer.layerChanged,
+                        self.model.fileChanged, self.python.fileChanged,
+                        self.extent_mode.currentIndexChanged, self.extent_layer.layerChanged,
+                        self.temporary.toggled, self.output_dir.fileChanged):
+            changed.connect(self._forget_stale_error)
         self.apply_settings(RunSettings.load())
         self.refresh_backend()
 
@@ -353,20 +363,15 @@ class RunDialog(QDialog):
         footer = QWidget()
         layout = QVBoxLayout(footer)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.backend_info = QLabel("checking the backend...")
-        self.backend_info.setWordWrap(True)
-        self.backend_info.setTextFormat(Qt.TextFormat.PlainText)
-        self.backend_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # what a model card, a file name or the backend says: plain text, wrapped anywhere,
+        # a few lines at most (a backend that cannot run says why and gives the command)
+        self.backend_info = MessageText("checking the backend...", max_lines=4)
         self.install_button = QPushButton("Install the backend's dependencies...")
         self.install_button.setVisible(False)
         self.install_button.clicked.connect(self.installRequested)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        # what a model card, a file name or the backend says, never rendered as HTML
-        self.status.setTextFormat(Qt.TextFormat.PlainText)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = MessageText(max_lines=5)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.setDefault(True)
@@ -602,12 +607,19 @@ class RunDialog(QDialog):
             self.backend_problem = error   # the model may be fine: no Python read its card
         if self._run_asked_recheck:
             self._run_asked_recheck = False
-            self.show_status(error or "The backend runs now: press Run", error=bool(error))
+            if error and error == self.backend_info.text():   # said just above, in full
+                self.show_status("The backend still cannot run: see above", error=True)
+            else:
+                self.show_status(error or "The backend runs now: press Run", error=bool(error))
         if error:
             self.card_view.setHtml(f"<p style='color:#b00'>{html.escape(error)}</p>")
+            self.use_model_threshold.setText("the model's default")
         else:
             self.card = answer
             self.card_view.setHtml(card_html(answer))
+            # the value itself: the box beside it keeps the analyst's own, for when unticked
+            self.use_model_threshold.setText(
+                f"the model's default ({answer['output']['default_threshold']:g})")
         self._show_vh_use()
 
     # --- settings and the request -------------------------------------------------------------
@@ -735,5 +747,10 @@ class RunDialog(QDialog):
         self.progress.setValue(int(percent))
 
     def show_status(self, text: str, error: bool = False) -> None:
+        self._status_error = error
         self.status.setStyleSheet("color: #b00;" if error else "")
         self.status.setText(text)
+
+    def _forget_stale_error(self, *_) -> None:
+        if self._status_error and self.run_button.isEnabled():   # not while a run goes on
+            self.show_status("")

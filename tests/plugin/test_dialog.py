@@ -291,10 +291,12 @@ def test_a_chosen_python_that_does_not_exist_is_named_not_the_model(plugin, qtbo
     wait_for_tasks(qtbot)
     with qtbot.assertNotEmitted(dialog.runRequested):   # checked again, then said
         qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: dialog.status.text() == (
-            "The SAR Flood Mapper backend cannot run with /nonexistent/python3 (the Python chosen "
-            "in the plugin's settings): interpreter /nonexistent/python3 does not exist. Choose "
-            "another one, or clear the setting to use the plugin's own environment."), timeout=30000)
+        qtbot.waitUntil(lambda: dialog.status.text() == "The backend still cannot run: see above",
+                        timeout=30000)
+    assert dialog.backend_info.text() == (
+        "The SAR Flood Mapper backend cannot run with /nonexistent/python3 (the Python chosen "
+        "in the run dialog's Advanced > Backend Python): interpreter /nonexistent/python3 does "
+        "not exist. Choose another one, or clear the setting to use the plugin's own environment.")
     assert not dialog.install_button.isVisibleTo(dialog)
     wait_for_tasks(qtbot)
 
@@ -598,8 +600,33 @@ def test_the_dialog_fits_a_small_screen_with_its_buttons_and_status_in_view(plug
     qtbot.waitUntil(lambda: _shown_whole(dialog.device_info), timeout=2000)   # laid out again
     dialog.show_status("Done: 3.35 km² of water, 16.3 % of the 20.59 km² valid area; 0.5 s on "
                        "CPU, model sarflood-student-compact 1.2.0; input units dB (from values)")
-    qtbot.waitUntil(lambda: _shown_whole(dialog.status), timeout=2000)
+    QApplication.processEvents()
+    assert dialog.status.height() > 2 * dialog.status.fontMetrics().lineSpacing()   # 3 lines
+    assert dialog.status.verticalScrollBar().maximum() == 0   # all of them in view
     assert dialog.run_button.mapTo(dialog, dialog.run_button.rect().bottomLeft()).y() < dialog.height()
+    wait_for_tasks(qtbot)
+
+
+def test_a_sentinel1_product_name_wraps_instead_of_widening_the_dialog_and_the_dock(plugin, qtbot):
+    """A name without spaces (a product's, a path) cannot wrap in a label: the dock's
+    minimum width became 904 px, and its controls lay off-screen behind a scroll bar."""
+    product = "S1A_IW_GRDH_1SDV_20230915T055012_20230915T055037_050352_060FE1_8C3B_Sigma0_VV_VH_dB"
+    name = f"{product}_water_mask_corrections.gpkg"
+    dialog, dock = plugin.show_dialog(), plugin.dock
+    body = dock.widget().widget()   # the dock's content, in its scroll area
+    width = dialog.minimumSizeHint().width(), body.minimumSizeHint().width()
+    dialog.show_status(f"Run failed: /data/{name}: not a raster GDAL can read", error=True)
+    dock.setFloating(True)   # shown: the main window holding it is not, in these tests
+    dock.resize(380, 700)
+    dock.show()
+    dock.title.setText(f"Flood map: {product}")
+    dock.show_status(f"Corrections: new layer in /data/{name}")
+    QApplication.processEvents()
+    assert (dialog.minimumSizeHint().width(), body.minimumSizeHint().width()) == width
+    for shown in (dialog.status, dock.title, dock.status):   # wrapped, whole, copied as written
+        assert shown.height() > shown.fontMetrics().lineSpacing(), shown.text()
+        assert shown.verticalScrollBar().maximum() == 0, shown.text()
+        assert "\u200b" not in shown.text()
     wait_for_tasks(qtbot)
 
 
@@ -616,3 +643,36 @@ def test_the_installer_shows_its_commands_whole_before_install(plugin, qtbot):
     qtbot.waitUntil(lambda: "pip" in installer.commands.toPlainText(), timeout=10000)
     QApplication.processEvents()
     assert installer.commands.verticalScrollBar().maximum() == 0
+
+
+def test_the_models_default_threshold_is_shown_beside_its_tick_box(plugin, qtbot, tmp_path):
+    """Ticked, the greyed box beside it showed the analyst's own 0.50 while the run took the
+    card's 0.437: the dialog and the review dock then disagreed."""
+    import onnx
+
+    from training.toy_models import raw_db_card, threshold_model
+
+    path = tmp_path / "t0437.onnx"
+    onnx.save(threshold_model(raw_db_card("test-0437", margin=0, threshold=0.437)), path)
+    dialog = plugin.show_dialog()
+    dialog.model.setFilePath(str(path))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    assert dialog.use_model_threshold.text() == "the model's default (0.437)"
+    wait_for_tasks(qtbot)
+
+
+def test_a_refusal_goes_once_the_choice_it_named_changes(plugin, qtbot, models, two_band_scene,
+                                                          tmp_path):
+    """'Output folder: choose a folder...' stayed, red, under Run after the folder was chosen:
+    read as the problem still in force."""
+    dialog = _ready(plugin, qtbot, models["threshold"])
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    dialog.temporary.setChecked(False)
+    dialog.output_dir.setFilePath("")
+    assert _run_is_refused(dialog, qtbot).startswith("Output folder: choose a folder")
+    dialog.output_dir.setFilePath(str(tmp_path))
+    assert dialog.status.text() == ""
+    dialog.show_status("Done: 3.35 km² of water")   # what a run said stays: it is no refusal
+    dialog.temporary.setChecked(True)
+    assert dialog.status.text() == "Done: 3.35 km² of water"
+    wait_for_tasks(qtbot)

@@ -17,6 +17,8 @@ from qgis.core import (Qgis, QgsFeature, QgsGeometry, QgsPalettedRasterRenderer,
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
+from sarflood.plugin.gui.message_text import MessageText
+
 from .conftest import dead_pid, read_raster, unfinished_tasks, wait_for_tasks
 
 CHIP = "Spain_7370579_S1Hand.tif"
@@ -465,9 +467,9 @@ def test_a_model_cards_words_are_shown_as_text_not_as_html(plugin, qgis_iface, q
     assert "&lt;a href='https://evil.example/fix.sh'&gt;update&lt;/a&gt;" in summary, summary
     assert "<a " not in summary
     assert name in dialog.status.text()
-    assert dialog.status.textFormat() == Qt.TextFormat.PlainText
     dock = plugin.controller.dock   # its title comes from the layer's name, or a saved project
-    assert dock.title.textFormat() == dock.status.textFormat() == Qt.TextFormat.PlainText
+    for shown in (dialog.status, dialog.backend_info, dock.title, dock.status):
+        assert isinstance(shown, MessageText) and not shown.acceptRichText()
     wait_for_tasks(qtbot)
 
 
