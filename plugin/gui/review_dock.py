@@ -218,6 +218,9 @@ class ReviewDock(QgsDockWidget):
         layout = QHBoxLayout(box)
         self.zones = QgsMapLayerComboBox()
         self.zones.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        # chosen, not the first polygon layer to appear: after *New* that was the corrections
+        self.zones.setAllowEmptyLayer(True)
+        self.zones.setLayer(None)
         self.zones.setToolTip("A polygon layer of the project (districts, fields...): water "
                               "area per polygon at the threshold above")
         self.stats_button = QPushButton("Compute")
@@ -234,6 +237,7 @@ class ReviewDock(QgsDockWidget):
         self.final_path.setFilter("GeoTIFF (*.tif)")
         self.polygons = QCheckBox("Also write water polygons")
         self.polygons.setToolTip("A GeoPackage beside the final mask, of the same name")
+        self.polygons.toggled.connect(lambda on: self.min_area.setEnabled(on and self.polygons.isEnabled()))
         self.min_area = QDoubleSpinBox()
         self.min_area.setRange(0, 1e9)
         self.min_area.setDecimals(0)
@@ -262,9 +266,11 @@ class ReviewDock(QgsDockWidget):
         return box
 
     def _set_enabled(self, on: bool) -> None:
-        for widget in (self.slider, self.threshold, self.opacity, self.show_water, self.stats_button,
-                       self.accept_button, self.new_corrections):
+        for widget in (self.slider, self.threshold, self.opacity, self.show_water, self.zones,
+                       self.stats_button, self.final_path, self.corrections, self.new_corrections,
+                       self.polygons, self.accept_button):
             widget.setEnabled(on)
+        self.min_area.setEnabled(on and self.polygons.isChecked())
 
     def _reviewable(self) -> bool:
         """Whether the threshold, statistics and Accept can work on the run under review."""
@@ -374,6 +380,7 @@ class ReviewDock(QgsDockWidget):
             return
         self._retire_masks()
         self._set_enabled(False)
+        self.area.setText("")   # an area of layers no longer there read as current
         self.show_status(self._gone(), error=True)
         if self._at_run_threshold():
             return
@@ -712,6 +719,10 @@ class ReviewDock(QgsDockWidget):
             path = str(lasting_folder(Path(self.run.params.mask)) / path)
         if not path.lower().endswith((".tif", ".tiff")):
             path += ".tif"
+        if not Path(path).parent.is_dir():   # said of the mask, not of the first file written
+            self.show_status(f"Accept: {path}: the folder {Path(path).parent} does not exist; "
+                             f"choose another", error=True)
+            return
         run, threshold, threshold_text = self.run, self.threshold_value, self._threshold_text()
         p = run.params
         polygons = str(Path(path).with_suffix(".gpkg")) if self.polygons.isChecked() else None

@@ -81,7 +81,10 @@ def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, q
             qtbot.waitUntil(lambda: dock.status.text() != "", timeout=60000)  # written in a task
         assert raised == []
         status = dock.status.text()
-        assert status.startswith(f"Accept failed: {target.with_suffix('.corrections.geojson')}: {why}")
+        if target == missing:   # said of the mask the analyst chose, before anything is written
+            assert status == f"Accept: {target}: {why}; choose another"
+        else:
+            assert status.startswith(f"Accept failed: {target.with_suffix('.corrections.geojson')}: {why}")
         assert ".part" not in status and "color: #b00" in dock.status.styleSheet()
         assert not target.exists() and dock.accept_button.isEnabled()
     assert not missing.parent.exists()
@@ -1352,3 +1355,20 @@ def test_before_any_run_the_dock_shows_the_usual_threshold_disabled(plugin):
     assert dock.run is None and dock.title.text().startswith("No run yet")
     assert dock.threshold.value() == pytest.approx(0.5) and dock.slider.value() == 50
     assert not dock.threshold.isEnabled() and not dock.accept_button.isEnabled()
+
+
+def test_once_the_runs_layers_are_gone_no_control_acts_and_no_area_is_shown(plugin, qtbot, models,
+                                                                              two_band_scene, tmp_path):
+    """The area of the removed layers stayed, 'before corrections: Accept applies them' with
+    Accept disabled, and the final mask, corrections and polygon controls stayed enabled."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    assert dock.area.text() and dock.final_path.isEnabled() and not dock.min_area.isEnabled()
+    dock.polygons.setChecked(True)   # the smallest polygon counts only for polygons
+    assert dock.min_area.isEnabled() and dock.zones.currentLayer() is None
+    QgsProject.instance().removeMapLayer(run.layers.mask.id())
+    assert dock.area.text() == "" and "color: #b00" in dock.status.styleSheet()
+    for control in (dock.final_path, dock.corrections, dock.new_corrections, dock.polygons,
+                    dock.min_area, dock.zones, dock.stats_button, dock.accept_button):
+        assert not control.isEnabled(), control
+    wait_for_tasks(qtbot)
