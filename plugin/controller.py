@@ -70,6 +70,8 @@ class RunController(QObject):
             QgsMessageLog.logMessage(unloaded_text(request.title, outcome), TAG, Qgis.MessageLevel.Warning)
             return
         dialog.set_running(False)
+        if not outcome.ok:   # cancelled or failed: no bar left standing at 29 %
+            dialog.set_progress(0)
         bar = self.iface.messageBar()
         if outcome.cancelled:
             dialog.show_status("Cancelled: the backend stopped and left no output.")

@@ -42,6 +42,7 @@ DEFAULT_MODEL_FILE = PLUGIN_ROOT / "resources" / "models" / "DEFAULT"
 INSPECT_DELAY_MS = 150  # one inspect for a burst of changes (a new layer moves both band boxes)
 CARD_DELAY_MS = 400     # one card query for a model path typed in, not one a keystroke
 BACKEND_DELAY_MS = 400  # one backend check for a Python path typed in, likewise
+TILE_MULTIPLE = 16      # the backend's tiles are output blocks: backend.tiling.BLOCK_MULTIPLE
 EXTENT_MODES = (("layer", "Whole input layer"), ("canvas", "Current map canvas extent"),
                 ("polygon", "Extent of a polygon layer"))
 
@@ -319,6 +320,7 @@ class RunDialog(QDialog):
         form = QFormLayout(box)
         self.tile_size = QSpinBox()
         self.tile_size.setRange(0, 4096)   # the backend refuses bigger tiles (backend.tiling.MAX_TILE)
+        self.tile_size.setSingleStep(TILE_MULTIPLE)
         self.tile_size.setSpecialValueText("the model's")
         self.overlap = QSpinBox()
         self.overlap.setRange(-1, 4096)
@@ -382,7 +384,7 @@ class RunDialog(QDialog):
         for button in (self.run_button, self.cancel_button, close):
             buttons.addWidget(button)
         self.run_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancelRequested)
+        self.cancel_button.clicked.connect(self._cancel)
         close.clicked.connect(self.close)
         for widget in (self.backend_info, self.install_button, self.progress, self.status):
             layout.addWidget(widget)
@@ -701,6 +703,9 @@ class RunDialog(QDialog):
                                "it answers")
         if self.card is None:
             raise InputProblem(f"Model: {model} has no valid model card (see the card box)")
+        if s.tile_size % TILE_MULTIPLE:   # else the run starts, and the backend refuses it
+            raise InputProblem(f"Tile size (Advanced): {s.tile_size} px is not a multiple of "
+                               f"{TILE_MULTIPLE}; give one, or 0 for the model's")
         extent, extent_crs = self._extent()
         scene = self.current_scene()
         scene_layer = self.vv_layer.currentLayer() if s.two_layers else self.stack_layer.currentLayer()
@@ -750,6 +755,10 @@ class RunDialog(QDialog):
         self._status_error = error
         self.status.setStyleSheet("color: #b00;" if error else "")
         self.status.setText(text)
+
+    def _cancel(self) -> None:
+        self.show_status("Cancelling: the backend is stopping...")   # it may take a second
+        self.cancelRequested.emit()
 
     def _forget_stale_error(self, *_) -> None:
         if self._status_error and self.run_button.isEnabled():   # not while a run goes on

@@ -676,3 +676,15 @@ def test_a_refusal_goes_once_the_choice_it_named_changes(plugin, qtbot, models, 
     dialog.temporary.setChecked(True)
     assert dialog.status.text() == "Done: 3.35 km² of water"
     wait_for_tasks(qtbot)
+
+
+def test_a_tile_size_the_backend_would_refuse_is_refused_before_the_run(plugin, qtbot, models,
+                                                                          two_band_scene):
+    """Tile size 7 started a run, which failed: 'tile size 7 must be a positive multiple of 16'."""
+    dialog = _ready(plugin, qtbot, models["threshold"])
+    dialog.stack_layer.setLayer(_add(two_band_scene))
+    assert dialog.tile_size.singleStep() == 16
+    dialog.tile_size.setValue(7)
+    assert _run_is_refused(dialog, qtbot) == ("Tile size (Advanced): 7 px is not a multiple of "
+                                              "16; give one, or 0 for the model's")
+    wait_for_tasks(qtbot)

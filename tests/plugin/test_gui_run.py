@@ -327,8 +327,10 @@ def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_pa
         qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=60000)
         qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
+        # said at once: the backend takes a moment to stop
+        assert dialog.status.text() == "Cancelling: the backend is stopping..."
     assert blocker.args[0] is None
-    assert "Cancelled" in dialog.status.text()
+    assert "Cancelled" in dialog.status.text() and dialog.progress.value() == 0
     assert list(out.iterdir()) == []
     assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: scene") is None
     assert "cancelled" in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Info)[-1]
