@@ -28,6 +28,7 @@ from qgis.PyQt.QtWidgets import (QApplication, QCheckBox, QComboBox, QDialog, QD
                                  QWidget)
 
 from ..backend_env import PLUGIN_ROOT
+from ..backend_process import in_qgis_words
 from ..bands import guess_bands, polarisation
 from ..inputs import (InputProblem, band_names, crs_for_backend, is_sarflood_output,
                       scene_from_pair, scene_from_stack)
@@ -110,8 +111,9 @@ def detected_units_text(answer: dict[str, Any]) -> str:
     source = {"metadata": "from metadata", "values": "from the values"}.get(
         answer.get("units_source") or "", answer.get("units_source") or "")
     text = f"detected: {units} ({source})" if source else f"detected: {units}"
-    # shown, not only in the tooltip: a warning here (VV and VH swapped?) is about this input
-    return "; ".join([text] + [f"warning: {w}" for w in answer.get("warnings", [])])
+    # shown, not only in the tooltip: a warning here (VV and VH swapped?) is about this input;
+    # in the dialog's words, as a run's are ('--bands' means nothing in QGIS)
+    return "; ".join([text] + [f"warning: {in_qgis_words(w)}" for w in answer.get("warnings", [])])
 
 
 def detected_units_tooltip(answer: dict[str, Any]) -> str:
@@ -123,7 +125,8 @@ def detected_units_tooltip(answer: dict[str, Any]) -> str:
         lines.append(f"{name}: {Path(band['path']).name} band {band['band']} "
                      f"(named by {named_by}); {found.get('units') or 'unknown'}: "
                      f"{found.get('evidence', '')}")
-    lines += answer.get("notes", []) + [f"Warning: {w}" for w in answer.get("warnings", [])]
+    lines += ([in_qgis_words(n) for n in answer.get("notes", [])]
+              + [f"Warning: {in_qgis_words(w)}" for w in answer.get("warnings", [])])
     return "\n".join(lines)
 
 

@@ -688,3 +688,18 @@ def test_a_tile_size_the_backend_would_refuse_is_refused_before_the_run(plugin, 
     assert _run_is_refused(dialog, qtbot) == ("Tile size (Advanced): 7 px is not a multiple of "
                                               "16; give one, or 0 for the model's")
     wait_for_tasks(qtbot)
+
+
+def test_a_warning_about_the_input_is_shown_in_the_dialogs_words(plugin, qtbot, tmp_path):
+    """Before a run, 'are VV and VH swapped?' told the analyst about '--bands VV_INDEX,VH_INDEX',
+    a command-line option; the same warning after the run named the dialog's band boxes."""
+    vv = np.random.default_rng(3).normal(-15.0, 3.0, (64, 64)).astype(np.float32)
+    path = write_raster(tmp_path / "swapped.tif", [vv, vv + 7.0], descriptions=["VV", "VH"])
+    dialog = plugin.show_dialog()
+    dialog.stack_layer.setLayer(_add(path))
+    qtbot.waitUntil(lambda: dialog.inspected is not None and bool(dialog.inspected.get("warnings")),
+                    timeout=30000)
+    shown = dialog.units_detected.text() + dialog.units_detected.toolTip()
+    assert "are VV and VH swapped?" in shown and "--bands" not in shown
+    assert "setting 'VV band' and 'VH band' chooses the bands of one file" in shown
+    wait_for_tasks(qtbot)
