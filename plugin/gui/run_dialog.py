@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingUtils, QgsProject,
-                       QgsRasterLayer, QgsSettings, QgsVectorLayer, QgsWkbTypes)
+from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsCsException, QgsMapLayerProxyModel,
+                       QgsProcessingUtils, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer,
+                       QgsWkbTypes)
 from qgis.gui import (QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox,
                       QgsScrollArea)
 from qgis.PyQt import sip
@@ -661,20 +662,34 @@ class RunDialog(QDialog):
             extent_layer_source=extent_layer.source() if extent_layer else "",
             two_layers=self.two_layers.isChecked())
 
-    def _extent(self) -> tuple[tuple | None, str | None]:
+    def _extent(self, scene_layer) -> tuple[tuple | None, str | None]:
+        """The extent chosen, checked against the input layer here, where the polygon layer
+        can be named (the backend's refusal named the VV file and the order of typed
+        coordinates)."""
         mode = self.extent_mode.currentData()
         if mode == "layer":
             return None, None
         if mode == "canvas":
             canvas = self.iface.mapCanvas()
-            rect, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
+            rect, crs, what = canvas.extent(), canvas.mapSettings().destinationCrs(), "the map canvas"
         else:
             layer = self.extent_layer.currentLayer()
             if layer is None:
                 raise InputProblem("Extent: choose a polygon layer, or another extent option")
-            rect, crs = layer.extent(), layer.crs()
+            if layer.featureCount() == 0:
+                raise InputProblem(f"Extent: polygon layer '{layer.name()}' has no polygons")
+            rect, crs, what = layer.extent(), layer.crs(), f"polygon layer '{layer.name()}'"
         if rect.isEmpty():
-            raise InputProblem("Extent: the chosen extent is empty")
+            raise InputProblem(f"Extent: the extent of {what} is empty")
+        if scene_layer is not None and scene_layer.crs().isValid() and crs.isValid():
+            try:
+                seen = QgsCoordinateTransform(crs, scene_layer.crs(),
+                                              QgsProject.instance()).transformBoundingBox(rect)
+            except QgsCsException:   # not expressible there: the backend has the last word
+                seen = None
+            if seen is not None and not seen.intersects(scene_layer.extent()):
+                raise InputProblem(f"Extent: {what} does not overlap the input layer "
+                                   f"'{scene_layer.name()}'")
         return ((rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
                 crs_for_backend(crs))
 
@@ -709,9 +724,9 @@ class RunDialog(QDialog):
         if s.tile_size % TILE_MULTIPLE:   # else the run starts, and the backend refuses it
             raise InputProblem(f"Tile size (Advanced): {s.tile_size} px is not a multiple of "
                                f"{TILE_MULTIPLE}; give one, or 0 for the model's")
-        extent, extent_crs = self._extent()
         scene = self.current_scene()
         scene_layer = self.vv_layer.currentLayer() if s.two_layers else self.stack_layer.currentLayer()
+        extent, extent_crs = self._extent(scene_layer)
         if s.temporary:
             folder = tempfile.mkdtemp(prefix="sarflood-", dir=QgsProcessingUtils.tempFolder())
         else:

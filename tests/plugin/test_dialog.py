@@ -370,8 +370,8 @@ def test_installer_runs_the_commands_and_shows_their_output(qtbot, tmp_path):
 
 
 def test_extent_choices_reach_the_run(plugin, qgis_iface, qtbot, models, two_band_scene, tmp_path):
-    from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsRectangle,
-                           QgsVectorLayer)
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature,
+                           QgsGeometry, QgsRectangle, QgsVectorLayer)
 
     scene = _add(two_band_scene)
     dialog = plugin.show_dialog()
@@ -390,16 +390,31 @@ def test_extent_choices_reach_the_run(plugin, qgis_iface, qtbot, models, two_ban
     assert params.extent_crs == "EPSG:32630"
     assert any(a.startswith("--extent=") for a in params.argv()) and "--extent-crs" in params.argv()
 
-    zones = QgsVectorLayer("Polygon?crs=EPSG:4326", "zones", "memory")
-    feature = QgsFeature()
-    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(-3.0, 37.9, -2.99, 37.91)))
-    zones.dataProvider().addFeatures([feature])
-    zones.updateExtents()
-    QgsProject.instance().addMapLayer(zones)
+    geographic = QgsCoordinateReferenceSystem("EPSG:4326")
+    centre = QgsCoordinateTransform(scene.crs(), geographic, QgsProject.instance()).transform(
+        scene.extent().center())
+    inside = (centre.x() - 0.001, centre.y() - 0.001, centre.x() + 0.001, centre.y() + 0.001)
+
+    def polygon_layer(name, *rects):
+        layer = QgsVectorLayer("Polygon?crs=EPSG:4326", name, "memory")
+        for rect in rects:
+            feature = QgsFeature()
+            feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*rect)))
+            layer.dataProvider().addFeatures([feature])
+        layer.updateExtents()
+        QgsProject.instance().addMapLayer(layer)
+        return layer
+
     dialog.extent_mode.setCurrentIndex(dialog.extent_mode.findData("polygon"))
-    dialog.extent_layer.setLayer(zones)
+    dialog.extent_layer.setLayer(polygon_layer("zones", inside))
     params = dialog.request().params
-    assert params.extent == pytest.approx((-3.0, 37.9, -2.99, 37.91)) and params.extent_crs == "EPSG:4326"
+    assert params.extent == pytest.approx(inside) and params.extent_crs == "EPSG:4326"
+    # what the backend refused naming the VV file is refused here, naming the layer
+    dialog.extent_layer.setLayer(polygon_layer("far away", (10.0, 50.0, 10.1, 50.1)))
+    assert _run_is_refused(dialog, qtbot) == ("Extent: polygon layer 'far away' does not "
+                                              "overlap the input layer 'scene'")
+    dialog.extent_layer.setLayer(polygon_layer("empty"))
+    assert _run_is_refused(dialog, qtbot) == "Extent: polygon layer 'empty' has no polygons"
     wait_for_tasks(qtbot)
 
 
