@@ -18,7 +18,7 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 from .backend_env import install_target
 from .backend_process import Outcome
 from .gui.review_dock import ReviewDock, ReviewRun
-from .gui.run_dialog import RunDialog, RunRequest
+from .gui.run_dialog import RunDialog, RunRequest, units_source_text
 from .layers import LayerError, ProjectWatch, add_run_layers, in_qgis_temporary_folder
 from .settings import python_setting
 from .summary import run_summary
@@ -119,7 +119,8 @@ class RunController(QObject):
             return
         summary = run_summary(result, outcome.seconds)
         dialog.set_progress(100)
-        done = f"Done: {summary}; input units {result['units_detected']} (from {result['units_source']})"
+        source = units_source_text(result["units_source"])
+        done = f"Done: {summary}; input units {result['units_detected']}" + (f" ({source})" if source else "")
         if outcome.cancel_came_late:
             summary = f"{LATE_CANCEL} {summary}"
             done = f"{LATE_CANCEL}\n{done}"

@@ -104,13 +104,20 @@ def output_text(output: dict[str, Any]) -> str:
             }.get(output.get("kind", "water_probability"), html.escape(str(output.get("kind"))))
 
 
+def units_source_text(source: Any) -> str:
+    """Where the backend found the units (``units_source``), in words: the units line before
+    a run and the line after it said it two ways ('from the values', 'from values')."""
+    if not source:
+        return ""
+    return {"metadata": "from metadata", "values": "from the values"}.get(str(source), str(source))
+
+
 def detected_units_text(answer: dict[str, Any]) -> str:
     """From ``python -m backend inspect``: the units a run would assume, and from what."""
     units = answer.get("units_detected")
     if not units:
         return "detected: unknown (no metadata, no valid pixel in the sample)"
-    source = {"metadata": "from metadata", "values": "from the values"}.get(
-        answer.get("units_source") or "", answer.get("units_source") or "")
+    source = units_source_text(answer.get("units_source"))
     text = f"detected: {units} ({source})" if source else f"detected: {units}"
     # shown, not only in the tooltip: a warning here (VV and VH swapped?) is about this input;
     # in the dialog's words, as a run's are ('--bands' means nothing in QGIS)

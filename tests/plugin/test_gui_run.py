@@ -127,6 +127,8 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     summary = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)[-1]
     assert "km² of water" in summary and "% of the" in summary and " s on CPU" in summary
     assert "test-threshold 1.0.0" in summary
+    # in the words of the units line before the run, which said 'from the values' too
+    assert "input units dB (from the values)" in dialog.status.text()
 
     # the threshold slider restyles and updates the area from the histogram, without a re-run
     dock = plugin.dock
