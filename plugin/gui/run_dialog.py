@@ -11,6 +11,7 @@ model or input the user has since replaced is dropped.
 from __future__ import annotations
 
 import html
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -556,11 +557,31 @@ class RunDialog(QDialog):
         a band the user chose is never replaced. Set without signals, so that showing it asks
         nothing again."""
         if self.two_layers.isChecked():
+            self._show_backend_pair(answer)
             return
         for combo, name in ((self.vv_band, "VV"), (self.vh_band, "VH")):
             if combo.currentBand() <= 0 and name in answer["bands"]:
                 combo.blockSignals(True)
                 combo.setBand(int(answer["bands"][name]["band"]))
+                combo.blockSignals(False)
+
+    def _show_backend_pair(self, answer: dict) -> None:
+        """Separate layers chosen the wrong way round are read the right way round by the
+        backend (their band descriptions say VV and VH): the boxes show the pair it reads,
+        not the one chosen (the run was then named after the VH file, and only a tooltip
+        said why)."""
+        taken = answer.get("bands", {}).get("VV", {}).get("path")
+        vv, vh = self.vv_layer.currentLayer(), self.vh_layer.currentLayer()
+        if taken is None or vv is None or vh is None:
+            return
+        try:
+            swapped = os.path.realpath(taken) == self.current_scene().files()[-1]
+        except InputProblem:
+            return
+        if swapped:
+            for combo, layer in ((self.vv_layer, vh), (self.vh_layer, vv)):
+                combo.blockSignals(True)   # the backend has answered for this pair already
+                combo.setLayer(layer)
                 combo.blockSignals(False)
 
     def _show_detected(self, text: str, tooltip: str, error: bool = False) -> None:

@@ -718,3 +718,22 @@ def test_a_warning_about_the_input_is_shown_in_the_dialogs_words(plugin, qtbot, 
     assert "are VV and VH swapped?" in shown and "--bands" not in shown
     assert "setting 'VV band' and 'VH band' chooses the bands of one file" in shown
     wait_for_tasks(qtbot)
+
+
+def test_separate_layers_chosen_the_wrong_way_round_show_the_pair_the_backend_reads(
+        plugin, qtbot, models, tmp_path):
+    """The backend reads them by their band descriptions; the boxes kept the reversed choice,
+    and only a tooltip said which file was read as VV."""
+    vv = np.random.default_rng(4).normal(-12.0, 3.0, (64, 64)).astype(np.float32)
+    vv_layer = _add(write_raster(tmp_path / "scene_VV.tif", [vv], descriptions=["VV"]), "a")
+    vh_layer = _add(write_raster(tmp_path / "scene_VH.tif", [vv - 7.0], descriptions=["VH"]), "b")
+    dialog = _ready(plugin, qtbot, models["threshold"])
+    dialog.two_layers.setChecked(True)
+    dialog.vv_layer.setLayer(vh_layer)
+    dialog.vh_layer.setLayer(vv_layer)
+    qtbot.waitUntil(lambda: dialog.inspected is not None
+                    and dialog.inspected["bands"]["VV"]["path"].endswith("scene_VV.tif"),
+                    timeout=30000)
+    assert (dialog.vv_layer.currentLayer(), dialog.vh_layer.currentLayer()) == (vv_layer, vh_layer)
+    assert dialog.request().params.scene.vv.endswith("scene_VV.tif")
+    wait_for_tasks(qtbot)
