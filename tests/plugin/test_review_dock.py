@@ -1140,9 +1140,17 @@ def test_corrections_are_written_off_the_gui_thread(plugin, qtbot, models, two_b
                               extent.yMaximum()), 0)   # the water half, marked dry
     assert fixes.commitChanges()
     seen = []
-    QgsApplication.taskManager().taskAdded.connect(
-        lambda task_id: seen.append(QgsApplication.taskManager().task(task_id).description()))
-    text = _accept(dock, qtbot, tmp_path / "final.tif")
+
+    def added(task_id):
+        task = QgsApplication.taskManager().task(task_id)
+        seen.append(task.description() if task is not None else None)
+
+    # connected to QGIS's one task manager: left connected, it outlived the test
+    QgsApplication.taskManager().taskAdded.connect(added)
+    try:
+        text = _accept(dock, qtbot, tmp_path / "final.tif")
+    finally:
+        QgsApplication.taskManager().taskAdded.disconnect(added)
     assert seen[:2] == ["SAR Flood Mapper: corrections", "SAR Flood Mapper: accept"], seen
     assert text.startswith(f"Final mask written: {tmp_path / 'final.tif'}")
     assert (read_raster(tmp_path / "final.tif") == 1).sum() == 0
