@@ -575,10 +575,10 @@ class RunDialog(QDialog):
         if taken is None or vv is None or vh is None:
             return
         try:
-            swapped = os.path.realpath(taken) == self.current_scene().files()[-1]
+            files = self.current_scene().files()   # the VV layer's alone for a VV-only model
         except InputProblem:
             return
-        if swapped:
+        if len(files) == 2 and os.path.realpath(taken) == files[1]:
             for combo, layer in ((self.vv_layer, vh), (self.vh_layer, vv)):
                 combo.blockSignals(True)   # the backend has answered for this pair already
                 combo.setLayer(layer)

@@ -737,3 +737,12 @@ def test_separate_layers_chosen_the_wrong_way_round_show_the_pair_the_backend_re
     assert (dialog.vv_layer.currentLayer(), dialog.vh_layer.currentLayer()) == (vv_layer, vh_layer)
     assert dialog.request().params.scene.vv.endswith("scene_VV.tif")
     wait_for_tasks(qtbot)
+    # a model reading VV alone reads the VV layer alone: nothing is swapped, whatever the VH box
+    dialog.model.setFilePath(str(models["vv_only"]))
+    qtbot.waitUntil(lambda: dialog.card is not None and dialog.card["name"] == "test-vv-only",
+                    timeout=30000)
+    dialog.inspected = None
+    dialog.refresh_inspect()
+    qtbot.waitUntil(lambda: dialog.inspected is not None, timeout=30000)
+    assert (dialog.vv_layer.currentLayer(), dialog.vh_layer.currentLayer()) == (vv_layer, vh_layer)
+    wait_for_tasks(qtbot)
