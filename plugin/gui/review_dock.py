@@ -20,7 +20,7 @@ from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingAlgRu
                        QgsVectorLayer, QgsWkbTypes)
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsScrollArea
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (QCheckBox, QDoubleSpinBox, QFormLayout, QFrame, QGroupBox,
                                  QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider, QVBoxLayout,
                                  QWidget)
@@ -887,7 +887,7 @@ class ReviewDock(QgsDockWidget):
             if sip.isdeleted(self) or self._unloading:  # the plugin was unloaded meanwhile
                 return
             self._busy.remove(keep)
-            on_done(outcome)
+            self._next_step(on_done, outcome)
 
         task.done.connect(finish)
         QgsApplication.taskManager().addTask(task)
@@ -903,10 +903,17 @@ class ReviewDock(QgsDockWidget):
             if sip.isdeleted(self) or self._unloading:
                 return
             self._busy.remove(keep)
-            on_done(error)
+            self._next_step(on_done, error)
 
         task.done.connect(finish)
         QgsApplication.taskManager().addTask(task)
+
+    def _next_step(self, step: Callable, *args) -> None:
+        """``step(*args)`` from the event loop, not from inside the finished() of the task
+        that just ended, where QGIS delivers a task's end: an Accept's backend task added
+        there (after its corrections task) at times waited over a minute before it started
+        (thread pool idle, no process running; seen in full test runs, 2026-11-24)."""
+        QTimer.singleShot(0, lambda: None if sip.isdeleted(self) or self._unloading else step(*args))
 
     def _run_algorithm(self, alg_id: str, params: dict, on_done) -> None:
         """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``
@@ -936,7 +943,7 @@ class ReviewDock(QgsDockWidget):
                 return
             self._busy.remove(keep)
             lines = [line for line in feedback.textLog().splitlines() if line.strip()]
-            on_done(ok, results, context, lines[-1] if lines else "no message")
+            self._next_step(on_done, ok, results, context, lines[-1] if lines else "no message")
 
         task.executed.connect(finish)
         QgsApplication.taskManager().addTask(task)

@@ -14,7 +14,7 @@ from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProcess
 from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
-from .conftest import read_raster, wait_for_tasks
+from .conftest import read_raster, unfinished_tasks, wait_for_tasks
 from .test_gui_run import CHIP, _answer_next_question, _start_run
 
 
@@ -36,8 +36,20 @@ def _accept(dock, qtbot, path: Path, wait_for: str = "Final mask written") -> st
     dock.final_path.setFilePath(str(path))
     qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     # a status of before that said "failed" must not end the wait
-    qtbot.waitUntil(lambda: dock.status.text() != before and (
-        wait_for in dock.status.text() or "failed" in dock.status.text()), timeout=60000)
+    try:
+        qtbot.waitUntil(lambda: dock.status.text() != before and (
+            wait_for in dock.status.text() or "failed" in dock.status.text()), timeout=60000)
+    except qtbot.TimeoutError:   # what to look into: it timed out twice in full runs, once idle
+        import subprocess
+        children = subprocess.run(["ps", "-o", "pid,stat,etime,wchan:24,args", "--ppid",
+                                   str(os.getpid())], capture_output=True, text=True).stdout
+        from qgis.PyQt.QtCore import QThreadPool
+        pool = QThreadPool.globalInstance()
+        raise AssertionError(f"Accept not done in 60 s; status {dock.status.text()!r} (before: "
+                             f"{before!r}); QGIS tasks not ended: {unfinished_tasks()}; "
+                             f"Accept button enabled: {dock.accept_button.isEnabled()}; thread "
+                             f"pool {pool.activeThreadCount()}/{pool.maxThreadCount()}; children:\n"
+                             f"{children}") from None
     return dock.status.text()
 
 
