@@ -24,6 +24,20 @@ GAP = 12   # px between the three pictures
 MAP_PX = 512   # the chip's own pixels, one to one (its speckle takes most of the file's bytes)
 
 
+def show_vv_in_grey(layer) -> None:
+    """Draw a Sentinel-1 layer's band 1 (VV, dB) in grey from -25 (black) to 0 dB (white)."""
+    from qgis.core import QgsContrastEnhancement, QgsSingleBandGrayRenderer
+
+    grey = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
+    stretch = QgsContrastEnhancement(layer.dataProvider().dataType(1))
+    stretch.setContrastEnhancementAlgorithm(
+        QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+    stretch.setMinimumValue(-25.0)
+    stretch.setMaximumValue(0.0)
+    grey.setContrastEnhancement(stretch)
+    layer.setRenderer(grey)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "resources" / "screenshot.png"))
@@ -36,8 +50,8 @@ def main() -> int:
 
     from pytest_qgis.mock_qgis_classes import MockMessageBar
     from pytest_qgis.qgis_interface import QgisInterface
-    from qgis.core import (QgsApplication, QgsContrastEnhancement, QgsMapRendererSequentialJob,
-                           QgsMapSettings, QgsProject, QgsRasterLayer, QgsSingleBandGrayRenderer)
+    from qgis.core import (QgsApplication, QgsMapRendererSequentialJob, QgsMapSettings, QgsProject,
+                           QgsRasterLayer)
     from qgis.gui import QgsMapCanvas
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor, QImage, QPainter
@@ -64,14 +78,7 @@ def main() -> int:
     sar = QgsRasterLayer(args.chip, "Spain_7370579 (Sentinel-1)")
     if not sar.isValid():
         raise SystemExit(f"{args.chip}: not a raster QGIS can read")
-    gray = QgsSingleBandGrayRenderer(sar.dataProvider(), 1)   # VV, -25..0 dB
-    stretch = QgsContrastEnhancement(sar.dataProvider().dataType(1))
-    stretch.setContrastEnhancementAlgorithm(
-        QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
-    stretch.setMinimumValue(-25.0)
-    stretch.setMaximumValue(0.0)
-    gray.setContrastEnhancement(stretch)
-    sar.setRenderer(gray)
+    show_vv_in_grey(sar)
     QgsProject.instance().addMapLayer(sar)
 
     dialog = plugin.show_dialog()

@@ -3,12 +3,12 @@
 The PNG stays in tests/artifacts/ for a person to look at.
 """
 import numpy as np
-from qgis.core import (QgsContrastEnhancement, QgsMapRendererSequentialJob, QgsMapSettings,
-                       QgsRasterLayer, QgsSingleBandGrayRenderer)
+from qgis.core import QgsMapRendererSequentialJob, QgsMapSettings, QgsRasterLayer
 from qgis.PyQt.QtCore import QSize
 from qgis.PyQt.QtGui import QColor
 
 from .conftest import ARTIFACTS, read_raster
+from .screenshot import show_vv_in_grey
 
 
 def _interior(mask: np.ndarray, value: int, margin: int = 4) -> tuple[int, int]:
@@ -33,14 +33,7 @@ def test_render_sar_with_mask(provider, models, real_chips, tmp_path):
     out = processing.run("sarflood:mapwater", {"INPUT": str(chip), "MODEL": str(models["threshold"]),
                                                "OUTPUT_MASK": str(tmp_path / "mask.tif")})
     sar = QgsRasterLayer(str(chip), "SAR VV")
-    gray = QgsSingleBandGrayRenderer(sar.dataProvider(), 1)
-    stretch = QgsContrastEnhancement(sar.dataProvider().dataType(1))
-    stretch.setContrastEnhancementAlgorithm(
-        QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
-    stretch.setMinimumValue(-25.0)
-    stretch.setMaximumValue(0.0)
-    gray.setContrastEnhancement(stretch)
-    sar.setRenderer(gray)
+    show_vv_in_grey(sar)
     mask = QgsRasterLayer(out["OUTPUT_MASK"], "water")
     mask.setRenderer(mask_renderer(mask.dataProvider()))
 
