@@ -431,6 +431,15 @@ WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError)
 REPLACED_SIDECARS = (".aux.xml", ".ovr", ".OVR", ".ovr.aux.xml", ".aux", ".AUX", ".msk", ".MSK")
 
 
+def _replace_failure(exc: OSError) -> str:
+    """Why a file could not be renamed over the one there. Windows refuses to replace a file
+    that a program holds open, QGIS with a layer of it among them (Linux and macOS allow it)."""
+    if getattr(exc, "winerror", None) in (5, 32):   # access denied, sharing violation
+        return (f"{exc.strerror}: it is read-only, or open in another program: in QGIS, "
+                "remove its layer from the project; or choose another file")
+    return exc.strerror or str(exc)
+
+
 class GeoTiffOut:
     """One single-band output GeoTIFF: tiled, compressed (``options``), internal overviews.
 
@@ -513,7 +522,7 @@ class GeoTiffOut:
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.path}: cannot be written "
-                              f"({self._folder_gone() or exc.strerror or exc})") from None
+                              f"({self._folder_gone() or _replace_failure(exc)})") from None
         except BaseException:
             self.abort()
             raise

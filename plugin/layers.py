@@ -13,6 +13,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsLayer
                        QgsVectorLayer)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QThread, pyqtSignal
+from qgis.PyQt.QtXml import QDomDocument
 
 from . import styles
 
@@ -140,12 +141,91 @@ def add_styled_raster(path: str, name: str, renderer_factory, project: QgsProjec
 
 
 def remove_layers_of(path: str, project: QgsProject | None = None) -> None:
-    """Remove the project's layers of the file at ``path``, which was just replaced: they
-    would go on drawing what it held before (GDAL keeps it open), beside the new layer."""
+    """Remove the project's layers of the file at ``path``, which was just replaced (they
+    would go on drawing what it held before, beside the new layer) or is to be replaced or
+    deleted: QGIS then holds the file open no longer, which Windows needs to do either."""
     project = project or QgsProject.instance()
+    project.removeMapLayers([layer.id() for layer in layers_of(path, project)])
+
+
+def layers_of(path: str, project: QgsProject) -> list[QgsMapLayer]:
+    """The project's layers of the file at ``path``, with any pooled handles on it closed.
+
+    QGIS keeps a GeoPackage or shapefile that a vector layer read open in a pool for a
+    minute after the layer is removed (QGIS 3.22: the file's handle outlived the layer by
+    61 s); reloading the layer's data first closes them."""
     real = os.path.realpath(path)
-    project.removeMapLayers([layer.id() for layer in project.mapLayers().values()
-                             if os.path.realpath(layer.source().split("|")[0]) == real])
+    found = [layer for layer in project.mapLayers().values()
+             if os.path.realpath(layer.source().split("|")[0]) == real]
+    for layer in found:
+        if isinstance(layer, QgsVectorLayer) and layer.dataProvider() is not None:
+            layer.dataProvider().reloadData()
+    return found
+
+
+@dataclass
+class _Placed:
+    """What puts a removed layer back as it was."""
+    source: str
+    name: str
+    provider: str
+    vector: bool
+    style: QDomDocument
+    parent: QgsLayerTreeGroup
+    index: int
+    visible: bool
+
+
+class ReleasedLayers:
+    """The project's layers of files a run is about to replace, taken out of the project
+    before it starts, and put back as they were (:meth:`restore`) where the run fails and
+    leaves the files as they were.
+
+    Windows refuses to replace a file that a program holds open, and QGIS holds every
+    layer's file open: a second Accept to the same final mask failed there with "Access is
+    denied". Where the run succeeds, the caller adds the new file's layer. Raises
+    LayerError, having removed nothing, where one of the layers has edits not saved
+    (removing it would lose them)."""
+
+    def __init__(self, paths: list[str], project: QgsProject | None = None):
+        self.project = project or QgsProject.instance()
+        found = {path: layers_of(path, self.project) for path in paths}
+        for path, layers in found.items():
+            for layer in layers:
+                if isinstance(layer, QgsVectorLayer) and layer.isModified():
+                    raise LayerError(f"the layer '{layer.name()}' of {path} has edits not "
+                                     "saved; save or discard them, or choose another file")
+        layers = [layer for group in found.values() for layer in group]
+        self._placed = [self._place_of(layer) for layer in layers]   # all before any goes
+        self.project.removeMapLayers([layer.id() for layer in layers])
+
+    def _place_of(self, layer: QgsMapLayer) -> _Placed:
+        root = self.project.layerTreeRoot()
+        node = root.findLayer(layer.id())
+        parent = node.parent() if node is not None else None
+        style = QDomDocument()
+        layer.exportNamedStyle(style)
+        return _Placed(layer.source(), layer.name(), layer.providerType(),
+                       isinstance(layer, QgsVectorLayer), style, parent or root,
+                       parent.children().index(node) if parent is not None else 0,
+                       node.itemVisibilityChecked() if node is not None else True)
+
+    def restore(self) -> None:
+        """Put the layers back where they were, styled as they were (in the legend's root
+        where their group was deleted meanwhile); once."""
+        placed_layers, self._placed = sorted(self._placed, key=lambda p: p.index), []
+        for placed in placed_layers:   # each before those after it in its group
+            kind = QgsVectorLayer if placed.vector else QgsRasterLayer
+            layer = kind(placed.source, placed.name, placed.provider)
+            if not layer.isValid():   # the file went meanwhile: no broken layer
+                continue
+            layer.importNamedStyle(placed.style)
+            parent = placed.parent
+            if sip.isdeleted(parent):
+                parent = self.project.layerTreeRoot()
+            self.project.addMapLayer(layer, False)
+            node = parent.insertLayer(min(placed.index, len(parent.children())), layer)
+            node.setItemVisibilityChecked(placed.visible)
 
 
 def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None,

@@ -29,8 +29,8 @@ from .. import styles
 from ..backend_process import Outcome
 from ..corrections import (FIELD, CorrectionsProblem, new_corrections_file, new_corrections_layer,
                            sidecar_path, written_by_plugin)
-from ..layers import (LayerError, ProjectWatch, add_styled_raster, in_qgis_temporary_folder,
-                      private_copy, remove_layers_of, run_layer_nodes)
+from ..layers import (LayerError, ProjectWatch, ReleasedLayers, add_styled_raster,
+                      in_qgis_temporary_folder, private_copy, remove_layers_of, run_layer_nodes)
 from ..outputs import file_state, recover_aside, remove_stale, set_aside, settle
 from ..params import FinalizeParams, dataset_file, free_output_paths
 from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold, saved_hidden,
@@ -767,6 +767,13 @@ class ReviewDock(QgsDockWidget):
             self.show_status("Accept: nothing written: the review changed while the question was "
                              "open; check it and accept again", error=True)
             return
+        # the final mask and polygons of an Accept before, on the map, are let go of while
+        # they are replaced (Windows refuses otherwise), and come back if they stay
+        try:
+            released = ReleasedLayers([p for p in (path, polygons) if p])
+        except LayerError as exc:
+            self.show_status(f"Accept: nothing written: {exc}", error=True)
+            return
         aside = None
         if fixes:
             # the backend reads them at their final name: what is there is kept aside until
@@ -775,6 +782,7 @@ class ReviewDock(QgsDockWidget):
                 aside = set_aside(fixes)
             except OSError as exc:
                 if Path(fixes).exists():
+                    released.restore()
                     self.show_status(f"Accept failed: {fixes}: cannot be kept while the run "
                                      f"replaces it ({exc.strerror or exc})", error=True)
                     return
@@ -789,7 +797,8 @@ class ReviewDock(QgsDockWidget):
         def finalize() -> None:
             task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
                                        lambda outcome: self._accepted(outcome, path, polygons,
-                                                                      started, kept, stale))
+                                                                      started, kept, stale,
+                                                                      released))
             if aside:   # apart from the dock: after an unload too
                 task.done.connect(lambda outcome: settle(fixes, aside, outcome.ok))
 
@@ -801,6 +810,8 @@ class ReviewDock(QgsDockWidget):
             if error is not None:   # (written whole or not at all: the file there is kept)
                 if aside:
                     settle(fixes, aside, False)
+                if started == self.project_watch.count:
+                    released.restore()
                 self.accept_button.setEnabled(self._reviewable())
                 self.show_status(f"Accept failed: {error}", error=True)
                 return
@@ -820,9 +831,11 @@ class ReviewDock(QgsDockWidget):
         self._start_task(task, written)
 
     def _accepted(self, outcome: Outcome, path: str, polygons: str | None, started: int,
-                  note: str | None, stale: list[str]) -> None:
+                  note: str | None, stale: list[str], released: ReleasedLayers) -> None:
         self.accept_button.setEnabled(self._reviewable())
         if not outcome.ok:
+            if started == self.project_watch.count:
+                released.restore()
             self.show_status(f"Accept {_failed(outcome)}", error=True)
             return
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
@@ -837,6 +850,7 @@ class ReviewDock(QgsDockWidget):
             layer = add_styled_raster(path, f"final water mask ({Path(path).stem})",
                                       styles.mask_renderer)
         except LayerError as exc:   # moved or deleted since it was written
+            released.restore()   # the polygons before: none written over them
             self.show_status(f"{text}; not added to the map: {exc}"
                              + ("; no polygons written" if polygons else ""), error=True)
             return
@@ -855,11 +869,13 @@ class ReviewDock(QgsDockWidget):
             params = {"INPUT": layer.source(), "MIN_AREA_M2": min_area, "OUTPUT": polygons}
             self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
                                 self._polygons_done(ok, results, text, warned, error, started,
-                                                    min_area))
+                                                    min_area, released))
 
     def _polygons_done(self, ok: bool, results: dict, text: str, warned: bool, error: str,
-                       started: int, min_area: float) -> None:
+                       started: int, min_area: float, released: ReleasedLayers) -> None:
         if not ok:
+            if started == self.project_watch.count:
+                released.restore()
             self.show_status(f"{text}; writing polygons failed: {error}", error=True)
             return
         path = results["OUTPUT"]

@@ -1,5 +1,6 @@
 """Reading windows with mirror padding, naming bands, pixel sizes."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -205,6 +206,35 @@ def test_a_failed_publish_puts_back_the_files_already_replaced(tmp_path, failure
     assert mask.read_bytes() == b"the user's earlier mask"
     assert prob.read_bytes() == b"the user's earlier probability"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "p.tif"]
+
+
+def test_a_file_open_in_another_program_on_windows_is_said_to_be(tmp_path, monkeypatch):
+    """Windows refuses to rename over a file that a program holds open (QGIS, with a layer
+    of it): the message said only "Access is denied"; it names the way out."""
+    from backend.errors import OutputError
+    from backend.sink import OutputSink
+
+    grid = Grid(rasterio.crs.CRS.from_epsg(32633), Affine(10, 0, 500000, 0, -10, 5e6), 300, 200)
+    mask = tmp_path / "m.tif"
+    mask.write_bytes(b"the user's earlier mask")
+    sink = OutputSink(grid, 256, 0.5, {}, overwrite=True, mask=str(mask))
+    sink.write(0, 0, np.random.default_rng(0).random((200, 300), dtype=np.float32))
+
+    def refused(src, dst):
+        if dst == str(mask):
+            exc = PermissionError(13, "Access is denied")
+            exc.winerror = 5   # what Windows' os.replace raises over a file open elsewhere
+            raise exc
+        return replace(src, dst)
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(OutputError) as raised:
+        sink.commit()
+    assert str(raised.value) == (f"{mask}: cannot be written (Access is denied: it is read-only, "
+                                 "or open in another program: in QGIS, remove its layer from the "
+                                 "project; or choose another file)")
+    assert mask.read_bytes() == b"the user's earlier mask"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]
 
 
 def test_published_outputs_leave_no_file_aside(tmp_path):

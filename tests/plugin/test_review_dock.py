@@ -203,6 +203,104 @@ def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qtbot, m
     assert f"; {in_file} polygons written" in status and polygons[0].featureCount() == in_file
 
 
+def _handles_on(path: Path) -> int:
+    """Open file descriptors of this process (QGIS's) on ``path``, or on the file deleted
+    there: Windows refuses to replace or delete a file while a program holds it open (Linux
+    does not, so this counts them)."""
+    real, count = os.path.realpath(path), 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") in (real, real + " (deleted)")
+        except OSError:   # the fd listing itself, closed meanwhile
+            pass
+    return count
+
+
+def test_a_second_accept_lets_go_of_the_files_it_replaces_and_puts_their_layers_back_if_it_fails(
+        plugin, qtbot, models, real_chips, tmp_path):
+    """A second Accept onto the same final mask replaced the first's mask and polygons while
+    QGIS held both open as layers: "Access is denied" on Windows. When its backend starts,
+    QGIS now holds neither; the Accept cancelled, the layers come back where they were, as
+    they were (name, style, group, place, tick)."""
+    _run(plugin, qtbot, real_chips / "S1Hand" / CHIP, models["threshold"], tmp_path)
+    dock = plugin.dock
+    dock.polygons.setChecked(True)
+    dock.min_area.setValue(0)
+    final, gpkg = tmp_path / "final.tif", tmp_path / "final.gpkg"
+    _accept(dock, qtbot, final, "polygons written")
+    wait_for_tasks(qtbot)
+    project = QgsProject.instance()
+    mask = project.mapLayersByName("final water mask (final)")[0]
+    polygons = project.mapLayersByName("water polygons (final)")[0]
+    list(polygons.getFeatures())   # as drawing them does: QGIS keeps the file open a minute after
+    mask.setName("my final mask")
+    mask.renderer().setOpacity(0.4)
+    group = project.layerTreeRoot().addGroup("delivered")
+    other = QgsRasterLayer(str(real_chips / "S1Hand" / CHIP), "a layer before it")
+    project.addMapLayer(other, False)
+    group.addLayer(other)
+    for layer, index in ((mask, 1), (polygons, 2)):
+        node = project.layerTreeRoot().findLayer(layer.id())
+        group.insertChildNode(index, node.clone())
+        node.parent().removeChildNode(node)
+    group.findLayer(mask.id()).setItemVisibilityChecked(False)
+    before = {path: _handles_on(path) for path in (final, gpkg)}
+
+    seen = {}
+
+    def started(task_id: int) -> None:
+        task = QgsApplication.taskManager().task(task_id)
+        if task.description() == "SAR Flood Mapper: accept":
+            seen.update({path: _handles_on(path) for path in (final, gpkg)})
+            seen["layers"] = [layer.name() for layer in project.mapLayers().values()]
+            task.cancel()
+
+    QgsApplication.taskManager().taskAdded.connect(started)
+    try:
+        dock.slider.setValue(20)
+        _answer_next_question(QMessageBox.StandardButton.Yes)
+        status = _accept(dock, qtbot, final, "Accept cancelled")
+    finally:
+        QgsApplication.taskManager().taskAdded.disconnect(started)
+    wait_for_tasks(qtbot)
+
+    assert before[gpkg] >= 1 and before[final] >= 1, before   # the test's premise
+    assert seen[gpkg] == 0 and seen[final] == 0, seen
+    assert "my final mask" not in seen["layers"] and "water polygons (final)" not in seen["layers"]
+    assert status == "Accept cancelled"
+    names = [child.name() for child in group.children()]
+    assert names == ["a layer before it", "my final mask", "water polygons (final)"], names
+    back = project.mapLayersByName("my final mask")[0]
+    assert back.isValid() and back.renderer().opacity() == pytest.approx(0.4)
+    assert not group.findLayer(back.id()).itemVisibilityChecked()
+    assert group.findLayer(project.mapLayersByName("water polygons (final)")[0].id()).itemVisibilityChecked()
+
+
+def test_an_accept_over_polygons_with_edits_not_saved_writes_nothing(plugin, qtbot, models,
+                                                                    two_band_scene, tmp_path):
+    """Replacing the polygons of an Accept before means removing their layer: edits made in it
+    and not saved would be lost without a word. The Accept says so and writes nothing."""
+    _run(plugin, qtbot, two_band_scene, models["smoothed"], tmp_path)
+    dock = plugin.dock
+    dock.polygons.setChecked(True)
+    final = tmp_path / "final.tif"
+    _accept(dock, qtbot, final, "polygons written")
+    wait_for_tasks(qtbot)
+    written = final.stat().st_mtime_ns
+    polygons = QgsProject.instance().mapLayersByName("water polygons (final)")[0]
+    polygons.startEditing()
+    polygons.deleteFeature(next(polygons.getFeatures()).id())
+    dock.confirm_overwrite = lambda paths: True
+    dock.slider.setValue(20)
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    assert dock.status.text() == (f"Accept: nothing written: the layer 'water polygons (final)' of "
+                                  f"{final.with_suffix('.gpkg')} has edits not saved; save or "
+                                  "discard them, or choose another file")
+    assert final.stat().st_mtime_ns == written and polygons.isModified()
+    assert QgsProject.instance().mapLayersByName("final water mask (final)")
+    polygons.rollBack()
+
+
 def test_corrections_of_another_scene_are_not_reused_and_accept_warnings_show(
         plugin, qtbot, models, real_chips, two_band_scene, tmp_path):
     """Corrections drawn on one scene were burnt into the next run's Accept unasked (changing
@@ -1247,6 +1345,7 @@ def test_accepting_again_without_polygons_or_corrections_removes_the_first_ones(
     gpkg, sidecar = final.with_suffix(".gpkg"), final.with_suffix(".corrections.geojson")
     _accept(dock, qtbot, final, "polygons written")
     assert gpkg.exists() and sidecar.exists()
+    list(QgsProject.instance().mapLayersByName("water polygons (final)")[0].getFeatures())
     fixes.rollBack()
     dock.corrections.setLayer(None)
     dock.polygons.setChecked(False)
@@ -1258,6 +1357,7 @@ def test_accepting_again_without_polygons_or_corrections_removes_the_first_ones(
     assert not gpkg.exists() and not sidecar.exists()
     assert f"removed {gpkg}, {sidecar}, of the mask replaced" in status, status
     assert QgsProject.instance().mapLayersByName("water polygons (final)") == []
+    assert _handles_on(gpkg) == 0   # (Windows refuses to delete a file QGIS holds open)
     wait_for_tasks(qtbot)
 
 
