@@ -16,6 +16,7 @@ Windows venv's python.exe) it is not the process its parent started.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -49,11 +50,14 @@ class Reporter:
     def _output(self) -> Iterator[None]:
         """Around every write to the stream: lines held by info_from_signal follow it.
         A reader that has gone (``... | head``) does not stop the run, which goes on to
-        complete its outputs, reporting to nowhere."""
+        complete its outputs, reporting to nowhere. Windows may say so with EINVAL instead
+        of a broken pipe (python/cpython#79935)."""
         self._writing = True
         try:
             yield
-        except BrokenPipeError:
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EINVAL:
+                raise
             to_devnull(self.stream)
         finally:
             self._writing = False

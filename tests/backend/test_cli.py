@@ -698,6 +698,39 @@ def test_a_closed_stdout_does_not_stop_the_run(tmp_path, src, models):
     assert listing(tmp_path) == ["in.tif", "m.tif"]
 
 
+def test_a_reader_gone_said_as_windows_says_it_does_not_stop_the_run(tmp_path):
+    """Windows may report a write into a pipe whose reader has gone as EINVAL, not as a
+    broken pipe: the run died there at its next progress line, with an internal error."""
+    import errno
+
+    from backend.progress import JsonReporter
+
+    class ReaderGone:
+        def __init__(self, file):
+            self.file, self.gone = file, False
+
+        def write(self, text):
+            if self.gone:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return self.file.write(text)
+
+        def flush(self):
+            self.file.flush()
+
+        def fileno(self):
+            return self.file.fileno()
+
+    with open(tmp_path / "out", "w") as file:
+        stream = ReaderGone(file)
+        reporter = JsonReporter(stream)
+        stream.gone = True
+        reporter.info("to a reader that has gone")
+        assert os.readlink(f"/proc/self/fd/{file.fileno()}") == os.devnull
+        stream.gone = False
+        reporter.result(done=True)   # the rest of the run reports to nowhere
+    assert json.loads((tmp_path / "out").read_text())["event"] == "start"
+
+
 def test_a_cancel_after_the_last_line_does_not_kill_the_process(tmp_path, src, models):
     """Python takes ~50 ms to shut down after the result line: a SIGTERM then killed the
     process (-15) after a complete run. The handlers in force at exit are checked, as
