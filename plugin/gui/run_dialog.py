@@ -264,8 +264,10 @@ class RunDialog(QDialog):
         units_row.addWidget(self.units_detected, 1)
         self.stack_rows = [("Layer", self.stack_layer), ("VV band", self.vv_band), ("VH band", self.vh_band)]
         self.pair_rows = [("VV layer", self.vv_layer), ("VH layer", self.vh_layer)]
+        # the form holds the chosen mode's rows only (_show_input_mode): the labels are kept here
+        self.input_labels = {widget: QLabel(label) for label, widget in self.stack_rows + self.pair_rows}
         for label, widget in self.stack_rows + self.pair_rows:
-            form.addRow(label, widget)
+            form.addRow(self.input_labels[widget], widget)
         form.addRow("Units", units_row)
         self.input_form = form
         self.one_layer.toggled.connect(self._show_input_mode)
@@ -406,11 +408,19 @@ class RunDialog(QDialog):
     # --- input mapping ------------------------------------------------------------------------
 
     def _show_input_mode(self) -> None:
+        """Put the chosen mode's rows in the form, below the mode buttons, and take the
+        other mode's out: hidden rows of a QFormLayout still leave their spacing, a gap."""
         one = self.one_layer.isChecked()
-        for rows, visible in ((self.stack_rows, one), (self.pair_rows, not one)):
-            for _, widget in rows:
-                widget.setVisible(visible)
-                self.input_form.labelForField(widget).setVisible(visible)
+        for _, widget in self.stack_rows + self.pair_rows:
+            row, _role = self.input_form.getWidgetPosition(widget)
+            if row >= 0:
+                self.input_form.takeRow(row)
+        for rows, shown in ((self.stack_rows, one), (self.pair_rows, not one)):
+            for index, (_, widget) in enumerate(rows, start=1):
+                if shown:
+                    self.input_form.insertRow(index, self.input_labels[widget], widget)
+                widget.setVisible(shown)
+                self.input_labels[widget].setVisible(shown)
 
     def _stack_changed(self, layer) -> None:
         """Point the band combos at the layer and preselect VV and VH from band names."""
@@ -473,9 +483,13 @@ class RunDialog(QDialog):
         if self.needs_vh() == self._vh_shown_needed:
             return
         self._vh_shown_needed = self.needs_vh()
-        unused = "" if self.needs_vh() else " (not read by this model)"
+        # short: a long label widens the whole form's label column
+        unused = "" if self.needs_vh() else " (unused)"
+        why = "" if self.needs_vh() else "This model reads VV only (its card lists no VH band)"
         for widget, label in ((self.vh_band, "VH band"), (self.vh_layer, "VH layer")):
-            self.input_form.labelForField(widget).setText(label + unused)
+            self.input_labels[widget].setText(label + unused)
+            for shown in (self.input_labels[widget], widget):
+                shown.setToolTip(why)
         self.vh_layer.setEnabled(self.needs_vh())   # a stack's VH band still goes to --bands
         self._inspect_timer.start()
 

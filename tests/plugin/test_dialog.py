@@ -223,6 +223,22 @@ def test_bad_input_is_named_and_nothing_runs(plugin, qtbot, models, tmp_path):
     wait_for_tasks(qtbot)
 
 
+@pytest.mark.parametrize("mode", ["one_layer", "two_layers"])
+def test_the_input_rows_of_the_other_mode_leave_no_gap(plugin, qtbot, models, mode):
+    """The other mode's rows were hidden, and the form kept their spacing: a gap between the
+    mode buttons and the first row of the chosen mode (or before Units)."""
+    dialog = _ready(plugin, qtbot, models["threshold"])
+    getattr(dialog, mode).setChecked(True)
+    QApplication.processEvents()
+    rows = ([dialog.stack_layer, dialog.vv_band, dialog.vh_band] if mode == "one_layer"
+            else [dialog.vv_layer, dialog.vh_layer])
+    tops = [dialog.one_layer.geometry().bottom()] + [w.geometry().top() for w in rows]
+    bottoms = [dialog.one_layer.geometry().bottom()] + [w.geometry().bottom() for w in rows]
+    gaps = [top - bottom for top, bottom in zip(tops[1:], bottoms[:-1])]
+    gaps.append(dialog.units.geometry().top() - rows[-1].geometry().bottom())
+    assert max(gaps) - min(gaps) <= 4, gaps
+
+
 def test_a_vv_only_model_runs_on_a_single_band_layer_and_reads_no_vh_layer(plugin, qtbot, models,
                                                                             tmp_path):
     """The dialog asked every model for VV and VH: a VV-only model's user had no way to run it
@@ -234,11 +250,12 @@ def test_a_vv_only_model_runs_on_a_single_band_layer_and_reads_no_vh_layer(plugi
     dialog = _ready(plugin, qtbot, models["threshold"])
     dialog.stack_layer.setLayer(single)
     assert "'scene_VV' has 1 band; the model needs VV and VH" in _run_is_refused(dialog, qtbot)
-    assert dialog.input_form.labelForField(dialog.vh_band).text() == "VH band"
+    assert dialog.input_labels[dialog.vh_band].text() == "VH band"
 
     dialog.model.setFilePath(str(models["vv_only"]))
     qtbot.waitUntil(lambda: dialog.card is not None and not dialog.needs_vh(), timeout=30000)
-    assert dialog.input_form.labelForField(dialog.vh_band).text() == "VH band (not read by this model)"
+    assert dialog.input_labels[dialog.vh_band].text() == "VH band (unused)"
+    assert dialog.vh_band.toolTip() == "This model reads VV only (its card lists no VH band)"
     qtbot.waitUntil(lambda: dialog.inspected is not None, timeout=30000)   # asked again, answered
     assert dialog.units_detected.text() == "detected: dB (from the values)"
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
