@@ -5,13 +5,16 @@
 A real run of the plugin (headless QGIS, the bundled model, the backend as a child process)
 on the real Sen1Floods11 chip Spain_7370579 from ../shared; the review dock's threshold is
 moved to 0.40, as an analyst reviewing it might. Widgets are drawn by Qt's offscreen
-platform, the map by QGIS's renderer; the three are set side by side. Not collected by
-pytest (the name does not start with test_).
+platform, the map by QGIS's renderer; the three are set side by side. The chip is read from a
+copy (QGIS writes statistics beside a raster it draws, and nothing is written into ../shared);
+the run's files go to a temporary folder, removed at the end. Not collected by pytest (the
+name does not start with test_).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -43,8 +46,16 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "resources" / "screenshot.png"))
     parser.add_argument("--chip", default=str(CHIP))
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sarflood-screenshot-"))
+    try:
+        return _draw(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    plugins = Path(tempfile.mkdtemp(prefix="sarflood-screenshot-plugins-"))
+
+def _draw(args, work: Path) -> int:
+    plugins = work / "plugins"
+    plugins.mkdir()
     (plugins / "sarflood").symlink_to(REPO, target_is_directory=True)
     sys.path.insert(0, str(plugins))
 
@@ -75,7 +86,12 @@ def main() -> int:
     iface = QgisInterface(QgsMapCanvas(), MockMessageBar(), QMainWindow())
     plugin = sarflood.classFactory(iface)
     plugin.initGui()
-    sar = QgsRasterLayer(args.chip, "Spain_7370579 (Sentinel-1)")
+    chip = work / Path(args.chip).name
+    try:
+        shutil.copyfile(args.chip, chip)
+    except OSError as exc:
+        raise SystemExit(f"{args.chip}: cannot be read ({exc.strerror or exc})") from None
+    sar = QgsRasterLayer(str(chip), "Spain_7370579 (Sentinel-1)")
     if not sar.isValid():
         raise SystemExit(f"{args.chip}: not a raster QGIS can read")
     show_vv_in_grey(sar)
@@ -85,7 +101,8 @@ def main() -> int:
     dialog.stack_layer.setLayer(sar)
     wait(lambda: dialog.card is not None and "auto uses" in dialog.device_info.text())
     dialog.temporary.setChecked(False)
-    dialog.output_dir.setFilePath(tempfile.mkdtemp(prefix="sarflood-screenshot-"))
+    (work / "run").mkdir()
+    dialog.output_dir.setFilePath(str(work / "run"))
     finished = []
     plugin.controller.finished.connect(finished.append)
     dialog.start()   # what the Run button does

@@ -75,6 +75,7 @@ def test_the_readme_picture_is_made_by_its_script(real_chips, tmp_path):
     from .conftest import REPO
 
     out = tmp_path / "picture.png"
+    before = sorted(p.name for p in (real_chips / "S1Hand").iterdir())
     done = subprocess.run([sys.executable, "-m", "tests.plugin.screenshot", "--out", str(out),
                            "--chip", str(real_chips / "S1Hand" / "Spain_7370579_S1Hand.tif")],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -83,6 +84,8 @@ def test_the_readme_picture_is_made_by_its_script(real_chips, tmp_path):
     picture = QImage(str(out))
     assert picture.width() > 1200 and picture.height() >= 800
     assert not list(tmp_path.glob(".*partial*"))
+    # QGIS wrote its statistics beside the chip it drew: into ../shared, where it read it
+    assert sorted(p.name for p in (real_chips / "S1Hand").iterdir()) == before
 
 
 def test_the_layers_panel_shows_what_the_ramps_values_mean(two_band_scene):
