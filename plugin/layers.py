@@ -166,6 +166,7 @@ def layers_of(path: str, project: QgsProject) -> list[QgsMapLayer]:
 @dataclass
 class _Placed:
     """What puts a removed layer back as it was."""
+    path: str                  # the file it was released for
     source: str
     name: str
     provider: str
@@ -183,9 +184,9 @@ class ReleasedLayers:
 
     Windows refuses to replace a file that a program holds open, and QGIS holds every
     layer's file open: a second Accept to the same final mask failed there with "Access is
-    denied". Where the run succeeds, the caller adds the new file's layer. Raises
-    LayerError, having removed nothing, where one of the layers has edits not saved
-    (removing it would lose them)."""
+    denied". Where the run succeeds, the caller adds the new file's layer, and
+    :meth:`take_place` puts it where the old one was. Raises LayerError, having removed
+    nothing, where one of the layers has edits not saved (removing it would lose them)."""
 
     def __init__(self, paths: list[str], project: QgsProject | None = None):
         self.project = project or QgsProject.instance()
@@ -195,20 +196,37 @@ class ReleasedLayers:
                 if isinstance(layer, QgsVectorLayer) and layer.isModified():
                     raise LayerError(f"the layer '{layer.name()}' of {path} has edits not "
                                      "saved; save or discard them, or choose another file")
-        layers = [layer for group in found.values() for layer in group]
-        self._placed = [self._place_of(layer) for layer in layers]   # all before any goes
-        self.project.removeMapLayers([layer.id() for layer in layers])
+        # every place taken before any layer goes
+        self._placed = [self._place_of(path, layer) for path, layers in found.items() for layer in layers]
+        self.project.removeMapLayers([layer.id() for layers in found.values() for layer in layers])
 
-    def _place_of(self, layer: QgsMapLayer) -> _Placed:
+    def _place_of(self, path: str, layer: QgsMapLayer) -> _Placed:
         root = self.project.layerTreeRoot()
         node = root.findLayer(layer.id())
         parent = node.parent() if node is not None else None
         style = QDomDocument()
         layer.exportNamedStyle(style)
-        return _Placed(layer.source(), layer.name(), layer.providerType(),
+        return _Placed(path, layer.source(), layer.name(), layer.providerType(),
                        isinstance(layer, QgsVectorLayer), style, parent or root,
                        parent.children().index(node) if parent is not None else 0,
                        node.itemVisibilityChecked() if node is not None else True)
+
+    def take_place(self, path: str, layer: QgsMapLayer) -> None:
+        """Move ``layer``, the new layer of ``path``, to where the first layer released of
+        ``path`` was (in its group, at its place), if there was one and the group is still
+        there: an analyst who had moved the final mask into a group of their own found the
+        new one at the top of the legend."""
+        real = os.path.realpath(path)
+        placed = next((p for p in self._placed if os.path.realpath(p.path) == real), None)
+        root = self.project.layerTreeRoot()
+        node = root.findLayer(layer.id())
+        if placed is None or node is None or sip.isdeleted(placed.parent):
+            return
+        # replaced: none to put back
+        self._placed = [p for p in self._placed if os.path.realpath(p.path) != real]
+        # the new node first: a layer whose last legend node goes leaves the project
+        placed.parent.insertChildNode(min(placed.index, len(placed.parent.children())), node.clone())
+        node.parent().removeChildNode(node)
 
     def restore(self) -> None:
         """Put the layers back where they were, styled as they were (in the legend's root

@@ -854,6 +854,7 @@ class ReviewDock(QgsDockWidget):
             self.show_status(f"{text}; not added to the map: {exc}"
                              + ("; no polygons written" if polygons else ""), error=True)
             return
+        released.take_place(path, layer)
         if "corrected_pixels" in outcome.result:
             text += f"; {outcome.result['corrected_pixels']} pixels corrected"
         # drawn over no data, corrections change nothing there: said, not a silent 0
@@ -889,6 +890,7 @@ class ReviewDock(QgsDockWidget):
         remove_layers_of(path)
         layer = QgsVectorLayer(path, f"water polygons ({Path(path).stem})", "ogr")
         QgsProject.instance().addMapLayer(layer)
+        released.take_place(path, layer)
         self.show_status(written, error=warned)
 
     # --- background work ------------------------------------------------------------------------

@@ -183,15 +183,24 @@ def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qtbot, m
     dock.min_area.setValue(0)
     final = tmp_path / "final.tif"
     assert "polygons written" in _accept(dock, qtbot, final, "polygons written")
+    wait_for_tasks(qtbot)
+    project = QgsProject.instance()
+    # the analyst files the first Accept's layers in a group of their own
+    group = project.layerTreeRoot().addGroup("delivered")
+    for index, name in enumerate(["final water mask (final)", "water polygons (final)"]):
+        node = project.layerTreeRoot().findLayer(project.mapLayersByName(name)[0].id())
+        group.insertChildNode(index, node.clone())
+        node.parent().removeChildNode(node)
     dock.slider.setValue(20)
     _answer_next_question(QMessageBox.StandardButton.Yes)
     status = _accept(dock, qtbot, final, "polygons written")
     wait_for_tasks(qtbot)
 
-    project = QgsProject.instance()
     masks = project.mapLayersByName("final water mask (final)")
     polygons = project.mapLayersByName("water polygons (final)")
     assert len(masks) == 1 and len(polygons) == 1
+    # the new layers where the old ones were, in the analyst's group, not on top
+    assert [child.layerId() for child in group.children()] == [masks[0].id(), polygons[0].id()]
     mask = masks[0]
     block = mask.dataProvider().block(1, mask.extent(), mask.width(), mask.height())
     shown = np.frombuffer(bytes(block.data()), np.uint8).reshape(mask.height(), mask.width())
