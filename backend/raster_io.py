@@ -511,13 +511,14 @@ class GeoTiffOut:
             if os.path.exists(self.path) and not self.overwrite:
                 raise OutputError(f"{self.path}: appeared while running; use --overwrite to "
                                   "replace it")
-            os.replace(self.tmp, self.path)
-            # what GDAL (QGIS) kept beside the replaced file describes it, not the new one,
+            # what GDAL (QGIS) kept beside the file replaced describes it, not the new one,
             # and GDAL would read it for the new one: statistics and histograms, external
-            # overviews (a small output has no internal ones) and an external mask
+            # overviews (a small output has no internal ones) and an external mask. Removed
+            # first: where one cannot be (open elsewhere, on Windows) nothing is replaced yet
             for sidecar in REPLACED_SIDECARS:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path + sidecar)
+            os.replace(self.tmp, self.path)
             self._close_folder()
         except OSError as exc:
             self.abort()

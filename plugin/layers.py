@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsLayerTreeGroup,
-                       QgsMapLayer, QgsProcessingUtils, QgsProject, QgsRasterLayer,
-                       QgsVectorLayer)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsLayerTree,
+                       QgsLayerTreeGroup, QgsMapLayer, QgsProcessingUtils, QgsProject,
+                       QgsRasterLayer, QgsReadWriteContext, QgsVectorLayer)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QThread, pyqtSignal
 from qgis.PyQt.QtXml import QDomDocument
@@ -165,16 +165,17 @@ def layers_of(path: str, project: QgsProject) -> list[QgsMapLayer]:
 
 @dataclass
 class _Placed:
-    """What puts a removed layer back as it was."""
+    """What puts a removed layer back as it was: the layer as a project stores it (source,
+    name, id, style, CRS), its legend group and tick, and what followed it there."""
     path: str                  # the file it was released for
-    source: str
-    name: str
-    provider: str
+    xml: QDomDocument
     vector: bool
-    style: QDomDocument
     parent: QgsLayerTreeGroup
     index: int
     visible: bool
+    # the nodes after it in its group, nearest first: a node that stays, or the path of a
+    # layer released with it (whose new or restored node then stands for it)
+    followers: list
 
 
 class ReleasedLayers:
@@ -196,54 +197,76 @@ class ReleasedLayers:
                 if isinstance(layer, QgsVectorLayer) and layer.isModified():
                     raise LayerError(f"the layer '{layer.name()}' of {path} has edits not "
                                      "saved; save or discard them, or choose another file")
+        released = {layer.id(): path for path, layers in found.items() for layer in layers}
         # every place taken before any layer goes
-        self._placed = [self._place_of(path, layer) for path, layers in found.items() for layer in layers]
-        self.project.removeMapLayers([layer.id() for layers in found.values() for layer in layers])
+        self._placed = [self._place_of(path, layer, released)
+                        for path, layers in found.items() for layer in layers]
+        self._now: dict[str, object] = {}   # path -> the legend node standing in for it now
+        self.project.removeMapLayers(list(released))
 
-    def _place_of(self, path: str, layer: QgsMapLayer) -> _Placed:
+    def _place_of(self, path: str, layer: QgsMapLayer, released: dict[str, str]) -> _Placed:
         root = self.project.layerTreeRoot()
         node = root.findLayer(layer.id())
         parent = node.parent() if node is not None else None
-        style = QDomDocument()
-        layer.exportNamedStyle(style)
-        return _Placed(path, layer.source(), layer.name(), layer.providerType(),
-                       isinstance(layer, QgsVectorLayer), style, parent or root,
-                       parent.children().index(node) if parent is not None else 0,
-                       node.itemVisibilityChecked() if node is not None else True)
+        siblings = parent.children() if parent is not None else []
+        index = siblings.index(node) if parent is not None else 0
+        followers = [("path", released[n.layerId()]) if QgsLayerTree.isLayer(n) and n.layerId() in released
+                     else ("node", n) for n in siblings[index + 1:]]
+        xml = QDomDocument("layer")
+        element = xml.createElement("maplayer")
+        layer.writeLayerXml(element, xml, QgsReadWriteContext())
+        xml.appendChild(element)
+        return _Placed(path, xml, isinstance(layer, QgsVectorLayer), parent or root, index,
+                       node.itemVisibilityChecked() if node is not None else True, followers)
+
+    def _insert(self, placed: _Placed, layer_or_node) -> object:
+        """Put a layer (or a copy of a legend node) in ``placed``'s group, before the first
+        of its followers still there (at the end if none is; in the legend's root if the
+        group was deleted meanwhile); the new node."""
+        parent = placed.parent
+        if sip.isdeleted(parent):
+            parent = self.project.layerTreeRoot()
+        children = parent.children()
+        index = len(children)
+        for kind, follower in placed.followers:
+            node = self._now.get(follower) if kind == "path" else follower
+            if node is not None and not sip.isdeleted(node) and node in children:
+                index = children.index(node)
+                break
+        if isinstance(layer_or_node, QgsMapLayer):
+            node = parent.insertLayer(index, layer_or_node)
+        else:
+            node = layer_or_node
+            parent.insertChildNode(index, node)
+        self._now.setdefault(placed.path, node)
+        return node
 
     def take_place(self, path: str, layer: QgsMapLayer) -> None:
         """Move ``layer``, the new layer of ``path``, to where the first layer released of
-        ``path`` was (in its group, at its place), if there was one and the group is still
-        there: an analyst who had moved the final mask into a group of their own found the
-        new one at the top of the legend."""
+        ``path`` was (in its group, before what followed it), if there was one: an analyst
+        who had moved the final mask into a group of their own found the new one at the top
+        of the legend."""
         real = os.path.realpath(path)
-        placed = next((p for p in self._placed if os.path.realpath(p.path) == real), None)
-        root = self.project.layerTreeRoot()
-        node = root.findLayer(layer.id())
-        if placed is None or node is None or sip.isdeleted(placed.parent):
+        mine = [p for p in self._placed if os.path.realpath(p.path) == real]
+        self._placed = [p for p in self._placed if p not in mine]   # replaced: none to put back
+        node = self.project.layerTreeRoot().findLayer(layer.id())
+        if not mine or node is None:
             return
-        # replaced: none to put back
-        self._placed = [p for p in self._placed if os.path.realpath(p.path) != real]
-        # the new node first: a layer whose last legend node goes leaves the project
-        placed.parent.insertChildNode(min(placed.index, len(placed.parent.children())), node.clone())
+        # the copy first: a layer whose last legend node goes leaves the project
+        self._insert(mine[0], node.clone())
         node.parent().removeChildNode(node)
 
     def restore(self) -> None:
-        """Put the layers back where they were, styled as they were (in the legend's root
-        where their group was deleted meanwhile); once."""
+        """Put the layers back where they were, as they were (id, name, style, CRS, tick);
+        once. A file gone meanwhile gets no layer (no broken layer)."""
         placed_layers, self._placed = sorted(self._placed, key=lambda p: p.index), []
-        for placed in placed_layers:   # each before those after it in its group
-            kind = QgsVectorLayer if placed.vector else QgsRasterLayer
-            layer = kind(placed.source, placed.name, placed.provider)
-            if not layer.isValid():   # the file went meanwhile: no broken layer
+        for placed in reversed(placed_layers):   # each before those after it, as then
+            layer = QgsVectorLayer() if placed.vector else QgsRasterLayer()
+            element = placed.xml.documentElement()
+            if not layer.readLayerXml(element, QgsReadWriteContext()) or not layer.isValid():
                 continue
-            layer.importNamedStyle(placed.style)
-            parent = placed.parent
-            if sip.isdeleted(parent):
-                parent = self.project.layerTreeRoot()
             self.project.addMapLayer(layer, False)
-            node = parent.insertLayer(min(placed.index, len(parent.children())), layer)
-            node.setItemVisibilityChecked(placed.visible)
+            self._insert(placed, layer).setItemVisibilityChecked(placed.visible)
 
 
 def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None,

@@ -132,6 +132,9 @@ class ReviewDock(QgsDockWidget):
         self.threshold_value = 0.5
         self._busy: list[tuple] = []  # (task, and what it needs alive), until each finishes
         self._unloading = False  # set by cancel_tasks: finished work starts no next step
+        # an Accept's layers taken out of the project while it replaces their files, with the
+        # project count it started under: put back should the plugin be unloaded meanwhile
+        self._released: list[tuple[ReleasedLayers, int]] = []
         # while "Show the water layers" is unticked: each run layer's own tick, put back after
         self._hidden: dict[str, bool] = {}
         self._dropped = ""   # why there is no run, when it went with its project (closed, reopened)
@@ -774,6 +777,8 @@ class ReviewDock(QgsDockWidget):
         except LayerError as exc:
             self.show_status(f"Accept: nothing written: {exc}", error=True)
             return
+        started = self.project_watch.count
+        self._released.append((released, started))
         aside = None
         if fixes:
             # the backend reads them at their final name: what is there is kept aside until
@@ -782,7 +787,7 @@ class ReviewDock(QgsDockWidget):
                 aside = set_aside(fixes)
             except OSError as exc:
                 if Path(fixes).exists():
-                    released.restore()
+                    self._end_accept(released, put_back=True)
                     self.show_status(f"Accept failed: {fixes}: cannot be kept while the run "
                                      f"replaces it ({exc.strerror or exc})", error=True)
                     return
@@ -791,8 +796,7 @@ class ReviewDock(QgsDockWidget):
         tags = {"SARFLOOD_REVIEW": review}
         params = FinalizeParams(p.probability, threshold, path, tags,
                                 corrections=fixes, overwrite=bool(existing))
-        self.accept_button.setEnabled(False)
-        started = self.project_watch.count
+        self.accept_button.setEnabled(False)   # until the whole Accept ends (_end_accept)
 
         def finalize() -> None:
             task = self._start_backend("SAR Flood Mapper: accept", params.argv(),
@@ -810,9 +814,7 @@ class ReviewDock(QgsDockWidget):
             if error is not None:   # (written whole or not at all: the file there is kept)
                 if aside:
                     settle(fixes, aside, False)
-                if started == self.project_watch.count:
-                    released.restore()
-                self.accept_button.setEnabled(self._reviewable())
+                self._end_accept(released, put_back=True)
                 self.show_status(f"Accept failed: {error}", error=True)
                 return
             finalize()
@@ -830,18 +832,31 @@ class ReviewDock(QgsDockWidget):
         task.done.connect(abandoned)
         self._start_task(task, written)
 
+    def _end_accept(self, released: ReleasedLayers, put_back: bool = False) -> None:
+        """An Accept ended: with ``put_back`` (its files stay as they were) the layers it
+        took out of the project come back, unless the project is another one by now; and
+        Accept can be clicked again."""
+        held = next((h for h in self._released if h[0] is released), None)
+        if held is None:
+            return
+        self._released.remove(held)
+        if put_back and held[1] == self.project_watch.count:
+            released.restore()
+        if not sip.isdeleted(self.accept_button):
+            self.accept_button.setEnabled(self._reviewable())
+
     def _accepted(self, outcome: Outcome, path: str, polygons: str | None, started: int,
                   note: str | None, stale: list[str], released: ReleasedLayers) -> None:
-        self.accept_button.setEnabled(self._reviewable())
         if not outcome.ok:
-            if started == self.project_watch.count:
-                released.restore()
+            self._end_accept(released, put_back=True)
             self.show_status(f"Accept {_failed(outcome)}", error=True)
             return
+        # the mask is replaced: its old layers, and the polygons of the old mask, stay out
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
         removal, removal_failed = _remove_stale(stale)
         text = f"Final mask written: {path} ({area}){removal}"
         if started != self.project_watch.count:   # not into another project
+            self._end_accept(released)
             self.show_status(f"{text}; not added to the map: {PROJECT_CHANGED}"
                              + ("; no polygons written" if polygons else ""), error=True)
             return
@@ -850,7 +865,7 @@ class ReviewDock(QgsDockWidget):
             layer = add_styled_raster(path, f"final water mask ({Path(path).stem})",
                                       styles.mask_renderer)
         except LayerError as exc:   # moved or deleted since it was written
-            released.restore()   # the polygons before: none written over them
+            self._end_accept(released)
             self.show_status(f"{text}; not added to the map: {exc}"
                              + ("; no polygons written" if polygons else ""), error=True)
             return
@@ -865,19 +880,22 @@ class ReviewDock(QgsDockWidget):
         text += "".join(f"; warning: {w}" for w in [*outcome.warnings, *([note] if note else [])])
         warned = bool(outcome.warnings) or bool(note) or removal_failed
         self.show_status(text, error=warned)
-        if polygons:
-            min_area = self.min_area.value()
-            params = {"INPUT": layer.source(), "MIN_AREA_M2": min_area, "OUTPUT": polygons}
-            self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
-                                self._polygons_done(ok, results, text, warned, error, started,
-                                                    min_area, released))
+        if not polygons:
+            self._end_accept(released)
+            return
+        min_area = self.min_area.value()
+        params = {"INPUT": layer.source(), "MIN_AREA_M2": min_area, "OUTPUT": polygons}
+        self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
+                            self._polygons_done(ok, results, text, warned, error, started,
+                                                min_area, released, polygons))
 
     def _polygons_done(self, ok: bool, results: dict, text: str, warned: bool, error: str,
-                       started: int, min_area: float, released: ReleasedLayers) -> None:
-        if not ok:
-            if started == self.project_watch.count:
-                released.restore()
-            self.show_status(f"{text}; writing polygons failed: {error}", error=True)
+                       started: int, min_area: float, released: ReleasedLayers,
+                       polygons: str) -> None:
+        self._end_accept(released)
+        if not ok:   # a file there is an earlier Accept's, of the mask just replaced: said
+            before = f"; {polygons} holds the polygons of the mask replaced" if Path(polygons).exists() else ""
+            self.show_status(f"{text}; writing polygons failed: {error}{before}", error=True)
             return
         path = results["OUTPUT"]
         written = f"{text}; {results['POLYGON_COUNT']} polygons written to {path}"
@@ -972,6 +990,8 @@ class ReviewDock(QgsDockWidget):
         self._unloading = True
         for task, *_ in self._busy:
             task.cancel()
+        for released, _started in list(self._released):   # the Accepts cancelled: files kept
+            self._end_accept(released, put_back=True)
 
     def show_status(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #b00;" if error else "")

@@ -267,6 +267,7 @@ class RunDialog(QDialog):
         # the form holds the chosen mode's rows only (_show_input_mode): the labels are kept here
         self.input_labels = {widget: QLabel(label) for label, widget in self.stack_rows + self.pair_rows}
         for label, widget in self.stack_rows + self.pair_rows:
+            self.input_labels[widget].setBuddy(widget)   # as addRow(text, widget) does
             form.addRow(self.input_labels[widget], widget)
         form.addRow("Units", units_row)
         self.input_form = form

@@ -208,33 +208,48 @@ def test_a_failed_publish_puts_back_the_files_already_replaced(tmp_path, failure
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "p.tif"]
 
 
-def test_a_file_open_in_another_program_on_windows_is_said_to_be(tmp_path, monkeypatch):
-    """Windows refuses to rename over a file that a program holds open (QGIS, with a layer
-    of it): the message said only "Access is denied"; it names the way out."""
+@pytest.mark.parametrize("held", ["file", "sidecar"])
+def test_a_file_open_in_another_program_on_windows_is_said_to_be(tmp_path, monkeypatch, held):
+    """Windows refuses to rename over, or delete, a file that a program holds open (QGIS,
+    with a layer of it): the message said only "Access is denied"; it names the way out.
+    Where the file's overviews beside it were the one held, the file had been replaced
+    all the same, and the run said it was not written."""
     from backend.errors import OutputError
     from backend.sink import OutputSink
 
     grid = Grid(rasterio.crs.CRS.from_epsg(32633), Affine(10, 0, 500000, 0, -10, 5e6), 300, 200)
     mask = tmp_path / "m.tif"
     mask.write_bytes(b"the user's earlier mask")
+    overviews = tmp_path / "m.tif.ovr"
+    overviews.write_bytes(b"its overviews, built by QGIS")
     sink = OutputSink(grid, 256, 0.5, {}, overwrite=True, mask=str(mask))
     sink.write(0, 0, np.random.default_rng(0).random((200, 300), dtype=np.float32))
 
-    def refused(src, dst):
-        if dst == str(mask):
-            exc = PermissionError(13, "Access is denied")
-            exc.winerror = 5   # what Windows' os.replace raises over a file open elsewhere
-            raise exc
+    def access_denied():
+        exc = PermissionError(13, "Access is denied")
+        exc.winerror = 5   # what Windows raises on a file open elsewhere
+        return exc
+
+    def refused_replace(src, dst):
+        if held == "file" and dst == str(mask):
+            raise access_denied()
         return replace(src, dst)
-    replace = os.replace
-    monkeypatch.setattr(os, "replace", refused)
+
+    def refused_unlink(path, *args, **kwargs):
+        if held == "sidecar" and str(path) == str(overviews):
+            raise access_denied()
+        return unlink(path, *args, **kwargs)
+    replace, unlink = os.replace, os.unlink
+    monkeypatch.setattr(os, "replace", refused_replace)
+    monkeypatch.setattr(os, "unlink", refused_unlink)
     with pytest.raises(OutputError) as raised:
         sink.commit()
     assert str(raised.value) == (f"{mask}: cannot be written (Access is denied: it is read-only, "
                                  "or open in another program: in QGIS, remove its layer from the "
                                  "project; or choose another file)")
     assert mask.read_bytes() == b"the user's earlier mask"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]
+    left = ["m.tif"] + (["m.tif.ovr"] if held == "sidecar" else [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
 
 
 def test_published_outputs_leave_no_file_aside(tmp_path):

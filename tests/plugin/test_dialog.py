@@ -237,6 +237,8 @@ def test_the_input_rows_of_the_other_mode_leave_no_gap(plugin, qtbot, models, mo
     gaps = [top - bottom for top, bottom in zip(tops[1:], bottoms[:-1])]
     gaps.append(dialog.units.geometry().top() - rows[-1].geometry().bottom())
     assert max(gaps) - min(gaps) <= 4, gaps
+    # each label still names its box (screen readers, Alt+letter)
+    assert all(dialog.input_labels[w].buddy() is w for w in rows)
 
 
 def test_a_vv_only_model_runs_on_a_single_band_layer_and_reads_no_vh_layer(plugin, qtbot, models,

@@ -185,22 +185,37 @@ def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qtbot, m
     assert "polygons written" in _accept(dock, qtbot, final, "polygons written")
     wait_for_tasks(qtbot)
     project = QgsProject.instance()
-    # the analyst files the first Accept's layers in a group of their own
+    # the analyst files the first Accept's layers in a group of their own, above another
     group = project.layerTreeRoot().addGroup("delivered")
-    for index, name in enumerate(["final water mask (final)", "water polygons (final)"]):
+    for index, name in enumerate(["water polygons (final)", "final water mask (final)"]):
         node = project.layerTreeRoot().findLayer(project.mapLayersByName(name)[0].id())
         group.insertChildNode(index, node.clone())
         node.parent().removeChildNode(node)
+    roads = QgsRasterLayer(str(real_chips / "S1Hand" / CHIP), "roads")
+    project.addMapLayer(roads, False)
+    group.addLayer(roads)
     dock.slider.setValue(20)
     _answer_next_question(QMessageBox.StandardButton.Yes)
-    status = _accept(dock, qtbot, final, "polygons written")
+    clickable = []   # Accept's button as each step starts: a second Accept must wait for the first
+
+    def step(task_id: int) -> None:
+        task = QgsApplication.taskManager().task(task_id)
+        clickable.append((task.description(), dock.accept_button.isEnabled()))
+
+    QgsApplication.taskManager().taskAdded.connect(step)
+    try:
+        status = _accept(dock, qtbot, final, "polygons written")
+    finally:
+        QgsApplication.taskManager().taskAdded.disconnect(step)
     wait_for_tasks(qtbot)
+    assert len(clickable) == 2 and not any(enabled for _, enabled in clickable), clickable
 
     masks = project.mapLayersByName("final water mask (final)")
     polygons = project.mapLayersByName("water polygons (final)")
     assert len(masks) == 1 and len(polygons) == 1
     # the new layers where the old ones were, in the analyst's group, not on top
-    assert [child.layerId() for child in group.children()] == [masks[0].id(), polygons[0].id()]
+    assert [child.layerId() for child in group.children()] == [polygons[0].id(), masks[0].id(),
+                                                               roads.id()]
     mask = masks[0]
     block = mask.dataProvider().block(1, mask.extent(), mask.width(), mask.height())
     shown = np.frombuffer(bytes(block.data()), np.uint8).reshape(mask.height(), mask.width())
@@ -245,14 +260,16 @@ def test_a_second_accept_lets_go_of_the_files_it_replaces_and_puts_their_layers_
     mask.setName("my final mask")
     mask.renderer().setOpacity(0.4)
     group = project.layerTreeRoot().addGroup("delivered")
-    other = QgsRasterLayer(str(real_chips / "S1Hand" / CHIP), "a layer before it")
-    project.addMapLayer(other, False)
-    group.addLayer(other)
+    for name in ("a layer before it", "a layer after them"):
+        other = QgsRasterLayer(str(real_chips / "S1Hand" / CHIP), name)
+        project.addMapLayer(other, False)
+        group.addLayer(other)
     for layer, index in ((mask, 1), (polygons, 2)):
         node = project.layerTreeRoot().findLayer(layer.id())
         group.insertChildNode(index, node.clone())
         node.parent().removeChildNode(node)
     group.findLayer(mask.id()).setItemVisibilityChecked(False)
+    ids = (mask.id(), polygons.id())
     before = {path: _handles_on(path) for path in (final, gpkg)}
 
     seen = {}
@@ -278,11 +295,45 @@ def test_a_second_accept_lets_go_of_the_files_it_replaces_and_puts_their_layers_
     assert "my final mask" not in seen["layers"] and "water polygons (final)" not in seen["layers"]
     assert status == "Accept cancelled"
     names = [child.name() for child in group.children()]
-    assert names == ["a layer before it", "my final mask", "water polygons (final)"], names
+    assert names == ["a layer before it", "my final mask", "water polygons (final)",
+                     "a layer after them"], names
     back = project.mapLayersByName("my final mask")[0]
     assert back.isValid() and back.renderer().opacity() == pytest.approx(0.4)
+    # the same layers to QGIS (map themes, layouts, other layers' settings name them by id)
+    assert (back.id(), project.mapLayersByName("water polygons (final)")[0].id()) == ids
+    assert dock.accept_button.isEnabled()
     assert not group.findLayer(back.id()).itemVisibilityChecked()
     assert group.findLayer(project.mapLayersByName("water polygons (final)")[0].id()).itemVisibilityChecked()
+
+
+def test_an_accept_stopped_by_the_plugin_unloading_puts_the_layers_it_took_out_back(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """The plugin unloaded (reloaded, QGIS closing) during an Accept onto an earlier final
+    mask: the Accept stops and leaves the files, but the layers it had taken out of the
+    project were gone from it for good."""
+    _run(plugin, qtbot, two_band_scene, models["smoothed"], tmp_path)
+    dock = plugin.dock
+    dock.polygons.setChecked(True)
+    final = tmp_path / "final.tif"
+    _accept(dock, qtbot, final, "polygons written")
+    wait_for_tasks(qtbot)
+    project = QgsProject.instance()
+    before = sorted(layer.name() for layer in project.mapLayers().values())
+
+    def started(task_id: int) -> None:
+        if QgsApplication.taskManager().task(task_id).description() == "SAR Flood Mapper: accept":
+            dock.cancel_tasks()   # what unloading the plugin does first
+
+    QgsApplication.taskManager().taskAdded.connect(started)
+    try:
+        dock.confirm_overwrite = lambda paths: True
+        dock.slider.setValue(20)
+        qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+        wait_for_tasks(qtbot)
+    finally:
+        QgsApplication.taskManager().taskAdded.disconnect(started)
+    assert sorted(layer.name() for layer in project.mapLayers().values()) == before
+    assert project.mapLayersByName("final water mask (final)")[0].isValid()
 
 
 def test_an_accept_over_polygons_with_edits_not_saved_writes_nothing(plugin, qtbot, models,
