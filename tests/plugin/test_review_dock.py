@@ -306,17 +306,23 @@ def test_a_second_accept_lets_go_of_the_files_it_replaces_and_puts_their_layers_
     assert group.findLayer(project.mapLayersByName("water polygons (final)")[0].id()).itemVisibilityChecked()
 
 
-def test_an_accept_stopped_by_the_plugin_unloading_puts_the_layers_it_took_out_back(
-        plugin, qtbot, models, two_band_scene, tmp_path):
-    """The plugin unloaded (reloaded, QGIS closing) during an Accept onto an earlier final
-    mask: the Accept stops and leaves the files, but the layers it had taken out of the
-    project were gone from it for good."""
-    _run(plugin, qtbot, two_band_scene, models["smoothed"], tmp_path)
+def _accepted_with_polygons(plugin, qtbot, models, scene, tmp_path):
+    """A run accepted with polygons into final.tif: the dock, and the final mask's path."""
+    _run(plugin, qtbot, scene, models["smoothed"], tmp_path)
     dock = plugin.dock
     dock.polygons.setChecked(True)
     final = tmp_path / "final.tif"
     _accept(dock, qtbot, final, "polygons written")
     wait_for_tasks(qtbot)
+    return dock, final
+
+
+def test_an_accept_stopped_by_the_plugin_unloading_puts_the_layers_it_took_out_back(
+        plugin, qtbot, models, two_band_scene, tmp_path):
+    """The plugin unloaded (reloaded, QGIS closing) during an Accept onto an earlier final
+    mask: the Accept stops and leaves the files, but the layers it had taken out of the
+    project were gone from it for good."""
+    dock, final = _accepted_with_polygons(plugin, qtbot, models, two_band_scene, tmp_path)
     project = QgsProject.instance()
     before = sorted(layer.name() for layer in project.mapLayers().values())
 
@@ -340,12 +346,7 @@ def test_an_accept_over_polygons_with_edits_not_saved_writes_nothing(plugin, qtb
                                                                     two_band_scene, tmp_path):
     """Replacing the polygons of an Accept before means removing their layer: edits made in it
     and not saved would be lost without a word. The Accept says so and writes nothing."""
-    _run(plugin, qtbot, two_band_scene, models["smoothed"], tmp_path)
-    dock = plugin.dock
-    dock.polygons.setChecked(True)
-    final = tmp_path / "final.tif"
-    _accept(dock, qtbot, final, "polygons written")
-    wait_for_tasks(qtbot)
+    dock, final = _accepted_with_polygons(plugin, qtbot, models, two_band_scene, tmp_path)
     written = final.stat().st_mtime_ns
     polygons = QgsProject.instance().mapLayersByName("water polygons (final)")[0]
     polygons.startEditing()
