@@ -57,7 +57,8 @@ package:
 	@mkdir -p $(dir $(PACKAGE_ZIP))
 	git archive --format=zip --prefix=sarflood/ -o $(PACKAGE_ZIP).tmp HEAD -- $(PACKAGE_PATHS)
 	@mv $(PACKAGE_ZIP).tmp $(PACKAGE_ZIP)
-	@git diff --quiet HEAD -- $(PACKAGE_PATHS) || echo "note: uncommitted changes left out of $(PACKAGE_ZIP) (it holds HEAD): $$(git diff --name-only HEAD -- $(PACKAGE_PATHS) | tr '\n' ' ')"
+	@left="$$(git status --porcelain --untracked-files=all -- $(PACKAGE_PATHS) | cut -c4- | tr '\n' ' ')"; \
+	[ -z "$$left" ] || echo "note: uncommitted changes left out of $(PACKAGE_ZIP) (it holds HEAD): $$left"
 	@echo "$(PACKAGE_ZIP): install it with Plugins > Manage and Install Plugins > Install from ZIP"
 
 clean:

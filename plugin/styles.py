@@ -29,7 +29,7 @@ def flood_extent_renderer(provider) -> QgsPalettedRasterRenderer:
     """The flood-extent raster: 1 newly flooded (red), 2 water before and after (blue)."""
     classes = [QgsPalettedRasterRenderer.Class(0, TRANSPARENT, "not flooded"),
                QgsPalettedRasterRenderer.Class(1, FLOOD_NEW, "newly flooded"),
-               QgsPalettedRasterRenderer.Class(2, WATER, "water before the event")]
+               QgsPalettedRasterRenderer.Class(2, WATER, "water before and after the event")]
     return QgsPalettedRasterRenderer(provider, 1, classes)
 
 

@@ -62,8 +62,12 @@ def test_package_holds_the_commit_not_edits_in_progress(tmp_path):
     edited = clone / "plugin" / "main.py"
     committed = edited.read_bytes()
     edited.write_bytes(committed + b"\n# an edit in progress\n")
+    (clone / "resources" / "models" / "new-model.onnx").write_bytes(b"never committed")
     archive = tmp_path / "sarflood.zip"
     made = subprocess.run(["make", "-s", "package", f"PACKAGE_ZIP={archive}"], cwd=clone,
                           check=True, capture_output=True, text=True, timeout=120)
     assert zipfile.ZipFile(archive).read("sarflood/plugin/main.py") == committed
     assert "uncommitted changes left out" in made.stdout and "plugin/main.py" in made.stdout
+    # a file never committed was left out without a word (git diff does not see it)
+    assert "resources/models/new-model.onnx" in made.stdout
+    assert "sarflood/resources/models/new-model.onnx" not in zipfile.ZipFile(archive).namelist()
