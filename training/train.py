@@ -14,8 +14,9 @@ What a run folder holds:
 
 Rerunning the same command resumes from ``last.pt``. Once the run is complete,
 ``best.pt`` and ``summary.json`` are all it needs: a finished run whose ``last.pt``
-was deleted (the largest file) is still finished, and a folder holding either of
-them without ``last.pt`` is refused rather than trained over. Batches and
+was deleted (the largest file) is still finished; this run's ``best.pt`` alone
+trains again from step 0 to the same ``best.pt``, and another run's ``best.pt``, or
+``summary.json`` alone, is refused rather than trained over. Batches and
 augmentations are a pure function of (seed, step) (see :mod:`training.batches`) and
 the dropout RNG is reseeded from (seed, step, rank) every step, so on CPU a resumed
 run repeats exactly the steps an uninterrupted one would have taken. On CUDA the
