@@ -47,8 +47,8 @@ from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order, with
 from .rundata import (OPTIONAL_SETS, PIXEL_SIZE_M, describe, missing_sets, open_run_data,
                       open_split, scored_splits)
 from .models import build_model
-from .train import (Diverged, Interrupted, RunError, RunSpec, make_trainee, method_loss,
-                    predict_probability, same_settings, score, train)
+from .train import (Diverged, Interrupted, RunError, RunSpec, batch_builder, make_trainee,
+                    method_loss, predict_probability, same_settings, score, train)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "training" / "results"
@@ -541,6 +541,35 @@ def _time_step(method: Method, cfg: TrainConfig, device: torch.device,
     return statistics.median(times[1:]), (time.perf_counter() - t) / cfg.eval_batch
 
 
+def _time_data(method: Method, cfg: TrainConfig, data: Path) -> tuple[float, float, int]:
+    """Seconds to read and decode one chip of ``method``'s first training pool (from disk,
+    uncached), seconds to make one training sample of a decoded chip (crop, flips,
+    jitter), and the number of chips in its pools."""
+    run_data = open_run_data(data, method, False)
+    build = batch_builder(method, cfg, run_data.pixel_size_m / cfg.pixel_size_m)
+    pool = run_data.pools[0]
+    t = time.perf_counter()
+    chips = [pool[i % len(pool)] for i in range(2)]
+    decode = (time.perf_counter() - t) / 2
+    g = torch.Generator().manual_seed(0)
+    t = time.perf_counter()
+    for k in range(cfg.batch_size):
+        build(chips[k % 2], g)
+    return decode, (time.perf_counter() - t) / cfg.batch_size, sum(len(p) for p in run_data.pools)
+
+
+def _run_seconds(cfg: TrainConfig, step: float, decode: float, sample: float,
+                 chips: int) -> float:
+    """A run's training time: its steps, and reading its samples (each chip decoded once
+    where the chips are cached, every time it is drawn where not); loader workers read
+    beside the steps, the main process between them."""
+    drawn = cfg.steps * cfg.batch_size
+    reading = (min(drawn, chips) if cfg.cache else drawn) * decode + drawn * sample
+    if cfg.workers > 0:
+        return max(cfg.steps * step, reading / cfg.workers)
+    return cfg.steps * step + reading
+
+
 def _scored_on_s2(rows: list[Method]) -> bool:
     """Whether a row's network reads S2 (the teacher), so that test and Bolivia are opened
     with it: a download without S2Hand (Sen1Floods11's own notebook fetches S1Hand and
@@ -550,8 +579,9 @@ def _scored_on_s2(rows: list[Method]) -> bool:
 
 def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
              device: str = "auto", methods: list[str] | None = None) -> dict[str, Any]:
-    """Projected wall time of ``reproduce`` on this machine, from a few timed steps
-    per row (no training). Chip decoding and ONNX export/bench are not counted."""
+    """Projected wall time of ``reproduce`` on this machine, from a few timed steps per
+    row and a few chips read and made into samples (no training). ONNX export and the
+    backend bench are not counted."""
     cfg = make_config(preset, overrides)
     dev = ddp.pick_device(device)
     chosen, left_out = select(methods, data)
@@ -567,10 +597,13 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
         if m not in chosen:
             continue
         step, chip = _time_step(m, cfg, dev)
+        decode, sample, chips = _time_data(m, cfg, data)
         evals = -(-cfg.steps // cfg.eval_every)
-        per_run = cfg.steps * step + evals * n_valid * chip + n_eval * chip
+        per_run = (_run_seconds(cfg, step, decode, sample, chips)
+                   + evals * n_valid * chip + n_eval * chip)
         total += runs_per_row * per_run
         rows.append({"method": m.name, "step_s": round(step, 3), "chip_s": round(chip, 3),
+                     "decode_s": round(decode, 3), "sample_s": round(sample, 4),
                      "run_min": round(per_run / 60, 1), "runs": runs_per_row})
     return {"preset": preset, "seeds": seeds, "device": str(dev),
             "threads": torch.get_num_threads(), "load_average": list(os.getloadavg()),
@@ -622,13 +655,14 @@ def run(args: argparse.Namespace) -> int:
             est = estimate(args.data, args.preset, args.seeds, parse_overrides(args.set),
                            args.device, methods)
             for r in est["rows"]:
-                print(f"{r['method']:16} {r['step_s']:.3f} s/step, {r['chip_s']:.3f} s/chip "
+                print(f"{r['method']:16} {r['step_s']:.3f} s/step, {r['decode_s']:.3f} s/chip "
+                      f"read, {r['sample_s']:.4f} s/sample made, {r['chip_s']:.3f} s/chip "
                       f"scored, {r['run_min']:.1f} min/run x {r['runs']} runs")
             for line in notes(est["left_out"]):
                 print(line)
             print(f"projected: {est['total_min']:.0f} min for {args.seeds} seed(s) on "
                   f"{est['device']} ({est['threads']} threads, load average "
-                  f"{est['load_average'][0]:.2f}); chip decoding and export not counted")
+                  f"{est['load_average'][0]:.2f}); export and the backend bench not counted")
             return 0
         doc = reproduce(args.data, args.preset, args.seeds, out, args.results,
                         parse_overrides(args.set), args.device, methods,

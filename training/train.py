@@ -748,6 +748,18 @@ def _log_error(out_dir: Path, exc: Exception) -> None:
         pass
 
 
+def batch_builder(method: Method, cfg: TrainConfig, scale: float):
+    """What makes one training sample of ``method`` from a chip (crop, flips, jitter, its
+    targets); ``scale``: model pixels per chip pixel."""
+    if method.kind == "distill":
+        return distill_builder(cfg, method.inputs, get_method(method.teacher).inputs, scale)
+    if method.kind == "flora":
+        return flora_builder(cfg, method.inputs, OPTICAL, scale)
+    if method.kind == "classify":
+        return classify_builder(cfg, method.inputs, method.pools[0][0].label, scale)
+    return supervised_builder(cfg, method.inputs, method.pools[0][0].label, scale)
+
+
 def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progress: bool,
                  stop_at: int | None, start: int, state: dict[str, Any] | None,
                  digests: dict[str, str | None], data_record: dict[str, Any],
@@ -760,14 +772,7 @@ def _train_steps(run: RunSpec, data: RunData, out_dir: Path, d: ddp.Dist, progre
         for name in ("last.pt", "best.pt"):
             remove_stale(out_dir / name)
     scale = data.pixel_size_m / cfg.pixel_size_m  # model pixels per chip pixel
-    if method.kind == "distill":
-        build = distill_builder(cfg, method.inputs, get_method(method.teacher).inputs, scale)
-    elif method.kind == "flora":
-        build = flora_builder(cfg, method.inputs, OPTICAL, scale)
-    elif method.kind == "classify":
-        build = classify_builder(cfg, method.inputs, method.pools[0][0].label, scale)
-    else:
-        build = supervised_builder(cfg, method.inputs, method.pools[0][0].label, scale)
+    build = batch_builder(method, cfg, scale)
     try:
         batches = StepBatches(data.pools, cfg.batch_size, build, run.seed, cfg.steps,
                               d.rank, d.world)

@@ -71,6 +71,22 @@ def test_reproduce_writes_the_table_from_real_runs(data, tmp_path):  # noqa: F81
               *TINY)
     assert est.returncode == 0, est.stderr
     assert "hand" in est.stdout and "projected:" in est.stdout
+    assert "s/chip read" in est.stdout and "s/sample made" in est.stdout
+
+
+def test_the_estimate_counts_reading_the_chips():
+    """--estimate timed the steps alone, on random tensors: reading and decoding the chips
+    and making samples of them were left out, though with workers=0 they run between the
+    steps. Cached chips are decoded once; loader workers read beside the steps."""
+    from training.config import TrainConfig
+    from training.reproduce import _run_seconds
+
+    def seconds(**fields):   # 1 s a step, 2 s to decode a chip, 0.5 s to make a sample
+        return _run_seconds(TrainConfig(steps=10, batch_size=4, **fields), 1.0, 2.0, 0.5, 5)
+    assert seconds(cache=True, workers=0) == 10 + 5 * 2 + 40 * 0.5
+    assert seconds(cache=False, workers=0) == 10 + 40 * 2 + 40 * 0.5
+    assert seconds(cache=False, workers=2) == (40 * 2 + 40 * 0.5) / 2
+    assert seconds(cache=True, workers=8) == 10   # the steps are the slower
 
 
 def test_a_diverging_grid_point_loses_and_the_search_goes_on(data, tmp_path):  # noqa: F811
