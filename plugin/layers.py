@@ -202,6 +202,7 @@ class ReleasedLayers:
         self._placed = [self._place_of(path, layer, released)
                         for path, layers in found.items() for layer in layers]
         self._now: dict[str, object] = {}   # path -> the legend node standing in for it now
+        self._kept_out = False
         self.project.removeMapLayers(list(released))
 
     def _place_of(self, path: str, layer: QgsMapLayer, released: dict[str, str]) -> _Placed:
@@ -256,9 +257,18 @@ class ReleasedLayers:
         self._insert(mine[0], node.clone())
         node.parent().removeChildNode(node)
 
+    def keep_out(self) -> None:
+        """The run replaced a file: what is left released belongs with the file replaced
+        (an earlier Accept's polygons of the mask replaced), and :meth:`restore` puts
+        nothing back from now on; :meth:`take_place` still places the new layers."""
+        self._kept_out = True
+
     def restore(self) -> None:
         """Put the layers back where they were, as they were (id, name, style, CRS, tick);
-        once. A file gone meanwhile gets no layer (no broken layer)."""
+        once, and not after :meth:`keep_out`. A file gone meanwhile gets no layer (no
+        broken layer)."""
+        if self._kept_out:
+            return
         placed_layers, self._placed = sorted(self._placed, key=lambda p: p.index), []
         for placed in reversed(placed_layers):   # each before those after it, as then
             layer = QgsVectorLayer() if placed.vector else QgsRasterLayer()

@@ -883,11 +883,13 @@ class ReviewDock(QgsDockWidget):
         if not polygons:
             self._end_accept(released)
             return
+        released.keep_out()   # the mask is replaced: the polygons of the old one stay out
         min_area = self.min_area.value()
         params = {"INPUT": layer.source(), "MIN_AREA_M2": min_area, "OUTPUT": polygons}
-        self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
-                            self._polygons_done(ok, results, text, warned, error, started,
-                                                min_area, released, polygons))
+        if not self._run_algorithm("sarflood:vectorize", params, lambda ok, results, context, error:
+                                   self._polygons_done(ok, results, text, warned, error, started,
+                                                       min_area, released, polygons)):
+            self._end_accept(released)
 
     def _polygons_done(self, ok: bool, results: dict, text: str, warned: bool, error: str,
                        started: int, min_area: float, released: ReleasedLayers,
@@ -951,7 +953,7 @@ class ReviewDock(QgsDockWidget):
         (thread pool idle, no process running; seen in full test runs, 2026-11-24)."""
         QTimer.singleShot(0, lambda: None if sip.isdeleted(self) or self._unloading else step(*args))
 
-    def _run_algorithm(self, alg_id: str, params: dict, on_done) -> None:
+    def _run_algorithm(self, alg_id: str, params: dict, on_done) -> bool:
         """Run a Processing algorithm as a QGIS task; ``on_done(ok, results, context, error)``
         on the main thread.
 
@@ -965,7 +967,7 @@ class ReviewDock(QgsDockWidget):
         if algorithm is None:  # a task of None crashes QGIS; the provider is gone
             self.show_status(f"cannot run {alg_id}: the plugin's Processing provider is not "
                              "loaded", error=True)
-            return
+            return False
         context = QgsProcessingContext()
         context.setEllipsoid(QgsProject.instance().ellipsoid())
         context.setTransformContext(QgsProject.instance().transformContext())
@@ -983,13 +985,15 @@ class ReviewDock(QgsDockWidget):
 
         task.executed.connect(finish)
         QgsApplication.taskManager().addTask(task)
+        return True
 
     def cancel_tasks(self) -> None:
         """Stop the work still running (the plugin is being unloaded); the backend then
         leaves no file, and work that ended meanwhile starts no next step."""
         self._unloading = True
         for task, *_ in self._busy:
-            task.cancel()
+            if not sip.isdeleted(task):   # (QGIS deletes a task once it has ended)
+                task.cancel()
         for released, _started in list(self._released):   # the Accepts cancelled: files kept
             self._end_accept(released, put_back=True)
 
