@@ -139,8 +139,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chips", type=int, default=4, help="number of chips when no --chip is given")
     p.add_argument("--compare-data", help="second dataset to add rows from (e.g. real chips)")
     p.add_argument("--compare-split-file", help="split file of --compare-data (its chips are added)")
-    p.add_argument("--model", help="ONNX model for the prediction column (default: Otsu on VV)")
-    p.add_argument("--masks", help="mask folder for the prediction column")
+    # one prediction column: given both, --masks was dropped without a word
+    prediction = p.add_mutually_exclusive_group()
+    prediction.add_argument("--model", help="ONNX model for the prediction column (default: Otsu on VV)")
+    prediction.add_argument("--masks", help="mask folder for the prediction column")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--out", required=True,
                    help="image to write: .png, or another suffix matplotlib writes (.pdf, .svg)")

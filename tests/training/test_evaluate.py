@@ -290,6 +290,16 @@ def test_figure_refuses_an_out_without_an_image_suffix_and_no_chips_at_once(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_figure_takes_a_model_or_masks_not_both(tmp_path, capsys):
+    """Given both, the figure drew the model's predictions and dropped --masks without a word."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["figure", "--data", str(tmp_path), "--out", str(tmp_path / "fig.png"),
+              "--model", "m.onnx", "--masks", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert "argument --masks: not allowed with argument --model" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_weak_chips_without_any_truth_are_refused_in_one_line(data, tmp_path):
     """The real dataset has no synthetic truth: its 4385 weak chips were each listed as a
     problem (the first ten and the count) instead of saying what can be scored."""
