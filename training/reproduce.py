@@ -47,8 +47,8 @@ from .methods import BY_NAME, EVAL_SPLITS, METHODS, Method, training_order, with
 from .rundata import (OPTIONAL_SETS, PIXEL_SIZE_M, describe, missing_sets, open_run_data,
                       open_split, scored_splits)
 from .models import build_model
-from .train import (Diverged, Interrupted, RunError, RunSpec, batch_builder, make_trainee,
-                    method_loss, predict_probability, same_settings, score, train)
+from .train import (Diverged, Interrupted, RunData, RunError, RunSpec, batch_builder,
+                    make_trainee, method_loss, predict_probability, same_settings, score, train)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "training" / "results"
@@ -541,11 +541,10 @@ def _time_step(method: Method, cfg: TrainConfig, device: torch.device,
     return statistics.median(times[1:]), (time.perf_counter() - t) / cfg.eval_batch
 
 
-def _time_data(method: Method, cfg: TrainConfig, data: Path) -> tuple[float, float, int]:
-    """Seconds to read and decode one chip of ``method``'s first training pool (from disk,
+def _time_data(method: Method, cfg: TrainConfig, run_data: RunData) -> tuple[float, float, int]:
+    """Seconds to read and decode one chip of ``method``'s first training pool (opened
     uncached), seconds to make one training sample of a decoded chip (crop, flips,
     jitter), and the number of chips in its pools."""
-    run_data = open_run_data(data, method, False)
     build = batch_builder(method, cfg, run_data.pixel_size_m / cfg.pixel_size_m)
     pool = run_data.pools[0]
     t = time.perf_counter()
@@ -585,9 +584,9 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
     cfg = make_config(preset, overrides)
     dev = ddp.pick_device(device)
     chosen, left_out = select(methods, data)
-    for m in chosen:          # the checks reproduce makes first: no projection of a run
-        if m.kind != "otsu":  # that would stop at its first row for want of data
-            open_run_data(data, m, False)
+    # the checks reproduce makes first: no projection of a run that would stop at its
+    # first row for want of data; the rows' data is then read for their timing
+    run_data = {m.name: open_run_data(data, m, False) for m in chosen if m.kind != "otsu"}
     n_valid = len(open_split(data, "valid", False, False))
     n_eval = sum(len(open_split(data, s, _scored_on_s2(chosen), False))
                  for s in scored_splits(data)[0])
@@ -597,7 +596,7 @@ def estimate(data: Path, preset: str, seeds: int, overrides: dict[str, str],
         if m not in chosen:
             continue
         step, chip = _time_step(m, cfg, dev)
-        decode, sample, chips = _time_data(m, cfg, data)
+        decode, sample, chips = _time_data(m, cfg, run_data[m.name])
         evals = -(-cfg.steps // cfg.eval_every)
         per_run = (_run_seconds(cfg, step, decode, sample, chips)
                    + evals * n_valid * chip + n_eval * chip)
