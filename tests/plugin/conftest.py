@@ -11,6 +11,7 @@ import shutil
 import sys
 import sysconfig
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,25 @@ def wait_for_tasks(qtbot, timeout_ms: int = 60000) -> None:
     except qtbot.TimeoutError:
         raise AssertionError(f"QGIS tasks still running after {timeout_ms / 1000:g} s: "
                              f"{unfinished_tasks()}") from None
+
+
+@contextmanager
+def tasks_added(callback):
+    """Within the block, ``callback(task)`` as each task is added to QGIS's one task
+    manager (before it runs): connected for the block only, as a slot left connected
+    outlives the test."""
+    from qgis.core import QgsApplication
+
+    manager = QgsApplication.taskManager()
+
+    def added(task_id: int) -> None:
+        callback(manager.task(task_id))
+
+    manager.taskAdded.connect(added)
+    try:
+        yield
+    finally:
+        manager.taskAdded.disconnect(added)
 
 
 def unfinished_tasks() -> list[str]:

@@ -14,7 +14,7 @@ from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProcess
 from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
-from .conftest import read_raster, unfinished_tasks, wait_for_tasks
+from .conftest import read_raster, tasks_added, unfinished_tasks, wait_for_tasks
 from .test_gui_run import CHIP, _answer_next_question, _start_run
 
 
@@ -198,15 +198,11 @@ def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qtbot, m
     _answer_next_question(QMessageBox.StandardButton.Yes)
     clickable = []   # Accept's button as each step starts: a second Accept must wait for the first
 
-    def step(task_id: int) -> None:
-        task = QgsApplication.taskManager().task(task_id)
+    def step(task) -> None:
         clickable.append((task.description(), dock.accept_button.isEnabled()))
 
-    QgsApplication.taskManager().taskAdded.connect(step)
-    try:
+    with tasks_added(step):
         status = _accept(dock, qtbot, final, "polygons written")
-    finally:
-        QgsApplication.taskManager().taskAdded.disconnect(step)
     wait_for_tasks(qtbot)
     assert len(clickable) == 2 and not any(enabled for _, enabled in clickable), clickable
 
@@ -274,20 +270,16 @@ def test_a_second_accept_lets_go_of_the_files_it_replaces_and_puts_their_layers_
 
     seen = {}
 
-    def started(task_id: int) -> None:
-        task = QgsApplication.taskManager().task(task_id)
+    def started(task) -> None:
         if task.description() == "SAR Flood Mapper: accept":
             seen.update({path: _handles_on(path) for path in (final, gpkg)})
             seen["layers"] = [layer.name() for layer in project.mapLayers().values()]
             task.cancel()
 
-    QgsApplication.taskManager().taskAdded.connect(started)
-    try:
+    with tasks_added(started):
         dock.slider.setValue(20)
         _answer_next_question(QMessageBox.StandardButton.Yes)
         status = _accept(dock, qtbot, final, "Accept cancelled")
-    finally:
-        QgsApplication.taskManager().taskAdded.disconnect(started)
     wait_for_tasks(qtbot)
 
     assert before[gpkg] >= 1 and before[final] >= 1, before   # the test's premise
@@ -329,18 +321,15 @@ def test_an_accept_stopped_by_the_plugin_unloading_puts_the_layers_it_took_out_b
     project = QgsProject.instance()
     before = sorted(layer.name() for layer in project.mapLayers().values())
 
-    def started(task_id: int) -> None:
-        if QgsApplication.taskManager().task(task_id).description() == step:
+    def started(task) -> None:
+        if task.description() == step:
             dock.cancel_tasks()   # what unloading the plugin does first
 
-    QgsApplication.taskManager().taskAdded.connect(started)
-    try:
+    with tasks_added(started):
         dock.confirm_overwrite = lambda paths: True
         dock.slider.setValue(20)
         qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
         wait_for_tasks(qtbot)
-    finally:
-        QgsApplication.taskManager().taskAdded.disconnect(started)
     after = sorted(layer.name() for layer in project.mapLayers().values())
     if step == "SAR Flood Mapper: accept":
         assert after == before
@@ -1319,16 +1308,8 @@ def test_corrections_are_written_off_the_gui_thread(plugin, qtbot, models, two_b
     assert fixes.commitChanges()
     seen = []
 
-    def added(task_id):
-        task = QgsApplication.taskManager().task(task_id)
-        seen.append(task.description() if task is not None else None)
-
-    # connected to QGIS's one task manager: left connected, it outlived the test
-    QgsApplication.taskManager().taskAdded.connect(added)
-    try:
+    with tasks_added(lambda task: seen.append(task.description() if task is not None else None)):
         text = _accept(dock, qtbot, tmp_path / "final.tif")
-    finally:
-        QgsApplication.taskManager().taskAdded.disconnect(added)
     assert seen[:2] == ["SAR Flood Mapper: corrections", "SAR Flood Mapper: accept"], seen
     assert text.startswith(f"Final mask written: {tmp_path / 'final.tif'}")
     assert (read_raster(tmp_path / "final.tif") == 1).sum() == 0
@@ -1478,16 +1459,11 @@ def test_masks_for_statistics_are_reused_and_removed_when_the_review_moves_on(
     dock = plugin.dock
     dock.zones.setLayer(_zones_over(run))
     made = []
-    manager = QgsApplication.taskManager()
-
-    def added(task_id: int) -> None:
-        made.append(manager.task(task_id).description())
 
     def folders() -> list[Path]:
         return sorted(Path(QgsProcessingUtils.tempFolder()).glob("sarflood-review-*"))
 
-    manager.taskAdded.connect(added)
-    try:
+    with tasks_added(lambda task: made.append(task.description())):
         dock.slider.setValue(30)
         for _ in range(2):
             assert _statistics(dock, qtbot).startswith("Statistics: 1 polygons"), dock.status.text()
@@ -1510,8 +1486,6 @@ def test_masks_for_statistics_are_reused_and_removed_when_the_review_moves_on(
         assert _statistics(dock, qtbot).startswith("Statistics: 1 polygons"), dock.status.text()
         assert len(folders()) == 1
         wait_for_tasks(qtbot)
-    finally:
-        manager.taskAdded.disconnect(added)
     plugin.unload()   # the plugin unloaded: its masks go too, the run's own stay
     assert folders() == [] and Path(second.params.mask).exists()
 
