@@ -232,10 +232,10 @@ def test_the_input_rows_of_the_other_mode_leave_no_gap(plugin, qtbot, models, mo
     QApplication.processEvents()
     rows = ([dialog.stack_layer, dialog.vv_band, dialog.vh_band] if mode == "one_layer"
             else [dialog.vv_layer, dialog.vh_layer])
-    tops = [dialog.one_layer.geometry().bottom()] + [w.geometry().top() for w in rows]
-    bottoms = [dialog.one_layer.geometry().bottom()] + [w.geometry().bottom() for w in rows]
-    gaps = [top - bottom for top, bottom in zip(tops[1:], bottoms[:-1])]
-    gaps.append(dialog.units.geometry().top() - rows[-1].geometry().bottom())
+    # from the mode buttons down to Units, each row's top below the one above's bottom
+    column = [dialog.one_layer, *rows, dialog.units]
+    gaps = [below.geometry().top() - above.geometry().bottom()
+            for above, below in zip(column, column[1:])]
     assert max(gaps) - min(gaps) <= 4, gaps
     # each label still names its box (screen readers, Alt+letter)
     assert all(dialog.input_labels[w].buddy() is w for w in rows)
