@@ -9,14 +9,13 @@ open now, and the message says where the files are.
 """
 from __future__ import annotations
 
-import html
-
 from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .backend_env import install_target
 from .backend_process import Outcome
+from .gui.message_text import push_message
 from .gui.review_dock import ReviewDock, ReviewRun
 from .gui.run_dialog import RunDialog, RunRequest, units_source_text
 from .layers import LayerError, ProjectWatch, add_run_layers, in_qgis_temporary_folder
@@ -75,7 +74,7 @@ class RunController(QObject):
         bar = self.iface.messageBar()
         if outcome.cancelled:
             dialog.show_status("Cancelled: the backend stopped and left no output.")
-            _push(bar, "Run cancelled; no output was written.", level=Qgis.MessageLevel.Info, duration=5)
+            push_message(bar, "Run cancelled; no output was written.", level=Qgis.MessageLevel.Info, duration=5)
             self.finished.emit(None)
             return
         if not outcome.ok:
@@ -87,9 +86,9 @@ class RunController(QObject):
                                              and install_target() is not None)
             error, details = outcome.error or "the backend failed", failure_details(outcome)
             if details:   # "Show more": what a report needs, also in the Log Messages panel
-                _push(bar, error, details, Qgis.MessageLevel.Critical)
+                push_message(bar, error, details, Qgis.MessageLevel.Critical)
             else:
-                _push(bar, error, level=Qgis.MessageLevel.Critical)
+                push_message(bar, error, level=Qgis.MessageLevel.Critical)
             self.finished.emit(None)
             return
         result = outcome.result
@@ -97,7 +96,7 @@ class RunController(QObject):
             # its layers and message belong to the project the run started in, which is gone
             text = project_changed_text(result["outputs"])
             dialog.show_status(text, error=True)
-            _push(bar, text, level=Qgis.MessageLevel.Warning)
+            push_message(bar, text, level=Qgis.MessageLevel.Warning)
             self.finished.emit(None)
             return
         if int(result["valid_pixels"]) == 0:
@@ -107,14 +106,14 @@ class RunController(QObject):
             text = ("; ".join(outcome.warnings) or "the input has no valid pixel") + (
                 "; not added to the map: " + ", ".join(written) if written else "")
             dialog.show_status(text, error=True)
-            _push(bar, text, level=Qgis.MessageLevel.Warning)
+            push_message(bar, text, level=Qgis.MessageLevel.Warning)
             self.finished.emit(None)
             return
         try:
             layers = add_run_layers(request.title, result["outputs"])
         except LayerError as exc:
             dialog.show_status(str(exc), error=True)
-            _push(bar, str(exc), level=Qgis.MessageLevel.Critical)
+            push_message(bar, str(exc), level=Qgis.MessageLevel.Critical)
             self.finished.emit(None)
             return
         summary = run_summary(result, outcome.seconds)
@@ -128,11 +127,11 @@ class RunController(QObject):
             # a map made with warnings (VV and VH swapped?) must not look like a clean one
             dialog.show_status("\n".join([done] + [f"Warning: {w}" for w in outcome.warnings]),
                                error=True)
-            _push(bar, f"{summary}. Warning: {' '.join(outcome.warnings)}",
+            push_message(bar, f"{summary}. Warning: {' '.join(outcome.warnings)}",
                   level=Qgis.MessageLevel.Warning)
         else:
             dialog.show_status(done)
-            _push(bar, summary, level=Qgis.MessageLevel.Success, duration=15)
+            push_message(bar, summary, level=Qgis.MessageLevel.Success, duration=15)
         run = ReviewRun(layers, result, request.params, request.scene_layer_id)
         self.dock.set_run(run)
         self.dock.show()
@@ -160,9 +159,3 @@ def project_changed_text(outputs: dict[str, str | None]) -> str:
     if any(in_qgis_temporary_folder(path) for path in written):
         text += " (in QGIS's temporary folder, deleted when QGIS closes)"
     return text
-
-
-def _push(bar, text: str, *args, **kwargs) -> None:
-    """A message in QGIS's message bar, which renders HTML and opens a link when clicked:
-    a model card's name, a file name or a backend message is shown as the text it is."""
-    bar.pushMessage(TAG, html.escape(text, quote=False), *args, **kwargs)

@@ -5,14 +5,19 @@ word set the width of the whole dialog or dock (a dock 904 px wide with a 380 px
 and a long message (a backend that cannot run, with its pip command) took all the height.
 This one wraps anywhere a word does not fit, shows at most ``max_lines`` lines and scrolls
 beyond them, never takes rich text, and copies as written.
+
+:func:`push_message` puts a message in QGIS's message bar as the text it is.
 """
 from __future__ import annotations
 
+import html
 import math
 
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QPalette, QTextCursor, QTextOption
 from qgis.PyQt.QtWidgets import QFrame, QSizePolicy, QTextEdit
+
+from ..backend_process import TAG
 
 
 class MessageText(QTextEdit):
@@ -56,3 +61,9 @@ class MessageText(QTextEdit):
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded if height > self._max_height
                                         else Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFixedHeight(math.ceil(min(height, self._max_height)) + 2 * self.frameWidth())
+
+
+def push_message(bar, text: str, *args, **kwargs) -> None:
+    """A message in QGIS's message bar, which renders HTML and opens a link when clicked:
+    a model card's name, a file name or a backend message is shown as the text it is."""
+    bar.pushMessage(TAG, html.escape(text, quote=False), *args, **kwargs)

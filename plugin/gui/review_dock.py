@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from qgis.core import (QgsApplication, QgsMapLayerProxyModel, QgsProcessingAlgRunnerTask,
+from qgis.core import (Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProcessingAlgRunnerTask,
                        QgsProcessingContext, QgsProcessingFeedback, QgsProcessingUtils, QgsProject,
                        QgsVectorLayer, QgsWkbTypes)
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsScrollArea
@@ -38,7 +38,7 @@ from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
 from ..task import BackendTask, CorrectionsTask
-from .message_text import MessageText
+from .message_text import MessageText, push_message
 
 STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
 REMOVED = "The run's layers were removed from the project: map again to review"
@@ -49,6 +49,10 @@ ENDED = ("The review ended with its project (closed, or another one opened); ope
 ELSEWHERE = ("To review, map again, or use the SAR Flood Mapper Processing algorithms on the "
              "layers (correct a mask, water statistics per polygon, mask to polygons)")
 PROJECT_CHANGED = "the project was closed or another one opened meanwhile"
+# message bar levels of an Accept's end: files written; written with a warning, or not all
+# of them, or not added to the map; nothing written
+WRITTEN, WARNED, FAILED = (Qgis.MessageLevel.Success, Qgis.MessageLevel.Warning,
+                           Qgis.MessageLevel.Critical)
 OVERLAP = "where corrections overlap, the one drawn last wins"
 
 
@@ -788,8 +792,8 @@ class ReviewDock(QgsDockWidget):
             except OSError as exc:
                 if Path(fixes).exists():
                     self._end_accept(released, put_back=True)
-                    self.show_status(f"Accept failed: {fixes}: cannot be kept while the run "
-                                     f"replaces it ({exc.strerror or exc})", error=True)
+                    self._accept_ended(f"Accept failed: {fixes}: cannot be kept while the run "
+                                       f"replaces it ({exc.strerror or exc})", FAILED)
                     return
                 # none there to keep, and no marker in that folder: writing them fails, saying why
         review = f"accepted in the QGIS review dock at threshold {threshold_text}"
@@ -815,7 +819,7 @@ class ReviewDock(QgsDockWidget):
                 if aside:
                     settle(fixes, aside, False)
                 self._end_accept(released, put_back=True)
-                self.show_status(f"Accept failed: {error}", error=True)
+                self._accept_ended(f"Accept failed: {error}", FAILED)
                 return
             finalize()
 
@@ -849,7 +853,7 @@ class ReviewDock(QgsDockWidget):
                   note: str | None, stale: list[str], released: ReleasedLayers) -> None:
         if not outcome.ok:
             self._end_accept(released, put_back=True)
-            self.show_status(f"Accept {_failed(outcome)}", error=True)
+            self._accept_ended(f"Accept {_failed(outcome)}", FAILED)
             return
         # the mask is replaced: its old layers, and the polygons of the old mask, stay out
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
@@ -857,8 +861,8 @@ class ReviewDock(QgsDockWidget):
         text = f"Final mask written: {path} ({area}){removal}"
         if started != self.project_watch.count:   # not into another project
             self._end_accept(released)
-            self.show_status(f"{text}; not added to the map: {PROJECT_CHANGED}"
-                             + ("; no polygons written" if polygons else ""), error=True)
+            self._accept_ended(f"{text}; not added to the map: {PROJECT_CHANGED}"
+                               + ("; no polygons written" if polygons else ""), WARNED)
             return
         remove_layers_of(path)   # they would draw the replaced file, under the same name
         try:
@@ -866,8 +870,8 @@ class ReviewDock(QgsDockWidget):
                                       styles.mask_renderer)
         except LayerError as exc:   # moved or deleted since it was written
             self._end_accept(released)
-            self.show_status(f"{text}; not added to the map: {exc}"
-                             + ("; no polygons written" if polygons else ""), error=True)
+            self._accept_ended(f"{text}; not added to the map: {exc}"
+                               + ("; no polygons written" if polygons else ""), WARNED)
             return
         released.take_place(path, layer)
         if "corrected_pixels" in outcome.result:
@@ -879,10 +883,11 @@ class ReviewDock(QgsDockWidget):
         # corrections that change nothing (drawn elsewhere, in another CRS) say so here
         text += "".join(f"; warning: {w}" for w in [*outcome.warnings, *([note] if note else [])])
         warned = bool(outcome.warnings) or bool(note) or removal_failed
-        self.show_status(text, error=warned)
         if not polygons:
             self._end_accept(released)
+            self._accept_ended(text, WARNED if warned else WRITTEN)
             return
+        self.show_status(text, error=warned)
         released.keep_out()   # the mask is replaced: the polygons of the old one stay out
         min_area = self.min_area.value()
         params = {"INPUT": layer.source(), "MIN_AREA_M2": min_area, "OUTPUT": polygons}
@@ -897,7 +902,7 @@ class ReviewDock(QgsDockWidget):
         self._end_accept(released)
         if not ok:   # a file there is an earlier Accept's, of the mask just replaced: said
             before = f"; {polygons} holds the polygons of the mask replaced" if Path(polygons).exists() else ""
-            self.show_status(f"{text}; writing polygons failed: {error}{before}", error=True)
+            self._accept_ended(f"{text}; writing polygons failed: {error}{before}", WARNED)
             return
         path = results["OUTPUT"]
         written = f"{text}; {results['POLYGON_COUNT']} polygons written to {path}"
@@ -905,13 +910,13 @@ class ReviewDock(QgsDockWidget):
             written += (f"; {results['DROPPED_COUNT']} polygons smaller than {min_area:,.0f} m² "
                         f"({results['DROPPED_AREA_M2']:,.0f} m²) dropped")
         if started != self.project_watch.count:
-            self.show_status(f"{written}, not added to the map: {PROJECT_CHANGED}", error=True)
+            self._accept_ended(f"{written}, not added to the map: {PROJECT_CHANGED}", WARNED)
             return
         remove_layers_of(path)
         layer = QgsVectorLayer(path, f"water polygons ({Path(path).stem})", "ogr")
         QgsProject.instance().addMapLayer(layer)
         released.take_place(path, layer)
-        self.show_status(written, error=warned)
+        self._accept_ended(written, WARNED if warned else WRITTEN)
 
     # --- background work ------------------------------------------------------------------------
 
@@ -996,6 +1001,13 @@ class ReviewDock(QgsDockWidget):
                 task.cancel()
         for released, _started in list(self._released):   # the Accepts cancelled: files kept
             self._end_accept(released, put_back=True)
+
+    def _accept_ended(self, text: str, level: Qgis.MessageLevel) -> None:
+        """How an Accept ended, in the dock and in QGIS's message bar: the dock may be closed,
+        or behind another panel, by the time a long Accept ends."""
+        self.show_status(text, error=level != WRITTEN)
+        push_message(self.iface.messageBar(), text, level=level,
+                     **({"duration": 15} if level == WRITTEN else {}))
 
     def show_status(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #b00;" if error else "")

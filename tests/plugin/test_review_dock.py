@@ -70,10 +70,12 @@ def _zones_over(run) -> QgsVectorLayer:
     return zones
 
 
-def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, qtbot, models,
-                                                                       two_band_scene, tmp_path):
+def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, qgis_iface, qtbot,
+                                                                       models, two_band_scene,
+                                                                       tmp_path):
     """The corrections are written first, beside the final mask: into a missing or read-only
-    folder that raised an OSError out of the click (QGIS's Python error dialog)."""
+    folder that raised an OSError out of the click (QGIS's Python error dialog). A failure
+    found after the click, in a task, is also said in QGIS's message bar."""
     _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
     dock = plugin.dock
     qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
@@ -93,10 +95,13 @@ def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, q
             qtbot.waitUntil(lambda: dock.status.text() != "", timeout=60000)  # written in a task
         assert raised == []
         status = dock.status.text()
+        failures = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
         if target == missing:   # said of the mask the analyst chose, before anything is written
             assert status == f"Accept: {target}: {why}; choose another"
+            assert failures == []   # (said in the dock, where the analyst just clicked)
         else:
             assert status.startswith(f"Accept failed: {target.with_suffix('.corrections.geojson')}: {why}")
+            assert len(failures) == 1 and failures[0].endswith(status)
         assert ".part" not in status and "color: #b00" in dock.status.styleSheet()
         assert not target.exists() and dock.accept_button.isEnabled()
     assert not missing.parent.exists()
@@ -172,11 +177,11 @@ def test_a_card_threshold_off_the_grid_is_reviewed_and_accepted_exactly(plugin, 
     wait_for_tasks(qtbot)
 
 
-def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qtbot, models, real_chips,
-                                                                tmp_path):
+def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qgis_iface, qtbot, models,
+                                                                real_chips, tmp_path):
     """Accept, move the slider, Accept onto the same file (Yes to "Replace files?"): the
     project kept the first layers beside the new ones, drawing the replaced files, and the
-    polygon count was the old file's."""
+    polygon count was the old file's. Each Accept's end is also in QGIS's message bar."""
     run = _run(plugin, qtbot, real_chips / "S1Hand" / CHIP, models["threshold"], tmp_path)
     dock = plugin.dock
     dock.polygons.setChecked(True)
@@ -221,6 +226,9 @@ def test_accepting_again_onto_the_same_file_replaces_its_layers(plugin, qtbot, m
     in_file = ds.GetLayer(0).GetFeatureCount()
     ds = None
     assert f"; {in_file} polygons written" in status and polygons[0].featureCount() == in_file
+    said = [m for m in qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)
+            if "Final mask written" in m]
+    assert len(said) == 2 and said[-1].endswith(status) and said[0] != said[-1]
 
 
 def _handles_on(path: Path) -> int:
