@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal, ogr, osr
 
 from tests.conftest import REPO
 
@@ -107,6 +107,21 @@ def read_raster(path) -> np.ndarray:
     ds = gdal.Open(str(path))
     array = ds.ReadAsArray()
     ds = None
+    return array
+
+
+def burnt_polygons(polygons, like) -> np.ndarray:
+    """1 where the polygons in the file ``polygons`` cover a pixel centre of the raster
+    ``like``, else 0 (GDAL's rasterize): polygons drawn from a mask's pixels give those
+    pixels back exactly."""
+    grid = gdal.Open(str(like))
+    target = gdal.GetDriverByName("MEM").Create("", grid.RasterXSize, grid.RasterYSize, 1, gdal.GDT_Byte)
+    target.SetGeoTransform(grid.GetGeoTransform())
+    target.SetProjection(grid.GetProjection())
+    source = ogr.Open(str(polygons))
+    assert gdal.RasterizeLayer(target, [1], source.GetLayer(0), burn_values=[1]) == 0
+    array = target.ReadAsArray()
+    grid = target = source = None
     return array
 
 

@@ -15,11 +15,12 @@ from osgeo import gdal
 from qgis.core import (Qgis, QgsFeature, QgsGeometry, QgsPalettedRasterRenderer, QgsProject,
                        QgsRasterLayer, QgsRectangle, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
 from sarflood.plugin.gui.message_text import MessageText
 
-from .conftest import dead_pid, read_raster, unfinished_tasks, wait_for_tasks
+from .conftest import burnt_polygons, dead_pid, read_raster, unfinished_tasks, wait_for_tasks
 
 CHIP = "Spain_7370579_S1Hand.tif"
 
@@ -192,6 +193,15 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     assert "review dock" in tags["SARFLOOD_REVIEW"]
     polygons = QgsVectorLayer(str(final.with_suffix(".gpkg")), "p", "ogr")
     assert polygons.featureCount() > 0 and "area_m2" in polygons.fields().names()
+    # the polygons are the final mask's water, at 0.30 (not the run's mask at 0.5)
+    np.testing.assert_array_equal(burnt_polygons(final.with_suffix(".gpkg"), final),
+                                  (written == 1).astype(np.uint8))
+    # the final mask is drawn as the run's mask is: water blue, dry clear
+    final_layer = QgsProject.instance().mapLayersByName("final water mask (final)")[0]
+    assert final_layer.source() == str(final)
+    assert isinstance(final_layer.renderer(), QgsPalettedRasterRenderer)
+    assert {c.value: c.color.name(QColor.NameFormat.HexArgb) for c in final_layer.renderer().classes()} == \
+        {c.value: c.color.name(QColor.NameFormat.HexArgb) for c in mask_renderer.classes()}
 
     # accepting again to the same file asks first; "No" writes nothing, but what an Accept
     # killed with QGIS left beside it is cleaned up before the question, and said
@@ -269,13 +279,13 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     assert f"{fixes_file} is this run's input, one of its layers or its corrections" in \
         dock.status.text(), dock.status.text()
     assert fixes_file.read_bytes() == before_bytes
-    dock.polygons.setChecked(False)
     final = tmp_path / "final.tif"
     dock.final_path.setFilePath(str(final))
+    dock.min_area.setValue(0)
     qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
     try:
         qtbot.waitUntil(lambda: any(word in dock.status.text() for word in
-                                    ("Final mask written", "failed", "cancelled")), timeout=60000)
+                                    ("polygons written", "failed", "cancelled")), timeout=60000)
     except qtbot.TimeoutError:   # once in CI: say what was still running, and what the dock said
         raise AssertionError(f"Accept never ended: {dock.status.text()!r}; "
                              f"tasks: {unfinished_tasks()}")
@@ -287,6 +297,9 @@ def test_accept_burns_the_analysts_corrections(plugin, qgis_iface, qtbot, models
     want[110:150, 120:160] = 0          # drawn later: wins where they overlap
     want[before == 255] = 255
     np.testing.assert_array_equal(read_raster(final), want)
+    # and so are the polygons written beside it
+    np.testing.assert_array_equal(burnt_polygons(final.with_suffix(".gpkg"), final),
+                                  (want == 1).astype(np.uint8))
     kept = final.with_suffix(".corrections.geojson")
     assert kept.exists() and str(kept) in gdal.Open(str(final)).GetMetadata()["SARFLOOD_CORRECTIONS"]
     assert f"{int((want != before).sum())} pixels corrected" in dock.status.text()
