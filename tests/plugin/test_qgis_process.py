@@ -7,8 +7,10 @@ import time
 
 import numpy as np
 import pytest
+from osgeo import ogr
+from rasterio.features import shapes
 
-from .conftest import read_raster, write_raster
+from .conftest import burnt_polygons, read_raster, write_raster
 
 QGIS_PROCESS = "qgis_process.bin"  # /usr/bin/qgis_process is a wrapper that fails on Debian
 
@@ -49,7 +51,13 @@ def test_mapwater_through_qgis_process(qgis_process_env, models, tmp_path):
     polygons = _run(qgis_process_env, "sarflood:vectorize", {
         "INPUT": results["OUTPUT_MASK"], "MIN_AREA_M2": 0, "OUTPUT": tmp_path / "water.gpkg"})
     assert polygons.returncode == 0, polygons.stderr[-2000:]
-    assert json.loads(polygons.stdout)["results"]["POLYGON_COUNT"] > 0
+    count = json.loads(polygons.stdout)["results"]["POLYGON_COUNT"]
+    burnt = burnt_polygons(tmp_path / "water.gpkg", results["OUTPUT_MASK"])
+    np.testing.assert_array_equal(burnt, expected)
+    ds = ogr.Open(str(tmp_path / "water.gpkg"))
+    # one polygon a piece of water (pixels joined by their sides, as gdal:polygonize joins them)
+    pieces = len(list(shapes(expected, mask=expected == 1, connectivity=4)))
+    assert count == ds.GetLayer(0).GetFeatureCount() == pieces > 1
 
 
 def test_bad_input_through_qgis_process_fails_with_the_reason(qgis_process_env, tmp_path):

@@ -4,7 +4,9 @@ PyQt6 has no unscoped enum members (``Qt.Horizontal``: only ``Qt.Orientation.Hor
 no ``exec_()``, no ``QRegExp`` and no ``QDesktopWidget``. No Qt6 runtime is installed here, so
 the source is scanned instead: each ``Class.member`` read from a class imported from
 ``qgis.PyQt``, ``qgis.core`` or ``qgis.gui`` is looked up in the installed QGIS, and an enum
-member read without its enum's name fails. The scoped spelling works on both.
+member read without its enum's name fails. The scoped spelling works on both. A name the
+installed QGIS (the oldest the plugin supports, 3.22, in CI) lacks fails too: an enum of a
+later QGIS would pass the scan and fail when the plugin runs.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from importlib import import_module
 from pathlib import Path
 
 import pytest
+from qgis.core import Qgis
 
 from .conftest import REPO
 
@@ -64,7 +67,11 @@ def qt6_problems(source: str, name: str = "<source>") -> list[str]:
             if owner not in classes or owner in UNSCOPED_ALLOWED:
                 continue
             cls = classes[owner]
-            value = getattr(cls, node.attr, None)
+            if cls is None or not hasattr(cls, node.attr):
+                problems.append(f"{where}: {owner}.{node.attr} is not in this QGIS "
+                                f"({Qgis.QGIS_VERSION})")
+                continue
+            value = getattr(cls, node.attr)
             if _is_enum_member(value) and not (isinstance(cls, type) and isinstance(value, cls)):
                 problems.append(f"{where}: {owner}.{node.attr} is unscoped; write "
                                 f"{type(value).__qualname__}.{node.attr}")
@@ -79,6 +86,11 @@ def test_the_scan_finds_what_pyqt6_refuses():
     found = qt6_problems(bad)
     assert len(found) == 6, found   # QRegExp, PyQt5, three unscoped enums, exec_
     assert any("Qt.Orientation.Horizontal" in line for line in found)
+    # names of a later QGIS, or none at all, that QGIS 3.22 would not find when the plugin runs
+    later = ("from qgis.core import Qgis, QgsFooBar\nfrom qgis.PyQt.QtCore import Qt\n"
+             "a = Qgis.NoSuchEnum.Member\nb = QgsFooBar.Horizontal\nc = Qt.NoSuchThing\n")
+    assert sorted(line.split(": ", 1)[1].split(" is ")[0] for line in qt6_problems(later)) == \
+        ["Qgis.NoSuchEnum", "QgsFooBar.Horizontal", "Qt.NoSuchThing"]
     good = ("from qgis.PyQt.QtCore import Qt, QVariant\nfrom qgis.PyQt.QtWidgets import QMessageBox\n"
             "from qgis.core import QgsProcessing\n"
             "a = Qt.Orientation.Horizontal\nb = QMessageBox.StandardButton.Yes\n"

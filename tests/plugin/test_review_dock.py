@@ -342,8 +342,10 @@ def test_an_accept_stopped_by_the_plugin_unloading_puts_the_layers_it_took_out_b
     if step == "SAR Flood Mapper: accept":
         assert after == before
         assert project.mapLayersByName("final water mask (final)")[0].isValid()
-    else:   # (the new mask's layer was once seen gone here, in a run beside a CI: not asserted)
+    else:   # the mask was replaced: its new layer stays, the old polygons' layer does not
         assert "water polygons (final)" not in after and "water polygons (final)" in before
+        masks = project.mapLayersByName("final water mask (final)")
+        assert len(masks) == 1 and masks[0].isValid() and masks[0].source() == str(final)
 
 
 def test_an_accept_over_polygons_with_edits_not_saved_writes_nothing(plugin, qtbot, models,
