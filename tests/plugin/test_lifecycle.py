@@ -8,12 +8,31 @@ def _flush_deletes():
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
-def test_load_and_unload_leave_nothing_behind(qgis_iface, qgis_processing):
+_PAIRED = {"addToolBarIcon": "removeToolBarIcon", "addPluginToRasterMenu": "removePluginRasterMenu",
+           "addDockWidget": "removeDockWidget"}
+
+
+def _record_interface_calls(iface, monkeypatch) -> list[tuple]:
+    """The calls the plugin makes to add to and remove from QGIS's toolbar, Raster menu and
+    dock areas, in order, with their arguments (each call then goes where it went)."""
+    calls = []
+    for name in [*_PAIRED, *_PAIRED.values()]:
+        def record(*args, _name=name, _call=getattr(iface, name)):
+            calls.append((_name, args))
+            return _call(*args)
+        monkeypatch.setattr(iface, name, record)
+    return calls
+
+
+def test_load_and_unload_leave_nothing_behind(qgis_iface, qgis_processing, monkeypatch):
+    """What initGui adds to QGIS's window (toolbar icon, Raster menu entries, the dock)
+    unload takes away again, the same objects: a plugin reloaded left an empty menu."""
     import sarflood
 
     registry = QgsApplication.processingRegistry()
     registry.removeProvider("sarflood")  # a provider left by other tests would hide a leak
     window = qgis_iface.mainWindow()
+    calls = _record_interface_calls(qgis_iface, monkeypatch)
 
     for _ in range(2):  # a second cycle: unload really freed what the first added
         plugin = sarflood.classFactory(qgis_iface)
@@ -26,8 +45,19 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, qgis_processing):
         assert len(window.findChildren(QDockWidget, "SarFloodReviewDock")) == 1
         dialog = plugin.show_dialog()
         assert dialog.isVisible()
+        added = {name: [args for n, args in calls if n == name] for name in _PAIRED}
+        assert len(added["addToolBarIcon"]) == 1 and len(added["addDockWidget"]) == 1
+        assert {action.objectName() for _, action in added["addPluginToRasterMenu"]} == {
+            "SarFloodRunAction", "SarFloodReviewAction"}
+        calls.clear()
 
         plugin.unload()
+        removed = {name: [args for n, args in calls if n == name] for name in _PAIRED.values()}
+        assert removed["removeToolBarIcon"] == added["addToolBarIcon"]
+        assert sorted(removed["removePluginRasterMenu"], key=lambda a: id(a[1])) == sorted(
+            added["addPluginToRasterMenu"], key=lambda a: id(a[1]))
+        assert removed["removeDockWidget"] == [args[-1:] for args in added["addDockWidget"]]
+        calls.clear()
         _flush_deletes()
         assert registry.providerById("sarflood") is None
         assert window.findChildren(QAction, "SarFloodRunAction") == []
