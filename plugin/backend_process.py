@@ -47,7 +47,9 @@ EXIT_CANCELLED = 130
 TAG = "SAR Flood Mapper"
 LOG_PANEL = f"View > Panels > Log Messages, tab '{TAG}'"
 OUTPUT_FLAGS = ("--mask", "--probability", "--uncertainty", "--out")
-_MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+# an import's ModuleNotFoundError quotes the name; "python -m backend" ends its line with it
+# bare (a bare name inside a sentence is someone's prose, not Python's)
+_MISSING_MODULE = re.compile(r"No module named (?:'([\w.]+)'|([A-Za-z_]\w*(?:\.\w+)*)$)", re.M)
 # the backend's messages name its command-line options; in QGIS the same choices are
 # settings of the dialog and of the Processing algorithms, named so here
 _SETTING_NAMES = {"--units": "'Units'", "--bands": "the 'VV band' and 'VH band' choice",
@@ -92,6 +94,11 @@ _BANDS_IN_QGIS = {False: "setting 'VV band' and 'VH band'", True: "setting VV_BA
 _TWO_BANDS_ADVICE = "give a 2-band raster or two single-band rasters"
 _TWO_BANDS_IN_QGIS = {False: "give one layer with VV and VH bands, or separate VV and VH layers",
                       True: "give a VV and VH stack as INPUT, or the VH layer as INPUT_VH"}
+# finalize given a mask or an uncertainty: in QGIS it is sarflood:threshold, or the dock's
+# Accept (which gives it the run's probability itself)
+_PROBABILITY_ADVICE = "finalize needs the run's probability (predict --probability)"
+_PROBABILITY_IN_QGIS = {False: "Accept needs the run's probability file",
+                        True: "give the probability output of sarflood:mapwater"}
 # the backend writes extents XMIN,YMIN,XMAX,YMAX (as --extent takes them); QGIS writes and
 # reads them XMIN,XMAX,YMIN,YMAX (as in "10,11,50,51 [EPSG:4326]")
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -131,6 +138,7 @@ def in_qgis_words(message: str, processing: bool = False) -> str:
             break
     message = message.replace(_BANDS_ADVICE, _BANDS_IN_QGIS[processing])
     message = message.replace(_TWO_BANDS_ADVICE, _TWO_BANDS_IN_QGIS[processing])
+    message = message.replace(_PROBABILITY_ADVICE, _PROBABILITY_IN_QGIS[processing])
     message = message.replace(_ON_STDERR, _STDERR_IN_QGIS[processing])
     message = _EXTENT.sub(lambda m: f"{m[1]}{m[2]},{m[4]},{m[3]},{m[5]}", message)
     message = message.replace("is west,south,east,north", "is west,east,south,north in "
@@ -250,25 +258,29 @@ class BackendProcess:
                    threading.Thread(target=self._read_stderr, args=(self._proc.stderr,), daemon=True)]
         for reader in readers:
             reader.start()
-        while True:
-            if is_canceled() and not outcome.cancelled:
-                outcome.cancelled = True
-                self._stop()
-            try:
-                event = self._events.get(timeout=poll_s)
-            except queue.Empty:
-                if self._proc.poll() is None:
-                    continue
-                if not any(reader.is_alive() for reader in readers):
-                    break   # the child has exited and all it wrote is read
-                if os.name != "nt":
-                    # the child has exited and what it started holds its output open (the
-                    # backend under a wrapper killed meanwhile): it must not run on, unseen
+        try:
+            while True:
+                if is_canceled() and not outcome.cancelled:
+                    outcome.cancelled = True
                     self._stop()
-                continue
-            if event is None:
-                break
-            self._handle(event, outcome, on_event)
+                try:
+                    event = self._events.get(timeout=poll_s)
+                except queue.Empty:
+                    if self._proc.poll() is None:
+                        continue
+                    if not any(reader.is_alive() for reader in readers):
+                        break   # the child has exited and all it wrote is read
+                    if os.name != "nt":
+                        # the child has exited and what it started holds its output open (the
+                        # backend under a wrapper killed meanwhile): it must not run on, unseen
+                        self._stop()
+                    continue
+                if event is None:
+                    break
+                self._handle(event, outcome, on_event)
+        except BaseException:   # a handler here raised: the child must not run on unseen
+            self._stop()
+            raise
         outcome.returncode = self._proc.wait()
         if outcome.returncode != 0:
             for pid in self._pids:
@@ -408,11 +420,12 @@ class BackendProcess:
         if outcome.error:
             return
         text = "\n".join(lines)
-        missing = _MISSING_MODULE.search(text)
-        if missing:
-            module = missing.group(1).split(".")[0]
+        found = [m.group(1) or m.group(2) for m in _MISSING_MODULE.finditer(text)]
+        if found:   # the last: the import that failed, after any warning that named one
+            name = found[-1]
+            module = name.split(".")[0]
             broken = Interpreter(self.interpreter.path, self.interpreter.source,
-                                 {module: f"No module named '{missing.group(1)}'"})
+                                 {module: f"No module named '{name}'"})
             if module == "backend":
                 outcome.error = (f"the backend package was not found next to the plugin in "
                                  f"{PLUGIN_ROOT} (the plugin is incomplete: reinstall it)")

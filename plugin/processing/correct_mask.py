@@ -101,6 +101,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
                 raise QgsProcessingException(str(exc)) from None
             raise
         settle(geojson, aside, ok=True)
+        self.keep_empty_outputs_off_the_map(result, [out], context, feedback)
         self.style_output(context, out, styles.mask_renderer)
         return {"OUTPUT": out, **self.area_results(result),
                 "CORRECTED_PIXELS": int(result["corrected_pixels"])}

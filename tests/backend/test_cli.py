@@ -8,18 +8,22 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import rasterio
 
 from backend import cli
-from backend.card import UNITS
+from backend.card import UNITS, BandSpec
 from backend.cli import build_parser
+from backend.otsu import otsu_threshold
 from backend.sink import CODECS
 from tests.backend.conftest import (REPO, Collect, listing, random_db, run_cli, sigmoid,
                                     write_raster)
+from training.toy_models import raw_db_card, threshold_model
 
 RESULT_FIELDS = {
     "outputs", "model", "model_path", "device", "provider", "provider_notes", "threshold",
@@ -60,6 +64,17 @@ def test_predict_json_protocol(tmp_path, src, models):
     assert np.nanmax(np.abs(p_out - sigmoid(-(bands[0] + 15.0)))) < 1e-6
 
 
+def test_predict_cuts_the_mask_at_the_threshold_flag(tmp_path, src, models):
+    p = run_cli("predict", src, "--mask", str(tmp_path / "m.tif"), "--model", models["threshold"],
+                "--threshold", "0.3", "--progress", "json")
+    assert p.returncode == 0, p.stderr
+    assert events(p.stdout)[-1]["threshold"] == 0.3
+    bands = rasterio.open(src).read().astype(np.float64)
+    nodata = np.isnan(bands).any(axis=0)
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert np.array_equal(ds.read(1), np.where(nodata, 255, sigmoid(-(bands[0] + 15)) > 0.3))
+
+
 def test_error_is_one_json_event_and_exit_1(tmp_path, models):
     p = run_cli("predict", str(tmp_path / "missing.tif"), "--mask", str(tmp_path / "m.tif"),
                 "--model", models["threshold"], "--progress", "json")
@@ -87,9 +102,27 @@ def test_default_model_is_the_bundled_one(tmp_path, src):
     assert result["model"]["name"] == bundled.stem
 
 
-def test_card_command(models):
+def test_card_command(models, tmp_path):
     p = run_cli("card", models["threshold"])
     assert p.returncode == 0 and "test-threshold 1.0.0" in p.stdout and "band VV: dB" in p.stdout
+    # the whole text, for a card whose every number differs from a default: a sign or a
+    # threshold printed wrong reads as the model's own
+    card = replace(raw_db_card("test-card", margin=4, threshold=0.437, metrics={"iou_test": 0.81}),
+                   bands=(BandSpec("VV", "dB", (-30.0, 5.0), -15.0, 0.2),
+                          BandSpec("VH", "linear", (0.0, 0.5), 3.0, 2.5)))
+    onnx.save(threshold_model(card), tmp_path / "card.onnx")
+    p = run_cli("card", str(tmp_path / "card.onnx"))
+    assert p.stdout == """\
+test-card 1.0.0  (water_segmentation, card schema 1)
+  Exact test model; not trained.
+  band VV: dB, clip [-30.0, 5.0], (x + 15) / 0.2
+  band VH: linear, clip [0.0, 0.5], (x - 3) / 2.5
+  pixel size 10 m; tiles 256 px, margin 4, size multiple 1
+  input 's1' -> output 'water_probability' (water_probability), default threshold 0.437
+  training data: none: hand-set weights
+  metrics: {"iou_test": 0.81}
+  license: MIT
+"""
     p = run_cli("card", models["threshold"], "--json")
     assert json.loads(p.stdout)["name"] == "test-threshold"
 
@@ -106,11 +139,13 @@ def test_otsu_command(tmp_path, src):
                 "--progress", "json")
     assert p.returncode == 0, p.stdout
     r = events(p.stdout)[-1]
-    assert -40 < r["threshold_db"] < 10 and r["valid_pixels"] > 0
     with rasterio.open(tmp_path / "o.tif") as ds:
         m = ds.read(1)
         assert ds.profile["compress"] == "deflate"
     vv, vh = rasterio.open(src).read()
+    valid = np.isfinite(vv) & np.isfinite(vh)
+    assert r["threshold_db"] == pytest.approx(otsu_threshold(np.where(valid, vv, np.nan)), abs=1e-4)
+    assert r["valid_pixels"] == int(valid.sum())
     # no data where either band has none, as in predict (VH's no data was counted dry land)
     nodata = np.isnan(vv) | np.isnan(vh)
     assert (nodata & ~np.isnan(vv)).any()
@@ -247,6 +282,20 @@ def test_units_are_read_in_any_case_and_are_the_cards():
     assert args.units == "dB"
 
 
+def test_scene_writes_the_seed_and_units_asked_for(tmp_path):
+    from backend.scene import write_scene
+
+    asked = tmp_path / "asked.tif"
+    assert run_cli("scene", str(asked), "--size", "64", "--seed", "3", "--units", "linear"
+                   ).returncode == 0
+    write_scene(str(tmp_path / "same.tif"), 64, seed=3, units="linear")
+    write_scene(str(tmp_path / "default.tif"), 64)
+    with rasterio.open(asked) as a, rasterio.open(tmp_path / "same.tif") as same, \
+            rasterio.open(tmp_path / "default.tif") as default:
+        assert np.array_equal(a.read(), same.read(), equal_nan=True)
+        assert not np.array_equal(a.read(), default.read(), equal_nan=True)
+
+
 def test_scene_keeps_existing_files_and_refuses_bad_sizes(tmp_path):
     scene = tmp_path / "s.tif"
     scene.write_text("the user's data")
@@ -325,12 +374,22 @@ def test_compress_choices_are_the_sinks_codecs():
     assert len(options) >= 3 and all(tuple(a.choices) == CODECS for a in options)
 
 
-def test_devices_command():
+def test_devices_command(tmp_path):
+    import onnxruntime as ort
+
     p = run_cli("devices")
     report = json.loads(p.stdout)
     assert "CPUExecutionProvider" in report["available_providers"]
-    assert report["cuda_usable"] is False and "CUDAExecutionProvider" in report["reason"]
-    assert report["reason"].startswith("CUDA cannot be used: ") and "asked for" not in report["reason"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():   # the pinned CPU build
+        assert report["cuda_usable"] is False and "CUDAExecutionProvider" in report["reason"]
+        assert report["reason"].startswith("CUDA cannot be used: ")
+        assert "asked for" not in report["reason"]
+        return
+    # onnxruntime-gpu: CUDA is usable exactly where a session of a small model starts on it
+    onnx.save(threshold_model(), tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CUDAExecutionProvider",
+                                                                         "CPUExecutionProvider"])
+    assert report["cuda_usable"] is (session.get_providers()[0] == "CUDAExecutionProvider")
 
 
 def test_version():

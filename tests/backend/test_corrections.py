@@ -234,12 +234,20 @@ def test_cli_correct_reports_and_refuses_to_overwrite(geo_mask, tmp_path):
     path, _ = geo_mask
     fixes = _geojson(tmp_path / "fix.geojson", (_columns_rows(2, 3, 7, 9), {"water": True}))
     out = tmp_path / "fixed.tif"
-    p = run_cli("correct", path, "--corrections", fixes, "--out", str(out), "--progress", "json")
+    p = run_cli("correct", path, "--corrections", fixes, "--out", str(out), "--compress", "deflate",
+                "--progress", "json")
     assert p.returncode == 0, p.stdout + p.stderr
     events = [json.loads(line) for line in p.stdout.splitlines()]
-    assert events[-1]["event"] == "result" and events[-1]["corrected_pixels"] > 0
+    with rasterio.open(path) as src, rasterio.open(out) as ds:
+        before, after = src.read(1), ds.read(1)
+        assert ds.profile["compress"] == "deflate"
+    assert events[-1]["event"] == "result"
+    assert events[-1]["corrected_pixels"] == int((before != after).sum()) > 0
+    written = out.read_bytes()
     again = run_cli("correct", path, "--corrections", fixes, "--out", str(out))
-    assert again.returncode == 1 and "exists; use --overwrite" in again.stderr
+    assert again.returncode == 1
+    assert again.stderr.splitlines()[-1] == f"error: {out}: exists; use --overwrite to replace it"
+    assert out.read_bytes() == written
 
 
 def test_another_tools_no_data_value_stays_no_data(tmp_path):

@@ -2,6 +2,7 @@
 import threading
 
 import numpy as np
+import onnx
 import pytest
 import rasterio
 from rasterio.transform import Affine, from_origin
@@ -22,6 +23,7 @@ from backend.units import convert
 from tests.backend.conftest import (UTM, Collect, listing, random_db, reference_smoothed, sigmoid,
                                     write_raster)
 from tests.conftest import REPO
+from training.toy_models import raw_db_card, smoothed_threshold_model, threshold_model
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,26 @@ def test_threshold_model_gives_exact_probability_and_mask(tmp_path, models):
     assert r["valid_pixels"] == int((~nodata).sum())
     assert r["water_pixels"] == int((m == 1).sum())
     assert r["valid_area_km2"] == pytest.approx(r["valid_pixels"] * 100 / 1e6)  # 10 m pixels
+
+
+@pytest.mark.parametrize("asked, card_default, used", [(0.3, 0.5, 0.3), (None, 0.437, 0.437)])
+def test_the_mask_is_cut_at_the_asked_threshold_else_the_cards(tmp_path, asked, card_default, used):
+    """A threshold the user asks for wins; without one, the card's default, never a fixed 0.5."""
+    model = tmp_path / "model.onnx"
+    onnx.save(threshold_model(raw_db_card("test-threshold", margin=0, threshold=card_default)),
+              model)
+    bands = random_db((120, 140), nan_frac=0.01)
+    src = write_raster(tmp_path / "in.tif", bands)
+    r = predict(PredictOptions([src], mask=str(tmp_path / "m.tif"), model=str(model),
+                               threshold=asked))
+    expected = sigmoid(-(bands[0].astype(np.float64) + 15))
+    nodata = np.isnan(bands).any(axis=0)
+    cut = np.where(nodata, 255, expected > used)
+    assert not np.array_equal(cut, np.where(nodata, 255, expected > 0.5))  # the test can tell
+    assert np.array_equal(read(tmp_path / "m.tif"), cut)
+    assert r["threshold"] == used
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        assert ds.tags()["SARFLOOD_THRESHOLD"] == f"{used:g}"
 
 
 def test_outputs_lie_on_the_input_grid_tiled_compressed_with_overviews(tmp_path, models):
@@ -704,7 +726,6 @@ def test_extent_on_a_south_up_grid(tmp_path, models):
 def test_graph_with_fixed_input_size_gets_exactly_that(tmp_path):
     """A graph exported for 1 x 2 x 96 x 96 is fed 96-pixel tiles one at a time."""
     import onnx
-    from training.toy_models import smoothed_threshold_model
     model = smoothed_threshold_model(kernel=5)
     for value_info in (model.graph.input[0], model.graph.output[0]):
         dims = value_info.type.tensor_type.shape.dim
@@ -721,7 +742,6 @@ def test_graph_with_fixed_input_size_gets_exactly_that(tmp_path):
 def _fixed_graph(path, batch, tile, margin: int = 2) -> str:
     """The 5 x 5 smoothed threshold model, its graph fixed at batch x 2 x tile x tile."""
     import onnx
-    from training.toy_models import raw_db_card, smoothed_threshold_model
     model = smoothed_threshold_model(raw_db_card("fixed", margin=margin), kernel=5)
     for value_info in (model.graph.input[0], model.graph.output[0]):
         dims = value_info.type.tensor_type.shape.dim

@@ -412,6 +412,79 @@ def test_an_internal_error_sends_the_user_to_the_log_panel_not_to_stderr():
         "internal error, please report it with the details in this log: ValueError: x")
 
 
+def test_the_module_missing_is_the_one_pythons_last_words_name(tmp_path):
+    """Python's own words, not prose that mentions a module; the import that failed last."""
+    from sarflood.plugin.backend_process import BackendProcess
+
+    prose = _fake_python(tmp_path, """
+        sys.stderr.write("GPU check skipped (No module named cupy). Carrying on\\n")
+        sys.exit(1)
+    """)
+    outcome = BackendProcess(prose, ["predict", "s.tif"]).run()
+    assert outcome.error_kind is None and outcome.error == (
+        "the backend failed with exit code 1: GPU check skipped (No module named cupy). Carrying on")
+    last = _fake_python(tmp_path, """
+        sys.stderr.write("warning: No module named 'cupy'\\nTraceback (most recent call last):\\n"
+                         "ModuleNotFoundError: No module named 'onnxruntime.capi'\\n")
+        sys.exit(1)
+    """)
+    outcome = BackendProcess(last, ["predict", "s.tif"]).run()
+    assert outcome.error_kind == "MissingDependency" and "onnxruntime" in outcome.error
+    assert "cupy" not in outcome.error
+
+
+def test_a_python_that_cannot_be_started_is_named(tmp_path):
+    """Checked when the dialog opened, then deleted, or never executable: the run says so."""
+    from sarflood.plugin.backend_env import Interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+
+    gone, not_executable = tmp_path / "gone" / "python", tmp_path / "python"
+    not_executable.write_text("#!/bin/sh\n")
+    for python, why in ((gone, f"[Errno 2] No such file or directory: '{gone}'"),
+                        (not_executable, f"[Errno 13] Permission denied: '{not_executable}'")):
+        outcome = BackendProcess(Interpreter(str(python), "setting"), ["predict", "s.tif"]).run()
+        assert not outcome.ok
+        assert outcome.error == f"could not start the backend with {python}: {why}"
+
+
+def test_a_plugin_without_its_backend_package_says_reinstall(tmp_path):
+    """Python's own "-m" message names the module without quotes: it was read as any
+    failure ("exit code 1: ... No module named backend"), never as the plugin incomplete."""
+    from sarflood.plugin.backend_env import PLUGIN_ROOT, Interpreter
+    from sarflood.plugin.backend_process import BackendProcess
+
+    # a real Python, run where no backend package lies, and without site-packages (a venv
+    # of ours has the repository in a .pth)
+    elsewhere = tmp_path / "python"
+    elsewhere.write_text(f"#!/bin/sh\ncd '{tmp_path}' && exec '{sys.executable}' -I -S \"$@\"\n")
+    elsewhere.chmod(0o755)
+    outcome = BackendProcess(Interpreter(str(elsewhere), "setting"), ["predict", "s.tif"]).run()
+    assert outcome.stderr[-1].endswith("No module named backend")   # Python's words
+    assert outcome.error == (f"the backend package was not found next to the plugin in "
+                             f"{PLUGIN_ROOT} (the plugin is incomplete: reinstall it)")
+    assert outcome.error_kind == "MissingDependency"
+
+
+def test_a_handler_that_raises_stops_the_child(tmp_path):
+    """An exception in the plugin's event handler left the backend running on unseen,
+    to write its outputs after the run had been told as failed."""
+    from sarflood.plugin.backend_process import BackendProcess
+
+    ran_on = tmp_path / "ran on"
+    python = _fake_python(tmp_path, f"""
+        emit(event="progress", fraction=0.1)
+        time.sleep(30)
+        open({str(ran_on)!r}, "w").close()
+    """)
+    run = BackendProcess(python, ["predict", "scene.tif"], grace_s=1.0)
+
+    def raising(event):
+        raise RuntimeError("a bug")
+    with pytest.raises(RuntimeError, match="a bug"):
+        run.run(raising)
+    assert run._proc.poll() is not None and not ran_on.exists()
+
+
 def test_a_quick_query_reads_bytes_that_are_not_utf8(tmp_path):
     """The model card and device queries decoded by the locale, strictly: a Latin-1 path in
     the error raised UnicodeDecodeError instead of the backend's message."""

@@ -99,4 +99,5 @@ def test_progress_only_rises(provider, tmp_path, alg):
     QCoreApplication.processEvents()
     assert len(feedback.values) >= 3
     assert feedback.values == sorted(feedback.values)
+    assert feedback.values[-1] == pytest.approx(100)   # the bar ends full
 

@@ -379,13 +379,17 @@ def test_installer_runs_the_commands_and_shows_their_output(qtbot, tmp_path):
     assert "Requirement already satisfied: pip" in log and "-m venv" in log
     assert "Done" in dialog.state.text()
 
+    # a step that fails stops the plan: the steps after it would build on what is not there
     failing = InstallDialog([[str(venv / "bin" / "python"), "-m", "pip", "install", "--no-index",
-                              "no-such-package-sarflood"]])
+                              "no-such-package-sarflood"], ["/usr/bin/touch", str(tmp_path / "after")]])
     qtbot.addWidget(failing)
     with qtbot.waitSignal(failing.installed, timeout=120000) as blocker:
         failing.start()
     assert blocker.args == [False]
     assert "no-such-package-sarflood" in failing.log.toPlainText() and "exit code 1" in failing.log.toPlainText()
+    assert "/usr/bin/touch" not in failing.log.toPlainText()   # (a step is logged as it starts)
+    assert failing.state.text() == "Failed: see the output above."
+    assert failing.start_button.isEnabled()   # to try again, once the cause is fixed
 
 
 def test_extent_choices_reach_the_run(plugin, qgis_iface, qtbot, models, two_band_scene, tmp_path):

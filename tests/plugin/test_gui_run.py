@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import (Qgis, QgsFeature, QgsGeometry, QgsPalettedRasterRenderer, QgsProject,
-                       QgsRasterLayer, QgsRectangle, QgsSingleBandPseudoColorRenderer, QgsVectorLayer)
+from qgis.core import (Qgis, QgsFeature, QgsGeometry, QgsPalettedRasterRenderer, QgsProcessingUtils,
+                       QgsProject, QgsRasterLayer, QgsRectangle, QgsSingleBandPseudoColorRenderer,
+                       QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
 from sarflood.plugin.gui.message_text import MessageText
 
-from .conftest import burnt_polygons, dead_pid, read_raster, unfinished_tasks, wait_for_tasks
+from .conftest import (burnt_polygons, dead_pid, read_raster, spoiling_python, unfinished_tasks,
+                       wait_for_tasks)
 
 CHIP = "Spain_7370579_S1Hand.tif"
 
@@ -341,6 +343,12 @@ def test_cancel_from_the_dialog_leaves_nothing(plugin, qgis_iface, qtbot, tmp_pa
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
         qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: dialog.progress.value() > 0, timeout=60000)
+        # a second run asked for meanwhile (Run is disabled; a script can): refused, said
+        running = plugin.controller.task
+        assert not dialog.run_button.isEnabled()
+        plugin.controller.start(dialog.request(), dialog)
+        assert dialog.status.text() == "A run is in progress: wait for it or cancel it"
+        assert plugin.controller.task is running
         qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
         # said at once: the backend takes a moment to stop
         assert dialog.status.text() == "Cancelling: the backend is stopping..."
@@ -413,6 +421,33 @@ def test_all_nodata_input_adds_no_layer(plugin, qgis_iface, qtbot, models, real_
     assert written and all(p in dialog.status.text() for p in written)   # where they went
     assert QgsProject.instance().layerTreeRoot().findGroup("Flood map: Paraguay chip") is None
     assert len(QgsProject.instance().mapLayers()) == 1
+    wait_for_tasks(qtbot)
+
+
+def test_outputs_qgis_cannot_open_add_no_layer_and_name_the_file(plugin, qgis_iface, qtbot,
+                                                                 models, two_band_scene, tmp_path):
+    """The run's probability GeoTIFF is unreadable by the time QGIS opens it (here a Python
+    that spoils it after the backend's run): no group, no half of the layers, no broken layer;
+    the dialog and the message bar name the file."""
+    out = tmp_path / "out"
+    out.mkdir()
+    spoiling = spoiling_python(tmp_path, "predict", f"'{out}'/*probability*.tif")
+    layer = QgsRasterLayer(str(two_band_scene), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    dialog = _start_run(plugin, qtbot, layer, models["threshold"], out)
+    dialog.python.setFilePath(str(spoiling))
+    qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+    with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert blocker.args[0] is None
+    spoilt = [p for p in out.iterdir() if "probability" in p.name]
+    assert len(spoilt) == 1 and spoilt[0].read_text() == "not a GeoTIFF\n"
+    status = dialog.status.text()
+    assert status.startswith(f"{spoilt[0]}: cannot be opened as a raster layer ("), status
+    assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)[-1].endswith(status)
+    assert list(QgsProject.instance().mapLayers().values()) == [layer]
+    assert [n.name() for n in QgsProject.instance().layerTreeRoot().children()] == ["scene"]
+    assert plugin.dock.run is None
     wait_for_tasks(qtbot)
 
 
@@ -562,6 +597,44 @@ def test_a_killed_run_says_why_and_is_logged(plugin, qgis_iface, qtbot, tmp_path
     wait_for_tasks(qtbot)
 
 
+def test_a_plugin_error_in_the_run_task_is_said_as_the_plugins_and_logged(
+        plugin, qgis_iface, qtbot, tmp_path, monkeypatch):
+    """An exception in the run's task thread (a bug of the plugin's, put in here in its
+    handler of the backend's events: no input is known to raise one) ended the run as "the
+    backend failed", with no traceback, and left the backend running to write its outputs."""
+    from qgis.core import QgsApplication
+
+    from sarflood.plugin import task as task_module
+    from sarflood.plugin.gui.run_dialog import bundled_model
+
+    def raising(self, event):
+        if event.get("event") == "progress":
+            raise RuntimeError("a bug")
+    monkeypatch.setattr(task_module.BackendTask, "_on_event", raising)
+    layer, out = _big_scene(tmp_path)
+    dialog = _start_run(plugin, qtbot, layer, bundled_model(), out, tta=True)
+    logged = []
+
+    def log(message, tag, level):
+        logged.append(message)
+
+    QgsApplication.messageLog().messageReceived.connect(log)
+    try:
+        with qtbot.waitSignal(plugin.controller.finished, timeout=60000) as blocker:
+            qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    finally:
+        QgsApplication.messageLog().messageReceived.disconnect(log)
+    assert blocker.args[0] is None
+    assert dialog.status.text() == (
+        "internal error in the plugin, please report it with the details in View > Panels > "
+        "Log Messages, tab 'SAR Flood Mapper': RuntimeError: a bug")
+    assert any(m.startswith("SAR Flood Mapper: Flood map: scene:\nTraceback") and
+               'raise RuntimeError("a bug")' in m for m in logged), logged
+    assert dialog.run_button.isEnabled()
+    wait_for_tasks(qtbot)
+    assert list(out.iterdir()) == []   # the backend was stopped, and left nothing
+
+
 def test_a_cancel_after_the_outputs_were_written_keeps_the_run(plugin, qgis_iface, qtbot, tmp_path):
     """A Cancel that reached the backend after it had written its outputs (it keeps them and
     exits 0 with its result) was shown as "Cancelled: the backend stopped and left no output",
@@ -602,6 +675,9 @@ def test_a_run_that_ends_in_another_project_adds_nothing_to_it(plugin, qgis_ifac
     assert QgsProject().write(str(other))   # an empty project to open during the run
     layer, out = _big_scene(tmp_path)
     dialog = _start_run(plugin, qtbot, layer, bundled_model(), out)
+    # one run into temporary files: the files named are said to go when QGIS closes
+    temporary = change == "cleared"
+    dialog.temporary.setChecked(temporary)
     project = QgsProject.instance()
     with qtbot.waitSignal(plugin.controller.finished, timeout=120000) as blocker:
         qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
@@ -614,9 +690,13 @@ def test_a_run_that_ends_in_another_project_adds_nothing_to_it(plugin, qgis_ifac
     assert project.mapLayers() == {} and project.layerTreeRoot().children() == []
     status = dialog.status.text()
     assert status.startswith("The project was closed or another one opened during the run: its "
-                             "layers were not added to this project"), status
-    written = sorted(str(p) for p in out.iterdir())
-    assert len(written) == 2 and all(p in status for p in written)   # where they are
+                             "layers were not added to this project. Its files: "), status
+    note = " (in QGIS's temporary folder, deleted when QGIS closes)"
+    assert status.endswith(note) == temporary
+    named = status.removesuffix(note).split("Its files: ")[1].split(", ")
+    folder = Path(QgsProcessingUtils.tempFolder()) if temporary else out
+    assert len(named) == 2 and all(Path(p).is_file() and folder in Path(p).parents for p in named)
+    assert (list(out.iterdir()) == []) == temporary
     bar = qgis_iface.messageBar()
     assert bar.get_messages(Qgis.MessageLevel.Success) == []
     assert bar.get_messages(Qgis.MessageLevel.Warning)[-1].endswith(status)

@@ -1,4 +1,9 @@
 """classFactory, initGui and unload: everything added is removed again."""
+import os
+import signal
+from pathlib import Path
+
+import pytest
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QCoreApplication, QEvent
 from qgis.PyQt.QtWidgets import QAction, QDockWidget
@@ -113,6 +118,28 @@ def test_unload_stops_an_accept_in_flight(plugin, qtbot, models, two_band_scene,
     assert [p.name for p in tmp_path.iterdir() if "final" in p.name] == []
     assert not any("final" in layer.name() for layer in QgsProject.instance().mapLayers().values())
     fixes.rollBack()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_unload_during_an_install_stops_the_step_running(plugin, qtbot, tmp_path):
+    """Unloading (a reload, QGIS closing) deletes the installer's dialog, and with it the
+    QProcess of its step: the step is stopped and reaped, not left running unseen."""
+    said = tmp_path / "pid"
+    installer = plugin.show_installer()
+    installer.set_plan([["/bin/sh", "-c", f"echo $$ > '{said}.part' && mv '{said}.part' '{said}' "
+                         "&& exec sleep 120"]])
+    installer.start()
+    qtbot.waitUntil(said.exists, timeout=30000)
+    pid = int(said.read_text())
+    step = Path(f"/proc/{pid}")
+    try:
+        assert step.exists()
+        plugin.unload()
+        _flush_deletes()
+        qtbot.waitUntil(lambda: not step.exists(), timeout=10000)   # gone, not a zombie
+    finally:   # a failed check leaves no sleep behind
+        if step.exists():
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_unload_during_a_toolbox_run_lets_its_end_be_handled(plugin, qtbot, tmp_path):

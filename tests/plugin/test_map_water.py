@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer, QgsSettings
+from qgis.core import (QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer, QgsSettings,
+                       QgsVectorLayer)
+
+from backend.otsu import otsu_threshold
 
 from .conftest import REPO, read_raster, write_raster
 
@@ -62,6 +65,33 @@ def test_mapwater_on_a_generated_stack_is_exact(provider, models, tmp_path):
     assert out["VALID_AREA_KM2"] == pytest.approx(n_valid * 100 / 1e6, rel=1e-6)
     assert out["WATER_AREA_KM2"] == pytest.approx(water * 100 / 1e6, rel=1e-6)
     assert out["THRESHOLD_USED"] == 0.5 and out["DEVICE_USED"] == "cpu"
+
+
+def test_mapwater_tiles_and_uncertainty_asked_for_reach_the_backend(provider, models, tmp_path):
+    """64 px tiles (the outputs' blocks), and the spread over test-time augmentation: 0 for a
+    model that looks at each pixel alone, which flips and turns cannot change. Without TTA
+    the uncertainty output is refused before anything runs."""
+    import processing
+    import rasterio
+
+    vv, vh = _scene_arrays()
+    scene = write_raster(tmp_path / "stack.tif", [vv, vh], descriptions=["VV", "VH"])
+    asked = {"INPUT": str(scene), "MODEL": str(models["threshold"]), "TILE_SIZE": 64, "OVERLAP": 16,
+             "OUTPUT_MASK": str(tmp_path / "mask.tif"),
+             "OUTPUT_UNCERTAINTY": str(tmp_path / "spread.tif")}
+    with pytest.raises(QgsProcessingException, match="^Uncertainty output: it comes from test-time "
+                                                     "augmentation; switch TTA on, or leave the "
+                                                     "uncertainty output empty$"):
+        processing.run("sarflood:mapwater", asked)
+    assert list(tmp_path.glob("*.tif")) == [scene]
+    out = processing.run("sarflood:mapwater", {**asked, "TTA": True})
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), _expect(vv)[1])
+    spread = read_raster(out["OUTPUT_UNCERTAINTY"])
+    valid = np.isfinite(vv)
+    # (float32 rounding of eight equal values: an ulp of 1)
+    assert np.isnan(spread[~valid]).all() and np.abs(spread[valid]).max() < 1e-6
+    with rasterio.open(out["OUTPUT_MASK"]) as ds:
+        assert ds.block_shapes[0] == (64, 64)
 
 
 def test_mapwater_reads_a_stack_inside_a_zip(provider, models, tmp_path):
@@ -161,14 +191,19 @@ def test_threshold_writes_the_mask_mapwater_writes_at_that_threshold(provider, m
     assert tags["SARFLOOD_THRESHOLD"] == "0.3" and tags["SARFLOOD_MODEL"] == "test-threshold"
 
     # bad input: named, and nothing written
-    for params, said in (({"INPUT": run["OUTPUT_MASK"]}, "mask.tif"),
+    for params, said in (({"INPUT": run["OUTPUT_MASK"]},
+                          f"{run['OUTPUT_MASK']}: is a mask written by SAR Flood Mapper, not a "
+                          "water probability; give the probability output of sarflood:mapwater"),
+                         ({"INPUT": run["OUTPUT_PROBABILITY"], "OUTPUT": run["OUTPUT_PROBABILITY"]},
+                          f"OUTPUT: {run['OUTPUT_PROBABILITY']} is the input 'prob'; choose "
+                          "another path"),
                          ({"INPUT": run["OUTPUT_PROBABILITY"], "THRESHOLD": 1.5},
                           "Threshold: 1.5 must lie strictly between 0 and 1"),
                          # refused by QGIS itself, the parameter being a required number
                          ({"INPUT": run["OUTPUT_PROBABILITY"], "THRESHOLD": "half"},
-                          "Incorrect parameter value for THRESHOLD")):
-        with pytest.raises(QgsProcessingException, match=re.escape(said)):
-            processing.run("sarflood:threshold", {**params, "OUTPUT": str(tmp_path / "refused.tif")})
+                          "Unable to execute algorithm\nIncorrect parameter value for THRESHOLD")):
+        with pytest.raises(QgsProcessingException, match=f"^{re.escape(said)}"):
+            processing.run("sarflood:threshold", {"OUTPUT": str(tmp_path / "refused.tif"), **params})
         assert not (tmp_path / "refused.tif").exists()
 
 
@@ -211,6 +246,20 @@ def test_mapwater_separate_linear_files_and_threshold(provider, models, tmp_path
     edge = np.abs(prob - 0.8) < 1e-5
     np.testing.assert_array_equal(got[~edge], expected[~edge])
     assert out["THRESHOLD_USED"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("units, db_times", [(0, 1), (3, 2)], ids=["detected", "amplitude"])
+def test_mapwater_units_chosen_reach_the_backend(provider, models, tmp_path, units, db_times):
+    """Linear power values, units left to detection (linear: dB = 10 log10), or said to be
+    amplitude (dB = 20 log10, twice the dB): the exact model's mask follows."""
+    import processing
+
+    vv, vh = _scene_arrays(seed=9)
+    power = [np.power(10.0, band / 10.0).astype(np.float32) for band in (vv, vh)]
+    scene = write_raster(tmp_path / "power.tif", power, descriptions=["VV", "VH"])
+    out = processing.run("sarflood:mapwater", {"INPUT": str(scene), "MODEL": str(models["threshold"]),
+                                               "UNITS": units, "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), _expect(db_times * vv)[1])
 
 
 def test_mapwater_on_the_real_spain_chip(provider, models, real_chips, tmp_path):
@@ -298,6 +347,21 @@ def test_otsu_takes_a_vv_only_layer(provider, real_chips, tmp_path):
     np.testing.assert_array_equal(read_raster(alone["OUTPUT_MASK"]), read_raster(both["OUTPUT_MASK"]))
 
 
+def test_otsu_over_an_extent_maps_and_thresholds_that_window_only(provider, tmp_path):
+    import processing
+
+    vv, vh = _scene_arrays(seed=8)
+    scene = write_raster(tmp_path / "scene.tif", [vv, vh], descriptions=["VV", "VH"])
+    out = processing.run("sarflood:otsu", {
+        "INPUT": str(scene), "EXTENT": "500100,500300,4199500,4199800 [EPSG:32630]",
+        "OUTPUT_MASK": str(tmp_path / "otsu.tif")})
+    window = vv[20:50, 10:30]   # rows from 4200000 - 200 m down, columns from 500000 + 100 m
+    assert out["THRESHOLD_DB"] == pytest.approx(otsu_threshold(window), abs=1e-4)
+    assert out["THRESHOLD_DB"] != pytest.approx(otsu_threshold(vv), abs=0.1)
+    want = np.where(np.isfinite(window), window <= out["THRESHOLD_DB"], 255).astype(np.uint8)
+    np.testing.assert_array_equal(read_raster(out["OUTPUT_MASK"]), want)
+
+
 def test_otsu_takes_the_no_data_set_in_qgis_on_a_vv_only_layer(provider, tmp_path, qgis_new_project):
     """A no-data value set on a single-band VV layer in QGIS did not reach the backend (a
     VV/VH stack's did): its pixels were thresholded as backscatter."""
@@ -322,6 +386,14 @@ def test_mapwater_refuses_a_model_whose_card_does_not_match(provider, models, tw
     with pytest.raises(QgsProcessingException, match=r"mismatch\.onnx.*does not match its card"):
         processing.run("sarflood:mapwater", {"INPUT": str(two_band_scene), "MODEL": str(models["mismatch"]),
                                              "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    gone = tmp_path / "gone.onnx"
+    for given, said in (({"MODEL": str(gone)}, f"Model: {gone} does not exist"),
+                        ({"MODEL": str(models["threshold"]),   # a rectangle of no width
+                          "EXTENT": "500100,500100,4199500,4199800 [EPSG:32630]"},
+                         "Extent: the rectangle is empty")):
+        with pytest.raises(QgsProcessingException, match=f"^{re.escape(said)}$"):
+            processing.run("sarflood:mapwater", {"INPUT": str(two_band_scene), **given,
+                                                 "OUTPUT_MASK": str(tmp_path / "m.tif")})
     assert list(tmp_path.glob("m*")) == []
 
 
@@ -373,6 +445,37 @@ def test_cancel_stops_the_backend_and_leaves_no_output(provider, tmp_path):
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("algorithm", ["sarflood:otsu", "sarflood:threshold"])
+def test_a_cancelled_run_leaves_the_output_there_before_it(provider, models, tmp_path, algorithm):
+    """Cancelled as its backend starts, a run into an existing output leaves that file as it
+    was, and nothing beside it."""
+    import processing
+
+    vv, vh = _scene_arrays(seed=4)
+    scene = write_raster(tmp_path / "scene.tif", [vv, vh], descriptions=["VV", "VH"])
+    probability = processing.run("sarflood:mapwater", {
+        "INPUT": str(scene), "MODEL": str(models["threshold"]),
+        "OUTPUT_MASK": str(tmp_path / "m.tif"), "OUTPUT_PROBABILITY": str(tmp_path / "p.tif")}
+    )["OUTPUT_PROBABILITY"]
+    out = tmp_path / "out" / "mask.tif"
+    out.parent.mkdir()
+    given = ({"INPUT": str(scene), "OUTPUT_MASK": str(out)} if algorithm == "sarflood:otsu" else
+             {"INPUT": probability, "THRESHOLD": 0.3, "OUTPUT": str(out)})
+
+    class CancelAsTheBackendStarts(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802 (QGIS's name)
+            super().pushInfo(info)
+            if info.startswith("backend: "):   # said just before the child starts
+                self.cancel()
+
+    processing.run(algorithm, given)
+    before = out.read_bytes()
+    with pytest.raises(QgsProcessingException,
+                       match="^cancelled: the backend was stopped and wrote no output$"):
+        processing.run(algorithm, given, feedback=CancelAsTheBackendStarts())
+    assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == ["mask.tif"]
+
+
 def test_otsu_on_the_real_chip(provider, real_chips, tmp_path):
     import processing
 
@@ -382,7 +485,8 @@ def test_otsu_on_the_real_chip(provider, real_chips, tmp_path):
     got = read_raster(out["OUTPUT_MASK"])
     valid = np.isfinite(vv)
     t = out["THRESHOLD_DB"]
-    assert -30 < t < 0
+    assert t == pytest.approx(otsu_threshold(np.where(np.isfinite(read_raster(chip)).all(0), vv,
+                                                      np.nan)), abs=1e-4)
     np.testing.assert_array_equal(got[~valid], 255)
     np.testing.assert_array_equal(got[valid], (vv[valid] < t).astype(np.uint8))
     # a share of area: on this EPSG:4326 grid a pixel's area goes with cos(latitude) of its row
@@ -423,6 +527,55 @@ def test_outputs_loaded_by_processing_get_the_plugin_styles(provider, models, tw
     assert isinstance(mask.renderer(), QgsPalettedRasterRenderer)
     assert {c.value for c in mask.renderer().classes()} == {0, 1}
     assert isinstance(layers[out["OUTPUT_PROBABILITY"]].renderer(), QgsSingleBandPseudoColorRenderer)
+
+
+def test_the_other_algorithms_outputs_are_loaded_styled_and_empty_ones_are_not(
+        provider, models, two_band_scene, real_chips, tmp_path, qgis_new_project):
+    """Otsu's, threshold's and correctmask's masks and floodextent's classes loaded in the
+    plugin's palettes (a flood extent shown as grey 0, 1, 2 says nothing); an all-no-data
+    mask written but kept off the map, as mapwater's (correctmask loaded it)."""
+    import processing
+    from qgis.core import QgsPalettedRasterRenderer, QgsProject
+
+    def run(algorithm: str, parameters: dict) -> dict:
+        return processing.runAndLoadResults(algorithm, parameters, feedback=feedback)
+
+    def palette(path: str) -> set[int]:
+        [layer] = [layer for layer in QgsProject.instance().mapLayers().values()
+                   if layer.source() == path]
+        assert isinstance(layer.renderer(), QgsPalettedRasterRenderer), path
+        return {c.value for c in layer.renderer().classes()}
+
+    feedback = WarningsFeedback()
+    mapped = processing.run("sarflood:mapwater", {
+        "INPUT": str(two_band_scene), "MODEL": str(models["threshold"]),
+        "OUTPUT_MASK": str(tmp_path / "m.tif"), "OUTPUT_PROBABILITY": str(tmp_path / "p.tif")})
+    otsu = run("sarflood:otsu", {"INPUT": str(two_band_scene), "OUTPUT_MASK": str(tmp_path / "o.tif")})
+    at = run("sarflood:threshold", {"INPUT": mapped["OUTPUT_PROBABILITY"], "THRESHOLD": 0.3,
+                                    "OUTPUT": str(tmp_path / "t.tif")})
+    fixes = QgsVectorLayer("Polygon?crs=EPSG:32630&field=water:integer", "fixes", "memory")
+    corrected = run("sarflood:correctmask", {"INPUT": otsu["OUTPUT_MASK"], "CORRECTIONS": fixes,
+                                             "OUTPUT": str(tmp_path / "c.tif")})
+    extent = run("sarflood:floodextent", {"POST": otsu["OUTPUT_MASK"], "PRE": at["OUTPUT"],
+                                          "OUTPUT": str(tmp_path / "f.tif")})
+    assert [palette(path) for path in (otsu["OUTPUT_MASK"], at["OUTPUT"], corrected["OUTPUT"])] \
+        == [{0, 1}] * 3
+    assert palette(extent["OUTPUT"]) == {0, 1, 2}
+    assert feedback.warnings == []
+
+    loaded = dict(QgsProject.instance().mapLayers())
+    nothing = processing.run("sarflood:mapwater", {
+        "INPUT": str(real_chips / "S1Hand" / "Paraguay_34417_S1Hand.tif"),
+        "MODEL": str(models["threshold"]), "OUTPUT_MASK": str(tmp_path / "m0.tif"),
+        "OUTPUT_PROBABILITY": str(tmp_path / "p0.tif")})
+    empty = [run("sarflood:threshold", {"INPUT": nothing["OUTPUT_PROBABILITY"],
+                                        "OUTPUT": str(tmp_path / "t0.tif")})["OUTPUT"],
+             run("sarflood:correctmask", {"INPUT": nothing["OUTPUT_MASK"], "CORRECTIONS": fixes,
+                                          "OUTPUT": str(tmp_path / "c0.tif")})["OUTPUT"]]
+    assert dict(QgsProject.instance().mapLayers()) == loaded
+    assert feedback.warnings == [f"Not added to the map, having no valid pixel: {path}"
+                                 for path in empty]
+    assert all(Path(path).exists() for path in empty)
 
 
 def test_mapwater_extent_in_another_crs(provider, models, tmp_path):
@@ -497,6 +650,7 @@ def test_otsu_on_a_generated_bimodal_scene(provider, tmp_path):
     scene = write_raster(tmp_path / "scene.tif", [vv, vh], descriptions=["VV", "VH"])
     out = processing.run("sarflood:otsu", {"INPUT": str(scene), "OUTPUT_MASK": str(tmp_path / "o.tif")})
     t = out["THRESHOLD_DB"]
+    assert t == pytest.approx(otsu_threshold(vv), abs=1e-4)
     assert -22.0 < t < -12.0  # between the water and the land modes
     valid = np.isfinite(vv)
     expected = np.where(valid, (vv < t).astype(np.uint8), 255)

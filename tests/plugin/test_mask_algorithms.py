@@ -74,6 +74,17 @@ def _utm_area_m2(pixels: int) -> float:
     return pixels * PIXEL * PIXEL / 0.9996 ** 2
 
 
+def _pixels_in(shape: dict) -> int:
+    """The pixels a polygon of rasterio's ``shapes`` covers (pixel coordinates): its
+    rings' areas by the shoelace formula, the holes' taken off."""
+    def ring_area(ring) -> float:
+        x, y = np.array(ring, float).T
+        return abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])) / 2
+
+    outer, *holes = shape["coordinates"]
+    return round(ring_area(outer) - sum(map(ring_area, holes)))
+
+
 def test_vectorize_keeps_pieces_above_the_mapping_unit(provider, tmp_path):
     import processing
 
@@ -93,6 +104,17 @@ def test_vectorize_keeps_pieces_above_the_mapping_unit(provider, tmp_path):
     kept = sorted(f["area_m2"] for f in QgsVectorLayer(everything["OUTPUT"], "a", "ogr").getFeatures())
     assert kept == pytest.approx([_utm_area_m2(4), _utm_area_m2(400)], rel=2e-4)
     assert (everything["DROPPED_COUNT"], everything["DROPPED_AREA_M2"]) == (0, 0)
+    # a piece of exactly the smallest area asked for is kept
+    at_the_unit = processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": kept[0],
+                                                        "OUTPUT": str(tmp_path / "unit.gpkg")})
+    assert (at_the_unit["POLYGON_COUNT"], at_the_unit["DROPPED_COUNT"]) == (2, 0)
+
+    # another value of the mask: the dry land, one polygon around the water's holes
+    dry = processing.run("sarflood:vectorize", {"INPUT": str(path), "VALUE": 0, "MIN_AREA_M2": 0,
+                                                "OUTPUT": str(tmp_path / "dry.gpkg")})
+    areas = [f["area_m2"] for f in QgsVectorLayer(dry["OUTPUT"], "d", "ogr").getFeatures()]
+    assert dry["POLYGON_COUNT"] == 1 == len(areas)
+    assert areas[0] == pytest.approx(_utm_area_m2(90 * 100 - 404), rel=2e-4)
 
 
 def test_vectorize_keeps_no_memory_layer_and_leaves_no_step_behind(provider, tmp_path):
@@ -117,10 +139,13 @@ def test_vectorize_keeps_no_memory_layer_and_leaves_no_step_behind(provider, tmp
     steps = context.temporaryLayerStore().mapLayers().values()
     assert [layer.name() for layer in steps if layer.providerType() == "memory"] == []
     assert set(os.listdir(temp)) - before == set()
-    # every water piece (4-connected, as gdal:polygonize draws them) kept or counted
-    pieces = sum(1 for _, value in shapes(specks, connectivity=4) if value == 1)
-    assert out["POLYGON_COUNT"] + out["DROPPED_COUNT"] == pieces
-    assert out["DROPPED_COUNT"] > 100 and out["POLYGON_COUNT"] > 0
+    # every water piece (4-connected, as gdal:polygonize draws them) kept or counted: 2 px
+    # are 200.2 m² (UTM's scale factor), under the 250 asked for, 3 px 300.2, over it
+    pixels = [_pixels_in(shape) for shape, value in shapes(specks, connectivity=4) if value == 1]
+    small = [n for n in pixels if n <= 2]
+    assert out["POLYGON_COUNT"] == len(pixels) - len(small)
+    assert out["DROPPED_COUNT"] == len(small) > 100
+    assert out["DROPPED_AREA_M2"] == pytest.approx(_utm_area_m2(sum(small)), rel=2e-4)
 
 
 def test_vectorize_counts_the_file_it_wrote_when_the_project_shows_it(provider, qgis_new_project,
@@ -190,6 +215,47 @@ def test_flood_extent_against_a_pre_event_mask_on_another_grid(provider, tmp_pat
     assert out["FLOODED_AREA_KM2"] == pytest.approx(flooded * PIXEL * PIXEL / 1e6, rel=1e-9)
 
 
+def test_flood_extent_against_a_pre_event_mask_in_another_crs(provider, tmp_path):
+    """A pre-event mask in UTM 31N over a post-event one in 30N (grids rotated 6 degrees
+    apart): taken onto the post-event grid, not laid pixel on pixel. Nearest-neighbour
+    twice may move an edge by a pixel; the inside of each part is exact."""
+    import processing
+    from osgeo import gdal
+
+    post_path, post = _mask(tmp_path)
+    pre = np.zeros((100, 100), np.uint8)
+    pre[10:20, 10:30] = 1   # the square's top half was water before
+    pre_30n = write_raster(tmp_path / "pre_30n.tif", [pre], nodata=255)
+    pre_31n = str(tmp_path / "pre_31n.tif")
+    gdal.Warp(pre_31n, str(pre_30n), dstSRS="EPSG:32631", resampleAlg="near", xRes=5.0, yRes=5.0)
+    out = processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": pre_31n,
+                                                  "OUTPUT": str(tmp_path / "flood.tif")})
+    got = read_raster(out["OUTPUT"])
+    assert (got[11:19, 11:29] == 2).all() and (got[21:30, 10:30] == 1).all()
+    before = np.argwhere(got == 2)
+    assert (before.min(axis=0) >= 9).all() and (before.max(axis=0) <= [20, 30]).all()
+    assert abs(len(before) - 200) <= 20   # 10 x 20 pixels, give or take an edge row
+
+
+def test_flood_extent_says_a_pre_event_mask_covers_part_and_leaves_the_rest_no_data(provider, tmp_path):
+    import processing
+
+    from .test_map_water import WarningsFeedback
+
+    post_path, post = _mask(tmp_path)
+    # the west half of the post-event mask's ground, all dry before
+    half = write_raster(tmp_path / "west.tif", [np.zeros((100, 50), np.uint8)], nodata=255)
+    feedback = WarningsFeedback()
+    out = processing.run("sarflood:floodextent", {"POST": str(post_path), "PRE": str(half),
+                                                  "OUTPUT": str(tmp_path / "flood.tif")},
+                         feedback=feedback)
+    assert feedback.warnings == ["Pre-event mask 'west' covers only part of the post-event mask: "
+                                 "the rest is no data in the flood extent"]
+    got = read_raster(out["OUTPUT"])
+    assert (got[:, 50:] == 255).all()
+    np.testing.assert_array_equal(got[:, :50], post[:, :50])   # all new water, or dry, or no data
+
+
 def test_flood_extent_area_on_a_geographic_grid_is_exact_per_row(provider, tmp_path):
     """EPSG:4326, 600 rows of 0.002 deg (50.6 N to 49.4 N), more new water in the north."""
     import processing
@@ -238,6 +304,9 @@ def test_flood_extent_minus_permanent_water_in_another_crs(provider, tmp_path):
     expected[10:15, 10:30] = 2
     expected[post == 255] = 255
     np.testing.assert_array_equal(got, expected)
+    flooded = int((expected == 1).sum())
+    assert out["FLOODED_PIXELS"] == flooded
+    assert out["FLOODED_AREA_KM2"] == pytest.approx(flooded * PIXEL * PIXEL / 1e6, rel=1e-9)
 
 
 def test_flood_extent_refuses_bad_inputs(provider, tmp_path):
@@ -425,7 +494,8 @@ def test_zonal_water_per_polygon(provider, tmp_path):
         assert rows[name]["valid_px"] == valid
         assert rows[name]["water_px"] == water
         assert rows[name]["water_frac"] == pytest.approx(water / valid)
-        assert rows[name]["water_km2"] == pytest.approx(_utm_area_m2(water) / 1e6, rel=1e-3)
+        # on UTM a polygon is one piece, its pixels' area measured whole
+        assert rows[name]["water_km2"] == pytest.approx(_utm_area_m2(water) / 1e6, rel=1e-5)
 
     # run again on its own output with another mask: the fields are replaced, not kept
     # (QgsFields.append refused the duplicates and the first run's numbers came back)
@@ -442,6 +512,42 @@ def test_zonal_water_per_polygon(provider, tmp_path):
     with pytest.raises(QgsProcessingException, match="'undeclared' holds values from 0 to 255"):
         processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(undeclared),
                                                "OUTPUT": "memory:"})
+
+
+def test_zonal_water_takes_polygons_in_another_crs_to_the_masks(provider, tmp_path):
+    """Zones in WGS 84 (administrative areas, most often) over a UTM mask: taken to the
+    mask's CRS, they count its pixels; untransformed, every zone counted none without a
+    word. A zone off the mask has no water share (NULL), not 0 %."""
+    import processing
+    from qgis.core import NULL, QgsCoordinateTransform, QgsProject
+
+    path, a = _mask(tmp_path)
+    x0, y0 = ORIGIN
+    to_wgs84 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32630"),
+                                      QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    zones = QgsVectorLayer("Polygon?crs=EPSG:4326&field=name:string", "zones", "memory")
+    features = []
+    # 1 m inside the pixel edges: a bent edge stays 4 m from any pixel centre
+    for name, rect in (("north", (x0 + 1, y0 - 399, x0 + 999, y0 - 1)),
+                       ("south", (x0 + 1, y0 - 999, x0 + 999, y0 - 401)),
+                       ("off the mask", (x0 + 5000, y0 - 1000, x0 + 6000, y0))):
+        feature = QgsFeature(zones.fields())
+        geometry = QgsGeometry.fromRect(QgsRectangle(*rect))
+        geometry.transform(to_wgs84)
+        feature.setGeometry(geometry)
+        feature.setAttributes([name])
+        features.append(feature)
+    zones.dataProvider().addFeatures(features)
+    out = processing.run("sarflood:zonalwater", {"POLYGONS": zones, "MASK": str(path),
+                                                 "OUTPUT": "memory:"})["OUTPUT"]
+    assert out.crs().authid() == "EPSG:4326"   # the zones as they were given
+    rows = {f["name"]: f for f in out.getFeatures()}
+    for name, block in (("north", a[:40]), ("south", a[40:])):
+        assert (rows[name]["valid_px"], rows[name]["water_px"]) == (int((block != 255).sum()),
+                                                                    int((block == 1).sum()))
+    off = rows["off the mask"]
+    assert (off["valid_px"], off["water_px"], off["water_km2"]) == (0, 0, 0)
+    assert off["water_frac"] == NULL
 
 
 def _features_layer(spec: str, rows) -> QgsVectorLayer:
@@ -481,7 +587,7 @@ def test_zonal_water_replaces_its_fields_in_any_case_and_writes_every_polygon(pr
             "NAME", "valid_px", "water_px", "water_frac", "water_km2"], name
         [row] = list(layer.getFeatures())
         assert (row["valid_px"], row["water_px"]) == (valid, water), name
-        assert row["water_km2"] == pytest.approx(_utm_area_m2(water) / 1e6, rel=1e-3), name
+        assert row["water_km2"] == pytest.approx(_utm_area_m2(water) / 1e6, rel=1e-5), name
 
     merged = _features_layer("Polygon?crs=EPSG:32630&field=fid:long&field=name:string", [
         ([fid, f"{name}{fid}"], (x0 + 500 * k, y0 - 500 * fid, x0 + 500 * (k + 1), y0 - 500 * (fid - 1)))
@@ -562,6 +668,58 @@ def test_correct_mask_burns_water_and_dry_polygons(provider, tmp_path):
     kept = tmp_path / "fixed.corrections.geojson"
     assert str(kept) in gdal.Open(out["OUTPUT"]).GetMetadataItem("SARFLOOD_CORRECTIONS")
     assert len(json.loads(kept.read_text())["features"]) == 3
+
+
+def test_correct_mask_reads_the_field_it_is_given(provider, tmp_path):
+    """An analyst's layer with its own column of classes beside a 'water' one that says
+    otherwise: the FIELD chosen is the one burnt in."""
+    import processing
+
+    path, a = _mask(tmp_path)
+    x0, y0 = ORIGIN
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32630&field=water:integer&field=checked:integer",
+                           "fixes", "memory")
+    feature = QgsFeature(layer.fields())
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0 + 600, y0 - 700, x0 + 700, y0 - 600)))
+    feature.setAttributes([0, 1])   # 'water' says dry, 'checked' says water
+    layer.dataProvider().addFeatures([feature])
+    out = processing.run("sarflood:correctmask", {"INPUT": str(path), "CORRECTIONS": layer,
+                                                  "FIELD": "checked", "OUTPUT": str(tmp_path / "c.tif")})
+    want = a.copy()
+    want[60:70, 60:70] = 1
+    np.testing.assert_array_equal(read_raster(out["OUTPUT"]), want)
+    assert out["CORRECTED_PIXELS"] == 100
+
+
+def test_a_cancelled_correct_mask_puts_back_the_polygons_it_replaced(provider, tmp_path):
+    """The polygons of the run before, kept beside its corrected mask, are replaced before
+    the backend runs: cancelled then (as the new polygons are written), the run leaves the
+    mask and its polygons as they were, and nothing beside them."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class CancelOnceWritten(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802 (QGIS's name)
+            super().pushInfo(info)
+            if " correction polygons, kept in " in info:
+                self.cancel()
+
+    path, _ = _mask(tmp_path)
+    x0, y0 = ORIGIN
+
+    def correct(water: int, feedback=None) -> dict:
+        fixes = _rect_layer("EPSG:32630", [(water, (x0 + 600, y0 - 700, x0 + 700, y0 - 600))],
+                            "water:integer", "fixes")
+        return processing.run("sarflood:correctmask", {
+            "INPUT": str(path), "CORRECTIONS": fixes, "OUTPUT": str(tmp_path / "fixed.tif")},
+            feedback=feedback)
+
+    correct(1)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(QgsProcessingException,
+                       match="^cancelled: the backend was stopped and wrote no output$"):
+        correct(0, CancelOnceWritten())
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_correct_mask_says_which_feature_is_wrong(provider, tmp_path):

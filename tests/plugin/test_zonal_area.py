@@ -75,7 +75,8 @@ def _check(row, inside: np.ndarray, a: np.ndarray, epsg: int) -> None:
     water = inside & (a == 1)
     assert row["valid_px"] == int((inside & (a != 255)).sum())
     assert row["water_px"] == int(water.sum())
-    assert row["water_km2"] == pytest.approx(_true_km2(epsg, water.sum(axis=1)), rel=3e-3)
+    # each strip's pixel areas differ by under STRIP_SPREAD (0.2 %), measured at its middle
+    assert row["water_km2"] == pytest.approx(_true_km2(epsg, water.sum(axis=1)), rel=1e-3)
 
 
 @pytest.mark.parametrize("epsg", [4326, 3857])

@@ -1,7 +1,8 @@
 """Run by ``torchrun`` in test_ddp.py: one tiny DDP training on in-memory chips, precise
 batch norm as GPU DDP runs it, and one gradient of each loss on a fixed global batch.
 
-Each rank saves what it ended with to ``OUT/rank<r>.pt`` so the test can compare them.
+Each rank saves what it ended with, and the weights its training started from, to
+``OUT/rank<r>.pt`` so the test can compare them.
 """
 import copy
 import sys
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from training import ddp
+from training import train as train_module
 from training.losses import distillation_loss, edge_weighted_ce
 from training.precise_bn import batchnorm_layers, calibration_batches, recalibrate
 from training.train import train
@@ -59,6 +61,13 @@ def main(out: Path) -> None:
     run = tiny_run(arch="deeplabv3plus_xception65", width=0.125, steps=4, eval_every=2,
                    precise_bn_chips=4)
     data = tiny_data()
+    build, initial = train_module.build_model, {}
+
+    def build_and_keep(spec):   # the network's weights as train() built them
+        net = build(spec)
+        initial.update({k: v.clone() for k, v in net.state_dict().items()})
+        return net
+    train_module.build_model = build_and_keep
     summary, model = train(run, data, out / "run", d=d, progress=False)
     # the layers GPU DDP gives the model (ddp.wrap): the same statistics as plain BN,
     # and no collective (on CPU they would refuse to synchronise)
@@ -68,7 +77,7 @@ def main(out: Path) -> None:
     recalibrate(plain, calib)
     recalibrate(sync, calib)
     torch.save({"summary": summary, "world": d.world, "rank": d.rank,
-                "state": model.state_dict(), "plain_bn": bn_buffers(plain),
+                "initial": initial, "state": model.state_dict(), "plain_bn": bn_buffers(plain),
                 "sync_bn": bn_buffers(sync), "grads": loss_gradients(global_batch(), d)},
                out / f"rank{d.rank}.pt")
     ddp.teardown(d)

@@ -35,9 +35,11 @@ def test_two_gloo_processes_train_in_step(ranks):
     # gradients were averaged across ranks and precise BN ran on both: the replicas hold
     # the same weights and batch-norm statistics, and the weights moved away from the
     # (seeded, shared) initial ones
-    assert r0["state"].keys() == r1["state"].keys()
+    assert r0["state"].keys() == r1["state"].keys() == r0["initial"].keys()
     for k, v in r0["state"].items():
         assert torch.equal(v, r1["state"][k]), k
+        assert torch.equal(r0["initial"][k], r1["initial"][k]), k
+        assert not torch.equal(v, r0["initial"][k]), k
     last = load_checkpoint(out / "run" / "last.pt")
     assert last["step"] == 4
     for k, v in last["model"].items():

@@ -3,6 +3,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -10,6 +11,7 @@ import pytest
 import rasterio
 from affine import Affine
 
+from backend.otsu import otsu_threshold
 from training import evaluate
 from training.cli import main
 from training.data.io import read_label, read_s1
@@ -79,37 +81,55 @@ def test_otsu_matches_an_independent_otsu(data):
     assert board.summary()["iou"] == pytest.approx(mine.summary()["iou"], abs=0.01)
 
 
-def test_otsu_per_event_pools_the_events_chips(data):
+def test_otsu_per_event_pools_the_events_chips(data, tmp_path):
     test, _ = evaluate.load_split(data, "test")            # one chip: its event's histogram is its own
     per_chip = evaluate.evaluate(test, evaluate.otsu("VH")).summary()
     per_event = evaluate.evaluate(test, evaluate.otsu("VH", "event")).summary()
     assert per_event["tp"] == per_chip["tp"] and per_event["fp"] == per_chip["fp"]
-    train, _ = evaluate.load_split(data, "train")
+    # the fixture's splits hold one chip per event: a second chip of the first chip's
+    # event, its VV 3 dB brighter, gives that event two different histograms
+    first, other = evaluate.load_split(data, "train")[0][:2]
+    assert evaluate.event_of(first.chip_id) != evaluate.event_of(other.chip_id)
+    brighter = tmp_path / "brighter_S1Hand.tif"
+    with rasterio.open(first.s1) as src:
+        profile, bands = src.profile, src.read()
+    bands[0] += 3
+    with rasterio.open(brighter, "w", **profile) as dst:
+        dst.write(bands)
+    second = replace(first, chip_id=f"{evaluate.event_of(first.chip_id)}_999999", s1=brighter)
+    chips = [first, second, other]
+    vv = {c.chip_id: read_s1(c.s1)[0] for c in chips}
+    own = {c.chip_id: otsu_threshold(vv[c.chip_id]) for c in chips}
+    pooled = np.concatenate([vv[first.chip_id], vv[second.chip_id]])
+    threshold = otsu_threshold(pooled)
+    assert threshold == pytest.approx(brute_force_otsu(pooled), abs=0.1)
+    assert own[first.chip_id] < threshold < own[second.chip_id]
     method = evaluate.otsu("VV", "event")
-    method.prepare(train)
-    by_event = {}
-    for chip in train:
-        s1 = read_s1(chip.s1)
-        pred = method.predict(chip, s1)
-        # one threshold per event: every water pixel is darker than every dry one across its chips
-        by_event.setdefault(evaluate.event_of(chip.chip_id), []).append((s1[0][pred == 1], s1[0][pred == 0]))
-    for parts in by_event.values():
-        water = np.concatenate([w for w, _ in parts])
-        dry = np.concatenate([d for _, d in parts])
-        assert water.size and dry.size and water.max() < dry.min()
+    method.prepare(chips)
+    for c in chips:
+        # the event's two chips at the pooled threshold; the other chip, alone in its
+        # event, at its own
+        t = own[c.chip_id] if c is other else threshold
+        want = (vv[c.chip_id] <= t).astype(np.int8)
+        assert c is other or (want != (vv[c.chip_id] <= own[c.chip_id])).any()
+        np.testing.assert_array_equal(method.predict(c, read_s1(c.s1)), want, err_msg=c.chip_id)
     with pytest.raises(ValueError, match="unknown Otsu scope"):
         evaluate.otsu("VV", "scene")
 
 
-def test_model_through_the_backend_matches_its_rule(data, tmp_path):
+# p = sigmoid(-(VV + 15)) is above t where VV < -15 + ln((1 - t) / t)
+@pytest.mark.parametrize("threshold, below_db", [(None, -15.0), (0.3, -15.0 + np.log(0.7 / 0.3))])
+def test_model_through_the_backend_matches_its_rule(data, tmp_path, threshold, below_db):
     path = tmp_path / "threshold.onnx"
-    onnx.save(threshold_model(), path)            # water where VV < -15 dB
+    onnx.save(threshold_model(), path)            # water where VV < -15 dB at the card's 0.5
     chips, _ = evaluate.load_split(data, "test")
-    board = evaluate.evaluate(chips, evaluate.model(path, tmp_path, device="cpu"))
+    board = evaluate.evaluate(chips, evaluate.model(path, tmp_path, device="cpu",
+                                                    threshold=threshold))
     direct = Scoreboard()
     for chip in chips:
         s1 = read_s1(chip.s1)
-        direct.add(chip.chip_id, (s1[0] < -15).astype(np.int8), read_label(chip.label), np.isfinite(s1).all(0))
+        direct.add(chip.chip_id, (s1[0] < below_db).astype(np.int8), read_label(chip.label),
+                   np.isfinite(s1).all(0))
     assert board.summary()["iou"] == pytest.approx(direct.summary()["iou"], abs=1e-4)
     assert board.summary()["tp"] == pytest.approx(direct.summary()["tp"], rel=1e-3)
 

@@ -3,6 +3,7 @@ feature distillation with SAR-to-optical reconstruction): their losses, on value
 whose result is known, and their runs: train, resume, hand over, export."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -102,7 +103,11 @@ def test_the_chip_classifier_is_selected_on_its_tile_accuracy(stage1):
     out, summary = stage1
     assert summary["iou_valid"] is None and 0.0 <= summary["accuracy_valid"] <= 1.0
     assert load_checkpoint(out / "best.pt")["best"]["accuracy_valid"] == summary["accuracy_valid"]
-    assert "valid step 3 accuracy" in (out / "train.log").read_text()
+    logged = [(int(step), float(value)) for step, value in
+              re.findall(r"valid step (\d+) accuracy (\S+)", (out / "train.log").read_text())]
+    assert [step for step, _ in logged] == [3, 6]
+    # the first of the best (max keeps the first of equals)
+    assert (summary["best_step"], summary["accuracy_valid"]) == max(logged, key=lambda sv: sv[1])
 
 
 def test_the_chip_classifier_is_not_exported(stage1, tmp_path):

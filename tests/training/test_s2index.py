@@ -31,3 +31,20 @@ def test_a_zero_in_a_band_the_rule_does_not_read_leaves_the_label():
         for r, c in holes:
             want[r, c] = -1
         np.testing.assert_array_equal(label, want)
+
+
+def test_s1f11_water_needs_mndwi_above_0_and_ndvi_below_0_2_and_clear_sky():
+    """Each pixel changes one band of a water pixel (MNDWI 0.06, NDVI 0.07): vegetated
+    water (NDVI on either side of 0.2), MNDWI exactly 0, blue exactly at the cloud
+    threshold (TOA 0.25) and just under it."""
+    columns = [({}, 1),
+               ({"B8": 3000}, 0),                  # NDVI 0.62: MNDWI > 0 alone is not water
+               ({"B8": 1035}, 1), ({"B8": 1065}, 0),   # NDVI 0.193, 0.207
+               ({"B11": 900}, 0),                  # MNDWI 0: not above 0
+               ({"B2": 2500}, -1), ({"B2": 2499}, 1)]
+    s2 = _stack(np.zeros((1, len(columns)), bool))
+    for c, (bands, _) in enumerate(columns):
+        for band, value in {"B2": 600, "B3": 900, "B4": 700, "B8": 800, "B11": 800,
+                            **bands}.items():
+            s2[S2_BANDS.index(band), 0, c] = value
+    np.testing.assert_array_equal(s2index.s1f11_weak(s2)[0], [want for _, want in columns])

@@ -65,19 +65,81 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path):
     assert summary["best_step"] in (3, 6)
 
 
+def test_best_pt_is_the_first_best_validation_and_holds_its_weights(tmp_path):
+    # a few scored pixels per validation chip: IoUs that rise, fall back and tie, so
+    # that keeping the last validation, or the last of equal ones, picks another step
+    data = tiny_data()
+    scored = torch.zeros(48, 48, dtype=torch.bool)
+    scored[::12, ::12] = True
+    data.valid.label[:, ~scored] = -1
+    run = tiny_run(steps=10, eval_every=1, lr=0.3)
+    summary, _ = train(run, data, tmp_path / "run", progress=False)
+    ious = [float(v) for v in
+            re.findall(r"valid step \d+ iou (\S+)", (tmp_path / "run" / "train.log").read_text())]
+    assert len(ious) == 10
+    best_step = ious.index(max(ious)) + 1
+    assert best_step < 10 and ious.count(max(ious)) > 1, ious   # the premise above
+    assert summary["best_step"] == best_step and summary["iou_valid"] == max(ious)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["best"] == {"step": best_step, "iou_valid": max(ious)}
+    # the same run stopped at that step holds the weights best.pt must hold
+    with pytest.raises(Interrupted):
+        train(run, data, tmp_path / "there", progress=False, stop_at=best_step)
+    there = load_checkpoint(tmp_path / "there" / "last.pt")
+    assert there["step"] == best_step
+    for k, v in best["model"].items():
+        assert torch.equal(v, there["model"][k]), k
+
+
 def test_loss_falls_and_lr_decays_to_zero(tmp_path):
     train(tiny_run(steps=30, eval_every=30, lr=0.1), tiny_data(), tmp_path, progress=False)
     losses = step_losses(tmp_path)
     assert sum(list(losses.values())[-5:]) < sum(list(losses.values())[:5])
-    last_lr = re.findall(r"step 30 loss \S+ lr (\S+)", (tmp_path / "train.log").read_text())
-    assert float(last_lr[0]) == 0.0
+    lrs = {int(k): float(v) for k, v in
+           re.findall(r"step (\d+) loss \S+ lr (\S+)", (tmp_path / "train.log").read_text())}
+    assert sorted(lrs) == list(range(1, 31)) and lrs[30] == 0.0
+    # poly decay of power 0.9 (Appendix B), logged to 6 significant digits: at step 15
+    # linear decay gives 0.05, power 0.9 0.0536
+    for k, lr in lrs.items():
+        assert lr == pytest.approx(0.1 * (1 - k / 30) ** 0.9, rel=1e-5, abs=1e-12), k
 
 
-def test_distillation_student_trains_from_a_teacher(tmp_path):
+def test_distillation_student_trains_from_a_teacher(tmp_path, monkeypatch):
+    from training import train as train_module
+    from training.checkpoint import load_model
+    from training.losses import distillation_loss
+    from training.models import build_model
+
     train(tiny_run("teacher"), tiny_data(), tmp_path / "teacher", progress=False)
-    summary, _ = train(tiny_run("student"), tiny_data(pools=2), tmp_path / "student",
+    initial = []   # the student's weights as train() built them, before its first step
+
+    def build_and_keep(spec):
+        net = build_model(spec)
+        initial.append({k: v.clone() for k, v in net.state_dict().items()})
+        return net
+    monkeypatch.setattr(train_module, "build_model", build_and_keep)
+    run, data = tiny_run("student"), tiny_data(pools=2)
+    summary, _ = train(run, data, tmp_path / "student",
                        teacher=tmp_path / "teacher" / "best.pt", progress=False)
     assert summary["method"] == "student" and len(step_losses(tmp_path / "student")) == 6
+    assert len(initial) == 1
+
+    # step 1's loss, made again: the initial student on step 0's batch against the
+    # teacher's class probabilities on the teacher's own input (S1 + S2)
+    student = build_model(run.model_spec)
+    student.load_state_dict(initial[0])
+    teacher, _ = load_model(tmp_path / "teacher" / "best.pt")
+    batch = StepBatches(data.pools, run.config.batch_size,
+                        train_module.batch_builder(run.method, run.config, 1.0),
+                        run.seed, run.config.steps)[0]
+    with torch.no_grad():
+        logits = student.train()(batch["x"])
+        p_teacher = torch.softmax(teacher(batch["x_teacher"]), dim=1)
+        loss = distillation_loss(logits, p_teacher, batch["valid"]).item()
+        flipped = distillation_loss(logits, p_teacher.flip(1), batch["valid"]).item()
+    logged = step_losses(tmp_path / "student")[1]
+    assert logged == pytest.approx(loss, abs=2e-6)
+    assert abs(flipped - logged) > 0.01   # the teacher's classes swapped would show
 
 
 def test_teacher_of_another_architecture_is_refused_before_training(tmp_path):
@@ -150,15 +212,31 @@ def test_step_batches_are_independent_of_the_process_count():
         StepBatches(pools, 6, build, seed=5, steps=10, world=2)
 
 
-def test_a_16m_model_trains_on_10m_chips_and_is_scored_at_their_grid(tmp_path):
-    from training.train import predict_probability
+def test_a_16m_model_trains_on_10m_chips_and_is_scored_at_their_grid(tmp_path, monkeypatch):
+    from training import train as train_module
+    from training.checkpoint import load_model
+    from training.train import predict_probability, score
+
+    real_builder, scales = train_module.batch_builder, []
+
+    def builder_noting_its_scale(method, cfg, scale):   # model pixels per chip pixel
+        scales.append(scale)
+        return real_builder(method, cfg, scale)
+    monkeypatch.setattr(train_module, "batch_builder", builder_noting_its_scale)
+    data = tiny_data()
     summary, model = train(tiny_run(pixel_size_m=16.0, tile_size=320, tile_margin=32),
-                           tiny_data(), tmp_path, progress=False)
+                           data, tmp_path, progress=False)
+    assert scales == [10 / 16]
     x = torch.rand(2, 2, 48, 80)
     p = predict_probability(model.eval(), x, scale=10 / 16)
-    assert p.shape == (2, 48, 80) and summary["iou_valid"] is not None
+    assert p.shape == (2, 48, 80)
     doc = load_checkpoint(tmp_path / "best.pt")
     assert doc["run"]["config"]["pixel_size_m"] == 16.0
+    # validation scored best.pt at that scale too; at the chips' own grid it scores otherwise
+    best, _ = load_model(tmp_path / "best.pt")
+    iou = {s: score(best, data.valid, ("s1",), 4, torch.device("cpu"), s).summary()["iou"]
+           for s in (10 / 16, 1.0)}
+    assert summary["iou_valid"] == iou[10 / 16] != iou[1.0]
 
 
 def test_config_presets_and_overrides():
