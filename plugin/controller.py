@@ -9,7 +9,7 @@ open now, and the message says where the files are.
 """
 from __future__ import annotations
 
-from qgis.core import Qgis, QgsApplication, QgsMessageLog
+from qgis.core import Qgis, QgsMessageLog
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
@@ -21,7 +21,7 @@ from .gui.run_dialog import RunDialog, RunRequest, units_source_text
 from .layers import LayerError, ProjectWatch, add_run_layers, in_qgis_temporary_folder
 from .settings import python_setting
 from .summary import run_summary
-from .task import TAG, BackendTask, failure_details
+from .task import TAG, BackendTask, add_task, failure_details
 
 
 class RunController(QObject):
@@ -52,7 +52,7 @@ class RunController(QObject):
         self.task = task
         dialog.set_running(True)
         dialog.show_status("Running in the background; QGIS stays usable.")
-        QgsApplication.taskManager().addTask(task)
+        add_task(task)
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -128,7 +128,7 @@ class RunController(QObject):
             dialog.show_status("\n".join([done] + [f"Warning: {w}" for w in outcome.warnings]),
                                error=True)
             push_message(bar, f"{summary}. Warning: {' '.join(outcome.warnings)}",
-                  level=Qgis.MessageLevel.Warning)
+                         level=Qgis.MessageLevel.Warning)
         else:
             dialog.show_status(done)
             push_message(bar, summary, level=Qgis.MessageLevel.Success, duration=15)

@@ -9,13 +9,40 @@ after the status line has moved on.
 """
 from __future__ import annotations
 
+import time
+import traceback
 from typing import Any
 
-from qgis.core import Qgis, QgsMessageLog, QgsTask
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import QThreadPool, pyqtSignal
 
 from .backend_env import Interpreter, find_interpreter
-from .backend_process import TAG, BackendProcess, Outcome, QueryError, query_json
+from .backend_process import LOG_PANEL, TAG, BackendProcess, Outcome, QueryError, query_json
+
+
+# The longest the GUI waits for a free thread of Qt's pool to take a task just added.
+HANDOVER_S = 0.5
+
+
+def add_task(task: QgsTask) -> None:
+    """Add ``task`` to QGIS's task manager and, where Qt's thread pool has a free thread,
+    wait (up to :data:`HANDOVER_S`) until that thread has taken it.
+
+    Why: QGIS's task manager keeps the address of each task's runnable after the pool has
+    deleted it, and when that task's status changes it takes that address out of the pool's
+    queue (QThreadPool::tryTake, on the GUI thread). A task added meanwhile whose runnable
+    got the freed address, still waiting in the queue, is taken out and deleted: it stays
+    Queued for good (QGIS issue #53806; the stale pointer is in QGIS 3.22 and long after).
+    An Accept that never ended, in test runs on 2 cores, was this. Those calls run on the
+    GUI thread only, so none can come while it waits here; with no free thread the task
+    waits in the queue, as before."""
+    pool = QThreadPool.globalInstance()
+    free_thread = pool.activeThreadCount() < pool.maxThreadCount()
+    QgsApplication.taskManager().addTask(task)
+    deadline = time.monotonic() + HANDOVER_S
+    # status() leaves Queued in the pool thread, as it takes the task (QgsTask::start)
+    while free_thread and task.status() == QgsTask.TaskStatus.Queued and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 def log_line(level: str, text: str) -> None:
@@ -59,6 +86,16 @@ class BackendTask(QgsTask):
         self.message.connect(lambda level, text: log_line(level, f"[{run_name}] {text}"))
 
     def run(self) -> bool:  # worker thread
+        try:
+            return self._run()
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: said as such, its traceback logged
+            QgsMessageLog.logMessage(f"{self.description()}:\n{traceback.format_exc()}", TAG,
+                                     Qgis.MessageLevel.Critical)
+            self.outcome.error = (f"internal error in the plugin, please report it with the "
+                                  f"details in {LOG_PANEL}: {type(exc).__name__}: {exc}")
+            return False
+
+    def _run(self) -> bool:
         self.interpreter = find_interpreter(self.python_setting)
         if not self.interpreter.ok:
             self.outcome.error = self.interpreter.problem()

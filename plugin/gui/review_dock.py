@@ -37,7 +37,7 @@ from ..review_run import (ReviewRun, run_stem, save, save_hidden, save_threshold
                           saved_review, saved_threshold)
 from ..settings import python_setting
 from ..summary import area_text, valid_area, water_area_at
-from ..task import BackendTask, CorrectionsTask
+from ..task import BackendTask, CorrectionsTask, add_task
 from .message_text import MessageText, push_message
 
 STEPS = 100  # slider steps: thresholds 0.01 .. 0.99, the histogram's bin edges
@@ -431,9 +431,10 @@ class ReviewDock(QgsDockWidget):
         if saved is None:
             return
         if saved.run is None:
-            whose = (f"The review of '{saved.title}'" if len(saved.problems) == 1 else
-                     "None of the reviews saved in it")
-            self._drop(f"{whose} cannot be taken up in this project: {saved.why_not()}. {ELSEWHERE}")
+            said = (f"The review of '{saved.title}' cannot be taken up in this project"
+                    if len(saved.problems) == 1 else
+                    "None of the reviews saved in this project can be taken up")
+            self._drop(f"{said}: {saved.why_not()}. {ELSEWHERE}")
             return
         run = saved.run
         # the corrections layer chosen when it was saved, if the project has it still (set_run
@@ -933,7 +934,7 @@ class ReviewDock(QgsDockWidget):
             self._next_step(on_done, outcome)
 
         task.done.connect(finish)
-        QgsApplication.taskManager().addTask(task)
+        add_task(task)
         return task
 
     def _start_task(self, task, on_done: Callable[[str | None], None]) -> None:
@@ -949,7 +950,7 @@ class ReviewDock(QgsDockWidget):
             self._next_step(on_done, error)
 
         task.done.connect(finish)
-        QgsApplication.taskManager().addTask(task)
+        add_task(task)
 
     def _next_step(self, step: Callable, *args) -> None:
         """``step(*args)`` from the event loop, not from inside the finished() of the task
@@ -986,10 +987,13 @@ class ReviewDock(QgsDockWidget):
                 return
             self._busy.remove(keep)
             lines = [line for line in feedback.textLog().splitlines() if line.strip()]
-            self._next_step(on_done, ok, results, context, lines[-1] if lines else "no message")
+            # cancelled in QGIS's task list before it ran, the algorithm logs nothing: said
+            # so, not "no message" (cancelled while running, it says so itself)
+            error = lines[-1] if lines else "cancelled" if task.isCanceled() else "no message"
+            self._next_step(on_done, ok, results, context, error)
 
         task.executed.connect(finish)
-        QgsApplication.taskManager().addTask(task)
+        add_task(task)
         return True
 
     def cancel_tasks(self) -> None:

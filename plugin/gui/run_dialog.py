@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsCsException, QgsMapLayerProxyModel,
-                       QgsProcessingUtils, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer,
-                       QgsWkbTypes)
+from qgis.core import (QgsCoordinateTransform, QgsCsException, QgsMapLayerProxyModel, QgsProcessingUtils,
+                       QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer, QgsWkbTypes)
 from qgis.gui import (QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox,
                       QgsScrollArea)
 from qgis.PyQt import sip
@@ -38,7 +37,7 @@ from ..outputs import file_state
 from ..params import (DEVICES, UNITS, PredictParams, SceneInput, backend_path, free_output_paths,
                       output_stem)
 from ..settings import PYTHON_KEY, RunSettings, python_setting
-from ..task import QueryTask
+from ..task import QueryTask, add_task
 from .message_text import MessageText
 
 DEFAULT_MODEL_FILE = PLUGIN_ROOT / "resources" / "models" / "DEFAULT"
@@ -507,7 +506,7 @@ class RunDialog(QDialog):
             on_done(answer, error, task)
 
         task.done.connect(finish)
-        QgsApplication.taskManager().addTask(task)
+        add_task(task)
 
     def refresh_backend(self) -> None:
         """Ask which interpreter runs the backend and which devices it has; show the model card

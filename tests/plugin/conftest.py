@@ -125,6 +125,20 @@ def burnt_polygons(polygons, like) -> np.ndarray:
     return array
 
 
+def spoiling_python(folder: Path, command: str, spoilt: str) -> Path:
+    """A Python for the plugin's setting that runs the real backend, then, after a
+    ``command`` run (predict, finalize...), writes "not a GeoTIFF" over each file the shell
+    words ``spoilt`` name: an output gone bad before QGIS opens it."""
+    from sarflood.plugin.backend_env import PLUGIN_ROOT, venv_python
+
+    python = folder / "python"
+    python.write_text(f"#!/bin/sh\n'{venv_python(PLUGIN_ROOT / '.venv')}' \"$@\"; rc=$?\n"
+                      f'if [ "$3" = {command} ]; then for f in {spoilt}; do '
+                      'echo "not a GeoTIFF" > "$f"; done; fi\nexit $rc\n')
+    python.chmod(0o755)
+    return python
+
+
 @pytest.fixture
 def two_band_scene(tmp_path) -> Path:
     """64 x 64 dB scene: left half water (VV -22 dB), right half land (VV -8 dB)."""
@@ -139,8 +153,21 @@ def no_task_of_an_earlier_test(qtbot):
     """Each test starts with QGIS's task manager idle: a task an earlier test left running
     would finish in this one (its signals, its layers) or hold one of the pool's two
     threads on a 2-core machine. One that does not end within a minute fails the setup,
-    named."""
-    wait_for_tasks(qtbot)
+    named, once: it is cancelled, and what still does not end is left out of every later
+    wait (a task stuck for good had each later test wait its minute, and a CI run of the
+    suite took over its 90 minutes)."""
+    try:
+        wait_for_tasks(qtbot)
+    except AssertionError:
+        from qgis.core import QgsApplication
+
+        QgsApplication.taskManager().cancelAll()
+        try:
+            wait_for_tasks(qtbot, timeout_ms=10000)
+        except AssertionError:
+            pass
+        ABANDONED_TASKS.update(unfinished())
+        raise
     yield
 
 
@@ -199,7 +226,30 @@ def wait_for_tasks(qtbot, timeout_ms: int = 60000) -> None:
         qtbot.waitUntil(lambda: not unfinished_tasks(), timeout=timeout_ms)
     except qtbot.TimeoutError:
         raise AssertionError(f"QGIS tasks still running after {timeout_ms / 1000:g} s: "
-                             f"{unfinished_tasks()}") from None
+                             f"{stuck_report()}") from None
+
+
+def stuck_report() -> str:
+    """What to look into when work did not end in time: each unfinished task with its status
+    (Queued: its runnable never ran; Running: see the stacks), Qt's thread pool, the
+    processes this one started; every thread's Python stack goes to stderr."""
+    import faulthandler
+    import subprocess
+
+    from qgis.core import QgsTask
+    from qgis.PyQt.QtCore import QThreadPool
+
+    names = {getattr(QgsTask.TaskStatus, n): n for n in ("Queued", "OnHold", "Running")}
+    tasks = [f"{t.description()!r} {names.get(t.status(), t.status())} {t.progress():.0f} %"
+             + (" (given up on earlier)" if i in ABANDONED_TASKS else "")
+             for i, t in unfinished(abandoned=True).items()]
+    pool = QThreadPool.globalInstance()
+    children = subprocess.run(["ps", "-o", "pid,stat,etime,wchan:24,args", "--ppid",
+                               str(os.getpid())], capture_output=True, text=True).stdout
+    faulthandler.dump_traceback(all_threads=True)
+    return (f"tasks not ended: {tasks}; thread pool {pool.activeThreadCount()}/"
+            f"{pool.maxThreadCount()} active; children:\n{children}(every thread's stack: "
+            f"captured stderr)")
 
 
 @contextmanager
@@ -221,8 +271,12 @@ def tasks_added(callback):
         manager.taskAdded.disconnect(added)
 
 
-def unfinished_tasks() -> list[str]:
-    """The tasks of QGIS's task manager that have not ended and had their finished() run.
+ABANDONED_TASKS: set[int] = set()   # ids of the tasks that never ended, already reported
+
+
+def unfinished(abandoned: bool = False) -> dict[int, object]:
+    """The tasks of QGIS's task manager, by id, that have not ended and had their finished()
+    run; without ``abandoned``, not those :func:`no_task_of_an_earlier_test` gave up on.
 
     A task's status() is set on the main thread in the same call that runs its finished();
     countActiveTasks() is no such barrier: QGIS 3.22 counts a task as active by a status its
@@ -230,5 +284,12 @@ def unfinished_tasks() -> list[str]:
     before its finished() has run (a test then saw a file its handler removes)."""
     from qgis.core import QgsApplication, QgsTask
 
-    return [t.description() for t in QgsApplication.taskManager().tasks()
-            if t.status() not in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated)]
+    manager = QgsApplication.taskManager()
+    tasks = {manager.taskId(t): t for t in manager.tasks()
+             if t.status() not in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated)}
+    return {i: t for i, t in tasks.items() if abandoned or i not in ABANDONED_TASKS}
+
+
+def unfinished_tasks() -> list[str]:
+    """The descriptions of the :func:`unfinished` tasks."""
+    return [t.description() for t in unfinished().values()]

@@ -3,6 +3,9 @@ layers it replaces (qtbot clicks, real backend, tiny exact models)."""
 import json
 import os
 import re
+import resource
+import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,9 @@ from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProcess
 from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
-from .conftest import read_raster, tasks_added, unfinished_tasks, wait_for_tasks
+from sarflood.plugin.gui.review_dock import ELSEWHERE
+
+from .conftest import read_raster, spoiling_python, stuck_report, tasks_added, wait_for_tasks
 from .test_gui_run import CHIP, _answer_next_question, _start_run
 
 
@@ -39,17 +44,10 @@ def _accept(dock, qtbot, path: Path, wait_for: str = "Final mask written") -> st
     try:
         qtbot.waitUntil(lambda: dock.status.text() != before and (
             wait_for in dock.status.text() or "failed" in dock.status.text()), timeout=60000)
-    except qtbot.TimeoutError:   # what to look into: it timed out twice in full runs, once idle
-        import subprocess
-        children = subprocess.run(["ps", "-o", "pid,stat,etime,wchan:24,args", "--ppid",
-                                   str(os.getpid())], capture_output=True, text=True).stdout
-        from qgis.PyQt.QtCore import QThreadPool
-        pool = QThreadPool.globalInstance()
+    except qtbot.TimeoutError:   # it timed out in full runs, at times (see stuck_report)
         raise AssertionError(f"Accept not done in 60 s; status {dock.status.text()!r} (before: "
-                             f"{before!r}); QGIS tasks not ended: {unfinished_tasks()}; "
-                             f"Accept button enabled: {dock.accept_button.isEnabled()}; thread "
-                             f"pool {pool.activeThreadCount()}/{pool.maxThreadCount()}; children:\n"
-                             f"{children}") from None
+                             f"{before!r}); Accept button enabled: "
+                             f"{dock.accept_button.isEnabled()}; {stuck_report()}") from None
     return dock.status.text()
 
 
@@ -80,6 +78,9 @@ def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, q
     dock = plugin.dock
     qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
     fixes = dock.corrections.currentLayer()
+    dock.final_path.setFilePath("  ")
+    qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    assert dock.status.text() == "Accept: choose where to write the final mask"
     missing = tmp_path / "missing" / "final.tif"
     # root writes through permission bits; sysfs refuses even root
     read_only = Path("/sys/fs") if os.geteuid() == 0 else tmp_path / "ro"
@@ -107,6 +108,98 @@ def test_accept_with_corrections_into_a_folder_it_cannot_write_says_so(plugin, q
     assert not missing.parent.exists()
     fixes.rollBack()
     wait_for_tasks(qtbot)
+
+
+def _files_written(folder: Path) -> dict[str, bytes]:
+    """The files in ``folder`` and their bytes, but QGIS's own statistics (.aux.xml)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir()
+            if p.is_file() and not p.name.endswith(".aux.xml")}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE as Linux has it")
+def test_corrections_that_cannot_be_set_aside_stop_the_accept_before_it_writes(
+        plugin, qgis_iface, qtbot, models, two_band_scene, tmp_path):
+    """An Accept onto a final mask replaces the corrections kept beside it: they are copied
+    aside first, to be put back if the Accept fails. A copy that fails (a full disk; here a
+    file-size limit just under their size) stops the Accept with the file named, writes
+    nothing, and puts back the layer it took out."""
+    run = _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    extent = run.layers.mask.extent()
+    _draw(dock.corrections.currentLayer(), extent, 1)
+    final = tmp_path / "final.tif"
+    _accept(dock, qtbot, final)
+    wait_for_tasks(qtbot)
+    sidecar = final.with_suffix(".corrections.geojson")
+    files = _files_written(tmp_path)
+    dock.confirm_overwrite = lambda paths: True
+    dock.slider.setValue(20)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG, not a killed QGIS
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(files[sidecar.name]) - 1, limits[1]))
+    try:   # set aside in the click itself: the limit is gone before any task or child starts
+        qtbot.mouseClick(dock.accept_button, Qt.MouseButton.LeftButton)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    wait_for_tasks(qtbot)
+    status = dock.status.text()
+    assert status == (f"Accept failed: {sidecar}: cannot be kept while the run replaces it "
+                      "(File too large)"), status
+    assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)[-1].endswith(status)
+    assert _files_written(tmp_path) == files
+    masks = QgsProject.instance().mapLayersByName("final water mask (final)")
+    assert len(masks) == 1 and masks[0].isValid() and dock.accept_button.isEnabled()
+
+
+def test_corrections_over_no_data_are_said_to_change_nothing_there(plugin, qtbot, models, tmp_path):
+    """Corrections drawn over no data leave it no data (the backend never makes data up);
+    the dock says how many such pixels, not a silent smaller count of pixels corrected."""
+    from .conftest import write_raster
+
+    vv = np.full((64, 64), -8.0, np.float32)
+    vv[:10] = np.nan   # the top 10 rows: outside the swath
+    scene = write_raster(tmp_path / "scene.tif", [vv, vv - 7], descriptions=["VV", "VH"])
+    _run(plugin, qtbot, scene, models["threshold"], tmp_path)
+    dock = plugin.dock
+    qtbot.mouseClick(dock.new_corrections, Qt.MouseButton.LeftButton)
+    fixes = dock.corrections.currentLayer()
+    _draw(fixes, QgsRectangle(500000, 4199750, 500640, 4200000), 1)   # rows 0-24 marked water
+    assert fixes.commitChanges()
+    final = tmp_path / "final.tif"
+    status = _accept(dock, qtbot, final)
+    wait_for_tasks(qtbot)
+    assert "; 960 pixels corrected; 640 pixels under the corrections are no data and were left " \
+           "so" in status, status
+    mask = read_raster(final)
+    assert (mask[:10] == 255).all() and (mask[10:25] == 1).all() and (mask[25:] == 0).all()
+
+
+def test_a_final_mask_qgis_cannot_open_is_written_but_not_added(plugin, qgis_iface, qtbot, models,
+                                                                 two_band_scene, tmp_path):
+    """The final mask written, then unreadable by the time QGIS opens it (here a Python that
+    spoils it after the backend's finalize): no broken layer in the map, no polygons drawn
+    from it, and the status and message bar say the file was written but not added."""
+    final = tmp_path / "final.tif"
+    spoiling = spoiling_python(tmp_path, "finalize", f"'{final}'")
+
+    def spoilt_python(dialog) -> None:
+        dialog.python.setFilePath(str(spoiling))
+        qtbot.waitUntil(lambda: dialog.card is not None, timeout=30000)
+
+    _run(plugin, qtbot, two_band_scene, models["threshold"], tmp_path, configure=spoilt_python)
+    dock = plugin.dock
+    dock.polygons.setChecked(True)
+    status = _accept(dock, qtbot, final, "not added to the map")
+    wait_for_tasks(qtbot)
+    assert status.startswith(f"Final mask written: {final} ("), status
+    assert f"; not added to the map: {final}: cannot be opened as a raster layer (" in status
+    assert status.endswith("); no polygons written"), status
+    assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Warning)[-1].endswith(status)
+    assert [layer for layer in QgsProject.instance().mapLayers().values()
+            if not layer.isValid() or "final" in layer.name()] == []
+    assert not final.with_suffix(".gpkg").exists() and dock.accept_button.isEnabled()
 
 
 def _type_threshold(qtbot, dock, text: str) -> None:
@@ -346,6 +439,36 @@ def test_an_accept_stopped_by_the_plugin_unloading_puts_the_layers_it_took_out_b
         assert "water polygons (final)" not in after and "water polygons (final)" in before
         masks = project.mapLayersByName("final water mask (final)")
         assert len(masks) == 1 and masks[0].isValid() and masks[0].source() == str(final)
+
+
+def test_polygons_that_fail_after_the_mask_was_replaced_say_so_and_name_the_old_file(
+        plugin, qgis_iface, qtbot, models, two_band_scene, tmp_path):
+    """A second Accept replaced the final mask, then writing its polygons failed (here the
+    analyst cancels that task in QGIS's task list): the new mask's layer stays, the old
+    polygons stay out of the map, and the status and the message bar say the polygons file
+    there is the replaced mask's."""
+    dock, final = _accepted_with_polygons(plugin, qtbot, models, two_band_scene, tmp_path)
+    project = QgsProject.instance()
+
+    def started(task) -> None:
+        if task.description() == "Executing “Water mask to polygons”":
+            task.cancel()
+
+    with tasks_added(started):
+        dock.confirm_overwrite = lambda paths: True
+        dock.slider.setValue(20)
+        status = _accept(dock, qtbot, final, "writing polygons failed")
+        wait_for_tasks(qtbot)
+    polygons = final.with_suffix(".gpkg")
+    assert status.startswith(f"Final mask written: {final} (")
+    assert f"; writing polygons failed: cancelled; {polygons} holds the polygons of the mask " \
+           "replaced" in status
+    assert qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Warning)[-1].endswith(status)
+    assert project.mapLayersByName("water polygons (final)") == []
+    masks = project.mapLayersByName("final water mask (final)")
+    assert len(masks) == 1 and masks[0].isValid()
+    assert np.array_equal(read_raster(final), read_raster(masks[0].source()))
+    assert dock.accept_button.isEnabled()
 
 
 def test_an_accept_over_polygons_with_edits_not_saved_writes_nothing(plugin, qtbot, models,
@@ -756,6 +879,14 @@ def test_of_several_saved_runs_the_most_recent_that_can_be_is_taken_up(plugin, q
     assert dock.status.text() == (f"Review taken up from the project: {first_title}; not taken up: "
                                   f"'{second_title}': its probability file is missing: "
                                   f"{second_probability}")
+    first_probability = Path(first.params.probability)
+    _save_and_reopen(tmp_path, between=first_probability.unlink)
+    assert dock.run is None
+    _assert_disabled(dock)
+    assert dock.status.text() == (
+        f"None of the reviews saved in this project can be taken up: '{second_title}': "
+        f"its probability file is missing: {second_probability}; '{first_title}': its "
+        f"probability file is missing: {first_probability}. {ELSEWHERE}")
     wait_for_tasks(qtbot)
 
 
