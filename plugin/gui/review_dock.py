@@ -954,9 +954,10 @@ class ReviewDock(QgsDockWidget):
 
     def _next_step(self, step: Callable, *args) -> None:
         """``step(*args)`` from the event loop, not from inside the finished() of the task
-        that just ended, where QGIS delivers a task's end: an Accept's backend task added
-        there (after its corrections task) at times waited over a minute before it started
-        (thread pool idle, no process running; seen in full test runs, 2026-11-24)."""
+        that just ended, where QGIS delivers a task's end: QGIS still holds that task's
+        deleted runnable then, and a task added there could be lost (see
+        :func:`~..task.add_task`); an Accept's backend task added after its corrections
+        task at times never started."""
         QTimer.singleShot(0, lambda: None if sip.isdeleted(self) or self._unloading else step(*args))
 
     def _run_algorithm(self, alg_id: str, params: dict, on_done) -> bool:
