@@ -20,16 +20,14 @@ from .backend_env import Interpreter, find_interpreter
 from .backend_process import LOG_PANEL, TAG, BackendProcess, Outcome, QueryError, query_json
 
 
-# The longest the GUI waits for a thread of Qt's pool to take a task just added, and the
-# most threads it adds to the pool for a while to make one free.
+# The longest the GUI waits for a free thread of the task manager's pool to take a task
+# just added.
 HANDOVER_S = 0.5
-EXTRA_THREADS = 8
 
 
 def add_task(task: QgsTask) -> None:
-    """Add ``task`` to QGIS's task manager and wait (up to :data:`HANDOVER_S`) until a
-    thread of Qt's pool has taken it; where every thread is busy, the pool may run a few
-    threads more meanwhile (up to :data:`EXTRA_THREADS`, back to its own limit after).
+    """Add ``task`` to QGIS's task manager and, where its thread pool has a free thread,
+    wait (up to :data:`HANDOVER_S`) until that thread has taken it.
 
     Why: QGIS's task manager keeps the address of each task's runnable after the pool has
     deleted it, and when that task's status changes it takes that address out of the pool's
@@ -37,24 +35,21 @@ def add_task(task: QgsTask) -> None:
     got the freed address, still waiting in the queue, is taken out and deleted: it stays
     Queued for good (QGIS issue #53806; the stale pointer is in QGIS 3.22 and long after).
     An Accept that never ended, in test runs on 2 cores, was this. Those calls run on the
-    GUI thread only, so none can come while it waits here, and a task a thread has taken
-    is out of the queue."""
-    pool = QThreadPool.globalInstance()
-    limit = pool.maxThreadCount()
-    QgsApplication.taskManager().addTask(task)
+    GUI thread only, so none can come while it waits here. With no free thread the task
+    waits in the queue, as before: letting the pool run a thread more for it (ccac537) was
+    followed by QGIS writing outputs of later tasks without their CRS (the README's In
+    QGIS says what is left). Call it on the GUI thread."""
+    manager = QgsApplication.taskManager()
+    # QGIS 3.22 runs tasks in Qt's global pool; later versions may give the manager its own
+    pool = manager.threadPool() if hasattr(manager, "threadPool") else QThreadPool.globalInstance()
+    free_thread = pool.activeThreadCount() < pool.maxThreadCount()
+    manager.addTask(task)
     deadline = time.monotonic() + HANDOVER_S
-    try:
-        # status() leaves Queued in the pool thread, as it takes the task (QgsTask::start);
-        # a task cancelled meanwhile (before it ran) says so on the GUI thread, later
-        while (task.status() == QgsTask.TaskStatus.Queued and not task.isCanceled()
-               and time.monotonic() < deadline):
-            # all busy: one more thread takes the first runnable queued (others' may be first)
-            if (pool.activeThreadCount() >= pool.maxThreadCount()
-                    and pool.maxThreadCount() < limit + EXTRA_THREADS):
-                pool.setMaxThreadCount(pool.maxThreadCount() + 1)
-            time.sleep(0.0005)
-    finally:
-        pool.setMaxThreadCount(limit)   # threads over it end as their work ends
+    # status() leaves Queued in the pool thread, as it takes the task (QgsTask::start); a
+    # task cancelled before it ran needs no thread
+    while (free_thread and task.status() == QgsTask.TaskStatus.Queued and not task.isCanceled()
+           and time.monotonic() < deadline):
+        time.sleep(0.0005)
 
 
 def log_line(level: str, text: str) -> None:

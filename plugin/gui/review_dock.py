@@ -955,9 +955,9 @@ class ReviewDock(QgsDockWidget):
     def _next_step(self, step: Callable, *args) -> None:
         """``step(*args)`` from the event loop, not from inside the finished() of the task
         that just ended, where QGIS delivers a task's end: QGIS still holds that task's
-        deleted runnable then, and a task added there could be lost (see
-        :func:`~..task.add_task`); an Accept's backend task added after its corrections
-        task at times never started."""
+        deleted runnable then, and a task added there could be lost (an Accept's backend
+        task added after its corrections task at times never started). :func:`~..task.add_task`
+        guards each add; this keeps the next step out of QGIS's handler as well."""
         QTimer.singleShot(0, lambda: None if sip.isdeleted(self) or self._unloading else step(*args))
 
     def _run_algorithm(self, alg_id: str, params: dict, on_done) -> bool:

@@ -29,7 +29,8 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
     GROUP_ID = "analysis"
     HELP = ("Turns a water mask (0 dry, 1 water, 255 no data) into polygons of the chosen value, "
             "adds each polygon's ellipsoidal area in m² (field area_m2) and drops polygons smaller "
-            "than the minimum mapping unit, which removes speckle-sized pieces.")
+            "than the minimum mapping unit, which removes speckle-sized pieces. A polygon whose area "
+            "cannot be measured (a mask in a local engineering CRS) fails the run.")
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Water mask"))
@@ -83,7 +84,9 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
             finally:
                 context.setEllipsoid(saved[0])
                 context.setAreaUnit(saved[1])
-            dropped = _too_small(QgsProcessingUtils.mapLayerFromString(with_area, context), min_area)
+            measured = QgsProcessingUtils.mapLayerFromString(with_area, context)
+            _check_measured(measured, mask.source())
+            dropped = _too_small(measured, min_area)
             with written_beside(destination) if to_file else nullcontext(destination) as target:
                 kept = child(3, "native:extractbyexpression", {
                     "INPUT": with_area, "EXPRESSION": f'"area_m2" >= {min_area!r}', "OUTPUT": target})
@@ -107,6 +110,17 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
             self.reload_output(context, kept)
         return {"OUTPUT": kept, "POLYGON_COUNT": count, "DROPPED_COUNT": dropped[0],
                 "DROPPED_AREA_M2": dropped[1]}
+
+
+def _check_measured(layer, mask_name) -> None:
+    """Raise where a polygon has no area: the last step would drop it without a word (a
+    lost CRS left every area empty and wrote none of a half-water mask's polygons)."""
+    missing, _ = layer.aggregate(QgsAggregateCalculator.Aggregate.CountMissing, "area_m2")
+    if missing:
+        crs = layer.crs().authid() or layer.crs().description() or "none"
+        raise QgsProcessingException(
+            f"{int(missing)} of {layer.featureCount()} polygons of {mask_name} have no area: their "
+            f"ellipsoidal area could not be measured in their CRS ({crs})")
 
 
 def _too_small(layer, min_area: float) -> tuple[int, float]:

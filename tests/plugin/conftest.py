@@ -244,9 +244,15 @@ def stuck_report() -> str:
              + (" (given up on earlier)" if i in ABANDONED_TASKS else "")
              for i, t in unfinished(abandoned=True).items()]
     pool = QThreadPool.globalInstance()
-    children = subprocess.run(["ps", "-o", "pid,stat,etime,wchan:24,args", "--ppid",
-                               str(os.getpid())], capture_output=True, text=True).stdout
-    faulthandler.dump_traceback(all_threads=True)
+    try:
+        children = subprocess.run(["ps", "-o", "pid,stat,etime,wchan:24,args", "--ppid",
+                                   str(os.getpid())], capture_output=True, text=True).stdout
+    except OSError as exc:   # no ps
+        children = f"({exc})\n"
+    try:
+        faulthandler.dump_traceback(all_threads=True)
+    except (AttributeError, OSError, ValueError):   # a stderr without a file (--capture=sys)
+        pass
     return (f"tasks not ended: {tasks}; thread pool {pool.activeThreadCount()}/"
             f"{pool.maxThreadCount()} active; children:\n{children}(every thread's stack: "
             f"captured stderr)")

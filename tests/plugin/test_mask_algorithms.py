@@ -117,6 +117,25 @@ def test_vectorize_keeps_pieces_above_the_mapping_unit(provider, tmp_path):
     assert areas[0] == pytest.approx(_utm_area_m2(90 * 100 - 404), rel=2e-4)
 
 
+def test_vectorize_says_when_it_cannot_measure_the_polygons(provider, tmp_path):
+    """A polygon whose area cannot be measured got an empty area, and the last step left it
+    out without a word: a mask half water wrote "0 polygons". Here the mask lies in a local
+    engineering CRS, not on the Earth's ellipsoid (in the review dock's tests QGIS had lost
+    a UTM mask's CRS on the way)."""
+    import processing
+    from osgeo import gdal
+
+    path, _ = _mask(tmp_path)
+    dataset = gdal.Open(str(path), gdal.GA_Update)
+    dataset.SetProjection('LOCAL_CS["site grid",UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]')
+    dataset = None
+    out = tmp_path / "water.gpkg"
+    with pytest.raises(QgsProcessingException, match=rf"^2 of 2 polygons of {path} have no area: "
+                       r"their ellipsoidal area could not be measured in their CRS \(site grid\)$"):
+        processing.run("sarflood:vectorize", {"INPUT": str(path), "MIN_AREA_M2": 0, "OUTPUT": str(out)})
+    assert not out.exists()
+
+
 def test_vectorize_keeps_no_memory_layer_and_leaves_no_step_behind(provider, tmp_path):
     """The dry land of a speckled mask was polygonized too, as one polygon with a hole per
     speck, and the steps after held every polygon in memory layers in QGIS's process: 1.2 GB

@@ -353,6 +353,7 @@ def test_a_second_accept_lets_go_of_the_files_it_replaces_and_puts_their_layers_
     project = QgsProject.instance()
     mask = project.mapLayersByName("final water mask (final)")[0]
     polygons = project.mapLayersByName("water polygons (final)")[0]
+    _assert_same_crs(polygons, mask)
     list(polygons.getFeatures())   # as drawing them does: QGIS keeps the file open a minute after
     mask.setName("my final mask")
     mask.renderer().setOpacity(0.4)
@@ -405,9 +406,24 @@ def _accepted_with_polygons(plugin, qtbot, models, scene, tmp_path):
     dock = plugin.dock
     dock.polygons.setChecked(True)
     final = tmp_path / "final.tif"
-    _accept(dock, qtbot, final, "polygons written")
+    status = _accept(dock, qtbot, final, "polygons written")
     wait_for_tasks(qtbot)
+    # (tests after it failed at times in full runs on a polygons layer with no features)
+    layers = QgsProject.instance().mapLayersByName("water polygons (final)")
+    written = re.search(r"; (\d+) polygons written to ", status)
+    assert written and int(written[1]) > 0 and len(layers) == 1, status
+    assert layers[0].isValid() and layers[0].featureCount() == int(written[1]), \
+        (status, layers[0].isValid(), layers[0].featureCount(), layers[0].source(),
+         sorted(p.name for p in tmp_path.iterdir()))
+    _assert_same_crs(layers[0], QgsProject.instance().mapLayersByName("final water mask (final)")[0])
     return dock, final
+
+
+def _assert_same_crs(polygons, mask) -> None:
+    """The polygons lie in the mask's CRS. QGIS at times lost its definition in a worker
+    thread (see usable_crs): the polygons then had none, and their areas none either."""
+    assert polygons.crs().authid() == mask.crs().authid() != "", \
+        (polygons.crs().authid(), polygons.crs().toWkt()[:80], mask.crs().authid())
 
 
 @pytest.mark.parametrize("step", ["SAR Flood Mapper: accept", "Executing “Water mask to polygons”"],
