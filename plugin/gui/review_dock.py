@@ -860,10 +860,10 @@ class ReviewDock(QgsDockWidget):
         area = area_text(float(outcome.result["water_area_km2"]), float(outcome.result["valid_area_km2"]))
         removal, removal_failed = _remove_stale(stale)
         text = f"Final mask written: {path} ({area}){removal}"
+        no_polygons = "; no polygons written" if polygons else ""   # where the mask is not mapped
         if started != self.project_watch.count:   # not into another project
             self._end_accept(released)
-            self._accept_ended(f"{text}; not added to the map: {PROJECT_CHANGED}"
-                               + ("; no polygons written" if polygons else ""), WARNED)
+            self._accept_ended(f"{text}; not added to the map: {PROJECT_CHANGED}{no_polygons}", WARNED)
             return
         remove_layers_of(path)   # they would draw the replaced file, under the same name
         try:
@@ -871,8 +871,7 @@ class ReviewDock(QgsDockWidget):
                                       styles.mask_renderer)
         except LayerError as exc:   # moved or deleted since it was written
             self._end_accept(released)
-            self._accept_ended(f"{text}; not added to the map: {exc}"
-                               + ("; no polygons written" if polygons else ""), WARNED)
+            self._accept_ended(f"{text}; not added to the map: {exc}{no_polygons}", WARNED)
             return
         released.take_place(path, layer)
         if "corrected_pixels" in outcome.result:
