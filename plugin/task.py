@@ -20,13 +20,12 @@ from .backend_env import Interpreter, find_interpreter
 from .backend_process import LOG_PANEL, TAG, BackendProcess, Outcome, QueryError, query_json
 
 
-# The longest the GUI waits for a free thread of the task manager's pool to take a task
-# just added.
+# The longest the GUI waits for a free thread of Qt's pool to take a task just added.
 HANDOVER_S = 0.5
 
 
 def add_task(task: QgsTask) -> None:
-    """Add ``task`` to QGIS's task manager and, where its thread pool has a free thread,
+    """Add ``task`` to QGIS's task manager and, where Qt's thread pool has a free thread,
     wait (up to :data:`HANDOVER_S`) until that thread has taken it.
 
     Why: QGIS's task manager keeps the address of each task's runnable after the pool has
@@ -39,11 +38,9 @@ def add_task(task: QgsTask) -> None:
     waits in the queue, as before: letting the pool run a thread more for it (ccac537) was
     followed by QGIS writing outputs of later tasks without their CRS (the README's In
     QGIS says what is left). Call it on the GUI thread."""
-    manager = QgsApplication.taskManager()
-    # QGIS 3.22 runs tasks in Qt's global pool; later versions may give the manager its own
-    pool = manager.threadPool() if hasattr(manager, "threadPool") else QThreadPool.globalInstance()
+    pool = QThreadPool.globalInstance()   # the one QGIS's task manager runs tasks in
     free_thread = pool.activeThreadCount() < pool.maxThreadCount()
-    manager.addTask(task)
+    QgsApplication.taskManager().addTask(task)
     deadline = time.monotonic() + HANDOVER_S
     # status() leaves Queued in the pool thread, as it takes the task (QgsTask::start); a
     # task cancelled before it ran needs no thread

@@ -1,4 +1,4 @@
-"""The plugin's tasks reach a free thread of the pool before QGIS's task manager can lose them.
+"""The plugin's tasks reach a free thread of Qt's pool before QGIS's task manager can lose them.
 
 QGIS's task manager takes the stale address of an ended task's runnable out of the pool's
 queue, on the GUI thread; a new task's runnable at that address is deleted unrun, and the
@@ -7,18 +7,12 @@ thread right after the task is added, takes every queued runnable the same way.
 """
 import re
 
-from qgis.core import QgsApplication, QgsTask
+from qgis.core import QgsTask
 from qgis.PyQt.QtCore import QThreadPool
 
 from sarflood.plugin.task import add_task
 
 from tests.conftest import REPO
-
-
-def _pool() -> QThreadPool:
-    """The pool QGIS's task manager runs tasks in (Qt's global one in QGIS 3.22)."""
-    manager = QgsApplication.taskManager()
-    return manager.threadPool() if hasattr(manager, "threadPool") else QThreadPool.globalInstance()
 
 
 class _Marks(QgsTask):
@@ -40,9 +34,9 @@ def test_a_task_added_is_not_lost_to_a_take_from_the_queue_that_follows(qtbot):
             task = _Marks()
             tasks.append(task)
             add_task(task)
-            _pool().clear()
+            QThreadPool.globalInstance().clear()
             qtbot.waitUntil(lambda: task.ran or task.status() == QgsTask.TaskStatus.Queued
-                            and not _pool().activeThreadCount(), timeout=10000)
+                            and not QThreadPool.globalInstance().activeThreadCount(), timeout=10000)
             assert task.ran, f"task {len(tasks)} of 20 lost: still queued, the pool idle"
     finally:
         for task in tasks:

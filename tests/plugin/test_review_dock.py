@@ -408,7 +408,7 @@ def _accepted_with_polygons(plugin, qtbot, models, scene, tmp_path):
     final = tmp_path / "final.tif"
     status = _accept(dock, qtbot, final, "polygons written")
     wait_for_tasks(qtbot)
-    # (tests after it failed at times in full runs on a polygons layer with no features)
+    # (the tests using it failed at times in full runs on a polygons layer with no features)
     layers = QgsProject.instance().mapLayersByName("water polygons (final)")
     written = re.search(r"; (\d+) polygons written to ", status)
     assert written and int(written[1]) > 0 and len(layers) == 1, status
@@ -420,8 +420,8 @@ def _accepted_with_polygons(plugin, qtbot, models, scene, tmp_path):
 
 
 def _assert_same_crs(polygons, mask) -> None:
-    """The polygons lie in the mask's CRS. QGIS at times lost its definition in a worker
-    thread (see usable_crs): the polygons then had none, and their areas none either."""
+    """The polygons lie in the mask's CRS. QGIS at times lost it in a worker thread (see
+    plugin/task.py, add_task): the polygons then had none, and their areas none either."""
     assert polygons.crs().authid() == mask.crs().authid() != "", \
         (polygons.crs().authid(), polygons.crs().toWkt()[:80], mask.crs().authid())
 
