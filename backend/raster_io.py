@@ -470,6 +470,11 @@ class GeoTiffOut:
         except WRITE_ERRORS as exc:
             self._remove()
             raise OutputError(f"{path}: cannot be written ({exc})") from None
+        except BaseException:   # a second Ctrl-C as the file is made: it is not ours yet
+            if hasattr(self, "ds"):   # to remove (OutputSink.abort does not know of it)
+                self.ds.close()
+            self._remove()
+            raise
 
     def write(self, data: np.ndarray, row: int, col: int) -> None:
         try:

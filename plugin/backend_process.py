@@ -25,7 +25,6 @@ them, says so and exits 0 with its result, and the run is a success
 from __future__ import annotations
 
 import collections
-import ctypes
 import glob
 import json
 import os
@@ -33,7 +32,6 @@ import queue
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -106,26 +104,12 @@ _EXTENT = re.compile(rf"(the extent |bounds |; (?=\S+ in the raster's))"
                      rf"({_NUMBER}),({_NUMBER}),({_NUMBER}),({_NUMBER})(?=[ )]|$)")
 
 
-_PR_SET_PDEATHSIG = 1
-# looked up here, not in the child: between fork and exec only a plain C call is safe in a
-# process with threads (QGIS has many), not dlopen's locks
-_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent() -> None:   # in the child, before exec
-    """Linux: SIGTERM to the child when the thread that started it ends (QGIS crashed or was
-    killed), on which the backend cancels and removes its partial outputs: in a process
-    group of its own, a terminal's Ctrl-C no longer reaches it."""
-    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-
-
 # the backend cancels at the end of its stdin (backend.cli): Cancel, or QGIS gone; a query
-# (query_json) has none
+# (query_json) has none. No Linux death signal (PR_SET_PDEATHSIG) besides: with the pipe's
+# end it made one death two cancels, and a second cancel stops the backend at once
 _PARENT_PIPE = {"SARFLOOD_PARENT_PIPE": "1"}
 # how the child is started: signals go to its process group (BackendProcess._stop)
-_OWN_GROUP = (NO_WINDOW if os.name == "nt" else
-              {"start_new_session": True,
-               "preexec_fn": _die_with_parent if _PRCTL is not None else None})
+_OWN_GROUP = NO_WINDOW if os.name == "nt" else {"start_new_session": True}
 
 
 def in_qgis_words(message: str, processing: bool = False) -> str:

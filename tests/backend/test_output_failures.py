@@ -85,3 +85,23 @@ def test_no_room_for_the_marker_of_a_new_output_is_an_output_error(tmp_path, mon
                                           r"beside it: No such file"):
         sink.commit()
     assert listing(tmp_path) == []
+
+
+class _InterruptedWhenRead:
+    """A tag value read as the output file is made, when a second Ctrl-C (or SIGTERM)
+    arrives: the handler of backend.cli raises KeyboardInterrupt there."""
+
+    def __str__(self):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_as_the_file_is_made_leaves_no_hidden_file(tmp_path):
+    """The hidden file existed but was not yet the sink's to remove: a QGIS killed at that
+    moment (two cancels, its pipe's end and the Linux death signal) left it beside the
+    final mask."""
+    grid = Grid(CRS.from_epsg(32633), from_origin(500000, 4300000, 10, 10), SIZE, SIZE)
+    with pytest.raises(KeyboardInterrupt):
+        GeoTiffOut(str(tmp_path / "p.tif"), grid, "uint8", 255, 256,
+                   {"SARFLOOD_OUTPUT": _InterruptedWhenRead()}, "water mask",
+                   Resampling.nearest, False, {"compress": "zstd"})
+    assert listing(tmp_path) == []

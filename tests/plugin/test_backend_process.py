@@ -377,10 +377,21 @@ def test_a_wrapper_that_does_not_exec_is_stopped_with_the_backend(tmp_path):
             assert outcome.error.startswith("the backend was killed (signal 9, SIGKILL)")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG: Linux")
-def test_the_backend_stops_when_qgis_dies(tmp_path):
-    """QGIS crashed or killed mid-run: the backend ran on, writing outputs nobody saw."""
-    python = _fake_python(tmp_path, _stoppable_backend(tmp_path))
+@pytest.mark.skipif(os.name == "nt", reason="signals: POSIX")
+def test_qgis_dying_cancels_the_backend_once(tmp_path):
+    """QGIS crashed: on Linux its death signal came with its stdin's end, two cancels of
+    which the backend took the second as 'stop now', and an Accept killed as the final
+    mask's hidden file was made left that file. Its stdin's end is the one cancel now."""
+    said = tmp_path / "said"
+    python = _fake_python(tmp_path, f"""
+        signal.signal(signal.SIGTERM, lambda number, frame: open({str(said)!r}, 'a').write('SIGTERM\\n'))
+        emit(event="progress", fraction=0.1)
+        while sys.stdin.read(1):
+            pass
+        open({str(said)!r}, 'a').write('end of stdin\\n')
+        time.sleep(2)   # what came after the end, in time
+        open({str(said)!r}, 'a').write('done\\n')
+    """)
     qgis = tmp_path / "qgis.py"
     qgis.write_text(f"""import os, sys
 sys.path.insert(0, {str(PLUGINS_DIR)!r})
@@ -391,11 +402,10 @@ BackendProcess(Interpreter({python.path!r}, "setting"), ["predict", "scene.tif"]
 """)
     subprocess.run([sys.executable, str(qgis)], check=True, timeout=60)
     for _ in range(100):
-        if (tmp_path / "terminated").exists():
+        if said.exists() and said.read_text().endswith("done\n"):
             break
         time.sleep(0.1)
-    assert (tmp_path / "terminated").exists()
-    assert not (tmp_path / "finished").exists()
+    assert said.read_text() == "end of stdin\ndone\n"
 
 
 def test_an_internal_error_sends_the_user_to_the_log_panel_not_to_stderr():
@@ -571,10 +581,10 @@ def test_a_killed_backends_leftovers_are_found_past_a_launcher(tmp_path, models)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="SIGKILL: POSIX")
-def test_the_backend_stops_when_qgis_dies_without_a_death_signal(tmp_path, models):
-    """macOS has no PR_SET_PDEATHSIG, and on Windows nothing ties the backend to QGIS: a
-    backend whose QGIS crashed ran on to the end, writing outputs nobody saw (an Accept
-    replaced the final mask). The OS closes its stdin then; the Linux hook is left out."""
+def test_the_backend_stops_when_qgis_dies(tmp_path, models):
+    """A backend whose QGIS crashed ran on to the end on macOS and Windows, which have no
+    death signal, writing outputs nobody saw (an Accept replaced the final mask). The OS
+    closes its stdin then, as everywhere."""
     out = tmp_path / "out"
     qgis = tmp_path / "qgis.py"
     qgis.write_text(f"""import os, signal, sys
@@ -582,7 +592,6 @@ sys.path.insert(0, {str(PLUGINS_DIR)!r})
 from pathlib import Path
 from sarflood.plugin import backend_process
 from sarflood.plugin.backend_env import find_interpreter
-backend_process._OWN_GROUP = {{"start_new_session": True}}   # no PR_SET_PDEATHSIG
 run = backend_process.BackendProcess(find_interpreter(), {_long_run(tmp_path, models)!r})
 def crash_once_writing(event):
     if event.get("event") == "progress" and any(Path({str(out)!r}).glob(".*.sarflood-tmp")):

@@ -122,7 +122,7 @@ def test_a_correction_killed_while_its_backend_runs_keeps_the_mask_with_its_poly
         {"INPUT": mask, "CORRECTIONS": second, "OUTPUT": out / "c.tif"}, backend_writing, tmp_path)
     assert status == -signal.SIGTERM
     assert (out / "c.tif").read_bytes() == old_mask
-    # the killed run's backend, signalled as its parent dies (PDEATHSIG), cancels and removes
+    # the killed run's backend, its stdin ended as qgis_process died, cancels and removes
     # its part-written mask: on a loaded machine (CI) after the next run had already begun
     deadline = time.monotonic() + 60
     while backend_writing() and time.monotonic() < deadline:
