@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsProcessingException,
-                       QgsRectangle, QgsVectorLayer)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsGeometry, QgsPointXY,
+                       QgsProcessingException, QgsRectangle, QgsVectorLayer)
 
 from .conftest import dead_pid, read_raster, write_raster
 
@@ -75,14 +75,10 @@ def _utm_area_m2(pixels: int) -> float:
 
 
 def _pixels_in(shape: dict) -> int:
-    """The pixels a polygon of rasterio's ``shapes`` covers (pixel coordinates): its
-    rings' areas by the shoelace formula, the holes' taken off."""
-    def ring_area(ring) -> float:
-        x, y = np.array(ring, float).T
-        return abs(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1])) / 2
-
-    outer, *holes = shape["coordinates"]
-    return round(ring_area(outer) - sum(map(ring_area, holes)))
+    """The pixels a polygon of rasterio's ``shapes`` covers (pixel coordinates, holes
+    taken off), measured by QGIS's geometry."""
+    rings = [[QgsPointXY(x, y) for x, y in ring] for ring in shape["coordinates"]]
+    return round(QgsGeometry.fromPolygonXY(rings).area())
 
 
 def test_vectorize_keeps_pieces_above_the_mapping_unit(provider, tmp_path):
@@ -655,7 +651,7 @@ def test_correct_mask_burns_water_and_dry_polygons(provider, tmp_path):
     """Polygons in EPSG:3857 on a UTM mask: each pixel whose centre they cover takes their
     value, the later polygon winning; no data stays; the area is counted again."""
     import processing
-    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY, QgsProject
+    from qgis.core import QgsCoordinateTransform, QgsProject
 
     mask_path, a = _mask(tmp_path)
     to_3857 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:32630"),
