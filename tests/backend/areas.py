@@ -50,7 +50,7 @@ def pixel_areas_m2(crs: str, transform, rows: np.ndarray, cols: np.ndarray) -> n
 
     r = np.repeat(rows, len(cols))[:, None] + np.array([0, 0, 1, 1])
     c = np.tile(cols, len(rows))[:, None] + np.array([0, 1, 1, 0])
-    x, y = transform * (c.ravel().astype(float), r.ravel().astype(float))
+    x, y = transform @ (c.ravel().astype(float), r.ravel().astype(float))
     lon, lat = (np.reshape(v, c.shape) for v in warp(crs, "EPSG:4326", x, y))
     u, v = np.radians(np.asarray(lon)), B2 / 2 * _q(np.radians(np.asarray(lat)))
     shoelace = (u * np.roll(v, -1, axis=1) - np.roll(u, -1, axis=1) * v).sum(axis=1)

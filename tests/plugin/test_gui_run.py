@@ -123,7 +123,7 @@ def test_run_review_and_accept(plugin, qgis_iface, qtbot, models, real_chips, tm
     assert isinstance(run.layers.probability.renderer(), QgsSingleBandPseudoColorRenderer)
     assert run.layers.uncertainty is not None and (tmp_path / "Spain_7370579_S1Hand_uncertainty.tif").exists()
     # what the spread means, on the map: the legend's ends and the layer's name
-    legend = [label for label, _ in run.layers.uncertainty.legendSymbologyItems()]
+    legend = [label for label, _ in run.layers.uncertainty.renderer().legendSymbologyItems()]
     assert legend[0] == "0: the 8 flips and rotations agree"
     assert legend[-1] == ">= 0.25: water probability differs widely"
     assert run.layers.uncertainty.name().startswith("uncertainty (std of water probability over 8 ")

@@ -162,7 +162,7 @@ def test_masks_on_another_grid_than_their_chip_are_refused(data, tmp_path, capsy
         shutil.copy(chip.label, masks / f"{chip.chip_id}.tif")
     shifted, other_crs, no_crs = (masks / f"{c.chip_id}.tif" for c in chips[:3])
     with rasterio.open(shifted, "r+") as ds:
-        ds.transform = ds.transform * Affine.translation(3, 0)   # 3 pixels east
+        ds.transform = ds.transform @ Affine.translation(3, 0)   # 3 pixels east
     with rasterio.open(other_crs, "r+") as ds:
         ds.crs = "EPSG:32630"
     from osgeo import gdal   # rasterio cannot remove a CRS
