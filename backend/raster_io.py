@@ -467,13 +467,13 @@ class GeoTiffOut:
             self.ds.set_band_description(1, description)
             if scale is not None:
                 self.ds.scales = (scale,)
-        except WRITE_ERRORS as exc:
-            self._remove()
-            raise OutputError(f"{path}: cannot be written ({exc})") from None
-        except BaseException:   # a second Ctrl-C as the file is made: it is not ours yet
-            if hasattr(self, "ds"):   # to remove (OutputSink.abort does not know of it)
-                self.ds.close()
-            self._remove()
+        except BaseException as exc:   # a second Ctrl-C too: OutputSink does not hold it yet
+            if hasattr(self, "ds"):
+                self.abort()
+            else:
+                self._remove()
+            if isinstance(exc, WRITE_ERRORS):
+                raise OutputError(f"{path}: cannot be written ({exc})") from None
             raise
 
     def write(self, data: np.ndarray, row: int, col: int) -> None:

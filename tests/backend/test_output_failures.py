@@ -13,11 +13,11 @@ from backend.raster_io import GeoTiffOut
 from tests.backend.conftest import listing
 
 SIZE = 512   # a side of the outputs: large enough to get overviews
+GRID = Grid(CRS.from_epsg(32633), from_origin(500000, 4300000, 10, 10), SIZE, SIZE)
 
 
 def geotiff_out(path) -> GeoTiffOut:
-    grid = Grid(CRS.from_epsg(32633), from_origin(500000, 4300000, 10, 10), SIZE, SIZE)
-    out = GeoTiffOut(str(path), grid, "float32", float("nan"), 256, {}, "probability",
+    out = GeoTiffOut(str(path), GRID, "float32", float("nan"), 256, {}, "probability",
                      Resampling.average, False, {"compress": "zstd", "zstd_level": 1})
     out.write(np.random.default_rng(0).random((SIZE, SIZE), dtype=np.float32), 0, 0)
     return out
@@ -99,9 +99,8 @@ def test_an_interrupt_as_the_file_is_made_leaves_no_hidden_file(tmp_path):
     """The hidden file existed but was not yet the sink's to remove: a QGIS killed at that
     moment (two cancels, its pipe's end and the Linux death signal) left it beside the
     final mask."""
-    grid = Grid(CRS.from_epsg(32633), from_origin(500000, 4300000, 10, 10), SIZE, SIZE)
     with pytest.raises(KeyboardInterrupt):
-        GeoTiffOut(str(tmp_path / "p.tif"), grid, "uint8", 255, 256,
+        GeoTiffOut(str(tmp_path / "p.tif"), GRID, "uint8", 255, 256,
                    {"SARFLOOD_OUTPUT": _InterruptedWhenRead()}, "water mask",
                    Resampling.nearest, False, {"compress": "zstd"})
     assert listing(tmp_path) == []
