@@ -138,7 +138,7 @@ def unchecked_features(source, request: QgsFeatureRequest | None = None):
 def unchecked_input(layer, context) -> QgsProcessingFeatureSourceDefinition:
     """A child algorithm's input reading ``layer`` without the geometry validity check, as
     :func:`unchecked_features` reads a source. The layer goes to the run's temporary layer
-    store, where the child finds it by its id; the caller removes it from there."""
+    store, where the child finds it by its id; the caller frees it (steps.free_layers)."""
     context.temporaryLayerStore().addMapLayer(layer)
     return QgsProcessingFeatureSourceDefinition(
         layer.id(), False, -1, QgsProcessingFeatureSourceDefinition.Flag.FlagOverrideDefaultGeometryCheck,

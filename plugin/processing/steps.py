@@ -5,6 +5,13 @@ so the run's progress only rises: given the caller's own, each child restarted i
 0, and in batch mode the bar ran backwards. Each step's file is named here, before its
 child runs, and removed however the run ends: a full scene's intermediate rasters and
 GeoPackages otherwise stayed in Processing's folder until QGIS exited, one set per run.
+
+The steps' layers are freed on the main thread only (:func:`free_layers`). PyQt keeps a set
+of the QObjects made by C++ that Python has wrapped (its PyQtMonitor, which marks a wrapper
+dead when its object goes). A wrapped layer deleted on a worker thread has its end handled
+in the main thread's event loop, where PyQt changes that set without holding Python's lock,
+while the worker thread, holding it, changes the same set as it wraps and drops layers: the
+main thread crashed in that set (a segfault, seen three times in test runs, once in CI).
 """
 from __future__ import annotations
 
@@ -13,7 +20,20 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingMultiStepFeedback, QgsProcessingUtils
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QCoreApplication, QEvent
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QThread
+
+
+def free_layers(context, wanted) -> None:
+    """Free the layers of ``context``'s temporary store for which ``wanted(layer)`` holds,
+    when called on the main thread. On a worker thread (a run as a QGIS task) nothing is
+    touched: the layers stay with the context, which QGIS hands back to the main thread
+    at the end of the run, and are freed with it there (see the module's docstring)."""
+    if QThread.currentThread() != QCoreApplication.instance().thread():
+        return
+    store = context.temporaryLayerStore()
+    for layer in list(store.mapLayers().values()):
+        if wanted(layer):
+            store.removeMapLayer(layer.id())
 
 
 class Steps:
@@ -58,11 +78,9 @@ class Steps:
         return self.paths[-1]
 
     def _remove(self) -> None:
-        """Free the steps' layers and remove their folders."""
-        store = self.context.temporaryLayerStore()
-        for layer in list(store.mapLayers().values()):
-            if layer.source().split("|")[0] in self.paths:
-                store.removeMapLayer(layer.id())
+        """Free the steps' layers (on the main thread) and remove their folders: on Linux and
+        macOS a file still open goes when its layer is freed; on Windows it stays."""
+        free_layers(self.context, lambda layer: layer.source().split("|")[0] in self.paths)
         temp = Path(QgsProcessingUtils.tempFolder()).resolve()
         for path in self.paths:
             folder = Path(path).resolve().parent

@@ -24,7 +24,7 @@ from ..outputs import is_plain_file, written_beside
 from .base import (SarFloodAlgorithm, check_polygons, frees_inputs_on_failure, source_file,
                    unchecked_features, unchecked_input)
 from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
-from .steps import Steps
+from .steps import Steps, free_layers
 
 _PREFIX = "sfz_"
 # QVariant, not QMetaType: QgsField takes a QMetaType from QGIS 3.38 on; QGIS 4's qgis.PyQt maps QVariant.Double
@@ -125,13 +125,14 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
     def count(self, label, layer, mask, context, feedback) -> dict[int, tuple[float, float]]:
         """The valid and water pixels of each feature of ``layer``, by its key. QGIS counts
         the pixels of an invalid polygon as of any other: it is read unchecked."""
+        layer_id = layer.id()
         try:
             zonal = self.run_child(label, "native:zonalstatisticsfb", {
                 "INPUT": unchecked_input(layer, context), "INPUT_RASTER": mask, "RASTER_BAND": 1,
                 "COLUMN_PREFIX": _PREFIX, "STATISTICS": [0, 1], "OUTPUT": QgsProcessing.TEMPORARY_OUTPUT},
                 context, feedback)["OUTPUT"]
-        finally:
-            context.temporaryLayerStore().removeMapLayer(layer.id())
+        finally:   # its polygons' memory, now if on the main thread (see free_layers)
+            free_layers(context, lambda held: held.id() == layer_id)
         if feedback.isCanceled():  # the child stops early and returns what it had counted
             raise QgsProcessingException("cancelled: the statistics are incomplete")
         counted = QgsProcessingUtils.mapLayerFromString(zonal, context)

@@ -2,10 +2,12 @@
 left in Processing's folder however the run ends, progress that only rises, and a compressed
 flood extent."""
 import os
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils
+from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils
 from qgis.PyQt.QtCore import QCoreApplication, Qt, QThread
 
 from .conftest import read_raster, write_raster
@@ -45,6 +47,48 @@ class _Progress(QgsProcessingFeedback):
         self.values.append(value)
         if QThread.currentThread() == QCoreApplication.instance().thread():
             QCoreApplication.processEvents()
+
+
+def _steps_run(context) -> str:
+    """One step's file written and loaded into ``context``, as a child's output is by the
+    next child (a layer made by C++, wrapped by Python): its path."""
+    from sarflood.plugin.processing.steps import Steps
+
+    feedback = QgsProcessingFeedback()   # held: the steps' feedback reports to it
+    with Steps(1, context, feedback) as steps:
+        path = steps.file("step.tif")
+        write_raster(Path(path), [np.zeros((4, 4), np.uint8)])
+        assert QgsProcessingUtils.mapLayerFromString(path, context).isValid()
+    return path
+
+
+def test_steps_free_their_layers_on_the_main_thread_only(qgis_app):
+    """A layer that Python has wrapped, deleted on a worker thread, has its end handled by
+    PyQt on the main thread without Python's lock, racing the worker: QGIS crashed now and
+    then as a vectorize task's steps freed their layers on its worker. There the layers
+    now stay with the run's context, which QGIS frees on the main thread; their folders go
+    at once either way."""
+    main = QCoreApplication.instance().thread()
+    on_worker = {}
+
+    def worker() -> None:   # as QGIS runs a task: a context of the worker's own, handed back
+        context = QgsProcessingContext()
+        on_worker["path"] = _steps_run(context)
+        context.pushToThread(main)
+        on_worker["context"] = context
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(60)
+    context, path = on_worker["context"], on_worker["path"]
+    assert [layer.source() for layer in context.temporaryLayerStore().mapLayers().values()] == [path]
+    assert not Path(path).parent.exists()
+    del context   # freed here, on the main thread
+
+    context = QgsProcessingContext()
+    path = _steps_run(context)
+    assert context.temporaryLayerStore().mapLayers() == {}
+    assert not Path(path).parent.exists()
 
 
 def test_flood_extent_leaves_no_step_behind(provider, tmp_path):
