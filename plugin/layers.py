@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsLayer
                        QgsLayerTreeGroup, QgsMapLayer, QgsProcessingUtils, QgsProject,
                        QgsRasterLayer, QgsReadWriteContext, QgsVectorLayer)
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QObject, QThread, pyqtSignal
+from qgis.PyQt.QtCore import QCoreApplication, QObject, QThread, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtXml import QDomDocument
 
 from . import styles
@@ -321,6 +322,7 @@ def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None,
             copied.setUseSourceNoDataValue(band, source.useSourceNoDataValue(band))
     # of no thread until its user takes it (take_copies), as QGIS's own algorithms do
     copy.moveToThread(None)
+    _main_thread_freeing()   # made here, in the main thread, for let_go_of_copies
     return copy
 
 
@@ -341,3 +343,61 @@ def take_copies(values) -> None:
     for value in values:
         if isinstance(value, QgsMapLayer) and value.thread() is None:
             value.moveToThread(here)
+
+
+class _MainThreadFreeing(QObject):
+    """Frees in the main thread the copies that work on worker threads lets go of.
+
+    Why: PyQt keeps a set of the QObjects made by C++ that Python has wrapped (a copy is
+    one). A copy freed on a worker thread has its end handled in the main thread's event
+    loop, where PyQt changes that set without holding Python's lock, while the worker,
+    holding it, may change the set too: the main thread can crash there (as it did when
+    Processing steps' layers were freed on a worker, see processing/steps.py)."""
+    let_go = pyqtSignal()
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()   # the worker hands over as a whole, or not yet
+        self.held: list[QgsMapLayer] = []
+        self.let_go.connect(self.free)   # from a worker: queued to the main thread
+
+    @pyqtSlot()
+    def free(self) -> None:
+        with self.lock:
+            held, self.held = self.held, []
+        del held   # the last references: the copies are freed here
+
+
+_FREEING: list[_MainThreadFreeing] = []
+
+
+def _main_thread_freeing() -> _MainThreadFreeing:
+    if not _FREEING:
+        _FREEING.append(_MainThreadFreeing())
+    return _FREEING[0]
+
+
+def let_go_of_copies(copies: list[QgsMapLayer]) -> None:
+    """Free the layers in ``copies`` (made by :func:`private_copy`), which the caller holds
+    no other reference to: at once on the main thread, else handed back to it and freed
+    there by its event loop. ``copies`` is emptied."""
+    main = QCoreApplication.instance().thread()
+    if not copies or QThread.currentThread() == main:
+        copies.clear()
+        return
+    freeing = _main_thread_freeing()
+    with freeing.lock:
+        for copy in copies:
+            if copy.thread() == QThread.currentThread():
+                copy.moveToThread(main)   # deleted in the thread it belongs to
+        freeing.held.extend(copies)
+        copies.clear()
+    freeing.let_go.emit()
+
+
+def free_copies_let_go() -> None:
+    """Free now what workers let go of and the main thread has not freed yet (the plugin
+    unloading, QGIS closing): freed after QGIS's data providers, at Python's exit, a copy
+    crashed the process. Call it in the main thread."""
+    if _FREEING:
+        _FREEING[0].free()

@@ -18,6 +18,7 @@ from .controller import RunController
 from .gui.install_dialog import InstallDialog
 from .gui.review_dock import ReviewDock
 from .gui.run_dialog import RunDialog
+from .layers import free_copies_let_go
 from .processing import base as processing_base
 from .processing import review as processing_review
 from .processing.provider import ICON, SarFloodProvider
@@ -114,6 +115,7 @@ class SarFloodPlugin:
             self._stop_processing_runs()
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        free_copies_let_go()
 
     def _stop_processing_runs(self) -> None:
         """Cancel the Processing runs of this provider's algorithms (the toolbox runs them as

@@ -22,7 +22,7 @@ from qgis.core import (QgsFeatureRequest, QgsMapLayer, QgsProcessingAlgorithm,
 from ..backend_env import find_interpreter
 from ..backend_process import BackendProcess
 from ..settings import python_setting
-from ..layers import private_copy, take_copies
+from ..layers import let_go_of_copies, private_copy, take_copies
 from ..outputs import is_plain_file, remove_stale
 from ..review_run import layer_file
 
@@ -38,14 +38,15 @@ _HINTS = ((QgsProcessingParameterRasterLayer, QgsProcessingUtils.LayerHint.Raste
           (QgsProcessingParameterMapLayer, QgsProcessingUtils.LayerHint.UnknownType))
 
 
-def frees_inputs_on_failure(process_algorithm):
-    """For ``processAlgorithm``: when it fails, the locals of its frames (and of the frames of
-    the errors it chained) are cleared before the error leaves it. An error's traceback
-    holds its frames, their locals the layer copies, in a cycle with the frames of
-    Processing's own Python that only the cyclic collector breaks, whenever it next runs:
-    a copy freed then (possibly at QGIS's exit, after the data providers) crashed the
-    process (a segfault when the tests' interpreter exited). Cleared, the copies go at once,
-    in the thread that read them."""
+def frees_inputs(process_algorithm):
+    """For ``processAlgorithm``: the copies of project layers it read (:meth:`SarFloodAlgorithm.inputs`)
+    are freed as it ends, in the main thread (:func:`~..layers.let_go_of_copies`: freed on a
+    worker thread, a copy could crash QGIS). When it fails, the locals of its frames (and of
+    the frames of the errors it chained) are cleared first: an error's traceback holds its
+    frames, their locals the copies, in a cycle with the frames of Processing's own Python
+    that only the cyclic collector breaks, whenever it next runs: a copy freed then
+    (possibly at QGIS's exit, after the data providers) crashed the process (a segfault
+    when the tests' interpreter exited)."""
     @functools.wraps(process_algorithm)
     def run(self, parameters, context, feedback):
         try:
@@ -57,6 +58,8 @@ def frees_inputs_on_failure(process_algorithm):
                 traceback.clear_frames(error.__traceback__)   # skips this running frame
                 error = error.__cause__ or error.__context__
             raise
+        finally:
+            let_go_of_copies(self.__dict__.pop("_copies", []))
     return run
 
 
@@ -249,10 +252,13 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
     def inputs(self, parameters: dict) -> dict:
         """``parameters`` with each project layer replaced by the copy ``prepareAlgorithm``
         made: what ``processAlgorithm`` reads, and hands its child algorithms. Copies are
-        taken into the calling thread and handed over: they live as long as what this
-        returns, so a run that fails frees them too, in the thread that read them (kept on
-        the algorithm, they outlived QGIS's providers, and Python's exit crashed)."""
-        own = {**parameters, **getattr(self, "_own_inputs", {})}
+        taken into the calling thread and freed as ``processAlgorithm`` ends, failed or not
+        (:func:`frees_inputs`; kept on the algorithm, they outlived QGIS's providers, and
+        Python's exit crashed)."""
+        copies = getattr(self, "_own_inputs", {})
+        own = {**parameters, **copies}
+        # freed as processAlgorithm ends (frees_inputs), when what this returns is gone
+        self._copies = [value for value in copies.values() if isinstance(value, QgsMapLayer)]
         self._own_inputs = {}
         take_copies(own.values())
         return own

@@ -17,7 +17,7 @@ from ..corrections import FIELD, CorrectionsProblem, sidecar_path, write_geojson
 from ..inputs import InputProblem, layer_file
 from ..outputs import recover_aside, set_aside, settle
 from ..params import CorrectParams
-from .base import frees_inputs_on_failure, source_file, unchecked_features
+from .base import frees_inputs, source_file, unchecked_features
 from .common import SceneAlgorithm
 from .masks import check_binary_mask, check_mask_layer, check_nodata_in_file
 
@@ -57,7 +57,7 @@ class CorrectMaskAlgorithm(SceneAlgorithm):
             feedback.pushInfo(f"{path} exists and will be replaced")
         return path
 
-    @frees_inputs_on_failure
+    @frees_inputs
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "INPUT", context),

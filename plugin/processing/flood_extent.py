@@ -23,7 +23,7 @@ from qgis.core import (QgsCoordinateTransform, QgsProcessing, QgsProcessingExcep
 from .. import styles
 from ..outputs import hidden_path
 from ..params import backend_path
-from .base import SarFloodAlgorithm, check_polygons, frees_inputs_on_failure
+from .base import SarFloodAlgorithm, check_polygons, frees_inputs
 from .masks import check_binary_mask, check_mask_layer, check_nodata_in_file
 from .steps import Steps
 
@@ -58,7 +58,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("FLOODED_AREA_KM2", "Newly flooded area (km²)"))
         self.addOutput(QgsProcessingOutputNumber("FLOODED_PIXELS", "Newly flooded pixels"))
 
-    @frees_inputs_on_failure
+    @frees_inputs
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         post = check_mask_layer(self.parameterAsRasterLayer(parameters, "POST", context), "Post-event mask",

@@ -12,7 +12,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber,
 from .. import styles
 from ..params import DEVICES, UNITS, PredictParams
 from ..summary import model_label
-from .base import frees_inputs_on_failure
+from .base import frees_inputs
 from .common import SceneAlgorithm
 from .review import ReviewHandoff
 
@@ -76,7 +76,7 @@ class MapWaterAlgorithm(SceneAlgorithm):
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
         self.addOutput(QgsProcessingOutputString("MODEL_USED", "Model used"))
 
-    @frees_inputs_on_failure
+    @frees_inputs
     def processAlgorithm(self, parameters, context, feedback):
         given_input = parameters.get("INPUT")
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm

@@ -7,7 +7,7 @@ from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDes
 
 from .. import styles
 from ..params import OtsuParams
-from .base import frees_inputs_on_failure
+from .base import frees_inputs
 from .common import SceneAlgorithm
 
 
@@ -27,7 +27,7 @@ class OtsuAlgorithm(SceneAlgorithm):
         self.add_area_outputs()
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD_DB", "Otsu threshold on VV (dB)"))
 
-    @frees_inputs_on_failure
+    @frees_inputs
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask, scene, extent, extent_crs = self.scene_inputs(parameters, context, feedback)

@@ -15,7 +15,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputNumber, QgsPro
 from .. import styles
 from ..inputs import InputProblem, layer_file
 from ..params import FinalizeParams
-from .base import frees_inputs_on_failure
+from .base import frees_inputs
 from .common import SceneAlgorithm
 from .masks import unopened
 
@@ -42,7 +42,7 @@ class ThresholdAlgorithm(SceneAlgorithm):
         self.add_area_outputs()
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD_USED", "Threshold used"))
 
-    @frees_inputs_on_failure
+    @frees_inputs
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)

@@ -18,7 +18,7 @@ from qgis.core import (QgsAggregateCalculator, QgsProcessing, QgsProcessingExcep
                        QgsProcessingParameterVectorDestination, QgsUnitTypes, QgsVectorLayer)
 
 from ..outputs import is_plain_file, written_beside
-from .base import SarFloodAlgorithm, frees_inputs_on_failure
+from .base import SarFloodAlgorithm, frees_inputs
 from .masks import check_mask_layer, ellipsoid_of
 from .steps import Steps
 
@@ -46,7 +46,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("DROPPED_COUNT", "Polygons dropped as too small"))
         self.addOutput(QgsProcessingOutputNumber("DROPPED_AREA_M2", "Their area (m²)"))
 
-    @frees_inputs_on_failure
+    @frees_inputs
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = self.parameterAsRasterLayer(parameters, "INPUT", context)

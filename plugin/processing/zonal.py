@@ -21,7 +21,7 @@ from qgis.core import (QgsFeature, QgsFeatureRequest, QgsFeatureSink, QgsField, 
 from qgis.PyQt.QtCore import QVariant
 
 from ..outputs import is_plain_file, written_beside
-from .base import (SarFloodAlgorithm, check_polygons, frees_inputs_on_failure, source_file,
+from .base import (SarFloodAlgorithm, check_polygons, frees_inputs, source_file,
                    unchecked_features, unchecked_input)
 from .masks import check_binary_mask, check_mask_layer, ellipsoid_of, pixel_area_m2
 from .steps import Steps, free_layers
@@ -58,7 +58,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         self._polygons_file = source_file(parameters.get("POLYGONS"), context)
         return super().prepareAlgorithm(parameters, context, feedback)
 
-    @frees_inputs_on_failure
+    @frees_inputs
     def processAlgorithm(self, parameters, context, feedback):
         parameters = self.inputs(parameters)   # no project layer: see prepareAlgorithm
         mask = check_mask_layer(self.parameterAsRasterLayer(parameters, "MASK", context), "Water mask",

@@ -17,7 +17,7 @@ from qgis.core import (QgsApplication, QgsDataProvider, QgsFeature, QgsGeometry,
                        QgsProcessingFeatureSourceDefinition, QgsProcessingFeedback,
                        QgsProcessingUtils, QgsProject, QgsRasterLayer, QgsRectangle,
                        QgsReferencedRectangle)
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import QCoreApplication, Qt, QThread
 
 from .conftest import read_raster, wait_for_tasks, write_raster
 from .test_mask_algorithms import ORIGIN, _mask, _rect_layer, _utm_area_m2
@@ -251,3 +251,44 @@ def test_a_map_layer_whose_file_was_deleted_is_named(provider, qgis_new_project,
     qtbot.waitUntil(lambda: bool(done), timeout=60000)
     assert done == [False]
     assert f"'post': {path}: file not found" in feedback.textLog(), feedback.textLog()
+
+
+def test_a_task_frees_its_copies_of_project_layers_in_the_main_thread(provider, qgis_new_project, qtbot,
+                                                                      tmp_path, monkeypatch):
+    """A copy freed in the worker thread that read it has its end handled by PyQt in the main
+    thread without Python's lock, racing the worker (the crash processing/steps.py tells
+    of): the copies a run as a task reads are freed in the main thread, after a run that
+    succeeded and after one that failed."""
+    from sarflood.plugin.processing import base
+
+    main = QCoreApplication.instance().thread()
+    freed_in_main = []
+    made = base.private_copy
+
+    def recorded(layer, *args, **kwargs):
+        copy = made(layer, *args, **kwargs)
+        copy.destroyed.connect(lambda: freed_in_main.append(QThread.currentThread() == main),
+                               Qt.ConnectionType.DirectConnection)
+        return copy
+
+    monkeypatch.setattr(base, "private_copy", recorded)
+    mask = _added(_mask(tmp_path)[0])
+    results, _ = _run_as_task(qtbot, "sarflood:vectorize",
+                              {"INPUT": mask.id(), "MIN_AREA_M2": 0, "OUTPUT": str(tmp_path / "water.gpkg")},
+                              "step 1 of 4", lambda: None)
+    assert results["POLYGON_COUNT"] == 2
+    qtbot.waitUntil(lambda: len(freed_in_main) == 1, timeout=10000)
+
+    context = QgsProcessingContext()   # a run that fails once it has read its inputs
+    context.setProject(QgsProject.instance())
+    feedback = QgsProcessingFeedback()
+    task = QgsProcessingAlgRunnerTask(QgsApplication.processingRegistry().algorithmById("sarflood:vectorize"),
+                                      {"INPUT": mask.id(), "OUTPUT": str(tmp_path / "water.tif")},
+                                      context, feedback)
+    done = []
+    task.executed.connect(lambda ok, results: done.append(ok))
+    QgsApplication.taskManager().addTask(task)
+    qtbot.waitUntil(lambda: bool(done), timeout=60000)
+    assert done == [False] and "is no vector format" in feedback.textLog()
+    qtbot.waitUntil(lambda: len(freed_in_main) == 2, timeout=10000)
+    assert freed_in_main == [True, True]
