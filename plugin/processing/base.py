@@ -25,6 +25,7 @@ from ..settings import python_setting
 from ..layers import let_go_of_copies, private_copy, take_copies
 from ..outputs import is_plain_file, remove_stale
 from ..review_run import layer_file
+from .steps import remove_steps
 
 # set when the plugin unloads, cleared by a new provider: a run inside a Graphical Modeler
 # model, whose task is named after the model (unload cannot tell it from another plugin's),
@@ -262,6 +263,19 @@ class SarFloodAlgorithm(QgsProcessingAlgorithm):
         self._own_inputs = {}
         take_copies(own.values())
         return own
+
+    def step_files(self) -> list[str]:
+        """The list this run's :class:`~.steps.Steps` names its files in."""
+        self._step_files: list[str] = []
+        return self._step_files
+
+    def postProcessAlgorithm(self, context, feedback) -> dict:  # noqa: N802 (QGIS's name)
+        """In the main thread after a run that succeeded (as a task; at once otherwise): the
+        layers of its child steps, which a run on a worker thread leaves in the context (see
+        :func:`~.steps.free_layers`), are freed, and their folders removed (Windows: they
+        could not be while open). Their results stand (none returned here)."""
+        remove_steps(context, self.__dict__.pop("_step_files", []))
+        return {}
 
     @staticmethod
     def run_child(label: str, alg: str, params: dict, context, feedback) -> dict:

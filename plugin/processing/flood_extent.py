@@ -104,7 +104,7 @@ class FloodExtentAlgorithm(SarFloodAlgorithm):
         # file the next run removes: check_destination)
         temporary = hidden_path(destination, ".tif")
         # a failed or cancelled run's steps go too
-        with Steps(len(STEP_OF_SLOT), context, feedback) as steps:
+        with Steps(len(STEP_OF_SLOT), context, feedback, self.step_files()) as steps:
             if pre is not None:
                 aligned = child(0, "gdal:warpreproject", {
                     "INPUT": pre, "TARGET_CRS": crs, "RESAMPLING": 0, "NODATA": NODATA, "DATA_TYPE": 1,

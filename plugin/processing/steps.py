@@ -6,12 +6,14 @@ so the run's progress only rises: given the caller's own, each child restarted i
 child runs, and removed however the run ends: a full scene's intermediate rasters and
 GeoPackages otherwise stayed in Processing's folder until QGIS exited, one set per run.
 
-The steps' layers are freed on the main thread only (:func:`free_layers`). PyQt keeps a set
-of the QObjects made by C++ that Python has wrapped (its PyQtMonitor, which marks a wrapper
-dead when its object goes). A wrapped layer deleted on a worker thread has its end handled
-in the main thread's event loop, where PyQt changes that set without holding Python's lock,
-while the worker thread, holding it, changes the same set as it wraps and drops layers: the
-main thread crashed in that set (a segfault, seen three times in test runs, once in CI).
+The steps' layers are freed on the main thread only (:func:`free_layers`): a run as a task
+leaves them to its context, and its algorithm's postProcessAlgorithm frees them once the
+run is back in the main thread. PyQt keeps a set of the QObjects made by C++ that Python
+has wrapped (its PyQtMonitor, which marks a wrapper dead when its object goes). A wrapped
+layer deleted on a worker thread has its end handled in the main thread's event loop,
+where PyQt changes that set without holding Python's lock, while the worker thread,
+holding it, changes the same set as it wraps and drops layers: the main thread crashed in
+that set (a segfault, seen three times in test runs, once in CI).
 """
 from __future__ import annotations
 
@@ -36,14 +38,29 @@ def free_layers(context, wanted) -> None:
             store.removeMapLayer(layer.id())
 
 
-class Steps:
-    """``with Steps(count, context, feedback) as steps:`` ``steps.at(i)`` is the feedback
-    to give step ``i`` (of ``count``), ``steps.file(name)`` a file for a step to write."""
+def remove_steps(context, paths: list[str]) -> None:
+    """Free the layers of the step files ``paths`` in ``context`` (on the main thread) and
+    remove their folders: on Linux and macOS a file still open goes when its layer is
+    freed; on Windows it stays."""
+    free_layers(context, lambda layer: layer.source().split("|")[0] in paths)
+    temp = Path(QgsProcessingUtils.tempFolder()).resolve()
+    for path in paths:
+        folder = Path(path).resolve().parent
+        if folder.parent == temp:   # never anything but a step's own folder
+            shutil.rmtree(folder, ignore_errors=True)   # Windows: a file still open stays
 
-    def __init__(self, count: int, context, feedback):
+
+class Steps:
+    """``with Steps(count, context, feedback, paths) as steps:`` ``steps.at(i)`` is the
+    feedback to give step ``i`` (of ``count``), ``steps.file(name)`` a file for a step to
+    write, named in ``paths`` too: a run on a worker thread leaves the steps' layers to its
+    context, and its algorithm's postProcessAlgorithm (main thread) calls
+    :func:`remove_steps` with them."""
+
+    def __init__(self, count: int, context, feedback, paths: list[str]):
         self.context = context
         self.count = count
-        self.paths: list[str] = []   # each in a folder of its own
+        self.paths = paths   # each in a folder of its own
         self.feedback = QgsProcessingMultiStepFeedback(count, feedback)
         if feedback.isCanceled():   # it follows the caller's cancels from now on only
             self.feedback.cancel()
@@ -57,7 +74,7 @@ class Steps:
         if exc_type is None:
             self.feedback.setCurrentStep(self.count)
         try:
-            self._remove()
+            remove_steps(self.context, self.paths)
         finally:
             # freed now, in the thread that made it, which drops what was queued to it:
             # kept past the run, it passed a gdal step's queued progress on to the caller's
@@ -77,12 +94,3 @@ class Steps:
         self.paths.append(QgsProcessingUtils.generateTempFilename(name))
         return self.paths[-1]
 
-    def _remove(self) -> None:
-        """Free the steps' layers (on the main thread) and remove their folders: on Linux and
-        macOS a file still open goes when its layer is freed; on Windows it stays."""
-        free_layers(self.context, lambda layer: layer.source().split("|")[0] in self.paths)
-        temp = Path(QgsProcessingUtils.tempFolder()).resolve()
-        for path in self.paths:
-            folder = Path(path).resolve().parent
-            if folder.parent == temp:   # never anything but a step's own folder
-                shutil.rmtree(folder, ignore_errors=True)   # Windows: a file still open stays

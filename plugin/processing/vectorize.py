@@ -66,7 +66,7 @@ class VectorizeAlgorithm(SarFloodAlgorithm):
                 raise QgsProcessingException("cancelled: the polygons were not written")
             return output
 
-        with Steps(4, context, feedback) as steps:   # a failed or cancelled run's steps go too
+        with Steps(4, context, feedback, self.step_files()) as steps:   # a failed or cancelled run's steps go too
             # the chosen value as 1, all else (the mask's no data too) as no data: Byte, 0
             chosen = child(0, "native:reclassifybytable", {
                 "INPUT_RASTER": mask, "RASTER_BAND": 1, "TABLE": [value, value, 1], "RANGE_BOUNDARIES": 2,

@@ -91,7 +91,7 @@ class ZonalWaterAlgorithm(SarFloodAlgorithm):
         for name, kind in NEW_FIELDS:
             fields.append(QgsField(name, kind))
         # one progress over the steps: each restarted the caller's at 0 (backwards in batch mode)
-        with Steps(4, context, feedback) as steps:
+        with Steps(4, context, feedback, self.step_files()) as steps:
             totals = self.water_per_polygon(source, mask, context, steps)
             feedback.setProgressText("water share and area per polygon")
             # a file is written beside the destination and renamed into place at the end: a

@@ -55,7 +55,7 @@ def _steps_run(context) -> str:
     from sarflood.plugin.processing.steps import Steps
 
     feedback = QgsProcessingFeedback()   # held: the steps' feedback reports to it
-    with Steps(1, context, feedback) as steps:
+    with Steps(1, context, feedback, []) as steps:
         path = steps.file("step.tif")
         write_raster(Path(path), [np.zeros((4, 4), np.uint8)])
         assert QgsProcessingUtils.mapLayerFromString(path, context).isValid()
@@ -66,8 +66,10 @@ def test_steps_free_their_layers_on_the_main_thread_only(qgis_app):
     """A layer that Python has wrapped, deleted on a worker thread, has its end handled by
     PyQt on the main thread without Python's lock, racing the worker: QGIS crashed now and
     then as a vectorize task's steps freed their layers on its worker. There the layers
-    now stay with the run's context, which QGIS frees on the main thread; their folders go
-    at once either way."""
+    now stay with the run's context, for the main thread to free (remove_steps, as
+    postProcessAlgorithm does); their folders go at once either way."""
+    from sarflood.plugin.processing.steps import remove_steps
+
     main = QCoreApplication.instance().thread()
     on_worker = {}
 
@@ -83,7 +85,8 @@ def test_steps_free_their_layers_on_the_main_thread_only(qgis_app):
     context, path = on_worker["context"], on_worker["path"]
     assert [layer.source() for layer in context.temporaryLayerStore().mapLayers().values()] == [path]
     assert not Path(path).parent.exists()
-    del context   # freed here, on the main thread
+    remove_steps(context, [path])
+    assert context.temporaryLayerStore().mapLayers() == {}
 
     context = QgsProcessingContext()
     path = _steps_run(context)

@@ -128,6 +128,24 @@ def test_vectorize_as_a_task_reads_the_mask_as_it_was(provider, qgis_new_project
     assert results["POLYGON_COUNT"] == 2   # the square and the speck
 
 
+def test_a_vectorize_task_leaves_no_step_layer_or_file(provider, qtbot, tmp_path):
+    """Run as a task, its steps' layers stay with the run's context past the worker thread
+    (steps.free_layers); back in the main thread, postProcessAlgorithm frees them and
+    removes their folders, so nothing of the steps stays open or on disk."""
+    import os
+
+    temp = QgsProcessingUtils.tempFolder()
+    before = set(os.listdir(temp))
+    results, context = _run_as_task(qtbot, "sarflood:vectorize",
+                                    {"INPUT": str(_mask(tmp_path)[0]), "MIN_AREA_M2": 0,
+                                     "OUTPUT": str(tmp_path / "water.gpkg")},
+                                    "step 1 of 4", lambda: None)
+    assert results["POLYGON_COUNT"] == 2
+    held = [layer.source() for layer in context.temporaryLayerStore().mapLayers().values()]
+    assert [source for source in held if source.startswith(temp)] == []
+    assert set(os.listdir(temp)) - before == set()
+
+
 def test_flood_extent_as_a_task_reads_its_inputs_as_they_were(provider, qgis_new_project, qtbot,
                                                               tmp_path):
     """Pre-event mask (a project raster) and permanent water (a project memory layer, which
