@@ -322,7 +322,7 @@ def private_copy(layer: QgsMapLayer, request: QgsFeatureRequest | None = None,
             copied.setUseSourceNoDataValue(band, source.useSourceNoDataValue(band))
     # of no thread until its user takes it (take_copies), as QGIS's own algorithms do
     copy.moveToThread(None)
-    _main_thread_freeing()   # made here, in the main thread, for let_go_of_copies
+    _main_thread_freeing()   # made before any worker needs it (let_go_of_copies)
     return copy
 
 
@@ -357,6 +357,8 @@ class _MainThreadFreeing(QObject):
 
     def __init__(self):
         super().__init__()
+        # made where the first copy is: a Graphical Modeler model prepares on its worker
+        self.moveToThread(QCoreApplication.instance().thread())
         self.lock = threading.Lock()   # the worker hands over as a whole, or not yet
         self.held: list[QgsMapLayer] = []
         self.let_go.connect(self.free)   # from a worker: queued to the main thread
